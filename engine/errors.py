@@ -1,0 +1,21 @@
+"""Exception types: every error names the layer, shape or option at fault."""
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError, ValueError):
+    """A bad option passed to the engine (sparsity, scheme, block, target, threads ...)."""
+
+
+class CaptureError(EngineError):
+    """torch.export could not capture the model; the message names the op / construct."""
+
+
+class SchemeError(EngineError):
+    """A pruning scheme cannot be applied to a layer (message names layer and shape)."""
+
+
+class MismatchError(EngineError):
+    """The optimized model's output does not match the masked reference."""

@@ -1,0 +1,118 @@
+"""The prunable-layer list: what the engine knows about every conv / linear it may prune.
+
+Layers are found by running the model once on the example inputs with forward hooks, so each
+`LayerInfo` carries the real input/output shapes the layer sees (kernels and the mapper are
+specialised on them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One conv or linear layer as the engine sees it (shapes from one traced run)."""
+
+    name: str                      # fully qualified module name, e.g. "layer1.0.conv2"
+    kind: str                      # "conv" or "linear"
+    weight_shape: tuple            # conv: (O, I/groups, kh, kw); linear: (O, I)
+    in_shape: tuple                # (N, C, H, W) for conv, (..., I) for linear
+    out_shape: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    has_bias: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight_shape[0]
+
+    @property
+    def kernel_size(self) -> tuple:
+        return tuple(self.weight_shape[2:]) if self.kind == "conv" else (1, 1)
+
+    @property
+    def gemm_shape(self) -> tuple:
+        """(rows, cols) of the GEMM view: O x (I/groups * kh * kw), columns channel-major."""
+        o = self.weight_shape[0]
+        cols = 1
+        for d in self.weight_shape[1:]:
+            cols *= d
+        return (o, cols)
+
+    @property
+    def macs(self) -> int:
+        """Dense multiply-accumulates for one forward pass at the traced shape."""
+        rows, cols = self.gemm_shape
+        if self.kind == "conv":
+            n, _, ho, wo = self.out_shape
+            return n * rows * cols * ho * wo
+        positions = 1
+        for d in self.out_shape[:-1]:
+            positions *= d
+        return positions * rows * cols
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_shape[1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
+    """Every nn.Conv2d / nn.Linear that runs in one forward pass, in execution order.
+
+    A module called more than once (weight sharing) is listed once, with its first call's shapes.
+    """
+    seen: dict[str, LayerInfo] = {}
+    order: list[str] = []
+    hooks = []
+
+    def hook_for(name: str, mod: nn.Module):
+        def hook(m, inputs, output):
+            if name in seen or not isinstance(output, torch.Tensor):
+                return
+            x = inputs[0]
+            if isinstance(m, nn.Conv2d):
+                info = LayerInfo(name, "conv", tuple(m.weight.shape), tuple(x.shape),
+                                 tuple(output.shape), _pair(m.stride),
+                                 _pair(m.padding) if not isinstance(m.padding, str) else (-1, -1),
+                                 _pair(m.dilation), m.groups, m.bias is not None)
+            else:
+                info = LayerInfo(name, "linear", tuple(m.weight.shape), tuple(x.shape),
+                                 tuple(output.shape), has_bias=m.bias is not None)
+            seen[name] = info
+            order.append(name)
+        return hook
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            hooks.append(mod.register_forward_hook(hook_for(name, mod)))
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [seen[n] for n in order]
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name)
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted path `name` with `new`."""
+    parent_name, _, child = name.rpartition(".")
+    parent: Optional[nn.Module] = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

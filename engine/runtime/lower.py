@@ -1,0 +1,158 @@
+"""Lowering for the host runtime: a (masked) torch model -> a GraphModule running native kernels.
+
+One pass over the torch.fx graph: every Conv2d / Linear, with the BatchNorm that follows it folded
+in, and the ReLU / ReLU6 (or residual add + ReLU) after it fused into the kernel's epilogue, is
+replaced by a `SparseConv2d` / `SparseLinear` (layers chosen sparse) or a `DenseConv2d` /
+`DenseLinear` (kept dense, torch). Everything else (pooling, depthwise convs, glue) stays torch.
+If the model cannot be traced by torch.fx, layers are swapped in place without fusion.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..graph.layers import set_module
+from .modules import DenseConv2d, DenseLinear, SparseConv2d, SparseLinear
+
+
+@dataclass
+class LoweringResult:
+    module: nn.Module
+    fused: dict = field(default_factory=dict)   # layer -> {"bn": name|None, "act": ..., "residual": bool}
+    traced: bool = True
+    note: str = ""
+
+
+def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
+    """Conv weight/bias with an eval-mode BatchNorm folded in."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+        1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    b = bias.detach() if bias is not None else torch.zeros_like(bn.running_mean)
+    w = weight.detach() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    return w, (b - bn.running_mean) * scale + shift
+
+
+_RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+
+
+def _act_of(node: fx.Node, modules: dict) -> Optional[str]:
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        if isinstance(m, nn.ReLU6):
+            return "relu6"
+        if isinstance(m, nn.ReLU):
+            return "relu"
+        if isinstance(m, nn.Hardtanh) and m.min_val == 0.0 and m.max_val == 6.0:
+            return "relu6"
+    elif node.op == "call_function" and node.target in _RELU_FUNCS:
+        return _RELU_FUNCS[node.target]
+    elif node.op == "call_method" and node.target in ("relu", "relu_"):
+        return "relu"
+    return None
+
+
+def _is_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target in _ADD_FUNCS:
+        return len(node.args) == 2 and not node.kwargs.get("alpha", 1) != 1
+    return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) == 2
+
+
+def _sole_user(node: fx.Node) -> Optional[fx.Node]:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
+    """Rewrite a copy of `model`; `sparse` maps layer name -> block rows for native layers."""
+    model = copy.deepcopy(model).eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # noqa: BLE001  (any trace failure -> unfused fallback)
+        return _swap_in_place(model, sparse, isa, f"torch.fx could not trace the model ({e}); "
+                              "layers swapped without BN folding / fusion")
+    modules = dict(gm.named_modules())
+    fused: dict = {}
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        mod = modules.get(node.target)
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        if isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            continue
+        name = node.target
+        chain = [node]
+        w, b = mod.weight.detach(), (mod.bias.detach() if mod.bias is not None else None)
+        cur, bn_name = node, None
+        nxt = _sole_user(cur)
+        if isinstance(mod, nn.Conv2d) and nxt is not None and nxt.op == "call_module" and \
+                isinstance(modules.get(nxt.target), nn.BatchNorm2d):
+            w, b = fold_bn(w, b, modules[nxt.target])
+            bn_name, cur = nxt.target, nxt
+            chain.append(nxt)
+        act, residual = "none", None
+        nxt = _sole_user(cur)
+        if nxt is not None and _act_of(nxt, modules):
+            act, cur = _act_of(nxt, modules), nxt
+            chain.append(nxt)
+        elif isinstance(mod, nn.Conv2d) and nxt is not None and _is_add(nxt):
+            other = nxt.args[1] if nxt.args[0] is cur else nxt.args[0]
+            after = _sole_user(nxt)
+            if isinstance(other, fx.Node) and other is not cur and after is not None and \
+                    _act_of(after, modules) == "relu":
+                residual, act, cur = other, "relu", after
+                chain += [nxt, after]
+        new = _build(mod, name, w, b, act, sparse, isa)
+        new_name = "lowered_" + name.replace(".", "_")
+        gm.add_submodule(new_name, new)
+        with gm.graph.inserting_after(cur):
+            args = (node.args[0],) if residual is None else (node.args[0], residual)
+            repl = gm.graph.call_module(new_name, args)
+        cur.replace_all_uses_with(repl)
+        for n in reversed(chain):
+            gm.graph.erase_node(n)
+        fused[name] = {"bn": bn_name, "act": act, "residual": residual is not None}
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return LoweringResult(gm, fused, True)
+
+
+def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
+    if isinstance(mod, nn.Conv2d):
+        if name in sparse and mod.groups == 1:
+            return SparseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, sparse[name],
+                                isa, layer=name)
+        return DenseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, mod.groups,
+                           layer=name)
+    if name in sparse:
+        return SparseLinear(w, b, act, sparse[name], isa, layer=name)
+    return DenseLinear(w, b, act, layer=name)
+
+
+def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:
+    for name, mod in list(model.named_modules()):
+        if name in sparse and isinstance(mod, (nn.Conv2d, nn.Linear)):
+            if isinstance(mod, nn.Conv2d) and mod.groups != 1:
+                continue
+            b = mod.bias.detach() if mod.bias is not None else None
+            set_module(model, name, _build(mod, name, mod.weight.detach(), b, "none", sparse, isa))
+    return LoweringResult(model, {}, False, note)
+
+
+def native_modules(module: nn.Module) -> dict:
+    """layer name -> lowered module (native or dense replacement) in a lowered model."""
+    out = {}
+    for m in module.modules():
+        if isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d, DenseLinear)) and m.layer:
+            out[m.layer] = m
+    return out

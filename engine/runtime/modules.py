@@ -1,0 +1,171 @@
+"""Host runtime modules: torch nn.Modules whose forward calls engine._kernels on CPU tensors.
+
+Tensors cross as numpy views (zero copy); nothing links against libtorch. Each module keeps its
+packed weight so it can be pickled / deep-copied and rebuilt, and can produce the dense torch
+equivalent it replaces (used to measure it against dense and to verify it).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .packing import PackedWeight, pack
+
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+def _kernels():
+    from .. import _kernels
+    return _kernels
+
+
+def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(y)
+    if act == "relu6":
+        return F.relu6(y)
+    return y
+
+
+class SparseConv2d(nn.Module):
+    """act(conv2d(x, W) + b [+ residual]) through the native block-sparse kernel."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
+                 padding=(0, 0), dilation=(1, 1), act: str = "none", rows: int = 4,
+                 isa: str = "auto", layer: str = ""):
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+        w = weight.detach().to(torch.float32).cpu()
+        self.layer = layer
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.act, self.rows, self.isa = act, int(rows), isa
+        self.weight_shape = tuple(w.shape)
+        self.packed: PackedWeight = pack(w.numpy(), self.rows)
+        self.bias_np = None if bias is None else bias.detach().float().cpu().numpy().copy()
+        self._build()
+
+    def _build(self) -> None:
+        p = self.packed
+        self.kernel = _kernels().SparseConv(
+            p.out_channels, p.in_channels, p.kernel, self.stride, self.padding, self.dilation,
+            p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values, self.bias_np,
+            self.act, self.isa)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("kernel", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build()
+
+    @property
+    def kernel_name(self) -> str:
+        return self.kernel.kernel_name
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        xn = x.detach().contiguous().numpy() if x.dtype == torch.float32 else \
+            x.detach().float().contiguous().numpy()
+        rn = None if residual is None else residual.detach().float().contiguous().numpy()
+        return torch.from_numpy(self.kernel.run(xn, rn))
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (masked) dense weight this module computes with, rebuilt from the packed form."""
+        p = self.packed
+        o, c, (kh, kw) = p.out_channels, p.in_channels, p.kernel
+        gemm = np.zeros((o, c * kh * kw), np.float32)
+        for g in range(len(p.group_row0)):
+            r0, n = int(p.group_row0[g]), int(p.group_rows[g])
+            b, e = int(p.group_ptr[g]), int(p.group_ptr[g + 1])
+            vals = p.values[self._vstart(g):self._vstart(g) + (e - b) * n].reshape(e - b, n)
+            gemm[r0:r0 + n, p.entry_col[b:e]] = vals.T
+        return torch.from_numpy(gemm.reshape(self.weight_shape))
+
+    def _vstart(self, g: int) -> int:
+        p = self.packed
+        return int(sum((p.group_ptr[i + 1] - p.group_ptr[i]) * p.group_rows[i] for i in range(g)))
+
+    def dense_equivalent(self) -> nn.Module:
+        """A torch module computing the same function densely (the thing this replaces)."""
+        return DenseConv2d(self.dense_weight().reshape(self.weight_shape),
+                           None if self.bias_np is None else torch.from_numpy(self.bias_np),
+                           self.stride, self.padding, self.dilation, self.act)
+
+    def extra_repr(self) -> str:
+        return (f"{self.layer or ''} {self.weight_shape}, stride={self.stride}, "
+                f"padding={self.padding}, act={self.act}, kernel={self.kernel_name}, "
+                f"density={self.packed.density:.3f}")
+
+
+class DenseConv2d(nn.Module):
+    """act(conv2d(x, W) + b [+ residual]) in torch: a kept-dense layer with BN folded in."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
+                 padding=(0, 0), dilation=(1, 1), act: str = "none", groups: int = 1,
+                 layer: str = ""):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().float().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
+                                                           requires_grad=False)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.act, self.groups, self.layer = act, groups, layer
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                     self.groups)
+        if residual is not None:
+            y = y + residual
+        return _activate(y, self.act)
+
+
+class SparseLinear(nn.Module):
+    """act(x @ W.T + b) through the kernel: features become channels, rows become pixels."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
+                 rows: int = 4, isa: str = "auto", layer: str = ""):
+        super().__init__()
+        self.conv = SparseConv2d(weight.detach()[:, :, None, None], bias, act=act, rows=rows,
+                                 isa=isa, layer=layer)
+        self.layer, self.act = layer, act
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    @property
+    def kernel_name(self) -> str:
+        return self.conv.kernel_name
+
+    @property
+    def packed(self) -> PackedWeight:
+        return self.conv.packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        xt = x2.t().contiguous().reshape(1, self.in_features, 1, x2.shape[0])
+        y = self.conv(xt).reshape(self.out_features, x2.shape[0]).t()
+        return y.reshape(*lead, self.out_features)
+
+    def dense_equivalent(self) -> nn.Module:
+        w = self.conv.dense_weight().reshape(self.out_features, self.in_features)
+        b = None if self.conv.bias_np is None else torch.from_numpy(self.conv.bias_np)
+        return DenseLinear(w, b, self.act)
+
+
+class DenseLinear(nn.Module):
+    """act(x @ W.T + b) in torch."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
+                 layer: str = ""):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().float().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
+                                                           requires_grad=False)
+        self.act, self.layer = act, layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _activate(F.linear(x, self.weight, self.bias), self.act)

@@ -1,0 +1,74 @@
+"""Packing: a (masked) dense weight -> the row-group format the C++ kernels run (spe.h).
+
+Rows are grouped `rows` at a time (a block's output channels share one sparsity pattern, so they
+share one list of columns); a group holds every column that is non-zero in any of its rows, so the
+format is exact for any mask, and compact when the mask is block-structured. Groups larger than the
+kernels' 8-row maximum are split; a partial last group keeps the remainder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_GROUP_ROWS = 8
+
+
+@dataclass
+class PackedWeight:
+    """Row-group sparse weight, arrays ready for engine._kernels.SparseConv."""
+
+    out_channels: int
+    in_channels: int
+    kernel: tuple
+    group_row0: np.ndarray   # int32 [G]
+    group_rows: np.ndarray   # int32 [G]
+    group_ptr: np.ndarray    # int64 [G+1]
+    entry_col: np.ndarray    # int32 [E], column c*kh*kw + k
+    values: np.ndarray       # float32, per group: entries x rows
+
+    @property
+    def stored(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def density(self) -> float:
+        total = self.out_channels * self.in_channels * self.kernel[0] * self.kernel[1]
+        return self.stored / total if total else 0.0
+
+
+def group_rows_for(rows: int) -> int:
+    """Kernel group height for a block of `rows` output channels (8 max, dividing `rows`)."""
+    if rows <= MAX_GROUP_ROWS:
+        return rows
+    for r in range(MAX_GROUP_ROWS, 0, -1):
+        if rows % r == 0:
+            return r
+    return 1
+
+
+def pack(weight: np.ndarray, rows: int) -> PackedWeight:
+    """Pack a conv weight (O, C, kh, kw) or linear weight (O, C); zeros are what is pruned."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    if w.ndim == 2:
+        w = w[:, :, None, None]
+    if w.ndim != 4:
+        raise ValueError(f"weight must be 2-D or 4-D, got shape {weight.shape}")
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    o, c, kh, kw = w.shape
+    r = group_rows_for(rows)
+    gemm = w.reshape(o, c * kh * kw)
+    row0 = np.arange(0, o, r, dtype=np.int32)
+    nrows = np.minimum(r, o - row0).astype(np.int32)
+    ptr = np.zeros(len(row0) + 1, dtype=np.int64)
+    cols, vals = [], []
+    for g, (r0, n) in enumerate(zip(row0, nrows)):
+        block = gemm[r0:r0 + n]                      # (n, cols)
+        nz = np.flatnonzero(np.any(block != 0, axis=0)).astype(np.int32)
+        cols.append(nz)
+        vals.append(np.ascontiguousarray(block[:, nz].T).reshape(-1))  # entry-major
+        ptr[g + 1] = ptr[g] + nz.size
+    entry_col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+    values = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
+    return PackedWeight(o, c, (kh, kw), row0, nrows, ptr, entry_col, values)

@@ -1,0 +1,74 @@
+/* spe: sparse pruning engine kernels, C API.
+ *
+ * The one header an app, a TVM module or the Python bindings need. No torch, no Python.
+ *
+ * A conv / linear weight of shape (O, C, kh, kw) ("linear" is kh = kw = 1) is packed into row
+ * groups: group g covers output rows [row0[g], row0[g] + rows[g]) (rows in 1..8) and holds the
+ * columns that are non-zero in any of its rows; column j is (c, k) flattened as c*kh*kw + k.
+ * values hold, per entry, rows[g] consecutive floats (one per row of the group).
+ *
+ * Execution is a "phase-shifted flat SpMM": the input is rearranged once into stride*stride
+ * zero-padded phase planes per channel, so every entry reads the input at one flat offset and
+ * out[row, p] += w * in[offset + p] over "virtual" output pixels (cropped afterwards).
+ */
+#ifndef SPE_SPE_H_
+#define SPE_SPE_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPE_API __attribute__((visibility("default")))
+
+typedef enum { SPE_ACT_NONE = 0, SPE_ACT_RELU = 1, SPE_ACT_RELU6 = 2 } spe_activation;
+
+typedef enum {
+  SPE_OK = 0,
+  SPE_ERR_INVALID_ARGUMENT = 1,
+  SPE_ERR_UNSUPPORTED_ISA = 2,
+  SPE_ERR_OUT_OF_MEMORY = 3,
+} spe_status;
+
+/* Geometry of a conv layer; a linear layer is kh = kw = 1, stride 1, pad 0, H = W = 1. */
+typedef struct {
+  int32_t out_channels, in_channels, kh, kw;
+  int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+} spe_conv_params;
+
+typedef struct spe_sparse_conv spe_sparse_conv; /* opaque */
+
+/* Builds a packed layer (copies every array). isa: "auto", "scalar", "avx2", "avx512", "neon". */
+SPE_API spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_groups,
+                                          const int32_t* group_row0, const int32_t* group_rows,
+                                          const int64_t* group_ptr, /* n_groups + 1 */
+                                          const int32_t* entry_col, const float* values,
+                                          const float* bias /* O or NULL */,
+                                          spe_activation act, const char* isa,
+                                          spe_sparse_conv** out);
+
+/* y = act(conv(x) + bias [+ residual]) for x (N, C, H, W), y (N, O, Ho, Wo), NCHW contiguous.
+ * residual (N, O, Ho, Wo) or NULL. Thread-safe for distinct y. */
+SPE_API spe_status spe_sparse_conv_run(spe_sparse_conv* conv, const float* x, int32_t n,
+                                       int32_t h, int32_t w, const float* residual, float* y);
+
+SPE_API void spe_sparse_conv_output_size(const spe_sparse_conv* conv, int32_t h, int32_t w,
+                                         int32_t* ho, int32_t* wo);
+SPE_API int64_t spe_sparse_conv_nnz(const spe_sparse_conv* conv); /* stored weights */
+SPE_API const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* conv);
+SPE_API void spe_sparse_conv_destroy(spe_sparse_conv* conv);
+
+/* Threads used by every kernel (1 = caller only). Default: hardware concurrency. */
+SPE_API void spe_set_num_threads(int32_t n);
+SPE_API int32_t spe_get_num_threads(void);
+
+/* 1 if this CPU can run the named ISA variant and it was compiled in. */
+SPE_API int spe_isa_available(const char* isa);
+SPE_API const char* spe_best_isa(void);
+SPE_API const char* spe_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPE_SPE_H_ */

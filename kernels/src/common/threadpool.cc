@@ -1,0 +1,104 @@
+// Persistent worker threads that spin briefly, then sleep, between jobs: back-to-back layer
+// calls at batch 1 then cost microseconds to dispatch, and an idle process burns no CPU.
+#include "threadpool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SPE_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define SPE_PAUSE() asm volatile("yield")
+#else
+#define SPE_PAUSE() ((void)0)
+#endif
+
+namespace spe {
+
+ThreadPool& ThreadPool::global() {
+  static ThreadPool* pool = new ThreadPool();  // leaked on purpose: no join at static exit
+  return *pool;
+}
+
+ThreadPool::ThreadPool() {
+  unsigned hw = std::thread::hardware_concurrency();
+  set_num_threads(hw == 0 ? 1 : int(hw));
+}
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  stop_ = false;
+}
+
+void ThreadPool::set_num_threads(int n) {
+  std::lock_guard<std::mutex> call(call_mu_);
+  n = std::max(1, n);
+  if (n == n_threads_ && int(workers_.size()) == n - 1) return;
+  stop_workers();
+  n_threads_ = n;
+  // The generation is read here, not in the new thread: a job posted before the thread first
+  // runs must still count as unseen.
+  const uint64_t gen = generation_.load();
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+}
+
+void ThreadPool::run_chunks() {
+  for (;;) {
+    const int64_t b = next_.fetch_add(grain_);
+    if (b >= n_) break;
+    (*fn_)(b, std::min(n_, b + grain_));
+  }
+}
+
+void ThreadPool::worker_loop(uint64_t seen) {
+  for (;;) {
+    // Spin ~50 us for the next job before sleeping.
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    while (generation_.load(std::memory_order_acquire) == seen &&
+           std::chrono::steady_clock::now() < until)
+      for (int i = 0; i < 64; ++i) SPE_PAUSE();
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return generation_.load() != seen; });
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_) return;
+    run_chunks();
+    active_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  std::lock_guard<std::mutex> call(call_mu_);
+  if (workers_.empty() || n <= grain) {
+    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    return;
+  }
+  fn_ = &fn;
+  n_ = n;
+  grain_ = grain;
+  next_.store(0);
+  active_.store(int(workers_.size()));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  cv_.notify_all();
+  run_chunks();
+  while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
+  fn_ = nullptr;
+}
+
+}  // namespace spe

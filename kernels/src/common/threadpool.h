@@ -1,0 +1,51 @@
+// A small persistent thread pool for the kernels (no OpenMP: torch ships its own libgomp and two
+// OpenMP runtimes in one process fight; Android builds get the same code).
+#ifndef SPE_COMMON_THREADPOOL_H_
+#define SPE_COMMON_THREADPOOL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace spe {
+
+class ThreadPool {
+ public:
+  using RangeFn = std::function<void(int64_t begin, int64_t end)>;
+
+  static ThreadPool& global();
+  ~ThreadPool();
+
+  void set_num_threads(int n);   // total threads including the caller; >= 1
+  int num_threads() const { return n_threads_; }
+
+  // Calls fn on disjoint [begin, end) chunks of [0, n) of about `grain` items each, spread over
+  // the pool; the caller works too and returns when all chunks are done. Calls serialise.
+  void parallel_for(int64_t n, int64_t grain, const RangeFn& fn);
+
+ private:
+  ThreadPool();
+  void worker_loop(uint64_t seen_generation);
+  void stop_workers();
+  void run_chunks();
+
+  int n_threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex call_mu_;              // one parallel_for at a time
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> active_{0};      // workers still inside the current job
+  bool stop_ = false;
+  // current job
+  const RangeFn* fn_ = nullptr;
+  int64_t n_ = 0, grain_ = 1;
+  std::atomic<int64_t> next_{0};
+};
+
+}  // namespace spe
+#endif  // SPE_COMMON_THREADPOOL_H_

@@ -1,0 +1,333 @@
+// A packed sparse conv / linear layer and its execution (see spe.h for the method).
+//
+// run(): 1. geometry and the flat offset of every entry for this input size (cached per H x W);
+//        2. the input as zero-padded phase planes (skipped for 1x1 stride-1 unpadded convs, which
+//           read NCHW directly); 3. the SpMM over (batch, pixel tile, row group) work items in the
+//           thread pool; 4. the crop from virtual to real output pixels when they differ, adding the
+//           residual and the activation there.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../common/threadpool.h"
+#include "../spmm/spmm.h"
+#include "spe/spe.h"
+
+namespace {
+thread_local std::string g_last_error;
+spe_status fail(spe_status s, std::string msg) {
+  g_last_error = std::move(msg);
+  return s;
+}
+}  // namespace
+
+struct spe_sparse_conv {
+  spe_conv_params p{};
+  int K = 1;  // kh * kw
+  std::vector<int32_t> row0, rows, col;
+  std::vector<int64_t> ptr, vptr;
+  std::vector<float> values, bias;
+  int act = 0;
+  const spe::SpmmKernels* k = nullptr;
+  std::string name;
+  int main_rows = 1;
+
+  // Geometry and buffers for the last input size seen.
+  std::mutex mu;
+  int h = -1, w = -1, ho = 0, wo = 0, hp = 0, wp = 0, n_phases = 0;
+  bool direct = false;  // read x as is (1x1, stride 1, no padding)
+  int64_t plane = 0, chan_stride = 0, P = 0;
+  int phase_index[64] = {};
+  std::vector<int32_t> offsets;
+  std::vector<float> xbuf, ybuf;
+};
+
+namespace spe {
+namespace {
+
+const SpmmKernels* pick(const char* isa) {
+  const std::string s = isa ? isa : "auto";
+  const SpmmKernels* avx512 = spmm_kernels_avx512();
+  const SpmmKernels* avx2 = spmm_kernels_avx2();
+  const SpmmKernels* neon = spmm_kernels_neon();
+#if defined(__x86_64__)
+  const bool has512 = avx512 && __builtin_cpu_supports("avx512f");
+  const bool has2 = avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  const bool has512 = false, has2 = false;
+#endif
+  if (s == "auto") {
+    if (has512) return avx512;
+    if (has2) return avx2;
+    if (neon) return neon;
+    return spmm_kernels_scalar();
+  }
+  if (s == "scalar") return spmm_kernels_scalar();
+  if (s == "avx512") return has512 ? avx512 : nullptr;
+  if (s == "avx2") return has2 ? avx2 : nullptr;
+  if (s == "neon") return neon;
+  return nullptr;
+}
+
+void out_size(const spe_conv_params& p, int h, int w, int* ho, int* wo) {
+  *ho = (h + 2 * p.pad_h - p.dil_h * (p.kh - 1) - 1) / p.stride_h + 1;
+  *wo = (w + 2 * p.pad_w - p.dil_w * (p.kw - 1) - 1) / p.stride_w + 1;
+}
+
+// Geometry + offsets for input size h x w (caller holds c->mu).
+void prepare(spe_sparse_conv* c, int h, int w) {
+  if (c->h == h && c->w == w) return;
+  const auto& p = c->p;
+  c->h = h;
+  c->w = w;
+  out_size(p, h, w, &c->ho, &c->wo);
+  c->direct = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+              p.pad_w == 0;
+  std::fill(std::begin(c->phase_index), std::end(c->phase_index), -1);
+  if (c->direct) {
+    c->hp = h;
+    c->wp = w;
+    c->plane = int64_t(h) * w;
+    c->chan_stride = c->plane;
+    c->n_phases = 1;
+    c->phase_index[0] = 0;
+  } else {
+    c->hp = c->ho + (p.dil_h * (p.kh - 1)) / p.stride_h;
+    c->wp = c->wo + (p.dil_w * (p.kw - 1)) / p.stride_w;
+    c->plane = int64_t(c->hp) * c->wp;
+    int n = 0;  // number the phases the kernel positions actually use
+    for (int ky = 0; ky < p.kh; ++ky)
+      for (int kx = 0; kx < p.kw; ++kx) {
+        const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
+        if (c->phase_index[ph] < 0) c->phase_index[ph] = n++;
+      }
+    c->n_phases = n;
+    c->chan_stride = c->plane * n;
+  }
+  c->P = int64_t(c->ho) * c->wp;
+  c->offsets.resize(c->col.size());
+  for (size_t e = 0; e < c->col.size(); ++e) {
+    const int ch = c->col[e] / c->K, kk = c->col[e] % c->K;
+    const int ky = kk / p.kw, kx = kk % p.kw;
+    const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
+    c->offsets[e] = int32_t(ch * c->chan_stride + c->phase_index[ph] * c->plane +
+                            int64_t((ky * p.dil_h) / p.stride_h) * c->wp +
+                            (kx * p.dil_w) / p.stride_w);
+  }
+}
+
+// x (C, H, W) -> used phase planes (C, n_phases, hp, wp), zero outside the image.
+void make_planes(const spe_sparse_conv* c, const float* x, float* xb) {
+  const auto& p = c->p;
+  const int H = c->h, W = c->w;
+  ThreadPool::global().parallel_for(p.in_channels, 4, [&](int64_t b, int64_t e) {
+    for (int64_t ch = b; ch < e; ++ch) {
+      const float* xc = x + ch * int64_t(H) * W;
+      for (int py = 0; py < p.stride_h; ++py)
+        for (int px = 0; px < p.stride_w; ++px) {
+          const int idx = c->phase_index[py * p.stride_w + px];
+          if (idx < 0) continue;
+          float* dst = xb + ch * c->chan_stride + idx * c->plane;
+          for (int i = 0; i < c->hp; ++i) {
+            float* d = dst + int64_t(i) * c->wp;
+            const int r = i * p.stride_h + py - p.pad_h;
+            if (r < 0 || r >= H) {
+              std::memset(d, 0, sizeof(float) * c->wp);
+              continue;
+            }
+            const float* s = xc + int64_t(r) * W;
+            if (p.stride_w == 1) {
+              const int j0 = std::max(0, p.pad_w - px), j1 = std::min(c->wp, W + p.pad_w - px);
+              if (j0 > 0) std::memset(d, 0, sizeof(float) * j0);
+              if (j1 > j0) std::memcpy(d + j0, s + j0 + px - p.pad_w, sizeof(float) * (j1 - j0));
+              if (j1 < c->wp) std::memset(d + std::max(j0, j1), 0, sizeof(float) * (c->wp - std::max(j0, j1)));
+            } else {
+              // col = j*sw + px - pw must lie in [0, W): j in [j0, j1), zeros elsewhere.
+              const int sw = p.stride_w, base = px - p.pad_w;
+              const int j0 = std::min(c->wp, base >= 0 ? 0 : (-base + sw - 1) / sw);
+              const int j1 = std::max(j0, std::min(c->wp, (W - base + sw - 1) / sw));
+              for (int j = 0; j < j0; ++j) d[j] = 0.0f;
+              const float* sj = s + base;
+              for (int j = j0; j < j1; ++j) d[j] = sj[j * sw];
+              for (int j = j1; j < c->wp; ++j) d[j] = 0.0f;
+            }
+          }
+        }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace spe
+
+using spe::ThreadPool;
+
+extern "C" {
+
+spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_groups,
+                                  const int32_t* group_row0, const int32_t* group_rows,
+                                  const int64_t* group_ptr, const int32_t* entry_col,
+                                  const float* values, const float* bias, spe_activation act,
+                                  const char* isa, spe_sparse_conv** out) {
+  if (!params || !out) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/out");
+  const spe_conv_params& p = *params;
+  if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
+      p.stride_w <= 0 || p.pad_h < 0 || p.pad_w < 0 || p.dil_h <= 0 || p.dil_w <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "invalid conv params (channels, kernel, stride, pad, dilation)");
+  if (p.stride_h * p.stride_w > 64) return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 8x8)");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
+  const spe::SpmmKernels* k = spe::pick(isa);
+  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
+  auto* c = new (std::nothrow) spe_sparse_conv();
+  if (!c) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
+  c->p = p;
+  c->K = p.kh * p.kw;
+  c->act = act;
+  c->k = k;
+  const int64_t ncols = int64_t(p.in_channels) * c->K;
+  const int64_t n_entries = n_groups > 0 ? group_ptr[n_groups] : 0;
+  int64_t nvals = 0;
+  std::vector<int> row_count(p.out_channels, 0), hist(spe::kMaxGroupRows + 1, 0);
+  for (int g = 0; g < n_groups; ++g) {
+    const int r0 = group_row0[g], r = group_rows[g];
+    if (r < 1 || r > spe::kMaxGroupRows || r0 < 0 || r0 + r > p.out_channels ||
+        group_ptr[g] < 0 || group_ptr[g + 1] < group_ptr[g]) {
+      delete c;
+      return fail(SPE_ERR_INVALID_ARGUMENT, "group " + std::to_string(g) + " out of range (rows 1..8 within out_channels, ptr monotone)");
+    }
+    for (int i = r0; i < r0 + r; ++i) row_count[i]++;
+    hist[r]++;
+    c->vptr.push_back(nvals);
+    nvals += (group_ptr[g + 1] - group_ptr[g]) * r;
+  }
+  for (int i = 0; i < p.out_channels; ++i)
+    if (row_count[i] != 1) {
+      delete c;
+      return fail(SPE_ERR_INVALID_ARGUMENT, "output row " + std::to_string(i) + " is covered by " + std::to_string(row_count[i]) + " groups (must be exactly 1)");
+    }
+  for (int64_t e = 0; e < n_entries; ++e)
+    if (entry_col[e] < 0 || entry_col[e] >= ncols) {
+      delete c;
+      return fail(SPE_ERR_INVALID_ARGUMENT, "entry column " + std::to_string(entry_col[e]) + " out of range [0, " + std::to_string(ncols) + ")");
+    }
+  c->row0.assign(group_row0, group_row0 + n_groups);
+  c->rows.assign(group_rows, group_rows + n_groups);
+  c->ptr.assign(group_ptr, group_ptr + n_groups + 1);
+  if (n_groups == 0) c->ptr.assign(1, 0);
+  c->col.assign(entry_col, entry_col + n_entries);
+  c->values.assign(values, values + nvals);
+  if (bias) c->bias.assign(bias, bias + p.out_channels);
+  c->main_rows = int(std::max_element(hist.begin(), hist.end()) - hist.begin());
+  if (c->main_rows == 0) c->main_rows = 1;
+  const int tile = k->nv[c->main_rows - 1] * k->width;
+  c->name = "f32_spmm_" + std::to_string(c->main_rows) + "x" + std::to_string(tile) + "__" + k->isa;
+  *out = c;
+  return SPE_OK;
+}
+
+void spe_sparse_conv_output_size(const spe_sparse_conv* c, int32_t h, int32_t w, int32_t* ho,
+                                 int32_t* wo) {
+  spe::out_size(c->p, h, w, ho, wo);
+}
+
+int64_t spe_sparse_conv_nnz(const spe_sparse_conv* c) { return int64_t(c->values.size()); }
+const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* c) { return c->name.c_str(); }
+void spe_sparse_conv_destroy(spe_sparse_conv* c) { delete c; }
+
+spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, int32_t h,
+                               int32_t w, const float* residual, float* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  std::lock_guard<std::mutex> lk(c->mu);
+  int ho, wo;
+  spe::out_size(c->p, h, w, &ho, &wo);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for the kernel/padding");
+  spe::prepare(c, h, w);
+  const auto& p = c->p;
+  const int O = p.out_channels;
+  const int64_t in_img = int64_t(p.in_channels) * h * w;
+  const int64_t out_img = int64_t(O) * ho * wo;
+  const bool crop = c->wp != c->wo;  // virtual pixels differ from real ones
+  const int64_t xb_img = c->direct ? 0 : int64_t(p.in_channels) * c->chan_stride + c->wp + 64;
+  if (!c->direct && int64_t(c->xbuf.size()) < xb_img) c->xbuf.assign(xb_img, 0.0f);
+  const int64_t yb_img = int64_t(O) * c->P;
+  if (crop && int64_t(c->ybuf.size()) < yb_img) c->ybuf.resize(yb_img);
+
+  const spe::SpmmKernels* k = c->k;
+  const int tile_px = k->nv[c->main_rows - 1] * k->width;
+  const int64_t n_tiles = (c->P + tile_px - 1) / tile_px;
+  const int64_t G = int64_t(c->row0.size());
+  const int64_t items = n_tiles * G;
+  auto& pool = ThreadPool::global();
+  const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
+
+  for (int b = 0; b < n; ++b) {
+    const float* xin = x + b * in_img;
+    if (!c->direct) {
+      spe::make_planes(c, xin, c->xbuf.data());
+      xin = c->xbuf.data();
+    }
+    float* yout = crop ? c->ybuf.data() : y + b * out_img;
+    const float* res = (residual && !crop) ? residual + b * out_img : nullptr;
+    const int act_in_kernel = crop ? 0 : c->act;
+    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+      spe::TileArgs a{};
+      a.off = c->offsets.data();
+      a.y_row_stride = c->P;
+      a.res_row_stride = c->P;
+      a.act = act_in_kernel;
+      for (int64_t it = ib; it < ie; ++it) {
+        const int64_t t = it / G, g = it % G;
+        const int r = c->rows[g], r0 = c->row0[g];
+        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(c->P, p0 + tile_px);
+        const int sub = k->nv[r - 1] * k->width;
+        for (int64_t q = p0; q < p1; q += sub) {
+          const int npix = int(std::min<int64_t>(sub, p1 - q));
+          a.x = xin + q;
+          a.off = c->offsets.data() + c->ptr[g];
+          a.w = c->values.data() + c->vptr[g];
+          a.n_entries = c->ptr[g + 1] - c->ptr[g];
+          a.y = yout + int64_t(r0) * c->P + q;
+          a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
+          a.res = res ? res + int64_t(r0) * c->P + q : nullptr;
+          a.npix = npix;
+          if (npix == sub) k->full[r - 1](a);
+          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+        }
+      }
+    });
+    if (crop) {
+      float* yb = y + b * out_img;
+      const float* rb = residual ? residual + b * out_img : nullptr;
+      const int act = c->act;
+      pool.parallel_for(O, 8, [&](int64_t ob, int64_t oe) {
+        for (int64_t o = ob; o < oe; ++o)
+          for (int i = 0; i < ho; ++i) {
+            const float* s = c->ybuf.data() + o * c->P + int64_t(i) * c->wp;
+            float* d = yb + (o * ho + i) * int64_t(wo);
+            const float* rr = rb ? rb + (o * ho + i) * int64_t(wo) : nullptr;
+            for (int j = 0; j < wo; ++j) {
+              float v = s[j] + (rr ? rr[j] : 0.0f);
+              if (act == 1) v = std::max(v, 0.0f);
+              else if (act == 2) v = std::min(std::max(v, 0.0f), 6.0f);
+              d[j] = v;
+            }
+          }
+      });
+    }
+  }
+  return SPE_OK;
+}
+
+void spe_set_num_threads(int32_t n) { ThreadPool::global().set_num_threads(n); }
+int32_t spe_get_num_threads(void) { return ThreadPool::global().num_threads(); }
+
+int spe_isa_available(const char* isa) { return isa && spe::pick(isa) != nullptr; }
+const char* spe_best_isa(void) { return spe::pick("auto")->isa; }
+const char* spe_last_error(void) { return g_last_error.c_str(); }
+
+}  // extern "C"

@@ -1,0 +1,77 @@
+// The f32 SpMM microkernel body, written once over a vector-traits type V.
+//
+// V provides: reg, kWidth, zero(), set1(f), load(p), store(p, v), mask(n), load_mask(p, m),
+// store_mask(p, v, m), fma(a, b, c) = a*b + c, max(a, b), min(a, b).
+// Included by each ISA's translation unit, compiled with that ISA's flags.
+#ifndef SPE_SPMM_TILE_TEMPLATE_H_
+#define SPE_SPMM_TILE_TEMPLATE_H_
+
+#include "spmm.h"
+
+namespace spe {
+
+template <class V, int R, int NV, bool kMasked>
+void spmm_tile(const TileArgs& a) {
+  using reg = typename V::reg;
+  constexpr int W = V::kWidth;
+  reg acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const reg b = a.bias ? V::set1(a.bias[r]) : V::zero();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = b;
+  }
+  const auto m = V::mask(kMasked ? a.npix - (NV - 1) * W : W);
+  const float* x = a.x;
+  const int32_t* off = a.off;
+  const float* w = a.w;
+  for (int64_t e = 0; e < a.n_entries; ++e) {
+    const float* xp = x + off[e];
+    reg xv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      xv[v] = (kMasked && v == NV - 1) ? V::load_mask(xp + v * W, m) : V::load(xp + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const reg wr = V::set1(w[r]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
+    }
+    w += R;
+  }
+  const reg zero = V::zero(), six = V::set1(6.0f);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    float* yr = a.y + r * a.y_row_stride;
+    const float* rr = a.res ? a.res + r * a.res_row_stride : nullptr;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const bool last_masked = kMasked && v == NV - 1;
+      reg o = acc[r][v];
+      if (rr) o = V::add(o, last_masked ? V::load_mask(rr + v * W, m) : V::load(rr + v * W));
+      if (a.act == 1) o = V::max(o, zero);
+      else if (a.act == 2) o = V::min(V::max(o, zero), six);
+      if (last_masked) V::store_mask(yr + v * W, o, m);
+      else V::store(yr + v * W, o);
+    }
+  }
+}
+
+// Fills an SpmmKernels table: full tiles use NVMAX[r] vectors; tails 1..NVMAX[r] vectors, masked.
+template <class V, int R, int NV>
+struct TailFill {
+  static void fill(SpmmKernels& k) {
+    k.tail[R - 1][NV - 1] = &spmm_tile<V, R, NV, true>;
+    if constexpr (NV > 1) TailFill<V, R, NV - 1>::fill(k);
+  }
+};
+
+template <class V, int R, int NV>
+void fill_rows(SpmmKernels& k) {
+  k.nv[R - 1] = NV;
+  k.full[R - 1] = &spmm_tile<V, R, NV, false>;
+  TailFill<V, R, NV>::fill(k);
+}
+
+}  // namespace spe
+#endif  // SPE_SPMM_TILE_TEMPLATE_H_

@@ -1,0 +1,138 @@
+// pybind11 bindings: engine._kernels. Buffers cross as numpy arrays (zero-copy from torch via
+// Tensor.numpy()); nothing here links against libtorch.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "spe/spe.h"
+
+namespace py = pybind11;
+using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+void check(spe_status s) {
+  if (s != SPE_OK) throw std::invalid_argument(spe_last_error());
+}
+
+spe_activation parse_act(const std::string& a) {
+  if (a == "none") return SPE_ACT_NONE;
+  if (a == "relu") return SPE_ACT_RELU;
+  if (a == "relu6") return SPE_ACT_RELU6;
+  throw std::invalid_argument("unknown activation '" + a + "' (none, relu, relu6)");
+}
+
+class SparseConv {
+ public:
+  SparseConv(int out_channels, int in_channels, std::pair<int, int> kernel,
+             std::pair<int, int> stride, std::pair<int, int> padding,
+             std::pair<int, int> dilation, i32 group_row0, i32 group_rows, i64 group_ptr,
+             i32 entry_col, f32 values, std::optional<f32> bias, const std::string& act,
+             const std::string& isa)
+      : isa_(isa) {
+    spe_conv_params p{out_channels, in_channels, kernel.first, kernel.second, stride.first,
+                      stride.second, padding.first, padding.second, dilation.first,
+                      dilation.second};
+    const auto G = group_row0.size();
+    if (group_rows.size() != G || group_ptr.size() != G + 1)
+      throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
+    const int64_t n_entries = group_ptr.at(G);
+    if (entry_col.size() != n_entries)
+      throw std::invalid_argument("entry_col has " + std::to_string(entry_col.size()) +
+                                  " entries, group_ptr says " + std::to_string(n_entries));
+    int64_t nvals = 0;
+    for (size_t g = 0; g < G; ++g) nvals += (group_ptr.at(g + 1) - group_ptr.at(g)) * group_rows.at(g);
+    if (values.size() != nvals)
+      throw std::invalid_argument("values has " + std::to_string(values.size()) +
+                                  " floats, the groups need " + std::to_string(nvals));
+    if (bias && bias->size() != out_channels)
+      throw std::invalid_argument("bias must have out_channels elements");
+    spe_sparse_conv* c = nullptr;
+    check(spe_sparse_conv_create(&p, int32_t(G), group_row0.data(), group_rows.data(),
+                                 group_ptr.data(), entry_col.data(), values.data(),
+                                 bias ? bias->data() : nullptr, parse_act(act), isa.c_str(), &c));
+    conv_.reset(c);
+    out_channels_ = out_channels;
+    in_channels_ = in_channels;
+  }
+
+  py::array_t<float> run(f32 x, std::optional<f32> residual) {
+    if (x.ndim() != 4 || x.shape(1) != in_channels_)
+      throw std::invalid_argument("x must be (N, " + std::to_string(in_channels_) +
+                                  ", H, W) float32");
+    const int n = int(x.shape(0)), h = int(x.shape(2)), w = int(x.shape(3));
+    int ho, wo;
+    spe_sparse_conv_output_size(conv_.get(), h, w, &ho, &wo);
+    if (ho <= 0 || wo <= 0) throw std::invalid_argument("input spatial size too small");
+    py::array_t<float> y({n, out_channels_, ho, wo});
+    const float* res = nullptr;
+    if (residual) {
+      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != out_channels_ ||
+          residual->shape(2) != ho || residual->shape(3) != wo)
+        throw std::invalid_argument("residual must have the output's shape");
+      res = residual->data();
+    }
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_sparse_conv_run(conv_.get(), xp, n, h, w, res, yp);
+    }
+    check(s);
+    return y;
+  }
+
+  std::pair<int, int> output_size(int h, int w) const {
+    int ho, wo;
+    spe_sparse_conv_output_size(conv_.get(), h, w, &ho, &wo);
+    return {ho, wo};
+  }
+  int64_t nnz() const { return spe_sparse_conv_nnz(conv_.get()); }
+  std::string kernel_name() const { return spe_sparse_conv_kernel_name(conv_.get()); }
+
+ private:
+  struct Deleter {
+    void operator()(spe_sparse_conv* c) const { spe_sparse_conv_destroy(c); }
+  };
+  std::unique_ptr<spe_sparse_conv, Deleter> conv_;
+  std::string isa_;
+  int out_channels_ = 0, in_channels_ = 0;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_kernels, m) {
+  m.doc() = "Block-sparse conv / linear kernels (AVX2, AVX-512, NEON, scalar reference).";
+  py::class_<SparseConv>(m, "SparseConv", "A packed sparse conv layer (see kernels/include/spe/spe.h).")
+      .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
+                    std::pair<int, int>, i32, i32, i64, i32, f32, std::optional<f32>,
+                    const std::string&, const std::string&>(),
+           py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
+           py::arg("padding"), py::arg("dilation"), py::arg("group_row0"), py::arg("group_rows"),
+           py::arg("group_ptr"), py::arg("entry_col"), py::arg("values"),
+           py::arg("bias") = py::none(), py::arg("act") = "none", py::arg("isa") = "auto")
+      .def("run", &SparseConv::run, py::arg("x"), py::arg("residual") = py::none(),
+           "y = act(conv(x) + bias [+ residual]); x (N, C, H, W) float32 C-contiguous.")
+      .def("output_size", &SparseConv::output_size, py::arg("h"), py::arg("w"))
+      .def_property_readonly("nnz", &SparseConv::nnz, "stored weights (incl. zeros inside blocks)")
+      .def_property_readonly("kernel_name", &SparseConv::kernel_name);
+  m.def("set_num_threads", &spe_set_num_threads, py::arg("n"), "Threads used by the kernels.");
+  m.def("get_num_threads", &spe_get_num_threads);
+  m.def("isa_available", [](const std::string& s) { return spe_isa_available(s.c_str()) != 0; },
+        py::arg("isa"));
+  m.def("best_isa", [] { return std::string(spe_best_isa()); });
+  m.def("available_isas", [] {
+    py::list out;
+    for (const char* s : {"scalar", "avx2", "avx512", "neon"})
+      if (spe_isa_available(s)) out.append(s);
+    return out;
+  });
+}
