@@ -124,6 +124,31 @@ PYBIND11_MODULE(_kernels, m) {
       .def("output_size", &SparseConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("nnz", &SparseConv::nnz, "stored weights (incl. zeros inside blocks)")
       .def_property_readonly("kernel_name", &SparseConv::kernel_name);
+  m.def(
+      "max_pool2d",
+      [](f32 x, std::pair<int, int> k, std::pair<int, int> s, std::pair<int, int> p) {
+        if (x.ndim() != 4) throw std::invalid_argument("x must be (N, C, H, W) float32");
+        const int n = int(x.shape(0)), c = int(x.shape(1)), h = int(x.shape(2)), w = int(x.shape(3));
+        if (2 * p.first > k.first || 2 * p.second > k.second)
+          throw std::invalid_argument("padding must be at most half the kernel size");
+        const int ho = (h + 2 * p.first - k.first) / s.first + 1;
+        const int wo = (w + 2 * p.second - k.second) / s.second + 1;
+        if (ho <= 0 || wo <= 0 || s.first <= 0 || s.second <= 0)
+          throw std::invalid_argument("input too small for the pooling window");
+        py::array_t<float> y({n, c, ho, wo});
+        const float* xp = x.data();
+        float* yp = y.mutable_data();
+        spe_status st;
+        {
+          py::gil_scoped_release nogil;
+          st = spe_max_pool2d(xp, n, c, h, w, k.first, k.second, s.first, s.second, p.first,
+                              p.second, yp);
+        }
+        if (st != SPE_OK) throw std::invalid_argument("invalid max_pool2d arguments");
+        return y;
+      },
+      py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+      "Max pooling, NCHW float32, floor mode (torch semantics).");
   m.def("set_num_threads", &spe_set_num_threads, py::arg("n"), "Threads used by the kernels.");
   m.def("get_num_threads", &spe_get_num_threads);
   m.def("isa_available", [](const std::string& s) { return spe_isa_available(s.c_str()) != 0; },

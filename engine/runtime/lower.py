@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..graph.layers import set_module
-from .modules import DenseConv2d, DenseLinear, SparseConv2d, SparseLinear
+from .modules import (DenseConv2d, DenseLinear, NativeMaxPool2d, SparseConv2d,
+                      SparseLinear)
 
 
 @dataclass
@@ -84,6 +85,15 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
         if node.op != "call_module":
             continue
         mod = modules.get(node.target)
+        if isinstance(mod, nn.MaxPool2d) and NativeMaxPool2d.supports(mod):
+            def pair(v):
+                return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            pool_name = "lowered_" + node.target.replace(".", "_")
+            gm.add_submodule(pool_name, NativeMaxPool2d(pair(mod.kernel_size),
+                                                        pair(mod.stride or mod.kernel_size),
+                                                        pair(mod.padding)))
+            node.target = pool_name
+            continue
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
             continue
         if isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
@@ -154,5 +164,5 @@ def native_modules(module: nn.Module) -> dict:
     out = {}
     for m in module.modules():
         if isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d, DenseLinear)) and m.layer:
-            out[m.layer] = m
+            out.setdefault(m.layer, m)  # pre-order: a SparseLinear wins over its inner conv
     return out

@@ -59,6 +59,11 @@ SPE_API int64_t spe_sparse_conv_nnz(const spe_sparse_conv* conv); /* stored weig
 SPE_API const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* conv);
 SPE_API void spe_sparse_conv_destroy(spe_sparse_conv* conv);
 
+/* Max pooling, NCHW float32, floor mode, padding counts as -inf (torch semantics). */
+SPE_API spe_status spe_max_pool2d(const float* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                                  int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
+                                  int32_t pw, float* y);
+
 /* Threads used by every kernel (1 = caller only). Default: hardware concurrency. */
 SPE_API void spe_set_num_threads(int32_t n);
 SPE_API int32_t spe_get_num_threads(void);

@@ -150,7 +150,10 @@ void make_planes(const spe_sparse_conv* c, const float* x, float* xb) {
               const int j1 = std::max(j0, std::min(c->wp, (W - base + sw - 1) / sw));
               for (int j = 0; j < j0; ++j) d[j] = 0.0f;
               const float* sj = s + base;
-              for (int j = j0; j < j1; ++j) d[j] = sj[j * sw];
+              if (sw == 2)  // the common case, with a constant stride the compiler vectorises
+                for (int j = j0; j < j1; ++j) d[j] = sj[2 * j];
+              else
+                for (int j = j0; j < j1; ++j) d[j] = sj[j * sw];
               for (int j = j1; j < c->wp; ++j) d[j] = 0.0f;
             }
           }
