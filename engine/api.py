@@ -277,21 +277,32 @@ def _capture(model: nn.Module, example_inputs: tuple) -> None:
     """torch.export must capture the model (the compile path needs it); name the culprit."""
     try:
         torch.export.export(model, example_inputs, strict=False)
-    except Exception as e:  # noqa: BLE001  (re-raised with the op named)
-        msg = str(e).strip().splitlines()
-        first = next((line for line in msg if line.strip()), type(e).__name__)
-        op = _culprit(str(e))
-        raise CaptureError(f"torch.export could not capture the model{op}: "
+    except Exception as e:  # noqa: BLE001  (re-raised with the op / source line named)
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        first = lines[0] if lines else type(e).__name__
+        raise CaptureError(f"torch.export could not capture the model{_culprit(e)}: "
                            f"{type(e).__name__}: {first}") from e
 
 
-def _culprit(text: str) -> str:
-    for pat in (r"(aten\.[\w.]+)", r"torch\.ops\.([\w.]+)", r"call_function ([\w.<>]+)",
-                r"function[: ]+<?([\w.]+)", r"Unsupported: ([^\n]+)"):
-        m = re.search(pat, text)
-        if m:
-            return f" (at {m.group(1)})"
-    return ""
+def _culprit(e: BaseException) -> str:
+    """' (at file:line in fn: `code`; op aten.x)' from the message or traceback, or ''."""
+    import traceback
+    text = str(e)
+    where = ""
+    for m in re.finditer(r'File "([^"]+)", line (\d+), in (\w+)', text):
+        if "site-packages" not in m.group(1):
+            where = f"{m.group(1)}:{m.group(2)} in {m.group(3)}"
+            break
+    if not where:
+        pkg = os.path.dirname(os.path.abspath(__file__))
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if "site-packages" not in f.filename and not f.filename.startswith(pkg)]
+        if frames:
+            f = frames[-1]
+            where = f"{f.filename}:{f.lineno} in {f.name}" + (f": `{f.line}`" if f.line else "")
+    ops = re.findall(r"torch\.ops\.(aten\.\w+)", text)
+    parts = ([where] if where else []) + ([f"op {ops[-1]}"] if ops else [])
+    return f" (at {'; '.join(parts)})" if parts else ""
 
 
 def _check_exclude(exclude: tuple, layers: list) -> None:

@@ -106,7 +106,8 @@ def parse_shapes(text: str, source: str = "<text>") -> list[Shape]:
         try:
             vals = [int(v) for v in fields]
         except ValueError:
-            raise ValueError(f"{source}:{lineno}: expected integers, got {data.strip()!r}") from None
+            raise ValueError(f"{source}:{lineno}: expected integers, "
+                             f"got {data.strip()!r}") from None
         if len(vals) == 5:
             o, c, h, w, s = vals
             shape = Shape(o, c, h, w, s, False, comment.strip())
@@ -162,7 +163,7 @@ def block_mask(out_channels: int, in_channels: int, block: tuple[int, int], spar
 
 @dataclass
 class Result:
-    """One shape x sparsity x block measurement (times in seconds, medians of one interleaved run)."""
+    """One shape x sparsity x block measurement (seconds, medians of one interleaved run)."""
 
     shape: Shape
     sparsity: float          # requested fraction of zero blocks

@@ -1,0 +1,133 @@
+"""Command line: python -m engine {optimize, bench, demo, info}.
+
+    python -m engine optimize --model resnet50 --sparsity 0.8 --scheme block --block 4x1
+    python -m engine bench kernels [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
+    python -m engine bench e2e --model resnet50
+    python -m engine demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+
+def _optimize_parser(sub) -> None:
+    p = sub.add_parser("optimize", help="prune a zoo model for the host and report per layer")
+    p.add_argument("--model", default="resnet50", help="a model of engine.zoo (see `info`)")
+    p.add_argument("--sparsity", type=float, default=0.8)
+    p.add_argument("--scheme", default="block",
+                   help="block, unstructured, pattern, nm, filter, channel")
+    p.add_argument("--block", default="4x1", help="rows x cols, e.g. 4x1 (block scheme)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--min-speedup", type=float, default=1.1,
+                   help="prune a layer only if measured at least this much faster than dense")
+    p.add_argument("--input-shape", default=None, help="e.g. 1,3,224,224 (default: model's)")
+    p.add_argument("--exclude", action="append", default=[], help="layer to keep dense")
+    p.add_argument("--plan-out", default=None, help="write the plan as JSON here")
+    p.add_argument("--ort", action="store_true", help="also time the dense model in ONNX Runtime")
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds per timed candidate")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_optimize(a) -> int:
+    import torch
+
+    import engine
+    from engine import zoo
+    from engine.api import parse_block
+    from engine.bench.e2e import onnxruntime_session
+    from engine.runtime.measure import compare
+
+    torch.manual_seed(a.seed)
+    model = zoo.get(a.model).eval()
+    shape = tuple(int(v) for v in a.input_shape.split(",")) if a.input_shape else \
+        zoo.input_shape(a.model)
+    x = torch.randn(shape)
+    torch.set_num_threads(a.threads)
+    kw = {"block": parse_block(a.block)} if a.scheme == "block" else {}
+    t0 = time.perf_counter()
+    opt = engine.optimize(model, (x,), target="host", scheme=a.scheme, sparsity=a.sparsity,
+                          threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude, **kw)
+    took = time.perf_counter() - t0
+    print(opt.plan.table())
+    print()
+    print(f"{a.model} {shape}: {len(opt.plan.pruned)}/{len(opt.plan)} layers pruned, "
+          f"{opt.sparsity:.1%} of prunable weights; optimize took {took:.1f} s")
+    for n in opt.notes:
+        print("note:", n)
+    cands = {"optimized": lambda: opt(x), "dense torch eager": lambda: model(x)}
+    if a.ort:
+        sess, why = onnxruntime_session(model, (x,), a.threads)
+        if sess is None:
+            print("note:", why)
+        else:
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+            cands["dense onnxruntime"] = lambda: sess.run(None, feed)
+    t = compare(cands, min_time=a.min_time, min_runs=10, block=5)
+    print(f"\nend to end, batch {shape[0]}, {a.threads} threads (median, measured side by side):")
+    for k, v in t.items():
+        ratio = "" if k == "optimized" else f"   optimized is {v / t['optimized']:.2f}x faster"
+        print(f"  {k:<20} {v * 1e3:8.2f} ms{ratio}")
+    if a.plan_out:
+        opt.plan.save(a.plan_out)
+        print(f"plan written to {a.plan_out}")
+    return 0
+
+
+def cmd_bench(a, rest: list) -> int:
+    if a.what == "kernels":
+        from engine.bench.kernels import main
+        return main(rest)
+    from engine.bench.e2e import main
+    return main(rest)
+
+
+def cmd_demo(a) -> int:
+    """The README's main job: optimize a bundled model and show where it got faster."""
+    print("engine demo: ResNet-50 (random init), batch 1, 224x224, block 4x1 at 80% sparsity\n")
+    ns = argparse.Namespace(model=a.model, sparsity=0.8, scheme="block", block="4x1",
+                            threads=a.threads, min_speedup=1.1, input_shape=None, exclude=[],
+                            plan_out=a.plan_out, ort=True, min_time=2.0, seed=0)
+    return cmd_optimize(ns)
+
+
+def cmd_info(a) -> int:
+    from engine import __version__, _kernels, zoo
+    from engine.targets import TARGETS
+    print(json.dumps({
+        "engine": __version__, "kernels": {"available_isas": _kernels.available_isas(),
+                                           "best_isa": _kernels.best_isa(),
+                                           "threads": _kernels.get_num_threads()},
+        "targets": sorted(TARGETS), "zoo": zoo.list_models()}, indent=2))
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _optimize_parser(sub)
+    b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
+                       add_help=False)
+    b.add_argument("what", choices=["kernels", "e2e"])
+    d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
+    d.add_argument("--model", default="resnet50")
+    d.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    d.add_argument("--plan-out", default=None)
+    sub.add_parser("info", help="kernels, targets and zoo models available here")
+    a, rest = ap.parse_known_args(argv)
+    if a.cmd == "bench":
+        return cmd_bench(a, rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    from engine.errors import EngineError
+    try:
+        return {"optimize": cmd_optimize, "demo": cmd_demo, "info": cmd_info}[a.cmd](a)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,9 @@
+"""Shared test fixtures: deterministic seeds, small inputs."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
