@@ -1,2 +1,3 @@
-"""Benchmarks: kernel microbenchmarks (kernels.py) over layer shapes kept as data (shapes/*.txt,
-regenerated from engine.zoo by make_shapes.py)."""
+"""Benchmarks, each a module with a `main(argv)` for `python -m engine bench <name>`: kernels.py
+times the kernels on layer shapes kept as data in shapes/*.txt (regenerated from engine.zoo by
+make_shapes.py)."""

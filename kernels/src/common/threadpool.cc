@@ -2,8 +2,11 @@
 // calls at batch 1 then cost microseconds to dispatch, and an idle process burns no CPU.
 #include "threadpool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
+#include <new>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -24,6 +27,30 @@ ThreadPool& ThreadPool::global() {
 ThreadPool::ThreadPool() {
   unsigned hw = std::thread::hardware_concurrency();
   set_num_threads(hw == 0 ? 1 : int(hw));
+  pthread_atfork(nullptr, nullptr, [] { ThreadPool::global().reset_after_fork(); });
+}
+
+void ThreadPool::reset_after_fork() {
+  // Only the forking thread survives: mutexes may be held by threads that are gone, and the
+  // std::thread objects name threads that do not exist here (joining or destroying them would
+  // hang or terminate), so leak them and start clean.
+  new (&call_mu_) std::mutex();
+  new (&mu_) std::mutex();
+  new (&cv_) std::condition_variable();
+  new std::vector<std::thread>(std::move(workers_));
+  workers_ = std::vector<std::thread>();
+  active_.store(0);
+  stop_ = false;
+  fn_ = nullptr;
+  respawn_ = n_threads_ > 1;
+}
+
+void ThreadPool::spawn_workers() {
+  // The generation is read here, not in the new thread: a job posted before the thread first
+  // runs must still count as unseen.
+  const uint64_t gen = generation_.load();
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+  respawn_ = false;
 }
 
 ThreadPool::~ThreadPool() { stop_workers(); }
@@ -43,13 +70,10 @@ void ThreadPool::stop_workers() {
 void ThreadPool::set_num_threads(int n) {
   std::lock_guard<std::mutex> call(call_mu_);
   n = std::max(1, n);
-  if (n == n_threads_ && int(workers_.size()) == n - 1) return;
+  if (n == n_threads_ && int(workers_.size()) == n - 1 && !respawn_) return;
   stop_workers();
   n_threads_ = n;
-  // The generation is read here, not in the new thread: a job posted before the thread first
-  // runs must still count as unseen.
-  const uint64_t gen = generation_.load();
-  for (int i = 1; i < n; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+  spawn_workers();
 }
 
 void ThreadPool::run_chunks() {
@@ -82,6 +106,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   std::lock_guard<std::mutex> call(call_mu_);
+  if (respawn_) spawn_workers();
   if (workers_.empty() || n <= grain) {
     for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;

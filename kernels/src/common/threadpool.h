@@ -27,10 +27,15 @@ class ThreadPool {
   // the pool; the caller works too and returns when all chunks are done. Calls serialise.
   void parallel_for(int64_t n, int64_t grain, const RangeFn& fn);
 
+  // In a forked child: the workers do not exist there; forget them (without joining) and
+  // respawn on the next call. Registered with pthread_atfork.
+  void reset_after_fork();
+
  private:
   ThreadPool();
   void worker_loop(uint64_t seen_generation);
   void stop_workers();
+  void spawn_workers();
   void run_chunks();
 
   int n_threads_ = 1;
@@ -41,6 +46,7 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> active_{0};      // workers still inside the current job
   bool stop_ = false;
+  bool respawn_ = false;            // set in a forked child
   // current job
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, grain_ = 1;

@@ -6,6 +6,7 @@
 //           thread pool; 4. the crop from virtual to real output pixels when they differ, adding the
 //           residual and the activation there.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -71,9 +72,16 @@ const SpmmKernels* pick(const char* isa) {
   return nullptr;
 }
 
+// Output size; 0 when the (padded) input is smaller than the dilated kernel. int64 and floor
+// division: C's truncation would turn a negative numerator into a bogus 1.
+int out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+  return span < 0 ? 0 : int(span / stride + 1);
+}
+
 void out_size(const spe_conv_params& p, int h, int w, int* ho, int* wo) {
-  *ho = (h + 2 * p.pad_h - p.dil_h * (p.kh - 1) - 1) / p.stride_h + 1;
-  *wo = (w + 2 * p.pad_w - p.dil_w * (p.kw - 1) - 1) / p.stride_w + 1;
+  *ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  *wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
 }
 
 // Geometry + offsets for input size h x w (caller holds c->mu).
@@ -179,7 +187,11 @@ spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_group
   if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
       p.stride_w <= 0 || p.pad_h < 0 || p.pad_w < 0 || p.dil_h <= 0 || p.dil_w <= 0)
     return fail(SPE_ERR_INVALID_ARGUMENT, "invalid conv params (channels, kernel, stride, pad, dilation)");
-  if (p.stride_h * p.stride_w > 64) return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 8x8)");
+  if (p.stride_h > 8 || p.stride_w > 8) return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 8 per dimension)");
+  if (p.kh > 64 || p.kw > 64 || p.dil_h > 64 || p.dil_w > 64)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size or dilation too large (max 64)");
+  if (int64_t(p.in_channels) * p.kh * p.kw > (int64_t(1) << 31) - 1)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "in_channels * kh * kw overflows int32 columns");
   if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
     return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
@@ -264,7 +276,11 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
   const int tile_px = k->nv[c->main_rows - 1] * k->width;
   const int64_t n_tiles = (c->P + tile_px - 1) / tile_px;
   const int64_t G = int64_t(c->row0.size());
-  const int64_t items = n_tiles * G;
+  // Bands of pixel tiles whose input (all channels and phases of the tiles) fits ~1 MiB.
+  const int64_t tile_in_bytes = int64_t(p.in_channels) * c->n_phases * tile_px * 4;
+  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
+  const int64_t n_bands = (n_tiles + band_tiles - 1) / band_tiles;
+  const int64_t items = n_bands * band_tiles * G;
   auto& pool = ThreadPool::global();
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
 
@@ -284,7 +300,12 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
       a.res_row_stride = c->P;
       a.act = act_in_kernel;
       for (int64_t it = ib; it < ie; ++it) {
-        const int64_t t = it / G, g = it % G;
+        // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
+        // writing its output rows sequentially.
+        const int64_t band = it / (G * band_tiles), rem = it % (G * band_tiles);
+        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, n_tiles - t0);
+        if (rem >= G * nt) continue;  // past the last (short) band
+        const int64_t g = rem / nt, t = t0 + rem % nt;
         const int r = c->rows[g], r0 = c->row0[g];
         const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(c->P, p0 + tile_px);
         const int sub = k->nv[r - 1] * k->width;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine (apt + pip) and builds the kernels.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+need=()
+for tool in cmake g++ make git; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing apt packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+"$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
+# --no-build-isolation: the build needs no torch, and an isolated build env must never fetch it.
+"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+"$PY" -c "import engine._kernels as k; print('engine kernels:', k.available_isas(), 'best:', k.best_isa())"
