@@ -190,48 +190,19 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
         for info in layers:
             w = get_module(base, info.name).weight.detach()
             if info.groups != 1:
-                choices[info.name] = Choice(info.name, DENSE, reason="grouped/depthwise conv: torch")
+                candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
+                choices[info.name] = Choice(info.name, DENSE, None, 0.0, "native", reason=(
+                    f"grouped/depthwise conv (groups={info.groups}): not pruned"))
                 continue
             candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 8)
             choices[info.name] = Choice(info.name, cfg.scheme, None, 0.0, "native",
                                         reason=f"layer shrunk by {cfg.scheme} pruning")
 
-    # Measure every candidate against dense, on this machine, at its real shapes.
-    if candidates:
-        probe_model = _masked_copy(base, {n: m for n, (m, _) in candidates.items()})
-        probe = lower(probe_model, {n: r for n, (_, r) in candidates.items()}, cfg.isa)
-        if not probe.traced:
-            notes.append(probe.note)
-        mods = native_modules(probe.module)
-        for name in list(candidates):
-            mod = mods.get(name)
-            ch = choices[name]
-            if mod is None or not hasattr(mod, "kernel_name"):
-                ch.scheme, ch.sparsity, ch.backend = DENSE, 0.0, "torch"
-                ch.reason = "no native kernel for this layer (lowering kept it in torch)"
-                del candidates[name]
-                continue
-            ch.kernel = mod.kernel_name
-            if not cfg.measure:
-                ch.reason += "; not measured (measure=False)"
-                continue
-            t_sparse, t_dense = _time_layer(mod, probe.fused.get(name, {}),
-                                            _info_of(layers, name))
-            ch.latency_us, ch.dense_latency_us = t_sparse * 1e6, t_dense * 1e6
-            speedup = t_dense / t_sparse
-            if speedup < cfg.min_speedup:
-                was = f"{ch.scheme} {_blk(ch.block)}".strip()
-                ch.scheme, ch.block, ch.sparsity, ch.backend, ch.kernel = DENSE, None, 0.0, "torch", ""
-                ch.latency_us = ch.dense_latency_us
-                ch.reason = (f"kept dense: {was} measured {speedup:.2f}x vs dense "
-                             f"(needs >= {cfg.min_speedup:.2f}x)")
-                del candidates[name]
-            else:
-                ch.reason += f"; measured {speedup:.2f}x faster than dense"
-
-    final_masks = {n: m for n, (m, _) in candidates.items()}
+    native, notes2 = _decide(base, layers, candidates, choices, cfg)
+    notes += notes2
+    final_masks = {n: candidates[n][0] for n, c in choices.items() if c.pruned}
     pruned_model = _masked_copy(base, final_masks) if final_masks else copy.deepcopy(base)
-    lowered = lower(pruned_model, {n: r for n, (_, r) in candidates.items()}, cfg.isa)
+    lowered = lower(pruned_model, native, cfg.isa)
     if not lowered.traced:
         notes.append(lowered.note)
     ordered = [choices[l.name] for l in layers]
@@ -244,6 +215,77 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     opt._dense = work
     _verify(opt, example_inputs, cfg.verify_rtol)
     return opt
+
+
+def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
+            cfg: OptimizeConfig):
+    """Measure and choose every layer's execution; returns (native layer -> rows, notes).
+
+    Per layer, on this machine, at its real input shape, interleaved: the sparse native kernel
+    (pruning candidates), dense torch, and the dense native kernel on the unpruned weight.
+    A layer is pruned only if sparse beats the best dense by `min_speedup`; a layer kept dense
+    runs on whichever dense backend measured faster (inside the optimized model torch runs on
+    one thread, see OptimizedModel.__call__, so native wins ties).
+    """
+    notes: list = []
+    probe = lower(_masked_copy(base, {n: m for n, (m, _) in candidates.items()}),
+                  {n: r for n, (_, r) in candidates.items()}, cfg.isa)
+    if not probe.traced:
+        notes.append(probe.note)
+    sparse_mods = native_modules(probe.module)
+    native: dict = {}
+    if not cfg.measure:  # no timing: candidates run native as planned, the rest in torch
+        for name, (_, rows) in candidates.items():
+            mod = sparse_mods.get(name)
+            if mod is not None and hasattr(mod, "kernel_name"):
+                choices[name].kernel, native[name] = mod.kernel_name, rows
+                choices[name].reason += "; not measured (measure=False)"
+            else:
+                _keep_torch(choices[name], "no native kernel for this layer")
+        return native, notes
+    dense_rows = {l.name: (1 if l.groups != 1 else 8) for l in layers}
+    dense_mods = native_modules(lower(base, dense_rows, cfg.isa).module)
+    for info in layers:
+        name, ch = info.name, choices[info.name]
+        dmod = dense_mods.get(name)
+        if dmod is None or not hasattr(dmod, "kernel_name"):
+            _keep_torch(ch, "no native kernel for this layer (lowering kept it in torch)")
+            continue
+        fused = probe.fused.get(name, {})
+        cands = {"torch": dmod.dense_equivalent(), "native dense": dmod}
+        smod = sparse_mods.get(name) if ch.pruned else None
+        if smod is not None:
+            cands["sparse"] = smod
+        t = _time_layer(cands, fused, info)
+        best = min(("torch", "native dense"), key=t.get)
+        ch.dense_latency_us = t[best] * 1e6
+        dense_txt = f"torch {t['torch'] * 1e6:.0f} us, native dense {t['native dense'] * 1e6:.0f} us"
+        if smod is not None:
+            speedup = t[best] / t["sparse"]
+            if speedup >= cfg.min_speedup:
+                ch.latency_us, ch.kernel, ch.backend = t["sparse"] * 1e6, smod.kernel_name, "native"
+                ch.reason += f"; measured {speedup:.2f}x faster than the best dense ({dense_txt})"
+                native[name] = candidates[name][1]
+                continue
+            ch.reason = (f"kept dense: {ch.scheme} {_blk(ch.block)} measured {speedup:.2f}x vs "
+                         f"the best dense (needs >= {cfg.min_speedup:.2f}x)").replace("  ", " ")
+            ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
+        elif not ch.reason:
+            ch.reason = "not pruned"
+        ch.latency_us = ch.dense_latency_us
+        if best == "native dense":
+            ch.backend, ch.kernel = "native", dmod.kernel_name
+            native[name] = dense_rows[name]
+            ch.reason += f"; runs on the native dense kernel ({dense_txt})"
+        else:
+            ch.backend, ch.kernel = "torch", ""
+            ch.reason += f"; runs in torch ({dense_txt})"
+    return native, notes
+
+
+def _keep_torch(ch: Choice, why: str) -> None:
+    ch.scheme, ch.block, ch.sparsity, ch.backend, ch.kernel = DENSE, None, 0.0, "torch", ""
+    ch.reason = why
 
 
 def _blk(block) -> str:
@@ -340,7 +382,12 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         if _excluded(info.name, cfg.exclude):
             reason = "excluded by the user"
         elif info.groups != 1:
-            reason = f"grouped/depthwise conv (groups={info.groups}): kept dense in torch"
+            # not pruned; a candidate for the native dense (block-diagonal) kernel
+            w = get_module(model, info.name).weight.detach()
+            candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
+            ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
+            ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
+            continue
         else:
             reason = sch.check(info)
         if reason is None and sparsity == 0.0:
@@ -375,18 +422,16 @@ def _info_of(layers, name) -> LayerInfo:
     return next(l for l in layers if l.name == name)
 
 
-def _time_layer(mod: nn.Module, fused: dict, info: LayerInfo):
-    """(sparse seconds, dense seconds) for one lowered layer at its real input shape."""
+def _time_layer(cands: dict, fused: dict, info: LayerInfo) -> dict:
+    """name -> seconds for lowered layer modules at the layer's real input shape."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(info.in_shape, generator=g)
-    dense = mod.dense_equivalent()
     if fused.get("residual"):
         r = torch.randn(info.out_shape, generator=g)
-        cands = {"sparse": lambda: mod(x, r), "dense": lambda: dense(x, r)}
+        fns = {k: (lambda m=m: m(x, r)) for k, m in cands.items()}
     else:
-        cands = {"sparse": lambda: mod(x), "dense": lambda: dense(x)}
-    t = _measure.compare(cands, min_time=0.02, min_runs=5)
-    return t["sparse"], t["dense"]
+        fns = {k: (lambda m=m: m(x)) for k, m in cands.items()}
+    return _measure.compare(fns, min_time=0.02, min_runs=5)
 
 
 def _verify(opt: OptimizedModel, example_inputs: tuple, rtol: float) -> None:

@@ -19,3 +19,8 @@ class SchemeError(EngineError):
 
 class MismatchError(EngineError):
     """The optimized model's output does not match the masked reference."""
+
+
+class ArtifactError(EngineError):
+    """An artifact cannot be written, loaded or called: the message names the file, field,
+    target or input at fault (missing, tampered, truncated, wrong arch, wrong shape ...)."""

@@ -139,9 +139,9 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
 
 def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
     if isinstance(mod, nn.Conv2d):
-        if name in sparse and mod.groups == 1:
+        if name in sparse:
             return SparseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, sparse[name],
-                                isa, layer=name)
+                                isa, layer=name, groups=mod.groups)
         return DenseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, mod.groups,
                            layer=name)
     if name in sparse:
@@ -152,8 +152,6 @@ def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) ->
 def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:
     for name, mod in list(model.named_modules()):
         if name in sparse and isinstance(mod, (nn.Conv2d, nn.Linear)):
-            if isinstance(mod, nn.Conv2d) and mod.groups != 1:
-                continue
             b = mod.bias.detach() if mod.bias is not None else None
             set_module(model, name, _build(mod, name, mod.weight.detach(), b, "none", sparse, isa))
     return LoweringResult(model, {}, False, note)

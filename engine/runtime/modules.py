@@ -36,8 +36,9 @@ class SparseConv2d(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
                  padding=(0, 0), dilation=(1, 1), act: str = "none", rows: int = 4,
-                 isa: str = "auto", layer: str = ""):
+                 isa: str = "auto", layer: str = "", groups: int = 1):
         super().__init__()
+        self.groups = int(groups)
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
         w = weight.detach().to(torch.float32).cpu()
@@ -45,7 +46,8 @@ class SparseConv2d(nn.Module):
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.act, self.rows, self.isa = act, int(rows), isa
         self.weight_shape = tuple(w.shape)
-        self.packed: PackedWeight = pack(w.numpy(), self.rows)
+        self.packed: PackedWeight = pack(w.numpy(), 1 if self.groups > 1 else self.rows,
+                                         self.groups)
         self.bias_np = None if bias is None else bias.detach().float().cpu().numpy().copy()
         self._build()
 
@@ -76,9 +78,17 @@ class SparseConv2d(nn.Module):
         return torch.from_numpy(self.kernel.run(xn, rn))
 
     def dense_weight(self) -> torch.Tensor:
-        """The (masked) dense weight this module computes with, rebuilt from the packed form."""
+        """The (masked) weight this module computes with, rebuilt from the packed form, in the
+        layer's own shape (O, C/groups, kh, kw)."""
         p = self.packed
         o, c, (kh, kw) = p.out_channels, p.in_channels, p.kernel
+        if self.groups > 1:
+            cg, k = c // self.groups, kh * kw
+            rows = np.repeat(np.arange(o), np.diff(p.group_ptr))
+            local = p.entry_col - (rows // (o // self.groups)) * cg * k
+            out = np.zeros((o, cg * k), np.float32)
+            out[rows, local] = p.values
+            return torch.from_numpy(out.reshape(self.weight_shape))
         gemm = np.zeros((o, c * kh * kw), np.float32)
         for g in range(len(p.group_row0)):
             r0, n = int(p.group_row0[g]), int(p.group_rows[g])
@@ -95,10 +105,10 @@ class SparseConv2d(nn.Module):
         """A torch module computing the same function densely (the thing this replaces)."""
         return DenseConv2d(self.dense_weight().reshape(self.weight_shape),
                            None if self.bias_np is None else torch.from_numpy(self.bias_np),
-                           self.stride, self.padding, self.dilation, self.act)
+                           self.stride, self.padding, self.dilation, self.act, self.groups)
 
     def extra_repr(self) -> str:
-        return (f"{self.layer or ''} {self.weight_shape}, stride={self.stride}, "
+        return (f"{self.layer or ''} {self.weight_shape}, groups={self.groups}, stride={self.stride}, "
                 f"padding={self.padding}, act={self.act}, kernel={self.kernel_name}, "
                 f"density={self.packed.density:.3f}")
 

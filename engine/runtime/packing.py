@@ -47,8 +47,11 @@ def group_rows_for(rows: int) -> int:
     return 1
 
 
-def pack(weight: np.ndarray, rows: int) -> PackedWeight:
-    """Pack a conv weight (O, C, kh, kw) or linear weight (O, C); zeros are what is pruned."""
+def pack(weight: np.ndarray, rows: int, groups: int = 1) -> PackedWeight:
+    """Pack a conv weight (O, C/groups, kh, kw) or linear weight (O, C); zeros are pruned.
+
+    Grouped / depthwise convs (groups > 1) are packed one output row per group, each row's
+    columns pointing into its own group's input channels (a block-diagonal dense weight)."""
     w = np.ascontiguousarray(weight, dtype=np.float32)
     if w.ndim == 2:
         w = w[:, :, None, None]
@@ -56,6 +59,8 @@ def pack(weight: np.ndarray, rows: int) -> PackedWeight:
         raise ValueError(f"weight must be 2-D or 4-D, got shape {weight.shape}")
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
+    if groups > 1:
+        return _pack_grouped(w, groups)
     o, c, kh, kw = w.shape
     r = group_rows_for(rows)
     gemm = w.reshape(o, c * kh * kw)
@@ -72,3 +77,19 @@ def pack(weight: np.ndarray, rows: int) -> PackedWeight:
     entry_col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
     values = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
     return PackedWeight(o, c, (kh, kw), row0, nrows, ptr, entry_col, values)
+
+
+def _pack_grouped(w: np.ndarray, groups: int) -> PackedWeight:
+    o, cg, kh, kw = w.shape
+    if o % groups:
+        raise ValueError(f"out channels {o} not divisible by groups {groups}")
+    k = kh * kw
+    flat = w.reshape(o, cg * k)
+    row, local = np.nonzero(flat)                     # row-major: grouped by row, sorted
+    base = (row // (o // groups)) * cg * k            # first column of the row's input group
+    entry_col = (base + local).astype(np.int32)
+    counts = np.bincount(row, minlength=o)
+    ptr = np.zeros(o + 1, np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return PackedWeight(o, cg * groups, (kh, kw), np.arange(o, dtype=np.int32),
+                        np.ones(o, np.int32), ptr, entry_col, flat[row, local].astype(np.float32))

@@ -1,14 +1,32 @@
 // The f32 SpMM microkernel body, written once over a vector-traits type V.
 //
 // V provides: reg, kWidth, zero(), set1(f), load(p), store(p, v), mask(n), load_mask(p, m),
-// store_mask(p, v, m), fma(a, b, c) = a*b + c, max(a, b), min(a, b).
+// store_mask(p, v, m), fma(a, b, c) = a*b + c, add(a, b), max(a, b), min(a, b); optionally
+// weight<R>(w, r), the broadcast of w[r] of an entry's R weights (default: set1(w[r])).
 // Included by each ISA's translation unit, compiled with that ISA's flags.
 #ifndef SPE_SPMM_TILE_TEMPLATE_H_
 #define SPE_SPMM_TILE_TEMPLATE_H_
 
+#include <type_traits>
+
 #include "spmm.h"
 
 namespace spe {
+
+// An ISA whose FMA takes its multiplier from a vector lane (NEON) loads an entry's R weights in
+// a few wide loads instead of R broadcasts, which would each hold a register (x86 folds the
+// broadcast into the FMA's memory operand, so it needs no hook).
+template <class V, class = void>
+struct HasWeightHook : std::false_type {};
+template <class V>
+struct HasWeightHook<V, std::void_t<decltype(V::template weight<1>(nullptr, 0))>>
+    : std::true_type {};
+
+template <class V, int R>
+inline typename V::reg weight_of(const float* w, int r) {
+  if constexpr (HasWeightHook<V>::value) return V::template weight<R>(w, r);
+  else return V::set1(w[r]);
+}
 
 template <class V, int R, int NV, bool kMasked>
 void spmm_tile(const TileArgs& a) {
@@ -33,7 +51,7 @@ void spmm_tile(const TileArgs& a) {
       xv[v] = (kMasked && v == NV - 1) ? V::load_mask(xp + v * W, m) : V::load(xp + v * W);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const reg wr = V::set1(w[r]);
+      const reg wr = weight_of<V, R>(w, r);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
     }

@@ -1,0 +1,868 @@
+// Standalone test runner for the kernels, written against the public C API (spe/spe.h) only: no
+// Python, no torch, so it runs wherever the library does, e.g. an aarch64 build under qemu.
+//
+// Every ISA variant this CPU (and build) can run is checked against an independent reference
+// written here: a plain-loop direct convolution with double accumulation, plus bias, residual and
+// activation. The sweep follows tests/kernels/test_spmm.py: kernel sizes, strides, padding,
+// dilation, output channels around group boundaries with group heights 1..8 (and mixed heights),
+// odd input channels, virtual pixel counts on and around each ISA's tile width (so the masked tail
+// tiles run), sparsity 0 / 0.5 / 0.9 / 1.0 over three mask kinds, batch 1 and 3, bias, ReLU /
+// ReLU6, residual, 1 and 3 threads (the two must agree bit for bit); then max pooling against a
+// plain reference, then error handling (bad arguments return a status, never crash).
+//
+// Inputs, residuals and outputs end flush against a PROT_NONE page, so a tail that reads or writes
+// one float past the valid lanes faults; a fault prints the case and exits non-zero.
+// Data come from a fixed-seed LCG seeded by the case name: every ISA sees the same numbers.
+//
+// Output: the ISAs tested, one line per failing check, then the summary `N passed, M failed`
+// (the last line; CI reads it). Exit 0 iff nothing failed.
+//   spe_kernel_tests [--quick] [--isa NAME]... [--verbose]
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "spe/spe.h"
+
+namespace {
+
+// ------------------------------------------------------------------------------ bookkeeping
+
+int g_passed = 0, g_failed = 0;
+bool g_verbose = false;
+char g_current[256] = "startup";  // the check running now, for the fault handler
+
+void set_current(const std::string& s) {
+  std::snprintf(g_current, sizeof g_current, "%s", s.c_str());
+}
+
+void record(bool ok, const std::string& name, const std::string& why = "") {
+  if (ok) {
+    ++g_passed;
+    if (g_verbose) std::printf("ok   %s\n", name.c_str());
+  } else {
+    ++g_failed;
+    std::printf("FAIL %s%s%s\n", name.c_str(), why.empty() ? "" : ": ", why.c_str());
+  }
+}
+
+void on_fault(int sig) {
+  // async-signal-safe: write(2) only
+  const char* what = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : "signal";
+  char buf[512];
+  int n = std::snprintf(buf, sizeof buf,
+                        "FAIL %s: %s (a kernel touched memory past a buffer?)\n", g_current, what);
+  if (n > 0 && write(1, buf, size_t(std::min<int>(n, sizeof buf - 1))) < 0) {}
+  _exit(3);
+}
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+// ------------------------------------------------------------------------------ data
+
+// 64-bit LCG (Knuth's MMIX constants); the high bits are the good ones.
+struct Lcg {
+  uint64_t s;
+  explicit Lcg(uint64_t seed) : s(seed * 2862933555777941757ull + 3037000493ull) {}
+  uint32_t next() {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(s >> 32);
+  }
+  double uniform() { return (next() >> 8) * (1.0 / 16777216.0); }  // [0, 1), 24 bits
+  float sym(float scale) { return float((2.0 * uniform() - 1.0) * scale); }
+  int below(int n) { return int(next() % uint32_t(n)); }
+};
+
+uint64_t seed_of(const std::string& s) {  // FNV-1a
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+// n floats ending exactly at a PROT_NONE page: one float past the end faults.
+class Guarded {
+ public:
+  explicit Guarded(size_t n) : n_(n) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    const size_t data = ((std::max<size_t>(n, 1) * sizeof(float) + page - 1) / page) * page;
+    len_ = data + page;
+    void* m = mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      std::perror("mmap");
+      std::exit(2);
+    }
+    base_ = static_cast<char*>(m);
+    if (mprotect(base_ + data, page, PROT_NONE) != 0) {
+      std::perror("mprotect");
+      std::exit(2);
+    }
+    p_ = reinterpret_cast<float*>(base_ + data) - n;
+  }
+  ~Guarded() { munmap(base_, len_); }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  float* data() { return p_; }
+  size_t size() const { return n_; }
+  void assign(const std::vector<float>& v) { std::copy(v.begin(), v.end(), p_); }
+  void fill(float f) { std::fill(p_, p_ + n_, f); }
+
+ private:
+  size_t n_, len_ = 0;
+  char* base_ = nullptr;
+  float* p_ = nullptr;
+};
+
+// ------------------------------------------------------------------------------ the packed format
+
+enum MaskKind { kBlock, kChannel, kUnstructured };
+const char* kMaskNames[] = {"block", "channel", "unstructured"};
+
+struct Packed {
+  std::vector<int32_t> row0, rows, col;
+  std::vector<int64_t> ptr;
+  std::vector<float> values;
+};
+
+// Row groups of the given heights over a dense (O, ncols) weight: each group keeps every column
+// non-zero in any of its rows, values entry-major (one float per row of the group).
+Packed pack(const std::vector<float>& w, int ncols, const std::vector<int>& heights) {
+  Packed p;
+  p.ptr.push_back(0);
+  int r0 = 0;
+  for (int r : heights) {
+    p.row0.push_back(r0);
+    p.rows.push_back(r);
+    for (int j = 0; j < ncols; ++j) {
+      bool any = false;
+      for (int i = 0; i < r; ++i) any = any || w[size_t(r0 + i) * ncols + j] != 0.0f;
+      if (!any) continue;
+      p.col.push_back(j);
+      for (int i = 0; i < r; ++i) p.values.push_back(w[size_t(r0 + i) * ncols + j]);
+    }
+    p.ptr.push_back(int64_t(p.col.size()));
+    r0 += r;
+  }
+  return p;
+}
+
+// ------------------------------------------------------------------------------ references
+
+struct Geom {
+  int o, c, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+int out_dim(int in, int pad, int dil, int k, int stride) {
+  const int span = in + 2 * pad - dil * (k - 1) - 1;
+  return span < 0 ? 0 : span / stride + 1;
+}
+
+// Direct convolution, double accumulation: y = act(conv(x, w) + bias [+ residual]).
+std::vector<double> ref_conv(const Geom& g, const std::vector<float>& w, const float* bias,
+                             const float* x, int n, int h, int wd, const float* res, int act) {
+  const int ho = out_dim(h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(wd, g.pw, g.dw, g.kw, g.sw);
+  std::vector<double> y(size_t(n) * g.o * ho * wo);
+  size_t i = 0;
+  for (int b = 0; b < n; ++b)
+    for (int o = 0; o < g.o; ++o)
+      for (int oy = 0; oy < ho; ++oy)
+        for (int ox = 0; ox < wo; ++ox, ++i) {
+          double s = bias ? bias[o] : 0.0;
+          for (int c = 0; c < g.c; ++c)
+            for (int ky = 0; ky < g.kh; ++ky) {
+              const int iy = oy * g.sh - g.ph + ky * g.dh;
+              if (iy < 0 || iy >= h) continue;
+              for (int kx = 0; kx < g.kw; ++kx) {
+                const int ix = ox * g.sw - g.pw + kx * g.dw;
+                if (ix < 0 || ix >= wd) continue;
+                s += double(w[((size_t(o) * g.c + c) * g.kh + ky) * g.kw + kx]) *
+                     x[((size_t(b) * g.c + c) * h + iy) * wd + ix];
+              }
+            }
+          if (res) s += res[i];
+          if (act == SPE_ACT_RELU) s = std::max(s, 0.0);
+          if (act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0), 6.0);
+          y[i] = s;
+        }
+  return y;
+}
+
+// Worst violation of |y - ref| <= atol + rtol |ref| (float32 accumulation over ncols products:
+// error grows like sqrt(ncols)); "" if none.
+std::string compare(const float* y, const std::vector<double>& ref, int ncols, int o, int ho,
+                    int wo) {
+  double mx = 0.0;
+  for (double v : ref) mx = std::max(mx, std::fabs(v));
+  const double atol = 2e-5 * std::max(1.0, std::sqrt(double(ncols))) * std::max(1.0, std::sqrt(mx));
+  double worst = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::isfinite(y[i]) ? std::fabs(y[i] - ref[i]) / (atol + 1e-4 * std::fabs(ref[i]))
+                                          : std::numeric_limits<double>::infinity();
+    if (err > worst) worst = err, at = i;
+  }
+  if (worst <= 1.0) return "";
+  const size_t img = size_t(o) * ho * wo, pl = size_t(ho) * wo;
+  return fmt("y[n=%zu,o=%zu,y=%zu,x=%zu] = %.7g, reference %.7g (%.2fx the tolerance)", at / img,
+             at % img / pl, at % pl / wo, at % wo, double(y[at]), ref[at], worst);
+}
+
+// ------------------------------------------------------------------------------ tiles
+
+// Documented full-tile widths (kernels/README.md): floats per vector x vectors, rows 1..8.
+struct TileDoc {
+  const char* isa;
+  int width, nv[8];
+};
+const TileDoc kTiles[] = {
+    {"scalar", 1, {16, 16, 16, 16, 16, 16, 16, 16}},
+    {"avx2", 8, {8, 4, 3, 2, 2, 2, 1, 1}},
+    {"avx512", 16, {8, 8, 7, 6, 4, 4, 3, 3}},
+    {"neon", 4, {8, 8, 7, 6, 5, 4, 3, 3}},
+};
+
+// Full-tile pixel count of `isa`'s kernel for groups of `rows`, read from the kernel name of a
+// one-group layer (f32_spmm_{rows}x{pixels}__{isa}); -1 if the name does not parse.
+int tile_width(const char* isa, int rows) {
+  static int cache[4][9] = {};
+  int slot = -1;
+  for (int i = 0; i < 4; ++i)
+    if (!std::strcmp(isa, kTiles[i].isa)) slot = i;
+  if (slot >= 0 && cache[slot][rows]) return cache[slot][rows];
+  spe_conv_params p = {rows, 1, 1, 1, 1, 1, 0, 0, 1, 1};
+  const int32_t row0 = 0, nrows = rows, col = 0;
+  const int64_t ptr[2] = {0, 1};
+  std::vector<float> vals(rows, 1.0f);
+  spe_sparse_conv* conv = nullptr;
+  if (spe_sparse_conv_create(&p, 1, &row0, &nrows, ptr, &col, vals.data(), nullptr,
+                             SPE_ACT_NONE, isa, &conv) != SPE_OK)
+    return -1;
+  int r = 0, t = -1;
+  char tail[32] = {};
+  const std::string name = spe_sparse_conv_kernel_name(conv);
+  spe_sparse_conv_destroy(conv);
+  if (std::sscanf(name.c_str(), "f32_spmm_%dx%d__%31s", &r, &t, tail) != 3 || r != rows ||
+      std::strcmp(tail, isa) != 0)
+    return -1;
+  if (slot >= 0) cache[slot][rows] = t;
+  return t;
+}
+
+// (H, W) whose virtual pixel count Ho * Wp is `pixels` (Wp = Wo + d*(k-1)/s, the row pitch of
+// the phase planes), square-ish; false if none.
+bool spatial_for(int pixels, int k, int s, int p, int d, int* h, int* w) {
+  const int extra = (d * (k - 1)) / s;
+  int best = -1;
+  for (int ho = 1; ho <= pixels; ++ho) {
+    if (pixels % ho) continue;
+    const int wo = pixels / ho - extra;
+    if (wo < 1) continue;
+    const int hh = (ho - 1) * s + d * (k - 1) + 1 - 2 * p, ww = (wo - 1) * s + d * (k - 1) + 1 - 2 * p;
+    if (hh < 1 || ww < 1) continue;
+    const int score = std::abs(ho - wo);
+    if (best < 0 || score < best) best = score, *h = hh, *w = ww;
+  }
+  return best >= 0;
+}
+
+// ------------------------------------------------------------------------------ conv cases
+
+struct Case {
+  std::string name;
+  int o = 8, c = 3, h = 9, w = 11, kh = 3, kw = 3, sh = 1, sw = 1, ph = 1, pw = 1, dh = 1, dw = 1;
+  int rows = 4;          // group height 1..8; 0: random heights 1..8 (mask blocks of 4)
+  double sparsity = 0.5;
+  MaskKind mask = kBlock;
+  int batch = 1, act = SPE_ACT_NONE;
+  bool residual = false, bias = true;
+  int pix_mult = 0, pix_off = 0;  // > 0: virtual pixels = pix_mult * tile width + pix_off
+  int threads = 1;
+  bool cross_threads = false;     // also run at the other thread count; must match bit for bit
+  bool resize = false;            // one layer run over several input sizes
+};
+
+Case with_geom(Case c, int k, int s, int p, int d = 1) {
+  c.kh = c.kw = k;
+  c.sh = c.sw = s;
+  c.ph = c.pw = p;
+  c.dh = c.dw = d;
+  return c;
+}
+
+struct NamedGeom {
+  const char* name;
+  int k, s, p, d;
+};
+// The execution paths: direct NCHW read, planes + crop, planes without crop, strided, dilated.
+const NamedGeom kGeoms[] = {{"1x1", 1, 1, 0, 1},   {"3x3s1", 3, 1, 1, 1}, {"1x1s2", 1, 2, 0, 1},
+                            {"3x3s2", 3, 2, 1, 1}, {"5x5d2", 5, 1, 2, 2}, {"7x7s2", 7, 2, 3, 1}};
+
+std::vector<Case> make_cases(bool quick) {
+  std::vector<Case> cs;
+  auto add = [&](Case c) { cs.push_back(std::move(c)); };
+  const Case base;
+  // kernel x stride x padding; 15x17 fits a 7x7 kernel without padding
+  for (int k : {1, 3, 5, 7})
+    for (int s : {1, 2})
+      for (int p : {0, 1, 2, 3}) {
+        if (quick && p == 2) continue;
+        Case c = with_geom(base, k, s, p);
+        c.name = fmt("geom-k%ds%dp%d", k, s, p);
+        c.h = 15, c.w = 17;
+        add(c);
+      }
+  // kernel x dilation, stride and padding cycling
+  {
+    int i = 0;
+    for (int k : {1, 3, 5, 7})
+      for (int d : {1, 2}) {
+        const int s = 1 + i % 2, p = i % 4;
+        ++i;
+        Case c = with_geom(base, k, s, p, d);
+        c.name = fmt("dil-k%dd%ds%dp%d", k, d, s, p);
+        c.h = 16, c.w = 15;
+        add(c);
+      }
+  }
+  // asymmetric kernels, strides, padding, dilation
+  const int asym[][8] = {{1, 3, 1, 2, 0, 1, 1, 1}, {3, 1, 2, 1, 1, 0, 1, 1}, {3, 5, 1, 1, 1, 2, 2, 1},
+                         {5, 3, 2, 2, 0, 1, 1, 2}, {1, 7, 1, 1, 0, 3, 1, 1}, {2, 2, 2, 2, 0, 0, 1, 1}};
+  for (const auto& a : asym) {
+    Case c = base;
+    c.kh = a[0], c.kw = a[1], c.sh = a[2], c.sw = a[3], c.ph = a[4], c.pw = a[5], c.dh = a[6],
+    c.dw = a[7];
+    c.name = fmt("asym-k%dx%ds%dx%dp%dx%dd%dx%d", a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    c.h = 13, c.w = 14;
+    add(c);
+  }
+  // output channels around group boundaries x group heights 1..8 (and mixed), 1x1 / 3x3
+  {
+    int i = 0;
+    for (int o : {1, 3, 4, 5, 7, 8, 9, 13, 16, 17})
+      for (int r = 0; r <= 8; ++r) {
+        const NamedGeom& g = kGeoms[i++ % 2];
+        if (quick && (o + r) % 2) continue;
+        Case c = with_geom(base, g.k, g.s, g.p, g.d);
+        c.name = r ? fmt("rows-o%dr%d-%s", o, r, g.name) : fmt("rows-o%dmixed-%s", o, g.name);
+        c.o = o, c.rows = r, c.h = 6, c.w = 7;
+        add(c);
+      }
+  }
+  // odd input channels x kernel size
+  {
+    int i = 0;
+    for (int ch : {1, 3, 7})
+      for (int k : {1, 3, 5, 7}) {
+        const int s = 1 + i++ % 2;
+        Case c = with_geom(base, k, s, k / 2);
+        c.name = fmt("chan-c%dk%ds%d", ch, k, s);
+        c.c = ch, c.h = 10, c.w = 9;
+        add(c);
+      }
+  }
+  // virtual pixels on / one below / one above a multiple of the tile width, per group height;
+  // O = rows (one group), 2*rows (two), 2*rows+1 (plus a 1-row group with its own tile width)
+  for (int r = 1; r <= 8; ++r)
+    for (int off : {-1, 0, 1})
+      for (int j = 0; j < 2; ++j) {
+        if (quick && j == 1 && (r + off) % 2) continue;
+        const NamedGeom& g = j ? kGeoms[(2 * r + j + off + 6) % 6] : kGeoms[0];
+        Case c = with_geom(base, g.k, g.s, g.p, g.d);
+        c.pix_mult = 1 + (r + off + j + 2) % 2;
+        c.pix_off = off;
+        c.name = fmt("tile-r%d%+dx%d-%s", r, off, c.pix_mult, g.name);
+        c.o = off < 0 ? r : off == 0 ? 2 * r : 2 * r + 1;
+        c.rows = r, c.c = 2;
+        add(c);
+      }
+  // sparsity x mask kind
+  {
+    int i = 0;
+    for (double sp : {0.0, 0.5, 0.9, 1.0})
+      for (MaskKind m : {kBlock, kChannel, kUnstructured}) {
+        const NamedGeom& g = kGeoms[i++ % 6];
+        Case c = with_geom(base, g.k, g.s, g.p, g.d);
+        c.name = fmt("sparsity-%.1f-%s-%s", sp, kMaskNames[m], g.name);
+        c.sparsity = sp, c.mask = m, c.o = 13, c.c = 5, c.h = 12, c.w = 13;
+        add(c);
+      }
+  }
+  // batch x activation x residual x bias, through the three execution paths
+  {
+    int i = 0;
+    const char* acts[] = {"none", "relu", "relu6"};
+    for (int n : {1, 3})
+      for (int act = 0; act < 3; ++act)
+        for (bool res : {false, true})
+          for (bool bias : {false, true}) {
+            const NamedGeom& g = kGeoms[i++ % 3];
+            Case c = with_geom(base, g.k, g.s, g.p, g.d);
+            c.name = fmt("epilogue-n%d-%s-%s-%s-%s", n, acts[act], res ? "res" : "nores",
+                         bias ? "bias" : "nobias", g.name);
+            c.batch = n, c.act = act, c.residual = res, c.bias = bias, c.o = 9, c.h = 10, c.w = 12;
+            add(c);
+          }
+  }
+  // linear layers: 1x1 on a 1x1 image, batch 5 (one virtual pixel: a 1-lane tail)
+  const int linears[][3] = {{19, 37, 4}, {64, 33, 8}, {5, 130, 3}};
+  for (const auto& l : linears) {
+    Case c = with_geom(base, 1, 1, 0);
+    c.name = fmt("linear-o%di%dr%d", l[0], l[1], l[2]);
+    c.o = l[0], c.c = l[1], c.rows = l[2], c.h = c.w = 1, c.batch = 5, c.act = SPE_ACT_RELU;
+    c.sparsity = 0.7;
+    add(c);
+  }
+  // layers big enough for the pool to split the work, at 1 and 3 threads
+  for (const NamedGeom& g : {kGeoms[0], kGeoms[1], kGeoms[3]}) {
+    Case c = with_geom(base, g.k, g.s, g.p, g.d);
+    c.name = fmt("threads-%s", g.name);
+    c.o = quick ? 24 : 48, c.c = quick ? 8 : 16, c.h = quick ? 17 : 29, c.w = quick ? 19 : 31;
+    c.batch = 2, c.sparsity = 0.6, c.act = SPE_ACT_RELU, c.cross_threads = true;
+    add(c);
+  }
+  {
+    Case c = with_geom(base, 3, 2, 1);
+    c.name = "resize-3x3s2";
+    c.o = 10, c.c = 5, c.rows = 2, c.mask = kUnstructured, c.batch = 2, c.resize = true;
+    add(c);
+  }
+  // threads: alternate 1 / 3; every third case (all with cross_threads) also checks the other
+  for (size_t i = 0; i < cs.size(); ++i) {
+    cs[i].threads = i % 2 ? 3 : 1;
+    if (i % 3 == 0) cs[i].cross_threads = true;
+  }
+  return cs;
+}
+
+// Dense weight with exactly round(sparsity * units) units zeroed; units are `rows` x 1 blocks
+// over (O, C*K) ("block"), over (O, C) with all taps ("channel"), or single weights.
+std::vector<float> masked_weight(const Case& cs, int block_rows, Lcg& rng) {
+  const int K = cs.kh * cs.kw, ncols = cs.c * K;
+  std::vector<float> w(size_t(cs.o) * ncols);
+  for (float& v : w) {
+    v = rng.sym(1.5f);
+    if (v == 0.0f) v = 1.0f;  // a kept weight is non-zero
+  }
+  const int unit_cols = cs.mask == kChannel ? cs.c : ncols;
+  const int br = cs.mask == kUnstructured ? 1 : block_rows;
+  const int nr = (cs.o + br - 1) / br, units = nr * unit_cols;
+  std::vector<int> order(units);
+  for (int i = 0; i < units; ++i) order[i] = i;
+  for (int i = units - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);  // Fisher-Yates
+  const int drop = int(std::lround(cs.sparsity * units));
+  for (int u = 0; u < drop; ++u) {
+    const int br_i = order[u] / unit_cols, uc = order[u] % unit_cols;
+    for (int o = br_i * br; o < std::min(cs.o, (br_i + 1) * br); ++o) {
+      if (cs.mask == kChannel)
+        for (int k = 0; k < K; ++k) w[size_t(o) * ncols + uc * K + k] = 0.0f;
+      else
+        w[size_t(o) * ncols + uc] = 0.0f;
+    }
+  }
+  return w;
+}
+
+std::vector<int> group_heights(const Case& cs, Lcg& rng) {
+  std::vector<int> hs;
+  for (int left = cs.o; left > 0;) {
+    const int r = std::min(left, cs.rows ? cs.rows : 1 + rng.below(8));
+    hs.push_back(r);
+    left -= r;
+  }
+  return hs;
+}
+
+struct Layer {
+  spe_sparse_conv* conv = nullptr;
+  ~Layer() { spe_sparse_conv_destroy(conv); }
+};
+
+// Runs `conv` on fresh guarded buffers at (n, h, w) and checks it; returns "" or the failure.
+std::string check_run(spe_sparse_conv* conv, const Case& cs, const Geom& g,
+                      const std::vector<float>& w, const std::vector<float>& bias, int n, int h,
+                      int wd, Lcg& rng, int* ho_out, int* wp_out) {
+  const int ho = out_dim(h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(wd, g.pw, g.dw, g.kw, g.sw);
+  int aho = -1, awo = -1;
+  spe_sparse_conv_output_size(conv, h, wd, &aho, &awo);
+  if (aho != ho || awo != wo) return fmt("output size %dx%d, expected %dx%d", aho, awo, ho, wo);
+  *ho_out = ho;
+  *wp_out = wo + (g.dw * (g.kw - 1)) / g.sw;
+  const size_t in_n = size_t(n) * g.c * h * wd, out_n = size_t(n) * g.o * ho * wo;
+  Guarded x(in_n), y(out_n), res(cs.residual ? out_n : 0);
+  for (size_t i = 0; i < in_n; ++i) x.data()[i] = rng.sym(2.0f);
+  if (cs.residual)
+    for (size_t i = 0; i < out_n; ++i) res.data()[i] = rng.sym(3.0f);
+  y.fill(std::numeric_limits<float>::quiet_NaN());  // every output must be written
+  const float* rp = cs.residual ? res.data() : nullptr;
+  spe_set_num_threads(cs.threads);
+  spe_status st = spe_sparse_conv_run(conv, x.data(), n, h, wd, rp, y.data());
+  if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
+  const auto ref = ref_conv(g, w, bias.empty() ? nullptr : bias.data(), x.data(), n, h, wd, rp,
+                            cs.act);
+  std::string err = compare(y.data(), ref, g.c * g.kh * g.kw, g.o, ho, wo);
+  if (!err.empty()) return err + fmt(" (threads %d)", cs.threads);
+  if (cs.cross_threads) {
+    const int other = cs.threads == 1 ? 3 : 1;
+    Guarded y2(out_n);
+    y2.fill(std::numeric_limits<float>::quiet_NaN());
+    spe_set_num_threads(other);
+    st = spe_sparse_conv_run(conv, x.data(), n, h, wd, rp, y2.data());
+    if (st != SPE_OK) return fmt("run at %d threads returned %d", other, int(st));
+    if (std::memcmp(y.data(), y2.data(), out_n * sizeof(float)) != 0)
+      return fmt("%d and %d threads give different results", cs.threads, other);
+  }
+  return "";
+}
+
+std::string run_conv_case(const Case& cs0, const char* isa) {
+  Case cs = cs0;
+  Lcg rng(seed_of(cs.name));
+  int target = -1;
+  if (cs.pix_mult > 0) {
+    const int tile = tile_width(isa, cs.rows);
+    if (tile <= 0) return "kernel name does not carry the tile width";
+    int mult = cs.pix_mult;
+    // a narrow tile cannot hold a wide kernel's row pitch: take the next multiple
+    while (!spatial_for(mult * tile + cs.pix_off, cs.kh, cs.sh, cs.ph, cs.dh, &cs.h, &cs.w))
+      if (++mult > 64) return "no spatial size gives the target pixel count";
+    target = mult * tile + cs.pix_off;
+  }
+  const Geom g{cs.o, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  const int ncols = cs.c * cs.kh * cs.kw;
+  const std::vector<float> w = masked_weight(cs, cs.rows ? cs.rows : 4, rng);
+  const Packed p = pack(w, ncols, group_heights(cs, rng));
+  std::vector<float> bias;
+  if (cs.bias)
+    for (int o = 0; o < cs.o; ++o) bias.push_back(rng.sym(4.0f));
+
+  const spe_conv_params params = {cs.o, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  Layer l;
+  spe_status st = spe_sparse_conv_create(&params, int32_t(p.row0.size()), p.row0.data(),
+                                         p.rows.data(), p.ptr.data(), p.col.data(),
+                                         p.values.data(), cs.bias ? bias.data() : nullptr,
+                                         spe_activation(cs.act), isa, &l.conv);
+  if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
+  const std::string kname = spe_sparse_conv_kernel_name(l.conv);
+  const std::string suffix = std::string("__") + isa;
+  if (kname.rfind("f32_spmm_", 0) != 0 || kname.size() < suffix.size() ||
+      kname.compare(kname.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "kernel name " + kname + " does not name the ISA";
+  if (spe_sparse_conv_nnz(l.conv) != int64_t(p.values.size()))
+    return fmt("nnz %lld, packed %zu", (long long)spe_sparse_conv_nnz(l.conv), p.values.size());
+
+  std::vector<std::pair<int, int>> sizes = {{cs.h, cs.w}};
+  if (cs.resize) sizes = {{20, 23}, {7, 5}, {20, 23}, {31, 9}, {3, 3}};
+  for (const auto& hw : sizes) {
+    int ho = 0, wp = 0;
+    std::string err = check_run(l.conv, cs, g, w, bias, cs.batch, hw.first, hw.second, rng, &ho, &wp);
+    if (!err.empty())
+      return err + " [" + kname + fmt(", input %dx%d]", hw.first, hw.second);
+    if (target >= 0 && ho * wp != target)
+      return fmt("geometry gives %d virtual pixels, wanted %d", ho * wp, target);
+  }
+  return "";
+}
+
+// ------------------------------------------------------------------------------ max pooling
+
+void pool_cases(bool quick) {
+  int i = 0;
+  for (int k : {1, 2, 3, 5})
+    for (int s : {1, 2, 3})
+      for (int p = 0; p <= k / 2; ++p, ++i) {
+        if (quick && i % 2) continue;
+        const int kw = i % 3 == 0 && k > 1 ? k - 1 : k, pw = std::min(p, kw / 2);
+        const int n = 1 + i % 2, c = 3, h = k + 2 + i % 5, w = k + 4 + (3 * i) % 7;
+        const bool negative = i % 4 == 1;  // all values below 0: padding (-inf) must never win
+        const std::string name = fmt("maxpool-k%dx%ds%dp%dx%d-%dx%d%s", k, kw, s, p, pw, h, w,
+                                     negative ? "-neg" : "");
+        set_current(name);
+        Lcg rng(seed_of(name));
+        const int ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * pw - kw) / s + 1;
+        const size_t in_n = size_t(n) * c * h * w, out_n = size_t(n) * c * ho * wo;
+        Guarded x(in_n), y(out_n);
+        for (size_t j = 0; j < in_n; ++j) x.data()[j] = negative ? rng.sym(1.0f) - 2.0f : rng.sym(1.0f);
+        y.fill(std::numeric_limits<float>::quiet_NaN());
+        spe_set_num_threads(k % 2 ? 3 : 1);
+        const spe_status st = spe_max_pool2d(x.data(), n, c, h, w, k, kw, s, s, p, pw, y.data());
+        std::string err = st == SPE_OK ? "" : fmt("returned %d", int(st));
+        for (size_t plane = 0; plane < size_t(n) * c && err.empty(); ++plane)
+          for (int oy = 0; oy < ho && err.empty(); ++oy)
+            for (int ox = 0; ox < wo && err.empty(); ++ox) {
+              float m = -std::numeric_limits<float>::infinity();
+              for (int ky = 0; ky < k; ++ky)
+                for (int kx = 0; kx < kw; ++kx) {
+                  const int iy = oy * s - p + ky, ix = ox * s - pw + kx;
+                  if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                    m = std::max(m, x.data()[(plane * h + iy) * w + ix]);
+                }
+              const float got = y.data()[(plane * ho + oy) * wo + ox];
+              if (!(got == m))
+                err = fmt("y[plane %zu, %d, %d] = %g, reference %g", plane, oy, ox, double(got),
+                          double(m));
+            }
+        record(err.empty(), name, err);
+      }
+}
+
+// ------------------------------------------------------------------------------ error handling
+
+void error_cases(const std::vector<std::string>& isas_missing) {
+  // a valid 4 x 3 x 3x3 layer, dense, one group of 4; each check breaks one piece
+  const spe_conv_params good = {4, 3, 3, 3, 1, 1, 1, 1, 1, 1};
+  std::vector<int32_t> cols(27);
+  for (int j = 0; j < 27; ++j) cols[j] = j;
+  const std::vector<float> vals(27 * 16, 0.5f);  // room for any group the checks describe
+  struct Build {
+    spe_conv_params p;
+    int32_t n_groups;
+    std::vector<int32_t> row0, rows;
+    std::vector<int64_t> ptr;
+    std::vector<int32_t> col;
+    int act;
+    const char* isa;
+  };
+  const Build ok{good, 1, {0}, {4}, {0, 27}, cols, SPE_ACT_RELU, "scalar"};
+  auto create = [&](const Build& b, spe_sparse_conv** out) {
+    return spe_sparse_conv_create(&b.p, b.n_groups, b.row0.empty() ? nullptr : b.row0.data(),
+                                  b.rows.empty() ? nullptr : b.rows.data(),
+                                  b.ptr.empty() ? nullptr : b.ptr.data(), b.col.data(), vals.data(),
+                                  nullptr, spe_activation(b.act), b.isa, out);
+  };
+  auto expect = [&](const char* what, Build b, spe_status want) {
+    const std::string name = std::string("error-create-") + what;
+    set_current(name);
+    spe_sparse_conv* out = nullptr;
+    const spe_status st = create(b, &out);
+    const bool good_status = st == want;
+    const bool untouched = out == nullptr;
+    const bool message = std::strlen(spe_last_error()) > 0;
+    record(good_status && untouched && message, name,
+           fmt("status %d (want %d), out %s, last error '%s'", int(st), int(want),
+               untouched ? "untouched" : "set", spe_last_error()));
+    if (out) spe_sparse_conv_destroy(out);
+  };
+  auto edit = [&](auto f) {
+    Build b = ok;
+    f(b);
+    return b;
+  };
+  {
+    set_current("error-create-valid");
+    spe_sparse_conv* out = nullptr;
+    const spe_status st = create(ok, &out);
+    record(st == SPE_OK && out, "error-create-valid-baseline", fmt("status %d", int(st)));
+    if (out) spe_sparse_conv_destroy(out);
+  }
+  {
+    set_current("error-create-null");
+    spe_sparse_conv* out = nullptr;
+    record(spe_sparse_conv_create(nullptr, 1, ok.row0.data(), ok.rows.data(), ok.ptr.data(),
+                                  cols.data(), vals.data(), nullptr, SPE_ACT_NONE, "scalar",
+                                  &out) == SPE_ERR_INVALID_ARGUMENT && !out,
+           "error-create-null-params");
+    record(spe_sparse_conv_create(&good, 1, ok.row0.data(), ok.rows.data(), ok.ptr.data(),
+                                  cols.data(), vals.data(), nullptr, SPE_ACT_NONE, "scalar",
+                                  nullptr) == SPE_ERR_INVALID_ARGUMENT,
+           "error-create-null-out");
+  }
+  const auto BAD = SPE_ERR_INVALID_ARGUMENT;
+  expect("zero-out-channels", edit([](Build& b) { b.p.out_channels = 0; }), BAD);
+  expect("negative-in-channels", edit([](Build& b) { b.p.in_channels = -1; }), BAD);
+  expect("zero-kernel", edit([](Build& b) { b.p.kh = 0; }), BAD);
+  expect("zero-stride", edit([](Build& b) { b.p.stride_w = 0; }), BAD);
+  expect("negative-padding", edit([](Build& b) { b.p.pad_h = -1; }), BAD);
+  expect("zero-dilation", edit([](Build& b) { b.p.dil_w = 0; }), BAD);
+  expect("stride-above-8", edit([](Build& b) { b.p.stride_h = 9; }), BAD);
+  expect("kernel-above-64", edit([](Build& b) { b.p.kw = 65; }), BAD);
+  expect("unknown-activation", edit([](Build& b) { b.act = 3; }), BAD);
+  expect("negative-groups", edit([](Build& b) { b.n_groups = -1; }), BAD);
+  expect("null-group-arrays", edit([](Build& b) { b.row0.clear(); }), BAD);
+  expect("group-rows-9", edit([](Build& b) {
+           b.p.out_channels = 9;
+           b.rows = {9};
+         }), BAD);
+  expect("group-rows-0", edit([](Build& b) { b.rows = {0}; }), BAD);
+  expect("group-past-out-channels", edit([](Build& b) { b.row0 = {1}; }), BAD);
+  expect("row-covered-twice", edit([](Build& b) {
+           b.n_groups = 2;
+           b.row0 = {0, 0};
+           b.rows = {4, 4};
+           b.ptr = {0, 1, 2};
+         }), BAD);
+  expect("row-not-covered", edit([](Build& b) { b.rows = {3}; }), BAD);
+  expect("no-groups", edit([](Build& b) {
+           b.n_groups = 0;
+           b.ptr = {0};
+         }), BAD);
+  expect("ptr-not-monotone", edit([](Build& b) {
+           b.n_groups = 2;
+           b.row0 = {0, 2};
+           b.rows = {2, 2};
+           b.ptr = {0, 3, 2};
+         }), BAD);
+  expect("column-out-of-range", edit([](Build& b) { b.col[5] = 27; }), BAD);
+  expect("negative-column", edit([](Build& b) { b.col[0] = -1; }), BAD);
+  expect("unknown-isa", edit([](Build& b) { b.isa = "sse9000"; }), SPE_ERR_UNSUPPORTED_ISA);
+  for (const std::string& isa : isas_missing)
+    expect(("isa-not-available-" + isa).c_str(), edit([&](Build& b) { b.isa = isa.c_str(); }),
+           SPE_ERR_UNSUPPORTED_ISA);
+
+  // run(): bad calls return a status and leave the layer usable
+  set_current("error-run");
+  spe_sparse_conv* conv = nullptr;
+  if (create(ok, &conv) != SPE_OK) {
+    record(false, "error-run-setup", spe_last_error());
+    return;
+  }
+  std::vector<float> x(2 * 3 * 5 * 5, 1.0f), y(2 * 4 * 5 * 5, -1.0f);
+  record(spe_sparse_conv_run(nullptr, x.data(), 1, 5, 5, nullptr, y.data()) == BAD, "error-run-null-conv");
+  record(spe_sparse_conv_run(conv, nullptr, 1, 5, 5, nullptr, y.data()) == BAD, "error-run-null-x");
+  record(spe_sparse_conv_run(conv, x.data(), 1, 5, 5, nullptr, nullptr) == BAD, "error-run-null-y");
+  record(spe_sparse_conv_run(conv, x.data(), -1, 5, 5, nullptr, y.data()) == BAD, "error-run-negative-batch");
+  record(spe_sparse_conv_run(conv, x.data(), 1, 0, 5, nullptr, y.data()) == BAD, "error-run-zero-height");
+  record(spe_sparse_conv_run(conv, x.data(), 1, 5, -2, nullptr, y.data()) == BAD, "error-run-negative-width");
+  record(spe_sparse_conv_run(conv, x.data(), 0, 5, 5, nullptr, y.data()) == SPE_OK && y[0] == -1.0f,
+         "error-run-zero-batch-is-a-no-op");
+  {
+    const spe_conv_params unpadded = {4, 3, 3, 3, 2, 2, 0, 0, 1, 1};
+    Build b = ok;
+    b.p = unpadded;
+    spe_sparse_conv* small = nullptr;
+    const bool made = create(b, &small) == SPE_OK;
+    record(made && spe_sparse_conv_run(small, x.data(), 1, 2, 5, nullptr, y.data()) == BAD &&
+               std::strstr(spe_last_error(), "too small"),
+           "error-run-input-smaller-than-kernel", spe_last_error());
+    if (small) spe_sparse_conv_destroy(small);
+  }
+  // still usable: all-ones input, 0.5 weights, ReLU: the centre pixel sees all 27 taps
+  const spe_status st = spe_sparse_conv_run(conv, x.data(), 2, 5, 5, nullptr, y.data());
+  record(st == SPE_OK && y[12] == 13.5f && y[4 * 25 + 12] == 13.5f && y[0] == 6.0f,
+         "error-run-layer-usable-afterwards", fmt("status %d, centre %g, corner %g", int(st),
+                                                   double(y[12]), double(y[0])));
+  spe_sparse_conv_destroy(conv);
+
+  // max pool
+  set_current("error-maxpool");
+  float px[16] = {}, py[16] = {};
+  record(spe_max_pool2d(nullptr, 1, 1, 4, 4, 2, 2, 2, 2, 0, 0, py) == BAD, "error-maxpool-null-x");
+  record(spe_max_pool2d(px, 1, 1, 4, 4, 2, 2, 2, 2, 0, 0, nullptr) == BAD, "error-maxpool-null-y");
+  record(spe_max_pool2d(px, 1, 1, 4, 4, 0, 2, 2, 2, 0, 0, py) == BAD, "error-maxpool-zero-kernel");
+  record(spe_max_pool2d(px, 1, 1, 4, 4, 2, 2, 0, 2, 0, 0, py) == BAD, "error-maxpool-zero-stride");
+  record(spe_max_pool2d(px, 1, 1, 4, 4, 2, 2, 2, 2, -1, 0, py) == BAD, "error-maxpool-negative-pad");
+  record(spe_max_pool2d(px, 1, 1, 4, 4, 2, 2, 2, 2, 0, 2, py) == BAD, "error-maxpool-pad-above-half-kernel");
+  record(spe_max_pool2d(px, 1, 1, 2, 4, 3, 3, 1, 1, 0, 0, py) == BAD, "error-maxpool-input-smaller-than-kernel");
+  record(spe_max_pool2d(px, -1, 1, 4, 4, 2, 2, 2, 2, 0, 0, py) == BAD, "error-maxpool-negative-batch");
+  record(spe_max_pool2d(px, 0, 1, 4, 4, 2, 2, 2, 2, 0, 0, py) == SPE_OK, "error-maxpool-zero-batch-ok");
+
+  // threads and ISA queries
+  set_current("error-threads");
+  const int32_t before = spe_get_num_threads();
+  spe_set_num_threads(0);
+  const int32_t at0 = spe_get_num_threads();
+  spe_set_num_threads(-3);
+  const int32_t atm3 = spe_get_num_threads();
+  spe_set_num_threads(before);
+  record(at0 == 1 && atm3 == 1 && spe_get_num_threads() == before, "threads-clamp-to-one",
+         fmt("set(0) -> %d, set(-3) -> %d", at0, atm3));
+  record(spe_isa_available("scalar") == 1 && spe_isa_available("sse9000") == 0 &&
+             spe_isa_available(nullptr) == 0 && spe_isa_available(spe_best_isa()) == 1,
+         "isa-queries");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  signal(SIGSEGV, on_fault);
+  signal(SIGBUS, on_fault);
+  bool quick = false;
+  std::vector<std::string> only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--verbose" || a == "-v") g_verbose = true;
+    else if (a == "--isa" && i + 1 < argc) only.push_back(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s [--quick] [--isa NAME]... [--verbose]\n", argv[0]);
+      return 2;
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> isas, missing;
+  for (const TileDoc& t : kTiles) {
+    const bool wanted = only.empty() || std::find(only.begin(), only.end(), t.isa) != only.end();
+    if (!spe_isa_available(t.isa)) missing.push_back(t.isa);
+    else if (wanted) isas.push_back(t.isa);
+  }
+  std::string line;
+  for (const auto& s : isas) line += " " + s;
+  std::printf("isas tested:%s (best: %s; not available:", line.c_str(), spe_best_isa());
+  for (const auto& s : missing) std::printf(" %s", s.c_str());
+  std::printf(")%s\n", quick ? " [quick]" : "");
+#if defined(__aarch64__)
+  record(spe_isa_available("neon") == 1 && !std::strcmp(spe_best_isa(), "neon"),
+         "neon-available-on-aarch64");
+#endif
+
+  const std::vector<Case> cases = make_cases(quick);
+  for (const std::string& isa : isas) {
+    // the kernel names carry the documented tiles
+    for (const TileDoc& t : kTiles) {
+      if (isa != t.isa) continue;
+      for (int r = 1; r <= 8; ++r) {
+        const int got = tile_width(t.isa, r), want = t.width * t.nv[r - 1];
+        record(got == want, fmt("[%s] tile-width-rows%d", t.isa, r), fmt("%d, documented %d", got, want));
+      }
+    }
+    for (const Case& c : cases) {
+      const std::string name = "[" + isa + "] " + c.name;
+      set_current(name);
+      const std::string err = run_conv_case(c, isa.c_str());
+      record(err.empty(), name, err);
+    }
+  }
+  {
+    // "auto" picks the best ISA
+    set_current("auto-picks-best");
+    const spe_conv_params p = {4, 1, 1, 1, 1, 1, 0, 0, 1, 1};
+    const int32_t row0 = 0, rows = 4, col = 0;
+    const int64_t ptr[2] = {0, 1};
+    const float vals[4] = {1, 2, 3, 4};
+    spe_sparse_conv* conv = nullptr;
+    const bool made = spe_sparse_conv_create(&p, 1, &row0, &rows, ptr, &col, vals, nullptr,
+                                             SPE_ACT_NONE, "auto", &conv) == SPE_OK;
+    const std::string name = made ? spe_sparse_conv_kernel_name(conv) : "";
+    const std::string want = std::string("__") + spe_best_isa();
+    record(made && name.size() > want.size() &&
+               name.compare(name.size() - want.size(), want.size(), want) == 0,
+           "auto-picks-best-isa", name);
+    if (conv) spe_sparse_conv_destroy(conv);
+  }
+  pool_cases(quick);
+  error_cases(missing);
+
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("time: %.2f s, %zu conv cases per ISA\n", secs, cases.size());
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 && g_passed > 0 ? 0 : 1;
+}
