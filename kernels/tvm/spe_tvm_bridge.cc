@@ -1,0 +1,136 @@
+// The bridge that lets a TVM-compiled module call the engine's kernels: global functions
+// registered with tvm_ffi when the module's shared library is loaded, in TVM's
+// destination-passing style (the output tensor is the last argument).
+//
+//   spe.v1.sparse_conv2d(x, meta, group_row0, group_rows, group_ptr, entry_col, values, bias,
+//                     residual, y)
+//       meta: int32[13] = O, C, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+//             act (spe_activation), has_bias, has_residual. bias / residual are 1-element
+//             placeholders when absent. The packed arrays are the layer's constants, so the
+//             address of `values` identifies the layer: its spe_sparse_conv is built once.
+//   spe.v1.max_pool2d(x, meta, y)   meta: int32[6] = kh, kw, stride_h, stride_w, pad_h, pad_w
+//
+// Linked into the exported model.so (engine/codegen/bridge.py builds it per architecture), so
+// an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/function.h>
+
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "spe/spe.h"
+
+namespace {
+
+using tvm::ffi::TensorView;
+
+template <class T>
+const T* data(const TensorView& t) {
+  return reinterpret_cast<const T*>(static_cast<const char*>(t.data_ptr()) + t.byte_offset());
+}
+
+template <class T>
+T* mutable_data(const TensorView& t) {
+  return reinterpret_cast<T*>(static_cast<char*>(t.data_ptr()) + t.byte_offset());
+}
+
+void check_f32(const TensorView& t, int ndim, const char* what) {
+  if (t.ndim() != ndim || t.dtype().code != kDLFloat || t.dtype().bits != 32)
+    TVM_FFI_THROW(ValueError) << "spe: " << what << " must be a " << ndim
+                              << "-D float32 tensor";
+}
+
+struct ConvCache {
+  std::mutex mu;
+  std::unordered_map<const void*, spe_sparse_conv*> convs;  // never freed: module lifetime
+};
+
+ConvCache& cache() {
+  static ConvCache* c = new ConvCache();
+  return *c;
+}
+
+spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
+                          const TensorView& rows, const TensorView& gptr,
+                          const TensorView& cols, const TensorView& values,
+                          const TensorView& bias) {
+  const void* key = data<float>(values);
+  auto& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.convs.find(key);
+  if (it != c.convs.end()) return it->second;
+  const int32_t* m = data<int32_t>(meta);
+  spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
+  for (const TensorView* t : {&meta, &row0, &rows, &cols})
+    if (t->dtype().code != kDLInt || t->dtype().bits != 32)
+      TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: meta/group_row0/group_rows/entry_col "
+                                   "must be int32";
+  // group_ptr may arrive as int32 (relax.const narrows int64 constants that fit) or int64.
+  const int64_t n_groups = row0.size(0);
+  if (gptr.ndim() != 1 || gptr.size(0) != n_groups + 1 || gptr.dtype().code != kDLInt)
+    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: group_ptr must be int[n_groups + 1]";
+  std::vector<int64_t> ptr(size_t(n_groups + 1));
+  for (int64_t g = 0; g <= n_groups; ++g)
+    ptr[g] = gptr.dtype().bits == 64 ? data<int64_t>(gptr)[g] : data<int32_t>(gptr)[g];
+  spe_sparse_conv* conv = nullptr;
+  const spe_status s = spe_sparse_conv_create(
+      &p, int32_t(n_groups), data<int32_t>(row0), data<int32_t>(rows), ptr.data(),
+      data<int32_t>(cols), data<float>(values), m[11] ? data<float>(bias) : nullptr,
+      spe_activation(m[10]), "auto", &conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
+  c.convs.emplace(key, conv);
+  return conv;
+}
+
+void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows,
+                   TensorView gptr, TensorView cols, TensorView values, TensorView bias,
+                   TensorView residual, TensorView y) {
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  if (meta.ndim() != 1 || meta.size(0) < 13)
+    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: meta must hold 13 int32";
+  const int32_t* m = data<int32_t>(meta);
+  if (x.size(1) != m[1] || y.size(1) != m[0] || x.size(0) != y.size(0))
+    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: x/y shapes do not match the layer";
+  spe_sparse_conv* conv = get_conv(meta, row0, rows, gptr, cols, values, bias);
+  int32_t ho = 0, wo = 0;
+  spe_sparse_conv_output_size(conv, int32_t(x.size(2)), int32_t(x.size(3)), &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: output must be " << ho << "x" << wo;
+  const spe_status s =
+      spe_sparse_conv_run(conv, data<float>(x), int32_t(x.size(0)), int32_t(x.size(2)),
+                          int32_t(x.size(3)), m[12] ? data<float>(residual) : nullptr,
+                          mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
+}
+
+void max_pool2d(TensorView x, TensorView meta, TensorView y) {
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  const int32_t* m = data<int32_t>(meta);
+  const spe_status s = spe_max_pool2d(
+      data<float>(x), int32_t(x.size(0)), int32_t(x.size(1)), int32_t(x.size(2)),
+      int32_t(x.size(3)), m[0], m[1], m[2], m[3], m[4], m[5], mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.max_pool2d: invalid arguments";
+}
+
+void set_num_threads(int64_t n) { spe_set_num_threads(int32_t(n)); }
+
+}  // namespace
+
+// Every loaded model.so carries a copy of the bridge; the first one loaded registers the
+// functions and later ones keep it (re-registering would throw during dlopen). Any copy serves
+// any module: layers are cached per constant, and the names carry the bridge ABI version.
+TVM_FFI_STATIC_INIT_BLOCK() {
+  using tvm::ffi::Function;
+  auto def = [](const char* name, auto fn) {
+    if (!Function::GetGlobal(name).has_value())
+      Function::SetGlobal(name, Function::FromTyped(fn, std::string(name)), false);
+  };
+  def("spe.v1.sparse_conv2d", sparse_conv2d);
+  def("spe.v1.max_pool2d", max_pool2d);
+  def("spe.v1.set_num_threads", set_num_threads);
+}
