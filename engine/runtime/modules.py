@@ -52,6 +52,8 @@ class SparseConv2d(nn.Module):
         self._build()
 
     def _build(self) -> None:
+        from . import ops
+        self.op_id = ops.register(self)
         p = self.packed
         self.kernel = _kernels().SparseConv(
             p.out_channels, p.in_channels, p.kernel, self.stride, self.padding, self.dilation,
@@ -72,10 +74,18 @@ class SparseConv2d(nn.Module):
         return self.kernel.kernel_name
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if torch.compiler.is_exporting():  # one graph node for the compiler path
+            return torch.ops.spe.spe_conv2d(x, residual, self.op_id)
+        return self.run_kernel(x, residual)
+
+    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         xn = x.detach().contiguous().numpy() if x.dtype == torch.float32 else \
             x.detach().float().contiguous().numpy()
         rn = None if residual is None else residual.detach().float().contiguous().numpy()
         return torch.from_numpy(self.kernel.run(xn, rn))
+
+    def output_size(self, h: int, w: int) -> tuple:
+        return tuple(self.kernel.output_size(int(h), int(w)))
 
     def dense_weight(self) -> torch.Tensor:
         """The (masked) weight this module computes with, rebuilt from the packed form, in the
@@ -188,10 +198,26 @@ class NativeMaxPool2d(nn.Module):
     def __init__(self, kernel, stride, padding):
         super().__init__()
         self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
+        from . import ops
+        self.op_id = ops.register(self)
+
+    def __setstate__(self, state):  # a copy is a layer of its own
+        from . import ops
+        self.__dict__.update(state)
+        self.op_id = ops.register(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return torch.ops.spe.spe_max_pool2d(x, self.op_id)
+        return self.run_kernel(x)
+
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(_kernels().max_pool2d(x.detach().float().contiguous().numpy(),
                                                       self.kernel, self.stride, self.padding))
+
+    def output_size(self, h: int, w: int) -> tuple:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
     @staticmethod
     def supports(m: nn.Module) -> bool:

@@ -1,0 +1,100 @@
+"""Compile a lowered model (engine.runtime.lower) with TVM, its native layers as calls into the
+engine's C++ kernels linked into the module.
+
+torch.export captures the lowered GraphModule, where every native layer is one
+`spe.spe_conv2d` / `spe.spe_max_pool2d` custom-op node (engine/runtime/ops.py); the Relax importer
+maps those nodes, through `custom_convert_map`, to `call_dps_packed("spe.v1.*")` with the layer's
+packed weight as constants; everything else is imported as usual. export_library links the
+bridge object (native_bridge.py) so the module carries the kernels.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..runtime import ops
+
+_ACT = {"none": 0, "relu": 1, "relu6": 2}
+
+
+def _relax():
+    from tvm import relax
+    return relax
+
+
+def _conv(node, importer):
+    relax = _relax()
+    x = importer.env[node.args[0]]
+    res_node, layer_id = node.args[1], node.args[2]
+    mod = ops.lookup(layer_id)
+    p = mod.packed
+    has_bias = mod.bias_np is not None
+    meta = np.array([p.out_channels, p.in_channels, *p.kernel, *mod.stride, *mod.padding,
+                     *mod.dilation, _ACT[mod.act], int(has_bias), int(res_node is not None)],
+                    np.int32)
+    consts = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
+              if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_col, p.values,
+              mod.bias_np if has_bias else np.zeros(1, np.float32)]
+    res = importer.env[res_node] if res_node is not None else \
+        relax.const(np.zeros(1, np.float32))
+    args = relax.Tuple([x] + [relax.const(c) for c in consts] + [res])
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    return importer.block_builder.emit(relax.call_dps_packed(
+        "spe.v1.sparse_conv2d", args, out_ty=relax.type.TensorType(shape, "float32")))
+
+
+def _pool(node, importer):
+    relax = _relax()
+    x = importer.env[node.args[0]]
+    mod = ops.lookup(node.args[1])
+    meta = np.array([*mod.kernel, *mod.stride, *mod.padding], np.int32)
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    return importer.block_builder.emit(relax.call_dps_packed(
+        "spe.v1.max_pool2d", relax.Tuple([x, relax.const(meta)]),
+        out_ty=relax.type.TensorType(shape, "float32")))
+
+
+CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_max_pool2d.default": _pool}
+
+
+def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):
+    """Relax IRModule of a lowered model, native layers as call_dps_packed into the bridge."""
+    from tvm.relax.frontend.torch import from_exported_program
+    with torch.no_grad():
+        ep = torch.export.export(lowered, tuple(example_inputs), strict=False)
+    return from_exported_program(ep, custom_convert_map=CONVERT_MAP)
+
+
+def tvm_target(target):
+    """tvm.target.Target for an engine Target (host: this CPU's features)."""
+    import tvm
+    d = dict(target.llvm)
+    if d.get("mcpu") == "native":
+        d["mcpu"] = tvm.target.codegen.llvm_get_system_cpu() \
+            if hasattr(tvm.target, "codegen") else "native"
+    return tvm.target.Target(d)
+
+
+def export_library(executable, path, target) -> Path:
+    """Write model.so for `target`, linking the native bridge (cross-compiling when needed)."""
+    from .native_bridge import bridge_object
+    path = Path(path)
+    addons = [str(bridge_object(target.arch))]
+    if target.cross_compiler is None and target.arch == platform.machine():
+        executable.export_library(str(path), addons=addons)
+        return path
+    cc_name = target.cross_compiler
+    if cc_name is None or shutil.which(cc_name) is None:
+        raise ConfigError(f"target {target.name!r} needs the cross compiler {cc_name!r}: "
+                          f"install {target.cross_package}")
+    from tvm.support import cc
+    triple = target.llvm.get("mtriple", "")
+    # the triple must be explicit, or the packed-imports object is built for the host
+    fcompile = cc.cross_compiler(cc_name, get_target_triple=lambda: triple)
+    executable.export_library(str(path), fcompile=fcompile, addons=addons)
+    return path

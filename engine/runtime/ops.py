@@ -1,0 +1,58 @@
+"""torch custom ops standing for native layers, so torch.export can capture a lowered model.
+
+In eager mode native modules call the kernels directly; under torch.export they emit
+`torch.ops.spe.spe_conv2d(x, residual, layer_id)` / `torch.ops.spe.spe_max_pool2d(x, layer_id)`,
+single graph nodes that the compiler path (engine/codegen) maps to calls into the kernels linked
+into the compiled module. `layer_id` finds the module (its packed weight and geometry) in a
+process-wide weak registry. The names carry an `spe_` prefix because the TVM importer keys ops by
+their bare name, where `conv2d.default` would collide with aten's.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Optional
+
+import torch
+
+_LAYERS: "weakref.WeakValueDictionary[int, torch.nn.Module]" = weakref.WeakValueDictionary()
+_IDS = itertools.count(1)
+
+
+def register(module: torch.nn.Module) -> int:
+    """A process-unique id for a native module (held weakly)."""
+    i = next(_IDS)
+    _LAYERS[i] = module
+    return i
+
+
+def lookup(layer_id: int) -> torch.nn.Module:
+    try:
+        return _LAYERS[layer_id]
+    except KeyError:
+        raise KeyError(f"native layer {layer_id} is gone (its module was garbage collected)") \
+            from None
+
+
+@torch.library.custom_op("spe::spe_conv2d", mutates_args=())
+def spe_conv2d(x: torch.Tensor, residual: Optional[torch.Tensor], layer_id: int) -> torch.Tensor:
+    return lookup(layer_id).run_kernel(x, residual)
+
+
+@spe_conv2d.register_fake
+def _(x, residual, layer_id):
+    n, _, h, w = x.shape
+    ho, wo = lookup(layer_id).output_size(h, w)
+    return x.new_empty((n, lookup(layer_id).packed.out_channels, ho, wo))
+
+
+@torch.library.custom_op("spe::spe_max_pool2d", mutates_args=())
+def spe_max_pool2d(x: torch.Tensor, layer_id: int) -> torch.Tensor:
+    return lookup(layer_id).run_kernel(x)
+
+
+@spe_max_pool2d.register_fake
+def _(x, layer_id):
+    n, c, h, w = x.shape
+    ho, wo = lookup(layer_id).output_size(h, w)
+    return x.new_empty((n, c, ho, wo))
