@@ -3,6 +3,8 @@
     opt = engine.optimize(model, example_inputs=(x,), target="host",
                           scheme="block", block=(4, 1), sparsity=0.8)
     y = opt(x)
+    opt.save("artifact/")              # compiled for the target, manifest + sha256
+    model = engine.load("artifact/")   # runs it (when the target matches this machine)
 """
 __version__ = "0.1.0"
 
@@ -11,4 +13,7 @@ def __getattr__(name):  # lazy: `import engine` stays cheap and torch-free until
     if name in ("optimize", "OptimizedModel"):
         from . import api
         return getattr(api, name)
+    if name == "load":
+        from .artifact import load_artifact
+        return load_artifact
     raise AttributeError(name)

@@ -122,6 +122,31 @@ class OptimizedModel:
     def _info(self, name: str) -> Optional[LayerInfo]:
         return next((l for l in self.layers if l.name == name), None)
 
+    def compile(self, target: Optional[str] = None):
+        """The model compiled by TVM for `target` (default: the plan's), every conv / linear
+        on the engine's kernels linked into the module. Returns a NativeCompiled."""
+        from .codegen.native_lowering import NativeCompiled, compile_optimized
+        tgt = get_target(target or self.plan.target)
+        ex, _ = compile_optimized(self.pruned_model, self.layers, self.plan,
+                                  self.example_inputs, tgt)
+        with torch.no_grad():
+            outs = _flat(self.pruned_model(*self.example_inputs))
+        inputs = [(f"input{i}", tuple(t.shape), "float32")
+                  for i, t in enumerate(self.example_inputs)]
+        outputs = [(f"output{i}", tuple(t.shape), "float32") for i, t in enumerate(outs)]
+        return NativeCompiled(ex, tgt, inputs, outputs)
+
+    def save(self, directory, target: Optional[str] = None):
+        """Compile for `target` (default: the plan's) and write an artifact directory
+        atomically (model.so, manifest.json with sha256 of every file, plan.json); see
+        engine/artifact.py and examples/ for loading it without Python."""
+        from .artifact import save_artifact
+        compiled = self.compile(target)
+        return save_artifact(directory, compiled, compiled.target, compiled.inputs,
+                             compiled.outputs, plan=self.plan,
+                             extra={"kernels": "engine C++ kernels linked via spe.v1 bridge",
+                                    "notes": self.notes})
+
     def benchmark(self, dense_model: Optional[nn.Module] = None, min_time: float = 1.0) -> dict:
         """Median latency of this model vs the dense torch model (and the masked reference),
         interleaved in one run: {"optimized": s, "dense": s}."""

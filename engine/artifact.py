@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -225,7 +226,7 @@ def _required_cpu_flags(t: Target) -> list:
     return sorted(out)
 
 
-def _target_dict(t: Target, cc: Optional[str]) -> dict:
+def _target_dict(t: Target) -> dict:
     return {"name": t.name, "arch": _norm_arch(t.arch), "llvm": dict(t.llvm),
             "os": "android" if "android" in str(t.llvm.get("mtriple", "")) else "linux",
             "isa": t.isa, "cross_compiler": t.cross_compiler,
@@ -244,8 +245,9 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
     """Write an artifact directory atomically; returns its absolute path.
 
     executable_or_compiled: a tvm.runtime.Executable (exported here with the target's cross
-        compiler) or any object with `export_library(path)` (engine.codegen's CompiledModel,
-        which then owns the export; its `target`, `inputs`, `outputs` fill in missing args).
+        compiler) or any object with `export_library(path[, cc=...])` (engine.codegen's
+        CompiledModel, which then owns the export and gets `cc=` when it accepts it; its
+        `target`, `inputs`, `outputs` attributes fill in arguments left as None).
     target: engine Target or its registry name. inputs / outputs: (name, shape, dtype) each.
     plan: a mapping.Plan (or its dict), stored in the manifest and as plan.json.
     extra: JSON-serialisable dict stored under "extra" in the manifest.
@@ -339,7 +341,15 @@ def _export(obj, path: Path, cc: Optional[str]) -> None:
         kw = {"cc": cc} if cc else {}
         obj.export_library(str(path), **kw)
     elif callable(getattr(obj, "export_library", None)):
-        obj.export_library(str(path))
+        # engine.codegen's CompiledModel owns its export (it may link extra objects); it gets
+        # the resolved cross compiler when its export_library takes `cc` (or **kwargs).
+        fn = obj.export_library
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}
+        takes_cc = "cc" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        fn(str(path), **({"cc": cc} if cc and takes_cc else {}))
     else:
         raise ArtifactError(f"cannot export a {type(obj).__name__}: expected a tvm relax "
                             f"Executable or an object with export_library(path)")
@@ -381,7 +391,7 @@ def _manifest(t: Target, cc, ins, outs, plan_dict, extra, files) -> dict:
         "tvm_version": tvm.__version__,
         "tvm_ffi_version": getattr(tvm_ffi, "__version__", "unknown"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "target": _target_dict(t, cc),
+        "target": _target_dict(t),
         "module": MODULE,
         "entry": ENTRY,
         "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],

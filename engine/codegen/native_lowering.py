@@ -98,3 +98,41 @@ def export_library(executable, path, target) -> Path:
     fcompile = cc.cross_compiler(cc_name, get_target_triple=lambda: triple)
     executable.export_library(str(path), fcompile=fcompile, addons=addons)
     return path
+
+
+def compile_optimized(pruned_model: torch.nn.Module, layers: list, plan, example_inputs: tuple,
+                      target):
+    """Relax executable of a pruned model for `target`: every conv / linear runs on the native
+    kernels (pruned layers sparse with their plan's block rows, the rest dense), so no layer is
+    left to TVM's unscheduled default loops; glue ops go through TVM's default pipeline.
+
+    Returns (executable, lowered torch module used for the import)."""
+    import tvm
+
+    from ..runtime.lower import lower
+    from ..runtime.packing import group_rows_for
+    native = {}
+    for info in layers:
+        choice = plan[info.name] if info.name in plan else None
+        if info.groups != 1:
+            native[info.name] = 1
+        elif choice is not None and choice.pruned and choice.block:
+            native[info.name] = group_rows_for(int(choice.block[0]))
+        elif choice is not None and choice.pruned:
+            native[info.name] = 1
+        else:
+            native[info.name] = 8
+    lowered = lower(pruned_model, native).module
+    ex = tvm.compile(import_lowered(lowered, example_inputs), target=tvm_target(target))
+    return ex, lowered
+
+
+class NativeCompiled:
+    """A compiled model whose export links the native bridge (what engine.artifact saves)."""
+
+    def __init__(self, executable, target, inputs: list, outputs: list):
+        self.executable, self.target = executable, target
+        self.inputs, self.outputs = inputs, outputs
+
+    def export_library(self, path) -> None:
+        export_library(self.executable, path, self.target)

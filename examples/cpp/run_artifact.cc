@@ -45,10 +45,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <stdlib.h>  // posix_memalign
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -254,10 +256,11 @@ struct AlignedBuffer {
   void* ptr = nullptr;
   size_t bytes = 0;
   explicit AlignedBuffer(size_t n) : bytes(n) {
-    size_t rounded = (n + 63) / 64 * 64;
-    ptr = std::aligned_alloc(64, rounded ? rounded : 64);
-    if (!ptr) throw std::bad_alloc();
-    std::memset(ptr, 0, rounded ? rounded : 64);
+    // posix_memalign, not std::aligned_alloc: bionic has the latter only from API 28.
+    // TVM requires 64-byte aligned tensor data (FromDLPack refuses anything less).
+    size_t rounded = n ? (n + 63) / 64 * 64 : 64;
+    if (posix_memalign(&ptr, 64, rounded) != 0) throw std::bad_alloc();
+    std::memset(ptr, 0, rounded);
   }
   ~AlignedBuffer() { std::free(ptr); }
   AlignedBuffer(const AlignedBuffer&) = delete;

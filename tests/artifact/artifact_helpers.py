@@ -1,0 +1,152 @@
+"""Helpers for artifact tests: small models, compiled with the plain TVM path.
+
+engine.codegen will hand save_artifact a CompiledModel (a relax Executable with better kernels
+plus metadata); these tests build the Executable the plain way, which is the same object:
+torch.export -> from_exported_program -> tvm.compile(target dict).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[2]
+AARCH64_RUNTIME = REPO / ".cache" / "aarch64-runtime"
+EXAMPLES_CPP = REPO / "examples" / "cpp"
+AARCH64_TOOLCHAIN = REPO / "kernels" / "cmake" / "aarch64-linux-gnu.cmake"
+QEMU_SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+def assert_close(got, ref, rtol=1e-4, what="output"):
+    """max |got - ref| <= rtol * max |ref| (ref: torch's output, the independent reference)."""
+    got = got.detach().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference {ref.shape}"
+    scale = float(np.abs(ref).max())
+    err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
+    assert scale > 1e-3, f"{what}: reference is ~0 (max |ref| = {scale}); test model is degenerate"
+    assert err <= rtol * scale, f"{what}: max err {err:.3g} > {rtol} x max|ref| {scale:.3g}"
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine params, so eval outputs are O(1), not ~0
+    (zoo inits zero the last BN gamma of residual blocks and use identity running stats)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()
+
+
+class TinyNet(nn.Module):
+    """conv-bn-relu -> depthwise -> pool -> linear: the ops a pruned mobile net has."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.nn.functional.relu6(self.dw(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def target_dict(name: str) -> dict:
+    from engine.targets import get_target
+    return get_target(name).llvm
+
+
+def compile_plain(model: nn.Module, x: torch.Tensor, target: str):
+    """The plain TVM path -> tvm.runtime.Executable for the named engine target."""
+    import tvm
+    from tvm.relax.frontend.torch import from_exported_program
+
+    ep = torch.export.export(model, (x,))
+    mod = from_exported_program(ep, keep_params_as_input=False)
+    # TVM 0.27's tvm.compile wants a Target object: a bare dict fails inside relax.build
+    # ("target.keys" is not iterable); tvm.target.Target(dict) is the accepted JSON form.
+    return tvm.compile(mod, target=tvm.target.Target(target_dict(target)))
+
+
+class Case:
+    """A model, its input, torch's output (the reference) and compiled executables by target."""
+
+    def __init__(self, name: str, model: nn.Module, x: torch.Tensor):
+        self.name, self.model, self.x = name, model, x
+        with torch.no_grad():
+            self.ref = model(x)
+        self._exe = {}
+
+    def executable(self, target: str):
+        if target not in self._exe:
+            self._exe[target] = compile_plain(self.model, self.x, target)
+        return self._exe[target]
+
+    @property
+    def inputs(self):
+        return [("x", tuple(self.x.shape), "float32")]
+
+    @property
+    def outputs(self):
+        return [("logits", tuple(self.ref.shape), "float32")]
+
+
+# ---- toolchains for the C++ example -------------------------------------------------------------
+
+def require_tool(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} not found: install the Debian package {package} "
+                    f"(scripts/install.sh does)")
+    return path
+
+
+def require_arm64_toolchain() -> None:
+    require_tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")
+    require_tool("qemu-aarch64", "qemu-user")
+    require_tool("cmake", "cmake")
+
+
+def ensure_aarch64_runtime() -> Path:
+    lib = AARCH64_RUNTIME / "lib"
+    if not (lib / "libtvm_runtime.so").is_file() or not (lib / "libtvm_ffi.so").is_file():
+        r = subprocess.run(["bash", str(REPO / "scripts" / "fetch_aarch64_runtime.sh")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, ("the aarch64 TVM runtime is missing and "
+                                   "scripts/fetch_aarch64_runtime.sh failed:\n" + r.stderr[-2000:])
+    return AARCH64_RUNTIME
+
+
+def cmake_build(build_dir: Path, *extra: str) -> Path:
+    cfg = subprocess.run(["cmake", "-S", str(EXAMPLES_CPP), "-B", str(build_dir),
+                          "-DCMAKE_BUILD_TYPE=Release", *extra], capture_output=True, text=True)
+    assert cfg.returncode == 0, f"cmake configure failed:\n{cfg.stdout[-3000:]}\n{cfg.stderr[-3000:]}"
+    bld = subprocess.run(["cmake", "--build", str(build_dir), "-j2"], capture_output=True, text=True)
+    assert bld.returncode == 0, f"cmake build failed:\n{bld.stdout[-3000:]}\n{bld.stderr[-3000:]}"
+    exe = build_dir / "run_artifact"
+    assert exe.is_file()
+    return exe
+
+
+def qemu_cmd(runner: Path, *args: str) -> list:
+    return ["qemu-aarch64", "-L", QEMU_SYSROOT, "-E",
+            f"LD_LIBRARY_PATH={AARCH64_RUNTIME / 'lib'}", str(runner), *args]
+
+
+def elf_machine(path: Path) -> str:
+    head = Path(path).read_bytes()[:20]
+    assert head[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return {0x3E: "x86_64", 0xB7: "aarch64"}.get(int.from_bytes(head[18:20], "little"), "other")
