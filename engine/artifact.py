@@ -335,11 +335,10 @@ def _plan_dict(plan) -> Optional[dict]:
 
 
 def _export(obj, path: Path, cc: Optional[str]) -> None:
-    import tvm
+    from .codegen import tvm_runtime
 
-    if isinstance(obj, tvm.runtime.Executable):
-        kw = {"cc": cc} if cc else {}
-        obj.export_library(str(path), **kw)
+    if tvm_runtime.is_executable(obj):
+        tvm_runtime.export_executable(obj, str(path), cc)
     elif callable(getattr(obj, "export_library", None)):
         # engine.codegen's CompiledModel owns its export (it may link extra objects); it gets
         # the resolved cross compiler when its export_library takes `cc` (or **kwargs).
@@ -381,15 +380,15 @@ def _file_table(root: Path) -> dict:
 
 
 def _manifest(t: Target, cc, ins, outs, plan_dict, extra, files) -> dict:
-    import tvm
-    import tvm_ffi
+    from .codegen.tvm_runtime import versions
 
+    v = versions()
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "engine_version": __version__,
-        "tvm_version": tvm.__version__,
-        "tvm_ffi_version": getattr(tvm_ffi, "__version__", "unknown"),
+        "tvm_version": v["tvm"],
+        "tvm_ffi_version": v["tvm_ffi"],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "target": _target_dict(t),
         "module": MODULE,
@@ -577,7 +576,8 @@ def load_artifact(directory: Union[str, os.PathLike], *, verify: bool = True) ->
 
 
 class LoadedArtifact:
-    """An artifact loaded through tvm.runtime + the Relax VM on tvm.cpu().
+    """An artifact loaded through the TVM runtime + the Relax VM on the CPU
+    (engine/codegen/tvm_runtime.py).
 
     art(x) / art(x0, x1) / art(x=...) with numpy arrays or CPU torch tensors of exactly the
     manifest's shapes and dtypes; returns the outputs (one value, or a tuple) as numpy arrays, or
@@ -590,15 +590,12 @@ class LoadedArtifact:
         self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
         self.target = manifest["target"]
         self._lock = threading.Lock()
-        import tvm
-        from tvm import relax
+        from .codegen.tvm_runtime import VMFunction
 
-        self._tvm = tvm
         module_path = self.path / manifest["module"]
         try:
-            self._lib = tvm.runtime.load_module(str(module_path))
-            self._vm = relax.VirtualMachine(self._lib, tvm.cpu())
-            self._main = self._vm[manifest.get("entry", ENTRY)]
+            self._fn = VMFunction(str(module_path), manifest.get("entry", ENTRY))
+            self._main = self._fn.main
         except Exception as e:  # noqa: BLE001  (TVM raises plain RuntimeError / TVMError)
             raise ArtifactError(f"the TVM runtime could not load {module_path}: "
                                 f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
@@ -644,7 +641,6 @@ class LoadedArtifact:
         if len(args) != len(specs):
             raise ArtifactError(f"the artifact takes {len(specs)} input(s) "
                                 f"{[(s.name, s.shape, s.dtype) for s in specs]}, got {len(args)}")
-        tvm = self._tvm
         arrays, want_torch = [], False
         for i, (a, s) in enumerate(zip(args, specs)):
             if type(a).__module__.startswith("torch"):
@@ -661,11 +657,7 @@ class LoadedArtifact:
                                     f"are static: re-export for another shape)")
             if want_torch and type(a).__module__.startswith("torch"):
                 a = a.detach().contiguous()
-                if a.data_ptr() % 64 == 0:
-                    arrays.append(tvm.runtime.from_dlpack(a))   # zero copy
-                    continue
-                a = a.numpy()
-            arrays.append(tvm.runtime.tensor(np.ascontiguousarray(a)))
+            arrays.append(self._fn.to_device(a))
         return arrays, want_torch
 
     def __repr__(self) -> str:

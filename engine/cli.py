@@ -28,6 +28,10 @@ def _optimize_parser(sub) -> None:
     p.add_argument("--input-shape", default=None, help="e.g. 1,3,224,224 (default: model's)")
     p.add_argument("--exclude", action="append", default=[], help="layer to keep dense")
     p.add_argument("--plan-out", default=None, help="write the plan as JSON here")
+    p.add_argument("--target", default="host",
+                   help="host, x86_64, x86_64-avx512, arm64, arm64-dotprod, android-arm64")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="compile for --target and write the artifact directory here")
     p.add_argument("--ort", action="store_true", help="also time the dense model in ONNX Runtime")
     p.add_argument("--min-time", type=float, default=2.0, help="seconds per timed candidate")
     p.add_argument("--seed", type=int, default=0)
@@ -50,7 +54,7 @@ def cmd_optimize(a) -> int:
     torch.set_num_threads(a.threads)
     kw = {"block": parse_block(a.block)} if a.scheme == "block" else {}
     t0 = time.perf_counter()
-    opt = engine.optimize(model, (x,), target="host", scheme=a.scheme, sparsity=a.sparsity,
+    opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
                           threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude, **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
@@ -75,6 +79,11 @@ def cmd_optimize(a) -> int:
     if a.plan_out:
         opt.plan.save(a.plan_out)
         print(f"plan written to {a.plan_out}")
+    if a.save:
+        t0 = time.perf_counter()
+        path = opt.save(a.save)
+        print(f"artifact for {a.target} written to {path} ({time.perf_counter() - t0:.1f} s); "
+              f"see examples/README.md to run it without Python")
     return 0
 
 
@@ -91,7 +100,8 @@ def cmd_demo(a) -> int:
     print("engine demo: ResNet-50 (random init), batch 1, 224x224, block 4x1 at 80% sparsity\n")
     ns = argparse.Namespace(model=a.model, sparsity=0.8, scheme="block", block="4x1",
                             threads=a.threads, min_speedup=1.1, input_shape=None, exclude=[],
-                            plan_out=a.plan_out, ort=True, min_time=2.0, seed=0)
+                            plan_out=a.plan_out, ort=True, min_time=2.0, seed=0,
+                            target="host", save=None)
     return cmd_optimize(ns)
 
 

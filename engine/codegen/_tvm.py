@@ -3,9 +3,24 @@ releases; everything version-specific is reached through here). Pinned to apache
 """
 from __future__ import annotations
 
+import os
+
 from ..errors import ConfigError
 
 SUPPORTED = "0.27"
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+# TVM sizes its thread pool once, on first use, from TVM_NUM_THREADS, else half the hardware
+# threads (it assumes SMT): 1 thread on a 2-vCPU machine. Default to every CPU we may run on;
+# set_num_threads() can lower it later, never raise it past this.
+os.environ.setdefault("TVM_NUM_THREADS", str(_cpus()))
 
 try:
     import tvm  # noqa: F401
@@ -25,3 +40,16 @@ if not str(tvm.__version__).startswith(SUPPORTED):  # pragma: no cover
 
 def version() -> str:
     return str(tvm.__version__)
+
+
+def set_num_threads(n: int) -> int:
+    """Threads the compiled modules' parallel loops use in this process (at most the pool size
+    fixed at first use: TVM_NUM_THREADS, default all CPUs). Returns the count now in effect."""
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"threads must be a positive int, got {n!r}")
+    tvm.get_global_func("runtime.config_threadpool")(1, n)
+    return get_num_threads()
+
+
+def get_num_threads() -> int:
+    return int(tvm.get_global_func("runtime.NumThreads")())

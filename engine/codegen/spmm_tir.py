@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -65,9 +66,24 @@ class Kernel:
     label: str                   # XNNPACK-style name: tir_f32_spmm_4x96__avx512
     stats: dict = field(default_factory=dict)
 
+    @property
+    def structure_key(self) -> str:
+        """The source with the function name abstracted: equal keys, equal PrimFuncs (the
+        tables are arguments), so layers of one shape and structure share one function."""
+        return self.source.replace(self.name, _PLACEHOLDER)
+
     def prim_func(self):
-        from ._tvm import tvm
-        return tvm.script.from_source(self.source)
+        """The parsed PrimFunc (parsing is cached by structure)."""
+        return _parse(self.structure_key).with_attr("global_symbol", self.name)
+
+
+_PLACEHOLDER = "engine_generated_kernel"
+
+
+@lru_cache(maxsize=512)
+def _parse(source: str):
+    from ._tvm import tvm
+    return tvm.script.from_source(source)
 
 
 def safe_name(text: str) -> str:

@@ -28,8 +28,10 @@ inline typename V::reg weight_of(const float* w, int r) {
   else return V::set1(w[r]);
 }
 
+extern int g_pf_w, g_pf_o, g_pf_loc;
 template <class V, int R, int NV, bool kMasked>
 void spmm_tile(const TileArgs& a) {
+  const int pfw = g_pf_w, pfo = g_pf_o;
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
   reg acc[R][NV];
@@ -45,6 +47,8 @@ void spmm_tile(const TileArgs& a) {
   const float* w = a.w;
   for (int64_t e = 0; e < a.n_entries; ++e) {
     const float* xp = x + off[e];
+    if (pfw) __builtin_prefetch(w + pfw, 0, 3);
+    if (pfo && (e & 15) == 0) __builtin_prefetch(off + e + pfo, 0, 3);
     reg xv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)

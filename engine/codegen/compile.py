@@ -1,0 +1,292 @@
+"""compile_model: a pruned torch model + its plan -> a TVM Relax executable for a target.
+
+    cm = compile_model(opt.pruned_model, (x,), opt.plan, "host")
+    y, = cm.run(x)                       # host only: numpy outputs
+    cm.export_library("model.so")        # any target, with its (cross) compiler
+
+Steps: torch.export (non-strict) -> Relax (from_exported_program, params kept as named inputs
+so layers keep their torch names) -> rewrite.find_layers (conv / linear chains, BN and bias
+folded, residual add and ReLU / ReLU6 fused) -> one generated TIR kernel per layer
+(spmm_tir.py): row groups from the layer's pruned weight when the plan prunes it, dense or
+grouped row groups otherwise -> params bound as constants -> pipeline.relax_pipeline (TVM's CPU
+pipeline + glue schedules) -> tvm.compile.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CaptureError, ConfigError
+from ..runtime.packing import group_rows_for
+from ..targets import Target
+from . import targets as _targets
+from ._tvm import from_exported_program, relax, tvm
+from .geometry import ConvGeometry
+from .pipeline import relax_pipeline
+from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
+from .rowgroups import RowGroups
+from .spmm_tir import Kernel, VectorISA, conv_kernel, linear_kernel
+
+# Group height of layers kept dense: 4 rows x 6 vectors (AVX-512 / NEON) reuses each input vector
+# 4 times and each weight broadcast 6 times, the native kernels' best tile.
+DENSE_CONV_ROWS = 4
+SPARSE_BACKENDS = ("native", "tir")
+
+
+@dataclass
+class LayerKernel:
+    """How one conv / linear layer was compiled."""
+
+    layer: str
+    op: str                   # "conv2d" | "linear"
+    kind: str                 # "sparse" | "dense" | "grouped"
+    kernel: str               # e.g. tir_f32_spmm_4x96__avx512
+    function: str             # PrimFunc name in the module
+    fused: tuple              # ("batch_norm", "residual", "relu", ...)
+    stats: dict
+    source: str = field(repr=False, default="")
+
+    @property
+    def density(self) -> float:
+        return float(self.stats.get("density", 1.0))
+
+
+@dataclass
+class CompiledModel:
+    """A compiled model: the relax Executable, its target and I/O specs.
+
+    inputs / outputs: [(name, shape, dtype)] in call order. layers: one LayerKernel per conv /
+    linear the compiler generated a kernel for; notes: what it could not do, and why.
+    """
+
+    executable: object
+    target: Target
+    inputs: list
+    outputs: list
+    layers: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    _vm: object = field(default=None, repr=False, compare=False)
+
+    def export_library(self, path: Union[str, Path]) -> Path:
+        """Write the module as a shared library for the target (its cross compiler for arm64 /
+        Android; raises ConfigError naming the package when that compiler is missing). The
+        library is self-contained: weights and tables are constants inside it. Load it with the
+        TVM runtime: module = load_module(path); vm_load_executable; vm_initialization; main."""
+        path = Path(path)
+        cc = _targets.cross_compiler(self.target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kw = {"cc": cc} if cc else {}
+        self.executable.export_library(str(path), **kw)
+        return path
+
+    @property
+    def runs_here(self) -> bool:
+        return _norm_arch(self.target.arch) == _norm_arch(platform.machine()) and \
+            self.target.cross_compiler is None
+
+    def run(self, *inputs) -> list:
+        """Run on this machine (host targets only); inputs numpy arrays or torch tensors, in
+        the order of `inputs`. Returns the outputs as numpy arrays."""
+        if not self.runs_here:
+            raise ConfigError(f"target {self.target.name!r} ({self.target.arch}) does not run "
+                              f"on this {platform.machine()} machine; export_library() it and "
+                              f"run it on the device")
+        if len(inputs) != len(self.inputs):
+            raise ConfigError(f"the model takes {len(self.inputs)} input(s) "
+                              f"{[n for n, _, _ in self.inputs]}, got {len(inputs)}")
+        args = []
+        for (name, shape, dtype), x in zip(self.inputs, inputs):
+            a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            if tuple(a.shape) != tuple(shape) or str(a.dtype) != dtype:
+                raise ConfigError(f"input {name!r}: expected {dtype}{list(shape)}, got "
+                                  f"{a.dtype}{list(a.shape)}")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(a)))
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        out = self._vm["main"](*args)
+        return [t.numpy() for t in _flatten(out)]
+
+    def __call__(self, *inputs) -> list:
+        return self.run(*inputs)
+
+    def layer(self, name: str) -> LayerKernel:
+        for lk in self.layers:
+            if lk.layer == name:
+                return lk
+        raise KeyError(f"no compiled layer {name!r}")
+
+    def summary(self) -> str:
+        lines = [f"{'layer':<28} {'op':<7} {'kind':<8} {'density':>7}  {'kernel':<28} fused"]
+        for lk in self.layers:
+            lines.append(f"{lk.layer:<28} {lk.op:<7} {lk.kind:<8} {lk.density:7.3f}  "
+                         f"{lk.kernel:<28} {'+'.join(lk.fused) or '-'}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _flatten(out) -> list:
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out]
+    try:
+        return [t for item in out for t in _flatten(item)]
+    except TypeError:
+        return [out]
+
+
+def _norm_arch(a: str) -> str:
+    a = a.lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(a, a)
+
+
+def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
+                  target: Union[str, Target] = "host", *, dense: str = "tir") -> CompiledModel:
+    """Compile `pruned_model` (the masked dense model; eval mode is used) for `target`.
+
+    plan: a mapping.Plan; layers it prunes (backend "native" or "tir") get sparse kernels
+        generated from their masked weights (group height = the block's rows, at most 8).
+        None compiles every layer dense.
+    dense: "tir" (default) compiles dense convs / linears with the same generator (dense row
+        groups); "tvm" leaves them to TVM's legalization + the glue schedules (slow; for
+        comparison).
+    """
+    if dense not in ("tir", "tvm"):
+        raise ConfigError(f"dense must be 'tir' or 'tvm', got {dense!r}")
+    tgt = _targets.as_target(target)
+    _targets.cross_compiler(tgt)          # fail before any work if the toolchain is missing
+    tvm_tgt = _targets.tvm_target(tgt)
+    isa = _targets.vector_isa(tvm_tgt)
+    example_inputs = _check_inputs(pruned_model, example_inputs)
+    mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
+    main = mod["main"]
+    matches = find_layers(main, params, layer_names)
+    plan_choices = {c.layer: c for c in plan} if plan is not None else {}
+    notes: list = []
+    layers: list = []
+    used: set = set()
+    first_name: dict = {}    # structure key -> the name of the PrimFunc layers share
+
+    def choose(m: LayerMatch) -> Optional[Replacement]:
+        choice = plan_choices.get(m.layer)
+        sparse = choice is not None and choice.pruned and choice.backend in SPARSE_BACKENDS
+        if sparse and m.groups != 1:
+            notes.append(f"{m.layer}: plan prunes a grouped conv; compiled as grouped (dense)")
+            sparse = False
+        if not sparse and dense == "tvm":
+            return None
+        k = _kernel_for(m, isa, sparse, choice, len(layers))
+        used.add(m.layer)
+        if choice is not None and choice.backend == "native" and sparse:
+            k.stats["requested_backend"] = "native"
+        fname = first_name.setdefault(k.structure_key, k.name)
+        layers.append(LayerKernel(m.layer, m.op, _kind(m, sparse), k.label, fname,
+                                  tuple(m.fused), k.stats, k.source))
+        return Replacement(k.prim_func(), k.tables, k.has_residual, k.structure_key)
+
+    mod, _ = rewrite_layers(mod, matches, choose)
+    for name, c in plan_choices.items():
+        if c.pruned and name not in used:
+            notes.append(f"{name}: pruned in the plan but not found as a conv / linear with "
+                         f"constant weights in the exported graph; compiled by TVM as is")
+    if any(c.pruned and c.backend == "native" for c in plan_choices.values()):
+        notes.append("backend 'native' layers run as generated TIR (the C++ kernels are not "
+                     "linked into compiled modules yet)")
+    mod = _bind_params(mod, params)
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
+    inputs = [(n, tuple(x.shape), "float32") for n, x in zip(in_names, example_inputs)]
+    outputs = _output_specs(mod["main"])
+    return CompiledModel(ex, tgt, inputs, outputs, layers, notes)
+
+
+def _kind(m: LayerMatch, sparse: bool) -> str:
+    return "sparse" if sparse else ("grouped" if m.groups != 1 else "dense")
+
+
+def _kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) -> Kernel:
+    name = f"engine_{m.op}_{index}_{m.layer}"
+    if sparse:
+        block_rows = choice.block[0] if choice.block else 1
+        rows = group_rows_for(int(block_rows))
+        rg = RowGroups.sparse(m.weight, rows)
+    elif m.groups != 1:
+        og = m.weight.shape[0] // m.groups
+        rows = next(r for r in (4, 2, 1) if og % r == 0)
+        rg = RowGroups.grouped(m.weight, m.groups, rows)
+    else:
+        rows = DENSE_CONV_ROWS if m.op == "conv2d" else isa.lanes
+        rg = RowGroups.dense(m.weight, rows)
+    if m.op == "conv2d":
+        n, c, h, w = m.in_shape
+        kh, kw = m.weight.shape[2:]
+        geom = ConvGeometry(c, h, w, (int(kh), int(kw)), m.stride, m.padding, m.dilation)
+        if (n, m.weight.shape[0], geom.out_h, geom.out_w) != tuple(m.out_shape):
+            raise RuntimeError(f"{m.layer}: geometry {geom} disagrees with the graph's output "
+                               f"shape {m.out_shape}")
+        return conv_kernel(name, geom, rg, isa, batch=n, bias=m.bias, act=m.act,
+                           residual=m.residual is not None)
+    return linear_kernel(name, rg, isa, batch=m.in_shape[0], bias=m.bias, act=m.act)
+
+
+def _check_inputs(model, example_inputs) -> tuple:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise ConfigError("example_inputs must be a non-empty tuple of tensors, e.g. (x,)")
+    for i, t in enumerate(example_inputs):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+            raise ConfigError(f"example_inputs[{i}] must be a float32 tensor")
+    return tuple(t.detach().cpu() for t in example_inputs)
+
+
+def _import(model: nn.Module, example_inputs: tuple):
+    """torch.export -> Relax with params as named inputs; returns (mod, params, layer names,
+    input names)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(model, example_inputs, strict=False)
+    except Exception as e:  # noqa: BLE001  (re-raised as the engine's capture error)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CaptureError(f"torch.export could not capture the model: "
+                           f"{type(e).__name__}: {first}") from e
+    finally:
+        model.train(was_training)
+    mod = from_exported_program(ep, keep_params_as_input=True)
+    main = mod["main"]
+    n_in = int(main.attrs["num_input"])
+    values = main.attrs["params"] if "params" in main.attrs else []
+    params = {v.name: np.asarray(t.numpy()) for v, t in zip(main.params[n_in:], values)}
+    layer_names = {}
+    for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
+        layer_names[placeholder] = fqn[:-len(".weight")] if fqn.endswith(".weight") else fqn
+    in_names = [str(n) for n in ep.graph_signature.user_inputs]
+    return mod, params, layer_names, in_names
+
+
+def _bind_params(mod, params: dict):
+    """Params become constants; the duplicate copy in the function's attrs is dropped."""
+    main = mod["main"]
+    if "params" in main.attrs:
+        mod[mod.get_global_var("main")] = main.without_attr("params")
+    used = {p.name for p in mod["main"].params}
+    mod = relax.transform.BindParams("main", {k: v for k, v in params.items() if k in used})(mod)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def _output_specs(main) -> list:
+    ty = main.ret_ty
+    fields = list(getattr(ty, "fields", [ty]))
+    out = []
+    for i, f in enumerate(fields):
+        shape = tuple(int(d) for d in f.shape.values)
+        out.append((f"output{i}" if len(fields) > 1 else "output", shape, str(f.dtype)))
+    return out

@@ -1,0 +1,224 @@
+"""CPU schedules for the glue TVM legalizes (everything the generated kernels do not cover).
+
+TVM 0.27's default CPU pipeline schedules nothing (naive serial loops), and its dlight CPU rules
+cover only GEMV and softmax-like reductions. The conv / linear layers are generated kernels
+(spmm_tir.py); what is left is glue: pooling, means, adds, activations, reshapes, the odd
+unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyDefaultSchedule):
+
+  Injective   all-spatial: inline producers, fuse, vectorise the innermost run, parallel outer
+  Window      one small reduction (max / avg pooling): reduction loops moved outside the
+              innermost spatial loop, which is vectorised; init hoisted; outer loops parallel
+  dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm, mean)
+  Fallback    anything else: leading spatial loops fused and parallel (correct, never naive)
+
+Every rule returns None when it does not apply, and a rule that raises is treated as not
+applying, so a surprising PrimFunc falls through to Fallback instead of failing the build.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from ._tvm import dlight, s_tir
+
+# Set ENGINE_CODEGEN_DEBUG_SCHEDULES=1 to see why a rule did not apply (its exception).
+_DEBUG = bool(os.environ.get("ENGINE_CODEGEN_DEBUG_SCHEDULES"))
+
+_ScheduleRule = dlight.ScheduleRule
+_normalize = dlight.analysis.normalize_prim_func
+_PARALLEL_MIN = 2048       # elements below which a parallel launch costs more than it saves
+
+
+def _extent(sch, loop):
+    return dlight.base.get_extent(sch, loop)
+
+
+def _lanes(target) -> int:
+    from ._tvm import llvm_info
+    try:
+        bits = int(llvm_info.llvm_get_vector_width(target))
+    except Exception:  # noqa: BLE001  (unknown target: assume 128-bit vectors)
+        bits = 128
+    return max(4, bits // 32)
+
+
+def _try_inline_all_but_last(sch, infos):
+    """compute_inline every block it can except the last (the function's output)."""
+    rest = list(infos)
+    changed = True
+    while changed and len(rest) > 1:
+        changed = False
+        for i, bi in enumerate(rest[:-1]):
+            try:
+                sch.compute_inline(bi.block_rv)
+            except Exception:  # noqa: BLE001  (not inlinable: keep it)
+                continue
+            rest.pop(i)
+            changed = True
+            break
+    return rest
+
+
+def _vectorize_parallel(sch, loops, lanes: int) -> None:
+    """Split the innermost loop into vectors, fuse the rest and run it in parallel."""
+    exts = [_extent(sch, lp) for lp in loops]
+    if not loops or not all(isinstance(e, int) for e in exts):
+        if loops:
+            sch.parallel(loops[0])
+        return
+    total = math.prod(exts)
+    inner = loops[-1]
+    outer = list(loops[:-1])
+    e = exts[-1]
+    vec = next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 2 and e % v == 0), 0)
+    if vec and e > vec:
+        o, i = sch.split(inner, factors=[None, vec])
+        sch.vectorize(i)
+        outer.append(o)
+    elif vec or 2 <= e <= lanes:
+        sch.vectorize(inner)
+    else:
+        outer.append(inner)
+    if outer and total >= _PARALLEL_MIN:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+
+
+class Injective(_ScheduleRule):
+    """All blocks spatial: inline producers, vectorise + parallelise what is left."""
+
+    def apply(self, func, target, tunable):
+        try:
+            sch = s_tir.Schedule(func)
+            infos = _normalize(sch)
+            if not infos or not all(bi.is_injective() for bi in infos):
+                return None
+            lanes = _lanes(target)
+            for bi in _try_inline_all_but_last(sch, infos):
+                _vectorize_parallel(sch, sch.get_loops(bi.block_rv), lanes)
+            return sch
+        except Exception:  # noqa: BLE001  (rule does not apply)
+            if _DEBUG:
+                raise
+            return None
+
+
+class Window(_ScheduleRule):
+    """One reduction over a small window (pooling), with spatial producers / epilogue."""
+
+    MAX_WINDOW = 64
+
+    def apply(self, func, target, tunable):
+        try:
+            sch = s_tir.Schedule(func)
+            infos = _normalize(sch)
+            if not infos:
+                return None
+            reds = [bi for bi in infos if not bi.is_injective()]
+            if len(reds) != 1:
+                return None
+            red = reds[0]
+            kinds = red.dom_kind()
+            n_s = len(kinds) - len(kinds.lstrip("S"))
+            if n_s < 2 or set(kinds[n_s:]) != {"R"}:
+                return None
+            r_ext = [i.dom for i in red.iters[n_s:]]
+            if not all(isinstance(d, int) or hasattr(d, "value") for d in r_ext):
+                return None
+            if math.prod(int(d) for d in r_ext) > self.MAX_WINDOW:
+                return None
+            lanes = _lanes(target)
+            # producers (padding) inlined into the reduction, epilogue handled separately
+            for bi in infos:
+                if bi is red or not bi.is_injective():
+                    continue
+                try:
+                    sch.compute_inline(bi.block_rv)
+                except Exception:  # noqa: BLE001
+                    try:
+                        sch.reverse_compute_inline(bi.block_rv)
+                    except Exception:  # noqa: BLE001
+                        pass
+            loops = sch.get_loops(red.block_rv)
+            s_loops, r_loops = list(loops[:n_s]), list(loops[n_s:])
+            last = s_loops.pop()
+            e = _extent(sch, last)
+            vec = 0
+            if isinstance(e, int):
+                vec = next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 2 and e % v == 0),
+                           0)
+                if not vec and 2 <= e <= lanes:
+                    vec = e
+            if vec and e > vec:
+                o, inner = sch.split(last, factors=[None, vec])
+                s_loops.append(o)
+            else:
+                inner = last
+            sch.reorder(*s_loops, *r_loops, inner)
+            if vec:
+                # the init stays in the block (decomposed, the update block is neither
+                # complete nor a reduction and cannot be vectorised): lowered, it is an `if`
+                # on the reduction indices, uniform across the vector
+                sch.vectorize(inner)
+            if s_loops:
+                fused = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
+                sch.parallel(fused)
+            # a spatial epilogue (average pooling's divide) left un-inlined
+            for bi in infos:
+                if bi is not red and bi.is_injective():
+                    try:
+                        loops = sch.get_loops(bi.block_rv)
+                    except Exception:  # noqa: BLE001  (inlined above)
+                        continue
+                    _vectorize_parallel(sch, loops, lanes)
+            return sch
+        except Exception:  # noqa: BLE001  (rule does not apply)
+            if _DEBUG:
+                raise
+            return None
+
+
+class _Guard(_ScheduleRule):
+    """A dlight rule that raises is a rule that does not apply."""
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception:  # noqa: BLE001
+            return None
+
+
+class Fallback(_ScheduleRule):
+    """Parallelise the leading spatial loops of every block (after inlining what inlines)."""
+
+    def apply(self, func, target, tunable):
+        try:
+            sch = s_tir.Schedule(func)
+            infos = _normalize(sch)
+            if not infos:
+                return None
+            for bi in _try_inline_all_but_last(sch, infos):
+                kinds = bi.dom_kind()
+                n_s = len(kinds) - len(kinds.lstrip("S"))
+                loops = sch.get_loops(bi.block_rv)[:n_s]
+                if not loops:
+                    continue
+                fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+                sch.parallel(fused)
+            return sch
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def glue_rules() -> list:
+    """The rules, in the order they are tried."""
+    return [Injective(), Window(), _Guard(dlight.cpu.GEMV()), _Guard(dlight.cpu.Reduction()),
+            Fallback()]
+
+
+def apply_glue_schedules():
+    """The pass: dlight.ApplyDefaultSchedule over glue_rules() (needs a target in scope)."""
+    return dlight.ApplyDefaultSchedule(*glue_rules())

@@ -1,0 +1,44 @@
+"""The TVM runtime calls the rest of the engine needs (artifacts), kept behind engine/codegen:
+the only package that imports tvm."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def versions() -> dict:
+    import tvm
+    import tvm_ffi
+    return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown")}
+
+
+def is_executable(obj) -> bool:
+    import tvm
+    return isinstance(obj, tvm.runtime.Executable)
+
+
+def export_executable(executable, path: str, cc=None) -> None:
+    executable.export_library(path, **({"cc": cc} if cc else {}))
+
+
+class VMFunction:
+    """A loaded module's Relax VM entry, called with numpy arrays or torch CPU tensors."""
+
+    def __init__(self, module_path: str, entry: str = "main"):
+        import tvm
+        from tvm import relax
+        self._tvm = tvm
+        self.lib = tvm.runtime.load_module(module_path)
+        self.vm = relax.VirtualMachine(self.lib, tvm.cpu())
+        self.main = self.vm[entry]
+
+    def to_device(self, a):
+        """A tvm tensor for a numpy array or a contiguous torch CPU tensor (zero copy when the
+        data is 64-byte aligned, as tvm requires)."""
+        if type(a).__module__.startswith("torch"):
+            if a.data_ptr() % 64 == 0:
+                return self._tvm.runtime.from_dlpack(a)
+            a = a.numpy()
+        return self._tvm.runtime.tensor(np.ascontiguousarray(a))
+
+    def __call__(self, *arrays):
+        return self.main(*arrays)
