@@ -3,6 +3,7 @@
     python -m engine optimize --model resnet50 --sparsity 0.8 --scheme block --block 4x1
     python -m engine bench kernels [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
     python -m engine bench e2e --model resnet50
+    python -m engine bench artifact --models resnet50,mobilenetv2 --sparsity 0,0.8
     python -m engine demo
 """
 from __future__ import annotations
@@ -88,11 +89,8 @@ def cmd_optimize(a) -> int:
 
 
 def cmd_bench(a, rest: list) -> int:
-    if a.what == "kernels":
-        from engine.bench.kernels import main
-        return main(rest)
-    from engine.bench.e2e import main
-    return main(rest)
+    import importlib
+    return importlib.import_module(f"engine.bench.{a.what}").main(rest)
 
 
 def cmd_demo(a) -> int:
@@ -124,7 +122,7 @@ def main(argv: Optional[list] = None) -> int:
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
-    b.add_argument("what", choices=["kernels", "e2e"])
+    b.add_argument("what", choices=["kernels", "e2e", "artifact"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=int, default=os.cpu_count() or 1)

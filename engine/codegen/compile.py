@@ -14,6 +14,7 @@ pipeline + glue schedules) -> tvm.compile.
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -252,7 +253,8 @@ def _import(model: nn.Module, example_inputs: tuple):
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)   # torch's own pytree deprecations
             ep = torch.export.export(model, example_inputs, strict=False)
     except Exception as e:  # noqa: BLE001  (re-raised as the engine's capture error)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -260,7 +262,9 @@ def _import(model: nn.Module, example_inputs: tuple):
                            f"{type(e).__name__}: {first}") from e
     finally:
         model.train(was_training)
-    mod = from_exported_program(ep, keep_params_as_input=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        mod = from_exported_program(ep, keep_params_as_input=True)
     main = mod["main"]
     n_in = int(main.attrs["num_input"])
     values = main.attrs["params"] if "params" in main.attrs else []

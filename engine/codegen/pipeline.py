@@ -43,3 +43,16 @@ def relax_pipeline(target):
         return mod
 
     return _pipeline
+
+
+def run_until(mod, target, last_step: str):
+    """Apply the pipeline's steps up to and including `last_step` (tests, debugging)."""
+    names = step_names(target)
+    if last_step not in names:
+        raise ValueError(f"unknown step {last_step!r}; steps: {names}")
+    with target:
+        for name, passes in _named_passes(target):
+            mod = tvm.transform.Sequential(passes)(mod)
+            if name == last_step:
+                break
+    return mod

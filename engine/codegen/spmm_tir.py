@@ -59,7 +59,7 @@ class Kernel:
     """A generated PrimFunc, its TVMScript source and the constant tables it reads."""
 
     name: str
-    source: str
+    template: str                # TVMScript with the function named _PLACEHOLDER
     tables: list                 # numpy arrays, in argument order after the input
     has_residual: bool
     out_shape: tuple
@@ -67,17 +67,25 @@ class Kernel:
     stats: dict = field(default_factory=dict)
 
     @property
+    def source(self) -> str:
+        """The TVMScript text of this layer's kernel."""
+        return self.template.replace(f"def {_PLACEHOLDER}(", f"def {self.name}(", 1)
+
+    @property
     def structure_key(self) -> str:
-        """The source with the function name abstracted: equal keys, equal PrimFuncs (the
-        tables are arguments), so layers of one shape and structure share one function."""
-        return self.source.replace(self.name, _PLACEHOLDER)
+        """Equal keys, equal PrimFuncs (the weights and offsets are arguments), so layers of
+        one shape and structure share one function."""
+        return self.template
 
     def prim_func(self):
         """The parsed PrimFunc (parsing is cached by structure)."""
-        return _parse(self.structure_key).with_attr("global_symbol", self.name)
+        return _parse(self.template).with_attr("global_symbol", self.name)
 
 
 _PLACEHOLDER = "engine_generated_kernel"
+# noalias: the buffers never overlap; is_scheduled: dlight leaves it alone; op_pattern 8
+# (opaque): Relax fusion neither fuses it nor re-annotates it.
+_ATTRS = ('T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})')
 
 
 @lru_cache(maxsize=512)
@@ -195,9 +203,8 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
         args.append(f"RES: T.Buffer(({N}, {O}, {Ho}, {Wo}), \"float32\")")
     args.append(f"Y: T.Buffer(({N}, {O}, {Ho}, {Wo}), \"float32\")")
     tables = [t if t.size else np.zeros(1, t.dtype) for t in tables]
-    with s.block(f"def {name}({', '.join(args)}):"):
-        s(f"T.func_attr({{\"global_symbol\": \"{name}\", \"tirx.noalias\": True, "
-          f"\"tirx.is_scheduled\": True, \"op_pattern\": 8}})")
+    with s.block(f"def {_PLACEHOLDER}({', '.join(args)}):"):
+        s(_ATTRS)
         s(f"XF = T.decl_buffer(({N * C * H * W},), \"float32\", data=X.data)")
         s(f"YF = T.decl_buffer(({N * O * Ho * Wo},), \"float32\", data=Y.data)")
         if residual:
@@ -392,9 +399,8 @@ def linear_kernel(name: str, rg: RowGroups, isa: VectorISA, *, batch: int = 1,
         tables.append(np.asarray(bias, np.float32).reshape(O))
     args.append(f"Y: T.Buffer(({N}, {O}), \"float32\")")
     tables = [t if t.size else np.zeros(1, t.dtype) for t in tables]
-    with s.block(f"def {name}({', '.join(args)}):"):
-        s(f"T.func_attr({{\"global_symbol\": \"{name}\", \"tirx.noalias\": True, "
-          f"\"tirx.is_scheduled\": True, \"op_pattern\": 8}})")
+    with s.block(f"def {_PLACEHOLDER}({', '.join(args)}):"):
+        s(_ATTRS)
         s(f"XF = T.decl_buffer(({N * K},), \"float32\", data=X.data)")
         s(f"YF = T.decl_buffer(({N * O},), \"float32\", data=Y.data)")
         with s.block(f"for it in T.parallel({N * G}):"):

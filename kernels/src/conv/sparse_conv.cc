@@ -43,9 +43,11 @@ struct spe_sparse_conv {
   int phase_index[64] = {};
   std::vector<int32_t> offsets;
   std::vector<float> xbuf, ybuf;
+  bool xbuf_zeroed = false;  // xbuf holds zero borders for this geometry
 };
 
 namespace spe {
+extern int g_tune[8];
 namespace {
 
 const SpmmKernels* pick(const char* isa) {
@@ -90,6 +92,7 @@ void prepare(spe_sparse_conv* c, int h, int w) {
   const auto& p = c->p;
   c->h = h;
   c->w = w;
+  c->xbuf_zeroed = false;
   out_size(p, h, w, &c->ho, &c->wo);
   c->direct = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
               p.pad_w == 0;
@@ -126,46 +129,73 @@ void prepare(spe_sparse_conv* c, int h, int w) {
   }
 }
 
-// x (C, H, W) -> used phase planes (C, n_phases, hp, wp), zero outside the image.
+// x (C, H, W) -> the image part of the used phase planes (C, n_phases, hp, wp). Their zero
+// borders depend only on the geometry: run() zeroes the buffer once per input size and this
+// writes only the pixels that come from x, a row at a time with the row ranges and column
+// ranges computed once (per-row bounds and small memsets used to cost more than the copy).
 void make_planes(const spe_sparse_conv* c, const float* x, float* xb) {
   const auto& p = c->p;
-  const int H = c->h, W = c->w;
-  ThreadPool::global().parallel_for(p.in_channels, 4, [&](int64_t b, int64_t e) {
-    for (int64_t ch = b; ch < e; ++ch) {
+  const int H = c->h, W = c->w, sh = p.stride_h, sw = p.stride_w, wp = c->wp;
+  // Per column phase px: plane column j reads image column j*sw + px - pw, valid for j in
+  // [j0, j1).
+  int j0[8], j1[8];
+  for (int px = 0; px < sw; ++px) {
+    const int base = px - p.pad_w;
+    j0[px] = std::min(wp, base >= 0 ? 0 : (-base + sw - 1) / sw);
+    j1[px] = std::max(j0[px], std::min(wp, (W - base + sw - 1) / sw));
+  }
+  // Work items: (channel, row phase, block of plane rows); row blocks only when there are few
+  // channels (the 3-channel stem), so both threads get work.
+  const int rb = p.in_channels * sh >= 32 ? c->hp : std::max(1, std::min(c->hp, 8));
+  const int nrb = (c->hp + rb - 1) / rb;
+  const int64_t items = int64_t(p.in_channels) * sh * nrb;
+  ThreadPool::global().parallel_for(items, std::max<int64_t>(1, items / 64), [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t ch = it / (int64_t(sh) * nrb);
+      const int py = int(it / nrb % sh), blk = int(it % nrb);
+      // plane row i reads image row i*sh + py - ph, valid for i in [i0, i1)
+      const int base_r = py - p.pad_h;
+      const int i0 = std::max(blk * rb, base_r >= 0 ? 0 : (-base_r + sh - 1) / sh);
+      const int i1 = std::min(std::min(c->hp, (blk + 1) * rb), (H - base_r + sh - 1) / sh);
       const float* xc = x + ch * int64_t(H) * W;
-      for (int py = 0; py < p.stride_h; ++py)
-        for (int px = 0; px < p.stride_w; ++px) {
-          const int idx = c->phase_index[py * p.stride_w + px];
-          if (idx < 0) continue;
-          float* dst = xb + ch * c->chan_stride + idx * c->plane;
-          for (int i = 0; i < c->hp; ++i) {
-            float* d = dst + int64_t(i) * c->wp;
-            const int r = i * p.stride_h + py - p.pad_h;
-            if (r < 0 || r >= H) {
-              std::memset(d, 0, sizeof(float) * c->wp);
-              continue;
-            }
-            const float* s = xc + int64_t(r) * W;
-            if (p.stride_w == 1) {
-              const int j0 = std::max(0, p.pad_w - px), j1 = std::min(c->wp, W + p.pad_w - px);
-              if (j0 > 0) std::memset(d, 0, sizeof(float) * j0);
-              if (j1 > j0) std::memcpy(d + j0, s + j0 + px - p.pad_w, sizeof(float) * (j1 - j0));
-              if (j1 < c->wp) std::memset(d + std::max(j0, j1), 0, sizeof(float) * (c->wp - std::max(j0, j1)));
-            } else {
-              // col = j*sw + px - pw must lie in [0, W): j in [j0, j1), zeros elsewhere.
-              const int sw = p.stride_w, base = px - p.pad_w;
-              const int j0 = std::min(c->wp, base >= 0 ? 0 : (-base + sw - 1) / sw);
-              const int j1 = std::max(j0, std::min(c->wp, (W - base + sw - 1) / sw));
-              for (int j = 0; j < j0; ++j) d[j] = 0.0f;
-              const float* sj = s + base;
-              if (sw == 2)  // the common case, with a constant stride the compiler vectorises
-                for (int j = j0; j < j1; ++j) d[j] = sj[2 * j];
-              else
-                for (int j = j0; j < j1; ++j) d[j] = sj[j * sw];
-              for (int j = j1; j < c->wp; ++j) d[j] = 0.0f;
-            }
+      float* dst[8];
+      for (int px = 0; px < sw; ++px) {
+        const int idx = c->phase_index[py * sw + px];
+        dst[px] = idx < 0 ? nullptr : xb + ch * c->chan_stride + idx * c->plane;
+      }
+      for (int i = i0; i < i1; ++i) {
+        const float* __restrict s = xc + int64_t(i * sh + base_r) * W;
+        const int64_t ro = int64_t(i) * wp;
+        if (sw == 1) {
+          std::memcpy(dst[0] + ro + j0[0], s + j0[0] - p.pad_w, sizeof(float) * (j1[0] - j0[0]));
+        } else if (sw == 2 && dst[0] && dst[1]) {
+          // both column phases in one pass: d0[j] = s[2j - pw], d1[j] = s[2j + 1 - pw]
+          float* __restrict d0 = dst[0] + ro;
+          float* __restrict d1 = dst[1] + ro;
+          const int ja = std::max(j0[0], j0[1]), jb = std::min(j1[0], j1[1]);
+          const int o0 = -p.pad_w, o1 = 1 - p.pad_w;
+          for (int j = j0[0]; j < std::min(ja, j1[0]); ++j) d0[j] = s[2 * j + o0];
+          for (int j = j0[1]; j < std::min(ja, j1[1]); ++j) d1[j] = s[2 * j + o1];
+          const float* __restrict s0 = s + (2 * ja + o0);
+          for (int j = 0; j < jb - ja; ++j) {
+            d0[ja + j] = s0[2 * j];
+            d1[ja + j] = s0[2 * j + 1];
+          }
+          for (int j = std::max(jb, j0[0]); j < j1[0]; ++j) d0[j] = s[2 * j + o0];
+          for (int j = std::max(jb, j0[1]); j < j1[1]; ++j) d1[j] = s[2 * j + o1];
+        } else {
+          for (int px = 0; px < sw; ++px) {
+            if (!dst[px]) continue;
+            float* __restrict d = dst[px] + ro;
+            const float* __restrict sj = s + (j0[px] * sw + px - p.pad_w);
+            const int n = j1[px] - j0[px];
+            if (sw == 2)  // a constant stride the compiler vectorises
+              for (int j = 0; j < n; ++j) d[j0[px] + j] = sj[2 * j];
+            else
+              for (int j = 0; j < n; ++j) d[j0[px] + j] = sj[int64_t(j) * sw];
           }
         }
+      }
     }
   });
 }
@@ -268,7 +298,10 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
   const int64_t out_img = int64_t(O) * ho * wo;
   const bool crop = c->wp != c->wo;  // virtual pixels differ from real ones
   const int64_t xb_img = c->direct ? 0 : int64_t(p.in_channels) * c->chan_stride + c->wp + 64;
-  if (!c->direct && int64_t(c->xbuf.size()) < xb_img) c->xbuf.assign(xb_img, 0.0f);
+  if (!c->direct && !c->xbuf_zeroed) {  // make_planes writes only the image pixels
+    c->xbuf.assign(std::max<int64_t>(xb_img, int64_t(c->xbuf.size())), 0.0f);
+    c->xbuf_zeroed = true;
+  }
   const int64_t yb_img = int64_t(O) * c->P;
   if (crop && int64_t(c->ybuf.size()) < yb_img) c->ybuf.resize(yb_img);
 
@@ -293,7 +326,7 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
     float* yout = crop ? c->ybuf.data() : y + b * out_img;
     const float* res = (residual && !crop) ? residual + b * out_img : nullptr;
     const int act_in_kernel = crop ? 0 : c->act;
-    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+    if (!spe::g_tune[1]) pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
       spe::TileArgs a{};
       a.off = c->offsets.data();
       a.y_row_stride = c->P;
@@ -319,6 +352,7 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
           a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
           a.res = res ? res + int64_t(r0) * c->P + q : nullptr;
           a.npix = npix;
+          a.prefetch = spe::g_tune[0] ? (t == t0 && q == p0) : 1;
           if (npix == sub) k->full[r - 1](a);
           else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
         }

@@ -23,6 +23,7 @@ struct TileArgs {
   int64_t res_row_stride;
   int act;                 // spe_activation
   int npix;                // valid pixels in this tile (<= NV*W)
+  int prefetch;            // 1: the weights are likely cold (prefetch them ahead)
 };
 
 using TileFn = void (*)(const TileArgs&);

@@ -31,7 +31,6 @@ inline typename V::reg weight_of(const float* w, int r) {
 extern int g_pf_w, g_pf_o, g_pf_loc;
 template <class V, int R, int NV, bool kMasked>
 void spmm_tile(const TileArgs& a) {
-  const int pfw = g_pf_w, pfo = g_pf_o;
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
   reg acc[R][NV];
@@ -45,6 +44,7 @@ void spmm_tile(const TileArgs& a) {
   const float* x = a.x;
   const int32_t* off = a.off;
   const float* w = a.w;
+  const int pfw = a.prefetch ? g_pf_w : 0, pfo = a.prefetch ? g_pf_o : 0;
   for (int64_t e = 0; e < a.n_entries; ++e) {
     const float* xp = x + off[e];
     if (pfw) __builtin_prefetch(w + pfw, 0, 3);
