@@ -109,9 +109,7 @@ class SparseConv {
 
 }  // namespace
 
-extern "C" void spe_x_tune(int, int);
 PYBIND11_MODULE(_kernels, m) {
-  m.def("_tune", &spe_x_tune);
   m.doc() = "Block-sparse conv / linear kernels (AVX2, AVX-512, NEON, scalar reference).";
   py::class_<SparseConv>(m, "SparseConv", "A packed sparse conv layer (see kernels/include/spe/spe.h).")
       .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,

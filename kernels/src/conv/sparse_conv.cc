@@ -2,9 +2,10 @@
 //
 // run(): 1. geometry and the flat offset of every entry for this input size (cached per H x W);
 //        2. the input as zero-padded phase planes (skipped for 1x1 stride-1 unpadded convs, which
-//           read NCHW directly); 3. the SpMM over (batch, pixel tile, row group) work items in the
-//           thread pool; 4. the crop from virtual to real output pixels when they differ, adding the
-//           residual and the activation there.
+//           read NCHW directly; the zero borders are written once per input size); 3. the SpMM
+//           over (batch, band, row group, pixel tile) work items in the thread pool; when virtual
+//           output pixels differ from real ones, each tile is computed into a small buffer and
+//           cropped into y right away (residual and activation there), in L1.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -42,12 +43,11 @@ struct spe_sparse_conv {
   int64_t plane = 0, chan_stride = 0, P = 0;
   int phase_index[64] = {};
   std::vector<int32_t> offsets;
-  std::vector<float> xbuf, ybuf;
+  std::vector<float> xbuf;
   bool xbuf_zeroed = false;  // xbuf holds zero borders for this geometry
 };
 
 namespace spe {
-extern int g_tune[8];
 namespace {
 
 const SpmmKernels* pick(const char* isa) {
@@ -200,6 +200,39 @@ void make_planes(const spe_sparse_conv* c, const float* x, float* xb) {
   });
 }
 
+// Crops one computed tile: t holds `rows` rows (stride ts) of the virtual pixels [q, q + npix)
+// (virtual row width wp, of which the first wo are real); each real pixel goes to y (row stride
+// plane = ho*wo) with the residual and the activation. Runs right after the tile's microkernel,
+// while the tile is in L1, instead of a separate pass over a whole virtual output buffer.
+void crop_tile(const float* t, int ts, int rows, int64_t q, int npix, int wp, int wo,
+               int64_t plane, float* y, const float* res, int act) {
+  for (int64_t pos = q, end = q + npix; pos < end;) {
+    const int64_t i = pos / wp;
+    const int j = int(pos - i * wp);
+    const int64_t row_end = std::min<int64_t>(end, (i + 1) * wp);
+    const int j1 = int(std::min<int64_t>(row_end - i * wp, wo));
+    if (j < j1) {
+      const int n = j1 - j;
+      const int64_t dst = i * wo + j;
+      for (int r = 0; r < rows; ++r) {
+        const float* __restrict s = t + int64_t(r) * ts + (pos - q);
+        float* __restrict d = y + r * plane + dst;
+        const float* __restrict rr = res ? res + r * plane + dst : nullptr;
+        if (rr) {
+          if (act == 1) for (int k = 0; k < n; ++k) d[k] = std::max(s[k] + rr[k], 0.0f);
+          else if (act == 2) for (int k = 0; k < n; ++k) d[k] = std::min(std::max(s[k] + rr[k], 0.0f), 6.0f);
+          else for (int k = 0; k < n; ++k) d[k] = s[k] + rr[k];
+        } else {
+          if (act == 1) for (int k = 0; k < n; ++k) d[k] = std::max(s[k], 0.0f);
+          else if (act == 2) for (int k = 0; k < n; ++k) d[k] = std::min(std::max(s[k], 0.0f), 6.0f);
+          else for (int k = 0; k < n; ++k) d[k] = s[k];
+        }
+      }
+    }
+    pos = row_end;
+  }
+}
+
 }  // namespace
 }  // namespace spe
 
@@ -302,8 +335,6 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
     c->xbuf.assign(std::max<int64_t>(xb_img, int64_t(c->xbuf.size())), 0.0f);
     c->xbuf_zeroed = true;
   }
-  const int64_t yb_img = int64_t(O) * c->P;
-  if (crop && int64_t(c->ybuf.size()) < yb_img) c->ybuf.resize(yb_img);
 
   const spe::SpmmKernels* k = c->k;
   const int tile_px = k->nv[c->main_rows - 1] * k->width;
@@ -323,15 +354,15 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
       spe::make_planes(c, xin, c->xbuf.data());
       xin = c->xbuf.data();
     }
-    float* yout = crop ? c->ybuf.data() : y + b * out_img;
-    const float* res = (residual && !crop) ? residual + b * out_img : nullptr;
-    const int act_in_kernel = crop ? 0 : c->act;
-    if (!spe::g_tune[1]) pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+    float* yout = y + b * out_img;
+    const float* res = residual ? residual + b * out_img : nullptr;
+    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+      alignas(64) float tbuf[spe::kMaxGroupRows * spe::kMaxTilePixels];
       spe::TileArgs a{};
       a.off = c->offsets.data();
       a.y_row_stride = c->P;
       a.res_row_stride = c->P;
-      a.act = act_in_kernel;
+      a.act = crop ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
       for (int64_t it = ib; it < ie; ++it) {
         // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
         // writing its output rows sequentially.
@@ -348,35 +379,26 @@ spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, in
           a.off = c->offsets.data() + c->ptr[g];
           a.w = c->values.data() + c->vptr[g];
           a.n_entries = c->ptr[g + 1] - c->ptr[g];
-          a.y = yout + int64_t(r0) * c->P + q;
+          a.y = yout + int64_t(r0) * ho * wo + q;  // (crop: replaced by the tile buffer)
           a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
-          a.res = res ? res + int64_t(r0) * c->P + q : nullptr;
+          a.res = res && !crop ? res + int64_t(r0) * c->P + q : nullptr;
           a.npix = npix;
-          a.prefetch = spe::g_tune[0] ? (t == t0 && q == p0) : 1;
+          // The first tile of a group in a band reads its weights from DRAM (a full model's
+          // weights do not stay cached between calls); the group's next tiles find them in L2.
+          a.prefetch = t == t0 && q == p0;
+          if (crop) {  // virtual pixels: compute into tbuf, then crop into y while in L1
+            a.y = tbuf;
+            a.y_row_stride = sub;
+          }
           if (npix == sub) k->full[r - 1](a);
           else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+          if (crop)
+            spe::crop_tile(tbuf, sub, r, q, npix, c->wp, wo, int64_t(ho) * wo,
+                           yout + int64_t(r0) * ho * wo,
+                           res ? res + int64_t(r0) * ho * wo : nullptr, c->act);
         }
       }
     });
-    if (crop) {
-      float* yb = y + b * out_img;
-      const float* rb = residual ? residual + b * out_img : nullptr;
-      const int act = c->act;
-      pool.parallel_for(O, 8, [&](int64_t ob, int64_t oe) {
-        for (int64_t o = ob; o < oe; ++o)
-          for (int i = 0; i < ho; ++i) {
-            const float* s = c->ybuf.data() + o * c->P + int64_t(i) * c->wp;
-            float* d = yb + (o * ho + i) * int64_t(wo);
-            const float* rr = rb ? rb + (o * ho + i) * int64_t(wo) : nullptr;
-            for (int j = 0; j < wo; ++j) {
-              float v = s[j] + (rr ? rr[j] : 0.0f);
-              if (act == 1) v = std::max(v, 0.0f);
-              else if (act == 2) v = std::min(std::max(v, 0.0f), 6.0f);
-              d[j] = v;
-            }
-          }
-      });
-    }
   }
   return SPE_OK;
 }

@@ -13,15 +13,3 @@ const SpmmKernels* spmm_kernels_avx512() { return nullptr; }
 const SpmmKernels* spmm_kernels_neon() { return nullptr; }
 #endif
 }  // namespace spe
-
-
-// TEMP tuning knobs (experiment only)
-#include <cstdlib>
-namespace spe {
-static int envi(const char* n) { const char* v = std::getenv(n); return v ? std::atoi(v) : 0; }
-int g_pf_w = envi("SPE_PFW"), g_pf_o = envi("SPE_PFO"), g_pf_loc = 3;
-int g_tune[8] = {};
-}
-extern "C" void spe_x_tune(int i, int v) {
-  if (i == 100) spe::g_pf_w = v; else if (i == 101) spe::g_pf_o = v; else spe::g_tune[i] = v;
-}

@@ -10,6 +10,7 @@
 namespace spe {
 
 constexpr int kMaxGroupRows = 8;
+constexpr int kMaxTilePixels = 128;  // the widest tile of any ISA (avx512 1x128)
 
 struct TileArgs {
   const float* x;          // input at pixel p0 (entry offsets are added to it)
