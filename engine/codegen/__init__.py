@@ -2,12 +2,24 @@
 
     from engine.codegen import compile_model
     cm = compile_model(opt.pruned_model, (x,), opt.plan, target="host")   # or "arm64", ...
-    y, = cm.run(x)                     # host targets: numpy outputs
-    cm.export_library("model.so")      # cross compiler for arm64 / Android
+    y, = cm.run(x)                     # host targets: numpy outputs (relax VM on tvm.cpu())
+    cm.export_library("model.so")      # the target's (cross) compiler; ConfigError if missing
+    cm.inputs, cm.outputs              # [(name, shape, dtype)]
+    print(cm.summary())                # per layer: kind, density, kernel, what was fused
 
-Each pruned conv / linear becomes a TIR kernel generated from its sparsity structure
-(spmm_tir.py); dense convs use the same generator; glue gets CPU schedules (schedules.py).
+    from engine.codegen import measure_backends          # per-layer backend choice
+    t = measure_backends(masked_weight, in_shape, stride=1, padding=1, rows=4)
+    t.backend, t.reason, t.times       # "tir" | "native" | "torch", why, medians
+
+Layout: geometry.py (phase planes), rowgroups.py (weight layout), spmm_tir.py (the kernel
+generator, TVMScript text), rewrite.py (Relax: conv / linear chains -> call_tir, BN folded,
+bias / residual / ReLU(6) fused), schedules.py (glue schedules), pipeline.py (the Relax pipeline),
+compile.py (compile_model, CompiledModel), targets.py (engine Target -> TVM), backends.py
+(measurement), bench.py (`python -m engine.codegen.bench`), _tvm.py (the tvm adapter).
 """
+from ._tvm import get_num_threads, set_num_threads
+from .backends import BackendTiming, measure_backends, measure_layer
 from .compile import CompiledModel, LayerKernel, compile_model
 
-__all__ = ["CompiledModel", "LayerKernel", "compile_model"]
+__all__ = ["BackendTiming", "CompiledModel", "LayerKernel", "compile_model", "get_num_threads",
+           "measure_backends", "measure_layer", "set_num_threads"]

@@ -12,7 +12,9 @@ torch's dense conv / linear on the unmasked weight are checked against torch on 
 weight, then timed interleaved in ONE run (engine.runtime.measure.compare, one untimed call
 before each block of 3 so no runtime's spinning threads eat the next one's time). Reported:
 medians, tir / native (the goal: <= 1.5), torch / tir, GFLOP/s over stored weights.
-All three runtimes get the same thread count.
+All three runtimes get the same thread count. Blocks last >= 20 ms (see _block_size): each
+runtime's thread pool spins after a call, so short blocks time one runtime fighting another's
+idle workers for the cores.
 """
 from __future__ import annotations
 
@@ -121,11 +123,22 @@ def bench_shape(shape: Shape, sparsity: float, block: tuple, threads: int,
         if not err <= 1e-4 * scale:
             raise AssertionError(f"{shape.label}: {name} kernel differs from torch "
                                  f"(max abs err {err:.3g})")
+    cands = {"tir": run_tir, "native": native, "torch": dense}
     with torch.no_grad():
-        t = compare({"tir": run_tir, "native": native, "torch": dense}, min_time=min_time,
-                    block=3)
+        t = compare(cands, min_time=min_time, block=_block_size(cands))
     return Row(shape, sparsity, tuple(block), threads, int(tir.kernel.stats["stored"]),
                tir.kernel.label, nat.kernel_name, t["tir"], t["native"], t["torch"])
+
+
+def _block_size(cands: dict, settle: float = 0.02) -> int:
+    """Runs per block so each block lasts >= `settle` seconds: the three runtimes' thread
+    pools each spin for a while after a call, and a short block would time one runtime while
+    another's idle workers still hold the cores (the median of a long block is its steady
+    state)."""
+    with torch.no_grad():
+        fastest = min(compare({k: f}, min_time=0.0, min_runs=3, warmup=1)[k]
+                      for k, f in cands.items())
+    return int(min(max(math.ceil(settle / max(fastest, 1e-6)), 3), 200))
 
 
 def run(shapes="resnet50_1x1", sparsity: float = 0.8, block=(4, 1),
@@ -180,6 +193,78 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ end to end
+
+def randomize_bn(model, seed: int = 0):
+    """Realistic BatchNorm statistics (the zoo's fresh ones make denormal-heavy activations,
+    which time torch's slow path, not its kernels)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()
+
+
+def e2e(model_name: str = "resnet50", sparsity: float = 0.8, block=(4, 1),
+        threads: Optional[int] = None, min_time: float = 2.0, seed: int = 0) -> dict:
+    """Torch eager (dense) vs the compiled dense model vs the compiled pruned model (every
+    layer the block scheme fits pruned, backend tir, no per-layer measurement), one
+    interleaved run. Returns {"times": name -> s, "ratios": ..., "max_err": ...}."""
+    import engine
+    from engine import zoo
+    from .compile import compile_model
+    from ._tvm import relax, tvm
+    torch.manual_seed(seed)
+    model = randomize_bn(zoo.get(model_name), seed)
+    x = torch.randn(zoo.input_shape(model_name), generator=torch.Generator().manual_seed(seed))
+    opt = engine.optimize(model, (x,), target="host", scheme="block", block=block,
+                          sparsity=sparsity, measure=False)
+    dense_cm = compile_model(model, (x,), None, "host")
+    sparse_cm = compile_model(opt.pruned_model, (x,), opt.plan, "host")
+    with torch.no_grad():
+        errs = {"dense": _rel_err(dense_cm.run(x)[0], model(x)),
+                "pruned": _rel_err(sparse_cm.run(x)[0], opt.pruned_model(x))}
+    xt = tvm.runtime.tensor(x.numpy())
+    f_dense = relax.VirtualMachine(dense_cm.executable, tvm.cpu())["main"]
+    f_sparse = relax.VirtualMachine(sparse_cm.executable, tvm.cpu())["main"]
+    n = int(threads) if threads is not None else torch.get_num_threads()
+    old = (torch.get_num_threads(), get_num_threads())
+    try:
+        torch.set_num_threads(n)
+        set_num_threads(n)
+        with torch.no_grad():
+            t = compare({"torch_eager": lambda: model(x), "tvm_dense": lambda: f_dense(xt),
+                         "tvm_pruned": lambda: f_sparse(xt)}, min_time=min_time, block=3)
+    finally:
+        torch.set_num_threads(old[0])
+        set_num_threads(old[1])
+    return {"model": model_name, "threads": n, "times": t, "max_rel_err": errs,
+            "pruned_layers": len(opt.plan.pruned),
+            "ratios": {"tvm_dense_vs_eager": t["torch_eager"] / t["tvm_dense"],
+                       "tvm_pruned_vs_eager": t["torch_eager"] / t["tvm_pruned"],
+                       "tvm_pruned_vs_dense": t["tvm_dense"] / t["tvm_pruned"]}}
+
+
+def _rel_err(got, ref) -> float:
+    ref = ref.detach().numpy()
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def format_e2e(r: dict) -> str:
+    t, q = r["times"], r["ratios"]
+    return (f"{r['model']}, {r['threads']} thread(s), {r['pruned_layers']} layers pruned: "
+            f"torch eager {t['torch_eager'] * 1e3:.2f} ms, compiled dense "
+            f"{t['tvm_dense'] * 1e3:.2f} ms ({q['tvm_dense_vs_eager']:.2f}x eager), compiled "
+            f"pruned {t['tvm_pruned'] * 1e3:.2f} ms ({q['tvm_pruned_vs_eager']:.2f}x eager, "
+            f"{q['tvm_pruned_vs_dense']:.2f}x compiled dense); max rel err "
+            f"dense {r['max_rel_err']['dense']:.1e}, pruned {r['max_rel_err']['pruned']:.1e}")
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.codegen.bench",
                                  description="Generated TIR vs C++ kernel vs torch dense.")
@@ -191,8 +276,19 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per candidate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--e2e", metavar="MODEL",
+                    help="instead: whole model (zoo name), torch eager vs compiled dense vs "
+                         "compiled pruned")
     args = ap.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.e2e:
+        torch.set_flush_denormal(True)
+        r = e2e(args.e2e, args.sparsity, args.block, args.threads,
+                max(args.min_time, 0.5), args.seed)
+        print(f"# load avg {load:.2f} before; " + format_e2e(r))
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=1))
+        return 0
     rows = run(args.shapes, args.sparsity, args.block, args.threads, args.min_time, args.seed,
                progress=lambda r: print("  " + format_row(r), file=sys.stderr, flush=True))
     print(f"# codegen kernel bench: {args.shapes}, sparsity {args.sparsity}, block "

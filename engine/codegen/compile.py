@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CaptureError, ConfigError
-from ..runtime.packing import group_rows_for
+from ..runtime.packing import group_rows_for, pack
 from ..targets import Target
 from . import targets as _targets
 from ._tvm import from_exported_program, relax, tvm
@@ -46,7 +46,7 @@ class LayerKernel:
 
     layer: str
     op: str                   # "conv2d" | "linear"
-    kind: str                 # "sparse" | "dense" | "grouped"
+    kind: str                 # "sparse" (TIR) | "native" (C++ bridge) | "dense" | "grouped"
     kernel: str               # e.g. tir_f32_spmm_4x96__avx512
     function: str             # PrimFunc name in the module
     fused: tuple              # ("batch_norm", "residual", "relu", ...)
@@ -73,15 +73,26 @@ class CompiledModel:
     layers: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     _vm: object = field(default=None, repr=False, compare=False)
+    _tmp: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def uses_native_kernels(self) -> bool:
+        """Some layers call the C++ kernels (the spe.v1 bridge, linked in at export)."""
+        return any(lk.kind == "native" for lk in self.layers)
 
     def export_library(self, path: Union[str, Path]) -> Path:
         """Write the module as a shared library for the target (its cross compiler for arm64 /
         Android; raises ConfigError naming the package when that compiler is missing). The
-        library is self-contained: weights and tables are constants inside it. Load it with the
-        TVM runtime: module = load_module(path); vm_load_executable; vm_initialization; main."""
+        library is self-contained: weights and tables are constants inside it, and the C++
+        kernels' bridge is linked in when layers use it. Load it with the TVM runtime:
+        module = load_module(path); vm_load_executable; vm_initialization; main."""
         path = Path(path)
         cc = _targets.cross_compiler(self.target)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.uses_native_kernels:
+            from .native_lowering import export_library as export_with_bridge
+            export_with_bridge(self.executable, path, self.target)
+            return path
         kw = {"cc": cc} if cc else {}
         self.executable.export_library(str(path), **kw)
         return path
@@ -109,7 +120,13 @@ class CompiledModel:
                                   f"{a.dtype}{list(a.shape)}")
             args.append(tvm.runtime.tensor(np.ascontiguousarray(a)))
         if self._vm is None:
-            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+            exe = self.executable
+            if self.uses_native_kernels:   # the bridge registers its functions when loaded
+                import tempfile
+                self._tmp = tempfile.TemporaryDirectory(prefix="engine_codegen_")
+                exe = tvm.runtime.load_module(
+                    str(self.export_library(Path(self._tmp.name) / "model.so")))
+            self._vm = relax.VirtualMachine(exe, tvm.cpu())
         out = self._vm["main"](*args)
         return [t.numpy() for t in _flatten(out)]
 
@@ -146,7 +163,8 @@ def _norm_arch(a: str) -> str:
 
 
 def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
-                  target: Union[str, Target] = "host", *, dense: str = "tir") -> CompiledModel:
+                  target: Union[str, Target] = "host", *, dense: str = "tir",
+                  backends: str = "tir") -> CompiledModel:
     """Compile `pruned_model` (the masked dense model; eval mode is used) for `target`.
 
     plan: a mapping.Plan; layers it prunes (backend "native" or "tir") get sparse kernels
@@ -155,9 +173,17 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     dense: "tir" (default) compiles dense convs / linears with the same generator (dense row
         groups); "tvm" leaves them to TVM's legalization + the glue schedules (slow; for
         comparison).
+    backends: "tir" (default): every pruned layer runs a generated kernel, whatever backend
+        the plan names. "plan": each pruned layer runs the backend its plan Choice names:
+        "tir" a generated kernel, "native" the C++ kernels through the spe.v1 bridge
+        (engine/codegen/native_bridge.py; built with CMake on first use and linked into the
+        exported library). Native needs a conv with symmetric padding; other layers named
+        "native" (linear, asymmetric padding) run generated TIR, with a note.
     """
     if dense not in ("tir", "tvm"):
         raise ConfigError(f"dense must be 'tir' or 'tvm', got {dense!r}")
+    if backends not in ("tir", "plan"):
+        raise ConfigError(f"backends must be 'tir' or 'plan', got {backends!r}")
     tgt = _targets.as_target(target)
     _targets.cross_compiler(tgt)          # fail before any work if the toolchain is missing
     tvm_tgt = _targets.tvm_target(tgt)
@@ -180,8 +206,18 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
             sparse = False
         if not sparse and dense == "tvm":
             return None
-        k = _kernel_for(m, isa, sparse, choice, len(layers))
         used.add(m.layer)
+        if sparse and backends == "plan" and choice.backend == "native":
+            rep = _native_replacement(m, choice)
+            if rep is not None:
+                layers.append(LayerKernel(m.layer, m.op, "native", "spe.v1.sparse_conv2d",
+                                          rep.extern, tuple(m.fused),
+                                          {"rows": int(rep.tables[2][0]),
+                                           "density": _density(rep.tables, m.weight)}))
+                return rep
+            notes.append(f"{m.layer}: backend 'native' needs a conv with symmetric padding; "
+                         f"compiled as generated TIR")
+        k = _kernel_for(m, isa, sparse, choice, len(layers))
         if choice is not None and choice.backend == "native" and sparse:
             k.stats["requested_backend"] = "native"
         fname = first_name.setdefault(k.structure_key, k.name)
@@ -194,15 +230,38 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
         if c.pruned and name not in used:
             notes.append(f"{name}: pruned in the plan but not found as a conv / linear with "
                          f"constant weights in the exported graph; compiled by TVM as is")
-    if any(c.pruned and c.backend == "native" for c in plan_choices.values()):
-        notes.append("backend 'native' layers run as generated TIR (the C++ kernels are not "
-                     "linked into compiled modules yet)")
+    if backends == "tir" and any(c.pruned and c.backend == "native"
+                                 for c in plan_choices.values()):
+        notes.append("layers the plan runs on backend 'native' run generated TIR here "
+                     "(backends='plan' calls the C++ kernels instead)")
     mod = _bind_params(mod, params)
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
     inputs = [(n, tuple(x.shape), "float32") for n, x in zip(in_names, example_inputs)]
     outputs = _output_specs(mod["main"])
     return CompiledModel(ex, tgt, inputs, outputs, layers, notes)
+
+
+def _native_replacement(m: LayerMatch, choice) -> Optional[Replacement]:
+    """call_dps_packed("spe.v1.sparse_conv2d") for a pruned conv (kernels/tvm/spe_tvm_bridge.cc:
+    meta int32[13], the packed arrays, bias or a placeholder; the residual comes last)."""
+    pt, pl, pb, pr = m.padding
+    if m.op != "conv2d" or m.groups != 1 or (pt, pl) != (pb, pr):
+        return None
+    rows = group_rows_for(int(choice.block[0]) if choice.block else 1)
+    p = pack(m.weight, rows)
+    o, c, kh, kw = m.weight.shape
+    act = {"none": 0, "relu": 1, "relu6": 2}[m.act]
+    meta = np.array([o, c, kh, kw, *m.stride, pt, pl, *m.dilation, act, int(m.bias is not None),
+                     int(m.residual is not None)], np.int32)
+    bias = m.bias if m.bias is not None else np.zeros(1, np.float32)
+    tables = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32), p.entry_col,
+              p.values, np.asarray(bias, np.float32)]
+    return Replacement(None, tables, m.residual is not None, extern="spe.v1.sparse_conv2d")
+
+
+def _density(tables: list, weight: np.ndarray) -> float:
+    return float(tables[5].size) / float(weight.size)
 
 
 def _kind(m: LayerMatch, sparse: bool) -> str:

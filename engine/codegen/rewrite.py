@@ -308,12 +308,15 @@ def _activation(value) -> Optional[str]:
 
 @dataclass
 class Replacement:
-    """What choose() returns for a match: the PrimFunc and its constant tables."""
+    """What choose() returns for a match: a PrimFunc and its constant tables (call_tir), or
+    the name of a packed function (call_dps_packed: the C++ kernels' bridge)."""
 
     prim_func: object
     tables: list
     has_residual: bool
     key: str = ""            # equal keys: the same PrimFunc, added to the module once
+    extern: str = ""         # packed function name; its last input is the residual, or a
+                             # 1-element placeholder when the layer has none
 
 
 def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
@@ -329,16 +332,20 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
         rep = choose(m)
         if rep is None:
             continue
-        gvar = shared.get(rep.key) if rep.key else None
-        if gvar is None:
-            gvar = bb.add_func(rep.prim_func, rep.prim_func.attrs["global_symbol"])
-            if rep.key:
-                shared[rep.key] = gvar
         args = [m.x] + [relax.const(t) for t in rep.tables]
-        if rep.has_residual:
-            args.append(m.residual)
         out_ty = relax.TensorType(relax.ShapeExpr([int(d) for d in m.out_shape]), "float32")
-        call = relax.call_tir(gvar, relax.Tuple(args), out_ty)
+        if rep.extern:
+            args.append(m.residual if rep.has_residual else relax.const(np.zeros(1, np.float32)))
+            call = relax.call_dps_packed(rep.extern, relax.Tuple(args), out_ty)
+        else:
+            gvar = shared.get(rep.key) if rep.key else None
+            if gvar is None:
+                gvar = bb.add_func(rep.prim_func, rep.prim_func.attrs["global_symbol"])
+                if rep.key:
+                    shared[rep.key] = gvar
+            if rep.has_residual:
+                args.append(m.residual)
+            call = relax.call_tir(gvar, relax.Tuple(args), out_ty)
         by_anchor[m.anchor] = call
         drop.update(m.absorbed)
         done.append((m, rep))

@@ -216,19 +216,22 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
         with s.block(f"for n in T.serial({N}):"):
             if not direct:
                 _emit_planes(s, geom, lanes)
-            # ---- SpMM over (band, group, tile) work items
+            # ---- SpMM: bands of tiles in turn; in each, (group, tile) work items in parallel,
+            # so every thread gets an equal share of every band (one parallel loop over all
+            # bands would hand whole bands to one thread)
             per_band = G * band_tiles
-            with s.block(f"for it in T.parallel({n_bands * per_band}):"):
-                s(f"g: T.let = it % {per_band} // {band_tiles}")
-                s(f"t: T.let = it // {per_band} * {band_tiles} + it % {band_tiles}")
+            with s.block(f"for b in T.serial({n_bands}):"), \
+                    s.block(f"for it in T.parallel({per_band}):"):
+                s(f"g: T.let = it // {band_tiles}")
+                s(f"t: T.let = b * {band_tiles} + it % {band_tiles}")
                 xs, xo = ("XF", f"n * {C * H * W}") if direct else ("XB", "0")
                 dst, dst_base = ("YV", "0") if crop else ("YF", f"n * {O * P}")
                 # the SpMM epilogue adds the residual only when writing the real output
                 res = residual and not crop
                 act_here = act if (not crop or not residual) else "none"
-                body = dict(s=s, tile=tile, R=R, lanes=lanes, uniform=uniform, k_uni=k_uni, xs=xs, xo=xo,
-                            dst=dst, dst_base=dst_base, P=P, bias=bias is not None, res=res,
-                            act=act_here)
+                body = dict(s=s, tile=tile, R=R, lanes=lanes, uniform=uniform, k_uni=k_uni,
+                            xs=xs, xo=xo, dst=dst, dst_base=dst_base, P=P,
+                            bias=bias is not None, res=res, act=act_here)
 
                 def tiles(rows):
                     if tail == tile:

@@ -1,6 +1,8 @@
 """compile_model end to end on the host: outputs match the masked torch model (the reference),
 pruned layers get sparse kernels, dense / depthwise / glue are compiled too."""
-import numpy as np
+import copy
+import shutil
+
 import pytest
 import torch
 
@@ -111,3 +113,20 @@ def test_bad_arguments_are_config_errors():
         compile_model(TinyNet(), (torch.randn(1, 3, 8, 8),), target="riscv")
     with pytest.raises(ConfigError, match="float32"):
         compile_model(TinyNet(), (torch.zeros(1, 3, 8, 8, dtype=torch.int64),))
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="the C++ bridge is built with cmake")
+def test_plan_backends_mix_native_and_tir_layers(resnet):
+    opt, x, _ = resnet
+    plan = copy.deepcopy(opt.plan)
+    pruned = [c for c in plan if c.pruned]
+    for i, c in enumerate(pruned):
+        c.backend = "native" if i % 2 == 0 else "tir"
+    cm = compile_model(opt.pruned_model, (x,), plan, "host", backends="plan")
+    kinds = {lk.layer: lk.kind for lk in cm.layers}
+    for c in pruned:
+        want = "native" if c.backend == "native" and c.layer != "fc" else "sparse"
+        assert kinds[c.layer] == want, c.layer
+    assert cm.uses_native_kernels
+    with torch.no_grad():
+        assert_close(cm.run(x)[0], opt.pruned_model(x), 1e-4)

@@ -7,7 +7,7 @@ from torch import nn
 
 from codegen_helpers import assert_close
 from engine.codegen import compile_model
-from engine.codegen._tvm import relax, tvm
+from engine.codegen._tvm import tvm
 from engine.codegen.compile import _bind_params, _import
 from engine.codegen.pipeline import run_until, step_names
 from engine.codegen.schedules import glue_rules

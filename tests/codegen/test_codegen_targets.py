@@ -1,5 +1,4 @@
 """Targets: host resolution, the arm64 export (an aarch64 ELF), missing toolchains."""
-import os
 import shutil
 import struct
 from dataclasses import replace
@@ -81,3 +80,18 @@ def test_android_ndk_clang_is_found(monkeypatch, tmp_path):
 
 def test_host_needs_no_cross_compiler():
     assert cross_compiler(as_target("host")) is None
+
+
+def test_host_export_loads_and_runs(tmp_path):
+    from engine.codegen._tvm import relax, tvm
+    torch.manual_seed(0)
+    model = randomize_bn(TinyNet())
+    x = torch.randn(1, 3, 16, 16)
+    cm = compile_model(model, (x,), None, "host")
+    path = cm.export_library(tmp_path / "model.so")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    y = (out[0] if not isinstance(out, tvm.runtime.Tensor) else out).numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert float(abs(y - ref).max()) <= 1e-4 * float(abs(ref).max())
