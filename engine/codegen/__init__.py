@@ -6,6 +6,8 @@
     cm.export_library("model.so")      # the target's (cross) compiler; ConfigError if missing
     cm.inputs, cm.outputs              # [(name, shape, dtype)]
     print(cm.summary())                # per layer: kind, density, kernel, what was fused
+    compile_model(..., backends="plan")  # per layer as the plan says: "tir" generated,
+                                         # "native" the C++ kernels via the spe.v1 bridge
 
     from engine.codegen import measure_backends          # per-layer backend choice
     t = measure_backends(masked_weight, in_shape, stride=1, padding=1, rows=4)

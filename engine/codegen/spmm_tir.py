@@ -4,9 +4,10 @@ Conv (`conv_kernel`): the phase-shifted flat SpMM of kernels/include/spe/spe.h, 
 of up to three parallel loops:
 
   1. planes: the input as zero-padded phase planes (skipped for 1x1 stride-1 convs);
-  2. SpMM: work items band -> row group -> pixel tile (a band's input stays in L2 while each group
-     walks its tiles); a tile is `rows x (nv * lanes)` accumulators held in registers (one vector
-     register each), and per kept column: nv vector loads, `rows` broadcasts, rows*nv FMAs.
+  2. SpMM: bands of pixel tiles (a band's input, ~1 MiB, stays in L2) in turn, each a parallel
+     loop over (row group, tile) items; a tile is `rows x (nv * lanes)` accumulators held in
+     registers (one vector register each), and per kept column: nv vector loads, `rows`
+     broadcasts, rows*nv FMAs.
      Column offsets and weights are tables (constants of the compiled module); the group
      structure (height, tile, tails, last short group) is specialised at generation time.
      Bias, residual add and ReLU / ReLU6 are fused into the store;
