@@ -37,6 +37,7 @@ from ..runtime.measure import compare
 from ..runtime.packing import group_rows_for
 from ._tvm import get_num_threads, set_num_threads
 from .backends import _native, build_tir
+from ..zoo.init import randomize_bn  # noqa: F401
 
 GOAL = 1.5   # TIR within this factor of the C++ kernel
 
@@ -195,19 +196,6 @@ def format_table(rows: Sequence[Row]) -> str:
 
 # ------------------------------------------------------------------------------ end to end
 
-def randomize_bn(model, seed: int = 0):
-    """Realistic BatchNorm statistics (the zoo's fresh ones make denormal-heavy activations,
-    which time torch's slow path, not its kernels)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
 
 
 def e2e(model_name: str = "resnet50", sparsity: float = 0.8, block=(4, 1),

@@ -1,4 +1,5 @@
-"""torchvision's weight initialisation for VGG and MobileNetV2 (ResNet has its own)."""
+"""Model initialisation helpers: torchvision-style weight init (VGG, MobileNetV2) and
+realistic BatchNorm statistics for tests and benchmarks."""
 from torch import nn
 
 
@@ -15,3 +16,22 @@ def init_torchvision_style(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters; returns it in eval mode.
+
+    Fresh zoo models have identity-like BN and zeroed gammas, so their outputs are ~0 and
+    denormal-heavy: useless as a numerical reference (folding mistakes hide) and misleading as
+    a benchmark (torch's slow path gets timed). Tests and benchmarks use this instead."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from engine.zoo.init import randomize_bn  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[2]
 AARCH64_RUNTIME = REPO / ".cache" / "aarch64-runtime"
@@ -33,19 +34,6 @@ def assert_close(got, ref, rtol=1e-4, what="output"):
     assert err <= rtol * scale, f"{what}: max err {err:.3g} > {rtol} x max|ref| {scale:.3g}"
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine params, so eval outputs are O(1), not ~0
-    (zoo inits zero the last BN gamma of residual blocks and use identity running stats)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
 
 
 class TinyNet(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from engine.zoo.init import randomize_bn  # noqa: F401  (re-exported for the tests)
 
 
 def assert_close(got, ref, rtol: float = 1e-4, what: str = "output") -> None:
@@ -17,19 +18,6 @@ def assert_close(got, ref, rtol: float = 1e-4, what: str = "output") -> None:
     assert err <= rtol * scale, f"{what}: max err {err:.3g} > {rtol} x max|ref| {scale:.3g}"
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics / affine params (zoo inits are identity-like, and zero
-    some gammas), so folding mistakes show; returns the model in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
 
 
 def random_mask(shape, sparsity: float, block_rows: int, seed: int = 0) -> torch.Tensor:
