@@ -27,6 +27,7 @@ from mapping.plan import DENSE
 
 from . import __version__
 from .errors import CaptureError, ConfigError, MismatchError
+from .graph.inputs import check_inputs
 from .graph.layers import LayerInfo, get_module, list_layers
 from .runtime import measure as _measure
 from .runtime.lower import lower, native_modules
@@ -179,7 +180,7 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
                          min_speedup, measure, capture, isa=isa, scheme_options=scheme_options)
     cfg.validate()
     tgt = get_target(cfg.target)
-    example_inputs = _check_inputs(model, example_inputs)
+    example_inputs = check_inputs(model, example_inputs)
     if not tgt.is_host:
         # Latencies are measured on this machine as a stand-in for the target's until device
         # measurement (TVM RPC) is wired in; opt(x) runs here, opt.save() compiles for `tgt`.
@@ -331,20 +332,6 @@ def _scheme_kwargs(cfg: OptimizeConfig) -> dict:
     return kw
 
 
-def _check_inputs(model, example_inputs) -> tuple:
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise ConfigError("example_inputs must be a non-empty tuple of tensors, e.g. (x,)")
-    for i, t in enumerate(example_inputs):
-        if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"example_inputs[{i}] is {type(t).__name__}, expected a Tensor")
-        if t.dtype != torch.float32 or t.device.type != "cpu":
-            raise ConfigError(f"example_inputs[{i}] must be a float32 CPU tensor, got "
-                              f"{t.dtype} on {t.device}")
-    return tuple(example_inputs)
 
 
 def _capture(model: nn.Module, example_inputs: tuple) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import CaptureError, ConfigError
 from ..runtime.packing import group_rows_for, pack
 from ..targets import Target
+from ..graph.inputs import check_inputs
 from . import targets as _targets
 from ._tvm import from_exported_program, relax, tvm
 from .geometry import ConvGeometry
@@ -188,7 +189,7 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     _targets.cross_compiler(tgt)          # fail before any work if the toolchain is missing
     tvm_tgt = _targets.tvm_target(tgt)
     isa = _targets.vector_isa(tvm_tgt)
-    example_inputs = _check_inputs(pruned_model, example_inputs)
+    example_inputs = check_inputs(pruned_model, example_inputs)
     mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
     main = mod["main"]
     matches = find_layers(main, params, layer_names)
@@ -293,17 +294,6 @@ def _kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int)
     return linear_kernel(name, rg, isa, batch=m.in_shape[0], bias=m.bias, act=m.act)
 
 
-def _check_inputs(model, example_inputs) -> tuple:
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise ConfigError("example_inputs must be a non-empty tuple of tensors, e.g. (x,)")
-    for i, t in enumerate(example_inputs):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-            raise ConfigError(f"example_inputs[{i}] must be a float32 tensor")
-    return tuple(t.detach().cpu() for t in example_inputs)
 
 
 def _import(model: nn.Module, example_inputs: tuple):
