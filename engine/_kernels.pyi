@@ -20,6 +20,21 @@ class SparseConv:
     @property
     def kernel_name(self) -> str: ...
 
+class DepthwiseConv:
+    """A dense depthwise conv layer, groups == channels (see kernels/include/spe/spe.h)."""
+
+    def __init__(self, channels: int, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int], weight: np.ndarray,
+                 bias: Optional[np.ndarray] = None, act: str = "none",
+                 isa: str = "auto") -> None:
+        """weight (C, 1, kh, kw) as torch stores it, or (C, kh, kw); bias (C,) or None."""
+    def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
+        """y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) float32."""
+    def output_size(self, h: int, w: int) -> tuple[int, int]: ...
+    @property
+    def kernel_name(self) -> str:
+        """f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}"""
+
 def max_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                padding: tuple[int, int]) -> np.ndarray: ...
 def set_num_threads(n: int) -> None: ...

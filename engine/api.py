@@ -53,6 +53,7 @@ class OptimizeConfig:
     capture: bool = True
     verify_rtol: float = 1e-3
     isa: str = "auto"
+    backends: Union[str, tuple] = "auto"
     scheme_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -65,6 +66,31 @@ class OptimizeConfig:
         if isinstance(self.exclude, str):
             self.exclude = (self.exclude,)
         self.block = parse_block(self.block)
+        self.backends = parse_backends(self.backends)
+
+
+SPARSE_BACKENDS = ("native", "tir")
+
+
+def parse_backends(backends) -> tuple:
+    """The sparse backends a layer may be measured on: "auto" (native, plus generated TIR when
+    tvm is installed), one name, or a tuple of names from SPARSE_BACKENDS."""
+    if backends == "auto":
+        return ("native", "tir") if _tvm_available() else ("native",)
+    names = (backends,) if isinstance(backends, str) else tuple(backends)
+    bad = [b for b in names if b not in SPARSE_BACKENDS]
+    if bad or not names:
+        raise ConfigError(f"backends must be 'auto' or a subset of {SPARSE_BACKENDS}, got "
+                          f"{backends!r}")
+    if "tir" in names and not _tvm_available():
+        raise ConfigError("backend 'tir' needs apache-tvm==0.27.0.post1 "
+                          "(pip install apache-tvm==0.27.0.post1)")
+    return names
+
+
+def _tvm_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("tvm") is not None
 
 
 def parse_block(block) -> tuple:
@@ -95,7 +121,7 @@ class OptimizedModel:
         self.example_inputs = example_inputs
         self.config = config
         self.notes = notes
-        self._native = any(c.backend == "native" for c in plan)
+        self._native = any(c.backend in SPARSE_BACKENDS for c in plan)
         self._dense = None
 
     def __call__(self, *inputs):
@@ -124,18 +150,27 @@ class OptimizedModel:
         return next((l for l in self.layers if l.name == name), None)
 
     def compile(self, target: Optional[str] = None):
-        """The model compiled by TVM for `target` (default: the plan's), every conv / linear
-        on the engine's kernels linked into the module. Returns a NativeCompiled."""
-        from .codegen.native_lowering import NativeCompiled, compile_optimized
+        """The model compiled by TVM for `target` (default: the plan's): every conv / linear
+        runs the backend its plan Choice names, "tir" a kernel generated for that layer,
+        "native" the C++ kernels linked into the module; layers the Python runtime runs in
+        torch get a generated dense kernel. Returns an engine.codegen.CompiledModel."""
+        from .codegen import compile_model
         tgt = get_target(target or self.plan.target)
-        ex, _ = compile_optimized(self.pruned_model, self.layers, self.plan,
-                                  self.example_inputs, tgt)
-        with torch.no_grad():
-            outs = _flat(self.pruned_model(*self.example_inputs))
-        inputs = [(f"input{i}", tuple(t.shape), "float32")
-                  for i, t in enumerate(self.example_inputs)]
-        outputs = [(f"output{i}", tuple(t.shape), "float32") for i, t in enumerate(outs)]
-        return NativeCompiled(ex, tgt, inputs, outputs)
+        # torch does not exist in the module: layers the host runtime runs in torch get the
+        # C++ dense kernel (convs; 8-row tiles) or a generated dense kernel (linear)
+        plan = copy.deepcopy(self.plan)
+        moved = [c.layer for c in plan if c.backend == "torch" and not c.pruned]
+        for c in plan:
+            if c.layer in moved:
+                c.backend = "native"
+        cm = compile_model(self.pruned_model, self.example_inputs, plan, tgt, backends="plan")
+        if moved:
+            cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
+                            f"dense kernel (conv) or a generated dense kernel (linear) here")
+        cm.inputs = [(f"input{i}", shape, dtype) for i, (_, shape, dtype) in enumerate(cm.inputs)]
+        cm.outputs = [(f"output{i}", shape, dtype)
+                      for i, (_, shape, dtype) in enumerate(cm.outputs)]
+        return cm
 
     def save(self, directory, target: Optional[str] = None):
         """Compile for `target` (default: the plan's) and write an artifact directory
@@ -145,8 +180,8 @@ class OptimizedModel:
         compiled = self.compile(target)
         return save_artifact(directory, compiled, compiled.target, compiled.inputs,
                              compiled.outputs, plan=self.plan,
-                             extra={"kernels": "engine C++ kernels linked via spe.v1 bridge",
-                                    "notes": self.notes})
+                             extra={"kernels": _kernels_summary(compiled),
+                                    "notes": self.notes + list(compiled.notes)})
 
     def benchmark(self, dense_model: Optional[nn.Module] = None, min_time: float = 1.0) -> dict:
         """Median latency of this model vs the dense torch model (and the masked reference),
@@ -174,10 +209,13 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
              block=(4, 1), sparsity: float = 0.8, *, importance="l2", exclude=(),
              threads: Optional[int] = None, min_speedup: float = 1.1, measure: bool = True,
              capture: bool = True, plan: Optional[Plan] = None, isa: str = "auto",
-             **scheme_options) -> OptimizedModel:
-    """Prune and lower `model` for `target`; see the module docstring."""
+             backends="auto", **scheme_options) -> OptimizedModel:
+    """Prune and lower `model` for `target`; see the module docstring. backends: the sparse
+    kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
+    a TIR kernel generated for the layer); each layer records the faster one in the plan."""
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, tuple(exclude), threads,
-                         min_speedup, measure, capture, isa=isa, scheme_options=scheme_options)
+                         min_speedup, measure, capture, isa=isa, backends=backends,
+                         scheme_options=scheme_options)
     cfg.validate()
     tgt = get_target(cfg.target)
     example_inputs = check_inputs(model, example_inputs)
@@ -249,11 +287,13 @@ def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
             cfg: OptimizeConfig):
     """Measure and choose every layer's execution; returns (native layer -> rows, notes).
 
-    Per layer, on this machine, at its real input shape, interleaved: the sparse native kernel
-    (pruning candidates), dense torch, and the dense native kernel on the unpruned weight.
-    A layer is pruned only if sparse beats the best dense by `min_speedup`; a layer kept dense
-    runs on whichever dense backend measured faster (inside the optimized model torch runs on
-    one thread, see OptimizedModel.__call__, so native wins ties).
+    Per layer, on this machine, at its real input shape, interleaved: the sparse kernels of
+    pruning candidates (native, and a generated TIR kernel when cfg.backends has "tir"), dense
+    torch, and the dense native kernel on the unpruned weight. Torch is timed on one thread,
+    as it runs inside the optimized model (OptimizedModel.__call__). A layer is pruned only if
+    its faster sparse kernel beats the best dense by `min_speedup`; a layer kept dense runs on
+    whichever dense backend measured faster. Values of the returned dict: group rows (native)
+    or ("tir", rows).
     """
     notes: list = []
     probe = lower(_masked_copy(base, {n: m for n, (m, _) in candidates.items()}),
@@ -262,17 +302,35 @@ def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
         notes.append(probe.note)
     sparse_mods = native_modules(probe.module)
     native: dict = {}
-    if not cfg.measure:  # no timing: candidates run native as planned, the rest in torch
+    if not cfg.measure:
+        # no timing: candidates run the sparse backend a given plan names (native by default,
+        # "tir" when the plan says so and tir is allowed), the rest in torch
         for name, (_, rows) in candidates.items():
-            mod = sparse_mods.get(name)
-            if mod is not None and hasattr(mod, "kernel_name"):
-                choices[name].kernel, native[name] = mod.kernel_name, rows
-                choices[name].reason += "; not measured (measure=False)"
+            mod, ch = sparse_mods.get(name), choices[name]
+            if mod is None or not hasattr(mod, "kernel_name"):
+                _keep_torch(ch, "no native kernel for this layer")
+                continue
+            ch.reason += "; not measured (measure=False)"
+            if ch.backend == "tir" and "tir" in cfg.backends and _groups_of(layers, name) == 1:
+                from .codegen.host import tir_module
+                ch.kernel, native[name] = tir_module(mod).kernel_name, ("tir", rows)
             else:
-                _keep_torch(choices[name], "no native kernel for this layer")
+                ch.backend, ch.kernel, native[name] = "native", mod.kernel_name, rows
         return native, notes
     dense_rows = {l.name: (1 if l.groups != 1 else 8) for l in layers}
     dense_mods = native_modules(lower(base, dense_rows, cfg.isa).module)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _measure_layers(layers, choices, candidates, probe, sparse_mods, dense_mods,
+                        dense_rows, native, notes, cfg)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return native, notes
+
+
+def _measure_layers(layers, choices, candidates, probe, sparse_mods, dense_mods, dense_rows,
+                    native, notes, cfg) -> None:
     for info in layers:
         name, ch = info.name, choices[info.name]
         dmod = dense_mods.get(name)
@@ -282,21 +340,38 @@ def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
         fused = probe.fused.get(name, {})
         cands = {"torch": dmod.dense_equivalent(), "native dense": dmod}
         smod = sparse_mods.get(name) if ch.pruned else None
+        sparse = {}
         if smod is not None:
-            cands["sparse"] = smod
+            if "native" in cfg.backends:
+                sparse["native"] = smod
+            if "tir" in cfg.backends and info.groups == 1:
+                tmod, why = _tir_twin(smod, fused, info)
+                if tmod is not None:
+                    sparse["tir"] = tmod
+                else:
+                    notes.append(f"{name}: generated TIR kernel not used: {why}")
+            if not sparse:
+                sparse["native"] = smod
+            cands.update(sparse)
         t = _time_layer(cands, fused, info)
         best = min(("torch", "native dense"), key=t.get)
         ch.dense_latency_us = t[best] * 1e6
         dense_txt = f"torch {t['torch'] * 1e6:.0f} us, native dense {t['native dense'] * 1e6:.0f} us"
-        if smod is not None:
-            speedup = t[best] / t["sparse"]
+        if sparse:
+            fastest = min(sparse, key=t.get)
+            speedup = t[best] / t[fastest]
+            sparse_txt = ", ".join(f"{b} {t[b] * 1e6:.0f} us" for b in sparse)
             if speedup >= cfg.min_speedup:
-                ch.latency_us, ch.kernel, ch.backend = t["sparse"] * 1e6, smod.kernel_name, "native"
-                ch.reason += f"; measured {speedup:.2f}x faster than the best dense ({dense_txt})"
-                native[name] = candidates[name][1]
+                ch.latency_us, ch.backend = t[fastest] * 1e6, fastest
+                ch.kernel = sparse[fastest].kernel_name
+                ch.reason += (f"; {fastest} measured {speedup:.2f}x faster than the best dense "
+                              f"({sparse_txt}; {dense_txt})")
+                rows = candidates[name][1]
+                native[name] = rows if fastest == "native" else ("tir", rows)
                 continue
             ch.reason = (f"kept dense: {ch.scheme} {_blk(ch.block)} measured {speedup:.2f}x vs "
-                         f"the best dense (needs >= {cfg.min_speedup:.2f}x)").replace("  ", " ")
+                         f"the best dense (needs >= {cfg.min_speedup:.2f}x; {sparse_txt})"
+                         ).replace("  ", " ")
             ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
         elif not ch.reason:
             ch.reason = "not pruned"
@@ -308,7 +383,36 @@ def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
         else:
             ch.backend, ch.kernel = "torch", ""
             ch.reason += f"; runs in torch ({dense_txt})"
-    return native, notes
+
+
+def _tir_twin(smod: nn.Module, fused: dict, info: LayerInfo):
+    """(the generated-TIR twin of a lowered sparse layer, checked against it, None) or
+    (None, why not)."""
+    try:
+        from .codegen.host import tir_module
+        tmod = tir_module(smod)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(info.in_shape, generator=g)
+        args = (x, torch.randn(info.out_shape, generator=g)) if fused.get("residual") else (x,)
+        with torch.no_grad():
+            ref, got = smod(*args), tmod(*args)
+    except Exception as e:  # noqa: BLE001  (the layer keeps its native kernel; reason recorded)
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    err = (ref - got).abs().max().item()
+    scale = ref.abs().max().item() + 1e-12
+    if not err <= 1e-4 * scale:
+        return None, f"differs from the native kernel (max abs err {err:.3g}, scale {scale:.3g})"
+    return tmod, ""
+
+
+def _kernels_summary(compiled) -> dict:
+    kinds: dict = {}
+    for lk in getattr(compiled, "layers", []):
+        kinds[lk.kind] = kinds.get(lk.kind, 0) + 1
+    return {"layers_by_kind": kinds,
+            "native": "engine C++ kernels linked into model.so via the spe.v1 bridge"
+            if any(lk.kind == "native" for lk in getattr(compiled, "layers", [])) else "unused",
+            "tir": "kernels generated per layer by engine.codegen (TVM TIR)"}
 
 
 def _keep_torch(ch: Choice, why: str) -> None:
@@ -394,8 +498,11 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
             if given.scheme == "block":
                 kw["block"] = given.block
             sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
+        backend = "native"
+        if plan is not None and info.name in plan and plan[info.name].backend in SPARSE_BACKENDS:
+            backend = plan[info.name].backend   # replayed when measure=False
         ch = Choice(info.name, sch.name, sch.block if sch.name == "block" else None, sparsity,
-                    "native")
+                    backend)
         choices[info.name] = ch
         reason = None
         if _excluded(info.name, cfg.exclude):
@@ -437,6 +544,10 @@ def _masked_copy(model: nn.Module, masks: dict) -> nn.Module:
     return out
 
 
+def _groups_of(layers, name) -> int:
+    return next((l.groups for l in layers if l.name == name), 1)
+
+
 def _info_of(layers, name) -> LayerInfo:
     return next(l for l in layers if l.name == name)
 
@@ -450,7 +561,7 @@ def _time_layer(cands: dict, fused: dict, info: LayerInfo) -> dict:
         fns = {k: (lambda m=m: m(x, r)) for k, m in cands.items()}
     else:
         fns = {k: (lambda m=m: m(x)) for k, m in cands.items()}
-    return _measure.compare(fns, min_time=0.02, min_runs=5)
+    return _measure.compare(fns, min_time=0.02, min_runs=6, block=3)
 
 
 def _verify(opt: OptimizedModel, example_inputs: tuple, rtol: float) -> None:

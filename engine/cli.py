@@ -36,6 +36,9 @@ def _optimize_parser(sub) -> None:
     p.add_argument("--ort", action="store_true", help="also time the dense model in ONNX Runtime")
     p.add_argument("--min-time", type=float, default=2.0, help="seconds per timed candidate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backends", default="auto",
+                   help="sparse backends to measure per layer: auto (native + tir when tvm is "
+                        "installed), native, tir, or native,tir")
 
 
 def cmd_optimize(a) -> int:
@@ -56,7 +59,9 @@ def cmd_optimize(a) -> int:
     kw = {"block": parse_block(a.block)} if a.scheme == "block" else {}
     t0 = time.perf_counter()
     opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
-                          threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude, **kw)
+                          threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude,
+                          backends=a.backends if a.backends == "auto" else
+                          tuple(a.backends.split(",")), **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
@@ -99,7 +104,7 @@ def cmd_demo(a) -> int:
     ns = argparse.Namespace(model=a.model, sparsity=0.8, scheme="block", block="4x1",
                             threads=a.threads, min_speedup=1.1, input_shape=None, exclude=[],
                             plan_out=a.plan_out, ort=True, min_time=2.0, seed=0,
-                            target="host", save=None)
+                            target="host", save=None, backends="auto")
     return cmd_optimize(ns)
 
 

@@ -107,10 +107,85 @@ class SparseConv {
   int out_channels_ = 0, in_channels_ = 0;
 };
 
+class DepthwiseConv {
+ public:
+  DepthwiseConv(int channels, std::pair<int, int> kernel, std::pair<int, int> stride,
+                std::pair<int, int> padding, std::pair<int, int> dilation, f32 weight,
+                std::optional<f32> bias, const std::string& act, const std::string& isa)
+      : channels_(channels) {
+    const auto kh = kernel.first, kw = kernel.second;
+    const bool shape4 = weight.ndim() == 4 && weight.shape(0) == channels && weight.shape(1) == 1 &&
+                        weight.shape(2) == kh && weight.shape(3) == kw;
+    const bool shape3 = weight.ndim() == 3 && weight.shape(0) == channels &&
+                        weight.shape(1) == kh && weight.shape(2) == kw;
+    if (!shape4 && !shape3) {
+      std::string got = "(";
+      for (py::ssize_t i = 0; i < weight.ndim(); ++i)
+        got += (i ? ", " : "") + std::to_string(weight.shape(i));
+      got += weight.ndim() == 1 ? ",)" : ")";
+      const std::string c = std::to_string(channels), k = std::to_string(kh) + ", " + std::to_string(kw);
+      throw std::invalid_argument("weight must be (" + c + ", 1, " + k + ") or (" + c + ", " + k +
+                                  ") float32, got shape " + got);
+    }
+    if (bias && (bias->ndim() != 1 || bias->shape(0) != channels))
+      throw std::invalid_argument("bias must have channels (" + std::to_string(channels) +
+                                  ") elements");
+    spe_conv_params p{channels, channels, kh, kw, stride.first, stride.second, padding.first,
+                      padding.second, dilation.first, dilation.second};
+    spe_depthwise_conv* c = nullptr;
+    check(spe_depthwise_conv_create(&p, weight.data(), bias ? bias->data() : nullptr,
+                                    parse_act(act), isa.c_str(), &c));
+    conv_.reset(c);
+  }
+
+  py::array_t<float> run(f32 x, std::optional<f32> residual) {
+    if (x.ndim() != 4 || x.shape(1) != channels_)
+      throw std::invalid_argument("x must be (N, " + std::to_string(channels_) +
+                                  ", H, W) float32");
+    const int n = int(x.shape(0)), h = int(x.shape(2)), w = int(x.shape(3));
+    int ho, wo;
+    spe_depthwise_conv_output_size(conv_.get(), h, w, &ho, &wo);
+    if (ho <= 0 || wo <= 0)
+      throw std::invalid_argument("input " + std::to_string(h) + "x" + std::to_string(w) +
+                                  " too small for the kernel/padding");
+    py::array_t<float> y({n, channels_, ho, wo});
+    const float* res = nullptr;
+    if (residual) {
+      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != channels_ ||
+          residual->shape(2) != ho || residual->shape(3) != wo)
+        throw std::invalid_argument("residual must have the output's shape");
+      res = residual->data();
+    }
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_depthwise_conv_run(conv_.get(), xp, n, h, w, res, yp);
+    }
+    check(s);
+    return y;
+  }
+
+  std::pair<int, int> output_size(int h, int w) const {
+    int ho, wo;
+    spe_depthwise_conv_output_size(conv_.get(), h, w, &ho, &wo);
+    return {ho, wo};
+  }
+  std::string kernel_name() const { return spe_depthwise_conv_kernel_name(conv_.get()); }
+
+ private:
+  struct Deleter {
+    void operator()(spe_depthwise_conv* c) const { spe_depthwise_conv_destroy(c); }
+  };
+  std::unique_ptr<spe_depthwise_conv, Deleter> conv_;
+  int channels_ = 0;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
-  m.doc() = "Block-sparse conv / linear kernels (AVX2, AVX-512, NEON, scalar reference).";
+  m.doc() = "Block-sparse conv / linear and depthwise conv kernels (AVX2, AVX-512, NEON, scalar).";
   py::class_<SparseConv>(m, "SparseConv", "A packed sparse conv layer (see kernels/include/spe/spe.h).")
       .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
                     std::pair<int, int>, i32, i32, i64, i32, f32, std::optional<f32>,
@@ -124,6 +199,20 @@ PYBIND11_MODULE(_kernels, m) {
       .def("output_size", &SparseConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("nnz", &SparseConv::nnz, "stored weights (incl. zeros inside blocks)")
       .def_property_readonly("kernel_name", &SparseConv::kernel_name);
+  py::class_<DepthwiseConv>(m, "DepthwiseConv",
+                            "A dense depthwise conv layer, groups == channels (see spe.h).")
+      .def(py::init<int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
+                    std::pair<int, int>, f32, std::optional<f32>, const std::string&,
+                    const std::string&>(),
+           py::arg("channels"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+           py::arg("dilation"), py::arg("weight"), py::arg("bias") = py::none(),
+           py::arg("act") = "none", py::arg("isa") = "auto",
+           "weight (C, 1, kh, kw) as torch stores it, or (C, kh, kw); bias (C,) or None.")
+      .def("run", &DepthwiseConv::run, py::arg("x"), py::arg("residual") = py::none(),
+           "y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) float32.")
+      .def("output_size", &DepthwiseConv::output_size, py::arg("h"), py::arg("w"))
+      .def_property_readonly("kernel_name", &DepthwiseConv::kernel_name,
+                             "f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}");
   m.def(
       "max_pool2d",
       [](f32 x, std::pair<int, int> k, std::pair<int, int> s, std::pair<int, int> p) {

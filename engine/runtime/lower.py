@@ -72,7 +72,9 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
 
 
 def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
-    """Rewrite a copy of `model`; `sparse` maps layer name -> block rows for native layers."""
+    """Rewrite a copy of `model`; `sparse` maps layer name -> the kernel group height (block
+    rows) of layers run on the native kernels, or -> ("tir", rows) for a generated TIR kernel
+    (engine.codegen.host; needs tvm)."""
     model = copy.deepcopy(model).eval()
     try:
         gm = fx.symbolic_trace(model)
@@ -138,6 +140,15 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
 
 
 def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
+    spec = sparse.get(name)
+    if isinstance(spec, tuple) and spec[0] == "tir":   # a generated kernel (engine.codegen)
+        from ..codegen.host import TirConv2d, TirLinear
+        if isinstance(mod, nn.Conv2d) and mod.groups == 1:
+            return TirConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, spec[1],
+                             layer=name)
+        if isinstance(mod, nn.Linear):
+            return TirLinear(w, b, act, spec[1], layer=name)
+        sparse = {**sparse, name: spec[1]}             # grouped: the native kernel
     if isinstance(mod, nn.Conv2d):
         if name in sparse:
             return SparseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, sparse[name],
@@ -161,6 +172,7 @@ def native_modules(module: nn.Module) -> dict:
     """layer name -> lowered module (native or dense replacement) in a lowered model."""
     out = {}
     for m in module.modules():
-        if isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d, DenseLinear)) and m.layer:
+        if (isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d, DenseLinear)) or
+                getattr(m, "lowered_layer", False)) and m.layer:
             out.setdefault(m.layer, m)  # pre-order: a SparseLinear wins over its inner conv
     return out

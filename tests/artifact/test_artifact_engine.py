@@ -52,10 +52,26 @@ def test_host_artifact_from_optimize(name, tmp_path, host_runner):
     assert_close(got, ref, what=f"{name}: host C++ runner vs masked torch")
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_arm64_artifact_from_optimize_under_qemu(name, tmp_path, arm64_runner):
+def _mixed_backends(name, target):
+    """Every other pruned layer on a generated TIR kernel, the rest on the C++ kernels: a plan
+    edited by hand and replayed without measuring."""
+    opt, x, _ = _optimized(name, target)
+    plan = opt.plan
+    for i, c in enumerate(plan.pruned):
+        c.backend = "tir" if i % 2 == 0 else "native"
+    model = randomize_bn(zoo.get(name).eval())
+    opt = engine.optimize(model, (x,), target=target, plan=plan, measure=False, capture=False)
+    assert {c.backend for c in opt.plan.pruned} == {"tir", "native"}
+    with torch.no_grad():
+        ref = opt.pruned_model(x)
+    return opt, x, ref
+
+
+@pytest.mark.parametrize("name,backends", [(m, "native") for m in MODELS] +
+                         [("resnet18_cifar", "mixed")])
+def test_arm64_artifact_from_optimize_under_qemu(name, backends, tmp_path, arm64_runner):
     require_arm64_toolchain()
-    opt, x, ref = _optimized(name, "arm64")
+    opt, x, ref = (_optimized if backends == "native" else _mixed_backends)(name, "arm64")
     path = opt.save(tmp_path / "art")
     assert elf_machine(path / "model.so") == "aarch64"
     x.numpy().astype("<f4").tofile(tmp_path / "in.f32")

@@ -59,6 +59,34 @@ SPE_API int64_t spe_sparse_conv_nnz(const spe_sparse_conv* conv); /* stored weig
 SPE_API const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* conv);
 SPE_API void spe_sparse_conv_destroy(spe_sparse_conv* conv);
 
+/* Depthwise conv: groups == in_channels == out_channels = C, one kh x kw filter per channel,
+ * dense. Direct NCHW kernels (no phase planes of the whole input): each thread copies the input
+ * rows it needs into a few zero-padded row buffers, split into column phases for strides > 1,
+ * and fuses bias, residual and activation into the store. Any kh, kw <= 64, stride <= 64,
+ * padding <= 65536 (per side, the same both sides as in torch), dilation <= 64; specialised
+ * kernels for 3x3 and 5x5 at stride 1 and 2 (dilation 1), a generic one for the rest.
+ * Kernel names: f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}. */
+typedef struct spe_depthwise_conv spe_depthwise_conv; /* opaque */
+
+/* params: out_channels == in_channels = C, kh, kw, strides, padding, dilations.
+ * weight (C, kh, kw) (a torch (C, 1, kh, kw) weight as is), bias C or NULL; both are copied.
+ * isa: "auto", "scalar", "avx2", "avx512", "neon". */
+SPE_API spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float* weight,
+                                             const float* bias, spe_activation act,
+                                             const char* isa, spe_depthwise_conv** out);
+
+/* y = act(depthwise(x) + bias [+ residual]) for x (N, C, H, W), y (N, C, Ho, Wo), NCHW
+ * contiguous, zero padding and floor output size as torch's conv2d(groups=C). residual
+ * (N, C, Ho, Wo) or NULL. Keeps no per-call state in the layer: thread-safe for distinct y.
+ * The result does not depend on the thread count. */
+SPE_API spe_status spe_depthwise_conv_run(spe_depthwise_conv* conv, const float* x, int32_t n,
+                                          int32_t h, int32_t w, const float* residual, float* y);
+
+SPE_API void spe_depthwise_conv_output_size(const spe_depthwise_conv* conv, int32_t h, int32_t w,
+                                            int32_t* ho, int32_t* wo); /* 0 if too small */
+SPE_API const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* conv);
+SPE_API void spe_depthwise_conv_destroy(spe_depthwise_conv* conv);
+
 /* Max pooling, NCHW float32, floor mode, padding counts as -inf (torch semantics). */
 SPE_API spe_status spe_max_pool2d(const float* x, int32_t n, int32_t c, int32_t h, int32_t w,
                                   int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,

@@ -13,17 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "../common/error.h"
 #include "../common/threadpool.h"
 #include "../spmm/spmm.h"
 #include "spe/spe.h"
 
-namespace {
-thread_local std::string g_last_error;
-spe_status fail(spe_status s, std::string msg) {
-  g_last_error = std::move(msg);
-  return s;
-}
-}  // namespace
+using spe::fail;
 
 struct spe_sparse_conv {
   spe_conv_params p{};
@@ -408,6 +403,6 @@ int32_t spe_get_num_threads(void) { return ThreadPool::global().num_threads(); }
 
 int spe_isa_available(const char* isa) { return isa && spe::pick(isa) != nullptr; }
 const char* spe_best_isa(void) { return spe::pick("auto")->isa; }
-const char* spe_last_error(void) { return g_last_error.c_str(); }
+const char* spe_last_error(void) { return spe::last_error(); }
 
 }  // extern "C"

@@ -1,0 +1,201 @@
+// A depthwise conv layer (spe.h): validation, kernel choice, and the parallel loop over
+// (batch, channel, block of output rows) work items; the plane kernels are in src/dwconv/.
+//
+// Rows are split into blocks only when there are too few planes to keep every thread busy
+// (a block re-copies the few input rows it shares with its neighbour). Each thread keeps its
+// row buffers in thread-local scratch, so a layer holds no mutable state and needs no lock.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "../common/threadpool.h"
+#include "../dwconv/dwconv.h"
+#include "spe/spe.h"
+
+using spe::fail;
+
+struct spe_depthwise_conv {
+  spe_conv_params p{};
+  std::vector<float> weight;  // (C, kh, kw)
+  std::vector<float> bias;    // C, or empty
+  int act = 0;
+  spe::DwPlaneFn fn = nullptr;
+  std::string name;
+};
+
+namespace spe {
+namespace {
+
+const DwKernels* dw_table(const std::string& isa) {
+  for (const DwKernels* k : {dw_kernels_scalar(), dw_kernels_avx2(), dw_kernels_avx512(),
+                             dw_kernels_neon()})
+    if (k && isa == k->isa) return k;
+  return nullptr;
+}
+
+// Output size; 0 when the padded input is smaller than the dilated kernel (floor division in
+// int64: C's truncation would turn a negative span into a bogus 1).
+int out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+  return span < 0 ? 0 : int(span / stride + 1);
+}
+
+}  // namespace
+}  // namespace spe
+
+using spe::ThreadPool;
+
+extern "C" {
+
+spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float* weight,
+                                     const float* bias, spe_activation act, const char* isa,
+                                     spe_depthwise_conv** out) {
+  if (!params || !out) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/out");
+  if (!weight) return fail(SPE_ERR_INVALID_ARGUMENT, "null weight");
+  const spe_conv_params& p = *params;
+  if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
+      p.stride_w <= 0 || p.pad_h < 0 || p.pad_w < 0 || p.dil_h <= 0 || p.dil_w <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "invalid conv params (channels, kernel, stride, pad, dilation)");
+  if (p.out_channels != p.in_channels)
+    return fail(SPE_ERR_INVALID_ARGUMENT,
+                "depthwise conv needs out_channels == in_channels, got " +
+                    std::to_string(p.out_channels) + " and " + std::to_string(p.in_channels));
+  if (p.kh > 64 || p.kw > 64 || p.dil_h > 64 || p.dil_w > 64)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size or dilation too large (max 64)");
+  if (p.stride_h > 64 || p.stride_w > 64)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 64 per dimension)");
+  if (p.pad_h > 65536 || p.pad_w > 65536)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "padding too large (max 65536 per side)");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (!isa || !spe_isa_available(isa))
+    return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
+  const std::string isa_name = std::strcmp(isa, "auto") == 0 ? spe_best_isa() : isa;
+  const spe::DwKernels* k = spe::dw_table(isa_name);
+  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, "no depthwise kernels for ISA " + isa_name);
+
+  auto* c = new (std::nothrow) spe_depthwise_conv();
+  if (!c) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
+  c->p = p;
+  c->act = act;
+  const int64_t nw = int64_t(p.out_channels) * p.kh * p.kw;
+  try {
+    c->weight.assign(weight, weight + nw);
+    if (bias) c->bias.assign(bias, bias + p.out_channels);
+  } catch (const std::bad_alloc&) {
+    delete c;
+    return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  for (const spe::DwSpecialised& s : k->special)
+    if (p.kh == s.k && p.kw == s.k && p.stride_h == s.s && p.stride_w == s.s && p.dil_h == 1 &&
+        p.dil_w == 1) {
+      c->fn = s.fn;
+      c->name = "f32_dwconv_" + std::to_string(s.k) + "x" + std::to_string(s.k) + "s" +
+                std::to_string(s.s) + "__" + k->isa;
+    }
+  if (!c->fn) {
+    c->fn = k->generic;
+    c->name = std::string("f32_dwconv_generic__") + k->isa;
+  }
+  *out = c;
+  return SPE_OK;
+}
+
+void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
+                                    int32_t* ho, int32_t* wo) {
+  const spe_conv_params& p = c->p;
+  *ho = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  *wo = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+}
+
+const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c->name.c_str(); }
+void spe_depthwise_conv_destroy(spe_depthwise_conv* c) { delete c; }
+
+spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,
+                                  int32_t w, const float* residual, float* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  int ho = 0, wo = 0;
+  if (h > 0 && w > 0) spe_depthwise_conv_output_size(c, h, w, &ho, &wo);
+  if (ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
+                                              " too small for the kernel/padding");
+  if (n == 0) return SPE_OK;
+  const spe_conv_params& p = c->p;
+  spe::DwGeom g{p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w,
+                h, w, ho, wo, 0, 0, false};
+  spe::dw_layout(g);
+
+  const int C = p.out_channels, K = p.kh * p.kw;
+  const int64_t in_plane = int64_t(h) * w, out_plane = int64_t(ho) * wo;
+  const int64_t planes = int64_t(n) * C;
+  auto& pool = ThreadPool::global();
+  const int threads = pool.num_threads();
+  // Few planes (the 3-channel stem, batch 1 of a narrow layer): split their rows as well, so
+  // every thread gets a few work items.
+  int64_t nblk = 1;
+  if (threads > 1 && planes < 4 * int64_t(threads))
+    nblk = std::min<int64_t>(ho, (4 * int64_t(threads) + planes - 1) / planes);
+  const int rb = int((ho + nblk - 1) / nblk);
+  nblk = (ho + rb - 1) / rb;
+  const int64_t items = planes * nblk;
+  const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 8));
+  const int64_t scratch = g.scratch_floats();
+  const float* bias = c->bias.empty() ? nullptr : c->bias.data();
+  const spe::DwPlaneFn fn = c->fn;
+  std::atomic<bool> oom{false};
+
+  pool.parallel_for(items, grain, [&](int64_t b, int64_t e) {
+    // The row buffers' padding must be zero: zeroed for each chunk (a few KiB), since the
+    // previous layer this thread ran may have had another geometry.
+    thread_local std::vector<float> buf;
+    try {
+      if (buf.size() < size_t(scratch) + 16) buf.resize(size_t(scratch) + 16);
+    } catch (const std::bad_alloc&) {
+      oom.store(true);
+      return;
+    }
+    float* s = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) &
+                                        ~uintptr_t(63));
+    std::fill(s, s + scratch, 0.0f);
+    spe::DwPlaneArgs a{};
+    a.g = &g;
+    a.act = c->act;
+    a.scratch = s;
+    // input rows [r0, r1) of output rows [oy0, oy1)
+    auto in_rows = [&](int oy0, int oy1, int* r0, int* r1) {
+      *r0 = std::max(0, oy0 * p.stride_h - p.pad_h);
+      *r1 = std::min(h, (oy1 - 1) * p.stride_h - p.pad_h + (p.kh - 1) * p.dil_h + 1);
+    };
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t pl = it / nblk;
+      const int blk = int(it % nblk), ch = int(pl % C);
+      a.x = x + pl * in_plane;
+      a.w = c->weight.data() + int64_t(ch) * K;
+      a.bias = bias ? bias[ch] : 0.0f;
+      a.res = residual ? residual + pl * out_plane : nullptr;
+      a.y = y + pl * out_plane;
+      a.oy0 = blk * rb;
+      a.oy1 = std::min(ho, a.oy0 + rb);
+      a.prefetch = nullptr;
+      if (it + 1 < e) {  // the next item is this thread's too
+        const int64_t npl = (it + 1) / nblk;
+        const int nb = int((it + 1) % nblk), noy0 = nb * rb, noy1 = std::min(ho, noy0 + rb);
+        int r0, r1;
+        in_rows(noy0, noy1, &r0, &r1);
+        if (r1 > r0) {
+          a.prefetch = x + npl * in_plane + int64_t(r0) * w;
+          a.prefetch_floats = int64_t(r1 - r0) * w;
+        }
+      }
+      fn(a);
+    }
+  });
+  if (oom.load()) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory (depthwise row buffers)");
+  return SPE_OK;
+}
+
+}  // extern "C"

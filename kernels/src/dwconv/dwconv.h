@@ -1,0 +1,111 @@
+// Internal interface of the f32 depthwise conv kernel family (NCHW, one channel plane at a time).
+//
+// A plane kernel computes output rows [oy0, oy1) of one channel. Every input row it needs is
+// copied once into a small per-thread ring of row buffers, zero-padded left and right and split
+// into sw column phases (phase p holds the padded columns p, p + sw, p + 2 sw, ...), so each tap
+// (ky, kx) reads row ky's buffer with contiguous vector loads at phase (kx*dw) % sw, offset
+// (kx*dw) / sw, whatever the stride and dilation; rows above and below the image read a zero
+// row. A stride-1 row is a plain copy, a stride-2 row is deinterleaved once and then read by
+// every output row that uses it (up to kh/sh of them). Bias, residual and activation are fused
+// into the store.
+//
+// Naming (XNNPACK style): f32_dwconv_{k}x{k}s{s}__{isa} for the specialised kernels (square
+// kernel k, the same stride s both ways, dilation 1, any padding: unrolled taps, weights held
+// in registers), f32_dwconv_generic__{isa} for every other geometry (the same method with loops
+// over the runtime kh, kw, stride and dilation). The list of specialised kernels is
+// SPE_DWCONV_SPECIALISED below; adding one is a one-line edit there.
+#ifndef SPE_DWCONV_DWCONV_H_
+#define SPE_DWCONV_DWCONV_H_
+
+#include <algorithm>
+#include <cstdint>
+
+namespace spe {
+
+// X(k, s): a kernel specialised for k x k taps, stride s, dilation 1.
+#define SPE_DWCONV_SPECIALISED(X) X(3, 1) X(3, 2) X(5, 1) X(5, 2)
+
+constexpr int kDwRowAlign = 16;                  // floats: rows hold whole vectors of any ISA
+constexpr int64_t kDwBlockBytes = 32 << 10;      // a block's row buffers stay in L1
+constexpr int64_t kDwMaxScratchBytes = 8 << 20;  // beyond this, copy each output row's taps
+
+// The geometry of one run (layer + input size) and the layout of the per-thread scratch.
+//
+// Output rows are computed in blocks of `block` rows; the block's input rows are copied, in
+// one pass before its rows are computed, into consecutive row buffers (`slots` of them: the
+// rows from the block's first output row's top tap to its last one's bottom tap). Rows
+// outside the image read the zero row. When even one output row's span of input rows would
+// not fit kDwMaxScratchBytes (huge dilation x width), block is 0: each output row copies just
+// its kh tap rows into kh buffers.
+struct DwGeom {
+  int kh, kw, sh, sw, ph, pw, dh, dw;  // the layer
+  int h, w, ho, wo;                    // this input and its output
+  int lp;     // floats per column phase of a row buffer (a multiple of kDwRowAlign)
+  int block;  // output rows per block (0: per-row tap copies)
+  int slots;  // row buffers
+
+  int64_t row_floats() const { return int64_t(sw) * lp; }
+  // Scratch floats a thread needs: the zero row, then the row buffers.
+  int64_t scratch_floats() const { return int64_t(slots + 1) * row_floats(); }
+};
+
+// Fills the layout fields of g from its layer and input fields.
+inline void dw_layout(DwGeom& g) {
+  const int max_off = (g.dw * (g.kw - 1)) / g.sw;  // furthest tap within a phase
+  const int wv = (g.wo + kDwRowAlign - 1) / kDwRowAlign * kDwRowAlign;  // whole vectors
+  g.lp = (wv + max_off + kDwRowAlign - 1) / kDwRowAlign * kDwRowAlign;
+  const int64_t row_bytes = g.row_floats() * 4;
+  const int64_t span = int64_t(g.kh - 1) * g.dh + 1;  // input rows one output row spans
+  if (span * row_bytes > kDwMaxScratchBytes) {
+    g.block = 0;
+    g.slots = g.kh;
+    return;
+  }
+  const int64_t fit = kDwBlockBytes / row_bytes;  // rows that fit the block budget
+  g.block = int(std::max<int64_t>(1, std::min<int64_t>(g.ho, (fit - span) / g.sh + 1)));
+  g.slots = int((g.block - 1) * int64_t(g.sh) + span);
+}
+
+struct DwPlaneArgs {
+  const DwGeom* g;
+  const float* x;    // input plane (h, w)
+  const float* w;    // the channel's kh * kw weights
+  float bias;        // 0 without bias
+  const float* res;  // residual plane (ho, wo), or null
+  float* y;          // output plane (ho, wo)
+  int oy0, oy1;      // output rows to compute
+  int act;           // spe_activation
+  // The input the thread's next work item will read ([prefetch, prefetch + prefetch_floats)),
+  // prefetched while this one computes, so that its copy finds the lines in cache; or null.
+  const float* prefetch;
+  int64_t prefetch_floats;
+  // g->scratch_floats() floats, 64-byte aligned, all zero when the thread first uses it for
+  // this row layout: the kernels write only the image columns of the row buffers, at the same
+  // places in every row, so the zero padding survives from row to row and plane to plane.
+  float* scratch;
+};
+
+using DwPlaneFn = void (*)(const DwPlaneArgs&);
+
+struct DwSpecialised {
+  int k, s;
+  DwPlaneFn fn;
+};
+
+// One ISA's depthwise kernels.
+struct DwKernels {
+  const char* isa;
+  int width;  // floats per vector
+#define SPE_DW_COUNT(k, s) +1
+  DwSpecialised special[0 SPE_DWCONV_SPECIALISED(SPE_DW_COUNT)];
+#undef SPE_DW_COUNT
+  DwPlaneFn generic;
+};
+
+const DwKernels* dw_kernels_scalar();
+const DwKernels* dw_kernels_avx2();    // null if not compiled in
+const DwKernels* dw_kernels_avx512();  // null if not compiled in
+const DwKernels* dw_kernels_neon();    // null if not compiled in
+
+}  // namespace spe
+#endif  // SPE_DWCONV_DWCONV_H_

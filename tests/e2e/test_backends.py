@@ -1,0 +1,107 @@
+"""The per-layer sparse backend choice (C++ kernel vs generated TIR) through optimize(), the host
+runtime, compile() and the saved artifact, against the masked torch model."""
+import pytest
+import torch
+
+import engine
+from engine import zoo
+from engine.errors import ConfigError
+
+pytest.importorskip("tvm")
+
+
+def _close(a, b, rtol=1e-4):
+    scale = b.abs().max().item() + 1e-12
+    return (a - b).abs().max().item() <= rtol * scale
+
+
+@pytest.fixture(scope="module")
+def model_and_input():
+    torch.manual_seed(0)
+    return zoo.get("resnet18_cifar").eval(), torch.randn(1, 3, 32, 32)
+
+
+def test_tir_backend_runs_everywhere_the_plan_says(model_and_input, tmp_path):
+    model, x = model_and_input
+    # min_speedup ~0: every candidate layer is pruned, so every pruned layer must run TIR
+    opt = engine.optimize(model, (x,), sparsity=0.8, backends="tir", min_speedup=1e-6,
+                          capture=False)
+    pruned = opt.plan.pruned
+    assert pruned and all(c.backend == "tir" and c.kernel.startswith("tir_f32_")
+                          for c in pruned)
+    assert all("tir" in c.reason for c in pruned)
+    assert _close(opt(x), opt.pruned_model(x))
+    cm = opt.compile()
+    kinds = {lk.layer: lk.kind for lk in cm.layers}
+    assert all(kinds[c.layer] == "sparse" for c in pruned)
+    art = engine.load(opt.save(tmp_path / "art"))
+    assert _close(art(x), opt.pruned_model(x))
+
+
+def test_native_only_never_records_tir(model_and_input):
+    model, x = model_and_input
+    opt = engine.optimize(model, (x,), sparsity=0.8, backends="native", min_speedup=1e-6,
+                          capture=False)
+    assert {c.backend for c in opt.plan.pruned} == {"native"}
+    assert _close(opt(x), opt.pruned_model(x))
+
+
+def test_auto_measures_both_and_records_the_faster(model_and_input):
+    model, x = model_and_input
+    opt = engine.optimize(model, (x,), sparsity=0.8, min_speedup=1e-6, capture=False)
+    for c in opt.plan.pruned:
+        assert "native" in c.reason and "tir" in c.reason, c.reason
+        assert c.backend in ("native", "tir")
+        assert c.latency_us <= c.dense_latency_us / 1e-6
+    assert _close(opt(x), opt.pruned_model(x))
+
+
+def test_compiled_dense_layers_run_the_native_kernel(model_and_input):
+    model, x = model_and_input
+    opt = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False)
+    plan = opt.plan
+    for c in plan:
+        c.backend = "native"
+    opt.plan = plan
+    cm = opt.compile()
+    convs = [lk for lk in cm.layers if lk.op == "conv2d"]
+    assert convs and all(lk.kind == "native" and lk.stats["rows"] == 8 for lk in convs)
+    assert [lk.kind for lk in cm.layers if lk.op == "linear"] == ["dense"]  # no native linear
+    y, = cm.run(x)
+    assert _close(torch.from_numpy(y), opt.pruned_model(x))
+
+
+def test_compiled_grouped_conv_runs_the_native_kernel():
+    torch.manual_seed(0)
+    model = zoo.get("mobilenetv2_cifar").eval()
+    x = torch.randn(1, 3, 32, 32)
+    opt = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False)
+    for c in opt.plan:
+        c.backend = "native"
+    cm = opt.compile()
+    grouped = [lk for lk in cm.layers if lk.layer.endswith("conv.0.0") or "conv.1.0" in lk.layer]
+    assert grouped and all(lk.kind == "native" for lk in grouped)
+    y, = cm.run(x)
+    assert _close(torch.from_numpy(y), opt.pruned_model(x))
+
+
+@pytest.mark.parametrize("bad", ["gpu", ("native", "cuda"), ()])
+def test_unknown_backends_are_refused(model_and_input, bad):
+    model, x = model_and_input
+    with pytest.raises(ConfigError, match="backends"):
+        engine.optimize(model, (x,), backends=bad)
+
+
+def test_replayed_plan_keeps_its_backends_without_measuring(model_and_input):
+    model, x = model_and_input
+    first = engine.optimize(model, (x,), sparsity=0.8, measure=False, capture=False)
+    plan = first.plan
+    for i, c in enumerate(plan.pruned):
+        c.backend = "tir" if i % 2 else "native"
+    again = engine.optimize(model, (x,), plan=plan, measure=False, capture=False)
+    assert [c.backend for c in again.plan] == [c.backend for c in plan]
+    assert _close(again(x), again.pruned_model(x))
+    # the same plan with tir not allowed falls back to the C++ kernels
+    native = engine.optimize(model, (x,), plan=plan, measure=False, capture=False,
+                             backends="native")
+    assert {c.backend for c in native.plan.pruned} == {"native"}
