@@ -13,6 +13,7 @@ the profiler and the report all see the same candidates under the same names:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Optional
 
 from .layer import LayerSpec
@@ -53,9 +54,10 @@ class Candidate:
     def is_dense(self) -> bool:
         return self.scheme == "dense"
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The candidate's name in cost tables, plans and logs."""
+        """The candidate's name in cost tables, plans and logs (cached: the search mappers
+        look it up millions of times; the fields are frozen, so it cannot go stale)."""
         if self.is_dense:
             return DENSE_KEY
         opts = dict(self.options)
