@@ -123,6 +123,7 @@ class OptimizedModel:
         self.notes = notes
         self._native = any(c.backend in SPARSE_BACKENDS for c in plan)
         self._dense = None
+        self.mapping = None      # the mapping.Problem when optimize(mapper=...) made the plan
 
     def __call__(self, *inputs):
         # Torch glue ops run on one thread inside the call: torch's OpenMP workers spin after
@@ -157,7 +158,8 @@ class OptimizedModel:
         from .codegen import compile_model
         tgt = get_target(target or self.plan.target)
         # torch does not exist in the module: layers the host runtime runs in torch get the
-        # C++ dense kernel (convs; 8-row tiles) or a generated dense kernel (linear)
+        # C++ dense kernel (convs; 8-row tiles; depthwise convs the direct depthwise kernel)
+        # or a generated dense kernel (linear)
         plan = copy.deepcopy(self.plan)
         moved = [c.layer for c in plan if c.backend == "torch" and not c.pruned]
         for c in plan:
@@ -209,10 +211,26 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
              block=(4, 1), sparsity: float = 0.8, *, importance="l2", exclude=(),
              threads: Optional[int] = None, min_speedup: float = 1.1, measure: bool = True,
              capture: bool = True, plan: Optional[Plan] = None, isa: str = "auto",
-             backends="auto", **scheme_options) -> OptimizedModel:
+             backends="auto", mapper=None, latency_budget: Optional[float] = None,
+             min_proxy="reference", data=None, device=None, space=None, costs=None,
+             search_time: float = 120.0, seed: int = 0, progress: bool = True,
+             **scheme_options) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring. backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
-    a TIR kernel generated for the layer); each layer records the faster one in the plan."""
+    a TIR kernel generated for the layer); each layer records the faster one in the plan.
+
+    mapper: None (one scheme / block / sparsity for every layer, as given), or "rule",
+    "search" (evolutionary), "rl", or a mapping mapper object: per-layer scheme, block and
+    sparsity chosen from measured costs (engine.automap) under the budget "global sparsity >=
+    `sparsity`" (and latency <= `latency_budget` ms when given), with an accuracy floor
+    `min_proxy` ("reference": the proxy of `scheme`/`block` at `sparsity` on every layer; a
+    number; None). data: held-out data for the accuracy proxy (engine.accuracy.DataProxy;
+    default: kept weight energy). device: a profiler measuring on the target (e.g.
+    engine.profile.RPCProfiler; default: this host). space: the candidate space
+    (mapping.CandidateSpace or candidate keys; default mapping.default_space()). costs: a
+    mapping.CostTable or JSON path (default: the per-target cache). search_time: seconds for
+    "search" / "rl". The mapped plan is then applied like plan=...; with measure=True each
+    pruned layer is measured again in place and kept only if still faster than dense."""
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, tuple(exclude), threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options)
@@ -241,6 +259,18 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     notes: list = [notes_target] if notes_target else []
 
     scheme_obj = get_scheme(cfg.scheme, **_scheme_kwargs(cfg))
+    mapping_problem = None
+    if mapper is not None:
+        if plan is not None:
+            raise ConfigError("pass either plan=... or mapper=..., not both")
+        if not isinstance(scheme_obj, MaskScheme):
+            raise ConfigError(f"mapper=... chooses per-layer mask schemes; scheme "
+                              f"{cfg.scheme!r} prunes whole channels (use mapper=None)")
+        plan, mapping_problem = _map(work, example_inputs, cfg, scheme_obj, dict(
+            mapper=mapper, latency_budget_ms=latency_budget, min_proxy=min_proxy, data=data,
+            device=device, space=space, costs=costs, search_time=search_time, seed=seed,
+            progress=progress))
+        notes.append(_mapping_note(plan))
     if isinstance(scheme_obj, MaskScheme):
         base = work
         layers = list_layers(base, example_inputs)
@@ -279,8 +309,43 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     opt = OptimizedModel(lowered.module, pruned_model, out_plan, layers, example_inputs, cfg,
                          notes)
     opt._dense = work
+    opt.mapping = mapping_problem
+    if mapping_problem is not None:
+        out_plan.meta["mapping"] = plan.meta
     _verify(opt, example_inputs, cfg.verify_rtol)
     return opt
+
+
+def _map(work: nn.Module, example_inputs: tuple, cfg: OptimizeConfig, scheme_obj, kw: dict):
+    """(the mapper's Plan, its mapping.Problem); see engine.automap."""
+    from mapping import Candidate
+    from .automap import MapSettings, map_model
+    ref_kw = {"block": tuple(cfg.block)} if scheme_obj.name == "block" else {}
+    options = tuple(sorted(cfg.scheme_options.items())) if scheme_obj.name == "nm" else ()
+    try:
+        ref = Candidate(scheme_obj.name, ref_kw.get("block"), cfg.sparsity or 0.5, "native",
+                        options)
+    except ValueError as e:
+        raise ConfigError(f"mapper reference ({cfg.scheme}, block {cfg.block}): {e}") from None
+    backends = tuple(b for b in cfg.backends if b == "native") or ("native",)
+    settings = MapSettings(reference=ref, sparsity=cfg.sparsity if cfg.sparsity > 0 else None,
+                           target=cfg.target,
+                           min_speedup=cfg.min_speedup, threads=cfg.threads, isa=cfg.isa,
+                           backends=backends, **kw)
+    return map_model(work, example_inputs, settings)
+
+
+def _mapping_note(plan: Plan) -> str:
+    m, pred = plan.meta, plan.meta.get("predicted", {})
+    info = m.get("mapping", {})
+    txt = (f"mapper {m.get('mapper')}: {len(plan.pruned)} layers pruned, predicted "
+           f"{(pred.get('latency_us') or 0) / 1e3:.2f} ms of layer time vs dense "
+           f"{(m.get('dense', {}).get('latency_us') or 0) / 1e3:.2f} ms, global sparsity "
+           f"{pred.get('sparsity', 0):.3f}, proxy {pred.get('proxy') or 0:.3f} (floor "
+           f"{m.get('budget', {}).get('min_proxy')}), "
+           f"{'feasible' if m.get('feasible') else 'NOT feasible: ' + '; '.join(m.get('violations', []))}"
+           f"; costs {info.get('cost_table')} ({info.get('measurements_taken')} new measurements)")
+    return txt
 
 
 def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
@@ -317,6 +382,8 @@ def _decide(base: nn.Module, layers: list, candidates: dict, choices: dict,
             else:
                 ch.backend, ch.kernel, native[name] = "native", mod.kernel_name, rows
         return native, notes
+    # the "native dense" candidate: 8-row SpMM tiles; grouped convs 1 row, which lower() runs
+    # on the direct depthwise kernel for depthwise convs and on the block-diagonal pack for others
     dense_rows = {l.name: (1 if l.groups != 1 else 8) for l in layers}
     dense_mods = native_modules(lower(base, dense_rows, cfg.isa).module)
     prev_threads = torch.get_num_threads()
@@ -488,7 +555,7 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
     candidates, choices = {}, {}
     fits = 0
     for info in layers:
-        sch, sparsity = scheme, cfg.sparsity
+        sch, sparsity, given_reason = scheme, cfg.sparsity, ""
         if plan is not None and info.name in plan:
             given = plan[info.name]
             if not given.pruned:
@@ -498,6 +565,7 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
             if given.scheme == "block":
                 kw["block"] = given.block
             sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
+            given_reason = given.reason.split("; ")[0]
         backend = "native"
         if plan is not None and info.name in plan and plan[info.name].backend in SPARSE_BACKENDS:
             backend = plan[info.name].backend   # replayed when measure=False
@@ -508,7 +576,8 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         if _excluded(info.name, cfg.exclude):
             reason = "excluded by the user"
         elif info.groups != 1:
-            # not pruned; a candidate for the native dense (block-diagonal) kernel
+            # not pruned; a candidate for the native dense kernel (depthwise: the direct
+            # depthwise kernel; other grouped convs: the block-diagonal SpMM pack)
             w = get_module(model, info.name).weight.detach()
             candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
             ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
@@ -528,7 +597,9 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         rows = sch.block[0] if sch.name == "block" else 1
         candidates[info.name] = (mask, group_rows_for(rows) if rows <= 8 else rows)
         ch.reason = f"{sch.name} {_blk(ch.block)} at {ch.sparsity:.0%}".replace("  ", " ")
-    if fits == 0 and layers and cfg.sparsity > 0:
+        if given_reason:
+            ch.reason = f"plan: {given_reason}"
+    if fits == 0 and layers and cfg.sparsity > 0 and plan is None:
         why = "; ".join(sorted({c.reason for c in choices.values()})[:3])
         raise ConfigError(f"scheme {cfg.scheme!r} with block {_blk(cfg.block)} fits no layer "
                           f"of the model ({why})")

@@ -36,6 +36,21 @@ def _optimize_parser(sub) -> None:
     p.add_argument("--ort", action="store_true", help="also time the dense model in ONNX Runtime")
     p.add_argument("--min-time", type=float, default=2.0, help="seconds per timed candidate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mapper", default=None, choices=["rule", "search", "evolution", "rl"],
+                   help="choose scheme / block / sparsity per layer from measured costs "
+                        "(default: --scheme/--block/--sparsity on every layer)")
+    p.add_argument("--latency-budget", type=float, default=None, metavar="MS",
+                   help="mapper budget: summed layer latency <= MS (maximise the proxy)")
+    p.add_argument("--min-proxy", default="reference",
+                   help="mapper accuracy floor: 'reference' (the proxy of --scheme/--block at "
+                        "--sparsity everywhere), a number, or 'none'")
+    p.add_argument("--search-time", type=float, default=120.0, help="seconds (search, rl)")
+    p.add_argument("--costs", default=None, metavar="JSON",
+                   help="cost table file (default: the per-target cache)")
+    p.add_argument("--device", default=None, metavar="rpc://HOST:PORT[/KEY]",
+                   help="measure on a device over TVM RPC (server, or tracker + key)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="with --mapper: write report.md, plan.json, latency_vs_block.png")
     p.add_argument("--backends", default="auto",
                    help="sparse backends to measure per layer: auto (native + tir when tvm is "
                         "installed), native, tir, or native,tir")
@@ -50,6 +65,8 @@ def cmd_optimize(a) -> int:
     from engine.bench.e2e import onnxruntime_session
     from engine.runtime.measure import compare
 
+    if a.report and not a.mapper:
+        raise SystemExit("--report needs --mapper (it explains the mapper's choices)")
     torch.manual_seed(a.seed)
     model = zoo.get(a.model).eval()
     shape = tuple(int(v) for v in a.input_shape.split(",")) if a.input_shape else \
@@ -61,7 +78,10 @@ def cmd_optimize(a) -> int:
     opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
                           threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude,
                           backends=a.backends if a.backends == "auto" else
-                          tuple(a.backends.split(",")), **kw)
+                          tuple(a.backends.split(",")), mapper=a.mapper,
+                          latency_budget=a.latency_budget, min_proxy=_min_proxy(a.min_proxy),
+                          search_time=a.search_time, costs=a.costs, device=a.device,
+                          seed=a.seed, **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
@@ -82,6 +102,9 @@ def cmd_optimize(a) -> int:
     for k, v in t.items():
         ratio = "" if k == "optimized" else f"   optimized is {v / t['optimized']:.2f}x faster"
         print(f"  {k:<20} {v * 1e3:8.2f} ms{ratio}")
+    if a.report:
+        from engine.report import write_report
+        print(f"mapping report written to {write_report(opt, a.report)}")
     if a.plan_out:
         opt.plan.save(a.plan_out)
         print(f"plan written to {a.plan_out}")
@@ -91,6 +114,14 @@ def cmd_optimize(a) -> int:
         print(f"artifact for {a.target} written to {path} ({time.perf_counter() - t0:.1f} s); "
               f"see examples/README.md to run it without Python")
     return 0
+
+
+def _min_proxy(v: str):
+    if v in ("reference", None):
+        return "reference"
+    if v.lower() == "none":
+        return None
+    return float(v)
 
 
 def cmd_bench(a, rest: list) -> int:
@@ -104,7 +135,9 @@ def cmd_demo(a) -> int:
     ns = argparse.Namespace(model=a.model, sparsity=0.8, scheme="block", block="4x1",
                             threads=a.threads, min_speedup=1.1, input_shape=None, exclude=[],
                             plan_out=a.plan_out, ort=True, min_time=2.0, seed=0,
-                            target="host", save=None, backends="auto")
+                            target="host", save=None, backends="auto", mapper=None,
+                            latency_budget=None, min_proxy="reference", search_time=120.0,
+                            costs=None, device=None, report=None)
     return cmd_optimize(ns)
 
 
@@ -127,7 +160,7 @@ def main(argv: Optional[list] = None) -> int:
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
-    b.add_argument("what", choices=["kernels", "e2e", "artifact"])
+    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=int, default=os.cpu_count() or 1)

@@ -18,21 +18,59 @@ The rules, in order:
                 speedup count as equal and the smallest of them wins (smaller blocks lose less
                 accuracy at the same sparsity).
   no-target     nothing allowed at the target sparsity within the guard -> dense for now.
-Then one global rule:
+Then two global rules:
   compensation  if the cheap budget bounds (sparsity, latency, FLOPs) are not met, e.g. because
                 some layers stayed dense, raise one layer at a time by one sparsity level,
                 picking the move with the best measured latency change per extra pruned weight
                 (latency-reducing moves only when latency is what is missing), among the same
                 allowed, guarded candidates; stop when the budget is met, or say it cannot.
                 First-layer and grouped layers are never touched.
+  proxy-guard   if budget.min_proxy is set and the plan's accuracy proxy is below it (the
+                engine's default floor is the proxy of the uniform reference plan, e.g. block
+                4x1 at 80% everywhere: the rule plan must be as sparse and as accurate as that),
+                repeatedly apply the step with the best proxy gain per us of latency added,
+                until the floor holds or no step raises the proxy. A step that adds no latency
+                is a pure win and goes first, the biggest latency saving first; among the rest,
+                when one step alone reaches the floor for no more latency than the best-ratio
+                step, it ends the run. A move changes one open layer (not first-layer, grouped
+                or not-faster) to another of its allowed, guarded candidates with a better proxy:
+                a smaller block at the same sparsity, pattern <-> block, a lower sparsity level
+                (dense below the lowest), or, when the proxy is a TableProxy (deltas are exact
+                and free, see proxy_delta.py), any allowed, guarded candidate at once; other
+                proxies are probed one move per full evaluation, elementary moves only, at most
+                RuleConfig.guard_proxy_calls evaluations. Bounds that hold (sparsity, latency,
+                FLOPs) must keep holding; a broken one must not get worse.
+                Sparsity is the bound that binds: once the slack is spent, every move to a
+                lower level needs pruned weights found elsewhere, so a step may combine:
+                  gain + partners  the move, plus sparsity raises on other layers taken from
+                                   each layer's supply curve (lower convex hull of its raises,
+                                   pruned weights gained vs proxy lost): the cheapest segments
+                                   of all curves in order until the deficit is covered (the
+                                   multiple-choice knapsack greedy), or the one raise that
+                                   covers it alone at the least proxy lost;
+                  bundle           one big, cheap raise (e.g. a large layer a whole level up)
+                                   and the sparsity it frees spent on the best gain moves of
+                                   several other layers, until the floor is reached;
+                each judged by its net proxy gain per net us like a single move. With a
+                TableProxy the greedy runs twice, combined steps considered at every step and
+                only when no single move helps, and the better plan is kept (floor met, then
+                least latency; neither order wins on every table).
+                Each changed layer's reason gets "rule proxy-guard: <path of candidates>, proxy
+                +x for +y us" and who it traded sparsity with. If the floor is not reached the
+                plan is flagged as usual (meta["violations"]) and the notes and
+                meta["proxy_guard"]["why"] say why: unreachable (with a TableProxy, an LP bound
+                on the best proxy any allowed, guarded assignment with the budget sparsity can
+                have), the moves left would break which bound, or the evaluation cap.
 
 The target sparsity is RuleConfig.sparsity, else budget.sparsity, else the lowest sparsity the
 problem offers; a layer uses the lowest level it offers at or above the target. Unstructured
-counts as a 1-element block; N:M candidates are left to the search mappers. The rules never
-evaluate the accuracy proxy (a min_proxy bound is only checked, in the plan's meta).
+counts as a 1-element block; N:M candidates are left to the search mappers. Only the
+proxy-guard evaluates the accuracy proxy, and only when budget.min_proxy is set and not met
+(without a floor, plans are exactly as without the rule).
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -40,6 +78,7 @@ from .budget import REL_TOL, Totals
 from .layer import LayerSpec
 from .plan import Plan
 from .problem import Problem
+from .proxy_delta import LOCAL, ProxyDeltas
 from .space import DENSE, Candidate
 
 BLOCK_SCHEMES = ("block", "unstructured")
@@ -53,6 +92,8 @@ class RuleConfig:
     max_block_elems: int = 16          # accuracy guard on block size
     tie_tolerance: float = 0.03        # speedups this close count as equal
     compensate: bool = True            # run the global compensation rule
+    proxy_guard: bool = True           # run the global proxy-guard rule (budget.min_proxy)
+    guard_proxy_calls: int = 400       # proxy-guard: most full proxy evaluations (not TableProxy)
 
     def __post_init__(self):
         if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
@@ -61,6 +102,9 @@ class RuleConfig:
             raise ValueError("RuleConfig.max_block_elems must be >= 1")
         if not 0.0 <= self.tie_tolerance < 1.0:
             raise ValueError("RuleConfig.tie_tolerance must be in [0, 1)")
+        calls = self.guard_proxy_calls
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise ValueError("RuleConfig.guard_proxy_calls must be an int >= 1")
 
 
 @dataclass
@@ -279,6 +323,528 @@ def compensate(ctx: RuleContext, decisions: dict) -> list:
     return []
 
 
+# -- the global proxy-guard rule ---------------------------------------------------------------
+GUARD_EPS = 1e-12        # proxy changes below this are rounding, not a gain
+GUARD_PREFIX = 8         # most partners one combined step may raise
+GUARD_BUNDLES = 4        # big sparsity raises tried as the centre of a bundle per step
+
+
+def _mask(c: Candidate) -> tuple:
+    """What decides a candidate's weights (the backend only decides its speed)."""
+    return (c.scheme, c.block, round(c.sparsity, 9), c.options)
+
+
+def _fastest(p: Problem, name: str, cands: list) -> list:
+    """One candidate per mask, the fastest backend of each."""
+    best: dict = {}
+    for c in cands:
+        m = _mask(c)
+        if m not in best or p.layer_latency(name, c) < p.layer_latency(name, best[m]):
+            best[m] = c
+    return list(best.values())
+
+
+def _elementary(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
+    """(gain targets, raise targets) one step away from `cur`, for proxies that must be
+    evaluated in full: the next smaller block at the same sparsity, pattern <-> block at the
+    same sparsity, the same mask one sparsity level lower (dense below the lowest level); and
+    the same mask one level higher (or, from dense, the lowest level's smallest block)."""
+    p, name = ctx.problem, spec.name
+    fam = ctx.family(spec)
+    if cur.is_dense:
+        if not fam:
+            return [], []
+        low = min(c.sparsity for c in fam)
+        at = [c for c in fam if abs(c.sparsity - low) < 1e-9]
+        return [], _fastest(p, name, [min(at, key=lambda c: c.block_elems)])
+    same = [c for c in fam if abs(c.sparsity - cur.sparsity) < 1e-9 and _mask(c) != _mask(cur)]
+    gains = []
+    blocks = [c for c in same if c.scheme in BLOCK_SCHEMES]
+    if cur.scheme in BLOCK_SCHEMES:
+        smaller = [c for c in blocks if c.block_elems < cur.block_elems]
+        if smaller:
+            rung = max(c.block_elems for c in smaller)
+            gains += [c for c in smaller if c.block_elems == rung]
+        gains += [c for c in same if c.scheme == "pattern"]
+    elif blocks:
+        gains.append(min(blocks, key=lambda c: c.block_elems))
+    kin = [c for c in fam if (c.scheme, c.block, c.options) == (cur.scheme, cur.block,
+                                                                cur.options)]
+    lower = [c for c in kin if c.sparsity < cur.sparsity - 1e-9]
+    if lower:
+        top = max(c.sparsity for c in lower)
+        gains += [c for c in lower if abs(c.sparsity - top) < 1e-9]
+    else:
+        gains.append(DENSE)
+    higher = [c for c in kin if c.sparsity > cur.sparsity + 1e-9]
+    raises = []
+    if higher:
+        step = min(c.sparsity for c in higher)
+        raises = [c for c in higher if abs(c.sparsity - step) < 1e-9]
+    return _fastest(p, name, gains), _fastest(p, name, raises)
+
+
+def _supply(raises: list) -> list:
+    """A layer's sparsity supply curve: the lower convex hull, from the current candidate, of
+    its raise options in (pruned weights gained, proxy lost). Returns segments
+    (proxy lost per pruned weight, latency change, pruned weights gained, proxy lost,
+    option at the segment's end), in order; slopes increase along the curve."""
+    best: dict = {}
+    for o in raises:     # per pruned-weight gain, the least proxy loss (then least latency)
+        if o[2] not in best or (-o[0], o[1]) < (-best[o[2]][0], best[o[2]][1]):
+            best[o[2]] = o
+    hull = [(0.0, 0.0, None)]
+    for x in sorted(best):
+        o = best[x]
+        pt = (x, -o[0], o)
+        while len(hull) >= 2:
+            (x0, y0, _), (x1, y1, _) = hull[-2], hull[-1]
+            if (x1 - x0) * (pt[1] - y0) - (y1 - y0) * (pt[0] - x0) <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(pt)
+    out = []
+    for (x0, y0, o0), (x1, y1, o1) in zip(hull, hull[1:]):
+        dl = o1[1] - (o0[1] if o0 is not None else 0.0)
+        out.append(((y1 - y0) / (x1 - x0), dl, x1 - x0, y1 - y0, o1))
+    return out
+
+
+class _Cover:
+    """For a pruned-weight deficit d, the point of one layer's supply curve that gives at
+    least d pruned weights at the least proxy lost, in O(log n): points sorted by weights
+    gained, with the best and the best-of-another-layer over every suffix."""
+
+    def __init__(self, supply: dict):
+        pts = []
+        for name, curve in supply.items():
+            gained = lost = 0.0
+            for seg in curve:
+                gained += seg[2]
+                lost += seg[3]
+                pts.append((gained, lost, name, seg[4]))
+        pts.sort(key=lambda t: t[0])
+        self.gained = [t[0] for t in pts]
+        self.best: list = [None] * len(pts)
+        b1 = b2 = None             # best, and best from a layer other than b1's
+        for i in range(len(pts) - 1, -1, -1):
+            t = pts[i]
+            if b1 is None or t[1] < b1[1]:
+                if b1 is not None and b1[2] != t[2]:
+                    b2 = b1
+                b1 = t
+            elif t[2] != b1[2] and (b2 is None or t[1] < b2[1]):
+                b2 = t
+            self.best[i] = (b1, b2)
+
+    def least_loss(self, deficit: float, not_layer: str):
+        i = bisect_left(self.gained, deficit)
+        if i >= len(self.gained):
+            return None
+        for t in self.best[i]:
+            if t is not None and t[2] != not_layer:
+                return t[3]
+        return None
+
+
+def _merit(dp: float, dl: float) -> tuple:
+    """Sort key (higher is better) of a step gaining dp > 0 proxy for dl us. A step that adds
+    no latency is a pure win and beats any that does; among pure wins the one saving the most
+    latency goes first (the floor is a constraint, latency the objective: pure wins compete
+    for the same sparsity slack and partners, so the biggest saving should get them). The
+    others rank by proxy gained per us added."""
+    if dl <= 1e-9:
+        return (1, -dl, dp)
+    return (0, dp / dl, 0.0)
+
+
+class _Guard:
+    """State of one proxy-guard run (see proxy_guard)."""
+
+    def __init__(self, ctx: RuleContext, decisions: dict, singles_first: bool = False):
+        p = self.p = ctx.problem
+        self.singles_first = singles_first
+        self.ctx, self.budget = ctx, p.budget
+        self.a = {n: d.cand for n, d in decisions.items()}
+        self.open = [s.name for s in p.layers if not decisions[s.name].locked]
+        self.lat, self.flops = p.latency(self.a), p.flops(self.a)
+        self.pruned = p.sparsity(self.a) * p.total_params
+        self.start = (self.lat, self.pruned / p.total_params)
+        self.deltas = ProxyDeltas(p, self.a, ctx.config.guard_proxy_calls)
+        self.local = self.deltas.mode == LOCAL
+        self.floor = self.budget.min_proxy
+        self.tol = REL_TOL * max(1.0, abs(self.floor))
+        self.gains: dict = {}      # layer -> [(dp, dl, dpr, dfl, layer, cand)] with dp > 0
+        self.supply: dict = {}     # layer -> its sparsity supply curve (see _supply)
+        self.bad: set = set()      # (layer, from, to) steps the full proxy refuted
+        self.log: dict = {}        # layer -> {"path", "dp", "dl", "kept_by", "kept_for"}
+        self.steps = 0
+        self.step_limit = 20 * len(self.open) + 100
+        self.blocked: dict = {}    # bound -> gain moves it refused, at the last step
+        self.bound: Optional[float] = None   # LP bound on the proxy (why_not, local mode)
+
+    # -- per-layer options ---------------------------------------------------------------------
+    def options(self, name: str) -> None:
+        """This layer's gain moves and its sparsity supply curve, from its current candidate.
+        An option is (dproxy, dlatency_us, dpruned_weights, dflops, layer, candidate)."""
+        p, cur = self.p, self.a[name]
+        spec = p.spec(name)
+        if self.local:   # deltas are free: every allowed, guarded candidate, and dense
+            gain_t = raise_t = [c for c in [DENSE] + self.ctx.family(spec) if c.key != cur.key]
+        else:
+            gain_t, raise_t = _elementary(self.ctx, spec, cur)
+        l0, f0 = p.layer_latency(name, cur), p.remaining_flops(name, cur)
+        pr0 = p.pruned_weights(name, cur)
+        gains, raises, seen = [], [], set()
+        for c in list(gain_t) + list(raise_t):
+            if c.key in seen or (name, cur.key, c.key) in self.bad:
+                continue
+            seen.add(c.key)
+            dp = self.deltas.delta(self.a, name, c)
+            if dp is None:
+                continue
+            opt = (dp, p.layer_latency(name, c) - l0, p.pruned_weights(name, c) - pr0,
+                   p.remaining_flops(name, c) - f0, name, c)
+            if dp > GUARD_EPS:
+                gains.append(opt)
+            if opt[2] > 0:
+                raises.append(opt)
+        self.gains[name] = gains
+        self.supply[name] = _supply(raises)
+
+    # -- one step ------------------------------------------------------------------------------
+    def limits(self) -> tuple:
+        """(least pruned-weight change, most latency change, most FLOPs change) a step may
+        make: a bound that holds must keep holding, one already broken must not get worse."""
+        b, inf = self.budget, float("inf")
+        dpr = -inf if b.sparsity is None else \
+            min((b.sparsity - REL_TOL) * self.p.total_params - self.pruned, 0.0)
+        dl = inf if b.latency_us is None else \
+            max(b.latency_us * (1 + REL_TOL) - self.lat, 0.0)
+        dfl = inf if b.flops is None else max(b.flops * (1 + REL_TOL) - self.flops, 0.0)
+        return dpr, dl, dfl
+
+    def best_step(self):
+        """(dp, dl, (gain moves, sparsity raises)) of the best step, preferring the cheapest step that reaches
+        the floor when it adds no more latency; None if no step raises the proxy. With
+        singles_first, combined steps are only considered when no single move helps."""
+        if self.singles_first:
+            step = self._best_step(combined=False)
+            if step is not None:
+                return step
+        return self._best_step(combined=True)
+
+    def _best_step(self, combined: bool):
+        min_dpr, max_dl, max_dfl = self.limits()
+        need = self.floor - self.tol - self.deltas.value
+        # Every layer's supply segments, cheapest proxy per pruned weight first. Each layer's
+        # curve is convex, so its segments come out in order.
+        pool = sorted(((seg[0], seg[1], k, seg, name) for name, curve in self.supply.items()
+                       for k, seg in enumerate(curve)), key=lambda s: s[:3]) if combined else []
+        cover = _Cover(self.supply) if combined else None
+        steps = []
+        blocked = {"sparsity": 0, "latency": 0, "flops": 0}
+        for name in self.open:
+            for g in self.gains[name]:
+                dp, dl, dpr, dfl = g[:4]
+                if dpr >= min_dpr:
+                    if dl > max_dl:
+                        blocked["latency"] += 1
+                    elif dfl > max_dfl:
+                        blocked["flops"] += 1
+                    else:
+                        steps.append((dp, dl, ((g,), ())))
+                    continue
+                combos = self._with_partners(g, min_dpr - dpr, pool, cover, max_dl,
+                                             max_dfl) if combined else []
+                if not combos:
+                    blocked["sparsity"] += 1
+                steps += combos
+        if combined:
+            steps += self._bundles(pool, min_dpr, max_dl, max_dfl, need)
+        self.blocked = blocked
+        if not steps:
+            return None
+        best = max(steps, key=lambda s: _merit(s[0], s[1]))
+        finishers = [s for s in steps if s[0] >= need]
+        if finishers and _merit(best[0], best[1])[0] == 0:
+            finish = min(finishers, key=lambda s: (s[1], -s[0]))
+            if finish[1] <= best[1]:
+                return finish
+        return best
+
+    def _with_partners(self, g, deficit, pool, cover, max_dl, max_dfl) -> list:
+        """Combined steps: gain move g plus sparsity raises on other layers that make up at
+        least `deficit` pruned weights: (a) the cheapest supply segments of all layers, in
+        order of proxy lost per pruned weight, until the deficit is covered (the
+        multiple-choice knapsack greedy; GUARD_PREFIX layers at most), and (b) the one point
+        of one other layer's curve that covers the deficit alone at the least proxy lost (a
+        small deficit is better covered by a small raise than by the cheapest rate's big
+        one). Only steps that gain proxy and keep latency / FLOPs within their limits."""
+        name = g[4]
+        out = []
+        chosen: dict = {}
+        got = 0.0
+        for _, _, k, seg, other in pool:
+            if other == name or (k and other not in chosen):
+                continue
+            chosen[other] = seg
+            got += seg[2]
+            if got >= deficit or len(chosen) >= GUARD_PREFIX:
+                break
+        if got >= deficit:
+            out.append(tuple(s[4] for s in chosen.values()))
+        single = cover.least_loss(deficit, name)
+        if single is not None and not (len(chosen) == 1 and
+                                       next(iter(chosen.values()))[4] is single):
+            out.append((single,))
+        steps = []
+        for raises in out:
+            dp = g[0] + sum(o[0] for o in raises)
+            dl = g[1] + sum(o[1] for o in raises)
+            dfl = g[3] + sum(o[3] for o in raises)
+            if dp > GUARD_EPS and dl <= max_dl and dfl <= max_dfl:
+                steps.append((dp, dl, ((g,), raises)))
+        return steps
+
+    def _bundles(self, pool, min_dpr, max_dl, max_dfl, need) -> list:
+        """The other way round: one big, cheap sparsity raise (the first segment of one of
+        the GUARD_BUNDLES cheapest curves) and the slack it frees spent on gain moves of
+        other layers, best proxy per pruned weight lost first, one per layer, while they fit
+        and until the floor is reached.
+        Finds the exchanges a single gain move cannot pay for (e.g. one layer raised a whole
+        level so that ten smaller ones can each go one level down)."""
+        rated = sorted((g for v in self.gains.values() for g in v if g[2] < 0),
+                       key=lambda g: g[0] / g[2])
+        out, tried = [], 0
+        for _, _, k, seg, other in pool:
+            if tried >= GUARD_BUNDLES:
+                break
+            if k:
+                continue
+            tried += 1
+            part = seg[4]
+            room = part[2] - min_dpr      # pruned weights the gains may give up
+            dp, dl, dfl, gains, used = part[0], part[1], part[3], [], {other}
+            for g in rated:
+                if dp >= need:
+                    break
+                if g[4] in used or g[0] / -g[2] <= seg[0] or -g[2] > room:
+                    continue
+                if dl + g[1] > max_dl or dfl + g[3] > max_dfl:
+                    continue
+                used.add(g[4])
+                gains.append(g)
+                room += g[2]
+                dp, dl, dfl = dp + g[0], dl + g[1], dfl + g[3]
+            if gains and dp > GUARD_EPS and dl <= max_dl and dfl <= max_dfl:
+                out.append((dp, dl, (tuple(gains), (part,))))
+        return out
+
+    def apply(self, dp: float, step: tuple) -> bool:
+        """Apply a step (gain moves, sparsity raises); False (and undone) if the full proxy
+        says it did not help."""
+        gains, raises = step
+        parts = gains + raises
+        old = {o[4]: self.a[o[4]] for o in parts}
+        for o in parts:
+            self.a[o[4]] = o[5]
+        change = self.deltas.commit(self.a, dp)
+        if not self.local and change <= GUARD_EPS:
+            # The one-layer probes were wrong about this step (layers interact): undo it.
+            self.a.update(old)
+            self.deltas.value -= change
+            first = gains[0][4]
+            self.bad.add((first, old[first].key, gains[0][5].key))
+            self.options(first)
+            return False
+        self.steps += 1
+        up = [o[4] for o in gains]
+        down = [o[4] for o in raises]
+        for o in parts:
+            name = o[4]
+            self.lat += o[1]
+            self.pruned += o[2]
+            self.flops += o[3]
+            rec = self.log.setdefault(name, {"path": [old[name].key], "dp": 0.0, "dl": 0.0,
+                                             "kept_by": [], "kept_for": []})
+            rec["path"].append(o[5].key)
+            rec["dp"] += o[0]
+            rec["dl"] += o[1]
+            if o in gains:
+                rec["kept_by"] += [n for n in down if n not in rec["kept_by"]]
+            else:
+                rec["kept_for"] += [n for n in up if n not in rec["kept_for"]]
+        for name in up + down:
+            self.options(name)
+        return True
+
+    # -- the run -------------------------------------------------------------------------------
+    def met(self) -> bool:
+        return self.deltas.value >= self.floor - self.tol
+
+    def rank(self) -> tuple:
+        """Lower is better, as Problem.rank: floor met first and then the least latency;
+        otherwise the closest to the floor."""
+        if self.met():
+            return (0, self.lat, -self.deltas.value)
+        return (1, -self.deltas.value, self.lat)
+
+    def run(self) -> None:
+        for name in self.open:
+            self.options(name)
+        while not self.met() and self.steps < self.step_limit:
+            if self.deltas.exhausted:
+                break
+            step = self.best_step()
+            if step is None:
+                break
+            self.apply(step[0], step[2])
+        if self.local:
+            # The running sum is exact up to rounding; settle met / not met on the real value.
+            self.deltas.value = self.deltas.evaluate(self.a)
+
+    def proxy_bound(self) -> Optional[float]:
+        """Local mode: an upper bound on the proxy of any assignment that keeps the locked
+        layers and meets the sparsity bound (the LP relaxation of "max proxy s.t. sparsity",
+        solved exactly by the greedy over each layer's convex supply curve, starting from each
+        layer's most accurate candidate; latency / FLOPs bounds ignored, so still a bound).
+        When the sparsity budget is out of reach itself, the sparsity required is the plan's
+        current one (the guard never lowers it). None outside local mode."""
+        if not self.local:
+            return None
+        p = self.p
+        value, pruned, segs = self.deltas.value, self.pruned, []
+        for name in self.open:
+            cur = self.a[name]
+            pr0 = p.pruned_weights(name, cur)
+            opts = [(0.0, 0.0, 0.0, 0.0, name, cur)]
+            for c in [DENSE] + self.ctx.family(p.spec(name)):
+                dp = self.deltas.delta(self.a, name, c)
+                if dp is not None and c.key != cur.key:
+                    opts.append((dp, 0.0, p.pruned_weights(name, c) - pr0, 0.0, name, c))
+            top = max(opts, key=lambda o: (o[0], o[2]))
+            value += top[0]
+            pruned += top[2]
+            segs += _supply([(o[0] - top[0], 0.0, o[2] - top[2], 0.0, name, o[5])
+                             for o in opts if o[2] > top[2]])
+        if self.budget.sparsity is None:
+            return value
+        short = min((self.budget.sparsity - REL_TOL) * p.total_params, self.pruned) - pruned
+        for slope, _, dpr, loss, _ in sorted(segs, key=lambda s: s[0]):
+            if short <= 0:
+                break
+            take = min(1.0, short / dpr)
+            value -= take * loss
+            short -= take * dpr
+        return value
+
+    def why_not(self) -> str:
+        """Why the floor was not reached, in the words of the plan notes."""
+        b = self.budget
+        if self.deltas.capped or self.deltas.exhausted:
+            return (f"stopped at the proxy-evaluation cap ({self.deltas.calls} full "
+                    f"evaluations, RuleConfig.guard_proxy_calls)")
+        if self.steps >= self.step_limit:
+            return f"stopped after {self.steps} moves (step limit)"
+        bound = self.bound = self.proxy_bound()
+        if bound is not None and bound < self.floor - self.tol:
+            if b.sparsity is None:
+                return (f"unreachable: the most accurate allowed, guarded candidate on every "
+                        f"open layer gives proxy {bound:.4f}")
+            held = b.sparsity
+            out = ""
+            if self.pruned < (b.sparsity - REL_TOL) * self.p.total_params:
+                held = self.pruned / self.p.total_params
+                out = (f" (sparsity {b.sparsity:.4f} is out of reach itself; the guard keeps "
+                       f"the {held:.4f} reached)")
+            return (f"unreachable: no assignment of allowed, guarded candidates to the open "
+                    f"layers with sparsity >= {held:.4f} has a proxy above {bound:.4f} (LP "
+                    f"bound; first-layer, grouped and not-faster layers kept){out}")
+        left = sum(len(v) for v in self.gains.values())
+        if not left:
+            out = ("no open layer has an allowed, guarded candidate that raises the proxy "
+                   "(each is at its most accurate choice)")
+        else:
+            words = {"sparsity": f"sparsity >= {b.sparsity:.4f}" if b.sparsity is not None
+                     else "", "latency": f"latency <= {b.latency_us:.1f} us"
+                     if b.latency_us is not None else "",
+                     "flops": f"flops <= {b.flops:.4g}" if b.flops is not None else ""}
+            parts = [f"{words[k]} ({n} move{'s' if n > 1 else ''}"
+                     + (", even with sparsity raised on other layers" if k == "sparsity"
+                        else "") + ")" for k, n in self.blocked.items() if n]
+            out = (f"the {left} remaining moves that raise the proxy lose it again or "
+                   f"break " + "; ".join(parts) if parts else
+                   f"the {left} remaining moves that raise the proxy lose it again in the "
+                   f"sparsity they need raised elsewhere")
+        if bound is not None:
+            out += (f"; up to {bound:.4f} may be reachable (LP bound) with exchanges across "
+                    f"many layers at once: a search mapper (mapping.search) can look for them")
+        return out
+
+
+def _names(names: list, limit: int = 3) -> str:
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def proxy_guard(ctx: RuleContext, decisions: dict) -> Optional[dict]:
+    """Raise the accuracy proxy to budget.min_proxy at the least latency (see the module
+    docstring). Mutates decisions; returns what it did (for plan.meta), None when off."""
+    p = ctx.problem
+    if p.budget.min_proxy is None:
+        return None
+    g = _Guard(ctx, decisions)
+    before = g.deltas.value
+    calls = 0
+    if not g.met():
+        g.run()
+        if g.local:
+            # Deltas are free: also run the greedy that tries combined steps only when no
+            # single move helps, and keep the better plan. Neither order wins everywhere.
+            h = _Guard(ctx, decisions, singles_first=True)
+            h.run()
+            calls = g.deltas.calls
+            if h.rank() < g.rank():
+                g = h
+    calls += g.deltas.calls
+    tilde = "" if g.local else "~"
+    for name, rec in g.log.items():
+        text = (f" | rule proxy-guard: {' -> '.join(rec['path'])}, proxy {tilde}"
+                f"{rec['dp']:+.3g} for {rec['dl']:+.1f} us")
+        if rec["kept_by"]:
+            text += f", sparsity kept by raising {_names(rec['kept_by'])}"
+        if rec["kept_for"]:
+            text += f", raised to keep the sparsity budget for {_names(rec['kept_for'])}"
+        decisions[name] = Decision(g.a[name], decisions[name].reason + text,
+                                   decisions[name].locked)
+    met = g.met()
+    after = g.deltas.value
+    summary = (f"proxy {before:.4f} -> {after:.4f}, floor {g.floor:.4f}, {g.steps} move"
+               f"{'s' if g.steps != 1 else ''} on {len(g.log)} layer"
+               f"{'s' if len(g.log) != 1 else ''}, latency {g.lat - g.start[0]:+.1f} us, "
+               f"sparsity {g.start[1]:.4f} -> {g.pruned / p.total_params:.4f}")
+    info = {"floor": g.floor, "before": before, "after": after, "met": met,
+            "moves": g.steps, "layers_changed": sorted(g.log),
+            "latency_added_us": g.lat - g.start[0], "proxy_calls": calls,
+            "mode": "local table deltas" if g.local else "full evaluations (one-layer probes)",
+            "combined_steps": "only when no single move helps" if g.singles_first
+            else "at every step",
+            "why": "", "bound": None}
+    if before >= g.floor - g.tol:
+        ctx.notes.append(f"rule proxy-guard: nothing to do, proxy {before:.4f} >= floor "
+                         f"{g.floor:.4f}")
+    elif met:
+        ctx.notes.append(f"rule proxy-guard: floor met: {summary}")
+    else:
+        info["why"] = g.why_not()
+        info["bound"] = g.bound
+        ctx.notes.append(f"rule proxy-guard: cannot reach proxy >= {g.floor:.4f}: "
+                         f"{info['why']} ({summary})")
+    return info
+
+
 # -- the mapper --------------------------------------------------------------------------------
 def _target_sparsity(problem: Problem, config: RuleConfig) -> float:
     if config.sparsity is not None:
@@ -300,12 +866,17 @@ class RuleMapper:
 
     def assign(self, problem: Problem) -> tuple:
         """(assignment, reasons, notes) without building a Plan (the search seeds from it)."""
+        return self._assign(problem)[:3]
+
+    def _assign(self, problem: Problem) -> tuple:
+        """(assignment, reasons, notes, proxy-guard info or None)."""
         ctx = RuleContext(problem, self.config, _target_sparsity(problem, self.config))
         decisions = {spec.name: self._decide(ctx, spec) for spec in problem.layers}
         if self.config.compensate:
             compensate(ctx, decisions)
+        guard = proxy_guard(ctx, decisions) if self.config.proxy_guard else None
         return ({n: d.cand for n, d in decisions.items()},
-                {n: d.reason for n, d in decisions.items()}, ctx.notes)
+                {n: d.reason for n, d in decisions.items()}, ctx.notes, guard)
 
     def _decide(self, ctx: RuleContext, spec: LayerSpec) -> Decision:
         for _, rule in self.rules:
@@ -318,12 +889,17 @@ class RuleMapper:
         return Decision(DENSE, "no rule decided: kept dense")
 
     def map(self, problem: Problem) -> Plan:
-        assignment, reasons, notes = self.assign(problem)
-        return problem.to_plan(assignment, self.name, reasons, meta={
+        assignment, reasons, notes, guard = self._assign(problem)
+        meta = {
             "rules": [name for name, _ in self.rules],
             "rule_config": {"sparsity": self.config.sparsity,
                             "max_block_elems": self.config.max_block_elems,
                             "tie_tolerance": self.config.tie_tolerance,
-                            "compensate": self.config.compensate},
-            "notes": notes})
+                            "compensate": self.config.compensate,
+                            "proxy_guard": self.config.proxy_guard,
+                            "guard_proxy_calls": self.config.guard_proxy_calls},
+            "notes": notes}
+        if guard is not None:
+            meta["proxy_guard"] = guard
+        return problem.to_plan(assignment, self.name, reasons, meta=meta)
 

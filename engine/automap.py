@@ -1,0 +1,210 @@
+"""optimize(mapper=...): measured costs -> accuracy proxy -> budget -> a mapper's Plan.
+
+    plan, problem = map_model(model, (x,), MapSettings(mapper="search", sparsity=0.8))
+
+The steps (engine side of DESIGN.md "Mapping"; the decisions themselves are mapping/'s):
+1. LayerSpecs of every conv / linear at its traced shape and fused epilogue (engine.profile).
+2. Costs: every candidate of the space for every distinct layer shape, measured by a profiler
+   (this host as optimize() runs it, or a device over TVM RPC) into a cost table cached on
+   disk, so a second run measures nothing new.
+3. Accuracy proxy: held-out accuracy after BN recalibration when `data` is given
+   (engine.accuracy), else the data-free kept-weight-energy proxy (mean over layers of the
+   fraction of squared weight a candidate's mask keeps).
+4. Budget: global sparsity >= `sparsity` (over every conv / linear weight), latency <=
+   `latency_budget_ms` when given, and an accuracy floor: the proxy of the uniform reference
+   plan (`reference` = the scheme/block optimize() was given, at `sparsity`, on every layer it
+   applies to) unless `min_proxy` says otherwise. So by default a mapped plan is at least as
+   sparse and (by the proxy) at least as accurate as "block 4x1 at 80% everywhere", and as fast
+   as the mapper can make it.
+5. The mapper ("rule", "evolution" / "search", "rl", or any object with map(problem) -> Plan).
+   Every mapper only sees candidates measured >= min_speedup faster than dense for that layer.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from torch import nn
+
+from mapping import Budget, Candidate, CandidateSpace, CostTable, Problem, TableProxy
+from mapping import default_space
+from mapping.space import DENSE
+
+from .errors import ConfigError
+
+MAPPERS = ("rule", "search", "evolution", "rl")
+
+
+@dataclass
+class MapSettings:
+    """What map_model decides with (optimize() fills it from its arguments)."""
+
+    mapper: Any = "rule"
+    sparsity: Optional[float] = 0.8
+    latency_budget_ms: Optional[float] = None
+    min_proxy: Union[float, str, None] = "reference"   # a number, "reference" or None
+    reference: Candidate = field(default_factory=lambda: Candidate("block", (4, 1), 0.8))
+    space: Union[CandidateSpace, list, None] = None
+    costs: Union[CostTable, str, None] = None          # a table, a JSON path, None = cache
+    device: Any = None                                 # None = this host; rpc://...; a profiler
+    target: str = "host"                               # the engine target a device runs
+    data: Any = None
+    search_time: float = 120.0                         # seconds (search / rl)
+    seed: int = 0
+    min_speedup: float = 1.1
+    threads: Optional[int] = None
+    isa: str = "auto"
+    backends: tuple = ("native",)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if isinstance(self.mapper, str) and self.mapper not in MAPPERS:
+            raise ConfigError(f"mapper must be one of {MAPPERS} or an object with "
+                              f"map(problem) -> Plan, got {self.mapper!r}")
+        if not isinstance(self.mapper, str) and not hasattr(self.mapper, "map"):
+            raise ConfigError(f"mapper {self.mapper!r} has no map(problem) method")
+        if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
+            raise ConfigError(f"latency_budget must be > 0 ms, got {self.latency_budget_ms!r}")
+        if self.sparsity is None and self.latency_budget_ms is None:
+            raise ConfigError("a mapper needs a budget: sparsity=... or latency_budget=...")
+        if isinstance(self.min_proxy, str) and self.min_proxy != "reference":
+            raise ConfigError(f"min_proxy must be a number, 'reference' or None, got "
+                              f"{self.min_proxy!r}")
+        if self.search_time <= 0:
+            raise ConfigError(f"search_time must be > 0 seconds, got {self.search_time!r}")
+
+
+def _space(s: MapSettings) -> CandidateSpace:
+    if s.space is None:
+        return default_space(backends=tuple(s.backends))
+    if isinstance(s.space, CandidateSpace):
+        return s.space
+    try:
+        return CandidateSpace.from_keys(list(s.space))
+    except ValueError as e:
+        raise ConfigError(f"space: {e}") from None
+
+
+def parse_device(device: str) -> tuple:
+    """"rpc://host:port" (one RPC server) or "rpc://host:port/key" (a tracker and the device
+    key) -> (host, port, key or None)."""
+    if not isinstance(device, str) or not device.startswith("rpc://"):
+        raise ConfigError(f"device must look like rpc://host:port or rpc://tracker:port/key, "
+                          f"got {device!r}")
+    rest = device[len("rpc://"):]
+    addr, _, key = rest.partition("/")
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"device {device!r}: expected host:port after rpc://")
+    return host, int(port), key or None
+
+
+def _profiler(s: MapSettings, weights: dict):
+    from .profile import HostProfiler, RPCProfiler
+    if s.device is None:
+        return HostProfiler(weights, threads=s.threads, isa=s.isa, backends=tuple(s.backends))
+    if isinstance(s.device, str):
+        host, port, key = parse_device(s.device)
+        return RPCProfiler(s.target, host, port, key, weights=weights,
+                           backends=tuple(s.backends))
+    if hasattr(s.device, "measure") and hasattr(s.device, "target"):
+        if hasattr(s.device, "weights") and not s.device.weights:
+            s.device.weights.update(weights)   # masks from the model's real weights
+        return s.device                        # an RPCProfiler or any mapping.Profiler
+    raise ConfigError(f"device must be None (this host), 'rpc://host:port[/key]' or a "
+                      f"profiler such as engine.profile.RPCProfiler(...), got {s.device!r}")
+
+
+def _table(s: MapSettings, target: str) -> CostTable:
+    from .profile import open_costs
+    if isinstance(s.costs, CostTable):
+        return s.costs
+    return open_costs(target, s.costs)
+
+
+def _progress_printer(label: str):
+    last = [0.0]
+
+    def show(p):
+        now = time.monotonic()
+        if now - last[0] >= 2.0 or p.step >= p.total:
+            last[0] = now
+            print(f"  {p}", file=sys.stderr, flush=True)
+    return show
+
+
+def _mapper(s: MapSettings):
+    from mapping import RuleMapper
+    from mapping.search import EvolutionMapper, RLMapper
+    if not isinstance(s.mapper, str):
+        return s.mapper
+    show = _progress_printer(s.mapper) if s.progress else None
+    if s.mapper == "rule":
+        return RuleMapper()
+    if s.mapper in ("search", "evolution"):
+        return EvolutionMapper(time_budget=s.search_time, generations=10 ** 6, seed=s.seed,
+                               progress=show)
+    return RLMapper(time_budget=s.search_time, episodes=10 ** 7, seed=s.seed, progress=show)
+
+
+def reference_assignment(specs: list, candidates: dict, ref: Candidate) -> dict:
+    """`ref` on every layer whose candidate list offers it (measured faster or not: this is
+    the accuracy reference, not a plan to run), DENSE elsewhere."""
+    out = {}
+    for spec in specs:
+        offered = {c.key for c in candidates.get(spec.name, [])}
+        out[spec.name] = ref if ref.key in offered else DENSE
+    return out
+
+
+def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
+                  specs: Optional[list] = None) -> Problem:
+    """Steps 1-4 of the module docstring."""
+    from .profile import model_specs, model_weights, profile_costs, retained_energy
+    s.validate()
+    specs = specs if specs is not None else model_specs(model, example_inputs)
+    weights = model_weights(model, specs)
+    prof = _profiler(s, weights)
+    table = _table(s, prof.target)
+    space = _space(s)
+    t0 = time.perf_counter()
+    table, cands, taken = profile_costs(prof, specs, space, table,
+                                        progress=None if s.progress else False)
+    measured_s = time.perf_counter() - t0
+    if s.data is not None:
+        from .accuracy import DataProxy
+        proxy = DataProxy(model, s.data)
+    else:
+        masks = getattr(prof, "masks", None)
+        proxy = TableProxy(retained_energy(weights, specs, cands, masks=masks))
+    ref = s.reference
+    if s.sparsity is not None and not ref.is_dense:
+        ref = Candidate(ref.scheme, ref.block, s.sparsity, ref.backend, ref.options)
+    ref_proxy = proxy.score(reference_assignment(specs, cands, ref))
+    min_proxy = ref_proxy if s.min_proxy == "reference" else s.min_proxy
+    budget = Budget(sparsity=s.sparsity,
+                    latency_us=None if s.latency_budget_ms is None
+                    else s.latency_budget_ms * 1e3,
+                    min_proxy=min_proxy)
+    problem = Problem(prof.target, specs, cands, table, proxy, budget, s.min_speedup)
+    problem.info = {"cost_table": str(table.path) if table.path else None,
+                    "measurements_taken": taken, "profiling_s": round(measured_s, 2),
+                    "profiler": prof.target, "reference": ref.key,
+                    "reference_proxy": ref_proxy,
+                    "proxy": "held-out accuracy after BN recalibration" if s.data is not None
+                    else "kept weight energy (mean over layers)",
+                    "profiler_notes": list(getattr(prof, "notes", []))[:50]}
+    return problem
+
+
+def map_model(model: nn.Module, example_inputs: tuple, s: MapSettings,
+              specs: Optional[list] = None) -> tuple:
+    """(Plan, Problem): the mapper's plan for `model` and the problem it solved."""
+    problem = build_problem(model, example_inputs, s, specs)
+    t0 = time.perf_counter()
+    plan = _mapper(s).map(problem)
+    plan.meta.setdefault("mapping", {}).update(problem.info)
+    plan.meta["mapping"]["mapping_s"] = round(time.perf_counter() - t0, 2)
+    return plan, problem

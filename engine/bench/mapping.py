@@ -1,0 +1,169 @@
+"""Mapped plans vs uniform plans, end to end, in one interleaved run (issue P3's comparison).
+
+    python -m engine bench mapping --models resnet50,mobilenetv2 [--sparsity 0.8]
+                                   [--search-time 300] [--mappers rule,search,rl] [--json out]
+
+Per model (batch 1, zoo input size, this host, `threads` threads):
+1. one Problem (engine.automap.build_problem): every candidate of the space measured per
+   distinct layer shape (cost table cached on disk), the kept-weight-energy proxy, the budget
+   "global sparsity >= S and proxy >= the uniform block 4x1 plan's";
+2. every uniform plan (one scheme / block at S on every layer where it is measured faster,
+   the rest dense) and each mapper's plan;
+3. each plan built with engine.optimize(plan=..., measure=False) and all of them, plus the
+   dense model on the engine's own dense kernels, timed end to end interleaved (one
+   engine.runtime.measure.compare call); outputs checked against each plan's masked model.
+
+The mappers run at the best uniform plan's budget: phase 1 times every uniform plan end to end
+and takes the fastest, U; phase 2 maps with budget "global sparsity >= sparsity(U) and proxy >=
+proxy(U)"; phase 3 times all plans again, side by side.
+
+"Comparable" uniform plans of a mapped plan M are those M matches or beats on both quality
+axes: sparsity(U) <= sparsity(M) and proxy(U) <= proxy(M). The table reports, for each mapped
+plan, the fastest comparable uniform plan (measured) and the ratio: > 1 means the mapped plan
+is faster at the same (or higher) sparsity and proxy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from typing import Optional
+
+import torch
+
+TOL = 1e-6
+
+
+def _totals(plan) -> dict:
+    p = plan.meta.get("predicted", {})
+    return {"sparsity": p.get("sparsity"), "proxy": p.get("proxy"),
+            "predicted_ms": (p.get("latency_us") or 0) / 1e3,
+            "pruned_layers": len(plan.pruned), "feasible": plan.meta.get("feasible")}
+
+
+def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search"),
+              search_time: float = 120.0, threads: int = 2, min_time: float = 3.0,
+              seed: int = 0, space=None, progress: bool = True) -> dict:
+    import engine
+    from engine import _kernels, zoo
+    from engine.automap import MapSettings, build_problem, _mapper
+    from engine.runtime.measure import compare
+    from mapping import Budget, uniform_plans
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    _kernels.set_num_threads(threads)
+    model = zoo.get(model_name).eval()
+    x = torch.randn(zoo.input_shape(model_name))
+    settings = MapSettings(sparsity=sparsity, search_time=search_time, seed=seed, space=space,
+                           threads=threads, progress=progress)
+    t0 = time.perf_counter()
+    problem = build_problem(model, (x,), settings)
+    t_problem = time.perf_counter() - t0
+    # a uniform plan that prunes no layer (its scheme is never faster here) is the dense model
+    plans = {f"uniform {k}": p for k, p in uniform_plans(problem).items() if p.pruned}
+    built, errors = {}, {}
+
+    def build(name, plan):
+        opt = engine.optimize(model, (x,), plan=plan, measure=False, capture=False,
+                              threads=threads)
+        with torch.no_grad():
+            errors[name] = (opt(x) - opt.pruned_model(x)).abs().max().item()
+        built[name] = opt
+
+    # phase 1: the best uniform plan, measured end to end
+    for name, plan in plans.items():
+        build(name, plan)
+    t1 = compare({n: (lambda o=o: o(x)) for n, o in built.items()}, min_time=min_time / 2,
+                 min_runs=5, block=3)
+    best = min(t1, key=t1.get)
+    bt = _totals(plans[best])
+    # phase 2: every mapper at the best uniform plan's global sparsity and proxy
+    problem.budget = Budget(sparsity=bt["sparsity"], min_proxy=bt["proxy"])
+    timings = {}
+    for m in mappers:
+        settings.mapper = m
+        t0 = time.perf_counter()
+        plans[m] = _mapper(settings).map(problem)
+        timings[m] = time.perf_counter() - t0
+        build(m, plans[m])
+    # phase 3: everything side by side in one run
+    dense = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False,
+                            threads=threads)
+    cands = {n: (lambda o=o: o(x)) for n, o in built.items()}
+    cands["dense (engine)"] = lambda: dense(x)
+    t = compare(cands, min_time=min_time, min_runs=10, block=3)
+
+    rows = []
+    for name, plan in plans.items():
+        r = {"plan": name, "ms": t[name] * 1e3, "max_abs_err": errors[name], **_totals(plan)}
+        rows.append(r)
+    uniform = [r for r in rows if r["plan"].startswith("uniform")]
+    fastest_uniform = min(uniform, key=lambda r: r["ms"]) if uniform else None
+    for r in rows:
+        if r["plan"].startswith("uniform"):
+            continue
+        comp = [u for u in uniform if u["sparsity"] <= r["sparsity"] + TOL
+                and u["proxy"] <= r["proxy"] + TOL]
+        if comp:
+            best = min(comp, key=lambda u: u["ms"])
+            r["best_comparable_uniform"] = best["plan"]
+            r["speedup_vs_best_comparable_uniform"] = best["ms"] / r["ms"]
+        r["mapping_s"] = timings[r["plan"]]
+    return {"model": model_name, "sparsity_budget": sparsity, "threads": threads,
+            "best_uniform_phase1": best,
+            "budget": problem.budget.to_dict(), "reference_proxy": problem.info["reference_proxy"],
+            "problem_s": t_problem, "measurements_taken": problem.info["measurements_taken"],
+            "dense_ms": t["dense (engine)"] * 1e3, "rows": rows,
+            "fastest_uniform": fastest_uniform["plan"] if fastest_uniform else None}
+
+
+def format_result(r: dict) -> str:
+    head = (f"{'plan':<32} {'sparsity':>8} {'proxy':>6} {'pred ms':>8} {'e2e ms':>7} "
+            f"{'pruned':>6}  vs best comparable uniform")
+    out = [f"{r['model']}: budget {r['budget']}, dense (engine kernels) {r['dense_ms']:.2f} ms, "
+           f"problem built in {r['problem_s']:.0f} s ({r['measurements_taken']} new "
+           f"measurements)", head, "-" * len(head)]
+    for row in sorted(r["rows"], key=lambda z: z["ms"]):
+        vs = ""
+        if "speedup_vs_best_comparable_uniform" in row:
+            vs = (f"{row['speedup_vs_best_comparable_uniform']:.2f}x vs "
+                  f"{row['best_comparable_uniform']}")
+        elif not row["plan"].startswith("uniform"):
+            vs = "no comparable uniform plan (lower sparsity or proxy than all)"
+        out.append(f"{row['plan']:<32} {row['sparsity']:>8.3f} {row['proxy']:>6.3f} "
+                   f"{row['predicted_ms']:>8.2f} {row['ms']:>7.2f} {row['pruned_layers']:>6}  "
+                   f"{vs}")
+    return "\n".join(out)
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine bench mapping", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet50,mobilenetv2")
+    p.add_argument("--sparsity", type=float, default=0.8)
+    p.add_argument("--mappers", default="rule,search")
+    p.add_argument("--search-time", type=float, default=120.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-time", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    results = []
+    for m in a.models.split(","):
+        r = run_model(m, a.sparsity, tuple(a.mappers.split(",")), a.search_time, a.threads,
+                      a.min_time, a.seed)
+        print(format_result(r), flush=True)
+        print()
+        results.append(r)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": platform.processor() or platform.machine(),
+                       "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""RPCProfiler: measure candidates of one layer shape on a remote device over TVM RPC.
+
+    prof = RPCProfiler("arm64", "10.0.0.5", 9090)                  # one RPC server
+    prof = RPCProfiler("android-arm64", "tracker.lan", 9190, key="pixel7")   # via a tracker
+    prof.target        # "rpc/pixel7/android-arm64"
+    table, cands, n = profile_costs(prof, specs, default_space(backends=("native", "tir")))
+
+What is timed is what a compiled model runs on the device (engine.codegen.remote): a pruned
+layer as its generated TIR kernel (backend "tir") or the C++ kernels through the bridge
+(backend "native", convs only); DENSE as the faster of the C++ dense kernel (convs) and the
+generated dense kernel, with `kernel` naming which. There is no torch on the device. Masks are
+built here with the engine's schemes (the same MaskCache as the host profiler), and every
+kernel's device output is checked against torch on the host before it is timed.
+
+One RPC session per measured shape: the server serves each session in a fresh process, so
+nothing one shape loaded (the bridge caches layers by their weights' address) outlives it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mapping import Candidate, LayerSpec, Measurement
+from mapping.space import DENSE_KEY
+
+from ..errors import ConfigError
+from ..targets import get_target
+from .masks import MaskCache, mask_problem, weight_for
+from .specs import input_shape, output_shape, parse_epilogue
+
+
+def _act(y: torch.Tensor, act: str) -> torch.Tensor:
+    return F.relu(y) if act == "relu" else F.relu6(y) if act == "relu6" else y
+
+
+def reference(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
+              residual: Optional[torch.Tensor], act: str) -> np.ndarray:
+    """The layer's output in torch (what every device kernel must reproduce)."""
+    with torch.no_grad():
+        if spec.op == "linear":
+            y = F.linear(x, w, bias)
+        else:
+            y = F.conv2d(x, w, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
+        if residual is not None:
+            y = y + residual
+        return _act(y, act).numpy()
+
+
+class RPCProfiler:
+    """mapping.Profiler for a device behind TVM RPC; see the module docstring.
+
+    target: an engine target name (engine.targets: the device's LLVM target and cross
+    compiler). host, port: the RPC server, or the tracker when `key` is given. weights,
+    importance, masks, seed: as HostProfiler. min_repeat_ms / min_rounds / max_rounds /
+    stable_tol: the timing rule (engine.codegen.remote.time_on_device). backends: sparse
+    backends to measure ("native", "tir")."""
+
+    def __init__(self, target: str, host: str, port: int, key: Optional[str] = None, *,
+                 weights: Optional[dict] = None, importance="l2",
+                 backends=("native", "tir"), min_repeat_ms: float = 10.0,
+                 min_rounds: int = 5, max_rounds: int = 20, stable_tol: float = 0.03,
+                 session_timeout: float = 0, seed: int = 0,
+                 masks: Optional[MaskCache] = None):
+        self.device_target = get_target(target)
+        from ..codegen import targets as _targets
+        _targets.cross_compiler(self.device_target)   # fail now if the toolchain is missing
+        self.backends = (backends,) if isinstance(backends, str) else tuple(backends)
+        bad = [b for b in self.backends if b not in ("native", "tir")]
+        if bad:
+            raise ConfigError(f"RPCProfiler: unknown backend(s) {bad}; known: native, tir")
+        self.host, self.port, self.key = host, int(port), key
+        self.session_timeout = session_timeout
+        self.timing = dict(min_repeat_ms=min_repeat_ms, min_rounds=min_rounds,
+                           max_rounds=max_rounds, stable_tol=stable_tol)
+        self.weights = dict(weights or {})
+        self.masks = masks if masks is not None else MaskCache(importance)
+        self.seed = seed
+        self.notes: list = []
+        where = key or f"{host}:{self.port}"
+        self.target = f"rpc/{where}/{self.device_target.name}"
+        self.source = f"rpc://{host}:{self.port}/{key}" if key else f"rpc://{host}:{self.port}"
+
+    def why_not(self, spec: LayerSpec, cand: Candidate) -> Optional[str]:
+        """Why this profiler leaves `cand` out for `spec` (None: it measures it)."""
+        why = mask_problem(spec, cand)
+        if why is not None or cand.is_dense:
+            return why
+        if cand.backend not in self.backends:
+            return f"backend {cand.backend} not measured (profiler backends {self.backends})"
+        if cand.backend == "native" and spec.op != "conv2d":
+            return "compiled models run linear layers as generated TIR; measure backend tir"
+        return None
+
+    def measure(self, spec: LayerSpec, candidates: list) -> dict:
+        """candidate key -> Measurement for DENSE (if listed) and every candidate it can run."""
+        from ..codegen.remote import (KernelChoice, LayerShape, build_layer_module, connect,
+                                      time_on_device)
+        act, residual = parse_epilogue(spec.epilogue)
+        layer_id, weight = weight_for(spec, self.weights, self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        bias = torch.randn(spec.out_channels, generator=g)
+        x = torch.randn(input_shape(spec), generator=g)
+        r = torch.randn(output_shape(spec), generator=g) if residual else None
+        layer = LayerShape(spec.op, input_shape(spec), output_shape(spec), spec.stride,
+                           spec.padding, spec.dilation, spec.groups, act, residual)
+        choices, refs, owner = [], {}, {}      # owner: function name -> candidate key
+
+        def add(key, backend, w, block, dense, ref):
+            name = f"c{len(choices)}"
+            choices.append(KernelChoice(name, backend, w.numpy(), block, dense))
+            refs[name], owner[name] = ref, key
+
+        wanted = {c.key: c for c in candidates}
+        if DENSE_KEY in wanted:
+            ref = reference(spec, weight, bias, x, r, act)
+            if spec.op == "conv2d":
+                add(DENSE_KEY, "native", weight, None, True, ref)
+            add(DENSE_KEY, "tir", weight, None, True, ref)
+        for key, cand in wanted.items():
+            if cand.is_dense:
+                continue
+            why = self.why_not(spec, cand)
+            if why is not None:
+                self.notes.append(f"{spec.name} ({spec.shape_key}) {key}: left out: {why}")
+                continue
+            w = weight * self.masks.mask(layer_id, weight, cand).to(weight.dtype)
+            add(key, cand.backend, w, cand.block, False, reference(spec, w, bias, x, r, act))
+        if not choices:
+            return {}
+        module = build_layer_module(layer, choices, bias.numpy(), self.device_target)
+        session = connect(self.host, self.port, self.key, self.session_timeout)
+        try:
+            inputs = [x.numpy()] + ([r.numpy()] if r is not None else [])
+            results, failed = time_on_device(session, module, inputs, refs, **self.timing)
+        finally:
+            del session      # closes the connection: the server's process for it exits
+        for name, why in failed.items():
+            self.notes.append(f"{spec.name} ({spec.shape_key}) {owner[name]} ({name}): left "
+                              f"out: {why}")
+        out = {}
+        for name, res in results.items():
+            key = owner[name]
+            m = Measurement(us=res.stats.median * 1e6, spread=res.stats.spread,
+                            runs=res.stats.runs, kernel=res.kernel, source=self.source)
+            if key not in out or m.us < out[key].us:    # DENSE: the faster dense kernel
+                out[key] = m
+        return out
