@@ -29,7 +29,8 @@ class DepthwiseConv:
                  isa: str = "auto") -> None:
         """weight (C, 1, kh, kw) as torch stores it, or (C, kh, kw); bias (C,) or None."""
     def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
-        """y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) float32."""
+        """y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) and the
+        residual float32 C-contiguous (other arrays raise ValueError, never a silent copy)."""
     def output_size(self, h: int, w: int) -> tuple[int, int]: ...
     @property
     def kernel_name(self) -> str:

@@ -559,7 +559,14 @@ def _mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         if plan is not None and info.name in plan:
             given = plan[info.name]
             if not given.pruned:
-                choices[info.name] = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
+                choices[info.name] = ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
+                if given.backend in SPARSE_BACKENDS and not _excluded(info.name, cfg.exclude):
+                    # kept dense on the dense native kernel the plan measured fastest (replayed
+                    # when measure=False; measured again otherwise)
+                    w = get_module(model, info.name).weight.detach()
+                    candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
+                                             1 if info.groups != 1 else 8)
+                    ch.backend = "native"
                 continue
             kw = dict(given.options)
             if given.scheme == "block":

@@ -129,7 +129,7 @@ def _progress_printer(label: str):
 
     def show(p):
         now = time.monotonic()
-        if now - last[0] >= 2.0 or p.step >= p.total:
+        if now - last[0] >= 10.0 or p.step >= p.total:
             last[0] = now
             print(f"  {p}", file=sys.stderr, flush=True)
     return show

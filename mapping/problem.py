@@ -388,10 +388,19 @@ class Problem:
             scheme=cand.scheme,
             block=cand.block,
             sparsity=cand.sparsity,
-            backend="torch" if cand.is_dense else cand.backend,
+            backend=_dense_backend(m) if cand.is_dense else cand.backend,
             kernel=m.kernel if m is not None else "",
             latency_us=self.layer_latency(spec.name, cand),
             dense_latency_us=self.dense_latency(spec.name),
             reason=reason or self.describe(spec.name, cand),
             options=dict(cand.options),
         )
+
+
+def _dense_backend(m) -> str:
+    """The backend a DENSE choice runs on: the dense kernel the profiler measured fastest
+    ("torch", a native kernel name, or a generated "tir_..." kernel)."""
+    kernel = m.kernel if m is not None else ""
+    if not kernel or kernel == "torch":
+        return "torch"
+    return "tir" if kernel.startswith("tir") else "native"

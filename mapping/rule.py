@@ -6,7 +6,13 @@ layer's ALLOWED candidates (measured and >= min_speedup faster than dense, see p
 the rule mapper cannot pick anything slower than dense.
 
 The rules, in order:
-  first-layer   the first layer (order 0) stays dense: few weights, large accuracy cost.
+  first-layer   the first layer (order 0) stays dense when it is cheap: its dense latency is
+                below RuleConfig.first_layer_share (default 3%) of the problem's total dense
+                latency (few weights and little time to gain; pruning the input layer costs
+                accuracy). Otherwise it goes through the rules below like any layer, and its
+                reason says why ("first layer not kept dense: 4.2% of the dense latency"): a
+                7x7 stem at 224x224 can be several percent of the model, too much time to leave
+                on the table. first_layer_share=1.0 keeps it dense always (the old rule).
   grouped       depthwise / grouped convs stay dense: no sparse kernel.
   not-faster    nothing allowed (every candidate slower than min_speedup x dense, unmeasured or
                 not applicable) -> dense, with the measured rejections.
@@ -18,13 +24,13 @@ The rules, in order:
                 speedup count as equal and the smallest of them wins (smaller blocks lose less
                 accuracy at the same sparsity).
   no-target     nothing allowed at the target sparsity within the guard -> dense for now.
-Then two global rules:
+Then three global rules, in this order:
   compensation  if the cheap budget bounds (sparsity, latency, FLOPs) are not met, e.g. because
                 some layers stayed dense, raise one layer at a time by one sparsity level,
                 picking the move with the best measured latency change per extra pruned weight
                 (latency-reducing moves only when latency is what is missing), among the same
                 allowed, guarded candidates; stop when the budget is met, or say it cannot.
-                First-layer and grouped layers are never touched.
+                Layers kept dense by first-layer, grouped or not-faster are never touched.
   proxy-guard   if budget.min_proxy is set and the plan's accuracy proxy is below it (the
                 engine's default floor is the proxy of the uniform reference plan, e.g. block
                 4x1 at 80% everywhere: the rule plan must be as sparse and as accurate as that),
@@ -61,12 +67,38 @@ Then two global rules:
                 meta["proxy_guard"]["why"] say why: unreachable (with a TableProxy, an LP bound
                 on the best proxy any allowed, guarded assignment with the budget sparsity can
                 have), the moves left would break which bound, or the evaluation cap.
+  proxy-spend   the mirror of proxy-guard: with the min-latency objective (no latency budget),
+                budget.min_proxy set and the plan's proxy ABOVE the floor (the rules' own
+                choices, the smallest block among near-ties, often leave accuracy unused),
+                repeatedly apply the step with the most latency saved per unit of proxy lost,
+                until no step fits. A step that loses no proxy and saves latency is a pure win
+                and goes first, the biggest saving first. A move changes one open layer to
+                another of its allowed, guarded candidates (so never anything slower than
+                min_speedup x dense): with a TableProxy (exact, free deltas) any of them at
+                once, otherwise the elementary ones, each probed with one full evaluation (at
+                most RuleConfig.guard_proxy_calls, its own allowance): the same mask on a faster
+                backend, the next bigger block at the same sparsity, pattern <-> block, the next
+                sparsity level. When no single move fits, a combined step of two layers may:
+                a move that gives up pruned weights the sparsity budget needs, plus one raise of
+                another layer that covers them; or a move that gains proxy cheaply (e.g. a
+                layer whose sparse kernel barely beats dense goes back to dense, or one level
+                down) plus the move of another layer that saves the most latency within that
+                proxy. Every step must save latency and keep every bound that holds: the proxy
+                floor (never broken: exact deltas, or with full evaluations a step that the
+                evaluation says broke it is undone), the sparsity and FLOPs bounds; a broken
+                one must not get worse. Each changed layer's reason gets "rule proxy-spend:
+                <path of candidates>, -37.1 us for proxy -0.0021" and whom it traded with
+                (sparsity or proxy); the notes and meta["proxy_spend"] say what it did and why
+                it stopped.
+                With a latency budget (the max-proxy objective) proxy-spend does not apply:
+                there the proxy is the objective and spending it would be a loss; without a
+                floor it does not apply either (nothing says how much proxy may be spent).
 
 The target sparsity is RuleConfig.sparsity, else budget.sparsity, else the lowest sparsity the
 problem offers; a layer uses the lowest level it offers at or above the target. Unstructured
 counts as a 1-element block; N:M candidates are left to the search mappers. Only the
-proxy-guard evaluates the accuracy proxy, and only when budget.min_proxy is set and not met
-(without a floor, plans are exactly as without the rule).
+proxy-guard and proxy-spend evaluate the accuracy proxy, and only when budget.min_proxy is set
+(without a floor, plans are exactly as without them).
 """
 from __future__ import annotations
 
@@ -77,7 +109,7 @@ from typing import Optional
 from .budget import REL_TOL, Totals
 from .layer import LayerSpec
 from .plan import Plan
-from .problem import Problem
+from .problem import MIN_LATENCY, Problem
 from .proxy_delta import LOCAL, ProxyDeltas
 from .space import DENSE, Candidate
 
@@ -93,7 +125,11 @@ class RuleConfig:
     tie_tolerance: float = 0.03        # speedups this close count as equal
     compensate: bool = True            # run the global compensation rule
     proxy_guard: bool = True           # run the global proxy-guard rule (budget.min_proxy)
-    guard_proxy_calls: int = 400       # proxy-guard: most full proxy evaluations (not TableProxy)
+    guard_proxy_calls: int = 400       # most full proxy evaluations per global proxy rule
+                                       # (proxy-guard, proxy-spend; not used for a TableProxy)
+    proxy_spend: bool = True           # run the global proxy-spend rule (budget.min_proxy)
+    first_layer_share: float = 0.03    # first layer dense only below this dense-latency share
+                                       # (1.0: always dense, the old rule)
 
     def __post_init__(self):
         if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
@@ -105,6 +141,10 @@ class RuleConfig:
         calls = self.guard_proxy_calls
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
             raise ValueError("RuleConfig.guard_proxy_calls must be an int >= 1")
+        share = self.first_layer_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or \
+                not 0.0 <= share <= 1.0:
+            raise ValueError(f"RuleConfig.first_layer_share must be in [0, 1], got {share}")
 
 
 @dataclass
@@ -124,6 +164,8 @@ class RuleContext:
     config: RuleConfig
     target: float                       # target sparsity
     notes: list = field(default_factory=list)
+    remarks: dict = field(default_factory=dict)   # layer -> (text, text if kept dense)
+                                                  # appended to the deciding rule's reason
 
     def family(self, spec: LayerSpec) -> list:
         """The allowed candidates the rules consider for this layer, guard applied."""
@@ -154,8 +196,19 @@ def _kind(spec: LayerSpec) -> str:
 def rule_first_layer(ctx: RuleContext, spec: LayerSpec) -> Optional[Decision]:
     if spec.order != 0:
         return None
-    return Decision(DENSE, "rule first-layer: the first layer (order 0) stays dense "
-                           "(few weights, large accuracy cost)", locked=True)
+    p, limit = ctx.problem, ctx.config.first_layer_share
+    total = p.dense_latency_total
+    share = p.dense_latency(spec.name) / total if total > 0 else 0.0
+    if share < limit or limit >= 1.0:
+        return Decision(DENSE, f"rule first-layer: the first layer (order 0) stays dense: "
+                               f"{share:.1%} of the dense latency (< {limit:.1%}), few weights "
+                               f"and little time to gain; pruning the input layer costs "
+                               f"accuracy", locked=True)
+    # Too much time to leave on the table: the normal rules decide, and the reason says why.
+    why = f"{share:.1%} of the dense latency (>= {limit:.1%}, RuleConfig.first_layer_share)"
+    ctx.remarks[spec.name] = (f"first layer not kept dense: {why}",
+                              f"the first-layer rule did not keep it dense: {why}")
+    return None
 
 
 def rule_grouped(ctx: RuleContext, spec: LayerSpec) -> Optional[Decision]:
@@ -448,6 +501,18 @@ class _Cover:
         return None
 
 
+def _limits(p: Problem, pruned: float, lat: float, flops: float) -> tuple:
+    """(least pruned-weight change, most latency change, most FLOPs change) a step from
+    totals (pruned, lat, flops) may make: a bound that holds must keep holding, one already
+    broken must not get worse."""
+    b, inf = p.budget, float("inf")
+    dpr = -inf if b.sparsity is None else \
+        min((b.sparsity - REL_TOL) * p.total_params - pruned, 0.0)
+    dl = inf if b.latency_us is None else max(b.latency_us * (1 + REL_TOL) - lat, 0.0)
+    dfl = inf if b.flops is None else max(b.flops * (1 + REL_TOL) - flops, 0.0)
+    return dpr, dl, dfl
+
+
 def _merit(dp: float, dl: float) -> tuple:
     """Sort key (higher is better) of a step gaining dp > 0 proxy for dl us. A step that adds
     no latency is a pure win and beats any that does; among pure wins the one saving the most
@@ -517,13 +582,7 @@ class _Guard:
     def limits(self) -> tuple:
         """(least pruned-weight change, most latency change, most FLOPs change) a step may
         make: a bound that holds must keep holding, one already broken must not get worse."""
-        b, inf = self.budget, float("inf")
-        dpr = -inf if b.sparsity is None else \
-            min((b.sparsity - REL_TOL) * self.p.total_params - self.pruned, 0.0)
-        dl = inf if b.latency_us is None else \
-            max(b.latency_us * (1 + REL_TOL) - self.lat, 0.0)
-        dfl = inf if b.flops is None else max(b.flops * (1 + REL_TOL) - self.flops, 0.0)
-        return dpr, dl, dfl
+        return _limits(self.p, self.pruned, self.lat, self.flops)
 
     def best_step(self):
         """(dp, dl, (gain moves, sparsity raises)) of the best step, preferring the cheapest step that reaches
@@ -845,6 +904,362 @@ def proxy_guard(ctx: RuleContext, decisions: dict) -> Optional[dict]:
     return info
 
 
+# -- the global proxy-spend rule ---------------------------------------------------------------
+SPEND_EPS_US = 1e-9      # latency changes below this (us) are rounding, not a saving
+
+
+def _spend_targets(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
+    """(saving targets, give-back targets) one step away from `cur`, for proxies that must be
+    evaluated in full. Saving: the same mask on a faster backend, the next bigger block at the
+    same sparsity, pattern -> the fastest block and block -> pattern at the same sparsity, the
+    same mask one level higher (the fastest candidate of that level if the mask has none
+    there); from dense, each mask of the lowest level. Give-back (only for combined steps,
+    probed once no single move fits): the same mask one level lower (dense below the
+    lowest)."""
+    p, name = ctx.problem, spec.name
+    fam = ctx.family(spec)
+    if not fam:
+        return [], []
+    if cur.is_dense:
+        low = min(c.sparsity for c in fam)
+        return _fastest(p, name, [c for c in fam if abs(c.sparsity - low) < 1e-9]), []
+    same = [c for c in fam if abs(c.sparsity - cur.sparsity) < 1e-9]
+    save = [c for c in same if _mask(c) == _mask(cur) and c.key != cur.key]
+    blocks = [c for c in same if c.scheme in BLOCK_SCHEMES]
+    if cur.scheme in BLOCK_SCHEMES:
+        bigger = [c for c in blocks if c.block_elems > cur.block_elems]
+        if bigger:
+            rung = min(c.block_elems for c in bigger)
+            save += [c for c in bigger if c.block_elems == rung]
+        save += [c for c in same if c.scheme == "pattern"]
+    elif blocks:
+        save.append(min(blocks, key=lambda c: p.layer_latency(name, c)))
+    kin = [c for c in fam if (c.scheme, c.block, c.options) == (cur.scheme, cur.block,
+                                                                cur.options)]
+    higher = [c for c in fam if c.sparsity > cur.sparsity + 1e-9]
+    if higher:
+        step = min(c.sparsity for c in higher)
+        at = [c for c in higher if abs(c.sparsity - step) < 1e-9]
+        save += [c for c in at if c in kin] or [min(at, key=lambda c: p.layer_latency(name, c))]
+    lower = [c for c in kin if c.sparsity < cur.sparsity - 1e-9]
+    back = [DENSE]
+    if lower:
+        top = max(c.sparsity for c in lower)
+        back = [c for c in lower if abs(c.sparsity - top) < 1e-9]
+    return _fastest(p, name, save), _fastest(p, name, back)
+
+
+def _spend_merit(dp: float, dl: float) -> tuple:
+    """Sort key (higher is better) of a step saving -dl > 0 us for a proxy change dp. A step
+    that loses no proxy is a pure win and beats any that does, the biggest saving first; the
+    others rank by latency saved per unit of proxy lost."""
+    if dp >= -GUARD_EPS:
+        return (1, -dl, dp)
+    return (0, dl / dp, -dl)
+
+
+class _Best:
+    """Among points (x, layer, option), the option with the highest key(option) among the
+    points with x >= a threshold on another layer than a given one, in O(log n) (suffix best
+    and best-of-another-layer, as _Cover)."""
+
+    def __init__(self, points: list, key):
+        points = sorted(points, key=lambda t: t[0])
+        self.x = [t[0] for t in points]
+        self.best: list = [None] * len(points)
+        b1 = b2 = None
+        for i in range(len(points) - 1, -1, -1):
+            _, layer, o = points[i]
+            v = key(o)
+            if b1 is None or v > b1[0]:
+                if b1 is not None and b1[1] != layer:
+                    b2 = b1
+                b1 = (v, layer, o)
+            elif layer != b1[1] and (b2 is None or v > b2[0]):
+                b2 = (v, layer, o)
+            self.best[i] = (b1, b2)
+
+    def get(self, x: float, not_layer: str):
+        i = bisect_left(self.x, x)
+        if i >= len(self.x):
+            return None
+        for b in self.best[i]:
+            if b is not None and b[1] != not_layer:
+                return b[2]
+        return None
+
+
+class _Spend:
+    """State of one proxy-spend run (see proxy_spend)."""
+
+    def __init__(self, ctx: RuleContext, decisions: dict):
+        p = self.p = ctx.problem
+        self.ctx = ctx
+        self.a = {n: d.cand for n, d in decisions.items()}
+        self.open = [s.name for s in p.layers if not decisions[s.name].locked]
+        self.lat, self.flops = p.latency(self.a), p.flops(self.a)
+        self.pruned = p.sparsity(self.a) * p.total_params
+        self.start = (self.lat, self.pruned / p.total_params)
+        self.deltas = ProxyDeltas(p, self.a, ctx.config.guard_proxy_calls)
+        self.local = self.deltas.mode == LOCAL
+        self.floor = p.budget.min_proxy
+        self.tol = REL_TOL * max(1.0, abs(self.floor))
+        self.back = self.local     # give-back moves probed (always with free local deltas)
+        self.opts: dict = {}       # layer -> [(dp, dl, dpr, dfl, layer, cand)]
+        self.bad: set = set()      # (layer, from, to) steps the full proxy refuted
+        self.log: dict = {}        # layer -> {"path", "dp", "dl", "kept_by", "kept_for"}
+        self.steps = self.combined = 0
+        self.step_limit = 20 * len(self.open) + 100
+        self.price: Optional[float] = None   # us saved per proxy lost, last ratio step
+
+    def met(self) -> bool:
+        return self.deltas.value >= self.floor - self.tol
+
+    def need(self) -> float:
+        """The least proxy change a step may make (<= 0): down to the floor, and not at all
+        when the proxy is (within rounding) at or below it."""
+        return min(self.floor - self.deltas.value, 0.0)
+
+    def options(self, name: str) -> None:
+        """This layer's moves from its current candidate: every allowed, guarded candidate
+        (and dense) with local deltas, the elementary ones otherwise (_spend_targets)."""
+        p, cur = self.p, self.a[name]
+        spec = p.spec(name)
+        if self.local:
+            targets = [DENSE] + self.ctx.family(spec)
+        else:
+            save, back = _spend_targets(self.ctx, spec, cur)
+            targets = save + (back if self.back else [])
+        l0, f0 = p.layer_latency(name, cur), p.remaining_flops(name, cur)
+        pr0 = p.pruned_weights(name, cur)
+        out, seen = [], {cur.key}
+        for c in targets:
+            if c.key in seen or (name, cur.key, c.key) in self.bad:
+                continue
+            seen.add(c.key)
+            dp = self.deltas.delta(self.a, name, c)
+            if dp is None:
+                continue
+            out.append((dp, p.layer_latency(name, c) - l0, p.pruned_weights(name, c) - pr0,
+                        p.remaining_flops(name, c) - f0, name, c))
+        self.opts[name] = out
+
+    def best_step(self, combined: bool):
+        """(merit, dp, dl, (moves, sparsity raises)) of the best step that saves latency and
+        keeps every bound that holds (proxy floor included); None if none. Single moves only,
+        or (combined) a move that needs pruned weights plus one raise on another layer."""
+        min_dpr, _, max_dfl = _limits(self.p, self.pruned, self.lat, self.flops)
+        need = self.need()
+        if combined:
+            return self._combined(min_dpr, max_dfl, need)
+        best = None
+        for name in self.open:
+            for o in self.opts[name]:
+                dp, dl, dpr, dfl = o[:4]
+                if dl >= -SPEND_EPS_US or dp < need or dpr < min_dpr or dfl > max_dfl:
+                    continue
+                m = _spend_merit(dp, dl)
+                if best is None or m > best[0]:
+                    best = (m, dp, dl, ((o,), ()))
+        return best
+
+    def _combined(self, min_dpr: float, max_dfl: float, need: float):
+        """Two-layer steps, for when no single move fits: a move that cannot go alone (it
+        gives up pruned weights the sparsity budget needs, or it gains proxy at a latency
+        cost) with one move of another layer that makes up for it:
+          sparsity  the raise that covers the pruned-weight deficit with the least proxy
+                    lost, the most latency saved or (once a ratio step was taken) the best
+                    value at that step's price;
+          proxy     the move that saves the most latency within the proxy the first one
+                    gains (an exchange: accuracy bought cheaply on one layer and spent where
+                    it buys more time).
+        Only pairs that save latency and keep every bound that holds count."""
+        every = [o for n in self.open for o in self.opts[n]]
+        raises = [o for o in every if o[2] > 0]
+        keys = [lambda o: o[0], lambda o: -o[1]]
+        if self.price:
+            keys.append(lambda o, lam=self.price: lam * o[0] - o[1])
+        covers = [_Best([(o[2], o[4], o) for o in raises], k) for k in keys] if raises else []
+        savers = _Best([(o[0], o[4], o) for o in every if o[1] < -SPEND_EPS_US],
+                       lambda o: -o[1])
+        best = None
+        for g in every:
+            dp, dl, dpr, dfl, name = g[:5]
+            if dp <= GUARD_EPS and dl >= -SPEND_EPS_US:
+                continue
+            tried = []
+            if dpr < min_dpr:
+                tried += [(c.get(min_dpr - dpr, name), "sparsity") for c in covers]
+            if dp > GUARD_EPS:
+                tried.append((savers.get(need - dp, name), "proxy"))
+            for i, (r, kind) in enumerate(tried):
+                if r is None or any(r is t for t, _ in tried[:i]):
+                    continue
+                sdp, sdl = dp + r[0], dl + r[1]
+                if sdl >= -SPEND_EPS_US or sdp < need or dpr + r[2] < min_dpr or \
+                        dfl + r[3] > max_dfl:
+                    continue
+                m = _spend_merit(sdp, sdl)
+                if best is None or m > best[0]:
+                    best = (m, sdp, sdl, ((g,), (r,), kind))
+        return best
+
+    def apply(self, dp: float, step: tuple) -> bool:
+        """Apply a step (moves, partners[, "sparsity" | "proxy": what the partner makes up
+        for]); False (and undone) if the full proxy says it broke the floor."""
+        moves, raises = step[:2]
+        kind = step[2] if len(step) > 2 else ""
+        parts = moves + raises
+        old = {o[4]: self.a[o[4]] for o in parts}
+        need, before = self.need(), self.deltas.value
+        for o in parts:
+            self.a[o[4]] = o[5]
+        change = self.deltas.commit(self.a, dp)
+        if not self.local and change < need:
+            # The one-layer probes were wrong about this step (layers interact): undo it.
+            self.a.update(old)
+            self.deltas.value = before
+            first = moves[0]
+            self.bad.add((first[4], old[first[4]].key, first[5].key))
+            self.options(first[4])
+            return False
+        self.steps += 1
+        self.combined += bool(raises)
+        dl = sum(o[1] for o in parts)
+        if change < -GUARD_EPS:
+            self.price = dl / change
+        up, down = [o[4] for o in moves], [o[4] for o in raises]
+        for o in parts:
+            name = o[4]
+            self.lat += o[1]
+            self.pruned += o[2]
+            self.flops += o[3]
+            rec = self.log.setdefault(name, {"path": [old[name].key], "dp": 0.0, "dl": 0.0,
+                                             "kept_by": [], "kept_for": [], "pays_for": [],
+                                             "paid_by": []})
+            rec["path"].append(o[5].key)
+            rec["dp"] += o[0]
+            rec["dl"] += o[1]
+            mine, theirs = (("kept_by", down), ("pays_for", down)) \
+                if any(o is m for m in moves) else (("kept_for", up), ("paid_by", up))
+            field_, names = mine if kind == "sparsity" else theirs
+            rec[field_] += [n for n in names if n not in rec[field_]]
+        for name in up + down:
+            self.options(name)
+        return True
+
+    def run(self) -> None:
+        for name in self.open:
+            self.options(name)
+        while self.steps < self.step_limit and not self.deltas.exhausted:
+            step = self.best_step(combined=False)
+            if step is None:
+                if not self.back:
+                    # Probe mode: the give-back moves are only worth their evaluations now.
+                    self.back = True
+                    for name in self.open:
+                        self.options(name)
+                step = self.best_step(combined=True)
+            if step is None:
+                break
+            self.apply(step[1], step[3])
+        if self.local:
+            # The running sum is exact up to rounding; settle met / not met on the real value.
+            self.deltas.value = self.deltas.evaluate(self.a)
+
+    def why_stopped(self) -> str:
+        """Why no further move was taken, in the words of the plan notes."""
+        if self.deltas.capped or self.deltas.exhausted:
+            return (f"stopped at the proxy-evaluation cap ({self.deltas.calls} full "
+                    f"evaluations, RuleConfig.guard_proxy_calls)")
+        if self.steps >= self.step_limit:
+            return f"stopped after {self.steps} moves (step limit)"
+        min_dpr, _, max_dfl = _limits(self.p, self.pruned, self.lat, self.flops)
+        need = self.need()
+        faster = [o for n in self.open for o in self.opts[n] if o[1] < -SPEND_EPS_US]
+        if not faster:
+            return ("no open layer has a faster allowed, guarded candidate (first-layer, "
+                    "grouped and not-faster layers kept)")
+        proxy = [o for o in faster if o[0] < need]
+        sparsity = [o for o in faster if o[0] >= need and o[2] < min_dpr]
+        flops = [o for o in faster if o[0] >= need and o[2] >= min_dpr and o[3] > max_dfl]
+        parts = []
+        if proxy:
+            least = min(-o[0] for o in proxy)
+            parts.append(f"{len(proxy)} would take the proxy below the floor (the least "
+                         f"costs {least:.3g}, {-need:.3g} left)")
+        if sparsity:
+            parts.append(f"{len(sparsity)} would break sparsity >= "
+                         f"{self.p.budget.sparsity:.4f}, even with one other layer raised")
+        if flops:
+            parts.append(f"{len(flops)} would break flops <= {self.p.budget.flops:.4g}")
+        return (f"no move fits: of the {len(faster)} faster candidates left, "
+                + "; ".join(parts))
+
+
+def proxy_spend(ctx: RuleContext, decisions: dict, guard: Optional[dict] = None
+                ) -> Optional[dict]:
+    """Spend the accuracy proxy above budget.min_proxy on latency (see the module docstring).
+    Mutates decisions; returns what it did (for plan.meta), None when off (no floor, or a
+    latency budget: the max-proxy objective wants the proxy, not the latency). `guard` is
+    what proxy-guard returned: when it could not reach the floor there is nothing to spend,
+    and the proxy is not evaluated again."""
+    p = ctx.problem
+    if p.budget.min_proxy is None or p.objective != MIN_LATENCY:
+        return None
+    if guard is not None and not guard["met"]:
+        ctx.notes.append(f"rule proxy-spend: nothing to spend, proxy {guard['after']:.4f} < "
+                         f"floor {guard['floor']:.4f} (proxy-guard could not reach it)")
+        return {"floor": guard["floor"], "before": guard["after"], "after": guard["after"],
+                "moves": 0, "combined_steps": 0, "layers_changed": [],
+                "latency_saved_us": 0.0, "proxy_calls": 0, "mode": guard["mode"],
+                "why": "the proxy-guard did not reach the floor"}
+    s = _Spend(ctx, decisions)
+    before = s.deltas.value
+    info = {"floor": s.floor, "before": before, "after": before, "moves": 0,
+            "combined_steps": 0, "layers_changed": [], "latency_saved_us": 0.0,
+            "proxy_calls": s.deltas.calls,
+            "mode": "local table deltas" if s.local else "full evaluations (one-layer probes)",
+            "why": ""}
+    if not s.met():
+        ctx.notes.append(f"rule proxy-spend: nothing to spend, proxy {before:.4f} < floor "
+                         f"{s.floor:.4f}")
+        return info
+    s.run()
+    info["proxy_calls"] = s.deltas.calls
+    if not s.met():
+        # Cannot happen with exact deltas or checked steps; never hand out a broken floor.
+        ctx.notes.append(f"rule proxy-spend: undone, the proxy of its plan "
+                         f"{s.deltas.value:.6f} fell below the floor {s.floor:.6f}")
+        info["why"] = "undone: the floor did not hold"
+        return info
+    tilde = "" if s.local else "~"
+    for name, rec in s.log.items():
+        text = (f" | rule proxy-spend: {' -> '.join(rec['path'])}, {rec['dl']:+.1f} us for "
+                f"proxy {tilde}{rec['dp']:+.3g}")
+        if rec["kept_by"]:
+            text += f", sparsity kept by raising {_names(rec['kept_by'])}"
+        if rec["kept_for"]:
+            text += f", raised to keep the sparsity budget for {_names(rec['kept_for'])}"
+        if rec["pays_for"]:
+            text += f", the proxy it gains pays for {_names(rec['pays_for'])}"
+        if rec["paid_by"]:
+            text += f", paid for by the proxy {_names(rec['paid_by'])} gains"
+        decisions[name] = Decision(s.a[name], decisions[name].reason + text,
+                                   decisions[name].locked)
+    after = s.deltas.value
+    info.update({"after": after, "moves": s.steps, "combined_steps": s.combined,
+                 "layers_changed": sorted(s.log), "latency_saved_us": s.start[0] - s.lat,
+                 "why": s.why_stopped()})
+    ctx.notes.append(
+        f"rule proxy-spend: proxy {before:.4f} -> {after:.4f}, floor {s.floor:.4f}, "
+        f"{s.steps} move{'s' if s.steps != 1 else ''} ({s.combined} combined) on "
+        f"{len(s.log)} layer{'s' if len(s.log) != 1 else ''}, latency "
+        f"{s.lat - s.start[0]:+.1f} us, sparsity {s.start[1]:.4f} -> "
+        f"{s.pruned / p.total_params:.4f}; {info['why']}")
+    return info
+
+
 # -- the mapper --------------------------------------------------------------------------------
 def _target_sparsity(problem: Problem, config: RuleConfig) -> float:
     if config.sparsity is not None:
@@ -869,14 +1284,16 @@ class RuleMapper:
         return self._assign(problem)[:3]
 
     def _assign(self, problem: Problem) -> tuple:
-        """(assignment, reasons, notes, proxy-guard info or None)."""
+        """(assignment, reasons, notes, proxy-guard info or None, proxy-spend info or
+        None)."""
         ctx = RuleContext(problem, self.config, _target_sparsity(problem, self.config))
         decisions = {spec.name: self._decide(ctx, spec) for spec in problem.layers}
         if self.config.compensate:
             compensate(ctx, decisions)
         guard = proxy_guard(ctx, decisions) if self.config.proxy_guard else None
+        spend = proxy_spend(ctx, decisions, guard) if self.config.proxy_spend else None
         return ({n: d.cand for n, d in decisions.items()},
-                {n: d.reason for n, d in decisions.items()}, ctx.notes, guard)
+                {n: d.reason for n, d in decisions.items()}, ctx.notes, guard, spend)
 
     def _decide(self, ctx: RuleContext, spec: LayerSpec) -> Decision:
         for _, rule in self.rules:
@@ -885,11 +1302,19 @@ class RuleMapper:
                 if not ctx.problem.is_allowed(spec.name, d.cand):
                     raise RuntimeError(f"rule picked a candidate that is not allowed: "
                                          f"{spec.name} {d.cand.key}")
-                return d
-        return Decision(DENSE, "no rule decided: kept dense")
+                return self._remark(ctx, spec, d)
+        return self._remark(ctx, spec, Decision(DENSE, "no rule decided: kept dense"))
+
+    @staticmethod
+    def _remark(ctx: RuleContext, spec: LayerSpec, d: Decision) -> Decision:
+        """The decision with what an earlier rule had to say about the layer (first-layer)."""
+        if spec.name not in ctx.remarks:
+            return d
+        text = ctx.remarks[spec.name][1 if d.cand.is_dense else 0]
+        return replace(d, reason=f"{d.reason} | {text}")
 
     def map(self, problem: Problem) -> Plan:
-        assignment, reasons, notes, guard = self._assign(problem)
+        assignment, reasons, notes, guard, spend = self._assign(problem)
         meta = {
             "rules": [name for name, _ in self.rules],
             "rule_config": {"sparsity": self.config.sparsity,
@@ -897,9 +1322,13 @@ class RuleMapper:
                             "tie_tolerance": self.config.tie_tolerance,
                             "compensate": self.config.compensate,
                             "proxy_guard": self.config.proxy_guard,
-                            "guard_proxy_calls": self.config.guard_proxy_calls},
+                            "guard_proxy_calls": self.config.guard_proxy_calls,
+                            "proxy_spend": self.config.proxy_spend,
+                            "first_layer_share": self.config.first_layer_share},
             "notes": notes}
         if guard is not None:
             meta["proxy_guard"] = guard
+        if spend is not None:
+            meta["proxy_spend"] = spend
         return problem.to_plan(assignment, self.name, reasons, meta=meta)
 

@@ -107,6 +107,16 @@ class SparseConv {
   int out_channels_ = 0, in_channels_ = 0;
 };
 
+// A float32, C-contiguous array, or a ValueError naming what is wrong with it.
+void check_f32_c(const py::array& a, const char* what) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw std::invalid_argument(std::string(what) + " must be float32, got " +
+                                std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(what) +
+                                " must be C-contiguous (np.ascontiguousarray / Tensor.contiguous)");
+}
+
 class DepthwiseConv {
  public:
   DepthwiseConv(int channels, std::pair<int, int> kernel, std::pair<int, int> stride,
@@ -138,10 +148,13 @@ class DepthwiseConv {
     conv_.reset(c);
   }
 
-  py::array_t<float> run(f32 x, std::optional<f32> residual) {
+  // x and residual are taken as they come, not force-cast: a float64 or strided array would
+  // otherwise be copied (converted) on every call, a hidden cost the caller should see.
+  py::array_t<float> run(py::array x, std::optional<py::array> residual) {
     if (x.ndim() != 4 || x.shape(1) != channels_)
       throw std::invalid_argument("x must be (N, " + std::to_string(channels_) +
                                   ", H, W) float32");
+    check_f32_c(x, "x");
     const int n = int(x.shape(0)), h = int(x.shape(2)), w = int(x.shape(3));
     int ho, wo;
     spe_depthwise_conv_output_size(conv_.get(), h, w, &ho, &wo);
@@ -154,9 +167,10 @@ class DepthwiseConv {
       if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != channels_ ||
           residual->shape(2) != ho || residual->shape(3) != wo)
         throw std::invalid_argument("residual must have the output's shape");
-      res = residual->data();
+      check_f32_c(*residual, "residual");
+      res = static_cast<const float*>(residual->data());
     }
-    const float* xp = x.data();
+    const float* xp = static_cast<const float*>(x.data());
     float* yp = y.mutable_data();
     spe_status s;
     {
@@ -209,7 +223,8 @@ PYBIND11_MODULE(_kernels, m) {
            py::arg("act") = "none", py::arg("isa") = "auto",
            "weight (C, 1, kh, kw) as torch stores it, or (C, kh, kw); bias (C,) or None.")
       .def("run", &DepthwiseConv::run, py::arg("x"), py::arg("residual") = py::none(),
-           "y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) float32.")
+           "y = act(conv2d(x, weight, bias, groups=C) [+ residual]); x (N, C, H, W) and the "
+           "residual float32 C-contiguous (other arrays raise ValueError, never a silent copy).")
       .def("output_size", &DepthwiseConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("kernel_name", &DepthwiseConv::kernel_name,
                              "f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}");

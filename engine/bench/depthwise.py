@@ -10,9 +10,9 @@ height and width, stride; 3x3, padding 1), three candidates are timed in ONE run
 (engine.runtime.measure.compare, blocks of 3), each computing act(conv2d(x, w, b, groups=C)):
 
   torch   F.conv2d(groups=C) then the activation (in place), torch.set_num_threads(threads)
-  spmm    the existing path: engine._kernels.SparseConv on pack(weight, 1, groups=C), the
-          block-diagonal one-row-per-group pack engine/runtime/modules.py builds for grouped
-          convs (activation fused)
+  spmm    the path depthwise convs took before this kernel (and other grouped convs still
+          take): engine._kernels.SparseConv on pack(weight, 1, groups=C), the block-diagonal
+          one-row-per-group pack (activation fused)
   dw      engine._kernels.DepthwiseConv (bias and activation fused), one column per --isa
 
 Reported per shape: the medians, ratios from the same run (torch / dw, spmm / dw: > 1 means the

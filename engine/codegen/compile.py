@@ -30,6 +30,7 @@ from ..graph.inputs import check_inputs
 from . import targets as _targets
 from ._tvm import from_exported_program, relax, tvm
 from .geometry import ConvGeometry
+from .native_lowering import depthwise_meta
 from .pipeline import relax_pipeline
 from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
 from .rowgroups import RowGroups
@@ -42,6 +43,8 @@ DENSE_CONV_ROWS = 4
 # ResNet-50's dense convs, summed per layer, 26.5 ms at 8 rows vs 30.3 ms at 4 (2 threads).
 NATIVE_DENSE_ROWS = 8
 SPARSE_BACKENDS = ("native", "tir")
+# The bridge function running depthwise convs on the direct depthwise kernel.
+DEPTHWISE_EXTERN = "spe.v1.depthwise_conv2d"
 
 
 @dataclass
@@ -51,7 +54,7 @@ class LayerKernel:
     layer: str
     op: str                   # "conv2d" | "linear"
     kind: str                 # "sparse" (TIR) | "native" (C++ bridge) | "dense" | "grouped"
-    kernel: str               # e.g. tir_f32_spmm_4x96__avx512
+    kernel: str               # e.g. tir_f32_spmm_4x96__avx512, spe.v1.depthwise_conv2d
     function: str             # PrimFunc name in the module
     fused: tuple              # ("batch_norm", "residual", "relu", ...)
     stats: dict
@@ -183,8 +186,9 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
         (engine/codegen/native_bridge.py; built with CMake on first use and linked into the
         exported library). Native needs a conv with symmetric padding; other layers named
         "native" (linear, asymmetric padding) run generated TIR, with a note. Layers kept
-        dense whose Choice names backend "native" run the C++ kernel densely (grouped and
-        depthwise convs too); other dense layers follow `dense`.
+        dense whose Choice names backend "native" run the C++ kernels densely: depthwise convs
+        the direct depthwise kernel (spe.v1.depthwise_conv2d), other convs (grouped ones too)
+        the SpMM kernel on a dense pack; other dense layers follow `dense`.
     """
     if dense not in ("tir", "tvm"):
         raise ConfigError(f"dense must be 'tir' or 'tvm', got {dense!r}")
@@ -217,11 +221,13 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
         if native:
             rep = _native_replacement(m, choice if sparse else None)
             if rep is not None:
-                layers.append(LayerKernel(m.layer, m.op, "native", "spe.v1.sparse_conv2d",
-                                          rep.extern, tuple(m.fused),
-                                          {"rows": int(rep.tables[2][0]),
-                                           "density": _density(rep.tables, m.weight),
-                                           "pruned": sparse}))
+                if rep.extern == DEPTHWISE_EXTERN:
+                    stats = {"depthwise": True, "density": 1.0, "pruned": False}
+                else:
+                    stats = {"rows": int(rep.tables[2][0]),
+                             "density": _density(rep.tables, m.weight), "pruned": sparse}
+                layers.append(LayerKernel(m.layer, m.op, "native", rep.extern, rep.extern,
+                                          tuple(m.fused), stats))
                 return rep
             if sparse:
                 notes.append(f"{m.layer}: backend 'native' needs a conv with symmetric padding; "
@@ -252,14 +258,18 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
 
 
 def _native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
-    """call_dps_packed("spe.v1.sparse_conv2d") for a conv (kernels/tvm/spe_tvm_bridge.cc:
-    meta int32[13], the packed arrays, bias or a placeholder; the residual comes last).
+    """call_dps_packed into the C++ kernels for a conv (kernels/tvm/spe_tvm_bridge.cc): a
+    depthwise conv kept dense -> "spe.v1.depthwise_conv2d" (meta int32[13], the (C, kh, kw)
+    weight, bias or a placeholder); any other -> "spe.v1.sparse_conv2d" (meta int32[13], the
+    packed arrays, bias or a placeholder). The residual (or a placeholder) comes last.
 
     choice: the plan's Choice of a pruned layer (group height from its block rows); None for a
     layer kept dense: NATIVE_DENSE_ROWS-row groups, or one row per output for grouped convs."""
     pt, pl, pb, pr = m.padding
     if m.op != "conv2d" or (pt, pl) != (pb, pr) or (choice is not None and m.groups != 1):
         return None
+    if choice is None and _is_depthwise(m):
+        return _depthwise_replacement(m)
     if choice is not None:
         rows = group_rows_for(int(choice.block[0]) if choice.block else 1)
     else:
@@ -273,6 +283,24 @@ def _native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
     tables = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32), p.entry_col,
               p.values, np.asarray(bias, np.float32)]
     return Replacement(None, tables, m.residual is not None, extern="spe.v1.sparse_conv2d")
+
+
+def _is_depthwise(m: LayerMatch) -> bool:
+    """groups == in == out channels (weight (C, 1, kh, kw)): the direct depthwise kernel's case;
+    other grouped convs (channel multiplier, several channels per group) keep the SpMM pack."""
+    o, cg = m.weight.shape[:2]
+    return m.op == "conv2d" and m.groups > 1 and cg == 1 and o == m.groups == m.in_shape[1]
+
+
+def _depthwise_replacement(m: LayerMatch) -> Replacement:
+    c, _, kh, kw = m.weight.shape
+    pt, pl = m.padding[:2]
+    meta = depthwise_meta(c, (kh, kw), m.stride, (pt, pl), m.dilation, m.act,
+                          m.bias is not None, m.residual is not None)
+    bias = m.bias if m.bias is not None else np.zeros(1, np.float32)
+    tables = [meta, np.ascontiguousarray(m.weight.reshape(c, kh, kw), np.float32),
+              np.asarray(bias, np.float32)]
+    return Replacement(None, tables, m.residual is not None, extern=DEPTHWISE_EXTERN)
 
 
 def _density(tables: list, weight: np.ndarray) -> float:

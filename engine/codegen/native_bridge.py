@@ -1,11 +1,14 @@
 """Build the native-kernel bridge (kernels/tvm/spe_tvm_bridge.cc + the kernels) as one
 relocatable object per architecture, for `export_library(addons=[...])`.
 
-The object registers tvm_ffi global functions (`spe.v1.sparse_conv2d`, `spe.v1.max_pool2d`)
-when the
-exported model.so is loaded, so Relax `call_dps_packed("spe.v1.sparse_conv2d", ...)` calls reach our
-kernels on any target, with no extra library for the app to ship. Built with CMake into
-.cache/bridge-<arch>/ on first use; later calls are incremental no-ops.
+The object registers tvm_ffi global functions (`spe.v1.sparse_conv2d`,
+`spe.v1.depthwise_conv2d`, `spe.v1.max_pool2d`) when the exported model.so is loaded, so Relax
+`call_dps_packed("spe.v1.sparse_conv2d", ...)` calls reach our kernels on any target, with no
+extra library for the app to ship. The kernel sources are CMakeLists.txt's SPE_SOURCES (every
+family: SpMM, direct depthwise, max pool, with the ISA variants of the architecture: AVX2 +
+AVX-512 on x86_64, NEON on aarch64), so a new family added there is linked in here too. Built
+with CMake into .cache/bridge-<arch>/ on first use; later calls are incremental (a changed
+source is rebuilt).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 engine's C++ kernels linked into the module.
 
 torch.export captures the lowered GraphModule, where every native layer is one
-`spe.spe_conv2d` / `spe.spe_max_pool2d` custom-op node (engine/runtime/ops.py); the Relax importer
+`spe.spe_conv2d` / `spe.spe_depthwise_conv2d` / `spe.spe_max_pool2d` custom-op node
+(engine/runtime/ops.py); the Relax importer
 maps those nodes, through `custom_convert_map`, to `call_dps_packed("spe.v1.*")` with the layer's
 packed weight as constants; everything else is imported as usual. export_library links the
 bridge object (native_bridge.py) so the module carries the kernels.
@@ -48,6 +49,32 @@ def _conv(node, importer):
         "spe.v1.sparse_conv2d", args, out_ty=relax.type.TensorType(shape, "float32")))
 
 
+def _depthwise(node, importer):
+    relax = _relax()
+    x = importer.env[node.args[0]]
+    res_node, layer_id = node.args[1], node.args[2]
+    mod = ops.lookup(layer_id)
+    c, _, kh, kw = mod.weight_shape
+    has_bias = mod.bias_np is not None
+    meta = depthwise_meta(c, (kh, kw), mod.stride, mod.padding, mod.dilation, mod.act,
+                          has_bias, res_node is not None)
+    consts = [meta, mod.weight_np.reshape(c, kh, kw),
+              mod.bias_np if has_bias else np.zeros(1, np.float32)]
+    res = importer.env[res_node] if res_node is not None else \
+        relax.const(np.zeros(1, np.float32))
+    args = relax.Tuple([x] + [relax.const(t) for t in consts] + [res])
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    return importer.block_builder.emit(relax.call_dps_packed(
+        "spe.v1.depthwise_conv2d", args, out_ty=relax.type.TensorType(shape, "float32")))
+
+
+def depthwise_meta(channels: int, kernel, stride, padding, dilation, act: str, has_bias: bool,
+                   has_residual: bool) -> np.ndarray:
+    """meta int32[13] of spe.v1.depthwise_conv2d: the layout of spe.v1.sparse_conv2d's (O = C)."""
+    return np.array([channels, channels, *kernel, *stride, *padding, *dilation, _ACT[act],
+                     int(has_bias), int(has_residual)], np.int32)
+
+
 def _pool(node, importer):
     relax = _relax()
     x = importer.env[node.args[0]]
@@ -59,7 +86,8 @@ def _pool(node, importer):
         out_ty=relax.type.TensorType(shape, "float32")))
 
 
-CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_max_pool2d.default": _pool}
+CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
+               "spe_max_pool2d.default": _pool}
 
 
 def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):
@@ -103,8 +131,9 @@ def export_library(executable, path, target) -> Path:
 def compile_optimized(pruned_model: torch.nn.Module, layers: list, plan, example_inputs: tuple,
                       target):
     """Relax executable of a pruned model for `target`: every conv / linear runs on the native
-    kernels (pruned layers sparse with their plan's block rows, the rest dense), so no layer is
-    left to TVM's unscheduled default loops; glue ops go through TVM's default pipeline.
+    kernels (pruned layers sparse with their plan's block rows, the rest dense; depthwise convs
+    on the direct depthwise kernel), so no layer is left to TVM's unscheduled default loops;
+    glue ops go through TVM's default pipeline.
 
     Returns (executable, lowered torch module used for the import)."""
     import tvm

@@ -3,7 +3,10 @@
 One pass over the torch.fx graph: every Conv2d / Linear, with the BatchNorm that follows it folded
 in, and the ReLU / ReLU6 (or residual add + ReLU) after it fused into the kernel's epilogue, is
 replaced by a `SparseConv2d` / `SparseLinear` (layers chosen sparse) or a `DenseConv2d` /
-`DenseLinear` (kept dense, torch). Everything else (pooling, depthwise convs, glue) stays torch.
+`DenseLinear` (kept dense, torch). A depthwise conv (groups == in == out channels) named in
+`sparse` runs the direct depthwise kernel (`DepthwiseConv2d`, dense, same fused epilogue); other
+grouped convs named there run the block-diagonal SpMM pack (`SparseConv2d(groups=...)`).
+Max pools run the native kernel; everything else (glue) stays torch.
 If the model cannot be traced by torch.fx, layers are swapped in place without fusion.
 """
 from __future__ import annotations
@@ -18,8 +21,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..graph.layers import set_module
-from .modules import (DenseConv2d, DenseLinear, NativeMaxPool2d, SparseConv2d,
-                      SparseLinear)
+from .modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, NativeMaxPool2d,
+                      SparseConv2d, SparseLinear)
 
 
 @dataclass
@@ -74,7 +77,8 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
 def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
     """Rewrite a copy of `model`; `sparse` maps layer name -> the kernel group height (block
     rows) of layers run on the native kernels, or -> ("tir", rows) for a generated TIR kernel
-    (engine.codegen.host; needs tvm)."""
+    (engine.codegen.host; needs tvm). Depthwise convs named in `sparse` run the direct
+    depthwise kernel whatever the value (it is dense; their weights are never pruned)."""
     model = copy.deepcopy(model).eval()
     try:
         gm = fx.symbolic_trace(model)
@@ -150,6 +154,9 @@ def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) ->
             return TirLinear(w, b, act, spec[1], layer=name)
         sparse = {**sparse, name: spec[1]}             # grouped: the native kernel
     if isinstance(mod, nn.Conv2d):
+        if name in sparse and DepthwiseConv2d.supports(mod):
+            return DepthwiseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, isa,
+                                   layer=name)
         if name in sparse:
             return SparseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, sparse[name],
                                 isa, layer=name, groups=mod.groups)
@@ -172,7 +179,8 @@ def native_modules(module: nn.Module) -> dict:
     """layer name -> lowered module (native or dense replacement) in a lowered model."""
     out = {}
     for m in module.modules():
-        if (isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d, DenseLinear)) or
+        if (isinstance(m, (SparseConv2d, SparseLinear, DepthwiseConv2d, DenseConv2d,
+                           DenseLinear)) or
                 getattr(m, "lowered_layer", False)) and m.layer:
             out.setdefault(m.layer, m)  # pre-order: a SparseLinear wins over its inner conv
     return out

@@ -7,8 +7,10 @@
 // dilation, output channels around group boundaries with group heights 1..8 (and mixed heights),
 // odd input channels, virtual pixel counts on and around each ISA's tile width (so the masked tail
 // tiles run), sparsity 0 / 0.5 / 0.9 / 1.0 over three mask kinds, batch 1 and 3, bias, ReLU /
-// ReLU6, residual, 1 and 3 threads (the two must agree bit for bit); then max pooling against a
-// plain reference, then error handling (bad arguments return a status, never crash).
+// ReLU6, residual, 1 and 3 threads (the two must agree bit for bit); the direct depthwise kernels
+// against a plain depthwise reference over the sweep of tests/kernels/test_depthwise.py; then max
+// pooling against a plain reference, then error handling (bad arguments return a status, never
+// crash).
 //
 // Inputs, residuals and outputs end flush against a PROT_NONE page, so a tail that reads or writes
 // one float past the valid lanes faults; a fault prints the case and exits non-zero.
@@ -581,6 +583,346 @@ std::string run_conv_case(const Case& cs0, const char* isa) {
   return "";
 }
 
+// ------------------------------------------------------------------------------ depthwise conv
+
+// The direct depthwise kernels (spe_depthwise_conv_*), swept like tests/kernels/test_depthwise.py:
+// the specialised kernels (3x3 / 5x5, stride 1 / 2) and the generic one, padding up to larger
+// than the kernel, tiny images, output widths on and around every vector width and unrolled
+// block, wide / tall images (several row blocks), 1 and odd channels, batch, the epilogue, the
+// per-row tap copies of a huge dilated span, and 1 vs 3 threads bit for bit.
+
+struct DwCase {
+  std::string name;
+  int c = 5, h = 11, w = 13, kh = 3, kw = 3, sh = 1, sw = 1, ph = 1, pw = 1, dh = 1, dw = 1;
+  int batch = 1, act = SPE_ACT_NONE;
+  bool residual = false, bias = true;
+  int wo = 0, ho = 0;  // > 0: pick the input size that gives this output
+  int threads = 1;
+  bool cross_threads = false;
+};
+
+struct DwGeomSpec {
+  const char* name;
+  int kh, kw, sh, sw, ph, pw, dh, dw;
+};
+const DwGeomSpec kDwGeoms[] = {
+    {"3x3s1", 3, 3, 1, 1, 1, 1, 1, 1},    {"3x3s2", 3, 3, 2, 2, 1, 1, 1, 1},
+    {"5x5s1", 5, 5, 1, 1, 2, 2, 1, 1},    {"5x5s2", 5, 5, 2, 2, 2, 2, 1, 1},
+    {"3x5gen", 3, 5, 1, 1, 1, 2, 1, 1},   {"7x7s3gen", 7, 7, 3, 3, 3, 3, 1, 1},
+    {"3x3d2gen", 3, 3, 1, 1, 2, 2, 2, 2},
+};
+constexpr int kNumDwGeoms = int(sizeof kDwGeoms / sizeof kDwGeoms[0]);
+
+DwCase with_dw_geom(DwCase c, const DwGeomSpec& g) {
+  c.kh = g.kh, c.kw = g.kw, c.sh = g.sh, c.sw = g.sw, c.ph = g.ph, c.pw = g.pw, c.dh = g.dh,
+  c.dw = g.dw;
+  return c;
+}
+
+// The smallest input size with `out` outputs (at least 1).
+int dw_in_dim(int out, int k, int s, int p, int d) {
+  return std::max(1, (out - 1) * s + d * (k - 1) + 1 - 2 * p);
+}
+
+std::vector<DwCase> make_dw_cases(bool quick) {
+  std::vector<DwCase> cs;
+  const DwCase base;
+  // specialised kernels: k x stride x padding (0, 1, 2, larger than the kernel)
+  for (int k : {3, 5})
+    for (int s : {1, 2})
+      for (int p : {0, 1, 2, 7}) {
+        DwCase c = base;
+        c.kh = c.kw = k, c.sh = c.sw = s, c.ph = c.pw = p, c.h = 14, c.w = 17;
+        c.name = fmt("dw-spec-k%ds%dp%d", k, s, p);
+        cs.push_back(c);
+      }
+  // generic: other kernels, strides, dilations, asymmetric everything
+  const int gen[][8] = {{1, 1, 1, 1, 0, 0, 1, 1}, {1, 1, 2, 2, 0, 0, 1, 1}, {1, 1, 1, 1, 1, 1, 1, 1},
+                        {2, 2, 2, 2, 0, 0, 1, 1}, {3, 5, 1, 1, 1, 2, 1, 1}, {5, 3, 2, 1, 2, 1, 1, 1},
+                        {7, 7, 1, 1, 3, 3, 1, 1}, {7, 7, 2, 2, 3, 3, 1, 1}, {3, 3, 3, 3, 1, 1, 1, 1},
+                        {5, 5, 3, 3, 0, 0, 1, 1}, {3, 3, 1, 1, 2, 2, 2, 2}, {3, 3, 2, 2, 2, 2, 2, 2},
+                        {5, 5, 1, 1, 4, 4, 2, 2}, {3, 3, 1, 2, 1, 1, 1, 1}, {3, 3, 2, 1, 1, 1, 1, 1},
+                        {5, 5, 1, 2, 2, 2, 1, 1}, {3, 3, 1, 1, 0, 3, 1, 1}, {3, 3, 1, 1, 1, 1, 1, 3},
+                        {3, 1, 1, 1, 1, 0, 1, 1}, {1, 7, 1, 1, 0, 3, 1, 1}, {3, 3, 4, 4, 1, 1, 1, 1},
+                        {2, 3, 1, 3, 0, 1, 2, 1}, {11, 11, 1, 1, 5, 5, 1, 1}, {3, 3, 1, 1, 9, 9, 1, 1}};
+  for (const auto& g : gen) {
+    DwCase c = base;
+    c.kh = g[0], c.kw = g[1], c.sh = g[2], c.sw = g[3], c.ph = g[4], c.pw = g[5], c.dh = g[6],
+    c.dw = g[7], c.h = 16, c.w = 19;
+    c.name = fmt("dw-gen-k%dx%ds%dx%dp%dx%dd%dx%d", g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+    cs.push_back(c);
+  }
+  // tiny images (the geometries' padding makes every size valid)
+  const int tiny[][2] = {{1, 1}, {2, 3}, {3, 2}, {1, 5}};
+  for (const auto& t : tiny)
+    for (const DwGeomSpec& g : kDwGeoms) {
+      DwCase c = with_dw_geom(base, g);
+      c.h = t[0], c.w = t[1], c.c = 3;
+      c.name = fmt("dw-tiny-%dx%d-%s", t[0], t[1], g.name);
+      cs.push_back(c);
+    }
+  // output widths on and around every vector width (4, 8, 16) and unrolled block (up to 4
+  // vectors; 24 = avx2's 3-vector two-row block); output heights 1..3 (row pairs + a single)
+  const int widths[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49,
+                        63, 64, 65, 127, 128, 129};
+  for (int i = 0; i < int(sizeof widths / sizeof widths[0]); ++i)
+    for (int j = 0; j < 2; ++j) {
+      if (quick && j == 1 && i % 2) continue;
+      const DwGeomSpec& g = kDwGeoms[(2 * i + j) % kNumDwGeoms];
+      DwCase c = with_dw_geom(base, g);
+      c.wo = widths[i], c.ho = 1 + (i + j) % 3, c.c = 2;
+      c.name = fmt("dw-width-wo%d-%s", widths[i], g.name);
+      cs.push_back(c);
+    }
+  // wide and tall: several row blocks per plane (blocks are sized to an L1 budget)
+  for (const DwGeomSpec& g : kDwGeoms) {
+    DwCase c = with_dw_geom(base, g);
+    c.c = 2, c.h = 23, c.w = quick ? 301 : 733;
+    c.name = fmt("dw-wide-%s", g.name);
+    cs.push_back(c);
+    c.h = quick ? 41 : 97, c.w = 61;
+    c.name = fmt("dw-tall-%s", g.name);
+    cs.push_back(c);
+  }
+  // channels: 1 and odd counts
+  {
+    int i = 0;
+    for (int ch : {1, 3, 7, 13}) {
+      const DwGeomSpec& g = kDwGeoms[i++ % kNumDwGeoms];
+      DwCase c = with_dw_geom(base, g);
+      c.c = ch, c.h = 9, c.w = 10;
+      c.name = fmt("dw-chan-c%d-%s", ch, g.name);
+      cs.push_back(c);
+    }
+  }
+  // batch x activation x residual x bias, cycling through the geometries
+  {
+    int i = 0;
+    const char* acts[] = {"none", "relu", "relu6"};
+    for (int n : {1, 3})
+      for (int act = 0; act < 3; ++act)
+        for (bool res : {false, true})
+          for (bool bias : {false, true}) {
+            const DwGeomSpec& g = kDwGeoms[i++ % kNumDwGeoms];
+            DwCase c = with_dw_geom(base, g);
+            c.batch = n, c.act = act, c.residual = res, c.bias = bias, c.c = 6, c.h = 12, c.w = 20;
+            c.name = fmt("dw-epilogue-n%d-%s-%s-%s-%s", n, acts[act], res ? "res" : "nores",
+                         bias ? "bias" : "nobias", g.name);
+            cs.push_back(c);
+          }
+  }
+  // the parallel splits: many planes (an item each) and few planes (rows split into blocks)
+  const int thr[][7] = {{24, 2, 29, 31, 3, 1, 1}, {1, 1, 53, 41, 3, 1, 1}, {3, 1, 64, 70, 5, 2, 1},
+                        {2, 1, 45, 33, 3, 1, 2}, {5, 1, 30, 30, 7, 3, 1}};
+  for (const auto& t : thr) {
+    DwCase c = base;
+    c.c = t[0], c.batch = t[1], c.h = t[2], c.w = t[3], c.kh = c.kw = t[4], c.sh = c.sw = t[5];
+    c.dh = c.dw = t[6], c.ph = c.pw = t[6] * (t[4] / 2), c.act = SPE_ACT_RELU6, c.residual = true;
+    c.cross_threads = true;
+    c.name = fmt("dw-threads-c%dn%d-%dx%d-k%ds%dd%d", t[0], t[1], t[2], t[3], t[4], t[5], t[6]);
+    cs.push_back(c);
+  }
+  // one output row spanning more than 8 MiB of row buffers: per-row tap copies (block == 0)
+  {
+    DwCase c = base;
+    c.c = 2, c.h = 3, c.w = quick ? 8200 : 9001, c.kh = 5, c.kw = 3, c.dh = 64, c.ph = 128,
+    c.pw = 1, c.act = SPE_ACT_RELU;
+    c.name = "dw-huge-dilated-span";
+    cs.push_back(c);
+  }
+  // threads: alternate 1 / 3; every third case also runs at the other count, bit for bit
+  for (size_t i = 0; i < cs.size(); ++i) {
+    cs[i].threads = i % 2 ? 3 : 1;
+    if (i % 3 == 0) cs[i].cross_threads = true;
+  }
+  return cs;
+}
+
+// Plain-loop depthwise conv, double accumulation: y = act(dw(x, w) + bias [+ residual]).
+std::vector<double> ref_dwconv(const DwCase& g, const std::vector<float>& w, const float* bias,
+                               const float* x, int n, int h, int wd, const float* res) {
+  const int ho = out_dim(h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(wd, g.pw, g.dw, g.kw, g.sw);
+  std::vector<double> y(size_t(n) * g.c * ho * wo);
+  size_t i = 0;
+  for (int b = 0; b < n; ++b)
+    for (int c = 0; c < g.c; ++c)
+      for (int oy = 0; oy < ho; ++oy)
+        for (int ox = 0; ox < wo; ++ox, ++i) {
+          double s = bias ? bias[c] : 0.0;
+          for (int ky = 0; ky < g.kh; ++ky) {
+            const int iy = oy * g.sh - g.ph + ky * g.dh;
+            if (iy < 0 || iy >= h) continue;
+            for (int kx = 0; kx < g.kw; ++kx) {
+              const int ix = ox * g.sw - g.pw + kx * g.dw;
+              if (ix < 0 || ix >= wd) continue;
+              s += double(w[(size_t(c) * g.kh + ky) * g.kw + kx]) *
+                   x[((size_t(b) * g.c + c) * h + iy) * wd + ix];
+            }
+          }
+          if (res) s += res[i];
+          if (g.act == SPE_ACT_RELU) s = std::max(s, 0.0);
+          if (g.act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0), 6.0);
+          y[i] = s;
+        }
+  return y;
+}
+
+// The kernel create() should pick (dwconv.h SPE_DWCONV_SPECIALISED: 3x3 / 5x5, stride 1 / 2).
+std::string expected_dw_kernel(const DwCase& c, const char* isa) {
+  const bool square = c.kh == c.kw && c.sh == c.sw && c.dh == 1 && c.dw == 1;
+  if (square && (c.kh == 3 || c.kh == 5) && (c.sh == 1 || c.sh == 2))
+    return fmt("f32_dwconv_%dx%ds%d__%s", c.kh, c.kh, c.sh, isa);
+  return std::string("f32_dwconv_generic__") + isa;
+}
+
+struct DwLayer {
+  spe_depthwise_conv* conv = nullptr;
+  ~DwLayer() { spe_depthwise_conv_destroy(conv); }
+};
+
+std::string run_dw_case(const DwCase& cs0, const char* isa) {
+  DwCase cs = cs0;
+  if (cs.wo > 0) {
+    cs.w = dw_in_dim(cs.wo, cs.kw, cs.sw, cs.pw, cs.dw);
+    cs.h = dw_in_dim(cs.ho, cs.kh, cs.sh, cs.ph, cs.dh);
+  }
+  Lcg rng(seed_of(cs.name));
+  std::vector<float> w(size_t(cs.c) * cs.kh * cs.kw), bias;
+  for (float& v : w) v = rng.sym(1.5f);
+  if (cs.bias)
+    for (int c = 0; c < cs.c; ++c) bias.push_back(rng.sym(4.0f));
+  const spe_conv_params params = {cs.c, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  DwLayer l;
+  spe_status st = spe_depthwise_conv_create(&params, w.data(), cs.bias ? bias.data() : nullptr,
+                                            spe_activation(cs.act), isa, &l.conv);
+  if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
+  const std::string kname = spe_depthwise_conv_kernel_name(l.conv), want = expected_dw_kernel(cs, isa);
+  if (kname != want) return "kernel " + kname + ", expected " + want;
+
+  const int n = cs.batch, h = cs.h, wd = cs.w;
+  const int ho = out_dim(h, cs.ph, cs.dh, cs.kh, cs.sh), wo = out_dim(wd, cs.pw, cs.dw, cs.kw, cs.sw);
+  int aho = -1, awo = -1;
+  spe_depthwise_conv_output_size(l.conv, h, wd, &aho, &awo);
+  if (aho != ho || awo != wo) return fmt("output size %dx%d, expected %dx%d", aho, awo, ho, wo);
+  if (cs.wo > 0 && (ho != cs.ho || wo != cs.wo))
+    return fmt("input %dx%d gives %dx%d outputs, wanted %dx%d", h, wd, ho, wo, cs.ho, cs.wo);
+  const size_t in_n = size_t(n) * cs.c * h * wd, out_n = size_t(n) * cs.c * ho * wo;
+  Guarded x(in_n), y(out_n), res(cs.residual ? out_n : 0);
+  for (size_t i = 0; i < in_n; ++i) x.data()[i] = rng.sym(2.0f);
+  if (cs.residual)
+    for (size_t i = 0; i < out_n; ++i) res.data()[i] = rng.sym(3.0f);
+  y.fill(std::numeric_limits<float>::quiet_NaN());  // every output must be written
+  const float* rp = cs.residual ? res.data() : nullptr;
+  spe_set_num_threads(cs.threads);
+  st = spe_depthwise_conv_run(l.conv, x.data(), n, h, wd, rp, y.data());
+  if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
+  const auto ref = ref_dwconv(cs, w, cs.bias ? bias.data() : nullptr, x.data(), n, h, wd, rp);
+  std::string err = compare(y.data(), ref, cs.kh * cs.kw, cs.c, ho, wo);
+  if (!err.empty()) return err + fmt(" [%s, input %dx%d, threads %d]", kname.c_str(), h, wd, cs.threads);
+  if (cs.cross_threads) {
+    const int other = cs.threads == 1 ? 3 : 1;
+    Guarded y2(out_n);
+    y2.fill(std::numeric_limits<float>::quiet_NaN());
+    spe_set_num_threads(other);
+    st = spe_depthwise_conv_run(l.conv, x.data(), n, h, wd, rp, y2.data());
+    if (st != SPE_OK) return fmt("run at %d threads returned %d", other, int(st));
+    if (std::memcmp(y.data(), y2.data(), out_n * sizeof(float)) != 0)
+      return fmt("%d and %d threads give different results", cs.threads, other);
+  }
+  return "";
+}
+
+void dw_error_cases(const std::vector<std::string>& isas_missing) {
+  const spe_conv_params good = {4, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  const std::vector<float> w(4 * 65 * 65, 0.5f);  // room for any kernel the checks describe
+  auto expect = [&](const char* what, spe_conv_params p, int act, const char* isa,
+                    spe_status want, const char* message_part) {
+    const std::string name = std::string("dw-error-create-") + what;
+    set_current(name);
+    spe_depthwise_conv* out = nullptr;
+    const spe_status st = spe_depthwise_conv_create(&p, w.data(), nullptr, spe_activation(act),
+                                                    isa, &out);
+    const bool message = std::strstr(spe_last_error(), message_part) != nullptr;
+    record(st == want && out == nullptr && message, name,
+           fmt("status %d (want %d), out %s, last error '%s' (want '%s')", int(st), int(want),
+               out ? "set" : "untouched", spe_last_error(), message_part));
+    if (out) spe_depthwise_conv_destroy(out);
+  };
+  auto edit = [&](auto f) {
+    spe_conv_params p = good;
+    f(p);
+    return p;
+  };
+  const auto BAD = SPE_ERR_INVALID_ARGUMENT;
+  {
+    set_current("dw-error-create-null");
+    spe_depthwise_conv* out = nullptr;
+    record(spe_depthwise_conv_create(nullptr, w.data(), nullptr, SPE_ACT_NONE, "scalar", &out) ==
+               BAD && !out, "dw-error-create-null-params");
+    record(spe_depthwise_conv_create(&good, nullptr, nullptr, SPE_ACT_NONE, "scalar", &out) ==
+               BAD && !out, "dw-error-create-null-weight");
+    record(spe_depthwise_conv_create(&good, w.data(), nullptr, SPE_ACT_NONE, "scalar", nullptr) ==
+               BAD, "dw-error-create-null-out");
+  }
+  expect("channels-mismatch", edit([](spe_conv_params& p) { p.out_channels = 5; }), 0, "scalar",
+         BAD, "out_channels == in_channels, got 5 and 4");
+  expect("zero-channels", edit([](spe_conv_params& p) { p.out_channels = p.in_channels = 0; }), 0,
+         "scalar", BAD, "invalid conv params");
+  expect("zero-kernel", edit([](spe_conv_params& p) { p.kw = 0; }), 0, "scalar", BAD,
+         "invalid conv params");
+  expect("zero-stride", edit([](spe_conv_params& p) { p.stride_h = 0; }), 0, "scalar", BAD,
+         "invalid conv params");
+  expect("negative-padding", edit([](spe_conv_params& p) { p.pad_w = -1; }), 0, "scalar", BAD,
+         "invalid conv params");
+  expect("zero-dilation", edit([](spe_conv_params& p) { p.dil_h = 0; }), 0, "scalar", BAD,
+         "invalid conv params");
+  expect("kernel-above-64", edit([](spe_conv_params& p) { p.kh = 65; }), 0, "scalar", BAD,
+         "kernel size or dilation too large");
+  expect("dilation-above-64", edit([](spe_conv_params& p) { p.dil_w = 65; }), 0, "scalar", BAD,
+         "kernel size or dilation too large");
+  expect("stride-above-64", edit([](spe_conv_params& p) { p.stride_w = 65; }), 0, "scalar", BAD,
+         "stride too large");
+  expect("padding-above-65536", edit([](spe_conv_params& p) { p.pad_h = 65537; }), 0, "scalar",
+         BAD, "padding too large");
+  expect("unknown-activation", good, 3, "scalar", BAD, "unknown activation");
+  expect("unknown-isa", good, 0, "sse9000", SPE_ERR_UNSUPPORTED_ISA, "sse9000");
+  expect("null-isa", good, 0, nullptr, SPE_ERR_UNSUPPORTED_ISA, "null");
+  for (const std::string& isa : isas_missing)
+    expect(("isa-not-available-" + isa).c_str(), good, 0, isa.c_str(), SPE_ERR_UNSUPPORTED_ISA,
+           isa.c_str());
+
+  // run(): bad calls return a status and leave the layer usable
+  set_current("dw-error-run");
+  DwLayer l;
+  if (spe_depthwise_conv_create(&good, w.data(), nullptr, SPE_ACT_RELU, "auto", &l.conv) != SPE_OK) {
+    record(false, "dw-error-run-setup", spe_last_error());
+    return;
+  }
+  std::vector<float> x(2 * 4 * 5 * 5, 1.0f), y(2 * 4 * 5 * 5, -1.0f);
+  record(spe_depthwise_conv_run(nullptr, x.data(), 1, 5, 5, nullptr, y.data()) == BAD, "dw-error-run-null-conv");
+  record(spe_depthwise_conv_run(l.conv, nullptr, 1, 5, 5, nullptr, y.data()) == BAD, "dw-error-run-null-x");
+  record(spe_depthwise_conv_run(l.conv, x.data(), 1, 5, 5, nullptr, nullptr) == BAD, "dw-error-run-null-y");
+  record(spe_depthwise_conv_run(l.conv, x.data(), -1, 5, 5, nullptr, y.data()) == BAD, "dw-error-run-negative-batch");
+  record(spe_depthwise_conv_run(l.conv, x.data(), 1, 0, 5, nullptr, y.data()) == BAD, "dw-error-run-zero-height");
+  record(spe_depthwise_conv_run(l.conv, x.data(), 1, 5, -2, nullptr, y.data()) == BAD, "dw-error-run-negative-width");
+  record(spe_depthwise_conv_run(l.conv, x.data(), 0, 5, 5, nullptr, y.data()) == SPE_OK && y[0] == -1.0f,
+         "dw-error-run-zero-batch-is-a-no-op");
+  {
+    const spe_conv_params unpadded = {4, 4, 3, 3, 2, 2, 0, 0, 1, 1};
+    DwLayer small;
+    const bool made = spe_depthwise_conv_create(&unpadded, w.data(), nullptr, SPE_ACT_NONE,
+                                                "scalar", &small.conv) == SPE_OK;
+    record(made && spe_depthwise_conv_run(small.conv, x.data(), 1, 2, 5, nullptr, y.data()) == BAD &&
+               std::strstr(spe_last_error(), "too small"),
+           "dw-error-run-input-smaller-than-kernel", spe_last_error());
+  }
+  // still usable: all-ones input, 0.5 weights: the centre sees 9 taps, a corner 4
+  const spe_status st = spe_depthwise_conv_run(l.conv, x.data(), 2, 5, 5, nullptr, y.data());
+  record(st == SPE_OK && y[12] == 4.5f && y[7 * 25 + 12] == 4.5f && y[0] == 2.0f,
+         "dw-error-run-layer-usable-afterwards",
+         fmt("status %d, centre %g, corner %g", int(st), double(y[12]), double(y[0])));
+}
+
 // ------------------------------------------------------------------------------ max pooling
 
 void pool_cases(bool quick) {
@@ -824,6 +1166,7 @@ int main(int argc, char** argv) {
 #endif
 
   const std::vector<Case> cases = make_cases(quick);
+  const std::vector<DwCase> dw_cases = make_dw_cases(quick);
   for (const std::string& isa : isas) {
     // the kernel names carry the documented tiles
     for (const TileDoc& t : kTiles) {
@@ -837,6 +1180,12 @@ int main(int argc, char** argv) {
       const std::string name = "[" + isa + "] " + c.name;
       set_current(name);
       const std::string err = run_conv_case(c, isa.c_str());
+      record(err.empty(), name, err);
+    }
+    for (const DwCase& c : dw_cases) {
+      const std::string name = "[" + isa + "] " + c.name;
+      set_current(name);
+      const std::string err = run_dw_case(c, isa.c_str());
       record(err.empty(), name, err);
     }
   }
@@ -859,10 +1208,12 @@ int main(int argc, char** argv) {
   }
   pool_cases(quick);
   error_cases(missing);
+  dw_error_cases(missing);
 
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("time: %.2f s, %zu conv cases per ISA\n", secs, cases.size());
+  std::printf("time: %.2f s, %zu conv + %zu depthwise cases per ISA\n", secs, cases.size(),
+              dw_cases.size());
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 && g_passed > 0 ? 0 : 1;
 }

@@ -8,14 +8,19 @@
 //             act (spe_activation), has_bias, has_residual. bias / residual are 1-element
 //             placeholders when absent. The packed arrays are the layer's constants, so the
 //             address of `values` identifies the layer: its spe_sparse_conv is built once.
+//   spe.v1.depthwise_conv2d(x, meta, weight, bias, residual, y)
+//       A dense depthwise conv (groups == C) on the direct depthwise kernels. meta: int32[13],
+//       the layout of sparse_conv2d's (O == C). weight: float32 (C, kh, kw); bias / residual
+//       as above. Built once per layer, keyed by the address of `weight`.
 //   spe.v1.max_pool2d(x, meta, y)   meta: int32[6] = kh, kw, stride_h, stride_w, pad_h, pad_w
 //
-// Linked into the exported model.so (engine/codegen/bridge.py builds it per architecture), so
+// Linked into the exported model.so (engine/codegen/native_bridge.py builds it per architecture), so
 // an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -107,6 +112,97 @@ void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView ro
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
 }
 
+// A depthwise layer built from the constants it was created from. The cache is keyed by the
+// weight's address, and a module's constants are heap tensors: after one module is unloaded a
+// later one may get a constant at the same address. So a hit is checked against the copy kept
+// here (C*kh*kw floats, a few KiB, compared in microseconds) and rebuilt when it differs.
+struct DwEntry {
+  spe_depthwise_conv* conv = nullptr;
+  std::vector<int32_t> meta;
+  std::vector<float> weight, bias;
+};
+
+struct DwCache {
+  std::mutex mu;
+  std::unordered_map<const void*, DwEntry> layers;
+  // Replaced layers are kept, never destroyed: cheap, and no call can be left holding a freed
+  // one (the same policy as the sparse layers: module lifetime).
+  std::vector<spe_depthwise_conv*> retired;
+};
+
+DwCache& dw_cache() {
+  static DwCache* c = new DwCache();
+  return *c;
+}
+
+spe_depthwise_conv* get_depthwise(const TensorView& meta, const TensorView& weight,
+                                  const TensorView& bias) {
+  const int32_t* m = data<int32_t>(meta);
+  const int64_t nw = int64_t(m[1]) * m[2] * m[3];
+  if (weight.dtype().code != kDLFloat || weight.dtype().bits != 32 || weight.numel() != nw)
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: weight must be float32 with C*kh*kw = "
+                              << nw << " elements, got " << weight.numel();
+  const int64_t nb = m[11] ? m[1] : 0;
+  if (m[11] && (bias.dtype().code != kDLFloat || bias.dtype().bits != 32 || bias.numel() != nb))
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: bias must be float32[" << nb << "]";
+  const float* w = data<float>(weight);
+  const float* b = m[11] ? data<float>(bias) : nullptr;
+  auto same = [&](const DwEntry& e) {
+    return std::equal(e.meta.begin(), e.meta.end(), m) &&
+           std::equal(e.weight.begin(), e.weight.end(), w) &&
+           (e.bias.empty() ? b == nullptr : b && std::equal(e.bias.begin(), e.bias.end(), b));
+  };
+  auto& c = dw_cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.layers.find(w);
+  if (it != c.layers.end() && same(it->second)) return it->second.conv;
+  spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
+  DwEntry e;
+  const spe_status s = spe_depthwise_conv_create(&p, w, b, spe_activation(m[10]), "auto", &e.conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: " << spe_last_error();
+  e.meta.assign(m, m + 13);
+  e.weight.assign(w, w + nw);
+  if (b) e.bias.assign(b, b + nb);
+  if (it != c.layers.end()) {
+    c.retired.push_back(it->second.conv);
+    it->second = std::move(e);
+    return it->second.conv;
+  }
+  return c.layers.emplace(w, std::move(e)).first->second.conv;
+}
+
+void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorView bias,
+                      TensorView residual, TensorView y) {
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  if (meta.ndim() != 1 || meta.size(0) < 13 || meta.dtype().code != kDLInt ||
+      meta.dtype().bits != 32)
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: meta must hold 13 int32";
+  const int32_t* m = data<int32_t>(meta);
+  if (m[0] != m[1])
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: meta says " << m[0] << " output and "
+                              << m[1] << " input channels; a depthwise conv has C of each";
+  if (x.size(1) != m[1] || y.size(1) != m[1] || x.size(0) != y.size(0))
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: x/y shapes do not match the layer ("
+                              << m[1] << " channels)";
+  spe_depthwise_conv* conv = get_depthwise(meta, weight, bias);
+  int32_t ho = 0, wo = 0;
+  spe_depthwise_conv_output_size(conv, int32_t(x.size(2)), int32_t(x.size(3)), &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: output must be " << ho << "x" << wo;
+  if (m[12]) {
+    check_f32(residual, 4, "residual");
+    for (int d = 0; d < 4; ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: residual must have the output's shape";
+  }
+  const spe_status s =
+      spe_depthwise_conv_run(conv, data<float>(x), int32_t(x.size(0)), int32_t(x.size(2)),
+                             int32_t(x.size(3)), m[12] ? data<float>(residual) : nullptr,
+                             mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: " << spe_last_error();
+}
+
 void max_pool2d(TensorView x, TensorView meta, TensorView y) {
   check_f32(x, 4, "x");
   check_f32(y, 4, "y");
@@ -131,6 +227,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       Function::SetGlobal(name, Function::FromTyped(fn, std::string(name)), false);
   };
   def("spe.v1.sparse_conv2d", sparse_conv2d);
+  def("spe.v1.depthwise_conv2d", depthwise_conv2d);
   def("spe.v1.max_pool2d", max_pool2d);
   def("spe.v1.set_num_threads", set_num_threads);
 }

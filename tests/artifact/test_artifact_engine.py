@@ -19,6 +19,8 @@ from engine import zoo
 from engine.artifact import read_manifest
 
 MODELS = ["resnet18_cifar", "mobilenetv2_cifar"]
+DEPTHWISE = "spe.v1.depthwise_conv2d"
+DEPTHWISE_LAYERS = {"resnet18_cifar": 0, "mobilenetv2_cifar": 17}
 
 
 def _optimized(name, target):
@@ -31,6 +33,28 @@ def _optimized(name, target):
     return opt, x, ref
 
 
+def _save(opt, directory):
+    """opt.save(directory) and the CompiledModel it wrote: its layer list names the kernel each
+    conv / linear calls in model.so."""
+    compiled = []
+    compile_ = opt.compile
+    opt.compile = lambda target=None: compiled.append(compile_(target)) or compiled[-1]
+    try:
+        path = opt.save(directory)
+    finally:
+        del opt.compile
+    assert len(compiled) == 1
+    return path, compiled[0]
+
+
+def _assert_depthwise_kernel(name, cm):
+    """Every depthwise conv calls the direct depthwise kernel through the bridge (spe.v1
+    depthwise_conv2d, BN and ReLU6 fused), not the block-diagonal SpMM pack."""
+    dw = [lk for lk in cm.layers if lk.kernel == DEPTHWISE]
+    assert len(dw) == DEPTHWISE_LAYERS[name], [(lk.layer, lk.kernel) for lk in cm.layers]
+    assert all(lk.kind == "native" and lk.fused == ("batch_norm", "relu6") for lk in dw)
+
+
 def _run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"{cmd}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
@@ -40,7 +64,8 @@ def _run(cmd):
 @pytest.mark.parametrize("name", MODELS)
 def test_host_artifact_from_optimize(name, tmp_path, host_runner):
     opt, x, ref = _optimized(name, "host")
-    path = opt.save(tmp_path / "art")
+    path, cm = _save(opt, tmp_path / "art")
+    _assert_depthwise_kernel(name, cm)
     manifest = read_manifest(path)
     assert manifest["target"]["name"] == "host"
     assert [c["layer"] for c in manifest["plan"]["choices"]] == [c.layer for c in opt.plan]
@@ -72,8 +97,9 @@ def _mixed_backends(name, target):
 def test_arm64_artifact_from_optimize_under_qemu(name, backends, tmp_path, arm64_runner):
     require_arm64_toolchain()
     opt, x, ref = (_optimized if backends == "native" else _mixed_backends)(name, "arm64")
-    path = opt.save(tmp_path / "art")
+    path, cm = _save(opt, tmp_path / "art")
     assert elf_machine(path / "model.so") == "aarch64"
+    _assert_depthwise_kernel(name, cm)
     x.numpy().astype("<f4").tofile(tmp_path / "in.f32")
     out = _run(qemu_cmd(arm64_runner, str(path), "--input", str(tmp_path / "in.f32"),
                         "--output", str(tmp_path / "out.f32")))

@@ -29,6 +29,8 @@ def test_compiled_host_module_matches_masked_model(tmp_path, name):
     mod = import_lowered(opt.runtime, (x,))
     text = mod.script()
     assert "spe.v1.sparse_conv2d" in text and "R.nn.conv2d" not in text  # every conv native
+    # depthwise convs call the direct depthwise kernel (MobileNetV2: 17 of them), not the SpMM
+    assert text.count('"spe.v1.depthwise_conv2d"') == (17 if name == "mobilenetv2_cifar" else 0)
     host = get_target("host")
     ex = tvm.compile(mod, target=tvm_target(host))
     path = export_library(ex, tmp_path / "model.so", host)

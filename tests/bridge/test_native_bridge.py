@@ -1,7 +1,8 @@
 """The native-kernel bridge: a TVM-compiled module calling our C++ kernels.
 
-A Relax module built by hand calls `spe.v1.sparse_conv2d` / `spe.v1.max_pool2d` through
-call_dps_packed; exported with the bridge object linked in, loaded and run, it must match torch.
+A Relax module built by hand calls `spe.v1.sparse_conv2d` / `spe.v1.depthwise_conv2d` /
+`spe.v1.max_pool2d` through call_dps_packed; exported with the bridge object linked in, loaded
+and run, it must match torch.
 The aarch64 export must link (its run under qemu is covered by the artifact tests).
 """
 import os
@@ -61,6 +62,88 @@ def test_sparse_conv_through_tvm_matches_torch(tmp_path, k, s, p, rows, act, bia
     np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def _depthwise_module(x_shape, layers, out_shape):
+    """main(x[, residual]) calling spe.v1.depthwise_conv2d once per (consts, residual?) layer,
+    each on the previous layer's output."""
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.type.TensorType(x_shape, "float32"))
+    rv = relax.Var("r", relax.type.TensorType(out_shape, "float32"))
+    with_res = any(res for _, res in layers)
+    with bb.function("main", [xv, rv] if with_res else [xv]):
+        with bb.dataflow():
+            cur = xv
+            for consts, res in layers:
+                args = [cur] + [relax.const(c) for c in consts]
+                args.append(rv if res else relax.const(np.zeros(1, np.float32)))
+                cur = bb.emit(relax.call_dps_packed(
+                    "spe.v1.depthwise_conv2d", relax.Tuple(args),
+                    out_ty=relax.type.TensorType(out_shape, "float32")))
+            out = bb.emit_output(cur)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _depthwise_consts(w, b, stride, pad, dil, act, residual):
+    c, _, kh, kw = w.shape
+    meta = np.array([c, c, kh, kw, stride, stride, pad, pad, dil, dil, act, int(b is not None),
+                     int(residual)], np.int32)
+    return [meta, w.numpy().reshape(c, kh, kw),
+            b.numpy() if b is not None else np.zeros(1, np.float32)]
+
+
+@pytest.mark.parametrize("k,s,p,d,act,bias,res", [(3, 1, 1, 1, 2, True, False),
+                                                  (3, 2, 1, 1, 1, False, False),
+                                                  (5, 2, 2, 1, 0, True, True),
+                                                  (3, 1, 2, 2, 2, True, True),
+                                                  (7, 3, 3, 1, 1, False, True)])
+def test_depthwise_conv_through_tvm_matches_torch(tmp_path, k, s, p, d, act, bias, res):
+    g = torch.Generator().manual_seed(k * 100 + s * 10 + d)
+    c, h = 19, 23
+    w = torch.randn(c, 1, k, k, generator=g)
+    b = torch.randn(c, generator=g) if bias else None
+    x = torch.randn(2, c, h, h + 4, generator=g)   # batch 2, not square
+    ref = F.conv2d(x, w, b, s, p, d, groups=c)
+    r = torch.randn(ref.shape, generator=g)
+    if res:
+        ref = ref + r
+    ref = {0: ref, 1: ref.relu(), 2: ref.clamp(0, 6)}[act]
+    mod = _depthwise_module(tuple(x.shape), [(_depthwise_consts(w, b, s, p, d, act, res), res)],
+                            tuple(ref.shape))
+    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    path = str(tmp_path / "m.so")
+    ex.export_library(path, addons=[str(bridge_object(os.uname().machine))])
+    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    args = [tvm.runtime.tensor(x.numpy())] + ([tvm.runtime.tensor(r.numpy())] if res else [])
+    got = vm["main"](*args).numpy()
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_layers_in_one_module_keep_their_own_weights(tmp_path):
+    """Two layers of the same shape in one module: each call runs its own constants (the
+    bridge caches a layer per weight constant)."""
+    g = torch.Generator().manual_seed(4)
+    c, h = 8, 12
+    w1, w2 = torch.randn(c, 1, 3, 3, generator=g), torch.randn(c, 1, 3, 3, generator=g)
+    b1, b2 = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    x = torch.randn(1, c, h, h, generator=g)
+    ref = F.conv2d(F.conv2d(x, w1, b1, 1, 1, 1, c).relu(), w2, b2, 1, 1, 1, c).clamp(0, 6)
+    layers = [(_depthwise_consts(w1, b1, 1, 1, 1, 1, False), False),
+              (_depthwise_consts(w2, b2, 1, 1, 1, 2, False), False)]
+    got = _run_host(_depthwise_module(tuple(x.shape), layers, tuple(ref.shape)), x.numpy(),
+                    tmp_path)
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_bad_layer_raises_a_clear_error(tmp_path):
+    c = 6
+    w = torch.randn(c, 1, 3, 3)
+    consts = _depthwise_consts(w, None, 1, 1, 1, 0, False)
+    consts[1] = consts[1][:4]                       # weight of 4 channels, meta says 6
+    mod = _depthwise_module((1, c, 8, 8), [(consts, False)], (1, c, 8, 8))
+    with pytest.raises(Exception, match="weight must be float32 with C\\*kh\\*kw = 54"):
+        _run_host(mod, np.zeros((1, c, 8, 8), np.float32), tmp_path)
+
+
 def test_max_pool_through_tvm_matches_torch(tmp_path):
     x = torch.randn(1, 8, 15, 15)
     ref = F.max_pool2d(x, 3, 2, 1)
@@ -87,4 +170,5 @@ def test_aarch64_export_links_the_bridge(tmp_path):
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
     syms = subprocess.run(["aarch64-linux-gnu-nm", "-C", str(path)], capture_output=True,
                           text=True).stdout
-    assert "spe_sparse_conv_run" in syms
+    assert "spe_sparse_conv_run" in syms and "spe_depthwise_conv_run" in syms
+    assert "spe::dw::plane<spe::(anonymous namespace)::Neon" in syms  # NEON depthwise kernels

@@ -79,8 +79,14 @@ def test_compiled_grouped_conv_runs_the_native_kernel():
     for c in opt.plan:
         c.backend = "native"
     cm = opt.compile()
-    grouped = [lk for lk in cm.layers if lk.layer.endswith("conv.0.0") or "conv.1.0" in lk.layer]
+    depthwise = {n for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups > 1}
+    grouped = [lk for lk in cm.layers if lk.layer in depthwise]
     assert grouped and all(lk.kind == "native" for lk in grouped)
+    # MobileNetV2's grouped convs are all depthwise: the direct depthwise kernel, not the SpMM
+    assert len(grouped) == 17 and all(lk.kernel == "spe.v1.depthwise_conv2d" for lk in grouped)
+    assert all(lk.kernel == "spe.v1.sparse_conv2d" for lk in cm.layers
+               if lk.op == "conv2d" and lk.layer not in depthwise)
     y, = cm.run(x)
     assert _close(torch.from_numpy(y), opt.pruned_model(x))
 

@@ -3,8 +3,8 @@
 Builds kernels/tests/kernel_tests.cc (CMake target spe_kernel_tests, public C API only) twice:
 for the host, where it checks scalar / avx2 / avx512 as the CPU allows, and cross-compiled with
 kernels/cmake/aarch64-linux-gnu.cmake, run under qemu-aarch64, where it checks scalar and NEON.
-Each run compares every ISA variant with a plain-loop reference convolution and ends with the
-line `N passed, M failed`. The aarch64 half is skipped only when the cross compiler or qemu is
+Each run compares every ISA variant with plain-loop reference convolutions (the block-sparse
+SpMM kernels and the direct depthwise kernels) and ends with the line `N passed, M failed`. The aarch64 half is skipped only when the cross compiler or qemu is
 missing (scripts/install.sh installs both).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ TOOLCHAIN = ROOT / "kernels" / "cmake" / "aarch64-linux-gnu.cmake"
 SYSROOT = "/usr/aarch64-linux-gnu"
 QEMU = ["qemu-aarch64", "-L", SYSROOT]
 SUMMARY = re.compile(r"(\d+) passed, (\d+) failed")
+CASE_COUNTS = re.compile(r"(\d+) conv \+ (\d+) depthwise cases per ISA")
 ELF_MACHINE_AARCH64 = 183
 
 # Tools the aarch64 half needs -> the Debian package that provides each.
@@ -62,6 +63,9 @@ def _check_output(proc: subprocess.CompletedProcess) -> tuple[list[str], int]:
     assert failed == 0 and proc.returncode == 0, f"exit {proc.returncode}\n{failures}"
     isa_line = next(l for l in lines if l.startswith("isas tested:"))
     isas = isa_line.split(":", 1)[1].split("(")[0].split()
+    counts = CASE_COUNTS.search(out)
+    assert counts and int(counts.group(1)) >= 150 and int(counts.group(2)) >= 100, \
+        "the runner did not report both sweeps (SpMM conv and depthwise)"
     return isas, passed
 
 

@@ -115,7 +115,8 @@ def test_to_plan_fills_choices_and_meta():
     assert (a.scheme, a.block, a.sparsity, a.backend) == ("block", (4, 1), 0.8, "native")
     assert (a.kernel, a.latency_us, a.dense_latency_us, a.reason) == \
         (f"k:{B41}", 40.0, 100.0, "because")
-    assert (b.scheme, b.backend, b.kernel, b.latency_us) == ("dense", "torch", "k:dense", 300.0)
+    # a dense choice runs the dense kernel measured fastest ("k:dense" is not torch: native)
+    assert (b.scheme, b.backend, b.kernel, b.latency_us) == ("dense", "native", "k:dense", 300.0)
     assert b.reason.startswith("dense (")      # default reason from describe()
     m = plan.meta
     assert m["mapper"] == "test" and m["seed"] == 7 and m["budget"]["sparsity"] == 0.5
@@ -149,3 +150,12 @@ def test_describe_and_rejection_summary():
     text = p.describe("fc", DENSE)
     # The closest rejection comes first.
     assert text.startswith(f"dense: nothing allowed: {B41} measured 0.83x")
+
+
+def test_dense_choice_backend_follows_the_measured_dense_kernel():
+    from mapping.problem import _dense_backend
+    from mapping import Measurement
+    assert _dense_backend(Measurement(1.0, kernel="torch")) == "torch"
+    assert _dense_backend(None) == "torch"
+    assert _dense_backend(Measurement(1.0, kernel="f32_spmm_8x48__avx512")) == "native"
+    assert _dense_backend(Measurement(1.0, kernel="tir_f32_dense_4x96")) == "tir"

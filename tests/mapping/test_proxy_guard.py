@@ -41,7 +41,7 @@ def test_guard_raises_the_proxy_to_the_floor_and_keeps_the_sparsity(seed):
     p, floor = _floor_problem(seed)
     off = RuleMapper(proxy_guard=False).map(p)
     assert off.meta["predicted"]["proxy"] < floor, "premise: the rules alone miss the floor"
-    plan = RuleMapper().map(p)
+    plan = RuleMapper(proxy_spend=False).map(p)      # the guard alone (proxy-spend follows it)
     pred = plan.meta["predicted"]
     assert plan.meta["feasible"], plan.meta["violations"]
     assert pred["proxy"] >= floor and pred["sparsity"] >= 0.8 - 1e-9
@@ -57,11 +57,17 @@ def test_guard_raises_the_proxy_to_the_floor_and_keeps_the_sparsity(seed):
     # At least as sparse and as accurate as the uniform reference, and faster.
     ref = uniform_plans(p)[REF].meta["predicted"]
     assert pred["latency_us"] < ref["latency_us"]
+    # proxy-spend then spends what the guard's last step overshot: still feasible, faster.
+    spent = RuleMapper().map(p)
+    assert spent.meta["feasible"] and spent.meta["predicted"]["proxy"] >= floor - 1e-9
+    assert spent.meta["predicted"]["latency_us"] <= pred["latency_us"]
+    assert spent.meta["proxy_spend"]["before"] == pytest.approx(pred["proxy"])
 
 
 def test_reasons_say_what_the_guard_did():
     p, _ = _floor_problem()
-    off, plan = plan_assignment(RuleMapper(proxy_guard=False).map(p)), RuleMapper().map(p)
+    off = plan_assignment(RuleMapper(proxy_guard=False).map(p))
+    plan = RuleMapper(proxy_spend=False).map(p)
     changed = plan.meta["proxy_guard"]["layers_changed"]
     assert changed
     for c in plan:
@@ -205,11 +211,15 @@ def test_any_proxy_works_through_full_evaluations_within_the_cap():
     proxy = CallableProxy(base.proxy_fn.score)
     p = _with_proxy(base, proxy)
     plan = RuleMapper(guard_proxy_calls=600).map(p)
-    g = plan.meta["proxy_guard"]
+    g, s = plan.meta["proxy_guard"], plan.meta["proxy_spend"]
     assert g["mode"].startswith("full evaluations") and g["met"], g["why"]
+    assert s["mode"] == g["mode"]
     assert plan.meta["feasible"] and plan.meta["predicted"]["sparsity"] >= 0.8 - 1e-9
-    assert g["proxy_calls"] <= 600 and proxy.calls <= g["proxy_calls"] + 1   # + to_plan's
-    assert all("proxy ~" in c.reason for c in plan if c.layer in g["layers_changed"])
+    # Each global rule has its own allowance; + 1 for to_plan's evaluation.
+    assert g["proxy_calls"] <= 600 and s["proxy_calls"] <= 600
+    assert proxy.calls <= g["proxy_calls"] + s["proxy_calls"] + 1
+    assert all("proxy ~" in c.reason for c in plan
+               if c.layer in g["layers_changed"] + s["layers_changed"])
 
 
 def test_the_evaluation_cap_is_honoured_and_reported():
@@ -221,6 +231,9 @@ def test_the_evaluation_cap_is_honoured_and_reported():
     assert g["proxy_calls"] <= 30 and proxy.calls <= 30 + 1
     assert not g["met"] and "proxy-evaluation cap" in g["why"]
     assert not plan.meta["feasible"]
+    # Below the floor there is nothing to spend, and proxy-spend does not evaluate again.
+    assert plan.meta["proxy_spend"]["moves"] == 0
+    assert plan.meta["proxy_spend"]["proxy_calls"] == 0
 
 
 def test_a_table_proxy_subclass_with_its_own_score_is_not_assumed_local():
@@ -267,10 +280,15 @@ def test_a_floor_already_met_changes_nothing():
     base = resnet50_problem(Budget(sparsity=0.8))
     plain = RuleMapper().map(base)
     p = resnet50_problem(Budget(sparsity=0.8, min_proxy=plain.meta["predicted"]["proxy"]))
-    plan = RuleMapper().map(p)
+    plan = RuleMapper(proxy_spend=False).map(p)
     assert [c.to_dict() for c in plan] == [c.to_dict() for c in plain]
     assert plan.meta["proxy_guard"]["moves"] == 0 and plan.meta["feasible"]
     assert any("nothing to do" in n for n in plan.meta["notes"])
+    # With no slack, proxy-spend only takes moves that lose no proxy (pure wins).
+    spent = RuleMapper().map(p)
+    assert spent.meta["feasible"]
+    assert spent.meta["predicted"]["proxy"] >= plain.meta["predicted"]["proxy"] - 1e-12
+    assert spent.meta["predicted"]["latency_us"] <= plain.meta["predicted"]["latency_us"]
 
 
 # -- the guarantee and speed -------------------------------------------------------------------

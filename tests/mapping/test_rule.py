@@ -41,9 +41,47 @@ def plan():
     return RuleMapper(compensate=False).map(_rules_problem())
 
 
-def test_first_layer_stays_dense(plan):
+def _share(p, name="conv1"):
+    return p.dense_latency(name) / p.dense_latency_total
+
+
+def test_an_expensive_first_layer_goes_through_the_rules(plan):
+    p = _rules_problem()
+    share = _share(p)
+    assert share >= RuleConfig().first_layer_share        # premise: 100 of 1850 us
     c = plan["conv1"]
-    assert c.scheme == "dense" and c.reason.startswith("rule first-layer")
+    assert c.scheme == "block" and c.reason.startswith("rule kxk-block: 7x7 conv -> ")
+    assert c.reason.endswith(f" | first layer not kept dense: {share:.1%} of the dense latency "
+                             f"(>= 3.0%, RuleConfig.first_layer_share)")
+
+
+def test_a_cheap_first_layer_stays_dense():
+    p = _rules_problem()
+    share = _share(p)
+    for limit in (share * 1.01, 1.0):     # just above its share, and 1.0 = always (old rule)
+        c = RuleMapper(compensate=False, first_layer_share=limit).map(p)["conv1"]
+        assert c.scheme == "dense" and c.reason.startswith(
+            f"rule first-layer: the first layer (order 0) stays dense: {share:.1%} of the "
+            f"dense latency (< {limit:.1%})")
+        assert "pruning the input layer costs accuracy" in c.reason
+    c = RuleMapper(compensate=False, first_layer_share=share * 0.99).map(p)["conv1"]
+    assert c.scheme == "block" and "first layer not kept dense" in c.reason
+
+
+def test_first_layer_share_on_resnet50():
+    """The synthetic stem is just under 3% of the dense latency: dense by default, pruned (and
+    open to the global rules) below that share."""
+    p = resnet50_problem(Budget(sparsity=0.8))
+    share = _share(p)
+    assert share < 0.03
+    assert RuleMapper().map(p)["conv1"].scheme == "dense"
+    plan = RuleMapper(first_layer_share=share / 2).map(p)
+    c = plan["conv1"]
+    assert c.scheme == "block" and c.reason.startswith("rule kxk-block")
+    assert f"first layer not kept dense: {share:.1%}" in c.reason
+    assert c.latency_us < p.dense_latency("conv1") and plan.meta["feasible"]
+    assert plan.meta["predicted"]["latency_us"] < RuleMapper().map(p).meta["predicted"][
+        "latency_us"]
 
 
 def test_depthwise_stays_dense(plan):
@@ -105,6 +143,8 @@ def test_every_layer_has_a_reason_naming_its_rule(plan):
 
 
 def _compensation_problem(budget):
+    """Run with first_layer_share=1.0: "first" stands for a layer the rules keep dense (it is
+    20% of the dense latency, so by default it would be pruned like the others)."""
     specs = [conv("first", 64, 256, 1, 28, order=0),
              conv("x", 256, 256, 1, 14, order=1), conv("y", 256, 256, 1, 7, order=2)]
     x9, y9 = "block4x1@0.90/native", "block4x1@0.90/native"
@@ -126,7 +166,7 @@ def test_compensation_raises_the_cheapest_layer_until_met():
     probe = _compensation_problem(Budget())
     budget = Budget(sparsity=_sparsity_with_one_raise(probe))
     p = _compensation_problem(budget)
-    plan = RuleMapper().map(p)
+    plan = RuleMapper(first_layer_share=1.0).map(p)
     assert plan.meta["feasible"], plan.meta["violations"]
     assert plan["first"].scheme == "dense"            # locked by the first-layer rule
     # y gains more latency per extra pruned weight than x (same params), so y is raised.
@@ -140,7 +180,7 @@ def test_compensation_raises_the_cheapest_layer_until_met():
 
 def test_compensation_says_when_it_cannot():
     p = _compensation_problem(Budget(sparsity=0.95))
-    plan = RuleMapper().map(p)
+    plan = RuleMapper(first_layer_share=1.0).map(p)
     assert not plan.meta["feasible"]
     assert any("cannot meet the budget" in n for n in plan.meta["notes"])
     assert any("sparsity" in v for v in plan.meta["violations"])
@@ -152,7 +192,7 @@ def test_compensation_meets_a_latency_budget():
     probe = _compensation_problem(Budget())
     at8 = sum(probe.layer_latency(n, Candidate.from_key(B41)) for n in ("x", "y")) + 100.0
     p = _compensation_problem(Budget(latency_us=at8 - 10.0))
-    plan = RuleMapper(sparsity=0.8).map(p)
+    plan = RuleMapper(sparsity=0.8, first_layer_share=1.0).map(p)
     assert plan.meta["feasible"], plan.meta["violations"]
     assert any("rule compensation" in c.reason for c in plan)
 
@@ -160,13 +200,16 @@ def test_compensation_meets_a_latency_budget():
 def test_without_compensation_the_gap_is_reported():
     probe = _compensation_problem(Budget())
     p = _compensation_problem(Budget(sparsity=_sparsity_with_one_raise(probe)))
-    plan = RuleMapper(compensate=False).map(p)
+    plan = RuleMapper(compensate=False, first_layer_share=1.0).map(p)
     assert not plan.meta["feasible"] and "sparsity" in plan.meta["violations"][0]
 
 
 def test_config_is_validated():
     with pytest.raises(ValueError, match="sparsity"):
         RuleConfig(sparsity=1.5)
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="first_layer_share"):
+            RuleConfig(first_layer_share=bad)
     with pytest.raises(TypeError):
         RuleMapper(colour="red")
 

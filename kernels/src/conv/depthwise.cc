@@ -126,7 +126,7 @@ spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t
   if (n == 0) return SPE_OK;
   const spe_conv_params& p = c->p;
   spe::DwGeom g{p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w,
-                h, w, ho, wo, 0, 0, false};
+                h, w, ho, wo, 0, 0, 0};
   spe::dw_layout(g);
 
   const int C = p.out_channels, K = p.kh * p.kw;

@@ -259,10 +259,8 @@ void plane(const DwPlaneArgs& a) {
     const int oe = std::min(a.oy1, ob + g.block);
     const int r0 = ob * sh - g.ph;  // the block's input rows: [r0, r0 + slots)
     const int r1 = std::min(h, (oe - 1) * sh - g.ph + span);
-#ifndef DWX_NOFILL
     for (int r = std::max(r0, 0); r < r1; ++r)
       fill_row<T>(a.x + int64_t(r) * g.w, buf + (r - r0) * rf, g, sw);
-#endif
     // the row buffer of input row r (the zero row outside the image)
     auto row = [&](int r) -> const float* {
       return unsigned(r) < unsigned(h) ? buf + (r - r0) * rf : zero_row;
