@@ -66,9 +66,12 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
     plans = {f"uniform {k}": p for k, p in uniform_plans(problem).items() if p.pruned}
     built, errors = {}, {}
 
-    def build(name, plan):
-        opt = engine.optimize(model, (x,), plan=plan, measure=False, capture=False,
-                              threads=threads)
+    def build(name, plan, verify=False):
+        # verify: what optimize(mapper=...) does with the plan: every pruned layer measured
+        # again in place (native kernels only, like the uniform plans) and kept only if it is
+        # still >= min_speedup faster than dense
+        opt = engine.optimize(model, (x,), plan=plan, measure=verify, capture=False,
+                              threads=threads, backends="native")
         with torch.no_grad():
             errors[name] = (opt(x) - opt.pruned_model(x)).abs().max().item()
         built[name] = opt
@@ -82,15 +85,21 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
     bt = _totals(plans[best])
     # phase 2: every mapper at the best uniform plan's global sparsity and proxy
     problem.budget = Budget(sparsity=bt["sparsity"], min_proxy=bt["proxy"])
-    timings = {}
+    timings, verified = {}, {}
     for m in mappers:
         settings.mapper = m
         t0 = time.perf_counter()
         plans[m] = _mapper(settings).map(problem)
         timings[m] = time.perf_counter() - t0
-        build(m, plans[m])
+        build(m, plans[m], verify=True)
+        kept = built[m].plan
+        verified[m] = {"pruned_in_plan": len(plans[m].pruned), "pruned_after_check":
+                       len(kept.pruned), "min_in_place_speedup":
+                       min((c.speedup for c in kept.pruned if c.speedup), default=None)}
     # phase 3: everything side by side in one run
-    dense = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False,
+    # the engine's best dense model: each layer on torch or the native dense kernel,
+    # whichever measured faster in place
+    dense = engine.optimize(model, (x,), sparsity=0.0, measure=True, capture=False,
                             threads=threads)
     cands = {n: (lambda o=o: o(x)) for n, o in built.items()}
     cands["dense (engine)"] = lambda: dense(x)
@@ -112,6 +121,9 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
             r["best_comparable_uniform"] = best["plan"]
             r["speedup_vs_best_comparable_uniform"] = best["ms"] / r["ms"]
         r["mapping_s"] = timings[r["plan"]]
+        r.update(verified[r["plan"]])
+        # the built model's own sparsity (layers the in-place check kept dense lower it)
+        r["sparsity_built"] = built[r["plan"]].sparsity
     return {"model": model_name, "sparsity_budget": sparsity, "threads": threads,
             "best_uniform_phase1": best,
             "budget": problem.budget.to_dict(), "reference_proxy": problem.info["reference_proxy"],
@@ -133,6 +145,9 @@ def format_result(r: dict) -> str:
                   f"{row['best_comparable_uniform']}")
         elif not row["plan"].startswith("uniform"):
             vs = "no comparable uniform plan (lower sparsity or proxy than all)"
+        if "pruned_after_check" in row:
+            vs += (f"; in-place check kept {row['pruned_after_check']}/{row['pruned_in_plan']} "
+                   f"pruned, min speedup {row['min_in_place_speedup']:.2f}x")
         out.append(f"{row['plan']:<32} {row['sparsity']:>8.3f} {row['proxy']:>6.3f} "
                    f"{row['predicted_ms']:>8.2f} {row['ms']:>7.2f} {row['pruned_layers']:>6}  "
                    f"{vs}")

@@ -131,3 +131,20 @@ def test_cli_report_needs_mapper():
     r = subprocess.run([sys.executable, "-m", "engine", "optimize", "--model", "resnet18_cifar",
                         "--report", "/tmp/x"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "--mapper" in r.stderr
+
+
+def test_data_proxy_drives_the_floor(tiny, costs):
+    """With data=(x, y) the accuracy proxy is held-out accuracy after BN recalibration: the
+    floor is the reference plan's accuracy and the mapped plan meets it (or says why not)."""
+    model, x = tiny
+    g = torch.Generator().manual_seed(3)
+    xs, ys = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    opt = engine.optimize(model, (x,), mapper="rule", sparsity=0.8, space=SPACE, costs=costs,
+                          data=(xs, ys), capture=False, measure=False, progress=False)
+    meta = opt.plan.meta["mapping"]
+    assert "held-out accuracy" in meta["mapping"]["proxy"]
+    assert 0.0 <= meta["budget"]["min_proxy"] <= 1.0
+    if meta["feasible"]:
+        assert meta["predicted"]["proxy"] >= meta["budget"]["min_proxy"] - 1e-9
+    else:
+        assert meta["violations"]
