@@ -6,8 +6,9 @@
 //                     residual, y)
 //       meta: int32[13] = O, C, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
 //             act (spe_activation), has_bias, has_residual. bias / residual are 1-element
-//             placeholders when absent. The packed arrays are the layer's constants, so the
-//             address of `values` identifies the layer: its spe_sparse_conv is built once.
+//             placeholders when absent. The packed arrays are the layer's constants: the
+//             layer's spe_sparse_conv is built once, cached by the address of `values` and
+//             checked on every call against a fingerprint of the constants (get_conv).
 //   spe.v1.depthwise_conv2d(x, meta, weight, bias, residual, y)
 //       A dense depthwise conv (groups == C) on the direct depthwise kernels. meta: int32[13],
 //       the layout of sparse_conv2d's (O == C). weight: float32 (C, kh, kw); bias / residual
@@ -21,6 +22,8 @@
 #include <tvm/ffi/function.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -48,9 +51,26 @@ void check_f32(const TensorView& t, int ndim, const char* what) {
                               << "-D float32 tensor";
 }
 
+// A sparse layer and a fingerprint of the constants it was built from. The cache is keyed by
+// the address of `values`, and a module's constants are heap tensors: after one module is
+// unloaded a later one may get its constants at the same addresses. A hit is therefore checked
+// against the fingerprint: meta, every array's address and length, and kSamples values of
+// `values` and `entry_col` at fixed spread-out positions (cheap per call, unlike comparing a
+// layer's megabytes; two different pruned layers agreeing on all of it is not a realistic
+// event) and rebuilt when anything differs.
+constexpr int kSamples = 64;
+
+struct ConvEntry {
+  spe_sparse_conv* conv = nullptr;
+  std::vector<int64_t> sig;
+};
+
 struct ConvCache {
   std::mutex mu;
-  std::unordered_map<const void*, spe_sparse_conv*> convs;  // never freed: module lifetime
+  std::unordered_map<const void*, ConvEntry> convs;
+  // Replaced layers are kept, never destroyed: no call can be left holding a freed one
+  // (module lifetime, as before).
+  std::vector<spe_sparse_conv*> retired;
 };
 
 ConvCache& cache() {
@@ -58,21 +78,56 @@ ConvCache& cache() {
   return *c;
 }
 
+template <class T>
+void sample(std::vector<int64_t>& sig, const TensorView& t) {
+  const int64_t n = t.numel();
+  sig.push_back(int64_t(reinterpret_cast<uintptr_t>(data<T>(t))));
+  sig.push_back(n);
+  if (n == 0) return;
+  const T* v = data<T>(t);
+  for (int i = 0; i < kSamples; ++i) {
+    const int64_t at = (n - 1) * i / (kSamples - 1);
+    int64_t bits = 0;
+    std::memcpy(&bits, v + at, sizeof(T));
+    sig.push_back(bits);
+  }
+}
+
+std::vector<int64_t> signature(const TensorView& meta, const TensorView& row0,
+                               const TensorView& rows, const TensorView& gptr,
+                               const TensorView& cols, const TensorView& values,
+                               const TensorView& bias) {
+  std::vector<int64_t> sig;
+  sig.reserve(32 + 4 * kSamples);
+  const int32_t* m = data<int32_t>(meta);
+  sig.insert(sig.end(), m, m + 13);
+  for (const TensorView* t : {&row0, &rows, &gptr, &bias}) {
+    sig.push_back(int64_t(reinterpret_cast<uintptr_t>(t->data_ptr())) + t->byte_offset());
+    sig.push_back(t->numel());
+  }
+  sample<int32_t>(sig, cols);
+  sample<float>(sig, values);
+  return sig;
+}
+
 spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
                           const TensorView& rows, const TensorView& gptr,
                           const TensorView& cols, const TensorView& values,
                           const TensorView& bias) {
   const void* key = data<float>(values);
-  auto& c = cache();
-  std::lock_guard<std::mutex> lk(c.mu);
-  auto it = c.convs.find(key);
-  if (it != c.convs.end()) return it->second;
-  const int32_t* m = data<int32_t>(meta);
-  spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
   for (const TensorView* t : {&meta, &row0, &rows, &cols})
     if (t->dtype().code != kDLInt || t->dtype().bits != 32)
       TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: meta/group_row0/group_rows/entry_col "
                                    "must be int32";
+  if (values.dtype().code != kDLFloat || values.dtype().bits != 32)
+    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: values must be float32";
+  std::vector<int64_t> sig = signature(meta, row0, rows, gptr, cols, values, bias);
+  auto& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.convs.find(key);
+  if (it != c.convs.end() && it->second.sig == sig) return it->second.conv;
+  const int32_t* m = data<int32_t>(meta);
+  spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
   // group_ptr may arrive as int32 (relax.const narrows int64 constants that fit) or int64.
   const int64_t n_groups = row0.size(0);
   if (gptr.ndim() != 1 || gptr.size(0) != n_groups + 1 || gptr.dtype().code != kDLInt)
@@ -80,14 +135,19 @@ spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
   std::vector<int64_t> ptr(size_t(n_groups + 1));
   for (int64_t g = 0; g <= n_groups; ++g)
     ptr[g] = gptr.dtype().bits == 64 ? data<int64_t>(gptr)[g] : data<int32_t>(gptr)[g];
-  spe_sparse_conv* conv = nullptr;
+  ConvEntry e;
+  e.sig = std::move(sig);
   const spe_status s = spe_sparse_conv_create(
       &p, int32_t(n_groups), data<int32_t>(row0), data<int32_t>(rows), ptr.data(),
       data<int32_t>(cols), data<float>(values), m[11] ? data<float>(bias) : nullptr,
-      spe_activation(m[10]), "auto", &conv);
+      spe_activation(m[10]), "auto", &e.conv);
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
-  c.convs.emplace(key, conv);
-  return conv;
+  if (it != c.convs.end()) {
+    c.retired.push_back(it->second.conv);
+    it->second = std::move(e);
+    return it->second.conv;
+  }
+  return c.convs.emplace(key, std::move(e)).first->second.conv;
 }
 
 void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows,

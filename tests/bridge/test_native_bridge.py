@@ -172,3 +172,4 @@ def test_aarch64_export_links_the_bridge(tmp_path):
                           text=True).stdout
     assert "spe_sparse_conv_run" in syms and "spe_depthwise_conv_run" in syms
     assert "spe::dw::plane<spe::(anonymous namespace)::Neon" in syms  # NEON depthwise kernels
+
