@@ -1,0 +1,267 @@
+"""Gradual magnitude pruning with masked fine-tuning, structured per layer, resumable.
+
+The schedule is Zhu & Gupta's ("To prune, or not to prune", 2017), the standard gradual one:
+at pruning step t of T the target sparsity of a layer with final sparsity s_f is
+
+    s_t = s_f * (1 - (1 - t / T) ** 3)
+
+so most weights go early, while the network is still far from converged, and the last steps
+are small. At each pruning step every layer's mask is recomputed from its current weights with
+the layer's OWN scheme (block rows x cols, pattern, N:M, unstructured) and importance, so the
+structure the kernels need holds throughout; between pruning steps training continues with the
+masks enforced: gradients of pruned weights are zeroed before the optimizer step and the
+weights are re-masked after it (momentum or weight decay cannot revive them).
+
+Checkpoints (config.checkpoint) hold the model, optimizer, masks, step counters and RNG states,
+written atomically after every epoch; fit() on a trainer whose checkpoint exists resumes from
+it, and a resumed run gives the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import random
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..graph.layers import get_module
+from ..schemes import apply_mask, get_scheme
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"             # "adam" or "sgd" (momentum 0.9)
+    prune_epochs: Optional[int] = None  # epochs over which sparsity ramps up (None: 2/3)
+    prune_every: int = 1                # pruning steps happen every this many batches
+    importance: str = "l2"
+    checkpoint: Optional[str] = None    # path; resumed from when it exists
+    seed: int = 0
+    progress: bool = False
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.prune_epochs is not None and not 0 <= self.prune_epochs <= self.epochs:
+            raise ConfigError(f"prune_epochs must be in [0, epochs], got {self.prune_epochs}")
+        if self.prune_every < 1:
+            raise ConfigError(f"prune_every must be >= 1, got {self.prune_every}")
+
+
+def cubic_sparsity(final: float, step: int, steps: int) -> float:
+    """Zhu & Gupta's schedule: the sparsity to reach at pruning step `step` of `steps`."""
+    if steps <= 0 or step >= steps:
+        return final
+    return final * (1.0 - (1.0 - step / steps) ** 3)
+
+
+def targets_from_plan(plan) -> dict:
+    """layer -> mapping.Candidate for every pruned Choice of a Plan."""
+    from mapping import Candidate
+    out = {}
+    for c in plan:
+        if c.pruned:
+            out[c.layer] = Candidate(c.scheme, tuple(c.block) if c.block else None, c.sparsity,
+                                     c.backend if c.backend in ("native", "tir") else "native",
+                                     tuple(sorted(c.options.items())))
+    return out
+
+
+def uniform_targets(model: nn.Module, scheme: str = "block", block=(4, 1),
+                    sparsity: float = 0.8, skip_first: bool = True,
+                    skip_last: bool = True) -> dict:
+    """One scheme for every conv / linear, as layer -> mapping.Candidate. Depthwise convs are
+    excluded, and by default the first layer (few weights, the input's only path) and the last
+    one (the classifier: a block of output rows there is a block of classes, and a class whose
+    rows are all pruned can never be predicted)."""
+    from mapping import Candidate
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+             and not (isinstance(m, nn.Conv2d) and m.groups > 1)]
+    if skip_first and names:
+        names = names[1:]
+    if skip_last and names:
+        names = names[:-1]
+    return {n: Candidate(scheme, tuple(block) if scheme == "block" else None, sparsity)
+            for n in names}
+
+
+class PruneTrainer:
+    """Gradual structured pruning + masked fine-tuning of (a copy of) `model`."""
+
+    def __init__(self, model: nn.Module, targets: dict, config: Optional[TrainConfig] = None):
+        self.config = config or TrainConfig()
+        self.config.validate()
+        self.model = copy.deepcopy(model)
+        self.targets = dict(targets)
+        for name in self.targets:
+            try:
+                mod = get_module(self.model, name)
+            except AttributeError:
+                raise ConfigError(f"train target {name!r} is not a module of the model") from None
+            if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+                raise ConfigError(f"train target {name!r} is a {type(mod).__name__}, not a "
+                                  f"conv / linear")
+        self.masks: dict = {}
+        self.epoch = 0
+        self.batch = 0          # batches seen over the whole run
+        self.prune_step = 0
+        self.history: list = []
+
+    # -- masks ---------------------------------------------------------------------------------
+    def _mask_for(self, name: str, sparsity: float) -> torch.Tensor:
+        cand = self.targets[name]
+        w = get_module(self.model, name).weight.detach()
+        if sparsity <= 0.0:
+            return torch.ones_like(w, dtype=torch.bool)
+        kw = dict(cand.options)
+        if cand.scheme == "block":
+            kw["block"] = cand.block
+        sch = get_scheme(cand.scheme, **kw)
+        if cand.scheme == "pattern":
+            sparsity = max(sparsity, getattr(sch, "min_sparsity", 0.0))
+        return sch.mask(w, None if cand.scheme == "nm" else sparsity, self.config.importance)
+
+    def _prune_to(self, fraction_of_final: Callable[[float], float]) -> None:
+        for name, cand in self.targets.items():
+            s = fraction_of_final(cand.sparsity)
+            # a pruned weight stays pruned: a mask only ever loses entries
+            m = self._mask_for(name, s)
+            if name in self.masks:
+                m = m & self.masks[name]
+            self.masks[name] = m
+        self.apply_masks()
+
+    def apply_masks(self) -> None:
+        with torch.no_grad():
+            for name, m in self.masks.items():
+                mod = get_module(self.model, name)
+                mod.weight.copy_(apply_mask(mod.weight, m))
+
+    def _mask_grads(self) -> None:
+        for name, m in self.masks.items():
+            g = get_module(self.model, name).weight.grad
+            if g is not None:
+                g.mul_(m.to(g.dtype))
+
+    def sparsity(self) -> dict:
+        """layer -> fraction of its weights that are zero now."""
+        return {n: float((get_module(self.model, n).weight == 0).float().mean())
+                for n in self.targets}
+
+    # -- training ------------------------------------------------------------------------------
+    def _optimizer(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.config.lr, momentum=0.9,
+                                   weight_decay=self.config.weight_decay)
+        return torch.optim.Adam(params, lr=self.config.lr,
+                                weight_decay=self.config.weight_decay)
+
+    def fit(self, batches: Iterable, loss_fn: Callable, val: Optional[Callable] = None,
+            max_epochs: Optional[int] = None):
+        """Train for config.epochs over `batches` (a re-iterable of (x, y); shuffle inside it
+        if you want). val: optional callable model -> float logged per epoch. Resumes from
+        config.checkpoint when it exists. max_epochs: stop after this many epochs in this call
+        (the schedule is still config.epochs'; a later fit() resumes). Returns self.model."""
+        cfg = self.config
+        batches = list(batches) if not hasattr(batches, "__len__") else batches
+        per_epoch = len(batches)
+        if per_epoch == 0:
+            raise ConfigError("no training batches")
+        prune_epochs = cfg.prune_epochs if cfg.prune_epochs is not None else \
+            max(1, (2 * cfg.epochs) // 3)
+        steps = max(1, prune_epochs * per_epoch // cfg.prune_every)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        opt = self._optimizer()
+        if cfg.checkpoint and Path(cfg.checkpoint).exists():
+            self._load(cfg.checkpoint, opt)
+        elif not self.masks:
+            self._prune_to(lambda final: 0.0)        # all-ones masks: nothing pruned yet
+        self.model.train()
+        stop = cfg.epochs if max_epochs is None else min(cfg.epochs, self.epoch + max_epochs)
+        while self.epoch < stop:
+            total = 0.0
+            for x, y in batches:
+                if self.prune_step < steps and self.batch % cfg.prune_every == 0:
+                    self.prune_step += 1
+                    k = self.prune_step
+                    self._prune_to(lambda final: cubic_sparsity(final, k, steps))
+                    # Adam's moments of weights just pruned would push them back: the masks
+                    # are re-applied after every step, so they cannot revive
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(self.model(x), y)
+                loss.backward()
+                self._mask_grads()
+                opt.step()
+                self.apply_masks()
+                total += float(loss.detach())
+                self.batch += 1
+            if self.prune_step >= steps:
+                self._prune_to(lambda final: final)   # exactly the final sparsity
+            self.epoch += 1
+            rec = {"epoch": self.epoch, "loss": total / per_epoch,
+                   "sparsity": _mean(self.sparsity())}
+            if val is not None:
+                self.model.eval()
+                rec["val"] = float(val(self.model))
+                self.model.train()
+            self.history.append(rec)
+            if cfg.progress:
+                print(f"[train] epoch {rec['epoch']}/{cfg.epochs} loss {rec['loss']:.4f} "
+                      f"sparsity {rec['sparsity']:.3f}"
+                      + (f" val {rec['val']:.4f}" if "val" in rec else ""), file=sys.stderr)
+            if cfg.checkpoint:
+                self._save(cfg.checkpoint, opt)
+        self.model.eval()
+        return self.model
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self, opt) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                "masks": self.masks, "epoch": self.epoch, "batch": self.batch,
+                "prune_step": self.prune_step, "history": self.history,
+                "config": asdict(self.config),
+                "targets": {n: c.key for n, c in self.targets.items()},
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+
+    def _save(self, path, opt) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(self._state(opt), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load(self, path, opt) -> None:
+        st = torch.load(path, weights_only=False)
+        want = {n: c.key for n, c in self.targets.items()}
+        if st["targets"] != want:
+            raise ConfigError(f"checkpoint {path} was made for other targets; delete it or "
+                              f"pass the same plan")
+        self.model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        self.masks = st["masks"]
+        self.epoch, self.batch, self.prune_step = st["epoch"], st["batch"], st["prune_step"]
+        self.history = st["history"]
+        torch.set_rng_state(st["rng"]["torch"])
+        random.setstate(st["rng"]["python"])
+
+
+def _mean(d: dict) -> float:
+    return sum(d.values()) / max(1, len(d))
