@@ -214,7 +214,7 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
              backends="auto", mapper=None, latency_budget: Optional[float] = None,
              min_proxy="reference", data=None, device=None, space=None, costs=None,
              search_time: float = 120.0, seed: int = 0, progress: bool = True,
-             **scheme_options) -> OptimizedModel:
+             finetune=None, **scheme_options) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring. backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
     a TIR kernel generated for the layer); each layer records the faster one in the plan.
@@ -230,7 +230,14 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     (mapping.CandidateSpace or candidate keys; default mapping.default_space()). costs: a
     mapping.CostTable or JSON path (default: the per-target cache). search_time: seconds for
     "search" / "rl". The mapped plan is then applied like plan=...; with measure=True each
-    pruned layer is measured again in place and kept only if still faster than dense."""
+    pruned layer is measured again in place and kept only if still faster than dense.
+
+    finetune: recover accuracy once the plan is made: a dict for the built-in trainer
+    (engine.train: {"train": batches of (x, y), "loss": fn (default cross entropy), "teacher":
+    True (distil from the dense model) or a model, and any engine.train.TrainConfig field such
+    as "epochs", "lr", "soft"}), or a callable (model, plan) -> trained model. The plan's masks
+    are then taken from the trained weights (same scheme, block and sparsity per layer, so the
+    measured latencies stand)."""
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, tuple(exclude), threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options)
@@ -308,11 +315,65 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
         "isa": _kernels.best_isa() if cfg.isa == "auto" else cfg.isa})
     opt = OptimizedModel(lowered.module, pruned_model, out_plan, layers, example_inputs, cfg,
                          notes)
+    if finetune is not None:
+        return _finetuned(model, work, example_inputs, out_plan, finetune, notes, cfg,
+                          mapping_problem, plan)
     opt._dense = work
     opt.mapping = mapping_problem
     if mapping_problem is not None:
         out_plan.meta["mapping"] = plan.meta
     _verify(opt, example_inputs, cfg.verify_rtol)
+    return opt
+
+
+def _finetuned(model, work, example_inputs, out_plan, spec, notes, cfg, mapping_problem,
+               mapped_plan) -> OptimizedModel:
+    """optimize(finetune=...): train `work` under the plan's masks, then replay the plan on the
+    trained weights (no new measurement: same scheme, block and sparsity per layer)."""
+    import torch.nn.functional as F
+    from .train import PruneTrainer, TrainConfig, targets_from_plan
+    targets = targets_from_plan(out_plan)
+    if callable(spec) and not isinstance(spec, dict):
+        trained = spec(copy.deepcopy(work), copy.deepcopy(out_plan))
+        if not isinstance(trained, nn.Module):
+            raise ConfigError(f"finetune callable must return the trained nn.Module, got "
+                              f"{type(trained).__name__}")
+        how = "the user's training callable"
+    elif isinstance(spec, dict):
+        spec = dict(spec)
+        if "train" not in spec:
+            raise ConfigError("finetune dict needs 'train': batches of (x, y)")
+        batches, loss = spec.pop("train"), spec.pop("loss", F.cross_entropy)
+        teacher = spec.pop("teacher", None)
+        teacher = work if teacher is True else (teacher or None)
+        try:
+            tcfg = TrainConfig(**spec)
+        except TypeError as e:
+            raise ConfigError(f"finetune: {e} (see engine.train.TrainConfig)") from None
+        trainer = PruneTrainer(work, targets, tcfg, teacher=teacher)
+        trained = trainer.fit(batches, loss)
+        how = (f"engine.train ({tcfg.epochs} epochs, {'soft' if tcfg.soft else 'gradual'} "
+               f"pruning{', distilled' if teacher is not None else ''})")
+    else:
+        raise ConfigError(f"finetune must be a dict for engine.train or a callable (model, plan)"
+                          f" -> model, got {type(spec).__name__}")
+    for p in trained.parameters():
+        p.requires_grad_(False)
+    opt = optimize(trained.eval(), example_inputs, target=cfg.target, sparsity=cfg.sparsity,
+                   threads=cfg.threads, min_speedup=cfg.min_speedup, measure=False,
+                   capture=False, plan=out_plan, isa=cfg.isa, backends=cfg.backends,
+                   exclude=cfg.exclude)
+    for c in opt.plan:       # the latencies measured before training stand (same structure)
+        if c.layer in out_plan:
+            old = out_plan[c.layer]
+            c.latency_us, c.dense_latency_us, c.reason = (old.latency_us, old.dense_latency_us,
+                                                          old.reason)
+    opt.plan.meta = dict(out_plan.meta)
+    opt.notes = notes + [f"fine-tuned with {how}; masks re-derived from the trained weights"]
+    opt._dense = copy.deepcopy(model).eval()
+    opt.mapping = mapping_problem
+    if mapping_problem is not None:
+        opt.plan.meta["mapping"] = mapped_plan.meta
     return opt
 
 

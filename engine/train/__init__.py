@@ -10,7 +10,7 @@ Targets come from a Plan (`targets_from_plan(plan)`: every pruned Choice's schem
 sparsity) or from one scheme for every layer (`uniform_targets`). See trainer.py.
 """
 from .trainer import (PruneTrainer, TrainConfig, cubic_sparsity, targets_from_plan,
-                      uniform_targets)
+                      train_from_scratch, uniform_targets)
 
 __all__ = ["PruneTrainer", "TrainConfig", "cubic_sparsity", "targets_from_plan",
-           "uniform_targets"]
+           "train_from_scratch", "uniform_targets"]

@@ -47,6 +47,9 @@ class TrainConfig:
     checkpoint: Optional[str] = None    # path; resumed from when it exists
     seed: int = 0
     progress: bool = False
+    soft: bool = False                  # SFP-style: pruned weights keep learning until the end
+    distill_alpha: float = 0.0          # weight of the distillation term (needs a teacher)
+    distill_temperature: float = 4.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -57,6 +60,11 @@ class TrainConfig:
             raise ConfigError(f"prune_epochs must be in [0, epochs], got {self.prune_epochs}")
         if self.prune_every < 1:
             raise ConfigError(f"prune_every must be >= 1, got {self.prune_every}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ConfigError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0, got "
+                              f"{self.distill_temperature}")
 
 
 def cubic_sparsity(final: float, step: int, steps: int) -> float:
@@ -99,10 +107,16 @@ def uniform_targets(model: nn.Module, scheme: str = "block", block=(4, 1),
 class PruneTrainer:
     """Gradual structured pruning + masked fine-tuning of (a copy of) `model`."""
 
-    def __init__(self, model: nn.Module, targets: dict, config: Optional[TrainConfig] = None):
+    def __init__(self, model: nn.Module, targets: dict, config: Optional[TrainConfig] = None,
+                 teacher: Optional[nn.Module] = None):
         self.config = config or TrainConfig()
         self.config.validate()
+        if self.config.distill_alpha > 0 and teacher is None:
+            raise ConfigError("distill_alpha > 0 needs a teacher model (e.g. the dense one)")
+        self.teacher = None if teacher is None else copy.deepcopy(teacher).eval()
         self.model = copy.deepcopy(model)
+        for p in self.model.parameters():     # optimize() hands over a frozen copy
+            p.requires_grad_(True)
         self.targets = dict(targets)
         for name in self.targets:
             try:
@@ -194,21 +208,37 @@ class PruneTrainer:
         while self.epoch < stop:
             total = 0.0
             for x, y in batches:
-                if self.prune_step < steps and self.batch % cfg.prune_every == 0:
+                if not cfg.soft and self.prune_step < steps and \
+                        self.batch % cfg.prune_every == 0:
                     self.prune_step += 1
                     k = self.prune_step
                     self._prune_to(lambda final: cubic_sparsity(final, k, steps))
                     # Adam's moments of weights just pruned would push them back: the masks
                     # are re-applied after every step, so they cannot revive
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(self.model(x), y)
+                out = self.model(x)
+                loss = loss_fn(out, y)
+                if self.teacher is not None and cfg.distill_alpha > 0:
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * \
+                        _distill(out, self.teacher, x, cfg.distill_temperature)
                 loss.backward()
-                self._mask_grads()
+                if not cfg.soft:
+                    self._mask_grads()
                 opt.step()
-                self.apply_masks()
+                if not cfg.soft:
+                    self.apply_masks()
                 total += float(loss.detach())
                 self.batch += 1
-            if self.prune_step >= steps:
+            if cfg.soft:
+                # SFP (He et al. 2018): at the end of every epoch zero the currently least
+                # important units but let them learn again during the next one; masks are
+                # recomputed from the weights each time (no "once pruned, always pruned") and
+                # ramp up with the schedule over the pruning epochs; after the last epoch the
+                # model is pruned to the final masks for good
+                e = self.epoch + 1
+                self.masks = {}
+                self._prune_to(lambda final: cubic_sparsity(final, e, prune_epochs))
+            elif self.prune_step >= steps:
                 self._prune_to(lambda final: final)   # exactly the final sparsity
             self.epoch += 1
             rec = {"epoch": self.epoch, "loss": total / per_epoch,
@@ -261,6 +291,37 @@ class PruneTrainer:
         self.history = st["history"]
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])
+
+
+def _distill(student_logits, teacher: nn.Module, x, temperature: float):
+    """Hinton et al.'s distillation term: T^2 KL(softmax(teacher / T) || softmax(student / T))."""
+    with torch.no_grad():
+        t = teacher(x)
+    log_p = torch.log_softmax(student_logits / temperature, dim=-1)
+    q = torch.softmax(t / temperature, dim=-1)
+    return torch.nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature ** 2
+
+
+def train_from_scratch(model: nn.Module, masks: dict, batches, loss_fn: Callable,
+                       config: Optional[TrainConfig] = None, init_seed: int = 0) -> nn.Module:
+    """The "Rethinking the Value of Network Pruning" baseline: the pruned architecture (the
+    same masks) trained from a fresh random initialisation, masks enforced throughout."""
+    fresh = copy.deepcopy(model)
+    torch.manual_seed(init_seed)
+    for m in fresh.modules():
+        if m is not fresh and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    from mapping import Candidate
+    targets = {n: Candidate("block", (1, 1), max(1e-6, min(0.999, float((~mk).float().mean()))))
+               for n, mk in masks.items()}
+    cfg = copy.deepcopy(config or TrainConfig())
+    cfg.soft, cfg.checkpoint, cfg.prune_epochs = False, None, 0
+    t = PruneTrainer(fresh, targets, cfg)
+    t.masks = {n: mk.clone() for n, mk in masks.items()}
+    t.prune_step = 10 ** 9          # no pruning steps: the masks are given
+    t.apply_masks()
+    t.fit(batches, loss_fn)
+    return t.model
 
 
 def _mean(d: dict) -> float:

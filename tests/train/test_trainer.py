@@ -8,7 +8,7 @@ from engine.accuracy import accuracy
 from engine.errors import ConfigError
 from engine.schemes.block import block_structure_holds
 from engine.train import (PruneTrainer, TrainConfig, cubic_sparsity, targets_from_plan,
-                          uniform_targets)
+                          train_from_scratch, uniform_targets)
 from mapping import Candidate, Choice, Plan
 
 sklearn = pytest.importorskip("sklearn.datasets")
@@ -141,3 +141,80 @@ def test_targets_from_plan_and_bad_targets(dense):
         PruneTrainer(net, {"bn1": Candidate("block", (4, 1), 0.8)})
     with pytest.raises(ConfigError, match="epochs"):
         PruneTrainer(net, {}, TrainConfig(epochs=0))
+
+
+def test_soft_pruning_lets_pruned_weights_come_back(dense, digits):
+    """SFP: between epochs the pruned units keep learning, so the next epoch's masks may keep
+    some of them; the final model is pruned hard to the target."""
+    train, _ = digits
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = _Net()            # from scratch, as SFP trains: the ranking still moves a lot
+    try:
+        t = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.8)},
+                         TrainConfig(epochs=3, lr=3e-3, prune_epochs=1, soft=True))
+        t.fit(train, nn.functional.cross_entropy, max_epochs=1)
+        m1 = t.masks["conv3"].clone()
+        t.fit(train, nn.functional.cross_entropy, max_epochs=1)
+        m2 = t.masks["conv3"]
+        assert bool((~m1 & m2).any())          # pruned after epoch 1, kept after epoch 2
+        model = t.fit(train, nn.functional.cross_entropy)
+    finally:
+        torch.set_num_threads(prev)
+    w = model.conv3.weight
+    assert abs(float((w == 0).float().mean()) - 0.8) < 0.01
+    assert block_structure_holds(w != 0, (4, 1))
+
+
+def test_distillation_needs_a_teacher_and_trains(dense, digits):
+    net, dense_acc = dense
+    train, val = digits
+    targets = {"conv3": Candidate("block", (4, 1), 0.8)}
+    with pytest.raises(ConfigError, match="teacher"):
+        PruneTrainer(net, targets, TrainConfig(distill_alpha=0.5))
+    t = PruneTrainer(net, targets, TrainConfig(epochs=3, lr=1e-3, prune_epochs=2,
+                                               distill_alpha=0.5), teacher=net)
+    model = t.fit(train, nn.functional.cross_entropy)
+    assert accuracy(model, val) >= dense_acc - 0.03
+    assert abs(float((model.conv3.weight == 0).float().mean()) - 0.8) < 0.01
+
+
+def test_from_scratch_keeps_the_masks_and_reinitialises(dense, digits):
+    net, _ = dense
+    train, val = digits
+    t = PruneTrainer(net, {"conv2": Candidate("block", (4, 1), 0.8)},
+                     TrainConfig(epochs=2, lr=1e-3, prune_epochs=1))
+    t.fit(train, nn.functional.cross_entropy)
+    scratch = train_from_scratch(net, t.masks, train, nn.functional.cross_entropy,
+                                 TrainConfig(epochs=4, lr=3e-3))
+    w = scratch.conv2.weight
+    assert torch.equal(w != 0, t.masks["conv2"])      # exactly the pruned architecture
+    assert not torch.allclose(scratch.conv3.weight, net.conv3.weight)   # fresh init
+    assert accuracy(scratch, val) > 0.8
+
+
+def test_optimize_finetune_recovers_accuracy_and_runs_natively(dense, digits):
+    import engine
+    net, dense_acc = dense
+    train, val = digits
+    x = val[0][0][:1]
+    opt = engine.optimize(net, (x,), sparsity=0.8, block=(4, 1), measure=False, capture=False,
+                          exclude=("conv1", "fc"),
+                          finetune={"train": train, "epochs": 12, "lr": 1e-3,
+                                    "prune_epochs": 6})
+    pruned = {c.layer for c in opt.plan.pruned}
+    assert pruned == {"conv2", "conv3"}
+    ref = opt.pruned_model
+    assert accuracy(ref, val) >= dense_acc - 0.01
+    xs = val[0][0][:8]
+    with torch.no_grad():
+        assert torch.allclose(opt(xs), ref(xs), atol=1e-4, rtol=1e-4)
+    assert any("fine-tuned" in n for n in opt.notes)
+    # the user's model is untouched
+    assert float((net.conv2.weight == 0).float().mean()) < 0.01
+    with pytest.raises(ConfigError, match="finetune"):
+        engine.optimize(net, (x,), sparsity=0.8, measure=False, capture=False, finetune=3)
+    with pytest.raises(ConfigError, match="'train'"):
+        engine.optimize(net, (x,), sparsity=0.8, measure=False, capture=False,
+                        finetune={"epochs": 1})
