@@ -160,7 +160,7 @@ def main(argv: Optional[list] = None) -> int:
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
-    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise"])
+    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=int, default=os.cpu_count() or 1)
