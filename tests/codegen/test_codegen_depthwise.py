@@ -3,38 +3,14 @@ depthwise kernel linked into the module), other grouped convs keep spe.v1.sparse
 block-diagonal pack, and the compiled module matches torch."""
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from codegen_helpers import assert_close, randomize_bn
+from depthwise_net import DwNet
 from engine.codegen import compile_model
 from engine.graph.layers import list_layers
 from mapping import Choice, Plan
 
 DEPTHWISE = "spe.v1.depthwise_conv2d"
-
-
-class DwNet(nn.Module):
-    """Depthwise convs fused three ways (BN + ReLU6; bias + residual + ReLU; plain, dilated,
-    stride 1x2), a grouped conv (4 channels a group) and a channel multiplier (out = 2 in)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.dw1 = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.dw2 = nn.Conv2d(16, 16, 5, padding=2, groups=16, bias=True)
-        self.dw3 = nn.Conv2d(16, 16, 3, stride=(1, 2), padding=2, dilation=2, groups=16)
-        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
-        self.multiplier = nn.Conv2d(16, 32, 3, padding=1, groups=16)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = F.relu6(self.bn1(self.dw1(x)))
-        x = torch.relu(self.dw2(x) + x)
-        x = self.dw3(x)
-        x = self.grouped(x)
-        return self.multiplier(x)
 
 
 @pytest.fixture(scope="module")

@@ -9,43 +9,19 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import engine
 from engine import zoo
 from engine.runtime.lower import lower, native_modules
 from engine.runtime.modules import DenseConv2d, DepthwiseConv2d, SparseConv2d
 from engine.zoo.init import randomize_bn
+from depthwise_net import DwNet
 
 
 def _close(a, b, rtol=1e-4):
     scale = b.abs().max().item()
     assert scale > 1e-3, "reference is ~0: the test is degenerate"
     return (a - b).abs().max().item() <= rtol * scale
-
-
-class DwNet(nn.Module):
-    """Depthwise convs in the three fused forms (BN + ReLU6; bias + residual add + ReLU; plain
-    with dilation and asymmetric stride), a grouped non-depthwise conv and a channel-multiplier
-    conv (groups = in, out = 2 in), which must keep the SpMM pack."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.dw1 = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.dw2 = nn.Conv2d(16, 16, 5, padding=2, groups=16, bias=True)
-        self.dw3 = nn.Conv2d(16, 16, 3, stride=(1, 2), padding=2, dilation=2, groups=16)
-        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
-        self.multiplier = nn.Conv2d(16, 32, 3, padding=1, groups=16)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = F.relu6(self.bn1(self.dw1(x)))
-        x = torch.relu(self.dw2(x) + x)
-        x = self.dw3(x)
-        x = self.grouped(x)
-        return self.multiplier(x)
 
 
 @pytest.fixture(scope="module")
