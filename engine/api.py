@@ -233,9 +233,11 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     pruned layer is measured again in place and kept only if still faster than dense.
 
     finetune: recover accuracy once the plan is made: a dict for the built-in trainer
-    (engine.train: {"train": batches of (x, y), "loss": fn (default cross entropy), "teacher":
-    True (distil from the dense model) or a model, and any engine.train.TrainConfig field such
-    as "epochs", "lr", "soft"}), or a callable (model, plan) -> trained model. The plan's masks
+    (engine.train: {"train": batches of (x, y), "val": held-out batches (top-1 logged per
+    epoch; with a mapper and no `data`, also the mappers' accuracy proxy), "loss": fn (default
+    cross entropy), "teacher": True (distil from the dense model) or a model, and any
+    engine.train.TrainConfig field such as "epochs", "lr", "method" ("gradual", "admm",
+    "lasso", "soft")}), or a callable (model, plan) -> trained model. The plan's masks
     are then taken from the trained weights (same scheme, block and sparsity per layer, so the
     measured latencies stand)."""
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, tuple(exclude), threads,
@@ -267,6 +269,12 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
 
     scheme_obj = get_scheme(cfg.scheme, **_scheme_kwargs(cfg))
     mapping_problem = None
+    if mapper is not None and data is None and isinstance(finetune, dict) and \
+            finetune.get("val") is not None and finetune.get("train") is not None:
+        # the same data for the mapper's accuracy proxy: BN recalibrated on a few training
+        # batches, scored on the held-out ones
+        import itertools
+        data = (list(itertools.islice(iter(finetune["train"]), 8)), list(finetune["val"]))
     if mapper is not None:
         if plan is not None:
             raise ConfigError("pass either plan=... or mapper=..., not both")
@@ -344,6 +352,14 @@ def _finetuned(model, work, example_inputs, out_plan, spec, notes, cfg, mapping_
         if "train" not in spec:
             raise ConfigError("finetune dict needs 'train': batches of (x, y)")
         batches, loss = spec.pop("train"), spec.pop("loss", F.cross_entropy)
+        val_batches = spec.pop("val", None)
+        val = None
+        if val_batches is not None:
+            from .accuracy import accuracy
+            val_batches = list(val_batches)
+
+            def val(m):
+                return accuracy(m, val_batches)
         teacher = spec.pop("teacher", None)
         teacher = work if teacher is True else (teacher or None)
         try:
@@ -351,9 +367,10 @@ def _finetuned(model, work, example_inputs, out_plan, spec, notes, cfg, mapping_
         except TypeError as e:
             raise ConfigError(f"finetune: {e} (see engine.train.TrainConfig)") from None
         trainer = PruneTrainer(work, targets, tcfg, teacher=teacher)
-        trained = trainer.fit(batches, loss)
-        how = (f"engine.train ({tcfg.epochs} epochs, {'soft' if tcfg.soft else 'gradual'} "
-               f"pruning{', distilled' if teacher is not None else ''})")
+        trained = trainer.fit(batches, loss, val=val)
+        how = (f"engine.train ({tcfg.epochs} epochs, {tcfg.kind} "
+               f"pruning{', distilled' if teacher is not None else ''}"
+               + (f", held-out top-1 {trainer.history[-1]['val']:.4f}" if val else "") + ")")
     else:
         raise ConfigError(f"finetune must be a dict for engine.train or a callable (model, plan)"
                           f" -> model, got {type(spec).__name__}")

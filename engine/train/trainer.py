@@ -12,6 +12,24 @@ structure the kernels need holds throughout; between pruning steps training cont
 masks enforced: gradients of pruned weights are zeroed before the optimizer step and the
 weights are re-masked after it (momentum or weight decay cannot revive them).
 
+Three other methods (config.method) share the masks, checkpoints and retraining:
+
+- "admm": ADMM-based structured pruning (Zhang et al., "A Systematic DNN Weight Pruning Framework
+  using Alternating Direction Method of Multipliers", 2018; the method of the block-punched and
+  PatDNN line of work). Pruning is the constraint W in S (S: weights whose zero set has the
+  layer's structure at its sparsity); ADMM splits it into W (trained by SGD on
+  loss(W) + sum rho/2 ||W - Z + U||^2), Z = Proj_S(W + U) (the layer's own mask scheme applied
+  to W + U: exact Euclidean projection for magnitude-l2 block and unstructured masks) and the
+  scaled dual U += W - Z, with rho growing geometrically. Over the ADMM epochs the weights move
+  onto a structured-sparse support while the loss is trained; then they are pruned hard to that
+  support and retrained with the masks fixed ("masked retraining").
+- "lasso": reweighted group lasso (Candes et al.'s reweighting applied to groups; used for block
+  pruning in the same line of work): loss + lambda * sum_g alpha_g ||W_g||_2 over the layer's
+  blocks (single weights for non-block schemes), alpha_g = 1 / (||W_g|| + eps) re-estimated
+  every epoch so groups already small are pushed to zero and large ones are left alone; then
+  hard pruning and masked retraining as for ADMM.
+- "soft" (or soft=True): Soft Filter Pruning, see fit().
+
 Checkpoints (config.checkpoint) hold the model, optimizer, masks, step counters and RNG states,
 written atomically after every epoch; fit() on a trainer whose checkpoint exists resumes from
 it, and a resumed run gives the same weights as an uninterrupted one.
@@ -23,6 +41,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -33,15 +52,20 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph.layers import get_module
 from ..schemes import apply_mask, get_scheme
+from ..schemes.block import _to_units, as_oik
+
+METHODS = ("gradual", "soft", "admm", "lasso")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    method: str = "gradual"             # "gradual", "soft" (SFP), "admm" or "lasso"
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"             # "adam" or "sgd" (momentum 0.9)
-    prune_epochs: Optional[int] = None  # epochs over which sparsity ramps up (None: 2/3)
+    prune_epochs: Optional[int] = None  # epochs over which sparsity ramps up, or of the ADMM /
+                                        # lasso phase before hard pruning (None: 2/3)
     prune_every: int = 1                # pruning steps happen every this many batches
     importance: str = "l2"
     checkpoint: Optional[str] = None    # path; resumed from when it exists
@@ -50,10 +74,38 @@ class TrainConfig:
     soft: bool = False                  # SFP-style: pruned weights keep learning until the end
     distill_alpha: float = 0.0          # weight of the distillation term (needs a teacher)
     distill_temperature: float = 4.0
+    rho: float = 1e-2                   # ADMM: initial penalty
+    rho_max: float = 10.0               # ADMM: final penalty
+    rho_growth: Optional[float] = None  # ADMM: rho *= this at every Z/U update (None: the
+                                        # factor that reaches rho_max at the phase's end)
+    admm_every: Optional[int] = None    # ADMM: batches between Z/U updates (None: 4 per epoch)
+    lasso: float = 1e-4                 # group lasso: lambda
+    lasso_eps: float = 1e-3             # group lasso: reweighting epsilon
+
+    @property
+    def kind(self) -> str:
+        """The effective method ("soft" when soft=True)."""
+        return "soft" if self.soft else self.method
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}; got "
+                              f"{self.method!r}")
+        if self.soft and self.method not in ("gradual", "soft"):
+            raise ConfigError(f"soft=True is SFP; it cannot be combined with method "
+                              f"{self.method!r}")
+        for name in ("rho", "rho_max", "lasso", "lasso_eps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError(f"{name} must be > 0, got {v!r}")
+        if self.rho_max < self.rho:
+            raise ConfigError(f"rho_max ({self.rho_max}) must be >= rho ({self.rho})")
+        if self.rho_growth is not None and not self.rho_growth >= 1.0:
+            raise ConfigError(f"rho_growth must be >= 1, got {self.rho_growth}")
+        if self.admm_every is not None and self.admm_every < 1:
+            raise ConfigError(f"admm_every must be >= 1 batch, got {self.admm_every}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.prune_epochs is not None and not 0 <= self.prune_epochs <= self.epochs:
@@ -131,11 +183,15 @@ class PruneTrainer:
         self.batch = 0          # batches seen over the whole run
         self.prune_step = 0
         self.history: list = []
+        self.hard = False       # admm / lasso: the masks are fixed (retraining phase)
+        self.admm: dict = {}    # admm: {"Z": {name: tensor}, "U": {...}, "rho": float}
+        self.alpha: dict = {}   # lasso: name -> per-group weights
 
     # -- masks ---------------------------------------------------------------------------------
-    def _mask_for(self, name: str, sparsity: float) -> torch.Tensor:
+    def _mask_for(self, name: str, sparsity: float,
+                  weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         cand = self.targets[name]
-        w = get_module(self.model, name).weight.detach()
+        w = get_module(self.model, name).weight.detach() if weight is None else weight
         if sparsity <= 0.0:
             return torch.ones_like(w, dtype=torch.bool)
         kw = dict(cand.options)
@@ -168,6 +224,80 @@ class PruneTrainer:
             if g is not None:
                 g.mul_(m.to(g.dtype))
 
+    def _weight(self, name: str) -> torch.Tensor:
+        return get_module(self.model, name).weight
+
+    # -- ADMM ----------------------------------------------------------------------------------
+    def _project(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        """Proj_S(v): v with the layer's structured mask at its final sparsity applied."""
+        return v * self._mask_for(name, self.targets[name].sparsity, v).to(v.dtype)
+
+    def _admm_init(self) -> None:
+        with torch.no_grad():
+            z = {n: self._project(n, self._weight(n).detach().clone()) for n in self.targets}
+            u = {n: torch.zeros_like(self._weight(n)) for n in self.targets}
+        self.admm = {"Z": z, "U": u, "rho": float(self.config.rho), "updates": 0}
+
+    def _admm_update(self, growth: float) -> None:
+        """Z = Proj_S(W + U); U += W - Z; rho grows."""
+        with torch.no_grad():
+            for n in self.targets:
+                w = self._weight(n).detach()
+                z = self._project(n, w + self.admm["U"][n])
+                self.admm["U"][n] += w - z
+                self.admm["Z"][n] = z
+        cfg = self.config
+        rho = min(cfg.rho_max, self.admm["rho"] * growth)
+        # U is the scaled dual (lambda / rho): keep lambda when rho changes
+        for n in self.targets:
+            self.admm["U"][n] *= self.admm["rho"] / rho
+        self.admm["rho"] = rho
+        self.admm["updates"] += 1
+
+    def _admm_penalty(self):
+        rho = self.admm["rho"]
+        return sum(0.5 * rho * (self._weight(n) - self.admm["Z"][n] + self.admm["U"][n])
+                   .pow(2).sum() for n in self.targets)
+
+    # -- reweighted group lasso ----------------------------------------------------------------
+    def _group_shape(self, name: str) -> tuple:
+        c = self.targets[name]
+        return tuple(c.block) if c.scheme == "block" and c.block else (1, 1)
+
+    def _group_norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        rows, cols = self._group_shape(name)
+        units, _ = _to_units(as_oik(w), rows, cols)
+        return torch.sqrt(units.pow(2).sum(dim=1) + 1e-12)
+
+    def _reweight(self) -> None:
+        eps = self.config.lasso_eps
+        with torch.no_grad():
+            self.alpha = {n: 1.0 / (self._group_norms(n, self._weight(n).detach()) + eps)
+                          for n in self.targets}
+
+    def _lasso_penalty(self):
+        return self.config.lasso * sum((self.alpha[n] * self._group_norms(n, self._weight(n)))
+                                       .sum() for n in self.targets)
+
+    def structure_gap(self) -> float:
+        """Fraction of the targets' weight energy outside the structured mask each layer would
+        get now at its final sparsity (0: the weights already have the structure)."""
+        out = tot = 0.0
+        with torch.no_grad():
+            for n, c in self.targets.items():
+                w = self._weight(n).detach()
+                m = self._mask_for(n, c.sparsity, w)
+                out += float(w[~m].pow(2).sum())
+                tot += float(w.pow(2).sum())
+        return out / tot if tot > 0 else 0.0
+
+    def _harden(self) -> None:
+        """End of the ADMM / lasso phase: prune hard to the final structure, masks fixed."""
+        self.masks = {}
+        self._prune_to(lambda final: final)
+        self.hard = True
+        self.admm, self.alpha = {}, {}
+
     def sparsity(self) -> dict:
         """layer -> fraction of its weights that are zero now."""
         return {n: float((get_module(self.model, n).weight == 0).float().mean())
@@ -189,6 +319,7 @@ class PruneTrainer:
         config.checkpoint when it exists. max_epochs: stop after this many epochs in this call
         (the schedule is still config.epochs'; a later fit() resumes). Returns self.model."""
         cfg = self.config
+        kind = cfg.kind
         batches = list(batches) if not hasattr(batches, "__len__") else batches
         per_epoch = len(batches)
         if per_epoch == 0:
@@ -196,6 +327,10 @@ class PruneTrainer:
         prune_epochs = cfg.prune_epochs if cfg.prune_epochs is not None else \
             max(1, (2 * cfg.epochs) // 3)
         steps = max(1, prune_epochs * per_epoch // cfg.prune_every)
+        admm_every = cfg.admm_every or max(1, per_epoch // 4)
+        growth = cfg.rho_growth or (cfg.rho_max / cfg.rho) ** (
+            1.0 / max(1, prune_epochs * per_epoch // admm_every - 1))
+        regularised = kind in ("admm", "lasso")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         opt = self._optimizer()
@@ -203,33 +338,52 @@ class PruneTrainer:
             self._load(cfg.checkpoint, opt)
         elif not self.masks:
             self._prune_to(lambda final: 0.0)        # all-ones masks: nothing pruned yet
+        if regularised and not self.hard and self.epoch >= prune_epochs:
+            self._harden()                            # prune_epochs=0: one-shot + retraining
         self.model.train()
         stop = cfg.epochs if max_epochs is None else min(cfg.epochs, self.epoch + max_epochs)
         while self.epoch < stop:
             total = 0.0
+            bar = _Progress(f"[train {kind}] epoch {self.epoch + 1}/{cfg.epochs}", per_epoch,
+                            cfg.progress)
+            if kind == "lasso" and not self.hard:
+                self._reweight()
+            if kind == "admm" and not self.hard and not self.admm:
+                self._admm_init()
             for x, y in batches:
-                if not cfg.soft and self.prune_step < steps and \
+                if kind == "gradual" and self.prune_step < steps and \
                         self.batch % cfg.prune_every == 0:
                     self.prune_step += 1
                     k = self.prune_step
                     self._prune_to(lambda final: cubic_sparsity(final, k, steps))
                     # Adam's moments of weights just pruned would push them back: the masks
                     # are re-applied after every step, so they cannot revive
+                if kind == "admm" and not self.hard and self.batch > 0 and \
+                        self.batch % admm_every == 0:
+                    self._admm_update(growth)
+                masked = kind == "gradual" or self.hard
                 opt.zero_grad(set_to_none=True)
                 out = self.model(x)
                 loss = loss_fn(out, y)
                 if self.teacher is not None and cfg.distill_alpha > 0:
                     loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * \
                         _distill(out, self.teacher, x, cfg.distill_temperature)
+                task_loss = float(loss.detach())
+                if kind == "admm" and not self.hard:
+                    loss = loss + self._admm_penalty()
+                elif kind == "lasso" and not self.hard:
+                    loss = loss + self._lasso_penalty()
                 loss.backward()
-                if not cfg.soft:
+                if masked:
                     self._mask_grads()
                 opt.step()
-                if not cfg.soft:
+                if masked:
                     self.apply_masks()
-                total += float(loss.detach())
+                total += task_loss
                 self.batch += 1
-            if cfg.soft:
+                bar.step(f"loss {total / bar.done if bar.done else task_loss:.4f}")
+            gap = self.structure_gap() if regularised and not self.hard else None
+            if kind == "soft":
                 # SFP (He et al. 2018): at the end of every epoch zero the currently least
                 # important units but let them learn again during the next one; masks are
                 # recomputed from the weights each time (no "once pruned, always pruned") and
@@ -238,20 +392,25 @@ class PruneTrainer:
                 e = self.epoch + 1
                 self.masks = {}
                 self._prune_to(lambda final: cubic_sparsity(final, e, prune_epochs))
-            elif self.prune_step >= steps:
+            elif kind == "gradual" and self.prune_step >= steps:
                 self._prune_to(lambda final: final)   # exactly the final sparsity
+            elif regularised and not self.hard and self.epoch + 1 >= prune_epochs:
+                self._harden()
             self.epoch += 1
             rec = {"epoch": self.epoch, "loss": total / per_epoch,
                    "sparsity": _mean(self.sparsity())}
+            if gap is not None:
+                rec["structure_gap"] = gap
+            if kind == "admm" and self.admm:
+                rec["rho"] = self.admm["rho"]
             if val is not None:
                 self.model.eval()
                 rec["val"] = float(val(self.model))
                 self.model.train()
             self.history.append(rec)
-            if cfg.progress:
-                print(f"[train] epoch {rec['epoch']}/{cfg.epochs} loss {rec['loss']:.4f} "
-                      f"sparsity {rec['sparsity']:.3f}"
-                      + (f" val {rec['val']:.4f}" if "val" in rec else ""), file=sys.stderr)
+            bar.close(f"loss {rec['loss']:.4f} sparsity {rec['sparsity']:.3f}"
+                      + (f" gap {gap:.4f}" if gap is not None else "")
+                      + (f" val {rec['val']:.4f}" if "val" in rec else ""))
             if cfg.checkpoint:
                 self._save(cfg.checkpoint, opt)
         self.model.eval()
@@ -262,6 +421,7 @@ class PruneTrainer:
         return {"model": self.model.state_dict(), "optimizer": opt.state_dict(),
                 "masks": self.masks, "epoch": self.epoch, "batch": self.batch,
                 "prune_step": self.prune_step, "history": self.history,
+                "hard": self.hard, "admm": self.admm, "alpha": self.alpha,
                 "config": asdict(self.config),
                 "targets": {n: c.key for n, c in self.targets.items()},
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
@@ -289,6 +449,7 @@ class PruneTrainer:
         self.masks = st["masks"]
         self.epoch, self.batch, self.prune_step = st["epoch"], st["batch"], st["prune_step"]
         self.history = st["history"]
+        self.hard, self.admm, self.alpha = st["hard"], st["admm"], st["alpha"]
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])
 
@@ -315,13 +476,47 @@ def train_from_scratch(model: nn.Module, masks: dict, batches, loss_fn: Callable
     targets = {n: Candidate("block", (1, 1), max(1e-6, min(0.999, float((~mk).float().mean()))))
                for n, mk in masks.items()}
     cfg = copy.deepcopy(config or TrainConfig())
-    cfg.soft, cfg.checkpoint, cfg.prune_epochs = False, None, 0
+    cfg.soft, cfg.method, cfg.checkpoint, cfg.prune_epochs = False, "gradual", None, 0
     t = PruneTrainer(fresh, targets, cfg)
     t.masks = {n: mk.clone() for n, mk in masks.items()}
     t.prune_step = 10 ** 9          # no pruning steps: the masks are given
     t.apply_masks()
     t.fit(batches, loss_fn)
     return t.model
+
+
+class _Progress:
+    """A one-line progress bar on stderr: redrawn in place on a terminal (at most 10 times a
+    second), a single line per epoch otherwise (logs stay readable)."""
+
+    def __init__(self, prefix: str, total: int, enabled: bool):
+        self.prefix, self.total, self.enabled = prefix, total, enabled
+        self.done = 0
+        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, info: str = "") -> None:
+        self.done += 1
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and self.done < self.total:
+            return
+        self.last = now
+        width = 24
+        fill = int(width * self.done / max(1, self.total))
+        sys.stderr.write(f"\r{self.prefix} [{'#' * fill}{'.' * (width - fill)}] "
+                         f"{self.done}/{self.total} {info}\033[K")
+        sys.stderr.flush()
+
+    def close(self, summary: str) -> None:
+        if not self.enabled:
+            return
+        took = time.perf_counter() - self.t0
+        sys.stderr.write(("\r" if self.tty else "") +
+                         f"{self.prefix} {summary} ({took:.1f} s)" +
+                         ("\033[K" if self.tty else "") + "\n")
+        sys.stderr.flush()
 
 
 def _mean(d: dict) -> float:

@@ -1,5 +1,7 @@
 """engine.train: gradual structured pruning + masked fine-tuning on scikit-learn's bundled digits
 (real data, shipped by the package): masks hold, accuracy recovers, resume is exact."""
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -218,3 +220,202 @@ def test_optimize_finetune_recovers_accuracy_and_runs_natively(dense, digits):
     with pytest.raises(ConfigError, match="'train'"):
         engine.optimize(net, (x,), sparsity=0.8, measure=False, capture=False,
                         finetune={"epochs": 1})
+
+
+# -- ADMM and reweighted group lasso -----------------------------------------------------------
+def _block_projection_reference(v, rows, sparsity):
+    """Brute-force Euclidean projection onto "a (rows x 1) block pattern with at least
+    `sparsity` of the weights zero": keep the blocks with the largest l2 norms (numpy, per
+    block, independent of engine.schemes)."""
+    import numpy as np
+    a = v.detach().double().numpy()
+    o, i = a.shape[0], a.shape[1]
+    k = a.reshape(o, i, -1)
+    norms = {}
+    for r0 in range(0, o, rows):
+        for c in range(i):
+            for p in range(k.shape[2]):
+                norms[(r0, c, p)] = float(np.sqrt((k[r0:r0 + rows, c, p] ** 2).sum()))
+    n_keep = round(len(norms) * (1 - sparsity))
+    keep = sorted(norms, key=lambda b: -norms[b])[:n_keep]
+    out = np.zeros_like(k)
+    for r0, c, p in keep:
+        out[r0:r0 + rows, c, p] = k[r0:r0 + rows, c, p]
+    return torch.tensor(out.reshape(a.shape), dtype=v.dtype)
+
+
+def test_admm_projection_is_the_nearest_structured_point(dense):
+    net, _ = dense
+    t = PruneTrainer(net, {"conv2": Candidate("block", (4, 1), 0.75)},
+                     TrainConfig(method="admm"))
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(net.conv2.weight.shape, generator=g)
+    z = t._project("conv2", v)
+    assert torch.allclose(z, _block_projection_reference(v, 4, 0.75))
+    assert block_structure_holds(z != 0, (4, 1))
+    # no other mask with the structure and sparsity is closer (random competitors)
+    best = float((v - z).pow(2).sum())
+    for seed in range(20):
+        other = t._project("conv2", torch.randn(v.shape, generator=torch.Generator()
+                                                .manual_seed(100 + seed)))
+        assert float((v - v * (other != 0)).pow(2).sum()) >= best - 1e-4
+
+
+@pytest.mark.parametrize("method", ["admm", "lasso"])
+def test_admm_and_lasso_move_weights_onto_the_structure_and_recover(dense, digits, method):
+    """ADMM (W / Z / U splitting, rho growing) and reweighted group lasso concentrate the weights
+    on a 4x1-block support during their phase (the energy outside the best structured mask
+    falls), then hard pruning + masked retraining recovers to within 1 point of dense."""
+    net, dense_acc = dense
+    train, val = digits
+    targets = uniform_targets(net, "block", (4, 1), 0.8)
+    seen = []
+
+    def check(model):
+        if t.hard:
+            for name, m in t.masks.items():
+                assert bool((getattr(model, name).weight[~m] == 0).all())
+            seen.append(t.epoch)
+        return accuracy(model, val)
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = PruneTrainer(net, targets, TrainConfig(epochs=12, lr=1e-3, prune_epochs=6,
+                                                   method=method))
+        model = t.fit(train, nn.functional.cross_entropy, val=check)
+    finally:
+        torch.set_num_threads(prev)
+    gaps = [h["structure_gap"] for h in t.history if "structure_gap" in h]
+    assert len(gaps) == 6
+    assert gaps[-1] < 0.25 * gaps[0], gaps
+    assert seen == list(range(6, 13))        # hard from the end of the phase on
+    for name in targets:
+        w = getattr(model, name).weight
+        assert abs(float((w == 0).float().mean()) - 0.8) < 0.01
+        assert block_structure_holds(w != 0, (4, 1))
+    assert accuracy(model, val) >= dense_acc - 0.01
+    if method == "admm":
+        rhos = [h["rho"] for h in t.history if "rho" in h]
+        assert rhos == sorted(rhos) and rhos[-1] > rhos[0]
+
+
+def test_lasso_weights_are_reweighted_per_block(dense):
+    net, _ = dense
+    t = PruneTrainer(net, {"conv3": Candidate("block", (8, 1), 0.5),
+                           "conv2": Candidate("pattern", None, 0.6)},
+                     TrainConfig(method="lasso", lasso=1e-3, lasso_eps=1e-2))
+    t._reweight()
+    w = t.model.conv3.weight.detach()
+    # block (rows 8..15, input channel 5, kernel position (1, 2)) -> its own weight
+    blk = w[8:16, 5, 1, 2]
+    norms = t._group_norms("conv3", w)
+    alpha = t.alpha["conv3"]
+    assert norms.numel() == (64 // 8) * 64 * 9
+    assert any(abs(float(n) - float(blk.norm())) < 1e-5 and
+               abs(float(a) - 1.0 / (float(blk.norm()) + 1e-2)) < 1e-3
+               for n, a in zip(norms, alpha))
+    # a non-block scheme is regularised weight by weight (reweighted l1)
+    assert t._group_norms("conv2", t.model.conv2.weight).numel() == t.model.conv2.weight.numel()
+    pen = float(t._lasso_penalty())
+    ref = 1e-3 * sum(float((t.alpha[n] * t._group_norms(n, getattr(t.model, n).weight)).sum())
+                     for n in ("conv3", "conv2"))
+    assert abs(pen - ref) < 1e-6 * max(1.0, ref)
+
+
+def test_admm_resume_mid_phase_is_exact(dense, digits, tmp_path):
+    net, _ = dense
+    train, _ = digits
+    train = train[:8]
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        targets = {"conv3": Candidate("block", (4, 1), 0.7)}
+        cfg = dict(epochs=4, lr=1e-3, prune_epochs=2, method="admm", admm_every=3)
+        whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
+            train, nn.functional.cross_entropy)
+        ck = tmp_path / "ck.pt"
+        first = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+        first.fit(train, nn.functional.cross_entropy, max_epochs=1)      # inside the phase
+        assert not first.hard and first.admm["updates"] > 0
+        second = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+        resumed = second.fit(train, nn.functional.cross_entropy)
+    finally:
+        torch.set_num_threads(prev)
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_method_options_are_checked_and_progress_is_shown(dense, digits, capsys):
+    net, _ = dense
+    train, _ = digits
+    for bad, match in ((dict(method="admmm"), "method"),
+                       (dict(method="admm", soft=True), "soft"),
+                       (dict(method="admm", rho=1.0, rho_max=0.1), "rho_max"),
+                       (dict(method="lasso", lasso=0.0), "lasso"),
+                       (dict(admm_every=0), "admm_every")):
+        with pytest.raises(ConfigError, match=match):
+            PruneTrainer(net, {}, TrainConfig(**bad))
+    t = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.5)},
+                     TrainConfig(epochs=2, prune_epochs=1, method="admm", progress=True))
+    t.fit(train[:4], nn.functional.cross_entropy)
+    err = capsys.readouterr().err
+    assert "[train admm] epoch 1/2" in err and "[train admm] epoch 2/2" in err
+    assert "gap" in err                      # the ADMM phase reports its structure gap
+
+
+def test_admm_update_is_the_scaled_dual_step(dense):
+    """One Z / U update against its definition: Z = Proj(W + U), U = (U + W - Z) * rho_old /
+    rho_new (the scaled dual keeps lambda = rho * U when rho grows)."""
+    net, _ = dense
+    t = PruneTrainer(net, {"conv2": Candidate("block", (4, 1), 0.8)},
+                     TrainConfig(method="admm", rho=0.5, rho_max=4.0))
+    t._admm_init()
+    w0 = t.model.conv2.weight.detach().clone()
+    assert torch.allclose(t.admm["Z"]["conv2"], _block_projection_reference(w0, 4, 0.8))
+    assert not t.admm["U"]["conv2"].any()
+    g = torch.Generator().manual_seed(1)
+    u = 0.01 * torch.randn(w0.shape, generator=g)
+    t.admm["U"]["conv2"] = u.clone()
+    with torch.no_grad():                       # as if SGD had moved W
+        t.model.conv2.weight.add_(0.02 * torch.randn(w0.shape, generator=g))
+    w = t.model.conv2.weight.detach().clone()
+    t._admm_update(2.0)
+    z = _block_projection_reference(w + u, 4, 0.8)
+    assert torch.allclose(t.admm["Z"]["conv2"], z, atol=1e-7)
+    assert torch.allclose(t.admm["U"]["conv2"], (u + w - z) * 0.5 / 1.0, atol=1e-7)
+    assert t.admm["rho"] == 1.0 and t.admm["updates"] == 1
+    t._admm_update(8.0)
+    assert t.admm["rho"] == 4.0                 # capped at rho_max
+    pen = float(t._admm_penalty())
+    ref = 0.5 * 4.0 * float((t.model.conv2.weight - t.admm["Z"]["conv2"] +
+                             t.admm["U"]["conv2"]).pow(2).sum())
+    assert abs(pen - ref) < 1e-5 * max(1.0, ref)
+
+
+def test_optimize_mapper_with_finetune_uses_its_data_for_the_proxy(dense, digits, tmp_path,
+                                                                     monkeypatch):
+    """finetune={"train", "val"} with a mapper: the mappers' accuracy proxy is held-out top-1
+    on the same data, the trainer (ADMM here) logs it per epoch, and the result still runs the
+    plan natively, matching its own masked model."""
+    import engine
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    net, dense_acc = dense
+    train, val = digits
+    x = val[0][0][:1]
+    opt = engine.optimize(net, (x,), mapper="rule", sparsity=0.7, capture=False,
+                          measure=False, progress=False,
+                          finetune={"train": train, "val": val, "epochs": 4, "lr": 1e-3,
+                                    "prune_epochs": 2, "method": "admm"})
+    info = opt.plan.meta["mapping"]
+    assert "held-out accuracy" in json.dumps(info)
+    note = next(n for n in opt.notes if "fine-tuned" in n)
+    assert "admm" in note and "held-out top-1" in note
+    logged = float(note.split("held-out top-1 ")[1].split(")")[0])
+    assert abs(logged - accuracy(opt.pruned_model, val)) < 0.02   # masks re-derived, same model
+    for c in opt.plan.pruned:
+        w = getattr(opt.pruned_model, c.layer).weight
+        assert abs(float((w == 0).float().mean()) - c.sparsity) < 0.02
+    xs = val[0][0][:8]
+    with torch.no_grad():
+        assert torch.allclose(opt(xs), opt.pruned_model(xs), atol=1e-4, rtol=1e-4)
