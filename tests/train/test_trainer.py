@@ -419,3 +419,51 @@ def test_optimize_mapper_with_finetune_uses_its_data_for_the_proxy(dense, digits
     xs = val[0][0][:8]
     with torch.no_grad():
         assert torch.allclose(opt(xs), opt.pruned_model(xs), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["soft", "gradual"])
+def test_filter_pruning_zeroes_whole_channels_and_the_filter_scheme_removes_them(
+        dense, digits, method):
+    """SFP on filters (soft: pruned filters keep learning until the end) and hard gradual filter
+    pruning: whole output filters and their BatchNorm scale / shift end at zero, so engine's
+    filter scheme (a physically smaller model) removes exactly them and computes the same
+    function as the trained model (the reference: its own dense forward)."""
+    from engine.schemes import get_scheme
+    from engine.train import Target
+    net, dense_acc = dense
+    train, val = digits
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = PruneTrainer(net, {"conv2": Target("filter", sparsity=0.5)},
+                         TrainConfig(epochs=4, lr=1e-3, prune_epochs=2, method=method))
+        model = t.fit(train, nn.functional.cross_entropy)
+    finally:
+        torch.set_num_threads(prev)
+    rows = model.conv2.weight.detach().reshape(64, -1)
+    dead = (rows == 0).all(dim=1)
+    assert int(dead.sum()) == 32
+    assert bool((rows[~dead] != 0).any(dim=1).all())
+    assert bool((model.bn2.weight[dead] == 0).all() and (model.bn2.bias[dead] == 0).all())
+    assert bool((model.bn2.weight[~dead] != 0).all())
+    x = val[0][0]
+    small, record = get_scheme("filter").prune(model, (x[:1],), {"conv2": 0.5})
+    assert small.conv2.out_channels == 32 and small.conv3.in_channels == 32
+    kept = record["groups"]["conv2"]["kept"]
+    assert kept == [i for i in range(64) if not dead[i]]
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5, rtol=1e-4)
+    assert accuracy(small, val) >= dense_acc - 0.03
+
+
+def test_filter_targets_in_lasso_are_whole_filters(dense):
+    from engine.train import Target
+    net, _ = dense
+    t = PruneTrainer(net, {"conv3": Target("filter", sparsity=0.25)}, TrainConfig(method="lasso"))
+    t._reweight()
+    norms = t._group_norms("conv3", t.model.conv3.weight)
+    assert torch.allclose(norms, t.model.conv3.weight.detach().reshape(64, -1).norm(dim=1))
+    with pytest.raises(ConfigError, match="scheme"):
+        Target("channels", sparsity=0.5)
+    with pytest.raises(ConfigError, match="sparsity"):
+        Target("filter", sparsity=1.0)
