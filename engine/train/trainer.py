@@ -420,8 +420,8 @@ class PruneTrainer:
             1.0 / max(1, prune_epochs * per_epoch // admm_every - 1))
         regularised = kind in ("admm", "lasso")
         if any(c.scheme == "filter" for c in self.targets.values()):
-            self._link_norms(batches[0][0] if isinstance(batches[0], (tuple, list))
-                             else batches[0])
+            first = next(iter(batches))
+            self._link_norms(first[0] if isinstance(first, (tuple, list)) else first)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         opt = self._optimizer()

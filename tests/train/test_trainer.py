@@ -34,6 +34,15 @@ class _Net(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training here is small and must be reproducible (resume tests compare bit for bit)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def digits():
     d = sklearn.load_digits()
@@ -104,30 +113,25 @@ def test_resume_from_checkpoint_is_exact(dense, digits, tmp_path):
     net, _ = dense
     train, _ = digits
     train = train[:8]
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        targets = {"conv3": Candidate("block", (8, 1), 0.7), "conv2": Candidate("pattern", None,
-                                                                                  0.6)}
-        cfg = dict(epochs=4, lr=1e-3, prune_epochs=2)
-        whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
-            train, nn.functional.cross_entropy)
-        ck = tmp_path / "ck.pt"
-        first = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
-        first.fit(train, nn.functional.cross_entropy, max_epochs=2)
-        assert first.epoch == 2 and ck.exists()
-        second = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
-        resumed = second.fit(train, nn.functional.cross_entropy)
-        assert second.epoch == 4
-        for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
-            assert torch.equal(a, b), k
-        # a checkpoint made for other targets is refused
-        other = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.7)},
-                             TrainConfig(checkpoint=str(ck), **cfg))
-        with pytest.raises(ConfigError, match="other targets"):
-            other.fit(train, nn.functional.cross_entropy)
-    finally:
-        torch.set_num_threads(prev)
+    targets = {"conv3": Candidate("block", (8, 1), 0.7), "conv2": Candidate("pattern", None,
+                                                                              0.6)}
+    cfg = dict(epochs=4, lr=1e-3, prune_epochs=2)
+    whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
+        train, nn.functional.cross_entropy)
+    ck = tmp_path / "ck.pt"
+    first = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+    first.fit(train, nn.functional.cross_entropy, max_epochs=2)
+    assert first.epoch == 2 and ck.exists()
+    second = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+    resumed = second.fit(train, nn.functional.cross_entropy)
+    assert second.epoch == 4
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    # a checkpoint made for other targets is refused
+    other = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.7)},
+                         TrainConfig(checkpoint=str(ck), **cfg))
+    with pytest.raises(ConfigError, match="other targets"):
+        other.fit(train, nn.functional.cross_entropy)
 
 
 def test_targets_from_plan_and_bad_targets(dense):
@@ -149,21 +153,16 @@ def test_soft_pruning_lets_pruned_weights_come_back(dense, digits):
     """SFP: between epochs the pruned units keep learning, so the next epoch's masks may keep
     some of them; the final model is pruned hard to the target."""
     train, _ = digits
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     net = _Net()            # from scratch, as SFP trains: the ranking still moves a lot
-    try:
-        t = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.8)},
-                         TrainConfig(epochs=3, lr=3e-3, prune_epochs=1, soft=True))
-        t.fit(train, nn.functional.cross_entropy, max_epochs=1)
-        m1 = t.masks["conv3"].clone()
-        t.fit(train, nn.functional.cross_entropy, max_epochs=1)
-        m2 = t.masks["conv3"]
-        assert bool((~m1 & m2).any())          # pruned after epoch 1, kept after epoch 2
-        model = t.fit(train, nn.functional.cross_entropy)
-    finally:
-        torch.set_num_threads(prev)
+    t = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.8)},
+                     TrainConfig(epochs=3, lr=3e-3, prune_epochs=1, soft=True))
+    t.fit(train, nn.functional.cross_entropy, max_epochs=1)
+    m1 = t.masks["conv3"].clone()
+    t.fit(train, nn.functional.cross_entropy, max_epochs=1)
+    m2 = t.masks["conv3"]
+    assert bool((~m1 & m2).any())          # pruned after epoch 1, kept after epoch 2
+    model = t.fit(train, nn.functional.cross_entropy)
     w = model.conv3.weight
     assert abs(float((w == 0).float().mean()) - 0.8) < 0.01
     assert block_structure_holds(w != 0, (4, 1))
@@ -278,14 +277,9 @@ def test_admm_and_lasso_move_weights_onto_the_structure_and_recover(dense, digit
             seen.append(t.epoch)
         return accuracy(model, val)
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        t = PruneTrainer(net, targets, TrainConfig(epochs=12, lr=1e-3, prune_epochs=6,
-                                                   method=method))
-        model = t.fit(train, nn.functional.cross_entropy, val=check)
-    finally:
-        torch.set_num_threads(prev)
+    t = PruneTrainer(net, targets, TrainConfig(epochs=12, lr=1e-3, prune_epochs=6,
+                                               method=method))
+    model = t.fit(train, nn.functional.cross_entropy, val=check)
     gaps = [h["structure_gap"] for h in t.history if "structure_gap" in h]
     assert len(gaps) == 6
     assert gaps[-1] < 0.25 * gaps[0], gaps
@@ -327,21 +321,16 @@ def test_admm_resume_mid_phase_is_exact(dense, digits, tmp_path):
     net, _ = dense
     train, _ = digits
     train = train[:8]
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        targets = {"conv3": Candidate("block", (4, 1), 0.7)}
-        cfg = dict(epochs=4, lr=1e-3, prune_epochs=2, method="admm", admm_every=3)
-        whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
-            train, nn.functional.cross_entropy)
-        ck = tmp_path / "ck.pt"
-        first = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
-        first.fit(train, nn.functional.cross_entropy, max_epochs=1)      # inside the phase
-        assert not first.hard and first.admm["updates"] > 0
-        second = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
-        resumed = second.fit(train, nn.functional.cross_entropy)
-    finally:
-        torch.set_num_threads(prev)
+    targets = {"conv3": Candidate("block", (4, 1), 0.7)}
+    cfg = dict(epochs=4, lr=1e-3, prune_epochs=2, method="admm", admm_every=3)
+    whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
+        train, nn.functional.cross_entropy)
+    ck = tmp_path / "ck.pt"
+    first = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+    first.fit(train, nn.functional.cross_entropy, max_epochs=1)      # inside the phase
+    assert not first.hard and first.admm["updates"] > 0
+    second = PruneTrainer(net, targets, TrainConfig(checkpoint=str(ck), **cfg))
+    resumed = second.fit(train, nn.functional.cross_entropy)
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
 
@@ -432,14 +421,9 @@ def test_filter_pruning_zeroes_whole_channels_and_the_filter_scheme_removes_them
     from engine.train import Target
     net, dense_acc = dense
     train, val = digits
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        t = PruneTrainer(net, {"conv2": Target("filter", sparsity=0.5)},
-                         TrainConfig(epochs=4, lr=1e-3, prune_epochs=2, method=method))
-        model = t.fit(train, nn.functional.cross_entropy)
-    finally:
-        torch.set_num_threads(prev)
+    t = PruneTrainer(net, {"conv2": Target("filter", sparsity=0.5)},
+                     TrainConfig(epochs=4, lr=1e-3, prune_epochs=2, method=method))
+    model = t.fit(train, nn.functional.cross_entropy)
     rows = model.conv2.weight.detach().reshape(64, -1)
     dead = (rows == 0).all(dim=1)
     assert int(dead.sum()) == 32
@@ -467,3 +451,21 @@ def test_filter_targets_in_lasso_are_whole_filters(dense):
         Target("channels", sparsity=0.5)
     with pytest.raises(ConfigError, match="sparsity"):
         Target("filter", sparsity=1.0)
+
+
+def test_fit_takes_a_shuffling_dataloader(dense, digits):
+    """The usual user input: a torch DataLoader (re-iterable, shuffles each epoch)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from engine.train import Target
+    net, _ = dense
+    train, val = digits
+    xs = torch.cat([x for x, _ in train])
+    ys = torch.cat([y for _, y in train])
+    loader = DataLoader(TensorDataset(xs, ys), batch_size=100, shuffle=True)
+    t = PruneTrainer(net, {"conv2": Target("filter", sparsity=0.25),
+                           "conv3": Candidate("block", (4, 1), 0.6)},
+                     TrainConfig(epochs=2, prune_epochs=1, method="gradual"))
+    model = t.fit(loader, nn.functional.cross_entropy)
+    assert int((model.conv2.weight.reshape(64, -1) == 0).all(dim=1).sum()) == 16
+    assert abs(float((model.conv3.weight == 0).float().mean()) - 0.6) < 0.01
+    assert accuracy(model, val) > 0.9
