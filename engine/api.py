@@ -221,7 +221,8 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
 
     mapper: None (one scheme / block / sparsity for every layer, as given), or "rule",
     "search" (evolutionary), "rl", or a mapping mapper object: per-layer scheme, block and
-    sparsity chosen from measured costs (engine.automap) under the budget "global sparsity >=
+    sparsity chosen from measured costs (engine.automap) over the layers not in `exclude`
+    (those stay dense and out of the budget) under the budget "global sparsity >=
     `sparsity`" (and latency <= `latency_budget` ms when given), with an accuracy floor
     `min_proxy` ("reference": the proxy of `scheme`/`block` at `sparsity` on every layer; a
     number; None). data: held-out data for the accuracy proxy (engine.accuracy.DataProxy;
@@ -409,7 +410,7 @@ def _map(work: nn.Module, example_inputs: tuple, cfg: OptimizeConfig, scheme_obj
     settings = MapSettings(reference=ref, sparsity=cfg.sparsity if cfg.sparsity > 0 else None,
                            target=cfg.target,
                            min_speedup=cfg.min_speedup, threads=cfg.threads, isa=cfg.isa,
-                           backends=backends, **kw)
+                           backends=backends, exclude=tuple(cfg.exclude), **kw)
     return map_model(work, example_inputs, settings)
 
 

@@ -58,6 +58,7 @@ class MapSettings:
     isa: str = "auto"
     backends: tuple = ("native",)
     progress: bool = True
+    exclude: tuple = ()                                # layers (or prefixes) kept dense
 
     def validate(self) -> None:
         if isinstance(self.mapper, str) and self.mapper not in MAPPERS:
@@ -165,6 +166,13 @@ def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
     from .profile import model_specs, model_weights, profile_costs, retained_energy
     s.validate()
     specs = specs if specs is not None else model_specs(model, example_inputs)
+    if s.exclude:
+        # excluded layers are not part of the problem: the mappers never see them, and the
+        # budget (global sparsity, accuracy floor) is about the layers that may be pruned
+        specs = [sp for sp in specs
+                 if not any(sp.name == e or sp.name.startswith(e + ".") for e in s.exclude)]
+        if not specs:
+            raise ConfigError(f"exclude={list(s.exclude)} leaves no layer to map")
     weights = model_weights(model, specs)
     prof = _profiler(s, weights)
     table = _table(s, prof.target)

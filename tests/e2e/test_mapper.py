@@ -148,3 +148,30 @@ def test_data_proxy_drives_the_floor(tiny, costs):
         assert meta["predicted"]["proxy"] >= meta["budget"]["min_proxy"] - 1e-9
     else:
         assert meta["violations"]
+
+
+@pytest.mark.parametrize("mapper", ["rule", "search"])
+def test_excluded_layers_are_never_mapped(tiny, costs, mapper):
+    """exclude= reaches the mappers: excluded layers are left out of the problem (so the plan's
+    budget, global sparsity and accuracy floor, is about the layers that may be pruned) and
+    stay dense with the user's reason."""
+    model, x = tiny
+    opt = engine.optimize(model, (x,), mapper=mapper, sparsity=0.7, space=SPACE, costs=costs,
+                          search_time=2, capture=False, progress=False, exclude=("stem", "c3"))
+    assert {"stem", "c3"}.isdisjoint({c.layer for c in opt.plan.pruned})
+    assert {s.name for s in opt.mapping.layers} == {"c1", "c2", "fc"}
+    for name in ("stem", "c3"):
+        assert "excluded" in opt.plan[name].reason
+    meta = opt.plan.meta["mapping"]
+    assert meta["feasible"], meta.get("violations")
+    # the budget holds over the mapped layers, counted on the weights that actually run
+    w = {n: getattr(model, n).weight.numel() for n in ("c1", "c2", "fc")}
+    zeros = sum(float((getattr(opt.pruned_model, n).weight == 0).sum()) for n in w)
+    assert zeros / sum(w.values()) >= 0.7 - 0.01
+    for name in ("stem", "c3"):
+        assert not bool((getattr(opt.pruned_model, name).weight == 0).any())
+    assert _close(opt(x), opt.pruned_model(x))
+    with pytest.raises(ConfigError, match="no layer to map"):
+        engine.optimize(model, (x,), mapper=mapper, sparsity=0.7, space=SPACE, costs=costs,
+                        capture=False, progress=False,
+                        exclude=("stem", "c1", "c2", "c3", "fc"))
