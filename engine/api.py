@@ -325,6 +325,8 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     opt = OptimizedModel(lowered.module, pruned_model, out_plan, layers, example_inputs, cfg,
                          notes)
     if finetune is not None:
+        if isinstance(finetune, dict) and "progress" not in finetune:
+            finetune = dict(finetune, progress=progress)     # epoch lines on stderr
         return _finetuned(model, work, example_inputs, out_plan, finetune, notes, cfg,
                           mapping_problem, plan)
     opt._dense = work

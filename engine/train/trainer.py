@@ -472,7 +472,7 @@ class PruneTrainer:
                     self.apply_masks()
                 total += task_loss
                 self.batch += 1
-                bar.step(f"loss {total / bar.done if bar.done else task_loss:.4f}")
+                bar.step(f"loss {total / (bar.done + 1):.4f}")
             gap = self.structure_gap() if regularised and not self.hard else None
             if kind == "soft":
                 # SFP (He et al. 2018): at the end of every epoch zero the currently least

@@ -469,3 +469,28 @@ def test_fit_takes_a_shuffling_dataloader(dense, digits):
     assert int((model.conv2.weight.reshape(64, -1) == 0).all(dim=1).sum()) == 16
     assert abs(float((model.conv3.weight == 0).float().mean()) - 0.6) < 0.01
     assert accuracy(model, val) > 0.9
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal(monkeypatch):
+    import io
+    from engine.train import trainer as tr
+
+    class _Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = _Tty()
+    monkeypatch.setattr(tr.sys, "stderr", out)
+    bar = tr._Progress("[train admm] epoch 1/3", 4, True)
+    for i in range(4):
+        bar.step(f"loss {i}")
+    bar.close("loss 0.1234")
+    text = out.getvalue()
+    assert "\r[train admm] epoch 1/3 [" + "#" * 24 + "] 4/4 loss 3" in text   # last step drawn
+    assert text.endswith("loss 0.1234 (0.0 s)\x1b[K\n")
+    quiet = _Tty()
+    monkeypatch.setattr(tr.sys, "stderr", quiet)
+    bar = tr._Progress("x", 2, False)
+    bar.step()
+    bar.close("done")
+    assert quiet.getvalue() == ""
