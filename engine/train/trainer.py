@@ -37,6 +37,7 @@ it, and a resumed run gives the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import sys
@@ -64,6 +65,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"             # "adam" or "sgd" (momentum 0.9)
+    lr_schedule: str = "constant"       # "constant" or "cosine" (per batch, to 0 at the end)
     prune_epochs: Optional[int] = None  # epochs over which sparsity ramps up, or of the ADMM /
                                         # lasso phase before hard pruning (None: 2/3)
     prune_every: int = 1                # pruning steps happen every this many batches
@@ -106,6 +108,9 @@ class TrainConfig:
             raise ConfigError(f"rho_growth must be >= 1, got {self.rho_growth}")
         if self.admm_every is not None and self.admm_every < 1:
             raise ConfigError(f"admm_every must be >= 1 batch, got {self.admm_every}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got "
+                              f"{self.lr_schedule!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.prune_epochs is not None and not 0 <= self.prune_epochs <= self.epochs:
@@ -453,6 +458,11 @@ class PruneTrainer:
                         self.batch % admm_every == 0:
                     self._admm_update(growth)
                 masked = kind == "gradual" or self.hard
+                if cfg.lr_schedule == "cosine":      # a function of the batch count: resumable
+                    lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * self.batch /
+                                                        (cfg.epochs * per_epoch)))
+                    for group in opt.param_groups:
+                        group["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 out = self.model(x)
                 loss = loss_fn(out, y)

@@ -115,7 +115,7 @@ def test_resume_from_checkpoint_is_exact(dense, digits, tmp_path):
     train = train[:8]
     targets = {"conv3": Candidate("block", (8, 1), 0.7), "conv2": Candidate("pattern", None,
                                                                               0.6)}
-    cfg = dict(epochs=4, lr=1e-3, prune_epochs=2)
+    cfg = dict(epochs=4, lr=1e-3, prune_epochs=2, lr_schedule="cosine")
     whole = PruneTrainer(net, targets, TrainConfig(**cfg)).fit(
         train, nn.functional.cross_entropy)
     ck = tmp_path / "ck.pt"
@@ -494,3 +494,29 @@ def test_progress_bar_redraws_in_place_on_a_terminal(monkeypatch):
     bar.step()
     bar.close("done")
     assert quiet.getvalue() == ""
+
+
+def test_cosine_schedule_reaches_zero_at_the_end(dense, digits):
+    """lr at batch b of B is lr * (1 + cos(pi * b / B)) / 2, read off the optimizer as each
+    batch is consumed."""
+    import math
+    net, _ = dense
+    train, _ = digits
+    seen = []
+    t = PruneTrainer(net, {"conv3": Candidate("block", (4, 1), 0.5)},
+                     TrainConfig(epochs=2, lr=1e-2, prune_epochs=1, lr_schedule="cosine"))
+    made = []
+    orig = t._optimizer
+    t._optimizer = lambda: made.append(orig()) or made[-1]
+
+    class _Spy(list):
+        def __iter__(self):
+            for b in list.__iter__(self):
+                yield b
+                seen.append(made[-1].param_groups[0]["lr"])
+
+    t.fit(_Spy(train[:5]), nn.functional.cross_entropy)
+    want = [1e-2 * 0.5 * (1 + math.cos(math.pi * b / 10)) for b in range(10)]
+    assert seen == pytest.approx(want)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step").validate()
