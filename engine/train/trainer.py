@@ -304,8 +304,16 @@ class PruneTrainer:
             self.notes.append(f"filter targets: norm layers not linked ({e})")
             return
         for g in groups:
-            for prod in g.members:
-                if prod.module not in names or prod.role != "producer" or prod.dim != 0:
+            producers = [m for m in g.members if m.role == "producer" and m.dim == 0]
+            for prod in producers:
+                if prod.module not in names:
+                    continue
+                if len(producers) > 1:
+                    # coupled with other producers (e.g. a residual add): the norms of the
+                    # group normalise channels other filters feed too; leave them alone
+                    self.notes.append(f"{prod.module}: output channels coupled with "
+                                      f"{len(producers) - 1} other layer(s); norm layers "
+                                      f"not zeroed with its filters")
                     continue
                 for m in g.members:
                     if m.role != "norm":

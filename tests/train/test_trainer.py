@@ -520,3 +520,39 @@ def test_cosine_schedule_reaches_zero_at_the_end(dense, digits):
     assert seen == pytest.approx(want)
     with pytest.raises(ConfigError, match="lr_schedule"):
         TrainConfig(lr_schedule="step").validate()
+
+
+class _Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv0 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn0(self.conv0(x)))
+        y = torch.relu(self.bn1(self.conv1(y)) + y)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_filters_coupled_by_a_residual_add_leave_the_norms_alone():
+    """conv1's output channels are also conv0's (the add): zeroing bn0 / bn1 channels would
+    cut conv0's unpruned filters too, so only conv1's filters are zeroed, with a note."""
+    from engine.train import Target
+    torch.manual_seed(0)
+    net = _Res()
+    for bn in (net.bn0, net.bn1):
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, 0.1, 0.5)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
+               for _ in range(3)]
+    t = PruneTrainer(net, {"conv1": Target("filter", sparsity=0.5)},
+                     TrainConfig(epochs=1, prune_epochs=1, lr=1e-3))
+    model = t.fit(batches, nn.functional.cross_entropy)
+    dead = (model.conv1.weight.reshape(16, -1) == 0).all(dim=1)
+    assert int(dead.sum()) == 8
+    assert bool((model.bn1.weight != 0).all() and (model.bn0.weight != 0).all())
+    assert any("coupled" in n and "conv1" in n for n in t.notes)
