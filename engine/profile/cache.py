@@ -4,7 +4,8 @@
     # -> $ENGINE_CACHE_DIR/costs/<target>.json (default ~/.cache/engine/costs/...), measured
     #    only where the table has nothing yet; a second run measures nothing
 
-A table file is per profiler target ("host/<cpu>/<isa>/<threads>t", "rpc/<key>/<target>"), and
+A table file is per profiler target ("host/<cpu>/<isa>/<threads>t/<kernels build id>",
+"rpc/<key>/<target>/<kernels build id>": a rebuilt kernel library starts a new table), and
 inside the file every entry is keyed by that target too, so a table copied from another machine
 never answers for this one. Candidates the profiler cannot run are filtered out before asking
 (mapping.ensure_costs re-asks for anything missing, so a left-out candidate would otherwise be
@@ -12,6 +13,8 @@ re-tried on every run).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,6 +23,23 @@ from typing import Callable, Optional, Union
 from mapping import CandidateSpace, CostTable, ensure_costs
 
 from .progress import ProgressLine
+
+
+@functools.lru_cache(maxsize=1)
+def kernels_build_id() -> str:
+    """A short id of the kernels this process runs: the engine version and a hash of the
+    compiled kernel module. Profiler targets carry it, so a rebuilt kernel library (new code,
+    new timings) never reads the costs measured with the old one."""
+    from .. import __version__
+    from .. import _kernels
+    h = hashlib.sha256(__version__.encode())
+    try:
+        with open(_kernels.__file__, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, AttributeError, TypeError):
+        pass                                  # no file to read: the version alone
+    return f"k{h.hexdigest()[:10]}"
 
 
 def cache_dir() -> Path:

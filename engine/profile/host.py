@@ -1,7 +1,8 @@
 """HostProfiler: measure candidates of one layer shape on this machine (a mapping.Profiler).
 
     prof = HostProfiler(model_weights(model, specs))
-    prof.target        # "host/Intel Xeon Processor/avx512/2t": what was measured and where
+    prof.target        # "host/Intel Xeon Processor/avx512/2t/k36ca7cd12e": what was measured,
+                       # where, and with which kernel build (kernels_build_id)
     prof.measure(spec, [DENSE, Candidate("block", (4, 1), 0.8)])   # {key: Measurement}
 
 It measures what engine.optimize builds and runs, the way optimize measures it (engine/api.py
@@ -28,6 +29,7 @@ from mapping.space import DENSE_KEY
 
 from ..errors import ConfigError
 from ..runtime.measure import measure as measure_stats
+from .cache import kernels_build_id
 from .masks import MaskCache, group_rows, mask_problem, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
@@ -110,7 +112,8 @@ class HostProfiler:
         self.notes: list = []       # candidates left out, and why
         self.rechecked = 0          # entries timed again by _recheck
         n = threads if threads is not None else k.get_num_threads()
-        self.target = f"host/{cpu_model()}/{k.best_isa() if isa == 'auto' else isa}/{n}t"
+        self.target = (f"host/{cpu_model()}/{k.best_isa() if isa == 'auto' else isa}/{n}t/"
+                       f"{kernels_build_id()}")
 
     # -- what can be measured -----------------------------------------------------------------
     def why_not(self, spec: LayerSpec, cand: Candidate) -> Optional[str]:

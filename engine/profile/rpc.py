@@ -28,6 +28,7 @@ from mapping.space import DENSE_KEY
 
 from ..errors import ConfigError
 from ..targets import get_target
+from .cache import kernels_build_id
 from .masks import MaskCache, mask_problem, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
@@ -80,7 +81,7 @@ class RPCProfiler:
         self.seed = seed
         self.notes: list = []
         where = key or f"{host}:{self.port}"
-        self.target = f"rpc/{where}/{self.device_target.name}"
+        self.target = f"rpc/{where}/{self.device_target.name}/{kernels_build_id()}"
         self.source = f"rpc://{host}:{self.port}/{key}" if key else f"rpc://{host}:{self.port}"
 
     def why_not(self, spec: LayerSpec, cand: Candidate) -> Optional[str]:

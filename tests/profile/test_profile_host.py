@@ -74,8 +74,15 @@ def test_unbuildable_candidates_are_left_out_with_reasons():
 def test_target_names_cpu_isa_threads_and_bad_options_are_named():
     from engine import _kernels
     prof = HostProfiler(threads=1)
+    import hashlib
+    import engine
+    from engine.profile.cache import kernels_build_id
+    want = hashlib.sha256(engine.__version__.encode())
+    with open(_kernels.__file__, "rb") as f:
+        want.update(f.read())
+    assert kernels_build_id() == "k" + want.hexdigest()[:10]     # version + kernel binary
     assert prof.target.startswith("host/") and prof.target.endswith(
-        f"/{_kernels.best_isa()}/1t")
+        f"/{_kernels.best_isa()}/1t/{kernels_build_id()}")
     with pytest.raises(ConfigError, match="threads"):
         HostProfiler(threads=0)
     with pytest.raises(ConfigError, match="isa"):

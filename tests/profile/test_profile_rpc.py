@@ -16,6 +16,7 @@ pytest.importorskip("tvm")
 from mapping import DENSE, Candidate, LayerSpec  # noqa: E402
 
 from engine.profile import RPCProfiler  # noqa: E402
+from engine.profile.cache import kernels_build_id  # noqa: E402
 from engine.profile.rpc import reference  # noqa: E402
 
 CONV = LayerSpec("c", "conv2d", 8, 16, (3, 3), (1, 1), (1, 1), input_hw=(12, 12),
@@ -98,7 +99,7 @@ def test_direct_server_dense_and_block_candidates(servers):
     sp, _ = servers
     prof = RPCProfiler("host", "127.0.0.1", sp, weights={"c": torch.randn(16, 8, 3, 3)},
                        **TIMING)
-    assert prof.target == f"rpc/127.0.0.1:{sp}/host"
+    assert prof.target == f"rpc/127.0.0.1:{sp}/host/{kernels_build_id()}"
     cands = [DENSE, Candidate("block", (4, 1), 0.8, "native"),
              Candidate("block", (4, 1), 0.8, "tir")]
     got = prof.measure(CONV, cands)
@@ -149,7 +150,7 @@ def test_through_the_tracker(servers):
     if tp is None:
         pytest.skip("TVM's RPC tracker needs the tornado package (pip install tornado)")
     prof = RPCProfiler("host", "127.0.0.1", tp, key=KEY, **TIMING)
-    assert prof.target == f"rpc/{KEY}/host"
+    assert prof.target == f"rpc/{KEY}/host/{kernels_build_id()}"
     fc = LayerSpec("fc", "linear", 32, 8, epilogue="relu")
     got = prof.measure(fc, [DENSE, Candidate("block", (2, 1), 0.5, "tir"),
                             Candidate("block", (2, 1), 0.5, "native")])
