@@ -28,7 +28,8 @@ from .modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, NativeMaxPool2d
 @dataclass
 class LoweringResult:
     module: nn.Module
-    fused: dict = field(default_factory=dict)   # layer -> {"bn": name|None, "act": ..., "residual": bool}
+    # layer -> {"bn": name|None, "act": ..., "residual": bool, "call_sites": int} (first call's)
+    fused: dict = field(default_factory=dict)
     traced: bool = True
     note: str = ""
 
@@ -87,6 +88,7 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
                               "layers swapped without BN folding / fusion")
     modules = dict(gm.named_modules())
     fused: dict = {}
+    sites: dict = {}   # layer -> call sites lowered so far (a module called more than once)
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
             continue
@@ -127,7 +129,10 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
                 residual, act, cur = other, "relu", after
                 chain += [nxt, after]
         new = _build(mod, name, w, b, act, sparse, isa)
-        new_name = "lowered_" + name.replace(".", "_")
+        # One replacement per call site: a shared module (`c(relu(c(x)))`) fuses a different
+        # BN / activation / residual at each site, so each site gets its own lowered module.
+        site = sites[name] = sites.get(name, 0) + 1
+        new_name = "lowered_" + name.replace(".", "_") + (f"__call{site}" if site > 1 else "")
         gm.add_submodule(new_name, new)
         with gm.graph.inserting_after(cur):
             args = (node.args[0],) if residual is None else (node.args[0], residual)
@@ -135,7 +140,9 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
         cur.replace_all_uses_with(repl)
         for n in reversed(chain):
             gm.graph.erase_node(n)
-        fused[name] = {"bn": bn_name, "act": act, "residual": residual is not None}
+        if site == 1:      # the first call's fusion describes the layer (list_layers' shapes)
+            fused[name] = {"bn": bn_name, "act": act, "residual": residual is not None}
+        fused[name]["call_sites"] = site
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
