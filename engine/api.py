@@ -14,6 +14,7 @@ The user's model is never modified.
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from torch import nn
 from mapping import Choice, Plan
 from mapping.plan import DENSE
 
-from . import __version__
+from . import __version__, options
 from .errors import CaptureError, ConfigError, MismatchError
 from .graph.inputs import check_inputs
 from .graph.layers import LayerInfo, get_module, list_layers
@@ -58,15 +59,24 @@ class OptimizeConfig:
 
     def validate(self) -> None:
         check_sparsity(self.sparsity, " (option 'sparsity')")
+        self.sparsity = float(self.sparsity)
         get_target(self.target)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
-        if self.min_speedup <= 0:
-            raise ConfigError(f"min_speedup must be > 0, got {self.min_speedup!r}")
-        if isinstance(self.exclude, str):
-            self.exclude = (self.exclude,)
+        self.threads = options.integer("threads", self.threads, lo=1, hi=MAX_THREADS,
+                                       none_ok=True)
+        # >= 1: a layer is pruned only if measured at least this much faster than dense, so a
+        # value below 1 would let the engine pick kernels slower than dense
+        self.min_speedup = options.number("min_speedup", self.min_speedup, lo=1.0)
+        self.measure = options.flag("measure", self.measure)
+        self.capture = options.flag("capture", self.capture)
+        self.verify_rtol = options.number("verify_rtol", self.verify_rtol, lo=0.0, lo_open=True)
+        self.isa = options.text("isa", self.isa)
+        self.exclude = options.names("exclude", self.exclude)
         self.block = parse_block(self.block)
         self.backends = parse_backends(self.backends)
+
+
+# More kernel threads than this is a typo (and asks the OS for that many threads).
+MAX_THREADS = 256
 
 
 SPARSE_BACKENDS = ("native", "tir")
@@ -77,7 +87,7 @@ def parse_backends(backends) -> tuple:
     tvm is installed), one name, or a tuple of names from SPARSE_BACKENDS."""
     if backends == "auto":
         return ("native", "tir") if _tvm_available() else ("native",)
-    names = (backends,) if isinstance(backends, str) else tuple(backends)
+    names = options.names("backends", backends)
     bad = [b for b in names if b not in SPARSE_BACKENDS]
     if bad or not names:
         raise ConfigError(f"backends must be 'auto' or a subset of {SPARSE_BACKENDS}, got "
@@ -101,12 +111,13 @@ def parse_block(block) -> tuple:
             raise ConfigError(f"block must look like '4x1', got {block!r}")
         block = (int(m.group(1)), int(m.group(2)))
     try:
-        rows, cols = (int(v) for v in block)
+        rows, cols = block
     except (TypeError, ValueError):
         raise ConfigError(f"block must be (rows, cols), got {block!r}") from None
-    if rows < 1 or cols < 1:
-        raise ConfigError(f"block rows and cols must be >= 1, got {block!r}")
-    return rows, cols
+    for v in (rows, cols):     # no silent int(4.7) == 4, no True == 1
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ConfigError(f"block must be (rows, cols) of ints >= 1, got {block!r}")
+    return int(rows), int(cols)
 
 
 class OptimizedModel:
@@ -241,10 +252,12 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     "lasso", "soft")}), or a callable (model, plan) -> trained model. The plan's masks
     are then taken from the trained weights (same scheme, block and sparsity per layer, so the
     measured latencies stand)."""
-    cfg = OptimizeConfig(target, scheme, block, sparsity, importance, tuple(exclude), threads,
+    cfg = OptimizeConfig(target, scheme, block, sparsity, importance, exclude, threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options)
     cfg.validate()
+    plan = _as_plan(plan)
+    _check_mapping_options(latency_budget, min_proxy, search_time, seed, progress)
     tgt = get_target(cfg.target)
     example_inputs = check_inputs(model, example_inputs)
     if not tgt.is_host:
@@ -264,6 +277,7 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     work = copy.deepcopy(model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
+    _dry_run(work, example_inputs)
     if cfg.capture:
         _capture(work, example_inputs)
     notes: list = [notes_target] if notes_target else []
@@ -335,6 +349,36 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
         out_plan.meta["mapping"] = plan.meta
     _verify(opt, example_inputs, cfg.verify_rtol)
     return opt
+
+
+def _as_plan(plan) -> Optional[Plan]:
+    """plan=: a mapping.Plan, the path of a saved plan (Plan.save), or None."""
+    if plan is None or isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        try:
+            return Plan.load(plan)
+        except OSError as e:
+            raise ConfigError(f"option 'plan': cannot read {os.fspath(plan)!r}: "
+                              f"{e.strerror or e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"option 'plan': {os.fspath(plan)!r} is not a saved plan "
+                              f"({type(e).__name__}: {e})") from None
+    raise ConfigError(f"option 'plan' must be a mapping.Plan, the path of a saved plan, or "
+                      f"None, got {type(plan).__name__}")
+
+
+def _check_mapping_options(latency_budget, min_proxy, search_time, seed, progress) -> None:
+    """The mapper options, checked before any work (their users run minutes later)."""
+    options.number("latency_budget", latency_budget, lo=0.0, lo_open=True, none_ok=True)
+    options.number("search_time", search_time, lo=0.0, lo_open=True)
+    options.integer("seed", seed)
+    options.flag("progress", progress)
+    if not (min_proxy is None or min_proxy == "reference"):
+        if isinstance(min_proxy, str):
+            raise ConfigError(f"option 'min_proxy' must be 'reference', a finite number or "
+                              f"None, got {min_proxy!r}")
+        options.number("min_proxy", min_proxy)
 
 
 def _finetuned(model, work, example_inputs, out_plan, spec, notes, cfg, mapping_problem,
@@ -584,6 +628,19 @@ def _scheme_kwargs(cfg: OptimizeConfig) -> dict:
     return kw
 
 
+
+
+def _dry_run(model: nn.Module, example_inputs: tuple) -> None:
+    """The model must run on its example inputs in eager mode; otherwise the inputs (or the
+    model) are wrong, which no capture or pruning step should be left to report."""
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except Exception as e:  # noqa: BLE001  (re-raised naming the inputs and the model's error)
+        shapes = ", ".join(str(tuple(t.shape)) for t in example_inputs)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"the model fails on example_inputs of shape {shapes}{_culprit(e)}: "
+                          f"{type(e).__name__}: {first}") from e
 
 
 def _capture(model: nn.Module, example_inputs: tuple) -> None:

@@ -21,4 +21,14 @@ def check_inputs(model, example_inputs) -> tuple:
         if t.dtype != torch.float32 or t.device.type != "cpu":
             raise ConfigError(f"example_inputs[{i}] must be a float32 CPU tensor, got "
                               f"{t.dtype} on {t.device}")
+        if t.numel() == 0:
+            raise ConfigError(f"example_inputs[{i}] is empty (shape {tuple(t.shape)}): layers are "
+                              f"measured and outputs verified on it; give a batch of at least 1")
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            what = " and ".join(w for w, n in (("NaN", n_nan), ("Inf", n_inf)) if n)
+            raise ConfigError(f"example_inputs[{i}] holds {what} ({n_nan} NaN, {n_inf} Inf of "
+                              f"{t.numel()} values): outputs are verified on it; pass real data "
+                              f"or torch.randn of the input shape")
     return tuple(example_inputs)

@@ -10,6 +10,7 @@ Schemes register themselves by name with `@register_scheme`; the registry refuse
 """
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, Optional
 
@@ -43,10 +44,11 @@ def get_scheme(name: str, **options):
 
 
 def check_sparsity(sparsity: float, where: str = "") -> float:
-    s = float(sparsity)
-    if not (0.0 <= s < 1.0):
-        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity!r}{where}")
-    return s
+    # a number, not a bool or a numeric string; NaN fails the range test
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or \
+            not (0.0 <= float(sparsity) < 1.0):
+        raise ConfigError(f"sparsity must be a number in [0, 1), got {sparsity!r}{where}")
+    return float(sparsity)
 
 
 class MaskScheme(ABC):
