@@ -5,6 +5,9 @@
     y = opt(x)
     opt.save("artifact/")              # compiled for the target, manifest + sha256
     model = engine.load("artifact/")   # runs it (when the target matches this machine)
+
+    opt.save("artifact/", signing_key="release.pem")         # + manifest.sig (Ed25519)
+    model = engine.load("artifact/", trusted_keys=["release.pub"])   # verified before loading
 """
 __version__ = "0.1.0"
 

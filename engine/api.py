@@ -185,16 +185,27 @@ class OptimizedModel:
                       for i, (_, shape, dtype) in enumerate(cm.outputs)]
         return cm
 
-    def save(self, directory, target: Optional[str] = None):
+    def save(self, directory, target: Optional[str] = None, *, signing_key=None,
+             overwrite: bool = False):
         """Compile for `target` (default: the plan's) and write an artifact directory
         atomically (model.so, manifest.json with sha256 of every file, plan.json); see
-        engine/artifact.py and examples/ for loading it without Python."""
-        from .artifact import save_artifact
+        engine/artifact/ and examples/ for loading it without Python.
+
+        signing_key: an Ed25519 private key (cryptography object, 32 raw bytes, or a PEM /
+        64-hex key file) to sign the manifest with (manifest.sig; engine.load(dir,
+        trusted_keys=[...]) then verifies it). overwrite: also replace a non-empty directory
+        that is not an artifact, or an artifact holding other files (see
+        engine.artifact.check_save_destination). The destination and the key are checked
+        before compiling."""
+        from .artifact import check_save_destination, load_signing_key, save_artifact
+        check_save_destination(directory, overwrite)
+        key = load_signing_key(signing_key) if signing_key is not None else None
         compiled = self.compile(target)
         return save_artifact(directory, compiled, compiled.target, compiled.inputs,
                              compiled.outputs, plan=self.plan,
                              extra={"kernels": _kernels_summary(compiled),
-                                    "notes": self.notes + list(compiled.notes)})
+                                    "notes": self.notes + list(compiled.notes)},
+                             overwrite=overwrite, signing_key=key)
 
     def benchmark(self, dense_model: Optional[nn.Module] = None, min_time: float = 1.0) -> dict:
         """Median latency of this model vs the dense torch model (and the masked reference),

@@ -1,0 +1,148 @@
+"""Where an artifact can be built and run: arch names, cross compilers (Debian, Android NDK),
+the CPU features a target's code needs, and the check that this machine can run an artifact."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import ArtifactError
+from ..targets import get_target
+from ..targets.registry import Target
+from .layout import EXAMPLES_HINT
+
+_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
+# LLVM feature -> /proc/cpuinfo flag (Linux). Features not listed are not checked.
+_CPUINFO_FLAG = {
+    "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2",
+    "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx512f": "avx512f", "avx512bw": "avx512bw",
+    "avx512vl": "avx512vl", "avx512dq": "avx512dq", "avx512cd": "avx512cd",
+    "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avxvnni": "avx_vnni",
+    "neon": "asimd", "dotprod": "asimddp", "fullfp16": "asimdhp", "i8mm": "i8mm",
+    "sve": "sve", "bf16": "bf16",
+}
+# For `mcpu: native` targets the code uses whatever the build machine has; these are the flags
+# recorded at save time and checked at load time.
+_NATIVE_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "avx512f",
+                 "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_vnni", "avx512_bf16",
+                 "avx512_fp16", "avx_vnni", "asimd", "asimddp", "asimdhp", "i8mm", "sve")
+
+
+def norm_arch(arch: str) -> str:
+    return _ARCH_ALIASES.get(arch.lower(), arch.lower())
+
+
+def host_arch() -> str:
+    return norm_arch(platform.machine())
+
+
+def _host_is_android() -> bool:
+    return hasattr(sys, "getandroidapilevel") or "ANDROID_ROOT" in os.environ
+
+
+def as_target(target: Union[Target, str, None]) -> Target:
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str):
+        return get_target(target)
+    raise ArtifactError(f"target must be an engine Target or a target name, got {target!r}")
+
+
+def cross_compiler(target: Union[Target, str]) -> Optional[str]:
+    """The C++ compiler that links model.so for `target` (None: TVM's default host compiler).
+    Raises ArtifactError naming the compiler and the package that provides it when missing."""
+    t = as_target(target)
+    if t.cross_compiler is None:
+        if norm_arch(t.arch) != host_arch():
+            raise ArtifactError(f"target {t.name!r} is {t.arch} but names no cross compiler in the "
+                                f"target registry, and this machine is {host_arch()}")
+        return None
+    found = shutil.which(t.cross_compiler)
+    if found is None and "android" in str(t.llvm.get("mtriple", "")):
+        found = _ndk_clang(t)
+    if found is None:
+        pkg = t.cross_package or "a cross toolchain"
+        how = (f"install it: sudo apt-get install {t.cross_package}"
+               if t.cross_package and " " not in t.cross_package else f"install {pkg}")
+        raise ArtifactError(f"exporting for target {t.name!r} needs the cross compiler "
+                            f"{t.cross_compiler!r}, which is not on PATH; {how}")
+    return found
+
+
+def _ndk_clang(t: Target) -> Optional[str]:
+    """aarch64-linux-android<API>-clang++ from $ANDROID_NDK_HOME (API: $ANDROID_API or the
+    lowest >= 24 the NDK has)."""
+    ndk = os.environ.get("ANDROID_NDK_HOME") or os.environ.get("ANDROID_NDK_ROOT")
+    if not ndk:
+        return None
+    bins = sorted(Path(ndk).glob("toolchains/llvm/prebuilt/*/bin"))
+    want = int(os.environ.get("ANDROID_API", "24"))
+    cands = []
+    for b in bins:
+        for p in b.glob("aarch64-linux-android*-clang++"):
+            api = p.name[len("aarch64-linux-android"):-len("-clang++")]
+            if api.isdigit() and int(api) >= want:
+                cands.append((int(api), str(p)))
+    return min(cands)[1] if cands else None
+
+
+def _cpu_flags() -> Optional[set]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags: set = set()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(val.split())
+    return flags or None
+
+
+def _required_cpu_flags(t: Target) -> list:
+    """CPU flags (as /proc/cpuinfo spells them) the compiled code may use."""
+    if t.llvm.get("mcpu") == "native":
+        have = _cpu_flags() or set()
+        return sorted(f for f in _NATIVE_FLAGS if f in have)
+    out = set()
+    for feat in t.llvm.get("mattr", []) or []:
+        if isinstance(feat, str) and feat.startswith("+"):
+            flag = _CPUINFO_FLAG.get(feat[1:])
+            if flag:
+                out.add(flag)
+    return sorted(out)
+
+
+def target_dict(t: Target) -> dict:
+    return {"name": t.name, "arch": norm_arch(t.arch), "llvm": dict(t.llvm),
+            "os": "android" if "android" in str(t.llvm.get("mtriple", "")) else "linux",
+            "isa": t.isa, "cross_compiler": t.cross_compiler,
+            "required_cpu_flags": _required_cpu_flags(t), "description": t.description}
+
+
+def check_runnable_here(manifest: dict) -> None:
+    """Refuse an artifact this machine cannot run: arch, OS (Android vs glibc), CPU features."""
+    t = manifest["target"]
+    arch, here = norm_arch(str(t["arch"])), host_arch()
+    name = t.get("name", "?")
+    if arch != here:
+        raise ArtifactError(
+            f"artifact target {name!r} is {arch} but this machine is {here}: it must be run on an "
+            f"{arch} device (or under qemu-{arch} with the {arch} TVM runtime), through the C++ "
+            f"runner, see {EXAMPLES_HINT}")
+    is_android = t.get("os") == "android" or "android" in str(t["llvm"].get("mtriple", ""))
+    if is_android != _host_is_android():
+        where = "an Android app" if is_android else "Linux (glibc)"
+        raise ArtifactError(f"artifact target {name!r} was linked for {where}, not for this "
+                            f"system; see {EXAMPLES_HINT}")
+    need = t.get("required_cpu_flags") or []
+    have = _cpu_flags()
+    if need and have is not None:
+        missing = [f for f in need if f not in have]
+        if missing:
+            raise ArtifactError(f"artifact target {name!r} uses CPU features this CPU lacks: "
+                                f"{missing}; re-export for a target without them (e.g. "
+                                f"'x86_64' instead of 'x86_64-avx512' or 'host')")

@@ -1,0 +1,134 @@
+"""LoadedArtifact: a checked artifact's model.so, loaded by the TVM runtime and callable.
+
+Only reader.load_artifact creates one, after every check that can run before the module is
+loaded. What cannot be checked before running, the shapes and dtypes the module really returns,
+is checked on every call against the manifest's output specs (cheap: shapes only), so an
+edited output shape is refused instead of silently believed.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError
+from .layout import ENTRY, MANIFEST
+from .specs import TensorSpec, dtype_str
+
+
+class LoadedArtifact:
+    """An artifact loaded through the TVM runtime + the Relax VM on the CPU
+    (engine/codegen/tvm_runtime.py).
+
+    art(x) / art(x0, x1) / art(x=...) with numpy arrays or CPU torch tensors of exactly the
+    manifest's shapes and dtypes; returns the outputs (one value, or a tuple) as numpy arrays, or
+    as torch tensors when any input was a torch tensor. Calls are serialised (one VM)."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.inputs = [TensorSpec.of(s, "input") for s in manifest["inputs"]]
+        self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
+        self.target = manifest["target"]
+        self._lock = threading.Lock()
+        from ..codegen.tvm_runtime import VMFunction
+
+        module_path = self.path / manifest["module"]
+        try:
+            self._fn = VMFunction(str(module_path), manifest.get("entry", ENTRY))
+            self._main = self._fn.main
+        except Exception as e:  # noqa: BLE001  (TVM raises plain RuntimeError / TVMError)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ArtifactError(f"the TVM runtime could not load {module_path}: "
+                                f"{type(e).__name__}: {first}") from e
+
+    @property
+    def plan(self):
+        """The mapping.Plan the artifact was built with, or None."""
+        d = self.manifest.get("plan")
+        if d is None:
+            return None
+        from mapping import Plan
+        return Plan.from_dict(d)       # parses: reader checked it at load time
+
+    @property
+    def extra(self) -> dict:
+        return self.manifest.get("extra") or {}
+
+    def __call__(self, *args, **kwargs):
+        arrays, want_torch = self._bind(args, kwargs)
+        with self._lock:
+            try:
+                result = self._main(*arrays)
+            except Exception as e:  # noqa: BLE001
+                raise ArtifactError(f"running {self.path.name} failed: {type(e).__name__}: "
+                                    f"{str(e).strip()[:500]}") from e
+            outs = [t.numpy() for t in _flatten(result)]   # copies: the VM reuses its buffers
+        self._check_outputs(outs)
+        if want_torch:
+            import torch
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _check_outputs(self, outs) -> None:
+        if len(outs) != len(self.outputs):
+            raise ArtifactError(f"{self.path.name} returned {len(outs)} outputs, {MANIFEST} "
+                                f"lists {len(self.outputs)}")
+        for i, (o, s) in enumerate(zip(outs, self.outputs)):
+            got = f"{o.dtype.name}{list(o.shape)}"
+            if got != s.describe():
+                raise ArtifactError(f"output {i} {s.name!r} of {self.path / self.manifest['module']} "
+                                    f"is {got}, but {MANIFEST} says {s.describe()}: the manifest "
+                                    f"does not describe this module (edited, or mixed up with "
+                                    f"another artifact's)")
+
+    def _bind(self, args, kwargs):
+        specs = self.inputs
+        if kwargs:
+            names = [s.name for s in specs]
+            unknown = sorted(set(kwargs) - set(names))
+            if unknown:
+                raise ArtifactError(f"unknown input name(s) {unknown}; the artifact's inputs: {names}")
+            args = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+        if len(args) != len(specs):
+            raise ArtifactError(f"the artifact takes {len(specs)} input(s) "
+                                f"{[(s.name, s.shape, s.dtype) for s in specs]}, got {len(args)}")
+        arrays, want_torch = [], False
+        for i, (a, s) in enumerate(zip(args, specs)):
+            if type(a).__module__.startswith("torch"):
+                want_torch = True
+                if a.device.type != "cpu":
+                    raise ArtifactError(f"input {i} {s.name!r} is on {a.device}; pass a CPU tensor")
+                shape, dtype = tuple(a.shape), _dtype_name(a.dtype)
+            else:
+                a = np.asarray(a)
+                shape, dtype = tuple(a.shape), a.dtype.name
+            if shape != s.shape or dtype != s.dtype:
+                raise ArtifactError(f"input {i} {s.name!r} is {dtype}{list(shape)}, but the "
+                                    f"artifact was compiled for {s.dtype}{list(s.shape)} (shapes "
+                                    f"are static: re-export for another shape)")
+            if want_torch and type(a).__module__.startswith("torch"):
+                a = a.detach().contiguous()
+            arrays.append(self._fn.to_device(a))
+        return arrays, want_torch
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}:{s.dtype}{list(s.shape)}" for s in self.inputs)
+        return (f"LoadedArtifact({str(self.path)!r}, target={self.target.get('name')!r}, "
+                f"inputs=[{ins}])")
+
+
+def _dtype_name(dtype) -> str:
+    try:
+        return dtype_str(dtype)
+    except ArtifactError:
+        return str(dtype).replace("torch.", "")
+
+
+def _flatten(v) -> list:
+    if hasattr(v, "numpy"):
+        return [v]
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "Array":
+        return [t for item in v for t in _flatten(item)]
+    raise ArtifactError(f"the model returned a {type(v).__name__}, expected tensors")
