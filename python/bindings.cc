@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -18,8 +19,28 @@ using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
+// A failed status as the Python exception that fits it, carrying spe_last_error(): MemoryError
+// for SPE_ERR_OUT_OF_MEMORY, RuntimeError for SPE_ERR_INTERNAL, ValueError otherwise (bad
+// arguments, an ISA this CPU lacks). Called with the GIL held.
 void check(spe_status s) {
-  if (s != SPE_OK) throw std::invalid_argument(spe_last_error());
+  if (s == SPE_OK) return;
+  const std::string msg = spe_last_error();
+  if (s == SPE_ERR_OUT_OF_MEMORY) {
+    PyErr_SetString(PyExc_MemoryError, msg.c_str());
+    throw py::error_already_set();
+  }
+  if (s == SPE_ERR_INTERNAL) throw std::runtime_error(msg);
+  throw std::invalid_argument(msg);
+}
+
+// A numpy dimension as the int32 the C API takes, or a ValueError naming it (a zero-size
+// array may have any dimension, e.g. (0, 3, 2**40, 1)).
+int32_t dim32(const py::array& a, int axis, const char* what) {
+  const auto d = a.shape(axis);
+  if (d > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument(std::string(what) + " dimension " + std::to_string(axis) + " (" +
+                                std::to_string(d) + ") exceeds 2^31 - 1");
+  return int32_t(d);
 }
 
 spe_activation parse_act(const std::string& a) {
@@ -43,12 +64,23 @@ class SparseConv {
     const auto G = group_row0.size();
     if (group_rows.size() != G || group_ptr.size() != G + 1)
       throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
+    if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
+      throw std::invalid_argument("more than 2^31 - 1 row groups");
     const int64_t n_entries = group_ptr.at(G);
     if (entry_col.size() != n_entries)
       throw std::invalid_argument("entry_col has " + std::to_string(entry_col.size()) +
                                   " entries, group_ptr says " + std::to_string(n_entries));
+    // group_ptr rises from 0 to n_entries and group rows are 1..8 (checked here, before the
+    // products below, so that they cannot overflow; the C API checks the rest)
     int64_t nvals = 0;
-    for (size_t g = 0; g < G; ++g) nvals += (group_ptr.at(g + 1) - group_ptr.at(g)) * group_rows.at(g);
+    for (size_t g = 0; g < G; ++g) {
+      const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
+      const int32_t r = group_rows.at(g);
+      if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
+        throw std::invalid_argument("group " + std::to_string(g) +
+                                    " out of range (rows 1..8, group_ptr monotone from 0)");
+      nvals += (b - a) * r;
+    }
     if (values.size() != nvals)
       throw std::invalid_argument("values has " + std::to_string(values.size()) +
                                   " floats, the groups need " + std::to_string(nvals));
@@ -67,7 +99,11 @@ class SparseConv {
     if (x.ndim() != 4 || x.shape(1) != in_channels_)
       throw std::invalid_argument("x must be (N, " + std::to_string(in_channels_) +
                                   ", H, W) float32");
-    const int n = int(x.shape(0)), h = int(x.shape(2)), w = int(x.shape(3));
+    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+    // The C API checks the input size (too small, too large) on a call with no images, before
+    // y is allocated; it names the problem.
+    float none = 0.0f;
+    check(spe_sparse_conv_run(conv_.get(), &none, 0, h, w, nullptr, &none));
     int ho, wo;
     spe_sparse_conv_output_size(conv_.get(), h, w, &ho, &wo);
     if (ho <= 0 || wo <= 0) throw std::invalid_argument("input spatial size too small");
@@ -155,7 +191,7 @@ class DepthwiseConv {
       throw std::invalid_argument("x must be (N, " + std::to_string(channels_) +
                                   ", H, W) float32");
     check_f32_c(x, "x");
-    const int n = int(x.shape(0)), h = int(x.shape(2)), w = int(x.shape(3));
+    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
     int ho, wo;
     spe_depthwise_conv_output_size(conv_.get(), h, w, &ho, &wo);
     if (ho <= 0 || wo <= 0)
@@ -231,15 +267,15 @@ PYBIND11_MODULE(_kernels, m) {
   m.def(
       "max_pool2d",
       [](f32 x, std::pair<int, int> k, std::pair<int, int> s, std::pair<int, int> p) {
-        if (x.ndim() != 4) throw std::invalid_argument("x must be (N, C, H, W) float32");
-        const int n = int(x.shape(0)), c = int(x.shape(1)), h = int(x.shape(2)), w = int(x.shape(3));
-        if (2 * p.first > k.first || 2 * p.second > k.second)
-          throw std::invalid_argument("padding must be at most half the kernel size");
-        const int ho = (h + 2 * p.first - k.first) / s.first + 1;
-        const int wo = (w + 2 * p.second - k.second) / s.second + 1;
-        if (ho <= 0 || wo <= 0 || s.first <= 0 || s.second <= 0)
-          throw std::invalid_argument("input too small for the pooling window");
-        py::array_t<float> y({n, c, ho, wo});
+        // torch's checks, in the C API (spe_max_pool2d_output_size): kernel and stride > 0,
+        // 0 <= padding <= kernel / 2, a non-empty C x H x W input, an output of at least 1x1
+        if (x.ndim() != 4) throw std::invalid_argument("max_pool2d: x must be (N, C, H, W) float32");
+        const int n = dim32(x, 0, "x"), c = dim32(x, 1, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+        int32_t ho = 0, wo = 0;
+        check(spe_max_pool2d_output_size(h, w, k.first, k.second, s.first, s.second, p.first,
+                                         p.second, &ho, &wo));
+        if (c <= 0) throw std::invalid_argument("max_pool2d: x has no channels");
+        py::array_t<float> y({n, c, int(ho), int(wo)});
         const float* xp = x.data();
         float* yp = y.mutable_data();
         spe_status st;
@@ -248,11 +284,12 @@ PYBIND11_MODULE(_kernels, m) {
           st = spe_max_pool2d(xp, n, c, h, w, k.first, k.second, s.first, s.second, p.first,
                               p.second, yp);
         }
-        if (st != SPE_OK) throw std::invalid_argument("invalid max_pool2d arguments");
+        check(st);
         return y;
       },
       py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
-      "Max pooling, NCHW float32, floor mode (torch semantics).");
+      "Max pooling, NCHW float32, floor mode, dilation 1: torch's max_pool2d, with its "
+      "validation (ValueError where torch raises) and output size.");
   m.def("set_num_threads", &spe_set_num_threads, py::arg("n"), "Threads used by the kernels.");
   m.def("get_num_threads", &spe_get_num_threads);
   m.def("isa_available", [](const std::string& s) { return spe_isa_available(s.c_str()) != 0; },

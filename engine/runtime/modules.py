@@ -278,7 +278,9 @@ class DenseLinear(nn.Module):
 
 class NativeMaxPool2d(nn.Module):
     """nn.MaxPool2d (floor mode, dilation 1) through the native kernel: torch's NCHW max pool
-    is slow on one thread (ResNet-50's stem pool: 4.9 ms)."""
+    is slow on one thread (ResNet-50's stem pool: 4.9 ms). The kernel validates like torch and
+    gives torch's output size; supports() admits only pools torch itself accepts, so a pool
+    torch would reject is never swapped for one that runs."""
 
     def __init__(self, kernel, stride, padding):
         super().__init__()
@@ -297,17 +299,32 @@ class NativeMaxPool2d(nn.Module):
         return self.run_kernel(x)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # an unbatched (C, H, W) input, as torch allows
+            return self.run_kernel(x.unsqueeze(0)).squeeze(0)
         return torch.from_numpy(_kernels().max_pool2d(x.detach().float().contiguous().numpy(),
                                                       self.kernel, self.stride, self.padding))
 
     def output_size(self, h: int, w: int) -> tuple:
+        """torch's floor((in + 2 pad - k) / stride) + 1 (Python's // floors, as torch does)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         return ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
     @staticmethod
     def supports(m: nn.Module) -> bool:
+        """An nn.MaxPool2d the kernel runs exactly as torch does: floor mode, no indices,
+        dilation 1, and the geometry torch accepts (kernel and stride > 0, 0 <= padding <=
+        kernel // 2), every value an int32."""
+        if not isinstance(m, nn.MaxPool2d) or m.ceil_mode or m.return_indices:
+            return False
+
         def pair(v):
             return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-        k, p = pair(m.kernel_size), pair(m.padding)
-        return (isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices
-                and pair(m.dilation) == (1, 1) and 2 * p[0] <= k[0] and 2 * p[1] <= k[1])
+        k, s = pair(m.kernel_size), pair(m.stride or m.kernel_size)
+        p, d = pair(m.padding), pair(m.dilation)
+        values = k + s + p + d
+        if (any(len(t) != 2 for t in (k, s, p, d))
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+                or any(v >= 2 ** 31 for v in values)):
+            return False
+        return (d == (1, 1) and min(k + s) > 0
+                and 0 <= p[0] <= k[0] // 2 and 0 <= p[1] <= k[1] // 2)

@@ -35,197 +35,18 @@
 #include <string>
 #include <vector>
 
+#include "runner.h"
 #include "spe/spe.h"
+#include "test_support.h"
 
 namespace {
 
-// ------------------------------------------------------------------------------ bookkeeping
-
-int g_passed = 0, g_failed = 0;
-bool g_verbose = false;
-char g_current[256] = "startup";  // the check running now, for the fault handler
-
-void set_current(const std::string& s) {
-  std::snprintf(g_current, sizeof g_current, "%s", s.c_str());
-}
-
-void record(bool ok, const std::string& name, const std::string& why = "") {
-  if (ok) {
-    ++g_passed;
-    if (g_verbose) std::printf("ok   %s\n", name.c_str());
-  } else {
-    ++g_failed;
-    std::printf("FAIL %s%s%s\n", name.c_str(), why.empty() ? "" : ": ", why.c_str());
-  }
-}
-
-void on_fault(int sig) {
-  // async-signal-safe: write(2) only
-  const char* what = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : "signal";
-  char buf[512];
-  int n = std::snprintf(buf, sizeof buf,
-                        "FAIL %s: %s (a kernel touched memory past a buffer?)\n", g_current, what);
-  if (n > 0 && write(1, buf, size_t(std::min<int>(n, sizeof buf - 1))) < 0) {}
-  _exit(3);
-}
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
-
-// ------------------------------------------------------------------------------ data
-
-// 64-bit LCG (Knuth's MMIX constants); the high bits are the good ones.
-struct Lcg {
-  uint64_t s;
-  explicit Lcg(uint64_t seed) : s(seed * 2862933555777941757ull + 3037000493ull) {}
-  uint32_t next() {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    return uint32_t(s >> 32);
-  }
-  double uniform() { return (next() >> 8) * (1.0 / 16777216.0); }  // [0, 1), 24 bits
-  float sym(float scale) { return float((2.0 * uniform() - 1.0) * scale); }
-  int below(int n) { return int(next() % uint32_t(n)); }
-};
-
-uint64_t seed_of(const std::string& s) {  // FNV-1a
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  return h;
-}
-
-// n floats ending exactly at a PROT_NONE page: one float past the end faults.
-class Guarded {
- public:
-  explicit Guarded(size_t n) : n_(n) {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    const size_t data = ((std::max<size_t>(n, 1) * sizeof(float) + page - 1) / page) * page;
-    len_ = data + page;
-    void* m = mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
-      std::perror("mmap");
-      std::exit(2);
-    }
-    base_ = static_cast<char*>(m);
-    if (mprotect(base_ + data, page, PROT_NONE) != 0) {
-      std::perror("mprotect");
-      std::exit(2);
-    }
-    p_ = reinterpret_cast<float*>(base_ + data) - n;
-  }
-  ~Guarded() { munmap(base_, len_); }
-  Guarded(const Guarded&) = delete;
-  Guarded& operator=(const Guarded&) = delete;
-  float* data() { return p_; }
-  size_t size() const { return n_; }
-  void assign(const std::vector<float>& v) { std::copy(v.begin(), v.end(), p_); }
-  void fill(float f) { std::fill(p_, p_ + n_, f); }
-
- private:
-  size_t n_, len_ = 0;
-  char* base_ = nullptr;
-  float* p_ = nullptr;
-};
+using namespace spe_test;
 
 // ------------------------------------------------------------------------------ the packed format
 
 enum MaskKind { kBlock, kChannel, kUnstructured };
 const char* kMaskNames[] = {"block", "channel", "unstructured"};
-
-struct Packed {
-  std::vector<int32_t> row0, rows, col;
-  std::vector<int64_t> ptr;
-  std::vector<float> values;
-};
-
-// Row groups of the given heights over a dense (O, ncols) weight: each group keeps every column
-// non-zero in any of its rows, values entry-major (one float per row of the group).
-Packed pack(const std::vector<float>& w, int ncols, const std::vector<int>& heights) {
-  Packed p;
-  p.ptr.push_back(0);
-  int r0 = 0;
-  for (int r : heights) {
-    p.row0.push_back(r0);
-    p.rows.push_back(r);
-    for (int j = 0; j < ncols; ++j) {
-      bool any = false;
-      for (int i = 0; i < r; ++i) any = any || w[size_t(r0 + i) * ncols + j] != 0.0f;
-      if (!any) continue;
-      p.col.push_back(j);
-      for (int i = 0; i < r; ++i) p.values.push_back(w[size_t(r0 + i) * ncols + j]);
-    }
-    p.ptr.push_back(int64_t(p.col.size()));
-    r0 += r;
-  }
-  return p;
-}
-
-// ------------------------------------------------------------------------------ references
-
-struct Geom {
-  int o, c, kh, kw, sh, sw, ph, pw, dh, dw;
-};
-
-int out_dim(int in, int pad, int dil, int k, int stride) {
-  const int span = in + 2 * pad - dil * (k - 1) - 1;
-  return span < 0 ? 0 : span / stride + 1;
-}
-
-// Direct convolution, double accumulation: y = act(conv(x, w) + bias [+ residual]).
-std::vector<double> ref_conv(const Geom& g, const std::vector<float>& w, const float* bias,
-                             const float* x, int n, int h, int wd, const float* res, int act) {
-  const int ho = out_dim(h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(wd, g.pw, g.dw, g.kw, g.sw);
-  std::vector<double> y(size_t(n) * g.o * ho * wo);
-  size_t i = 0;
-  for (int b = 0; b < n; ++b)
-    for (int o = 0; o < g.o; ++o)
-      for (int oy = 0; oy < ho; ++oy)
-        for (int ox = 0; ox < wo; ++ox, ++i) {
-          double s = bias ? bias[o] : 0.0;
-          for (int c = 0; c < g.c; ++c)
-            for (int ky = 0; ky < g.kh; ++ky) {
-              const int iy = oy * g.sh - g.ph + ky * g.dh;
-              if (iy < 0 || iy >= h) continue;
-              for (int kx = 0; kx < g.kw; ++kx) {
-                const int ix = ox * g.sw - g.pw + kx * g.dw;
-                if (ix < 0 || ix >= wd) continue;
-                s += double(w[((size_t(o) * g.c + c) * g.kh + ky) * g.kw + kx]) *
-                     x[((size_t(b) * g.c + c) * h + iy) * wd + ix];
-              }
-            }
-          if (res) s += res[i];
-          if (act == SPE_ACT_RELU) s = std::max(s, 0.0);
-          if (act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0), 6.0);
-          y[i] = s;
-        }
-  return y;
-}
-
-// Worst violation of |y - ref| <= atol + rtol |ref| (float32 accumulation over ncols products:
-// error grows like sqrt(ncols)); "" if none.
-std::string compare(const float* y, const std::vector<double>& ref, int ncols, int o, int ho,
-                    int wo) {
-  double mx = 0.0;
-  for (double v : ref) mx = std::max(mx, std::fabs(v));
-  const double atol = 2e-5 * std::max(1.0, std::sqrt(double(ncols))) * std::max(1.0, std::sqrt(mx));
-  double worst = 0.0;
-  size_t at = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::isfinite(y[i]) ? std::fabs(y[i] - ref[i]) / (atol + 1e-4 * std::fabs(ref[i]))
-                                          : std::numeric_limits<double>::infinity();
-    if (err > worst) worst = err, at = i;
-  }
-  if (worst <= 1.0) return "";
-  const size_t img = size_t(o) * ho * wo, pl = size_t(ho) * wo;
-  return fmt("y[n=%zu,o=%zu,y=%zu,x=%zu] = %.7g, reference %.7g (%.2fx the tolerance)", at / img,
-             at % img / pl, at % pl / wo, at % wo, double(y[at]), ref[at], worst);
-}
 
 // ------------------------------------------------------------------------------ tiles
 
@@ -344,15 +165,42 @@ std::vector<Case> make_cases(bool quick) {
         add(c);
       }
   }
-  // asymmetric kernels, strides, padding, dilation
+  // asymmetric kernels, strides, padding, dilation: every combination of kernel 1..3, stride
+  // 1..3, padding 0..2 and dilation 1..2 per dimension (quick: every fourth). Row and column
+  // phases differ (a 1x1 at stride 2x1 reads one row phase of two: the crash of issue P5.1),
+  // dilations that are multiples of the stride skip phases, padding exceeds the kernel.
+  {
+    int i = 0;
+    for (int kh = 1; kh <= 3; ++kh)
+      for (int kw = 1; kw <= 3; ++kw)
+        for (int sh = 1; sh <= 3; ++sh)
+          for (int sw = 1; sw <= 3; ++sw)
+            for (int ph = 0; ph <= 2; ++ph)
+              for (int pw = 0; pw <= 2; ++pw)
+                for (int dh = 1; dh <= 2; ++dh)
+                  for (int dw = 1; dw <= 2; ++dw, ++i) {
+                    if (quick && i % 4) continue;
+                    Case c = base;
+                    c.kh = kh, c.kw = kw, c.sh = sh, c.sw = sw, c.ph = ph, c.pw = pw;
+                    c.dh = dh, c.dw = dw;
+                    c.name = fmt("asym-k%dx%ds%dx%dp%dx%dd%dx%d", kh, kw, sh, sw, ph, pw, dh, dw);
+                    c.o = 5, c.c = 3, c.h = 7 + i % 3, c.w = 8 + i % 4, c.rows = i % 2 ? 3 : 0;
+                    c.act = i % 3, c.residual = i % 5 == 0;
+                    add(c);
+                  }
+  }
+  // and a few larger asymmetric ones: big strides / kernels on one side only
   const int asym[][8] = {{1, 3, 1, 2, 0, 1, 1, 1}, {3, 1, 2, 1, 1, 0, 1, 1}, {3, 5, 1, 1, 1, 2, 2, 1},
-                         {5, 3, 2, 2, 0, 1, 1, 2}, {1, 7, 1, 1, 0, 3, 1, 1}, {2, 2, 2, 2, 0, 0, 1, 1}};
+                         {5, 3, 2, 2, 0, 1, 1, 2}, {1, 7, 1, 1, 0, 3, 1, 1}, {2, 2, 2, 2, 0, 0, 1, 1},
+                         {1, 1, 2, 1, 0, 0, 1, 1}, {1, 1, 1, 2, 0, 0, 1, 1}, {1, 1, 8, 1, 0, 0, 1, 1},
+                         {1, 1, 1, 8, 0, 0, 1, 1}, {3, 3, 2, 2, 2, 2, 2, 2}, {3, 3, 4, 1, 1, 1, 4, 1},
+                         {7, 1, 5, 1, 3, 0, 1, 1}, {1, 7, 1, 6, 0, 3, 1, 3}, {4, 2, 8, 3, 5, 0, 2, 3}};
   for (const auto& a : asym) {
     Case c = base;
     c.kh = a[0], c.kw = a[1], c.sh = a[2], c.sw = a[3], c.ph = a[4], c.pw = a[5], c.dh = a[6],
     c.dw = a[7];
-    c.name = fmt("asym-k%dx%ds%dx%dp%dx%dd%dx%d", a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-    c.h = 13, c.w = 14;
+    c.name = fmt("asym-big-k%dx%ds%dx%dp%dx%dd%dx%d", a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    c.o = 16, c.c = 6, c.h = 25, c.w = 27;
     add(c);
   }
   // output channels around group boundaries x group heights 1..8 (and mixed), 1x1 / 3x3
@@ -517,8 +365,8 @@ std::string check_run(spe_sparse_conv* conv, const Case& cs, const Geom& g,
   spe_set_num_threads(cs.threads);
   spe_status st = spe_sparse_conv_run(conv, x.data(), n, h, wd, rp, y.data());
   if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
-  const auto ref = ref_conv(g, w, bias.empty() ? nullptr : bias.data(), x.data(), n, h, wd, rp,
-                            cs.act);
+  const auto ref = ref_conv(g, false, w, bias.empty() ? nullptr : bias.data(), x.data(), n, h,
+                            wd, rp, cs.act);
   std::string err = compare(y.data(), ref, g.c * g.kh * g.kw, g.o, ho, wo);
   if (!err.empty()) return err + fmt(" (threads %d)", cs.threads);
   if (cs.cross_threads) {
@@ -738,35 +586,6 @@ std::vector<DwCase> make_dw_cases(bool quick) {
   return cs;
 }
 
-// Plain-loop depthwise conv, double accumulation: y = act(dw(x, w) + bias [+ residual]).
-std::vector<double> ref_dwconv(const DwCase& g, const std::vector<float>& w, const float* bias,
-                               const float* x, int n, int h, int wd, const float* res) {
-  const int ho = out_dim(h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(wd, g.pw, g.dw, g.kw, g.sw);
-  std::vector<double> y(size_t(n) * g.c * ho * wo);
-  size_t i = 0;
-  for (int b = 0; b < n; ++b)
-    for (int c = 0; c < g.c; ++c)
-      for (int oy = 0; oy < ho; ++oy)
-        for (int ox = 0; ox < wo; ++ox, ++i) {
-          double s = bias ? bias[c] : 0.0;
-          for (int ky = 0; ky < g.kh; ++ky) {
-            const int iy = oy * g.sh - g.ph + ky * g.dh;
-            if (iy < 0 || iy >= h) continue;
-            for (int kx = 0; kx < g.kw; ++kx) {
-              const int ix = ox * g.sw - g.pw + kx * g.dw;
-              if (ix < 0 || ix >= wd) continue;
-              s += double(w[(size_t(c) * g.kh + ky) * g.kw + kx]) *
-                   x[((size_t(b) * g.c + c) * h + iy) * wd + ix];
-            }
-          }
-          if (res) s += res[i];
-          if (g.act == SPE_ACT_RELU) s = std::max(s, 0.0);
-          if (g.act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0), 6.0);
-          y[i] = s;
-        }
-  return y;
-}
-
 // The kernel create() should pick (dwconv.h SPE_DWCONV_SPECIALISED: 3x3 / 5x5, stride 1 / 2).
 std::string expected_dw_kernel(const DwCase& c, const char* isa) {
   const bool square = c.kh == c.kw && c.sh == c.sw && c.dh == 1 && c.dw == 1;
@@ -816,7 +635,8 @@ std::string run_dw_case(const DwCase& cs0, const char* isa) {
   spe_set_num_threads(cs.threads);
   st = spe_depthwise_conv_run(l.conv, x.data(), n, h, wd, rp, y.data());
   if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
-  const auto ref = ref_dwconv(cs, w, cs.bias ? bias.data() : nullptr, x.data(), n, h, wd, rp);
+  const Geom gd{cs.c, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  const auto ref = ref_conv(gd, true, w, cs.bias ? bias.data() : nullptr, x.data(), n, h, wd, rp, cs.act);
   std::string err = compare(y.data(), ref, cs.kh * cs.kw, cs.c, ho, wo);
   if (!err.empty()) return err + fmt(" [%s, input %dx%d, threads %d]", kname.c_str(), h, wd, cs.threads);
   if (cs.cross_threads) {
@@ -1209,6 +1029,7 @@ int main(int argc, char** argv) {
   pool_cases(quick);
   error_cases(missing);
   dw_error_cases(missing);
+  robustness_cases(quick);
 
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

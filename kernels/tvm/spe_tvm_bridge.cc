@@ -21,9 +21,12 @@
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -51,6 +54,29 @@ void check_f32(const TensorView& t, int ndim, const char* what) {
                               << "-D float32 tensor";
 }
 
+// meta must be an int32 vector of at least n values.
+void check_meta(const TensorView& meta, int n, const char* op) {
+  if (meta.ndim() != 1 || meta.size(0) < n || meta.dtype().code != kDLInt ||
+      meta.dtype().bits != 32)
+    TVM_FFI_THROW(ValueError) << "spe." << op << ": meta must hold " << n << " int32";
+}
+
+// A tensor dimension as the int32 the C API takes.
+int32_t dim32(const TensorView& t, int axis, const char* op) {
+  const int64_t d = t.size(axis);
+  if (d > std::numeric_limits<int32_t>::max())
+    TVM_FFI_THROW(ValueError) << "spe." << op << ": dimension " << axis << " (" << d
+                              << ") exceeds 2^31 - 1";
+  return int32_t(d);
+}
+
+// The layer caches' mutexes are held only while a layer is looked up or built; a fork in
+// that moment would leave the child's copy locked by a thread that does not exist there (its
+// first call would hang) and the map maybe half-updated. So fork waits for them: the caches
+// are locked around fork() (pthread_atfork) and consistent in both processes.
+void lock_caches_for_fork();
+void unlock_caches_after_fork();
+
 // A sparse layer and a fingerprint of the constants it was built from. The cache is keyed by
 // the address of `values`, and a module's constants are heap tensors: after one module is
 // unloaded a later one may get its constants at the same addresses. A hit is therefore checked
@@ -74,7 +100,11 @@ struct ConvCache {
 };
 
 ConvCache& cache() {
-  static ConvCache* c = new ConvCache();
+  static ConvCache* c = [] {
+    auto* made = new ConvCache();
+    pthread_atfork(lock_caches_for_fork, unlock_caches_after_fork, unlock_caches_after_fork);
+    return made;
+  }();
   return *c;
 }
 
@@ -155,20 +185,26 @@ void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView ro
                    TensorView residual, TensorView y) {
   check_f32(x, 4, "x");
   check_f32(y, 4, "y");
-  if (meta.ndim() != 1 || meta.size(0) < 13)
-    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: meta must hold 13 int32";
+  check_meta(meta, 13, "sparse_conv2d");
   const int32_t* m = data<int32_t>(meta);
   if (x.size(1) != m[1] || y.size(1) != m[0] || x.size(0) != y.size(0))
     TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: x/y shapes do not match the layer";
+  const int32_t n = dim32(x, 0, "sparse_conv2d"), h = dim32(x, 2, "sparse_conv2d"),
+                w = dim32(x, 3, "sparse_conv2d");
   spe_sparse_conv* conv = get_conv(meta, row0, rows, gptr, cols, values, bias);
   int32_t ho = 0, wo = 0;
-  spe_sparse_conv_output_size(conv, int32_t(x.size(2)), int32_t(x.size(3)), &ho, &wo);
+  spe_sparse_conv_output_size(conv, h, w, &ho, &wo);
   if (ho != y.size(2) || wo != y.size(3))
     TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: output must be " << ho << "x" << wo;
-  const spe_status s =
-      spe_sparse_conv_run(conv, data<float>(x), int32_t(x.size(0)), int32_t(x.size(2)),
-                          int32_t(x.size(3)), m[12] ? data<float>(residual) : nullptr,
-                          mutable_data<float>(y));
+  if (m[12]) {
+    check_f32(residual, 4, "residual");
+    for (int d = 0; d < 4; ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: residual must have the output's shape";
+  }
+  const spe_status s = spe_sparse_conv_run(conv, data<float>(x), n, h, w,
+                                           m[12] ? data<float>(residual) : nullptr,
+                                           mutable_data<float>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
 }
 
@@ -193,6 +229,17 @@ struct DwCache {
 DwCache& dw_cache() {
   static DwCache* c = new DwCache();
   return *c;
+}
+
+// Both caches, always in this order (get_conv and get_depthwise never hold both).
+void lock_caches_for_fork() {
+  cache().mu.lock();
+  dw_cache().mu.lock();
+}
+
+void unlock_caches_after_fork() {
+  dw_cache().mu.unlock();
+  cache().mu.unlock();
 }
 
 spe_depthwise_conv* get_depthwise(const TensorView& meta, const TensorView& weight,
@@ -235,9 +282,7 @@ void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorVi
                       TensorView residual, TensorView y) {
   check_f32(x, 4, "x");
   check_f32(y, 4, "y");
-  if (meta.ndim() != 1 || meta.size(0) < 13 || meta.dtype().code != kDLInt ||
-      meta.dtype().bits != 32)
-    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: meta must hold 13 int32";
+  check_meta(meta, 13, "depthwise_conv2d");
   const int32_t* m = data<int32_t>(meta);
   if (m[0] != m[1])
     TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: meta says " << m[0] << " output and "
@@ -245,9 +290,11 @@ void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorVi
   if (x.size(1) != m[1] || y.size(1) != m[1] || x.size(0) != y.size(0))
     TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: x/y shapes do not match the layer ("
                               << m[1] << " channels)";
+  const int32_t n = dim32(x, 0, "depthwise_conv2d"), h = dim32(x, 2, "depthwise_conv2d"),
+                w = dim32(x, 3, "depthwise_conv2d");
   spe_depthwise_conv* conv = get_depthwise(meta, weight, bias);
   int32_t ho = 0, wo = 0;
-  spe_depthwise_conv_output_size(conv, int32_t(x.size(2)), int32_t(x.size(3)), &ho, &wo);
+  spe_depthwise_conv_output_size(conv, h, w, &ho, &wo);
   if (ho != y.size(2) || wo != y.size(3))
     TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: output must be " << ho << "x" << wo;
   if (m[12]) {
@@ -256,21 +303,28 @@ void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorVi
       if (residual.size(d) != y.size(d))
         TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: residual must have the output's shape";
   }
-  const spe_status s =
-      spe_depthwise_conv_run(conv, data<float>(x), int32_t(x.size(0)), int32_t(x.size(2)),
-                             int32_t(x.size(3)), m[12] ? data<float>(residual) : nullptr,
-                             mutable_data<float>(y));
+  const spe_status s = spe_depthwise_conv_run(conv, data<float>(x), n, h, w,
+                                              m[12] ? data<float>(residual) : nullptr,
+                                              mutable_data<float>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: " << spe_last_error();
 }
 
 void max_pool2d(TensorView x, TensorView meta, TensorView y) {
   check_f32(x, 4, "x");
   check_f32(y, 4, "y");
+  check_meta(meta, 6, "max_pool2d");
   const int32_t* m = data<int32_t>(meta);
-  const spe_status s = spe_max_pool2d(
-      data<float>(x), int32_t(x.size(0)), int32_t(x.size(1)), int32_t(x.size(2)),
-      int32_t(x.size(3)), m[0], m[1], m[2], m[3], m[4], m[5], mutable_data<float>(y));
-  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.max_pool2d: invalid arguments";
+  const int32_t n = dim32(x, 0, "max_pool2d"), c = dim32(x, 1, "max_pool2d"),
+                h = dim32(x, 2, "max_pool2d"), w = dim32(x, 3, "max_pool2d");
+  int32_t ho = 0, wo = 0;
+  if (spe_max_pool2d_output_size(h, w, m[0], m[1], m[2], m[3], m[4], m[5], &ho, &wo) != SPE_OK)
+    TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
+  if (y.size(0) != n || y.size(1) != c || y.size(2) != ho || y.size(3) != wo)
+    TVM_FFI_THROW(ValueError) << "spe.max_pool2d: output must be (" << n << ", " << c << ", "
+                              << ho << ", " << wo << ")";
+  const spe_status s = spe_max_pool2d(data<float>(x), n, c, h, w, m[0], m[1], m[2], m[3], m[4],
+                                      m[5], mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
 }
 
 void set_num_threads(int64_t n) { spe_set_num_threads(int32_t(n)); }

@@ -24,11 +24,16 @@ extern "C" {
 
 typedef enum { SPE_ACT_NONE = 0, SPE_ACT_RELU = 1, SPE_ACT_RELU6 = 2 } spe_activation;
 
+/* Every function returning a status records a message for spe_last_error() when it fails.
+ * No C++ exception ever crosses this API: an allocation failure anywhere (layer arrays, the
+ * per-input-size workspace, threads' buffers) is SPE_ERR_OUT_OF_MEMORY, any other unexpected
+ * failure SPE_ERR_INTERNAL; the process and the layer stay usable. */
 typedef enum {
   SPE_OK = 0,
   SPE_ERR_INVALID_ARGUMENT = 1,
   SPE_ERR_UNSUPPORTED_ISA = 2,
   SPE_ERR_OUT_OF_MEMORY = 3,
+  SPE_ERR_INTERNAL = 4,
 } spe_status;
 
 /* Geometry of a conv layer; a linear layer is kh = kw = 1, stride 1, pad 0, H = W = 1. */
@@ -49,10 +54,16 @@ SPE_API spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t
                                           spe_sparse_conv** out);
 
 /* y = act(conv(x) + bias [+ residual]) for x (N, C, H, W), y (N, O, Ho, Wo), NCHW contiguous.
- * residual (N, O, Ho, Wo) or NULL. Thread-safe for distinct y. */
+ * residual (N, O, Ho, Wo) or NULL. Thread-safe for distinct y, and never blocks on another
+ * call: the layer caches the geometry and buffer of the last input size for the call that
+ * finds them free; a concurrent call (or, in a process forked while a call was running, any
+ * call) works in buffers of its own, with the same result. The input size is checked even
+ * when n == 0: SPE_ERR_INVALID_ARGUMENT if the input is smaller than the (dilated) kernel, or
+ * so large that the phase planes of all channels would exceed 2^31 floats (int32 offsets). */
 SPE_API spe_status spe_sparse_conv_run(spe_sparse_conv* conv, const float* x, int32_t n,
                                        int32_t h, int32_t w, const float* residual, float* y);
 
+/* 0 for a dimension whose output would be empty or would not fit int32. */
 SPE_API void spe_sparse_conv_output_size(const spe_sparse_conv* conv, int32_t h, int32_t w,
                                          int32_t* ho, int32_t* wo);
 SPE_API int64_t spe_sparse_conv_nnz(const spe_sparse_conv* conv); /* stored weights */
@@ -84,15 +95,27 @@ SPE_API spe_status spe_depthwise_conv_run(spe_depthwise_conv* conv, const float*
 
 SPE_API void spe_depthwise_conv_output_size(const spe_depthwise_conv* conv, int32_t h, int32_t w,
                                             int32_t* ho, int32_t* wo); /* 0 if too small */
+/* run() refuses (SPE_ERR_INVALID_ARGUMENT) inputs whose padded height or width reaches 2^28. */
 SPE_API const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* conv);
 SPE_API void spe_depthwise_conv_destroy(spe_depthwise_conv* conv);
 
-/* Max pooling, NCHW float32, floor mode, padding counts as -inf (torch semantics). */
+/* Max pooling, NCHW float32, dilation 1, floor mode, padding never wins, NaN propagates: torch's
+ * max_pool2d, with torch's validation: kernel > 0, stride > 0, 0 <= padding <= kernel / 2,
+ * n >= 0, c > 0, h > 0, w > 0, and an output of at least 1x1 with
+ * ho = floor((h + 2 ph - kh) / sh) + 1 (likewise wo). Anything else: SPE_ERR_INVALID_ARGUMENT
+ * and a message; no int32 arguments can make it divide by zero or overflow. */
 SPE_API spe_status spe_max_pool2d(const float* x, int32_t n, int32_t c, int32_t h, int32_t w,
                                   int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
                                   int32_t pw, float* y);
+/* The output size spe_max_pool2d gives for an h x w plane, or the error it would return. */
+SPE_API spe_status spe_max_pool2d_output_size(int32_t h, int32_t w, int32_t kh, int32_t kw,
+                                              int32_t sh, int32_t sw, int32_t ph, int32_t pw,
+                                              int32_t* ho, int32_t* wo);
 
-/* Threads used by every kernel (1 = caller only). Default: hardware concurrency. */
+/* Threads used by every kernel (1 = caller only), clamped to 1..1024. Default: hardware
+ * concurrency. If the system refuses to start threads, the kernels run on the ones that
+ * started. Calls from several threads share the pool one at a time. Safe across fork(): a
+ * child starts a new pool. */
 SPE_API void spe_set_num_threads(int32_t n);
 SPE_API int32_t spe_get_num_threads(void);
 

@@ -40,6 +40,8 @@ void ThreadPool::reset_after_fork() {
   new std::vector<std::thread>(std::move(workers_));
   workers_ = std::vector<std::thread>();
   active_.store(0);
+  failed_.store(false);
+  new (&error_) std::exception_ptr();  // leaked if set: it may be mid-write by a dead thread
   stop_ = false;
   fn_ = nullptr;
   respawn_ = n_threads_ > 1;
@@ -49,8 +51,13 @@ void ThreadPool::spawn_workers() {
   // The generation is read here, not in the new thread: a job posted before the thread first
   // runs must still count as unseen.
   const uint64_t gen = generation_.load();
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
   respawn_ = false;
+  try {
+    workers_.reserve(size_t(n_threads_ - 1));
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+  } catch (...) {  // out of memory or of threads (std::system_error): run with what started
+    n_threads_ = int(workers_.size()) + 1;
+  }
 }
 
 ThreadPool::~ThreadPool() { stop_workers(); }
@@ -69,7 +76,7 @@ void ThreadPool::stop_workers() {
 
 void ThreadPool::set_num_threads(int n) {
   std::lock_guard<std::mutex> call(call_mu_);
-  n = std::max(1, n);
+  n = std::clamp(n, 1, kMaxThreads);
   if (n == n_threads_ && int(workers_.size()) == n - 1 && !respawn_) return;
   stop_workers();
   n_threads_ = n;
@@ -80,7 +87,14 @@ void ThreadPool::run_chunks() {
   for (;;) {
     const int64_t b = next_.fetch_add(grain_);
     if (b >= n_) break;
-    (*fn_)(b, std::min(n_, b + grain_));
+    try {
+      (*fn_)(b, std::min(n_, b + grain_));
+    } catch (...) {
+      // The first thread to fail keeps its exception; every thread then runs out of chunks.
+      bool expected = false;
+      if (failed_.compare_exchange_strong(expected, true)) error_ = std::current_exception();
+      next_.store(n_);
+    }
   }
 }
 
@@ -107,7 +121,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
   grain = std::max<int64_t>(1, grain);
   std::lock_guard<std::mutex> call(call_mu_);
   if (respawn_) spawn_workers();
-  if (workers_.empty() || n <= grain) {
+  if (workers_.empty() || n <= grain) {  // on the caller alone: exceptions propagate as is
     for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;
   }
@@ -124,6 +138,12 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
   run_chunks();
   while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
   fn_ = nullptr;
+  if (failed_.load(std::memory_order_acquire)) {
+    std::exception_ptr e = std::move(error_);
+    error_ = nullptr;
+    failed_.store(false);
+    std::rethrow_exception(e);
+  }
 }
 
 }  // namespace spe

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -20,11 +21,18 @@ class ThreadPool {
   static ThreadPool& global();
   ~ThreadPool();
 
-  void set_num_threads(int n);   // total threads including the caller; >= 1
+  // Total threads including the caller, clamped to [1, kMaxThreads] (a typo such as 10**6
+  // must not try to start a million threads). Never throws: if the system refuses to start a
+  // thread, the pool keeps the ones it could start.
+  static constexpr int kMaxThreads = 1024;
+  void set_num_threads(int n);
   int num_threads() const { return n_threads_; }
 
   // Calls fn on disjoint [begin, end) chunks of [0, n) of about `grain` items each, spread over
   // the pool; the caller works too and returns when all chunks are done. Calls serialise.
+  // An exception thrown by fn on any thread stops handing out chunks and is rethrown here, in
+  // the caller, once every thread has left the job (an exception escaping a worker thread
+  // would terminate the process).
   void parallel_for(int64_t n, int64_t grain, const RangeFn& fn);
 
   // In a forked child: the workers do not exist there; forget them (without joining) and
@@ -51,6 +59,8 @@ class ThreadPool {
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, grain_ = 1;
   std::atomic<int64_t> next_{0};
+  std::atomic<bool> failed_{false};  // a chunk threw; error_ holds the first exception
+  std::exception_ptr error_;
 };
 
 }  // namespace spe

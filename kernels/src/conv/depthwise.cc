@@ -3,11 +3,13 @@
 //
 // Rows are split into blocks only when there are too few planes to keep every thread busy
 // (a block re-copies the few input rows it shares with its neighbour). Each thread keeps its
-// row buffers in thread-local scratch, so a layer holds no mutable state and needs no lock.
+// row buffers in thread-local scratch, so a layer holds no mutable state and needs no lock (and
+// nothing a fork could leave locked).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -38,23 +40,19 @@ const DwKernels* dw_table(const std::string& isa) {
   return nullptr;
 }
 
-// Output size; 0 when the padded input is smaller than the dilated kernel (floor division in
-// int64: C's truncation would turn a negative span into a bogus 1).
-int out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+// Output size in int64; <= 0 when the padded input is smaller than the dilated kernel (floor
+// division: C's truncation would turn a negative span into a bogus 1).
+int64_t out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
   const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
-  return span < 0 ? 0 : int(span / stride + 1);
+  return span < 0 ? 0 : span / stride + 1;
 }
 
-}  // namespace
-}  // namespace spe
+// The plane kernels index rows, columns and row buffers with int: padded input dimensions and
+// row buffers stay below 2^28 floats, far from overflowing any of their products.
+constexpr int64_t kMaxDim = int64_t(1) << 28;
 
-using spe::ThreadPool;
-
-extern "C" {
-
-spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float* weight,
-                                     const float* bias, spe_activation act, const char* isa,
-                                     spe_depthwise_conv** out) {
+spe_status create_layer(const spe_conv_params* params, const float* weight, const float* bias,
+                        spe_activation act, const char* isa, spe_depthwise_conv** out) {
   if (!params || !out) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/out");
   if (!weight) return fail(SPE_ERR_INVALID_ARGUMENT, "null weight");
   const spe_conv_params& p = *params;
@@ -75,22 +73,16 @@ spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float*
   if (!isa || !spe_isa_available(isa))
     return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
   const std::string isa_name = std::strcmp(isa, "auto") == 0 ? spe_best_isa() : isa;
-  const spe::DwKernels* k = spe::dw_table(isa_name);
+  const DwKernels* k = dw_table(isa_name);
   if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, "no depthwise kernels for ISA " + isa_name);
 
-  auto* c = new (std::nothrow) spe_depthwise_conv();
-  if (!c) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
+  auto c = std::make_unique<spe_depthwise_conv>();
   c->p = p;
   c->act = act;
   const int64_t nw = int64_t(p.out_channels) * p.kh * p.kw;
-  try {
-    c->weight.assign(weight, weight + nw);
-    if (bias) c->bias.assign(bias, bias + p.out_channels);
-  } catch (const std::bad_alloc&) {
-    delete c;
-    return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
-  }
-  for (const spe::DwSpecialised& s : k->special)
+  c->weight.assign(weight, weight + nw);
+  if (bias) c->bias.assign(bias, bias + p.out_channels);
+  for (const DwSpecialised& s : k->special)
     if (p.kh == s.k && p.kw == s.k && p.stride_h == s.s && p.stride_w == s.s && p.dil_h == 1 &&
         p.dil_w == 1) {
       c->fn = s.fn;
@@ -101,33 +93,27 @@ spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float*
     c->fn = k->generic;
     c->name = std::string("f32_dwconv_generic__") + k->isa;
   }
-  *out = c;
+  *out = c.release();
   return SPE_OK;
 }
 
-void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
-                                    int32_t* ho, int32_t* wo) {
-  const spe_conv_params& p = c->p;
-  *ho = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
-  *wo = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
-}
-
-const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c->name.c_str(); }
-void spe_depthwise_conv_destroy(spe_depthwise_conv* c) { delete c; }
-
-spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,
-                                  int32_t w, const float* residual, float* y) {
+spe_status run_layer(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                     const float* residual, float* y) {
   if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
-  int ho = 0, wo = 0;
-  if (h > 0 && w > 0) spe_depthwise_conv_output_size(c, h, w, &ho, &wo);
-  if (ho <= 0 || wo <= 0)
+  const spe_conv_params& p = c->p;
+  const int64_t oh = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t ow = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (h <= 0 || w <= 0 || oh <= 0 || ow <= 0)
     return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
                                               " too small for the kernel/padding");
+  if (int64_t(h) + 2 * p.pad_h >= kMaxDim || int64_t(w) + 2 * p.pad_w >= kMaxDim)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
+                                              " too large (padded height and width must stay below 2^28)");
   if (n == 0) return SPE_OK;
-  const spe_conv_params& p = c->p;
-  spe::DwGeom g{p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w,
-                h, w, ho, wo, 0, 0, 0};
-  spe::dw_layout(g);
+  const int ho = int(oh), wo = int(ow);
+  DwGeom g{p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w,
+           h, w, ho, wo, 0, 0, 0};
+  dw_layout(g);
 
   const int C = p.out_channels, K = p.kh * p.kw;
   const int64_t in_plane = int64_t(h) * w, out_plane = int64_t(ho) * wo;
@@ -145,23 +131,19 @@ spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 8));
   const int64_t scratch = g.scratch_floats();
   const float* bias = c->bias.empty() ? nullptr : c->bias.data();
-  const spe::DwPlaneFn fn = c->fn;
-  std::atomic<bool> oom{false};
+  const DwPlaneFn fn = c->fn;
 
+  // A thread that cannot get its row buffers throws std::bad_alloc: the pool hands it to this
+  // thread, and the C API guard turns it into SPE_ERR_OUT_OF_MEMORY.
   pool.parallel_for(items, grain, [&](int64_t b, int64_t e) {
     // The row buffers' padding must be zero: zeroed for each chunk (a few KiB), since the
     // previous layer this thread ran may have had another geometry.
     thread_local std::vector<float> buf;
-    try {
-      if (buf.size() < size_t(scratch) + 16) buf.resize(size_t(scratch) + 16);
-    } catch (const std::bad_alloc&) {
-      oom.store(true);
-      return;
-    }
+    if (buf.size() < size_t(scratch) + 16) buf.resize(size_t(scratch) + 16);
     float* s = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) &
                                         ~uintptr_t(63));
     std::fill(s, s + scratch, 0.0f);
-    spe::DwPlaneArgs a{};
+    DwPlaneArgs a{};
     a.g = &g;
     a.act = c->act;
     a.scratch = s;
@@ -194,8 +176,39 @@ spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t
       fn(a);
     }
   });
-  if (oom.load()) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory (depthwise row buffers)");
   return SPE_OK;
+}
+
+}  // namespace
+}  // namespace spe
+
+extern "C" {
+
+spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float* weight,
+                                     const float* bias, spe_activation act, const char* isa,
+                                     spe_depthwise_conv** out) {
+  return spe::guarded("spe_depthwise_conv_create", [&] {
+    return spe::create_layer(params, weight, bias, act, isa, out);
+  });
+}
+
+void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
+                                    int32_t* ho, int32_t* wo) {
+  const spe_conv_params& p = c->p;
+  const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  *ho = oh > kMax ? 0 : int32_t(oh);
+  *wo = ow > kMax ? 0 : int32_t(ow);
+}
+
+const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c->name.c_str(); }
+void spe_depthwise_conv_destroy(spe_depthwise_conv* c) { delete c; }
+
+spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,
+                                  int32_t w, const float* residual, float* y) {
+  return spe::guarded("spe_depthwise_conv_run",
+                      [&] { return spe::run_layer(c, x, n, h, w, residual, y); });
 }
 
 }  // extern "C"

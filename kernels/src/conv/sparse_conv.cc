@@ -1,14 +1,23 @@
 // A packed sparse conv / linear layer and its execution (see spe.h for the method).
 //
-// run(): 1. geometry and the flat offset of every entry for this input size (cached per H x W);
-//        2. the input as zero-padded phase planes (skipped for 1x1 stride-1 unpadded convs, which
-//           read NCHW directly; the zero borders are written once per input size); 3. the SpMM
-//           over (batch, band, row group, pixel tile) work items in the thread pool; when virtual
-//           output pixels differ from real ones, each tile is computed into a small buffer and
-//           cropped into y right away (residual and activation there), in L1.
+// run(): 1. geometry and the flat offset of every entry for this input size; 2. the input as
+//        zero-padded phase planes (skipped for 1x1 stride-1 unpadded convs, which read NCHW
+//        directly; in the layer's cached workspace the zero borders are written once per input
+//        size); 3. the SpMM over (batch, band, row group, pixel tile) work items in the thread
+//        pool; when virtual output pixels differ from real ones, each tile is computed into a
+//        small buffer and cropped into y right away (residual and activation there), in L1.
+//
+// The geometry and phase-plane buffer of the last input size are cached in the layer, guarded
+// by a mutex that run() only ever try_locks: a call that finds it busy (another thread inside
+// this layer, or, in a forked child, a thread of the parent that no longer exists and left the
+// mutex locked and the cache maybe half-written) computes the geometry and a buffer of its own
+// instead. Nothing blocks, nothing reads a cache another thread may be writing, and the result
+// is the same either way.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -19,6 +28,22 @@
 #include "spe/spe.h"
 
 using spe::fail;
+
+namespace spe {
+
+// The layout of one input size: geometry, phase planes, and every entry's flat input offset.
+struct ConvGeometry {
+  int h = -1, w = -1, ho = 0, wo = 0, hp = 0, wp = 0, n_phases = 0;
+  bool direct = false;  // read x as is (1x1, stride 1, no padding)
+  int64_t plane = 0, chan_stride = 0, P = 0;
+  int64_t xbuf_floats = 0;  // phase-plane buffer (0 when direct)
+  int phase_index[64] = {};  // (row phase, column phase) -> used plane index, or -1
+  int row_phases[8] = {};    // the row phases any kernel row reads
+  int n_row_phases = 0;
+  std::vector<int32_t> offsets;
+};
+
+}  // namespace spe
 
 struct spe_sparse_conv {
   spe_conv_params p{};
@@ -31,22 +56,18 @@ struct spe_sparse_conv {
   std::string name;
   int main_rows = 1;
 
-  // Geometry and buffers for the last input size seen.
+  // The workspace of the last input size seen; only under a successful try_lock of mu.
   std::mutex mu;
-  int h = -1, w = -1, ho = 0, wo = 0, hp = 0, wp = 0, n_phases = 0;
-  bool direct = false;  // read x as is (1x1, stride 1, no padding)
-  int64_t plane = 0, chan_stride = 0, P = 0;
-  int phase_index[64] = {};
-  std::vector<int32_t> offsets;
+  spe::ConvGeometry geo;
   std::vector<float> xbuf;
-  bool xbuf_zeroed = false;  // xbuf holds zero borders for this geometry
+  bool xbuf_zeroed = false;  // xbuf holds the zero borders of geo
 };
 
 namespace spe {
 namespace {
 
 const SpmmKernels* pick(const char* isa) {
-  const std::string s = isa ? isa : "auto";
+  const char* s = isa ? isa : "auto";
   const SpmmKernels* avx512 = spmm_kernels_avx512();
   const SpmmKernels* avx2 = spmm_kernels_avx2();
   const SpmmKernels* neon = spmm_kernels_neon();
@@ -56,133 +77,192 @@ const SpmmKernels* pick(const char* isa) {
 #else
   const bool has512 = false, has2 = false;
 #endif
-  if (s == "auto") {
+  auto is = [&](const char* name) { return std::strcmp(s, name) == 0; };
+  if (is("auto")) {
     if (has512) return avx512;
     if (has2) return avx2;
     if (neon) return neon;
     return spmm_kernels_scalar();
   }
-  if (s == "scalar") return spmm_kernels_scalar();
-  if (s == "avx512") return has512 ? avx512 : nullptr;
-  if (s == "avx2") return has2 ? avx2 : nullptr;
-  if (s == "neon") return neon;
+  if (is("scalar")) return spmm_kernels_scalar();
+  if (is("avx512")) return has512 ? avx512 : nullptr;
+  if (is("avx2")) return has2 ? avx2 : nullptr;
+  if (is("neon")) return neon;
   return nullptr;
 }
 
-// Output size; 0 when the (padded) input is smaller than the dilated kernel. int64 and floor
-// division: C's truncation would turn a negative numerator into a bogus 1.
-int out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+// A layer's entries (and values / 8) are bounded well below anything that could overflow an
+// int64 byte count.
+constexpr int64_t kMaxEntries = int64_t(1) << 40;
+
+// Output size in int64 (floor division: C's truncation would turn a negative numerator into a
+// bogus 1); <= 0 when the (padded) input is smaller than the dilated kernel.
+int64_t out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
   const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
-  return span < 0 ? 0 : int(span / stride + 1);
+  return span < 0 ? 0 : span / stride + 1;
 }
 
-void out_size(const spe_conv_params& p, int h, int w, int* ho, int* wo) {
-  *ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
-  *wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+// Phase planes the kernel positions use: (ky*dh % sh, kx*dw % sw) pairs.
+int count_phases(const spe_conv_params& p) {
+  bool used[64] = {};
+  int n = 0;
+  for (int ky = 0; ky < p.kh; ++ky)
+    for (int kx = 0; kx < p.kw; ++kx) {
+      const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
+      if (!used[ph]) used[ph] = true, ++n;
+    }
+  return n;
 }
 
-// Geometry + offsets for input size h x w (caller holds c->mu).
-void prepare(spe_sparse_conv* c, int h, int w) {
-  if (c->h == h && c->w == w) return;
+bool is_direct(const spe_conv_params& p) {
+  return p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+         p.pad_w == 0;
+}
+
+// Entries address the phase planes (or, direct, the input) of every channel with int32 offsets,
+// and the buffer holds a row and a vector of slack past them.
+constexpr int64_t kMaxWorkspaceFloats = std::numeric_limits<int32_t>::max();
+
+// Checks that an h x w input suits the layer: SPE_OK, or a status with the reason recorded.
+// All in int64 without overflow (h, w, pads < 2^31; strides, kernels, dilations <= 64).
+spe_status check_input(const spe_conv_params& p, int64_t h, int64_t w) {
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
+                                              " too small for the kernel/padding");
+  const bool direct = is_direct(p);
+  const int64_t rows = direct ? h : (ho + (int64_t(p.dil_h) * (p.kh - 1)) / p.stride_h) * count_phases(p);
+  const int64_t cols = direct ? w : wo + (int64_t(p.dil_w) * (p.kw - 1)) / p.stride_w;
+  const int64_t limit = kMaxWorkspaceFloats - cols - 64;
+  if (limit <= 0 || rows > limit / cols || p.in_channels > limit / (rows * cols))
+    return fail(SPE_ERR_INVALID_ARGUMENT,
+                "input " + std::to_string(h) + "x" + std::to_string(w) + " too large for this layer (" +
+                    std::to_string(p.in_channels) + " channels): its " +
+                    (direct ? "input" : "phase planes") + " would exceed 2^31 floats");
+  return SPE_OK;
+}
+
+// The geometry of input size h x w (check_input(h, w) passed), built into g. The caller either
+// owns g privately or holds the layer's lock; g.h stays -1 until g is complete, so a g left
+// behind by an exception is never taken for a valid one.
+void build_geometry(const spe_sparse_conv* c, int h, int w, ConvGeometry* g) {
   const auto& p = c->p;
-  c->h = h;
-  c->w = w;
-  c->xbuf_zeroed = false;
-  out_size(p, h, w, &c->ho, &c->wo);
-  c->direct = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
-              p.pad_w == 0;
-  std::fill(std::begin(c->phase_index), std::end(c->phase_index), -1);
-  if (c->direct) {
-    c->hp = h;
-    c->wp = w;
-    c->plane = int64_t(h) * w;
-    c->chan_stride = c->plane;
-    c->n_phases = 1;
-    c->phase_index[0] = 0;
+  g->h = g->w = -1;
+  g->ho = int(out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h));
+  g->wo = int(out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w));
+  g->direct = is_direct(p);
+  std::fill(std::begin(g->phase_index), std::end(g->phase_index), -1);
+  g->n_row_phases = 0;
+  if (g->direct) {
+    g->hp = h;
+    g->wp = w;
+    g->plane = int64_t(h) * w;
+    g->chan_stride = g->plane;
+    g->n_phases = 1;
+    g->phase_index[0] = 0;
+    g->row_phases[g->n_row_phases++] = 0;
+    g->xbuf_floats = 0;
   } else {
-    c->hp = c->ho + (p.dil_h * (p.kh - 1)) / p.stride_h;
-    c->wp = c->wo + (p.dil_w * (p.kw - 1)) / p.stride_w;
-    c->plane = int64_t(c->hp) * c->wp;
+    g->hp = g->ho + (p.dil_h * (p.kh - 1)) / p.stride_h;
+    g->wp = g->wo + (p.dil_w * (p.kw - 1)) / p.stride_w;
+    g->plane = int64_t(g->hp) * g->wp;
     int n = 0;  // number the phases the kernel positions actually use
+    bool row_used[8] = {};
     for (int ky = 0; ky < p.kh; ++ky)
       for (int kx = 0; kx < p.kw; ++kx) {
-        const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
-        if (c->phase_index[ph] < 0) c->phase_index[ph] = n++;
+        const int py = (ky * p.dil_h) % p.stride_h;
+        const int ph = py * p.stride_w + (kx * p.dil_w) % p.stride_w;
+        if (g->phase_index[ph] < 0) g->phase_index[ph] = n++;
+        row_used[py] = true;
       }
-    c->n_phases = n;
-    c->chan_stride = c->plane * n;
+    // A 1x1 conv at stride (2, 1), or a dilation that is a multiple of the stride, reads only
+    // some row phases: make_planes fills just those.
+    for (int py = 0; py < p.stride_h; ++py)
+      if (row_used[py]) g->row_phases[g->n_row_phases++] = py;
+    g->n_phases = n;
+    g->chan_stride = g->plane * n;
+    g->xbuf_floats = int64_t(p.in_channels) * g->chan_stride + g->wp + 64;
   }
-  c->P = int64_t(c->ho) * c->wp;
-  c->offsets.resize(c->col.size());
+  g->P = int64_t(g->ho) * g->wp;
+  g->offsets.resize(c->col.size());
   for (size_t e = 0; e < c->col.size(); ++e) {
     const int ch = c->col[e] / c->K, kk = c->col[e] % c->K;
     const int ky = kk / p.kw, kx = kk % p.kw;
     const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
-    c->offsets[e] = int32_t(ch * c->chan_stride + c->phase_index[ph] * c->plane +
-                            int64_t((ky * p.dil_h) / p.stride_h) * c->wp +
+    g->offsets[e] = int32_t(ch * g->chan_stride + g->phase_index[ph] * g->plane +
+                            int64_t((ky * p.dil_h) / p.stride_h) * g->wp +
                             (kx * p.dil_w) / p.stride_w);
   }
+  g->h = h;
+  g->w = w;
 }
 
 // x (C, H, W) -> the image part of the used phase planes (C, n_phases, hp, wp). Their zero
-// borders depend only on the geometry: run() zeroes the buffer once per input size and this
-// writes only the pixels that come from x, a row at a time with the row ranges and column
-// ranges computed once (per-row bounds and small memsets used to cost more than the copy).
-void make_planes(const spe_sparse_conv* c, const float* x, float* xb) {
+// borders depend only on the geometry: xb holds them already (run() zeroes a buffer once per
+// input size) and this writes only the pixels that come from x, a row at a time with the row
+// ranges and column ranges computed once (per-row bounds and small memsets used to cost more
+// than the copy). Only the row phases the kernel reads are visited; within one, a column phase
+// no kernel position uses has no plane (dst null) and is skipped.
+void make_planes(const spe_sparse_conv* c, const ConvGeometry& g, const float* x, float* xb) {
   const auto& p = c->p;
-  const int H = c->h, W = c->w, sh = p.stride_h, sw = p.stride_w, wp = c->wp;
+  const int sh = p.stride_h, sw = p.stride_w, wp = g.wp;
+  const int64_t H = g.h, W = g.w;
   // Per column phase px: plane column j reads image column j*sw + px - pw, valid for j in
   // [j0, j1).
   int j0[8], j1[8];
   for (int px = 0; px < sw; ++px) {
-    const int base = px - p.pad_w;
-    j0[px] = std::min(wp, base >= 0 ? 0 : (-base + sw - 1) / sw);
-    j1[px] = std::max(j0[px], std::min(wp, (W - base + sw - 1) / sw));
+    const int64_t base = px - p.pad_w;
+    j0[px] = int(std::min<int64_t>(wp, base >= 0 ? 0 : (-base + sw - 1) / sw));
+    j1[px] = int(std::max<int64_t>(j0[px], std::min<int64_t>(wp, (W - base + sw - 1) / sw)));
   }
-  // Work items: (channel, row phase, block of plane rows); row blocks only when there are few
-  // channels (the 3-channel stem), so both threads get work.
-  const int rb = p.in_channels * sh >= 32 ? c->hp : std::max(1, std::min(c->hp, 8));
-  const int nrb = (c->hp + rb - 1) / rb;
-  const int64_t items = int64_t(p.in_channels) * sh * nrb;
+  // Work items: (channel, used row phase, block of plane rows); row blocks only when there are
+  // few channels (the 3-channel stem), so both threads get work.
+  const int nrp = g.n_row_phases;
+  const int rb = p.in_channels * nrp >= 32 ? g.hp : std::max(1, std::min(g.hp, 8));
+  const int nrb = (g.hp + rb - 1) / rb;
+  const int64_t items = int64_t(p.in_channels) * nrp * nrb;
   ThreadPool::global().parallel_for(items, std::max<int64_t>(1, items / 64), [&](int64_t b, int64_t e) {
     for (int64_t it = b; it < e; ++it) {
-      const int64_t ch = it / (int64_t(sh) * nrb);
-      const int py = int(it / nrb % sh), blk = int(it % nrb);
+      const int64_t ch = it / (int64_t(nrp) * nrb);
+      const int py = g.row_phases[it / nrb % nrp], blk = int(it % nrb);
       // plane row i reads image row i*sh + py - ph, valid for i in [i0, i1)
-      const int base_r = py - p.pad_h;
-      const int i0 = std::max(blk * rb, base_r >= 0 ? 0 : (-base_r + sh - 1) / sh);
-      const int i1 = std::min(std::min(c->hp, (blk + 1) * rb), (H - base_r + sh - 1) / sh);
-      const float* xc = x + ch * int64_t(H) * W;
+      const int64_t base_r = py - p.pad_h;
+      const int64_t i0 = std::max<int64_t>(int64_t(blk) * rb, base_r >= 0 ? 0 : (-base_r + sh - 1) / sh);
+      const int64_t i1 = std::min<int64_t>(std::min<int64_t>(g.hp, int64_t(blk + 1) * rb),
+                                           (H - base_r + sh - 1) / sh);
+      const float* xc = x + ch * H * W;
       float* dst[8];
       for (int px = 0; px < sw; ++px) {
-        const int idx = c->phase_index[py * sw + px];
-        dst[px] = idx < 0 ? nullptr : xb + ch * c->chan_stride + idx * c->plane;
+        const int idx = g.phase_index[py * sw + px];
+        dst[px] = idx < 0 ? nullptr : xb + ch * g.chan_stride + idx * g.plane;
       }
-      for (int i = i0; i < i1; ++i) {
-        const float* __restrict s = xc + int64_t(i * sh + base_r) * W;
-        const int64_t ro = int64_t(i) * wp;
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* __restrict s = xc + (i * sh + base_r) * W;
+        const int64_t ro = i * wp;
         if (sw == 1) {
-          std::memcpy(dst[0] + ro + j0[0], s + j0[0] - p.pad_w, sizeof(float) * (j1[0] - j0[0]));
+          if (dst[0])
+            std::memcpy(dst[0] + ro + j0[0], s + j0[0] - p.pad_w, sizeof(float) * (j1[0] - j0[0]));
         } else if (sw == 2 && dst[0] && dst[1]) {
           // both column phases in one pass: d0[j] = s[2j - pw], d1[j] = s[2j + 1 - pw]
           float* __restrict d0 = dst[0] + ro;
           float* __restrict d1 = dst[1] + ro;
           const int ja = std::max(j0[0], j0[1]), jb = std::min(j1[0], j1[1]);
           const int o0 = -p.pad_w, o1 = 1 - p.pad_w;
-          for (int j = j0[0]; j < std::min(ja, j1[0]); ++j) d0[j] = s[2 * j + o0];
-          for (int j = j0[1]; j < std::min(ja, j1[1]); ++j) d1[j] = s[2 * j + o1];
-          const float* __restrict s0 = s + (2 * ja + o0);
+          for (int j = j0[0]; j < std::min(ja, j1[0]); ++j) d0[j] = s[2 * int64_t(j) + o0];
+          for (int j = j0[1]; j < std::min(ja, j1[1]); ++j) d1[j] = s[2 * int64_t(j) + o1];
+          const float* __restrict s0 = s + (2 * int64_t(ja) + o0);
           for (int j = 0; j < jb - ja; ++j) {
             d0[ja + j] = s0[2 * j];
             d1[ja + j] = s0[2 * j + 1];
           }
-          for (int j = std::max(jb, j0[0]); j < j1[0]; ++j) d0[j] = s[2 * j + o0];
-          for (int j = std::max(jb, j0[1]); j < j1[1]; ++j) d1[j] = s[2 * j + o1];
+          for (int j = std::max(jb, j0[0]); j < j1[0]; ++j) d0[j] = s[2 * int64_t(j) + o0];
+          for (int j = std::max(jb, j0[1]); j < j1[1]; ++j) d1[j] = s[2 * int64_t(j) + o1];
         } else {
           for (int px = 0; px < sw; ++px) {
             if (!dst[px]) continue;
             float* __restrict d = dst[px] + ro;
-            const float* __restrict sj = s + (j0[px] * sw + px - p.pad_w);
+            const float* __restrict sj = s + (int64_t(j0[px]) * sw + px - p.pad_w);
             const int n = j1[px] - j0[px];
             if (sw == 2)  // a constant stride the compiler vectorises
               for (int j = 0; j < n; ++j) d[j0[px] + j] = sj[2 * j];
@@ -228,18 +308,113 @@ void crop_tile(const float* t, int ts, int rows, int64_t q, int npix, int wp, in
   }
 }
 
-}  // namespace
-}  // namespace spe
+// y = act(conv(x) + bias [+ residual]); see spe_sparse_conv_run. Runs inside the C API guard.
+spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                     const float* residual, float* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  if (const spe_status st = check_input(c->p, h, w); st != SPE_OK) return st;
+  if (n == 0) return SPE_OK;
 
-using spe::ThreadPool;
+  // The layer's workspace if it is free, else a private one (see the top of this file).
+  std::unique_lock<std::mutex> lock(c->mu, std::try_to_lock);
+  ConvGeometry own;
+  std::vector<float> own_buf;
+  const ConvGeometry* g;
+  float* xb;
+  if (lock.owns_lock()) {
+    if (c->geo.h != h || c->geo.w != w) {
+      c->xbuf_zeroed = false;
+      build_geometry(c, h, w, &c->geo);
+    }
+    if (!c->geo.direct && !c->xbuf_zeroed) {  // make_planes writes only the image pixels
+      c->xbuf.assign(std::max<size_t>(size_t(c->geo.xbuf_floats), c->xbuf.size()), 0.0f);
+      c->xbuf_zeroed = true;
+    }
+    g = &c->geo;
+    xb = c->xbuf.data();
+  } else {
+    build_geometry(c, h, w, &own);
+    if (!own.direct) own_buf.assign(size_t(own.xbuf_floats), 0.0f);
+    g = &own;
+    xb = own_buf.data();
+  }
 
-extern "C" {
+  const auto& p = c->p;
+  const int O = p.out_channels, ho = g->ho, wo = g->wo;
+  const int64_t in_img = int64_t(p.in_channels) * h * w;
+  const int64_t out_img = int64_t(O) * ho * wo;
+  const bool crop = g->wp != wo;  // virtual pixels differ from real ones
+  const SpmmKernels* k = c->k;
+  const int tile_px = k->nv[c->main_rows - 1] * k->width;
+  const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
+  const int64_t G = int64_t(c->row0.size());
+  // Bands of pixel tiles whose input (all channels and phases of the tiles) fits ~1 MiB.
+  const int64_t tile_in_bytes = int64_t(p.in_channels) * g->n_phases * tile_px * 4;
+  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
+  const int64_t n_bands = (n_tiles + band_tiles - 1) / band_tiles;
+  const int64_t items = n_bands * band_tiles * G;
+  auto& pool = ThreadPool::global();
+  const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
 
-spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_groups,
-                                  const int32_t* group_row0, const int32_t* group_rows,
-                                  const int64_t* group_ptr, const int32_t* entry_col,
-                                  const float* values, const float* bias, spe_activation act,
-                                  const char* isa, spe_sparse_conv** out) {
+  for (int b = 0; b < n; ++b) {
+    const float* xin = x + b * in_img;
+    if (!g->direct) {
+      make_planes(c, *g, xin, xb);
+      xin = xb;
+    }
+    float* yout = y + b * out_img;
+    const float* res = residual ? residual + b * out_img : nullptr;
+    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+      alignas(64) float tbuf[kMaxGroupRows * kMaxTilePixels];
+      TileArgs a{};
+      a.y_row_stride = g->P;
+      a.res_row_stride = g->P;
+      a.act = crop ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
+      for (int64_t it = ib; it < ie; ++it) {
+        // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
+        // writing its output rows sequentially.
+        const int64_t band = it / (G * band_tiles), rem = it % (G * band_tiles);
+        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, n_tiles - t0);
+        if (rem >= G * nt) continue;  // past the last (short) band
+        const int64_t gi = rem / nt, t = t0 + rem % nt;
+        const int r = c->rows[gi], r0 = c->row0[gi];
+        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
+        const int sub = k->nv[r - 1] * k->width;
+        for (int64_t q = p0; q < p1; q += sub) {
+          const int npix = int(std::min<int64_t>(sub, p1 - q));
+          a.x = xin + q;
+          a.off = g->offsets.data() + c->ptr[gi];
+          a.w = c->values.data() + c->vptr[gi];
+          a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
+          a.y = yout + int64_t(r0) * ho * wo + q;  // (crop: replaced by the tile buffer)
+          a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
+          a.res = res && !crop ? res + int64_t(r0) * g->P + q : nullptr;
+          a.npix = npix;
+          // The first tile of a group in a band reads its weights from DRAM (a full model's
+          // weights do not stay cached between calls); the group's next tiles find them in L2.
+          a.prefetch = t == t0 && q == p0;
+          if (crop) {  // virtual pixels: compute into tbuf, then crop into y while in L1
+            a.y = tbuf;
+            a.y_row_stride = sub;
+          }
+          if (npix == sub) k->full[r - 1](a);
+          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+          if (crop)
+            crop_tile(tbuf, sub, r, q, npix, g->wp, wo, int64_t(ho) * wo,
+                      yout + int64_t(r0) * ho * wo, res ? res + int64_t(r0) * ho * wo : nullptr,
+                      c->act);
+        }
+      }
+    });
+  }
+  return SPE_OK;
+}
+
+// Validates and builds a layer; see spe_sparse_conv_create. Runs inside the C API guard.
+spe_status create_layer(const spe_conv_params* params, int32_t n_groups, const int32_t* group_row0,
+                        const int32_t* group_rows, const int64_t* group_ptr,
+                        const int32_t* entry_col, const float* values, const float* bias,
+                        spe_activation act, const char* isa, spe_sparse_conv** out) {
   if (!params || !out) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/out");
   const spe_conv_params& p = *params;
   if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
@@ -253,40 +428,44 @@ spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_group
   if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
     return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
-  const spe::SpmmKernels* k = spe::pick(isa);
+  // Groups hold at most kMaxGroupRows rows: fewer groups cannot cover the rows (checked before
+  // anything of out_channels' size is allocated).
+  if (int64_t(n_groups) * kMaxGroupRows < p.out_channels)
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::to_string(n_groups) + " groups of at most 8 rows cannot cover " +
+                                              std::to_string(p.out_channels) + " output rows");
+  const SpmmKernels* k = pick(isa);
   if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
-  auto* c = new (std::nothrow) spe_sparse_conv();
-  if (!c) return fail(SPE_ERR_OUT_OF_MEMORY, "out of memory");
+  const int64_t ncols = int64_t(p.in_channels) * p.kh * p.kw;
+  int64_t n_entries = 0, nvals = 0;
+  std::vector<int> row_count(size_t(p.out_channels), 0), hist(kMaxGroupRows + 1, 0);
+  for (int g = 0; g < n_groups; ++g) {
+    const int r0 = group_row0[g], r = group_rows[g];
+    if (r < 1 || r > kMaxGroupRows || r0 < 0 || r0 > p.out_channels - r || group_ptr[g] < 0 ||
+        group_ptr[g + 1] < group_ptr[g] || group_ptr[g + 1] > kMaxEntries)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "group " + std::to_string(g) + " out of range (rows 1..8 within out_channels, ptr monotone, at most 2^40 entries)");
+    for (int i = r0; i < r0 + r; ++i) row_count[i]++;
+    hist[r]++;
+    nvals += (group_ptr[g + 1] - group_ptr[g]) * r;  // < 8 * 2^40: no overflow
+  }
+  n_entries = n_groups > 0 ? group_ptr[n_groups] : 0;
+  for (int i = 0; i < p.out_channels; ++i)
+    if (row_count[i] != 1)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "output row " + std::to_string(i) + " is covered by " + std::to_string(row_count[i]) + " groups (must be exactly 1)");
+  if ((n_entries > 0 && !entry_col) || (nvals > 0 && !values))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "null entry_col/values for a layer with entries");
+  for (int64_t e = 0; e < n_entries; ++e)
+    if (entry_col[e] < 0 || entry_col[e] >= ncols)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "entry column " + std::to_string(entry_col[e]) + " out of range [0, " + std::to_string(ncols) + ")");
+  auto c = std::make_unique<spe_sparse_conv>();
   c->p = p;
   c->K = p.kh * p.kw;
   c->act = act;
   c->k = k;
-  const int64_t ncols = int64_t(p.in_channels) * c->K;
-  const int64_t n_entries = n_groups > 0 ? group_ptr[n_groups] : 0;
-  int64_t nvals = 0;
-  std::vector<int> row_count(p.out_channels, 0), hist(spe::kMaxGroupRows + 1, 0);
+  int64_t v = 0;
   for (int g = 0; g < n_groups; ++g) {
-    const int r0 = group_row0[g], r = group_rows[g];
-    if (r < 1 || r > spe::kMaxGroupRows || r0 < 0 || r0 + r > p.out_channels ||
-        group_ptr[g] < 0 || group_ptr[g + 1] < group_ptr[g]) {
-      delete c;
-      return fail(SPE_ERR_INVALID_ARGUMENT, "group " + std::to_string(g) + " out of range (rows 1..8 within out_channels, ptr monotone)");
-    }
-    for (int i = r0; i < r0 + r; ++i) row_count[i]++;
-    hist[r]++;
-    c->vptr.push_back(nvals);
-    nvals += (group_ptr[g + 1] - group_ptr[g]) * r;
+    c->vptr.push_back(v);
+    v += (group_ptr[g + 1] - group_ptr[g]) * group_rows[g];
   }
-  for (int i = 0; i < p.out_channels; ++i)
-    if (row_count[i] != 1) {
-      delete c;
-      return fail(SPE_ERR_INVALID_ARGUMENT, "output row " + std::to_string(i) + " is covered by " + std::to_string(row_count[i]) + " groups (must be exactly 1)");
-    }
-  for (int64_t e = 0; e < n_entries; ++e)
-    if (entry_col[e] < 0 || entry_col[e] >= ncols) {
-      delete c;
-      return fail(SPE_ERR_INVALID_ARGUMENT, "entry column " + std::to_string(entry_col[e]) + " out of range [0, " + std::to_string(ncols) + ")");
-    }
   c->row0.assign(group_row0, group_row0 + n_groups);
   c->rows.assign(group_rows, group_rows + n_groups);
   c->ptr.assign(group_ptr, group_ptr + n_groups + 1);
@@ -298,13 +477,36 @@ spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_group
   if (c->main_rows == 0) c->main_rows = 1;
   const int tile = k->nv[c->main_rows - 1] * k->width;
   c->name = "f32_spmm_" + std::to_string(c->main_rows) + "x" + std::to_string(tile) + "__" + k->isa;
-  *out = c;
+  *out = c.release();
   return SPE_OK;
+}
+
+}  // namespace
+}  // namespace spe
+
+using spe::ThreadPool;
+
+extern "C" {
+
+spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_groups,
+                                  const int32_t* group_row0, const int32_t* group_rows,
+                                  const int64_t* group_ptr, const int32_t* entry_col,
+                                  const float* values, const float* bias, spe_activation act,
+                                  const char* isa, spe_sparse_conv** out) {
+  return spe::guarded("spe_sparse_conv_create", [&] {
+    return spe::create_layer(params, n_groups, group_row0, group_rows, group_ptr, entry_col,
+                             values, bias, act, isa, out);
+  });
 }
 
 void spe_sparse_conv_output_size(const spe_sparse_conv* c, int32_t h, int32_t w, int32_t* ho,
                                  int32_t* wo) {
-  spe::out_size(c->p, h, w, ho, wo);
+  const spe_conv_params& p = c->p;
+  const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  *ho = oh > kMax ? 0 : int32_t(oh);
+  *wo = ow > kMax ? 0 : int32_t(ow);
 }
 
 int64_t spe_sparse_conv_nnz(const spe_sparse_conv* c) { return int64_t(c->values.size()); }
@@ -313,93 +515,24 @@ void spe_sparse_conv_destroy(spe_sparse_conv* c) { delete c; }
 
 spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, int32_t h,
                                int32_t w, const float* residual, float* y) {
-  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
-  std::lock_guard<std::mutex> lk(c->mu);
-  int ho, wo;
-  spe::out_size(c->p, h, w, &ho, &wo);
-  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
-    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for the kernel/padding");
-  spe::prepare(c, h, w);
-  const auto& p = c->p;
-  const int O = p.out_channels;
-  const int64_t in_img = int64_t(p.in_channels) * h * w;
-  const int64_t out_img = int64_t(O) * ho * wo;
-  const bool crop = c->wp != c->wo;  // virtual pixels differ from real ones
-  const int64_t xb_img = c->direct ? 0 : int64_t(p.in_channels) * c->chan_stride + c->wp + 64;
-  if (!c->direct && !c->xbuf_zeroed) {  // make_planes writes only the image pixels
-    c->xbuf.assign(std::max<int64_t>(xb_img, int64_t(c->xbuf.size())), 0.0f);
-    c->xbuf_zeroed = true;
-  }
-
-  const spe::SpmmKernels* k = c->k;
-  const int tile_px = k->nv[c->main_rows - 1] * k->width;
-  const int64_t n_tiles = (c->P + tile_px - 1) / tile_px;
-  const int64_t G = int64_t(c->row0.size());
-  // Bands of pixel tiles whose input (all channels and phases of the tiles) fits ~1 MiB.
-  const int64_t tile_in_bytes = int64_t(p.in_channels) * c->n_phases * tile_px * 4;
-  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
-  const int64_t n_bands = (n_tiles + band_tiles - 1) / band_tiles;
-  const int64_t items = n_bands * band_tiles * G;
-  auto& pool = ThreadPool::global();
-  const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
-
-  for (int b = 0; b < n; ++b) {
-    const float* xin = x + b * in_img;
-    if (!c->direct) {
-      spe::make_planes(c, xin, c->xbuf.data());
-      xin = c->xbuf.data();
-    }
-    float* yout = y + b * out_img;
-    const float* res = residual ? residual + b * out_img : nullptr;
-    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
-      alignas(64) float tbuf[spe::kMaxGroupRows * spe::kMaxTilePixels];
-      spe::TileArgs a{};
-      a.off = c->offsets.data();
-      a.y_row_stride = c->P;
-      a.res_row_stride = c->P;
-      a.act = crop ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
-      for (int64_t it = ib; it < ie; ++it) {
-        // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
-        // writing its output rows sequentially.
-        const int64_t band = it / (G * band_tiles), rem = it % (G * band_tiles);
-        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, n_tiles - t0);
-        if (rem >= G * nt) continue;  // past the last (short) band
-        const int64_t g = rem / nt, t = t0 + rem % nt;
-        const int r = c->rows[g], r0 = c->row0[g];
-        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(c->P, p0 + tile_px);
-        const int sub = k->nv[r - 1] * k->width;
-        for (int64_t q = p0; q < p1; q += sub) {
-          const int npix = int(std::min<int64_t>(sub, p1 - q));
-          a.x = xin + q;
-          a.off = c->offsets.data() + c->ptr[g];
-          a.w = c->values.data() + c->vptr[g];
-          a.n_entries = c->ptr[g + 1] - c->ptr[g];
-          a.y = yout + int64_t(r0) * ho * wo + q;  // (crop: replaced by the tile buffer)
-          a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
-          a.res = res && !crop ? res + int64_t(r0) * c->P + q : nullptr;
-          a.npix = npix;
-          // The first tile of a group in a band reads its weights from DRAM (a full model's
-          // weights do not stay cached between calls); the group's next tiles find them in L2.
-          a.prefetch = t == t0 && q == p0;
-          if (crop) {  // virtual pixels: compute into tbuf, then crop into y while in L1
-            a.y = tbuf;
-            a.y_row_stride = sub;
-          }
-          if (npix == sub) k->full[r - 1](a);
-          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
-          if (crop)
-            spe::crop_tile(tbuf, sub, r, q, npix, c->wp, wo, int64_t(ho) * wo,
-                           yout + int64_t(r0) * ho * wo,
-                           res ? res + int64_t(r0) * ho * wo : nullptr, c->act);
-        }
-      }
-    });
-  }
-  return SPE_OK;
+  return spe::guarded("spe_sparse_conv_run",
+                      [&] { return spe::run_layer(c, x, n, h, w, residual, y); });
 }
 
-void spe_set_num_threads(int32_t n) { ThreadPool::global().set_num_threads(n); }
-int32_t spe_get_num_threads(void) { return ThreadPool::global().num_threads(); }
+void spe_set_num_threads(int32_t n) {
+  try {
+    ThreadPool::global().set_num_threads(n);
+  } catch (...) {  // no pool at all (out of memory): the kernels' callers will report it
+  }
+}
+
+int32_t spe_get_num_threads(void) {
+  try {
+    return ThreadPool::global().num_threads();
+  } catch (...) {
+    return 1;
+  }
+}
 
 int spe_isa_available(const char* isa) { return isa && spe::pick(isa) != nullptr; }
 const char* spe_best_isa(void) { return spe::pick("auto")->isa; }
