@@ -1,12 +1,15 @@
 """LoadedArtifact: a checked artifact's model.so, loaded by the TVM runtime and callable.
 
 Only reader.load_artifact creates one, after every check that can run before the module is
-loaded. What cannot be checked before running, the shapes and dtypes the module really returns,
-is checked on every call against the manifest's output specs (cheap: shapes only), so an
-edited output shape is refused instead of silently believed.
+loaded. Then, before any call, the number of inputs the module's entry takes is compared with the
+manifest. What the VM only reveals by running is checked on the first call and every call after
+(cheap: shapes only): an input shape the module refuses is reported as the manifest's fault, and
+the shapes and dtypes the module really returns must be the manifest's output specs, so an edited
+output shape is refused instead of silently believed.
 """
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -15,6 +18,11 @@ import numpy as np
 from ..errors import ArtifactError
 from .layout import ENTRY, MANIFEST
 from .specs import TensorSpec, dtype_str
+
+# How the Relax VM reports an argument that fails its declared type: the ErrorContext of param i,
+# with the declared type as annotation=R.Tensor((1, 3, 8, 8), dtype="float32").
+_PARAM_MISMATCH = re.compile(r"ErrorContext\(fn=\w+, loc=param\[(\d+)\]")
+_ANNOTATION = re.compile(r"annotation=(R\.Tensor\(\([^)]*\)(?:, dtype=\"\w+\")?\))")
 
 
 class LoadedArtifact:
@@ -42,6 +50,18 @@ class LoadedArtifact:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ArtifactError(f"the TVM runtime could not load {module_path}: "
                                 f"{type(e).__name__}: {first}") from e
+        self._check_arity(module_path)
+
+    def _check_arity(self, module_path) -> None:
+        """Before any call: the module's entry takes as many inputs as the manifest lists (the
+        VM records parameter count and names; shapes and dtypes it checks on the first call)."""
+        params = self._fn.params()
+        if params is not None and len(params) != len(self.inputs):
+            raise ArtifactError(f"{module_path}: its function {self._fn.entry!r} takes "
+                                f"{len(params)} input(s) {params}, but field 'inputs' of "
+                                f"{MANIFEST} lists {len(self.inputs)} "
+                                f"{[s.name for s in self.inputs]}: the manifest does not describe "
+                                f"this module (edited, or mixed up with another artifact's)")
 
     @property
     def plan(self):
@@ -62,14 +82,29 @@ class LoadedArtifact:
             try:
                 result = self._main(*arrays)
             except Exception as e:  # noqa: BLE001
-                raise ArtifactError(f"running {self.path.name} failed: {type(e).__name__}: "
-                                    f"{str(e).strip()[:500]}") from e
+                raise self._call_error(e) from e
             outs = [t.numpy() for t in _flatten(result)]   # copies: the VM reuses its buffers
         self._check_outputs(outs)
         if want_torch:
             import torch
             outs = [torch.from_numpy(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _call_error(self, e: Exception) -> ArtifactError:
+        """The VM's refusal of an input the manifest promised it takes (match_cast on param i)
+        is the manifest's fault, said so; anything else is reported as a failed run."""
+        text = str(e).strip()
+        m = _PARAM_MISMATCH.search(text)
+        if m and int(m.group(1)) < len(self.inputs):
+            i = int(m.group(1))
+            s = self.inputs[i]
+            a = _ANNOTATION.search(text)
+            want = a.group(1) if a else "another shape or dtype"
+            return ArtifactError(f"input {i} {s.name!r}: {self.path / self.manifest['module']} "
+                                 f"expects {want}, but field 'inputs[{i}]' of {MANIFEST} says "
+                                 f"{s.describe()}: the manifest does not describe this module "
+                                 f"(edited, or mixed up with another artifact's)")
+        return ArtifactError(f"running {self.path.name} failed: {type(e).__name__}: {text[:500]}")
 
     def _check_outputs(self, outs) -> None:
         if len(outs) != len(self.outputs):
@@ -79,9 +114,9 @@ class LoadedArtifact:
             got = f"{o.dtype.name}{list(o.shape)}"
             if got != s.describe():
                 raise ArtifactError(f"output {i} {s.name!r} of {self.path / self.manifest['module']} "
-                                    f"is {got}, but {MANIFEST} says {s.describe()}: the manifest "
-                                    f"does not describe this module (edited, or mixed up with "
-                                    f"another artifact's)")
+                                    f"is {got}, but field 'outputs[{i}]' of {MANIFEST} says "
+                                    f"{s.describe()}: the manifest does not describe this module "
+                                    f"(edited, or mixed up with another artifact's)")
 
     def _bind(self, args, kwargs):
         specs = self.inputs

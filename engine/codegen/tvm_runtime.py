@@ -30,6 +30,16 @@ class VMFunction:
         self.lib = tvm.runtime.load_module(module_path)
         self.vm = relax.VirtualMachine(self.lib, tvm.cpu())
         self.main = self.vm[entry]
+        self.entry = entry
+
+    def params(self):
+        """The entry function's parameter names (None where this VM cannot tell): lets a loader
+        compare them with a manifest before running anything."""
+        try:
+            n = int(self.vm._get_function_arity(self.entry))
+            return [str(self.vm._get_function_param_name(self.entry, i)) for i in range(n)]
+        except Exception:  # noqa: BLE001  (older / other VMs lack these introspection calls)
+            return None
 
     def to_device(self, a):
         """A tvm tensor for a numpy array or a contiguous torch CPU tensor (zero copy when the

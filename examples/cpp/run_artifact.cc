@@ -8,11 +8,11 @@
 //   Module lib = Module::LoadFromFile("model.so");
 //   Module vm  = lib->GetFunction("vm_load_executable")();
 //   vm->GetFunction("vm_initialization")(kDLCPU, 0, kPooledAllocator);
-//   Any out    = vm->GetFunction("main")(input0, input1, ...);   // ffi::Tensor in, Tensor/tuple out
+//   Any out    = vm->GetFunction("main")(input0, ...);   // ffi::Tensor in, Tensor/tuple out
 //
 // Usage:
 //   run_artifact ARTIFACT [--input FILE]... [--shape 1,3,32,32]... [--output FILE]
-//                         [--repeat N] [--no-verify]
+//                         [--repeat N] [--no-verify] [--trusted-key KEYFILE]... [--check-only]
 //
 //   ARTIFACT    an artifact directory (manifest.json gives module, input and output specs), or a
 //               bare model.so (then give one --shape per input; dtype float32).
@@ -22,6 +22,15 @@
 //   --output    write every output, in order, concatenated, as raw bytes of its dtype.
 //   --repeat N  run N more times and print the median latency.
 //   --no-verify skip the sha256/size check of the artifact's files against manifest.json.
+//   --trusted-key  an Ed25519 public key (PEM or 64 hex digits; engine.artifact.write_public_key).
+//               Given (once per trusted key), the artifact must carry a manifest.sig by one of
+//               them over manifest.json; it is checked before any file is loaded.
+//   --check-only  check the artifact (manifest, signature, files) and exit without loading it.
+//
+// Order of checks for a directory, all before model.so is opened by the dynamic loader:
+// manifest.json within its size limit -> manifest.sig (with --trusted-key) -> manifest schema ->
+// every file's size and sha256 (artifact_check.h, artifact_trust.h). After loading: the module's
+// input count, and after the first run its output shapes, must be the manifest's.
 //
 // Prints one line per output: shape, dtype and a checksum (sum, sum of |x|, first values).
 // Exit status: 0 ok, 1 runtime error, 2 usage error, 3 artifact check failed.
@@ -33,13 +42,15 @@
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/dtype.h>
 #include <tvm/ffi/error.h>
-#include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/string.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -56,198 +67,33 @@
 #include <string>
 #include <vector>
 
+#include "artifact_check.h"
+#include "artifact_trust.h"
+
 namespace ffi = tvm::ffi;
 
 namespace {
 
-constexpr int kFormatVersion = 1;      // engine/artifact.py FORMAT_VERSION
 constexpr int kPooledAllocator = 2;    // tvm.runtime.vm.VirtualMachine.POOLED_ALLOCATOR
 
+using artifact::CheckError;
+using artifact::JoinPath;
+using artifact::Spec;
+using JArray = ffi::Array<ffi::Any>;
+
 struct UsageError : std::runtime_error { using std::runtime_error::runtime_error; };
-struct CheckError : std::runtime_error { using std::runtime_error::runtime_error; };
-
-struct Spec {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::string dtype = "float32";
-};
-
-struct FileEntry {
-  std::string name;
-  std::string sha256;
-  int64_t size = -1;
-};
-
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (FIPS 180-4), enough to check an artifact's files against its manifest.
-class Sha256 {
- public:
-  Sha256() { Reset(); }
-  void Update(const uint8_t* data, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-      buf_[len_++] = data[i];
-      if (len_ == 64) { Block(buf_.data()); len_ = 0; bits_ += 512; }
-    }
-  }
-  std::string HexDigest() {
-    uint64_t total = bits_ + uint64_t(len_) * 8;
-    uint8_t pad = 0x80;
-    Update(&pad, 1);
-    uint8_t zero = 0;
-    while (len_ != 56) Update(&zero, 1);
-    uint8_t lenb[8];
-    for (int i = 0; i < 8; ++i) lenb[i] = uint8_t(total >> (56 - 8 * i));
-    Update(lenb, 8);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (uint32_t v : h_)
-      for (int s = 28; s >= 0; s -= 4) out.push_back(hex[(v >> s) & 0xf]);
-    return out;
-  }
-
- private:
-  static uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-  void Reset() {
-    h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-          0x5be0cd19};
-    len_ = 0;
-    bits_ = 0;
-  }
-  void Block(const uint8_t* p) {
-    static const uint32_t k[64] = {
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2};
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 |
-             uint32_t(p[4 * i + 2]) << 8 | uint32_t(p[4 * i + 3]);
-    for (int i = 16; i < 64; ++i) {
-      uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
-             h = h_[7];
-    for (int i = 0; i < 64; ++i) {
-      uint32_t t1 = h + (Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] +
-                    w[i];
-      uint32_t t2 = (Rotr(a, 2) ^ Rotr(a, 13) ^ Rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d;
-    h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += h;
-  }
-  std::array<uint32_t, 8> h_;
-  std::array<uint8_t, 64> buf_;
-  size_t len_;
-  uint64_t bits_;
-};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw CheckError("cannot open " + path);
+  if (!f) throw UsageError("cannot open " + path);
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
 
 bool IsDirectory(const std::string& path) {
-  std::ifstream probe(path + "/manifest.json");
-  return static_cast<bool>(probe);
-}
-
-std::string JoinPath(const std::string& dir, const std::string& name) {
-  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
-}
-
-// ---------------------------------------------------------------------------------------------
-// manifest.json, parsed with tvm_ffi's JSON reader (objects are Map<Any, Any>).
-using JObject = ffi::Map<ffi::Any, ffi::Any>;
-using JArray = ffi::Array<ffi::Any>;
-
-ffi::Any Field(const JObject& obj, const char* key, const std::string& where) {
-  auto v = obj.Get(ffi::String(key));
-  if (!v.has_value()) throw CheckError(where + ": manifest.json has no field '" + key + "'");
-  return *v;
-}
-
-std::vector<Spec> ParseSpecs(const ffi::Any& v, const std::string& what) {
-  std::vector<Spec> out;
-  for (const ffi::Any& item : v.cast<JArray>()) {
-    JObject o = item.cast<JObject>();
-    Spec s;
-    s.name = std::string(Field(o, "name", what).cast<ffi::String>());
-    for (const ffi::Any& d : Field(o, "shape", what).cast<JArray>()) s.shape.push_back(d.cast<int64_t>());
-    s.dtype = std::string(Field(o, "dtype", what).cast<ffi::String>());
-    out.push_back(s);
-  }
-  return out;
-}
-
-struct Manifest {
-  std::string module = "model.so";
-  std::string target;
-  std::string arch;
-  std::vector<Spec> inputs, outputs;
-  std::vector<FileEntry> files;
-};
-
-Manifest LoadManifest(const std::string& dir) {
-  std::string path = JoinPath(dir, "manifest.json");
-  ffi::String err;
-  ffi::Any root = ffi::json::Parse(ffi::String(ReadFile(path)), &err);
-  if (!err.empty()) throw CheckError(path + ": invalid JSON: " + std::string(err));
-  JObject m = root.cast<JObject>();
-  int64_t version = Field(m, "format_version", path).cast<int64_t>();
-  if (version != kFormatVersion) {
-    throw CheckError(path + ": unknown artifact format version " + std::to_string(version) +
-                     " (this runner reads " + std::to_string(kFormatVersion) + ")");
-  }
-  Manifest out;
-  out.module = std::string(Field(m, "module", path).cast<ffi::String>());
-  JObject target = Field(m, "target", path).cast<JObject>();
-  out.target = std::string(Field(target, "name", path).cast<ffi::String>());
-  out.arch = std::string(Field(target, "arch", path).cast<ffi::String>());
-  out.inputs = ParseSpecs(Field(m, "inputs", path), path);
-  out.outputs = ParseSpecs(Field(m, "outputs", path), path);
-  for (const auto& kv : Field(m, "files", path).cast<JObject>()) {
-    JObject e = kv.second.cast<JObject>();
-    FileEntry f;
-    f.name = std::string(kv.first.cast<ffi::String>());
-    f.sha256 = std::string(Field(e, "sha256", path).cast<ffi::String>());
-    f.size = Field(e, "size", path).cast<int64_t>();
-    out.files.push_back(f);
-  }
-  return out;
-}
-
-void VerifyFiles(const std::string& dir, const Manifest& m) {
-  bool module_listed = false;
-  for (const FileEntry& f : m.files) {
-    module_listed |= f.name == m.module;
-    std::string path = JoinPath(dir, f.name);
-    std::string bytes = ReadFile(path);
-    if (int64_t(bytes.size()) != f.size) {
-      throw CheckError(path + " is truncated or altered: " + std::to_string(bytes.size()) +
-                       " bytes, manifest.json says " + std::to_string(f.size));
-    }
-    Sha256 h;
-    h.Update(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    std::string got = h.HexDigest();
-    if (got != f.sha256) {
-      throw CheckError(path + " does not match manifest.json (sha256 " + got + ", expected " +
-                       f.sha256 + "): the artifact was modified after it was written");
-    }
-  }
-  if (!module_listed) throw CheckError("manifest.json lists no checksum for " + m.module);
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,14 +175,89 @@ std::vector<int64_t> ParseShape(const std::string& text) {
     } catch (const std::exception&) {
       throw UsageError("bad --shape '" + text + "', expected e.g. 1,3,32,32");
     }
+    if (shape.back() < 0 || shape.back() > artifact::kMaxDim) {
+      throw UsageError("bad --shape '" + text + "': dims must be 0 to " +
+                       std::to_string(artifact::kMaxDim));
+    }
   }
   if (shape.empty()) throw UsageError("bad --shape '" + text + "'");
   return shape;
 }
 
+int ParseCount(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v < 0 || v > 1000000) {
+    throw UsageError(flag + " must be an integer from 0 to 1000000, got '" + text + "'");
+  }
+  return int(v);
+}
+
+// Before any call: the entry function takes as many inputs as the manifest lists.
+void CheckArity(const ffi::Module& vm, const std::string& entry, const std::string& module_path,
+                const std::vector<Spec>& inputs) {
+  auto arity_fn = vm->GetFunction("get_function_arity");
+  if (!arity_fn.has_value()) return;  // a VM without introspection: checked by the call itself
+  int64_t arity = (*arity_fn)(ffi::String(entry)).cast<int64_t>();
+  if (arity != int64_t(inputs.size())) {
+    throw CheckError(module_path + ": its function '" + entry + "' takes " + std::to_string(arity) +
+                     " input(s), but field 'inputs' of manifest.json lists " +
+                     std::to_string(inputs.size()) +
+                     ": the manifest does not describe this module");
+  }
+}
+
+// The VM refuses an argument that is not its declared type with an ErrorContext naming
+// param[i]: with a manifest, that is the manifest's fault; say so.
+void ExplainInputMismatch(const ffi::Error& e, const std::string& module_path,
+                          const std::vector<Spec>& inputs) {
+  std::string msg = e.message();
+  const std::string tag = "loc=param[";
+  size_t at = msg.find(tag);
+  if (at == std::string::npos) return;
+  size_t i = std::strtoul(msg.c_str() + at + tag.size(), nullptr, 10);
+  if (i >= inputs.size()) return;
+  std::string want = "another shape or dtype";
+  size_t a = msg.find("annotation=");
+  if (a != std::string::npos) {
+    size_t end = msg.find(')', msg.find("dtype=", a));   // R.Tensor((1, 3, 8, 8), dtype="float32")
+    want = msg.substr(a + 11, end == std::string::npos ? 60 : end + 1 - a - 11);
+  }
+  throw CheckError("input " + std::to_string(i) + " '" + inputs[i].name + "': " + module_path +
+                   " expects " + want + ", but field 'inputs[" + std::to_string(i) +
+                   "]' of manifest.json says " +
+                   artifact::Describe(inputs[i].dtype, inputs[i].shape) +
+                   ": the manifest does not describe this module");
+}
+
+// After the first run: the outputs are what the manifest says (count, shapes, dtypes).
+void CheckOutputs(const std::vector<ffi::Tensor>& outs, const std::vector<Spec>& outputs,
+                  const std::string& module_path) {
+  if (outs.size() != outputs.size()) {
+    throw CheckError(module_path + " returned " + std::to_string(outs.size()) +
+                     " outputs, field 'outputs' of manifest.json lists " +
+                     std::to_string(outputs.size()) +
+                     ": the manifest does not describe this module");
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    std::vector<int64_t> shape(outs[i].shape().begin(), outs[i].shape().end());
+    std::string dtype(ffi::DLDataTypeToString(outs[i].dtype()));
+    std::string got = artifact::Describe(dtype, shape);
+    std::string want = artifact::Describe(outputs[i].dtype, outputs[i].shape);
+    if (got != want) {
+      throw CheckError("output " + std::to_string(i) + " '" + outputs[i].name + "' of " +
+                       module_path + " is " + got + ", but field 'outputs[" + std::to_string(i) +
+                       "]' of manifest.json says " + want +
+                       ": the manifest does not describe this module");
+    }
+  }
+}
+
 void Usage() {
   std::cerr << "usage: run_artifact ARTIFACT_DIR|model.so [--input FILE]... [--shape 1,3,32,32]..."
-               " [--output FILE] [--repeat N] [--no-verify]\n";
+               " [--output FILE] [--repeat N] [--no-verify] [--trusted-key KEYFILE]..."
+               " [--check-only]\n";
 }
 
 int Run(int argc, char** argv) {
@@ -346,7 +267,8 @@ int Run(int argc, char** argv) {
   std::vector<std::vector<int64_t>> shapes;
   std::string output_file;
   int repeat = 0;
-  bool verify = true;
+  bool verify = true, check_only = false;
+  std::vector<artifact::PublicKey> trusted;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -356,31 +278,57 @@ int Run(int argc, char** argv) {
     if (a == "--input") input_files.push_back(next());
     else if (a == "--shape") shapes.push_back(ParseShape(next()));
     else if (a == "--output") output_file = next();
-    else if (a == "--repeat") repeat = std::atoi(next().c_str());
+    else if (a == "--repeat") repeat = ParseCount(a, next());
     else if (a == "--no-verify") verify = false;
+    else if (a == "--trusted-key") trusted.push_back(artifact::LoadPublicKey(next()));
+    else if (a == "--check-only") check_only = true;
     else if (a == "-h" || a == "--help") { Usage(); return 0; }
     else throw UsageError("unknown option " + a);
   }
 
-  // 1. The artifact: manifest (specs + checksums) or a bare module with --shape.
+  if (!verify && !trusted.empty()) {
+    throw UsageError("--no-verify cannot be combined with --trusted-key: the signature covers the "
+                     "files only through their sha256");
+  }
+
+  // 1. The artifact: manifest (signature, specs, checksums) or a bare module with --shape.
+  //    Everything is checked before the dynamic loader sees model.so: loading runs its code.
   std::string module_path = artifact;
+  std::string entry = "main";
   std::vector<Spec> inputs, outputs;
   if (IsDirectory(artifact)) {
-    Manifest m = LoadManifest(artifact);
-    if (verify) VerifyFiles(artifact, m);
+    std::string manifest_path = JoinPath(artifact, "manifest.json");
+    std::string bytes = artifact::ReadManifestBytes(artifact);
+    std::string signer;
+    if (!trusted.empty()) signer = artifact::VerifyManifestSignature(artifact, bytes, trusted);
+    artifact::Manifest m = artifact::ParseManifest(bytes, manifest_path);
+    if (verify) artifact::VerifyFiles(artifact, m);
     module_path = JoinPath(artifact, m.module);
+    entry = m.entry;
     inputs = m.inputs;
     outputs = m.outputs;
     std::cout << "artifact: " << artifact << " (target " << m.target << ", " << m.arch << ")\n";
+    if (!signer.empty()) std::cout << "signature: ok, signed by trusted key " << signer << "\n";
     if (!shapes.empty()) throw UsageError("--shape is only for a bare model.so");
   } else {
-    if (shapes.empty()) throw UsageError(artifact + " has no manifest.json: give --shape per input");
+    if (!trusted.empty() || check_only) {
+      throw UsageError("--trusted-key and --check-only need an artifact directory, not " +
+                       artifact);
+    }
+    if (shapes.empty()) {
+      throw UsageError(artifact + " is not an artifact directory: give --shape per input");
+    }
     for (size_t i = 0; i < shapes.size(); ++i)
       inputs.push_back(Spec{"input" + std::to_string(i), shapes[i], "float32"});
   }
   if (!input_files.empty() && input_files.size() != inputs.size()) {
     throw UsageError("the model takes " + std::to_string(inputs.size()) + " input(s), got " +
                      std::to_string(input_files.size()) + " --input file(s)");
+  }
+
+  if (check_only) {
+    std::cout << "check: ok" << (verify ? "" : " (files not verified: --no-verify)") << "\n";
+    return 0;
   }
 
   // 2. Load: module -> VM executable -> VM initialised on the CPU (device, allocator pairs).
@@ -391,7 +339,10 @@ int Run(int argc, char** argv) {
   DLDevice cpu{kDLCPU, 0};
   vm->GetFunction("vm_initialization").value()(static_cast<int>(cpu.device_type), cpu.device_id,
                                                kPooledAllocator);
-  ffi::Function main_fn = vm->GetFunction("main").value();
+  auto entry_fn = vm->GetFunction(ffi::String(entry));
+  if (!entry_fn.has_value()) throw CheckError(module_path + " has no function '" + entry + "'");
+  ffi::Function main_fn = *entry_fn;
+  CheckArity(vm, entry, module_path, inputs);
 
   // 3. Inputs: aligned app buffers, filled from files or deterministically, viewed as Tensors.
   std::vector<std::unique_ptr<AlignedBuffer>> buffers;
@@ -421,13 +372,15 @@ int Run(int argc, char** argv) {
 
   // 4. Run.
   ffi::Any result;
-  main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+  try {
+    main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+  } catch (const ffi::Error& e) {
+    ExplainInputMismatch(e, module_path, inputs);
+    throw;
+  }
   std::vector<ffi::Tensor> outs;
   Flatten(result, &outs);
-  if (!outputs.empty() && outs.size() != outputs.size()) {
-    throw std::runtime_error("model returned " + std::to_string(outs.size()) +
-                             " outputs, manifest.json lists " + std::to_string(outputs.size()));
-  }
+  if (IsDirectory(artifact)) CheckOutputs(outs, outputs, module_path);
 
   // 5. Outputs: raw file + checksums.
   std::ofstream of;
@@ -485,6 +438,9 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "run_artifact: " << e.what() << "\n";
     Usage();
+    return 2;
+  } catch (const artifact::KeyError& e) {
+    std::cerr << "run_artifact: " << e.what() << "\n";
     return 2;
   } catch (const CheckError& e) {
     std::cerr << "run_artifact: artifact check failed: " << e.what() << "\n";
