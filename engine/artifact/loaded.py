@@ -31,11 +31,14 @@ class LoadedArtifact:
 
     art(x) / art(x0, x1) / art(x=...) with numpy arrays or CPU torch tensors of exactly the
     manifest's shapes and dtypes; returns the outputs (one value, or a tuple) as numpy arrays, or
-    as torch tensors when any input was a torch tensor. Calls are serialised (one VM)."""
+    as torch tensors when any input was a torch tensor. Calls are serialised (one VM).
+    signed_by: the id of the trusted key whose signature was verified at load, or None (loaded
+    without trusted_keys)."""
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, signed_by=None):
         self.path = Path(path)
         self.manifest = manifest
+        self.signed_by = signed_by
         self.inputs = [TensorSpec.of(s, "input") for s in manifest["inputs"]]
         self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
         self.target = manifest["target"]

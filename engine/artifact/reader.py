@@ -57,14 +57,19 @@ def verify_artifact(directory: Union[str, os.PathLike], trusted_keys: Any = None
     """Check the signature (when trusted_keys are given), the manifest's schema and every file
     against it (presence, size, sha256); return the manifest. Does not check the target
     against this machine (see load_artifact)."""
-    root = _root(directory)
+    return _verified(_root(directory), trusted_keys)[0]
+
+
+def _verified(root: Path, trusted_keys: Any) -> tuple:
+    """(manifest, id of the key that signed it or None): steps 1-4 of the module docstring."""
     data = _manifest_bytes(root)
+    signer = None
     if trusted_keys is not None:
         from .signing import trusted_key_list, verify_manifest_signature
-        verify_manifest_signature(root, data, trusted_key_list(trusted_keys))
+        signer = verify_manifest_signature(root, data, trusted_key_list(trusted_keys))
     m = parse_manifest(data, root / MANIFEST)
     _check_files(root, m, hash_them=True)
-    return m
+    return m, signer
 
 
 def _check_files(root: Path, m: dict, hash_them: bool) -> None:
@@ -120,11 +125,12 @@ def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = Non
         raise ArtifactError("verify=False cannot be combined with trusted_keys: the signature "
                             "covers the files only through their sha256")
     root = _root(directory)
+    signer = None
     if verify:
-        m = verify_artifact(root, trusted_keys)
+        m, signer = _verified(root, trusted_keys)
     else:
         m = parse_manifest(_manifest_bytes(root), root / MANIFEST)
         _check_files(root, m, hash_them=False)
     check_runnable_here(m)
     from .loaded import LoadedArtifact
-    return LoadedArtifact(root, m)
+    return LoadedArtifact(root, m, signed_by=signer)

@@ -6,6 +6,8 @@ torch.export -> from_exported_program -> tvm.compile(target dict).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,6 +134,56 @@ def cmake_build(build_dir: Path, *extra: str) -> Path:
 def qemu_cmd(runner: Path, *args: str) -> list:
     return ["qemu-aarch64", "-L", QEMU_SYSROOT, "-E",
             f"LD_LIBRARY_PATH={AARCH64_RUNTIME / 'lib'}", str(runner), *args]
+
+
+# ---- damaging and signing artifacts ------------------------------------------------------------
+
+MARKER_ENV = "ENGINE_TEST_MARKER"
+_MARKER_SO_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+/* Runs when the dynamic loader maps this file: proof that a loader dlopened it. */
+__attribute__((constructor)) static void mark(void) {
+  const char* path = getenv("%s");
+  FILE* f = path ? fopen(path, "w") : NULL;
+  if (f) { fputs("constructor ran\n", f); fclose(f); }
+}
+""" % MARKER_ENV
+
+
+def build_marker_so(out_dir: Path) -> Path:
+    """A tiny shared library whose constructor writes the file named by $ENGINE_TEST_MARKER."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build the marker library")
+    src, so = Path(out_dir) / "marker.c", Path(out_dir) / "marker.so"
+    src.write_text(_MARKER_SO_C)
+    r = subprocess.run([cc, "-shared", "-fPIC", "-o", str(so), str(src)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    return so
+
+
+def edit_manifest(d: Path, fn) -> None:
+    p = Path(d) / "manifest.json"
+    m = json.loads(p.read_text())
+    fn(m)
+    p.write_text(json.dumps(m, indent=2))
+
+
+def replace_module(d: Path, so: Path) -> None:
+    """Drop `so` in as model.so and update its sha256 and size in the manifest: what an attacker
+    who can write the artifact does; only a signature tells this apart from the real thing."""
+    data = Path(so).read_bytes()
+    (Path(d) / "model.so").write_bytes(data)
+    edit_manifest(d, lambda m: m["files"].update(
+        {"model.so": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}))
+
+
+def sign_in_place(d: Path, key) -> None:
+    """Write manifest.sig for the manifest as it is now (engine's signer)."""
+    from engine.artifact.signing import sign_manifest
+    (Path(d) / "manifest.sig").write_bytes(sign_manifest(key, (Path(d) / "manifest.json").read_bytes()))
 
 
 def elf_machine(path: Path) -> str:

@@ -67,3 +67,22 @@ def arm64_runner(tmp_path_factory) -> Path:
                        f"-DCMAKE_TOOLCHAIN_FILE={AARCH64_TOOLCHAIN}")
 
 
+@pytest.fixture(scope="session")
+def crypto_check(host_runner) -> Path:
+    """examples/cpp/crypto_check, built with the host runner (the runner's SHA-2 / Ed25519)."""
+    exe = host_runner.parent / "crypto_check"
+    assert exe.is_file()
+    return exe
+
+
+@pytest.fixture(scope="session")
+def marker_so(tmp_path_factory) -> Path:
+    """A shared library whose constructor writes $ENGINE_TEST_MARKER when it is loaded."""
+    from artifact_helpers import build_marker_so
+    return build_marker_so(tmp_path_factory.mktemp("marker"))
+
+
+@pytest.fixture(scope="session")
+def release_key():
+    from engine.artifact import generate_signing_key
+    return generate_signing_key()
