@@ -105,6 +105,34 @@ def test_arm64_runner_refuses_tampered(arm64_artifact, arm64_runner, tmp_path):
     assert "model.so does not match manifest.json" in r.stderr
 
 
+def test_arm64_runner_checks_signatures(arm64_artifact, arm64_runner, release_key, tmp_path):
+    """The aarch64 build of the runner's own Ed25519 / SHA-512 code (under qemu): RFC 8032's
+    first test vector, then a signed arm64 artifact accepted with --trusted-key and refused once
+    its manifest is edited after signing."""
+    import shutil
+    from artifact_helpers import sign_in_place
+    from engine.artifact import key_id, write_public_key
+    from test_artifact_cpp_trust import RFC8032_VECTORS, _verify_line
+    crypto = arm64_runner.parent / "crypto_check"
+    assert elf_machine(crypto) == "aarch64"
+    _, pub, msg, sig = RFC8032_VECTORS[2]
+    lines = ["selftest", _verify_line(bytes.fromhex(pub), bytes.fromhex(sig), bytes.fromhex(msg)),
+             _verify_line(bytes.fromhex(pub), bytes.fromhex(sig), b"other")]
+    r = subprocess.run(qemu_cmd(crypto), input="\n".join(lines) + "\n", capture_output=True,
+                       text=True, timeout=QEMU_TIMEOUT)
+    assert r.stdout.split() == ["ok", "valid", "invalid"], r.stderr
+    d = tmp_path / "signed"
+    shutil.copytree(arm64_artifact, d)
+    sign_in_place(d, release_key)
+    pem = write_public_key(release_key, tmp_path / "k.pub")
+    out = _checked(qemu_cmd(arm64_runner, str(d), "--trusted-key", str(pem), "--check-only"))
+    assert f"signed by trusted key {key_id(release_key)}" in out and "check: ok" in out
+    m = d / "manifest.json"
+    m.write_bytes(m.read_bytes().replace(b'"extra": {', b'"extra": {"x": 1, ', 1))
+    r = _run(qemu_cmd(arm64_runner, str(d), "--trusted-key", str(pem), "--check-only"))
+    assert r.returncode == 3 and "signature does not verify" in r.stderr, r.stderr
+
+
 def test_python_refuses_arm64_artifact_on_this_host(arm64_artifact):
     if host_arch() == "aarch64":
         pytest.skip("this host is aarch64: the arm64 artifact is loadable here")
