@@ -15,43 +15,53 @@ import sys
 import time
 from typing import Optional
 
+from . import cli_checks as chk
 
 def _optimize_parser(sub) -> None:
     p = sub.add_parser("optimize", help="prune a zoo model for the host and report per layer")
     p.add_argument("--model", default="resnet50", help="a model of engine.zoo (see `info`)")
-    p.add_argument("--sparsity", type=float, default=0.8)
+    p.add_argument("--sparsity", type=chk.real(0.0, 1.0, hi_open=True, what="a number in [0, 1)"),
+                   default=0.8)
     p.add_argument("--scheme", default="block",
                    help="block, unstructured, pattern, nm, filter, channel")
-    p.add_argument("--block", default="4x1", help="rows x cols, e.g. 4x1 (block scheme)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--min-speedup", type=float, default=1.1,
+    p.add_argument("--block", type=chk.block, default="4x1",
+                   help="rows x cols, e.g. 4x1 (block scheme)")
+    p.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
+    p.add_argument("--min-speedup", type=chk.real(1.0, what="a number >= 1"), default=1.1,
                    help="prune a layer only if measured at least this much faster than dense")
-    p.add_argument("--input-shape", default=None, help="e.g. 1,3,224,224 (default: model's)")
+    p.add_argument("--input-shape", type=chk.shape, default=None,
+                   help="e.g. 1,3,224,224 (default: model's)")
     p.add_argument("--exclude", action="append", default=[], help="layer to keep dense")
     p.add_argument("--plan-out", default=None, help="write the plan as JSON here")
     p.add_argument("--target", default="host",
                    help="host, x86_64, x86_64-avx512, arm64, arm64-dotprod, android-arm64")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="compile for --target and write the artifact directory here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --save: replace DIR even if it holds files that are not an "
+                        "artifact's")
     p.add_argument("--ort", action="store_true", help="also time the dense model in ONNX Runtime")
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds per timed candidate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-time", type=chk.seconds, default=2.0,
+                   help="seconds per timed candidate")
+    p.add_argument("--seed", type=chk.integer(0, 2**32 - 1), default=0)
     p.add_argument("--mapper", default=None, choices=["rule", "search", "evolution", "rl"],
                    help="choose scheme / block / sparsity per layer from measured costs "
                         "(default: --scheme/--block/--sparsity on every layer)")
-    p.add_argument("--latency-budget", type=float, default=None, metavar="MS",
+    p.add_argument("--latency-budget", type=chk.real(0.0, lo_open=True, what="milliseconds > 0"),
+                   default=None, metavar="MS",
                    help="mapper budget: summed layer latency <= MS (maximise the proxy)")
-    p.add_argument("--min-proxy", default="reference",
+    p.add_argument("--min-proxy", type=chk.min_proxy, default="reference",
                    help="mapper accuracy floor: 'reference' (the proxy of --scheme/--block at "
                         "--sparsity everywhere), a number, or 'none'")
-    p.add_argument("--search-time", type=float, default=120.0, help="seconds (search, rl)")
+    p.add_argument("--search-time", type=chk.real(0.0, lo_open=True, what="seconds > 0"),
+                   default=120.0, help="seconds (search, rl)")
     p.add_argument("--costs", default=None, metavar="JSON",
                    help="cost table file (default: the per-target cache)")
-    p.add_argument("--device", default=None, metavar="rpc://HOST:PORT[/KEY]",
+    p.add_argument("--device", type=chk.device, default=None, metavar="rpc://HOST:PORT[/KEY]",
                    help="measure on a device over TVM RPC (server, or tracker + key)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="with --mapper: write report.md, plan.json, latency_vs_block.png")
-    p.add_argument("--backends", default="auto",
+    p.add_argument("--backends", type=chk.backends, default="auto",
                    help="sparse backends to measure per layer: auto (native + tir when tvm is "
                         "installed), native, tir, or native,tir")
 
@@ -61,25 +71,24 @@ def cmd_optimize(a) -> int:
 
     import engine
     from engine import zoo
-    from engine.api import parse_block
     from engine.bench.e2e import onnxruntime_session
     from engine.runtime.measure import compare
 
     if a.report and not a.mapper:
         raise SystemExit("--report needs --mapper (it explains the mapper's choices)")
+    kw = {"block": a.block} if a.scheme == "block" else {}
+    _check_before_work(a)
     torch.manual_seed(a.seed)
     model = zoo.get(a.model).eval()
-    shape = tuple(int(v) for v in a.input_shape.split(",")) if a.input_shape else \
-        zoo.input_shape(a.model)
+    shape = a.input_shape or zoo.input_shape(a.model)
     x = torch.randn(shape)
     torch.set_num_threads(a.threads)
-    kw = {"block": parse_block(a.block)} if a.scheme == "block" else {}
     t0 = time.perf_counter()
     opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
                           threads=a.threads, min_speedup=a.min_speedup, exclude=a.exclude,
                           backends=a.backends if a.backends == "auto" else
                           tuple(a.backends.split(",")), mapper=a.mapper,
-                          latency_budget=a.latency_budget, min_proxy=_min_proxy(a.min_proxy),
+                          latency_budget=a.latency_budget, min_proxy=a.min_proxy,
                           search_time=a.search_time, costs=a.costs, device=a.device,
                           seed=a.seed, **kw)
     took = time.perf_counter() - t0
@@ -110,18 +119,39 @@ def cmd_optimize(a) -> int:
         print(f"plan written to {a.plan_out}")
     if a.save:
         t0 = time.perf_counter()
-        path = opt.save(a.save)
+        path = opt.save(a.save, overwrite=a.overwrite)
         print(f"artifact for {a.target} written to {path} ({time.perf_counter() - t0:.1f} s); "
               f"see examples/README.md to run it without Python")
     return 0
 
 
-def _min_proxy(v: str):
-    if v in ("reference", None):
-        return "reference"
-    if v.lower() == "none":
-        return None
-    return float(v)
+def _check_before_work(a) -> None:
+    """Everything that can be checked before minutes of optimizing: names, and the places the
+    run writes at its end."""
+    from engine import zoo
+    from engine.errors import ConfigError
+    from engine.schemes import get_scheme
+    from engine.targets import get_target
+    for flag, check, value in (("--model", zoo.input_shape, a.model),
+                               ("--target", get_target, a.target),
+                               ("--scheme", get_scheme, a.scheme)):
+        try:
+            check(value)           # unknown name: the error lists the known ones
+        except ConfigError as e:
+            raise ConfigError(f"{flag}: {e}") from None
+    if a.costs:
+        chk.writable_file("--costs", a.costs)
+    if a.plan_out:
+        chk.writable_file("--plan-out", a.plan_out)
+    if a.report:
+        chk.writable_dir("--report", a.report)
+    if a.save:
+        from engine.artifact import check_save_destination
+        try:
+            check_save_destination(a.save, overwrite=a.overwrite)
+        except Exception as e:     # noqa: BLE001  (ArtifactError / OSError: one line, flag named)
+            raise ConfigError(f"--save: {e}") from None
+        chk.writable_dir("--save", a.save)   # a real write probe (access() says yes to root)
 
 
 def cmd_bench(a, rest: list) -> int:
@@ -137,7 +167,7 @@ def cmd_demo(a) -> int:
                             plan_out=a.plan_out, ort=True, min_time=2.0, seed=0,
                             target="host", save=None, backends="auto", mapper=None,
                             latency_budget=None, min_proxy="reference", search_time=120.0,
-                            costs=None, device=None, report=None)
+                            costs=None, device=None, report=None, overwrite=False)
     return cmd_optimize(ns)
 
 
@@ -154,8 +184,8 @@ def cmd_info(a) -> int:
 
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = chk.Parser(prog="python -m engine", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
@@ -163,17 +193,25 @@ def main(argv: Optional[list] = None) -> int:
     b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
-    d.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
     d.add_argument("--plan-out", default=None)
     sub.add_parser("info", help="kernels, targets and zoo models available here")
     a, rest = ap.parse_known_args(argv)
-    if a.cmd == "bench":
-        return cmd_bench(a, rest)
-    if rest:
+    if a.cmd != "bench" and rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     from engine.errors import EngineError
     try:
+        if a.cmd == "bench":
+            return cmd_bench(a, rest)
         return {"optimize": cmd_optimize, "demo": cmd_demo, "info": cmd_info}[a.cmd](a)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:         # a file the run writes (checked up front; the disk can still fill)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+

@@ -5,13 +5,14 @@ model in PyTorch eager and in ONNX Runtime, same run, same threads, interleaved;
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from typing import Optional
 
 import torch
+
+from .. import cli_checks as chk
 
 
 def run_one(model_name: str, sparsity: float, threads: int = 2, min_time: float = 3.0,
@@ -62,11 +63,11 @@ def format_rows(rows: list) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine bench artifact", description=__doc__)
+    ap = chk.Parser(prog="python -m engine bench artifact", description=__doc__)
     ap.add_argument("--models", default="resnet50,mobilenetv2")
     ap.add_argument("--sparsity", default="0,0.8")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
+    ap.add_argument("--min-time", type=chk.seconds, default=3.0)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     rows = [run_one(m, float(s), a.threads, a.min_time) for m in a.models.split(",")

@@ -22,7 +22,6 @@ shapes. Every candidate's output is checked against float64 torch before timing.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 
 from ..runtime.measure import compare
 from ..runtime.packing import pack
+from .. import cli_checks as chk
 
 # MobileNetV2 (224x224) depthwise layers: channels, input H, input W, stride; all 3x3 pad 1.
 SHAPES = (
@@ -198,15 +198,15 @@ def environment() -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = chk.Parser(
         prog="python -m engine.bench.depthwise",
         description="Time the depthwise kernel against torch and the sparse-SpMM path on "
                     "MobileNetV2's depthwise layers.")
-    ap.add_argument("--threads", type=int, default=2, help="threads for every candidate (2)")
+    ap.add_argument("--threads", type=chk.threads, default=2, help="threads for every candidate (2)")
     ap.add_argument("--isa", default="auto",
                     help="depthwise ISA variants, comma-separated (default auto)")
     ap.add_argument("--act", default="relu6", choices=ACTS, help="fused activation (relu6)")
-    ap.add_argument("--min-time", type=float, default=DEFAULT_MIN_TIME,
+    ap.add_argument("--min-time", type=chk.seconds, default=DEFAULT_MIN_TIME,
                     help=f"seconds per candidate per shape (default {DEFAULT_MIN_TIME})")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")

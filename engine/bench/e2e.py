@@ -5,7 +5,6 @@ Runtime, same run, same thread count, interleaved; outputs checked against each 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -13,6 +12,8 @@ import time
 from typing import Optional
 
 import torch
+
+from .. import cli_checks as chk
 
 
 def onnxruntime_session(model: torch.nn.Module, example_inputs: tuple, threads: int):
@@ -103,13 +104,13 @@ def format_result(r: dict) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     from engine.api import parse_block
-    ap = argparse.ArgumentParser(prog="python -m engine bench e2e", description=__doc__)
+    ap = chk.Parser(prog="python -m engine bench e2e", description=__doc__)
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--scheme", default="block")
     ap.add_argument("--block", default="4x1")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
+    ap.add_argument("--min-time", type=chk.seconds, default=3.0)
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--json", help="write the result as JSON to this file")
     a = ap.parse_args(argv)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..runtime.measure import compare
 from ..runtime.packing import pack
+from .. import cli_checks as chk
 
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 DEFAULT_SPARSITIES = (0.5, 0.8, 0.9)
@@ -410,7 +411,7 @@ def parse_block(text: str) -> tuple[int, int]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m engine bench kernels ...`; returns the exit status."""
-    ap = argparse.ArgumentParser(
+    ap = chk.Parser(
         prog="python -m engine bench kernels",
         description="Time the sparse kernel against torch dense and the engine's dense kernel.")
     ap.add_argument("--shapes", action="append", metavar="NAME|FILE",
@@ -423,10 +424,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="block rows x cols over output x input channels, repeatable / "
                          "comma-separated (default " +
                          ",".join(f"{r}x{c}" for r, c in DEFAULT_BLOCKS) + ")")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=chk.threads, default=None,
                     help="threads for the kernels and torch (default: the kernels' default)")
     ap.add_argument("--isa", default="auto", help="kernel ISA variant (default auto)")
-    ap.add_argument("--min-time", type=float, default=DEFAULT_MIN_TIME,
+    ap.add_argument("--min-time", type=chk.seconds, default=DEFAULT_MIN_TIME,
                     help=f"seconds per candidate per row (default {DEFAULT_MIN_TIME})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check")

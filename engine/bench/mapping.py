@@ -33,6 +33,8 @@ from typing import Optional
 
 import torch
 
+from .. import cli_checks as chk
+
 TOL = 1e-6
 
 
@@ -155,14 +157,14 @@ def format_result(r: dict) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine bench mapping", description=__doc__,
+    p = chk.Parser(prog="python -m engine bench mapping", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet50,mobilenetv2")
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--mappers", default="rule,search")
-    p.add_argument("--search-time", type=float, default=120.0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--min-time", type=float, default=3.0)
+    p.add_argument("--search-time", type=chk.real(0.0, lo_open=True, what="seconds > 0"), default=120.0)
+    p.add_argument("--threads", type=chk.threads, default=2)
+    p.add_argument("--min-time", type=chk.seconds, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)

@@ -41,6 +41,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .. import cli_checks as chk
+
 METHODS = ("gradual", "admm", "lasso")
 DATASETS = ("digits", "mnist5k")
 
@@ -244,7 +246,7 @@ def plot(r: dict, path) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine bench recovery", description=__doc__,
+    p = chk.Parser(prog="python -m engine bench recovery", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits", choices=DATASETS)
     p.add_argument("--out", default="recovery")
