@@ -111,8 +111,10 @@ class LoadedArtifact:
 
     def _check_outputs(self, outs) -> None:
         if len(outs) != len(self.outputs):
-            raise ArtifactError(f"{self.path.name} returned {len(outs)} outputs, {MANIFEST} "
-                                f"lists {len(self.outputs)}")
+            raise ArtifactError(f"{self.path / self.manifest['module']} returned {len(outs)} "
+                                f"output(s), but field 'outputs' of {MANIFEST} lists "
+                                f"{len(self.outputs)}: the manifest does not describe this module "
+                                f"(edited, or mixed up with another artifact's)")
         for i, (o, s) in enumerate(zip(outs, self.outputs)):
             got = f"{o.dtype.name}{list(o.shape)}"
             if got != s.describe():

@@ -49,7 +49,7 @@ def generate_signing_key():
 
 def _read_key_file(path: Path, what: str) -> bytes:
     try:
-        return read_limited(path, _MAX_KEY_FILE, f"the {what} file does not exist")
+        return read_limited(path, _MAX_KEY_FILE, "no such key file")
     except ArtifactError as e:
         raise ArtifactError(f"{what}: {e}") from None
 
@@ -95,7 +95,7 @@ def load_public_key(key: Any, what: str = "trusted key"):
         return ed25519.Ed25519PublicKey.from_public_bytes(bytes(key))
     if isinstance(key, (str, os.PathLike)):
         path = Path(key).expanduser()
-        data = _read_key_file(path, f"{what} {path}")
+        data = _read_key_file(path, what)
         m = _HEX_KEY.fullmatch(data.decode("ascii", "replace"))
         if m:
             return ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(m.group(1)))
