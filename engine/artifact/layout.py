@@ -1,6 +1,6 @@
 """The artifact's fixed names and limits, shared by the writer, the reader and the schema.
 
-The limits are what a loader accepts before it reads anything else; examples/cpp/artifact_check.cc
+The limits are what a loader accepts before it reads anything else; examples/cpp/artifact_check.h
 holds the same numbers (keep them in step).
 """
 from __future__ import annotations
