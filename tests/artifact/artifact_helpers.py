@@ -180,10 +180,32 @@ def replace_module(d: Path, so: Path) -> None:
         {"model.so": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}))
 
 
+def new_key():
+    """A fresh Ed25519 private key (the cryptography package's object)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def write_key_files(key, directory: Path, name: str) -> tuple:
+    """(public PEM path, private PEM path) of `key`, written with cryptography directly."""
+    from cryptography.hazmat.primitives import serialization as ser
+    pub, priv = Path(directory) / f"{name}.pub", Path(directory) / f"{name}.pem"
+    pub.write_bytes(key.public_key().public_bytes(ser.Encoding.PEM,
+                                                  ser.PublicFormat.SubjectPublicKeyInfo))
+    priv.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                       ser.NoEncryption()))
+    return pub, priv
+
+
 def sign_in_place(d: Path, key) -> None:
-    """Write manifest.sig for the manifest as it is now (engine's signer)."""
-    from engine.artifact.signing import sign_manifest
-    (Path(d) / "manifest.sig").write_bytes(sign_manifest(key, (Path(d) / "manifest.json").read_bytes()))
+    """Write manifest.sig for the manifest as it is now, in the documented format
+    (docs/artifact-trust.md), with cryptography directly: independent of the engine's signer."""
+    from cryptography.hazmat.primitives import serialization as ser
+    raw = key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    sig = {"format": "engine-artifact-signature", "version": 1, "algorithm": "ed25519",
+           "key_id": hashlib.sha256(raw).hexdigest()[:16], "signed_file": "manifest.json",
+           "signature": key.sign((Path(d) / "manifest.json").read_bytes()).hex()}
+    (Path(d) / "manifest.sig").write_text(json.dumps(sig, indent=2) + "\n")
 
 
 def elf_machine(path: Path) -> str:

@@ -84,5 +84,5 @@ def marker_so(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def release_key():
-    from engine.artifact import generate_signing_key
-    return generate_signing_key()
+    from artifact_helpers import new_key
+    return new_key()

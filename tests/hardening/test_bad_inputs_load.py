@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "artifact"))
 from artifact_helpers import (MARKER_ENV, Case, TinyNet, build_marker_so, edit_manifest,  # noqa: E402
-                              randomize_bn, replace_module, sign_in_place)
+                              new_key, randomize_bn, replace_module, sign_in_place,
+                              write_key_files)
 
 import engine  # noqa: E402
 from engine.errors import ArtifactError  # noqa: E402
@@ -35,19 +36,19 @@ class Ctx:
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    from engine.artifact import (generate_signing_key, save_artifact, write_public_key,
-                                 write_signing_key)
+    from engine.artifact import save_artifact
     from mapping import Choice, Plan
     root = tmp_path_factory.mktemp("bad-load")
     torch.manual_seed(0)
     case = Case("tiny", randomize_bn(TinyNet()), torch.randn(1, 3, 8, 8))
-    key = generate_signing_key()
+    key = new_key()
     plan = Plan("host", [Choice("conv", "block", (4, 1), 0.5, "native", reason="test"),
                          Choice("fc", reason="dense")], {"engine": "test"})
     save_artifact(root / "artifact", case.executable("host"), "host", case.inputs, case.outputs,
-                  plan=plan, extra={"model": "TinyNet"}, signing_key=key)
-    return Ctx(key, write_public_key(key, root / "release.pub"),
-               write_signing_key(key, root / "release.pem"), build_marker_so(root), root)
+                  plan=plan, extra={"model": "TinyNet"})
+    sign_in_place(root / "artifact", key)            # the documented format, by cryptography
+    pub, priv = write_key_files(key, root, "release")
+    return Ctx(key, pub, priv, build_marker_so(root), root)
 
 
 def manifest(fn):
@@ -136,14 +137,9 @@ def replaced_module(d, c):
     replace_module(d, c.marker_so)
 
 
-def _new_key():
-    from engine.artifact import generate_signing_key
-    return generate_signing_key()
-
-
 def replaced_and_resigned(d, c):
     replace_module(d, c.marker_so)
-    sign_in_place(d, _new_key())
+    sign_in_place(d, new_key())
 
 
 def unsigned(d, c):
@@ -305,7 +301,7 @@ CASES = [
     # --- signatures and keys
     ("unsigned, trusted_keys given", unsigned, KEYS, A,
      r"is not signed \(no manifest\.sig\), but trusted_keys were given: refusing to load it"),
-    ("untrusted signer", lambda d, c: sign_in_place(d, _new_key()), KEYS, A,
+    ("untrusted signer", lambda d, c: sign_in_place(d, new_key()), KEYS, A,
      r"manifest\.sig: signed by key [0-9a-f]{16}, which is not a trusted key \(trusted: "
      r"[0-9a-f]{16}\)"),
     ("manifest edited after signing", edited_after_signing, KEYS, A,
