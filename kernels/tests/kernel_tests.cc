@@ -2,15 +2,16 @@
 // Python, no torch, so it runs wherever the library does, e.g. an aarch64 build under qemu.
 //
 // Every ISA variant this CPU (and build) can run is checked against an independent reference
-// written here: a plain-loop direct convolution with double accumulation, plus bias, residual and
-// activation. The sweep follows tests/kernels/test_spmm.py: kernel sizes, strides, padding,
-// dilation, output channels around group boundaries with group heights 1..8 (and mixed heights),
+// (test_support.h): a plain-loop direct convolution with double accumulation, plus bias, residual
+// and activation. The sweep follows tests/kernels/test_spmm.py: kernel sizes, strides, padding,
+// dilation (every asymmetric combination up to 3 per dimension), output channels around group boundaries with group heights 1..8 (and mixed heights),
 // odd input channels, virtual pixel counts on and around each ISA's tile width (so the masked tail
 // tiles run), sparsity 0 / 0.5 / 0.9 / 1.0 over three mask kinds, batch 1 and 3, bias, ReLU /
 // ReLU6, residual, 1 and 3 threads (the two must agree bit for bit); the direct depthwise kernels
 // against a plain depthwise reference over the sweep of tests/kernels/test_depthwise.py; then max
 // pooling against a plain reference, then error handling (bad arguments return a status, never
-// crash).
+// crash), then the robustness checks of robustness_tests.cc (torch's max-pool rules, huge
+// geometries, threads sharing a layer, fork while busy, memory limits).
 //
 // Inputs, residuals and outputs end flush against a PROT_NONE page, so a tail that reads or writes
 // one float past the valid lanes faults; a fault prints the case and exits non-zero.
@@ -18,7 +19,9 @@
 //
 // Output: the ISAs tested, one line per failing check, then the summary `N passed, M failed`
 // (the last line; CI reads it). Exit 0 iff nothing failed.
-//   spe_kernel_tests [--quick] [--isa NAME]... [--verbose]
+//   spe_kernel_tests [--quick] [--isa NAME]... [--no-fork] [--verbose]
+// --no-fork skips the checks that fork a multi-threaded process (fork while busy, memory
+// limits): qemu-user cannot do that reliably (its own assertions fail in the child).
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -963,8 +966,9 @@ int main(int argc, char** argv) {
     if (a == "--quick") quick = true;
     else if (a == "--verbose" || a == "-v") g_verbose = true;
     else if (a == "--isa" && i + 1 < argc) only.push_back(argv[++i]);
+    else if (a == "--no-fork") g_no_fork = true;
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--isa NAME]... [--verbose]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--isa NAME]... [--no-fork] [--verbose]\n", argv[0]);
       return 2;
     }
   }

@@ -428,8 +428,12 @@ void robustness_cases(bool quick) {
   pool_torch_rules();
   huge_geometries();
   threads_share_a_layer(quick);
-  fork_while_busy(quick);
-  out_of_memory();
+  if (g_no_fork) {
+    std::printf("skipped: the checks that fork (--no-fork)\n");
+  } else {
+    fork_while_busy(quick);
+    out_of_memory();
+  }
   spe_set_num_threads(threads);
 }
 

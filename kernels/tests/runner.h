@@ -18,6 +18,7 @@ namespace spe_test {
 
 inline int g_passed = 0, g_failed = 0;
 inline bool g_verbose = false;
+inline bool g_no_fork = false;  // --no-fork
 inline char g_current[256] = "startup";  // the check running now, for the fault handler
 
 inline void set_current(const std::string& s) {

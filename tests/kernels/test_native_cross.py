@@ -4,8 +4,12 @@ Builds kernels/tests/kernel_tests.cc (CMake target spe_kernel_tests, public C AP
 for the host, where it checks scalar / avx2 / avx512 as the CPU allows, and cross-compiled with
 kernels/cmake/aarch64-linux-gnu.cmake, run under qemu-aarch64, where it checks scalar and NEON.
 Each run compares every ISA variant with plain-loop reference convolutions (the block-sparse
-SpMM kernels and the direct depthwise kernels) and ends with the line `N passed, M failed`. The aarch64 half is skipped only when the cross compiler or qemu is
-missing (scripts/install.sh installs both).
+SpMM kernels and the direct depthwise kernels; every asymmetric kernel / stride / padding /
+dilation combination up to 3) and ends with the line `N passed, M failed`. The randomized
+geometry fuzz (kernels/tests/fuzz.cc) runs under qemu too, on the NEON kernels. The aarch64
+half is skipped only when the cross compiler or qemu is missing (scripts/install.sh installs
+both). Under qemu the runner gets --no-fork: qemu-user cannot fork a multi-threaded guest
+reliably (the host run covers the fork and memory-limit checks).
 """
 from __future__ import annotations
 
@@ -45,8 +49,8 @@ def _build(build_dir: Path, *cmake_args: str) -> str:
     conf = _run(["cmake", "-S", ROOT, "-B", build_dir, *gen, "-DCMAKE_BUILD_TYPE=Release",
                  "-DSPE_BUILD_PYTHON=OFF", "-DSPE_BUILD_TESTS=ON", *cmake_args], timeout=120)
     assert conf.returncode == 0, conf.stdout[-3000:] + conf.stderr[-3000:]
-    build = _run(["cmake", "--build", build_dir, "--target", "spe_kernel_tests", "-j", "2"],
-                 timeout=300)
+    build = _run(["cmake", "--build", build_dir, "--target", "spe_kernel_tests", "spe_kernel_fuzz",
+                  "-j", "2"], timeout=300)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     return build.stdout + build.stderr
 
@@ -113,10 +117,22 @@ def test_cross_build_is_aarch64_and_warning_free(arm64_build):
 def test_neon_matches_reference_under_qemu(arm64_build):
     _need("qemu-aarch64")
     build_dir, _ = arm64_build
-    proc = _run([*QEMU, build_dir / "spe_kernel_tests"], timeout=300)
+    proc = _run([*QEMU, build_dir / "spe_kernel_tests", "--no-fork"], timeout=300)
     isas, passed = _check_output(proc)
     assert isas == ["scalar", "neon"], isas  # neon really ran, next to the reference
     assert passed >= 200 * len(isas)
+
+
+def test_neon_fuzz_under_qemu(arm64_build):
+    """Random geometries (asymmetric strides, tiny images, every group height) on NEON."""
+    _need("qemu-aarch64")
+    build_dir, _ = arm64_build
+    proc = _run([*QEMU, build_dir / "spe_kernel_fuzz", "--isa", "neon", "--seed", "7",
+                 "--cases", "1500"], timeout=300)
+    failures = "\n".join(l for l in proc.stdout.splitlines() if l.startswith("FAIL"))
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{failures}\n{proc.stderr[-2000:]}"
+    assert "isas neon" in proc.stdout
+    assert re.search(r"fuzz: 1500 cases, 0 failed", proc.stdout), proc.stdout[-1000:]
 
 
 def test_ctest_runs_through_the_toolchain_emulator(arm64_build):

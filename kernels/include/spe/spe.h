@@ -22,7 +22,16 @@ extern "C" {
 
 #define SPE_API __attribute__((visibility("default")))
 
-typedef enum { SPE_ACT_NONE = 0, SPE_ACT_RELU = 1, SPE_ACT_RELU6 = 2 } spe_activation;
+/* The two range markers make every int32 a value of the type (as Vulkan's *_MAX_ENUM), so that
+ * an unknown activation from a C caller is SPE_ERR_INVALID_ARGUMENT, not undefined behaviour in
+ * the C++ library (an enum's values otherwise span only its enumerators' bits). */
+typedef enum {
+  SPE_ACT_NONE = 0,
+  SPE_ACT_RELU = 1,
+  SPE_ACT_RELU6 = 2,
+  SPE_ACT_RANGE_MIN_ = -2147483647 - 1,
+  SPE_ACT_RANGE_MAX_ = 2147483647
+} spe_activation;
 
 /* Every function returning a status records a message for spe_last_error() when it fails.
  * No C++ exception ever crosses this API: an allocation failure anywhere (layer arrays, the
