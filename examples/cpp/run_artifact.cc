@@ -451,5 +451,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "run_artifact: " << e.what() << "\n";
     return 1;
+  } catch (...) {
+    std::cerr << "run_artifact: unknown error\n";
+    return 1;
   }
 }
