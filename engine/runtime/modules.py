@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .packing import PackedWeight, pack
 
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -21,6 +22,27 @@ ACTIVATIONS = ("none", "relu", "relu6")
 def _kernels():
     from .. import _kernels
     return _kernels
+
+
+def _run_checked(layer: str, kernel, x: torch.Tensor, residual: Optional[torch.Tensor],
+                 channels: int, out_channels: int) -> torch.Tensor:
+    """kernel.run on numpy views of x (N, channels, H, W) [and the residual]; a wrong input is
+    an InputError naming the layer; an empty batch gives an empty output, as in torch."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise InputError(f"layer {layer!r}: input must be (N, {channels}, H, W), got shape "
+                         f"{tuple(x.shape)}")
+    if x.shape[0] == 0:
+        ho, wo = kernel.output_size(int(x.shape[2]), int(x.shape[3]))
+        if ho <= 0 or wo <= 0:
+            raise InputError(f"layer {layer!r}: input {x.shape[2]}x{x.shape[3]} is too small "
+                             f"for its kernel, stride and padding")
+        return torch.zeros((0, out_channels, ho, wo))
+    xn = x.detach().float().contiguous().numpy()
+    rn = None if residual is None else residual.detach().float().contiguous().numpy()
+    try:
+        return torch.from_numpy(kernel.run(xn, rn))
+    except ValueError as e:        # the kernel's check of the input size, named for the user
+        raise InputError(f"layer {layer!r}: {e} (input shape {tuple(x.shape)})") from None
 
 
 def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
@@ -79,10 +101,8 @@ class SparseConv2d(nn.Module):
         return self.run_kernel(x, residual)
 
     def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        xn = x.detach().contiguous().numpy() if x.dtype == torch.float32 else \
-            x.detach().float().contiguous().numpy()
-        rn = None if residual is None else residual.detach().float().contiguous().numpy()
-        return torch.from_numpy(self.kernel.run(xn, rn))
+        return _run_checked(self.layer, self.kernel, x, residual, self.packed.in_channels,
+                            self.packed.out_channels)
 
     def output_size(self, h: int, w: int) -> tuple:
         return tuple(self.kernel.output_size(int(h), int(w)))
@@ -186,9 +206,8 @@ class DepthwiseConv2d(nn.Module):
         return self.run_kernel(x, residual)
 
     def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        xn = x.detach().float().contiguous().numpy()
-        rn = None if residual is None else residual.detach().float().contiguous().numpy()
-        return torch.from_numpy(self.kernel.run(xn, rn))
+        return _run_checked(self.layer, self.kernel, x, residual, self.channels,
+                            self.channels)
 
     def output_size(self, h: int, w: int) -> tuple:
         return tuple(self.kernel.output_size(int(h), int(w)))
@@ -249,7 +268,12 @@ class SparseLinear(nn.Module):
         return self.conv.packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise InputError(f"layer {self.layer!r}: input must be (..., {self.in_features}), "
+                             f"got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
+        if x.numel() == 0:
+            return x.new_zeros((*lead, self.out_features), dtype=torch.float32)
         x2 = x.reshape(-1, self.in_features)
         xt = x2.t().contiguous().reshape(1, self.in_features, 1, x2.shape[0])
         y = self.conv(xt).reshape(self.out_features, x2.shape[0]).t()
@@ -319,7 +343,9 @@ class NativeMaxPool2d(nn.Module):
 
         def pair(v):
             return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-        k, s = pair(m.kernel_size), pair(m.stride or m.kernel_size)
+        # torch pools at the kernel size when the stride is None or empty; 0 stays 0 (refused)
+        empty = m.stride is None or (isinstance(m.stride, (tuple, list)) and len(m.stride) == 0)
+        k, s = pair(m.kernel_size), pair(m.kernel_size if empty else m.stride)
         p, d = pair(m.padding), pair(m.dilation)
         values = k + s + p + d
         if (any(len(t) != 2 for t in (k, s, p, d))
