@@ -24,3 +24,8 @@ class MismatchError(EngineError):
 class ArtifactError(EngineError):
     """An artifact cannot be written, loaded or called: the message names the file, field,
     target or input at fault (missing, tampered, truncated, wrong arch, wrong shape ...)."""
+
+
+class InputError(EngineError, ValueError):
+    """An input given to an optimized model does not fit a layer: the message names the layer,
+    the shape it takes and the shape it got."""

@@ -28,10 +28,11 @@ from .modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, NativeMaxPool2d
 @dataclass
 class LoweringResult:
     module: nn.Module
-    # layer -> {"bn": name|None, "act": ..., "residual": bool, "call_sites": int} (first call's)
+    # layer -> {"bn": name|None, "act": ..., "residual": bool} (of its first call site)
     fused: dict = field(default_factory=dict)
     traced: bool = True
     note: str = ""
+    call_sites: dict = field(default_factory=dict)   # shared layer -> number of call sites
 
 
 def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
@@ -142,12 +143,12 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
             gm.graph.erase_node(n)
         if site == 1:      # the first call's fusion describes the layer (list_layers' shapes)
             fused[name] = {"bn": bn_name, "act": act, "residual": residual is not None}
-        fused[name]["call_sites"] = site
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
-    return LoweringResult(gm, fused, True)
+    return LoweringResult(gm, fused, True,
+                          call_sites={n: k for n, k in sites.items() if k > 1})
 
 
 def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
