@@ -6,7 +6,8 @@ only ever try_locks its cached workspace and computes in a private one when it i
   - threads calling one optimized model at once all get the masked reference's result
     (`opt.pruned_model`), none waits on another's layer;
   - a child forked while another thread loops over `opt(x)` computes `opt(x)` correctly and
-    exits; so does one forked while threads use the raw engine._kernels layers.
+    exits; so does one forked while threads use the raw engine._kernels layers, or while a
+    thread runs a TVM-compiled module whose layers call the kernels through the bridge.
 Every scenario runs in a subprocess with a timeout (a hang fails the test instead of hanging
 the suite); each fork's child is waited for with a deadline and killed past it. torch runs on
 one thread there, to keep its own OpenMP pool out of the fork.
@@ -167,14 +168,76 @@ FORK_RAW_KERNELS = PRELUDE + textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("script", [THREADS, FORK_WHILE_BUSY, FORK_RAW_KERNELS],
-                         ids=["threads-share-a-model", "fork-while-opt-is-busy",
-                              "fork-after-threaded-raw-kernels"])
-def test_concurrency(script):
+# The same through a TVM-compiled module calling the kernels via the bridge (its layers and
+# its layer cache): a thread loops over the module, children forked meanwhile run it.
+FORK_TVM_BRIDGE = PRELUDE + textwrap.dedent("""
+    import numpy as np
     try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=240)
+        import tvm
+        from tvm import relax
+    except ImportError:
+        print("skip: tvm not installed")
+        raise SystemExit(0)
+    from engine.codegen.native_bridge import bridge_object
+    from engine.runtime.packing import pack
+    rng = np.random.default_rng(0)
+    o, c, h = 64, 32, 48
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    w[rng.random(w.shape) < 0.6] = 0
+    p = pack(w, 4)
+    meta = np.array([o, c, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0], np.int32)
+    consts = [meta, p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values,
+              np.zeros(o, np.float32), np.zeros(1, np.float32)]
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.type.TensorType((1, c, h, h), "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.call_dps_packed(
+                "spe.v1.sparse_conv2d", relax.Tuple([xv] + [relax.const(a) for a in consts]),
+                out_ty=relax.type.TensorType((1, o, h, h), "float32")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    path = os.path.join(sys.argv[1], "m.so")
+    ex.export_library(path, addons=[str(bridge_object(os.uname().machine))])
+    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    x = rng.standard_normal((1, c, h, h)).astype(np.float32)
+    K.set_num_threads(2)
+    want = vm["main"](tvm.runtime.tensor(x)).numpy()
+    stop = False
+
+    def busy():
+        while not stop:
+            vm["main"](tvm.runtime.tensor(x))
+
+    t = threading.Thread(target=busy)
+    t.start()
+    time.sleep(0.05)
+    results = []
+    for f in range(12):
+        time.sleep(0.002 * (f % 5))
+        pid = os.fork()
+        if pid == 0:
+            ok = np.array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
+            os._exit(0 if ok else 3)
+        results.append(wait_child(pid, 20))
+    stop = True
+    t.join()
+    assert results == [0] * 12, f"children: {results} (hung: killed after 20 s; 3: wrong result)"
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("script", [THREADS, FORK_WHILE_BUSY, FORK_RAW_KERNELS, FORK_TVM_BRIDGE],
+                         ids=["threads-share-a-model", "fork-while-opt-is-busy",
+                              "fork-after-threaded-raw-kernels", "fork-while-tvm-module-is-busy"])
+def test_concurrency(script, tmp_path):
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                              text=True, timeout=240)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"hung for {e.timeout} s (a deadlock)")
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    if proc.stdout.startswith("skip:"):
+        pytest.skip(proc.stdout.strip())
     assert proc.stdout.strip().endswith("ok")
