@@ -178,3 +178,38 @@ def test_supports_refuses_what_torch_refuses(bad):
     with pytest.raises(RuntimeError):
         m(torch.zeros(1, 1, 8, 8))
     assert not NativeMaxPool2d.supports(m)
+
+
+def _bridge_pool(tmp_path, x_shape, meta, out_shape):
+    """A TVM-compiled module calling spe.v1.max_pool2d (the bridge linked in), run on ones."""
+    tvm = pytest.importorskip("tvm")
+    import os
+
+    from tvm import relax
+
+    from engine.codegen.native_bridge import bridge_object
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.type.TensorType(x_shape, "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.call_dps_packed(
+                "spe.v1.max_pool2d", relax.Tuple([xv, relax.const(np.array(meta, np.int32))]),
+                out_ty=relax.type.TensorType(out_shape, "float32")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    path = str(tmp_path / f"pool{len(list(tmp_path.iterdir()))}.so")
+    ex.export_library(path, addons=[str(bridge_object(os.uname().machine))])
+    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(np.ones(x_shape, np.float32))).numpy()
+
+
+def test_bridge_checks_the_pool_and_its_output(tmp_path):
+    """The TVM bridge gives torch's answer too, and refuses an output of the wrong shape
+    (it used to write past it) or a geometry torch rejects."""
+    assert _bridge_pool(tmp_path, (1, 2, 9, 9), [3, 3, 2, 2, 1, 1], (1, 2, 5, 5)).shape == (1, 2, 5, 5)
+    for meta, out in [([3, 3, 2, 2, 1, 1], (1, 2, 9, 9)),    # output larger than the pool's
+                      ([3, 3, 2, 2, 0, 0], (1, 2, 1, 4)),    # 2 rows, 3x3 window: torch rejects
+                      ([2, 2, 0, 2, 0, 0], (1, 2, 1, 1))]:   # stride 0
+        with pytest.raises(Exception, match="max_pool2d"):
+            _bridge_pool(tmp_path, (1, 2, 2, 9), meta, out)
