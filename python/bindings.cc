@@ -290,7 +290,8 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
       "Max pooling, NCHW float32, floor mode, dilation 1: torch's max_pool2d, with its "
       "validation (ValueError where torch raises) and output size.");
-  m.def("set_num_threads", &spe_set_num_threads, py::arg("n"), "Threads used by the kernels.");
+  m.def("set_num_threads", &spe_set_num_threads, py::arg("n"),
+        "Threads used by the kernels, clamped to 1..1024.");
   m.def("get_num_threads", &spe_get_num_threads);
   m.def("isa_available", [](const std::string& s) { return spe_isa_available(s.c_str()) != 0; },
         py::arg("isa"));
