@@ -542,7 +542,8 @@ def test_bad_run_inputs_raise_value_error():
 
 def test_module_wrong_input_channels_raises():
     mod = SparseConv2d(torch.ones(4, 3, 3, 3), None, padding=(1, 1))
-    with pytest.raises(ValueError, match=r"x must be \(N, 3, H, W\)"):
+    # the module names the problem (engine.errors.InputError, a ValueError) and the shape
+    with pytest.raises(ValueError, match=r"input must be \(N, 3, H, W\), got shape \(1, 5, 6, 6\)"):
         mod(torch.ones(1, 5, 6, 6))
 
 
