@@ -7,9 +7,12 @@ error. CMake's SPE_SANITIZE option compiles the kernels and the fuzz with
 -fsanitize=address,undefined -fno-sanitize-recover=all, so an out-of-bounds access, a signed
 overflow or any other undefined behaviour aborts the run with the case's replay command.
 
+The kernel test runner (kernel_tests.cc, --quick) runs under the same build.
+
 The build lives in build/fuzz-sanitize (git-ignored) and is reused while up to date (CMake and
 ninja rebuild only what changed); a lock keeps two test runs from building it at once. About
-80 s to build from scratch on 2 cores, then ~25 s for the 12,000 cases.
+100 s to build from scratch on 2 cores, then 15-25 s for the 12,000 cases and 2 s for the
+runner.
 """
 from __future__ import annotations
 
@@ -46,8 +49,8 @@ def sanitized_fuzz() -> Path:
                      "-DSPE_BUILD_PYTHON=OFF", "-DSPE_BUILD_TESTS=ON", "-DSPE_SANITIZE=ON"],
                     timeout=120)
         assert conf.returncode == 0, conf.stdout[-3000:] + conf.stderr[-3000:]
-        build = _run(["cmake", "--build", BUILD, "--target", "spe_kernel_fuzz", "-j", "2"],
-                     timeout=900)
+        build = _run(["cmake", "--build", BUILD, "--target", "spe_kernel_fuzz", "spe_kernel_tests",
+                      "-j", "2"], timeout=900)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     return BUILD / "spe_kernel_fuzz"
 
@@ -73,6 +76,16 @@ def test_fuzz_under_address_and_undefined_sanitizers(sanitized_fuzz):
                                 "the fuzz got too slow for CI")
     for family in ("sparse_conv", "linear", "depthwise", "max_pool"):
         assert re.search(rf"{family} \d+", proc.stdout), f"family {family} did not run"
+
+
+def test_kernel_runner_under_sanitizers(sanitized_fuzz):
+    """The runner's sweeps and robustness checks (threads, fork while busy) under ASan/UBSan
+    too (its memory-limit check skips itself there: ASan reserves terabytes of shadow)."""
+    proc = _run([sanitized_fuzz.parent / "spe_kernel_tests", "--quick"], timeout=600)
+    last = proc.stdout.strip().splitlines()[-1:] or [""]
+    failures = "\n".join(l for l in proc.stdout.splitlines() if l.startswith("FAIL"))
+    assert proc.returncode == 0 and re.fullmatch(r"\d+ passed, 0 failed", last[0]), (
+        f"exit {proc.returncode}\n{failures}\n{proc.stderr[-6000:]}")
 
 
 def test_fuzz_rejects_unknown_options(sanitized_fuzz):
