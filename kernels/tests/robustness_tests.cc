@@ -209,6 +209,30 @@ void huge_geometries() {
   }
 }
 
+// ------------------------------------------------------------------------------ NULL layers
+
+// The accessors that return no status take a NULL layer without crashing: no output, an empty
+// name, nothing to destroy; the calls that return a status refuse it.
+void null_layers() {
+  set_current("null-layers");
+  int32_t ho = -1, wo = -1;
+  spe_sparse_conv_output_size(nullptr, 8, 8, &ho, &wo);
+  record(ho == 0 && wo == 0, "null-sparse-output-size", fmt("%dx%d", ho, wo));
+  ho = wo = -1;
+  spe_depthwise_conv_output_size(nullptr, 8, 8, &ho, &wo);
+  record(ho == 0 && wo == 0, "null-depthwise-output-size", fmt("%dx%d", ho, wo));
+  record(std::strcmp(spe_sparse_conv_kernel_name(nullptr), "") == 0 &&
+             std::strcmp(spe_depthwise_conv_kernel_name(nullptr), "") == 0 &&
+             spe_sparse_conv_nnz(nullptr) == 0,
+         "null-names-nnz", "");
+  spe_sparse_conv_destroy(nullptr);
+  spe_depthwise_conv_destroy(nullptr);
+  float buf[4] = {};
+  record(spe_sparse_conv_run(nullptr, buf, 1, 1, 1, nullptr, buf) == BAD &&
+             spe_depthwise_conv_run(nullptr, buf, 1, 1, 1, nullptr, buf) == BAD,
+         "null-run", spe_last_error());
+}
+
 // ------------------------------------------------------------------------------ threads
 
 // Several threads run one layer on inputs of different sizes at once; each result must equal,
@@ -427,6 +451,7 @@ void robustness_cases(bool quick) {
   const int32_t threads = spe_get_num_threads();
   pool_torch_rules();
   huge_geometries();
+  null_layers();
   threads_share_a_layer(quick);
   if (g_no_fork) {
     std::printf("skipped: the checks that fork (--no-fork)\n");

@@ -73,6 +73,7 @@ SPE_API spe_status spe_sparse_conv_run(spe_sparse_conv* conv, const float* x, in
                                        int32_t h, int32_t w, const float* residual, float* y);
 
 /* 0 for a dimension whose output would be empty or would not fit int32. */
+/* The accessors below return no status; given a NULL layer they give 0x0, 0, "" or do nothing. */
 SPE_API void spe_sparse_conv_output_size(const spe_sparse_conv* conv, int32_t h, int32_t w,
                                          int32_t* ho, int32_t* wo);
 SPE_API int64_t spe_sparse_conv_nnz(const spe_sparse_conv* conv); /* stored weights */

@@ -194,6 +194,11 @@ spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float*
 
 void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
                                     int32_t* ho, int32_t* wo) {
+  if (!ho || !wo) return;
+  if (!c) {  // no status to return: a NULL layer has no output
+    *ho = *wo = 0;
+    return;
+  }
   const spe_conv_params& p = c->p;
   const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
   const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
@@ -202,7 +207,7 @@ void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int3
   *wo = ow > kMax ? 0 : int32_t(ow);
 }
 
-const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c->name.c_str(); }
+const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c ? c->name.c_str() : ""; }
 void spe_depthwise_conv_destroy(spe_depthwise_conv* c) { delete c; }
 
 spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,

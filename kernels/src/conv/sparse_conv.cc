@@ -501,6 +501,11 @@ spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_group
 
 void spe_sparse_conv_output_size(const spe_sparse_conv* c, int32_t h, int32_t w, int32_t* ho,
                                  int32_t* wo) {
+  if (!ho || !wo) return;
+  if (!c) {  // no status to return: a NULL layer has no output
+    *ho = *wo = 0;
+    return;
+  }
   const spe_conv_params& p = c->p;
   const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
   const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
@@ -509,8 +514,8 @@ void spe_sparse_conv_output_size(const spe_sparse_conv* c, int32_t h, int32_t w,
   *wo = ow > kMax ? 0 : int32_t(ow);
 }
 
-int64_t spe_sparse_conv_nnz(const spe_sparse_conv* c) { return int64_t(c->values.size()); }
-const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* c) { return c->name.c_str(); }
+int64_t spe_sparse_conv_nnz(const spe_sparse_conv* c) { return c ? int64_t(c->values.size()) : 0; }
+const char* spe_sparse_conv_kernel_name(const spe_sparse_conv* c) { return c ? c->name.c_str() : ""; }
 void spe_sparse_conv_destroy(spe_sparse_conv* c) { delete c; }
 
 spe_status spe_sparse_conv_run(spe_sparse_conv* c, const float* x, int32_t n, int32_t h,
