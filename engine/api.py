@@ -267,8 +267,8 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options)
     cfg.validate()
-    plan = _as_plan(plan)
-    _check_mapping_options(latency_budget, min_proxy, search_time, seed, progress)
+    plan = options.plan(plan)
+    options.mapping_options(latency_budget, min_proxy, search_time, seed, progress)
     tgt = get_target(cfg.target)
     example_inputs = check_inputs(model, example_inputs)
     if not tgt.is_host:
@@ -360,36 +360,6 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
         out_plan.meta["mapping"] = plan.meta
     _verify(opt, example_inputs, cfg.verify_rtol)
     return opt
-
-
-def _as_plan(plan) -> Optional[Plan]:
-    """plan=: a mapping.Plan, the path of a saved plan (Plan.save), or None."""
-    if plan is None or isinstance(plan, Plan):
-        return plan
-    if isinstance(plan, (str, os.PathLike)):
-        try:
-            return Plan.load(plan)
-        except OSError as e:
-            raise ConfigError(f"option 'plan': cannot read {os.fspath(plan)!r}: "
-                              f"{e.strerror or e}") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ConfigError(f"option 'plan': {os.fspath(plan)!r} is not a saved plan "
-                              f"({type(e).__name__}: {e})") from None
-    raise ConfigError(f"option 'plan' must be a mapping.Plan, the path of a saved plan, or "
-                      f"None, got {type(plan).__name__}")
-
-
-def _check_mapping_options(latency_budget, min_proxy, search_time, seed, progress) -> None:
-    """The mapper options, checked before any work (their users run minutes later)."""
-    options.number("latency_budget", latency_budget, lo=0.0, lo_open=True, none_ok=True)
-    options.number("search_time", search_time, lo=0.0, lo_open=True)
-    options.integer("seed", seed)
-    options.flag("progress", progress)
-    if not (min_proxy is None or min_proxy == "reference"):
-        if isinstance(min_proxy, str):
-            raise ConfigError(f"option 'min_proxy' must be 'reference', a finite number or "
-                              f"None, got {min_proxy!r}")
-        options.number("min_proxy", min_proxy)
 
 
 def _finetuned(model, work, example_inputs, out_plan, spec, notes, cfg, mapping_problem,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Iterable, Optional
 
 from .errors import ConfigError
@@ -91,3 +92,34 @@ def names(name: str, value) -> tuple:
     if bad:
         raise _fail(name, "a string or a list of strings", value)
     return items
+
+
+def plan(value):
+    """plan=: a mapping.Plan, the path of a saved plan (Plan.save), or None."""
+    from mapping import Plan
+    if value is None or isinstance(value, Plan):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            return Plan.load(value)
+        except OSError as e:
+            raise ConfigError(f"option 'plan': cannot read {os.fspath(value)!r}: "
+                              f"{e.strerror or e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"option 'plan': {os.fspath(value)!r} is not a saved plan "
+                              f"({type(e).__name__}: {e})") from None
+    raise ConfigError(f"option 'plan' must be a mapping.Plan, the path of a saved plan, or "
+                      f"None, got {type(value).__name__}")
+
+
+def mapping_options(latency_budget, min_proxy, search_time, seed, progress) -> None:
+    """The mapper options, checked before any work (their users run minutes later)."""
+    number("latency_budget", latency_budget, lo=0.0, lo_open=True, none_ok=True)
+    number("search_time", search_time, lo=0.0, lo_open=True)
+    integer("seed", seed)
+    flag("progress", progress)
+    if not (min_proxy is None or min_proxy == "reference"):
+        if isinstance(min_proxy, str):
+            raise ConfigError(f"option 'min_proxy' must be 'reference', a finite number or "
+                              f"None, got {min_proxy!r}")
+        number("min_proxy", min_proxy)
