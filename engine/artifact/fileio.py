@@ -41,18 +41,25 @@ def read_limited(path: Path, limit: int, what: str) -> bytes:
             raise ArtifactError(f"{path} is {st.st_size} bytes, more than the {limit} bytes a "
                                 f"{path.name} may have: not an artifact's {path.name}, refused "
                                 f"without reading it")
-        parts, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
+        parts = list(_chunks(fd, limit))
+        total = sum(len(c) for c in parts)
         if total > limit:
             raise ArtifactError(f"{path} grew past {limit} bytes while being read; refused")
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def _chunks(fd: int, limit: int):
+    """The file's bytes in chunks, at most limit + 1 of them: one byte past the limit is enough
+    to tell that a file is too large, without reading the rest."""
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            return
+        total += len(chunk)
+        yield chunk
 
 
 def file_digest(path: Path, expected_size: int, what: str) -> tuple:
@@ -63,10 +70,7 @@ def file_digest(path: Path, expected_size: int, what: str) -> tuple:
         if st.st_size != expected_size:
             return st.st_size, None
         h, total = hashlib.sha256(), 0
-        while total <= expected_size:
-            chunk = os.read(fd, min(_CHUNK, expected_size + 1 - total))
-            if not chunk:
-                break
+        for chunk in _chunks(fd, expected_size):
             h.update(chunk)
             total += len(chunk)
         return total, (h.hexdigest() if total == expected_size else None)

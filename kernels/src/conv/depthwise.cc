@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common/error.h"
+#include "geometry.h"
 #include "../common/threadpool.h"
 #include "../dwconv/dwconv.h"
 #include "spe/spe.h"
@@ -38,13 +39,6 @@ const DwKernels* dw_table(const std::string& isa) {
                              dw_kernels_neon()})
     if (k && isa == k->isa) return k;
   return nullptr;
-}
-
-// Output size in int64; <= 0 when the padded input is smaller than the dilated kernel (floor
-// division: C's truncation would turn a negative span into a bogus 1).
-int64_t out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
-  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
-  return span < 0 ? 0 : span / stride + 1;
 }
 
 // The plane kernels index rows, columns and row buffers with int: padded input dimensions and
@@ -194,17 +188,7 @@ spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float*
 
 void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
                                     int32_t* ho, int32_t* wo) {
-  if (!ho || !wo) return;
-  if (!c) {  // no status to return: a NULL layer has no output
-    *ho = *wo = 0;
-    return;
-  }
-  const spe_conv_params& p = c->p;
-  const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
-  const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
-  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  *ho = oh > kMax ? 0 : int32_t(oh);
-  *wo = ow > kMax ? 0 : int32_t(ow);
+  spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
 }
 
 const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c ? c->name.c_str() : ""; }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../common/error.h"
+#include "geometry.h"
 #include "../common/threadpool.h"
 #include "../spmm/spmm.h"
 #include "spe/spe.h"
@@ -94,13 +95,6 @@ const SpmmKernels* pick(const char* isa) {
 // A layer's entries (and values / 8) are bounded well below anything that could overflow an
 // int64 byte count.
 constexpr int64_t kMaxEntries = int64_t(1) << 40;
-
-// Output size in int64 (floor division: C's truncation would turn a negative numerator into a
-// bogus 1); <= 0 when the (padded) input is smaller than the dilated kernel.
-int64_t out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
-  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
-  return span < 0 ? 0 : span / stride + 1;
-}
 
 // Phase planes the kernel positions use: (ky*dh % sh, kx*dw % sw) pairs.
 int count_phases(const spe_conv_params& p) {
@@ -501,17 +495,7 @@ spe_status spe_sparse_conv_create(const spe_conv_params* params, int32_t n_group
 
 void spe_sparse_conv_output_size(const spe_sparse_conv* c, int32_t h, int32_t w, int32_t* ho,
                                  int32_t* wo) {
-  if (!ho || !wo) return;
-  if (!c) {  // no status to return: a NULL layer has no output
-    *ho = *wo = 0;
-    return;
-  }
-  const spe_conv_params& p = c->p;
-  const int64_t oh = spe::out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
-  const int64_t ow = spe::out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
-  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  *ho = oh > kMax ? 0 : int32_t(oh);
-  *wo = ow > kMax ? 0 : int32_t(ow);
+  spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
 }
 
 int64_t spe_sparse_conv_nnz(const spe_sparse_conv* c) { return c ? int64_t(c->values.size()) : 0; }
