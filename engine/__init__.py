@@ -9,7 +9,7 @@
     opt.save("artifact/", signing_key="release.pem")         # + manifest.sig (Ed25519)
     model = engine.load("artifact/", trusted_keys=["release.pub"])   # verified before loading
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 
 def __getattr__(name):  # lazy: `import engine` stays cheap and torch-free until used

@@ -172,7 +172,10 @@ def cmd_demo(a) -> int:
 
 
 def cmd_info(a) -> int:
-    from engine import __version__, _kernels, zoo
+    from engine import zoo
+    from engine.runtime.native import lib
+    _kernels = lib()
+    from engine._version import __version__
     from engine.targets import TARGETS
     print(json.dumps({
         "engine": __version__, "kernels": {"available_isas": _kernels.available_isas(),

@@ -29,3 +29,14 @@ class ArtifactError(EngineError):
 class InputError(EngineError, ValueError):
     """An input given to an optimized model does not fit a layer: the message names the layer,
     the shape it takes and the shape it got."""
+
+
+class InfeasibleError(ConfigError):
+    """The budget asked for (sparsity, latency, accuracy floor) cannot be met on this target:
+    the message says what is reachable and why, and which option to change. `.plan` is the
+    best plan the mapper found (what allow_infeasible=True would return)."""
+
+    def __init__(self, message: str, plan=None, reachable: dict = None):
+        super().__init__(message)
+        self.plan = plan
+        self.reachable = dict(reachable or {})

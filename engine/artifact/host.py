@@ -2,19 +2,15 @@
 the CPU features a target's code needs, and the check that this machine can run an artifact."""
 from __future__ import annotations
 
-import os
-import platform
-import shutil
-import sys
 from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ArtifactError
-from ..targets import get_target
 from ..targets.registry import Target
+from ..targets.toolchain import as_target as _as_target, cross_compiler as _cross_compiler
+from ..targets.toolchain import host_arch, host_is_android, norm_arch
 from .layout import EXAMPLES_HINT
 
-_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 # LLVM feature -> /proc/cpuinfo flag (Linux). Features not listed are not checked.
 _CPUINFO_FLAG = {
     "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2",
@@ -31,62 +27,16 @@ _NATIVE_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2
                  "avx512_fp16", "avx_vnni", "asimd", "asimddp", "asimdhp", "i8mm", "sve")
 
 
-def norm_arch(arch: str) -> str:
-    return _ARCH_ALIASES.get(arch.lower(), arch.lower())
-
-
-def host_arch() -> str:
-    return norm_arch(platform.machine())
-
-
-def _host_is_android() -> bool:
-    return hasattr(sys, "getandroidapilevel") or "ANDROID_ROOT" in os.environ
-
-
 def as_target(target: Union[Target, str, None]) -> Target:
-    if isinstance(target, Target):
-        return target
-    if isinstance(target, str):
-        return get_target(target)
+    if isinstance(target, (Target, str)):
+        return _as_target(target)
     raise ArtifactError(f"target must be an engine Target or a target name, got {target!r}")
 
 
 def cross_compiler(target: Union[Target, str]) -> Optional[str]:
-    """The C++ compiler that links model.so for `target` (None: TVM's default host compiler).
-    Raises ArtifactError naming the compiler and the package that provides it when missing."""
-    t = as_target(target)
-    if t.cross_compiler is None:
-        if norm_arch(t.arch) != host_arch():
-            raise ArtifactError(f"target {t.name!r} is {t.arch} but names no cross compiler in the "
-                                f"target registry, and this machine is {host_arch()}")
-        return None
-    found = shutil.which(t.cross_compiler)
-    if found is None and "android" in str(t.llvm.get("mtriple", "")):
-        found = _ndk_clang(t)
-    if found is None:
-        pkg = t.cross_package or "a cross toolchain"
-        how = (f"install it: sudo apt-get install {t.cross_package}"
-               if t.cross_package and " " not in t.cross_package else f"install {pkg}")
-        raise ArtifactError(f"exporting for target {t.name!r} needs the cross compiler "
-                            f"{t.cross_compiler!r}, which is not on PATH; {how}")
-    return found
-
-
-def _ndk_clang(t: Target) -> Optional[str]:
-    """aarch64-linux-android<API>-clang++ from $ANDROID_NDK_HOME (API: $ANDROID_API or the
-    lowest >= 24 the NDK has)."""
-    ndk = os.environ.get("ANDROID_NDK_HOME") or os.environ.get("ANDROID_NDK_ROOT")
-    if not ndk:
-        return None
-    bins = sorted(Path(ndk).glob("toolchains/llvm/prebuilt/*/bin"))
-    want = int(os.environ.get("ANDROID_API", "24"))
-    cands = []
-    for b in bins:
-        for p in b.glob("aarch64-linux-android*-clang++"):
-            api = p.name[len("aarch64-linux-android"):-len("-clang++")]
-            if api.isdigit() and int(api) >= want:
-                cands.append((int(api), str(p)))
-    return min(cands)[1] if cands else None
+    """The C++ compiler that links model.so for `target` (None: TVM's default host compiler);
+    ArtifactError naming the compiler and its package when it is missing."""
+    return _cross_compiler(as_target(target), error=ArtifactError)
 
 
 def _cpu_flags() -> Optional[set]:
@@ -134,7 +84,7 @@ def check_runnable_here(manifest: dict) -> None:
             f"{arch} device (or under qemu-{arch} with the {arch} TVM runtime), through the C++ "
             f"runner, see {EXAMPLES_HINT}")
     is_android = t.get("os") == "android" or "android" in str(t["llvm"].get("mtriple", ""))
-    if is_android != _host_is_android():
+    if is_android != host_is_android():
         where = "an Android app" if is_android else "Linux (glibc)"
         raise ArtifactError(f"artifact target {name!r} was linked for {where}, not for this "
                             f"system; see {EXAMPLES_HINT}")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ArtifactError
 from ..targets.registry import Target
 from .destination import check_save_destination, clean_stale_work_dirs, work_dir

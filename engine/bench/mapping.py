@@ -4,7 +4,7 @@
                                    [--search-time 300] [--mappers rule,search,rl] [--json out]
 
 Per model (batch 1, zoo input size, this host, `threads` threads):
-1. one Problem (engine.automap.build_problem): every candidate of the space measured per
+1. one Problem (engine.pipeline.automap.build_problem): every candidate of the space measured per
    distinct layer shape (cost table cached on disk), the kept-weight-energy proxy, the budget
    "global sparsity >= S and proxy >= the uniform block 4x1 plan's";
 2. every uniform plan (one scheme / block at S on every layer where it is measured faster,
@@ -50,7 +50,7 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
               seed: int = 0, space=None, progress: bool = True) -> dict:
     import engine
     from engine import _kernels, zoo
-    from engine.automap import MapSettings, build_problem, _mapper
+    from engine.pipeline.automap import MapSettings, build_problem, _mapper
     from engine.runtime.measure import compare
     from mapping import Budget, uniform_plans
 

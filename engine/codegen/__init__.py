@@ -9,19 +9,17 @@
     compile_model(..., backends="plan")  # per layer as the plan says: "tir" generated,
                                          # "native" the C++ kernels via the spe.v1 bridge
 
-    from engine.codegen import measure_backends          # per-layer backend choice
-    t = measure_backends(masked_weight, in_shape, stride=1, padding=1, rows=4)
-    t.backend, t.reason, t.times       # "tir" | "native" | "torch", why, medians
+Which backend runs a layer is measured by engine.measure (one service for the pipeline, the
+mappers and the benchmarks), never here.
 
 Layout: geometry.py (phase planes), rowgroups.py (weight layout), spmm_tir.py (the kernel
 generator, TVMScript text), rewrite.py (Relax: conv / linear chains -> call_tir, BN folded,
 bias / residual / ReLU(6) fused), schedules.py (glue schedules), pipeline.py (the Relax pipeline),
-compile.py (compile_model, CompiledModel), targets.py (engine Target -> TVM), backends.py
-(measurement), bench.py (`python -m engine.codegen.bench`), _tvm.py (the tvm adapter).
+compile.py (compile_model, CompiledModel), targets.py (engine Target -> TVM), host.py (generated
+kernels as torch modules for the host runtime), _tvm.py (the tvm adapter).
 """
 from ._tvm import get_num_threads, set_num_threads
-from .backends import BackendTiming, measure_backends, measure_layer
 from .compile import CompiledModel, LayerKernel, compile_model
 
-__all__ = ["BackendTiming", "CompiledModel", "LayerKernel", "compile_model", "get_num_threads",
-           "measure_backends", "measure_layer", "set_num_threads"]
+__all__ = ["CompiledModel", "LayerKernel", "compile_model", "get_num_threads",
+           "set_num_threads"]

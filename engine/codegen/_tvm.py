@@ -34,6 +34,10 @@ try:
     from tvm.s_tir import dlight  # noqa: F401
     from tvm.relax.frontend.torch import from_exported_program  # noqa: F401
     from tvm.target import codegen as llvm_info  # noqa: F401
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline  # noqa: F401
+    from tvm import rpc  # noqa: F401
+    from tvm.support import cc as tvm_cc  # noqa: F401
+    import tvm_ffi  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ConfigError(f"the compile path needs apache-tvm=={SUPPORTED}.* "
                       f"(pip install apache-tvm==0.27.0.post1): {e}") from e

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CaptureError, ConfigError
-from ..runtime.packing import group_rows_for, pack
+from ..runtime.packing import dense_rows, group_rows_for, pack
 from ..targets import Target
 from ..graph.inputs import check_inputs
 from . import targets as _targets
@@ -41,7 +41,6 @@ from .spmm_tir import Kernel, VectorISA, conv_kernel, linear_kernel
 DENSE_CONV_ROWS = 4
 # The C++ kernel's dense tile is 8 rows x 48 pixels on AVX-512 (4x96 is for 4-row sparse blocks):
 # ResNet-50's dense convs, summed per layer, 26.5 ms at 8 rows vs 30.3 ms at 4 (2 threads).
-NATIVE_DENSE_ROWS = 8
 SPARSE_BACKENDS = ("native", "tir")
 # The bridge function running depthwise convs on the direct depthwise kernel.
 DEPTHWISE_EXTERN = "spe.v1.depthwise_conv2d"
@@ -264,7 +263,7 @@ def _native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
     packed arrays, bias or a placeholder). The residual (or a placeholder) comes last.
 
     choice: the plan's Choice of a pruned layer (group height from its block rows); None for a
-    layer kept dense: NATIVE_DENSE_ROWS-row groups, or one row per output for grouped convs."""
+    layer kept dense: engine.runtime.packing.dense_rows."""
     pt, pl, pb, pr = m.padding
     if m.op != "conv2d" or (pt, pl) != (pb, pr) or (choice is not None and m.groups != 1):
         return None
@@ -273,7 +272,7 @@ def _native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
     if choice is not None:
         rows = group_rows_for(int(choice.block[0]) if choice.block else 1)
     else:
-        rows = 1 if m.groups != 1 else NATIVE_DENSE_ROWS
+        rows = dense_rows(m.groups)
     p = pack(m.weight, rows, m.groups)
     o, c, (kh, kw) = p.out_channels, p.in_channels, p.kernel
     act = {"none": 0, "relu": 1, "relu6": 2}[m.act]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..runtime.modules import LoweredLayer, SparseConv2d, SparseLinear
 from ..runtime.packing import group_rows_for
 from . import targets as _targets
 from ._tvm import tvm
@@ -57,8 +58,7 @@ class _Compiled:
         return y
 
 
-class _TirLayer(nn.Module):
-    lowered_layer = True     # engine.runtime.lower.native_modules lists it
+class _TirLayer(LoweredLayer):
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str,
                  rows: int, layer: str):
@@ -168,7 +168,6 @@ class TirLinear(_TirLayer):
 def tir_module(native: nn.Module, layer: str = "") -> nn.Module:
     """The generated-TIR twin of a lowered native module (engine.runtime.modules SparseConv2d /
     SparseLinear): same masked weight, bias, geometry, activation and group height."""
-    from ..runtime.modules import SparseConv2d, SparseLinear
     if isinstance(native, SparseLinear):
         w = native.conv.dense_weight().reshape(native.out_features, native.in_features)
         b = None if native.conv.bias_np is None else torch.from_numpy(native.conv.bias_np)

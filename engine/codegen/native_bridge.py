@@ -18,17 +18,12 @@ import subprocess
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..targets.toolchain import bridge_compilers
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_CROSS = {
-    "aarch64": {"cxx": "aarch64-linux-gnu-g++", "cc": "aarch64-linux-gnu-gcc",
-                "package": "g++-aarch64-linux-gnu"},
-}
-
-
 def tvm_ffi_include_dir() -> Path:
-    import tvm_ffi
+    from ._tvm import tvm_ffi
     inc = Path(tvm_ffi.__file__).resolve().parent / "include"
     if not (inc / "tvm" / "ffi" / "function.h").exists():
         raise ConfigError(f"tvm_ffi headers not found under {inc} (pip install "
@@ -45,16 +40,10 @@ def bridge_object(arch: str) -> Path:
     build.mkdir(parents=True, exist_ok=True)
     args = ["cmake", str(ROOT), "-DCMAKE_BUILD_TYPE=Release", "-DSPE_BUILD_PYTHON=OFF",
             "-DSPE_BUILD_TVM_BRIDGE=ON", f"-DTVM_FFI_INCLUDE_DIR={tvm_ffi_include_dir()}"]
-    import platform
-    if arch != platform.machine():
-        cross = _CROSS.get(arch)
-        if cross is None:
-            raise ConfigError(f"no cross toolchain known for architecture {arch!r}")
-        if shutil.which(cross["cxx"]) is None:
-            raise ConfigError(f"cross compiler {cross['cxx']} not found: install the Debian "
-                              f"package {cross['package']} (apt-get install {cross['package']})")
+    cross = bridge_compilers(arch)
+    if cross is not None:
         args += ["-DCMAKE_SYSTEM_NAME=Linux", f"-DCMAKE_SYSTEM_PROCESSOR={arch}",
-                 f"-DCMAKE_CXX_COMPILER={cross['cxx']}", f"-DCMAKE_C_COMPILER={cross['cc']}"]
+                 f"-DCMAKE_CXX_COMPILER={cross[0]}", f"-DCMAKE_C_COMPILER={cross[1]}"]
     if shutil.which("ninja"):
         args += ["-G", "Ninja"]
     if not (build / "CMakeCache.txt").exists():

@@ -6,8 +6,7 @@ The generated layer kernels are marked scheduled + opaque, so fusion and schedul
 """
 from __future__ import annotations
 
-from ._tvm import relax, tvm
-from tvm.relax.backend.cpu_generic import pipeline as _cpu  # noqa: E402  (after the adapter)
+from ._tvm import cpu_pipeline as _cpu, relax, tvm
 from .schedules import apply_glue_schedules
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..runtime.measure import Stats, drift, summarize
 from . import targets as _targets
-from ._tvm import relax, tvm
+from ._tvm import relax, rpc, tvm
 from .compile import _kernel_for, _native_replacement
 from .pipeline import relax_pipeline
 from .rewrite import LayerMatch
@@ -104,7 +104,6 @@ class RemoteResult:
 def connect(host: str, port: int, key: Optional[str] = None, session_timeout: float = 0):
     """An RPC session: straight to a server, or (key given) through the tracker at host:port,
     which hands out a free device registered under `key`."""
-    from tvm import rpc
     try:
         if key:
             return rpc.connect_tracker(host, int(port)).request(

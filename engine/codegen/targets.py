@@ -8,20 +8,13 @@ Android NDK) with an error that names the package to install.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ConfigError
-from ..targets import Target, get_target
+from ..targets import Target
+from ..targets.toolchain import as_target, cross_compiler  # noqa: F401  (re-exported)
 from ._tvm import llvm_info, tvm
 from .spmm_tir import VectorISA
-
-
-def as_target(target: Union[str, Target]) -> Target:
-    if isinstance(target, Target):
-        return target
-    return get_target(target)
 
 
 def llvm_dict(target: Target) -> dict:
@@ -59,45 +52,6 @@ def vector_isa(tvm_tgt) -> VectorISA:
     if bits >= 256:
         return VectorISA("avx2", 8, 16)
     return VectorISA("sse", 4, 16)
-
-
-def cross_compiler(target: Target) -> Optional[str]:
-    """The C++ compiler that links the module for `target` (None: the host's default).
-    Raises ConfigError naming the compiler and the package to install when it is missing."""
-    if target.cross_compiler is None:
-        return None
-    found = shutil.which(target.cross_compiler)
-    if found is None and "android" in str(target.llvm.get("mtriple", "")):
-        found = _ndk_clang()
-        if found is None:
-            raise ConfigError(
-                f"target {target.name!r} needs the Android NDK's clang++ "
-                f"({target.cross_compiler}): install the Android NDK (r23 or newer, e.g. "
-                f"`sdkmanager 'ndk;26.1.10909125'` or the zip from developer.android.com/ndk) "
-                f"and set ANDROID_NDK_HOME to its directory")
-    if found is None:
-        pkg = target.cross_package
-        how = (f"install it with `sudo apt-get install {pkg}`" if pkg and " " not in pkg
-               else f"install {pkg or 'a cross toolchain for ' + target.arch}")
-        raise ConfigError(f"target {target.name!r} needs the cross compiler "
-                          f"{target.cross_compiler!r}, which is not on PATH; {how}")
-    return found
-
-
-def _ndk_clang() -> Optional[str]:
-    """aarch64-linux-android<API>-clang++ from $ANDROID_NDK_HOME (lowest API >= $ANDROID_API,
-    default 24)."""
-    ndk = os.environ.get("ANDROID_NDK_HOME") or os.environ.get("ANDROID_NDK_ROOT")
-    if not ndk:
-        return None
-    want = int(os.environ.get("ANDROID_API", "24"))
-    found = []
-    for b in sorted(Path(ndk).glob("toolchains/llvm/prebuilt/*/bin")):
-        for p in b.glob("aarch64-linux-android*-clang++"):
-            api = p.name[len("aarch64-linux-android"):-len("-clang++")]
-            if api.isdigit() and int(api) >= want:
-                found.append((int(api), str(p)))
-    return min(found)[1] if found else None
 
 
 def describe(target: Target) -> str:

@@ -1,18 +1,17 @@
 """The TVM runtime calls the rest of the engine needs (artifacts), kept behind engine/codegen:
-the only package that imports tvm."""
+through its adapter _tvm.py."""
 from __future__ import annotations
 
 import numpy as np
 
+from ._tvm import relax, tvm, tvm_ffi
+
 
 def versions() -> dict:
-    import tvm
-    import tvm_ffi
     return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown")}
 
 
 def is_executable(obj) -> bool:
-    import tvm
     return isinstance(obj, tvm.runtime.Executable)
 
 
@@ -24,8 +23,6 @@ class VMFunction:
     """A loaded module's Relax VM entry, called with numpy arrays or torch CPU tensors."""
 
     def __init__(self, module_path: str, entry: str = "main"):
-        import tvm
-        from tvm import relax
         self._tvm = tvm
         self.lib = tvm.runtime.load_module(module_path)
         self.vm = relax.VirtualMachine(self.lib, tvm.cpu())

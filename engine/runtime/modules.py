@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from . import native
 from .packing import PackedWeight, pack
 
 ACTIVATIONS = ("none", "relu", "relu6")
 
 
 def _kernels():
-    from .. import _kernels
-    return _kernels
+    return native.lib()
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,14 @@ def _run_checked(layer: str, kernel, x: torch.Tensor, residual: Optional[torch.T
         raise InputError(f"layer {layer!r}: {e} (input shape {tuple(x.shape)})") from None
 
 
+class LoweredLayer(nn.Module):
+    """Base of every module lowering puts in place of a conv / linear layer (the host
+    runtime's native and dense modules here, the generated-TIR ones in engine.codegen.host):
+    `layer` names the model layer it runs."""
+
+    layer: str = ""
+
+
 def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
     if act == "relu":
         return F.relu(y)
@@ -58,7 +66,7 @@ def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(LoweredLayer):
     """act(conv2d(x, W) + b [+ residual]) through the native block-sparse kernel."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
@@ -148,7 +156,7 @@ class SparseConv2d(nn.Module):
                 f"density={self.packed.density:.3f}")
 
 
-class DepthwiseConv2d(nn.Module):
+class DepthwiseConv2d(LoweredLayer):
     """act(conv2d(x, W, groups=C) + b [+ residual]) through the direct depthwise kernel
     (engine._kernels.DepthwiseConv): a dense depthwise conv, groups == in == out channels.
 
@@ -232,7 +240,7 @@ class DepthwiseConv2d(nn.Module):
                 f"kernel={self.kernel_name}")
 
 
-class DenseConv2d(nn.Module):
+class DenseConv2d(LoweredLayer):
     """act(conv2d(x, W) + b [+ residual]) in torch: a kept-dense layer with BN folded in."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
@@ -253,7 +261,7 @@ class DenseConv2d(nn.Module):
         return _activate(y, self.act)
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(LoweredLayer):
     """act(x @ W.T + b) through the kernel: features become channels, rows become pixels."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
@@ -290,7 +298,7 @@ class SparseLinear(nn.Module):
         return DenseLinear(w, b, self.act)
 
 
-class DenseLinear(nn.Module):
+class DenseLinear(LoweredLayer):
     """act(x @ W.T + b) in torch."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",

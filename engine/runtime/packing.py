@@ -47,6 +47,17 @@ def group_rows_for(rows: int) -> int:
     return 1
 
 
+# The dense native kernel's group height: 8-row tiles for ordinary layers, one row per output
+# for grouped / depthwise convs (the block-diagonal pack; depthwise convs run the direct
+# depthwise kernel). Lowering, measurement and compilation all ask here.
+DENSE_GROUP_ROWS = 8
+
+
+def dense_rows(groups: int) -> int:
+    """Group height of a layer kept dense on the native kernels."""
+    return 1 if int(groups) != 1 else DENSE_GROUP_ROWS
+
+
 def pack(weight: np.ndarray, rows: int, groups: int = 1) -> PackedWeight:
     """Pack a conv weight (O, C/groups, kh, kw) or linear weight (O, C); zeros are pruned.
 

@@ -34,15 +34,6 @@ def register_scheme(cls):
     return cls
 
 
-def get_scheme(name: str, **options):
-    """Instantiate a registered scheme by name; unknown names list the known ones."""
-    from . import load_all  # noqa: F401  (populates the registry)
-    load_all()
-    if name not in SCHEMES:
-        raise ConfigError(f"unknown scheme {name!r}; known schemes: {sorted(SCHEMES)}")
-    return SCHEMES[name](**options)
-
-
 def check_sparsity(sparsity: float, where: str = "") -> float:
     # a number, not a bool or a numeric string; NaN fails the range test
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or \

@@ -15,6 +15,7 @@ import engine
 from engine import artifact as art
 from engine.artifact import FORMAT, FORMAT_VERSION, host as art_host, load_artifact, save_artifact
 from engine.artifact import writer as art_writer
+from engine.targets import toolchain
 from engine.errors import ArtifactError, EngineError
 from mapping import Plan
 
@@ -198,7 +199,7 @@ def test_save_validates_arguments(tiny_case, tmp_path):
 
 
 def test_missing_cross_compiler_named(tiny_case, tmp_path, monkeypatch):
-    monkeypatch.setattr(art_host.shutil, "which", lambda name: None)
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
     with pytest.raises(ArtifactError) as ei:
         save_artifact(tmp_path / "a", tiny_case.executable("host"), "arm64", tiny_case.inputs,
                       tiny_case.outputs)

@@ -13,7 +13,8 @@ from tvm import relax  # noqa: E402
 
 import engine  # noqa: E402
 from engine import zoo  # noqa: E402
-from engine.codegen.native_lowering import export_library, import_lowered, tvm_target  # noqa: E402
+from engine.codegen.native_lowering import export_library, import_lowered  # noqa: E402
+from engine.codegen.targets import tvm_target  # noqa: E402
 from engine.targets import get_target  # noqa: E402
 
 

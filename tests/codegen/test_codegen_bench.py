@@ -1,5 +1,5 @@
 """The codegen microbenchmark runs, checks outputs, and reports ratios."""
-from engine.codegen import bench
+from engine.bench import tir as bench
 
 
 def test_bench_runs_on_a_small_shape_file(tmp_path):

@@ -8,7 +8,7 @@ from torch import nn
 from codegen_helpers import randomize_bn
 from engine.codegen.compile import _import
 from engine.codegen.rewrite import Replacement, find_layers, rewrite_layers
-from engine.runtime.lower import fold_bn
+from engine.lowering import fold_bn
 
 
 class ConvBnRelu(nn.Module):

@@ -8,7 +8,8 @@ import torch
 
 from codegen_helpers import TinyNet, randomize_bn
 from engine.codegen import compile_model
-from engine.codegen.targets import as_target, cross_compiler, llvm_dict, tvm_target, vector_isa
+from engine.codegen.targets import as_target, llvm_dict, tvm_target, vector_isa
+from engine.targets.toolchain import cross_compiler
 from engine.errors import ConfigError
 from engine.targets import get_target
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import engine
 from engine import zoo
-from engine.runtime.lower import lower, native_modules
+from engine.lowering import lower, native_modules
 from engine.runtime.modules import DenseConv2d, DepthwiseConv2d, SparseConv2d
 from engine.zoo.init import randomize_bn
 from depthwise_net import DwNet

@@ -82,7 +82,7 @@ def test_shared_module_matches_reference(cls, shape, backends):
         x2 = torch.randn(shape)
         assert torch.allclose(opt(x2), opt.pruned_model(x2), rtol=1e-4, atol=1e-5)
     assert any(c.pruned for c in opt.plan), "the shared layer should have been pruned"
-    from engine.runtime.lower import lower
+    from engine.lowering import lower
     shared = next(n for n, _ in model.named_modules() if n in ("c", "fc"))
     assert lower(opt.pruned_model, {}).call_sites == {shared: 2}
 

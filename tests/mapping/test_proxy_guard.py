@@ -22,7 +22,7 @@ GUARD = re.compile(r"rule proxy-guard: (\S+(?: -> \S+)+), proxy ~?([+-]\S+) for 
 
 
 def _floor_problem(seed=0, **kw):
-    """The synthetic ResNet-50 as engine.automap builds it: sparsity >= 0.8 and proxy >= the
+    """The synthetic ResNet-50 as engine.pipeline.automap builds it: sparsity >= 0.8 and proxy >= the
     uniform block4x1@0.80 plan's proxy."""
     ref = uniform_plans(resnet50_problem(Budget(sparsity=0.8), seed=seed))[REF]
     floor = ref.meta["predicted"]["proxy"]

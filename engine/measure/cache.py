@@ -30,8 +30,9 @@ def kernels_build_id() -> str:
     """A short id of the kernels this process runs: the engine version and a hash of the
     compiled kernel module. Profiler targets carry it, so a rebuilt kernel library (new code,
     new timings) never reads the costs measured with the old one."""
-    from .. import __version__
-    from .. import _kernels
+    from .._version import __version__
+    from ..runtime.native import lib
+    _kernels = lib()
     h = hashlib.sha256(__version__.encode())
     try:
         with open(_kernels.__file__, "rb") as f:

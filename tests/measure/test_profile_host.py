@@ -1,4 +1,4 @@
-"""engine.profile.host.HostProfiler: every runnable candidate timed, DENSE's kernel named,
+"""engine.measure.host.HostProfiler: every runnable candidate timed, DENSE's kernel named,
 TIR only with tvm; and the measure.py settling rule it relies on."""
 import io
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.profile import HostProfiler, ProgressLine
-from engine.profile.host import tvm_available
+from engine.measure import HostProfiler, ProgressLine
+from engine.measure.host import tvm_available
 from mapping import DENSE, Candidate, LayerSpec
 
 CONV = LayerSpec("c", "conv2d", 8, 16, (3, 3), (1, 1), (1, 1), input_hw=(10, 10),
@@ -76,7 +76,7 @@ def test_target_names_cpu_isa_threads_and_bad_options_are_named():
     prof = HostProfiler(threads=1)
     import hashlib
     import engine
-    from engine.profile.cache import kernels_build_id
+    from engine.measure.cache import kernels_build_id
     want = hashlib.sha256(engine.__version__.encode())
     with open(_kernels.__file__, "rb") as f:
         want.update(f.read())
@@ -105,7 +105,7 @@ def test_progress_line_draws_only_when_enabled():
 
 def test_inconsistent_entries_are_the_ones_slower_than_a_sparser_sibling():
     from types import SimpleNamespace as S
-    from engine.profile.host import _inconsistent
+    from engine.measure.host import _inconsistent
     st = {"dense/torch": S(median=10.0), "dense/native": S(median=9.0),
           "block4x1@0.70/native": S(median=5.0), "block4x1@0.80/native": S(median=9.0),
           "block4x1@0.90/native": S(median=3.0), "block8x1@0.70/native": S(median=4.0),

@@ -1,8 +1,8 @@
 """Microbenchmark: the generated TIR kernel vs the C++ kernel vs torch dense, on real shapes.
 
-    python -m engine.codegen.bench [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
+    python -m engine.bench.tir [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
                                    [--threads 2] [--min-time 0.2] [--json out.json]
-    from engine.codegen.bench import run, format_table
+    from engine.bench.tir import run, format_table
     print(format_table(run("resnet50_1x1", 0.8, (4, 1))))
 
 Per shape (a line of engine/bench/shapes/*.txt: 1x1 convs "O C H W stride" or linear "O C N"),
@@ -32,12 +32,71 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bench.kernels import Shape, block_mask, load_shapes, parse_block, shape_files
+from ..codegen import get_num_threads, set_num_threads
+from ..codegen import targets as _targets
+from ..codegen._tvm import tvm
+from ..codegen.geometry import ConvGeometry
+from ..codegen.rowgroups import RowGroups
+from ..codegen.spmm_tir import Kernel, conv_kernel, linear_kernel
 from ..runtime.measure import compare
-from ..runtime.packing import group_rows_for
-from ._tvm import get_num_threads, set_num_threads
-from .backends import _native, build_tir
+from ..runtime.native import lib
+from ..runtime.packing import group_rows_for, pack
 from ..zoo.init import randomize_bn  # noqa: F401
+from .kernels import Shape, block_mask, load_shapes, parse_block, shape_files
+
+
+class HostKernel:
+    """A generated kernel compiled for the host, callable on numpy arrays."""
+
+    def __init__(self, kernel: Kernel, target="host"):
+        tgt = _targets.tvm_target(_targets.as_target(target))
+        self.kernel = kernel
+        self.executable = tvm.compile(kernel.prim_func(), target=tgt)
+        self.func = self.executable[kernel.name]
+        self.tables = [tvm.runtime.tensor(np.ascontiguousarray(t)) for t in kernel.tables]
+        self.out = tvm.runtime.tensor(np.zeros(kernel.out_shape, np.float32))
+
+    def bind(self, x: np.ndarray, residual: Optional[np.ndarray] = None):
+        """A zero-argument callable running the kernel on x (converted once)."""
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))] + self.tables
+        if self.kernel.has_residual:
+            if residual is None:
+                raise ValueError("this kernel adds a residual: pass one")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(residual, np.float32)))
+        args.append(self.out)
+        func = self.func
+        return lambda: func(*args)
+
+    def result(self) -> np.ndarray:
+        return self.out.numpy()
+
+
+def build_tir(weight: np.ndarray, in_shape: tuple, *, rows: int, stride=1, padding=0,
+              dilation=1, bias=None, act: str = "none", dense: bool = False, target="host",
+              name: str = "layer") -> HostKernel:
+    """The generated kernel for one conv (4-D weight) or linear (2-D weight) layer."""
+    w = np.asarray(weight, np.float32)
+    tgt = _targets.as_target(target)
+    isa = _targets.vector_isa(_targets.tvm_target(tgt))
+    rg = RowGroups.dense(w, rows) if dense else RowGroups.sparse(w, group_rows_for(rows))
+    if w.ndim == 4:
+        geom = ConvGeometry.of(w.shape[1], in_shape[2], in_shape[3], w.shape[2:], stride,
+                               padding, dilation)
+        k = conv_kernel(name, geom, rg, isa, batch=in_shape[0], bias=bias, act=act)
+    else:
+        k = linear_kernel(name, rg, isa, batch=in_shape[0], bias=bias, act=act)
+    return HostKernel(k, tgt)
+
+
+def _native(w: np.ndarray, rows: int, stride, padding, dilation, bias, act):
+    _kernels = lib()
+    p = pack(w, group_rows_for(rows))
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v)))
+    return _kernels.SparseConv(p.out_channels, p.in_channels, p.kernel, pair(stride),
+                               pair(padding), pair(dilation), p.group_row0, p.group_rows,
+                               p.group_ptr, p.entry_col, p.values,
+                               None if bias is None else np.asarray(bias, np.float32), act,
+                               "auto")
 
 GOAL = 1.5   # TIR within this factor of the C++ kernel
 
@@ -146,7 +205,8 @@ def run(shapes="resnet50_1x1", sparsity: float = 0.8, block=(4, 1),
         threads: Optional[int] = None, min_time: float = 0.2, seed: int = 0,
         progress=None) -> list:
     """Every shape, one interleaved run each; thread counts restored afterwards."""
-    from .. import _kernels
+    from ..runtime.native import lib
+    _kernels = lib()
     rows_in = load_shapes(shapes)
     old = (_kernels.get_num_threads(), torch.get_num_threads(), get_num_threads())
     n = int(threads) if threads is not None else old[0]
@@ -205,8 +265,8 @@ def e2e(model_name: str = "resnet50", sparsity: float = 0.8, block=(4, 1),
     interleaved run. Returns {"times": name -> s, "ratios": ..., "max_err": ...}."""
     import engine
     from engine import zoo
-    from .compile import compile_model
-    from ._tvm import relax, tvm
+    from ..codegen import compile_model
+    from ..codegen._tvm import relax
     torch.manual_seed(seed)
     model = randomize_bn(zoo.get(model_name), seed)
     x = torch.randn(zoo.input_shape(model_name), generator=torch.Generator().manual_seed(seed))
@@ -254,7 +314,7 @@ def format_e2e(r: dict) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.codegen.bench",
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.tir",
                                  description="Generated TIR vs C++ kernel vs torch dense.")
     ap.add_argument("--shapes", default="resnet50_1x1",
                     help=f"shape file name or path (known: {', '.join(shape_files())})")

@@ -1,7 +1,7 @@
 """The engine's layer list -> mapping.LayerSpec (what the mappers and the cost table see).
 
     layers = list_layers(model, (x,))                  # engine.graph.layers
-    fused = lower(model, {}).fused                     # engine.runtime.lower: BN / act / residual
+    fused = lower(model, {}).fused                     # engine.lowering: BN / act / residual
     specs = layer_specs(layers, fused)                 # or model_specs(model, (x,))
 
 A spec carries everything a layer's latency depends on, including the epilogue the lowering
@@ -90,7 +90,7 @@ def layer_spec(info: LayerInfo, fused: Optional[dict] = None, order: int = 0) ->
 
 def layer_specs(layers: list, fused: Optional[dict] = None) -> list:
     """LayerSpecs of engine.graph.layers.list_layers' output, in execution order (order =
-    position). fused: engine.runtime.lower's LoweringResult.fused (layer -> {"bn", "act",
+    position). fused: engine.lowering's LoweringResult.fused (layer -> {"bn", "act",
     "residual"}); None: no epilogue known (every spec gets "")."""
     fused = fused or {}
     return [layer_spec(info, fused.get(info.name), i) for i, info in enumerate(layers)]
@@ -101,7 +101,7 @@ def model_specs(model, example_inputs: tuple) -> list:
     (the same lowering optimize() builds, so specs match what is measured and run)."""
     from ..graph.inputs import check_inputs
     from ..graph.layers import list_layers
-    from ..runtime.lower import lower
+    from ..lowering import lower
     example_inputs = check_inputs(model, example_inputs)
     was_training = model.training
     model.eval()

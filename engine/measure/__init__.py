@@ -1,7 +1,7 @@
-"""engine.profile: the measurements the mappers (mapping/) decide with.
+"""engine.measure: the measurements the mappers (mapping/) decide with.
 
     from mapping import default_space
-    from engine.profile import HostProfiler, model_specs, model_weights, profile_costs
+    from engine.measure import HostProfiler, model_specs, model_weights, profile_costs
     specs = model_specs(model, (x,))                      # mapping.LayerSpec per conv / linear
     weights = model_weights(model, specs)
     prof = HostProfiler(weights)                          # or RPCProfiler("arm64", host, port)

@@ -1,4 +1,4 @@
-"""engine.profile.rpc.RPCProfiler and engine.codegen.remote over TVM RPC on loopback: TVM's own
+"""engine.measure.rpc.RPCProfiler and engine.codegen.remote over TVM RPC on loopback: TVM's own
 RPC server (and a tracker + server pair) in subprocesses, the host as the remote target."""
 import os
 import signal
@@ -15,9 +15,9 @@ pytest.importorskip("tvm")
 
 from mapping import DENSE, Candidate, LayerSpec  # noqa: E402
 
-from engine.profile import RPCProfiler  # noqa: E402
-from engine.profile.cache import kernels_build_id  # noqa: E402
-from engine.profile.rpc import reference  # noqa: E402
+from engine.measure import RPCProfiler  # noqa: E402
+from engine.measure.cache import kernels_build_id  # noqa: E402
+from engine.measure.rpc import reference  # noqa: E402
 
 CONV = LayerSpec("c", "conv2d", 8, 16, (3, 3), (1, 1), (1, 1), input_hw=(12, 12),
                  epilogue="relu+residual")

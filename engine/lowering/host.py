@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..graph.layers import set_module
-from .modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, NativeMaxPool2d,
-                      SparseConv2d, SparseLinear)
+from ..runtime.modules import NativeMaxPool2d
+from .backends import build_layer
 
 
 @dataclass
@@ -129,7 +129,7 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
                     _act_of(after, modules) == "relu":
                 residual, act, cur = other, "relu", after
                 chain += [nxt, after]
-        new = _build(mod, name, w, b, act, sparse, isa)
+        new = build_layer(mod, name, w, b, act, sparse, isa)
         # One replacement per call site: a shared module (`c(relu(c(x)))`) fuses a different
         # BN / activation / residual at each site, so each site gets its own lowered module.
         site = sites[name] = sites.get(name, 0) + 1
@@ -151,44 +151,9 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
                           call_sites={n: k for n, k in sites.items() if k > 1})
 
 
-def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
-    spec = sparse.get(name)
-    if isinstance(spec, tuple) and spec[0] == "tir":   # a generated kernel (engine.codegen)
-        from ..codegen.host import TirConv2d, TirLinear
-        if isinstance(mod, nn.Conv2d) and mod.groups == 1:
-            return TirConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, spec[1],
-                             layer=name)
-        if isinstance(mod, nn.Linear):
-            return TirLinear(w, b, act, spec[1], layer=name)
-        sparse = {**sparse, name: spec[1]}             # grouped: the native kernel
-    if isinstance(mod, nn.Conv2d):
-        if name in sparse and DepthwiseConv2d.supports(mod):
-            return DepthwiseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, isa,
-                                   layer=name)
-        if name in sparse:
-            return SparseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, sparse[name],
-                                isa, layer=name, groups=mod.groups)
-        return DenseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, mod.groups,
-                           layer=name)
-    if name in sparse:
-        return SparseLinear(w, b, act, sparse[name], isa, layer=name)
-    return DenseLinear(w, b, act, layer=name)
-
-
 def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:
     for name, mod in list(model.named_modules()):
         if name in sparse and isinstance(mod, (nn.Conv2d, nn.Linear)):
             b = mod.bias.detach() if mod.bias is not None else None
-            set_module(model, name, _build(mod, name, mod.weight.detach(), b, "none", sparse, isa))
+            set_module(model, name, build_layer(mod, name, mod.weight.detach(), b, "none", sparse, isa))
     return LoweringResult(model, {}, False, note)
-
-
-def native_modules(module: nn.Module) -> dict:
-    """layer name -> lowered module (native or dense replacement) in a lowered model."""
-    out = {}
-    for m in module.modules():
-        if (isinstance(m, (SparseConv2d, SparseLinear, DepthwiseConv2d, DenseConv2d,
-                           DenseLinear)) or
-                getattr(m, "lowered_layer", False)) and m.layer:
-            out.setdefault(m.layer, m)  # pre-order: a SparseLinear wins over its inner conv
-    return out

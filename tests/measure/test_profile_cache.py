@@ -1,7 +1,7 @@
-"""engine.profile.cache: cost tables on disk per target; a warm table measures nothing."""
+"""engine.measure.cache: cost tables on disk per target; a warm table measures nothing."""
 import torch
 
-from engine.profile import HostProfiler, default_cost_path, open_costs, profile_costs
+from engine.measure import HostProfiler, default_cost_path, open_costs, profile_costs
 from mapping import CostTable, LayerSpec, default_space
 
 

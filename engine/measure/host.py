@@ -5,8 +5,9 @@
                        # where, and with which kernel build (kernels_build_id)
     prof.measure(spec, [DENSE, Candidate("block", (4, 1), 0.8)])   # {key: Measurement}
 
-It measures what engine.optimize builds and runs, the way optimize measures it (engine/api.py
-_decide): per candidate the layer's masked weight packed into the native kernel module
+The engine's one timer of host layers: the mappers' cost tables and the pipeline's in-place
+check (engine/pipeline/decide.py, which hands it each layer's own mask) both measure here. Per
+candidate the layer's masked weight packed into the native kernel module
 (SparseConv2d / SparseLinear, group height from the block rows) or its generated-TIR twin
 (engine.codegen.host, only when tvm is installed), and for DENSE both dense torch (on ONE torch
 thread, as glue runs inside the optimized model) and the native kernel on the full weight;
@@ -28,15 +29,15 @@ from mapping import Candidate, LayerSpec, Measurement
 from mapping.space import DENSE_KEY
 
 from ..errors import ConfigError
+from ..lowering import build_layer
+from ..runtime import native
+from ..runtime.packing import dense_rows
 from ..runtime.measure import measure as measure_stats
 from .cache import kernels_build_id
 from .masks import MaskCache, group_rows, mask_problem, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
-# The dense native kernel's group height (engine/api.py _decide: 8 rows for groups == 1, one
-# row per output for grouped / depthwise convs).
-DENSE_ROWS = 8
-# The TIR twin must agree with the native kernel it stands for (engine/api.py _tir_twin).
+# The TIR twin must agree with the native kernel it stands for.
 TIR_RTOL = 1e-4
 
 
@@ -61,8 +62,7 @@ def tvm_available() -> bool:
 
 
 def _kernels():
-    from .. import _kernels
-    return _kernels
+    return native.lib()
 
 
 class HostProfiler:
@@ -132,8 +132,10 @@ class HostProfiler:
         """(mask-cache layer id, float weight): the layer's real weight, or a seeded one."""
         return weight_for(spec, self.weights, self.seed)
 
-    def measure(self, spec: LayerSpec, candidates: list) -> dict:
-        """candidate key -> Measurement for DENSE (if listed) and every candidate it can run."""
+    def measure(self, spec: LayerSpec, candidates: list, detail: bool = False) -> dict:
+        """candidate key -> Measurement for DENSE (if listed) and every candidate it can run;
+        detail: also "dense/torch" and "dense/native", the two dense backends DENSE is the
+        faster of."""
         act, residual = parse_epilogue(spec.epilogue)
         layer, weight = self.weight_for(spec)
         g = torch.Generator().manual_seed(self.seed)
@@ -143,7 +145,7 @@ class HostProfiler:
         wanted = {c.key: c for c in candidates}
         mods = {}
         if DENSE_KEY in wanted:
-            native = _native(spec, weight, bias, act, 1 if spec.groups > 1 else DENSE_ROWS,
+            native = _native(spec, weight, bias, act, dense_rows(spec.groups),
                              self.isa)
             mods["dense/torch"], mods["dense/native"] = native.dense_equivalent(), native
         built: dict = {}          # mask key -> native module (a tir twin starts from it)
@@ -175,6 +177,10 @@ class HostProfiler:
             best = min(("dense/torch", "dense/native"), key=lambda n: stats[n].median)
             kernel = "torch" if best == "dense/torch" else mods[best].kernel_name
             out[DENSE_KEY] = _measurement(stats[best], kernel, self.source)
+            if detail:
+                out["dense/torch"] = _measurement(stats["dense/torch"], "torch", self.source)
+                out["dense/native"] = _measurement(stats["dense/native"],
+                                                   mods["dense/native"].kernel_name, self.source)
         for key, mod in mods.items():
             if key.startswith("dense/"):
                 continue
@@ -249,15 +255,14 @@ def _inconsistent(stats: dict, tol: float) -> set:
 def _native(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, act: str, rows: int,
             isa: str):
     """The native module the lowering builds for this layer with this group height: built by
-    engine.runtime.lower's own _build from a stand-in torch layer, so the profiler follows
+    engine.lowering's backend table (build_layer) from a stand-in torch layer, so the profiler follows
     the lowering's dispatch (SparseConv2d / SparseLinear, DepthwiseConv2d for depthwise)."""
-    from ..runtime.lower import _build
     if spec.op == "linear":
         mod = nn.Linear(spec.in_channels, spec.out_channels, bias=False, device="meta")
     else:
         mod = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
                         spec.padding, spec.dilation, spec.groups, bias=False, device="meta")
-    return _build(mod, spec.name, w, bias, act, {spec.name: rows}, isa)
+    return build_layer(mod, spec.name, w, bias, act, {spec.name: rows}, isa)
 
 
 def _tir_twin(native, args: tuple):

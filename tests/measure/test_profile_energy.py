@@ -1,10 +1,10 @@
-"""engine.profile.energy.retained_energy: the kept fraction of each layer's sum of w^2."""
+"""engine.measure.energy.retained_energy: the kept fraction of each layer's sum of w^2."""
 import pytest
 import torch
 
 from engine import zoo
 from engine.errors import ConfigError
-from engine.profile import MaskCache, model_specs, model_weights, retained_energy
+from engine.measure import MaskCache, model_specs, model_weights, retained_energy
 from mapping import Candidate, LayerSpec, default_space
 
 

@@ -74,6 +74,10 @@ class MaskCache:
     def key(layer: str, cand: Candidate) -> tuple:
         return (layer, cand.scheme, cand.block, round(cand.sparsity, 6), cand.options)
 
+    def put(self, layer: str, cand: Candidate, mask: torch.Tensor) -> None:
+        """Use `mask` for (layer, cand) (a mask made elsewhere, e.g. the pipeline's own)."""
+        self._masks[self.key(layer, cand)] = mask.to(torch.bool)
+
     def mask(self, layer: str, weight: torch.Tensor, cand: Candidate) -> torch.Tensor:
         """Bool keep-mask shaped like `weight` (all True for DENSE)."""
         if cand.is_dense:

@@ -5,7 +5,7 @@
 
 For each layer and candidate: the fraction of the layer's squared-weight energy (sum of w^2)
 that the candidate's keep-mask keeps; DENSE is 1.0. The masks are the ones the profilers time
-(engine.profile.masks.MaskCache, one per (layer, scheme, block, sparsity): backends share
+(engine.measure.masks.MaskCache, one per (layer, scheme, block, sparsity): backends share
 them), so pass the profiler's `masks` to build each mask once for both.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def retained_energy(weights: dict, specs: list,
     for spec in specs:
         if spec.name not in weights:
             raise ConfigError(f"retained_energy: no weight for layer {spec.name!r} (pass every "
-                              f"spec's weight; engine.profile.model_weights builds the dict)")
+                              f"spec's weight; engine.measure.model_weights builds the dict)")
         w = check_weight(spec, weights[spec.name]).double()
         sq = w * w
         total = float(sq.sum())

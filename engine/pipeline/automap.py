@@ -3,7 +3,7 @@
     plan, problem = map_model(model, (x,), MapSettings(mapper="search", sparsity=0.8))
 
 The steps (engine side of DESIGN.md "Mapping"; the decisions themselves are mapping/'s):
-1. LayerSpecs of every conv / linear at its traced shape and fused epilogue (engine.profile).
+1. LayerSpecs of every conv / linear at its traced shape and fused epilogue (engine.measure).
 2. Costs: every candidate of the space for every distinct layer shape, measured by a profiler
    (this host as optimize() runs it, or a device over TVM RPC) into a cost table cached on
    disk, so a second run measures nothing new.
@@ -32,7 +32,7 @@ from mapping import Budget, Candidate, CandidateSpace, CostTable, Problem, Table
 from mapping import default_space
 from mapping.space import DENSE
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAPPERS = ("rule", "search", "evolution", "rl")
 
@@ -103,7 +103,7 @@ def parse_device(device: str) -> tuple:
 
 
 def _profiler(s: MapSettings, weights: dict):
-    from .profile import HostProfiler, RPCProfiler
+    from ..measure import HostProfiler, RPCProfiler
     if s.device is None:
         return HostProfiler(weights, threads=s.threads, isa=s.isa, backends=tuple(s.backends))
     if isinstance(s.device, str):
@@ -115,11 +115,11 @@ def _profiler(s: MapSettings, weights: dict):
             s.device.weights.update(weights)   # masks from the model's real weights
         return s.device                        # an RPCProfiler or any mapping.Profiler
     raise ConfigError(f"device must be None (this host), 'rpc://host:port[/key]' or a "
-                      f"profiler such as engine.profile.RPCProfiler(...), got {s.device!r}")
+                      f"profiler such as engine.measure.RPCProfiler(...), got {s.device!r}")
 
 
 def _table(s: MapSettings, target: str) -> CostTable:
-    from .profile import open_costs
+    from ..measure import open_costs
     if isinstance(s.costs, CostTable):
         return s.costs
     return open_costs(target, s.costs)
@@ -163,7 +163,7 @@ def reference_assignment(specs: list, candidates: dict, ref: Candidate) -> dict:
 def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
                   specs: Optional[list] = None) -> Problem:
     """Steps 1-4 of the module docstring."""
-    from .profile import model_specs, model_weights, profile_costs, retained_energy
+    from ..measure import model_specs, model_weights, profile_costs, retained_energy
     s.validate()
     specs = specs if specs is not None else model_specs(model, example_inputs)
     if s.exclude:
@@ -182,7 +182,7 @@ def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
                                         progress=None if s.progress else False)
     measured_s = time.perf_counter() - t0
     if s.data is not None:
-        from .accuracy import DataProxy
+        from ..accuracy import DataProxy
         proxy = DataProxy(model, s.data)
     else:
         masks = getattr(prof, "masks", None)
@@ -197,6 +197,7 @@ def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
                     else s.latency_budget_ms * 1e3,
                     min_proxy=min_proxy)
     problem = Problem(prof.target, specs, cands, table, proxy, budget, s.min_speedup)
+    problem.profiler = prof     # the pipeline's decide stage checks the plan with it
     problem.info = {"cost_table": str(table.path) if table.path else None,
                     "measurements_taken": taken, "profiling_s": round(measured_s, 2),
                     "profiler": prof.target, "reference": ref.key,

@@ -1,13 +1,13 @@
-"""engine.profile.specs: LayerInfo + the lowering's fused info -> mapping.LayerSpec."""
+"""engine.measure.specs: LayerInfo + the lowering's fused info -> mapping.LayerSpec."""
 import pytest
 import torch
 
 from engine import zoo
 from engine.errors import ConfigError
 from engine.graph.layers import list_layers
-from engine.profile.specs import (epilogue_of, layer_specs, model_specs, parse_epilogue,
+from engine.measure.specs import (epilogue_of, layer_specs, model_specs, parse_epilogue,
                                   spec_layer_info)
-from engine.runtime.lower import lower
+from engine.lowering import lower
 
 
 def _layers_and_fused(name):

@@ -1,0 +1,6 @@
+"""Lowering: a (masked) torch model -> the modules that run each layer (host runtime), with
+one backend table (backends.py) shared by lowering and measurement."""
+from .backends import build_layer, native_modules
+from .host import LoweringResult, fold_bn, lower
+
+__all__ = ["LoweringResult", "build_layer", "fold_bn", "lower", "native_modules"]

@@ -1,0 +1,154 @@
+"""Stage "candidates": per layer, the mask the plan (or the one scheme optimize() was given)
+asks for and the kernel group height it runs with, and a Choice for every layer saying what
+happens to it and why (excluded, grouped, scheme does not fit, sparsity 0, ...).
+
+Group schemes (filter / channel) instead shrink the model physically; its layers are then
+candidates for the native dense kernel only."""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mapping import Choice, Plan
+from mapping.plan import DENSE
+
+from ..errors import ConfigError
+from ..graph.layers import get_module, list_layers
+from ..runtime.packing import dense_rows, group_rows_for
+from ..schemes import apply_mask, get_scheme
+from ..schemes.base import MaskScheme
+from .config import SPARSE_BACKENDS, OptimizeConfig
+from .state import RunState
+
+
+def candidates(state: RunState) -> None:
+    """state.base, .layers, .candidates, .choices."""
+    cfg = state.config
+    base = state.work
+    if isinstance(state.scheme, MaskScheme):
+        state.layers = list_layers(base, state.example_inputs)
+        check_exclude(cfg.exclude, state.layers)
+        state.candidates, state.choices = mask_candidates(base, state.layers, state.scheme,
+                                                          cfg, state.plan_in)
+    else:
+        base = _shrink(state)
+    state.base = base
+
+
+def _shrink(state: RunState) -> nn.Module:
+    """Group scheme: a physically smaller dense model, its layers candidates for the native
+    dense kernel (grouped convs stay as they are)."""
+    cfg = state.config
+    base, record = state.scheme.prune(state.work, state.example_inputs, cfg.sparsity,
+                                      cfg.importance, cfg.exclude)
+    state.notes.append(f"{cfg.scheme} pruning record: {len(record.get('groups', {}))} groups "
+                       f"cut, {len(record.get('skipped', {}))} skipped")
+    state.layers = list_layers(base, state.example_inputs)
+    for info in state.layers:
+        w = get_module(base, info.name).weight.detach()
+        state.candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
+                                       dense_rows(info.groups))
+        why = (f"grouped/depthwise conv (groups={info.groups}): not pruned" if info.groups != 1
+               else f"layer shrunk by {cfg.scheme} pruning")
+        state.choices[info.name] = Choice(info.name, DENSE if info.groups != 1 else cfg.scheme,
+                                          None, 0.0, "native", reason=why)
+    return base
+
+
+def scheme_kwargs(cfg: OptimizeConfig) -> dict:
+    kw = dict(cfg.scheme_options)
+    if cfg.scheme == "block":
+        kw.setdefault("block", cfg.block)
+    return kw
+
+
+def blk(block) -> str:
+    return "x".join(map(str, block)) if block else ""
+
+
+def check_exclude(exclude: tuple, layers: list) -> None:
+    names = {l.name for l in layers}
+    for e in exclude:
+        if e not in names and not any(n.startswith(e + ".") for n in names):
+            raise ConfigError(f"exclude names {e!r}, which is not a conv/linear layer of the "
+                              f"model (layers: {sorted(names)[:8]}...)")
+
+
+def excluded(name: str, exclude: tuple) -> bool:
+    return any(name == e or name.startswith(e + ".") for e in exclude)
+
+
+def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
+                    plan: Optional[Plan]):
+    """Per layer: (mask, group rows) for layers the scheme can prune, and a Choice for all."""
+    candidates, choices = {}, {}
+    fits = 0
+    for info in layers:
+        sch, sparsity, given_reason = scheme, cfg.sparsity, ""
+        if plan is not None and info.name in plan:
+            given = plan[info.name]
+            if not given.pruned:
+                choices[info.name] = ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
+                if given.backend in SPARSE_BACKENDS and not excluded(info.name, cfg.exclude):
+                    # kept dense on the dense native kernel the plan measured fastest (replayed
+                    # when measure=False; measured again otherwise)
+                    w = get_module(model, info.name).weight.detach()
+                    candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
+                                             dense_rows(info.groups))
+                    ch.backend = "native"
+                continue
+            kw = dict(given.options)
+            if given.scheme == "block":
+                kw["block"] = given.block
+            sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
+            given_reason = given.reason.split("; ")[0]
+        backend = "native"
+        if plan is not None and info.name in plan and plan[info.name].backend in SPARSE_BACKENDS:
+            backend = plan[info.name].backend   # replayed when measure=False
+        ch = Choice(info.name, sch.name, sch.block if sch.name == "block" else None, sparsity,
+                    backend)
+        choices[info.name] = ch
+        reason = None
+        if excluded(info.name, cfg.exclude):
+            reason = "excluded by the user"
+        elif info.groups != 1:
+            # not pruned; a candidate for the native dense kernel (depthwise: the direct
+            # depthwise kernel; other grouped convs: the block-diagonal SpMM pack)
+            w = get_module(model, info.name).weight.detach()
+            candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
+            ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
+            ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
+            continue
+        else:
+            reason = sch.check(info)
+        if reason is None and sparsity == 0.0:
+            reason = "sparsity 0"
+        if reason is not None:
+            ch.scheme, ch.block, ch.sparsity, ch.backend, ch.reason = DENSE, None, 0.0, "torch", reason
+            continue
+        fits += 1
+        w = get_module(model, info.name).weight.detach()
+        mask = sch.mask(w, None if sch.name == "nm" else sparsity, cfg.importance)
+        ch.sparsity = 1.0 - mask.float().mean().item()
+        rows = sch.block[0] if sch.name == "block" else 1
+        candidates[info.name] = (mask, group_rows_for(rows) if rows <= 8 else rows)
+        ch.reason = f"{sch.name} {blk(ch.block)} at {ch.sparsity:.0%}".replace("  ", " ")
+        if given_reason:
+            ch.reason = f"plan: {given_reason}"
+    if fits == 0 and layers and cfg.sparsity > 0 and plan is None:
+        why = "; ".join(sorted({c.reason for c in choices.values()})[:3])
+        raise ConfigError(f"scheme {cfg.scheme!r} with block {blk(cfg.block)} fits no layer "
+                          f"of the model ({why})")
+    return candidates, choices
+
+
+def masked_copy(model: nn.Module, masks: dict) -> nn.Module:
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            mod = get_module(out, name)
+            mod.weight.copy_(apply_mask(mod.weight, mask))
+    return out

@@ -1,0 +1,70 @@
+"""Stage "capture": the working copy of the user's model, checked to run in eager mode on the
+example inputs and (unless capture=False) to be captured by torch.export, which the compile
+path needs; every failure names the culprit (source line, aten op)."""
+from __future__ import annotations
+
+import copy
+import os
+import re
+
+import torch
+from torch import nn
+
+from ..errors import CaptureError, ConfigError
+from .state import RunState
+
+
+def capture(state: RunState) -> None:
+    """state.work: an eval-mode copy without gradients (the user's model is never touched)."""
+    work = copy.deepcopy(state.model).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    dry_run(work, state.example_inputs)
+    if state.config.capture:
+        export_check(work, state.example_inputs)
+    state.work = work
+
+
+def dry_run(model: nn.Module, example_inputs: tuple) -> None:
+    """The model must run on its example inputs in eager mode; otherwise the inputs (or the
+    model) are wrong, which no capture or pruning step should be left to report."""
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except Exception as e:  # noqa: BLE001  (re-raised naming the inputs and the model's error)
+        shapes = ", ".join(str(tuple(t.shape)) for t in example_inputs)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"the model fails on example_inputs of shape {shapes}{culprit(e)}: "
+                          f"{type(e).__name__}: {first}") from e
+
+
+def export_check(model: nn.Module, example_inputs: tuple) -> None:
+    """torch.export must capture the model (the compile path needs it); name the culprit."""
+    try:
+        torch.export.export(model, example_inputs, strict=False)
+    except Exception as e:  # noqa: BLE001  (re-raised with the op / source line named)
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        first = lines[0] if lines else type(e).__name__
+        raise CaptureError(f"torch.export could not capture the model{culprit(e)}: "
+                           f"{type(e).__name__}: {first}") from e
+
+
+def culprit(e: BaseException) -> str:
+    """' (at file:line in fn: `code`; op aten.x)' from the message or traceback, or ''."""
+    import traceback
+    text = str(e)
+    where = ""
+    for m in re.finditer(r'File "([^"]+)", line (\d+), in (\w+)', text):
+        if "site-packages" not in m.group(1):
+            where = f"{m.group(1)}:{m.group(2)} in {m.group(3)}"
+            break
+    if not where:
+        pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if "site-packages" not in f.filename and not f.filename.startswith(pkg)]
+        if frames:
+            f = frames[-1]
+            where = f"{f.filename}:{f.lineno} in {f.name}" + (f": `{f.line}`" if f.line else "")
+    ops = re.findall(r"torch\.ops\.(aten\.\w+)", text)
+    parts = ([where] if where else []) + ([f"op {ops[-1]}"] if ops else [])
+    return f" (at {'; '.join(parts)})" if parts else ""

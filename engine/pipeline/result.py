@@ -1,0 +1,135 @@
+"""The result of optimize(): callable like the model (host runtime), with the plan, the masked
+reference, and compile / save for the artifact an app embeds."""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mapping import Plan
+
+from ..graph.layers import LayerInfo
+from ..runtime import measure as _measure
+from ..targets import get_target
+from .config import SPARSE_BACKENDS, OptimizeConfig
+
+
+class OptimizedModel:
+    """The result of optimize(): callable like the model, running the native kernels."""
+
+    def __init__(self, runtime: nn.Module, pruned_model: nn.Module, plan: Plan,
+                 layers: list, example_inputs: tuple, config: OptimizeConfig, notes: list):
+        self.runtime = runtime
+        self.pruned_model = pruned_model
+        self.plan = plan
+        self.layers = layers
+        self.example_inputs = example_inputs
+        self.config = config
+        self.notes = notes
+        self._native = any(c.backend in SPARSE_BACKENDS for c in plan)
+        self._dense = None
+        self.mapping = None      # the mapping.Problem when optimize(mapper=...) made the plan
+
+    def __call__(self, *inputs):
+        # Torch glue ops run on one thread inside the call: torch's OpenMP workers spin after
+        # every op and would take both cores from the kernels' pool (ResNet-18-CIFAR, 2 cores:
+        # 2.5 ms this way, 5.5 ms with torch at 2 threads).
+        prev = torch.get_num_threads()
+        if prev != 1 and self._native:
+            torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                return self.runtime(*inputs)
+        finally:
+            if prev != 1 and self._native:
+                torch.set_num_threads(prev)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of all prunable-layer weights pruned."""
+        total = sum(_numel(l.weight_shape) for l in self.layers)
+        pruned = sum(c.sparsity * _numel(self._info(c.layer).weight_shape)
+                     for c in self.plan if c.pruned and self._info(c.layer) is not None)
+        return pruned / total if total else 0.0
+
+    def _info(self, name: str) -> Optional[LayerInfo]:
+        return next((l for l in self.layers if l.name == name), None)
+
+    def compile(self, target: Optional[str] = None):
+        """The model compiled by TVM for `target` (default: the plan's): every conv / linear
+        runs the backend its plan Choice names, "tir" a kernel generated for that layer,
+        "native" the C++ kernels linked into the module; layers the Python runtime runs in
+        torch get a generated dense kernel. Returns an engine.codegen.CompiledModel."""
+        from ..codegen import compile_model
+        tgt = get_target(target or self.plan.target)
+        # torch does not exist in the module: layers the host runtime runs in torch get the
+        # C++ dense kernel (convs; 8-row tiles; depthwise convs the direct depthwise kernel)
+        # or a generated dense kernel (linear)
+        plan = copy.deepcopy(self.plan)
+        moved = [c.layer for c in plan if c.backend == "torch" and not c.pruned]
+        for c in plan:
+            if c.layer in moved:
+                c.backend = "native"
+        cm = compile_model(self.pruned_model, self.example_inputs, plan, tgt, backends="plan")
+        if moved:
+            cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
+                            f"dense kernel (conv) or a generated dense kernel (linear) here")
+        cm.inputs = [(f"input{i}", shape, dtype) for i, (_, shape, dtype) in enumerate(cm.inputs)]
+        cm.outputs = [(f"output{i}", shape, dtype)
+                      for i, (_, shape, dtype) in enumerate(cm.outputs)]
+        return cm
+
+    def save(self, directory, target: Optional[str] = None, *, signing_key=None,
+             overwrite: bool = False):
+        """Compile for `target` (default: the plan's) and write an artifact directory
+        atomically (model.so, manifest.json with sha256 of every file, plan.json); see
+        engine/artifact/ and examples/ for loading it without Python.
+
+        signing_key: an Ed25519 private key (cryptography object, 32 raw bytes, or a PEM /
+        64-hex key file) to sign the manifest with (manifest.sig; engine.load(dir,
+        trusted_keys=[...]) then verifies it). overwrite: also replace a non-empty directory
+        that is not an artifact, or an artifact holding other files (see
+        engine.artifact.check_save_destination). The destination and the key are checked
+        before compiling."""
+        from ..artifact import check_save_destination, load_signing_key, save_artifact
+        check_save_destination(directory, overwrite)
+        key = load_signing_key(signing_key) if signing_key is not None else None
+        compiled = self.compile(target)
+        return save_artifact(directory, compiled, compiled.target, compiled.inputs,
+                             compiled.outputs, plan=self.plan,
+                             extra={"kernels": _kernels_summary(compiled),
+                                    "notes": self.notes + list(compiled.notes)},
+                             overwrite=overwrite, signing_key=key)
+
+    def benchmark(self, dense_model: Optional[nn.Module] = None, min_time: float = 1.0) -> dict:
+        """Median latency of this model vs the dense torch model (and the masked reference),
+        interleaved in one run: {"optimized": s, "dense": s}."""
+        x = self.example_inputs
+        dense = dense_model if dense_model is not None else self._dense
+        cands = {"optimized": lambda: self(*x)}
+        if dense is not None:
+            cands["dense"] = lambda: dense(*x)
+        return _measure.compare(cands, min_time=min_time)
+
+    def __repr__(self) -> str:
+        return (f"OptimizedModel(target={self.plan.target!r}, layers={len(self.plan)}, "
+                f"pruned={len(self.plan.pruned)}, sparsity={self.sparsity:.3f})")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _kernels_summary(compiled) -> dict:
+    kinds: dict = {}
+    for lk in getattr(compiled, "layers", []):
+        kinds[lk.kind] = kinds.get(lk.kind, 0) + 1
+    return {"layers_by_kind": kinds,
+            "native": "engine C++ kernels linked into model.so via the spe.v1 bridge"
+            if any(lk.kind == "native" for lk in getattr(compiled, "layers", [])) else "unused",
+            "tir": "kernels generated per layer by engine.codegen (TVM TIR)"}

@@ -1,0 +1,112 @@
+"""The optimize pipeline: a named list of stages run in order over one RunState.
+
+    capture     eval copy of the model; eager run and torch.export capture checked
+    map         (mapper=...) the mapper's per-layer plan from measured costs
+    candidates  per-layer masks and kernel group heights (plan, or the one scheme given)
+    decide      each layer measured in place: kept sparse only where faster than dense
+    plan        the plan the result runs (choices, target, engine, threads, isa)
+    finetune    (finetune=...) train under the masks, masks re-derived from trained weights
+    prune       the masked torch model (the numerical reference)
+    lower       the host runtime: native / generated kernels with fused epilogues
+    verify      outputs of the result against the masked reference
+
+Compiling for the target and writing the artifact are the result's (opt.compile / opt.save),
+run on demand. A stage is one function of the state; `STAGES` names them, and a name appears
+once."""
+from __future__ import annotations
+
+from typing import Callable
+
+from mapping import Plan
+
+from .._version import __version__
+from ..errors import ConfigError
+from ..graph.inputs import check_inputs
+from ..lowering import lower
+from ..runtime import native
+from ..schemes import get_scheme
+from ..targets import get_target
+from ..targets.toolchain import host_arch
+from .candidates import candidates, masked_copy, scheme_kwargs
+from .capture import capture
+from .config import OptimizeConfig
+from .decide import decide
+from .finetune import finetune
+from .map_stage import map_stage
+from .result import OptimizedModel
+from .state import RunState
+from .verify import verify
+
+
+def make_plan(state: RunState) -> None:
+    cfg, meta = state.config, dict(state.plan.meta) if state.plan is not None else None
+    state.plan = Plan(state.target.name, [state.choices[l.name] for l in state.layers], meta or {
+        "engine": __version__, "scheme": state.scheme.describe(), "sparsity": cfg.sparsity,
+        "min_speedup": cfg.min_speedup, "threads": native.get_threads(),
+        "isa": native.best_isa() if cfg.isa == "auto" else cfg.isa})
+
+
+def prune(state: RunState) -> None:
+    masks = {n: state.candidates[n][0] for n, c in state.choices.items() if c.pruned}
+    state.pruned_model = masked_copy(state.base, masks)
+
+
+def lower_stage(state: RunState) -> None:
+    state.lowered = lower(state.pruned_model, state.backends, state.config.isa)
+    if not state.lowered.traced:
+        state.notes.append(state.lowered.note)
+
+
+def _finetune_and_replan(state: RunState) -> None:
+    finetune(state)
+    make_plan(state)
+
+
+# (name, stage, runs when): the order is the pipeline
+STAGES: tuple = (
+    ("capture", capture, lambda s: True),
+    ("map", map_stage, lambda s: s.config.map is not None),
+    ("candidates", candidates, lambda s: True),
+    ("decide", decide, lambda s: True),
+    ("plan", make_plan, lambda s: True),
+    ("finetune", _finetune_and_replan, lambda s: s.config.finetune is not None),
+    ("prune", prune, lambda s: True),
+    ("lower", lower_stage, lambda s: True),
+)
+assert len({name for name, _, _ in STAGES}) == len(STAGES), "stage names must be unique"
+
+
+def run(model, example_inputs, config: OptimizeConfig,
+        on_stage: Callable[[str], None] = None) -> OptimizedModel:
+    """Validate `config`, run the stages, verify, return the OptimizedModel."""
+    config.validate()
+    state = RunState(model, check_inputs(model, example_inputs), config,
+                     get_target(config.target), plan_in=config.plan)
+    _setup_kernels(config)
+    if not state.target.is_host:
+        state.notes.append(f"plan measured on this host ({host_arch()}) as a proxy for target "
+                           f"{state.target.name!r}; opt.save() compiles for "
+                           f"{state.target.name!r}")
+    state.scheme = get_scheme(config.scheme, **scheme_kwargs(config))
+    for name, stage, when in STAGES:
+        if when(state):
+            if on_stage is not None:
+                on_stage(name)
+            stage(state)
+    opt = OptimizedModel(state.lowered.module, state.pruned_model, state.plan, state.layers,
+                         state.example_inputs, config, state.notes)
+    opt._dense = state.dense_model if state.dense_model is not None else state.work
+    opt.mapping = state.mapping_problem
+    if state.mapped_plan is not None:
+        opt.plan.meta["mapping"] = state.mapped_plan.meta
+    verify(state, opt)
+    return opt
+
+
+def _setup_kernels(cfg: OptimizeConfig) -> None:
+    k = native.lib()
+    if cfg.threads is not None:
+        k.set_num_threads(cfg.threads)
+    if cfg.isa != "auto" and not k.isa_available(cfg.isa):
+        raise ConfigError(f"isa {cfg.isa!r} is not available on this CPU/build; "
+                          f"available: {k.available_isas()}")
