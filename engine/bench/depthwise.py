@@ -57,8 +57,8 @@ DEFAULT_MIN_TIME = 0.1
 
 
 def _kernels():
-    from .. import _kernels
-    return _kernels
+    from ..runtime.native import lib
+    return lib()
 
 
 @dataclass

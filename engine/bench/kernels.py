@@ -50,8 +50,8 @@ DEFAULT_MIN_TIME = 0.1  # seconds per candidate per row
 
 
 def _kernels():
-    from .. import _kernels
-    return _kernels
+    from ..runtime.native import lib
+    return lib()
 
 
 # --------------------------------------------------------------------------------------- shapes

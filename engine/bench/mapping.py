@@ -49,7 +49,9 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
               search_time: float = 120.0, threads: int = 2, min_time: float = 3.0,
               seed: int = 0, space=None, progress: bool = True) -> dict:
     import engine
-    from engine import _kernels, zoo
+    from engine import zoo
+    from engine.runtime.native import lib
+    _kernels = lib()
     from engine.pipeline.automap import MapSettings, build_problem, _mapper
     from engine.runtime.measure import compare
     from mapping import Budget, uniform_plans
