@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from imports import cycles, external_imports, imports, modules
+from import_graph import cycles, external_imports, imports, modules
 
 # Lowest first. A module may import its own layer or any layer below, never one above.
 LAYERS = (
