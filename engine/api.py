@@ -44,12 +44,17 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     `sparsity`" (and latency <= `latency_budget` ms when given), with an accuracy floor
     `min_proxy` ("reference": the proxy of `scheme`/`block` at `sparsity` on every layer; a
     number; None). data: held-out data for the accuracy proxy (engine.accuracy.DataProxy;
-    default: kept weight energy). device: a profiler measuring on the target (e.g.
-    engine.measure.RPCProfiler; default: this host). space: the candidate space
+    default: kept weight energy). device: where candidates are timed: None (this host, as
+    opt(x) runs them), "artifact" (this host, compiled as opt.save() ships them), "rpc://..."
+    (a device over TVM RPC) or a profiler object (e.g. engine.measure.RPCProfiler); the
+    in-place check of the plan uses the same one. space: the candidate space
     (mapping.CandidateSpace or candidate keys; default mapping.default_space()). costs: a
     mapping.CostTable or JSON path (default: the per-target cache). search_time: seconds for
     "search" / "rl". The mapped plan is then applied like plan=...; with measure=True each
     pruned layer is measured again in place and kept only if still faster than dense.
+    A budget the measured costs cannot meet raises engine.errors.InfeasibleError saying what
+    is reachable (allow_infeasible=True returns the best plan, with a note instead); a mapped
+    plan that ranks below the best feasible uniform plan on the same costs is replaced by it.
 
     finetune: recover accuracy once the plan is made: a dict for the built-in trainer
     (engine.train: {"train": batches of (x, y), "val": held-out batches (top-1 logged per

@@ -4,6 +4,7 @@
     python -m engine bench kernels [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
     python -m engine bench e2e --model resnet50
     python -m engine bench artifact --models resnet50,mobilenetv2 --sparsity 0,0.8
+    python -m engine bench plans build|time --models resnet50,mobilenetv2 --out plans/
     python -m engine demo
 """
 from __future__ import annotations
@@ -193,7 +194,8 @@ def main(argv: Optional[list] = None) -> int:
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
-    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery"])
+    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery",
+                                   "plans", "tir"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)

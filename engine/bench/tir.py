@@ -37,38 +37,13 @@ from ..codegen import targets as _targets
 from ..codegen._tvm import tvm
 from ..codegen.geometry import ConvGeometry
 from ..codegen.rowgroups import RowGroups
-from ..codegen.spmm_tir import Kernel, conv_kernel, linear_kernel
+from ..codegen.host import HostKernel
+from ..codegen.spmm_tir import conv_kernel, linear_kernel
 from ..runtime.measure import compare
 from ..runtime.native import lib
 from ..runtime.packing import group_rows_for, pack
 from ..zoo.init import randomize_bn  # noqa: F401
 from .kernels import Shape, block_mask, load_shapes, parse_block, shape_files
-
-
-class HostKernel:
-    """A generated kernel compiled for the host, callable on numpy arrays."""
-
-    def __init__(self, kernel: Kernel, target="host"):
-        tgt = _targets.tvm_target(_targets.as_target(target))
-        self.kernel = kernel
-        self.executable = tvm.compile(kernel.prim_func(), target=tgt)
-        self.func = self.executable[kernel.name]
-        self.tables = [tvm.runtime.tensor(np.ascontiguousarray(t)) for t in kernel.tables]
-        self.out = tvm.runtime.tensor(np.zeros(kernel.out_shape, np.float32))
-
-    def bind(self, x: np.ndarray, residual: Optional[np.ndarray] = None):
-        """A zero-argument callable running the kernel on x (converted once)."""
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))] + self.tables
-        if self.kernel.has_residual:
-            if residual is None:
-                raise ValueError("this kernel adds a residual: pass one")
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(residual, np.float32)))
-        args.append(self.out)
-        func = self.func
-        return lambda: func(*args)
-
-    def result(self) -> np.ndarray:
-        return self.out.numpy()
 
 
 def build_tir(weight: np.ndarray, in_shape: tuple, *, rows: int, stride=1, padding=0,

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import CaptureError, ConfigError
 from ..runtime.packing import dense_rows, group_rows_for, pack
 from ..targets import Target
+from ..targets.toolchain import host_arch, norm_arch
 from ..graph.inputs import check_inputs
 from . import targets as _targets
 from ._tvm import from_exported_program, relax, tvm
@@ -105,7 +106,7 @@ class CompiledModel:
 
     @property
     def runs_here(self) -> bool:
-        return _norm_arch(self.target.arch) == _norm_arch(platform.machine()) and \
+        return norm_arch(self.target.arch) == host_arch() and \
             self.target.cross_compiler is None
 
     def run(self, *inputs) -> list:
@@ -163,11 +164,6 @@ def _flatten(out) -> list:
         return [out]
 
 
-def _norm_arch(a: str) -> str:
-    a = a.lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(a, a)
-
-
 def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
                   target: Union[str, Target] = "host", *, dense: str = "tir",
                   backends: str = "tir") -> CompiledModel:
@@ -196,67 +192,85 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     tgt = _targets.as_target(target)
     _targets.cross_compiler(tgt)          # fail before any work if the toolchain is missing
     tvm_tgt = _targets.tvm_target(tgt)
-    isa = _targets.vector_isa(tvm_tgt)
     example_inputs = check_inputs(pruned_model, example_inputs)
     mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
-    main = mod["main"]
-    matches = find_layers(main, params, layer_names)
-    plan_choices = {c.layer: c for c in plan} if plan is not None else {}
-    notes: list = []
-    layers: list = []
-    used: set = set()
-    first_name: dict = {}    # structure key -> the name of the PrimFunc layers share
-
-    def choose(m: LayerMatch) -> Optional[Replacement]:
-        choice = plan_choices.get(m.layer)
-        sparse = choice is not None and choice.pruned and choice.backend in SPARSE_BACKENDS
-        if sparse and m.groups != 1:
-            notes.append(f"{m.layer}: plan prunes a grouped conv; compiled as grouped (dense)")
-            sparse = False
-        native = backends == "plan" and choice is not None and choice.backend == "native"
-        if not sparse and not native and dense == "tvm":
-            return None
-        used.add(m.layer)
-        if native:
-            rep = _native_replacement(m, choice if sparse else None)
-            if rep is not None:
-                if rep.extern == DEPTHWISE_EXTERN:
-                    stats = {"depthwise": True, "density": 1.0, "pruned": False}
-                else:
-                    stats = {"rows": int(rep.tables[2][0]),
-                             "density": _density(rep.tables, m.weight), "pruned": sparse}
-                layers.append(LayerKernel(m.layer, m.op, "native", rep.extern, rep.extern,
-                                          tuple(m.fused), stats))
-                return rep
-            if sparse:
-                notes.append(f"{m.layer}: backend 'native' needs a conv with symmetric padding; "
-                             f"compiled as generated TIR")
-        k = _kernel_for(m, isa, sparse, choice, len(layers))
-        if choice is not None and choice.backend == "native" and sparse:
-            k.stats["requested_backend"] = "native"
-        fname = first_name.setdefault(k.structure_key, k.name)
-        layers.append(LayerKernel(m.layer, m.op, _kind(m, sparse), k.label, fname,
-                                  tuple(m.fused), k.stats, k.source))
-        return Replacement(k.prim_func(), k.tables, k.has_residual, k.structure_key)
-
-    mod, _ = rewrite_layers(mod, matches, choose)
-    for name, c in plan_choices.items():
-        if c.pruned and name not in used:
-            notes.append(f"{name}: pruned in the plan but not found as a conv / linear with "
-                         f"constant weights in the exported graph; compiled by TVM as is")
-    if backends == "tir" and any(c.pruned and c.backend == "native"
-                                 for c in plan_choices.values()):
-        notes.append("layers the plan runs on backend 'native' run generated TIR here "
-                     "(backends='plan' calls the C++ kernels instead)")
+    matches = find_layers(mod["main"], params, layer_names)
+    chooser = _LayerChooser(plan, dense, backends, _targets.vector_isa(tvm_tgt))
+    mod, _ = rewrite_layers(mod, matches, chooser)
+    notes = chooser.notes + chooser.unused_notes()
     mod = _bind_params(mod, params)
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
     inputs = [(n, tuple(x.shape), "float32") for n, x in zip(in_names, example_inputs)]
-    outputs = _output_specs(mod["main"])
-    return CompiledModel(ex, tgt, inputs, outputs, layers, notes)
+    return CompiledModel(ex, tgt, inputs, _output_specs(mod["main"]), chooser.layers, notes)
 
 
-def _native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
+class _LayerChooser:
+    """rewrite_layers' callback: the kernel each matched conv / linear gets (see
+    compile_model's docstring), with the notes and the LayerKernel list it records."""
+
+    def __init__(self, plan, dense: str, backends: str, isa: VectorISA):
+        self.choices = {c.layer: c for c in plan} if plan is not None else {}
+        self.dense, self.backends, self.isa = dense, backends, isa
+        self.notes: list = []
+        self.layers: list = []
+        self.used: set = set()
+        self.first_name: dict = {}  # structure key -> the name of the PrimFunc layers share
+
+    def __call__(self, m: LayerMatch) -> Optional[Replacement]:
+        choice = self.choices.get(m.layer)
+        sparse = choice is not None and choice.pruned and choice.backend in SPARSE_BACKENDS
+        if sparse and m.groups != 1:
+            self.notes.append(f"{m.layer}: plan prunes a grouped conv; compiled as grouped "
+                              f"(dense)")
+            sparse = False
+        native = self.backends == "plan" and choice is not None and choice.backend == "native"
+        if not sparse and not native and self.dense == "tvm":
+            return None
+        self.used.add(m.layer)
+        if native:
+            rep = self._native(m, choice, sparse)
+            if rep is not None:
+                return rep
+        return self._generated(m, choice, sparse)
+
+    def _native(self, m: LayerMatch, choice, sparse: bool) -> Optional[Replacement]:
+        rep = native_replacement(m, choice if sparse else None)
+        if rep is None:
+            if sparse:
+                self.notes.append(f"{m.layer}: backend 'native' needs a conv with symmetric "
+                                  f"padding; compiled as generated TIR")
+            return None
+        if rep.extern == DEPTHWISE_EXTERN:
+            stats = {"depthwise": True, "density": 1.0, "pruned": False}
+        else:
+            stats = {"rows": int(rep.tables[2][0]), "density": _density(rep.tables, m.weight),
+                     "pruned": sparse}
+        self.layers.append(LayerKernel(m.layer, m.op, "native", rep.extern, rep.extern,
+                                       tuple(m.fused), stats))
+        return rep
+
+    def _generated(self, m: LayerMatch, choice, sparse: bool) -> Replacement:
+        k = kernel_for(m, self.isa, sparse, choice, len(self.layers))
+        if choice is not None and choice.backend == "native" and sparse:
+            k.stats["requested_backend"] = "native"
+        fname = self.first_name.setdefault(k.structure_key, k.name)
+        self.layers.append(LayerKernel(m.layer, m.op, _kind(m, sparse), k.label, fname,
+                                       tuple(m.fused), k.stats, k.source))
+        return Replacement(k.prim_func(), k.tables, k.has_residual, k.structure_key)
+
+    def unused_notes(self) -> list:
+        notes = [f"{name}: pruned in the plan but not found as a conv / linear with constant "
+                 f"weights in the exported graph; compiled by TVM as is"
+                 for name, c in self.choices.items() if c.pruned and name not in self.used]
+        if self.backends == "tir" and any(c.pruned and c.backend == "native"
+                                          for c in self.choices.values()):
+            notes.append("layers the plan runs on backend 'native' run generated TIR here "
+                         "(backends='plan' calls the C++ kernels instead)")
+        return notes
+
+
+def native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
     """call_dps_packed into the C++ kernels for a conv (kernels/tvm/spe_tvm_bridge.cc): a
     depthwise conv kept dense -> "spe.v1.depthwise_conv2d" (meta int32[13], the (C, kh, kw)
     weight, bias or a placeholder); any other -> "spe.v1.sparse_conv2d" (meta int32[13], the
@@ -310,7 +324,7 @@ def _kind(m: LayerMatch, sparse: bool) -> str:
     return "sparse" if sparse else ("grouped" if m.groups != 1 else "dense")
 
 
-def _kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) -> Kernel:
+def kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) -> Kernel:
     name = f"engine_{m.op}_{index}_{m.layer}"
     if sparse:
         block_rows = choice.block[0] if choice.block else 1

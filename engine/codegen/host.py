@@ -58,6 +58,32 @@ class _Compiled:
         return y
 
 
+class HostKernel:
+    """A generated kernel compiled for the host, callable on numpy arrays."""
+
+    def __init__(self, kernel: Kernel, target="host"):
+        tgt = _targets.tvm_target(_targets.as_target(target))
+        self.kernel = kernel
+        self.executable = tvm.compile(kernel.prim_func(), target=tgt)
+        self.func = self.executable[kernel.name]
+        self.tables = [tvm.runtime.tensor(np.ascontiguousarray(t)) for t in kernel.tables]
+        self.out = tvm.runtime.tensor(np.zeros(kernel.out_shape, np.float32))
+
+    def bind(self, x: np.ndarray, residual: Optional[np.ndarray] = None):
+        """A zero-argument callable running the kernel on x (converted once)."""
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))] + self.tables
+        if self.kernel.has_residual:
+            if residual is None:
+                raise ValueError("this kernel adds a residual: pass one")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(residual, np.float32)))
+        args.append(self.out)
+        func = self.func
+        return lambda: func(*args)
+
+    def result(self) -> np.ndarray:
+        return self.out.numpy()
+
+
 class _TirLayer(LoweredLayer):
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str,

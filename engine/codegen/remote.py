@@ -43,7 +43,7 @@ from ..errors import ConfigError
 from ..runtime.measure import Stats, drift, summarize
 from . import targets as _targets
 from ._tvm import relax, rpc, tvm
-from .compile import _kernel_for, _native_replacement
+from .compile import kernel_for, native_replacement
 from .pipeline import relax_pipeline
 from .rewrite import LayerMatch
 
@@ -101,6 +101,14 @@ class RemoteResult:
     max_err: float
 
 
+def local_session():
+    """A session on this machine, in this process: what the artifact's own runtime does."""
+    import logging
+    # TVM's RPC server module logs every module it loads at INFO on its own handler
+    logging.getLogger("RPCServer").setLevel(logging.WARNING)
+    return rpc.LocalSession()
+
+
 def connect(host: str, port: int, key: Optional[str] = None, session_timeout: float = 0):
     """An RPC session: straight to a server, or (key given) through the tracker at host:port,
     which hands out a free device registered under `key`."""
@@ -117,7 +125,7 @@ def connect(host: str, port: int, key: Optional[str] = None, session_timeout: fl
 
 def _match(layer: LayerShape, choice: KernelChoice, bias, x, residual) -> LayerMatch:
     """The layer as compile_model's rewrite sees it, so the kernel built for it below is the
-    one a compiled model gets (compile._kernel_for / compile._native_replacement)."""
+    one a compiled model gets (compile.kernel_for / compile.native_replacement)."""
     ph, pw = layer.padding
     return LayerMatch(choice.name, layer.op, np.asarray(choice.weight, np.float32), bias, x,
                       tuple(layer.in_shape), tuple(layer.out_shape), None, residual=residual,
@@ -147,7 +155,7 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
         m = _match(layer, ch, bias, x, params[1] if layer.residual else None)
         plan_choice = None if ch.dense else SimpleNamespace(block=ch.block)
         if ch.backend == "native":
-            rep = _native_replacement(m, plan_choice)
+            rep = native_replacement(m, plan_choice)
             if rep is None:
                 skipped[ch.name] = ("compiled models run this layer as generated TIR, not the "
                                     "C++ kernels (native needs a conv); measure backend tir")
@@ -161,7 +169,7 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
                                    if rep.extern == "spe.v1.sparse_conv2d" else rep.extern)
                 uses_native = True
             else:
-                k = _kernel_for(m, isa, not ch.dense, plan_choice, i)
+                k = kernel_for(m, isa, not ch.dense, plan_choice, i)
                 gv = bb.add_func(k.prim_func(), k.name)
                 args = [x] + [relax.const(np.ascontiguousarray(t)) for t in k.tables]
                 if k.has_residual:

@@ -91,64 +91,83 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
     fused: dict = {}
     sites: dict = {}   # layer -> call sites lowered so far (a module called more than once)
     for node in list(gm.graph.nodes):
-        if node.op != "call_module":
-            continue
-        mod = modules.get(node.target)
+        mod = modules.get(node.target) if node.op == "call_module" else None
         if isinstance(mod, nn.MaxPool2d) and NativeMaxPool2d.supports(mod):
-            def pair(v):
-                return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-            pool_name = "lowered_" + node.target.replace(".", "_")
-            gm.add_submodule(pool_name, NativeMaxPool2d(pair(mod.kernel_size),
-                                                        pair(mod.stride or mod.kernel_size),
-                                                        pair(mod.padding)))
-            node.target = pool_name
-            continue
-        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
-            continue
-        if isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
-            continue
-        name = node.target
-        chain = [node]
-        w, b = mod.weight.detach(), (mod.bias.detach() if mod.bias is not None else None)
-        cur, bn_name = node, None
-        nxt = _sole_user(cur)
-        if isinstance(mod, nn.Conv2d) and nxt is not None and nxt.op == "call_module" and \
-                isinstance(modules.get(nxt.target), nn.BatchNorm2d):
-            w, b = fold_bn(w, b, modules[nxt.target])
-            bn_name, cur = nxt.target, nxt
-            chain.append(nxt)
-        act, residual = "none", None
-        nxt = _sole_user(cur)
-        if nxt is not None and _act_of(nxt, modules):
-            act, cur = _act_of(nxt, modules), nxt
-            chain.append(nxt)
-        elif isinstance(mod, nn.Conv2d) and nxt is not None and _is_add(nxt):
-            other = nxt.args[1] if nxt.args[0] is cur else nxt.args[0]
-            after = _sole_user(nxt)
-            if isinstance(other, fx.Node) and other is not cur and after is not None and \
-                    _act_of(after, modules) == "relu":
-                residual, act, cur = other, "relu", after
-                chain += [nxt, after]
-        new = build_layer(mod, name, w, b, act, sparse, isa)
-        # One replacement per call site: a shared module (`c(relu(c(x)))`) fuses a different
-        # BN / activation / residual at each site, so each site gets its own lowered module.
-        site = sites[name] = sites.get(name, 0) + 1
-        new_name = "lowered_" + name.replace(".", "_") + (f"__call{site}" if site > 1 else "")
-        gm.add_submodule(new_name, new)
-        with gm.graph.inserting_after(cur):
-            args = (node.args[0],) if residual is None else (node.args[0], residual)
-            repl = gm.graph.call_module(new_name, args)
-        cur.replace_all_uses_with(repl)
-        for n in reversed(chain):
-            gm.graph.erase_node(n)
-        if site == 1:      # the first call's fusion describes the layer (list_layers' shapes)
-            fused[name] = {"bn": bn_name, "act": act, "residual": residual is not None}
+            _lower_pool(gm, node, mod)
+        elif _lowerable(mod):
+            site = sites[node.target] = sites.get(node.target, 0) + 1
+            f = _lower_layer(gm, node, mod, modules, sparse, isa, site)
+            if site == 1:  # the first call's fusion describes the layer (list_layers' shapes)
+                fused[node.target] = f
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
     return LoweringResult(gm, fused, True,
                           call_sites={n: k for n, k in sites.items() if k > 1})
+
+
+def _lowerable(mod) -> bool:
+    if isinstance(mod, nn.Conv2d):
+        return mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
+    return isinstance(mod, nn.Linear)
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _lower_pool(gm: fx.GraphModule, node: fx.Node, mod: nn.MaxPool2d) -> None:
+    pool_name = "lowered_" + node.target.replace(".", "_")
+    gm.add_submodule(pool_name, NativeMaxPool2d(_pair(mod.kernel_size),
+                                                _pair(mod.stride or mod.kernel_size),
+                                                _pair(mod.padding)))
+    node.target = pool_name
+
+
+def _fusion(node: fx.Node, mod: nn.Module, modules: dict) -> tuple:
+    """(nodes fused into the layer, last of them, weight, bias, BN name, activation, residual
+    node): conv -> [BN] -> [ReLU/ReLU6 | add(residual) -> ReLU]."""
+    chain, cur, bn_name = [node], node, None
+    w, b = mod.weight.detach(), (mod.bias.detach() if mod.bias is not None else None)
+    nxt = _sole_user(cur)
+    if isinstance(mod, nn.Conv2d) and nxt is not None and nxt.op == "call_module" and \
+            isinstance(modules.get(nxt.target), nn.BatchNorm2d):
+        w, b = fold_bn(w, b, modules[nxt.target])
+        bn_name, cur = nxt.target, nxt
+        chain.append(nxt)
+    act, residual = "none", None
+    nxt = _sole_user(cur)
+    if nxt is not None and _act_of(nxt, modules):
+        act, cur = _act_of(nxt, modules), nxt
+        chain.append(nxt)
+    elif isinstance(mod, nn.Conv2d) and nxt is not None and _is_add(nxt):
+        other = nxt.args[1] if nxt.args[0] is cur else nxt.args[0]
+        after = _sole_user(nxt)
+        if isinstance(other, fx.Node) and other is not cur and after is not None and \
+                _act_of(after, modules) == "relu":
+            residual, act, cur = other, "relu", after
+            chain += [nxt, after]
+    return chain, cur, w, b, bn_name, act, residual
+
+
+def _lower_layer(gm: fx.GraphModule, node: fx.Node, mod: nn.Module, modules: dict,
+                 sparse: dict, isa: str, site: int) -> dict:
+    """Replace one call site of a conv / linear (and what it fuses); returns its fusion."""
+    name = node.target
+    chain, cur, w, b, bn_name, act, residual = _fusion(node, mod, modules)
+    new = build_layer(mod, name, w, b, act, sparse, isa)
+    # One replacement per call site: a shared module (`c(relu(c(x)))`) fuses a different
+    # BN / activation / residual at each site, so each site gets its own lowered module.
+    new_name = "lowered_" + name.replace(".", "_") + (f"__call{site}" if site > 1 else "")
+    gm.add_submodule(new_name, new)
+    with gm.graph.inserting_after(cur):
+        args = (node.args[0],) if residual is None else (node.args[0], residual)
+        repl = gm.graph.call_module(new_name, args)
+    cur.replace_all_uses_with(repl)
+    for n in reversed(chain):
+        gm.graph.erase_node(n)
+    return {"bn": bn_name, "act": act, "residual": residual is not None}
 
 
 def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:

@@ -95,6 +95,9 @@ class RPCProfiler:
             return "compiled models run linear layers as generated TIR; measure backend tir"
         return None
 
+    def _session(self, connect):
+        return connect(self.host, self.port, self.key, self.session_timeout)
+
     def measure(self, spec: LayerSpec, candidates: list) -> dict:
         """candidate key -> Measurement for DENSE (if listed) and every candidate it can run."""
         from ..codegen.remote import (KernelChoice, LayerShape, build_layer_module, connect,
@@ -132,7 +135,7 @@ class RPCProfiler:
         if not choices:
             return {}
         module = build_layer_module(layer, choices, bias.numpy(), self.device_target)
-        session = connect(self.host, self.port, self.key, self.session_timeout)
+        session = self._session(connect)
         try:
             inputs = [x.numpy()] + ([r.numpy()] if r is not None else [])
             results, failed = time_on_device(session, module, inputs, refs, **self.timing)
@@ -149,3 +152,28 @@ class RPCProfiler:
             if key not in out or m.us < out[key].us:    # DENSE: the faster dense kernel
                 out[key] = m
         return out
+
+
+class CompiledProfiler(RPCProfiler):
+    """Candidates timed as the saved artifact runs them, on this machine: each layer compiled
+    into a module exactly as opt.save() compiles it (generated TIR, or the C++ kernels through
+    the bridge), loaded in this process (a local TVM session) and timed with the TVM runtime,
+    not the Python host runtime. optimize(device="artifact") maps with it, and the pipeline's
+    in-place check then uses it too."""
+
+    def __init__(self, *, weights: Optional[dict] = None, importance="l2",
+                 backends=("native", "tir"), threads: Optional[int] = None, **timing):
+        super().__init__("host", "local", 0, weights=weights, importance=importance,
+                         backends=backends, **timing)
+        if threads is not None:
+            from ..codegen import set_num_threads
+            set_num_threads(int(threads))
+        from .host import cpu_model
+        from ..codegen import get_num_threads
+        self.target = (f"compiled/{cpu_model()}/{get_num_threads()}t/"
+                       f"{kernels_build_id()}")
+        self.source = "compiled"
+
+    def _session(self, connect):
+        from ..codegen.remote import local_session
+        return local_session()

@@ -48,7 +48,7 @@ class MapSettings:
     reference: Candidate = field(default_factory=lambda: Candidate("block", (4, 1), 0.8))
     space: Union[CandidateSpace, list, None] = None
     costs: Union[CostTable, str, None] = None          # a table, a JSON path, None = cache
-    device: Any = None                                 # None = this host; rpc://...; a profiler
+    device: Any = None            # None = this host's runtime; "artifact"; rpc://...; a profiler
     target: str = "host"                               # the engine target a device runs
     data: Any = None
     search_time: float = 120.0                         # seconds (search / rl)
@@ -103,9 +103,11 @@ def parse_device(device: str) -> tuple:
 
 
 def _profiler(s: MapSettings, weights: dict):
-    from ..measure import HostProfiler, RPCProfiler
+    from ..measure import CompiledProfiler, HostProfiler, RPCProfiler
     if s.device is None:
         return HostProfiler(weights, threads=s.threads, isa=s.isa, backends=tuple(s.backends))
+    if s.device == "artifact":
+        return CompiledProfiler(weights=weights, threads=s.threads, backends=tuple(s.backends))
     if isinstance(s.device, str):
         host, port, key = parse_device(s.device)
         return RPCProfiler(s.target, host, port, key, weights=weights,
@@ -114,7 +116,8 @@ def _profiler(s: MapSettings, weights: dict):
         if hasattr(s.device, "weights") and not s.device.weights:
             s.device.weights.update(weights)   # masks from the model's real weights
         return s.device                        # an RPCProfiler or any mapping.Profiler
-    raise ConfigError(f"device must be None (this host), 'rpc://host:port[/key]' or a "
+    raise ConfigError(f"device must be None (this host's runtime), 'artifact' (this host, "
+                      f"as the saved artifact runs), 'rpc://host:port[/key]' or a "
                       f"profiler such as engine.measure.RPCProfiler(...), got {s.device!r}")
 
 

@@ -87,47 +87,24 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
     candidates, choices = {}, {}
     fits = 0
     for info in layers:
+        given = plan[info.name] if plan is not None and info.name in plan else None
+        if given is not None and not given.pruned:
+            choices[info.name] = _kept_dense(model, info, given, cfg, candidates)
+            continue
         sch, sparsity, given_reason = scheme, cfg.sparsity, ""
-        if plan is not None and info.name in plan:
-            given = plan[info.name]
-            if not given.pruned:
-                choices[info.name] = ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
-                if given.backend in SPARSE_BACKENDS and not excluded(info.name, cfg.exclude):
-                    # kept dense on the dense native kernel the plan measured fastest (replayed
-                    # when measure=False; measured again otherwise)
-                    w = get_module(model, info.name).weight.detach()
-                    candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
-                                             dense_rows(info.groups))
-                    ch.backend = "native"
-                continue
+        if given is not None:
             kw = dict(given.options)
             if given.scheme == "block":
                 kw["block"] = given.block
             sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
             given_reason = given.reason.split("; ")[0]
-        backend = "native"
-        if plan is not None and info.name in plan and plan[info.name].backend in SPARSE_BACKENDS:
-            backend = plan[info.name].backend   # replayed when measure=False
-        ch = Choice(info.name, sch.name, sch.block if sch.name == "block" else None, sparsity,
-                    backend)
-        choices[info.name] = ch
-        reason = None
-        if excluded(info.name, cfg.exclude):
-            reason = "excluded by the user"
-        elif info.groups != 1:
-            # not pruned; a candidate for the native dense kernel (depthwise: the direct
-            # depthwise kernel; other grouped convs: the block-diagonal SpMM pack)
-            w = get_module(model, info.name).weight.detach()
-            candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
-            ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
-            ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
-            continue
-        else:
-            reason = sch.check(info)
-        if reason is None and sparsity == 0.0:
-            reason = "sparsity 0"
-        if reason is not None:
-            ch.scheme, ch.block, ch.sparsity, ch.backend, ch.reason = DENSE, None, 0.0, "torch", reason
+        # the backend a given plan names is replayed when measure=False
+        backend = given.backend if given is not None and given.backend in SPARSE_BACKENDS \
+            else "native"
+        ch = choices[info.name] = Choice(info.name, sch.name,
+                                         sch.block if sch.name == "block" else None, sparsity,
+                                         backend)
+        if _not_pruned(model, info, sch, sparsity, cfg, ch, candidates):
             continue
         fits += 1
         w = get_module(model, info.name).weight.detach()
@@ -143,6 +120,37 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         raise ConfigError(f"scheme {cfg.scheme!r} with block {blk(cfg.block)} fits no layer "
                           f"of the model ({why})")
     return candidates, choices
+
+
+def _kept_dense(model, info, given: Choice, cfg: OptimizeConfig, candidates: dict) -> Choice:
+    """A layer the plan keeps dense: on the dense native kernel when the plan measured that
+    fastest (replayed when measure=False; measured again otherwise), else in torch."""
+    ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
+    if given.backend in SPARSE_BACKENDS and not excluded(info.name, cfg.exclude):
+        w = get_module(model, info.name).weight.detach()
+        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
+        ch.backend = "native"
+    return ch
+
+
+def _not_pruned(model, info, sch, sparsity: float, cfg: OptimizeConfig, ch: Choice,
+                candidates: dict) -> bool:
+    """True (and `ch` says why) when the layer is not pruned: excluded, grouped (then a
+    candidate for the native dense kernel: depthwise convs the direct depthwise kernel, other
+    grouped convs the block-diagonal SpMM pack), the scheme does not fit, or sparsity 0."""
+    if info.groups != 1 and not excluded(info.name, cfg.exclude):
+        w = get_module(model, info.name).weight.detach()
+        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
+        ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
+        ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
+        return True
+    reason = "excluded by the user" if excluded(info.name, cfg.exclude) else sch.check(info)
+    if reason is None and sparsity == 0.0:
+        reason = "sparsity 0"
+    if reason is None:
+        return False
+    ch.scheme, ch.block, ch.sparsity, ch.backend, ch.reason = DENSE, None, 0.0, "torch", reason
+    return True
 
 
 def masked_copy(model: nn.Module, masks: dict) -> nn.Module:

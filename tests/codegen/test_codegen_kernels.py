@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from codegen_helpers import assert_close, random_mask
-from engine.codegen.backends import HostKernel
+from engine.codegen.host import HostKernel
 from engine.codegen.geometry import ConvGeometry
 from engine.codegen.rowgroups import RowGroups
 from engine.codegen.spmm_tir import VectorISA, conv_kernel, linear_kernel

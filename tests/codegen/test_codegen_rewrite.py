@@ -68,14 +68,14 @@ def test_a_var_used_twice_ends_the_chain(graph):
 
 
 def test_rewrite_replaces_each_chain_by_one_call_tir(graph):
-    from engine.codegen.compile import _kernel_for
+    from engine.codegen.compile import kernel_for
     from engine.codegen.targets import as_target, tvm_target, vector_isa
     model, _, mod, params, names = graph
     isa = vector_isa(tvm_target(as_target("host")))
     matches = find_layers(mod["main"], params, names)
 
     def choose(m):
-        k = _kernel_for(m, isa, False, None, 0)
+        k = kernel_for(m, isa, False, None, 0)
         return Replacement(k.prim_func(), k.tables, k.has_residual, k.structure_key)
 
     new, done = rewrite_layers(mod, matches, choose)
