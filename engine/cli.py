@@ -58,8 +58,14 @@ def _optimize_parser(sub) -> None:
                    default=120.0, help="seconds (search, rl)")
     p.add_argument("--costs", default=None, metavar="JSON",
                    help="cost table file (default: the per-target cache)")
-    p.add_argument("--device", type=chk.device, default=None, metavar="rpc://HOST:PORT[/KEY]",
-                   help="measure on a device over TVM RPC (server, or tracker + key)")
+    p.add_argument("--device", type=chk.device, default=None,
+                   metavar="artifact|rpc://HOST:PORT[/KEY]",
+                   help="where candidates are timed: 'artifact' (this host, compiled as --save "
+                        "ships them) or a device over TVM RPC (server, or tracker + key); "
+                        "default: this host's Python runtime")
+    p.add_argument("--allow-infeasible", action="store_true",
+                   help="with --mapper: return the best plan when the budget cannot be met "
+                        "(default: an error saying what is reachable)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="with --mapper: write report.md, plan.json, latency_vs_block.png")
     p.add_argument("--backends", type=chk.backends, default="auto",
@@ -91,7 +97,7 @@ def cmd_optimize(a) -> int:
                           tuple(a.backends.split(",")), mapper=a.mapper,
                           latency_budget=a.latency_budget, min_proxy=a.min_proxy,
                           search_time=a.search_time, costs=a.costs, device=a.device,
-                          seed=a.seed, **kw)
+                          seed=a.seed, allow_infeasible=a.allow_infeasible, **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
@@ -168,7 +174,8 @@ def cmd_demo(a) -> int:
                             plan_out=a.plan_out, ort=True, min_time=2.0, seed=0,
                             target="host", save=None, backends="auto", mapper=None,
                             latency_budget=None, min_proxy="reference", search_time=120.0,
-                            costs=None, device=None, report=None, overwrite=False)
+                            costs=None, device=None, report=None, overwrite=False,
+                            allow_infeasible=False)
     return cmd_optimize(ns)
 
 

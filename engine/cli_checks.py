@@ -82,7 +82,8 @@ block = _type(_block, "ROWSxCOLS with integers >= 1, e.g. 4x1")
 min_proxy = _type(_min_proxy, "'reference', 'none' or a number")
 
 _RPC = re.compile(r"rpc://[^:/\s]+:\d{1,5}(/[^/\s]+)?")
-device = _type(lambda t: t if _RPC.fullmatch(t) else None, "rpc://HOST:PORT[/KEY]")
+device = _type(lambda t: t if t == "artifact" or _RPC.fullmatch(t) else None,
+               "artifact or rpc://HOST:PORT[/KEY]")
 
 
 def _backends(text: str):

@@ -140,7 +140,7 @@ def _not_pruned(model, info, sch, sparsity: float, cfg: OptimizeConfig, ch: Choi
     grouped convs the block-diagonal SpMM pack), the scheme does not fit, or sparsity 0."""
     if info.groups != 1 and not excluded(info.name, cfg.exclude):
         w = get_module(model, info.name).weight.detach()
-        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), 1)
+        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
         ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
         ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
         return True

@@ -34,7 +34,7 @@ CASES = [
     ("latency-budget negative", ["--mapper", "rule", "--latency-budget", "-3"],
      r"--latency-budget: .*'-3'"),
     ("search-time word", ["--mapper", "search", "--search-time", "long"], r"--search-time: .*'long'"),
-    ("device not rpc", ["--device", "http://phone"], r"--device: must be rpc://HOST:PORT"),
+    ("device not rpc", ["--device", "http://phone"], r"--device: must be artifact or rpc://HOST:PORT"),
     ("backends unknown", ["--backends", "cuda"], r"--backends: .*'cuda'"),
     ("mapper unknown", ["--mapper", "magic"], r"--mapper: invalid choice: 'magic'"),
     ("unknown flag", ["--sparsty", "0.5"], r"unrecognized arguments: --sparsty"),
