@@ -7,21 +7,21 @@
 
 What it is for: a refactoring of mapping/ must not change a single plan. Timings would make the
 plans move from run to run, so the costs here are synthetic and deterministic; everything else
-is built the way engine.automap.build_problem builds it:
+is built the way engine.pipeline.automap.build_problem builds it:
 
-1. layers: engine.profile.model_specs at batch 1 and zoo.input_shape, weights from
+1. layers: engine.measure.model_specs at batch 1 and zoo.input_shape, weights from
    model_weights (each model built after torch.manual_seed(0));
 2. candidates: mapping.default_space for the space ("native" or "native+tir"), filtered per
-   layer by engine.profile.runnable_candidates with a profiler whose why_not is the engine's
-   own (engine.profile.masks.mask_problem), measured through engine.profile.profile_costs;
+   layer by engine.measure.runnable_candidates with a profiler whose why_not is the engine's
+   own (engine.measure.masks.mask_problem), measured through engine.measure.profile_costs;
 3. costs: `SyntheticProfiler.measure`, a roofline-ish model of the spec's MACs and the
    candidate's scheme / block / sparsity / backend with noise seeded by (shape, candidate), so
    some candidates beat dense and some lose, batch-1 linear layers lose on the native kernel
    and win on "tir", and convs on "tir" sometimes beat their native twin;
-4. proxy: TableProxy of engine.profile.retained_energy (the kept-weight-energy proxy), one
+4. proxy: TableProxy of engine.measure.retained_energy (the kept-weight-energy proxy), one
    mask at a time (the masks of VGG-16's 25088x4096 layer would not fit in memory together);
 5. budget: sparsity 0.8 and min_proxy "reference" (the proxy of block 4x1 at 0.8 on every
-   layer offering it, engine.automap.reference_assignment), min_speedup 1.1.
+   layer offering it, engine.pipeline.automap.reference_assignment), min_speedup 1.1.
 
 Then it runs the rule mapper (also with the proxy behind a CallableProxy, "rule_probed", so
 that proxy-guard and proxy-spend take their probe path), the evolution mapper and the RL
@@ -45,9 +45,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import zoo  # noqa: E402
-from engine.automap import reference_assignment  # noqa: E402
-from engine.profile import (MaskCache, mask_problem, model_specs, model_weights,  # noqa: E402
+from engine.measure import (MaskCache, mask_problem, model_specs, model_weights,  # noqa: E402
                             profile_costs, retained_energy)
+from engine.pipeline.automap import reference_assignment  # noqa: E402
 from mapping import (Budget, CallableProxy, Candidate, CostTable, Measurement,  # noqa: E402
                      Problem, RuleMapper, TableProxy, best_uniform, default_space)
 from mapping.search import EvolutionMapper, RLMapper  # noqa: E402
@@ -119,7 +119,7 @@ class SyntheticProfiler:
 
 
 def energy(weights: dict, specs: list, cands: dict) -> dict:
-    """engine.profile.retained_energy, a layer at a time (one mask at a time for layers above
+    """engine.measure.retained_energy, a layer at a time (one mask at a time for layers above
     BIG_LAYER weights), so that memory holds one layer's masks at most."""
     out: dict = {}
     for spec in specs:
@@ -154,9 +154,10 @@ def build_model(name: str) -> tuple:
 
 
 def build_problems(specs: list, weights: dict, backends: tuple, energies: dict) -> tuple:
-    """(problem, probed): the Problem engine.automap.build_problem makes, with the synthetic
-    profiler and an in-memory table, and the same with the proxy behind a CallableProxy (so the
-    rule mapper's global rules take their probe path: one full evaluation per move).
+    """(problem, probed): the Problem engine.pipeline.automap.build_problem makes, with the
+    synthetic profiler and an in-memory table, and the same with the proxy behind a
+    CallableProxy (so the rule mapper's global rules take their probe path: one full
+    evaluation per move).
     energies: a per-model cache, {"all": retained energy of every space's candidates}."""
     space = default_space(backends=backends)
     table, cands, _ = profile_costs(SyntheticProfiler(), specs, space, CostTable(),
