@@ -16,7 +16,8 @@ from .budget import Budget, Totals
 from .cost import CostTable, Measurement, Profiler, ensure_costs
 from .layer import LayerSpec
 from .plan import Choice, Plan
-from .problem import InfeasibleBudget, Mapper, Problem, Rejection, require_feasible
+from .feasible import InfeasibleBudget, require_feasible
+from .problem import Mapper, Problem, Rejection
 from .proxy import AccuracyProxy, CallableProxy, TableProxy
 from .rule import RULES, RuleConfig, RuleMapper
 from .space import DENSE, Candidate, CandidateSpace, default_space, why_not

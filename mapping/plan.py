@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .unique import repeated
+
 PLAN_FORMAT = 1
 
 DENSE = "dense"
@@ -67,10 +69,9 @@ class Plan:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        names = [c.layer for c in self.choices]
-        dup = {n for n in names if names.count(n) > 1}
+        dup = repeated(c.layer for c in self.choices)
         if dup:
-            raise ValueError(f"plan lists layer(s) more than once: {sorted(dup)}")
+            raise ValueError(f"plan lists layer(s) more than once: {dup}")
 
     def __getitem__(self, layer: str) -> Choice:
         for c in self.choices:

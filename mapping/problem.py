@@ -1,6 +1,6 @@
 """Problem: one mapping task (layers, candidates, measured costs, accuracy proxy, budget).
 
-Every mapper (rule.py, search/) takes a Problem and returns a Plan through `to_plan`. The
+Every mapper (rule/, search/) takes a Problem and returns a Plan through `to_plan`. The
 Problem is where the "never slower than dense" guarantee lives: `allowed(layer)` is DENSE plus
 only the candidates that are applicable, MEASURED on the target and at least `min_speedup`
 faster than the layer's dense latency. Mappers only ever see allowed candidates, and `to_plan`
@@ -14,12 +14,8 @@ Ranking is feasibility first: a feasible assignment beats any infeasible one; tw
 ones compare by how far outside the budget they are (Budget.excess); two feasible ones by the
 objective.
 
-Infeasible budgets: mappers never raise for them. They return their best plan with
-meta["feasible"] = False and meta["violations"] (one sentence per broken bound), plus
-meta["unreachable"] when a bound is provably out of reach of every allowed assignment
-(e.g. "sparsity 0.7100 < budget 0.9000" for the most any allowed assignment can prune). Callers
-that want an error call `require_feasible(plan)`. A flagged plan carries more than an exception
-would: which layers stayed dense and why, i.e. what to change to make the budget reachable.
+Infeasible budgets: mappers never raise for them; they flag the plan (meta["feasible"],
+meta["violations"], meta["unreachable"]), see feasible.py.
 """
 from __future__ import annotations
 
@@ -28,31 +24,14 @@ from typing import Optional, Protocol
 
 from .budget import Budget, Totals
 from .cost import CostTable
+from .feasible import InfeasibleBudget, require_feasible  # noqa: F401 (importable here too)
 from .layer import LayerSpec
 from .plan import Choice, Plan
 from .space import DENSE, DENSE_KEY, Candidate, CandidateSpace, why_not
+from .unique import repeated
 
 MAX_PROXY = "max-proxy"
 MIN_LATENCY = "min-latency"
-
-
-class InfeasibleBudget(ValueError):
-    """A plan does not meet its budget; `.plan` is the plan, `.violations` the why."""
-
-    def __init__(self, message: str, plan: Optional[Plan] = None, violations=()):
-        super().__init__(message)
-        self.plan = plan
-        self.violations = list(violations)
-
-
-def require_feasible(plan: Plan) -> Plan:
-    """`plan` if a mapper marked it feasible, else InfeasibleBudget with the violations."""
-    if plan.meta.get("feasible", False):
-        return plan
-    why = plan.meta.get("violations") or ["the plan is not marked feasible"]
-    raise InfeasibleBudget(f"{plan.meta.get('mapper', 'mapper')}: budget "
-                           f"{plan.meta.get('budget')} not met: " + "; ".join(why),
-                           plan, why)
 
 
 class Mapper(Protocol):
@@ -85,7 +64,7 @@ class Problem:
         if not layers:
             raise ValueError("Problem needs at least one layer")
         names = [spec.name for spec in layers]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = repeated(names)
         if dup:
             raise ValueError(f"Problem lists layer(s) more than once: {dup}")
         unknown = sorted(set(candidates) - set(names))

@@ -1,7 +1,7 @@
 """ProxyDeltas: how much the accuracy proxy changes when one layer changes candidate.
 
-Used by the rule mapper's proxy-guard (rule.py), which needs the proxy change of many one-layer
-moves from a current assignment. Two modes, chosen from the proxy object:
+Used by the rule mapper's proxy-guard and proxy-spend (rule/trade.py), which need the proxy
+change of many one-layer moves from a current assignment. Two modes, chosen from the proxy object:
 
   local   the proxy is a plain TableProxy: score = sum_l w_l s_l(cand) / sum_l w_l over every
           layer of the problem, so changing layer l from a to b changes the score by exactly

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Iterable, Optional
 
 from .layer import LayerSpec
+from .unique import repeated
 
 DENSE_KEY = "dense"
 SCHEMES = ("dense", "block", "unstructured", "pattern", "nm")
@@ -128,10 +129,9 @@ class CandidateSpace:
     candidates: list = field(default_factory=list)
 
     def __post_init__(self):
-        keys = [c.key for c in self.candidates]
-        dup = {k for k in keys if keys.count(k) > 1}
+        dup = repeated(c.key for c in self.candidates)
         if dup:
-            raise ValueError(f"candidate space lists {sorted(dup)} more than once")
+            raise ValueError(f"candidate space lists {dup} more than once")
         self.candidates = [c for c in self.candidates if not c.is_dense]
 
     def __iter__(self):

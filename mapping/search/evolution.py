@@ -19,17 +19,16 @@ safety net: when it binds, how far the search got depends on the machine.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
 from ..plan import Plan
 from ..problem import Problem
+from .base import SearchMapper
 from .genome import Evaluation, Evaluator, GenomeSpace
-from .progress import Clock, Progress
 from .seeds import seed_assignments
-from .threads import blas_single_thread
 
 
 @dataclass(frozen=True)
@@ -64,26 +63,17 @@ class _Stats:
     stopped: str = "generations"
 
 
-class EvolutionMapper:
-    """Evolutionary search (see the module docstring)."""
+class EvolutionMapper(SearchMapper):
+    """Evolutionary search (see the module docstring). EvolutionMapper(config, progress,
+    **overrides): overrides replace config fields; progress(Progress) after each generation."""
 
     name = "evolution"
-
-    def __init__(self, config: Optional[EvolutionConfig] = None,
-                 progress: Optional[Callable[[Progress], None]] = None, **overrides):
-        self.config = replace(config or EvolutionConfig(), **overrides)
-        self.progress = progress
-
-    def map(self, problem: Problem) -> Plan:
-        with blas_single_thread():
-            return self._map(problem)
+    config_type = EvolutionConfig
+    steps = "generations"
 
     def _map(self, problem: Problem) -> Plan:
         cfg = self.config
-        clock = Clock(cfg.time_budget)
-        rng = np.random.default_rng(cfg.seed)
-        space = GenomeSpace(problem)
-        evaluate = Evaluator(space)
+        clock, rng, space, evaluate = self._start(problem)
         stats = _Stats()
         pop, seeds = self._initial(space, evaluate, rng)
         for gen in range(1, cfg.generations + 1):
@@ -179,28 +169,15 @@ class EvolutionMapper:
         return self.config.repair_steps or 4 * space.n_layers
 
     # -- output --------------------------------------------------------------------------------
-    def _report(self, gen, best, clock, evaluate) -> None:
-        if self.progress is None:
-            return
-        t = best.totals
-        proxy = f", proxy {t.proxy:.4f}" if t.proxy is not None else ""
-        self.progress(Progress(self.name, gen, self.config.generations, clock.elapsed(),
-                               evaluate.evaluations, best.feasible,
-                               f"latency {t.latency_us:.1f} us, sparsity {t.sparsity:.3f}"
-                               f"{proxy}"))
-
     def _plan(self, problem, space, evaluate, best, seeds, stats, clock) -> Plan:
         origin = seeds.get(best.key)
         where = f"seed plan '{origin}'" if origin and best.born == 0 else \
             f"gen {best.born} of {stats.generations}"
         head = (f"search: evolution {where} ({evaluate.evaluations} genomes evaluated, "
                 f"{stats.over_budget} over budget before evaluation)")
-        assignment = space.decode(best.genome)
-        reasons = {n: f"{head}, {problem.describe(n, c)}" for n, c in assignment.items()}
         search = asdict(stats)
         search.update(evaluations=evaluate.evaluations, proxy_evaluations=evaluate.proxy_evals,
                       elapsed_s=clock.elapsed(), best_generation=best.born,
                       best_from_seed=origin if best.born == 0 else None,
                       config=asdict(self.config))
-        return problem.to_plan(assignment, self.name, reasons, seed=self.config.seed,
-                               meta={"search": search})
+        return self._to_plan(problem, space, best, head, search)

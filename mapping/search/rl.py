@@ -29,8 +29,8 @@ clock.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -38,11 +38,11 @@ from ..budget import REL_TOL
 from ..plan import Plan
 from ..problem import MAX_PROXY, Problem
 from ..space import DENSE_KEY
+from .base import SearchMapper
 from .genome import Evaluation, Evaluator, GenomeSpace
 from .policy import MaskedPolicy
-from .progress import Clock, Progress
+from .progress import Clock
 from .seeds import seed_assignments
-from .threads import blas_single_thread
 
 
 @dataclass(frozen=True)
@@ -212,26 +212,18 @@ class _Stats:
 
 
 # -- the agent ---------------------------------------------------------------------------------
-class RLMapper:
-    """REINFORCE agent over per-layer allowed candidates (see the module docstring)."""
+class RLMapper(SearchMapper):
+    """REINFORCE agent over per-layer allowed candidates (see the module docstring).
+    RLMapper(config, progress, **overrides): overrides replace config fields;
+    progress(Progress) after each batch of episodes."""
 
     name = "rl"
-
-    def __init__(self, config: Optional[RLConfig] = None,
-                 progress: Optional[Callable[[Progress], None]] = None, **overrides):
-        self.config = replace(config or RLConfig(), **overrides)
-        self.progress = progress
-
-    def map(self, problem: Problem) -> Plan:
-        with blas_single_thread():
-            return self._map(problem)
+    config_type = RLConfig
+    steps = "episodes"
 
     def _map(self, problem: Problem) -> Plan:
         cfg = self.config
-        clock = Clock(cfg.time_budget)
-        rng = np.random.default_rng(cfg.seed)
-        space = GenomeSpace(problem)
-        evaluate = Evaluator(space, always_proxy=True)
+        clock, rng, space, evaluate = self._start(problem, always_proxy=True)
         env = _Episodes(space, cfg.clip_actions)
         policy = self._new_policy(env, rng)
         proxy_ref = abs(problem.proxy(problem.dense_assignment())) or 1.0
@@ -324,26 +316,13 @@ class RLMapper:
             return proxy + cfg.latency_weight * saving
         return saving + cfg.proxy_weight * proxy
 
-    def _report(self, episodes: int, best: Evaluation, clock, evaluate) -> None:
-        if self.progress is None:
-            return
-        t = best.totals
-        proxy = f", proxy {t.proxy:.4f}" if t.proxy is not None else ""
-        self.progress(Progress(self.name, episodes, self.config.episodes, clock.elapsed(),
-                               evaluate.evaluations, best.feasible,
-                               f"latency {t.latency_us:.1f} us, sparsity {t.sparsity:.3f}"
-                               f"{proxy}"))
-
     def _plan(self, problem, space, evaluate, best, origin, stats, clock) -> Plan:
         where = f"seed plan '{origin}'" if origin else \
             f"episode {best.born} of {stats.episodes}"
         head = (f"search: rl {where} ({evaluate.evaluations} distinct plans evaluated, "
                 f"{stats.over_budget} over-budget episodes penalised)")
-        assignment = space.decode(best.genome)
-        reasons = {n: f"{head}, {problem.describe(n, c)}" for n, c in assignment.items()}
         search = dict(asdict(stats), evaluations=evaluate.evaluations,
                       proxy_evaluations=evaluate.proxy_evals, elapsed_s=clock.elapsed(),
                       best_episode=None if origin else best.born, best_from_seed=origin,
                       config=asdict(self.config))
-        return problem.to_plan(assignment, self.name, reasons, seed=self.config.seed,
-                               meta={"search": search})
+        return self._to_plan(problem, space, best, head, search)

@@ -1,0 +1,36 @@
+"""RuleConfig: the rule mapper's knobs, checked when made (what each does: mapping.rule)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Knobs of the rule mapper (each documented in mapping.rule and its rule module)."""
+
+    sparsity: Optional[float] = None   # per-layer target; None: budget's, else lowest offered
+    max_block_elems: int = 16          # accuracy guard on block size
+    tie_tolerance: float = 0.03        # speedups this close count as equal
+    compensate: bool = True            # run the global compensation rule
+    proxy_guard: bool = True           # run the global proxy-guard rule (budget.min_proxy)
+    guard_proxy_calls: int = 400       # most full proxy evaluations per global proxy rule
+                                       # (proxy-guard, proxy-spend; not used for a TableProxy)
+    proxy_spend: bool = True           # run the global proxy-spend rule (budget.min_proxy)
+    first_layer_share: float = 0.03    # first layer dense only below this dense-latency share
+                                       # (1.0: always dense, the old rule)
+
+    def __post_init__(self):
+        if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"RuleConfig.sparsity must be in (0, 1), got {self.sparsity}")
+        if self.max_block_elems < 1:
+            raise ValueError("RuleConfig.max_block_elems must be >= 1")
+        if not 0.0 <= self.tie_tolerance < 1.0:
+            raise ValueError("RuleConfig.tie_tolerance must be in [0, 1)")
+        calls = self.guard_proxy_calls
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise ValueError("RuleConfig.guard_proxy_calls must be an int >= 1")
+        share = self.first_layer_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or \
+                not 0.0 <= share <= 1.0:
+            raise ValueError(f"RuleConfig.first_layer_share must be in [0, 1], got {share}")
