@@ -48,13 +48,11 @@ def _totals(plan) -> dict:
 def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search"),
               search_time: float = 120.0, threads: int = 2, min_time: float = 3.0,
               seed: int = 0, space=None, progress: bool = True) -> dict:
-    import engine
     from engine import zoo
+    from engine.pipeline.automap import MapSettings, build_problem
     from engine.runtime.native import lib
+    from mapping import uniform_plans
     _kernels = lib()
-    from engine.pipeline.automap import MapSettings, build_problem, _mapper
-    from engine.runtime.measure import compare
-    from mapping import Budget, uniform_plans
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -68,26 +66,59 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
     t_problem = time.perf_counter() - t0
     # a uniform plan that prunes no layer (its scheme is never faster here) is the dense model
     plans = {f"uniform {k}": p for k, p in uniform_plans(problem).items() if p.pruned}
-    built, errors = {}, {}
+    runs = _Runs(model, x, threads)
+    best = _best_uniform(runs, plans, min_time)
+    timings, verified = _map_all(runs, plans, problem, settings, mappers, _totals(plans[best]))
+    t = _time_all(runs, model, x, threads, min_time)
+    rows = _rows(runs, plans, t, timings, verified)
+    uniform = [r for r in rows if r["plan"].startswith("uniform")]
+    fastest_uniform = min(uniform, key=lambda r: r["ms"]) if uniform else None
+    return {"model": model_name, "sparsity_budget": sparsity, "threads": threads,
+            "best_uniform_phase1": best,
+            "budget": problem.budget.to_dict(), "reference_proxy": problem.info["reference_proxy"],
+            "problem_s": t_problem, "measurements_taken": problem.info["measurements_taken"],
+            "dense_ms": t["dense (engine)"] * 1e3, "rows": rows,
+            "fastest_uniform": fastest_uniform["plan"] if fastest_uniform else None}
 
-    def build(name, plan, verify=False):
+
+class _Runs:
+    """The plans built into models (engine.optimize(plan=...)), each checked against its own
+    masked model on the example input."""
+
+    def __init__(self, model, x, threads: int):
+        self.model, self.x, self.threads = model, x, threads
+        self.built, self.errors = {}, {}
+
+    def build(self, name: str, plan, verify: bool = False) -> None:
         # verify: what optimize(mapper=...) does with the plan: every pruned layer measured
         # again in place (native kernels only, like the uniform plans) and kept only if it is
         # still >= min_speedup faster than dense
-        opt = engine.optimize(model, (x,), plan=plan, measure=verify, capture=False,
-                              threads=threads, backends="native")
+        import engine
+        x = self.x
+        opt = engine.optimize(self.model, (x,), plan=plan, measure=verify, capture=False,
+                              threads=self.threads, backends="native")
         with torch.no_grad():
-            errors[name] = (opt(x) - opt.pruned_model(x)).abs().max().item()
-        built[name] = opt
+            self.errors[name] = (opt(x) - opt.pruned_model(x)).abs().max().item()
+        self.built[name] = opt
 
-    # phase 1: the best uniform plan, measured end to end
+    def calls(self) -> dict:
+        return {n: (lambda o=o: o(self.x)) for n, o in self.built.items()}
+
+
+def _best_uniform(runs: _Runs, plans: dict, min_time: float) -> str:
+    """Phase 1: every uniform plan built and timed end to end; the fastest one's name."""
+    from engine.runtime.measure import compare
     for name, plan in plans.items():
-        build(name, plan)
-    t1 = compare({n: (lambda o=o: o(x)) for n, o in built.items()}, min_time=min_time / 2,
-                 min_runs=5, block=3)
-    best = min(t1, key=t1.get)
-    bt = _totals(plans[best])
-    # phase 2: every mapper at the best uniform plan's global sparsity and proxy
+        runs.build(name, plan)
+    t1 = compare(runs.calls(), min_time=min_time / 2, min_runs=5, block=3)
+    return min(t1, key=t1.get)
+
+
+def _map_all(runs: _Runs, plans: dict, problem, settings, mappers, bt: dict) -> tuple:
+    """Phase 2: every mapper at the best uniform plan's global sparsity and proxy; each plan
+    built with the in-place check. Returns (mapping seconds, what the check kept) by mapper."""
+    from engine.pipeline.automap import _mapper
+    from mapping import Budget
     problem.budget = Budget(sparsity=bt["sparsity"], min_proxy=bt["proxy"])
     timings, verified = {}, {}
     for m in mappers:
@@ -95,26 +126,33 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
         t0 = time.perf_counter()
         plans[m] = _mapper(settings).map(problem)
         timings[m] = time.perf_counter() - t0
-        build(m, plans[m], verify=True)
-        kept = built[m].plan
+        runs.build(m, plans[m], verify=True)
+        kept = runs.built[m].plan
         verified[m] = {"pruned_in_plan": len(plans[m].pruned), "pruned_after_check":
                        len(kept.pruned), "min_in_place_speedup":
                        min((c.speedup for c in kept.pruned if c.speedup), default=None)}
-    # phase 3: everything side by side in one run
-    # the engine's best dense model: each layer on torch or the native dense kernel,
-    # whichever measured faster in place
+    return timings, verified
+
+
+def _time_all(runs: _Runs, model, x, threads: int, min_time: float) -> dict:
+    """Phase 3: every built plan and the engine's best dense model, side by side in one run
+    (the dense model: each layer on torch or the native dense kernel, whichever measured
+    faster in place)."""
+    import engine
+    from engine.runtime.measure import compare
     dense = engine.optimize(model, (x,), sparsity=0.0, measure=True, capture=False,
                             threads=threads)
-    cands = {n: (lambda o=o: o(x)) for n, o in built.items()}
+    cands = runs.calls()
     cands["dense (engine)"] = lambda: dense(x)
-    t = compare(cands, min_time=min_time, min_runs=10, block=3)
+    return compare(cands, min_time=min_time, min_runs=10, block=3)
 
-    rows = []
-    for name, plan in plans.items():
-        r = {"plan": name, "ms": t[name] * 1e3, "max_abs_err": errors[name], **_totals(plan)}
-        rows.append(r)
+
+def _rows(runs: _Runs, plans: dict, t: dict, timings: dict, verified: dict) -> list:
+    """One row per plan; a mapped plan's row also names the fastest uniform plan it matches or
+    beats on both sparsity and proxy, and what the in-place check kept."""
+    rows = [{"plan": name, "ms": t[name] * 1e3, "max_abs_err": runs.errors[name],
+             **_totals(plan)} for name, plan in plans.items()]
     uniform = [r for r in rows if r["plan"].startswith("uniform")]
-    fastest_uniform = min(uniform, key=lambda r: r["ms"]) if uniform else None
     for r in rows:
         if r["plan"].startswith("uniform"):
             continue
@@ -127,13 +165,8 @@ def run_model(model_name: str, sparsity: float = 0.8, mappers=("rule", "search")
         r["mapping_s"] = timings[r["plan"]]
         r.update(verified[r["plan"]])
         # the built model's own sparsity (layers the in-place check kept dense lower it)
-        r["sparsity_built"] = built[r["plan"]].sparsity
-    return {"model": model_name, "sparsity_budget": sparsity, "threads": threads,
-            "best_uniform_phase1": best,
-            "budget": problem.budget.to_dict(), "reference_proxy": problem.info["reference_proxy"],
-            "problem_s": t_problem, "measurements_taken": problem.info["measurements_taken"],
-            "dense_ms": t["dense (engine)"] * 1e3, "rows": rows,
-            "fastest_uniform": fastest_uniform["plan"] if fastest_uniform else None}
+        r["sparsity_built"] = runs.built[r["plan"]].sparsity
+    return rows
 
 
 def format_result(r: dict) -> str:
