@@ -30,16 +30,23 @@ def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
     return ""
 
 
+def _expect(name: str, value, kind: type, noun: str, rng: str, none_ok: bool) -> str:
+    """What option `name` must be, in words; raises when `value` is not a `kind` (a bool never
+    is one: True is an int to Python, not to an option)."""
+    what = noun + (f" {rng}" if rng else "") + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _fail(name, what, value)
+    return what
+
+
 def number(name: str, value, *, lo: Optional[float] = None, hi: Optional[float] = None,
            lo_open: bool = False, hi_open: bool = False, none_ok: bool = False
            ) -> Optional[float]:
     """A finite real number within the bounds (bools, strings, NaN and infinities refused)."""
     if value is None and none_ok:
         return None
-    rng = _interval(lo, hi, lo_open, hi_open)
-    what = "a finite number" + (f" {rng}" if rng else "") + (" or None" if none_ok else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _fail(name, what, value)
+    what = _expect(name, value, numbers.Real, "a finite number",
+                   _interval(lo, hi, lo_open, hi_open), none_ok)
     v = float(value)
     if not math.isfinite(v):
         raise _fail(name, what, value)
@@ -55,10 +62,8 @@ def integer(name: str, value, *, lo: Optional[int] = None, hi: Optional[int] = N
     """An int within [lo, hi] (bools and non-integral numbers refused: 4.7 is not silently 4)."""
     if value is None and none_ok:
         return None
-    rng = _interval(lo, hi, False, False)
-    what = "an int" + (f" {rng}" if rng else "") + (" or None" if none_ok else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _fail(name, what, value)
+    what = _expect(name, value, numbers.Integral, "an int", _interval(lo, hi, False, False),
+                   none_ok)
     v = int(value)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _fail(name, what, value)

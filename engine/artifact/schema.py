@@ -71,17 +71,27 @@ def _child(path: str, key) -> str:
 
 # ---- schema nodes: each checks one value and raises _Bad(path, problem) ----------------------
 
-class Str:
+class _Sized:
+    """A value of one type with a bounded length (a string, a list)."""
+    kind, unit = object, ""
+
+    def _check_size(self, v, path):
+        if not isinstance(v, self.kind):
+            raise _Bad(path, f"must be {self.what}, got {_show(v)}")
+        if not self.min_len <= len(v) <= self.max_len:
+            raise _Bad(path, f"must be {self.what} of {self.min_len} to {self.max_len} "
+                             f"{self.unit}, got {len(v)}")
+
+
+class Str(_Sized):
+    kind, unit = str, "characters"
+
     def __init__(self, max_len=256, pattern=None, what="a string", min_len=1):
         self.max_len, self.min_len, self.what = max_len, min_len, what
         self.pattern = re.compile(pattern) if pattern else None
 
     def check(self, v, path):
-        if not isinstance(v, str):
-            raise _Bad(path, f"must be {self.what}, got {_show(v)}")
-        if not self.min_len <= len(v) <= self.max_len:
-            raise _Bad(path, f"must be {self.what} of {self.min_len} to {self.max_len} "
-                             f"characters, got {len(v)}")
+        self._check_size(v, path)
         if self.pattern is not None and not self.pattern.fullmatch(v):
             raise _Bad(path, f"must be {self.what}, got {_show(v)}")
 
@@ -116,16 +126,14 @@ class Nullable:
             self.node.check(v, path)
 
 
-class ListOf:
+class ListOf(_Sized):
+    kind, unit = list, "items"
+
     def __init__(self, item, max_len, min_len=0, what="a list"):
         self.item, self.max_len, self.min_len, self.what = item, max_len, min_len, what
 
     def check(self, v, path):
-        if not isinstance(v, list):
-            raise _Bad(path, f"must be {self.what}, got {_show(v)}")
-        if not self.min_len <= len(v) <= self.max_len:
-            raise _Bad(path, f"must be {self.what} of {self.min_len} to {self.max_len} items, "
-                             f"got {len(v)}")
+        self._check_size(v, path)
         for i, item in enumerate(v):
             self.item.check(item, _child(path, i))
 

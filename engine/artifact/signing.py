@@ -54,6 +54,22 @@ def _read_key_file(path: Path, what: str) -> bytes:
         raise ArtifactError(f"{what}: {e}") from None
 
 
+def _key_file(key, what: str, from_raw, load_pem, pem_name: str, key_type):
+    """A key of `key_type` from a key file: 64 hex digits (raw key) or PEM."""
+    path = Path(key).expanduser()
+    data = _read_key_file(path, what)
+    m = _HEX_KEY.fullmatch(data.decode("ascii", "replace"))
+    if m:
+        return from_raw(bytes.fromhex(m.group(1)))
+    try:
+        k = load_pem(data)
+    except (ValueError, TypeError) as e:
+        raise ArtifactError(f"{what} {path}: not {pem_name} or 64 hex digits ({e})") from None
+    if not isinstance(k, key_type):
+        raise ArtifactError(f"{what} {path}: a {type(k).__name__}, not an Ed25519 key")
+    return k
+
+
 def load_signing_key(key: Any):
     """An Ed25519PrivateKey from a key object, 32 raw bytes or a key file (see module doc)."""
     ed25519, serialization = _crypto()
@@ -65,19 +81,9 @@ def load_signing_key(key: Any):
                                 f"{len(key)}")
         return ed25519.Ed25519PrivateKey.from_private_bytes(bytes(key))
     if isinstance(key, (str, os.PathLike)):
-        path = Path(key).expanduser()
-        data = _read_key_file(path, "signing_key")
-        m = _HEX_KEY.fullmatch(data.decode("ascii", "replace"))
-        if m:
-            return ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(m.group(1)))
-        try:
-            k = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as e:
-            raise ArtifactError(f"signing_key {path}: not an unencrypted PEM private key or 64 "
-                                f"hex digits ({e})") from None
-        if not isinstance(k, ed25519.Ed25519PrivateKey):
-            raise ArtifactError(f"signing_key {path}: a {type(k).__name__}, not an Ed25519 key")
-        return k
+        return _key_file(key, "signing_key", ed25519.Ed25519PrivateKey.from_private_bytes,
+                         lambda data: serialization.load_pem_private_key(data, password=None),
+                         "an unencrypted PEM private key", ed25519.Ed25519PrivateKey)
     raise ArtifactError(f"signing_key must be an Ed25519PrivateKey, 32 raw bytes or a key file "
                         f"path, got {type(key).__name__}")
 
@@ -94,19 +100,9 @@ def load_public_key(key: Any, what: str = "trusted key"):
             raise ArtifactError(f"{what}: raw Ed25519 public keys are 32 bytes, got {len(key)}")
         return ed25519.Ed25519PublicKey.from_public_bytes(bytes(key))
     if isinstance(key, (str, os.PathLike)):
-        path = Path(key).expanduser()
-        data = _read_key_file(path, what)
-        m = _HEX_KEY.fullmatch(data.decode("ascii", "replace"))
-        if m:
-            return ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(m.group(1)))
-        try:
-            k = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError) as e:
-            raise ArtifactError(f"{what} {path}: not a PEM public key or 64 hex digits "
-                                f"({e})") from None
-        if not isinstance(k, ed25519.Ed25519PublicKey):
-            raise ArtifactError(f"{what} {path}: a {type(k).__name__}, not an Ed25519 key")
-        return k
+        return _key_file(key, what, ed25519.Ed25519PublicKey.from_public_bytes,
+                         serialization.load_pem_public_key, "a PEM public key",
+                         ed25519.Ed25519PublicKey)
     raise ArtifactError(f"{what} must be an Ed25519PublicKey, 32 raw bytes or a key file path, "
                         f"got {type(key).__name__}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import inspect
 import json
 import os
@@ -56,13 +57,7 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
     ins = _specs(inputs if inputs is not None else getattr(obj, "inputs", None), "input")
     outs = _specs(outputs if outputs is not None else getattr(obj, "outputs", None), "output")
     plan_dict = _plan_dict(plan)
-    if extra is not None:
-        if not isinstance(extra, dict):
-            raise ArtifactError(f"extra must be a dict, got {type(extra).__name__}")
-        try:
-            json.dumps(extra, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ArtifactError(f"extra is not JSON-serialisable: {e}") from None
+    _check_extra(extra)
     key = None
     if signing_key is not None:
         from .signing import load_signing_key
@@ -70,39 +65,62 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
 
     dest = check_save_destination(directory, overwrite)
     cc = cross_compiler(target)          # fail before any work if the toolchain is missing
+    describe = functools.partial(_manifest, target, cc, ins, outs, plan_dict, extra)
     tmp = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_work_dirs(dest)
         tmp = work_dir(dest, "partial")
-        _export(obj, tmp / MODULE, cc)
-        if plan_dict is not None:
-            _write_bytes(tmp / PLAN_FILE, _json_bytes(plan_dict))
-        manifest = _json_bytes(_manifest(target, cc, ins, outs, plan_dict, extra, _file_table(tmp)))
-        if len(manifest) > MAX_MANIFEST_BYTES:
-            raise ArtifactError(f"the manifest would be {len(manifest)} bytes, more than the "
-                                f"{MAX_MANIFEST_BYTES} a loader accepts: the plan or extra is "
-                                f"too large")
-        _write_bytes(tmp / MANIFEST, manifest)
-        if key is not None:
-            from .signing import sign_manifest
-            _write_bytes(tmp / SIGNATURE, sign_manifest(key, manifest))
+        _write_contents(tmp, obj, cc, plan_dict, describe, key)
         _fsync_tree(tmp)
         check_save_destination(dest, overwrite)     # again: the export may have taken minutes
         _install(tmp, dest)
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        text = str(e) if tmp is None else str(e).replace(str(tmp), str(dest))
-        if isinstance(e, ArtifactError):
-            if text == str(e):
-                raise
-            raise ArtifactError(text) from e.__cause__
-        raise ArtifactError(f"could not write artifact {dest}: {type(e).__name__}: {text}; "
-                            f"nothing was written there") from e
+        _raise_for(e, tmp, dest)
     return dest
+
+
+def _check_extra(extra) -> None:
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ArtifactError(f"extra must be a dict, got {type(extra).__name__}")
+        try:
+            json.dumps(extra, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"extra is not JSON-serialisable: {e}") from None
+
+
+def _write_contents(tmp: Path, obj, cc, plan_dict, describe, key) -> None:
+    """Into `tmp`: the module, plan.json, manifest.json (describe(file table)) and, with a
+    signing key, manifest.sig."""
+    _export(obj, tmp / MODULE, cc)
+    if plan_dict is not None:
+        _write_bytes(tmp / PLAN_FILE, _json_bytes(plan_dict))
+    manifest = _json_bytes(describe(_file_table(tmp)))
+    if len(manifest) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"the manifest would be {len(manifest)} bytes, more than the "
+                            f"{MAX_MANIFEST_BYTES} a loader accepts: the plan or extra is "
+                            f"too large")
+    _write_bytes(tmp / MANIFEST, manifest)
+    if key is not None:
+        from .signing import sign_manifest
+        _write_bytes(tmp / SIGNATURE, sign_manifest(key, manifest))
+
+
+def _raise_for(e: BaseException, tmp: Optional[Path], dest: Path) -> None:
+    """Re-raise a failed save as an ArtifactError naming the destination, never the work
+    directory (interrupts pass through as they are)."""
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        raise e
+    text = str(e) if tmp is None else str(e).replace(str(tmp), str(dest))
+    if isinstance(e, ArtifactError):
+        if text == str(e):
+            raise e
+        raise ArtifactError(text) from e.__cause__
+    raise ArtifactError(f"could not write artifact {dest}: {type(e).__name__}: {text}; "
+                        f"nothing was written there") from e
 
 
 def _specs(items, what: str) -> list:

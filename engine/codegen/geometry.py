@@ -23,16 +23,18 @@ def _pair(v) -> tuple:
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """One conv's shapes; padding is (top, left, bottom, right)."""
+    """One conv's shapes: its (C, H, W) input, kernel / stride / dilation as (h, w) pairs and
+    padding as (top, left, bottom, right). `phases` is derived: the (py, px) phase planes some
+    kernel position reads, in plane order."""
 
     in_channels: int
     height: int
     width: int
-    kernel: tuple = (1, 1)
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0, 0, 0)
-    dilation: tuple = (1, 1)
-    phases: tuple = field(init=False)        # used (py, px) phases, in plane order
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    phases: tuple = field(init=False)
 
     def __post_init__(self):
         kh, kw = self.kernel

@@ -23,41 +23,43 @@ _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
 
 def _conv(node, importer):
-    x = importer.env[node.args[0]]
-    res_node, layer_id = node.args[1], node.args[2]
-    mod = ops.lookup(layer_id)
+    mod, has_residual = ops.lookup(node.args[2]), node.args[1] is not None
     p = mod.packed
     has_bias = mod.bias_np is not None
     meta = np.array([p.out_channels, p.in_channels, *p.kernel, *mod.stride, *mod.padding,
-                     *mod.dilation, _ACT[mod.act], int(has_bias), int(res_node is not None)],
+                     *mod.dilation, _ACT[mod.act], int(has_bias), int(has_residual)],
                     np.int32)
     consts = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
               if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_col, p.values,
               mod.bias_np if has_bias else np.zeros(1, np.float32)]
-    res = importer.env[res_node] if res_node is not None else \
-        relax.const(np.zeros(1, np.float32))
-    args = relax.Tuple([x] + [relax.const(c) for c in consts] + [res])
-    shape = tuple(int(d) for d in node.meta["val"].shape)
-    return importer.block_builder.emit(relax.call_dps_packed(
-        "spe.v1.sparse_conv2d", args, out_ty=relax.type.TensorType(shape, "float32")))
+    return _emit_layer(node, importer, "spe.v1.sparse_conv2d", consts)
 
 
 def _depthwise(node, importer):
-    x = importer.env[node.args[0]]
-    res_node, layer_id = node.args[1], node.args[2]
-    mod = ops.lookup(layer_id)
+    mod, has_residual = ops.lookup(node.args[2]), node.args[1] is not None
     c, _, kh, kw = mod.weight_shape
     has_bias = mod.bias_np is not None
     meta = depthwise_meta(c, (kh, kw), mod.stride, mod.padding, mod.dilation, mod.act,
-                          has_bias, res_node is not None)
+                          has_bias, has_residual)
     consts = [meta, mod.weight_np.reshape(c, kh, kw),
               mod.bias_np if has_bias else np.zeros(1, np.float32)]
+    return _emit_layer(node, importer, "spe.v1.depthwise_conv2d", consts)
+
+
+def _emit_layer(node, importer, func: str, consts: list):
+    """call_dps_packed(func, (x, *consts, residual)) for a conv-like node (x, residual, id):
+    a layer without a residual gets a 1-element zero tensor in its place."""
+    x, res_node = importer.env[node.args[0]], node.args[1]
     res = importer.env[res_node] if res_node is not None else \
         relax.const(np.zeros(1, np.float32))
-    args = relax.Tuple([x] + [relax.const(t) for t in consts] + [res])
+    return _emit_call(node, importer, func,
+                      relax.Tuple([x] + [relax.const(c) for c in consts] + [res]))
+
+
+def _emit_call(node, importer, func: str, args):
     shape = tuple(int(d) for d in node.meta["val"].shape)
     return importer.block_builder.emit(relax.call_dps_packed(
-        "spe.v1.depthwise_conv2d", args, out_ty=relax.type.TensorType(shape, "float32")))
+        func, args, out_ty=relax.type.TensorType(shape, "float32")))
 
 
 def depthwise_meta(channels: int, kernel, stride, padding, dilation, act: str, has_bias: bool,
@@ -71,10 +73,7 @@ def _pool(node, importer):
     x = importer.env[node.args[0]]
     mod = ops.lookup(node.args[1])
     meta = np.array([*mod.kernel, *mod.stride, *mod.padding], np.int32)
-    shape = tuple(int(d) for d in node.meta["val"].shape)
-    return importer.block_builder.emit(relax.call_dps_packed(
-        "spe.v1.max_pool2d", relax.Tuple([x, relax.const(meta)]),
-        out_ty=relax.type.TensorType(shape, "float32")))
+    return _emit_call(node, importer, "spe.v1.max_pool2d", relax.Tuple([x, relax.const(meta)]))
 
 
 CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
