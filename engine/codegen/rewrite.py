@@ -220,67 +220,83 @@ def _extend(g: _Graph, m: LayerMatch, channel_axis: int, taken: set) -> None:
 
 def _absorb(g: _Graph, m: LayerMatch, channel_axis: int, taken: set):
     """Walk the single-use chain after m.anchor, folding what it can; returns the chain end."""
-    o = m.weight.shape[0]
     cur = m.anchor
     while True:
         user = g.sole_user(cur)
         if user is None or user in taken:
-            break
-        uval = g.defs[user]
-        name = _op_name(uval)
-        if name == "relax.nn.batch_norm" and m.op == "conv2d" and uval.args[0].same_as(cur) \
-                and m.residual is None and m.act == "none":
-            item = g.sole_user(user)
-            if item is None or not isinstance(g.defs[item], relax.TupleGetItem) or \
-                    g.defs[item].index != 0:
-                break
-            at = uval.attrs
-            if bool(at.training) or int(at.axis) != channel_axis:
-                break
-            vals = [g.const(e) for e in uval.args[1:5]]
-            if any(v is None for v in vals):
-                break
-            gamma, beta, mean, var_ = (v.astype(np.float64).reshape(-1) for v in vals)
-            scale = (gamma if at.scale else 1.0) / np.sqrt(var_ + float(at.epsilon))
-            shift = beta if at.center else 0.0
-            b = m.bias.astype(np.float64) if m.bias is not None else np.zeros(o)
-            m.weight = (m.weight * scale.reshape(-1, *([1] * (m.weight.ndim - 1)))).astype(
-                np.float32)
-            m.bias = ((b - mean) * scale + shift).astype(np.float32)
-            m.absorbed += [cur, user]
-            m.fused.append("batch_norm")
-            cur = item
-            continue
-        if name == "relax.add" and m.residual is None and m.act == "none":
-            a0, a1 = uval.args
-            other = a1 if a0.same_as(cur) else a0
-            c = g.const(other)
-            if c is not None:
-                if c.size not in (1, o) or not _channel_broadcast(c.shape, len(m.out_shape), o):
-                    break
-                m.bias = (0 if m.bias is None else m.bias) + np.broadcast_to(
-                    c.reshape(-1), (o,)).astype(np.float32)
-                m.absorbed.append(cur)
-                m.fused.append("bias")
-                cur = user
-                continue
-            if m.op == "conv2d" and _shape(other) == m.out_shape and \
-                    _dtype(other) == "float32" and not other.same_as(cur):
-                m.residual = other
-                m.absorbed.append(cur)
-                m.fused.append("residual")
-                cur = user
-                continue
-            break
-        act = _activation(uval)
-        if act is not None and m.act == "none" and uval.args[0].same_as(cur):
-            m.act = act
-            m.absorbed.append(cur)
-            m.fused.append(act)
-            cur = user
-            continue
-        break
-    return cur
+            return cur
+        nxt = _absorb_one(g, m, channel_axis, cur, user)
+        if nxt is None:
+            return cur
+        cur = nxt
+
+
+def _absorb_one(g: _Graph, m: LayerMatch, channel_axis: int, cur, user):
+    """Fold binding `user`, the sole user of `cur`, into m; returns the chain's new end, or None
+    (the chain ends at `cur`). Order: BatchNorm and biases, then a residual add, then one
+    activation."""
+    uval = g.defs[user]
+    name = _op_name(uval)
+    if name == "relax.nn.batch_norm" and m.op == "conv2d" and uval.args[0].same_as(cur) \
+            and m.residual is None and m.act == "none":
+        return _absorb_batch_norm(g, m, channel_axis, cur, user)
+    if name == "relax.add" and m.residual is None and m.act == "none":
+        return _absorb_add(g, m, cur, user)
+    act = _activation(uval)
+    if act is not None and m.act == "none" and uval.args[0].same_as(cur):
+        m.act = act
+        m.absorbed.append(cur)
+        m.fused.append(act)
+        return user
+    return None
+
+
+def _absorb_batch_norm(g: _Graph, m: LayerMatch, channel_axis: int, cur, user):
+    """conv -> batch_norm (inference, constant statistics) -> [0]: folded into (W, b)."""
+    uval = g.defs[user]
+    item = g.sole_user(user)
+    if item is None or not isinstance(g.defs[item], relax.TupleGetItem) or \
+            g.defs[item].index != 0:
+        return None
+    at = uval.attrs
+    if bool(at.training) or int(at.axis) != channel_axis:
+        return None
+    vals = [g.const(e) for e in uval.args[1:5]]
+    if any(v is None for v in vals):
+        return None
+    gamma, beta, mean, var_ = (v.astype(np.float64).reshape(-1) for v in vals)
+    scale = (gamma if at.scale else 1.0) / np.sqrt(var_ + float(at.epsilon))
+    shift = beta if at.center else 0.0
+    b = m.bias.astype(np.float64) if m.bias is not None else np.zeros(m.weight.shape[0])
+    m.weight = (m.weight * scale.reshape(-1, *([1] * (m.weight.ndim - 1)))).astype(np.float32)
+    m.bias = ((b - mean) * scale + shift).astype(np.float32)
+    m.absorbed += [cur, user]
+    m.fused.append("batch_norm")
+    return item
+
+
+def _absorb_add(g: _Graph, m: LayerMatch, cur, user):
+    """An add of a per-channel constant (a bias) or, after a conv, of a tensor of the output's
+    shape (a residual)."""
+    a0, a1 = g.defs[user].args
+    other = a1 if a0.same_as(cur) else a0
+    c = g.const(other)
+    o = m.weight.shape[0]
+    if c is not None:
+        if c.size not in (1, o) or not _channel_broadcast(c.shape, len(m.out_shape), o):
+            return None
+        m.bias = (0 if m.bias is None else m.bias) + np.broadcast_to(
+            c.reshape(-1), (o,)).astype(np.float32)
+        m.absorbed.append(cur)
+        m.fused.append("bias")
+        return user
+    if m.op == "conv2d" and _shape(other) == m.out_shape and \
+            _dtype(other) == "float32" and not other.same_as(cur):
+        m.residual = other
+        m.absorbed.append(cur)
+        m.fused.append("residual")
+        return user
+    return None
 
 
 def _channel_broadcast(shape: tuple, ndim: int, o: int) -> bool:

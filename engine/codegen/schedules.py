@@ -59,6 +59,15 @@ def _try_inline_all_but_last(sch, infos):
     return rest
 
 
+def _vector_width(extent: int, lanes: int) -> int:
+    """The widest of lanes, lanes / 2, lanes / 4 (>= 2) dividing `extent`; 0 if none does."""
+    return next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 2 and extent % v == 0), 0)
+
+
+def _fuse_parallel(sch, loops) -> None:
+    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
 def _vectorize_parallel(sch, loops, lanes: int) -> None:
     """Split the innermost loop into vectors, fuse the rest and run it in parallel."""
     exts = [_extent(sch, lp) for lp in loops]
@@ -70,7 +79,7 @@ def _vectorize_parallel(sch, loops, lanes: int) -> None:
     inner = loops[-1]
     outer = list(loops[:-1])
     e = exts[-1]
-    vec = next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 2 and e % v == 0), 0)
+    vec = _vector_width(e, lanes)
     if vec and e > vec:
         o, i = sch.split(inner, factors=[None, vec])
         sch.vectorize(i)
@@ -80,102 +89,127 @@ def _vectorize_parallel(sch, loops, lanes: int) -> None:
     else:
         outer.append(inner)
     if outer and total >= _PARALLEL_MIN:
-        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.parallel(fused)
+        _fuse_parallel(sch, outer)
 
 
-class Injective(_ScheduleRule):
-    """All blocks spatial: inline producers, vectorise + parallelise what is left."""
+def _leading_spatial(bi) -> int:
+    """How many of the block's iterators, from the outermost, are spatial."""
+    kinds = bi.dom_kind()
+    return len(kinds) - len(kinds.lstrip("S"))
+
+
+class _Rule(_ScheduleRule):
+    """A rule on a normalised schedule of the PrimFunc: `_schedule` returns it scheduled, or None
+    when the rule does not apply; so does any exception (raised with ENGINE_CODEGEN_DEBUG_SCHEDULES
+    where `debuggable`)."""
+
+    debuggable = True
 
     def apply(self, func, target, tunable):
         try:
             sch = s_tir.Schedule(func)
             infos = _normalize(sch)
-            if not infos or not all(bi.is_injective() for bi in infos):
-                return None
-            lanes = _lanes(target)
-            for bi in _try_inline_all_but_last(sch, infos):
-                _vectorize_parallel(sch, sch.get_loops(bi.block_rv), lanes)
-            return sch
+            return self._schedule(sch, infos, target) if infos else None
         except Exception:  # noqa: BLE001  (rule does not apply)
-            if _DEBUG:
+            if _DEBUG and self.debuggable:
                 raise
             return None
 
+    def _schedule(self, sch, infos, target):
+        raise NotImplementedError
 
-class Window(_ScheduleRule):
+
+class Injective(_Rule):
+    """All blocks spatial: inline producers, vectorise + parallelise what is left."""
+
+    def _schedule(self, sch, infos, target):
+        if not all(bi.is_injective() for bi in infos):
+            return None
+        lanes = _lanes(target)
+        for bi in _try_inline_all_but_last(sch, infos):
+            _vectorize_parallel(sch, sch.get_loops(bi.block_rv), lanes)
+        return sch
+
+
+class Window(_Rule):
     """One reduction over a small window (pooling), with spatial producers / epilogue."""
 
     MAX_WINDOW = 64
 
-    def apply(self, func, target, tunable):
-        try:
-            sch = s_tir.Schedule(func)
-            infos = _normalize(sch)
-            if not infos:
-                return None
-            reds = [bi for bi in infos if not bi.is_injective()]
-            if len(reds) != 1:
-                return None
-            red = reds[0]
-            kinds = red.dom_kind()
-            n_s = len(kinds) - len(kinds.lstrip("S"))
-            if n_s < 2 or set(kinds[n_s:]) != {"R"}:
-                return None
-            r_ext = [i.dom for i in red.iters[n_s:]]
-            if not all(isinstance(d, int) or hasattr(d, "value") for d in r_ext):
-                return None
-            if math.prod(int(d) for d in r_ext) > self.MAX_WINDOW:
-                return None
-            lanes = _lanes(target)
-            # producers (padding) inlined into the reduction, epilogue handled separately
-            for bi in infos:
-                if bi is red or not bi.is_injective():
-                    continue
-                try:
-                    sch.compute_inline(bi.block_rv)
-                except Exception:  # noqa: BLE001
-                    try:
-                        sch.reverse_compute_inline(bi.block_rv)
-                    except Exception:  # noqa: BLE001
-                        pass
-            loops = sch.get_loops(red.block_rv)
-            s_loops, r_loops = list(loops[:n_s]), list(loops[n_s:])
-            last = s_loops.pop()
-            e = _extent(sch, last)
-            vec = 0
-            if isinstance(e, int):
-                vec = next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 2 and e % v == 0),
-                           0)
-                if not vec and 2 <= e <= lanes:
-                    vec = e
-            if vec and e > vec:
-                o, inner = sch.split(last, factors=[None, vec])
-                s_loops.append(o)
-            else:
-                inner = last
-            sch.reorder(*s_loops, *r_loops, inner)
-            if vec:
-                # the init stays in the block (decomposed, the update block is neither
-                # complete nor a reduction and cannot be vectorised): lowered, it is an `if`
-                # on the reduction indices, uniform across the vector
-                sch.vectorize(inner)
-            if s_loops:
-                fused = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
-                sch.parallel(fused)
-            # a spatial epilogue (average pooling's divide) left un-inlined
-            for bi in infos:
-                if bi is not red and bi.is_injective():
-                    try:
-                        loops = sch.get_loops(bi.block_rv)
-                    except Exception:  # noqa: BLE001  (inlined above)
-                        continue
-                    _vectorize_parallel(sch, loops, lanes)
-            return sch
-        except Exception:  # noqa: BLE001  (rule does not apply)
-            if _DEBUG:
-                raise
+    def _schedule(self, sch, infos, target):
+        red = self._window(infos)
+        if red is None:
             return None
+        lanes = _lanes(target)
+        # producers (padding) inlined into the reduction, epilogue handled separately
+        for bi in infos:
+            if bi is not red and bi.is_injective():
+                _inline_either_way(sch, bi)
+        _schedule_reduction(sch, red, _leading_spatial(red), lanes)
+        # a spatial epilogue (average pooling's divide) left un-inlined
+        for bi in infos:
+            if bi is not red and bi.is_injective():
+                try:
+                    loops = sch.get_loops(bi.block_rv)
+                except Exception:  # noqa: BLE001  (inlined above)
+                    continue
+                _vectorize_parallel(sch, loops, lanes)
+        return sch
+
+    def _window(self, infos):
+        """The one reduction block, if it reduces (innermost) over at most MAX_WINDOW points
+        after at least two spatial iterators; else None."""
+        reds = [bi for bi in infos if not bi.is_injective()]
+        if len(reds) != 1:
+            return None
+        red = reds[0]
+        n_s = _leading_spatial(red)
+        if n_s < 2 or set(red.dom_kind()[n_s:]) != {"R"}:
+            return None
+        r_ext = [i.dom for i in red.iters[n_s:]]
+        if not all(isinstance(d, int) or hasattr(d, "value") for d in r_ext):
+            return None
+        if math.prod(int(d) for d in r_ext) > self.MAX_WINDOW:
+            return None
+        return red
+
+
+def _inline_either_way(sch, bi) -> None:
+    """Inline the block into its consumer, else into its producer, else leave it."""
+    try:
+        sch.compute_inline(bi.block_rv)
+    except Exception:  # noqa: BLE001
+        try:
+            sch.reverse_compute_inline(bi.block_rv)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _schedule_reduction(sch, red, n_s: int, lanes: int) -> None:
+    """Reduction loops moved inside the spatial ones but outside the innermost spatial loop,
+    which is vectorised; the other spatial loops fused and parallel."""
+    loops = sch.get_loops(red.block_rv)
+    s_loops, r_loops = list(loops[:n_s]), list(loops[n_s:])
+    last = s_loops.pop()
+    e = _extent(sch, last)
+    vec = 0
+    if isinstance(e, int):
+        vec = _vector_width(e, lanes)
+        if not vec and 2 <= e <= lanes:
+            vec = e
+    if vec and e > vec:
+        o, inner = sch.split(last, factors=[None, vec])
+        s_loops.append(o)
+    else:
+        inner = last
+    sch.reorder(*s_loops, *r_loops, inner)
+    if vec:
+        # the init stays in the block (decomposed, the update block is neither complete nor a
+        # reduction and cannot be vectorised): lowered, it is an `if` on the reduction indices,
+        # uniform across the vector
+        sch.vectorize(inner)
+    if s_loops:
+        _fuse_parallel(sch, s_loops)
 
 
 class _Guard(_ScheduleRule):
@@ -191,26 +225,17 @@ class _Guard(_ScheduleRule):
             return None
 
 
-class Fallback(_ScheduleRule):
+class Fallback(_Rule):
     """Parallelise the leading spatial loops of every block (after inlining what inlines)."""
 
-    def apply(self, func, target, tunable):
-        try:
-            sch = s_tir.Schedule(func)
-            infos = _normalize(sch)
-            if not infos:
-                return None
-            for bi in _try_inline_all_but_last(sch, infos):
-                kinds = bi.dom_kind()
-                n_s = len(kinds) - len(kinds.lstrip("S"))
-                loops = sch.get_loops(bi.block_rv)[:n_s]
-                if not loops:
-                    continue
-                fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-                sch.parallel(fused)
-            return sch
-        except Exception:  # noqa: BLE001
-            return None
+    debuggable = False     # the last resort: never raises
+
+    def _schedule(self, sch, infos, target):
+        for bi in _try_inline_all_but_last(sch, infos):
+            loops = sch.get_loops(bi.block_rv)[:_leading_spatial(bi)]
+            if loops:
+                _fuse_parallel(sch, loops)
+        return sch
 
 
 def glue_rules() -> list:
