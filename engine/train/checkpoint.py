@@ -33,7 +33,7 @@ def _target_keys(trainer) -> dict:
     return {n: c.key for n, c in trainer.targets.items()}
 
 
-def save(trainer, opt, path) -> None:
+def save_checkpoint(trainer, opt, path) -> None:
     """Write the checkpoint to `path` (a temporary file renamed over it: never half written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def save(trainer, opt, path) -> None:
         raise
 
 
-def load(trainer, opt, path) -> None:
+def load_checkpoint(trainer, opt, path) -> None:
     """Restore `trainer` and `opt` from the checkpoint at `path` (made for the same targets)."""
     st = torch.load(path, weights_only=False)
     if st["targets"] != _target_keys(trainer):

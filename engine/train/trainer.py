@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph.layers import get_module
 from ..progress import Bar as _Progress
-from . import checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .filters import link_norms
 from .masks import TargetMasks
@@ -116,7 +116,7 @@ class PruneTrainer(TargetMasks):
         random.seed(cfg.seed)
         opt = self._optimizer()
         if cfg.checkpoint and Path(cfg.checkpoint).exists():
-            checkpoint.load(self, opt, cfg.checkpoint)
+            load_checkpoint(self, opt, cfg.checkpoint)
         elif not self.masks:
             self._prune_to(lambda final: 0.0)        # all-ones masks: nothing pruned yet
         self._resumed()
@@ -138,7 +138,7 @@ class PruneTrainer(TargetMasks):
         self.history.append(rec)
         bar.close(_summary(rec))
         if cfg.checkpoint:
-            checkpoint.save(self, opt, cfg.checkpoint)
+            save_checkpoint(self, opt, cfg.checkpoint)
 
     def _train_step(self, opt, x, y, loss_fn: Callable) -> float:
         """One optimizer step on batch (x, y); returns the task loss (without penalties)."""
