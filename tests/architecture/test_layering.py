@@ -10,8 +10,8 @@ from import_graph import cycles, external_imports, imports, modules
 
 # Lowest first. A module may import its own layer or any layer below, never one above.
 LAYERS = (
-    ("foundation", ("engine._version", "engine.errors", "engine.options", "engine.targets",
-                    "engine._kernels", "mapping")),
+    ("foundation", ("engine._version", "engine.errors", "engine.options", "engine.progress",
+                    "engine.targets", "engine._kernels", "mapping")),
     ("model", ("engine.graph", "engine.schemes", "engine.zoo")),
     ("runtime", ("engine.runtime",)),
     ("codegen", ("engine.codegen",)),
