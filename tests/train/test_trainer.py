@@ -394,6 +394,7 @@ def test_optimize_mapper_with_finetune_uses_its_data_for_the_proxy(dense, digits
     x = val[0][0][:1]
     opt = engine.optimize(net, (x,), mapper="rule", sparsity=0.7, capture=False,
                           measure=False, progress=False, allow_infeasible=True,
+                          backends="native",      # the subject is training, not backends
                           finetune={"train": train, "val": val, "epochs": 4, "lr": 1e-3,
                                     "prune_epochs": 2, "method": "admm"})
     info = opt.plan.meta["mapping"]
