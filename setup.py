@@ -57,7 +57,7 @@ setup(
     ext_modules=[CMakeExtension("engine._kernels")],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.10",
-    install_requires=["torch==2.13.0", "numpy", "scipy"],
+    install_requires=["torch==2.13.0", "numpy", "scipy", "tqdm", "cryptography"],
     extras_require={
         "tvm": ["apache-tvm==0.27.0.post1"],
         "bench": ["pytest-benchmark", "onnxruntime", "onnx"],

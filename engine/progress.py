@@ -9,7 +9,7 @@
 A bar is drawn only on a terminal (live=None), so logs and CI output get one line per bar (its
 summary) instead of hundreds of carriage returns; live=True draws it on any stream.
 `callback(label, unit)` adapts a Bar to the progress(done, total, what) callbacks of
-mapping.ensure_costs (the contract of engine.measure.ProgressLine).
+mapping.ensure_costs (engine.measure's profiling progress).
 
 This module sits at the bottom of the layer order (like errors.py): it imports only tqdm.
 """

@@ -17,10 +17,9 @@ from .cache import default_cost_path, open_costs, profile_costs, runnable_candid
 from .energy import retained_energy
 from .host import HostProfiler
 from .masks import MaskCache, mask_problem
-from .progress import ProgressLine
 from .rpc import CompiledProfiler, RPCProfiler
 from .specs import layer_specs, model_specs, model_weights
 
-__all__ = ["CompiledProfiler", "HostProfiler", "RPCProfiler", "MaskCache", "ProgressLine", "default_cost_path",
+__all__ = ["CompiledProfiler", "HostProfiler", "RPCProfiler", "MaskCache", "default_cost_path",
            "layer_specs", "mask_problem", "model_specs", "model_weights", "open_costs",
            "profile_costs", "retained_energy", "runnable_candidates"]

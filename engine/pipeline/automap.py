@@ -21,7 +21,6 @@ The steps (engine side of DESIGN.md "Mapping"; the decisions themselves are mapp
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -32,6 +31,7 @@ from mapping import Budget, Candidate, CandidateSpace, CostTable, Problem, Table
 from mapping import default_space
 from mapping.space import DENSE
 
+from .. import progress as _progress
 from ..errors import ConfigError
 
 MAPPERS = ("rule", "search", "evolution", "rl")
@@ -135,7 +135,7 @@ def _progress_printer(label: str):
         now = time.monotonic()
         if now - last[0] >= 10.0 or p.step >= p.total:
             last[0] = now
-            print(f"  {p}", file=sys.stderr, flush=True)
+            _progress.note(f"  {p}")
     return show
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.measure import HostProfiler, ProgressLine
+from engine.measure import HostProfiler
+from engine.progress import callback
 from engine.measure.host import tvm_available
 from mapping import DENSE, Candidate, LayerSpec
 
@@ -93,13 +94,13 @@ def test_target_names_cpu_isa_threads_and_bad_options_are_named():
 
 def test_progress_line_draws_only_when_enabled():
     out = io.StringIO()
-    p = ProgressLine("profiling x", stream=out, enabled=True)
+    p = callback("profiling x", "shapes", enabled=True, stream=out)
     p(1, 2, "shape-a")
     p(2, 2, "shape-b")
     text = out.getvalue()
     assert "1/2 shapes" in text and "2/2 shapes" in text and text.endswith("\n")
     quiet = io.StringIO()
-    ProgressLine(stream=quiet)(1, 2, "x")          # StringIO is not a terminal: off
+    callback("profiling x", "shapes", stream=quiet)(1, 2, "x")   # not a terminal: off
     assert quiet.getvalue() == ""
 
 
