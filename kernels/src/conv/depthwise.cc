@@ -18,6 +18,7 @@
 #include "geometry.h"
 #include "../common/threadpool.h"
 #include "../dwconv/dwconv.h"
+#include "../isa/isa.h"
 #include "spe/spe.h"
 
 using spe::fail;
@@ -33,13 +34,6 @@ struct spe_depthwise_conv {
 
 namespace spe {
 namespace {
-
-const DwKernels* dw_table(const std::string& isa) {
-  for (const DwKernels* k : {dw_kernels_scalar(), dw_kernels_avx2(), dw_kernels_avx512(),
-                             dw_kernels_neon()})
-    if (k && isa == k->isa) return k;
-  return nullptr;
-}
 
 // The plane kernels index rows, columns and row buffers with int: padded input dimensions and
 // row buffers stay below 2^28 floats, far from overflowing any of their products.
@@ -64,11 +58,11 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
   if (p.pad_h > 65536 || p.pad_w > 65536)
     return fail(SPE_ERR_INVALID_ARGUMENT, "padding too large (max 65536 per side)");
   if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
-  if (!isa || !spe_isa_available(isa))
+  Isa which;
+  if (!parse_isa(isa, &which) || !isa_runs(which))
     return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
-  const std::string isa_name = std::strcmp(isa, "auto") == 0 ? spe_best_isa() : isa;
-  const DwKernels* k = dw_table(isa_name);
-  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, "no depthwise kernels for ISA " + isa_name);
+  const DwKernels* k = dw_kernels(which);
+  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("no depthwise kernels for ISA ") + isa_name(which));
 
   auto c = std::make_unique<spe_depthwise_conv>();
   c->p = p;
@@ -76,16 +70,15 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
   const int64_t nw = int64_t(p.out_channels) * p.kh * p.kw;
   c->weight.assign(weight, weight + nw);
   if (bias) c->bias.assign(bias, bias + p.out_channels);
-  for (const DwSpecialised& s : k->special)
+  c->fn = k->generic;
+  c->name = k->generic_name;
+  for (int i = 0; i < k->n_special; ++i) {  // a listed kernel for exactly this geometry
+    const DwSpecialised& s = k->special[i];
     if (p.kh == s.k && p.kw == s.k && p.stride_h == s.s && p.stride_w == s.s && p.dil_h == 1 &&
         p.dil_w == 1) {
       c->fn = s.fn;
-      c->name = "f32_dwconv_" + std::to_string(s.k) + "x" + std::to_string(s.k) + "s" +
-                std::to_string(s.s) + "__" + k->isa;
+      c->name = s.name;
     }
-  if (!c->fn) {
-    c->fn = k->generic;
-    c->name = std::string("f32_dwconv_generic__") + k->isa;
   }
   *out = c.release();
   return SPE_OK;

@@ -25,6 +25,7 @@
 #include "../common/error.h"
 #include "geometry.h"
 #include "../common/threadpool.h"
+#include "../isa/isa.h"
 #include "../spmm/spmm.h"
 #include "spe/spe.h"
 
@@ -67,29 +68,12 @@ struct spe_sparse_conv {
 namespace spe {
 namespace {
 
+// The SpMM table for a C API isa argument (null means "auto"), or null if this CPU or build
+// cannot run it.
 const SpmmKernels* pick(const char* isa) {
-  const char* s = isa ? isa : "auto";
-  const SpmmKernels* avx512 = spmm_kernels_avx512();
-  const SpmmKernels* avx2 = spmm_kernels_avx2();
-  const SpmmKernels* neon = spmm_kernels_neon();
-#if defined(__x86_64__)
-  const bool has512 = avx512 && __builtin_cpu_supports("avx512f");
-  const bool has2 = avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  const bool has512 = false, has2 = false;
-#endif
-  auto is = [&](const char* name) { return std::strcmp(s, name) == 0; };
-  if (is("auto")) {
-    if (has512) return avx512;
-    if (has2) return avx2;
-    if (neon) return neon;
-    return spmm_kernels_scalar();
-  }
-  if (is("scalar")) return spmm_kernels_scalar();
-  if (is("avx512")) return has512 ? avx512 : nullptr;
-  if (is("avx2")) return has2 ? avx2 : nullptr;
-  if (is("neon")) return neon;
-  return nullptr;
+  Isa i;
+  if (!parse_isa(isa ? isa : "auto", &i) || !isa_runs(i)) return nullptr;
+  return spmm_kernels(i);
 }
 
 // A layer's entries (and values / 8) are bounded well below anything that could overflow an
@@ -469,8 +453,7 @@ spe_status create_layer(const spe_conv_params* params, int32_t n_groups, const i
   if (bias) c->bias.assign(bias, bias + p.out_channels);
   c->main_rows = int(std::max_element(hist.begin(), hist.end()) - hist.begin());
   if (c->main_rows == 0) c->main_rows = 1;
-  const int tile = k->nv[c->main_rows - 1] * k->width;
-  c->name = "f32_spmm_" + std::to_string(c->main_rows) + "x" + std::to_string(tile) + "__" + k->isa;
+  c->name = k->name[c->main_rows - 1];
   *out = c.release();
   return SPE_OK;
 }
@@ -523,8 +506,6 @@ int32_t spe_get_num_threads(void) {
   }
 }
 
-int spe_isa_available(const char* isa) { return isa && spe::pick(isa) != nullptr; }
-const char* spe_best_isa(void) { return spe::pick("auto")->isa; }
 const char* spe_last_error(void) { return spe::last_error(); }
 
 }  // extern "C"

@@ -1,69 +1,11 @@
-// AVX2 + FMA f32 depthwise kernels (8 floats a vector).
-#include <immintrin.h>
-
+// AVX2 + FMA f32 depthwise kernels: dwconv_list.h's avx2 lines (compiled with -mavx2 -mfma).
+#include "../isa/avx2.h"
 #include "plane_template.h"
 
 namespace spe {
-namespace {
-
-struct Avx2 {
-  using reg = __m256;
-  static constexpr int kWidth = 8;
-  static constexpr int kRegs = 16;
-  static reg zero() { return _mm256_setzero_ps(); }
-  static reg set1(float f) { return _mm256_set1_ps(f); }
-  static reg load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static __m256i mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  static reg load_mask(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
-  static void store_mask(float* p, reg v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
-  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
-  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
-  static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
-  static void copy(const float* s, float* d, int n) {
-    int k = 0;
-    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(d + k, _mm256_loadu_ps(s + k));
-    if (k < n) {
-      const __m256i m = mask(n - k);
-      _mm256_maskstore_ps(d + k, m, _mm256_maskload_ps(s + k, m));
-    }
-  }
-  // 16 floats -> the 8 even and 8 odd ones: shuffle within 128-bit lanes, then put the lanes'
-  // halves in order. The last (partial) step loads and stores under masks.
-  static void deinterleave(const float* s, float* e, float* o, int n) {
-    for (int k = 0; k < n; k += 8) {
-      const int r = std::min(8, n - k);
-      __m256 a, b;
-      if (r == 8) {
-        a = _mm256_loadu_ps(s + 2 * k);
-        b = _mm256_loadu_ps(s + 2 * k + 8);
-      } else {
-        a = _mm256_maskload_ps(s + 2 * k, mask(std::min(8, 2 * r)));
-        b = _mm256_maskload_ps(s + 2 * k + 8, mask(std::max(0, 2 * r - 8)));
-      }
-      const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-      const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-      const __m256 e8 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-      const __m256 o8 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
-      if (r == 8) {
-        _mm256_storeu_ps(e + k, e8);
-        _mm256_storeu_ps(o + k, o8);
-      } else {
-        _mm256_maskstore_ps(e + k, mask(r), e8);
-        _mm256_maskstore_ps(o + k, mask(r), o8);
-      }
-    }
-  }
-};
-
-}  // namespace
-
-const DwKernels* dw_kernels_avx2() {
-  static const DwKernels k = dw::make_kernels<Avx2>("avx2");
+template <>
+const DwKernels* dw_table<Isa::avx2>() {
+  static const DwKernels k = make_dw_table<Avx2>();
   return &k;
 }
-
 }  // namespace spe

@@ -9,21 +9,37 @@
 // every output row that uses it (up to kh/sh of them). Bias, residual and activation are fused
 // into the store.
 //
-// Naming (XNNPACK style): f32_dwconv_{k}x{k}s{s}__{isa} for the specialised kernels (square
-// kernel k, the same stride s both ways, dilation 1, any padding: unrolled taps, weights held
-// in registers), f32_dwconv_generic__{isa} for every other geometry (the same method with loops
-// over the runtime kh, kw, stride and dilation). The list of specialised kernels is
-// SPE_DWCONV_SPECIALISED below; adding one is a one-line edit there.
+// Naming (XNNPACK style, the tile then `__` then the ISA): f32_dwconv_{k}x{k}s{s}__{isa} for the
+// specialised kernels (square kernel k, the same stride s both ways, dilation 1, any padding:
+// unrolled taps, weights held in registers), f32_dwconv_generic__{isa} for every other geometry
+// (the same method with loops over the runtime kh, kw, stride and dilation). The kernels are
+// listed in dwconv_list.h; adding one is a one-line edit there.
 #ifndef SPE_DWCONV_DWCONV_H_
 #define SPE_DWCONV_DWCONV_H_
 
 #include <algorithm>
 #include <cstdint>
 
+#include "../isa/isa.h"
+
 namespace spe {
 
-// X(k, s): a kernel specialised for k x k taps, stride s, dilation 1.
-#define SPE_DWCONV_SPECIALISED(X) X(3, 1) X(3, 2) X(5, 1) X(5, 2)
+// One line of dwconv_list.h; k == s == 0 is the generic kernel.
+struct DwUkernel {
+  Isa isa;
+  int k, s;
+  const char* name;
+};
+
+inline constexpr DwUkernel kDwUkernels[] = {
+#define SPE_DWCONV_UKERNEL(isa, k, s) \
+  {Isa::isa, k, s, "f32_dwconv_" #k "x" #k "s" #s "__" #isa},
+#define SPE_DWCONV_GENERIC(isa) {Isa::isa, 0, 0, "f32_dwconv_generic__" #isa},
+#include "dwconv_list.h"
+#undef SPE_DWCONV_UKERNEL
+#undef SPE_DWCONV_GENERIC
+};
+inline constexpr int kNumDwUkernels = int(sizeof kDwUkernels / sizeof kDwUkernels[0]);
 
 constexpr int kDwRowAlign = 16;                  // floats: rows hold whole vectors of any ISA
 constexpr int64_t kDwBlockBytes = 32 << 10;      // a block's row buffers stay in L1
@@ -90,22 +106,28 @@ using DwPlaneFn = void (*)(const DwPlaneArgs&);
 struct DwSpecialised {
   int k, s;
   DwPlaneFn fn;
+  const char* name;
 };
 
-// One ISA's depthwise kernels.
+// One ISA's depthwise kernels, as dwconv_list.h lists them.
 struct DwKernels {
   const char* isa;
   int width;  // floats per vector
-#define SPE_DW_COUNT(k, s) +1
-  DwSpecialised special[0 SPE_DWCONV_SPECIALISED(SPE_DW_COUNT)];
-#undef SPE_DW_COUNT
+  int n_special;
+  DwSpecialised special[kNumDwUkernels];  // [0, n_special)
   DwPlaneFn generic;
+  const char* generic_name;
 };
 
-const DwKernels* dw_kernels_scalar();
-const DwKernels* dw_kernels_avx2();    // null if not compiled in
-const DwKernels* dw_kernels_avx512();  // null if not compiled in
-const DwKernels* dw_kernels_neon();    // null if not compiled in
+// The table of ISA I, defined in that ISA's translation unit (avx2.cc, ...) from the list.
+template <Isa I>
+const DwKernels* dw_table();
+#define SPE_DW_TABLE_DECL(isa) template <> const DwKernels* dw_table<Isa::isa>();
+SPE_ISA_LIST(SPE_DW_TABLE_DECL)
+#undef SPE_DW_TABLE_DECL
+
+// The table of isa if this build compiled it in, else null (registry.cc).
+const DwKernels* dw_kernels(Isa isa);
 
 }  // namespace spe
 #endif  // SPE_DWCONV_DWCONV_H_

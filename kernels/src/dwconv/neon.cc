@@ -1,73 +1,11 @@
-// NEON (AArch64 Advanced SIMD) f32 depthwise kernels (4 floats a vector, 32 registers).
-//
-// NEON has no masked loads/stores: a partial last vector moves its 1..3 valid lanes with 64-bit
-// and single-lane loads/stores, so a row never touches y or the residual past its last output.
-// Advanced SIMD is mandatory on AArch64: no run-time CPU check.
-#if !defined(__aarch64__)
-#error "neon.cc is the AArch64 variant: build it only for aarch64 / arm64"
-#endif
-
-#include <arm_neon.h>
-
+// NEON (AArch64 Advanced SIMD) f32 depthwise kernels: dwconv_list.h's neon lines.
+#include "../isa/neon.h"
 #include "plane_template.h"
 
 namespace spe {
-namespace {
-
-struct Neon {
-  using reg = float32x4_t;
-  static constexpr int kWidth = 4;
-  static constexpr int kRegs = 32;
-  static reg zero() { return vdupq_n_f32(0.0f); }
-  static reg set1(float f) { return vdupq_n_f32(f); }
-  static reg load(const float* p) { return vld1q_f32(p); }
-  static void store(float* p, reg v) { vst1q_f32(p, v); }
-  static int mask(int n) { return n; }  // the count of valid lanes, 1..4
-  static reg load_mask(const float* p, int n) {
-    switch (n) {
-      case 1: return vld1q_lane_f32(p, vdupq_n_f32(0.0f), 0);
-      case 2: return vcombine_f32(vld1_f32(p), vdup_n_f32(0.0f));
-      case 3: return vcombine_f32(vld1_f32(p), vld1_lane_f32(p + 2, vdup_n_f32(0.0f), 0));
-      default: return vld1q_f32(p);
-    }
-  }
-  static void store_mask(float* p, reg v, int n) {
-    switch (n) {
-      case 1: vst1q_lane_f32(p, v, 0); break;
-      case 2: vst1_f32(p, vget_low_f32(v)); break;
-      case 3:
-        vst1_f32(p, vget_low_f32(v));
-        vst1q_lane_f32(p + 2, v, 2);
-        break;
-      default: vst1q_f32(p, v);
-    }
-  }
-  static reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }  // a*b + c, fused
-  static reg add(reg a, reg b) { return vaddq_f32(a, b); }
-  static reg max(reg a, reg b) { return vmaxq_f32(a, b); }
-  static reg min(reg a, reg b) { return vminq_f32(a, b); }
-  static void copy(const float* s, float* d, int n) {
-    int k = 0;
-    for (; k + 4 <= n; k += 4) vst1q_f32(d + k, vld1q_f32(s + k));
-    for (; k < n; ++k) d[k] = s[k];
-  }
-  // ld2 splits 8 floats into the 4 even and 4 odd ones.
-  static void deinterleave(const float* s, float* e, float* o, int n) {
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-      const float32x4x2_t v = vld2q_f32(s + 2 * k);
-      vst1q_f32(e + k, v.val[0]);
-      vst1q_f32(o + k, v.val[1]);
-    }
-    dw::deinterleave_scalar(s + 2 * k, e + k, o + k, n - k);
-  }
-};
-
-}  // namespace
-
-const DwKernels* dw_kernels_neon() {
-  static const DwKernels k = dw::make_kernels<Neon>("neon");
+template <>
+const DwKernels* dw_table<Isa::neon>() {
+  static const DwKernels k = make_dw_table<Neon>();
   return &k;
 }
-
 }  // namespace spe

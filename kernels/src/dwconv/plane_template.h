@@ -1,14 +1,13 @@
 // The f32 depthwise plane kernel (see dwconv.h for the method), written once over a
 // vector-traits type T and included by each ISA's translation unit, compiled with its flags.
 //
-// T provides: reg, kWidth, kRegs (vector registers), zero(), set1(f), load(p), store(p, v), mask(n), load_mask(p, m),
-// store_mask(p, v, m), fma(a, b, c) = a*b + c, add(a, b), max(a, b), min(a, b), and the row
-// copies: copy(s, d, n) and deinterleave(s, even, odd, n): even[k] = s[2k], odd[k] = s[2k + 1]
-// for k < n, both touching no float of s or d outside the n (2n) they move.
+// T is an ISA's vector traits (isa/*.h: the vector operations, kRegs and the row moves copy and
+// deinterleave); the ISA's translation unit makes its table from the list (make_dw_table).
 #ifndef SPE_DWCONV_PLANE_TEMPLATE_H_
 #define SPE_DWCONV_PLANE_TEMPLATE_H_
 
 #include <algorithm>
+#include <utility>
 
 #include "dwconv.h"
 
@@ -291,28 +290,36 @@ void plane(const DwPlaneArgs& a) {
   }
 }
 
-// The ISA's table: one entry per line of SPE_DWCONV_SPECIALISED, plus the generic kernel.
-template <class T>
-DwKernels make_kernels(const char* isa) {
-  DwKernels k{};
-  k.isa = isa;
-  k.width = T::kWidth;
-  int i = 0;
-#define SPE_DW_ENTRY(kk, ss) k.special[i++] = DwSpecialised{kk, ss, &plane<T, kk, kk, ss>};
-  SPE_DWCONV_SPECIALISED(SPE_DW_ENTRY)
-#undef SPE_DW_ENTRY
-  k.generic = &plane<T, 0, 0, 0>;
-  return k;
-}
-
-// deinterleave for a traits type without a vector version
-inline void deinterleave_scalar(const float* s, float* even, float* odd, int n) {
-  for (int k = 0; k < n; ++k) {
-    even[k] = s[2 * k];
-    odd[k] = s[2 * k + 1];
+// Entry I of the list, if it is one of T's kernels.
+template <class T, int I>
+void fill_listed(DwKernels& t) {
+  constexpr DwUkernel u = kDwUkernels[I];
+  if constexpr (u.isa == T::kIsa && u.k == 0) {
+    t.generic = &plane<T, 0, 0, 0>;
+    t.generic_name = u.name;
+  } else if constexpr (u.isa == T::kIsa) {
+    static_assert(u.k >= 1 && u.s >= 1 && u.k + u.s <= 66,  // plane's rows[64 + 2]
+                  "dwconv_list.h: a specialised kernel needs k >= 1, s >= 1, k + s <= 66");
+    t.special[t.n_special++] = DwSpecialised{u.k, u.s, &plane<T, u.k, u.k, u.s>, u.name};
   }
 }
 
+template <class T, int... I>
+DwKernels make_dw_table(std::integer_sequence<int, I...>) {
+  DwKernels t{};
+  t.isa = isa_name(T::kIsa);
+  t.width = T::kWidth;
+  (fill_listed<T, I>(t), ...);
+  return t;
+}
+
 }  // namespace dw
+
+// T's kernels, as dwconv_list.h lists them.
+template <class T>
+DwKernels make_dw_table() {
+  return dw::make_dw_table<T>(std::make_integer_sequence<int, kNumDwUkernels>{});
+}
+
 }  // namespace spe
 #endif  // SPE_DWCONV_PLANE_TEMPLATE_H_

@@ -1,6 +1,7 @@
 // Scalar reference of the f32 SpMM microkernel: plain loops, the yardstick every ISA variant
-// is tested against. "Vectors" are single floats here.
+// is tested against; spmm_list.h's scalar lines ("vectors" are single floats here).
 #include <algorithm>
+#include <utility>
 
 #include "spmm.h"
 
@@ -22,26 +23,33 @@ void scalar_tile(const TileArgs& a) {
   }
 }
 
-template <int R>
-void fill(SpmmKernels& k) {
-  k.nv[R - 1] = 16;  // a "tile" of 16 pixels; tails handle fewer
-  k.full[R - 1] = &scalar_tile<R>;
-  for (int v = 0; v < 16; ++v) k.tail[R - 1][v] = &scalar_tile<R>;
+// Entry I of the list, if it is a scalar kernel: one loop nest serves full tiles and tails.
+template <int I>
+void fill_listed(SpmmKernels& k) {
+  constexpr SpmmUkernel u = kSpmmUkernels[I];
+  if constexpr (u.isa == Isa::scalar) {
+    static_assert(u.pixels >= 1 && u.pixels <= kMaxTileVectors, "scalar tiles: 1..16 pixels");
+    k.nv[u.rows - 1] = u.pixels;
+    k.name[u.rows - 1] = u.name;
+    k.full[u.rows - 1] = &scalar_tile<u.rows>;
+    for (int v = 0; v < u.pixels; ++v) k.tail[u.rows - 1][v] = &scalar_tile<u.rows>;
+  }
 }
 
-SpmmKernels make() {
+template <int... I>
+SpmmKernels make(std::integer_sequence<int, I...>) {
   SpmmKernels k{};
-  k.isa = "scalar";
+  k.isa = isa_name(Isa::scalar);
   k.width = 1;
-  fill<1>(k); fill<2>(k); fill<3>(k); fill<4>(k);
-  fill<5>(k); fill<6>(k); fill<7>(k); fill<8>(k);
+  (fill_listed<I>(k), ...);
   return k;
 }
 
 }  // namespace
 
-const SpmmKernels* spmm_kernels_scalar() {
-  static const SpmmKernels k = make();
+template <>
+const SpmmKernels* spmm_table<Isa::scalar>() {
+  static const SpmmKernels k = make(std::make_integer_sequence<int, kNumSpmmUkernels>{});
   return &k;
 }
 

@@ -1,16 +1,42 @@
-// Internal interface of the f32 SpMM microkernel family.
+// Internal interface of the f32 SpMM microkernel family (the kernels: spmm_list.h).
 //
 // A microkernel computes one output tile: R rows (one row group) x NV vectors of pixels,
-// accumulating over the group's entries; naming follows XNNPACK: f32_spmm_{R}x{NV*W}__{isa}.
+// accumulating over the group's entries; naming follows XNNPACK, the tile then `__` then the
+// ISA: f32_spmm_{R}x{NV*W}__{isa}.
 #ifndef SPE_SPMM_SPMM_H_
 #define SPE_SPMM_SPMM_H_
 
 #include <cstdint>
 
+#include "../isa/isa.h"
+
 namespace spe {
 
+// One line of spmm_list.h.
+struct SpmmUkernel {
+  Isa isa;
+  int rows, pixels;
+  const char* name;
+};
+
+inline constexpr SpmmUkernel kSpmmUkernels[] = {
+#define SPE_SPMM_UKERNEL(isa, rows, pixels) \
+  {Isa::isa, rows, pixels, "f32_spmm_" #rows "x" #pixels "__" #isa},
+#include "spmm_list.h"
+#undef SPE_SPMM_UKERNEL
+};
+inline constexpr int kNumSpmmUkernels = int(sizeof kSpmmUkernels / sizeof kSpmmUkernels[0]);
+
 constexpr int kMaxGroupRows = 8;
-constexpr int kMaxTilePixels = 128;  // the widest tile of any ISA (avx512 1x128)
+constexpr int kMaxTileVectors = 16;
+
+// The widest tile of any listed kernel (avx512 1x128): the crop buffer's width.
+constexpr int max_tile_pixels() {
+  int m = 0;
+  for (const SpmmUkernel& u : kSpmmUkernels) m = u.pixels > m ? u.pixels : m;
+  return m;
+}
+constexpr int kMaxTilePixels = max_tile_pixels();
 
 struct TileArgs {
   const float* x;          // input at pixel p0 (entry offsets are added to it)
@@ -29,20 +55,26 @@ struct TileArgs {
 
 using TileFn = void (*)(const TileArgs&);
 
-// One ISA's microkernels: tile[r-1] handles groups of r rows with a full `nv[r-1]`-vector tile;
-// tail(r, npix) handles a partial tile.
+// One ISA's microkernels, one per listed kernel: tile[r-1] handles groups of r rows with a full
+// `nv[r-1]`-vector tile; tail(r, npix) handles a partial tile.
 struct SpmmKernels {
   const char* isa;
-  int width;                      // floats per vector
-  int nv[kMaxGroupRows];          // vectors per full tile, per row count
+  int width;                              // floats per vector
+  int nv[kMaxGroupRows];                  // vectors per full tile, per row count
+  const char* name[kMaxGroupRows];        // the listed kernel, per row count
   TileFn full[kMaxGroupRows];
-  TileFn tail[kMaxGroupRows][16]; // [rows-1][vectors-1], masked last vector
+  TileFn tail[kMaxGroupRows][kMaxTileVectors];  // [rows-1][vectors-1], masked last vector
 };
 
-const SpmmKernels* spmm_kernels_scalar();
-const SpmmKernels* spmm_kernels_avx2();    // null if not compiled in
-const SpmmKernels* spmm_kernels_avx512();  // null if not compiled in
-const SpmmKernels* spmm_kernels_neon();    // null if not compiled in
+// The table of ISA I, defined in that ISA's translation unit (avx2.cc, ...) from the list.
+template <Isa I>
+const SpmmKernels* spmm_table();
+#define SPE_SPMM_TABLE_DECL(isa) template <> const SpmmKernels* spmm_table<Isa::isa>();
+SPE_ISA_LIST(SPE_SPMM_TABLE_DECL)
+#undef SPE_SPMM_TABLE_DECL
+
+// The table of isa if this build compiled it in, else null (registry.cc).
+const SpmmKernels* spmm_kernels(Isa isa);
 
 }  // namespace spe
 #endif  // SPE_SPMM_SPMM_H_

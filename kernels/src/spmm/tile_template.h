@@ -1,13 +1,13 @@
 // The f32 SpMM microkernel body, written once over a vector-traits type V.
 //
-// V provides: reg, kWidth, zero(), set1(f), load(p), store(p, v), mask(n), load_mask(p, m),
-// store_mask(p, v, m), fma(a, b, c) = a*b + c, add(a, b), max(a, b), min(a, b); optionally
-// weight<R>(w, r), the broadcast of w[r] of an entry's R weights (default: set1(w[r])).
-// Included by each ISA's translation unit, compiled with that ISA's flags.
+// V is an ISA's vector traits (isa/*.h), optionally with weight<R>(w, r), the broadcast of w[r]
+// of an entry's R weights (default: set1(w[r])). Included by each ISA's translation unit,
+// compiled with that ISA's flags, which makes that ISA's table from the list (make_spmm_table).
 #ifndef SPE_SPMM_TILE_TEMPLATE_H_
 #define SPE_SPMM_TILE_TEMPLATE_H_
 
 #include <type_traits>
+#include <utility>
 
 #include "spmm.h"
 
@@ -101,7 +101,7 @@ void spmm_tile(const TileArgs& a) {
   }
 }
 
-// Fills an SpmmKernels table: full tiles use NVMAX[r] vectors; tails 1..NVMAX[r] vectors, masked.
+// Fills an SpmmKernels table: full tiles use NV vectors; tails 1..NV vectors, masked.
 template <class V, int R, int NV>
 struct TailFill {
   static void fill(SpmmKernels& k) {
@@ -110,11 +110,34 @@ struct TailFill {
   }
 };
 
-template <class V, int R, int NV>
-void fill_rows(SpmmKernels& k) {
-  k.nv[R - 1] = NV;
-  k.full[R - 1] = &spmm_tile<V, R, NV, false>;
-  TailFill<V, R, NV>::fill(k);
+// Entry I of the list, if it is one of V's kernels.
+template <class V, int I>
+void fill_listed(SpmmKernels& k) {
+  constexpr SpmmUkernel u = kSpmmUkernels[I];
+  if constexpr (u.isa == V::kIsa) {
+    constexpr int nv = u.pixels / V::kWidth;
+    static_assert(u.pixels % V::kWidth == 0 && nv >= 1 && nv <= kMaxTileVectors,
+                  "spmm_list.h: a tile's pixels must be 1..16 whole vectors of its ISA");
+    k.nv[u.rows - 1] = nv;
+    k.name[u.rows - 1] = u.name;
+    k.full[u.rows - 1] = &spmm_tile<V, u.rows, nv, false>;
+    TailFill<V, u.rows, nv>::fill(k);
+  }
+}
+
+template <class V, int... I>
+SpmmKernels make_spmm_table(std::integer_sequence<int, I...>) {
+  SpmmKernels k{};
+  k.isa = isa_name(V::kIsa);
+  k.width = V::kWidth;
+  (fill_listed<V, I>(k), ...);
+  return k;
+}
+
+// V's kernels, as spmm_list.h lists them.
+template <class V>
+SpmmKernels make_spmm_table() {
+  return make_spmm_table<V>(std::make_integer_sequence<int, kNumSpmmUkernels>{});
 }
 
 }  // namespace spe

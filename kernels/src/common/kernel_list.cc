@@ -1,0 +1,27 @@
+// The kernel catalog, read from the families' lists (through their headers' constexpr arrays,
+// so a name is composed in one place).
+#include "kernel_list.h"
+
+#include "../dwconv/dwconv.h"
+#include "../spmm/spmm.h"
+
+namespace spe {
+namespace {
+
+std::vector<KernelInfo> collect() {
+  std::vector<KernelInfo> out;
+  for (const SpmmUkernel& u : kSpmmUkernels)
+    out.push_back({u.name, "f32_spmm", u.isa, 2, {{"rows", u.rows}, {"pixels", u.pixels}}});
+  for (const DwUkernel& u : kDwUkernels)
+    out.push_back({u.name, "f32_dwconv", u.isa, u.k ? 2 : 0, {{"kernel", u.k}, {"stride", u.s}}});
+  return out;
+}
+
+}  // namespace
+
+const std::vector<KernelInfo>& kernel_list() {
+  static const std::vector<KernelInfo> list = collect();
+  return list;
+}
+
+}  // namespace spe

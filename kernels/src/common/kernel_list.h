@@ -1,0 +1,32 @@
+// The kernel catalog: every kernel of every family's list (spmm/spmm_list.h,
+// dwconv/dwconv_list.h), with its name, family, ISA and tile parameters, for listings
+// (engine._kernels.list_kernels()), the test runner's sweeps and the benchmarks. "What kernels
+// exist" only: which one a layer runs is the family's choice at create time.
+#ifndef SPE_COMMON_KERNEL_LIST_H_
+#define SPE_COMMON_KERNEL_LIST_H_
+
+#include <vector>
+
+#include "../isa/isa.h"
+
+namespace spe {
+
+struct KernelParam {
+  const char* key;  // "rows", "pixels" (f32_spmm); "kernel", "stride" (f32_dwconv)
+  int value;
+};
+
+struct KernelInfo {
+  const char* name;    // f32_spmm_4x96__avx512: the tile, then `__`, then the ISA
+  const char* family;  // "f32_spmm", "f32_dwconv"
+  Isa isa;
+  int n_params;        // the tile parameters; none for a generic kernel
+  KernelParam params[2];
+};
+
+// Every listed kernel, family by family in list order (whether or not this build or CPU can run
+// it: isa_runs(info.isa) says that).
+const std::vector<KernelInfo>& kernel_list();
+
+}  // namespace spe
+#endif  // SPE_COMMON_KERNEL_LIST_H_

@@ -1,0 +1,62 @@
+// AVX-512 vector traits (16 floats a vector, 32 registers, partial vectors by mask registers;
+// see scalar.h for the interface). Only translation units compiled with -mavx512f include this.
+#ifndef SPE_ISA_AVX512_H_
+#define SPE_ISA_AVX512_H_
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "isa.h"
+
+namespace spe {
+
+struct Avx512 {
+  using reg = __m512;
+  static constexpr Isa kIsa = Isa::avx512;
+  static constexpr int kWidth = 16;
+  static constexpr int kRegs = 32;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg set1(float f) { return _mm512_set1_ps(f); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 mask(int n) { return __mmask16((1u << n) - 1u); }
+  static reg load_mask(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store_mask(float* p, reg v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  // The masked forms with a full mask: the same vmaxps / vminps, but GCC 12's plain forms pass
+  // _mm512_undefined_ps() and then warn -Wmaybe-uninitialized wherever they are inlined.
+  static reg max(reg a, reg b) { return _mm512_mask_max_ps(a, __mmask16(0xFFFF), a, b); }
+  static reg min(reg a, reg b) { return _mm512_mask_min_ps(a, __mmask16(0xFFFF), a, b); }
+  static void copy(const float* s, float* d, int n) {
+    int k = 0;
+    for (; k + 16 <= n; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(s + k));
+    if (k < n) {
+      const __mmask16 m = mask(n - k);
+      _mm512_mask_storeu_ps(d + k, m, _mm512_maskz_loadu_ps(m, s + k));
+    }
+  }
+  // 32 floats -> 16 even and 16 odd ones, one two-source permute each; the last (partial) step
+  // loads and stores under masks.
+  static void deinterleave(const float* s, float* e, float* o, int n) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+      const __m512 a = _mm512_loadu_ps(s + 2 * k), b = _mm512_loadu_ps(s + 2 * k + 16);
+      _mm512_storeu_ps(e + k, _mm512_permutex2var_ps(a, ie, b));
+      _mm512_storeu_ps(o + k, _mm512_permutex2var_ps(a, io, b));
+    }
+    if (k < n) {
+      const int r = n - k;
+      const __m512 a = _mm512_maskz_loadu_ps(mask(std::min(16, 2 * r)), s + 2 * k);
+      const __m512 b = _mm512_maskz_loadu_ps(mask(std::max(0, 2 * r - 16)), s + 2 * k + 16);
+      _mm512_mask_storeu_ps(e + k, mask(r), _mm512_permutex2var_ps(a, ie, b));
+      _mm512_mask_storeu_ps(o + k, mask(r), _mm512_permutex2var_ps(a, io, b));
+    }
+  }
+};
+
+}  // namespace spe
+#endif  // SPE_ISA_AVX512_H_
