@@ -6,9 +6,18 @@ RuntimeError; the process and the layer stay usable after any of them. Layers ma
 from several threads at once (the GIL is released while a kernel runs), and in a child
 process forked while another thread was inside one.
 """
-from typing import Optional
+from typing import Optional, TypedDict
 
 import numpy as np
+
+class KernelInfo(TypedDict):
+    """One listed kernel (an entry of list_kernels())."""
+
+    name: str        # the tile, then "__", then the ISA: f32_spmm_4x96__avx512
+    family: str      # "f32_spmm" or "f32_dwconv"
+    isa: str         # "scalar", "avx2", "avx512", "neon"
+    tile: dict[str, int]  # f32_spmm: rows, pixels; f32_dwconv: kernel, stride; {} if generic
+    available: bool  # this build and CPU can run it
 
 class SparseConv:
     """A packed sparse conv layer (see kernels/include/spe/spe.h)."""
@@ -54,4 +63,15 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int: ...
 def isa_available(isa: str) -> bool: ...
 def best_isa() -> str: ...
-def available_isas() -> list[str]: ...
+def available_isas() -> list[str]:
+    """The ISAs this build and CPU run, from the most portable (scalar) to the most specific;
+    best_isa() is the last."""
+def list_kernels() -> list[KernelInfo]:
+    """Every kernel the library lists, family by family in list order (kernels/src/<family>/
+    <family>_list.h: one line per kernel), whether or not this CPU can run it.
+
+    Names follow one rule, the tile then "__" then the ISA: f32_spmm_{rows}x{pixels}__{isa} (a
+    tile of `rows` output channels, one row group, by `pixels` output pixels),
+    f32_dwconv_{k}x{k}s{s}__{isa} (k x k taps, stride s, dilation 1) and
+    f32_dwconv_generic__{isa} (every other depthwise geometry). A layer's kernel_name is one of
+    these names; plans, benchmarks and logs use the same ones."""

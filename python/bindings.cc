@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/kernel_list.h"  // kernels/src: the catalog of every family's list
 #include "spe/spe.h"
 
 namespace py = pybind11;
@@ -232,6 +233,28 @@ class DepthwiseConv {
   int channels_ = 0;
 };
 
+constexpr const char* kListKernelsDoc =
+    "Every kernel the library lists (kernels/src/<family>/<family>_list.h), family by family "
+    "in list order, as dicts: name (the tile, then '__', then the ISA: f32_spmm_4x96__avx512, "
+    "f32_dwconv_3x3s2__neon, f32_dwconv_generic__scalar), family ('f32_spmm', 'f32_dwconv'), "
+    "isa, tile (f32_spmm: rows, pixels; f32_dwconv: kernel, stride; {} for a generic kernel) "
+    "and available (this build and CPU can run it).";
+
+py::list list_kernels() {
+  py::list out;
+  for (const spe::KernelInfo& k : spe::kernel_list()) {
+    py::dict tile, d;
+    for (int i = 0; i < k.n_params; ++i) tile[k.params[i].key] = k.params[i].value;
+    d["name"] = k.name;
+    d["family"] = k.family;
+    d["isa"] = spe::isa_name(k.isa);
+    d["tile"] = tile;
+    d["available"] = spe_isa_available(spe::isa_name(k.isa)) != 0;
+    out.append(d);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -298,8 +321,9 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("best_isa", [] { return std::string(spe_best_isa()); });
   m.def("available_isas", [] {
     py::list out;
-    for (const char* s : {"scalar", "avx2", "avx512", "neon"})
-      if (spe_isa_available(s)) out.append(s);
+    for (int i = 0; i < spe::kNumIsas; ++i)
+      if (spe_isa_available(spe::isa_name(spe::Isa(i)))) out.append(spe::isa_name(spe::Isa(i)));
     return out;
   });
+  m.def("list_kernels", &list_kernels, kListKernelsDoc);
 }

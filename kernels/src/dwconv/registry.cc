@@ -1,21 +1,27 @@
 // The depthwise registry: the table of each ISA this build compiled in, and the compile-time
-// check that dwconv_list.h gives every ISA its generic kernel.
+// checks of dwconv_list.h.
 #include "../isa/compiled.h"
 #include "dwconv.h"
 
 namespace spe {
 namespace {
 
-constexpr bool every_isa_lists_one_generic_kernel() {
+// Every ISA lists one generic kernel, and no geometry twice (the second would never run).
+constexpr bool each_kernel_listed_once() {
   for (int isa = 0; isa < kNumIsas; ++isa) {
-    int n = 0;
-    for (const DwUkernel& u : kDwUkernels) n += int(u.isa) == isa && u.k == 0;
-    if (n != 1) return false;
+    int generic = 0;
+    for (const DwUkernel& u : kDwUkernels) generic += int(u.isa) == isa && u.k == 0;
+    if (generic != 1) return false;
   }
+  for (int i = 0; i < kNumDwUkernels; ++i)
+    for (int j = 0; j < i; ++j)
+      if (kDwUkernels[i].isa == kDwUkernels[j].isa && kDwUkernels[i].k == kDwUkernels[j].k &&
+          kDwUkernels[i].s == kDwUkernels[j].s)
+        return false;
   return true;
 }
-static_assert(every_isa_lists_one_generic_kernel(),
-              "dwconv_list.h: every ISA needs exactly one SPE_DWCONV_GENERIC line");
+static_assert(each_kernel_listed_once(),
+              "dwconv_list.h: every ISA needs one SPE_DWCONV_GENERIC line and each (k, s) once");
 
 }  // namespace
 
