@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "isa/isa.h"  // kernels/src: the ISA list
 #include "spe/spe.h"
 #include "test_support.h"
 
@@ -525,8 +526,8 @@ int main(int argc, char** argv) {
       fams.push_back(&f);
   if (fams.empty()) return usage(argv[0]);
   std::vector<std::string> isas;
-  for (const char* s : {"scalar", "avx2", "avx512", "neon"})
-    if (spe_isa_available(s) &&
+  for (int i = 0; i < spe::kNumIsas; ++i)
+    if (const char* s = spe::isa_name(spe::Isa(i)); spe_isa_available(s) &&
         (isas_wanted.empty() || std::find(isas_wanted.begin(), isas_wanted.end(), s) != isas_wanted.end()))
       isas.push_back(s);
   if (isas.empty()) return usage(argv[0]);

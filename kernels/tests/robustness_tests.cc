@@ -134,6 +134,15 @@ bool make_layer(TestLayer* l, const Geom& g, const char* isa, const std::string&
                                 SPE_ACT_RELU, isa, &l->conv) == SPE_OK;
 }
 
+// Starts check `name` on a new "auto" layer of geometry g; false (recorded as the check's
+// failure) if the layer cannot be made.
+bool begin_with_layer(const std::string& name, TestLayer* l, const Geom& g) {
+  set_current(name);
+  if (make_layer(l, g, "auto", name)) return true;
+  record(false, name, spe_last_error());
+  return false;
+}
+
 std::vector<float> random_input(size_t n, const std::string& seed) {
   Lcg rng(seed_of(seed));
   std::vector<float> x(n);
@@ -239,12 +248,8 @@ void null_layers() {
 // bit for bit, the layer's result for that input run alone.
 void threads_share_a_layer(bool quick) {
   const std::string name = "threads-share-a-layer";
-  set_current(name);
   TestLayer l;
-  if (!make_layer(&l, {12, 5, 3, 3, 2, 1, 1, 1, 1, 1}, "auto", name)) {
-    record(false, name, spe_last_error());
-    return;
-  }
+  if (!begin_with_layer(name, &l, {12, 5, 3, 3, 2, 1, 1, 1, 1, 1})) return;
   const std::pair<int, int> sizes[] = {{13, 11}, {7, 9}, {13, 11}, {20, 6}};
   std::vector<std::vector<float>> xs, want;
   spe_set_num_threads(2);
@@ -275,12 +280,8 @@ void threads_share_a_layer(bool quick) {
 // one) correctly within an alarm's time. A few forks, so at least one lands mid-call.
 void fork_while_busy(bool quick) {
   const std::string name = "fork-while-another-thread-is-inside-a-layer";
-  set_current(name);
   TestLayer l;
-  if (!make_layer(&l, {32, 16, 3, 3, 1, 1, 1, 1, 1, 1}, "auto", name)) {
-    record(false, name, spe_last_error());
-    return;
-  }
+  if (!begin_with_layer(name, &l, {32, 16, 3, 3, 1, 1, 1, 1, 1, 1})) return;
   const int h = 28, w = 30;
   const std::vector<float> x = random_input(size_t(16) * h * w, name);
   std::vector<float> want(size_t(32) * h * w);

@@ -91,13 +91,27 @@ struct ConvEntry {
   std::vector<int64_t> sig;
 };
 
-struct ConvCache {
+// Layers keyed by the address of one of their constants.
+template <class Entry>
+struct LayerCache {
+  using Layer = decltype(Entry::conv);
+  using Map = std::unordered_map<const void*, Entry>;
   std::mutex mu;
-  std::unordered_map<const void*, ConvEntry> convs;
+  Map layers;
   // Replaced layers are kept, never destroyed: no call can be left holding a freed one
-  // (module lifetime, as before).
-  std::vector<spe_sparse_conv*> retired;
+  // (module lifetime).
+  std::vector<Layer> retired;
+
+  // Stores e under key, in place of the stale entry `it` points to if it is not end(); returns
+  // e's layer. Called with mu held.
+  Layer put(typename Map::iterator it, const void* key, Entry e) {
+    if (it == layers.end()) return layers.emplace(key, std::move(e)).first->second.conv;
+    retired.push_back(it->second.conv);
+    it->second = std::move(e);
+    return it->second.conv;
+  }
 };
+using ConvCache = LayerCache<ConvEntry>;
 
 ConvCache& cache() {
   static ConvCache* c = [] {
@@ -154,8 +168,8 @@ spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
   std::vector<int64_t> sig = signature(meta, row0, rows, gptr, cols, values, bias);
   auto& c = cache();
   std::lock_guard<std::mutex> lk(c.mu);
-  auto it = c.convs.find(key);
-  if (it != c.convs.end() && it->second.sig == sig) return it->second.conv;
+  auto it = c.layers.find(key);
+  if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
   const int32_t* m = data<int32_t>(meta);
   spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
   // group_ptr may arrive as int32 (relax.const narrows int64 constants that fit) or int64.
@@ -172,12 +186,28 @@ spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
       data<int32_t>(cols), data<float>(values), m[11] ? data<float>(bias) : nullptr,
       spe_activation(m[10]), "auto", &e.conv);
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
-  if (it != c.convs.end()) {
-    c.retired.push_back(it->second.conv);
-    it->second = std::move(e);
-    return it->second.conv;
+  return c.put(it, key, std::move(e));
+}
+
+// A conv op once its layer is built: y must have the layer's output size for x, the residual
+// (if the op has one) y's shape; then the run.
+template <class Layer, class OutputSize, class Run>
+void run_conv(const char* op, Layer* conv, OutputSize output_size, Run run, const TensorView& x,
+              int32_t n, int32_t h, int32_t w, bool has_residual, const TensorView& residual,
+              const TensorView& y) {
+  int32_t ho = 0, wo = 0;
+  output_size(conv, h, w, &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe." << op << ": output must be " << ho << "x" << wo;
+  if (has_residual) {
+    check_f32(residual, 4, "residual");
+    for (int d = 0; d < 4; ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe." << op << ": residual must have the output's shape";
   }
-  return c.convs.emplace(key, std::move(e)).first->second.conv;
+  const spe_status s = run(conv, data<float>(x), n, h, w,
+                           has_residual ? data<float>(residual) : nullptr, mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << op << ": " << spe_last_error();
 }
 
 void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows,
@@ -192,20 +222,8 @@ void sparse_conv2d(TensorView x, TensorView meta, TensorView row0, TensorView ro
   const int32_t n = dim32(x, 0, "sparse_conv2d"), h = dim32(x, 2, "sparse_conv2d"),
                 w = dim32(x, 3, "sparse_conv2d");
   spe_sparse_conv* conv = get_conv(meta, row0, rows, gptr, cols, values, bias);
-  int32_t ho = 0, wo = 0;
-  spe_sparse_conv_output_size(conv, h, w, &ho, &wo);
-  if (ho != y.size(2) || wo != y.size(3))
-    TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: output must be " << ho << "x" << wo;
-  if (m[12]) {
-    check_f32(residual, 4, "residual");
-    for (int d = 0; d < 4; ++d)
-      if (residual.size(d) != y.size(d))
-        TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: residual must have the output's shape";
-  }
-  const spe_status s = spe_sparse_conv_run(conv, data<float>(x), n, h, w,
-                                           m[12] ? data<float>(residual) : nullptr,
-                                           mutable_data<float>(y));
-  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.sparse_conv2d: " << spe_last_error();
+  run_conv("sparse_conv2d", conv, spe_sparse_conv_output_size, spe_sparse_conv_run, x, n, h, w,
+           m[12] != 0, residual, y);
 }
 
 // A depthwise layer built from the constants it was created from. The cache is keyed by the
@@ -218,13 +236,7 @@ struct DwEntry {
   std::vector<float> weight, bias;
 };
 
-struct DwCache {
-  std::mutex mu;
-  std::unordered_map<const void*, DwEntry> layers;
-  // Replaced layers are kept, never destroyed: cheap, and no call can be left holding a freed
-  // one (the same policy as the sparse layers: module lifetime).
-  std::vector<spe_depthwise_conv*> retired;
-};
+using DwCache = LayerCache<DwEntry>;
 
 DwCache& dw_cache() {
   static DwCache* c = new DwCache();
@@ -270,12 +282,7 @@ spe_depthwise_conv* get_depthwise(const TensorView& meta, const TensorView& weig
   e.meta.assign(m, m + 13);
   e.weight.assign(w, w + nw);
   if (b) e.bias.assign(b, b + nb);
-  if (it != c.layers.end()) {
-    c.retired.push_back(it->second.conv);
-    it->second = std::move(e);
-    return it->second.conv;
-  }
-  return c.layers.emplace(w, std::move(e)).first->second.conv;
+  return c.put(it, w, std::move(e));
 }
 
 void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorView bias,
@@ -293,20 +300,8 @@ void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorVi
   const int32_t n = dim32(x, 0, "depthwise_conv2d"), h = dim32(x, 2, "depthwise_conv2d"),
                 w = dim32(x, 3, "depthwise_conv2d");
   spe_depthwise_conv* conv = get_depthwise(meta, weight, bias);
-  int32_t ho = 0, wo = 0;
-  spe_depthwise_conv_output_size(conv, h, w, &ho, &wo);
-  if (ho != y.size(2) || wo != y.size(3))
-    TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: output must be " << ho << "x" << wo;
-  if (m[12]) {
-    check_f32(residual, 4, "residual");
-    for (int d = 0; d < 4; ++d)
-      if (residual.size(d) != y.size(d))
-        TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: residual must have the output's shape";
-  }
-  const spe_status s = spe_depthwise_conv_run(conv, data<float>(x), n, h, w,
-                                              m[12] ? data<float>(residual) : nullptr,
-                                              mutable_data<float>(y));
-  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.depthwise_conv2d: " << spe_last_error();
+  run_conv("depthwise_conv2d", conv, spe_depthwise_conv_output_size, spe_depthwise_conv_run, x, n,
+           h, w, m[12] != 0, residual, y);
 }
 
 void max_pool2d(TensorView x, TensorView meta, TensorView y) {

@@ -179,6 +179,12 @@ spe_status spe_depthwise_conv_create(const spe_conv_params* params, const float*
   });
 }
 
+spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,
+                                  int32_t w, const float* residual, float* y) {
+  return spe::guarded("spe_depthwise_conv_run",
+                      [&] { return spe::run_layer(c, x, n, h, w, residual, y); });
+}
+
 void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int32_t w,
                                     int32_t* ho, int32_t* wo) {
   spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
@@ -186,11 +192,5 @@ void spe_depthwise_conv_output_size(const spe_depthwise_conv* c, int32_t h, int3
 
 const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* c) { return c ? c->name.c_str() : ""; }
 void spe_depthwise_conv_destroy(spe_depthwise_conv* c) { delete c; }
-
-spe_status spe_depthwise_conv_run(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h,
-                                  int32_t w, const float* residual, float* y) {
-  return spe::guarded("spe_depthwise_conv_run",
-                      [&] { return spe::run_layer(c, x, n, h, w, residual, y); });
-}
 
 }  // extern "C"

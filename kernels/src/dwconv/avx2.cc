@@ -4,8 +4,5 @@
 
 namespace spe {
 template <>
-const DwKernels* dw_table<Isa::avx2>() {
-  static const DwKernels k = make_dw_table<Avx2>();
-  return &k;
-}
+const DwKernels* dw_table<Isa::avx2>() { return dw_table_of<Avx2>(); }
 }  // namespace spe

@@ -4,8 +4,5 @@
 
 namespace spe {
 template <>
-const DwKernels* dw_table<Isa::avx512>() {
-  static const DwKernels k = make_dw_table<Avx512>();
-  return &k;
-}
+const DwKernels* dw_table<Isa::avx512>() { return dw_table_of<Avx512>(); }
 }  // namespace spe

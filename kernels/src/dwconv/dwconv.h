@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "../isa/isa.h"
+#include "../isa/table.h"
 
 namespace spe {
 
@@ -40,6 +41,22 @@ inline constexpr DwUkernel kDwUkernels[] = {
 #undef SPE_DWCONV_GENERIC
 };
 inline constexpr int kNumDwUkernels = int(sizeof kDwUkernels / sizeof kDwUkernels[0]);
+
+// Every ISA lists its generic kernel once, and no specialised geometry twice (the second line
+// would never run).
+constexpr bool each_kernel_listed_once() {
+  for (int isa = 0; isa < kNumIsas; ++isa)
+    if (count_listed(kDwUkernels, [&](const DwUkernel& u) { return int(u.isa) == isa && !u.k; }) != 1)
+      return false;
+  for (const DwUkernel& a : kDwUkernels)
+    if (count_listed(kDwUkernels, [&](const DwUkernel& b) {
+          return a.isa == b.isa && a.k == b.k && a.s == b.s;
+        }) != 1)
+      return false;
+  return true;
+}
+static_assert(each_kernel_listed_once(),
+              "dwconv_list.h: every ISA needs one SPE_DWCONV_GENERIC line and each (k, s) once");
 
 constexpr int kDwRowAlign = 16;                  // floats: rows hold whole vectors of any ISA
 constexpr int64_t kDwBlockBytes = 32 << 10;      // a block's row buffers stay in L1

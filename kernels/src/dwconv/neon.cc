@@ -4,8 +4,5 @@
 
 namespace spe {
 template <>
-const DwKernels* dw_table<Isa::neon>() {
-  static const DwKernels k = make_dw_table<Neon>();
-  return &k;
-}
+const DwKernels* dw_table<Isa::neon>() { return dw_table_of<Neon>(); }
 }  // namespace spe

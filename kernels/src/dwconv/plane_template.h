@@ -2,13 +2,13 @@
 // vector-traits type T and included by each ISA's translation unit, compiled with its flags.
 //
 // T is an ISA's vector traits (isa/*.h: the vector operations, kRegs and the row moves copy and
-// deinterleave); the ISA's translation unit makes its table from the list (make_dw_table).
+// deinterleave); the ISA's translation unit makes its table from the list (dw_table_of).
 #ifndef SPE_DWCONV_PLANE_TEMPLATE_H_
 #define SPE_DWCONV_PLANE_TEMPLATE_H_
 
 #include <algorithm>
-#include <utility>
 
+#include "../isa/table.h"
 #include "dwconv.h"
 
 namespace spe {
@@ -290,7 +290,7 @@ void plane(const DwPlaneArgs& a) {
   }
 }
 
-// Entry I of the list, if it is one of T's kernels.
+// Line I of the list, if it is one of T's kernels.
 template <class T, int I>
 void fill_listed(DwKernels& t) {
   constexpr DwUkernel u = kDwUkernels[I];
@@ -304,21 +304,13 @@ void fill_listed(DwKernels& t) {
   }
 }
 
-template <class T, int... I>
-DwKernels make_dw_table(std::integer_sequence<int, I...>) {
-  DwKernels t{};
-  t.isa = isa_name(T::kIsa);
-  t.width = T::kWidth;
-  (fill_listed<T, I>(t), ...);
-  return t;
-}
-
 }  // namespace dw
 
 // T's kernels, as dwconv_list.h lists them.
 template <class T>
-DwKernels make_dw_table() {
-  return dw::make_dw_table<T>(std::make_integer_sequence<int, kNumDwUkernels>{});
+const DwKernels* dw_table_of() {
+  return isa_table<DwKernels, T, kNumDwUkernels>(
+      [](DwKernels& t, auto i) { dw::fill_listed<T, decltype(i)::value>(t); });
 }
 
 }  // namespace spe

@@ -5,8 +5,5 @@
 
 namespace spe {
 template <>
-const DwKernels* dw_table<Isa::scalar>() {
-  static const DwKernels k = make_dw_table<Scalar>();
-  return &k;
-}
+const DwKernels* dw_table<Isa::scalar>() { return dw_table_of<Scalar>(); }
 }  // namespace spe

@@ -4,8 +4,5 @@
 
 namespace spe {
 template <>
-const SpmmKernels* spmm_table<Isa::avx2>() {
-  static const SpmmKernels k = make_spmm_table<Avx2>();
-  return &k;
-}
+const SpmmKernels* spmm_table<Isa::avx2>() { return spmm_table_of<Avx2>(); }
 }  // namespace spe

@@ -4,8 +4,5 @@
 
 namespace spe {
 template <>
-const SpmmKernels* spmm_table<Isa::avx512>() {
-  static const SpmmKernels k = make_spmm_table<Avx512>();
-  return &k;
-}
+const SpmmKernels* spmm_table<Isa::avx512>() { return spmm_table_of<Avx512>(); }
 }  // namespace spe

@@ -9,8 +9,5 @@
 
 namespace spe {
 template <>
-const SpmmKernels* spmm_table<Isa::neon>() {
-  static const SpmmKernels k = make_spmm_table<Neon>();
-  return &k;
-}
+const SpmmKernels* spmm_table<Isa::neon>() { return spmm_table_of<Neon>(); }
 }  // namespace spe

@@ -1,8 +1,9 @@
 // Scalar reference of the f32 SpMM microkernel: plain loops, the yardstick every ISA variant
 // is tested against; spmm_list.h's scalar lines ("vectors" are single floats here).
 #include <algorithm>
-#include <utility>
 
+#include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
+#include "../isa/table.h"
 #include "spmm.h"
 
 namespace spe {
@@ -23,7 +24,7 @@ void scalar_tile(const TileArgs& a) {
   }
 }
 
-// Entry I of the list, if it is a scalar kernel: one loop nest serves full tiles and tails.
+// Line I of the list, if it is a scalar kernel: one loop nest serves full tiles and tails.
 template <int I>
 void fill_listed(SpmmKernels& k) {
   constexpr SpmmUkernel u = kSpmmUkernels[I];
@@ -36,21 +37,12 @@ void fill_listed(SpmmKernels& k) {
   }
 }
 
-template <int... I>
-SpmmKernels make(std::integer_sequence<int, I...>) {
-  SpmmKernels k{};
-  k.isa = isa_name(Isa::scalar);
-  k.width = 1;
-  (fill_listed<I>(k), ...);
-  return k;
-}
-
 }  // namespace
 
 template <>
 const SpmmKernels* spmm_table<Isa::scalar>() {
-  static const SpmmKernels k = make(std::make_integer_sequence<int, kNumSpmmUkernels>{});
-  return &k;
+  return isa_table<SpmmKernels, Scalar, kNumSpmmUkernels>(
+      [](SpmmKernels& k, auto i) { fill_listed<decltype(i)::value>(k); });
 }
 
 }  // namespace spe

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "../isa/isa.h"
+#include "../isa/table.h"
 
 namespace spe {
 
@@ -29,6 +30,20 @@ inline constexpr int kNumSpmmUkernels = int(sizeof kSpmmUkernels / sizeof kSpmmU
 
 constexpr int kMaxGroupRows = 8;
 constexpr int kMaxTileVectors = 16;
+
+// Each ISA lists every row count 1..kMaxGroupRows exactly once (a missing one would leave a null
+// kernel for one of the packer's group heights), and nothing else.
+constexpr bool one_kernel_per_isa_and_row_count() {
+  for (int isa = 0; isa < kNumIsas; ++isa)
+    for (int r = 1; r <= kMaxGroupRows; ++r)
+      if (count_listed(kSpmmUkernels, [&](const SpmmUkernel& u) {
+            return int(u.isa) == isa && u.rows == r;
+          }) != 1)
+        return false;
+  return kNumSpmmUkernels == kNumIsas * kMaxGroupRows;
+}
+static_assert(one_kernel_per_isa_and_row_count(),
+              "spmm_list.h: every ISA needs exactly one kernel for each row count 1..8");
 
 // The widest tile of any listed kernel (avx512 1x128): the crop buffer's width.
 constexpr int max_tile_pixels() {

@@ -2,13 +2,13 @@
 //
 // V is an ISA's vector traits (isa/*.h), optionally with weight<R>(w, r), the broadcast of w[r]
 // of an entry's R weights (default: set1(w[r])). Included by each ISA's translation unit,
-// compiled with that ISA's flags, which makes that ISA's table from the list (make_spmm_table).
+// compiled with that ISA's flags, which makes that ISA's table from the list (spmm_table_of).
 #ifndef SPE_SPMM_TILE_TEMPLATE_H_
 #define SPE_SPMM_TILE_TEMPLATE_H_
 
 #include <type_traits>
-#include <utility>
 
+#include "../isa/table.h"
 #include "spmm.h"
 
 namespace spe {
@@ -110,7 +110,7 @@ struct TailFill {
   }
 };
 
-// Entry I of the list, if it is one of V's kernels.
+// Line I of the list, if it is one of V's kernels.
 template <class V, int I>
 void fill_listed(SpmmKernels& k) {
   constexpr SpmmUkernel u = kSpmmUkernels[I];
@@ -125,19 +125,11 @@ void fill_listed(SpmmKernels& k) {
   }
 }
 
-template <class V, int... I>
-SpmmKernels make_spmm_table(std::integer_sequence<int, I...>) {
-  SpmmKernels k{};
-  k.isa = isa_name(V::kIsa);
-  k.width = V::kWidth;
-  (fill_listed<V, I>(k), ...);
-  return k;
-}
-
 // V's kernels, as spmm_list.h lists them.
 template <class V>
-SpmmKernels make_spmm_table() {
-  return make_spmm_table<V>(std::make_integer_sequence<int, kNumSpmmUkernels>{});
+const SpmmKernels* spmm_table_of() {
+  return isa_table<SpmmKernels, V, kNumSpmmUkernels>(
+      [](SpmmKernels& k, auto i) { fill_listed<V, decltype(i)::value>(k); });
 }
 
 }  // namespace spe
