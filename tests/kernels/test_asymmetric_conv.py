@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from engine import _kernels as K
 from engine.runtime.packing import pack
 
-ISAS = ["scalar", "avx2", "avx512", "neon"]
+from kernel_catalog import ISAS, need
 
 # (kh, kw, sh, sw, ph, pw, dh, dw)
 EVERY_SMALL = list(itertools.product((1, 2, 3), (1, 2, 3), (1, 2, 3), (1, 2, 3), (0, 1, 2),
@@ -66,8 +66,7 @@ def one_thread():
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_asymmetric_geometry_matches_torch(isa, one_thread):
-    if not K.isa_available(isa):
-        pytest.skip(f"ISA {isa} not available on this CPU/build")
+    need(isa)
     gen = torch.Generator().manual_seed(11)
     failures = [f for i, g in enumerate(EVERY_SMALL + ONE_SIDED) if (f := _check(isa, g, i, gen))]
     assert not failures, f"{len(failures)} geometries differ from torch:\n" + "\n".join(failures[:20])

@@ -1,10 +1,12 @@
 """Tests of the f32 direct depthwise conv kernels (engine._kernels.DepthwiseConv) against torch.
 
-Every ISA variant this CPU can run is checked against float64 F.conv2d(groups=C) plus bias,
-residual and activation. Variants the CPU (or build) cannot run are skipped at run time, never
-left out of the list. The sweep varies one or two things at a time around a base case: the
-specialised kernels (3x3 / 5x5 at stride 1 and 2) and the generic one (every other geometry),
-padding from 0 to larger than the kernel, tiny images, output widths on and one either side of
+Every ISA variant this CPU can run, and every f32_dwconv kernel the library lists
+(engine._kernels.list_kernels(): kernels/src/dwconv/dwconv_list.h), is checked against float64
+F.conv2d(groups=C) plus bias, residual and activation; every layer must run the kernel the list
+has for its geometry. Variants the CPU (or build) cannot run are skipped at run time, never left
+out of the list. The sweep varies one or two things at a time around a base case: per listed
+kernel, a specialised one at padding 0, 1, 2 and larger than its kernel, the generic one over
+other kernels, strides and dilations; per ISA, tiny images, output widths on and one either side of
 the vector widths (4, 8, 16) and of the unrolled blocks (up to 4 vectors), wide and tall images
 (several row blocks), batch > 1, 1 and odd channels, the epilogue. Data are seeded from the case
 name, so every ISA sees the same numbers. kernels/tests/kernel_tests.cc runs the same kind of
@@ -17,7 +19,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
@@ -26,25 +27,7 @@ import torch.nn.functional as F
 
 from engine import _kernels as K
 
-ISAS = ["scalar", "avx2", "avx512", "neon"]
-SPECIALISED = {(3, 1), (3, 2), (5, 1), (5, 2)}   # (k, s): dwconv.h SPE_DWCONV_SPECIALISED
-
-
-def need(isa: str) -> str:
-    if not K.isa_available(isa):
-        pytest.skip(f"ISA {isa} not available on this CPU/build")
-    return isa
-
-
-def seed_of(name: str) -> int:
-    return zlib.crc32(name.encode())
-
-
-@pytest.fixture
-def restore_threads():
-    n = K.get_num_threads()
-    yield n
-    K.set_num_threads(n)
+from kernel_catalog import BY_NAME, DWCONV, ISAS, dwconv_kernel, need, need_kernel, seed_of
 
 
 def out_dim(n, k, s, p, d):
@@ -77,13 +60,6 @@ def assert_matches(y, ref, taps):
     torch.testing.assert_close(torch.from_numpy(y).double(), ref, rtol=1e-4, atol=atol)
 
 
-def expected_kernel(isa, k, s, d):
-    (kh, kw), (sh, sw), (dh, dw) = k, s, d
-    if kh == kw and sh == sw and (kh, sh) in SPECIALISED and dh == dw == 1:
-        return f"f32_dwconv_{kh}x{kh}s{sh}__{isa}"
-    return f"f32_dwconv_generic__{isa}"
-
-
 # ------------------------------------------------------------------------------ the sweep
 
 BASE = dict(c=5, h=11, w=13, k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), batch=1, act="none",
@@ -113,24 +89,6 @@ def _cases():
         assert name not in cases, name
         cases[name] = {**BASE, **over}
 
-    # specialised kernels: k x stride x padding (0, 1, 2, larger than the kernel)
-    for k, s, p in itertools.product((3, 5), (1, 2), (0, 1, 2, 7)):
-        add(f"spec-k{k}s{s}p{p}", k=(k, k), s=(s, s), p=(p, p), h=14, w=17)
-    # generic: other kernels, strides, dilations, asymmetric everything
-    for k, s, p, d in [((1, 1), (1, 1), (0, 0), (1, 1)), ((1, 1), (2, 2), (0, 0), (1, 1)),
-                       ((1, 1), (1, 1), (1, 1), (1, 1)), ((2, 2), (2, 2), (0, 0), (1, 1)),
-                       ((3, 5), (1, 1), (1, 2), (1, 1)), ((5, 3), (2, 1), (2, 1), (1, 1)),
-                       ((7, 7), (1, 1), (3, 3), (1, 1)), ((7, 7), (2, 2), (3, 3), (1, 1)),
-                       ((3, 3), (3, 3), (1, 1), (1, 1)), ((5, 5), (3, 3), (0, 0), (1, 1)),
-                       ((3, 3), (1, 1), (2, 2), (2, 2)), ((3, 3), (2, 2), (2, 2), (2, 2)),
-                       ((5, 5), (1, 1), (4, 4), (2, 2)), ((3, 3), (1, 2), (1, 1), (1, 1)),
-                       ((3, 3), (2, 1), (1, 1), (1, 1)), ((5, 5), (1, 2), (2, 2), (1, 1)),
-                       ((3, 3), (1, 1), (0, 3), (1, 1)), ((3, 3), (1, 1), (1, 1), (1, 3)),
-                       ((3, 1), (1, 1), (1, 0), (1, 1)), ((1, 7), (1, 1), (0, 3), (1, 1)),
-                       ((3, 3), (4, 4), (1, 1), (1, 1)), ((2, 3), (1, 3), (0, 1), (2, 1)),
-                       ((11, 11), (1, 1), (5, 5), (1, 1)), ((3, 3), (1, 1), (9, 9), (1, 1))]:
-        add("gen-k{}x{}s{}x{}p{}x{}d{}x{}".format(*k, *s, *p, *d), k=k, s=s, p=p, d=d,
-            h=16, w=19)
     # tiny images: 1x1, 2x3, 3x2 (padding makes them valid for every kernel)
     for i, ((h, w), (gname, g)) in enumerate(itertools.product(((1, 1), (2, 3), (3, 2), (1, 5)),
                                                                 GEOMS)):
@@ -159,6 +117,36 @@ def _cases():
 
 CASES = _cases()
 
+# the generic kernel's geometries: other kernels, strides, dilations, asymmetric everything
+GENERIC_GEOMETRIES = [((1, 1), (1, 1), (0, 0), (1, 1)), ((1, 1), (2, 2), (0, 0), (1, 1)),
+                      ((1, 1), (1, 1), (1, 1), (1, 1)), ((2, 2), (2, 2), (0, 0), (1, 1)),
+                      ((3, 5), (1, 1), (1, 2), (1, 1)), ((5, 3), (2, 1), (2, 1), (1, 1)),
+                      ((7, 7), (1, 1), (3, 3), (1, 1)), ((7, 7), (2, 2), (3, 3), (1, 1)),
+                      ((3, 3), (3, 3), (1, 1), (1, 1)), ((5, 5), (3, 3), (0, 0), (1, 1)),
+                      ((3, 3), (1, 1), (2, 2), (2, 2)), ((3, 3), (2, 2), (2, 2), (2, 2)),
+                      ((5, 5), (1, 1), (4, 4), (2, 2)), ((3, 3), (1, 2), (1, 1), (1, 1)),
+                      ((3, 3), (2, 1), (1, 1), (1, 1)), ((5, 5), (1, 2), (2, 2), (1, 1)),
+                      ((3, 3), (1, 1), (0, 3), (1, 1)), ((3, 3), (1, 1), (1, 1), (1, 3)),
+                      ((3, 1), (1, 1), (1, 0), (1, 1)), ((1, 7), (1, 1), (0, 3), (1, 1)),
+                      ((3, 3), (4, 4), (1, 1), (1, 1)), ((2, 3), (1, 3), (0, 1), (2, 1)),
+                      ((11, 11), (1, 1), (5, 5), (1, 1)), ((3, 3), (1, 1), (9, 9), (1, 1))]
+
+
+def kernel_cases(kernel: str) -> dict:
+    """name -> case of one listed kernel: a specialised k x k, stride s kernel at padding 0, 1,
+    2 and larger than the kernel; the generic kernel over GENERIC_GEOMETRIES."""
+    tile = BY_NAME[kernel]["tile"]
+    if tile:
+        k, s = tile["kernel"], tile["stride"]
+        return {f"spec-k{k}s{s}p{p}": {**BASE, "k": (k, k), "s": (s, s), "p": (p, p), "h": 14,
+                                       "w": 17} for p in (0, 1, 2, 7)}
+    return {"gen-k{}x{}s{}x{}p{}x{}d{}x{}".format(*k, *s, *p, *d):
+            {**BASE, "k": k, "s": s, "p": p, "d": d, "h": 16, "w": 19}
+            for k, s, p, d in GENERIC_GEOMETRIES}
+
+
+KERNEL_CASES = [(kernel, name) for kernel in DWCONV for name in kernel_cases(kernel)]
+
 
 def make_layer(case, isa, name):
     """(DepthwiseConv, x, weight, bias, residual, the float64 reference) for a case."""
@@ -180,25 +168,36 @@ def make_layer(case, isa, name):
     return conv, x, residual, ref
 
 
-@pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("isa", ISAS)
-def test_depthwise_matches_torch(isa, name):
-    need(isa)
-    case = CASES[name]
+def check_case(isa, name, case):
     conv, x, residual, ref = make_layer(case, isa, name)
     if case["wo"] is not None:  # the geometry really gives the intended output size
         assert tuple(ref.shape[2:]) == (case["ho"], case["wo"])
     y = conv.run(x.numpy(), None if residual is None else residual.numpy())
     assert_matches(y, ref, case["k"][0] * case["k"][1])
-    assert conv.kernel_name == expected_kernel(isa, case["k"], case["s"], case["d"])
+    assert conv.kernel_name == dwconv_kernel(isa, case["k"], case["s"], case["d"])
     assert conv.output_size(x.shape[2], x.shape[3]) == tuple(ref.shape[2:])
+    return conv
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("isa", ISAS)
+def test_depthwise_matches_torch(isa, name):
+    check_case(need(isa), name, CASES[name])
+
+
+@pytest.mark.parametrize("kernel,name", KERNEL_CASES)
+def test_listed_kernel_matches_torch(kernel, name):
+    k = need_kernel(kernel)
+    conv = check_case(k["isa"], name, kernel_cases(kernel)[name])
+    if k["tile"]:  # its own geometry picks it (a generic case may fit a specialised kernel)
+        assert conv.kernel_name == kernel
 
 
 def test_sweep_size_is_reasonable():
-    assert 150 <= len(CASES) <= 300
-    kernels = {expected_kernel("x", c["k"], c["s"], c["d"]) for c in CASES.values()}
-    assert {f"f32_dwconv_{k}x{k}s{s}__x" for k, s in SPECIALISED} <= kernels
-    assert "f32_dwconv_generic__x" in kernels
+    assert 100 <= len(CASES) <= 250
+    assert {kernel for kernel, _ in KERNEL_CASES} == set(DWCONV)
+    for isa in ISAS:  # every ISA has its generic kernel, named by the rule
+        assert f"f32_dwconv_generic__{isa}" in DWCONV
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -238,9 +237,9 @@ def test_auto_and_named_isas_agree_with_names(isa):
     need(isa)
     w = np.ones((3, 1, 3, 3), np.float32)
     named = K.DepthwiseConv(3, (3, 3), (1, 1), (1, 1), (1, 1), w, None, "none", isa)
-    assert named.kernel_name == f"f32_dwconv_3x3s1__{isa}"
+    assert named.kernel_name == dwconv_kernel(isa, (3, 3), (1, 1), (1, 1))
     auto = K.DepthwiseConv(3, (3, 3), (2, 2), (1, 1), (1, 1), w, None, "none", "auto")
-    assert auto.kernel_name == f"f32_dwconv_3x3s2__{K.best_isa()}"
+    assert auto.kernel_name == dwconv_kernel(K.best_isa(), (3, 3), (2, 2), (1, 1))
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -1,12 +1,13 @@
 """Tests of the f32 SpMM conv / linear kernels (engine._kernels) against torch.
 
-Every ISA variant this CPU can run is checked against an independent reference: float64
-F.conv2d on the masked weight, plus bias, residual and activation. Variants the CPU (or build)
-cannot run are skipped at run time, never left out of the list. The sweep varies dimensions in
-pairs around a base case instead of taking the full cartesian product; tile widths come from the
-kernel names at run time (f32_spmm_{rows}x{tile}__{isa}), so pixel counts land exactly on, one
-below and one above tile multiples for whichever ISA runs. Data are seeded from the case name,
-so every ISA sees the same numbers.
+Every ISA variant this CPU can run, and every f32_spmm kernel the library lists
+(engine._kernels.list_kernels(): kernels/src/spmm/spmm_list.h), is checked against an
+independent reference: float64 F.conv2d on the masked weight, plus bias, residual and
+activation. Variants the CPU (or build) cannot run are skipped at run time, never left out of the
+list. The sweep varies dimensions in pairs around a base case instead of taking the full
+cartesian product; per listed kernel, pixel counts land exactly on, one below and one above
+multiples of its tile width, and the layer must pick that kernel. Data are seeded from the case
+name, so every ISA sees the same numbers.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import zlib
 
 import numpy as np
 import pytest
@@ -28,32 +28,7 @@ from engine import _kernels as K
 from engine.runtime.modules import SparseConv2d, SparseLinear
 from engine.runtime.packing import pack
 
-ISAS = ["scalar", "avx2", "avx512", "neon"]
-
-# Documented full-tile widths: (floats per vector, vectors per tile for group rows 1..8).
-DOCUMENTED_TILES = {
-    "scalar": (1, (16,) * 8),
-    "avx2": (8, (8, 4, 3, 2, 2, 2, 1, 1)),
-    "avx512": (16, (8, 8, 7, 6, 4, 4, 3, 3)),
-}
-
-
-def need(isa: str) -> str:
-    if not K.isa_available(isa):
-        pytest.skip(f"ISA {isa} not available on this CPU/build")
-    return isa
-
-
-def seed_of(name: str) -> int:
-    return zlib.crc32(name.encode())
-
-
-@pytest.fixture
-def restore_threads():
-    """Tests that change the kernels' thread count put it back."""
-    n = K.get_num_threads()
-    yield n
-    K.set_num_threads(n)
+from kernel_catalog import BY_NAME, ISAS, SPMM, need, need_kernel, seed_of
 
 
 # ------------------------------------------------------------------------------ reference
@@ -180,15 +155,6 @@ def _cases():
     for i, (c, k) in enumerate(itertools.product((1, 3, 7), (1, 3, 5, 7))):
         s = (1, 2)[i % 2]
         add(f"chan-c{c}k{k}s{s}", c=c, k=(k, k), s=(s, s), p=(k // 2, k // 2), h=10, w=9)
-    # virtual pixels on / one below / one above a multiple of the tile width, per group height;
-    # O = rows (one group), 2*rows (two), 2*rows+1 (a 1-row remainder group with its own tile)
-    for r, off in itertools.product(range(1, 9), (-1, 0, 1)):
-        o = {-1: r, 0: 2 * r, 1: 2 * r + 1}[off]
-        for j in range(2):
-            gname, g = GEOMETRIES[(2 * r + j + off) % len(GEOMETRIES)] if j else GEOMETRIES[0]
-            mult = 1 + (r + off + j) % 2
-            add(f"tile-r{r}{'%+d' % off}x{mult}-{gname}", o=o, rows=r, c=2,
-                pixels=(mult, off), **{**dict(d=(1, 1)), **g})
     # sparsity x mask kind
     for i, (sp, kind) in enumerate(itertools.product((0.0, 0.5, 0.9, 1.0),
                                                      ("block", "channel", "unstructured"))):
@@ -206,15 +172,32 @@ def _cases():
 
 CASES = _cases()
 
+# Virtual pixels on / one below / one above a multiple of a listed kernel's tile width, through
+# the execution paths: (off, j) -> O = rows (one group), 2*rows (two), 2*rows+1 (plus a 1-row
+# remainder group with its own tile), mult 1 or 2.
+TILE_CASES = list(itertools.product((-1, 0, 1), range(2)))
 
-def run_case(isa: str, name: str, case: dict):
+
+def tile_case(kernel: dict, off: int, j: int) -> tuple[str, dict]:
+    """The (name, case) of one tile-boundary case of a listed f32_spmm kernel."""
+    r = kernel["tile"]["rows"]
+    o = {-1: r, 0: 2 * r, 1: 2 * r + 1}[off]
+    gname, g = GEOMETRIES[(2 * r + j + off) % len(GEOMETRIES)] if j else GEOMETRIES[0]
+    mult = 1 + (r + off + j) % 2
+    name = f"tile-r{r}{'%+d' % off}x{mult}-{gname}"
+    return name, {**BASE, "o": o, "rows": r, "c": 2, "pixels": (mult, off), "d": (1, 1), **g}
+
+
+def run_case(isa: str, name: str, case: dict, kernel: dict | None = None):
+    """Runs one case on isa against torch; a tile case runs on the listed `kernel`'s tile and
+    checks that the layer picks that kernel."""
     gen = torch.Generator().manual_seed(seed_of(name))
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = case["k"], case["s"], case["p"], case["d"]
     h, w = case["h"], case["w"]
     if case["pixels"] is not None:
         mult, off = case["pixels"]
         assert kh == kw and sh == sw and ph == pw and dh == dw
-        tile = tile_width(isa, min(case["rows"], 8))
+        tile = kernel["tile"]["pixels"]
         while spatial_for(mult * tile + off, kh, sh, ph, dh) is None:
             mult += 1  # a narrow tile cannot hold a wide kernel's row pitch: next multiple
             assert mult < 64
@@ -234,6 +217,8 @@ def run_case(isa: str, name: str, case: dict):
     ref = reference(x, weight, bias, (sh, sw), (ph, pw), (dh, dw), residual, case["act"])
     assert_matches(y, ref, c * kh * kw)
     assert mod.kernel_name.endswith("__" + isa)
+    if kernel is not None:
+        assert mod.kernel_name == kernel["name"]
     if case["pixels"] is not None:  # the geometry really hit the intended virtual pixel count
         wp = wo + (dw * (kw - 1)) // sw
         assert ho * wp == target
@@ -251,8 +236,17 @@ def test_conv_matches_torch(isa, name):
     run_case(need(isa), name, CASES[name])
 
 
+@pytest.mark.parametrize("off,j", TILE_CASES)
+@pytest.mark.parametrize("kernel", SPMM)
+def test_tile_boundaries_match_torch(kernel, off, j):
+    k = need_kernel(kernel)
+    name, case = tile_case(k, off, j)
+    run_case(k["isa"], name, case, k)
+
+
 def test_sweep_size_is_reasonable():
-    assert 150 <= len(CASES) <= 300
+    assert 100 <= len(CASES) <= 250
+    assert len(SPMM) * len(TILE_CASES) >= 150
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -272,15 +266,18 @@ def test_all_zero_weight_gives_bias_and_activation(isa):
 
 # ------------------------------------------------------------------------------ tiles / names
 
+@pytest.mark.parametrize("kernel", SPMM)
+def test_a_layer_of_the_listed_rows_picks_the_listed_kernel(kernel):
+    k = need_kernel(kernel)
+    rows, pixels, isa = k["tile"]["rows"], k["tile"]["pixels"], k["isa"]
+    assert kernel == f"f32_spmm_{rows}x{pixels}__{isa}"  # the naming rule: tile, "__", ISA
+    assert tile_width(isa, rows) == pixels
+
+
 @pytest.mark.parametrize("isa", ISAS)
-def test_kernel_names_carry_the_documented_tiles(isa):
-    need(isa)
-    for rows in range(1, 9):
-        t = tile_width(isa, rows)
-        assert t > 0
-        if isa in DOCUMENTED_TILES:
-            width, nv = DOCUMENTED_TILES[isa]
-            assert t == width * nv[rows - 1], (isa, rows, t)
+def test_every_isa_lists_one_kernel_per_group_height(isa):
+    rows = sorted(BY_NAME[n]["tile"]["rows"] for n in SPMM if BY_NAME[n]["isa"] == isa)
+    assert rows == list(range(1, 9))
 
 
 def test_available_isas_are_consistent():

@@ -12,15 +12,15 @@
 #error "define SPE_SPMM_UKERNEL(isa, rows, pixels) before including spmm_list.h"
 #endif
 
-// x86 AVX-512: 16 floats a vector, 32 zmm registers.
-SPE_SPMM_UKERNEL(avx512, 1, 128)
-SPE_SPMM_UKERNEL(avx512, 2, 128)
-SPE_SPMM_UKERNEL(avx512, 3, 112)
-SPE_SPMM_UKERNEL(avx512, 4, 96)
-SPE_SPMM_UKERNEL(avx512, 5, 64)
-SPE_SPMM_UKERNEL(avx512, 6, 64)
-SPE_SPMM_UKERNEL(avx512, 7, 48)
-SPE_SPMM_UKERNEL(avx512, 8, 48)
+// The scalar reference (plain loops, double accumulation): a "tile" of 16 single-float pixels.
+SPE_SPMM_UKERNEL(scalar, 1, 16)
+SPE_SPMM_UKERNEL(scalar, 2, 16)
+SPE_SPMM_UKERNEL(scalar, 3, 16)
+SPE_SPMM_UKERNEL(scalar, 4, 16)
+SPE_SPMM_UKERNEL(scalar, 5, 16)
+SPE_SPMM_UKERNEL(scalar, 6, 16)
+SPE_SPMM_UKERNEL(scalar, 7, 16)
+SPE_SPMM_UKERNEL(scalar, 8, 16)
 
 // x86 AVX2 + FMA: 8 floats a vector, 16 ymm registers.
 SPE_SPMM_UKERNEL(avx2, 1, 64)
@@ -32,6 +32,16 @@ SPE_SPMM_UKERNEL(avx2, 6, 16)
 SPE_SPMM_UKERNEL(avx2, 7, 8)
 SPE_SPMM_UKERNEL(avx2, 8, 8)
 
+// x86 AVX-512: 16 floats a vector, 32 zmm registers.
+SPE_SPMM_UKERNEL(avx512, 1, 128)
+SPE_SPMM_UKERNEL(avx512, 2, 128)
+SPE_SPMM_UKERNEL(avx512, 3, 112)
+SPE_SPMM_UKERNEL(avx512, 4, 96)
+SPE_SPMM_UKERNEL(avx512, 5, 64)
+SPE_SPMM_UKERNEL(avx512, 6, 64)
+SPE_SPMM_UKERNEL(avx512, 7, 48)
+SPE_SPMM_UKERNEL(avx512, 8, 48)
+
 // AArch64 NEON: 4 floats a vector, 32 q registers; registers = accumulators + inputs + weights.
 SPE_SPMM_UKERNEL(neon, 1, 32)  //  8 +  8 + 1 = 17
 SPE_SPMM_UKERNEL(neon, 2, 32)  // 16 +  8 + 1 = 25
@@ -41,13 +51,3 @@ SPE_SPMM_UKERNEL(neon, 5, 20)  // 25 +  5 + 2 = 32
 SPE_SPMM_UKERNEL(neon, 6, 16)  // 24 +  4 + 2 = 30
 SPE_SPMM_UKERNEL(neon, 7, 12)  // 21 +  3 + 3 = 27 (7x16 would need 35)
 SPE_SPMM_UKERNEL(neon, 8, 12)  // 24 +  3 + 2 = 29
-
-// The scalar reference (plain loops, double accumulation): a "tile" of 16 single-float pixels.
-SPE_SPMM_UKERNEL(scalar, 1, 16)
-SPE_SPMM_UKERNEL(scalar, 2, 16)
-SPE_SPMM_UKERNEL(scalar, 3, 16)
-SPE_SPMM_UKERNEL(scalar, 4, 16)
-SPE_SPMM_UKERNEL(scalar, 5, 16)
-SPE_SPMM_UKERNEL(scalar, 6, 16)
-SPE_SPMM_UKERNEL(scalar, 7, 16)
-SPE_SPMM_UKERNEL(scalar, 8, 16)
