@@ -1,7 +1,8 @@
 """Depthwise conv microbenchmark: the direct depthwise kernel vs torch vs the sparse-SpMM path.
 
-    python -m engine.bench.depthwise [--threads 2] [--isa auto[,avx2,...]] [--act relu6]
-                                     [--min-time 0.1] [--json out.json]
+    python -m engine.bench.depthwise [--threads 2] [--isa auto[,avx2,...]|all] [--act relu6]
+                                     [--kernel f32_dwconv_5x5s2__avx512] [--min-time 0.1]
+                                     [--json out.json]
     from engine.bench.depthwise import run, format_table
     print(format_table(run()))
 
@@ -15,29 +16,32 @@ height and width, stride; 3x3, padding 1), three candidates are timed in ONE run
           one-row-per-group pack (activation fused)
   dw      engine._kernels.DepthwiseConv (bias and activation fused), one column per --isa
 
-Reported per shape: the medians, ratios from the same run (torch / dw, spmm / dw: > 1 means the
-depthwise kernel is faster), the depthwise kernel's memory throughput (input + output bytes per
-second; the op is memory-bound: 9 MACs per output) and its kernel name; then the totals over the
-shapes. Every candidate's output is checked against float64 torch before timing.
+The kernels are the library's list (engine._kernels.list_kernels()): each dw column must run
+the kernel the list has for the geometry on its ISA, --isa all takes every ISA with listed
+depthwise kernels that this CPU runs, and --kernel NAME runs one listed kernel on its ISA over
+the shapes of its stride with its k x k taps (the generic kernel: 3x3 at dilation 2, as in
+DeepLab's atrous depthwise convs). Reported per shape: the medians, ratios from the same run
+(torch / dw, spmm / dw: > 1 means the depthwise kernel is faster), the depthwise kernel's memory
+throughput (input + output bytes per second; the op is memory-bound: k*k MACs per output) and
+its kernel name; then the totals over the shapes. Every candidate's output is checked against
+float64 torch before timing.
 """
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.measure import compare
-from ..runtime.packing import pack
 from .. import cli_checks as chk
+from ..runtime.measure import compare
+from ..runtime.native import lib
+from ..runtime.packing import pack
+from .report import environment, format_table as table, listed_kernels, split_values
 
 # MobileNetV2 (224x224) depthwise layers: channels, input H, input W, stride; all 3x3 pad 1.
 SHAPES = (
@@ -56,11 +60,6 @@ ACTS = ("none", "relu", "relu6")
 DEFAULT_MIN_TIME = 0.1
 
 
-def _kernels():
-    from ..runtime.native import lib
-    return lib()
-
-
 @dataclass
 class Result:
     """One shape: median seconds per candidate, from one interleaved run."""
@@ -72,10 +71,14 @@ class Result:
     threads: int
     times: dict                       # candidate name -> seconds
     kernels: dict = field(default_factory=dict)  # dw candidate name -> kernel name
+    kernel_size: int = 3              # k x k taps, padding dilation * (k // 2)
+    dilation: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.channels}x{self.height}x{self.width} s{self.stride}"
+        k, d = self.kernel_size, self.dilation
+        extra = ("" if k == 3 else f" k{k}") + ("" if d == 1 else f" d{d}")
+        return f"{self.channels}x{self.height}x{self.width} s{self.stride}{extra}"
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -96,57 +99,86 @@ def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
+def listed_kernel(isa: str, k: int, s: int, d: int) -> str:
+    """The kernel the list has for this geometry on isa: the specialised one for k x k, stride
+    s at dilation 1, else isa's generic one."""
+    listed = [kr for kr in lib().list_kernels()
+              if kr["family"] == "f32_dwconv" and kr["isa"] == isa]
+    for kr in listed:
+        if d == 1 and kr["tile"] == {"kernel": k, "stride": s}:
+            return kr["name"]
+    return next(kr["name"] for kr in listed if not kr["tile"])
+
+
 def build_candidates(c: int, h: int, w: int, s: int, isas: Sequence[str], act: str,
-                     seed: int = 0) -> tuple[dict, dict, Callable[[], torch.Tensor]]:
+                     seed: int = 0, k: int = 3, d: int = 1
+                     ) -> tuple[dict, dict, Callable[[], torch.Tensor]]:
     """(name -> zero-argument callable returning the output as a tensor, dw name -> kernel
-    name, the float64 reference)."""
-    k = _kernels()
+    name, the float64 reference) for a k x k, stride s, dilation d layer padded to keep the
+    size ("same" padding: d * (k // 2))."""
+    kl, p = lib(), d * (k // 2)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, c, h, w, generator=gen)
-    weight = torch.randn(c, 1, 3, 3, generator=gen)
+    weight = torch.randn(c, 1, k, k, generator=gen)
     bias = torch.randn(c, generator=gen)
     xn, wn, bn = x.numpy(), weight.numpy(), bias.numpy()
-
-    def torch_dw():
-        return _activate(F.conv2d(x, weight, bias, s, 1, 1, c), act)
-
-    p = pack(wn, 1, groups=c)
-    spmm = k.SparseConv(p.out_channels, p.in_channels, p.kernel, (s, s), (1, 1), (1, 1),
-                        p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values, bn, act,
-                        "auto")
-    cands = {"torch": torch_dw, "spmm": lambda: torch.from_numpy(spmm.run(xn))}
+    pk = pack(wn, 1, groups=c)
+    spmm = kl.SparseConv(pk.out_channels, pk.in_channels, pk.kernel, (s, s), (p, p), (d, d),
+                         pk.group_row0, pk.group_rows, pk.group_ptr, pk.entry_col, pk.values, bn,
+                         act, "auto")
+    cands = {"torch": lambda: _activate(F.conv2d(x, weight, bias, s, p, d, c), act),
+             "spmm": lambda: torch.from_numpy(spmm.run(xn))}
     names = {}
     for isa in isas:
-        dw = k.DepthwiseConv(c, (3, 3), (s, s), (1, 1), (1, 1), wn, bn, act, isa)
+        dw = kl.DepthwiseConv(c, (k, k), (s, s), (p, p), (d, d), wn, bn, act, isa)
         label = "dw" if len(isas) == 1 else f"dw[{isa}]"
-        cands[label] = (lambda d: lambda: torch.from_numpy(d.run(xn)))(dw)
+        cands[label] = (lambda layer: lambda: torch.from_numpy(layer.run(xn)))(dw)
         names[label] = dw.kernel_name
+        run_isa = kl.best_isa() if isa == "auto" else isa
+        if dw.kernel_name != listed_kernel(run_isa, k, s, d):
+            raise AssertionError(f"{dw.kernel_name} ran, the list has "
+                                 f"{listed_kernel(run_isa, k, s, d)} for k{k} s{s} d{d}")
 
     def reference():
-        y = F.conv2d(x.double(), weight.double(), bias.double(), s, 1, 1, c)
+        y = F.conv2d(x.double(), weight.double(), bias.double(), s, p, d, c)
         return {"none": y, "relu": y.clamp_min(0), "relu6": y.clamp(0, 6)}[act]
 
     return cands, names, reference
 
 
+def _check(cands: dict, reference: Callable[[], torch.Tensor], label: str) -> None:
+    ref = reference()
+    for name, fn in cands.items():
+        y = fn().double()
+        err = float((y - ref).abs().max())
+        if y.shape != ref.shape or not err <= 1e-4 * max(1.0, float(ref.abs().max())):
+            raise AssertionError(f"{name} is wrong on {label}: max error {err}")
+
+
+def kernel_shapes(kernel: dict) -> list[tuple]:
+    """(C, H, W, stride, k, dilation) rows for one listed kernel: the shapes of its stride with
+    its k x k taps; the generic kernel: every shape, 3x3 at dilation 2."""
+    tile = kernel["tile"]
+    if not tile:
+        return [(c, h, w, s, 3, 2) for c, h, w, s in SHAPES]
+    return [(c, h, w, s, tile["kernel"], 1) for c, h, w, s in SHAPES if s == tile["stride"]]
+
+
 def run(shapes: Sequence[tuple] = SHAPES, threads: int = 2, isas: Sequence[str] = ("auto",),
         act: str = "relu6", min_time: float = DEFAULT_MIN_TIME, check: bool = True,
         progress: Optional[Callable[[Result], None]] = None) -> list[Result]:
-    k = _kernels()
-    k.set_num_threads(threads)
+    """Every shape: (C, H, W, stride) at 3x3, or (C, H, W, stride, k, dilation)."""
+    kl = lib()
+    kl.set_num_threads(threads)
     torch.set_num_threads(threads)
     results = []
-    for c, h, w, s in shapes:
-        cands, names, reference = build_candidates(c, h, w, s, isas, act)
+    for shape in shapes:
+        c, h, w, s, k, d = (*shape, 3, 1) if len(shape) == 4 else shape
+        cands, names, reference = build_candidates(c, h, w, s, isas, act, k=k, d=d)
+        r = Result(c, h, w, s, threads, {}, names, k, d)
         if check:
-            ref = reference()
-            for name, fn in cands.items():
-                y = fn().double()
-                err = float((y - ref).abs().max())
-                if y.shape != ref.shape or not err <= 1e-4 * max(1.0, float(ref.abs().max())):
-                    raise AssertionError(f"{name} is wrong on {c}x{h}x{w} s{s}: max error {err}")
-        times = compare(cands, min_time=min_time, block=3)
-        r = Result(c, h, w, s, threads, times, names)
+            _check(cands, reference, r.label)
+        r.times = compare(cands, min_time=min_time, block=3)
         results.append(r)
         if progress:
             progress(r)
@@ -170,56 +202,59 @@ def format_table(results: Sequence[Result]) -> str:
             out += [f"{times['torch'] / times[d]:.2f}", f"{times['spmm'] / times[d]:.2f}"]
         return out + [gbs, kernel]
 
-    rows = [cols]
-    for r in results:
-        rows.append(row(r.label, r.times, f"{r.bytes_moved / r.times[dws[0]] / 1e9:.1f}",
-                        r.kernels[dws[0]]))
+    rows = [row(r.label, r.times, f"{r.bytes_moved / r.times[dws[0]] / 1e9:.1f}",
+                r.kernels[dws[0]]) for r in results]
     total = {n: sum(r.times[n] for r in results) for n in results[0].times}
     moved = sum(r.bytes_moved for r in results)
-    rows.append(row("total", total, f"{moved / total[dws[0]] / 1e9:.1f}", ""))
-    widths = [max(len(x[i]) for x in rows) for i in range(len(cols))]
-    left = {0, len(cols) - 1}
-
-    def fmt(x):
-        return "  ".join(v.ljust(wd) if i in left else v.rjust(wd)
-                         for i, (v, wd) in enumerate(zip(x, widths))).rstrip()
-
-    lines = [fmt(rows[0]), "  ".join("-" * wd for wd in widths)] + [fmt(x) for x in rows[1:]]
-    return "\n".join(lines[:-1] + ["  ".join("-" * wd for wd in widths), lines[-1]])
+    return table(cols, rows, footer=row("total", total, f"{moved / total[dws[0]] / 1e9:.1f}", ""))
 
 
-def environment() -> dict:
-    k = _kernels()
-    env = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "torch": torch.__version__, "best_isa": k.best_isa()}
-    if hasattr(os, "getloadavg"):
-        env["loadavg"] = list(os.getloadavg())
-    return env
-
-
-def main(argv: Optional[list[str]] = None) -> int:
+def _parser() -> chk.Parser:
     ap = chk.Parser(
         prog="python -m engine.bench.depthwise",
         description="Time the depthwise kernel against torch and the sparse-SpMM path on "
                     "MobileNetV2's depthwise layers.")
-    ap.add_argument("--threads", type=chk.threads, default=2, help="threads for every candidate (2)")
+    ap.add_argument("--threads", type=chk.threads, default=2,
+                    help="threads for every candidate (2)")
     ap.add_argument("--isa", default="auto",
-                    help="depthwise ISA variants, comma-separated (default auto)")
+                    help="depthwise ISA variants, comma-separated, or all (default auto)")
+    ap.add_argument("--kernel", metavar="NAME",
+                    help="one listed f32_dwconv kernel, on its ISA (see bench kernels "
+                         "--list-kernels)")
     ap.add_argument("--act", default="relu6", choices=ACTS, help="fused activation (relu6)")
     ap.add_argument("--min-time", type=chk.seconds, default=DEFAULT_MIN_TIME,
                     help=f"seconds per candidate per shape (default {DEFAULT_MIN_TIME})")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
-    args = ap.parse_args(argv)
-    k = _kernels()
-    isas = [v.strip() for v in args.isa.split(",") if v.strip()]
+    return ap
+
+
+def _isas_and_shapes(ap: chk.Parser, args) -> tuple[list[str], list[tuple]]:
+    """The dw columns' ISAs and the shapes, from --isa / --kernel, or a usage error."""
+    try:
+        if args.kernel:
+            kernel = listed_kernels("f32_dwconv", [args.kernel])[0]
+            return [kernel["isa"]], kernel_shapes(kernel)
+        isas = split_values([args.isa])
+        if isas == ["all"]:
+            isas = list(dict.fromkeys(k["isa"] for k in listed_kernels("f32_dwconv", ["all"])))
+    except ValueError as e:
+        ap.error(str(e))
     for isa in isas:
-        if isa != "auto" and not k.isa_available(isa):
-            ap.error(f"ISA {isa!r} not available here; available: {k.available_isas()}")
+        if isa != "auto" and not lib().isa_available(isa):
+            ap.error(f"ISA {isa!r} not available here; available: {lib().available_isas()}")
+    return isas, list(SHAPES)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    isas, shapes = _isas_and_shapes(ap, args)
     env = environment()
-    results = run(SHAPES, args.threads, isas, args.act, args.min_time, not args.no_check,
+    results = run(shapes, args.threads, isas, args.act, args.min_time, not args.no_check,
                   lambda r: print(f"  {r.label} done", file=sys.stderr, flush=True))
-    print(f"depthwise 3x3 pad 1, MobileNetV2 224x224 batch 1, act {args.act}, "
+    what = args.kernel or "3x3 pad 1"
+    print(f"depthwise {what}, MobileNetV2 224x224 batch 1, act {args.act}, "
           f"{args.threads} threads, best ISA {env['best_isa']}, load {env.get('loadavg')}")
     print(format_table(results))
     if args.json:

@@ -1,7 +1,8 @@
 """Kernel microbenchmarks: the sparse kernel vs the engine's own dense kernel vs torch dense.
 
     python -m engine bench kernels [--shapes resnet50_1x1] [--sparsity 0.8] [--block 4x1]
-                                   [--threads 2] [--json out.json]
+                                   [--kernel f32_spmm_4x96__avx512|all] [--threads 2]
+                                   [--json out.json] [--list-kernels]
     from engine.bench.kernels import run, format_table
     print(format_table(run(shapes="fc", sparsities=(0.9,), blocks=((4, 1),))))
 
@@ -16,130 +17,41 @@ time per candidate, median):
           one, so the same microkernel tile: the ratio isolates what skipping zeros buys
   sparse  the engine's kernel on the masked weight
 
-Reported per row: the three median times, the sparse kernel's speedup over both dense candidates
-(ratios from the one run; compare ratios, not absolute times across runs), GFLOP/s over stored
-weights (2 * stored * pixels / t, "useful" FLOP/s as XNNPACK reports them) and dense-equivalent
-GFLOP/s (2 * O * C * pixels / t), and the kernel name. Outputs are checked against torch before
-timing, so a fast wrong kernel cannot post a number.
+The kernels are the library's list (engine._kernels.list_kernels()): --kernel NAME (or all) runs
+each listed f32_spmm kernel on its ISA with blocks of its row count (rows x 1) and checks that
+the layers run exactly that kernel; without it, --isa and --block choose. Reported per row: the
+three median times, the sparse kernel's speedup over both dense candidates (ratios from the one
+run; compare ratios, not absolute times across runs), GFLOP/s over stored weights (2 * stored *
+pixels / t, "useful" FLOP/s as XNNPACK reports them) and dense-equivalent GFLOP/s (2 * O * C *
+pixels / t), and the kernel name. Outputs are checked against torch before timing, so a fast
+wrong kernel cannot post a number.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
-import platform
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.measure import compare
-from ..runtime.packing import pack
 from .. import cli_checks as chk
+from ..runtime.measure import compare
+from ..runtime.native import lib
+from ..runtime.packing import pack
+# the shapes live in layer_shapes.py; these names stay importable from here (bench/tir.py)
+from .layer_shapes import SHAPES_DIR, Shape, load_shapes, parse_shapes, shape_files  # noqa: F401
+from .report import environment, geomean, listed_kernels, split_values
+from .report import format_table as table
 
-SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 DEFAULT_SPARSITIES = (0.5, 0.8, 0.9)
 DEFAULT_BLOCKS = ((1, 1), (4, 1), (8, 1), (16, 1), (4, 4), (8, 4))
 DEFAULT_MIN_TIME = 0.1  # seconds per candidate per row
-
-
-def _kernels():
-    from ..runtime.native import lib
-    return lib()
-
-
-# --------------------------------------------------------------------------------------- shapes
-
-@dataclass(frozen=True)
-class Shape:
-    """One benchmarked layer: a 1x1 conv (O, C, H, W, stride) or a linear layer (O, C, N rows)."""
-
-    out_channels: int
-    in_channels: int
-    height: int          # input height; 1 for a linear layer
-    width: int           # input width; the batch rows N for a linear layer
-    stride: int = 1
-    linear: bool = False
-    comment: str = ""
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        s = self.stride
-        return (self.height - 1) // s + 1, (self.width - 1) // s + 1
-
-    @property
-    def pixels(self) -> int:
-        """Output pixels (rows for a linear layer): the N of the GEMM."""
-        ho, wo = self.out_hw
-        return ho * wo
-
-    @property
-    def dense_flops(self) -> int:
-        return 2 * self.out_channels * self.in_channels * self.pixels
-
-    @property
-    def label(self) -> str:
-        if self.linear:
-            return f"fc {self.out_channels}x{self.in_channels} n{self.width}"
-        return (f"{self.out_channels}x{self.in_channels} {self.height}x{self.width}"
-                f"{'/' + str(self.stride) if self.stride != 1 else ''}")
-
-
-def shape_files() -> list[str]:
-    """Names accepted by load_shapes (the files in shapes/, without .txt)."""
-    return sorted(p.stem for p in SHAPES_DIR.glob("*.txt"))
-
-
-def parse_shapes(text: str, source: str = "<text>") -> list[Shape]:
-    """Lines "O C H W stride" (1x1 convs) or "O C N" (linear); '#' starts a comment."""
-    out = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        data, _, comment = raw.partition("#")
-        fields = data.split()
-        if not fields:
-            continue
-        try:
-            vals = [int(v) for v in fields]
-        except ValueError:
-            raise ValueError(f"{source}:{lineno}: expected integers, "
-                             f"got {data.strip()!r}") from None
-        if len(vals) == 5:
-            o, c, h, w, s = vals
-            shape = Shape(o, c, h, w, s, False, comment.strip())
-        elif len(vals) == 3:
-            o, c, n = vals
-            shape = Shape(o, c, 1, n, 1, True, comment.strip())
-        else:
-            raise ValueError(f"{source}:{lineno}: expected 'O C H W stride' or 'O C N', "
-                             f"got {len(vals)} fields")
-        if min(vals) < 1:
-            raise ValueError(f"{source}:{lineno}: every field must be >= 1, got {vals}")
-        out.append(shape)
-    return out
-
-
-def load_shapes(spec: Union[str, Path, Shape, Iterable]) -> list[Shape]:
-    """Shapes from a shape-file name ("resnet50_1x1"), a path, a Shape, or a list of these."""
-    if isinstance(spec, Shape):
-        return [spec]
-    if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if not path.suffix and not path.exists():
-            path = SHAPES_DIR / f"{spec}.txt"
-        if not path.exists():
-            raise ValueError(f"unknown shapes {str(spec)!r}: not a file, and not one of "
-                             f"{', '.join(shape_files())}")
-        return parse_shapes(path.read_text(), str(path))
-    out: list[Shape] = []
-    for item in spec:
-        out += load_shapes(item)
-    return out
 
 
 # ----------------------------------------------------------------------------------------- masks
@@ -178,43 +90,22 @@ class Result:
     t_dense: float
     t_sparse: float
 
-    @property
-    def density(self) -> float:
-        return self.stored / (self.shape.out_channels * self.shape.in_channels)
-
-    @property
-    def speedup_vs_torch(self) -> float:
-        return self.t_torch / self.t_sparse
-
-    @property
-    def speedup_vs_dense(self) -> float:
-        return self.t_dense / self.t_sparse
-
-    @property
-    def gflops_nnz(self) -> float:
-        """Useful GFLOP/s: 2 * stored weights * pixels / t."""
-        return 2.0 * self.stored * self.shape.pixels / self.t_sparse / 1e9
-
-    @property
-    def gflops_dense_equiv(self) -> float:
-        """Dense-equivalent GFLOP/s: the dense layer's FLOPs / t."""
-        return self.shape.dense_flops / self.t_sparse / 1e9
-
-    @property
-    def gflops_torch(self) -> float:
-        return self.shape.dense_flops / self.t_torch / 1e9
-
-    @property
-    def gflops_dense(self) -> float:
-        return self.shape.dense_flops / self.t_dense / 1e9
+    # ratios and rates of the one run; "useful" GFLOP/s count the stored weights only
+    density = property(lambda r: r.stored / (r.shape.out_channels * r.shape.in_channels))
+    speedup_vs_torch = property(lambda r: r.t_torch / r.t_sparse)
+    speedup_vs_dense = property(lambda r: r.t_dense / r.t_sparse)
+    gflops_nnz = property(lambda r: 2.0 * r.stored * r.shape.pixels / r.t_sparse / 1e9)
+    gflops_dense_equiv = property(lambda r: r.shape.dense_flops / r.t_sparse / 1e9)
+    gflops_torch = property(lambda r: r.shape.dense_flops / r.t_torch / 1e9)
+    gflops_dense = property(lambda r: r.shape.dense_flops / r.t_dense / 1e9)
+    DERIVED = ("density", "speedup_vs_torch", "speedup_vs_dense", "gflops_nnz",
+               "gflops_dense_equiv", "gflops_torch", "gflops_dense")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = {**asdict(self.shape), "label": self.shape.label, "pixels": self.shape.pixels}
         d["block"] = list(self.block)
-        for k in ("density", "speedup_vs_torch", "speedup_vs_dense", "gflops_nnz",
-                  "gflops_dense_equiv", "gflops_torch", "gflops_dense"):
-            d[k] = getattr(self, k)
+        d.update({k: getattr(self, k) for k in self.DERIVED})
         return d
 
 
@@ -235,7 +126,7 @@ class Case:
 def _native(weight: torch.Tensor, rows: int, shape: Shape, isa: str):
     p = pack(weight.numpy(), rows)
     s = shape.stride
-    return _kernels().SparseConv(p.out_channels, p.in_channels, p.kernel, (s, s), (0, 0), (1, 1),
+    return lib().SparseConv(p.out_channels, p.in_channels, p.kernel, (s, s), (0, 0), (1, 1),
                                  p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values,
                                  None, "none", isa)
 
@@ -311,15 +202,26 @@ def bench_one(shape: Shape, sparsity: float, block: tuple[int, int], threads: in
 
 # ------------------------------------------------------------------------------------ the sweep
 
-def run(shapes: Union[str, Path, Iterable] = "resnet50_1x1",
+def _runs(blocks: Sequence[tuple[int, int]], isa: str, kernels: Sequence[dict]) -> list[tuple]:
+    """(isa, block, listed kernel name or None) per block of every row: the listed kernels on
+    their ISA with rows x 1 blocks, else every block on isa."""
+    if kernels:
+        return [(k["isa"], (k["tile"]["rows"], 1), k["name"]) for k in kernels]
+    return [(isa, tuple(b), None) for b in blocks]
+
+
+def run(shapes: Union[str, Path, Sequence] = "resnet50_1x1",
         sparsities: Sequence[float] = DEFAULT_SPARSITIES,
         blocks: Sequence[tuple[int, int]] = DEFAULT_BLOCKS, threads: Optional[int] = None,
         min_time: float = DEFAULT_MIN_TIME, isa: str = "auto", seed: int = 0, check: bool = True,
-        progress: Optional[Callable[[Result], None]] = None) -> list[Result]:
-    """Every shape x sparsity x block. threads=None keeps the kernels' current count (default:
-    hardware concurrency); torch is set to the same count. Both are restored afterwards."""
-    k = _kernels()
+        progress: Optional[Callable[[Result], None]] = None,
+        kernels: Sequence[str] = ()) -> list[Result]:
+    """Every shape x sparsity x block (or listed kernel: names or "all", see report.listed_kernels).
+    threads=None keeps the kernels' current count (default: hardware concurrency); torch is set
+    to the same count. Both are restored afterwards."""
+    k = lib()
     rows = load_shapes(shapes)
+    runs = _runs(blocks, isa, listed_kernels("f32_spmm", kernels) if kernels else ())
     old_k, old_t = k.get_num_threads(), torch.get_num_threads()
     n = int(threads) if threads is not None else old_k
     if n < 1:
@@ -330,8 +232,11 @@ def run(shapes: Union[str, Path, Iterable] = "resnet50_1x1",
         torch.set_num_threads(n)
         for i, shape in enumerate(rows):
             for s in sparsities:
-                for b in blocks:
-                    r = bench_one(shape, float(s), tuple(b), n, min_time, isa, seed + i, check)
+                for run_isa, b, listed in runs:
+                    r = bench_one(shape, float(s), b, n, min_time, run_isa, seed + i, check)
+                    if listed is not None and r.kernel != listed:
+                        raise AssertionError(f"{shape.label}: the layer ran {r.kernel}, not the "
+                                             f"listed kernel {listed}")
                     results.append(r)
                     if progress:
                         progress(r)
@@ -354,49 +259,30 @@ def _row(r: Result) -> list[str]:
             f"{r.gflops_dense_equiv:.1f}", r.kernel]
 
 
-def _geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
-
-
 def format_table(results: Sequence[Result]) -> str:
     """Plain-text table, one row per result, then geometric-mean speedups per sparsity x block."""
-    rows = [list(COLUMNS)] + [_row(r) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    left = {0, len(COLUMNS) - 1}
-
-    def fmt(row):
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
-    lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
+    lines = [table(COLUMNS, [_row(r) for r in results])]
     groups: dict[tuple, list[Result]] = {}
     for r in results:
-        groups.setdefault((r.sparsity, r.block), []).append(r)
+        groups.setdefault((r.sparsity, r.block, r.isa), []).append(r)
     if any(len(v) > 1 for v in groups.values()):
         lines += ["", "geometric mean over shapes:"]
-        for (s, b), rs in groups.items():
-            lines.append(f"  sparsity {s:.2f} block {b[0]}x{b[1]}: x torch "
-                         f"{_geomean([r.speedup_vs_torch for r in rs]):.2f}, x dense "
-                         f"{_geomean([r.speedup_vs_dense for r in rs]):.2f} ({len(rs)} shapes)")
+        for (s, b, _), rs in groups.items():
+            lines.append(f"  sparsity {s:.2f} block {b[0]}x{b[1]} ({rs[0].kernel}): x torch "
+                         f"{geomean([r.speedup_vs_torch for r in rs]):.2f}, x dense "
+                         f"{geomean([r.speedup_vs_dense for r in rs]):.2f} ({len(rs)} shapes)")
     return "\n".join(lines)
 
 
-def environment() -> dict:
-    """Where and under what load the numbers were taken (load average: a busy box skews them)."""
-    k = _kernels()
-    env = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-           "processor": platform.processor(), "cpus": os.cpu_count(), "torch": torch.__version__,
-           "best_isa": k.best_isa(), "available_isas": list(k.available_isas())}
-    if hasattr(os, "getloadavg"):
-        env["loadavg"] = list(os.getloadavg())
-    return env
+def format_kernels(family: str = "f32_spmm") -> str:
+    """The listed kernels of a family: name, ISA, tile, and whether this CPU runs them."""
+    rows = [[k["name"], k["isa"], " ".join(f"{a}={v}" for a, v in k["tile"].items()) or "-",
+             "yes" if k["available"] else "no"]
+            for k in lib().list_kernels() if k["family"] == family]
+    return table(("kernel", "isa", "tile", "runs here"), rows, left=(0, 1, 2))
 
 
 # ------------------------------------------------------------------------------------------ CLI
-
-def _split(values: Optional[list[str]]) -> list[str]:
-    return [v for item in values or [] for v in item.split(",") if v.strip()]
-
 
 def parse_block(text: str) -> tuple[int, int]:
     """"4x1" -> (4, 1)."""
@@ -409,8 +295,7 @@ def parse_block(text: str) -> tuple[int, int]:
     return r, c
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m engine bench kernels ...`; returns the exit status."""
+def _parser() -> chk.Parser:
     ap = chk.Parser(
         prog="python -m engine bench kernels",
         description="Time the sparse kernel against torch dense and the engine's dense kernel.")
@@ -424,6 +309,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="block rows x cols over output x input channels, repeatable / "
                          "comma-separated (default " +
                          ",".join(f"{r}x{c}" for r, c in DEFAULT_BLOCKS) + ")")
+    ap.add_argument("--kernel", action="append", metavar="NAME|all",
+                    help="listed f32_spmm kernels to run (each on its ISA, blocks of its row "
+                         "count), repeatable / comma-separated; see --list-kernels")
     ap.add_argument("--threads", type=chk.threads, default=None,
                     help="threads for the kernels and torch (default: the kernels' default)")
     ap.add_argument("--isa", default="auto", help="kernel ISA variant (default auto)")
@@ -434,30 +322,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--quiet", action="store_true", help="no per-row progress on stderr")
     ap.add_argument("--list", action="store_true", help="list the shape files and exit")
-    args = ap.parse_args(argv)
+    ap.add_argument("--list-kernels", action="store_true", help="list the kernels and exit")
+    return ap
 
-    if args.list:
-        for name in shape_files():
-            print(f"{name}: {len(load_shapes(name))} shapes")
-        return 0
+
+def _settings(ap: chk.Parser, args) -> tuple[list, list, list, list]:
+    """(shapes, sparsities, blocks, kernels) from the arguments, or a usage error."""
     try:
-        shapes = load_shapes(_split(args.shapes) or ["resnet50_1x1"])
-        sparsities = [float(v) for v in _split(args.sparsity)] or list(DEFAULT_SPARSITIES)
-        blocks = [parse_block(v) for v in _split(args.block)] or list(DEFAULT_BLOCKS)
+        shapes = load_shapes(split_values(args.shapes) or ["resnet50_1x1"])
+        sparsities = [float(v) for v in split_values(args.sparsity)] or list(DEFAULT_SPARSITIES)
+        blocks = [parse_block(v) for v in split_values(args.block)] or list(DEFAULT_BLOCKS)
+        kernels = split_values(args.kernel)
+        listed_kernels("f32_spmm", kernels)  # names them or raises
     except (ValueError, argparse.ArgumentTypeError) as e:
         ap.error(str(e))
     if any(not 0.0 <= s <= 1.0 for s in sparsities):
         ap.error(f"sparsity must be in [0, 1], got {sparsities}")
-    k = _kernels()
-    if not k.isa_available(args.isa) and args.isa != "auto":
-        ap.error(f"ISA {args.isa!r} not available here; available: {k.available_isas()}")
+    if args.isa != "auto" and not lib().isa_available(args.isa):
+        ap.error(f"ISA {args.isa!r} not available here; available: {lib().available_isas()}")
+    return shapes, sparsities, blocks, kernels
 
-    env_before = environment()
-    progress = None if args.quiet else (
-        lambda r: print("  " + "  ".join(_row(r)), file=sys.stderr, flush=True))
-    results = run(shapes, sparsities, blocks, args.threads, args.min_time, args.isa, args.seed,
-                  not args.no_check, progress)
-    env_after = environment()
+
+def _report(args, results: list[Result], env_before: dict, env_after: dict) -> None:
     threads = results[0].threads if results else args.threads
     print(f"# engine kernel bench: isa {args.isa} (best {env_before['best_isa']}), threads "
           f"{threads}, min time {args.min_time}s/candidate, median of interleaved runs; "
@@ -466,13 +352,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": {"before": env_before,
-                                                         "after": env_after},
-                                         "settings": {"isa": args.isa, "threads": threads,
-                                                      "min_time": args.min_time,
-                                                      "seed": args.seed},
-                                         "results": [r.to_dict() for r in results]}, indent=1))
+        args.json.write_text(json.dumps({
+            "environment": {"before": env_before, "after": env_after},
+            "settings": {"isa": args.isa, "threads": threads, "min_time": args.min_time,
+                         "seed": args.seed, "kernels": split_values(args.kernel)},
+            "results": [r.to_dict() for r in results]}, indent=1))
         print(f"# wrote {args.json}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m engine bench kernels ...`; returns the exit status."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.list or args.list_kernels:
+        if args.list:
+            for name in shape_files():
+                print(f"{name}: {len(load_shapes(name))} shapes")
+        if args.list_kernels:
+            print(format_kernels())
+        return 0
+    shapes, sparsities, blocks, kernels = _settings(ap, args)
+    env_before = environment()
+    progress = None if args.quiet else (
+        lambda r: print("  " + "  ".join(_row(r)), file=sys.stderr, flush=True))
+    results = run(shapes, sparsities, blocks, args.threads, args.min_time, args.isa, args.seed,
+                  not args.no_check, progress, kernels)
+    _report(args, results, env_before, environment())
     return 0
 
 
