@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,6 +273,16 @@ def test_a_layer_of_the_listed_rows_picks_the_listed_kernel(kernel):
     rows, pixels, isa = k["tile"]["rows"], k["tile"]["pixels"], k["isa"]
     assert kernel == f"f32_spmm_{rows}x{pixels}__{isa}"  # the naming rule: tile, "__", ISA
     assert tile_width(isa, rows) == pixels
+
+
+def test_readme_tile_table_is_the_list():
+    """kernels/README.md's tile table shows what spmm_list.h lists."""
+    readme = (Path(__file__).resolve().parents[2] / "kernels" / "README.md").read_text()
+    table = {isa: tiles.split() for isa, tiles in
+             re.findall(r"^\| (\w+) \| \d+ f32 \| ([\d: ]+) \|$", readme, re.M)}
+    listed = {isa: [f"{BY_NAME[n]['tile']['rows']}:{BY_NAME[n]['tile']['pixels']}"
+                    for n in SPMM if BY_NAME[n]["isa"] == isa] for isa in ISAS}
+    assert table == listed
 
 
 @pytest.mark.parametrize("isa", ISAS)
