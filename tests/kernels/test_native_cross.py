@@ -1,11 +1,13 @@
 """The C++ kernels tested without Python in the loop, natively and as aarch64 under qemu.
 
-Builds kernels/tests/kernel_tests.cc (CMake target spe_kernel_tests, public C API only) twice:
+Builds kernels/tests/kernel_tests.cc (CMake target spe_kernel_tests: the public C API and the
+kernel lists, no Python) twice:
 for the host, where it checks scalar / avx2 / avx512 as the CPU allows, and cross-compiled with
 kernels/cmake/aarch64-linux-gnu.cmake, run under qemu-aarch64, where it checks scalar and NEON.
-Each run compares every ISA variant with plain-loop reference convolutions (the block-sparse
-SpMM kernels and the direct depthwise kernels; every asymmetric kernel / stride / padding /
-dilation combination up to 3) and ends with the line `N passed, M failed`. The randomized
+Each run compares every ISA variant, and every kernel the lists name for it, with plain-loop
+reference convolutions (the block-sparse SpMM kernels and the direct depthwise kernels; every
+asymmetric kernel / stride / padding / dilation combination up to 3) and ends with the line
+`N passed, M failed`. The randomized
 geometry fuzz (kernels/tests/fuzz.cc) runs under qemu too, on the NEON kernels. The aarch64
 half is skipped only when the cross compiler or qemu is missing (scripts/install.sh installs
 both). Under qemu the runner gets --no-fork: qemu-user cannot fork a multi-threaded guest
@@ -25,7 +27,7 @@ TOOLCHAIN = ROOT / "kernels" / "cmake" / "aarch64-linux-gnu.cmake"
 SYSROOT = "/usr/aarch64-linux-gnu"
 QEMU = ["qemu-aarch64", "-L", SYSROOT]
 SUMMARY = re.compile(r"(\d+) passed, (\d+) failed")
-CASE_COUNTS = re.compile(r"(\d+) conv \+ (\d+) depthwise cases per ISA")
+CASE_COUNTS = re.compile(r"(\d+) conv \+ (\d+) depthwise cases per ISA, (\d+) listed-kernel cases")
 ELF_MACHINE_AARCH64 = 183
 
 # Tools the aarch64 half needs -> the Debian package that provides each.
@@ -70,6 +72,8 @@ def _check_output(proc: subprocess.CompletedProcess) -> tuple[list[str], int]:
     counts = CASE_COUNTS.search(out)
     assert counts and int(counts.group(1)) >= 150 and int(counts.group(2)) >= 100, \
         "the runner did not report both sweeps (SpMM conv and depthwise)"
+    # the per-kernel sweeps: at least the tile cases of 8 spmm and 5 depthwise kernels per ISA
+    assert int(counts.group(3)) >= (8 * 4 + 5 * 4) * len(isas), counts.group(0)
     return isas, passed
 
 
