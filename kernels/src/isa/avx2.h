@@ -11,6 +11,12 @@
 
 namespace spe {
 
+// Internal linkage on purpose (an unnamed namespace in a header): each ISA's translation unit
+// gets its own copy of these traits and of every template instantiated with them, compiled
+// with its own flags, so the linker can never merge, say, an AVX-512 build of an inline
+// function into code that must run on a CPU without AVX-512.
+namespace {
+
 struct Avx2 {
   using reg = __m256;
   static constexpr Isa kIsa = Isa::avx2;
@@ -65,5 +71,6 @@ struct Avx2 {
   }
 };
 
+}  // namespace
 }  // namespace spe
 #endif  // SPE_ISA_AVX2_H_

@@ -18,6 +18,12 @@
 
 namespace spe {
 
+// Internal linkage on purpose (an unnamed namespace in a header): each ISA's translation unit
+// gets its own copy of these traits and of every template instantiated with them, compiled
+// with its own flags, so the linker can never merge, say, an AVX-512 build of an inline
+// function into code that must run on a CPU without AVX-512.
+namespace {
+
 struct Neon {
   using reg = float32x4_t;
   static constexpr Isa kIsa = Isa::neon;
@@ -78,5 +84,6 @@ struct Neon {
   }
 };
 
+}  // namespace
 }  // namespace spe
 #endif  // SPE_ISA_NEON_H_

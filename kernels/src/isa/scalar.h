@@ -12,6 +12,12 @@
 
 namespace spe {
 
+// Internal linkage on purpose (an unnamed namespace in a header): each ISA's translation unit
+// gets its own copy of these traits and of every template instantiated with them, compiled
+// with its own flags, so the linker can never merge, say, an AVX-512 build of an inline
+// function into code that must run on a CPU without AVX-512.
+namespace {
+
 // deinterleave for traits without a vector version (and for a vector version's remainder)
 inline void deinterleave_scalar(const float* s, float* even, float* odd, int n) {
   for (int k = 0; k < n; ++k) {
@@ -44,5 +50,6 @@ struct Scalar {
   }
 };
 
+}  // namespace
 }  // namespace spe
 #endif  // SPE_ISA_SCALAR_H_

@@ -23,7 +23,8 @@ template <class Table, class V, int N, class Fill>
 const Table* isa_table(Fill fill) {
   static const Table table = [&] {
     Table t{};
-    t.isa = isa_name(V::kIsa);
+    constexpr const char* kName = isa_name(V::kIsa);  // a constant: no call into isa.h's code
+    t.isa = kName;
     t.width = V::kWidth;
     for_each_index([&](auto i) { fill(t, i); }, std::make_integer_sequence<int, N>{});
     return t;
