@@ -7,6 +7,7 @@ from real models by make_shapes.py) and their parser.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Union
@@ -34,8 +35,7 @@ class Shape:
     @property
     def pixels(self) -> int:
         """Output pixels (rows for a linear layer): the N of the GEMM."""
-        ho, wo = self.out_hw
-        return ho * wo
+        return math.prod(self.out_hw)
 
     @property
     def dense_flops(self) -> int:
