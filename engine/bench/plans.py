@@ -82,9 +82,10 @@ def time_one(directory: str, seconds: float) -> dict:
     return {"median_s": s}
 
 
-def time_all(out: Path, rounds: int, seconds: float) -> dict:
+def time_all(out: Path, rounds: int, seconds: float, only: Optional[set] = None) -> dict:
     summary = json.loads((out / "summary.json").read_text())
-    arts = [(m, name) for m, rows in summary["models"].items() for name in rows]
+    arts = [(m, name) for m, rows in summary["models"].items() for name in rows
+            if only is None or name in only]
     times: dict = {}
     for _ in range(rounds):
         for m, name in arts:
@@ -143,6 +144,8 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=chk.seconds, default=3.0)
+    ap.add_argument("--plans", default=None,
+                    help="time: only these plans (comma list, e.g. mapped,block4x1@0.80/tir)")
     a = ap.parse_args(argv)
     if a.step == "one":
         print(json.dumps(time_one(a.dir, a.seconds)))
@@ -157,7 +160,8 @@ def main(argv: Optional[list] = None) -> int:
             {"device": a.device, "threads": a.threads, "sparsity": a.sparsity,
              "build_s": round(time.time() - t0, 1), "models": models}, indent=2))
         return 0
-    print(format_summary(time_all(out, a.rounds, a.seconds)))
+    only = set(a.plans.split(",")) if a.plans else None
+    print(format_summary(time_all(out, a.rounds, a.seconds, only)))
     return 0
 
 

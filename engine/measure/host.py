@@ -34,7 +34,7 @@ from ..runtime import native
 from ..runtime.packing import dense_rows
 from ..runtime.measure import measure as measure_stats
 from .cache import kernels_build_id
-from .masks import MaskCache, group_rows, mask_problem, weight_for
+from .masks import MaskCache, group_rows, mask_problem, measurable, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
 # The TIR twin must agree with the native kernel it stands for.
@@ -149,13 +149,7 @@ class HostProfiler:
                              self.isa)
             mods["dense/torch"], mods["dense/native"] = native.dense_equivalent(), native
         built: dict = {}          # mask key -> native module (a tir twin starts from it)
-        for key, cand in wanted.items():
-            if cand.is_dense:
-                continue
-            why = self.why_not(spec, cand)
-            if why is not None:
-                self.notes.append(f"{spec.name} ({spec.shape_key}) {key}: left out: {why}")
-                continue
+        for key, cand in measurable(self, spec, wanted):
             mk = MaskCache.key(layer, cand)
             if mk not in built:
                 w = weight * self.masks.mask(layer, weight, cand).to(weight.dtype)

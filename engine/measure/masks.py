@@ -99,6 +99,19 @@ class MaskCache:
         return len(self._masks)
 
 
+def measurable(profiler, spec: LayerSpec, wanted: dict):
+    """(key, candidate) of the sparse candidates in `wanted` the profiler can run; the others
+    go to profiler.notes with the reason."""
+    for key, cand in wanted.items():
+        if cand.is_dense:
+            continue
+        why = profiler.why_not(spec, cand)
+        if why is not None:
+            profiler.notes.append(f"{spec.name} ({spec.shape_key}) {key}: left out: {why}")
+            continue
+        yield key, cand
+
+
 def weight_for(spec: LayerSpec, weights: dict, seed: int = 0) -> tuple:
     """(mask-cache layer id, float32 weight) for a spec: its real weight when `weights` has
     one, else a random one seeded by the spec's shape (so stand-in timings are reproducible;

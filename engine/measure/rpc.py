@@ -29,7 +29,7 @@ from mapping.space import DENSE_KEY
 from ..errors import ConfigError
 from ..targets import get_target
 from .cache import kernels_build_id
-from .masks import MaskCache, mask_problem, weight_for
+from .masks import MaskCache, mask_problem, measurable, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
 
@@ -123,13 +123,7 @@ class RPCProfiler:
             if spec.op == "conv2d":
                 add(DENSE_KEY, "native", weight, None, True, ref)
             add(DENSE_KEY, "tir", weight, None, True, ref)
-        for key, cand in wanted.items():
-            if cand.is_dense:
-                continue
-            why = self.why_not(spec, cand)
-            if why is not None:
-                self.notes.append(f"{spec.name} ({spec.shape_key}) {key}: left out: {why}")
-                continue
+        for key, cand in measurable(self, spec, wanted):
             w = weight * self.masks.mask(layer_id, weight, cand).to(weight.dtype)
             add(key, cand.backend, w, cand.block, False, reference(spec, w, bias, x, r, act))
         if not choices:

@@ -33,8 +33,8 @@ from mapping.space import DENSE
 
 from .. import progress as _progress
 from ..errors import ConfigError
+from .config import MAPPERS, check_mapper  # noqa: F401  (MAPPERS re-exported)
 
-MAPPERS = ("rule", "search", "evolution", "rl")
 
 
 @dataclass
@@ -61,11 +61,7 @@ class MapSettings:
     exclude: tuple = ()                                # layers (or prefixes) kept dense
 
     def validate(self) -> None:
-        if isinstance(self.mapper, str) and self.mapper not in MAPPERS:
-            raise ConfigError(f"mapper must be one of {MAPPERS} or an object with "
-                              f"map(problem) -> Plan, got {self.mapper!r}")
-        if not isinstance(self.mapper, str) and not hasattr(self.mapper, "map"):
-            raise ConfigError(f"mapper {self.mapper!r} has no map(problem) method")
+        check_mapper(self.mapper)
         if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
             raise ConfigError(f"latency_budget must be > 0 ms, got {self.latency_budget_ms!r}")
         if self.sparsity is None and self.latency_budget_ms is None:

@@ -63,6 +63,15 @@ def parse_block(block) -> tuple:
     return int(rows), int(cols)
 
 
+def check_mapper(mapper) -> None:
+    """A mapper name of MAPPERS, or an object with map(problem) -> Plan."""
+    if isinstance(mapper, str) and mapper not in MAPPERS:
+        raise ConfigError(f"mapper must be one of {MAPPERS} or an object with "
+                          f"map(problem) -> Plan, got {mapper!r}")
+    if not isinstance(mapper, str) and not hasattr(mapper, "map"):
+        raise ConfigError(f"mapper {mapper!r} has no map(problem) method")
+
+
 @dataclass
 class MapConfig:
     """optimize(mapper=...): per-layer choices from measured costs (engine.pipeline.automap).
@@ -83,11 +92,7 @@ class MapConfig:
     allow_infeasible: bool = False
 
     def validate(self) -> None:
-        if isinstance(self.mapper, str) and self.mapper not in MAPPERS:
-            raise ConfigError(f"mapper must be one of {MAPPERS} or an object with "
-                              f"map(problem) -> Plan, got {self.mapper!r}")
-        if not isinstance(self.mapper, str) and not hasattr(self.mapper, "map"):
-            raise ConfigError(f"mapper {self.mapper!r} has no map(problem) method")
+        check_mapper(self.mapper)
         options.mapping_options(self.latency_budget_ms, self.min_proxy, self.search_time,
                                 self.seed, True)
         self.allow_infeasible = options.flag("allow_infeasible", self.allow_infeasible)

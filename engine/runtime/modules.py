@@ -66,7 +66,41 @@ def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
-class SparseConv2d(LoweredLayer):
+class _KernelConv(LoweredLayer):
+    """What the native conv modules share: the kernel object is rebuilt, not pickled (a copy
+    is a layer of its own: own op id, own kernel); under torch.export the layer is one custom
+    op node for the compiler path; otherwise the kernel runs on the input."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("kernel", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build()
+
+    @property
+    def kernel_name(self) -> str:
+        return self.kernel.kernel_name
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if torch.compiler.is_exporting():  # one graph node for the compiler path
+            return self._export_op(x, residual)
+        return self.run_kernel(x, residual)
+
+    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        cin, cout = self._channels()
+        return _run_checked(self.layer, self.kernel, x, residual, cin, cout)
+
+    def dense_equivalent(self) -> nn.Module:
+        """A torch module computing the same function densely (the thing this replaces)."""
+        return DenseConv2d(self.dense_weight().reshape(self.weight_shape),
+                           None if self.bias_np is None else torch.from_numpy(self.bias_np),
+                           self.stride, self.padding, self.dilation, self.act, self.groups)
+
+
+class SparseConv2d(_KernelConv):
     """act(conv2d(x, W) + b [+ residual]) through the native block-sparse kernel."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1),
@@ -95,27 +129,11 @@ class SparseConv2d(LoweredLayer):
             p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values, self.bias_np,
             self.act, self.isa)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("kernel", None)
-        return state
+    def _channels(self) -> tuple:
+        return self.packed.in_channels, self.packed.out_channels
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._build()
-
-    @property
-    def kernel_name(self) -> str:
-        return self.kernel.kernel_name
-
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if torch.compiler.is_exporting():  # one graph node for the compiler path
-            return torch.ops.spe.spe_conv2d(x, residual, self.op_id)
-        return self.run_kernel(x, residual)
-
-    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return _run_checked(self.layer, self.kernel, x, residual, self.packed.in_channels,
-                            self.packed.out_channels)
+    def _export_op(self, x, residual):
+        return torch.ops.spe.spe_conv2d(x, residual, self.op_id)
 
     def output_size(self, h: int, w: int) -> tuple:
         return tuple(self.kernel.output_size(int(h), int(w)))
@@ -144,19 +162,13 @@ class SparseConv2d(LoweredLayer):
         p = self.packed
         return int(sum((p.group_ptr[i + 1] - p.group_ptr[i]) * p.group_rows[i] for i in range(g)))
 
-    def dense_equivalent(self) -> nn.Module:
-        """A torch module computing the same function densely (the thing this replaces)."""
-        return DenseConv2d(self.dense_weight().reshape(self.weight_shape),
-                           None if self.bias_np is None else torch.from_numpy(self.bias_np),
-                           self.stride, self.padding, self.dilation, self.act, self.groups)
-
     def extra_repr(self) -> str:
         return (f"{self.layer or ''} {self.weight_shape}, groups={self.groups}, stride={self.stride}, "
                 f"padding={self.padding}, act={self.act}, kernel={self.kernel_name}, "
                 f"density={self.packed.density:.3f}")
 
 
-class DepthwiseConv2d(LoweredLayer):
+class DepthwiseConv2d(_KernelConv):
     """act(conv2d(x, W, groups=C) + b [+ residual]) through the direct depthwise kernel
     (engine._kernels.DepthwiseConv): a dense depthwise conv, groups == in == out channels.
 
@@ -200,39 +212,17 @@ class DepthwiseConv2d(LoweredLayer):
                                                self.padding, self.dilation, self.weight_np,
                                                self.bias_np, self.act, self.isa)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("kernel", None)
-        return state
+    def _channels(self) -> tuple:
+        return self.channels, self.channels
 
-    def __setstate__(self, state):  # a copy is a layer of its own (own op id, own kernel)
-        self.__dict__.update(state)
-        self._build()
-
-    @property
-    def kernel_name(self) -> str:
-        return self.kernel.kernel_name
-
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if torch.compiler.is_exporting():  # one graph node for the compiler path
-            return torch.ops.spe.spe_depthwise_conv2d(x, residual, self.op_id)
-        return self.run_kernel(x, residual)
-
-    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return _run_checked(self.layer, self.kernel, x, residual, self.channels,
-                            self.channels)
+    def _export_op(self, x, residual):
+        return torch.ops.spe.spe_depthwise_conv2d(x, residual, self.op_id)
 
     def output_size(self, h: int, w: int) -> tuple:
         return tuple(self.kernel.output_size(int(h), int(w)))
 
     def dense_weight(self) -> torch.Tensor:
         return torch.from_numpy(self.weight_np.copy())
-
-    def dense_equivalent(self) -> nn.Module:
-        """The torch module computing the same function (what this replaces)."""
-        return DenseConv2d(self.dense_weight(),
-                           None if self.bias_np is None else torch.from_numpy(self.bias_np),
-                           self.stride, self.padding, self.dilation, self.act, self.channels)
 
     def extra_repr(self) -> str:
         return (f"{self.layer or ''} {self.weight_shape}, stride={self.stride}, "
