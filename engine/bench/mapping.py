@@ -117,14 +117,14 @@ def _best_uniform(runs: _Runs, plans: dict, min_time: float) -> str:
 def _map_all(runs: _Runs, plans: dict, problem, settings, mappers, bt: dict) -> tuple:
     """Phase 2: every mapper at the best uniform plan's global sparsity and proxy; each plan
     built with the in-place check. Returns (mapping seconds, what the check kept) by mapper."""
-    from engine.pipeline.automap import _mapper
+    from engine.pipeline.automap import make_mapper
     from mapping import Budget
     problem.budget = Budget(sparsity=bt["sparsity"], min_proxy=bt["proxy"])
     timings, verified = {}, {}
     for m in mappers:
         settings.mapper = m
         t0 = time.perf_counter()
-        plans[m] = _mapper(settings).map(problem)
+        plans[m] = make_mapper(settings).map(problem)
         timings[m] = time.perf_counter() - t0
         runs.build(m, plans[m], verify=True)
         kept = runs.built[m].plan

@@ -135,7 +135,7 @@ def _progress_printer(label: str):
     return show
 
 
-def _mapper(s: MapSettings):
+def make_mapper(s: MapSettings):
     from mapping import RuleMapper
     from mapping.search import EvolutionMapper, RLMapper
     if not isinstance(s.mapper, str):
@@ -212,7 +212,7 @@ def map_model(model: nn.Module, example_inputs: tuple, s: MapSettings,
     """(Plan, Problem): the mapper's plan for `model` and the problem it solved."""
     problem = build_problem(model, example_inputs, s, specs)
     t0 = time.perf_counter()
-    plan = _mapper(s).map(problem)
+    plan = make_mapper(s).map(problem)
     plan.meta.setdefault("mapping", {}).update(problem.info)
     plan.meta["mapping"]["mapping_s"] = round(time.perf_counter() - t0, 2)
     return plan, problem

@@ -56,7 +56,7 @@ def _edge_sizes(n: int, step: int) -> torch.Tensor:
     return torch.clamp(n - starts, max=step)
 
 
-def _to_units(w: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+def block_units(w: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Units [R*C*K, rows*cols] (zero-padded edges) and their real sizes [R*C*K]."""
     o, i, k = w.shape
     r, c = -(-o // rows), -(-i // cols)
@@ -78,7 +78,7 @@ def _from_units(keep_units: torch.Tensor, shape: tuple, rows: int, cols: int) ->
 def block_structure_holds(mask: torch.Tensor, block: Sequence[int]) -> bool:
     """True iff every unit of `block` in `mask` (conv or linear shaped) is all kept or all pruned."""
     rows, cols = parse_block(block)
-    units, sizes = _to_units(as_oik(mask).to(torch.int32), rows, cols)
+    units, sizes = block_units(as_oik(mask).to(torch.int32), rows, cols)
     kept = units.sum(dim=1)
     return bool(((kept == 0) | (kept == sizes)).all())
 
@@ -116,7 +116,7 @@ class BlockScheme(MaskScheme):
         target = target_count(s, weight.numel())
         if self.rows == 1 and self.cols == 1:  # units are single weights in flat order
             return (~prune_lowest(magnitude_scores(w, importance), target)).reshape(weight.shape)
-        units, sizes = _to_units(w, self.rows, self.cols)
+        units, sizes = block_units(w, self.rows, self.cols)
         scores = score_units(units, importance)
         full = self.rows * self.cols
         if bool((sizes == full).all()):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..schemes.block import _to_units, as_oik
+from ..schemes.block import block_units, as_oik
 from .regularised import RegularisedTrainer
 
 
@@ -42,7 +42,7 @@ class LassoTrainer(RegularisedTrainer, method="lasso"):
         if self.targets[name].scheme == "filter":          # a group is a whole filter
             return torch.sqrt(w.reshape(w.shape[0], -1).pow(2).sum(dim=1) + 1e-12)
         rows, cols = self._group_shape(name)
-        units, _ = _to_units(as_oik(w), rows, cols)
+        units, _ = block_units(as_oik(w), rows, cols)
         return torch.sqrt(units.pow(2).sum(dim=1) + 1e-12)
 
     def _reweight(self) -> None:

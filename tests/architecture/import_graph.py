@@ -114,3 +114,23 @@ def cycles(edges: list) -> list:
                 if len(comp) > 1:
                     comps.append(sorted(comp))
     return comps
+
+
+def private_imports() -> list:
+    """(importer, module, name, line) for every `from module import _name` of one of our
+    modules (not a module itself, not a dunder) in engine/ and mapping/."""
+    known = modules()
+    out = []
+    for mod, path in known.items():
+        if path is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            target = _targets(mod, path, node, known)
+            for alias, t in zip(node.names, target):
+                name = alias.name
+                if name.startswith("_") and not name.startswith("__") and \
+                        not t.endswith("." + name) and t.split(".")[0] in PACKAGES:
+                    out.append((mod, t, name, node.lineno))
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from import_graph import cycles, external_imports, imports, modules
+from import_graph import cycles, external_imports, imports, modules, private_imports
 
 # Lowest first. A module may import its own layer or any layer below, never one above.
 LAYERS = (
@@ -69,3 +69,16 @@ def test_one_module_imports_tvm(package, door):
 def test_one_module_imports_the_kernels_binding():
     users = sorted({a for a, b, _ in imports() if b == "engine._kernels"})
     assert users == ["engine.runtime.native"], f"engine._kernels imported by {users}"
+
+
+def _package(mod: str) -> str:
+    parts = mod.split(".")
+    return ".".join(parts[:2]) if parts[0] == "engine" else parts[0]
+
+
+def test_no_private_name_crosses_a_package():
+    """A name with a leading underscore is its package's business: another package that needs
+    it needs a public name."""
+    bad = [f"{a} imports {name} from {b} (line {line})"
+           for a, b, name, line in private_imports() if _package(a) != _package(b)]
+    assert not bad, "\n".join(bad)
