@@ -80,3 +80,37 @@ def no_worse_than_uniform(problem, plan: Plan, notes: list) -> Plan:
     uni.meta["mapping"] = dict(plan.meta.get("mapping", {}))
     uni.meta["replaced_mapper"] = plan.meta.get("mapper")
     return uni
+
+
+# Masks reach their nominal sparsity to within a block (stem at 4x1 "0.70": 0.694); below the
+# budget by more than this is a budget missed, not rounding.
+SPARSITY_SLACK = 0.01
+
+
+def check_in_place(state) -> None:
+    """After the in-place check: a mapped plan whose layers measured slower in place than in
+    the cost table (and so stayed dense) can fall below the sparsity budget the mapper met;
+    that is said out loud like any missed budget (InfeasibleError, or a note with
+    allow_infeasible=True), naming the layers that changed and their measured speedups."""
+    want = (state.mapped_plan.meta.get("budget") or {}).get("sparsity")
+    problem = state.mapping_problem
+    if want is None or problem is None:
+        return
+    specs = {s.name: s for s in problem.layers}
+    total = sum(s.params for s in specs.values()) or 1
+    got = sum(specs[n].params * c.sparsity for n, c in state.choices.items()
+              if n in specs and c.pruned) / total
+    if got >= want - SPARSITY_SLACK:
+        return
+    dropped = [f"{n} ({c.reason.split(';')[0].replace('kept dense: ', '')})"
+               for n, c in state.choices.items()
+               if n in specs and not c.pruned and state.mapped_plan[n].pruned]
+    msg = (f"sparsity {want:.2f} not reached: the in-place check kept {len(dropped)} layer(s) "
+           f"the mapper pruned dense, because they measured slower than its cost table said "
+           f"({'; '.join(dropped[:6])}{' ...' if len(dropped) > 6 else ''}): global sparsity "
+           f"{got:.2f}. Timings that disagree with the table point at a busy machine or a "
+           f"stale table: re-run (costs=... a fresh table), lower min_speedup, or pass "
+           f"allow_infeasible=True")
+    if not state.config.map.allow_infeasible:
+        raise InfeasibleError(msg, state.mapped_plan, {"sparsity": got})
+    state.notes.append(f"budget NOT met (allow_infeasible=True): {msg}")

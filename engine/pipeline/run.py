@@ -4,6 +4,7 @@
     map         (mapper=...) the mapper's per-layer plan from measured costs
     candidates  per-layer masks and kernel group heights (plan, or the one scheme given)
     decide      each layer measured in place: kept sparse only where faster than dense
+    budget      (mapper=...) the mapper's sparsity budget still met after the in-place check
     plan        the plan the result runs (choices, target, engine, threads, isa)
     finetune    (finetune=...) train under the masks, masks re-derived from trained weights
     prune       the masked torch model (the numerical reference)
@@ -27,6 +28,7 @@ from ..runtime import native
 from ..schemes import get_scheme
 from ..targets import get_target
 from ..targets.toolchain import host_arch
+from .budget import check_in_place
 from .candidates import candidates, masked_copy, scheme_kwargs
 from .capture import capture
 from .config import OptimizeConfig
@@ -68,6 +70,7 @@ STAGES: tuple = (
     ("map", map_stage, lambda s: s.config.map is not None),
     ("candidates", candidates, lambda s: True),
     ("decide", decide, lambda s: True),
+    ("budget", check_in_place, lambda s: s.mapped_plan is not None and s.config.measure),
     ("plan", make_plan, lambda s: True),
     ("finetune", _finetune_and_replan, lambda s: s.config.finetune is not None),
     ("prune", prune, lambda s: True),

@@ -152,3 +152,34 @@ def test_a_mapped_plan_never_ranks_below_the_best_uniform_plan(case, tmp_path):
     assert slow.meta["feasible"]
     assert meta["predicted"]["latency_us"] < slow.meta["predicted"]["latency_us"]
     assert meta["feasible"] and meta["predicted"]["sparsity"] >= 0.8 - 1e-9
+
+
+class DriftingDevice(FormulaDevice):
+    """Measures the cost table as FormulaDevice does, then (from call `after` on: the in-place
+    check) finds the big linear layer's generated kernel 10x slower than before."""
+
+    def __init__(self, after: int):
+        super().__init__("drifting-device")
+        self.after = after
+
+    def measure(self, spec, candidates):
+        out = super().measure(spec, candidates)
+        if self.calls > self.after and spec.name == "fc1":
+            for c in candidates:
+                if not c.is_dense and c.key in out:
+                    out[c.key].us *= 10.0
+        return out
+
+
+def test_a_budget_lost_in_the_in_place_check_is_said(case, tmp_path):
+    model, x = case
+    distinct_shapes = 4                    # the cost table: one measure() call per shape
+    with pytest.raises(InfeasibleError, match=r"sparsity 0\.80 not reached.*fc1"):
+        engine.optimize(model, (x,), mapper="rule", sparsity=0.8, space=SPACE,
+                        costs=tmp_path / "c.json", device=DriftingDevice(distinct_shapes),
+                        capture=False, progress=False)
+    opt = engine.optimize(model, (x,), mapper="rule", sparsity=0.8, space=SPACE,
+                          costs=tmp_path / "d.json", device=DriftingDevice(distinct_shapes),
+                          capture=False, progress=False, allow_infeasible=True)
+    assert not opt.plan["fc1"].pruned and "kept dense" in opt.plan["fc1"].reason
+    assert any("budget NOT met" in n and "fc1" in n for n in opt.notes)
