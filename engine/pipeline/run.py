@@ -86,7 +86,8 @@ def run(model, example_inputs, config: OptimizeConfig,
     state = RunState(model, check_inputs(model, example_inputs), config,
                      get_target(config.target), plan_in=config.plan)
     _setup_kernels(config)
-    if not state.target.is_host:
+    on_device = config.map is not None and config.map.device not in (None, "artifact")
+    if not state.target.is_host and not on_device:
         state.notes.append(f"plan measured on this host ({host_arch()}) as a proxy for target "
                            f"{state.target.name!r}; opt.save() compiles for "
                            f"{state.target.name!r}")
