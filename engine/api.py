@@ -18,7 +18,7 @@ from torch import nn
 
 from mapping import Plan
 
-from . import options
+from .options import mapping_options
 from .pipeline import MapConfig, OptimizeConfig, OptimizedModel, parse_backends, parse_block
 from .pipeline import run
 
@@ -64,7 +64,7 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     "lasso", "soft")}), or a callable (model, plan) -> trained model. The plan's masks
     are then taken from the trained weights (same scheme, block and sparsity per layer, so the
     measured latencies stand)."""
-    options.mapping_options(latency_budget, min_proxy, search_time, seed, progress)
+    mapping_options(latency_budget, min_proxy, search_time, seed, progress)
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, exclude, threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options, plan=plan, finetune=finetune,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codegen import get_num_threads, set_num_threads
-from ..codegen import targets as _targets
+from ..codegen.targets import as_target, tvm_target, vector_isa
 from ..codegen._tvm import tvm
 from ..codegen.geometry import ConvGeometry
 from ..codegen.rowgroups import RowGroups
@@ -51,8 +51,8 @@ def build_tir(weight: np.ndarray, in_shape: tuple, *, rows: int, stride=1, paddi
               name: str = "layer") -> HostKernel:
     """The generated kernel for one conv (4-D weight) or linear (2-D weight) layer."""
     w = np.asarray(weight, np.float32)
-    tgt = _targets.as_target(target)
-    isa = _targets.vector_isa(_targets.tvm_target(tgt))
+    tgt = as_target(target)
+    isa = vector_isa(tvm_target(tgt))
     rg = RowGroups.dense(w, rows) if dense else RowGroups.sparse(w, group_rows_for(rows))
     if w.ndim == 4:
         geom = ConvGeometry.of(w.shape[1], in_shape[2], in_shape[3], w.shape[2:], stride,

@@ -28,7 +28,7 @@ from ..runtime.packing import dense_rows, group_rows_for, pack
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
 from ..graph.inputs import check_inputs
-from . import targets as _targets
+from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import from_exported_program, relax, tvm
 from .geometry import ConvGeometry
 from .native_lowering import depthwise_meta
@@ -94,7 +94,7 @@ class CompiledModel:
         kernels' bridge is linked in when layers use it. Load it with the TVM runtime:
         module = load_module(path); vm_load_executable; vm_initialization; main."""
         path = Path(path)
-        cc = _targets.cross_compiler(self.target)
+        cc = cross_compiler(self.target)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.uses_native_kernels:
             from .native_lowering import export_library as export_with_bridge
@@ -189,13 +189,13 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
         raise ConfigError(f"dense must be 'tir' or 'tvm', got {dense!r}")
     if backends not in ("tir", "plan"):
         raise ConfigError(f"backends must be 'tir' or 'plan', got {backends!r}")
-    tgt = _targets.as_target(target)
-    _targets.cross_compiler(tgt)          # fail before any work if the toolchain is missing
-    tvm_tgt = _targets.tvm_target(tgt)
+    tgt = as_target(target)
+    cross_compiler(tgt)          # fail before any work if the toolchain is missing
+    tvm_tgt = tvm_target(tgt)
     example_inputs = check_inputs(pruned_model, example_inputs)
     mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
     matches = find_layers(mod["main"], params, layer_names)
-    chooser = _LayerChooser(plan, dense, backends, _targets.vector_isa(tvm_tgt))
+    chooser = _LayerChooser(plan, dense, backends, vector_isa(tvm_tgt))
     mod, _ = rewrite_layers(mod, matches, chooser)
     notes = chooser.notes + chooser.unused_notes()
     mod = _bind_params(mod, params)

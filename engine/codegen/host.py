@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..runtime.modules import LoweredLayer, SparseConv2d, SparseLinear
 from ..runtime.packing import group_rows_for
-from . import targets as _targets
+from .targets import as_target, tvm_target, vector_isa
 from ._tvm import tvm
 from .geometry import ConvGeometry
 from .rowgroups import RowGroups
@@ -43,7 +43,7 @@ class _Compiled:
     """One generated kernel compiled for the host, its constant tables as TVM tensors."""
 
     def __init__(self, kernel: Kernel):
-        tgt = _targets.tvm_target(_targets.as_target("host"))
+        tgt = tvm_target(as_target("host"))
         self.kernel = kernel
         self.func = tvm.compile(kernel.prim_func(), target=tgt)[kernel.name]
         self.tables = [tvm.runtime.tensor(np.ascontiguousarray(t)) for t in kernel.tables]
@@ -62,7 +62,7 @@ class HostKernel:
     """A generated kernel compiled for the host, callable on numpy arrays."""
 
     def __init__(self, kernel: Kernel, target="host"):
-        tgt = _targets.tvm_target(_targets.as_target(target))
+        tgt = tvm_target(as_target(target))
         self.kernel = kernel
         self.executable = tvm.compile(kernel.prim_func(), target=tgt)
         self.func = self.executable[kernel.name]
@@ -144,7 +144,7 @@ class TirConv2d(_TirLayer):
         if len(shape) != 4 or shape[1] != self.weight_shape[1]:
             raise ConfigError(f"{self.layer}: expected input (N, {self.weight_shape[1]}, H, W), "
                               f"got {list(shape)}")
-        isa = _targets.vector_isa(_targets.tvm_target(_targets.as_target("host")))
+        isa = vector_isa(tvm_target(as_target("host")))
         geom = ConvGeometry.of(shape[1], shape[2], shape[3], self.weight_shape[2:], self.stride,
                                self.padding, self.dilation)
         rg = RowGroups.sparse(self.weight_np, self.rows)
@@ -174,7 +174,7 @@ class TirLinear(_TirLayer):
         self.out_features, self.in_features = self.weight_shape
 
     def _generate(self, shape: tuple, residual: bool) -> Kernel:
-        isa = _targets.vector_isa(_targets.tvm_target(_targets.as_target("host")))
+        isa = vector_isa(tvm_target(as_target("host")))
         rg = RowGroups.sparse(self.weight_np, self.rows)
         return linear_kernel(f"tir_{self.layer or 'linear'}", rg, isa, batch=shape[0],
                              bias=self.bias_np, act=self.act)

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..runtime.measure import Stats, drift, summarize
-from . import targets as _targets
+from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import relax, rpc, tvm
 from .compile import kernel_for, native_replacement
 from .pipeline import relax_pipeline
@@ -139,9 +139,9 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
     Target), each as compile_model(backends="plan") builds the layer. Choices a compiled model
     cannot run that way are skipped with the reason (native for a linear layer: compiled
     models run linear layers as generated TIR)."""
-    tgt = _targets.as_target(target)
-    tvm_tgt = _targets.tvm_target(tgt)
-    isa = _targets.vector_isa(tvm_tgt)
+    tgt = as_target(target)
+    tvm_tgt = tvm_target(tgt)
+    isa = vector_isa(tvm_tgt)
     bias = None if bias is None else np.asarray(bias, np.float32)
     bb = relax.BlockBuilder()
     labels, skipped, uses_native = {}, {}, False
@@ -191,7 +191,7 @@ def export_module(module: LayerModule, path) -> Path:
     if module.uses_native:
         from .native_lowering import export_library
         return export_library(module.executable, path, module.target)
-    cc = _targets.cross_compiler(module.target)
+    cc = cross_compiler(module.target)
     module.executable.export_library(str(path), **({"cc": cc} if cc else {}))
     return path
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Union
 
 from mapping import CandidateSpace, CostTable, ensure_costs
 
-from .. import progress as _progress
+from ..progress import callback as progress_callback
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +87,7 @@ def profile_costs(profiler, specs: list, space: Union[CandidateSpace, dict],
         table = open_costs(profiler.target)
     cands = runnable_candidates(profiler, specs, space)
     if progress is None or progress is True:
-        progress = _progress.callback(f"profiling {profiler.target}", unit="shapes")
+        progress = progress_callback(f"profiling {profiler.target}", unit="shapes")
     elif progress is False:
         progress = None
     taken = ensure_costs(table, profiler, specs, cands, progress)

@@ -66,8 +66,8 @@ class RPCProfiler:
                  session_timeout: float = 0, seed: int = 0,
                  masks: Optional[MaskCache] = None):
         self.device_target = get_target(target)
-        from ..codegen import targets as _targets
-        _targets.cross_compiler(self.device_target)   # fail now if the toolchain is missing
+        from ..codegen.targets import cross_compiler
+        cross_compiler(self.device_target)   # fail now if the toolchain is missing
         self.backends = (backends,) if isinstance(backends, str) else tuple(backends)
         bad = [b for b in self.backends if b not in ("native", "tir")]
         if bad:

@@ -31,7 +31,7 @@ from mapping import Budget, Candidate, CandidateSpace, CostTable, Problem, Table
 from mapping import default_space
 from mapping.space import DENSE
 
-from .. import progress as _progress
+from ..progress import note as progress_note
 from ..errors import ConfigError
 from .config import MAPPERS, check_mapper  # noqa: F401  (MAPPERS re-exported)
 
@@ -131,7 +131,7 @@ def _progress_printer(label: str):
         now = time.monotonic()
         if now - last[0] >= 10.0 or p.step >= p.total:
             last[0] = now
-            _progress.note(f"  {p}")
+            progress_note(f"  {p}")
     return show
 
 

@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-from .. import options
+from ..options import flag, integer, mapping_options, number, text
+from ..options import names as name_list
+from ..options import plan as plan_option
 from ..errors import ConfigError
 from ..schemes import check_sparsity
 from ..targets import get_target
@@ -35,7 +37,7 @@ def parse_backends(backends) -> tuple:
     tvm is installed), one name, or a tuple of names from SPARSE_BACKENDS."""
     if backends == "auto":
         return ("native", "tir") if tvm_available() else ("native",)
-    names = options.names("backends", backends)
+    names = name_list("backends", backends)
     bad = [b for b in names if b not in SPARSE_BACKENDS]
     if bad or not names:
         raise ConfigError(f"backends must be 'auto' or a subset of {SPARSE_BACKENDS}, got "
@@ -93,9 +95,9 @@ class MapConfig:
 
     def validate(self) -> None:
         check_mapper(self.mapper)
-        options.mapping_options(self.latency_budget_ms, self.min_proxy, self.search_time,
+        mapping_options(self.latency_budget_ms, self.min_proxy, self.search_time,
                                 self.seed, True)
-        self.allow_infeasible = options.flag("allow_infeasible", self.allow_infeasible)
+        self.allow_infeasible = flag("allow_infeasible", self.allow_infeasible)
 
 
 @dataclass
@@ -125,20 +127,20 @@ class OptimizeConfig:
         check_sparsity(self.sparsity, " (option 'sparsity')")
         self.sparsity = float(self.sparsity)
         get_target(self.target)
-        self.threads = options.integer("threads", self.threads, lo=1, hi=MAX_THREADS,
+        self.threads = integer("threads", self.threads, lo=1, hi=MAX_THREADS,
                                        none_ok=True)
         # >= 1: a layer is pruned only if measured at least this much faster than dense, so a
         # value below 1 would let the engine pick kernels slower than dense
-        self.min_speedup = options.number("min_speedup", self.min_speedup, lo=1.0)
-        self.measure = options.flag("measure", self.measure)
-        self.capture = options.flag("capture", self.capture)
-        self.progress = options.flag("progress", self.progress)
-        self.verify_rtol = options.number("verify_rtol", self.verify_rtol, lo=0.0, lo_open=True)
-        self.isa = options.text("isa", self.isa)
-        self.exclude = options.names("exclude", self.exclude)
+        self.min_speedup = number("min_speedup", self.min_speedup, lo=1.0)
+        self.measure = flag("measure", self.measure)
+        self.capture = flag("capture", self.capture)
+        self.progress = flag("progress", self.progress)
+        self.verify_rtol = number("verify_rtol", self.verify_rtol, lo=0.0, lo_open=True)
+        self.isa = text("isa", self.isa)
+        self.exclude = name_list("exclude", self.exclude)
         self.block = parse_block(self.block)
         self.backends = parse_backends(self.backends)
-        self.plan = options.plan(self.plan)
+        self.plan = plan_option(self.plan)
         if self.map is not None:
             if self.plan is not None:
                 raise ConfigError("pass either plan=... or mapper=..., not both")

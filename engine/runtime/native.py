@@ -6,13 +6,17 @@ The import is lazy: `import engine` and the pure-Python layers stay usable (and 
 checkout whose kernels are not built yet."""
 from __future__ import annotations
 
+import importlib
+
 from ..errors import ConfigError
 
 
 def lib():
     """The engine._kernels module."""
     try:
-        from .. import _kernels
+        # by its full name: the compiled extension, not an attribute of the engine package
+        # (whose __init__ sits on top of every layer)
+        _kernels = importlib.import_module("engine._kernels")
     except ImportError as e:
         raise ConfigError(f"the C++ kernels are not built ({e}); run `pip install "
                           f"--no-build-isolation -e .` (or bash scripts/install.sh)") from e

@@ -3,7 +3,13 @@ its class in base.SCHEMES (a new scheme is a new module plus one line here)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import block, channel, nm, pattern, unstructured  # noqa: F401  (each registers itself)
+# importing each scheme module registers its classes (block, filter / channel, N:M, pattern,
+# unstructured)
+from .block import BlockScheme  # noqa: F401
+from .channel import ChannelScheme  # noqa: F401
+from .nm import NMScheme  # noqa: F401
+from .pattern import PatternScheme  # noqa: F401
+from .unstructured import UnstructuredScheme  # noqa: F401
 from .base import SCHEMES
 
 

@@ -34,8 +34,19 @@ def _targets(mod: str, path: Path, node, known: dict) -> list:
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module
-    return [f"{target}.{a.name}" if f"{target}.{a.name}" in known else target
-            for a in node.names]
+    # `from pkg import sub` runs pkg/__init__.py first: an edge to the package as well (a
+    # namespace package without __init__.py runs nothing)
+    subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in known]
+    if target in known or len(subs) < len(node.names):
+        return [target] + subs
+    return subs
+
+
+def _dynamic(node) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and
+            node.func.attr == "import_module" and node.args and
+            isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str) and
+            node.args[0].value.split(".")[0] in PACKAGES)
 
 
 def imports() -> list:
@@ -47,6 +58,9 @@ def imports() -> list:
         if path is None:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if _dynamic(node):        # importlib.import_module("engine._kernels") counts too
+                out.append((mod, node.args[0].value, node.lineno))
+                continue
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             for t in _targets(mod, path, node, known):
@@ -127,10 +141,10 @@ def private_imports() -> list:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.ImportFrom):
                 continue
-            target = _targets(mod, path, node, known)
-            for alias, t in zip(node.names, target):
+            base = _targets(mod, path, node, known)[0]
+            for alias in node.names:
                 name = alias.name
                 if name.startswith("_") and not name.startswith("__") and \
-                        not t.endswith("." + name) and t.split(".")[0] in PACKAGES:
-                    out.append((mod, t, name, node.lineno))
+                        f"{base}.{name}" not in known and base.split(".")[0] in PACKAGES:
+                    out.append((mod, base, name, node.lineno))
     return out
