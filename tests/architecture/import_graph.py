@@ -42,6 +42,14 @@ def _targets(mod: str, path: Path, node, known: dict) -> list:
     return subs
 
 
+def _nodes(known: dict):
+    """(module, path, AST node) over every node of every source module."""
+    for mod, path in known.items():
+        if path is not None:
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                yield mod, path, node
+
+
 def _dynamic(node) -> bool:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and
             node.func.attr == "import_module" and node.args and
@@ -54,20 +62,17 @@ def imports() -> list:
     import of a name inside a module counts as an import of that module."""
     known = modules()
     out = []
-    for mod, path in known.items():
-        if path is None:
+    for mod, path, node in _nodes(known):
+        if _dynamic(node):        # importlib.import_module("engine._kernels") counts too
+            out.append((mod, node.args[0].value, node.lineno))
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if _dynamic(node):        # importlib.import_module("engine._kernels") counts too
-                out.append((mod, node.args[0].value, node.lineno))
-                continue
-            if not isinstance(node, (ast.Import, ast.ImportFrom)):
-                continue
-            for t in _targets(mod, path, node, known):
-                while t and t not in known:
-                    t = t.rpartition(".")[0]
-                if t and t != mod:
-                    out.append((mod, t, node.lineno))
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        for t in _targets(mod, path, node, known):
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != mod:
+                out.append((mod, t, node.lineno))
     return out
 
 
@@ -75,14 +80,11 @@ def external_imports() -> list:
     """(importer, top-level package name, line) for imports of anything outside ours."""
     known = modules()
     out = []
-    for mod, path in known.items():
-        if path is None:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                out += [(mod, a.name.split(".")[0], node.lineno) for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                out.append((mod, node.module.split(".")[0], node.lineno))
+    for mod, path, node in _nodes(known):
+        if isinstance(node, ast.Import):
+            out += [(mod, a.name.split(".")[0], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.append((mod, node.module.split(".")[0], node.lineno))
     return out
 
 
@@ -135,16 +137,13 @@ def private_imports() -> list:
     modules (not a module itself, not a dunder) in engine/ and mapping/."""
     known = modules()
     out = []
-    for mod, path in known.items():
-        if path is None:
+    for mod, path, node in _nodes(known):
+        if not isinstance(node, ast.ImportFrom):
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            base = _targets(mod, path, node, known)[0]
-            for alias in node.names:
-                name = alias.name
-                if name.startswith("_") and not name.startswith("__") and \
-                        f"{base}.{name}" not in known and base.split(".")[0] in PACKAGES:
-                    out.append((mod, base, name, node.lineno))
+        base = _targets(mod, path, node, known)[0]
+        for alias in node.names:
+            name = alias.name
+            if name.startswith("_") and not name.startswith("__") and \
+                    f"{base}.{name}" not in known and base.split(".")[0] in PACKAGES:
+                out.append((mod, base, name, node.lineno))
     return out
