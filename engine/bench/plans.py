@@ -142,12 +142,14 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--mapper", default="rule")
     ap.add_argument("--device", default="artifact", choices=["artifact", "host"])
     ap.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=chk.integer(1, 1000), default=4)
     ap.add_argument("--seconds", type=chk.seconds, default=3.0)
     ap.add_argument("--plans", default=None,
                     help="time: only these plans (comma list, e.g. mapped,block4x1@0.80/tir)")
     a = ap.parse_args(argv)
     if a.step == "one":
+        if a.dir is None:
+            ap.error("one: give the artifact directory")
         print(json.dumps(time_one(a.dir, a.seconds)))
         return 0
     out = Path(a.out)
@@ -160,7 +162,14 @@ def main(argv: Optional[list] = None) -> int:
             {"device": a.device, "threads": a.threads, "sparsity": a.sparsity,
              "build_s": round(time.time() - t0, 1), "models": models}, indent=2))
         return 0
+    if not (out / "summary.json").is_file():
+        ap.error(f"--out {out}: no summary.json there; run `bench plans build --out {out}` "
+                 f"first")
     only = set(a.plans.split(",")) if a.plans else None
+    built = {n for rows in json.loads((out / "summary.json").read_text())["models"].values()
+             for n in rows}
+    if only is not None and only - built:
+        ap.error(f"--plans: unknown plan(s) {sorted(only - built)}; built: {sorted(built)}")
     print(format_summary(time_all(out, a.rounds, a.seconds, only)))
     return 0
 
