@@ -67,6 +67,13 @@ class LoadedArtifact:
                                 f"this module (edited, or mixed up with another artifact's)")
 
     @property
+    def threads(self) -> int:
+        """Threads the model's layers run on now (the process's TVM pool, which the engine's
+        kernels in the module share)."""
+        from ..codegen import get_num_threads
+        return get_num_threads()
+
+    @property
     def plan(self):
         """The mapping.Plan the artifact was built with, or None."""
         d = self.manifest.get("plan")

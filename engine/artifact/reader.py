@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from .fileio import file_digest, read_limited
 from .host import check_runnable_here
 from .layout import MANIFEST, MAX_MANIFEST_BYTES
@@ -109,7 +109,7 @@ def _regular_size(p: Path) -> int:
 
 
 def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = None,
-                  verify: bool = True) -> "LoadedArtifact":
+                  verify: bool = True, threads: Optional[int] = None) -> "LoadedArtifact":
     """Check and load an artifact written by save_artifact; returns a callable LoadedArtifact.
 
     trusted_keys: Ed25519 public keys (objects, 32 raw bytes, or PEM / 64-hex key files; one
@@ -120,7 +120,15 @@ def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = Non
         replacement (docs/artifact-trust.md).
     verify=False skips the sha256 pass (presence and sizes are still checked); it cannot be
         combined with trusted_keys (a signature vouches for the checksums only).
+    threads: the threads every layer of the model runs on (None: as they are, all CPUs by
+        default). One pool serves the generated layers, the glue and the engine's kernels
+        linked into the module, so this one count sizes all of them. It is the process's TVM
+        pool, shared by every artifact loaded here; it cannot grow past the size fixed at the
+        pool's first use (TVM_NUM_THREADS, default all CPUs): art.threads says what applies.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= 1024):
+        raise ConfigError(f"threads must be an int from 1 to 1024 or None, got {threads!r}")
     if not verify and trusted_keys is not None:
         raise ArtifactError("verify=False cannot be combined with trusted_keys: the signature "
                             "covers the files only through their sha256")
@@ -133,4 +141,8 @@ def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = Non
         _check_files(root, m, hash_them=False)
     check_runnable_here(m)
     from .loaded import LoadedArtifact
-    return LoadedArtifact(root, m, signed_by=signer)
+    art = LoadedArtifact(root, m, signed_by=signer)
+    if threads is not None:
+        from ..codegen import set_num_threads
+        set_num_threads(threads)
+    return art

@@ -12,7 +12,8 @@
 //
 // Usage:
 //   run_artifact ARTIFACT [--input FILE]... [--shape 1,3,32,32]... [--output FILE]
-//                         [--repeat N] [--no-verify] [--trusted-key KEYFILE]... [--check-only]
+//                         [--repeat N] [--threads N] [--no-verify] [--trusted-key KEYFILE]...
+//                         [--check-only]
 //
 //   ARTIFACT    an artifact directory (manifest.json gives module, input and output specs), or a
 //               bare model.so (then give one --shape per input; dtype float32).
@@ -21,6 +22,10 @@
 //               (engine.artifact.deterministic_input(shape) builds the same array in Python).
 //   --output    write every output, in order, concatenated, as raw bytes of its dtype.
 //   --repeat N  run N more times and print the median latency.
+//   --threads N threads for every layer, 1 to 1024 (default: TVM_NUM_THREADS, else TVM's
+//               default: half the hardware threads on x86, which TVM assumes are SMT pairs).
+//               One pool runs them all: the generated layers, the glue and the engine's
+//               kernels linked into model.so (they run on TVM's workers).
 //   --no-verify skip the sha256/size check of the artifact's files against manifest.json.
 //   --trusted-key  an Ed25519 public key (PEM or 64 hex digits; engine.artifact.write_public_key).
 //               Given (once per trusted key), the artifact must carry a manifest.sig by one of
@@ -256,7 +261,8 @@ void CheckOutputs(const std::vector<ffi::Tensor>& outs, const std::vector<Spec>&
 
 void Usage() {
   std::cerr << "usage: run_artifact ARTIFACT_DIR|model.so [--input FILE]... [--shape 1,3,32,32]..."
-               " [--output FILE] [--repeat N] [--no-verify] [--trusted-key KEYFILE]..."
+               " [--output FILE] [--repeat N] [--threads N] [--no-verify]"
+               " [--trusted-key KEYFILE]..."
                " [--check-only]\n";
 }
 
@@ -266,7 +272,7 @@ int Run(int argc, char** argv) {
   std::vector<std::string> input_files;
   std::vector<std::vector<int64_t>> shapes;
   std::string output_file;
-  int repeat = 0;
+  int repeat = 0, threads = 0;
   bool verify = true, check_only = false;
   std::vector<artifact::PublicKey> trusted;
   for (int i = 2; i < argc; ++i) {
@@ -279,6 +285,11 @@ int Run(int argc, char** argv) {
     else if (a == "--shape") shapes.push_back(ParseShape(next()));
     else if (a == "--output") output_file = next();
     else if (a == "--repeat") repeat = ParseCount(a, next());
+    else if (a == "--threads") {
+      threads = ParseCount(a, next());
+      if (threads < 1 || threads > 1024)
+        throw UsageError("--threads must be from 1 to 1024, got " + std::to_string(threads));
+    }
     else if (a == "--no-verify") verify = false;
     else if (a == "--trusted-key") trusted.push_back(artifact::LoadPublicKey(next()));
     else if (a == "--check-only") check_only = true;
@@ -336,6 +347,11 @@ int Run(int argc, char** argv) {
   auto load_exec = lib->GetFunction("vm_load_executable");
   if (!load_exec.has_value()) throw std::runtime_error(module_path + " is not a Relax VM module");
   ffi::Module vm = (*load_exec)().cast<ffi::Module>();
+  if (threads > 0) {  // TVM's pool, which the engine's kernels in model.so run on too
+    auto config = ffi::Function::GetGlobal("runtime.config_threadpool");
+    if (!config.has_value()) throw std::runtime_error("the TVM runtime has no thread pool knob");
+    (*config)(1, threads);
+  }
   DLDevice cpu{kDLCPU, 0};
   vm->GetFunction("vm_initialization").value()(static_cast<int>(cpu.device_type), cpu.device_id,
                                                kPooledAllocator);

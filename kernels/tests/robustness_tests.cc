@@ -322,6 +322,76 @@ void fork_while_busy(bool quick) {
   record(err.empty(), name, err);
 }
 
+// An external parallel runtime (spe_set_parallel_runtime) runs the kernels' jobs: a layer
+// gives, bit for bit, its result on the own pool, whether the runtime runs every task on its
+// threads, fails without running any, or reports a silly thread count; the runtime's count is
+// the kernels' count while installed; uninstalling brings the own pool back.
+struct FakeRuntime {
+  int threads = 3;
+  bool fail = false;
+  std::atomic<int> launches{0}, tasks{0};
+};
+
+int32_t fake_launch(spe_task_fn body, void* job, void* ctx) {
+  auto* rt = static_cast<FakeRuntime*>(ctx);
+  rt->launches++;
+  if (rt->fail) return -1;
+  std::vector<std::thread> ts;
+  for (int t = 1; t < rt->threads; ++t) ts.emplace_back([&, t] { rt->tasks++; body(t, job); });
+  rt->tasks++;
+  body(0, job);
+  for (auto& t : ts) t.join();
+  return 0;
+}
+
+int32_t fake_threads(void* ctx) { return static_cast<FakeRuntime*>(ctx)->threads; }
+
+void external_runtime() {
+  const std::string name = "external-parallel-runtime";
+  TestLayer l;
+  if (!begin_with_layer(name, &l, {24, 16, 3, 3, 1, 1, 1, 1, 1, 1})) return;
+  const int h = 21, w = 19;
+  const std::vector<float> x = random_input(size_t(16) * h * w, name);
+  std::vector<float> want(size_t(24) * h * w);
+  spe_set_num_threads(2);
+  spe_sparse_conv_run(l.conv, x.data(), 1, h, w, nullptr, want.data());
+  auto same = [&] {
+    std::vector<float> y(want.size(), -1.0f);
+    return spe_sparse_conv_run(l.conv, x.data(), 1, h, w, nullptr, y.data()) == SPE_OK &&
+           std::memcmp(y.data(), want.data(), y.size() * 4) == 0;
+  };
+  FakeRuntime rt;
+  const spe_parallel_runtime spec{fake_launch, fake_threads, &rt};
+  record(spe_set_parallel_runtime(&spec) == SPE_OK && spe_get_num_threads() == 3 && same() &&
+             rt.launches.load() > 0 && rt.tasks.load() == 3 * rt.launches.load(),
+         name + "-runs-tasks",
+         fmt("threads %d, %d launches, %d tasks", int(spe_get_num_threads()), rt.launches.load(),
+             rt.tasks.load()));
+  if (!g_no_fork) {  // the child has none of the runtime's threads: the kernels' own pool
+    rt.launches = 0;
+    const pid_t pid = fork();
+    if (pid == 0) {
+      alarm(20);
+      _exit(spe_get_num_threads() == 2 && same() && rt.launches.load() == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    record(WIFEXITED(status) && WEXITSTATUS(status) == 0, name + "-forked-child",
+           fmt("child status %d", status));
+  }
+  rt.fail = true;
+  record(same(), name + "-failed-launch", "a launch that runs nothing must leave the caller the job");
+  rt.fail = false;
+  rt.threads = -5;
+  record(spe_get_num_threads() == 1 && same(), name + "-bad-count",
+         fmt("threads %d", int(spe_get_num_threads())));
+  const spe_parallel_runtime half{fake_launch, nullptr, &rt};
+  record(spe_set_parallel_runtime(&half) == BAD && std::strlen(spe_last_error()) > 0,
+         name + "-no-num-threads", spe_last_error());
+  record(spe_set_parallel_runtime(nullptr) == SPE_OK && spe_get_num_threads() == 2 && same(),
+         name + "-uninstalled", fmt("threads %d", int(spe_get_num_threads())));
+}
+
 // ------------------------------------------------------------------------------ memory limits
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -454,6 +524,7 @@ void robustness_cases(bool quick) {
   huge_geometries();
   null_layers();
   threads_share_a_layer(quick);
+  external_runtime();
   if (g_no_fork) {
     std::printf("skipped: the checks that fork (--no-fork)\n");
   } else {

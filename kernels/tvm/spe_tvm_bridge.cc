@@ -14,6 +14,8 @@
 //       the layout of sparse_conv2d's (O == C). weight: float32 (C, kh, kw); bias / residual
 //       as above. Built once per layer, keyed by the address of `weight`.
 //   spe.v1.max_pool2d(x, meta, y)   meta: int32[6] = kh, kw, stride_h, stride_w, pad_h, pad_w
+//   spe.v1.set_num_threads(n) / spe.v1.num_threads(): the threads every layer runs on. The
+//       kernels run on TVM's pool (installed when model.so loads), so these are TVM's.
 //
 // Linked into the exported model.so (engine/codegen/native_bridge.py builds it per architecture), so
 // an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
@@ -322,7 +324,56 @@ void max_pool2d(TensorView x, TensorView meta, TensorView y) {
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
 }
 
-void set_num_threads(int64_t n) { spe_set_num_threads(int32_t(n)); }
+// One thread pool per model: the kernels run on TVM's workers, the ones the generated layers
+// and the glue use (TVMBackendParallelLaunch is libtvm_runtime's, the entry point every
+// TVM-generated parallel loop calls). With a pool each, the idle workers of one spin on the
+// cores the next layer's pool needs. The ABI below is TVM's C backend API
+// (tvm/runtime/c_backend_api.h, stable since TVM 0.6), declared here because the bridge builds
+// against the tvm_ffi headers alone.
+struct TVMParallelGroupEnv {
+  void* sync_handle;
+  int32_t num_task;
+};
+using FTVMParallelLambda = int (*)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
+extern "C" int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task);
+
+struct SpeJob {
+  spe_task_fn body;
+  void* job;
+};
+
+int run_spe_task(int task_id, TVMParallelGroupEnv*, void* cdata) {
+  const SpeJob* j = static_cast<const SpeJob*>(cdata);
+  return j->body(task_id, j->job);
+}
+
+int32_t tvm_launch(spe_task_fn body, void* job, void*) {
+  SpeJob j{body, job};
+  return TVMBackendParallelLaunch(run_spe_task, &j, 0);  // 0: every thread of TVM's pool
+}
+
+int32_t tvm_num_threads(void*) {
+  static const auto fn = tvm::ffi::Function::GetGlobal("runtime.NumThreads");
+  if (!fn.has_value()) return 1;
+  try {
+    return int32_t((*fn)().cast<int64_t>());
+  } catch (...) {  // never reached in practice; the kernels then run on the caller alone
+    return 1;
+  }
+}
+
+void use_tvm_thread_pool() {
+  static const spe_parallel_runtime rt{tvm_launch, tvm_num_threads, nullptr};
+  spe_set_parallel_runtime(&rt);
+}
+
+// The kernels' thread count is TVM's: this sets TVM's pool (runtime.config_threadpool, as
+// tvm.runtime.config_threadpool does) so one knob sizes every layer's threads.
+void set_num_threads(int64_t n) {
+  const auto config = tvm::ffi::Function::GetGlobal("runtime.config_threadpool");
+  if (!config.has_value()) TVM_FFI_THROW(RuntimeError) << "spe: no runtime.config_threadpool";
+  (*config)(1, std::clamp<int64_t>(n, 1, 1024));
+}
 
 }  // namespace
 
@@ -339,4 +390,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.depthwise_conv2d", depthwise_conv2d);
   def("spe.v1.max_pool2d", max_pool2d);
   def("spe.v1.set_num_threads", set_num_threads);
+  def("spe.v1.num_threads", [] { return int64_t(spe_get_num_threads()); });
+  use_tvm_thread_pool();
 }

@@ -151,6 +151,13 @@ def test_host_example_matches_torch(mobilenet_case, host_artifact, host_runner, 
     assert "latency median" in stdout
     host_out = _read_output(out, tuple(mobilenet_case.ref.shape))
     assert_close(host_out, mobilenet_case.ref, what="host C++ runner vs torch")
+    # --threads sizes the one pool every layer runs on; the result does not depend on it
+    out1 = tmp_path / "out1.f32"
+    _checked([str(host_runner), str(host_artifact), "--input",
+              str(_input_file(tmp_path, mobilenet_case.x)), "--output", str(out1),
+              "--threads", "1"], timeout=60)
+    assert_close(_read_output(out1, tuple(mobilenet_case.ref.shape)), mobilenet_case.ref,
+                 what="host C++ runner at --threads 1 vs torch")
     # and the Python loader agrees with the C++ runner on the same artifact
     assert_close(load_artifact(host_artifact)(mobilenet_case.x), mobilenet_case.ref)
 
@@ -162,6 +169,9 @@ def test_host_runner_usage_errors(mobilenet_case, host_artifact, host_runner, tm
     assert r.returncode == 2 and "needs 12288" in r.stderr
     r = _run([str(host_runner), str(host_artifact / "model.so")], timeout=60)
     assert r.returncode == 2 and "give --shape" in r.stderr
+    for bad in ("0", "1025", "two"):
+        r = _run([str(host_runner), str(host_artifact), "--threads", bad], timeout=60)
+        assert r.returncode == 2 and "--threads must be" in r.stderr, (bad, r.stderr)
     # a bare model.so with --shape runs (no manifest: no checksum, specs from the command line)
     out = tmp_path / "out.f32"
     r = _run([str(host_runner), str(host_artifact / "model.so"), "--shape", "1,3,32,32",

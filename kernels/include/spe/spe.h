@@ -129,6 +129,29 @@ SPE_API spe_status spe_max_pool2d_output_size(int32_t h, int32_t w, int32_t kh, 
 SPE_API void spe_set_num_threads(int32_t n);
 SPE_API int32_t spe_get_num_threads(void);
 
+/* A parallel runtime the process already has, for the kernels to run on instead of their own
+ * pool: one set of worker threads for every layer of a model, and one thread count. A TVM
+ * module with the kernels linked in installs TVM's pool (the bridge does this when model.so
+ * loads); an app with its own pool may install that.
+ *   launch(body, job, ctx): calls body(task, job) once for each task in [0, T) on T threads
+ *       (the caller being one of them), for the T the runtime has now, and returns when all
+ *       returned; 0 on success. body never throws and returns 0; tasks share the work
+ *       dynamically, so T may be any count >= 1, and work the runtime did not run (launch
+ *       failed) is done on the caller.
+ *   num_threads(ctx): T, the runtime's current thread count (the kernels size tiles by it).
+ * While installed, spe_get_num_threads() reports num_threads(ctx) and the kernels' own workers
+ * are stopped; spe_set_num_threads() only sizes the own pool for when it is back. rt == NULL
+ * or rt->launch == NULL uninstalls it; so does fork() in the child (the runtime's workers do
+ * not exist there), where the kernels run on their own pool. SPE_ERR_INVALID_ARGUMENT if launch is set without
+ * num_threads. Must not be called while a kernel runs. */
+typedef int32_t (*spe_task_fn)(int32_t task, void* job);
+typedef struct {
+  int32_t (*launch)(spe_task_fn body, void* job, void* ctx);
+  int32_t (*num_threads)(void* ctx);
+  void* ctx;
+} spe_parallel_runtime;
+SPE_API spe_status spe_set_parallel_runtime(const spe_parallel_runtime* rt);
+
 /* 1 if this CPU can run the named ISA variant and it was compiled in. */
 SPE_API int spe_isa_available(const char* isa);
 SPE_API const char* spe_best_isa(void);

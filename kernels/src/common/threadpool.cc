@@ -25,9 +25,42 @@ ThreadPool& ThreadPool::global() {
 }
 
 ThreadPool::ThreadPool() {
+  // Workers start on the first parallel job, not here: a process whose kernels run on an
+  // installed runtime (set_runtime) never starts them.
   unsigned hw = std::thread::hardware_concurrency();
-  set_num_threads(hw == 0 ? 1 : int(hw));
+  n_threads_ = std::clamp(hw == 0 ? 1 : int(hw), 1, kMaxThreads);
+  respawn_ = n_threads_ > 1;
   pthread_atfork(nullptr, nullptr, [] { ThreadPool::global().reset_after_fork(); });
+}
+
+int ThreadPool::num_threads() const {
+  if (runtime_.launch != nullptr)
+    return std::clamp(int(runtime_.num_threads(runtime_.ctx)), 1, kMaxThreads);
+  return n_threads_;
+}
+
+void ThreadPool::set_runtime(const spe_parallel_runtime* rt) {
+  std::lock_guard<std::mutex> call(call_mu_);
+  if (rt != nullptr) {
+    stop_workers();
+    runtime_ = *rt;
+    return;
+  }
+  runtime_ = spe_parallel_runtime{};
+  respawn_ = n_threads_ > 1;  // the own workers start again on the next job
+}
+
+int32_t ThreadPool::runtime_task(int32_t, void* pool) {
+  static_cast<ThreadPool*>(pool)->run_chunks();  // catches what a chunk throws
+  return 0;
+}
+
+// The job is set up as for the own workers; every runtime thread pulls chunks until none is
+// left. Then the caller pulls any chunk left over, which is all of them if the runtime ran
+// nothing (launch failed or ran no task): the job completes whatever the runtime did.
+void ThreadPool::run_on_runtime() {
+  runtime_.launch(&ThreadPool::runtime_task, this, runtime_.ctx);
+  run_chunks();
 }
 
 void ThreadPool::reset_after_fork() {
@@ -44,6 +77,9 @@ void ThreadPool::reset_after_fork() {
   new (&error_) std::exception_ptr();  // leaked if set: it may be mid-write by a dead thread
   stop_ = false;
   fn_ = nullptr;
+  // An installed runtime may not survive fork (TVM's pool does not: the child's launches wait
+  // for workers that are gone), so the child runs the kernels on workers of its own.
+  runtime_ = spe_parallel_runtime{};
   respawn_ = n_threads_ > 1;
 }
 
@@ -80,7 +116,8 @@ void ThreadPool::set_num_threads(int n) {
   if (n == n_threads_ && int(workers_.size()) == n - 1 && !respawn_) return;
   stop_workers();
   n_threads_ = n;
-  spawn_workers();
+  if (runtime_.launch == nullptr) spawn_workers();
+  else respawn_ = false;  // spawned when the runtime is uninstalled
 }
 
 void ThreadPool::run_chunks() {
@@ -99,6 +136,9 @@ void ThreadPool::run_chunks() {
 }
 
 void ThreadPool::worker_loop(uint64_t seen) {
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), "spe-worker");  // what profilers and top -H show
+#endif
   for (;;) {
     // Spin ~50 us for the next job before sleeping.
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
@@ -120,8 +160,10 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   std::lock_guard<std::mutex> call(call_mu_);
-  if (respawn_) spawn_workers();
-  if (workers_.empty() || n <= grain) {  // on the caller alone: exceptions propagate as is
+  const bool external = runtime_.launch != nullptr;
+  if (respawn_ && !external) spawn_workers();
+  if (n <= grain || (external ? num_threads() == 1 : workers_.empty())) {
+    // on the caller alone: exceptions propagate as is
     for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;
   }
@@ -129,14 +171,18 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
   n_ = n;
   grain_ = grain;
   next_.store(0);
-  active_.store(int(workers_.size()));
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+  if (external) {
+    run_on_runtime();
+  } else {
+    active_.store(int(workers_.size()));
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    run_chunks();
+    while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
   }
-  cv_.notify_all();
-  run_chunks();
-  while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
   fn_ = nullptr;
   if (failed_.load(std::memory_order_acquire)) {
     std::exception_ptr e = std::move(error_);

@@ -1,5 +1,10 @@
 // A small persistent thread pool for the kernels (no OpenMP: torch ships its own libgomp and two
 // OpenMP runtimes in one process fight; Android builds get the same code).
+//
+// Or no pool of its own at all: a process that already has a parallel runtime (a TVM-compiled
+// model: its generated layers run on TVM's workers) installs it with set_runtime(), and the
+// kernels' chunks run on those same threads. Two pools whose idle workers spin for the next
+// job steal the cores from each other on a small machine; one pool hands them over.
 #ifndef SPE_COMMON_THREADPOOL_H_
 #define SPE_COMMON_THREADPOOL_H_
 
@@ -11,6 +16,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "spe/spe.h"
 
 namespace spe {
 
@@ -26,7 +33,7 @@ class ThreadPool {
   // thread, the pool keeps the ones it could start.
   static constexpr int kMaxThreads = 1024;
   void set_num_threads(int n);
-  int num_threads() const { return n_threads_; }
+  int num_threads() const;
 
   // Calls fn on disjoint [begin, end) chunks of [0, n) of about `grain` items each, spread over
   // the pool; the caller works too and returns when all chunks are done. Calls serialise.
@@ -34,6 +41,12 @@ class ThreadPool {
   // the caller, once every thread has left the job (an exception escaping a worker thread
   // would terminate the process).
   void parallel_for(int64_t n, int64_t grain, const RangeFn& fn);
+
+  // Runs the kernels' jobs on an external runtime's threads from now on (nullptr: on this
+  // pool's own workers again). The runtime's thread count is then the kernels' thread count
+  // (num_threads(); set_num_threads() only sizes the own pool for when it is back). This pool's
+  // workers are stopped while a runtime is installed.
+  void set_runtime(const spe_parallel_runtime* rt);
 
   // In a forked child: the workers do not exist there; forget them (without joining) and
   // respawn on the next call. Registered with pthread_atfork.
@@ -45,6 +58,8 @@ class ThreadPool {
   void stop_workers();
   void spawn_workers();
   void run_chunks();
+  void run_on_runtime();
+  static int32_t runtime_task(int32_t task, void* pool);
 
   int n_threads_ = 1;
   std::vector<std::thread> workers_;
@@ -61,6 +76,7 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
   std::atomic<bool> failed_{false};  // a chunk threw; error_ holds the first exception
   std::exception_ptr error_;
+  spe_parallel_runtime runtime_{};   // launch == nullptr: the own workers
 };
 
 }  // namespace spe

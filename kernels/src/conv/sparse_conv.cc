@@ -498,6 +498,16 @@ void spe_set_num_threads(int32_t n) {
   }
 }
 
+spe_status spe_set_parallel_runtime(const spe_parallel_runtime* rt) {
+  return spe::guarded("spe_set_parallel_runtime", [&] {
+    if (rt != nullptr && rt->launch != nullptr && rt->num_threads == nullptr)
+      return spe::fail(SPE_ERR_INVALID_ARGUMENT,
+                       "spe_set_parallel_runtime: launch is set but num_threads is NULL");
+    ThreadPool::global().set_runtime(rt != nullptr && rt->launch != nullptr ? rt : nullptr);
+    return SPE_OK;
+  });
+}
+
 int32_t spe_get_num_threads(void) {
   try {
     return ThreadPool::global().num_threads();
