@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/kernel_list.h"  // kernels/src: the catalog of every family's list
+#include "machine_probe.h"
 #include "spe/spe.h"
 
 namespace py = pybind11;
@@ -326,4 +327,13 @@ PYBIND11_MODULE(_kernels, m) {
     return out;
   });
   m.def("list_kernels", &list_kernels, kListKernelsDoc);
+  m.def(
+      "core_to_core_ns",
+      [](int cpu_a, int cpu_b, int64_t iters) {
+        py::gil_scoped_release nogil;
+        return spe_probe::core_to_core_round_trip_ns(cpu_a, cpu_b, iters);
+      },
+      py::arg("cpu_a"), py::arg("cpu_b"), py::arg("iters") = 20000,
+      "Nanoseconds per cache-line round trip between two threads pinned to the two CPUs "
+      "(a benchmark's probe of where the hypervisor put the vCPUs; see machine_probe.cc).");
 }
