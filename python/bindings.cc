@@ -52,6 +52,36 @@ spe_activation parse_act(const std::string& a) {
   throw std::invalid_argument("unknown activation '" + a + "' (none, relu, relu6)");
 }
 
+// The packed row-group arrays agree in size (C reads them by the lengths group_ptr implies):
+// the number of groups, or a ValueError naming the mismatch.
+py::ssize_t check_groups(const i32& group_row0, const i32& group_rows, const i64& group_ptr,
+                         const i32& entry_col, const f32& values) {
+  const auto G = group_row0.size();
+  if (group_rows.size() != G || group_ptr.size() != G + 1)
+    throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
+  if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
+    throw std::invalid_argument("more than 2^31 - 1 row groups");
+  const int64_t n_entries = group_ptr.at(G);
+  if (entry_col.size() != n_entries)
+    throw std::invalid_argument("entry_col has " + std::to_string(entry_col.size()) +
+                                " entries, group_ptr says " + std::to_string(n_entries));
+  // group_ptr rises from 0 to n_entries and group rows are 1..8 (checked here, before the
+  // products below, so that they cannot overflow; the C API checks the rest)
+  int64_t nvals = 0;
+  for (size_t g = 0; g < G; ++g) {
+    const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
+    const int32_t r = group_rows.at(g);
+    if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
+      throw std::invalid_argument("group " + std::to_string(g) +
+                                  " out of range (rows 1..8, group_ptr monotone from 0)");
+    nvals += (b - a) * r;
+  }
+  if (values.size() != nvals)
+    throw std::invalid_argument("values has " + std::to_string(values.size()) +
+                                " floats, the groups need " + std::to_string(nvals));
+  return G;
+}
+
 class SparseConv {
  public:
   SparseConv(int out_channels, int in_channels, std::pair<int, int> kernel,
@@ -63,29 +93,7 @@ class SparseConv {
     spe_conv_params p{out_channels, in_channels, kernel.first, kernel.second, stride.first,
                       stride.second, padding.first, padding.second, dilation.first,
                       dilation.second};
-    const auto G = group_row0.size();
-    if (group_rows.size() != G || group_ptr.size() != G + 1)
-      throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
-    if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
-      throw std::invalid_argument("more than 2^31 - 1 row groups");
-    const int64_t n_entries = group_ptr.at(G);
-    if (entry_col.size() != n_entries)
-      throw std::invalid_argument("entry_col has " + std::to_string(entry_col.size()) +
-                                  " entries, group_ptr says " + std::to_string(n_entries));
-    // group_ptr rises from 0 to n_entries and group rows are 1..8 (checked here, before the
-    // products below, so that they cannot overflow; the C API checks the rest)
-    int64_t nvals = 0;
-    for (size_t g = 0; g < G; ++g) {
-      const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
-      const int32_t r = group_rows.at(g);
-      if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
-        throw std::invalid_argument("group " + std::to_string(g) +
-                                    " out of range (rows 1..8, group_ptr monotone from 0)");
-      nvals += (b - a) * r;
-    }
-    if (values.size() != nvals)
-      throw std::invalid_argument("values has " + std::to_string(values.size()) +
-                                  " floats, the groups need " + std::to_string(nvals));
+    const auto G = check_groups(group_row0, group_rows, group_ptr, entry_col, values);
     if (bias && bias->size() != out_channels)
       throw std::invalid_argument("bias must have out_channels elements");
     spe_sparse_conv* c = nullptr;
@@ -234,11 +242,101 @@ class DepthwiseConv {
   int channels_ = 0;
 };
 
+// ---- the fused inverted-residual block (kernels/src/mobile/) ----
+
+// One 1x1 conv's packed arrays, held while the C API copies them.
+struct PackedPointwise {
+  i32 row0, rows;
+  i64 ptr;
+  i32 col;
+  f32 values;
+  std::optional<f32> bias;
+  spe_pointwise_weights view(int out_rows, const char* what) const {
+    const auto G = check_groups(row0, rows, ptr, col, values);
+    if (bias && bias->size() != out_rows)
+      throw std::invalid_argument(std::string(what) + " bias must have " + std::to_string(out_rows) +
+                                  " elements");
+    return {int32_t(G), row0.data(), rows.data(), ptr.data(), col.data(), values.data(),
+            bias ? bias->data() : nullptr};
+  }
+};
+
+PackedPointwise packed_from(const py::tuple& t, const char* what) {
+  if (t.size() != 6)
+    throw std::invalid_argument(std::string(what) + " must be (group_row0, group_rows, group_ptr, "
+                                "entry_col, values, bias or None)");
+  PackedPointwise p{t[0].cast<i32>(), t[1].cast<i32>(), t[2].cast<i64>(), t[3].cast<i32>(),
+                    t[4].cast<f32>(), std::nullopt};
+  if (!t[5].is_none()) p.bias = t[5].cast<f32>();
+  return p;
+}
+
+class InvertedBlock {
+ public:
+  InvertedBlock(int in_channels, int expanded, int out_channels, int kernel, int stride,
+                std::optional<py::tuple> expand, f32 dw_weight, std::optional<f32> dw_bias,
+                py::tuple project, bool residual, const std::string& expand_act,
+                const std::string& dw_act, int band_rows, int schedule, const std::string& isa)
+      : in_(in_channels), out_(out_channels) {
+    spe_inverted_block_params p{in_channels, expanded, out_channels, kernel, stride,
+                                parse_act(expand_act), parse_act(dw_act), int32_t(residual),
+                                band_rows, schedule};
+    if (dw_weight.size() != py::ssize_t(expanded) * kernel * kernel)
+      throw std::invalid_argument("dw_weight must hold expanded * kernel * kernel floats");
+    if (dw_bias && dw_bias->size() != expanded)
+      throw std::invalid_argument("dw_bias must have expanded elements");
+    std::optional<PackedPointwise> ex;
+    spe_pointwise_weights exv{}, prv{};
+    if (expand) {
+      ex = packed_from(*expand, "expand");
+      exv = ex->view(expanded, "expand");
+    }
+    const PackedPointwise pr = packed_from(project, "project");
+    prv = pr.view(out_channels, "project");
+    spe_inverted_block* b = nullptr;
+    check(spe_inverted_block_create(&p, expand ? &exv : nullptr, dw_weight.data(),
+                                    dw_bias ? dw_bias->data() : nullptr, &prv, isa.c_str(), &b));
+    block_.reset(b);
+  }
+
+  py::array_t<float> run(py::array x) {
+    if (x.ndim() != 4 || x.shape(1) != in_)
+      throw std::invalid_argument("x must be (N, " + std::to_string(in_) + ", H, W) float32");
+    check_f32_c(x, "x");
+    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+    float none = 0.0f;
+    check(spe_inverted_block_run(block_.get(), &none, 0, h, w, &none));  // the size, named
+    int ho, wo;
+    spe_inverted_block_output_size(block_.get(), h, w, &ho, &wo);
+    py::array_t<float> y({n, out_, ho, wo});
+    const float* xp = static_cast<const float*>(x.data());
+    float* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_inverted_block_run(block_.get(), xp, n, h, w, yp);
+    }
+    check(s);
+    return y;
+  }
+
+  std::string kernel_name() const { return spe_inverted_block_kernel_name(block_.get()); }
+
+ private:
+  struct Deleter {
+    void operator()(spe_inverted_block* b) const { spe_inverted_block_destroy(b); }
+  };
+  std::unique_ptr<spe_inverted_block, Deleter> block_;
+  int in_ = 0, out_ = 0;
+};
+
 constexpr const char* kListKernelsDoc =
     "Every kernel the library lists (kernels/src/<family>/<family>_list.h), family by family "
     "in list order, as dicts: name (the tile, then '__', then the ISA: f32_spmm_4x96__avx512, "
-    "f32_dwconv_3x3s2__neon, f32_dwconv_generic__scalar), family ('f32_spmm', 'f32_dwconv'), "
-    "isa, tile (f32_spmm: rows, pixels; f32_dwconv: kernel, stride; {} for a generic kernel) "
+    "f32_dwconv_3x3s2__neon, f32_dwconv_generic__scalar), family ('f32_spmm', 'f32_dwconv', "
+    "'f32_invres'), "
+    "isa, tile (f32_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, stride; {} for a "
+    "generic kernel) "
     "and available (this build and CPU can run it).";
 
 py::list list_kernels() {
@@ -288,6 +386,24 @@ PYBIND11_MODULE(_kernels, m) {
       .def("output_size", &DepthwiseConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("kernel_name", &DepthwiseConv::kernel_name,
                              "f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}");
+  py::class_<InvertedBlock>(m, "InvertedBlock",
+                            "A fused inverted-residual block: expand 1x1 -> depthwise -> project "
+                            "1x1 (see spe.h, kernels/src/mobile/).")
+      .def(py::init<int, int, int, int, int, std::optional<py::tuple>, f32, std::optional<f32>,
+                    py::tuple, bool, const std::string&, const std::string&, int, int,
+                    const std::string&>(),
+           py::arg("in_channels"), py::arg("expanded"), py::arg("out_channels"), py::arg("kernel"),
+           py::arg("stride"), py::arg("expand"), py::arg("dw_weight"), py::arg("dw_bias"),
+           py::arg("project"), py::arg("residual") = false, py::arg("expand_act") = "relu6",
+           py::arg("dw_act") = "relu6", py::arg("band_rows") = 0, py::arg("schedule") = 0,
+           py::arg("isa") = "auto",
+           "expand / project: (group_row0, group_rows, group_ptr, entry_col, values, bias or "
+           "None) as SparseConv takes them (expand None: no expand conv); dw_weight "
+           "(expanded, 1, k, k); schedule 0 auto, 1 bands of rows, 2 groups of channels.")
+      .def("run", &InvertedBlock::run, py::arg("x"),
+           "x (N, C, H, W) float32 C-contiguous -> y (N, out_channels, Ho, Wo).")
+      .def_property_readonly("kernel_name", &InvertedBlock::kernel_name,
+                             "f32_invres_{k}x{k}s{s}__{isa}");
   m.def(
       "max_pool2d",
       [](f32 x, std::pair<int, int> k, std::pair<int, int> s, std::pair<int, int> p) {

@@ -109,6 +109,51 @@ SPE_API void spe_depthwise_conv_output_size(const spe_depthwise_conv* conv, int3
 SPE_API const char* spe_depthwise_conv_kernel_name(const spe_depthwise_conv* conv);
 SPE_API void spe_depthwise_conv_destroy(spe_depthwise_conv* conv);
 
+/* ---- Fused inverted-residual block (MobileNetV2-style), kernels/src/mobile/ ----
+ * y = project(act(depthwise(act(expand(x) + b1)) + b2)) + b3 [+ x], NCHW float32: expand and
+ * project are 1x1 convs in the packed row-group format above (dense is one group per 8 rows with
+ * every column), the depthwise conv is dense, kernel x kernel, stride, padding kernel / 2. The
+ * expanded tensor stays in cache (computed a band of rows at a time, never written out whole).
+ * Kernel names: f32_invres_{k}x{k}s{s}__{isa} (kernels/src/mobile/invres_list.h). */
+typedef struct spe_inverted_block spe_inverted_block; /* opaque */
+
+/* One 1x1 conv's packed weights: spe_sparse_conv_create's arrays (columns = input channels). */
+typedef struct {
+  int32_t n_groups;
+  const int32_t* group_row0;
+  const int32_t* group_rows;
+  const int64_t* group_ptr; /* n_groups + 1 */
+  const int32_t* entry_col;
+  const float* values;
+  const float* bias; /* out rows, or NULL */
+} spe_pointwise_weights;
+
+typedef struct {
+  int32_t in_channels, expanded, out_channels; /* expanded == in_channels without an expand */
+  int32_t kernel, stride;                      /* the depthwise conv */
+  spe_activation expand_act, dw_act;           /* SPE_ACT_RELU6 in MobileNetV2 */
+  int32_t residual;  /* 1: y += x (stride 1 and in_channels == out_channels) */
+  int32_t band_rows; /* 0: chosen per input size; else output rows per band (tuning, tests) */
+  int32_t schedule;  /* 0: chosen per input size; 1: bands of rows; 2: groups of channels */
+} spe_inverted_block_params;
+
+/* expand NULL: no expand conv (MobileNetV2's first block). dw_weight (expanded, k, k), dw_bias
+ * expanded floats or NULL. Every array is copied; the packed ones are validated as
+ * spe_sparse_conv_create validates them. */
+SPE_API spe_status spe_inverted_block_create(const spe_inverted_block_params* params,
+                                             const spe_pointwise_weights* expand,
+                                             const float* dw_weight, const float* dw_bias,
+                                             const spe_pointwise_weights* project,
+                                             const char* isa, spe_inverted_block** out);
+/* x (N, in_channels, H, W) -> y (N, out_channels, Ho, Wo). Thread-safe for distinct y; never
+ * blocks on another call (a busy workspace is replaced by a private one). */
+SPE_API spe_status spe_inverted_block_run(spe_inverted_block* block, const float* x, int32_t n,
+                                          int32_t h, int32_t w, float* y);
+SPE_API void spe_inverted_block_output_size(const spe_inverted_block* block, int32_t h, int32_t w,
+                                            int32_t* ho, int32_t* wo);
+SPE_API const char* spe_inverted_block_kernel_name(const spe_inverted_block* block);
+SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
+
 /* Max pooling, NCHW float32, dilation 1, floor mode, padding never wins, NaN propagates: torch's
  * max_pool2d, with torch's validation: kernel > 0, stride > 0, 0 <= padding <= kernel / 2,
  * n >= 0, c > 0, h > 0, w > 0, and an output of at least 1x1 with

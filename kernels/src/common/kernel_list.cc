@@ -3,6 +3,7 @@
 #include "kernel_list.h"
 
 #include "../dwconv/dwconv.h"
+#include "../mobile/invres.h"
 #include "../spmm/spmm.h"
 
 namespace spe {
@@ -14,6 +15,8 @@ std::vector<KernelInfo> collect() {
     out.push_back({u.name, "f32_spmm", u.isa, 2, {{"rows", u.rows}, {"pixels", u.pixels}}});
   for (const DwUkernel& u : kDwUkernels)
     out.push_back({u.name, "f32_dwconv", u.isa, u.k ? 2 : 0, {{"kernel", u.k}, {"stride", u.s}}});
+  for (const InvresUkernel& u : kInvresUkernels)
+    out.push_back({u.name, "f32_invres", u.isa, 2, {{"kernel", u.k}, {"stride", u.s}}});
   return out;
 }
 
