@@ -245,7 +245,8 @@ struct FamilySweep {
   size_t (*kernel_sweep)(const spe::KernelInfo&, bool quick);
 };
 const FamilySweep kFamilySweeps[] = {{"f32_spmm", spmm_kernel_sweep},
-                                     {"f32_dwconv", dwconv_kernel_sweep}};
+                                     {"f32_dwconv", dwconv_kernel_sweep},
+                                     {"f32_invres", invres_kernel_sweep}};
 
 // Every listed kernel of the tested ISAs through its family's sweep; returns the case count.
 size_t listed_kernel_sweeps(const std::vector<std::string>& isas, bool quick) {

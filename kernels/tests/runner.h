@@ -192,6 +192,9 @@ size_t dwconv_isa_sweep(const std::string& isa, bool quick);
 size_t dwconv_kernel_sweep(const spe::KernelInfo& k, bool quick);
 void dw_error_cases(const std::vector<std::string>& isas_missing);
 
+// invres_sweep.cc: the cases of one listed f32_invres kernel (the fused inverted-residual block).
+size_t invres_kernel_sweep(const spe::KernelInfo& k, bool quick);
+
 // robustness_tests.cc
 void robustness_cases(bool quick);
 
