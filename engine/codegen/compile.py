@@ -30,6 +30,7 @@ from ..targets.toolchain import host_arch, norm_arch
 from ..graph.inputs import check_inputs
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import from_exported_program, relax, tvm
+from .blocks import with_blocks
 from .geometry import ConvGeometry
 from .native_lowering import depthwise_meta
 from .pipeline import relax_pipeline
@@ -166,7 +167,7 @@ def _flatten(out) -> list:
 
 def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
                   target: Union[str, Target] = "host", *, dense: str = "tir",
-                  backends: str = "tir") -> CompiledModel:
+                  backends: str = "tir", fuse_blocks: bool = False) -> CompiledModel:
     """Compile `pruned_model` (the masked dense model; eval mode is used) for `target`.
 
     plan: a mapping.Plan; layers it prunes (backend "native" or "tir") get sparse kernels
@@ -196,6 +197,7 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
     matches = find_layers(mod["main"], params, layer_names)
     chooser = _LayerChooser(plan, dense, backends, vector_isa(tvm_tgt))
+    matches, chooser = with_blocks(fuse_blocks, mod["main"], params, matches, chooser, LayerKernel)
     mod, _ = rewrite_layers(mod, matches, chooser)
     notes = chooser.notes + chooser.unused_notes()
     mod = _bind_params(mod, params)
@@ -347,8 +349,6 @@ def kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) 
         return conv_kernel(name, geom, rg, isa, batch=n, bias=m.bias, act=m.act,
                            residual=m.residual is not None)
     return linear_kernel(name, rg, isa, batch=m.in_shape[0], bias=m.bias, act=m.act)
-
-
 
 
 def _import(model: nn.Module, example_inputs: tuple):

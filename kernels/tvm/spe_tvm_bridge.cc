@@ -16,6 +16,13 @@
 //   spe.v1.max_pool2d(x, meta, y)   meta: int32[6] = kh, kw, stride_h, stride_w, pad_h, pad_w
 //   spe.v1.set_num_threads(n) / spe.v1.num_threads(): the threads every layer runs on. The
 //       kernels run on TVM's pool (installed when model.so loads), so these are TVM's.
+//   spe.v1.inverted_block(x, meta, expand[6], dw_weight, dw_bias, project[6], residual, y)
+//       A fused inverted-residual block (spe_inverted_block_*). meta: int32[12] = in_channels,
+//       expanded, out_channels, kernel, stride, expand_act, dw_act, residual, has_expand,
+//       has_expand_bias, has_dw_bias, has_project_bias. expand / project: each conv's
+//       group_row0, group_rows, group_ptr, entry_col, values, bias (1-element placeholders
+//       when absent); `residual` is an unused placeholder (the block adds x itself). Built once
+//       per block, cached and checked like sparse_conv2d's layers (keyed by project values).
 //
 // Linked into the exported model.so (engine/codegen/native_bridge.py builds it per architecture), so
 // an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
@@ -245,13 +252,27 @@ DwCache& dw_cache() {
   return *c;
 }
 
-// Both caches, always in this order (get_conv and get_depthwise never hold both).
+// The fused blocks' cache (spe.v1.inverted_block, below).
+struct BlockEntry {
+  spe_inverted_block* conv = nullptr;
+  std::vector<int64_t> sig;
+};
+using BlockCache = LayerCache<BlockEntry>;
+
+BlockCache& block_cache() {
+  static BlockCache* c = new BlockCache();
+  return *c;
+}
+
+// All caches, always in this order (no getter ever holds two).
 void lock_caches_for_fork() {
   cache().mu.lock();
   dw_cache().mu.lock();
+  block_cache().mu.lock();
 }
 
 void unlock_caches_after_fork() {
+  block_cache().mu.unlock();
   dw_cache().mu.unlock();
   cache().mu.unlock();
 }
@@ -375,6 +396,93 @@ void set_num_threads(int64_t n) {
   (*config)(1, std::clamp<int64_t>(n, 1, 1024));
 }
 
+// ---- spe.v1.inverted_block (kernels/src/mobile/) ----
+
+// One 1x1 conv's six tables (group_row0, group_rows, group_ptr, entry_col, values, bias).
+struct PointwiseTables {
+  const TensorView* t[6];
+};
+
+// The C API's view of a 1x1 conv's tables (group_ptr widened to int64 into ptr).
+spe_pointwise_weights pointwise_view(const PointwiseTables& pt, bool has_bias,
+                                     std::vector<int64_t>& ptr, const char* which) {
+  for (int i : {0, 1, 3})
+    if (pt.t[i]->dtype().code != kDLInt || pt.t[i]->dtype().bits != 32)
+      TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << which << " row0/rows/entry_col must be int32";
+  for (int i : {4, 5})
+    if (pt.t[i]->dtype().code != kDLFloat || pt.t[i]->dtype().bits != 32)
+      TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << which << " values/bias must be float32";
+  const TensorView& gptr = *pt.t[2];
+  const int64_t g = pt.t[0]->numel();
+  if (gptr.ndim() != 1 || gptr.size(0) != g + 1 || gptr.dtype().code != kDLInt || pt.t[1]->numel() != g)
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << which << " group arrays disagree";
+  ptr.resize(size_t(g + 1));
+  for (int64_t i = 0; i <= g; ++i)
+    ptr[i] = gptr.dtype().bits == 64 ? data<int64_t>(gptr)[i] : data<int32_t>(gptr)[i];
+  if (ptr[g] != pt.t[3]->numel())
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << which << " entry_col has "
+                              << pt.t[3]->numel() << " entries, group_ptr says " << ptr[g];
+  return {int32_t(g), data<int32_t>(*pt.t[0]), data<int32_t>(*pt.t[1]), ptr.data(),
+          data<int32_t>(*pt.t[3]), data<float>(*pt.t[4]), has_bias ? data<float>(*pt.t[5]) : nullptr};
+}
+
+spe_inverted_block* get_block(const TensorView& meta, const PointwiseTables& ex,
+                              const TensorView& dw_w, const TensorView& dw_b,
+                              const PointwiseTables& pr) {
+  const int32_t* m = data<int32_t>(meta);
+  std::vector<int64_t> sig(m, m + 12);
+  for (const PointwiseTables* pt : {&ex, &pr}) {
+    for (int i : {0, 1, 3}) sample<int32_t>(sig, *pt->t[i]);
+    sample<float>(sig, *pt->t[4]);
+    sample<float>(sig, *pt->t[5]);
+  }
+  sample<float>(sig, dw_w);
+  sample<float>(sig, dw_b);
+  const void* key = data<float>(*pr.t[4]);
+  auto& c = block_cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.layers.find(key);
+  if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
+  if (dw_w.dtype().code != kDLFloat || dw_w.dtype().bits != 32 ||
+      dw_w.numel() != int64_t(m[1]) * m[3] * m[3] ||
+      (m[10] && (dw_b.dtype().code != kDLFloat || dw_b.numel() != m[1])))
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: dw weight / bias do not match meta";
+  std::vector<int64_t> eptr, pptr;
+  const spe_pointwise_weights pv = pointwise_view(pr, m[11] != 0, pptr, "project");
+  spe_pointwise_weights ev{};
+  if (m[8]) ev = pointwise_view(ex, m[9] != 0, eptr, "expand");
+  const spe_inverted_block_params p{m[0], m[1], m[2], m[3], m[4], spe_activation(m[5]),
+                                    spe_activation(m[6]), m[7], 0, 0};
+  BlockEntry e;
+  e.sig = std::move(sig);
+  const spe_status s = spe_inverted_block_create(&p, m[8] ? &ev : nullptr, data<float>(dw_w),
+                                                 m[10] ? data<float>(dw_b) : nullptr, &pv, "auto", &e.conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << spe_last_error();
+  return c.put(it, key, std::move(e));
+}
+
+void inverted_block(TensorView x, TensorView meta, TensorView e0, TensorView e1, TensorView e2,
+                    TensorView e3, TensorView e4, TensorView e5, TensorView dw_w, TensorView dw_b,
+                    TensorView p0, TensorView p1, TensorView p2, TensorView p3, TensorView p4,
+                    TensorView p5, TensorView /*residual placeholder*/, TensorView y) {
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  check_meta(meta, 12, "inverted_block");
+  const int32_t* m = data<int32_t>(meta);
+  if (x.size(1) != m[0] || y.size(1) != m[2] || x.size(0) != y.size(0))
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: x/y shapes do not match the block";
+  const int32_t n = dim32(x, 0, "inverted_block"), h = dim32(x, 2, "inverted_block"),
+                w = dim32(x, 3, "inverted_block");
+  spe_inverted_block* b = get_block(meta, {{&e0, &e1, &e2, &e3, &e4, &e5}}, dw_w, dw_b,
+                                    {{&p0, &p1, &p2, &p3, &p4, &p5}});
+  int32_t ho = 0, wo = 0;
+  spe_inverted_block_output_size(b, h, w, &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: output must be " << ho << "x" << wo;
+  if (spe_inverted_block_run(b, data<float>(x), n, h, w, mutable_data<float>(y)) != SPE_OK)
+    TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << spe_last_error();
+}
+
 }  // namespace
 
 // Every loaded model.so carries a copy of the bridge; the first one loaded registers the
@@ -389,6 +497,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.sparse_conv2d", sparse_conv2d);
   def("spe.v1.depthwise_conv2d", depthwise_conv2d);
   def("spe.v1.max_pool2d", max_pool2d);
+  def("spe.v1.inverted_block", inverted_block);
   def("spe.v1.set_num_threads", set_num_threads);
   def("spe.v1.num_threads", [] { return int64_t(spe_get_num_threads()); });
   use_tvm_thread_pool();
