@@ -276,11 +276,12 @@ class InvertedBlock {
   InvertedBlock(int in_channels, int expanded, int out_channels, int kernel, int stride,
                 std::optional<py::tuple> expand, f32 dw_weight, std::optional<f32> dw_bias,
                 py::tuple project, bool residual, const std::string& expand_act,
-                const std::string& dw_act, int band_rows, int schedule, const std::string& isa)
+                const std::string& dw_act, int band_rows, int schedule, int flags,
+                const std::string& isa)
       : in_(in_channels), out_(out_channels) {
     spe_inverted_block_params p{in_channels, expanded, out_channels, kernel, stride,
                                 parse_act(expand_act), parse_act(dw_act), int32_t(residual),
-                                band_rows, schedule};
+                                band_rows, schedule, flags};
     if (dw_weight.size() != py::ssize_t(expanded) * kernel * kernel)
       throw std::invalid_argument("dw_weight must hold expanded * kernel * kernel floats");
     if (dw_bias && dw_bias->size() != expanded)
@@ -390,16 +391,17 @@ PYBIND11_MODULE(_kernels, m) {
                             "A fused inverted-residual block: expand 1x1 -> depthwise -> project "
                             "1x1 (see spe.h, kernels/src/mobile/).")
       .def(py::init<int, int, int, int, int, std::optional<py::tuple>, f32, std::optional<f32>,
-                    py::tuple, bool, const std::string&, const std::string&, int, int,
+                    py::tuple, bool, const std::string&, const std::string&, int, int, int,
                     const std::string&>(),
            py::arg("in_channels"), py::arg("expanded"), py::arg("out_channels"), py::arg("kernel"),
            py::arg("stride"), py::arg("expand"), py::arg("dw_weight"), py::arg("dw_bias"),
            py::arg("project"), py::arg("residual") = false, py::arg("expand_act") = "relu6",
            py::arg("dw_act") = "relu6", py::arg("band_rows") = 0, py::arg("schedule") = 0,
-           py::arg("isa") = "auto",
+           py::arg("flags") = 0, py::arg("isa") = "auto",
            "expand / project: (group_row0, group_rows, group_ptr, entry_col, values, bias or "
            "None) as SparseConv takes them (expand None: no expand conv); dw_weight "
-           "(expanded, 1, k, k); schedule 0 auto, 1 bands of rows, 2 groups of channels.")
+           "(expanded, 1, k, k); schedule 0 auto, 1 bands of rows, 2 groups of channels; flags "
+           "1 depthwise on its plane kernel, 2 balanced 1x1 tiles (spe.h SPE_INVRES_*).")
       .def("run", &InvertedBlock::run, py::arg("x"),
            "x (N, C, H, W) float32 C-contiguous -> y (N, out_channels, Ho, Wo).")
       .def_property_readonly("kernel_name", &InvertedBlock::kernel_name,

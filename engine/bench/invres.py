@@ -1,6 +1,6 @@
 """Fused inverted-residual block vs the unfused native layers, on MobileNetV2's block shapes.
 
-    python -m engine.bench.invres [--threads 2] [--rounds 7] [--sparsity 0,0.8] [--rows 8]
+    python -m engine.bench.invres [--threads 2] [--rounds 60] [--sparsity 0,0.8] [--rows 8]
                                   [--json out.json]
 
 For each inverted-residual block of MobileNetV2 at 224x224, batch 1 (BLOCKS), and each
@@ -11,7 +11,13 @@ per-call time is kept (noise on a shared machine only ever adds time):
   unfused  engine._kernels.SparseConv (expand, ReLU6) -> DepthwiseConv (ReLU6) -> SparseConv
            (project, + residual): the native layers the host runtime and the bridge call today
   fused    engine._kernels.InvertedBlock with the same packed weights, schedule chosen per size
-  rows / channels   the fused block forced to one schedule (which one auto should pick)
+  tir      (--tir) the 1x1s as generated TIR kernels, the depthwise native (a compiled
+           artifact's "tir" layers)
+  rows / channels   the fused block forced to one schedule, its depthwise conv on the
+           depthwise plane kernel (fused, the default, runs small stride-1 planes flat on
+           the SpMM tiles)
+  balanced the fused block with its 1x1 pixels cut into equal tiles (80 + 80 + 36 at 14x14)
+           instead of the listed tile and a remainder (96 + 96 + 4)
 
 Every candidate's output is checked against torch's unfused block first. Reported per block:
 the times and unfused / fused (> 1: the fused block is faster), then the sums over the network.
@@ -30,6 +36,8 @@ import torch.nn.functional as F
 
 from ..runtime.native import lib, set_threads
 from ..runtime.packing import pack
+
+PLANE_DW, BALANCED = 1, 2   # spe.h SPE_INVRES_PLANE_DEPTHWISE, SPE_INVRES_BALANCED_TILES
 
 # MobileNetV2's blocks at 224x224: (in channels, expansion, out channels, stride, input size,
 # how many blocks of this shape the network has).
@@ -106,12 +114,12 @@ def packed(w: torch.Tensor, bias: Optional[torch.Tensor], rows: int) -> tuple:
             None if bias is None else bias.numpy())
 
 
-def fused(b: BlockWeights, rows: int, schedule: int = 0, isa: str = "auto"):
+def fused(b: BlockWeights, rows: int, schedule: int = 0, isa: str = "auto", flags: int = 0):
     K = lib()
     blk = K.InvertedBlock(b.cin, b.ce, b.cout, 3, b.stride,
                           packed(b.we, b.be, rows) if b.we is not None else None,
                           b.wd.numpy(), b.bd.numpy(), packed(b.wp, b.bp, rows),
-                          residual=b.residual, schedule=schedule, isa=isa)
+                          residual=b.residual, schedule=schedule, flags=flags, isa=isa)
     return blk.run
 
 
@@ -134,20 +142,37 @@ def unfused(b: BlockWeights, rows: int, isa: str = "auto") -> Callable:
     return run
 
 
-def min_times(fns: dict, x: np.ndarray, rounds: int, reps: int) -> dict:
-    """Per-call seconds of each candidate: interleaved rounds, the minimum over them."""
+def unfused_tir(b: BlockWeights, rows: int) -> Callable:
+    """The 1x1 convs as generated TIR kernels (engine.codegen.host), the depthwise conv native:
+    what a compiled artifact runs for the block today when the plan picks backend "tir"."""
+    from ..codegen.host import TirConv2d
+    K = lib()
+    ex = TirConv2d(b.we, b.be, act="relu6", rows=rows) if b.we is not None else None
+    dw = K.DepthwiseConv(b.ce, (3, 3), (b.stride, b.stride), (1, 1), (1, 1), b.wd.numpy(),
+                         b.bd.numpy(), "relu6", "auto")
+    pr = TirConv2d(b.wp, b.bp, act="none", rows=rows)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(x)
+        h = ex(xt) if ex is not None else xt
+        d = torch.from_numpy(dw.run(h.numpy()))
+        return pr(d, xt if b.residual else None).numpy()
+    return run
+
+
+def min_times(fns: dict, x: np.ndarray, rounds: int) -> dict:
+    """Seconds per call of each candidate: single calls in interleaved rounds, the minimum over
+    them (on a shared machine noise only adds time; many short samples find the quiet ones)."""
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            fn(x)
             t = time.perf_counter()
-            for _ in range(reps):
-                fn(x)
-            best[name] = min(best[name], (time.perf_counter() - t) / reps)
+            fn(x)
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
-def bench_block(spec: tuple, sparsity: float, rows: int, rounds: int) -> dict:
+def bench_block(spec: tuple, sparsity: float, rows: int, rounds: int, tir: bool = False) -> dict:
     cin, t, cout, s, hw, count = spec
     b = make_block(cin, t, cout, s, sparsity)
     x = torch.randn(1, cin, hw, hw, generator=torch.Generator().manual_seed(1))
@@ -155,26 +180,23 @@ def bench_block(spec: tuple, sparsity: float, rows: int, rounds: int) -> dict:
     xn = x.numpy()
     rows = 4 if sparsity > 0 else rows
     fns = {"unfused": unfused(b, rows), "fused": fused(b, rows),
-           "rows": fused(b, rows, 1), "channels": fused(b, rows, 2)}
+           "rows": fused(b, rows, 1, flags=PLANE_DW), "channels": fused(b, rows, 2, flags=PLANE_DW),
+           "balanced": fused(b, rows, flags=BALANCED)}
+    if tir:
+        fns["tir"] = unfused_tir(b, 4 if sparsity > 0 else 4)
     for name, fn in fns.items():
         err = float(np.abs(fn(xn) - ref).max() / (np.abs(ref).max() + 1e-12))
         if err > 1e-4:
             raise RuntimeError(f"{name} disagrees with torch on block {spec}: rel err {err:.1e}")
-    reps = max(3, int(2e-3 / max(1e-6, _once(fns["unfused"], xn))))
-    ts = min_times(fns, xn, rounds, reps)
+    ts = min_times(fns, xn, rounds)
     return {"block": f"{cin}-{cin * t}-{cout} s{s} {hw}x{hw}", "count": count,
             "sparsity": sparsity, **{k: v * 1e6 for k, v in ts.items()},
             "ratio": ts["unfused"] / ts["fused"]}
 
 
-def _once(fn, x) -> float:
-    t = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t
-
-
 def format_rows(rows: list) -> str:
-    cols = ("unfused", "fused", "rows", "channels")
+    cols = tuple(c for c in ("unfused", "fused", "rows", "channels", "balanced", "tir")
+                 if c in rows[0])
     lines = [f"{'block':<24} {'sp':>4} " + " ".join(f"{c:>9}" for c in cols) + "  unfused/fused"]
     for r in rows:
         lines.append(f"{r['block']:<24} {r['sparsity']:4.2f} " +
@@ -190,16 +212,17 @@ def format_rows(rows: list) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--sparsity", default="0,0.8")
     ap.add_argument("--rows", type=int, default=8, help="group height of the dense packs")
+    ap.add_argument("--tir", action="store_true", help="add the generated-TIR 1x1s (needs tvm)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     if a.threads < 1 or a.rounds < 1 or not 1 <= a.rows <= 8:
         ap.error("--threads and --rounds must be >= 1, --rows 1..8")
     set_threads(a.threads)
     torch.set_num_threads(a.threads)
-    rows = [bench_block(spec, float(sp), a.rows, a.rounds)
+    rows = [bench_block(spec, float(sp), a.rows, a.rounds, a.tir)
             for sp in a.sparsity.split(",") for spec in BLOCKS]
     print(format_rows(rows))
     if a.json:

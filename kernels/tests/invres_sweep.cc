@@ -3,6 +3,7 @@
 // reference of test_support.h (1x1 conv -> act -> depthwise -> act -> 1x1 conv [+ x], double
 // accumulation), over dense, block-sparse (empty groups too) and absent expand convs, mixed
 // group heights, odd image sizes, both schedules, bands of 1 and 2 rows and the automatic choice,
+// the depthwise conv flat on the SpMM tiles (small stride-1 planes) and on its plane kernel,
 // batch 2, residual or not; every third case also at the other thread count, bit for bit.
 #include <algorithm>
 #include <cstdint>
@@ -22,6 +23,7 @@ struct InvresCase {
   double sparsity = 0.0;  // of whole (group x input channel) blocks; 1.0 leaves groups empty
   int heights = 8;        // group height of the packs (0: mixed 1..8)
   int schedule = 0, band = 0, batch = 1;
+  int flags = 0;  // SPE_INVRES_*
   int threads = 1;
   bool cross_threads = false;
 };
@@ -87,7 +89,7 @@ std::string run_invres_case(const InvresCase& c, int k, int s, const char* isa) 
   for (float& v : dw) v = rng.sym(0.5f);
   for (float& v : dwb) v = rng.sym(0.5f);
   const spe_inverted_block_params p{c.cin, ce, c.cout, k, s, SPE_ACT_RELU6, SPE_ACT_RELU6,
-                                    int32_t(residual), c.band, c.schedule};
+                                    int32_t(residual), c.band, c.schedule, c.flags};
   const spe_pointwise_weights exv = view(ex), prv = view(pr);
   spe_inverted_block* b = nullptr;
   if (spe_inverted_block_create(&p, c.t > 1 ? &exv : nullptr, dw.data(), dwb.data(), &prv, isa,
@@ -117,6 +119,11 @@ std::vector<InvresCase> invres_cases(bool quick) {
     add({sn + "-no-expand", 12, 1, 7, 10, 9, 0.0, 8, sched});
     add({sn + "-band1-batch2", 5, 3, 5, 8, 7, 0.3, 4, sched, 1, 2});
     if (!quick) add({sn + "-band2-wide", 4, 6, 9, 5, 37, 0.5, 2, sched, 2});
+  }
+  for (int flags : {SPE_INVRES_PLANE_DEPTHWISE, SPE_INVRES_BALANCED_TILES, 3}) {
+    InvresCase c{fmt("channels-flags%d", flags), 8, 4, 8, 14, 14, 0.5, 4, 2};
+    c.flags = flags;
+    add(c);
   }
   add({"auto-one-row", 8, 3, 8, 1, 17, 0.0, 8});
   add({"auto-tall", 3, 5, 3, 23, 4, 0.2, 0});

@@ -452,7 +452,7 @@ spe_inverted_block* get_block(const TensorView& meta, const PointwiseTables& ex,
   spe_pointwise_weights ev{};
   if (m[8]) ev = pointwise_view(ex, m[9] != 0, eptr, "expand");
   const spe_inverted_block_params p{m[0], m[1], m[2], m[3], m[4], spe_activation(m[5]),
-                                    spe_activation(m[6]), m[7], 0, 0};
+                                    spe_activation(m[6]), m[7], 0, 0, 0};
   BlockEntry e;
   e.sig = std::move(sig);
   const spe_status s = spe_inverted_block_create(&p, m[8] ? &ev : nullptr, data<float>(dw_w),

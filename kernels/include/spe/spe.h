@@ -135,7 +135,14 @@ typedef struct {
   int32_t residual;  /* 1: y += x (stride 1 and in_channels == out_channels) */
   int32_t band_rows; /* 0: chosen per input size; else output rows per band (tuning, tests) */
   int32_t schedule;  /* 0: chosen per input size; 1: bands of rows; 2: groups of channels */
+  int32_t flags;     /* 0, or SPE_INVRES_* below: the alternatives, for benchmarks and tests */
 } spe_inverted_block_params;
+
+/* Depthwise conv on its plane kernel even where small stride-1 planes would run flat on the
+ * SpMM tiles (7x7, 14x14); 1x1 tiles cut into equal whole-vector tiles (80 + 80 + 36 pixels
+ * for 196) rather than the listed tile and a remainder (96 + 96 + 4). */
+#define SPE_INVRES_PLANE_DEPTHWISE 1
+#define SPE_INVRES_BALANCED_TILES 2
 
 /* expand NULL: no expand conv (MobileNetV2's first block). dw_weight (expanded, k, k), dw_bias
  * expanded floats or NULL. Every array is copied; the packed ones are validated as

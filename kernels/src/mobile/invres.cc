@@ -42,7 +42,11 @@ struct InvresWorkspace {
   int band = 1;        // rows schedule: output rows per band
   int ecap = 0;        // rows schedule: expanded rows a band holds
   int64_t dstride = 0; // channel stride of the depthwise output the project reads
-  std::vector<int32_t> off_x, off_d;
+  // flat depthwise (see flat_depthwise): padded planes of wp columns, `plane` floats each
+  bool flat = false;
+  int wp = 0;
+  int64_t plane = 0;
+  std::vector<int32_t> off_x, off_d, off_dw;
   std::vector<float> dfull;
 };
 
@@ -51,6 +55,7 @@ struct InvresWorkspace {
 struct spe_inverted_block {
   spe_inverted_block_params p{};
   spe::Pointwise expand, project;  // expand.out == 0: the block has no expand conv
+  spe::Pointwise dw_flat;          // the depthwise conv as 1-row groups of k*k taps
   std::vector<float> dw_weight, dw_bias;
   const spe::SpmmKernels* mm = nullptr;
   spe::DwPlaneFn dw = nullptr;
@@ -65,22 +70,31 @@ namespace {
 // The expanded rows plus the depthwise output rows of a band stay within this (per thread, in
 // L2 beside the band's input and the weights).
 constexpr int64_t kBandBytes = 192 << 10;
-// Above this many output pixels the rows schedule; at or below, with threads to share it, the
-// channels schedule (14x14 and 7x7: no band halo to recompute where two threads meet).
-constexpr int64_t kChannelsMaxPixels = 14 * 14;
+// The channels schedule unless its whole depthwise output would exceed this: measured on
+// MobileNetV2's blocks (Zen 4, 1 thread, python -m engine.bench.invres --threads 1), it beat
+// the rows schedule at every size, 112x112 included (0.97x-0.74x its time), since its 1x1s run
+// long pixel runs; bands cut them short and re-read each group's weights per band.
+constexpr int64_t kChannelsMaxBytes = int64_t(8) << 20;
 constexpr int64_t kMaxFloats = (int64_t(1) << 31) - 4096;  // int32 entry offsets, with slack
+// Stride-1 depthwise planes up to this many pixels run flat on the SpMM tiles (flat_depthwise):
+// the plane kernel's per-row work (row copies, partial vectors, two rows a pass) dominates a
+// 14x14 or 7x7 plane (MobileNetV2's 7x7 depthwise layers ran at 8 GFLOP/s on it, 1 thread).
+constexpr int64_t kFlatMaxPixels = 14 * 14;
 
 // Row group gi of pw over pixels [0, npix) of an input at x (entry offsets `off`, per entry)
-// into y, whose row `row_origin` is at y (row stride ys); residual likewise (or null). The
-// pixels are cut into equal tiles of whole vectors, at most the listed tile: 196 pixels with a
-// 96-pixel tile are 80 + 80 + 36, not 96 + 96 + 4, whose last tile would run one vector per
-// entry.
+// into y, whose row `row_origin` is at y (row stride ys); residual likewise (or null). Tiles
+// are the listed ones, then the remainder, as spe_sparse_conv runs them; SPE_INVRES_BALANCED_TILES
+// cuts the pixels into equal tiles of whole vectors instead (196 pixels with a 96-pixel tile:
+// 80 + 80 + 36, not 96 + 96 + 4). Measured on MobileNetV2's 14x14 and 7x7 blocks (1 thread,
+// Zen 4) the balanced tiles were 1-4% slower: both are masked tail kernels, and the last
+// 4-pixel tile of the listed cut is cheap.
 void run_group(const Pointwise& pw, const SpmmKernels* k, int64_t gi, const int32_t* off,
                const float* x, int64_t npix, float* y, int64_t ys, const float* res, int64_t rs,
-               int row_origin, int act) {
+               int row_origin, int act, int flags) {
   const int r = pw.rows[gi], W = k->width, nv = k->nv[r - 1];
   const int64_t vecs = (npix + W - 1) / W, tiles = (vecs + nv - 1) / nv;
-  const int64_t step = (vecs + tiles - 1) / tiles * W;
+  const int64_t step = flags & SPE_INVRES_BALANCED_TILES ? (vecs + tiles - 1) / tiles * W
+                                                         : int64_t(nv) * W;
   const int64_t row = pw.row0[gi] - row_origin;
   TileArgs a{};
   a.off = off + pw.ptr[gi];
@@ -169,7 +183,7 @@ void rows_segment(const spe_inverted_block* b, const InvresWorkspace& g, Image i
         for (int64_t gi = 0; gi < b->expand.groups(); ++gi)
           run_group(b->expand, b->mm, gi, g.off_x.data(), im.x + int64_t(e1) * W,
                     int64_t(n1 - e1) * W, E + int64_t(e1 - e0) * W, ecs, nullptr, 0, 0,
-                    p.expand_act);
+                    p.expand_act, b->p.flags);
       e1 = n1;
       in = E - int64_t(e0) * W;
       ics = ecs;
@@ -178,7 +192,7 @@ void rows_segment(const spe_inverted_block* b, const InvresWorkspace& g, Image i
     const float* res = p.residual ? im.x + int64_t(ob) * g.wo : nullptr;
     for (int64_t gi = 0; gi < b->project.groups(); ++gi)
       run_group(b->project, b->mm, gi, g.off_d.data(), D, int64_t(oe - ob) * g.wo,
-                im.y + int64_t(ob) * g.wo, int64_t(g.ho) * g.wo, res, hw, 0, SPE_ACT_NONE);
+                im.y + int64_t(ob) * g.wo, int64_t(g.ho) * g.wo, res, hw, 0, SPE_ACT_NONE, b->p.flags);
   }
 }
 
@@ -192,6 +206,29 @@ void run_rows(const spe_inverted_block* b, const InvresWorkspace& g, Image im) {
   });
 }
 
+// Depthwise conv of channels [c0, c1) (stride 1), their input planes at `in` (plane stride ics),
+// into out (+ (c - c0) * P): the planes are copied into zero-padded planes of wp = w + 2 pad
+// columns (pad, the borders, stay zero: only interiors are written), and each channel is one
+// 1-row SpMM group of k*k taps at offsets ky * wp + kx over the "virtual" output pixels
+// (ho rows of wp; the last 2 pad of each row are garbage), computed into vbuf and cropped into
+// out row by row. The taps, bias and activation are the SpMM tile's, as in any 1x1 layer.
+void flat_depthwise(const spe_inverted_block* b, const InvresWorkspace& g, int c0, int c1,
+                    const float* in, int64_t ics, float* out, float* pad, float* vbuf) {
+  const int pd = b->p.kernel / 2, W = g.w;
+  const int64_t P = int64_t(g.ho) * g.wo, PV = int64_t(g.ho) * g.wp;
+  for (int c = c0; c < c1; ++c)
+    for (int y = 0; y < g.h; ++y)
+      std::memcpy(pad + (c - c0) * g.plane + int64_t(y + pd) * g.wp + pd,
+                  in + (c - c0) * ics + int64_t(y) * W, sizeof(float) * size_t(W));
+  for (int c = c0; c < c1; ++c) {
+    run_group(b->dw_flat, b->mm, c, g.off_dw.data(), pad - c0 * g.plane, PV, vbuf, PV, nullptr,
+              0, c, b->p.dw_act, b->p.flags);
+    for (int y = 0; y < g.ho; ++y)
+      std::memcpy(out + (c - c0) * P + int64_t(y) * g.wo, vbuf + int64_t(y) * g.wp,
+                  sizeof(float) * size_t(g.wo));
+  }
+}
+
 // Channels schedule: expand + depthwise per group of expanded channels, then the project.
 void run_channels(const spe_inverted_block* b, const InvresWorkspace& g, Image im, float* D) {
   const auto& p = b->p;
@@ -201,26 +238,31 @@ void run_channels(const spe_inverted_block* b, const InvresWorkspace& g, Image i
   const int T = pool.num_threads();
   // without an expand conv, channels go in chunks of 8 (the expand's groups are 1..8 rows)
   const int64_t items = has_expand ? b->expand.groups() : (p.expanded + 7) / 8;
+  const int64_t e_floats = has_expand ? kMaxGroupRows * hw : 0;
+  const int64_t flat_floats = g.flat ? kMaxGroupRows * g.plane + int64_t(g.ho) * g.wp + 64 : 0;
   pool.parallel_for(items, std::max<int64_t>(1, items / (int64_t(T) * 4)), [&](int64_t i0, int64_t i1) {
     float* E;
-    float* dws = thread_scratch(g.dw, has_expand ? kMaxGroupRows * hw : 0, &E);
+    float* dws = thread_scratch(g.dw, e_floats + flat_floats, &E);
+    float* pad = E + e_floats;
+    if (g.flat) std::fill(pad, pad + kMaxGroupRows * g.plane, 0.0f);
     for (int64_t it = i0; it < i1; ++it) {
+      int c0 = int(it * 8), c1 = std::min(p.expanded, c0 + 8);
+      const float* in = im.x + c0 * hw;
       if (has_expand) {
-        const int c0 = b->expand.row0[it], c1 = c0 + b->expand.rows[it];
+        c0 = b->expand.row0[it], c1 = c0 + b->expand.rows[it];
         run_group(b->expand, b->mm, it, g.off_x.data(), im.x, hw, E, hw, nullptr, 0, c0,
-                  p.expand_act);
-        depthwise_rows(b, g, c0, c1, E, hw, D + c0 * P, P, 0, g.ho, dws);
-      } else {
-        const int c0 = int(it * 8), c1 = std::min(p.expanded, c0 + 8);
-        depthwise_rows(b, g, c0, c1, im.x + c0 * hw, hw, D + c0 * P, P, 0, g.ho, dws);
+                  p.expand_act, b->p.flags);
+        in = E;
       }
+      if (g.flat) flat_depthwise(b, g, c0, c1, in, hw, D + c0 * P, pad, pad + kMaxGroupRows * g.plane);
+      else depthwise_rows(b, g, c0, c1, in, hw, D + c0 * P, P, 0, g.ho, dws);
     }
   });
   const int64_t G = b->project.groups();
   pool.parallel_for(G, std::max<int64_t>(1, G / (int64_t(T) * 4)), [&](int64_t g0, int64_t g1) {
     for (int64_t gi = g0; gi < g1; ++gi)
       run_group(b->project, b->mm, gi, g.off_d.data(), D, P, im.y, P,
-                p.residual ? im.x : nullptr, hw, 0, SPE_ACT_NONE);
+                p.residual ? im.x : nullptr, hw, 0, SPE_ACT_NONE, b->p.flags);
   });
 }
 
@@ -251,8 +293,7 @@ void build_workspace(const spe_inverted_block* b, int h, int w, InvresWorkspace*
   g->dw = DwGeom{p.kernel, p.kernel, p.stride, p.stride, pad, pad, 1, 1, h, w, g->ho, g->wo, 0, 0, 0};
   dw_layout(g->dw);
   const int64_t P = int64_t(g->ho) * g->wo;
-  const bool threads = ThreadPool::global().num_threads() > 1;
-  g->schedule = p.schedule ? p.schedule : (threads && P <= kChannelsMaxPixels ? 2 : 1);
+  g->schedule = p.schedule ? p.schedule : (p.expanded * P * 4 <= kChannelsMaxBytes ? 2 : 1);
   const int64_t row_bytes = int64_t(p.expanded) * (int64_t(p.stride) * w + g->wo) * 4;
   g->band = p.band_rows > 0 ? std::min(p.band_rows, g->ho)
                             : int(std::clamp<int64_t>(kBandBytes / row_bytes, 1, g->ho));
@@ -263,6 +304,16 @@ void build_workspace(const spe_inverted_block* b, int h, int w, InvresWorkspace*
   g->off_d.resize(b->project.col.size());
   for (size_t e = 0; e < g->off_d.size(); ++e) g->off_d[e] = int32_t(b->project.col[e] * g->dstride);
   if (g->schedule == 2) g->dfull.resize(size_t(p.expanded * P));
+  g->flat = g->schedule == 2 && !(p.flags & SPE_INVRES_PLANE_DEPTHWISE) && p.stride == 1 &&
+            P <= kFlatMaxPixels;
+  g->wp = w + 2 * pad;
+  g->plane = int64_t(h + 2 * pad) * g->wp + 16;  // + slack: the last tile's vector reads past
+  g->off_dw.clear();
+  if (g->flat)
+    for (int c = 0; c < p.expanded; ++c)
+      for (int ky = 0; ky < p.kernel; ++ky)
+        for (int kx = 0; kx < p.kernel; ++kx)
+          g->off_dw.push_back(int32_t(c * g->plane + int64_t(ky) * g->wp + kx));
   g->h = h;
   g->w = w;
 }
@@ -333,8 +384,8 @@ spe_status check_params(const spe_inverted_block_params& p, bool has_expand) {
     return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   if (p.residual && (p.stride != 1 || p.in_channels != p.out_channels))
     return fail(SPE_ERR_INVALID_ARGUMENT, "a residual block needs stride 1 and in_channels == out_channels");
-  if (p.schedule < 0 || p.schedule > 2 || p.band_rows < 0)
-    return fail(SPE_ERR_INVALID_ARGUMENT, "schedule must be 0, 1 or 2 and band_rows >= 0");
+  if (p.schedule < 0 || p.schedule > 2 || p.band_rows < 0 || (p.flags & ~3) != 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "schedule must be 0, 1 or 2, band_rows >= 0, flags 0..3");
   return SPE_OK;
 }
 
@@ -365,6 +416,20 @@ spe_status create_block(const spe_inverted_block_params* params, const spe_point
   b->dw_weight.assign(dw_weight, dw_weight + int64_t(p.expanded) * p.kernel * p.kernel);
   if (dw_bias) b->dw_bias.assign(dw_bias, dw_bias + p.expanded);
   b->mm = spmm_kernels(which);
+  {
+    const int kk = p.kernel * p.kernel;
+    Pointwise& f = b->dw_flat;
+    f.out = f.in = p.expanded;
+    for (int c = 0; c < p.expanded; ++c) {
+      f.row0.push_back(c);
+      f.rows.push_back(1);
+      f.ptr.push_back(int64_t(c) * kk);
+      f.vptr.push_back(int64_t(c) * kk);
+    }
+    f.ptr.push_back(int64_t(p.expanded) * kk);
+    f.values = b->dw_weight;
+    f.bias = b->dw_bias;
+  }
   const DwKernels* dk = dw_kernels(which);
   for (int i = 0; i < dk->n_special; ++i)
     if (dk->special[i].k == p.kernel && dk->special[i].s == p.stride) b->dw = dk->special[i].fn;

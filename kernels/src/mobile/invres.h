@@ -9,9 +9,10 @@
 //   rows:     each thread takes a contiguous range of output rows and streams it band by band,
 //             keeping the expanded rows the next band shares with this one (k - s rows), so
 //             expanded rows are recomputed only where two threads' ranges meet;
-//   channels: for small images (7x7, 14x14) whose depthwise output fits L2 whole: threads take
-//             groups of expanded channels (expand over the whole image, then the depthwise conv
-//             of those channels), then all threads run the project over the whole image.
+//   channels: threads take groups of expanded channels (expand over the whole image into a
+//             buffer of a few channels, then the depthwise conv of those channels), then all
+//             threads run the project over the whole depthwise output (the default: see
+//             kChannelsMaxBytes in invres.cc).
 #ifndef SPE_MOBILE_INVRES_H_
 #define SPE_MOBILE_INVRES_H_
 
