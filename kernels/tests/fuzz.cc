@@ -470,6 +470,63 @@ std::string fuzz_max_pool(Ctx& c) {
   return "";
 }
 
+// ------------------------------------------------------------------------------ fused blocks
+
+// A random inverted-residual block (kernels/src/mobile/): listed depthwise geometry, expand or
+// not, dense to empty 1x1s with mixed group heights, any schedule and flags, odd sizes, 1-3
+// threads; now and then a create the C API must refuse.
+std::string fuzz_invres(Ctx& c) {
+  const int k = c.rng.chance(0.7) ? 3 : 5, s = c.rng.range(1, 2);
+  const int cin = channels(c, 24), t = c.rng.chance(0.2) ? 1 : c.rng.range(2, 6);
+  const int ce = cin * t, cout = c.rng.chance(0.4) ? cin : channels(c, 24);
+  const int h = c.rng.range(1, 16), w = c.rng.chance(0.1) ? c.rng.range(17, 60) : c.rng.range(1, 16);
+  const int n = c.rng.chance(0.8) ? 1 : 2, threads = c.rng.range(1, 3);
+  const bool residual = s == 1 && cin == cout && c.rng.chance(0.7);
+  const double sparsity = pick(c, {0, 50, 80, 100}) / 100.0;
+  const char* isa = c.isa();
+  spe_inverted_block_params p{cin, ce, cout, k, s, SPE_ACT_RELU6, SPE_ACT_RELU6,
+                              int32_t(residual), c.rng.chance(0.2) ? c.rng.range(1, 3) : 0,
+                              c.rng.range(0, 2), c.rng.range(0, 3)};
+  c.describe(fmt("n=%d cin=%d t=%d cout=%d %dx%d k=%d s=%d res=%d sp=%.1f sched=%d band=%d flags=%d "
+                 "threads=%d %s (invres)", n, cin, t, cout, h, w, k, s, int(residual), sparsity,
+                 p.schedule, p.band_rows, p.flags, threads, isa));
+  spe_set_num_threads(threads);
+  Conv1x1 ex;
+  if (t > 1) ex = random_1x1(ce, cin, sparsity, c.rng.range(0, 8), c.rng);
+  const Conv1x1 pr = random_1x1(cout, ce, sparsity, c.rng.range(0, 8), c.rng);
+  const std::vector<float> dw = data(c, size_t(ce) * k * k, 0.5f), dwb = data(c, size_t(ce), 0.5f);
+  const spe_pointwise_weights exv = pointwise_view(ex), prv = pointwise_view(pr);
+  if (c.rng.chance(0.08)) {
+    switch (c.rng.below(5)) {
+      case 0: p.kernel = pick(c, {0, 4, 7, kI32Max}); break;
+      case 1: p.stride = pick(c, {0, 3, -1}); break;
+      case 2: p.residual = 1, p.out_channels = cin + 1; break;
+      case 3: p.schedule = pick(c, {3, -1}); break;
+      default: p.expanded = ce + 1; break;
+    }
+    spe_inverted_block* out = nullptr;
+    const spe_status st = spe_inverted_block_create(&p, t > 1 ? &exv : nullptr, dw.data(), dwb.data(), &prv, isa, &out);
+    if (out) spe_inverted_block_destroy(out);
+    return out ? "create refused but set *out" : want_error(st, "invalid block create");
+  }
+  spe_inverted_block* b = nullptr;
+  spe_status st = spe_inverted_block_create(&p, t > 1 ? &exv : nullptr, dw.data(), dwb.data(), &prv, isa, &b);
+  if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
+  struct Free {
+    spe_inverted_block* b;
+    ~Free() { spe_inverted_block_destroy(b); }
+  } free_block{b};
+  const int ho = int(out_dim(h, k / 2, 1, k, s)), wo = int(out_dim(w, k / 2, 1, k, s));
+  const std::vector<float> x = data(c, size_t(n) * cin * h * w, 2.0f);
+  std::vector<float> y(size_t(n) * cout * ho * wo + 1, -7.0f);
+  st = spe_inverted_block_run(b, x.data(), n, h, w, y.data());
+  if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
+  if (y.back() != -7.0f) return "wrote past the output";
+  const auto ref = ref_inverted_block({cin, ce, cout, k, s, n, h, w}, t > 1 ? &ex : nullptr, dw,
+                                      dwb, pr, x.data(), residual);
+  return compare(y.data(), ref, std::max(cin, ce) + k * k, cout, ho, wo);
+}
+
 // ------------------------------------------------------------------------------ the families
 
 struct Family {
@@ -481,6 +538,7 @@ const Family kFamilies[] = {
     {"linear", fuzz_linear},
     {"depthwise", fuzz_depthwise},
     {"max_pool", fuzz_max_pool},
+    {"invres", fuzz_invres},
 };
 
 uint64_t case_seed(uint64_t seed, uint64_t i) {  // splitmix64 of (seed, case)

@@ -28,69 +28,19 @@ struct InvresCase {
   bool cross_threads = false;
 };
 
-// A random (rows x cols) 1x1 weight whose (group, column) blocks are zero with probability
-// `sparsity`, and its pack.
-struct Conv1x1 {
-  std::vector<float> w, bias;
-  Packed p;
-};
-
-Conv1x1 make_1x1(int rows, int cols, double sparsity, int heights, Lcg& rng) {
-  std::vector<int> hs;
-  for (int r = 0, i = 0; r < rows; r += hs.back(), ++i)
-    hs.push_back(std::min(rows - r, heights ? heights : 1 + i % 8));
-  Conv1x1 c;
-  c.w.assign(size_t(rows) * cols, 0.0f);
-  int r0 = 0;
-  for (int hgt : hs) {
-    for (int j = 0; j < cols; ++j) {
-      if (rng.chance(sparsity)) continue;
-      for (int i = r0; i < r0 + hgt; ++i) c.w[size_t(i) * cols + j] = rng.sym(1.0f) / float(cols);
-    }
-    r0 += hgt;
-  }
-  for (int i = 0; i < rows; ++i) c.bias.push_back(rng.sym(0.5f));
-  c.p = pack(c.w, cols, hs);
-  return c;
-}
-
-spe_pointwise_weights view(const Conv1x1& c) {
-  return {int32_t(c.p.row0.size()), c.p.row0.data(), c.p.rows.data(), c.p.ptr.data(),
-          c.p.col.data(), c.p.values.data(), c.bias.data()};
-}
-
-// The unfused reference of one block on x (n images).
-std::vector<double> ref_block(const InvresCase& c, int k, int s, const Conv1x1* ex,
-                              const std::vector<float>& dw, const std::vector<float>& dwb,
-                              const Conv1x1& pr, const float* x, bool residual) {
-  const int ce = c.cin * c.t, pad = k / 2;
-  std::vector<float> e(x, x + size_t(c.batch) * c.cin * c.h * c.w);
-  if (ex) {
-    const auto d = ref_conv({ce, c.cin, 1, 1, 1, 1, 0, 0, 1, 1}, false, ex->w, ex->bias.data(),
-                            x, c.batch, c.h, c.w, nullptr, SPE_ACT_RELU6);
-    e.assign(d.begin(), d.end());
-  }
-  const auto d = ref_conv({ce, ce, k, k, s, s, pad, pad, 1, 1}, true, dw, dwb.data(), e.data(),
-                          c.batch, c.h, c.w, nullptr, SPE_ACT_RELU6);
-  const std::vector<float> df(d.begin(), d.end());
-  const int ho = int(out_dim(c.h, pad, 1, k, s)), wo = int(out_dim(c.w, pad, 1, k, s));
-  return ref_conv({c.cout, ce, 1, 1, 1, 1, 0, 0, 1, 1}, false, pr.w, pr.bias.data(), df.data(),
-                  c.batch, ho, wo, residual ? x : nullptr, SPE_ACT_NONE);
-}
-
 std::string run_invres_case(const InvresCase& c, int k, int s, const char* isa) {
   Lcg rng(seed_of(c.name + isa));
   const int ce = c.cin * c.t, pad = k / 2;
   const bool residual = s == 1 && c.cin == c.cout;
   Conv1x1 ex;
-  if (c.t > 1) ex = make_1x1(ce, c.cin, c.sparsity, c.heights, rng);
-  const Conv1x1 pr = make_1x1(c.cout, ce, c.sparsity, c.heights, rng);
+  if (c.t > 1) ex = random_1x1(ce, c.cin, c.sparsity, c.heights, rng);
+  const Conv1x1 pr = random_1x1(c.cout, ce, c.sparsity, c.heights, rng);
   std::vector<float> dw(size_t(ce) * k * k), dwb(static_cast<size_t>(ce));
   for (float& v : dw) v = rng.sym(0.5f);
   for (float& v : dwb) v = rng.sym(0.5f);
   const spe_inverted_block_params p{c.cin, ce, c.cout, k, s, SPE_ACT_RELU6, SPE_ACT_RELU6,
                                     int32_t(residual), c.band, c.schedule, c.flags};
-  const spe_pointwise_weights exv = view(ex), prv = view(pr);
+  const spe_pointwise_weights exv = pointwise_view(ex), prv = pointwise_view(pr);
   spe_inverted_block* b = nullptr;
   if (spe_inverted_block_create(&p, c.t > 1 ? &exv : nullptr, dw.data(), dwb.data(), &prv, isa,
                                 &b) != SPE_OK)
@@ -101,7 +51,8 @@ std::string run_invres_case(const InvresCase& c, int k, int s, const char* isa) 
       in_n, out_n, false, c.threads, c.cross_threads, rng,
       [&](const float* x, const float*, float* y) { return spe_inverted_block_run(b, x, c.batch, c.h, c.w, y); },
       [&](const float* x, const float*, const float* y) {
-        const auto ref = ref_block(c, k, s, c.t > 1 ? &ex : nullptr, dw, dwb, pr, x, residual);
+        const InvresGeom ig{c.cin, ce, c.cout, k, s, c.batch, c.h, c.w};
+        const auto ref = ref_inverted_block(ig, c.t > 1 ? &ex : nullptr, dw, dwb, pr, x, residual);
         return compare(y, ref, std::max(c.cin, ce) + k * k, c.cout, ho, wo);
       });
   spe_inverted_block_destroy(b);

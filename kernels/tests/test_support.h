@@ -164,6 +164,64 @@ inline std::vector<float> ref_max_pool(const float* x, int n, int c, int h, int 
   return y;
 }
 
+// ------------------------------------------------------------------ inverted-residual blocks
+
+// A random (rows x cols) 1x1 weight whose (group, column) blocks are zero with probability
+// `sparsity` (groups `heights` rows high; 0: mixed 1..8), its bias and its pack.
+struct Conv1x1 {
+  std::vector<float> w, bias;
+  Packed p;
+};
+
+inline Conv1x1 random_1x1(int rows, int cols, double sparsity, int heights, Lcg& rng) {
+  std::vector<int> hs;
+  for (int r = 0, i = 0; r < rows; r += hs.back(), ++i)
+    hs.push_back(std::min(rows - r, heights ? heights : 1 + i % 8));
+  Conv1x1 c;
+  c.w.assign(size_t(rows) * cols, 0.0f);
+  int r0 = 0;
+  for (int hgt : hs) {
+    for (int j = 0; j < cols; ++j) {
+      if (rng.chance(sparsity)) continue;
+      for (int i = r0; i < r0 + hgt; ++i) c.w[size_t(i) * cols + j] = rng.sym(1.0f) / float(cols);
+    }
+    r0 += hgt;
+  }
+  for (int i = 0; i < rows; ++i) c.bias.push_back(rng.sym(0.5f));
+  c.p = pack(c.w, cols, hs);
+  return c;
+}
+
+inline spe_pointwise_weights pointwise_view(const Conv1x1& c) {
+  return {int32_t(c.p.row0.size()), c.p.row0.data(), c.p.rows.data(), c.p.ptr.data(),
+          c.p.col.data(), c.p.values.data(), c.bias.data()};
+}
+
+struct InvresGeom {
+  int cin, ce, cout, k, s, n, h, w;
+};
+
+// The unfused reference of a block on x (n images): [1x1 -> ReLU6] -> depthwise k x k (stride
+// s, padding k / 2) -> ReLU6 -> 1x1 [+ x]; each stage's output rounded to float, as stored.
+inline std::vector<double> ref_inverted_block(const InvresGeom& g, const Conv1x1* ex,
+                                              const std::vector<float>& dw,
+                                              const std::vector<float>& dwb, const Conv1x1& pr,
+                                              const float* x, bool residual) {
+  const int pad = g.k / 2;
+  std::vector<float> e(x, x + size_t(g.n) * g.cin * g.h * g.w);
+  if (ex) {
+    const auto d = ref_conv({g.ce, g.cin, 1, 1, 1, 1, 0, 0, 1, 1}, false, ex->w, ex->bias.data(),
+                            x, g.n, g.h, g.w, nullptr, SPE_ACT_RELU6);
+    e.assign(d.begin(), d.end());
+  }
+  const auto d = ref_conv({g.ce, g.ce, g.k, g.k, g.s, g.s, pad, pad, 1, 1}, true, dw, dwb.data(),
+                          e.data(), g.n, g.h, g.w, nullptr, SPE_ACT_RELU6);
+  const std::vector<float> df(d.begin(), d.end());
+  const int ho = int(out_dim(g.h, pad, 1, g.k, g.s)), wo = int(out_dim(g.w, pad, 1, g.k, g.s));
+  return ref_conv({g.cout, g.ce, 1, 1, 1, 1, 0, 0, 1, 1}, false, pr.w, pr.bias.data(), df.data(),
+                  g.n, ho, wo, residual ? x : nullptr, SPE_ACT_NONE);
+}
+
 // Worst violation of |y - ref| <= atol + rtol |ref| (float32 accumulation over ncols products:
 // error grows like sqrt(ncols)); "" if none. o, ho, wo name the failing element.
 inline std::string compare(const float* y, const std::vector<double>& ref, int ncols, int o,
