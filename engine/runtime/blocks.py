@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import native
-from .modules import DepthwiseConv2d, SparseConv2d, _run_checked
+from .modules import DepthwiseConv2d, RebuiltKernel, SparseConv2d, _run_checked
 
 MEASURE_CALLS = 3
 
@@ -29,7 +29,7 @@ def _pointwise_args(m: Optional[SparseConv2d]):
     return (p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values, m.bias_np)
 
 
-class InvertedBlock(nn.Module):
+class InvertedBlock(RebuiltKernel, nn.Module):
     """Runs expand (or None) -> dw -> project [+ x] fused when measured faster."""
 
     def __init__(self, expand: Optional[SparseConv2d], dw: DepthwiseConv2d,
@@ -67,15 +67,6 @@ class InvertedBlock(nn.Module):
             _pointwise_args(self.project), residual=self.residual,
             expand_act=self.expand.act if self.expand is not None else "none",
             dw_act=self.dw.act, isa=self.isa)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("kernel", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._build()
 
     @property
     def layer(self) -> str:

@@ -66,10 +66,9 @@ def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
-class _KernelConv(LoweredLayer):
-    """What the native conv modules share: the kernel object is rebuilt, not pickled (a copy
-    is a layer of its own: own op id, own kernel); under torch.export the layer is one custom
-    op node for the compiler path; otherwise the kernel runs on the input."""
+class RebuiltKernel:
+    """A module holding a kernel object (self.kernel, made by self._build()): the kernel is
+    rebuilt, not pickled (a copy is a layer of its own: own op id, own kernel)."""
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -79,6 +78,12 @@ class _KernelConv(LoweredLayer):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._build()
+
+
+class _KernelConv(RebuiltKernel, LoweredLayer):
+    """What the native conv modules share: the kernel rebuilt on copies (RebuiltKernel); under
+    torch.export the layer is one custom op node for the compiler path; otherwise the kernel
+    runs on the input."""
 
     @property
     def kernel_name(self) -> str:
