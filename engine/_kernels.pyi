@@ -14,9 +14,10 @@ class KernelInfo(TypedDict):
     """One listed kernel (an entry of list_kernels())."""
 
     name: str        # the tile, then "__", then the ISA: f32_spmm_4x96__avx512
-    family: str      # "f32_spmm" or "f32_dwconv"
+    family: str      # "f32_spmm", "f32_dwconv" or "f32_invres"
     isa: str         # "scalar", "avx2", "avx512", "neon"
-    tile: dict[str, int]  # f32_spmm: rows, pixels; f32_dwconv: kernel, stride; {} if generic
+    tile: dict[str, int]  # f32_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, stride;
+                          # {} if generic
     available: bool  # this build and CPU can run it
 
 class SparseConv:
@@ -53,6 +54,25 @@ class DepthwiseConv:
     @property
     def kernel_name(self) -> str:
         """f32_dwconv_{k}x{k}s{s}__{isa} or f32_dwconv_generic__{isa}"""
+
+class InvertedBlock:
+    """A fused inverted-residual block: [expand 1x1] -> depthwise -> project 1x1 [+ x]
+    (kernels/src/mobile/, spe.h spe_inverted_block_*)."""
+
+    def __init__(self, in_channels: int, expanded: int, out_channels: int, kernel: int,
+                 stride: int, expand: Optional[tuple], dw_weight: np.ndarray,
+                 dw_bias: Optional[np.ndarray], project: tuple, residual: bool = False,
+                 expand_act: str = "relu6", dw_act: str = "relu6", band_rows: int = 0,
+                 schedule: int = 0, flags: int = 0, isa: str = "auto") -> None:
+        """expand / project: (group_row0, group_rows, group_ptr, entry_col, values, bias or
+        None), SparseConv's arrays (expand None: no expand conv); dw_weight (expanded, 1, k, k);
+        schedule 0 auto, 1 bands of rows, 2 groups of channels; flags 1 depthwise on its plane
+        kernel, 2 balanced 1x1 tiles."""
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C, H, W) float32 C-contiguous -> y (N, out_channels, Ho, Wo)."""
+    @property
+    def kernel_name(self) -> str:
+        """f32_invres_{k}x{k}s{s}__{isa}"""
 
 def max_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                padding: tuple[int, int]) -> np.ndarray:
