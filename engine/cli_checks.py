@@ -130,3 +130,19 @@ def writable_dir(flag: str, path: str) -> None:
     while not parent.exists() and parent != parent.parent:   # created with parents=True
         parent = parent.parent
     _probe_dir(flag, parent)
+
+
+def names(known: tuple):
+    """A comma list of distinct names out of `known`, as a tuple."""
+    def parse(text: str):
+        got = tuple(t.strip() for t in text.split(","))
+        return got if got and set(got) <= set(known) and len(set(got)) == len(got) else None
+    return _type(parse, f"a comma list of distinct names out of {', '.join(known)}")
+
+
+def _thread_list(text: str):
+    vals = tuple(int(t, 10) for t in text.split(","))
+    return vals if vals and all(1 <= v <= THREADS_MAX for v in vals) else None
+
+
+thread_list = _type(_thread_list, f"comma-separated integers in [1, {THREADS_MAX}], e.g. 1,2")

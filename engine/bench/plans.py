@@ -48,7 +48,7 @@ def _entry(opt, meta: dict) -> dict:
 
 
 def build(model_name: str, out: Path, sparsity: float, mapper: str, device: Optional[str],
-          threads: int, seed: int = 0) -> dict:
+          threads: int, seed: int = 0, families: tuple = FAMILIES) -> dict:
     import engine
     from engine import zoo
     from mapping.uniform import uniform_plans
@@ -62,7 +62,7 @@ def build(model_name: str, out: Path, sparsity: float, mapper: str, device: Opti
     rows = {"mapped": dict(_entry(opt, meta), mapper=meta.get("mapper"))}
     opt.save(out / model_name / "mapped", overwrite=True)
     for key, plan in uniform_plans(opt.mapping).items():
-        if key.split("@")[0] not in FAMILIES:
+        if key.split("@")[0] not in families:
             continue
         u = engine.optimize(model, (x,), plan=plan, measure=False, capture=False,
                             threads=threads)

@@ -1,0 +1,173 @@
+"""The exports `bench peers` times, built once per model into <out>/cache/<model>/ (kept with
+--reuse): the seeded input and torch's dense output on it, model.onnx (ONNX Runtime), an
+OpenVINO IR converted from that ONNX file, an ExecuTorch program lowered to XNNPACK, and the
+engine's saved artifacts: dense (sparsity 0), uniform block 4x1 at 80% and the rule-mapped plan
+at 80% (both from `bench plans build`'s recipe, or taken from a directory it wrote:
+--artifacts). Every artifact gets its own reference output (the masked model of its plan), so
+each runtime is checked against an independent torch forward on the same input.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+RUNTIMES = ("engine", "ort", "openvino", "xnnpack")
+ENGINE_VARIANTS = ("dense", "block4x1", "mapped")
+# the package each runtime needs (a missing one skips that runtime with a note)
+NEEDS = {"engine": "tvm", "ort": "onnxruntime", "openvino": "openvino", "xnnpack": "executorch"}
+
+
+def missing(runtime: str) -> Optional[str]:
+    """Why `runtime` cannot run here, or None."""
+    pkg = NEEDS[runtime]
+    if importlib.util.find_spec(pkg) is None:
+        how = "pip install -e .[peers]" if runtime != "engine" else "see README: Install"
+        return f"{runtime}: skipped, {pkg} is not installed ({how})"
+    return None
+
+
+def dense_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """2 x the multiply-adds of every conv and linear layer (adds, pools and activations are
+    not counted), in GFLOP."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            total[0] += 2 * out.numel() * k
+        else:
+            total[0] += 2 * out.numel() * mod.in_features
+    hs = [m.register_forward_hook(hook) for m in model.modules()
+          if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in hs:
+        h.remove()
+    return total[0] / 1e9
+
+
+def _fresh(path: Path, reuse: bool) -> bool:
+    """Whether `path` must be (re)built: always, unless --reuse and it is there."""
+    return not (reuse and path.exists())
+
+
+def export_onnx(model, x, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
+                      input_names=["input0"], output_names=["output0"])
+
+
+def export_openvino(onnx_path: Path, xml: Path) -> None:
+    import openvino as ov
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+
+
+def export_xnnpack(model, x, pte: Path) -> None:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    ep = torch.export.export(model, (x,))
+    prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+    pte.write_bytes(prog.buffer)
+
+
+def _uniform_4x1(directory: Path) -> Optional[Path]:
+    """The uniform block 4x1 @ 0.80 artifact a `bench plans build` wrote: the generated-TIR one
+    when there (it reaches 80% where the native one keeps layers dense), else the native one."""
+    for name in ("block4x1@0.80_tir", "block4x1@0.80_native"):
+        if (directory / name / "manifest.json").is_file():
+            return directory / name
+    return None
+
+
+def _plans_artifacts(model_name: str, artifacts: Optional[Path], cache: Path, reuse: bool,
+                     threads: int) -> dict:
+    """{variant: artifact dir} of the sparse plans: from --artifacts, else built here as
+    `bench plans build` builds them (rule mapper measured on the artifact: slow cold)."""
+    if artifacts is None:
+        artifacts = cache / "plans"
+        if _fresh(artifacts / model_name / "mapped" / "manifest.json", reuse):
+            from .plans import build
+            build(model_name, artifacts, 0.8, "rule", "artifact", threads,
+                  families=("block4x1",))
+    d = artifacts / model_name
+    found = {"block4x1": _uniform_4x1(d), "mapped": d / "mapped"}
+    return {k: v for k, v in found.items() if v is not None and (v / "manifest.json").is_file()}
+
+
+def _masked_output(model, x, directory: Path) -> np.ndarray:
+    """torch's output of the model pruned as the artifact's plan says (its own reference)."""
+    import engine
+    from mapping import Plan
+    plan = Plan.from_dict(json.loads((directory / "manifest.json").read_text())["plan"])
+    opt = engine.optimize(model, (x,), plan=plan, measure=False, capture=False)
+    with torch.no_grad():
+        return opt.pruned_model(x).numpy()
+
+
+def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
+                 artifacts: Optional[Path], variants: tuple) -> dict:
+    """{variant: artifact dir}; writes ref_<variant>.npy for the sparse ones (the dense
+    artifact is checked against torch's dense output, ref_peer.npy)."""
+    import engine
+    out = {}
+    if "dense" in variants:
+        dense = mdir / "engine_dense"
+        if _fresh(dense / "manifest.json", reuse):
+            # sparsity 0 and nothing to measure: every layer on the dense path
+            opt = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False,
+                                  threads=threads)
+            opt.save(dense, overwrite=True)
+        out["dense"] = dense
+    sparse = [v for v in variants if v != "dense"]
+    if sparse:
+        found = _plans_artifacts(model_name, artifacts, mdir, reuse, threads)
+        out.update({v: found[v] for v in sparse if v in found})
+    for v, d in out.items():
+        if v == "dense":
+            continue
+        ref = mdir / f"ref_{v}.npy"
+        if _fresh(ref, reuse):
+            np.save(ref, _masked_output(model, x, d))
+    return out
+
+
+def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
+            seed: int = 0, artifacts: Optional[Path] = None,
+            variants: tuple = ENGINE_VARIANTS, log=print) -> dict:
+    """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json)."""
+    from engine import zoo
+    mdir = out / "cache" / model_name
+    if not reuse and mdir.exists():
+        shutil.rmtree(mdir)
+    mdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
+    model = zoo.get(model_name).eval()
+    x = torch.randn(zoo.input_shape(model_name))
+    np.save(mdir / "input.npy", x.numpy())
+    with torch.no_grad():
+        np.save(mdir / "ref_peer.npy", model(x).numpy())
+    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
+            "dense_gflops": dense_gflops(model, x), "files": {}}
+    onnx = mdir / "model.onnx"
+    if {"ort", "openvino"} & set(runtimes) and _fresh(onnx, reuse):
+        log(f"{model_name}: ONNX export")
+        export_onnx(model, x, onnx)
+    if "openvino" in runtimes and _fresh(mdir / "openvino" / "model.xml", reuse):
+        log(f"{model_name}: OpenVINO conversion (from the ONNX file)")
+        export_openvino(onnx, mdir / "openvino" / "model.xml")
+    if "xnnpack" in runtimes and _fresh(mdir / "model.pte", reuse):
+        log(f"{model_name}: ExecuTorch export, XNNPACK partitioner")
+        export_xnnpack(model, x, mdir / "model.pte")
+    if "engine" in runtimes:
+        log(f"{model_name}: engine artifacts {', '.join(variants)}")
+        arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants)
+        meta["engine"] = {v: str(d) for v, d in arts.items()}
+    (mdir / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta

@@ -1,0 +1,137 @@
+"""One runtime, one model, one thread count, in this process and nothing else (`bench peers`
+starts one process per measurement): load the export, check its output on the seeded input
+against torch's (a runtime that disagrees is reported, not timed), warm up, time single calls
+for a while, print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of several.
+
+Thread settings per runtime (every one told N, each in its own process):
+- engine: TVM_NUM_THREADS=N in the environment before the artifact is loaded (the parent sets
+  it), engine.codegen.set_num_threads(N) for the compiled module's TVM pool, and the C++
+  kernels' pool linked into model.so through its registered `spe.v1.set_num_threads`
+  (engine.load takes no thread count yet; a public engine-wide knob replaces this once there).
+- ort: intra_op_num_threads=N, inter_op_num_threads=1, sequential, ORT_ENABLE_ALL.
+- openvino: CPU, INFERENCE_NUM_THREADS=N, PERFORMANCE_HINT=LATENCY, INFERENCE_PRECISION_HINT=f32
+  (Zen 4 has avx512_bf16, where OpenVINO may otherwise pick bf16).
+- xnnpack: ExecuTorch's pybindings `_unsafe_reset_threadpool(N)` (the one threadpool the XNNPACK
+  delegate runs on; the only setter the Python runtime has), read back with
+  `_threadpool_get_thread_count()`.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def time_calls(fn, seconds: float, warmup_s: float = 0.5) -> dict:
+    """Warm up (at least 3 calls and warmup_s), then time single calls for `seconds` (at
+    least 5): median and min ms per call."""
+    t_end, n = time.perf_counter() + warmup_s, 0
+    while n < 3 or time.perf_counter() < t_end:
+        fn()
+        n += 1
+    samples = []
+    t_end = time.perf_counter() + seconds
+    while len(samples) < 5 or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return {"median_ms": statistics.median(samples) * 1e3, "min_ms": min(samples) * 1e3,
+            "calls": len(samples)}
+
+
+def _engine(mdir: Path, threads: int, variant: str):
+    import engine
+    from ..codegen import _tvm, set_num_threads
+    meta = json.loads((mdir / "meta.json").read_text())
+    directory = meta.get("engine", {}).get(variant)
+    if directory is None:
+        raise FileNotFoundError(f"no engine artifact {variant!r} for {meta['model']} in "
+                                f"{mdir} (build it: run without --reuse, or give --artifacts)")
+    art = engine.load(directory)
+    tvm_n = set_num_threads(threads)
+    bridge = _tvm.tvm.get_global_func("spe.v1.set_num_threads", allow_missing=True)
+    if bridge is not None:            # absent when the module has no C++ kernel layer
+        bridge(threads)
+    info = {"artifact": directory, "tvm_threads": tvm_n, "native_pool_set": bridge is not None}
+    return (lambda x: art(x)), info
+
+
+def _ort(mdir: Path, threads: int, variant: str):
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(mdir / "model.onnx"), o, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return (lambda x: sess.run(None, {name: x})[0]), {"version": ort.__version__}
+
+
+def _openvino(mdir: Path, threads: int, variant: str):
+    import openvino as ov
+    cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+           "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(str(mdir / "openvino" / "model.xml"), "CPU", cfg)
+    req = compiled.create_infer_request()
+
+    def run(x):
+        req.infer([x], share_inputs=True)
+        return req.get_output_tensor(0).data
+    info = {"version": ov.get_version(),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT"))}
+    return run, info
+
+
+def _xnnpack(mdir: Path, threads: int, variant: str):
+    import torch
+    from executorch.extension.pybindings import portable_lib as pl
+    from executorch.runtime import Runtime
+    torch.set_num_threads(threads)
+    pl._unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(str(mdir / "model.pte")).load_method("forward")
+    info = {"threadpool": int(pl._threadpool_get_thread_count())}
+    return (lambda x: method.execute([torch.from_numpy(x)])[0].numpy()), info
+
+
+LOADERS = {"engine": _engine, "ort": _ort, "openvino": _openvino, "xnnpack": _xnnpack}
+
+
+def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
+            variant: str = "dense") -> dict:
+    """One measurement (this process runs nothing else): the output check, then the timing."""
+    x = np.load(mdir / "input.npy")
+    fn, info = LOADERS[runtime](mdir, threads, variant)
+    sparse = runtime == "engine" and variant != "dense"
+    ref_name = f"ref_{variant}.npy" if sparse else "ref_peer.npy"
+    ref = np.load(mdir / ref_name)
+    y = np.asarray(fn(x), dtype=np.float64).reshape(ref.shape)
+    scale = float(np.abs(ref).max()) or 1.0
+    err = float(np.abs(y - ref).max())
+    r = {"runtime": runtime, "variant": variant, "threads": threads, "info": info,
+         "max_abs_diff": err, "ref_max_abs": scale, "rel_diff": err / scale,
+         "reference": f"torch, {'masked by the plan' if sparse else 'dense'}"}
+    if not err <= tol * scale:         # NaN fails too
+        r["flagged"] = (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
+                        f"tolerance {tol:g} relative): not timed")
+        return r
+    r.update(time_calls(lambda: fn(x), seconds))
+    return r
+
+
+def peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict:
+    """fp32 peak as torch.mm(n x n, n x n) reaches it, best of `reps` (this process only)."""
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return {"threads": threads, "gflops": 2 * n ** 3 / best / 1e9,
+            "what": f"torch.mm {n}x{n}x{n} fp32, best of {reps}, own process"}

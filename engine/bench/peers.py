@@ -1,0 +1,181 @@
+"""The engine's saved artifacts against the dense runtimes a user would pick instead: ONNX
+Runtime, OpenVINO and ExecuTorch with the XNNPACK delegate, each runtime in a fresh process of
+its own (two runtimes' thread pools in one process steal each other's cores), rounds alternating
+runtimes, at each thread count, on the same seeded input; every output is checked against
+torch's before it is timed.
+
+    python -m engine bench peers [--models resnet50,mobilenetv2] [--threads 1,2] [--rounds 2]
+        [--seconds 3] [--runtimes engine,ort,openvino,xnnpack] [--out peers] [--reuse]
+        [--artifacts DIR]
+
+Exports are built once into <out>/cache/<model>/ (--reuse keeps what is there). The engine runs
+its artifacts (engine.optimize(...).save(dir); engine.load(dir)): dense (sparsity 0), uniform
+block 4x1 at 80% and the rule-mapped plan at 80% (device="artifact"), the last two built as
+`bench plans build` builds them (tens of minutes for ResNet-50 cold) or taken from a directory
+it wrote (--artifacts DIR: DIR/<model>/mapped and DIR/<model>/block4x1@0.80_tir). Output:
+<out>/peers.md (one table per thread count, with the machine's fp32 peak measured in a process
+of its own) and <out>/peers.json (every process's result). Bench-only dependencies:
+pip install -e .[peers] (see README, "Against other runtimes").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .. import cli_checks as chk
+from .peer_build import ENGINE_VARIANTS, RUNTIMES, missing, prepare
+
+
+def _parser() -> chk.Parser:
+    ap = chk.Parser(prog="python -m engine bench peers", description=__doc__)
+    ap.add_argument("step", nargs="?", default="run", choices=["run", "one", "peak"],
+                    help="run (default); one / peak: one measurement (what run starts)")
+    ap.add_argument("--models", default="resnet50,mobilenetv2", help="engine.zoo names")
+    ap.add_argument("--runtimes", type=chk.names(RUNTIMES), default=RUNTIMES)
+    ap.add_argument("--threads", type=chk.thread_list, default=(1, 2))
+    ap.add_argument("--rounds", type=chk.integer(1, 1000), default=2)
+    ap.add_argument("--seconds", type=chk.seconds, default=3.0,
+                    help="timed seconds per process (after a warm-up)")
+    ap.add_argument("--out", default="peers")
+    ap.add_argument("--reuse", action="store_true", help="keep exports and artifacts built "
+                    "by an earlier run in <out>/cache")
+    ap.add_argument("--artifacts", default=None, metavar="DIR",
+                    help="take the 80%% artifacts from a `bench plans build --out DIR`")
+    ap.add_argument("--tol", type=chk.real(0.0, lo_open=True, what="a number > 0"),
+                    default=1e-3, help="largest |output - torch| relative to max |torch|")
+    ap.add_argument("--seed", type=chk.integer(0, 2**32 - 1), default=0)
+    # one: what a child process measures
+    ap.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=ENGINE_VARIANTS, default="dense",
+                    help=argparse.SUPPRESS)
+    return ap
+
+
+def _check(ap, a) -> list:
+    """Everything checkable before minutes of exporting; returns the models."""
+    from engine import zoo
+    models = [m.strip() for m in a.models.split(",")]
+    known = zoo.list_models()
+    bad = [m for m in models if m not in known]
+    if bad or not models:
+        ap.error(f"--models: unknown model(s) {bad}; known models: {', '.join(known)}")
+    if a.artifacts is not None and "engine" in a.runtimes:
+        for m in models:
+            if not (Path(a.artifacts) / m / "mapped" / "manifest.json").is_file():
+                ap.error(f"--artifacts: no {m}/mapped artifact under {a.artifacts!r} (write "
+                         f"one with `python -m engine bench plans build --out DIR`)")
+    try:
+        chk.writable_dir("--out", a.out)
+    except Exception as e:      # noqa: BLE001  (ConfigError: one line naming the flag)
+        ap.error(str(e))
+    return models
+
+
+def _child(step: str, a, **kw) -> dict:
+    """Runs `python -m engine.bench.peers <step> ...` in a fresh process; its JSON, or an
+    error entry with the last line it wrote to stderr."""
+    args = [sys.executable, "-m", "engine.bench.peers", step]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    # the children import the same engine as this process, wherever it is run from
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TVM_NUM_THREADS=str(kw["threads"]), PYTHONPATH=path)
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
+    if r.returncode == 0:
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pass
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    return {"error": (lines[-1] if lines else f"exit {r.returncode}")[:300]}
+
+
+def _measurements(a, models: list, metas: dict) -> list:
+    """(model, key, runtime, variant) in the order one round runs them."""
+    out = []
+    for m in models:
+        for rt in a.runtimes:
+            if rt == "engine":
+                out += [(m, f"engine:{v}", rt, v) for v in ENGINE_VARIANTS
+                        if v in metas[m].get("engine", {})]
+            else:
+                out.append((m, rt, rt, "dense"))
+    return out
+
+
+def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
+    """Every measurement in its own process, rounds alternating; returns (runs, peaks)."""
+    runs, peaks = [], {}
+    todo = _measurements(a, models, metas)
+    for rnd in range(a.rounds):
+        for n in a.threads:
+            p = _child("peak", a, threads=n)
+            if "gflops" in p:
+                peaks[str(n)] = max(peaks.get(str(n), 0.0), p["gflops"])
+            for m, key, rt, v in todo:
+                r = _child("one", a, runtime=rt, model=m, variant=v, threads=n, out=a.out,
+                           seconds=a.seconds, tol=a.tol)
+                r.update(model=m, key=key, threads=n, round=rnd + 1)
+                runs.append(r)
+                what = r.get("error") or r.get("flagged") or \
+                    f"{r['median_ms']:.2f} ms (min {r['min_ms']:.2f})"
+                log(f"round {rnd + 1}, {n} thread(s), {m}, {key}: {what}")
+    return runs, peaks
+
+
+def run(a, models: list, log=print) -> dict:
+    from .peer_table import markdown, ratios, summarize
+    runtimes = []
+    for rt in a.runtimes:
+        why = missing(rt)
+        if why:
+            log(f"note: {why}")
+        else:
+            runtimes.append(rt)
+    a.runtimes = tuple(runtimes)
+    out = Path(a.out)
+    arts = Path(a.artifacts) if a.artifacts else None
+    metas = {m: prepare(m, out, a.runtimes, a.reuse, max(a.threads), a.seed, arts, log=log)
+             for m in models}
+    runs, peaks = run_rounds(a, models, metas, log)
+    summary = summarize(runs)
+    ratios(summary)
+    gflops = {m: metas[m]["dense_gflops"] for m in models}
+    table = markdown(summary, peaks, gflops, a.runtimes)
+    result = {"runtimes": list(a.runtimes), "threads": list(a.threads), "rounds": a.rounds,
+              "seconds": a.seconds, "tol": a.tol, "peak_gflops": peaks,
+              "dense_gflops": gflops, "summary": summary, "runs": runs}
+    (out / "peers.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "peers.md").write_text(table)
+    return {"table": table, **result}
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = _parser()
+    a = ap.parse_args(argv)
+    if a.step == "peak":
+        from .peer_run import peak_gflops
+        print(json.dumps(peak_gflops(a.threads[0])))
+        return 0
+    if a.step == "one":
+        if a.runtime is None or a.model is None:
+            ap.error("one: give --runtime and --model")
+        from .peer_run import run_one
+        mdir = Path(a.out) / "cache" / a.model
+        print(json.dumps(run_one(a.runtime, mdir, a.threads[0], a.seconds, a.tol,
+                                 a.variant)))
+        return 0
+    models = _check(ap, a)
+    print(run(a, models)["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
