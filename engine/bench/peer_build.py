@@ -66,7 +66,8 @@ def export_onnx(model, x, path: Path) -> None:
 def export_openvino(onnx_path: Path, xml: Path) -> None:
     import openvino as ov
     xml.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+    # save_model compresses weights to fp16 by default: keep them fp32 like every other runtime
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
 
 
 def export_xnnpack(model, x, pte: Path) -> None:

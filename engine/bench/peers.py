@@ -47,7 +47,7 @@ def _parser() -> chk.Parser:
     ap.add_argument("--artifacts", default=None, metavar="DIR",
                     help="take the 80%% artifacts from a `bench plans build --out DIR`")
     ap.add_argument("--tol", type=chk.real(0.0, lo_open=True, what="a number > 0"),
-                    default=1e-3, help="largest |output - torch| relative to max |torch|")
+                    default=1e-4, help="largest |output - torch| relative to max |torch|")
     ap.add_argument("--seed", type=chk.integer(0, 2**32 - 1), default=0)
     # one: what a child process measures
     ap.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
