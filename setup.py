@@ -61,6 +61,10 @@ setup(
     extras_require={
         "tvm": ["apache-tvm==0.27.0.post1"],
         "bench": ["pytest-benchmark", "onnxruntime", "onnx"],
+        # `bench peers` only (the dense runtimes the engine is compared with); install with
+        # torch pinned as a constraint, or pip may replace torch: see README, "Against other
+        # runtimes"
+        "peers": ["onnxruntime", "onnx", "openvino", "executorch==1.5.1"],
         "test": ["pytest", "pytest-benchmark", "scikit-learn"],
     },
     entry_points={"console_scripts": ["engine=engine.__main__:main"]},

@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-RUNTIMES = ("engine", "ort", "openvino", "xnnpack")
-ENGINE_VARIANTS = ("dense", "block4x1", "mapped")
+from .peer_run import ENGINE_VARIANTS
+
 # the package each runtime needs (a missing one skips that runtime with a note)
 NEEDS = {"engine": "tvm", "ort": "onnxruntime", "openvino": "openvino", "xnnpack": "executorch"}
 
@@ -145,6 +145,9 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json)."""
     from engine import zoo
     mdir = out / "cache" / model_name
+    old = mdir / "meta.json"
+    if reuse and old.is_file() and json.loads(old.read_text()).get("seed") != seed:
+        reuse = False                  # exports of other weights: nothing there to reuse
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
     mdir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+RUNTIMES = ("engine", "ort", "openvino", "xnnpack")
+ENGINE_VARIANTS = ("dense", "block4x1", "mapped")
+
 
 def time_calls(fn, seconds: float, warmup_s: float = 0.5) -> dict:
     """Warm up (at least 3 calls and warmup_s), then time single calls for `seconds` (at
@@ -118,7 +121,7 @@ def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
         r["flagged"] = (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
                         f"tolerance {tol:g} relative): not timed")
         return r
-    r.update(time_calls(lambda: fn(x), seconds))
+    r.update(time_calls(lambda: fn(x), seconds, warmup_s=min(0.5, seconds)))
     return r
 
 

@@ -80,7 +80,7 @@ def _best_cell(keys: dict, gflops: float, peak) -> str:
     return s
 
 
-def markdown(summary: dict, peaks: dict, gflops: dict, runtimes: tuple) -> str:
+def markdown(summary: dict, peaks: dict, gflops: dict, runtimes: tuple, peak_n: int) -> str:
     """One table per thread count; peaks {threads: GFLOP/s}, gflops {model: dense GFLOP}."""
     cols = [k for k in PEERS if k in runtimes] + \
         ([k for k in ENGINE] if "engine" in runtimes else [])
@@ -90,7 +90,8 @@ def markdown(summary: dict, peaks: dict, gflops: dict, runtimes: tuple) -> str:
         peak = peaks.get(threads)
         head = f"**{threads} thread{'s' if threads != '1' else ''}**"
         if peak:
-            head += f", measured fp32 peak {peak:.0f} GFLOP/s (torch.mm 2048^3, best of 8)"
+            head += (f", measured fp32 peak {peak:.0f} GFLOP/s (torch.mm {peak_n}^3, best of 8 "
+                     f"in a process of its own, best over rounds)")
         out += [head + "; ms: min / median over rounds of each process's median; "
                 "(Nx): best dense peer's ms / the engine's", "",
                 "| model | dense GFLOP | best dense peer | " +

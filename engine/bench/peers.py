@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import cli_checks as chk
-from .peer_build import ENGINE_VARIANTS, RUNTIMES, missing, prepare
+from .peer_run import ENGINE_VARIANTS, RUNTIMES
 
 
 def _parser() -> chk.Parser:
@@ -49,6 +49,9 @@ def _parser() -> chk.Parser:
     ap.add_argument("--tol", type=chk.real(0.0, lo_open=True, what="a number > 0"),
                     default=1e-4, help="largest |output - torch| relative to max |torch|")
     ap.add_argument("--seed", type=chk.integer(0, 2**32 - 1), default=0)
+    ap.add_argument("--peak", type=chk.integer(0, 8192), default=2048, metavar="N",
+                    help="the fp32 peak: torch.mm of N x N matrices, per thread count and "
+                         "round in a process of its own (0: not measured)")
     # one: what a child process measures
     ap.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -116,7 +119,7 @@ def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
     todo = _measurements(a, models, metas)
     for rnd in range(a.rounds):
         for n in a.threads:
-            p = _child("peak", a, threads=n)
+            p = _child("peak", a, threads=n, peak=a.peak) if a.peak else {}
             if "gflops" in p:
                 peaks[str(n)] = max(peaks.get(str(n), 0.0), p["gflops"])
             for m, key, rt, v in todo:
@@ -131,6 +134,7 @@ def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
 
 
 def run(a, models: list, log=print) -> dict:
+    from .peer_build import missing, prepare
     from .peer_table import markdown, ratios, summarize
     runtimes = []
     for rt in a.runtimes:
@@ -148,7 +152,7 @@ def run(a, models: list, log=print) -> dict:
     summary = summarize(runs)
     ratios(summary)
     gflops = {m: metas[m]["dense_gflops"] for m in models}
-    table = markdown(summary, peaks, gflops, a.runtimes)
+    table = markdown(summary, peaks, gflops, a.runtimes, a.peak)
     result = {"runtimes": list(a.runtimes), "threads": list(a.threads), "rounds": a.rounds,
               "seconds": a.seconds, "tol": a.tol, "peak_gflops": peaks,
               "dense_gflops": gflops, "summary": summary, "runs": runs}
@@ -162,7 +166,7 @@ def main(argv: Optional[list] = None) -> int:
     a = ap.parse_args(argv)
     if a.step == "peak":
         from .peer_run import peak_gflops
-        print(json.dumps(peak_gflops(a.threads[0])))
+        print(json.dumps(peak_gflops(a.threads[0], max(a.peak, 1))))
         return 0
     if a.step == "one":
         if a.runtime is None or a.model is None:
