@@ -21,14 +21,16 @@ from .peer_run import ENGINE_VARIANTS
 
 # the package each runtime needs (a missing one skips that runtime with a note)
 NEEDS = {"engine": "tvm", "ort": "onnxruntime", "openvino": "openvino", "xnnpack": "executorch"}
+PIP = {"engine": "apache-tvm==0.27.0.post1", "ort": "onnxruntime onnx", "openvino": "openvino",
+       "xnnpack": "executorch==1.5.1"}
 
 
 def missing(runtime: str) -> Optional[str]:
     """Why `runtime` cannot run here, or None."""
     pkg = NEEDS[runtime]
     if importlib.util.find_spec(pkg) is None:
-        how = "pip install -e .[peers]" if runtime != "engine" else "see README: Install"
-        return f"{runtime}: skipped, {pkg} is not installed ({how})"
+        return (f"{runtime}: skipped, {pkg} is not installed (pip install {PIP[runtime]} "
+                f"-c <(echo torch==2.13.0))")
     return None
 
 
@@ -70,12 +72,19 @@ def export_openvino(onnx_path: Path, xml: Path) -> None:
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
 
 
-def export_xnnpack(model, x, pte: Path) -> None:
+def export_xnnpack(model, x, pte: Path) -> dict:
+    """Writes the .pte; returns how much of the graph the XNNPACK delegate took (ops left
+    outside run on ExecuTorch's portable kernels)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    ep = torch.export.export(model, (x,))
-    prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
-    pte.write_bytes(prog.buffer)
+    edge = to_edge_transform_and_lower(torch.export.export(model, (x,)),
+                                       partitioner=[XnnpackPartitioner()])
+    calls = [str(n.target) for n in edge.exported_program().graph.nodes
+             if n.op == "call_function" and "getitem" not in str(n.target)]
+    pte.write_bytes(edge.to_executorch().buffer)
+    delegated = sum("call_delegate" in c for c in calls)
+    return {"delegate_calls": delegated,
+            "outside_delegate": sorted(c for c in calls if "call_delegate" not in c)}
 
 
 def _uniform_4x1(directory: Path) -> Optional[Path]:
@@ -168,7 +177,10 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
         export_openvino(onnx, mdir / "openvino" / "model.xml")
     if "xnnpack" in runtimes and _fresh(mdir / "model.pte", reuse):
         log(f"{model_name}: ExecuTorch export, XNNPACK partitioner")
-        export_xnnpack(model, x, mdir / "model.pte")
+        (mdir / "xnnpack.json").write_text(json.dumps(export_xnnpack(model, x,
+                                                                     mdir / "model.pte")))
+    if (mdir / "xnnpack.json").is_file():
+        meta["xnnpack"] = json.loads((mdir / "xnnpack.json").read_text())
     if "engine" in runtimes:
         log(f"{model_name}: engine artifacts {', '.join(variants)}")
         arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants)

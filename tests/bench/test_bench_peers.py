@@ -67,3 +67,16 @@ def test_bad_options_are_one_line_usage_errors(args, pattern, capsys):
     assert e.value.code == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+
+
+def test_a_runtime_that_is_not_installed_is_a_one_line_note(tmp_path, capsys, monkeypatch):
+    from engine.bench import peer_build
+    monkeypatch.setitem(peer_build.NEEDS, "openvino", "no_such_package_zz")
+    args = FAST[:2] + ["--runtimes", "openvino"] + FAST[4:] + ["--out", str(tmp_path)]
+    assert peers.main(args) == 0
+    out = capsys.readouterr()
+    notes = [ln for ln in out.out.splitlines() if ln.startswith("note:")]
+    assert notes == ["note: openvino: skipped, no_such_package_zz is not installed (pip install "
+                     "openvino -c <(echo torch==2.13.0))"]
+    assert "Traceback" not in out.err
+    assert json.loads((tmp_path / "peers.json").read_text())["runs"] == []
