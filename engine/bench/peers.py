@@ -148,6 +148,11 @@ def run(a, models: list, log=print) -> dict:
     arts = Path(a.artifacts) if a.artifacts else None
     metas = {m: prepare(m, out, a.runtimes, a.reuse, max(a.threads), a.seed, arts, log=log)
              for m in models}
+    for m, meta in metas.items():
+        lost = [v for v in ENGINE_VARIANTS if "engine" in a.runtimes and
+                v not in meta.get("engine", {})]
+        if lost:
+            log(f"note: {m}: no engine artifact {', '.join(lost)} (not in --artifacts?)")
     runs, peaks = run_rounds(a, models, metas, log)
     summary = summarize(runs)
     ratios(summary)
