@@ -91,7 +91,7 @@ def markdown(summary: dict, peaks: dict, gflops: dict, runtimes: tuple, peak_n: 
         head = f"**{threads} thread{'s' if threads != '1' else ''}**"
         if peak:
             head += (f", measured fp32 peak {peak:.0f} GFLOP/s (torch.mm {peak_n}^3, best of 8 "
-                     f"in a process of its own, best over rounds)")
+                     f"in a process of its own before and after each round, the best)")
         out += [head + "; ms: min / median over rounds of each process's median; "
                 "(Nx): best dense peer's ms / the engine's", "",
                 "| model | dense GFLOP | best dense peer | " +

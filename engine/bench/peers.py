@@ -117,11 +117,14 @@ def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
     """Every measurement in its own process, rounds alternating; returns (runs, peaks)."""
     runs, peaks = [], {}
     todo = _measurements(a, models, metas)
+
+    def peak(n: int) -> None:         # before and after each block: the best of both counts
+        p = _child("peak", a, threads=n, peak=a.peak) if a.peak else {}
+        if "gflops" in p:
+            peaks[str(n)] = max(peaks.get(str(n), 0.0), p["gflops"])
     for rnd in range(a.rounds):
         for n in a.threads:
-            p = _child("peak", a, threads=n, peak=a.peak) if a.peak else {}
-            if "gflops" in p:
-                peaks[str(n)] = max(peaks.get(str(n), 0.0), p["gflops"])
+            peak(n)
             for m, key, rt, v in todo:
                 r = _child("one", a, runtime=rt, model=m, variant=v, threads=n, out=a.out,
                            seconds=a.seconds, tol=a.tol)
@@ -130,6 +133,7 @@ def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
                 what = r.get("error") or r.get("flagged") or \
                     f"{r['median_ms']:.2f} ms (min {r['min_ms']:.2f})"
                 log(f"round {rnd + 1}, {n} thread(s), {m}, {key}: {what}")
+            peak(n)
     return runs, peaks
 
 
