@@ -122,9 +122,10 @@ def _masked_output(model, x, directory: Path) -> np.ndarray:
 
 
 def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
-                 artifacts: Optional[Path], variants: tuple) -> dict:
+                 artifacts: Optional[Path], variants: tuple, before: dict) -> dict:
     """{variant: artifact dir}; writes ref_<variant>.npy for the sparse ones (the dense
-    artifact is checked against torch's dense output, ref_peer.npy)."""
+    artifact is checked against torch's dense output, ref_peer.npy). before: the last run's
+    {variant: dir} (a reference made for another artifact is made again)."""
     import engine
     out = {}
     if "dense" in variants:
@@ -143,7 +144,7 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
         if v == "dense":
             continue
         ref = mdir / f"ref_{v}.npy"
-        if _fresh(ref, reuse):
+        if _fresh(ref, reuse) or before.get(v) != str(d):
             np.save(ref, _masked_output(model, x, d))
     return out
 
@@ -154,8 +155,8 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json)."""
     from engine import zoo
     mdir = out / "cache" / model_name
-    old = mdir / "meta.json"
-    if reuse and old.is_file() and json.loads(old.read_text()).get("seed") != seed:
+    old = json.loads((mdir / "meta.json").read_text()) if (mdir / "meta.json").is_file() else {}
+    if old.get("seed") != seed:
         reuse = False                  # exports of other weights: nothing there to reuse
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
@@ -167,7 +168,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     with torch.no_grad():
         np.save(mdir / "ref_peer.npy", model(x).numpy())
     meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
-            "dense_gflops": dense_gflops(model, x), "files": {}}
+            "dense_gflops": dense_gflops(model, x)}
     onnx = mdir / "model.onnx"
     if {"ort", "openvino"} & set(runtimes) and _fresh(onnx, reuse):
         log(f"{model_name}: ONNX export")
@@ -183,7 +184,8 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
         meta["xnnpack"] = json.loads((mdir / "xnnpack.json").read_text())
     if "engine" in runtimes:
         log(f"{model_name}: engine artifacts {', '.join(variants)}")
-        arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants)
+        arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants,
+                            old.get("engine", {}))
         meta["engine"] = {v: str(d) for v, d in arts.items()}
     (mdir / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
