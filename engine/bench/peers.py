@@ -14,8 +14,10 @@ block 4x1 at 80% and the rule-mapped plan at 80% (device="artifact"), the last t
 `bench plans build` builds them (tens of minutes for ResNet-50 cold) or taken from a directory
 it wrote (--artifacts DIR: DIR/<model>/mapped and DIR/<model>/block4x1@0.80_tir). Output:
 <out>/peers.md (one table per thread count, with the machine's fp32 peak measured in a process
-of its own) and <out>/peers.json (every process's result). Bench-only dependencies:
-pip install -e .[peers] (see README, "Against other runtimes").
+of its own) and <out>/peers.json (every process's result). Bench-only dependencies (setup.py's
+`peers` extra; pin torch, or pip may replace it):
+
+    pip install onnxruntime onnx openvino executorch==1.5.1 -c <(echo torch==2.13.0)
 """
 from __future__ import annotations
 
@@ -32,16 +34,20 @@ from .peer_run import ENGINE_VARIANTS, RUNTIMES
 
 
 def _parser() -> chk.Parser:
-    ap = chk.Parser(prog="python -m engine bench peers", description=__doc__)
+    ap = chk.Parser(prog="python -m engine bench peers", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", nargs="?", default="run", choices=["run", "one", "peak"],
                     help="run (default); one / peak: one measurement (what run starts)")
     ap.add_argument("--models", default="resnet50,mobilenetv2", help="engine.zoo names")
-    ap.add_argument("--runtimes", type=chk.names(RUNTIMES), default=RUNTIMES)
-    ap.add_argument("--threads", type=chk.thread_list, default=(1, 2))
-    ap.add_argument("--rounds", type=chk.integer(1, 1000), default=2)
+    ap.add_argument("--runtimes", type=chk.names(RUNTIMES), default=RUNTIMES,
+                    help=f"comma list out of {','.join(RUNTIMES)} (default: all)")
+    ap.add_argument("--threads", type=chk.thread_list, default=(1, 2),
+                    help="thread counts, comma list (default 1,2)")
+    ap.add_argument("--rounds", type=chk.integer(1, 1000), default=2,
+                    help="rounds over every runtime (default 2)")
     ap.add_argument("--seconds", type=chk.seconds, default=3.0,
                     help="timed seconds per process (after a warm-up)")
-    ap.add_argument("--out", default="peers")
+    ap.add_argument("--out", default="peers", help="cache, peers.md, peers.json go here")
     ap.add_argument("--reuse", action="store_true", help="keep exports and artifacts built "
                     "by an earlier run in <out>/cache")
     ap.add_argument("--artifacts", default=None, metavar="DIR",
