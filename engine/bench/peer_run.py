@@ -70,7 +70,10 @@ def _ort(mdir: Path, threads: int, variant: str):
     o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(mdir / "model.onnx"), o, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return (lambda x: sess.run(None, {name: x})[0]), {"version": ort.__version__}
+    got = sess.get_session_options()
+    info = {"version": ort.__version__, "intra_op_threads": got.intra_op_num_threads,
+            "inter_op_threads": got.inter_op_num_threads}
+    return (lambda x: sess.run(None, {name: x})[0]), info
 
 
 def _openvino(mdir: Path, threads: int, variant: str):
