@@ -4,10 +4,10 @@ against torch's (a runtime that disagrees is reported, not timed), warm up, time
 for a while, print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of several.
 
 Thread settings per runtime (every one told N, each in its own process):
-- engine: TVM_NUM_THREADS=N in the environment before the artifact is loaded (the parent sets
-  it), engine.codegen.set_num_threads(N) for the compiled module's TVM pool, and the C++
-  kernels' pool linked into model.so through its registered `spe.v1.set_num_threads`
-  (engine.load takes no thread count yet; a public engine-wide knob replaces this once there).
+- engine: engine.load(dir, threads=N) (one pool serves every layer of the module), with
+  TVM_NUM_THREADS=N in the environment (the parent sets it: the pool's size at first use);
+  artifacts built before that single pool carry the C++ kernels' own pool, sized through their
+  bridge's `spe.v1.set_num_threads`. Read back: art.threads and `spe.v1.num_threads`.
 - ort: intra_op_num_threads=N, inter_op_num_threads=1, sequential, ORT_ENABLE_ALL.
 - openvino: CPU, INFERENCE_NUM_THREADS=N, PERFORMANCE_HINT=LATENCY, INFERENCE_PRECISION_HINT=f32
   (Zen 4 has avx512_bf16, where OpenVINO may otherwise pick bf16).
@@ -47,18 +47,21 @@ def time_calls(fn, seconds: float, warmup_s: float = 0.5) -> dict:
 
 def _engine(mdir: Path, threads: int, variant: str):
     import engine
-    from ..codegen import _tvm, set_num_threads
+    from ..codegen import _tvm
     meta = json.loads((mdir / "meta.json").read_text())
     directory = meta.get("engine", {}).get(variant)
     if directory is None:
         raise FileNotFoundError(f"no engine artifact {variant!r} for {meta['model']} in "
                                 f"{mdir} (build it: run without --reuse, or give --artifacts)")
-    art = engine.load(directory)
-    tvm_n = set_num_threads(threads)
+    art = engine.load(directory, threads=threads)
+    # an artifact built before the kernels ran on TVM's workers carries a pool of its own
+    # (all CPUs): its bridge's setter sizes that one too (on newer ones it is the same pool)
     bridge = _tvm.tvm.get_global_func("spe.v1.set_num_threads", allow_missing=True)
-    if bridge is not None:            # absent when the module has no C++ kernel layer
+    if bridge is not None:
         bridge(threads)
-    info = {"artifact": directory, "tvm_threads": tvm_n, "native_pool_set": bridge is not None}
+    kernels = _tvm.tvm.get_global_func("spe.v1.num_threads", allow_missing=True)
+    info = {"artifact": directory, "threads": art.threads,
+            "kernel_threads": int(kernels()) if kernels is not None else None}
     return (lambda x: art(x)), info
 
 
