@@ -127,8 +127,22 @@ def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
         r["flagged"] = (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
                         f"tolerance {tol:g} relative): not timed")
         return r
+    before = _core_to_core()
     r.update(time_calls(lambda: fn(x), seconds, warmup_s=min(0.5, seconds)))
+    r["core_to_core_ns"] = [before, _core_to_core()]
     return r
+
+
+def _core_to_core():
+    """The vCPUs' cache-line round trip now (engine.bench.machine), or None where the kernels
+    predate the probe: which placement the hypervisor gave this measurement."""
+    from ..errors import ConfigError
+    from .machine import core_to_core_ns
+    try:
+        ns = core_to_core_ns()
+    except (AttributeError, ConfigError):        # stale or missing kernel build
+        return None
+    return None if ns is None else round(float(ns), 1)
 
 
 def peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict:
