@@ -43,6 +43,7 @@ class LoadedArtifact:
         self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
         self.target = manifest["target"]
         self._lock = threading.Lock()
+        self.tuner = None             # a ThreadTuner with threads="auto" (tune_threads)
         from ..codegen.tvm_runtime import VMFunction
 
         module_path = self.path / manifest["module"]
@@ -65,6 +66,15 @@ class LoadedArtifact:
                                 f"{MANIFEST} lists {len(self.inputs)} "
                                 f"{[s.name for s in self.inputs]}: the manifest does not describe "
                                 f"this module (edited, or mixed up with another artifact's)")
+
+    def tune_threads(self) -> None:
+        """From now on each call runs on the thread count that measures fastest now (see
+        thread_tuner.py): from 1 up to every thread of the process's TVM pool."""
+        import os
+        from ..codegen import set_num_threads
+        from .thread_tuner import ThreadTuner, candidates_for
+        most = set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        self.tuner = ThreadTuner(candidates_for(most), set_num_threads)
 
     @property
     def threads(self) -> int:
@@ -90,7 +100,10 @@ class LoadedArtifact:
         arrays, want_torch = self._bind(args, kwargs)
         with self._lock:
             try:
-                result = self._main(*arrays)
+                if self.tuner is None:
+                    result = self._main(*arrays)
+                else:
+                    result = self.tuner.run(lambda: self._main(*arrays))
             except Exception as e:  # noqa: BLE001
                 raise self._call_error(e) from e
             outs = [t.numpy() for t in _flatten(result)]   # copies: the VM reuses its buffers

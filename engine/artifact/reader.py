@@ -109,7 +109,8 @@ def _regular_size(p: Path) -> int:
 
 
 def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = None,
-                  verify: bool = True, threads: Optional[int] = None) -> "LoadedArtifact":
+                  verify: bool = True, threads: Union[int, str, None] = None
+                  ) -> "LoadedArtifact":
     """Check and load an artifact written by save_artifact; returns a callable LoadedArtifact.
 
     trusted_keys: Ed25519 public keys (objects, 32 raw bytes, or PEM / 64-hex key files; one
@@ -125,10 +126,14 @@ def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = Non
         linked into the module, so this one count sizes all of them. It is the process's TVM
         pool, shared by every artifact loaded here; it cannot grow past the size fixed at the
         pool's first use (TVM_NUM_THREADS, default all CPUs): art.threads says what applies.
+        "auto": the count that is fastest now, re-checked as the calls go (a second core may
+        stop paying when the CPUs sit far apart, e.g. on a cloud VM; engine/artifact/
+        thread_tuner.py).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or not 1 <= threads <= 1024):
-        raise ConfigError(f"threads must be an int from 1 to 1024 or None, got {threads!r}")
+    if threads is not None and threads != "auto" and (
+            isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise ConfigError(f"threads must be an int from 1 to 1024, 'auto' or None, got "
+                          f"{threads!r}")
     if not verify and trusted_keys is not None:
         raise ArtifactError("verify=False cannot be combined with trusted_keys: the signature "
                             "covers the files only through their sha256")
@@ -142,7 +147,9 @@ def load_artifact(directory: Union[str, os.PathLike], *, trusted_keys: Any = Non
     check_runnable_here(m)
     from .loaded import LoadedArtifact
     art = LoadedArtifact(root, m, signed_by=signer)
-    if threads is not None:
+    if threads == "auto":
+        art.tune_threads()
+    elif threads is not None:
         from ..codegen import set_num_threads
         set_num_threads(threads)
     return art

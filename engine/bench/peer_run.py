@@ -45,7 +45,7 @@ def time_calls(fn, seconds: float, warmup_s: float = 0.5) -> dict:
             "calls": len(samples)}
 
 
-def _engine(mdir: Path, threads: int, variant: str):
+def _engine(mdir: Path, threads: int, variant: str, auto: bool = False):
     import engine
     from ..codegen import _tvm
     meta = json.loads((mdir / "meta.json").read_text())
@@ -53,14 +53,16 @@ def _engine(mdir: Path, threads: int, variant: str):
     if directory is None:
         raise FileNotFoundError(f"no engine artifact {variant!r} for {meta['model']} in "
                                 f"{mdir} (build it: run without --reuse, or give --artifacts)")
-    art = engine.load(directory, threads=threads)
+    # auto: the tuner picks among 1..threads (TVM's pool was sized to `threads` by the
+    # parent through TVM_NUM_THREADS)
+    art = engine.load(directory, threads="auto" if auto else threads)
     # an artifact built before the kernels ran on TVM's workers carries a pool of its own
     # (all CPUs): its bridge's setter sizes that one too (on newer ones it is the same pool)
     bridge = _tvm.tvm.get_global_func("spe.v1.set_num_threads", allow_missing=True)
     if bridge is not None:
         bridge(threads)
     kernels = _tvm.tvm.get_global_func("spe.v1.num_threads", allow_missing=True)
-    info = {"artifact": directory, "threads": art.threads,
+    info = {"artifact": directory, "threads": "auto" if auto else art.threads,
             "kernel_threads": int(kernels()) if kernels is not None else None}
     return (lambda x: art(x)), info
 
@@ -110,10 +112,12 @@ LOADERS = {"engine": _engine, "ort": _ort, "openvino": _openvino, "xnnpack": _xn
 
 
 def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
-            variant: str = "dense") -> dict:
-    """One measurement (this process runs nothing else): the output check, then the timing."""
+            variant: str = "dense", auto: bool = False) -> dict:
+    """One measurement (this process runs nothing else): the output check, then the timing.
+    auto: the engine picks its thread count (up to `threads`) as it runs."""
     x = np.load(mdir / "input.npy")
-    fn, info = LOADERS[runtime](mdir, threads, variant)
+    extra = {"auto": auto} if runtime == "engine" else {}
+    fn, info = LOADERS[runtime](mdir, threads, variant, **extra)
     sparse = runtime == "engine" and variant != "dense"
     ref_name = f"ref_{variant}.npy" if sparse else "ref_peer.npy"
     ref = np.load(mdir / ref_name)

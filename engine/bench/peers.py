@@ -58,6 +58,9 @@ def _parser() -> chk.Parser:
     ap.add_argument("--peak", type=chk.integer(0, 8192), default=2048, metavar="N",
                     help="the fp32 peak: torch.mm of N x N matrices, per thread count and "
                          "round in a process of its own (0: not measured)")
+    ap.add_argument("--engine-threads", choices=["fixed", "auto"], default="fixed",
+                    help="fixed: the engine runs on exactly N threads, as the peers do; auto: "
+                         "engine.load(threads='auto'), the count up to N that is fastest now")
     # one: what a child process measures
     ap.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -91,7 +94,7 @@ def _child(step: str, a, **kw) -> dict:
     error entry with the last line it wrote to stderr."""
     args = [sys.executable, "-m", "engine.bench.peers", step]
     for k, v in kw.items():
-        args += [f"--{k}", str(v)]
+        args += [f"--{k.replace('_', '-')}", str(v)]
     # the children import the same engine as this process, wherever it is run from
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -133,7 +136,7 @@ def run_rounds(a, models: list, metas: dict, log=print) -> tuple:
             peak(n)
             for m, key, rt, v in todo:
                 r = _child("one", a, runtime=rt, model=m, variant=v, threads=n, out=a.out,
-                           seconds=a.seconds, tol=a.tol)
+                           seconds=a.seconds, tol=a.tol, engine_threads=a.engine_threads)
                 r.update(model=m, key=key, threads=n, round=rnd + 1)
                 runs.append(r)
                 what = r.get("error") or r.get("flagged") or \
@@ -168,7 +171,12 @@ def run(a, models: list, log=print) -> dict:
     ratios(summary)
     gflops = {m: metas[m]["dense_gflops"] for m in models}
     table = markdown(summary, peaks, gflops, a.runtimes, a.peak)
+    if a.engine_threads == "auto" and "engine" in a.runtimes:
+        table = ("The engine's columns ran with engine.load(threads='auto'): the count up to the "
+                 "table's that measured fastest as it ran; the peers on exactly that many.\n\n"
+                 + table)
     result = {"runtimes": list(a.runtimes), "threads": list(a.threads), "rounds": a.rounds,
+              "engine_threads": a.engine_threads,
               "seconds": a.seconds, "tol": a.tol, "peak_gflops": peaks,
               "dense_gflops": gflops, "summary": summary, "runs": runs}
     (out / "peers.json").write_text(json.dumps(result, indent=2, default=str))
@@ -189,7 +197,7 @@ def main(argv: Optional[list] = None) -> int:
         from .peer_run import run_one
         mdir = Path(a.out) / "cache" / a.model
         print(json.dumps(run_one(a.runtime, mdir, a.threads[0], a.seconds, a.tol,
-                                 a.variant)))
+                                 a.variant, auto=a.engine_threads == "auto")))
         return 0
     models = _check(ap, a)
     print(run(a, models)["table"])
