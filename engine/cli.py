@@ -203,7 +203,7 @@ def main(argv: Optional[list] = None) -> int:
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
     b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery",
-                                   "plans", "tir", "peers"])
+                                   "plans", "tir", "peers", "dense"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)

@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/kernel_list.h"  // kernels/src: the catalog of every family's list
 #include "machine_probe.h"
@@ -163,6 +164,42 @@ void check_f32_c(const py::array& a, const char* what) {
                                 " must be C-contiguous (np.ascontiguousarray / Tensor.contiguous)");
 }
 
+// Runs a layer on an NCHW input (the direct depthwise and the dense conv): x (N, in_ch, H, W)
+// and the residual (N, out_ch, Ho, Wo) are taken as they come, not force-cast (a float64 or
+// strided array would otherwise be copied on every call, a hidden cost the caller should see),
+// y is allocated, and run(layer, x, n, h, w, residual, y) called without the GIL.
+template <class Layer, class SizeFn, class RunFn>
+py::array_t<float> run_nchw(Layer* layer, int in_ch, int out_ch, const py::array& x,
+                            const std::optional<py::array>& residual, SizeFn size, RunFn run) {
+  if (x.ndim() != 4 || x.shape(1) != in_ch)
+    throw std::invalid_argument("x must be (N, " + std::to_string(in_ch) + ", H, W) float32");
+  check_f32_c(x, "x");
+  const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+  int ho, wo;
+  size(layer, h, w, &ho, &wo);
+  if (ho <= 0 || wo <= 0)
+    throw std::invalid_argument("input " + std::to_string(h) + "x" + std::to_string(w) +
+                                " too small for the kernel/padding");
+  const std::vector<py::ssize_t> out_shape = {n, out_ch, ho, wo};
+  const float* res = nullptr;
+  if (residual) {
+    const std::vector<py::ssize_t> got(residual->shape(), residual->shape() + residual->ndim());
+    if (got != out_shape) throw std::invalid_argument("residual must have the output's shape");
+    check_f32_c(*residual, "residual");
+    res = static_cast<const float*>(residual->data());
+  }
+  py::array_t<float> y(out_shape);
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  spe_status s;
+  {
+    py::gil_scoped_release nogil;
+    s = run(layer, xp, n, h, w, res, yp);
+  }
+  check(s);
+  return y;
+}
+
 class DepthwiseConv {
  public:
   DepthwiseConv(int channels, std::pair<int, int> kernel, std::pair<int, int> stride,
@@ -194,37 +231,9 @@ class DepthwiseConv {
     conv_.reset(c);
   }
 
-  // x and residual are taken as they come, not force-cast: a float64 or strided array would
-  // otherwise be copied (converted) on every call, a hidden cost the caller should see.
   py::array_t<float> run(py::array x, std::optional<py::array> residual) {
-    if (x.ndim() != 4 || x.shape(1) != channels_)
-      throw std::invalid_argument("x must be (N, " + std::to_string(channels_) +
-                                  ", H, W) float32");
-    check_f32_c(x, "x");
-    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
-    int ho, wo;
-    spe_depthwise_conv_output_size(conv_.get(), h, w, &ho, &wo);
-    if (ho <= 0 || wo <= 0)
-      throw std::invalid_argument("input " + std::to_string(h) + "x" + std::to_string(w) +
-                                  " too small for the kernel/padding");
-    py::array_t<float> y({n, channels_, ho, wo});
-    const float* res = nullptr;
-    if (residual) {
-      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != channels_ ||
-          residual->shape(2) != ho || residual->shape(3) != wo)
-        throw std::invalid_argument("residual must have the output's shape");
-      check_f32_c(*residual, "residual");
-      res = static_cast<const float*>(residual->data());
-    }
-    const float* xp = static_cast<const float*>(x.data());
-    float* yp = y.mutable_data();
-    spe_status s;
-    {
-      py::gil_scoped_release nogil;
-      s = spe_depthwise_conv_run(conv_.get(), xp, n, h, w, res, yp);
-    }
-    check(s);
-    return y;
+    return run_nchw(conv_.get(), channels_, channels_, x, residual,
+                    spe_depthwise_conv_output_size, spe_depthwise_conv_run);
   }
 
   std::pair<int, int> output_size(int h, int w) const {
@@ -331,6 +340,74 @@ class InvertedBlock {
   int in_ = 0, out_ = 0;
 };
 
+// ---------------------------------------------------------------------------- dense conv (P7)
+
+class DenseConv {
+ public:
+  DenseConv(int out_channels, int in_channels, std::pair<int, int> kernel,
+            std::pair<int, int> stride, std::pair<int, int> padding,
+            std::pair<int, int> dilation, f32 weight, std::optional<f32> bias,
+            const std::string& act, const std::string& isa, const std::string& algo)
+      : out_channels_(out_channels), in_channels_(in_channels) {
+    const int64_t want = int64_t(out_channels) * in_channels * kernel.first * kernel.second;
+    if (out_channels <= 0 || in_channels <= 0 || kernel.first <= 0 || kernel.second <= 0 ||
+        weight.size() != want || weight.ndim() != 4 || weight.shape(0) != out_channels)
+      throw std::invalid_argument("weight must be (" + std::to_string(out_channels) + ", " +
+                                  std::to_string(in_channels) + ", " + std::to_string(kernel.first) +
+                                  ", " + std::to_string(kernel.second) + ") float32");
+    if (bias && (bias->ndim() != 1 || bias->shape(0) != out_channels))
+      throw std::invalid_argument("bias must have out_channels (" + std::to_string(out_channels) +
+                                  ") elements");
+    const spe_conv_params p = {out_channels, in_channels, kernel.first, kernel.second,
+                               stride.first, stride.second, padding.first, padding.second,
+                               dilation.first, dilation.second};
+    spe_dense_conv* c = nullptr;
+    const spe_status st = spe_dense_conv_create(&p, weight.data(), bias ? bias->data() : nullptr,
+                                                parse_act(act), isa.c_str(), algo.c_str(), &c);
+    conv_.reset(c);
+    check(st);
+  }
+
+  py::array_t<float> run(py::array x, std::optional<py::array> residual) {
+    return run_nchw(conv_.get(), in_channels_, out_channels_, x, residual,
+                    spe_dense_conv_output_size, spe_dense_conv_run);
+  }
+
+  std::pair<int, int> output_size(int h, int w) const {
+    std::pair<int, int> out;
+    spe_dense_conv_output_size(conv_.get(), h, w, &out.first, &out.second);
+    return out;
+  }
+  std::string kernel_name(int h, int w) const { return spe_dense_conv_kernel_name(conv_.get(), h, w); }
+  bool winograd() const { return spe_dense_conv_is_winograd(conv_.get()) != 0; }
+
+ private:
+  struct Deleter {
+    void operator()(spe_dense_conv* c) const { spe_dense_conv_destroy(c); }
+  };
+  std::unique_ptr<spe_dense_conv, Deleter> conv_;
+  int out_channels_ = 0, in_channels_ = 0;
+};
+
+void bind_dense_conv(py::module_& m) {
+  py::class_<DenseConv>(m, "DenseConv", "A packed dense conv layer, groups 1 (see spe.h).")
+      .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
+                    std::pair<int, int>, f32, std::optional<f32>, const std::string&,
+                    const std::string&, const std::string&>(),
+           py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
+           py::arg("padding"), py::arg("dilation"), py::arg("weight"), py::arg("bias") = py::none(),
+           py::arg("act") = "none", py::arg("isa") = "auto", py::arg("algo") = "gemm",
+           "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm', 'winograd' (3x3 "
+           "stride 1 only) or an f32_gemm kernel name of the ISA (that tile for every input).")
+      .def("run", &DenseConv::run, py::arg("x"), py::arg("residual") = py::none(),
+           "y = act(conv2d(x, weight, bias) [+ residual]); x and the residual float32 "
+           "C-contiguous (other arrays raise ValueError, never a silent copy).")
+      .def("output_size", &DenseConv::output_size, py::arg("h"), py::arg("w"))
+      .def("kernel_name", &DenseConv::kernel_name, py::arg("h"), py::arg("w"),
+           "the f32_gemm microkernel an h x w input runs on")
+      .def_property_readonly("winograd", &DenseConv::winograd);
+}
+
 constexpr const char* kListKernelsDoc =
     "Every kernel the library lists (kernels/src/<family>/<family>_list.h), family by family "
     "in list order, as dicts: name (the tile, then '__', then the ISA: f32_spmm_4x96__avx512, "
@@ -338,6 +415,7 @@ constexpr const char* kListKernelsDoc =
     "'f32_invres'), "
     "isa, tile (f32_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, stride; {} for a "
     "generic kernel) "
+    "'f32_gemm'), isa, tile (f32_spmm, f32_gemm: rows, pixels; f32_dwconv: kernel, stride; {} for a generic kernel) "
     "and available (this build and CPU can run it).";
 
 py::list list_kernels() {
@@ -454,4 +532,5 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("cpu_a"), py::arg("cpu_b"), py::arg("iters") = 20000,
       "Nanoseconds per cache-line round trip between two threads pinned to the two CPUs "
       "(a benchmark's probe of where the hypervisor put the vCPUs; see machine_probe.cc).");
+  bind_dense_conv(m);
 }

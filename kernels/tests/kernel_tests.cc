@@ -246,7 +246,8 @@ struct FamilySweep {
 };
 const FamilySweep kFamilySweeps[] = {{"f32_spmm", spmm_kernel_sweep},
                                      {"f32_dwconv", dwconv_kernel_sweep},
-                                     {"f32_invres", invres_kernel_sweep}};
+                                     {"f32_invres", invres_kernel_sweep},
+                                     {"f32_gemm", dense_kernel_sweep}};
 
 // Every listed kernel of the tested ISAs through its family's sweep; returns the case count.
 size_t listed_kernel_sweeps(const std::vector<std::string>& isas, bool quick) {
@@ -299,10 +300,11 @@ int main(int argc, char** argv) {
          "neon-available-on-aarch64");
 #endif
 
-  size_t n_conv = 0, n_dw = 0;
+  size_t n_conv = 0, n_dw = 0, n_dense = 0;
   for (const std::string& isa : isas) {
     n_conv = spmm_isa_sweep(isa, quick);
     n_dw = dwconv_isa_sweep(isa, quick);
+    n_dense = dense_isa_sweep(isa, quick);
   }
   const size_t n_kernel = listed_kernel_sweeps(isas, quick);
   {
@@ -325,12 +327,13 @@ int main(int argc, char** argv) {
   pool_cases(quick);
   error_cases(missing);
   dw_error_cases(missing);
+  dense_error_cases();
   robustness_cases(quick);
 
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("time: %.2f s, %zu conv + %zu depthwise cases per ISA, %zu listed-kernel cases\n",
-              secs, n_conv, n_dw, n_kernel);
+  std::printf("time: %.2f s, %zu conv + %zu depthwise cases per ISA, %zu listed-kernel cases, "
+              "%zu dense cases per ISA\n", secs, n_conv, n_dw, n_kernel, n_dense);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 && g_passed > 0 ? 0 : 1;
 }

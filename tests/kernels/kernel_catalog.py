@@ -26,6 +26,7 @@ def family(name: str) -> list[str]:
 
 SPMM = family("f32_spmm")
 DWCONV = family("f32_dwconv")
+GEMM = family("f32_gemm")
 
 
 def need(isa: str) -> str:

@@ -160,6 +160,37 @@ SPE_API void spe_inverted_block_output_size(const spe_inverted_block* block, int
                                             int32_t* ho, int32_t* wo);
 SPE_API const char* spe_inverted_block_kernel_name(const spe_inverted_block* block);
 SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
+/* Dense conv (groups 1), packed once: the weight (O, C, kh, kw) is copied into panels for the
+ * dense GEMM microkernels (no index stream, no zero skipping). algo:
+ *   "gemm"      implicit GEMM: any kh, kw, stride, padding (same both sides), dilation <= 64;
+ *               the input panels are gathered from NCHW per block of pixels (strides, padding
+ *               and dilation resolved there), so there is no whole-input relayout.
+ *   "winograd"  F(4x4, 3x3): 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT);
+ *               the weight is transformed once (36 x O x C floats, 4x the 3x3 weight). Its
+ *               rounding error is larger than the GEMM's (kernels/README.md, "Winograd").
+ *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm" with that tile
+ *               for every input size (benchmarks, tests); otherwise the tile is picked per input
+ *               size (spe_dense_conv_kernel_name tells which).
+ * bias O or NULL. isa: "auto", "scalar", "avx2", "avx512", "neon". */
+typedef struct spe_dense_conv spe_dense_conv; /* opaque */
+
+SPE_API spe_status spe_dense_conv_create(const spe_conv_params* params, const float* weight,
+                                         const float* bias, spe_activation act, const char* isa,
+                                         const char* algo, spe_dense_conv** out);
+
+/* y = act(conv(x) + bias [+ residual]) for x (N, C, H, W), y (N, O, Ho, Wo), NCHW contiguous;
+ * residual (N, O, Ho, Wo) or NULL; y must not overlap x or the residual (y holds partial sums
+ * while a call runs). Keeps no per-call state in the layer: thread-safe for distinct y. The
+ * result does not depend on the thread count. */
+SPE_API spe_status spe_dense_conv_run(spe_dense_conv* conv, const float* x, int32_t n,
+                                      int32_t h, int32_t w, const float* residual, float* y);
+
+SPE_API void spe_dense_conv_output_size(const spe_dense_conv* conv, int32_t h, int32_t w,
+                                        int32_t* ho, int32_t* wo); /* 0 if too small */
+/* The f32_gemm microkernel an h x w input runs on ("" for a NULL layer or too small an input). */
+SPE_API const char* spe_dense_conv_kernel_name(const spe_dense_conv* conv, int32_t h, int32_t w);
+SPE_API int spe_dense_conv_is_winograd(const spe_dense_conv* conv);
+SPE_API void spe_dense_conv_destroy(spe_dense_conv* conv);
 
 /* Max pooling, NCHW float32, dilation 1, floor mode, padding never wins, NaN propagates: torch's
  * max_pool2d, with torch's validation: kernel > 0, stride > 0, 0 <= padding <= kernel / 2,

@@ -2,6 +2,7 @@
 // so a name is composed in one place).
 #include "kernel_list.h"
 
+#include "../dense/dense.h"
 #include "../dwconv/dwconv.h"
 #include "../mobile/invres.h"
 #include "../spmm/spmm.h"
@@ -17,6 +18,8 @@ std::vector<KernelInfo> collect() {
     out.push_back({u.name, "f32_dwconv", u.isa, u.k ? 2 : 0, {{"kernel", u.k}, {"stride", u.s}}});
   for (const InvresUkernel& u : kInvresUkernels)
     out.push_back({u.name, "f32_invres", u.isa, 2, {{"kernel", u.k}, {"stride", u.s}}});
+  for (const DenseUkernel& u : kDenseUkernels)
+    out.push_back({u.name, "f32_gemm", u.isa, 2, {{"rows", u.rows}, {"pixels", u.pixels}}});
   return out;
 }
 

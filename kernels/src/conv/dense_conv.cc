@@ -1,0 +1,287 @@
+// The packed dense conv layer: implicit GEMM over the dense GEMM microkernels (dense/), and the
+// C API of spe_dense_conv (spe.h).
+//
+// y (O x P, P = Ho*Wo, per image) = W (O x K, K = C*kh*kw) * im2col(x) (K x P). The weight is
+// packed once into panels of the ISA's tallest tile (no index stream, no zero skipping). The
+// input is never expanded as a whole: each work item (image, block of ~256 output pixels, block
+// of output channels) packs the K x pixels panel it needs, KC rows at a time, straight from the
+// NCHW input, with strides, padding and dilation resolved while gathering (a stride-2 1x1 conv
+// needs no separate pass), into a buffer that stays in L2, and runs the microkernels over it:
+// for each row tile, for each pixel tile, one call over the KC rows (the weight tile's KC x R
+// floats stay in L1 across the pixel tiles). Partial sums over K blocks live in y; the last
+// block adds the residual and applies the activation.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "../common/error.h"
+#include "../common/threadpool.h"
+#include "../isa/isa.h"
+#include "dense_layer.h"
+#include "geometry.h"
+
+using spe::fail;
+
+namespace spe {
+
+float* ThreadBuffer::get(int64_t floats) {
+  if (floats > n_) {
+    const size_t bytes = ((size_t(floats) * sizeof(float) + 63) / 64) * 64;
+    float* q = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!q) throw std::bad_alloc();
+    p_.reset(q);
+    n_ = floats;
+  }
+  return p_.get();
+}
+
+float* thread_buffer(int slot, int64_t floats) {
+  static thread_local ThreadBuffer bufs[2];
+  return bufs[slot].get(floats);
+}
+
+int pick_tile(const spe_dense_conv* c, int64_t P) {
+  if (c->forced_tile >= 0) return c->forced_tile;
+  const DenseKernels* k = c->k;
+  const int64_t O = c->p.out_channels;
+  int best = 0;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int t = 0; t < k->n_tiles; ++t) {
+    const int64_t R = k->rows[t], NR = k->pixels[t];
+    const double cost = double((O + R - 1) / R * R) * double((P + NR - 1) / NR * NR);
+    if (cost < best_cost * 0.97) best = t, best_cost = cost;  // ties: the wider, listed first
+  }
+  return best;
+}
+
+namespace {
+
+constexpr int64_t kKc = 256;          // K rows a block: a KC x R weight tile fits L1
+constexpr int64_t kBlockPixels = 256; // pixels a work item packs: KC x 256 floats stay in L2
+constexpr int64_t kMaxMc = 256;       // output rows a work item
+
+// The input geometry of one run.
+struct Geo {
+  int64_t h, w, ho, wo, P;
+  bool flat;  // 1x1, stride 1, no padding: im2col(x) is x, read as one flat row per channel
+};
+
+Geo make_geo(const spe_conv_params& p, int h, int w) {
+  Geo g{h, w, out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h),
+        out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w), 0, false};
+  g.P = g.ho * g.wo;
+  g.flat = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+           p.pad_w == 0;
+  if (g.flat) g.h = g.ho = 1, g.w = g.wo = g.P;
+  return g;
+}
+
+// Packs rows [k0, k0 + kc) x pixels [p0, p0 + np) of im2col(x) into panels of NR pixels:
+// buf[(j / NR) * kc * NR + (k - k0) * NR + j % NR], zeros past np and outside the image.
+void pack_input(const spe_conv_params& p, const Geo& g, const float* x, int64_t k0, int64_t kc,
+                int64_t p0, int64_t np, int NR, float* buf) {
+  const int KK = p.kh * p.kw;
+  const int64_t n_panels = (np + NR - 1) / NR;
+  for (int64_t k = k0; k < k0 + kc; ++k) {
+    const int64_t c = k / KK, t = k % KK, ky = t / p.kw, kx = t % p.kw;
+    const float* xc = x + c * g.h * g.w;
+    float* row = buf + (k - k0) * NR;
+    // the tail of the last panel
+    const int64_t tail = n_panels * NR - np;
+    if (tail) std::memset(row + (n_panels - 1) * kc * NR + (NR - tail), 0, sizeof(float) * tail);
+    for (int64_t q = p0, end = p0 + np; q < end;) {
+      const int64_t oy = q / g.wo, ox = q - oy * g.wo, d = q - p0;
+      const int64_t len = std::min({g.wo - ox, end - q, NR - d % NR});
+      float* dst = row + (d / NR) * kc * NR + d % NR;
+      const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
+      if (iy < 0 || iy >= g.h) {
+        std::memset(dst, 0, sizeof(float) * len);
+      } else {
+        // columns i in [ia, ib) of the run read the image: ix = ix0 + i * sw in [0, w)
+        const int64_t sw = p.stride_w, ix0 = ox * sw - p.pad_w + kx * p.dil_w;
+        const int64_t ia = std::min(len, ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw);
+        const int64_t ib = std::max(ia, std::min(len, ix0 >= g.w ? 0 : (g.w - 1 - ix0) / sw + 1));
+        const float* s = xc + iy * g.w + ix0;
+        std::memset(dst, 0, sizeof(float) * ia);
+        if (sw == 1) std::memcpy(dst + ia, s + ia, sizeof(float) * (ib - ia));
+        else for (int64_t i = ia; i < ib; ++i) dst[i] = s[i * sw];
+        std::memset(dst + ib, 0, sizeof(float) * (len - ib));
+      }
+      q += len;
+    }
+  }
+}
+
+spe_status check_input(const spe_conv_params& p, int n, int h, int w) {
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (n < 0 || h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
+                                              " too small for the kernel/padding (or n < 0)");
+  return SPE_OK;
+}
+
+spe_status run_gemm(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                    const float* res, float* y) {
+  const auto& p = c->p;
+  const Geo g = make_geo(p, h, w);
+  const DenseKernels* k = c->k;
+  const int t = pick_tile(c, g.P);
+  const int R = k->rows[t], NR = k->pixels[t], PR = k->panel;
+  const GemmFn fn = k->fn[t];
+  const int64_t O = p.out_channels, K = c->K, P = g.P;
+  const int64_t n_kb = (K + kKc - 1) / kKc, kc_max = (K + n_kb - 1) / n_kb;
+  const int64_t nc = std::max<int64_t>(1, kBlockPixels / NR) * NR;
+  const int64_t n_pb = (P + nc - 1) / nc;
+  auto& pool = ThreadPool::global();
+  // output-channel blocks: at most kMaxMc rows, and enough items for every thread
+  const int64_t panels = (O + PR - 1) / PR;
+  int64_t mc_panels = std::max<int64_t>(1, kMaxMc / PR);
+  while (mc_panels > 1 && n * n_pb * ((panels + mc_panels - 1) / mc_panels) < 2 * pool.num_threads())
+    mc_panels = (mc_panels + 1) / 2;
+  const int64_t n_mb = (panels + mc_panels - 1) / mc_panels;
+  const int64_t in_img = int64_t(p.in_channels) * h * w, out_img = O * P;
+  pool.parallel_for(int64_t(n) * n_pb * n_mb, 1, [&](int64_t ib, int64_t ie) {
+    float* buf = thread_buffer(0, kc_max * nc);
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / (n_pb * n_mb), pb = it / n_mb % n_pb, mb = it % n_mb;
+      const int64_t p0 = pb * nc, np = std::min(nc, P - p0);
+      const int64_t o0 = mb * mc_panels * PR, o1 = std::min(O, o0 + mc_panels * PR);
+      GemmArgs a{};
+      a.a_stride = PR;
+      a.y_row_stride = P;
+      a.res_row_stride = P;
+      a.act = c->act;
+      for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+        const int64_t kc = std::min(kc_max, K - k0);
+        pack_input(p, g, x + b * in_img, k0, kc, p0, np, NR, buf);
+        a.kc = kc;
+        a.first = k0 == 0;
+        a.last = k0 + kc == K;
+        for (int64_t r0 = o0; r0 < o1; r0 += R) {
+          a.a = c->w.data() + (r0 / PR * K + k0) * PR + r0 % PR;
+          a.rows = int(std::min<int64_t>(R, o1 - r0));
+          a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
+          for (int64_t j = 0; j < np; j += NR) {
+            a.b = buf + j * kc;
+            a.npix = int(std::min<int64_t>(NR, np - j));
+            a.y = y + b * out_img + r0 * P + p0 + j;
+            a.res = res ? res + b * out_img + r0 * P + p0 + j : nullptr;
+            fn(a);
+          }
+        }
+      }
+    }
+  });
+  return SPE_OK;
+}
+
+// Packs the (O, K) weight into panels of PR rows: w[(r / PR) * K * PR + k * PR + r % PR].
+void pack_weight(spe_dense_conv* c, const float* weight) {
+  const int64_t O = c->p.out_channels, K = c->K, PR = c->k->panel;
+  const int64_t panels = (O + PR - 1) / PR;
+  c->w.assign(size_t(panels * K * PR), 0.0f);
+  for (int64_t r = 0; r < O; ++r)
+    for (int64_t k = 0; k < K; ++k) c->w[size_t((r / PR * K + k) * PR + r % PR)] = weight[r * K + k];
+}
+
+// The ISA table and the forced tile for the C API's isa and algo; SPE_OK or the reason.
+spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
+  Isa i;
+  if (!parse_isa(isa ? isa : "auto", &i) || !isa_runs(i) || !dense_kernels(i))
+    return fail(SPE_ERR_UNSUPPORTED_ISA,
+                std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
+  c->k = dense_kernels(i);
+  const std::string a = algo ? algo : "gemm";
+  if (a == "gemm") return SPE_OK;
+  if (a == "winograd") {
+    c->winograd = true;
+    return SPE_OK;
+  }
+  for (int t = 0; t < c->k->n_tiles; ++t)
+    if (a == c->k->name[t]) {
+      c->forced_tile = t;
+      return SPE_OK;
+    }
+  return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, winograd, or a " +
+                                            c->k->isa + " f32_gemm kernel name)");
+}
+
+spe_status create_layer(const spe_conv_params* params, const float* weight, const float* bias,
+                        spe_activation act, const char* isa, const char* algo,
+                        spe_dense_conv** out) {
+  if (!params || !out || !weight) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/weight/out");
+  *out = nullptr;
+  const spe_conv_params& p = *params;
+  if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
+      p.stride_w <= 0 || p.pad_h < 0 || p.pad_w < 0 || p.dil_h <= 0 || p.dil_w <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "invalid conv params (channels, kernel, stride, pad, dilation)");
+  if (p.kh > 64 || p.kw > 64 || p.dil_h > 64 || p.dil_w > 64 || p.stride_h > 64 || p.stride_w > 64)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size, stride or dilation too large (max 64)");
+  if (p.pad_h > 65536 || p.pad_w > 65536) return fail(SPE_ERR_INVALID_ARGUMENT, "padding too large (max 65536)");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  auto c = std::make_unique<spe_dense_conv>();
+  c->p = p;
+  c->act = act;
+  if (const spe_status s = pick_kernels(c.get(), isa, algo); s != SPE_OK) return s;
+  if (c->winograd) {
+    if (p.kh != 3 || p.kw != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "winograd needs a 3x3 kernel at stride 1, dilation 1");
+    c->K = p.in_channels;
+    winograd_pack(c.get(), weight);
+  } else {
+    c->K = int64_t(p.in_channels) * p.kh * p.kw;
+    pack_weight(c.get(), weight);
+  }
+  if (bias) c->bias.assign(bias, bias + p.out_channels);
+  *out = c.release();
+  return SPE_OK;
+}
+
+spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                     const float* res, float* y) {
+  if (!c || !x || !y) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y");
+  if (const spe_status s = check_input(c->p, n, h, w); s != SPE_OK) return s;
+  if (n == 0) return SPE_OK;
+  return c->winograd ? winograd_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
+}
+
+}  // namespace
+}  // namespace spe
+
+extern "C" {
+
+spe_status spe_dense_conv_create(const spe_conv_params* params, const float* weight,
+                                 const float* bias, spe_activation act, const char* isa,
+                                 const char* algo, spe_dense_conv** out) {
+  return spe::guarded("spe_dense_conv_create", [&] {
+    return spe::create_layer(params, weight, bias, act, isa, algo, out);
+  });
+}
+
+spe_status spe_dense_conv_run(spe_dense_conv* c, const float* x, int32_t n, int32_t h,
+                              int32_t w, const float* residual, float* y) {
+  return spe::guarded("spe_dense_conv_run",
+                      [&] { return spe::run_layer(c, x, n, h, w, residual, y); });
+}
+
+void spe_dense_conv_output_size(const spe_dense_conv* c, int32_t h, int32_t w, int32_t* ho,
+                                int32_t* wo) {
+  spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
+}
+
+const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32_t w) {
+  if (!c || h <= 0 || w <= 0) return "";
+  int32_t ho = 0, wo = 0;
+  spe::conv_output_size(&c->p, h, w, &ho, &wo);
+  if (ho <= 0 || wo <= 0) return "";
+  const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
+  return c->k->name[spe::pick_tile(c, P)];
+}
+
+int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }
+
+void spe_dense_conv_destroy(spe_dense_conv* c) { delete c; }
+
+}  // extern "C"

@@ -1,0 +1,57 @@
+// The packed dense conv layer (spe_dense_conv, spe.h) shared by its two algorithms: the
+// implicit GEMM (dense_conv.cc) and Winograd F(4x4, 3x3) (winograd.cc). Both run the dense GEMM
+// microkernels (dense/dense_list.h) on weights packed once at create time.
+#ifndef SPE_CONV_DENSE_LAYER_H_
+#define SPE_CONV_DENSE_LAYER_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../dense/dense.h"
+#include "spe/spe.h"
+
+struct spe_dense_conv {
+  spe_conv_params p{};
+  int64_t K = 0;             // GEMM depth: C * kh * kw (Winograd: C)
+  int act = 0;
+  bool winograd = false;
+  int forced_tile = -1;      // a tile named at create time, else -1 (chosen per input size)
+  const spe::DenseKernels* k = nullptr;
+  // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of
+  // the transformed 3x3 filters (one per point of the 6x6 tile), each (O panels, C, panel).
+  std::vector<float> w;
+  int64_t w_matrix = 0;      // floats of one packed matrix (Winograd's stride between points)
+  std::vector<float> bias;   // O, or empty
+};
+
+namespace spe {
+
+// A 64-byte aligned float buffer a thread keeps between calls (the packed input panels), grown
+// on demand; throws std::bad_alloc like a vector would.
+class ThreadBuffer {
+ public:
+  float* get(int64_t floats);
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> p_;
+  int64_t n_ = 0;
+};
+float* thread_buffer(int slot, int64_t floats);  // slot 0, 1: this thread's two buffers
+
+// The index of the tile of c's table that wastes the least work on an O x P output (the rows
+// and pixels padded to whole tiles), or the forced tile.
+int pick_tile(const spe_dense_conv* c, int64_t P);
+
+// The Winograd half of spe_dense_conv (winograd.cc): pack the 3x3 weight into c->w at create,
+// run an input.
+void winograd_pack(spe_dense_conv* c, const float* weight);
+spe_status winograd_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                        const float* res, float* y);
+
+}  // namespace spe
+#endif  // SPE_CONV_DENSE_LAYER_H_

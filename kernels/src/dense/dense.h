@@ -1,0 +1,90 @@
+// Internal interface of the f32 dense GEMM microkernel family (the kernels: dense_list.h).
+//
+// A microkernel computes one register tile of C = A * B over a k-range: A is R rows of a panel
+// of the packed weight (panels of the ISA's tallest tile height, the panel's weights of one k
+// adjacent; a shorter tile reads part of each), B a packed input panel (kc x
+// NV*W floats, zero-padded past the valid pixels), C a tile of y (R rows x NV*W pixels, row
+// stride y_row_stride). The first k-block starts from the bias, later ones from y; the last one
+// adds the residual and applies the activation. Names follow XNNPACK: f32_gemm_{R}x{NV*W}__{isa}.
+#ifndef SPE_DENSE_DENSE_H_
+#define SPE_DENSE_DENSE_H_
+
+#include <cstdint>
+#include <iterator>
+
+#include "../isa/isa.h"
+#include "../isa/table.h"
+
+namespace spe {
+
+// One line of dense_list.h, and the list.
+struct DenseUkernel { Isa isa; int rows, pixels; const char* name; };
+#define SPE_DENSE_UKERNEL(isa, rows, pixels) {Isa::isa, rows, pixels, "f32_gemm_" #rows "x" #pixels "__" #isa},
+inline constexpr DenseUkernel kDenseUkernels[] = {
+#include "dense_list.h"
+};
+#undef SPE_DENSE_UKERNEL
+inline constexpr int kNumDenseUkernels = int(std::size(kDenseUkernels));
+
+constexpr int kMaxDenseTiles = 4;   // tiles one ISA may list
+constexpr int kMaxDenseRows = 16;   // rows of the tallest tile
+constexpr int kMaxDenseVectors = 8;
+
+// Every ISA lists 1..kMaxDenseTiles tiles of at most kMaxDenseRows rows, each height dividing
+// the tallest.
+constexpr bool dense_list_ok() {
+  for (int isa = 0; isa < kNumIsas; ++isa) {
+    const int n = count_listed(kDenseUkernels, [&](const DenseUkernel& u) { return int(u.isa) == isa; });
+    if (n < 1 || n > kMaxDenseTiles) return false;
+    int tallest = 0;
+    for (const DenseUkernel& u : kDenseUkernels)
+      if (int(u.isa) == isa && u.rows > tallest) tallest = u.rows;
+    for (const DenseUkernel& u : kDenseUkernels)
+      if (int(u.isa) == isa && tallest % u.rows != 0) return false;
+  }
+  return count_listed(kDenseUkernels, [](const DenseUkernel& u) {
+           return u.rows < 1 || u.rows > kMaxDenseRows || u.pixels < 1;
+         }) == 0;
+}
+static_assert(dense_list_ok(), "dense_list.h: every ISA needs 1..4 tiles of 1..16 rows, heights dividing the tallest");
+
+struct GemmArgs {
+  const float* a;       // weights of the tile's first row at k0; k's R weights are adjacent
+  int64_t a_stride;     // floats from one k to the next (the ISA's panel height)
+  const float* b;       // input panel at k0: kc x (NV*W) floats, 64-byte aligned
+  int64_t kc;
+  float* y;             // output at (row0, p0)
+  int64_t y_row_stride;
+  const float* bias;    // bias + row0, or null (first block only)
+  const float* res;     // residual at (row0, p0), or null (last block only)
+  int64_t res_row_stride;
+  int act;              // spe_activation (last block only)
+  int rows;             // valid rows (<= R): the panel's others are zero padding
+  int npix;             // valid pixels (<= NV*W)
+  bool first, last;     // first k-block: start from the bias; last: epilogue
+};
+
+using GemmFn = void (*)(const GemmArgs&);
+
+// One ISA's tiles, in list order. The weight is packed once, in panels of `panel` rows (the
+// tallest tile; every tile's height divides it), so that any tile can run on any input size.
+struct DenseKernels {
+  const char* isa;
+  int width;  // floats per vector
+  int panel;
+  int n_tiles;
+  int rows[kMaxDenseTiles], pixels[kMaxDenseTiles];
+  const char* name[kMaxDenseTiles];
+  GemmFn fn[kMaxDenseTiles];
+};
+
+// dense_table<I>(): ISA I's table, defined in I's translation unit (avx512.cc, ...) from the
+// list; dense_kernels(isa): the table of isa if this build compiled it in, else null.
+template <Isa I> const DenseKernels* dense_table();
+#define SPE_DENSE_TABLE_DECL(isa) template <> const DenseKernels* dense_table<Isa::isa>();
+SPE_ISA_LIST(SPE_DENSE_TABLE_DECL)
+#undef SPE_DENSE_TABLE_DECL
+const DenseKernels* dense_kernels(Isa isa);  // registry.cc
+
+}  // namespace spe
+#endif  // SPE_DENSE_DENSE_H_

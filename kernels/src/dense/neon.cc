@@ -1,0 +1,8 @@
+// neon f32 dense GEMM microkernels: dense_list.h's neon lines (compiled with the ISA's flags).
+#include "../isa/neon.h"
+#include "gemm_template.h"
+
+namespace spe {
+template <>
+const DenseKernels* dense_table<Isa::neon>() { return dense::dense_table_of<Neon>(); }
+}  // namespace spe

@@ -1,0 +1,39 @@
+// Scalar reference of the f32 dense GEMM microkernel: plain loops over the same packed panels,
+// the yardstick every ISA variant's layer is tested against (beside the direct reference
+// convolution of the tests); dense_list.h's scalar lines ("vectors" are single floats).
+#include <algorithm>
+
+#include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
+#include "gemm_template.h"
+
+namespace spe {
+namespace {
+
+template <int R, int NR>
+void scalar_tile(const GemmArgs& a) {
+  for (int r = 0; r < a.rows; ++r)
+    for (int p = 0; p < a.npix; ++p) {
+      float s = a.first ? (a.bias ? a.bias[r] : 0.0f) : a.y[r * a.y_row_stride + p];
+      for (int64_t k = 0; k < a.kc; ++k) s += a.a[k * a.a_stride + r] * a.b[k * NR + p];
+      if (a.last) {
+        if (a.res) s += a.res[r * a.res_row_stride + p];
+        if (a.act == 1) s = std::max(s, 0.0f);
+        else if (a.act == 2) s = std::min(std::max(s, 0.0f), 6.0f);
+      }
+      a.y[r * a.y_row_stride + p] = s;
+    }
+}
+
+struct ScalarTiles {
+  template <int R, int Pixels>
+  static GemmFn fn() { return &scalar_tile<R, Pixels>; }
+};
+
+}  // namespace
+
+template <>
+const DenseKernels* dense_table<Isa::scalar>() {
+  return dense::dense_table_of<Scalar, ScalarTiles>();
+}
+
+}  // namespace spe

@@ -1,0 +1,210 @@
+// The dense conv sweep of the kernel test runner (kernel_tests.cc), through the C API: the packed
+// dense conv (spe_dense_conv_*, implicit GEMM and Winograd F(4x4, 3x3)) of every ISA this CPU
+// runs against the plain-loop direct convolution of test_support.h (double accumulation) plus
+// bias, residual and activation.
+//
+// Per ISA: 1x1 at stride 1 (the flat input) and 2, 3x3 at stride 1 and 2, a 7x7 stem, an
+// asymmetric kernel / stride / padding / dilation; output channels below, on and past the
+// panel heights; input channels past one K block (256) and one Winograd channel chunk; every
+// epilogue; Winograd on 3x3 stride-1 layers at padding 0, 1, 2 with partial 4x4 tiles and tile
+// blocks that span tile rows; 1 vs 3 threads bit for bit. Per listed f32_gemm kernel: the layer
+// forced onto it, pixel counts and rows on and around its tile. Then the error statuses.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runner.h"
+#include "spe/spe.h"
+#include "test_support.h"
+
+namespace spe_test {
+namespace {
+
+struct DenseCase {
+  std::string name;
+  int o = 8, c = 3, h = 9, w = 11, kh = 3, kw = 3, sh = 1, sw = 1, ph = 1, pw = 1, dh = 1, dw = 1;
+  int batch = 1, act = SPE_ACT_NONE;
+  bool residual = false, bias = true;
+  std::string algo = "gemm";
+  int threads = 1;
+  bool cross_threads = false;
+};
+
+DenseCase geom(DenseCase c, int k, int s, int p, int d = 1) {
+  c.kh = c.kw = k, c.sh = c.sw = s, c.ph = c.pw = p, c.dh = c.dw = d;
+  return c;
+}
+
+std::vector<DenseCase> make_dense_cases(bool quick) {
+  std::vector<DenseCase> cs;
+  struct G { const char* name; int k, s, p, d; };
+  const G geoms[] = {{"1x1s1", 1, 1, 0, 1}, {"1x1s2", 1, 2, 0, 1}, {"3x3s1", 3, 1, 1, 1},
+                     {"3x3s2", 3, 2, 1, 1}, {"7x7s2", 7, 2, 3, 1}, {"3x3d2p0", 3, 1, 0, 2}};
+  const int outs[] = {1, 5, 16, 33};
+  const int ins[] = {1, 7, 300};
+  for (const G& g : geoms)
+    for (int o : outs)
+      for (int c : ins) {
+        if (quick && c == 300 && o != 33) continue;
+        DenseCase d = geom(DenseCase{}, g.k, g.s, g.p, g.d);
+        d.o = o, d.c = c, d.h = 13 + o % 3, d.w = 11 + c % 4;
+        d.name = fmt("%s-o%d-c%d-%dx%d", g.name, o, c, d.h, d.w);
+        cs.push_back(d);
+      }
+  {
+    DenseCase d;  // asymmetric everything
+    d.kh = 3, d.kw = 5, d.sh = 2, d.sw = 1, d.ph = 2, d.pw = 1, d.dh = 2, d.dw = 3, d.o = 9, d.c = 5;
+    d.h = 16, d.w = 19, d.name = "3x5-s2x1-p2x1-d2x3";
+    cs.push_back(d);
+  }
+  for (const Epilogue& e : every_epilogue()) {
+    DenseCase d = geom(DenseCase{}, 1, 1, 0);
+    d.o = 19, d.c = 270, d.h = 7, d.w = 9;  // two K blocks: partial sums, then the epilogue
+    d.batch = e.batch, d.act = e.act, d.residual = e.residual, d.bias = e.bias;
+    d.name = "epilogue-" + e.name;
+    cs.push_back(d);
+    if (quick) continue;
+    d.algo = "winograd", d.kh = d.kw = 3, d.ph = d.pw = 1, d.c = 11;
+    d.name = "winograd-epilogue-" + e.name;
+    cs.push_back(d);
+  }
+  // Winograd: padding 0..2, sizes with partial tiles, blocks across tile rows, channel chunks
+  const int wsizes[][2] = {{3, 3}, {6, 6}, {9, 30}, {14, 14}, {23, 17}};
+  for (int p = 0; p <= 2; ++p)
+    for (const auto& s : wsizes)
+      for (int c : {3, 70, 500}) {
+        if (s[0] + 2 * p < 3 || (quick && c == 500 && s[0] != 9)) continue;
+        DenseCase d = geom(DenseCase{}, 3, 1, p);
+        d.algo = "winograd", d.o = c == 500 ? 3 : 20, d.c = c, d.h = s[0], d.w = s[1];
+        d.act = SPE_ACT_RELU, d.residual = p == 1;
+        d.name = fmt("winograd-p%d-%dx%d-c%d", p, s[0], s[1], c);
+        cs.push_back(d);
+      }
+  assign_threads(cs);
+  return cs;
+}
+
+struct DenseLayer {
+  spe_dense_conv* conv = nullptr;
+  ~DenseLayer() { spe_dense_conv_destroy(conv); }
+};
+
+std::string run_dense_case(const DenseCase& cs, const char* isa) {
+  Lcg rng(seed_of(cs.name));
+  const Geom g{cs.o, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  const int ncols = cs.c * cs.kh * cs.kw;
+  std::vector<float> w(size_t(cs.o) * ncols), bias;
+  for (float& v : w) v = rng.sym(1.0f);
+  if (cs.bias)
+    for (int o = 0; o < cs.o; ++o) bias.push_back(rng.sym(4.0f));
+  const spe_conv_params params = {cs.o, cs.c, cs.kh, cs.kw, cs.sh, cs.sw, cs.ph, cs.pw, cs.dh, cs.dw};
+  DenseLayer l;
+  const spe_status st = spe_dense_conv_create(&params, w.data(), cs.bias ? bias.data() : nullptr,
+                                              spe_activation(cs.act), isa, cs.algo.c_str(), &l.conv);
+  if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
+  const std::string kname = spe_dense_conv_kernel_name(l.conv, cs.h, cs.w);
+  const std::string suffix = std::string("__") + isa;
+  if (kname.rfind("f32_gemm_", 0) != 0 || kname.size() < suffix.size() ||
+      kname.compare(kname.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "kernel name " + kname + " does not name the ISA";
+  if (cs.algo.rfind("f32_gemm_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
+  if ((cs.algo == "winograd") != (spe_dense_conv_is_winograd(l.conv) == 1)) return "winograd flag";
+  int32_t ho = 0, wo = 0;
+  spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
+  const size_t in_n = size_t(cs.batch) * cs.c * cs.h * cs.w, out_n = size_t(cs.batch) * cs.o * ho * wo;
+  auto run = [&](const float* x, const float* res, float* y) {
+    return spe_dense_conv_run(l.conv, x, cs.batch, cs.h, cs.w, res, y);
+  };
+  auto check = [&](const float* x, const float* res, const float* y) {
+    const auto ref = ref_conv(g, false, w, cs.bias ? bias.data() : nullptr, x, cs.batch, cs.h,
+                              cs.w, res, cs.act);
+    return compare(y, ref, ncols, cs.o, ho, wo);
+  };
+  const std::string err = checked_run(in_n, out_n, cs.residual, cs.threads, cs.cross_threads, rng, run, check);
+  return err.empty() ? "" : err + " [" + kname + "]";
+}
+
+// A listed tile: rows and pixels below, on and past it (and past the ISA's panel height).
+std::vector<DenseCase> dense_kernel_cases(const spe::KernelInfo& k, bool quick) {
+  const int R = tile_param(k, "rows"), NR = tile_param(k, "pixels");
+  std::vector<DenseCase> cs;
+  for (int o : {R - 1, R, 16 + R + 1})
+    for (int px : {NR - 1, NR, 2 * NR + 3}) {
+      if (o < 1 || (quick && o == R - 1 && px != NR)) continue;
+      DenseCase d = geom(DenseCase{}, 1, 1, 0);
+      d.o = o, d.c = 37, d.h = 1, d.w = px, d.algo = k.name, d.residual = true, d.act = SPE_ACT_RELU6;
+      d.name = fmt("o%d-pixels%d", o, px);
+      cs.push_back(d);
+    }
+  DenseCase d = geom(DenseCase{}, 3, 2, 1);  // a gathered input through the forced tile
+  d.o = R + 3, d.c = 40, d.h = 2 * NR / 3 + 5, d.w = 9, d.algo = k.name, d.name = "3x3s2";
+  cs.push_back(d);
+  assign_threads(cs);
+  return cs;
+}
+
+}  // namespace
+
+size_t dense_isa_sweep(const std::string& isa, bool quick) {
+  return sweep("dense " + isa, make_dense_cases(quick),
+               [&](const DenseCase& c) { return run_dense_case(c, isa.c_str()); });
+}
+
+size_t dense_kernel_sweep(const spe::KernelInfo& k, bool quick) {
+  const char* isa = spe::isa_name(k.isa);
+  return sweep(k.name, dense_kernel_cases(k, quick),
+               [&](const DenseCase& c) { return run_dense_case(c, isa); });
+}
+
+void dense_error_cases() {
+  const float w[27] = {};
+  const spe_conv_params ok = {1, 3, 3, 3, 1, 1, 1, 1, 1, 1};
+  auto create = [&](const spe_conv_params& p, const float* wt, int act, const char* isa,
+                    const char* algo, spe_dense_conv** out) {
+    return spe_dense_conv_create(&p, wt, nullptr, spe_activation(act), isa, algo, out);
+  };
+  spe_dense_conv* c = nullptr;
+  spe_conv_params s2 = ok;
+  s2.stride_h = 2;
+  spe_conv_params neg = ok;
+  neg.pad_w = -1;
+  spe_conv_params big = ok;
+  big.kh = 65;
+  struct E { const char* name; spe_status got; spe_status want; };
+  const E es[] = {
+      {"dense-null-weight", create(ok, nullptr, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-bad-act", create(ok, w, 7, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-bad-isa", create(ok, w, 0, "sse9000", "gemm", &c), SPE_ERR_UNSUPPORTED_ISA},
+      {"dense-bad-algo", create(ok, w, 0, "auto", "fft", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-other-isa-tile", create(ok, w, 0, "scalar", "f32_gemm_8x48__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-winograd-stride2", create(s2, w, 0, "auto", "winograd", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-negative-pad", create(neg, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-kernel-65", create(big, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
+  };
+  for (const E& e : es) {
+    set_current(e.name);
+    record(e.got == e.want && std::strlen(spe_last_error()) > 0, e.name, fmt("status %d", int(e.got)));
+  }
+  set_current("dense-run-errors");
+  spe_dense_conv* l = nullptr;
+  float x[9] = {}, y[9] = {};
+  const bool made = create(ok, w, 0, "auto", "winograd", &l) == SPE_OK;
+  spe_conv_params one = ok;
+  one.in_channels = 1, one.pad_h = one.pad_w = 0;
+  spe_dense_conv* l0 = nullptr;
+  const bool made0 = create(one, w, 0, "auto", "gemm", &l0) == SPE_OK;
+  record(made && made0 && spe_dense_conv_run(l0, x, 1, 2, 2, nullptr, y) == SPE_ERR_INVALID_ARGUMENT &&
+             spe_dense_conv_run(l, nullptr, 1, 3, 3, nullptr, y) == SPE_ERR_INVALID_ARGUMENT &&
+             spe_dense_conv_run(nullptr, x, 1, 3, 3, nullptr, y) == SPE_ERR_INVALID_ARGUMENT &&
+             spe_dense_conv_run(l0, x, -1, 3, 3, nullptr, y) == SPE_ERR_INVALID_ARGUMENT &&
+             spe_dense_conv_run(l0, x, 0, 3, 3, nullptr, y) == SPE_OK &&
+             std::string(spe_dense_conv_kernel_name(l0, 2, 2)).empty() &&
+             std::string(spe_dense_conv_kernel_name(nullptr, 9, 9)).empty(),
+         "dense-run-errors");
+  spe_dense_conv_destroy(l);
+  spe_dense_conv_destroy(l0);
+}
+
+}  // namespace spe_test

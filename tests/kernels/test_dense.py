@@ -1,0 +1,130 @@
+"""Tests of the packed dense conv (engine._kernels.DenseConv: implicit GEMM and Winograd
+F(4x4, 3x3)) against float64 torch.
+
+Every ISA this CPU runs and every f32_gemm kernel the library lists (kernels/src/dense/
+dense_list.h) is checked against F.conv2d plus bias, residual and activation: per ISA, the
+geometries ResNet-style networks use (1x1 at stride 1 and 2, 3x3 at stride 1 and 2, the 7x7
+stem) and an asymmetric one, output channels off the panel heights, input channels past one K
+block; per listed tile, the layer forced onto it with output rows and pixels around its size;
+Winograd on 3x3 stride-1 layers with partial tiles, within the error bound kernels/README.md
+documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
+under qemu-aarch64).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import _kernels as K
+
+from kernel_catalog import BY_NAME, GEMM, ISAS, need, need_kernel, seed_of
+
+
+def reference(x, w, bias, stride, padding, dilation, residual, act):
+    y = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), stride,
+                 padding, dilation)
+    if residual is not None:
+        y = y + residual.double()
+    return {"relu": y.clamp_min(0), "relu6": y.clamp(0, 6)}.get(act, y)
+
+
+def check(name, isa, o, c, k, s, p, d, hw, algo="gemm", act="relu", res=True, bias=True, n=2,
+          rtol=1e-5):
+    """Runs one layer and compares; returns its kernel name. The error bound is rtol times the
+    sum of |products| (the rounding scale of any summation order), per output."""
+    g = torch.Generator().manual_seed(seed_of(name))
+    w = torch.randn(o, c, *k, generator=g)
+    b = torch.randn(o, generator=g) if bias else None
+    x = torch.randn(n, c, *hw, generator=g)
+    ho = (hw[0] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    wo = (hw[1] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    r = torch.randn(n, o, ho, wo, generator=g) if res else None
+    layer = K.DenseConv(o, c, k, s, p, d, w.numpy(), None if b is None else b.numpy(), act, isa,
+                        algo)
+    y = torch.from_numpy(layer.run(x.numpy(), None if r is None else r.numpy()))
+    ref = reference(x, w, b, s, p, d, r, act)
+    mag = F.conv2d(x.double().abs(), w.double().abs(), None, s, p, d) + 1
+    err = ((y.double() - ref).abs() / mag).max().item()
+    assert err <= rtol, f"{name} on {isa}: error {err:.3g} of the products' magnitude"
+    return layer.kernel_name(*hw)
+
+
+GEOMETRIES = {  # name: (o, c, kernel, stride, padding, dilation, input)
+    "1x1s1": (37, 19, (1, 1), (1, 1), (0, 0), (1, 1), (9, 11)),
+    "1x1s2": (64, 32, (1, 1), (2, 2), (0, 0), (1, 1), (13, 14)),
+    "3x3s1-k300": (20, 300, (3, 3), (1, 1), (1, 1), (1, 1), (8, 7)),
+    "3x3s2": (17, 30, (3, 3), (2, 2), (1, 1), (1, 1), (9, 8)),
+    "7x7s2-stem": (16, 3, (7, 7), (2, 2), (3, 3), (1, 1), (20, 23)),
+    "3x5-asym": (9, 5, (3, 5), (2, 1), (2, 1), (2, 3), (16, 19)),
+}
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemm_matches_torch(isa, geometry):
+    need(isa)
+    name = check(geometry, isa, *GEOMETRIES[geometry], act="relu6")
+    assert name.startswith("f32_gemm_") and name.endswith("__" + isa)
+
+
+@pytest.mark.parametrize("kernel", GEMM)
+def test_listed_tile(kernel):
+    info = need_kernel(kernel)
+    rows, pixels = info["tile"]["rows"], info["tile"]["pixels"]
+    for o in (max(1, rows - 1), rows + 17):
+        for px in (pixels - 1, 2 * pixels + 3):
+            got = check(f"{kernel}-{o}-{px}", info["isa"], o, 37, (1, 1), (1, 1), (0, 0), (1, 1),
+                        (1, px), algo=kernel, n=1)
+            assert got == kernel
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("size,pad,c", [((6, 6), 1, 3), ((14, 14), 1, 70), ((9, 30), 0, 300),
+                                        ((23, 17), 2, 8)])
+def test_winograd_matches_torch(isa, size, pad, c):
+    need(isa)
+    # F(4x4, 3x3) rounds more than a direct sum: kernels/README.md measures up to ~1.2e-5 of
+    # max |y| on ResNet-50's 3x3 layers; 1e-4 of the products' magnitude bounds it with margin
+    check(f"wino-{size}-{pad}-{c}", isa, 20, c, (3, 3), (1, 1), (pad, pad), (1, 1), size,
+          algo="winograd", rtol=1e-4)
+
+
+def test_thread_count_does_not_change_results(restore_threads):
+    g = torch.Generator().manual_seed(1)
+    w, x = torch.randn(40, 300, 3, 3, generator=g), torch.randn(2, 300, 17, 15, generator=g)
+    for algo in ("gemm", "winograd"):
+        layer = K.DenseConv(40, 300, (3, 3), (1, 1), (1, 1), (1, 1), w.numpy(), algo=algo)
+        K.set_num_threads(1)
+        y1 = layer.run(x.numpy())
+        K.set_num_threads(3)
+        assert np.array_equal(y1, layer.run(x.numpy())), algo
+
+
+def test_bad_input_is_a_clear_error():
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    geo = ((3, 3), (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match="unknown algo"):
+        K.DenseConv(4, 3, *geo, w, algo="fft")
+    with pytest.raises(ValueError, match="winograd needs a 3x3"):
+        K.DenseConv(4, 3, (3, 3), (2, 2), (1, 1), (1, 1), w, algo="winograd")
+    with pytest.raises(ValueError, match="weight must be"):
+        K.DenseConv(4, 2, *geo, w)
+    with pytest.raises(ValueError, match="unknown activation"):
+        K.DenseConv(4, 3, *geo, w, act="gelu")
+    layer = K.DenseConv(4, 3, *geo, w)
+    with pytest.raises(ValueError, match="float32"):
+        layer.run(np.zeros((1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="x must be"):
+        layer.run(np.zeros((1, 2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="residual"):
+        layer.run(np.zeros((1, 3, 5, 5), np.float32), np.zeros((1, 4, 4, 4), np.float32))
+    tiny = K.DenseConv(4, 3, (3, 3), (1, 1), (0, 0), (1, 1), w)
+    with pytest.raises(ValueError, match="too small"):
+        tiny.run(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_listed():
+    for isa in ISAS:
+        assert any(BY_NAME[k]["isa"] == isa for k in GEMM), isa
