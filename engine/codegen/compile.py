@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import CaptureError, ConfigError
-from ..runtime.packing import dense_rows, group_rows_for, pack
+from ..runtime.dense import dense_algo
+from ..runtime.packing import group_rows_for
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
 from ..graph.inputs import check_inputs
@@ -32,7 +33,7 @@ from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import from_exported_program, relax, tvm
 from .blocks import with_blocks
 from .geometry import ConvGeometry
-from .native_lowering import depthwise_meta
+from .native_replace import DEPTHWISE_EXTERN, DENSE_EXTERN, native_replacement
 from .pipeline import relax_pipeline
 from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
 from .rowgroups import RowGroups
@@ -44,8 +45,6 @@ DENSE_CONV_ROWS = 4
 # The C++ kernel's dense tile is 8 rows x 48 pixels on AVX-512 (4x96 is for 4-row sparse blocks):
 # ResNet-50's dense convs, summed per layer, 26.5 ms at 8 rows vs 30.3 ms at 4 (2 threads).
 SPARSE_BACKENDS = ("native", "tir")
-# The bridge function running depthwise convs on the direct depthwise kernel.
-DEPTHWISE_EXTERN = "spe.v1.depthwise_conv2d"
 
 
 @dataclass
@@ -237,7 +236,8 @@ class _LayerChooser:
         return self._generated(m, choice, sparse)
 
     def _native(self, m: LayerMatch, choice, sparse: bool) -> Optional[Replacement]:
-        rep = native_replacement(m, choice if sparse else None)
+        rep = native_replacement(m, choice if sparse else None,
+                                 None if sparse else dense_algo(choice.kernel))
         if rep is None:
             if sparse:
                 self.notes.append(f"{m.layer}: backend 'native' needs a conv with symmetric "
@@ -245,6 +245,8 @@ class _LayerChooser:
             return None
         if rep.extern == DEPTHWISE_EXTERN:
             stats = {"depthwise": True, "density": 1.0, "pruned": False}
+        elif rep.extern == DENSE_EXTERN:
+            stats = {"dense": dense_algo(choice.kernel), "density": 1.0, "pruned": False}
         else:
             stats = {"rows": int(rep.tables[2][0]), "density": _density(rep.tables, m.weight),
                      "pruned": sparse}
@@ -270,52 +272,6 @@ class _LayerChooser:
             notes.append("layers the plan runs on backend 'native' run generated TIR here "
                          "(backends='plan' calls the C++ kernels instead)")
         return notes
-
-
-def native_replacement(m: LayerMatch, choice=None) -> Optional[Replacement]:
-    """call_dps_packed into the C++ kernels for a conv (kernels/tvm/spe_tvm_bridge.cc): a
-    depthwise conv kept dense -> "spe.v1.depthwise_conv2d" (meta int32[13], the (C, kh, kw)
-    weight, bias or a placeholder); any other -> "spe.v1.sparse_conv2d" (meta int32[13], the
-    packed arrays, bias or a placeholder). The residual (or a placeholder) comes last.
-
-    choice: the plan's Choice of a pruned layer (group height from its block rows); None for a
-    layer kept dense: engine.runtime.packing.dense_rows."""
-    pt, pl, pb, pr = m.padding
-    if m.op != "conv2d" or (pt, pl) != (pb, pr) or (choice is not None and m.groups != 1):
-        return None
-    if choice is None and _is_depthwise(m):
-        return _depthwise_replacement(m)
-    if choice is not None:
-        rows = group_rows_for(int(choice.block[0]) if choice.block else 1)
-    else:
-        rows = dense_rows(m.groups)
-    p = pack(m.weight, rows, m.groups)
-    o, c, (kh, kw) = p.out_channels, p.in_channels, p.kernel
-    act = {"none": 0, "relu": 1, "relu6": 2}[m.act]
-    meta = np.array([o, c, kh, kw, *m.stride, pt, pl, *m.dilation, act, int(m.bias is not None),
-                     int(m.residual is not None)], np.int32)
-    bias = m.bias if m.bias is not None else np.zeros(1, np.float32)
-    tables = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32), p.entry_col,
-              p.values, np.asarray(bias, np.float32)]
-    return Replacement(None, tables, m.residual is not None, extern="spe.v1.sparse_conv2d")
-
-
-def _is_depthwise(m: LayerMatch) -> bool:
-    """groups == in == out channels (weight (C, 1, kh, kw)): the direct depthwise kernel's case;
-    other grouped convs (channel multiplier, several channels per group) keep the SpMM pack."""
-    o, cg = m.weight.shape[:2]
-    return m.op == "conv2d" and m.groups > 1 and cg == 1 and o == m.groups == m.in_shape[1]
-
-
-def _depthwise_replacement(m: LayerMatch) -> Replacement:
-    c, _, kh, kw = m.weight.shape
-    pt, pl = m.padding[:2]
-    meta = depthwise_meta(c, (kh, kw), m.stride, (pt, pl), m.dilation, m.act,
-                          m.bias is not None, m.residual is not None)
-    bias = m.bias if m.bias is not None else np.zeros(1, np.float32)
-    tables = [meta, np.ascontiguousarray(m.weight.reshape(c, kh, kw), np.float32),
-              np.asarray(bias, np.float32)]
-    return Replacement(None, tables, m.residual is not None, extern=DEPTHWISE_EXTERN)
 
 
 def _density(tables: list, weight: np.ndarray) -> float:

@@ -2,7 +2,8 @@
 engine's C++ kernels linked into the module.
 
 torch.export captures the lowered GraphModule, where every native layer is one
-`spe.spe_conv2d` / `spe.spe_depthwise_conv2d` / `spe.spe_max_pool2d` custom-op node
+`spe.spe_conv2d` / `spe.spe_depthwise_conv2d` / `spe.spe_dense_conv2d` / `spe.spe_max_pool2d`
+custom-op node
 (engine/runtime/ops.py); the Relax importer
 maps those nodes, through `custom_convert_map`, to `call_dps_packed("spe.v1.*")` with the layer's
 packed weight as constants; everything else is imported as usual. export_library links the
@@ -69,6 +70,23 @@ def depthwise_meta(channels: int, kernel, stride, padding, dilation, act: str, h
                      int(has_bias), int(has_residual)], np.int32)
 
 
+def _dense(node, importer):
+    mod, has_residual = ops.lookup(node.args[2]), node.args[1] is not None
+    o, c, kh, kw = mod.weight_shape
+    has_bias = mod.bias_np is not None
+    meta = dense_meta(o, c, (kh, kw), mod.stride, mod.padding, mod.dilation, mod.act, has_bias,
+                      has_residual, mod.algo)
+    consts = [meta, mod.weight_np, mod.bias_np if has_bias else np.zeros(1, np.float32)]
+    return _emit_layer(node, importer, "spe.v1.dense_conv2d", consts)
+
+
+def dense_meta(out_channels: int, in_channels: int, kernel, stride, padding, dilation, act: str,
+               has_bias: bool, has_residual: bool, algo: str) -> np.ndarray:
+    """meta int32[14] of spe.v1.dense_conv2d: sparse_conv2d's 13, then 0 gemm / 1 winograd."""
+    return np.array([out_channels, in_channels, *kernel, *stride, *padding, *dilation, _ACT[act],
+                     int(has_bias), int(has_residual), int(algo == "winograd")], np.int32)
+
+
 def _pool(node, importer):
     x = importer.env[node.args[0]]
     mod = ops.lookup(node.args[1])
@@ -77,7 +95,7 @@ def _pool(node, importer):
 
 
 CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
-               "spe_max_pool2d.default": _pool}
+               "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense}
 
 
 def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):

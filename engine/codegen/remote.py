@@ -43,7 +43,8 @@ from ..errors import ConfigError
 from ..runtime.measure import Stats, drift, summarize
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import relax, rpc, tvm
-from .compile import kernel_for, native_replacement
+from .compile import kernel_for
+from .native_replace import native_replacement
 from .pipeline import relax_pipeline
 from .rewrite import LayerMatch
 

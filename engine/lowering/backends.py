@@ -5,18 +5,36 @@ backend for it (engine.lowering.host calls it per call site, engine.measure per 
                                     height); depthwise convs: DepthwiseConv2d (direct kernel)
     sparse[name] = ("tir", rows) -> TirConv2d / TirLinear (a kernel generated for the layer;
                                     grouped convs fall back to the native kernel)
+    sparse[name] = ("dense", algo) -> PackedDenseConv2d (a conv kept dense on the packed dense
+                                    kernels, algo "gemm" or "winograd"; other layers: torch)
     name not in sparse           -> DenseConv2d / DenseLinear (torch)
 """
 from __future__ import annotations
 
 from torch import nn
 
+from ..runtime.dense import PackedDenseConv2d, winograd_fits
 from ..runtime.modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, LoweredLayer,
                                SparseConv2d, SparseLinear)
 
 
+def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str):
+    """The packed dense module for a conv kept dense, or None where it does not apply."""
+    if (not isinstance(mod, nn.Conv2d) or mod.groups != 1 or isinstance(mod.padding, str)
+            or (algo == "winograd" and not winograd_fits(mod))):
+        return None
+    return PackedDenseConv2d(w, b, mod.stride, mod.padding, mod.dilation, act, algo, isa,
+                             layer=name)
+
+
 def build_layer(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
     spec = sparse.get(name)
+    if isinstance(spec, tuple) and spec[0] == "dense":
+        packed = _packed_dense(mod, name, w, b, act, spec[1], isa)
+        if packed is not None:
+            return packed
+        sparse = {k: v for k, v in sparse.items() if k != name}   # torch
+        spec = None
     if isinstance(spec, tuple) and spec[0] == "tir":   # a generated kernel (engine.codegen)
         from ..codegen.host import TirConv2d, TirLinear   # lazy: imports tvm
         if isinstance(mod, nn.Conv2d) and mod.groups == 1:

@@ -78,8 +78,9 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
 
 def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
     """Rewrite a copy of `model`; `sparse` maps layer name -> the kernel group height (block
-    rows) of layers run on the native kernels, or -> ("tir", rows) for a generated TIR kernel
-    (engine.codegen.host; needs tvm). Depthwise convs named in `sparse` run the direct
+    rows) of layers run on the native kernels, -> ("tir", rows) for a generated TIR kernel
+    (engine.codegen.host; needs tvm), or -> ("dense", algo) for a conv kept dense on the packed
+    dense kernels (engine.runtime.dense). Depthwise convs named in `sparse` run the direct
     depthwise kernel whatever the value (it is dense; their weights are never pruned)."""
     model = copy.deepcopy(model).eval()
     try:

@@ -9,9 +9,11 @@ The engine's one timer of host layers: the mappers' cost tables and the pipeline
 check (engine/pipeline/decide.py, which hands it each layer's own mask) both measure here. Per
 candidate the layer's masked weight packed into the native kernel module
 (SparseConv2d / SparseLinear, group height from the block rows) or its generated-TIR twin
-(engine.codegen.host, only when tvm is installed), and for DENSE both dense torch (on ONE torch
-thread, as glue runs inside the optimized model) and the native kernel on the full weight;
-DENSE's Measurement is the faster, its `kernel` names which ("torch" or the native kernel). The
+(engine.codegen.host, only when tvm is installed), and for DENSE every dense backend: dense
+torch (on ONE torch thread, as glue runs inside the optimized model), the SpMM kernel on the
+full weight, and for a conv (groups 1) the packed dense kernels (implicit GEMM; Winograd for a
+3x3 stride-1 conv); DENSE's Measurement is the fastest, its `kernel` names which ("torch", the
+SpMM kernel, "gemm:<tile>" or "winograd:<tile>"). The
 fused epilogue (activation, residual add) is the spec's. Everything for one shape is timed
 interleaved in one engine.runtime.measure.measure call, repeated until the medians settle.
 """
@@ -134,8 +136,8 @@ class HostProfiler:
 
     def measure(self, spec: LayerSpec, candidates: list, detail: bool = False) -> dict:
         """candidate key -> Measurement for DENSE (if listed) and every candidate it can run;
-        detail: also "dense/torch" and "dense/native", the two dense backends DENSE is the
-        faster of."""
+        detail: also each dense backend DENSE is the fastest of ("dense/torch", "dense/native",
+        "dense/gemm", "dense/winograd")."""
         act, residual = parse_epilogue(spec.epilogue)
         layer, weight = self.weight_for(spec)
         g = torch.Generator().manual_seed(self.seed)
@@ -148,6 +150,7 @@ class HostProfiler:
             native = _native(spec, weight, bias, act, dense_rows(spec.groups),
                              self.isa)
             mods["dense/torch"], mods["dense/native"] = native.dense_equivalent(), native
+            mods.update(_packed_dense(spec, weight, bias, act, self.isa))
         built: dict = {}          # mask key -> native module (a tir twin starts from it)
         for key, cand in measurable(self, spec, wanted):
             mk = MaskCache.key(layer, cand)
@@ -168,13 +171,12 @@ class HostProfiler:
         stats = self._recheck(mods, args, stats)
         out = {}
         if DENSE_KEY in wanted:
-            best = min(("dense/torch", "dense/native"), key=lambda n: stats[n].median)
-            kernel = "torch" if best == "dense/torch" else mods[best].kernel_name
-            out[DENSE_KEY] = _measurement(stats[best], kernel, self.source)
+            dense = {n: ("torch" if n == "dense/torch" else mods[n].kernel_name)
+                     for n in mods if n.startswith("dense/")}
+            best = min(dense, key=lambda n: stats[n].median)
+            out[DENSE_KEY] = _measurement(stats[best], dense[best], self.source)
             if detail:
-                out["dense/torch"] = _measurement(stats["dense/torch"], "torch", self.source)
-                out["dense/native"] = _measurement(stats["dense/native"],
-                                                   mods["dense/native"].kernel_name, self.source)
+                out.update({n: _measurement(stats[n], k, self.source) for n, k in dense.items()})
         for key, mod in mods.items():
             if key.startswith("dense/"):
                 continue
@@ -257,6 +259,23 @@ def _native(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, act: str, rows
         mod = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
                         spec.padding, spec.dilation, spec.groups, bias=False, device="meta")
     return build_layer(mod, spec.name, w, bias, act, {spec.name: rows}, isa)
+
+
+def _packed_dense(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, act: str,
+                  isa: str) -> dict:
+    """"dense/gemm" (and "dense/winograd" for a 3x3 stride-1 conv): the packed dense kernels
+    a conv kept dense can run on instead of torch or the SpMM on a dense pack; {} for other
+    layers (built by the lowering's backend table, like _native)."""
+    if spec.op != "conv2d" or spec.groups != 1:
+        return {}
+    mod = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
+                    spec.padding, spec.dilation, bias=False, device="meta")
+    out = {}
+    for algo in ("gemm", "winograd"):
+        layer = build_layer(mod, spec.name, w, bias, act, {spec.name: ("dense", algo)}, isa)
+        if getattr(layer, "algo", None) == algo:
+            out[f"dense/{algo}"] = layer
+    return out
 
 
 def _tir_twin(native, args: tuple):

@@ -2,10 +2,11 @@
 (engine.measure), the same one that fills the mappers' cost tables.
 
 Per layer, at its real input shape, with its fused epilogue and its own mask: the sparse
-kernels of its candidate (native, and a generated TIR kernel when backends has "tir"), dense
-torch and the native dense kernel. A candidate is kept only if its fastest sparse backend is
->= min_speedup x the best dense one; otherwise the layer stays dense, on whichever dense backend
-measured faster. The timer is this host's profiler, or the device profiler the mapper measured
+kernels of its candidate (native, and a generated TIR kernel when backends has "tir"), and every
+dense backend: torch, the SpMM kernel on a dense pack, and for convs the packed dense kernels
+(implicit GEMM, Winograd F(4x4, 3x3) for 3x3 stride 1). A candidate is kept only if its fastest
+sparse backend is >= min_speedup x the best dense one; otherwise the layer stays dense, on
+whichever dense backend measured fastest. The timer is this host's profiler, or the device profiler the mapper measured
 with (device=...): a device-measured plan is checked on the device, never on this host.
 With measure=False nothing is timed: candidates run the backend the plan names.
 """
@@ -18,13 +19,15 @@ from ..graph.layers import get_module
 from ..lowering import lower, native_modules
 from ..measure import HostProfiler
 from ..measure.specs import layer_spec
+from ..runtime.dense import dense_algo
 from ..runtime.packing import dense_rows
 from .candidates import blk, masked_copy
 from .state import RunState
 
 
 def decide(state: RunState) -> None:
-    """state.backends (layer -> rows | ("tir", rows)); the choices get latencies and reasons."""
+    """state.backends (layer -> rows | ("tir", rows) | ("dense", algo)); the choices get
+    latencies and reasons."""
     if not state.config.measure:
         _replay(state)
         return
@@ -102,7 +105,12 @@ def _decide_layer(state: RunState, timer, spec) -> None:
     elif not ch.reason:
         ch.reason = "not pruned"
     ch.latency_us = dense.us
-    if dense.kernel != "torch":
+    algo = dense_algo(dense.kernel)
+    if algo is not None:
+        ch.backend, ch.kernel = "native", dense.kernel
+        state.backends[spec.name] = ("dense", algo)
+        ch.reason += f"; runs on the packed dense kernel, {algo} ({dense_txt})"
+    elif dense.kernel != "torch":
         ch.backend, ch.kernel = "native", dense.kernel
         state.backends[spec.name] = dense_rows(spec.groups)
         ch.reason += f"; runs on the native dense kernel ({dense_txt})"
@@ -120,10 +128,14 @@ def _sparse_candidates_on(state: RunState, spec, timer, backend: str) -> list:
     return [cand]
 
 
+DENSE_NAMES = {"dense/torch": "torch", "dense/native": "native dense",
+               "dense/gemm": "packed gemm", "dense/winograd": "winograd"}
+
+
 def _dense_text(ms: dict) -> str:
     if "dense/torch" in ms and "dense/native" in ms:
-        return (f"torch {ms['dense/torch'].us:.0f} us, native dense "
-                f"{ms['dense/native'].us:.0f} us")
+        return ", ".join(f"{name} {ms[key].us:.0f} us" for key, name in DENSE_NAMES.items()
+                         if key in ms)
     d = ms[DENSE_KEY]
     return f"dense {d.us:.0f} us ({d.kernel or d.source})"
 
@@ -138,6 +150,10 @@ def _replay(state: RunState) -> None:
         state.notes.append(probe.note)
     mods = native_modules(probe.module)
     groups = {l.name: l.groups for l in state.layers}
+    for name, ch in state.choices.items():   # kept dense on a packed dense kernel
+        algo = None if ch.pruned else dense_algo(ch.kernel)
+        if algo is not None and ch.backend == "native":
+            state.backends[name] = ("dense", algo)
     for name, (_, rows) in state.candidates.items():
         mod, ch = mods.get(name), state.choices[name]
         if mod is None or not hasattr(mod, "kernel_name"):

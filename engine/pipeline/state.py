@@ -28,7 +28,7 @@ class RunState:
     layers: list = field(default_factory=list)
     candidates: dict = field(default_factory=dict)   # layer -> (mask, group rows)
     choices: dict = field(default_factory=dict)      # layer -> mapping.Choice
-    backends: dict = field(default_factory=dict)     # layer -> rows | ("tir", rows)
+    backends: dict = field(default_factory=dict)     # layer -> rows | ("tir" | "dense", ...)
     pruned_model: Optional[nn.Module] = None
     lowered: Any = None                  # engine.lowering.LoweringResult
     plan: Optional[Plan] = None          # the plan the result runs

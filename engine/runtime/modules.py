@@ -98,6 +98,9 @@ class _KernelConv(RebuiltKernel, LoweredLayer):
         cin, cout = self._channels()
         return _run_checked(self.layer, self.kernel, x, residual, cin, cout)
 
+    def output_size(self, h: int, w: int) -> tuple:
+        return tuple(self.kernel.output_size(int(h), int(w)))
+
     def dense_equivalent(self) -> nn.Module:
         """A torch module computing the same function densely (the thing this replaces)."""
         return DenseConv2d(self.dense_weight().reshape(self.weight_shape),
@@ -139,9 +142,6 @@ class SparseConv2d(_KernelConv):
 
     def _export_op(self, x, residual):
         return torch.ops.spe.spe_conv2d(x, residual, self.op_id)
-
-    def output_size(self, h: int, w: int) -> tuple:
-        return tuple(self.kernel.output_size(int(h), int(w)))
 
     def dense_weight(self) -> torch.Tensor:
         """The (masked) weight this module computes with, rebuilt from the packed form, in the
@@ -222,9 +222,6 @@ class DepthwiseConv2d(_KernelConv):
 
     def _export_op(self, x, residual):
         return torch.ops.spe.spe_depthwise_conv2d(x, residual, self.op_id)
-
-    def output_size(self, h: int, w: int) -> tuple:
-        return tuple(self.kernel.output_size(int(h), int(w)))
 
     def dense_weight(self) -> torch.Tensor:
         return torch.from_numpy(self.weight_np.copy())

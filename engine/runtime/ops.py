@@ -2,7 +2,7 @@
 
 In eager mode native modules call the kernels directly; under torch.export they emit
 `torch.ops.spe.spe_conv2d(x, residual, layer_id)` / `spe_depthwise_conv2d(x, residual, layer_id)`
-/ `torch.ops.spe.spe_max_pool2d(x, layer_id)`, single graph nodes that the compiler path (engine/codegen) maps to calls into the kernels linked
+/ `spe_dense_conv2d(x, residual, layer_id)` / `torch.ops.spe.spe_max_pool2d(x, layer_id)`, single graph nodes that the compiler path (engine/codegen) maps to calls into the kernels linked
 into the compiled module. `layer_id` finds the module (its packed weight and geometry) in a
 process-wide weak registry. The names carry an `spe_` prefix because the TVM importer keys ops by
 their bare name, where `conv2d.default` would collide with aten's.
@@ -57,6 +57,18 @@ def _(x, residual, layer_id):
     n, c, h, w = x.shape
     ho, wo = lookup(layer_id).output_size(h, w)
     return x.new_empty((n, c, ho, wo))
+
+
+@torch.library.custom_op("spe::spe_dense_conv2d", mutates_args=())
+def spe_dense_conv2d(x: torch.Tensor, residual: Optional[torch.Tensor],
+                     layer_id: int) -> torch.Tensor:
+    return lookup(layer_id).run_kernel(x, residual)
+
+
+@spe_dense_conv2d.register_fake
+def _(x, residual, layer_id):
+    mod = lookup(layer_id)
+    return x.new_empty((x.shape[0], mod.weight_shape[0], *mod.output_size(*x.shape[2:])))
 
 
 @torch.library.custom_op("spe::spe_max_pool2d", mutates_args=())

@@ -14,6 +14,11 @@
 //       the layout of sparse_conv2d's (O == C). weight: float32 (C, kh, kw); bias / residual
 //       as above. Built once per layer, keyed by the address of `weight`.
 //   spe.v1.max_pool2d(x, meta, y)   meta: int32[6] = kh, kw, stride_h, stride_w, pad_h, pad_w
+//   spe.v1.dense_conv2d(x, meta, weight, bias, residual, y)
+//       A conv kept dense on the packed dense kernels (spe_dense_conv). meta: int32[14], the
+//       layout of sparse_conv2d's, then the algorithm (0 implicit GEMM, 1 Winograd F(4x4,
+//       3x3)). weight: float32 (O, C, kh, kw). Built once per layer, keyed by the address of
+//       `weight` and checked against a fingerprint as sparse layers are.
 //   spe.v1.set_num_threads(n) / spe.v1.num_threads(): the threads every layer runs on. The
 //       kernels run on TVM's pool (installed when model.so loads), so these are TVM's.
 //   spe.v1.inverted_block(x, meta, expand[6], dw_weight, dw_bias, project[6], residual, y)
@@ -264,14 +269,29 @@ BlockCache& block_cache() {
   return *c;
 }
 
+// A dense layer (spe.v1.dense_conv2d, below) and the fingerprint of its constants (meta, the
+// weight's and bias' addresses and sizes, kSamples weights): a dense weight is megabytes, too
+// much to copy and compare on every call as the depthwise cache does.
+struct DenseEntry {
+  spe_dense_conv* conv = nullptr;
+  std::vector<int64_t> sig;
+};
+
+LayerCache<DenseEntry>& dense_cache() {
+  static auto* c = new LayerCache<DenseEntry>();
+  return *c;
+}
+
 // All caches, always in this order (no getter ever holds two).
 void lock_caches_for_fork() {
   cache().mu.lock();
   dw_cache().mu.lock();
   block_cache().mu.lock();
+  dense_cache().mu.lock();
 }
 
 void unlock_caches_after_fork() {
+  dense_cache().mu.unlock();
   block_cache().mu.unlock();
   dw_cache().mu.unlock();
   cache().mu.unlock();
@@ -325,6 +345,52 @@ void depthwise_conv2d(TensorView x, TensorView meta, TensorView weight, TensorVi
   spe_depthwise_conv* conv = get_depthwise(meta, weight, bias);
   run_conv("depthwise_conv2d", conv, spe_depthwise_conv_output_size, spe_depthwise_conv_run, x, n,
            h, w, m[12] != 0, residual, y);
+}
+
+// ------------------------------------------------------------------------- dense conv (P7)
+
+spe_dense_conv* get_dense(const TensorView& meta, const TensorView& weight,
+                          const TensorView& bias) {
+  const int32_t* m = data<int32_t>(meta);
+  const int64_t nw = int64_t(m[0]) * m[1] * m[2] * m[3];
+  if (weight.dtype().code != kDLFloat || weight.dtype().bits != 32 || weight.numel() != nw)
+    TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: weight must be float32 with O*C*kh*kw = "
+                              << nw << " elements, got " << weight.numel();
+  if (m[11] && (bias.dtype().code != kDLFloat || bias.dtype().bits != 32 || bias.numel() != m[0]))
+    TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: bias must be float32[" << m[0] << "]";
+  if (m[13] != 0 && m[13] != 1)
+    TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: algorithm " << m[13] << " (0 gemm, 1 winograd)";
+  std::vector<int64_t> sig(m, m + 14);
+  sample<float>(sig, weight);
+  sig.push_back(m[11] ? int64_t(reinterpret_cast<uintptr_t>(data<float>(bias))) : 0);
+  auto& c = dense_cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  const float* w = data<float>(weight);
+  auto it = c.layers.find(w);
+  if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
+  const spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
+  DenseEntry e;
+  e.sig = std::move(sig);
+  const spe_status s = spe_dense_conv_create(&p, w, m[11] ? data<float>(bias) : nullptr,
+                                             spe_activation(m[10]), "auto",
+                                             m[13] ? "winograd" : "gemm", &e.conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: " << spe_last_error();
+  return c.put(it, w, std::move(e));
+}
+
+void dense_conv2d(TensorView x, TensorView meta, TensorView weight, TensorView bias,
+                  TensorView residual, TensorView y) {
+  constexpr const char* kOp = "dense_conv2d";
+  check_meta(meta, 14, kOp);
+  const int32_t* m = data<int32_t>(meta);
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  if (x.size(0) != y.size(0) || x.size(1) != m[1] || y.size(1) != m[0])
+    TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: x/y must be (N, " << m[1] << ", H, W) / (N, "
+                              << m[0] << ", Ho, Wo)";
+  spe_dense_conv* conv = get_dense(meta, weight, bias);
+  run_conv(kOp, conv, spe_dense_conv_output_size, spe_dense_conv_run, x, dim32(x, 0, kOp),
+           dim32(x, 2, kOp), dim32(x, 3, kOp), m[12] != 0, residual, y);
 }
 
 void max_pool2d(TensorView x, TensorView meta, TensorView y) {
@@ -498,6 +564,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.depthwise_conv2d", depthwise_conv2d);
   def("spe.v1.max_pool2d", max_pool2d);
   def("spe.v1.inverted_block", inverted_block);
+  def("spe.v1.dense_conv2d", dense_conv2d);
   def("spe.v1.set_num_threads", set_num_threads);
   def("spe.v1.num_threads", [] { return int64_t(spe_get_num_threads()); });
   use_tvm_thread_pool();

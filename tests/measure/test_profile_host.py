@@ -45,7 +45,23 @@ def test_dense_names_the_faster_dense_backend(measured):
     _, _, conv, fc = measured
     for got in (conv, fc):
         k = got["dense"].kernel
-        assert k == "torch" or k.startswith("f32_spmm_8x"), k
+        assert k == "torch" or k.startswith(("f32_spmm_8x", "gemm:f32_gemm_",
+                                             "winograd:f32_gemm_")), k
+    assert ":" not in fc["dense"].kernel   # the packed dense kernels: convs only
+
+
+def test_dense_is_the_fastest_dense_backend():
+    """DENSE is the fastest of every dense backend measured, the packed dense kernels among
+    them (Winograd for a 3x3 stride-1 conv), each named by its kernel."""
+    spec = LayerSpec("c3", "conv2d", 32, 32, (3, 3), (1, 1), (1, 1), input_hw=(14, 14),
+                     epilogue="relu")
+    got = HostProfiler(min_time=0.002).measure(spec, [DENSE], detail=True)
+    backends = {k: m for k, m in got.items() if k.startswith("dense/")}
+    assert set(backends) == {"dense/torch", "dense/native", "dense/gemm", "dense/winograd"}
+    assert backends["dense/gemm"].kernel.startswith("gemm:f32_gemm_")
+    assert backends["dense/winograd"].kernel.startswith("winograd:f32_gemm_")
+    fastest = min(backends.values(), key=lambda m: m.us)
+    assert got["dense"].us == fastest.us and got["dense"].kernel == fastest.kernel
 
 
 @pytest.mark.skipif(not tvm_available(), reason="apache-tvm not installed")

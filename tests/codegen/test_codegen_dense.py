@@ -1,0 +1,88 @@
+"""A conv kept dense on the packed dense kernels (plan Choice backend "native", kernel
+"gemm:<tile>" or "winograd:<tile>", as engine/pipeline/decide.py records it): the host runtime
+runs engine.runtime.dense.PackedDenseConv2d, compile_model(backends="plan") calls
+spe.v1.dense_conv2d, torch.export of the lowered model maps its custom op to the same bridge
+function, and all of them match torch (BN folded, ReLU and the residual add fused)."""
+import pytest
+import torch
+from torch import nn
+
+from codegen_helpers import assert_close, randomize_bn
+from engine.codegen import compile_model
+from engine.graph.layers import list_layers
+from engine.lowering import lower, native_modules
+from engine.runtime.dense import PackedDenseConv2d
+from mapping import Choice, Plan
+
+DENSE = "spe.v1.dense_conv2d"
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.c3 = nn.Conv2d(16, 24, 1, stride=2)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.bn2(self.c2(y)) + y)
+        return self.c3(y)
+
+
+KERNELS = {"c1": "gemm:f32_gemm_8x48__avx512", "c2": "winograd:f32_gemm_16x16__avx512",
+           "c3": "gemm:f32_gemm_4x4__scalar"}
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return randomize_bn(Net()).eval(), torch.randn(2, 3, 17, 19)
+
+
+def test_host_runtime_runs_the_packed_dense_kernels(net):
+    model, x = net
+    low = lower(model, {"c1": ("dense", "gemm"), "c2": ("dense", "winograd"),
+                        "c3": ("dense", "winograd")})   # c3 is 1x1: Winograd does not apply
+    mods = native_modules(low.module)
+    assert isinstance(mods["c1"], PackedDenseConv2d) and mods["c1"].algo == "gemm"
+    assert isinstance(mods["c2"], PackedDenseConv2d) and mods["c2"].algo == "winograd"
+    assert not isinstance(mods.get("c3"), PackedDenseConv2d)
+    with torch.no_grad():
+        assert_close(low.module(x), model(x), 1e-4, what="lowered Net vs torch")
+    assert mods["c2"].kernel_name.startswith("winograd:f32_gemm_")
+
+
+def test_compiled_module_calls_the_dense_bridge(net):
+    model, x = net
+    plan = Plan("host", [Choice(l.name, backend="native", kernel=KERNELS[l.name])
+                         for l in list_layers(model, (x,))])
+    cm = compile_model(model, (x,), plan, "host", backends="plan")
+    by = {lk.layer: lk for lk in cm.layers}
+    assert by["c1"].kernel == DENSE and by["c1"].stats["dense"] == "gemm"
+    assert by["c2"].kernel == DENSE and by["c2"].stats["dense"] == "winograd"
+    assert by["c2"].fused == ("batch_norm", "residual", "relu")
+    assert by["c3"].kernel == DENSE and by["c3"].stats["dense"] == "gemm"
+    with torch.no_grad():
+        ref = model(x)
+    assert_close(cm.run(x)[0], ref, 1e-4, what="compiled Net (packed dense) vs torch")
+
+
+def test_exported_lowered_model_calls_the_dense_bridge(net, tmp_path):
+    from engine.codegen._tvm import relax, tvm
+    from engine.codegen.native_lowering import export_library, import_lowered
+    from engine.codegen.targets import tvm_target
+    from engine.targets import get_target
+    model, x = net
+    low = lower(model, {"c1": ("dense", "gemm"), "c2": ("dense", "winograd"),
+                        "c3": ("dense", "gemm")})
+    mod = import_lowered(low.module, (x,))
+    assert mod.script().count(f'"{DENSE}"') == 3
+    host = get_target("host")
+    path = export_library(tvm.compile(mod, target=tvm_target(host)), tmp_path / "model.so", host)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x.numpy()))
+    got = got if hasattr(got, "numpy") else got[0]
+    with torch.no_grad():
+        assert_close(got.numpy(), model(x), 1e-4, what="exported lowered Net vs torch")
