@@ -59,16 +59,18 @@ def _(x, residual, layer_id):
     return x.new_empty((n, c, ho, wo))
 
 
-@torch.library.custom_op("spe::spe_dense_conv2d", mutates_args=())
-def spe_dense_conv2d(x: torch.Tensor, residual: Optional[torch.Tensor],
-                     layer_id: int) -> torch.Tensor:
+def _run_dense(x: torch.Tensor, residual: Optional[torch.Tensor], layer_id: int) -> torch.Tensor:
     return lookup(layer_id).run_kernel(x, residual)
 
 
-@spe_dense_conv2d.register_fake
-def _(x, residual, layer_id):
-    mod = lookup(layer_id)
-    return x.new_empty((x.shape[0], mod.weight_shape[0], *mod.output_size(*x.shape[2:])))
+def _dense_shape(x, layer_id: int) -> tuple:
+    mod = lookup(layer_id)   # an engine.runtime.dense.PackedDenseConv2d
+    return (x.shape[0], mod.weight_shape[0], *mod.output_size(*x.shape[2:]))
+
+
+# a conv kept dense on the packed dense kernels (engine/runtime/dense.py)
+spe_dense_conv2d = torch.library.custom_op("spe::spe_dense_conv2d", _run_dense, mutates_args=())
+spe_dense_conv2d.register_fake(lambda x, residual, layer_id: x.new_empty(_dense_shape(x, layer_id)))
 
 
 @torch.library.custom_op("spe::spe_max_pool2d", mutates_args=())

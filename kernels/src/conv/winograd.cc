@@ -192,7 +192,7 @@ spe_status winograd_run(const spe_dense_conv* c, const float* x, int n, int h, i
   const GemmFn fn = k->fn[t];
   const int64_t O = p.out_channels, C = p.in_channels;
   // channel chunk: 36 x kc x NR floats of V within ~512 KiB; output block: 36 x MC x NR of M
-  const int64_t kc = std::clamp<int64_t>((int64_t(1) << 17) / (36 * NR) / 8 * 8, 8, C);
+  const int64_t kc = std::min<int64_t>(C, std::max<int64_t>(8, (int64_t(1) << 17) / (36 * NR) / 8 * 8));
   const int64_t panels = (O + PR - 1) / PR;
   int64_t mc_panels = std::clamp<int64_t>((int64_t(1) << 17) / (36 * NR) / PR, 1, panels);
   const int64_t n_tb = (g.T + NR - 1) / NR;
