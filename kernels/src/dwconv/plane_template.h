@@ -20,12 +20,30 @@ namespace dw {
 template <class T>
 inline void fill_row(const float* xr, float* d, const DwGeom& g, int sw) {
   const int w = g.w, pw = g.pw, lp = g.lp;
+  constexpr int V = T::kWidth;
   if (sw == 1) {
     const int n = std::min(w, lp - pw);
-    if (n > 0) T::copy(xr, d + pw, n);
+    if (n <= 0) return;
+    const int nv = (n + V - 1) / V;
+    if (pw + nv * V > lp) {
+      T::copy(xr, d + pw, n);
+      return;
+    }
+    // Whole-vector stores (the last load's masked-off lanes are zeros, stored into the right
+    // padding): the compute loads that follow get their data forwarded from plain stores.
+    int k = 0;
+    for (; k + V <= n; k += V) T::store(d + pw + k, T::load(xr + k));
+    if (k < n) T::store(d + pw + k, T::load_mask(xr + k, T::mask(n - k)));
     return;
   }
   if (sw == 2) {
+    if constexpr (T::kIsa == Isa::avx512) {  // whole vectors from padded index pw / 2 on
+      const int i0 = pw >> 1, shift = pw & 1, nv = ((w + shift + 1) / 2 + V - 1) / V;
+      if (i0 + nv * V <= lp) {
+        T::deinterleave_zero_padded(xr, w, shift, d + i0, d + lp + i0, nv);
+        return;
+      }
+    }
     // image column x is padded column c = x + pw: phase c & 1, index c >> 1. From the first
     // column with even c on, consecutive pairs go to (phase 0, phase 1) at one index.
     int x = 0;

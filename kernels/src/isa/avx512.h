@@ -43,6 +43,29 @@ struct Avx512 {
       _mm512_mask_storeu_ps(d + k, m, _mm512_maskz_loadu_ps(m, s + k));
     }
   }
+  // The deinterleave of a zero-padded row into whole vectors: with z[c] = s[c - shift] for
+  // 0 <= c - shift < n and 0 elsewhere (shift 0 or 1: an odd left padding), e[i] = z[2i] and
+  // o[i] = z[2i + 1] for i < 16 * nv. Masked loads (which never touch, nor fault on, their
+  // masked-off lanes) bring in the zeros, so every store is a whole unmasked vector: the zeros
+  // land in the caller's padding, and the rows' readers get their data forwarded from full
+  // stores (masked stores are slow on some cores) without scalar edge code.
+  static void deinterleave_zero_padded(const float* s, int n, int shift, float* e, float* o,
+                                       int nv) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    auto lanes = [](int lo, int hi) {  // lanes [lo, hi) of 16
+      lo = std::clamp(lo, 0, 16);
+      hi = std::clamp(hi, 0, 16);
+      return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    };
+    for (int k = 0; k < nv; ++k) {
+      const int c0 = 32 * k - shift;  // the s index of lane 0 of a
+      const __m512 a = _mm512_maskz_loadu_ps(lanes(-c0, n - c0), s + c0);
+      const __m512 b = _mm512_maskz_loadu_ps(lanes(-c0 - 16, n - c0 - 16), s + c0 + 16);
+      _mm512_storeu_ps(e + 16 * k, _mm512_permutex2var_ps(a, ie, b));
+      _mm512_storeu_ps(o + 16 * k, _mm512_permutex2var_ps(a, io, b));
+    }
+  }
   // 32 floats -> 16 even and 16 odd ones, one two-source permute each; the last (partial) step
   // loads and stores under masks.
   static void deinterleave(const float* s, float* e, float* o, int n) {
