@@ -60,8 +60,14 @@ struct Avx512 {
     };
     for (int k = 0; k < nv; ++k) {
       const int c0 = 32 * k - shift;  // the s index of lane 0 of a
-      const __m512 a = _mm512_maskz_loadu_ps(lanes(-c0, n - c0), s + c0);
-      const __m512 b = _mm512_maskz_loadu_ps(lanes(-c0 - 16, n - c0 - 16), s + c0 + 16);
+      __m512 a, b;
+      if (c0 >= 0 && c0 + 32 <= n) {
+        a = _mm512_loadu_ps(s + c0);
+        b = _mm512_loadu_ps(s + c0 + 16);
+      } else {
+        a = _mm512_maskz_loadu_ps(lanes(-c0, n - c0), s + c0);
+        b = _mm512_maskz_loadu_ps(lanes(-c0 - 16, n - c0 - 16), s + c0 + 16);
+      }
       _mm512_storeu_ps(e + 16 * k, _mm512_permutex2var_ps(a, ie, b));
       _mm512_storeu_ps(o + 16 * k, _mm512_permutex2var_ps(a, io, b));
     }
