@@ -6,9 +6,9 @@
 //
 // SPE_DWCONV_UKERNEL(isa, k, s) is f32_dwconv_{k}x{k}s{s}__{isa}: k x k taps, stride s both
 // ways, dilation 1, any padding; unrolled taps, weights held in registers, two output rows a
-// pass. SPE_DWCONV_GENERIC(isa) is f32_dwconv_generic__{isa}: every other geometry (loops over
-// the run-time kh, kw, stride, dilation). Every ISA lists its generic kernel once (registry.cc
-// checks it at compile time).
+// pass (at stride 1, or on rows of at most two vectors). SPE_DWCONV_GENERIC(isa) is
+// f32_dwconv_generic__{isa}: every other geometry (loops over the run-time kh, kw, stride,
+// dilation). Every ISA lists its generic kernel once (registry.cc checks it at compile time).
 #if !defined(SPE_DWCONV_UKERNEL) || !defined(SPE_DWCONV_GENERIC)
 #error "define SPE_DWCONV_UKERNEL(isa, k, s) and SPE_DWCONV_GENERIC(isa) before including dwconv_list.h"
 #endif
