@@ -227,6 +227,8 @@ class ChannelTrace:
             return self._reshape(node)
         if t in _REDUCE:
             return self._reduce(node)
+        if t is operator.getitem:
+            return self._getitem(node)
         return self._unknown(node, f"unsupported op {_op_name(node)!r} ({node.name})")
 
     def _unknown(self, node: fx.Node, reason: str) -> Optional[_Chans]:
@@ -363,3 +365,25 @@ class ChannelTrace:
             return self._unknown(node, f"{_op_name(node)} ({node.name}) reduces over channels")
         return _Chans(chans.elems,
                       chans.cdim if keepdim else chans.cdim - sum(d < chans.cdim for d in dims))
+
+    def _getitem(self, node: fx.Node) -> Optional[_Chans]:
+        """x[..., :n, ...] keeping every channel (GhostNet's out[:, :oup] after its concat):
+        the channels pass through, and the bound still covers them all once some are pruned.
+        A slice that drops channels, or any other index, blocks them."""
+        x, index = node.args[0], node.args[1]
+        chans, shape = self.values.get(x), _shape(x)
+        if chans is None:
+            return None
+        index = index if isinstance(index, tuple) else (index,)
+        full = slice(None)
+        if (shape is not None and len(index) > chans.cdim and _shape(node) is not None
+                and all(i == full for d, i in enumerate(index) if d != chans.cdim)
+                and _keeps_all(index[chans.cdim], shape[chans.cdim])):
+            return chans
+        return self._unknown(node, f"getitem ({node.name}) selects channels")
+
+
+def _keeps_all(index, size: int) -> bool:
+    """A slice from 0 with step 1 whose stop reaches `size` (or is open)."""
+    return (isinstance(index, slice) and index.start in (None, 0) and index.step in (None, 1)
+            and (index.stop is None or (isinstance(index.stop, int) and index.stop >= size)))

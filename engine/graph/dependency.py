@@ -9,7 +9,8 @@ its channel dimension. Walking the graph:
 - a depthwise conv keeps it too (its output channel j comes from input channel j // multiplier);
 - `flatten` / `view` repeats each element over the flattened positions (H*W for NCHW), which is
   how a linear after a flatten learns that one channel is H*W consecutive input features;
-- `torch.cat` on the channel dim concatenates the lists;
+- `torch.cat` on the channel dim concatenates the lists; a slice `x[:, :n]` that keeps every
+  channel (GhostNet's ghost modules) keeps the list, one that drops channels blocks them;
 - elementwise add / sub / mul / div unions the operands' elements position by position
   (a residual add couples every branch).
 

@@ -129,6 +129,22 @@ class ChannelFlip(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Ghost(nn.Module):
+    """GhostNet's ghost module: cat(primary 1x1, depthwise of it)[:, :oup], then a consumer."""
+
+    def __init__(self, oup: int = 8) -> None:
+        super().__init__()
+        self.oup = oup
+        self.primary = nn.Conv2d(3, 4, 1)
+        self.cheap = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.head = nn.Conv2d(oup, 4, 1)
+
+    def forward(self, x):
+        x1 = torch.relu(self.primary(x))
+        out = torch.cat([x1, torch.relu(self.cheap(x1))], dim=1)
+        return self.head(out[:, :self.oup, :, :])
+
+
 SMALL = {  # name -> (builder, input shape)
     "conv_chain": (ConvChain, (2, 3, 8, 8)),
     "residual": (Residual, (2, 3, 8, 8)),
@@ -136,6 +152,7 @@ SMALL = {  # name -> (builder, input shape)
     "concat": (Concat, (2, 3, 8, 8)),
     "flatten_linear": (ConvFlattenLinear, (2, 3, 8, 8)),
     "squeeze_excite": (SqueezeExcite, (2, 3, 8, 8)),
+    "ghost": (Ghost, (2, 3, 8, 8)),
 }
 
 
@@ -253,6 +270,19 @@ def test_mul_couples_gate_and_grouped_conv_blocks():
     assert _member(g, "dw", 0).index == tuple(c for c in range(16) for _ in range(2))
     assert not g.prunable and any("grouped conv grouped" in r for r in g.reasons)
     assert _group(groups, "fc1").prunable
+
+
+def test_channel_slice_keeping_every_channel_passes_them_through():
+    """A ghost module's primary conv feeds the concat twice (itself and through the depthwise
+    cheap op): its group spans both halves of the consumer's input; a slice that keeps every
+    channel is transparent, one that drops channels blocks the group and names the slice."""
+    groups = build_groups(_build(Ghost), (_input((1, 3, 8, 8)),))
+    g = _group(groups, "primary")
+    assert g.prunable, g.reasons
+    assert _member(g, "head", 1).index == (0, 1, 2, 3, 0, 1, 2, 3)
+    blocked = build_groups(_build(lambda: Ghost(oup=6)), (_input((1, 3, 8, 8)),))
+    g = _group(blocked, "primary")
+    assert not g.prunable and any("getitem" in r and "selects channels" in r for r in g.reasons)
 
 
 def test_unmodelled_op_blocks_its_groups_with_the_op_named():
@@ -446,7 +476,8 @@ def test_replay_refuses_a_different_architecture():
 # -- the zoo -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,scheme", [("resnet18_cifar", "filter"),
                                          ("mobilenetv2_cifar", "channel"),
-                                         ("vgg16_cifar", "filter")])
+                                         ("vgg16_cifar", "filter"),
+                                         ("ghostnet", "channel")])
 def test_zoo_model_pruned_matches_masked_original(name, scheme):
     zoo = pytest.importorskip("engine.zoo")
     torch.manual_seed(0)
