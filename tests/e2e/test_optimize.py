@@ -16,8 +16,8 @@ from engine.graph.layers import list_layers
 from engine.schemes.block import block_structure_holds
 from mapping import Plan
 
-SMALL = {"resnet18": (1, 3, 64, 64), "resnet50": (1, 3, 64, 64), "vgg16": (1, 3, 64, 64),
-         "mobilenetv2": (1, 3, 64, 64)}
+SMALL = {name: (1, 3, 64, 64) for name in ("resnet18", "resnet50", "vgg16", "mobilenetv2",
+                                           "mobilenetv3_large", "efficientnet_b0", "ghostnet")}
 
 
 def _input(name, batch=1):
@@ -69,7 +69,10 @@ def test_every_zoo_model_block_4x1(name):
         assert torch.equal(w, w0 * keep), c.layer  # kept units intact, pruned units zero
         assert block_structure_holds(keep.bool(), (4, 1))
         assert abs(1 - keep.mean().item() - 0.8) < 0.02, (c.layer, keep.mean().item())
-        assert c.kernel.startswith("f32_spmm_4x")
+        # a layer whose rows are not a multiple of 4 (EfficientNet's 6-channel SE squeeze)
+        # ends in a shorter group, and may name that group's kernel
+        rows4 = w.shape[0] % 4 == 0
+        assert c.kernel.startswith("f32_spmm_4x" if rows4 else "f32_spmm_"), (c.layer, c.kernel)
     for c in opt.plan:
         if not c.pruned:
             assert c.reason
