@@ -50,7 +50,9 @@ spe_activation parse_act(const std::string& a) {
   if (a == "none") return SPE_ACT_NONE;
   if (a == "relu") return SPE_ACT_RELU;
   if (a == "relu6") return SPE_ACT_RELU6;
-  throw std::invalid_argument("unknown activation '" + a + "' (none, relu, relu6)");
+  if (a == "hardswish") return SPE_ACT_HARDSWISH;
+  if (a == "silu") return SPE_ACT_SILU;
+  throw std::invalid_argument("unknown activation '" + a + "' (none, relu, relu6, hardswish, silu)");
 }
 
 // The packed row-group arrays agree in size (C reads them by the lengths group_ptr implies):

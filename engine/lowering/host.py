@@ -1,7 +1,7 @@
 """Lowering for the host runtime: a (masked) torch model -> a GraphModule running native kernels.
 
 One pass over the torch.fx graph: every Conv2d / Linear, with the BatchNorm that follows it folded
-in, and the ReLU / ReLU6 (or residual add + ReLU) after it fused into the kernel's epilogue, is
+in, and the ReLU / ReLU6 / hardswish / SiLU (or residual add + ReLU) after it fused into the kernel's epilogue, is
 replaced by a `SparseConv2d` / `SparseLinear` (layers chosen sparse) or a `DenseConv2d` /
 `DenseLinear` (kept dense, torch). A depthwise conv (groups == in == out channels) named in
 `sparse` runs the direct depthwise kernel (`DepthwiseConv2d`, dense, same fused epilogue); other
@@ -45,17 +45,20 @@ def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm
     return w, (b - bn.running_mean) * scale + shift
 
 
-_RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
+_RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6",
+               F.hardswish: "hardswish", F.silu: "silu"}
+# activation modules the kernels' epilogue runs (MobileNetV3's hardswish, EfficientNet's SiLU)
+_ACT_MODULES = ((nn.ReLU6, "relu6"), (nn.ReLU, "relu"), (nn.Hardswish, "hardswish"),
+                (nn.SiLU, "silu"))
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 
 
 def _act_of(node: fx.Node, modules: dict) -> Optional[str]:
     if node.op == "call_module":
         m = modules.get(node.target)
-        if isinstance(m, nn.ReLU6):
-            return "relu6"
-        if isinstance(m, nn.ReLU):
-            return "relu"
+        for cls, act in _ACT_MODULES:
+            if isinstance(m, cls):
+                return act
         if isinstance(m, nn.Hardtanh) and m.min_val == 0.0 and m.max_val == 6.0:
             return "relu6"
     elif node.op == "call_function" and node.target in _RELU_FUNCS:

@@ -17,7 +17,7 @@ from ..errors import InputError
 from . import native
 from .packing import PackedWeight, pack
 
-ACTIVATIONS = ("none", "relu", "relu6")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu")
 
 
 def _kernels():
@@ -63,6 +63,10 @@ def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
         return F.relu(y)
     if act == "relu6":
         return F.relu6(y)
+    if act == "hardswish":
+        return F.hardswish(y)
+    if act == "silu":
+        return F.silu(y)
     return y
 
 

@@ -152,12 +152,13 @@ struct Epilogue {
   std::string name;  // n<batch>-<activation>-<res|nores>-<bias|nobias>
 };
 
-// Every epilogue: batch 1 and 3 x none / relu / relu6 x residual or not x bias or not.
+// Every epilogue: batch 1 and 3 x none / relu / relu6 / hardswish / silu x residual or not x
+// bias or not.
 inline std::vector<Epilogue> every_epilogue() {
-  const char* acts[] = {"none", "relu", "relu6"};
+  const char* acts[] = {"none", "relu", "relu6", "hardswish", "silu"};
   std::vector<Epilogue> out;
   for (int n : {1, 3})
-    for (int act = 0; act < 3; ++act)
+    for (int act = 0; act < 5; ++act)
       for (bool res : {false, true})
         for (bool bias : {false, true})
           out.push_back({n, act, res, bias,

@@ -96,6 +96,8 @@ inline int64_t out_dim(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t 
 inline double activate(double s, int act) {
   if (act == SPE_ACT_RELU) return std::max(s, 0.0);
   if (act == SPE_ACT_RELU6) return std::min(std::max(s, 0.0), 6.0);
+  if (act == SPE_ACT_HARDSWISH) return s * std::min(std::max(s + 3.0, 0.0), 6.0) / 6.0;
+  if (act == SPE_ACT_SILU) return s / (1.0 + std::exp(-s));
   return s;
 }
 

@@ -17,6 +17,8 @@ KERNELS = K.list_kernels()
 BY_NAME = {k["name"]: k for k in KERNELS}
 # every ISA a kernel is written for, in list order (scalar first)
 ISAS = list(dict.fromkeys(k["isa"] for k in KERNELS))
+# every fused epilogue activation (spe_activation)
+ACTS = ("none", "relu", "relu6", "hardswish", "silu")
 
 
 def family(name: str) -> list[str]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from engine import _kernels as K
 
-from kernel_catalog import BY_NAME, DWCONV, ISAS, dwconv_kernel, need, need_kernel, seed_of
+from kernel_catalog import ACTS, BY_NAME, DWCONV, ISAS, dwconv_kernel, need, need_kernel, seed_of
 
 
 def out_dim(n, k, s, p, d):
@@ -48,6 +48,8 @@ def reference(x, w, bias, stride, padding, dilation, residual, act):
         y = y.clamp_min(0)
     elif act == "relu6":
         y = y.clamp(0, 6)
+    elif act in ("hardswish", "silu"):
+        y = getattr(F, act)(y)
     return y
 
 
@@ -107,7 +109,7 @@ def _cases():
         gname, g = GEOMS[i % len(GEOMS)]
         add(f"chan-c{c}-{gname}", c=c, h=9, w=10, **g)
     # batch x activation x residual x bias, cycling through the geometries
-    for i, (n, act, res, bias) in enumerate(itertools.product((1, 3), ("none", "relu", "relu6"),
+    for i, (n, act, res, bias) in enumerate(itertools.product((1, 3), ACTS,
                                                               (False, True), (False, True))):
         gname, g = GEOMS[i % len(GEOMS)]
         add(f"epilogue-n{n}-{act}-{'res' if res else 'nores'}-{'bias' if bias else 'nobias'}"

@@ -29,7 +29,7 @@ from engine import _kernels as K
 from engine.runtime.modules import SparseConv2d, SparseLinear
 from engine.runtime.packing import pack
 
-from kernel_catalog import BY_NAME, ISAS, SPMM, need, need_kernel, seed_of
+from kernel_catalog import ACTS, BY_NAME, ISAS, SPMM, need, need_kernel, seed_of
 
 
 # ------------------------------------------------------------------------------ reference
@@ -64,6 +64,8 @@ def reference(x, w, bias, stride, padding, dilation, residual, act):
         y = y.clamp_min(0)
     elif act == "relu6":
         y = y.clamp(0, 6)
+    elif act in ("hardswish", "silu"):
+        y = getattr(F, act)(y)
     return y
 
 
@@ -163,7 +165,7 @@ def _cases():
         add(f"sparsity-{sp}-{kind}-{gname}", sparsity=sp, mask=kind, o=13, c=5, h=12, w=13,
             **{**dict(d=(1, 1)), **g})
     # batch x activation x residual x bias, cycling through the three execution paths
-    for i, (n, act, res, bias) in enumerate(itertools.product((1, 3), ("none", "relu", "relu6"),
+    for i, (n, act, res, bias) in enumerate(itertools.product((1, 3), ACTS,
                                                               (False, True), (False, True))):
         gname, g = GEOMETRIES[i % 3]
         add(f"epilogue-n{n}-{act}-{'res' if res else 'nores'}-{'bias' if bias else 'nobias'}"
@@ -254,7 +256,7 @@ def test_sweep_size_is_reasonable():
 def test_all_zero_weight_gives_bias_and_activation(isa):
     need(isa)
     gen = torch.Generator().manual_seed(7)
-    for act in ("none", "relu", "relu6"):
+    for act in ACTS:
         bias = torch.randn(6, generator=gen) * 5
         x = torch.randn(2, 4, 7, 9, generator=gen)
         res = torch.randn(2, 6, 7, 9, generator=gen)
@@ -426,7 +428,8 @@ def test_thread_switching_stress_never_hangs():
 def test_linear_matches_torch(isa, batch):
     need(isa)
     gen = torch.Generator().manual_seed(batch)
-    for o, c, rows, act in [(19, 37, 4, "none"), (64, 33, 8, "relu"), (5, 130, 16, "relu6")]:
+    for o, c, rows, act in [(19, 37, 4, "none"), (64, 33, 8, "relu"), (5, 130, 16, "relu6"),
+                            (12, 20, 4, "hardswish"), (7, 9, 8, "silu")]:
         w, _ = masked_weight(o, c, 1, 1, rows, 0.7, "block", gen)
         w = w[:, :, 0, 0]
         b = torch.randn(o, generator=gen)
@@ -440,7 +443,8 @@ def test_linear_matches_torch(isa, batch):
 
 
 def _act(y, act):
-    return {"none": y, "relu": y.clamp_min(0), "relu6": y.clamp(0, 6)}[act]
+    return {"none": y, "relu": y.clamp_min(0), "relu6": y.clamp(0, 6), "hardswish": F.hardswish(y),
+            "silu": F.silu(y)}[act]
 
 
 # ------------------------------------------------------------------------------ packing

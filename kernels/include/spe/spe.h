@@ -29,6 +29,8 @@ typedef enum {
   SPE_ACT_NONE = 0,
   SPE_ACT_RELU = 1,
   SPE_ACT_RELU6 = 2,
+  SPE_ACT_HARDSWISH = 3, /* x * relu6(x + 3) / 6 */
+  SPE_ACT_SILU = 4,      /* x * sigmoid(x) */
   SPE_ACT_RANGE_MIN_ = -2147483647 - 1,
   SPE_ACT_RANGE_MAX_ = 2147483647
 } spe_activation;

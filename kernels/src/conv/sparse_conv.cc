@@ -25,7 +25,9 @@
 #include "../common/error.h"
 #include "geometry.h"
 #include "../common/threadpool.h"
+#include "../isa/activation.h"
 #include "../isa/isa.h"
+#include "../isa/scalar.h"
 #include "../spmm/spmm.h"
 #include "spe/spe.h"
 
@@ -257,6 +259,10 @@ void make_planes(const spe_sparse_conv* c, const ConvGeometry& g, const float* x
 // (virtual row width wp, of which the first wo are real); each real pixel goes to y (row stride
 // plane = ho*wo) with the residual and the activation. Runs right after the tile's microkernel,
 // while the tile is in L1, instead of a separate pass over a whole virtual output buffer.
+// hardswish / SiLU of the cropped pixels: the epilogue's formulas on single floats (the
+// compiler vectorises the loops at the baseline ISA)
+using ScalarAct = ExtraActivation<Scalar>;
+
 void crop_tile(const float* t, int ts, int rows, int64_t q, int npix, int wp, int wo,
                int64_t plane, float* y, const float* res, int act) {
   for (int64_t pos = q, end = q + npix; pos < end;) {
@@ -274,10 +280,12 @@ void crop_tile(const float* t, int ts, int rows, int64_t q, int npix, int wp, in
         if (rr) {
           if (act == 1) for (int k = 0; k < n; ++k) d[k] = std::max(s[k] + rr[k], 0.0f);
           else if (act == 2) for (int k = 0; k < n; ++k) d[k] = std::min(std::max(s[k] + rr[k], 0.0f), 6.0f);
+          else if (act > 2) for (int k = 0; k < n; ++k) d[k] = ScalarAct::apply(s[k] + rr[k], act);
           else for (int k = 0; k < n; ++k) d[k] = s[k] + rr[k];
         } else {
           if (act == 1) for (int k = 0; k < n; ++k) d[k] = std::max(s[k], 0.0f);
           else if (act == 2) for (int k = 0; k < n; ++k) d[k] = std::min(std::max(s[k], 0.0f), 6.0f);
+          else if (act > 2) for (int k = 0; k < n; ++k) d[k] = ScalarAct::apply(s[k], act);
           else for (int k = 0; k < n; ++k) d[k] = s[k];
         }
       }
@@ -403,7 +411,7 @@ spe_status create_layer(const spe_conv_params* params, int32_t n_groups, const i
     return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size or dilation too large (max 64)");
   if (int64_t(p.in_channels) * p.kh * p.kw > (int64_t(1) << 31) - 1)
     return fail(SPE_ERR_INVALID_ARGUMENT, "in_channels * kh * kw overflows int32 columns");
-  if (act < SPE_ACT_NONE || act > SPE_ACT_RELU6) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_SILU) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
     return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
   // Groups hold at most kMaxGroupRows rows: fewer groups cannot cover the rows (checked before

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "../isa/activation.h"
 #include "../isa/table.h"
 #include "dwconv.h"
 
@@ -73,8 +74,9 @@ inline void fill_row(const float* xr, float* d, const DwGeom& g, int sw) {
 
 constexpr int kMaxUnroll = 4;  // vectors of an output row computed side by side
 
-// The activation as a clamp: y = min(max(acc, lo), hi), skipped for none. The constants go
-// first: maxps / minps return their second operand when either is NaN, so NaN propagates.
+// The activation: ReLU / ReLU6 as a clamp y = min(max(acc, lo), hi), skipped for none (the
+// constants go first: maxps / minps return their second operand when either is NaN, so NaN
+// propagates); hardswish and SiLU by isa/activation.h.
 template <class T>
 struct Clamp {
   typename T::reg lo, hi;
@@ -83,6 +85,7 @@ struct Clamp {
       : lo(T::set1(a == 0 ? -__builtin_inff() : 0.0f)),
         hi(T::set1(a == 2 ? 6.0f : __builtin_inff())), act(a) {}
   typename T::reg operator()(typename T::reg v) const {
+    if (act > 2) return ExtraActivation<T>::apply(v, act);
     return act == 0 ? v : T::min(hi, T::max(lo, v));
   }
 };

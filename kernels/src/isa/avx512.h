@@ -35,6 +35,12 @@ struct Avx512 {
   // _mm512_undefined_ps() and then warn -Wmaybe-uninitialized wherever they are inlined.
   static reg max(reg a, reg b) { return _mm512_mask_max_ps(a, __mmask16(0xFFFF), a, b); }
   static reg min(reg a, reg b) { return _mm512_mask_min_ps(a, __mmask16(0xFFFF), a, b); }
+  static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+  static reg exp2i(reg n) {  // the biased exponent n + 127 shifted into place (masked forms:
+    const __mmask16 all(0xFFFF);  // see max / min)
+    const __m512i e = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, e, 23));
+  }
   static void copy(const float* s, float* d, int n) {
     int k = 0;
     for (; k + 16 <= n; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(s + k));

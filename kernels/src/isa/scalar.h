@@ -3,10 +3,14 @@
 // dwconv/plane_template.h) everything ISA-specific: reg, kIsa, kWidth (floats a vector), kRegs
 // (vector registers), zero(), set1(f), load(p), store(p, v), mask(n) (the first n lanes),
 // load_mask(p, m), store_mask(p, v, m) (touching no float past those lanes), fma(a, b, c) =
-// a*b + c, add, max, min, and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
+// a*b + c, add, max, min, div, exp2i(n) = 2^n for an integral n in [-126, 127] (the
+// activation epilogues' exp, isa/activation.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
 // even[k] = s[2k], odd[k] = s[2k + 1] for k < n, touching nothing outside the floats they move.
 #ifndef SPE_ISA_SCALAR_H_
 #define SPE_ISA_SCALAR_H_
+
+#include <cstdint>
+#include <cstring>
 
 #include "isa.h"
 
@@ -42,6 +46,13 @@ struct Scalar {
   static reg add(reg a, reg b) { return a + b; }
   static reg max(reg a, reg b) { return a > b ? a : b; }
   static reg min(reg a, reg b) { return a < b ? a : b; }
+  static reg div(reg a, reg b) { return a / b; }
+  static reg exp2i(reg n) {  // the biased exponent in place: plain integer ops, vectorisable
+    const int32_t e = (int32_t(n) + 127) << 23;
+    float f;
+    std::memcpy(&f, &e, sizeof f);
+    return f;
+  }
   static void copy(const float* s, float* d, int n) {
     for (int k = 0; k < n; ++k) d[k] = s[k];
   }

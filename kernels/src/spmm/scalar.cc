@@ -1,6 +1,7 @@
 // Scalar reference of the f32 SpMM microkernel: plain loops, the yardstick every ISA variant
 // is tested against; spmm_list.h's scalar lines ("vectors" are single floats here).
 #include <algorithm>
+#include <cmath>
 
 #include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
 #include "../isa/table.h"
@@ -19,6 +20,8 @@ void scalar_tile(const TileArgs& a) {
       if (a.res) o += a.res[r * a.res_row_stride + p];
       if (a.act == 1) o = std::max(o, 0.0f);
       else if (a.act == 2) o = std::min(std::max(o, 0.0f), 6.0f);
+      else if (a.act == 3) o = o * std::min(std::max(o + 3.0f, 0.0f), 6.0f) / 6.0f;
+      else if (a.act == 4) o = o / (1.0f + std::exp(-o));  // libm's exp: the yardstick
       a.y[r * a.y_row_stride + p] = o;
     }
   }

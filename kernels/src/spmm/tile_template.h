@@ -8,6 +8,7 @@
 
 #include <type_traits>
 
+#include "../isa/activation.h"
 #include "../isa/table.h"
 #include "spmm.h"
 
@@ -95,6 +96,7 @@ void spmm_tile(const TileArgs& a) {
       if (rr) o = V::add(o, last_masked ? V::load_mask(rr + v * W, m) : V::load(rr + v * W));
       if (a.act == 1) o = V::max(o, zero);
       else if (a.act == 2) o = V::min(V::max(o, zero), six);
+      else if (a.act > 2) o = ExtraActivation<V>::apply(o, a.act);
       if (last_masked) V::store_mask(yr + v * W, o, m);
       else V::store(yr + v * W, o);
     }
