@@ -20,7 +20,8 @@ from ..runtime import ops
 from ..targets.toolchain import cross_compiler
 from ._tvm import from_exported_program, relax, tvm
 
-_ACT = {"none": 0, "relu": 1, "relu6": 2}
+# spe_activation (kernels/include/spe/spe.h) by name
+ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "silu": 4}
 
 
 def _conv(node, importer):
@@ -28,7 +29,7 @@ def _conv(node, importer):
     p = mod.packed
     has_bias = mod.bias_np is not None
     meta = np.array([p.out_channels, p.in_channels, *p.kernel, *mod.stride, *mod.padding,
-                     *mod.dilation, _ACT[mod.act], int(has_bias), int(has_residual)],
+                     *mod.dilation, ACT_CODES[mod.act], int(has_bias), int(has_residual)],
                     np.int32)
     consts = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
               if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_col, p.values,
@@ -66,7 +67,7 @@ def _emit_call(node, importer, func: str, args):
 def depthwise_meta(channels: int, kernel, stride, padding, dilation, act: str, has_bias: bool,
                    has_residual: bool) -> np.ndarray:
     """meta int32[13] of spe.v1.depthwise_conv2d: the layout of spe.v1.sparse_conv2d's (O = C)."""
-    return np.array([channels, channels, *kernel, *stride, *padding, *dilation, _ACT[act],
+    return np.array([channels, channels, *kernel, *stride, *padding, *dilation, ACT_CODES[act],
                      int(has_bias), int(has_residual)], np.int32)
 
 

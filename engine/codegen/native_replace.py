@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..runtime.packing import dense_rows, group_rows_for, pack
-from .native_lowering import dense_meta, depthwise_meta
+from .native_lowering import ACT_CODES, dense_meta, depthwise_meta
 from .rewrite import LayerMatch, Replacement
 
 # The bridge function running depthwise convs on the direct depthwise kernel.
@@ -43,7 +43,7 @@ def native_replacement(m: LayerMatch, choice=None, dense: Optional[str] = None
         rows = dense_rows(m.groups)
     p = pack(m.weight, rows, m.groups)
     o, c, (kh, kw) = p.out_channels, p.in_channels, p.kernel
-    act = {"none": 0, "relu": 1, "relu6": 2}[m.act]
+    act = ACT_CODES[m.act]
     meta = np.array([o, c, kh, kw, *m.stride, pt, pl, *m.dilation, act, int(m.bias is not None),
                      int(m.residual is not None)], np.int32)
     tables = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32), p.entry_col,

@@ -2,8 +2,10 @@
 
 `find_layers` walks the main function's dataflow block and matches chains
 
-    conv2d(x, W) [+ bias] [batch_norm -> [0]] [+ bias] [+ residual] [relu | clip(0, 6)]
-    matmul(x, permute_dims(W)) [+ bias] [relu | clip(0, 6)]
+    conv2d(x, W) [+ bias] [batch_norm -> [0]] [+ bias] [+ residual] [act]
+    matmul(x, permute_dims(W)) [+ bias] [act]
+
+act: relu | clip(0, 6) | silu | hardswish (the last two as act_match.py matches them)
 
 where every absorbed intermediate has exactly one use, folds the BatchNorm and biases into
 (W, b) on the host (numpy), and names each match after the torch parameter its weight came from
@@ -19,6 +21,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._tvm import relax, tvm
+from .act_match import const_float as _float
+from .act_match import gated_activation
+from .act_match import op_name as _op_name
 
 _Call = tvm.ir.Call
 _Const = tvm.ir.expr.Constant
@@ -46,12 +51,6 @@ class LayerMatch:
     groups: int = 1
 
 
-def _op_name(expr) -> Optional[str]:
-    if isinstance(expr, _Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
 def _shape(expr) -> Optional[tuple]:
     ty = getattr(expr, "ty", None)
     shape = getattr(ty, "shape", None)
@@ -66,13 +65,6 @@ def _shape(expr) -> Optional[tuple]:
 
 def _dtype(expr) -> Optional[str]:
     return str(getattr(getattr(expr, "ty", None), "dtype", ""))
-
-
-def _float(v) -> Optional[float]:
-    value = getattr(v, "value", None)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
 
 
 class _Graph:
@@ -222,6 +214,12 @@ def _absorb(g: _Graph, m: LayerMatch, channel_axis: int, taken: set):
     """Walk the single-use chain after m.anchor, folding what it can; returns the chain end."""
     cur = m.anchor
     while True:
+        gated = gated_activation(g, cur, taken) if m.act == "none" else None
+        if gated is not None:   # silu / hardswish: x used twice
+            m.act, end, absorbed = gated
+            m.absorbed += absorbed
+            m.fused.append(m.act)
+            return end
         user = g.sole_user(cur)
         if user is None or user in taken:
             return cur

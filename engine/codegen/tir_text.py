@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-ACTIVATIONS = ("none", "relu", "relu6")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu")
 PLACEHOLDER = "engine_generated_kernel"
 # noalias: the buffers never overlap; is_scheduled: dlight leaves it alone; op_pattern 8
 # (opaque): Relax fusion neither fuses it nor re-annotates it.
@@ -124,6 +124,11 @@ def activation(expr: str, act: str) -> str:
         return f"T.max({expr}, {f32(0.0)})"
     if act == "relu6":
         return f"T.min(T.max({expr}, {f32(0.0)}), {f32(6.0)})"
+    if act == "hardswish":
+        return (f"({expr}) * T.min(T.max({expr} + {f32(3.0)}, {f32(0.0)}), {f32(6.0)})"
+                f" / {f32(6.0)}")
+    if act == "silu":
+        return f"({expr}) / ({f32(1.0)} + T.exp({f32(0.0)} - ({expr})))"
     return expr
 
 

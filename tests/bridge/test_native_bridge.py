@@ -42,7 +42,13 @@ def _run_host(mod, x, tmp_path):
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
+# act: spe_activation codes; 3 hardswish, 4 silu
+ACT_REF = {0: lambda y: y, 1: torch.relu, 2: lambda y: y.clamp(0, 6),
+           3: torch.nn.functional.hardswish, 4: torch.nn.functional.silu}
+
+
 @pytest.mark.parametrize("k,s,p,rows,act,bias", [(1, 1, 0, 4, 0, True), (3, 1, 1, 8, 1, False),
+                                                  (1, 1, 0, 4, 3, True), (3, 2, 1, 4, 4, True),
                                                   (3, 2, 1, 4, 2, True), (7, 2, 3, 1, 1, True)])
 def test_sparse_conv_through_tvm_matches_torch(tmp_path, k, s, p, rows, act, bias):
     g = torch.Generator().manual_seed(k * 10 + s)
@@ -52,7 +58,7 @@ def test_sparse_conv_through_tvm_matches_torch(tmp_path, k, s, p, rows, act, bia
     b = torch.randn(o, generator=g) if bias else torch.zeros(o)
     x = torch.randn(1, c, h, h, generator=g)
     ref = F.conv2d(x, w, b, s, p)
-    ref = {0: ref, 1: ref.relu(), 2: ref.clamp(0, 6)}[act]
+    ref = ACT_REF[act](ref)
     pw = pack(w.numpy(), rows)
     meta = np.array([o, c, k, k, s, s, p, p, 1, 1, act, int(bias), 0], np.int32)
     consts = [meta, pw.group_row0, pw.group_rows, pw.group_ptr, pw.entry_col, pw.values,
@@ -95,7 +101,9 @@ def _depthwise_consts(w, b, stride, pad, dil, act, residual):
                                                   (3, 2, 1, 1, 1, False, False),
                                                   (5, 2, 2, 1, 0, True, True),
                                                   (3, 1, 2, 2, 2, True, True),
-                                                  (7, 3, 3, 1, 1, False, True)])
+                                                  (7, 3, 3, 1, 1, False, True),
+                                                  (3, 1, 1, 1, 3, True, False),
+                                                  (5, 2, 2, 1, 4, True, True)])
 def test_depthwise_conv_through_tvm_matches_torch(tmp_path, k, s, p, d, act, bias, res):
     g = torch.Generator().manual_seed(k * 100 + s * 10 + d)
     c, h = 19, 23
@@ -106,7 +114,7 @@ def test_depthwise_conv_through_tvm_matches_torch(tmp_path, k, s, p, d, act, bia
     r = torch.randn(ref.shape, generator=g)
     if res:
         ref = ref + r
-    ref = {0: ref, 1: ref.relu(), 2: ref.clamp(0, 6)}[act]
+    ref = ACT_REF[act](ref)
     mod = _depthwise_module(tuple(x.shape), [(_depthwise_consts(w, b, s, p, d, act, res), res)],
                             tuple(ref.shape))
     ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))

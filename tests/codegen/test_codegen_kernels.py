@@ -20,7 +20,7 @@ def isa() -> VectorISA:
 
 
 def _act(y, act):
-    return F.relu(y) if act == "relu" else F.relu6(y) if act == "relu6" else y
+    return y if act == "none" else getattr(F, act)(y)
 
 
 def run_conv(isa, o, c, h, w, k, stride, pad, rows, *, sparsity=0.7, dil=1, act="none",
@@ -77,7 +77,8 @@ def test_sparsity_extremes(isa, sparsity):
     assert_close(got, ref, 1e-5)
 
 
-@pytest.mark.parametrize("k,act", [(1, "relu"), (3, "relu"), (3, "relu6"), (1, "none")])
+@pytest.mark.parametrize("k,act", [(1, "relu"), (3, "relu"), (3, "relu6"), (1, "none"),
+                                   (1, "hardswish"), (3, "silu")])
 def test_fused_bias_residual_activation(isa, k, act):
     got, ref, kern = run_conv(isa, 12, 8, 9, 10, k, 1, k // 2, 4, act=act, bias=True,
                               residual=True)

@@ -83,3 +83,37 @@ def test_rewrite_replaces_each_chain_by_one_call_tir(graph):
     assert text.count("R.call_tir(") == 4
     assert "R.nn.conv2d" not in text and "R.nn.batch_norm" not in text
     assert "R.matmul" not in text and len(done) == 4
+
+
+class MobileActs(nn.Module):
+    """MobileNetV3's conv-bn-hardswish and hard-sigmoid gate, EfficientNet's conv-silu, a linear
+    with hardswish, and a silu whose input has a third use (not fusable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hs = nn.Conv2d(4, 8, 1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.gate = nn.Conv2d(8, 8, 1)
+        self.si = nn.Conv2d(8, 8, 3, padding=1)
+        self.other = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y = nn.functional.hardswish(self.bn(self.hs(x)))
+        y = y * nn.functional.hardsigmoid(self.gate(y.mean((2, 3), keepdim=True)))
+        y = nn.functional.silu(self.si(y))
+        z = self.other(y)
+        z = nn.functional.silu(z) + z
+        return nn.functional.hardswish(self.fc(z.mean((2, 3))))
+
+
+def test_hardswish_and_silu_are_fused_where_their_input_has_no_other_use():
+    torch.manual_seed(0)
+    model, x = randomize_bn(MobileActs()), torch.randn(1, 4, 6, 6)
+    mod, params, names, _ = _import(model, (x,))
+    found = {m.layer: m for m in find_layers(mod["main"], params, names)}
+    assert found["hs"].fused == ["batch_norm", "hardswish"]
+    assert found["gate"].fused == ["bias", "bias"]      # hard-sigmoid's +3 folds into the bias
+    assert found["si"].fused == ["bias", "silu"]
+    assert found["other"].fused == ["bias"] and found["other"].act == "none"
+    assert found["fc"].fused == ["bias", "hardswish"] and found["fc"].act == "hardswish"
