@@ -34,7 +34,7 @@ from .specs import input_shape, output_shape, parse_epilogue
 
 
 def _act(y: torch.Tensor, act: str) -> torch.Tensor:
-    return F.relu(y) if act == "relu" else F.relu6(y) if act == "relu6" else y
+    return y if act == "none" else getattr(F, act)(y)   # relu, relu6, hardswish, silu
 
 
 def reference(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,

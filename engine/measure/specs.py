@@ -5,7 +5,7 @@
     specs = layer_specs(layers, fused)                 # or model_specs(model, (x,))
 
 A spec carries everything a layer's latency depends on, including the epilogue the lowering
-fuses into the kernel ("relu", "relu6", "relu+residual"), because a fused residual add changes
+fuses into the kernel ("relu", "silu", "relu+residual", ...), because a fused residual add changes
 what the kernel reads and writes. `spec_layer_info` goes back the other way, so the engine's own
 scheme rules (`MaskScheme.check`) can judge a spec.
 """
@@ -17,14 +17,15 @@ from mapping import LayerSpec
 
 from ..errors import ConfigError
 from ..graph.layers import LayerInfo
+from ..runtime.modules import ACTIVATIONS
 
 RESIDUAL = "residual"
-ACTS = ("relu", "relu6")
+ACTS = tuple(a for a in ACTIVATIONS if a != "none")   # the kernels' fused epilogues
 
 
 def epilogue_of(fused: Optional[dict]) -> str:
-    """"relu", "relu6", "relu+residual", ... or "" from one layer's lowering info
-    ({"bn": ..., "act": "none" | "relu" | "relu6", "residual": bool})."""
+    """"relu", "hardswish", "relu+residual", ... or "" from one layer's lowering info
+    ({"bn": ..., "act": "none" or one of ACTS, "residual": bool})."""
     if not fused:
         return ""
     parts = []
@@ -39,7 +40,7 @@ def epilogue_of(fused: Optional[dict]) -> str:
 
 
 def parse_epilogue(epilogue: str) -> tuple:
-    """(act, residual) from a spec's epilogue: act is "none", "relu" or "relu6"."""
+    """(act, residual) from a spec's epilogue: act is "none" or one of ACTS."""
     parts = [p for p in (epilogue or "").split("+") if p]
     acts = [p for p in parts if p != RESIDUAL]
     bad = [p for p in acts if p not in ACTS]
