@@ -1,9 +1,9 @@
 """Lowering for the host runtime: a (masked) torch model -> a GraphModule running native kernels.
 
 One pass over the torch.fx graph: every Conv2d / Linear, with the BatchNorm that follows it folded
-in, and the ReLU / ReLU6 / hardswish / SiLU (or residual add + ReLU) after it fused into the kernel's epilogue, is
-replaced by a `SparseConv2d` / `SparseLinear` (layers chosen sparse) or a `DenseConv2d` /
-`DenseLinear` (kept dense, torch). A depthwise conv (groups == in == out channels) named in
+in, and the ReLU / ReLU6 / hardswish / SiLU (or residual add + ReLU) after it fused into the
+kernel's epilogue, is replaced by a `SparseConv2d` / `SparseLinear` (layers chosen sparse) or a
+`DenseConv2d` / `DenseLinear` (kept dense, torch). A depthwise conv (groups == in == out channels) named in
 `sparse` runs the direct depthwise kernel (`DepthwiseConv2d`, dense, same fused epilogue); other
 grouped convs named there run the block-diagonal SpMM pack (`SparseConv2d(groups=...)`).
 Max pools run the native kernel; everything else (glue) stays torch.

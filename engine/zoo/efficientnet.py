@@ -59,7 +59,8 @@ class MBConv(nn.Module):
         if hidden != cin:
             layers.append(conv(cin, hidden, 1))
         layers += [conv(hidden, hidden, kernel, stride, groups=hidden),
-                   SqueezeExcitation(hidden, max(1, cin // 4), activation=partial(nn.SiLU, inplace=True)),
+                   SqueezeExcitation(hidden, max(1, cin // 4),
+                                     activation=partial(nn.SiLU, inplace=True)),
                    Conv2dNormActivation(hidden, cout, 1, activation=None)]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(drop)

@@ -261,7 +261,8 @@ def test_efficientnet_b0_torchvision_layout():
     assert sd["features.2.0.block.0.0.weight"] == (96, 16, 1, 1)
     assert sd["features.6.3.block.2.fc1.weight"] == (48, 1152, 1, 1)
     assert isinstance(m.features[6][3].block[2].scale_activation, nn.Sigmoid)
-    assert sd["features.8.0.weight"] == (1280, 320, 1, 1) and sd["classifier.1.weight"] == (1000, 1280)
+    assert sd["features.8.0.weight"] == (1280, 320, 1, 1)
+    assert sd["classifier.1.weight"] == (1000, 1280)
     # stochastic depth grows linearly to 0.2 * 15 / 16 on the last block, identity in eval
     assert m.features[7][0].stochastic_depth.p == pytest.approx(0.2 * 15 / 16)
     block, x = m.features[2][1], _small_input("efficientnet_b0", 8)[:, :1].expand(1, 24, 8, 8)
@@ -276,7 +277,8 @@ def test_ghostnet_reference_layout():
     assert sd["blocks.0.0.ghost1.primary_conv.0.weight"] == (8, 16, 1, 1)
     assert sd["blocks.0.0.ghost1.cheap_operation.0.weight"] == (8, 1, 3, 3)
     assert g.cheap_operation[0].groups == 8
-    assert sd["blocks.1.0.conv_dw.weight"] == (48, 1, 3, 3) and m.blocks[1][0].conv_dw.stride == (2, 2)
+    assert sd["blocks.1.0.conv_dw.weight"] == (48, 1, 3, 3)
+    assert m.blocks[1][0].conv_dw.stride == (2, 2)
     assert sd["blocks.1.0.shortcut.2.weight"] == (24, 16, 1, 1)
     assert sd["blocks.3.0.se.conv_reduce.weight"] == (20, 72, 1, 1)  # divisible(72 / 4, 4)
     assert sd["blocks.9.0.conv.weight"] == (960, 160, 1, 1)
