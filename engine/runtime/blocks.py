@@ -29,6 +29,9 @@ def _pointwise_args(m: Optional[SparseConv2d]):
     return (p.group_row0, p.group_rows, p.group_ptr, p.entry_col, p.values, m.bias_np)
 
 
+# the fused kernel's epilogues (kernels/src/mobile/invres.cc): no hardswish / SiLU yet
+_BLOCK_ACTS = ("none", "relu", "relu6")
+
 class InvertedBlock(RebuiltKernel, nn.Module):
     """Runs expand (or None) -> dw -> project [+ x] fused when measured faster."""
 
@@ -56,7 +59,8 @@ class InvertedBlock(RebuiltKernel, nn.Module):
             return False
         k = dw.weight_shape[2]
         return dw.weight_shape[3] == k and k in (3, 5) and dw.stride[0] == dw.stride[1] in (1, 2) \
-            and dw.padding == (k // 2, k // 2) and dw.dilation == (1, 1) and project.act == "none"
+            and dw.padding == (k // 2, k // 2) and dw.dilation == (1, 1) and project.act == "none" \
+            and dw.act in _BLOCK_ACTS and (expand is None or expand.act in _BLOCK_ACTS)
 
     def _build(self) -> None:
         c, _, k, _ = self.dw.weight_shape
