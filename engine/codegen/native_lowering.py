@@ -84,7 +84,7 @@ def _dense(node, importer):
 def dense_meta(out_channels: int, in_channels: int, kernel, stride, padding, dilation, act: str,
                has_bias: bool, has_residual: bool, algo: str) -> np.ndarray:
     """meta int32[14] of spe.v1.dense_conv2d: sparse_conv2d's 13, then 0 gemm / 1 winograd."""
-    return np.array([out_channels, in_channels, *kernel, *stride, *padding, *dilation, _ACT[act],
+    return np.array([out_channels, in_channels, *kernel, *stride, *padding, *dilation, ACT_CODES[act],
                      int(has_bias), int(has_residual), int(algo == "winograd")], np.int32)
 
 

@@ -13,6 +13,7 @@
 // residual, applies the activation and writes the valid pixels of each tile.
 // Numerics: kernels/README.md ("Winograd").
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "../common/threadpool.h"
@@ -154,6 +155,8 @@ void transform_output(const spe_dense_conv* c, const Tiling& g, int64_t o, const
         if (ro) s += ro[at];
         if (c->act == SPE_ACT_RELU) s = std::max(s, 0.0f);
         else if (c->act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0f), 6.0f);
+        else if (c->act == SPE_ACT_HARDSWISH) s = s * std::min(std::max(s + 3.0f, 0.0f), 6.0f) / 6.0f;
+        else if (c->act == SPE_ACT_SILU) s = s / (1.0f + std::exp(-s));
         yo[at] = s;
       }
   }

@@ -8,6 +8,7 @@
 
 #include "../isa/table.h"
 #include "../spmm/tile_template.h"  // weight_of: NEON multiplies by a lane of a weight vector
+#include "../isa/activation.h"
 #include "dense.h"
 
 namespace spe {
@@ -19,8 +20,9 @@ inline void store_out(float* y, const float* res, typename V::reg o, int act, in
   const bool whole = n >= V::kWidth;
   const auto m = V::mask(whole ? V::kWidth : n);
   if (res) o = V::add(o, whole ? V::load(res) : V::load_mask(res, m));
-  if (act != 0) o = V::max(o, V::zero());
+  if (act == 1 || act == 2) o = V::max(o, V::zero());
   if (act == 2) o = V::min(o, V::set1(6.0f));
+  else if (act > 2) o = ExtraActivation<V>::apply(o, act);
   if (whole) V::store(y, o);
   else V::store_mask(y, o, m);
 }

@@ -2,6 +2,7 @@
 // the yardstick every ISA variant's layer is tested against (beside the direct reference
 // convolution of the tests); dense_list.h's scalar lines ("vectors" are single floats).
 #include <algorithm>
+#include <cmath>
 
 #include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
 #include "gemm_template.h"
@@ -19,6 +20,8 @@ void scalar_tile(const GemmArgs& a) {
         if (a.res) s += a.res[r * a.res_row_stride + p];
         if (a.act == 1) s = std::max(s, 0.0f);
         else if (a.act == 2) s = std::min(std::max(s, 0.0f), 6.0f);
+        else if (a.act == 3) s = s * std::min(std::max(s + 3.0f, 0.0f), 6.0f) / 6.0f;
+        else if (a.act == 4) s = s / (1.0f + std::exp(-s));  // libm's exp: the yardstick
       }
       a.y[r * a.y_row_stride + p] = s;
     }
