@@ -12,7 +12,7 @@
 from ._version import __version__  # noqa: F401
 
 
-def __getattr__(name):  # lazy: `import engine` stays cheap and torch-free until used
+def __getattr__(name):  # lazy: the package stays cheap and torch-free until used
     if name in ("optimize", "OptimizedModel"):
         from . import api
         return getattr(api, name)

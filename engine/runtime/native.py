@@ -2,8 +2,8 @@
 python/bindings.cc). Everything else asks `lib()` for it, so a missing or stale build fails in
 one place with one message, and the binding's name is written once.
 
-The import is lazy: `import engine` and the pure-Python layers stay usable (and cheap) on a
-checkout whose kernels are not built yet."""
+The binding loads lazily: the engine package and its pure-Python layers stay usable (and
+cheap) on a checkout whose kernels are not built yet."""
 from __future__ import annotations
 
 import importlib

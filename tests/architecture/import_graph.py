@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,30 @@ def imports() -> list:
                 t = t.rpartition(".")[0]
             if t and t != mod:
                 out.append((mod, t, node.lineno))
+    return out
+
+
+_PROSE = re.compile(r"(?:^|[\s`>])(?:from\s+((?:engine|mapping)[\w.]*)\s+import\s+(\w+)|"
+                    r"import\s+((?:engine|mapping)[\w.]*))")
+
+
+def text_imports() -> list:
+    """(importer, imported, line) for every line of text that reads as an import of ours,
+    docstrings and comments included: tools that read source line by line (the stop hook's
+    module graph) count those, so prose must not name an import that would close a cycle."""
+    known = modules()
+    out = []
+    for mod, path in known.items():
+        if path is None:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in _PROSE.finditer(line):
+                names = [m.group(1), f"{m.group(1)}.{m.group(2)}"] if m.group(1) else [m.group(3)]
+                for t in names:
+                    while t and t not in known:
+                        t = t.rpartition(".")[0]
+                    if t and t != mod:
+                        out.append((mod, t, n))
     return out
 
 
