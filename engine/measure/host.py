@@ -35,6 +35,7 @@ from ..lowering import build_layer
 from ..runtime import native
 from ..runtime.packing import dense_rows
 from ..runtime.measure import measure as measure_stats
+from ..runtime.scrub import Scrubber, full_scrub_bytes, measure_scrubbed, model_scrub_bytes
 from .cache import kernels_build_id
 from .masks import MaskCache, group_rows, mask_problem, measurable, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
@@ -82,14 +83,20 @@ class HostProfiler:
         than optimize()'s 2 ms, and up to 1000 calls, not 100: with ~40 candidates a shape,
         the 3 ms settle before each block was 41% of a ResNet-50 profile, and the fastest
         candidate's 100-call blocks set the number of rounds everyone else ran). masks: a MaskCache to share (e.g. with
-        retained_energy)."""
+        retained_energy).
+    cache: what a timed call finds in cache (engine/runtime/scrub.py). "model" (default):
+        between calls, as much traffic as one pass over `weights` (the model's) streams, so a
+        layer of a model bigger than the caches is timed with its weights cold and its input
+        warm, as inside the model; "warm": back-to-back calls (the layer alone); "cold": a
+        full scrub; or a byte count."""
 
     source = "host"
 
     def __init__(self, weights: Optional[dict] = None, threads: Optional[int] = None,
                  isa: str = "auto", min_time: float = 0.02, importance="l2",
                  backends="auto", stable_tol: float = 0.03, stable_cap: float = 3.0,
-                 block_time: float = 0.01, seed: int = 0, masks: Optional[MaskCache] = None):
+                 block_time: float = 0.01, seed: int = 0, masks: Optional[MaskCache] = None,
+                 cache="model"):
         k = _kernels()
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"HostProfiler: threads must be a positive int, got {threads!r}")
@@ -114,8 +121,11 @@ class HostProfiler:
         self.notes: list = []       # candidates left out, and why
         self.rechecked = 0          # entries timed again by _recheck
         n = threads if threads is not None else k.get_num_threads()
+        self.scrub_bytes = _scrub_bytes(cache, self.weights, n)
+        self._scrubber = Scrubber(self.scrub_bytes) if self.scrub_bytes else None
+        scrub = f"/scrub{self.scrub_bytes >> 20}M" if self.scrub_bytes else ""
         self.target = (f"host/{cpu_model()}/{k.best_isa() if isa == 'auto' else isa}/{n}t/"
-                       f"{kernels_build_id()}")
+                       f"{kernels_build_id()}{scrub}")
 
     # -- what can be measured -----------------------------------------------------------------
     def why_not(self, spec: LayerSpec, cand: Candidate) -> Optional[str]:
@@ -218,6 +228,11 @@ class HostProfiler:
                 tvm_threads(self.threads)
         try:
             fns = {n: (lambda m=m: m(*args)) for n, m in mods.items()}
+            if self._scrubber is not None:
+                # a call at a time after the rest of the model's worth of traffic: weights
+                # cold, the input warm, as inside the model (engine/runtime/scrub.py)
+                return measure_scrubbed(fns, lambda: self._scrubber(args),
+                                        stable_tol=self.stable_tol)
             # no cap on calls: a 10 us kernel runs 1000 calls in one 10 ms block
             return measure_stats(fns, min_time=self.min_time, min_runs=6, max_runs=10 ** 7,
                                  block=3, block_time=self.block_time, max_block=1000,
@@ -226,6 +241,22 @@ class HostProfiler:
             torch.set_num_threads(prev_torch)
             if self.threads is not None:
                 k.set_num_threads(prev_k)
+
+
+def _scrub_bytes(cache, weights: dict, threads: int) -> int:
+    """HostProfiler's `cache` option -> bytes streamed between timed calls (0: none)."""
+    if cache == "warm":
+        return 0
+    if cache == "cold":
+        return full_scrub_bytes(threads)
+    if cache == "model":
+        total = sum(int(w.numel()) * w.element_size() for w in weights.values()
+                    if torch.is_tensor(w))
+        return model_scrub_bytes(total, threads)
+    if isinstance(cache, int) and not isinstance(cache, bool) and cache >= 0:
+        return cache
+    raise ConfigError(f"HostProfiler: cache must be 'model', 'warm', 'cold' or a byte count "
+                      f">= 0, got {cache!r}")
 
 
 def _inconsistent(stats: dict, tol: float) -> set:
