@@ -62,3 +62,5 @@ def set_num_threads(n: int) -> int:
 
 def get_num_threads() -> int:
     return int(tvm.get_global_func("runtime.NumThreads")())
+
+

@@ -197,10 +197,25 @@ def export_module(module: LayerModule, path) -> Path:
     return path
 
 
+def _check(vm, fname: str, args: list, ref, rtol: float) -> tuple:
+    """(max abs error, None) of one function's output against `ref` (None: not checked), or
+    (error, why it is left out)."""
+    got = vm[fname](*args).numpy()
+    if ref is None:
+        return 0.0, None
+    ref = np.asarray(ref)
+    scale = float(np.abs(ref).max()) + 1e-12
+    err = float(np.abs(got - ref).max()) if got.shape == ref.shape else math.inf
+    if not err <= rtol * scale:
+        return err, (f"device output differs from the reference (max abs err {err:.3g}, "
+                     f"scale {scale:.3g})")
+    return err, None
+
+
 def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
                    refs: Optional[dict] = None, *, min_repeat_ms: float = 10.0,
                    min_rounds: int = 5, max_rounds: int = 20, stable_tol: float = 0.03,
-                   rtol: float = 1e-4) -> tuple:
+                   rtol: float = 1e-4, flush_bytes: int = 0) -> tuple:
     """Upload, load and time every function of `module` on the session's CPU.
 
     inputs: x (and the residual when the layer has one), host numpy arrays. refs: choice name
@@ -208,7 +223,10 @@ def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
     left out, with the reason). Each round runs every function once for one sample (the mean
     of `number` calls, number set so a sample lasts about min_repeat_ms); rounds go on from
     min_rounds until no median drifts more than stable_tol between the halves of its samples,
-    at most max_rounds. Returns ({name: RemoteResult}, {name: why left out})."""
+    at most max_rounds. flush_bytes: > 0, the device's runtime streams that many bytes through
+    its caches before every timed call (TVM's cache_flush_bytes: the layer's weights cold, as
+    inside a model bigger than the caches; its input too); samples are then single calls.
+    Returns ({name: RemoteResult}, {name: why left out})."""
     if module.executable is None:
         return {}, dict(module.skipped)
     refs = refs or {}
@@ -222,23 +240,22 @@ def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
     vm = relax.VirtualMachine(rlib, dev)
     args = [tvm.runtime.tensor(np.ascontiguousarray(a, np.float32), device=dev) for a in inputs]
     timers, numbers, errs = {}, {}, {}
+    if flush_bytes:              # single-call samples are noisier: a few more of them
+        min_rounds, max_rounds = max(min_rounds, 7), max(max_rounds, 21)
     for fname in module.labels:
-        got = vm[fname](*args).numpy()
-        err = 0.0
-        if fname in refs:
-            ref = np.asarray(refs[fname])
-            scale = float(np.abs(ref).max()) + 1e-12
-            err = float(np.abs(got - ref).max()) if got.shape == ref.shape else math.inf
-            if not err <= rtol * scale:
-                failed[fname] = (f"device output differs from the reference (max abs err "
-                                 f"{err:.3g}, scale {scale:.3g})")
-                continue
+        err, why = _check(vm, fname, args, refs.get(fname), rtol)
+        if why is not None:
+            failed[fname] = why
+            continue
         # the fastest of 3 calibration repeats: one disturbed probe must not shrink `number`
         probe = vm.time_evaluator(fname, dev, number=1, repeat=3,
                                   min_repeat_ms=max(1, int(min_repeat_ms)))(*args)
         per_call = max(float(min(probe.results)), 1e-9)
-        numbers[fname] = max(1, int(math.ceil(min_repeat_ms / 1000.0 / per_call)))
-        timers[fname] = vm.time_evaluator(fname, dev, number=numbers[fname], repeat=1)
+        # with a flush: one call per sample, each after a flush
+        numbers[fname] = 1 if flush_bytes else \
+            max(1, int(math.ceil(min_repeat_ms / 1000.0 / per_call)))
+        timers[fname] = vm.module.time_evaluator(fname, dev, number=numbers[fname], repeat=1,
+                                                 cache_flush_bytes=int(flush_bytes))
         errs[fname] = err
     samples = {n: [] for n in timers}
     for r in range(max_rounds):

@@ -121,7 +121,7 @@ class HostProfiler:
         self.notes: list = []       # candidates left out, and why
         self.rechecked = 0          # entries timed again by _recheck
         n = threads if threads is not None else k.get_num_threads()
-        self.scrub_bytes = _scrub_bytes(cache, self.weights, n)
+        self.scrub_bytes = scrub_bytes(cache, self.weights, n)
         self._scrubber = Scrubber(self.scrub_bytes) if self.scrub_bytes else None
         scrub = f"/scrub{self.scrub_bytes >> 20}M" if self.scrub_bytes else ""
         self.target = (f"host/{cpu_model()}/{k.best_isa() if isa == 'auto' else isa}/{n}t/"
@@ -243,7 +243,7 @@ class HostProfiler:
                 k.set_num_threads(prev_k)
 
 
-def _scrub_bytes(cache, weights: dict, threads: int) -> int:
+def scrub_bytes(cache, weights: dict, threads: int) -> int:
     """HostProfiler's `cache` option -> bytes streamed between timed calls (0: none)."""
     if cache == "warm":
         return 0

@@ -29,6 +29,7 @@ from mapping.space import DENSE_KEY
 from ..errors import ConfigError
 from ..targets import get_target
 from .cache import kernels_build_id
+from .host import scrub_bytes
 from .masks import MaskCache, mask_problem, measurable, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
@@ -57,14 +58,16 @@ class RPCProfiler:
     compiler). host, port: the RPC server, or the tracker when `key` is given. weights,
     importance, masks, seed: as HostProfiler. min_repeat_ms / min_rounds / max_rounds /
     stable_tol: the timing rule (engine.codegen.remote.time_on_device). backends: sparse
-    backends to measure ("native", "tir")."""
+    backends to measure ("native", "tir"). cache: "warm" (calls back to back) or bytes the
+    device streams through its caches before every timed call (weights cold, as inside a
+    model bigger than the device's caches)."""
 
     def __init__(self, target: str, host: str, port: int, key: Optional[str] = None, *,
                  weights: Optional[dict] = None, importance="l2",
                  backends=("native", "tir"), min_repeat_ms: float = 10.0,
                  min_rounds: int = 5, max_rounds: int = 20, stable_tol: float = 0.03,
                  session_timeout: float = 0, seed: int = 0,
-                 masks: Optional[MaskCache] = None):
+                 masks: Optional[MaskCache] = None, cache="warm"):
         self.device_target = get_target(target)
         from ..codegen.targets import cross_compiler
         cross_compiler(self.device_target)   # fail now if the toolchain is missing
@@ -82,6 +85,14 @@ class RPCProfiler:
         self.notes: list = []
         where = key or f"{host}:{self.port}"
         self.target = f"rpc/{where}/{self.device_target.name}/{kernels_build_id()}"
+        # a device's cache sizes are not known from here: warm, or the bytes the caller says
+        if cache != "warm" and not (isinstance(cache, int) and not isinstance(cache, bool)
+                                    and cache >= 0):
+            raise ConfigError(f"RPCProfiler: cache must be 'warm' or a byte count >= 0 (the "
+                              f"device's cache sizes are not known here), got {cache!r}")
+        self.scrub_bytes = 0 if cache == "warm" else int(cache)
+        if self.scrub_bytes:
+            self.target += f"/flush{self.scrub_bytes >> 20}M"
         self.source = f"rpc://{host}:{self.port}/{key}" if key else f"rpc://{host}:{self.port}"
 
     def why_not(self, spec: LayerSpec, cand: Candidate) -> Optional[str]:
@@ -132,7 +143,8 @@ class RPCProfiler:
         session = self._session(connect)
         try:
             inputs = [x.numpy()] + ([r.numpy()] if r is not None else [])
-            results, failed = time_on_device(session, module, inputs, refs, **self.timing)
+            results, failed = time_on_device(session, module, inputs, refs, **self.timing,
+                                             flush_bytes=self.scrub_bytes)
         finally:
             del session      # closes the connection: the server's process for it exits
         for name, why in failed.items():
@@ -153,10 +165,12 @@ class CompiledProfiler(RPCProfiler):
     into a module exactly as opt.save() compiles it (generated TIR, or the C++ kernels through
     the bridge), loaded in this process (a local TVM session) and timed with the TVM runtime,
     not the Python host runtime. optimize(device="artifact") maps with it, and the pipeline's
-    in-place check then uses it too."""
+    in-place check then uses it too. cache: as HostProfiler's (a scrub before every timed
+    call, sized from the model's weights)."""
 
     def __init__(self, *, weights: Optional[dict] = None, importance="l2",
-                 backends=("native", "tir"), threads: Optional[int] = None, **timing):
+                 backends=("native", "tir"), threads: Optional[int] = None, cache="model",
+                 **timing):
         super().__init__("host", "local", 0, weights=weights, importance=importance,
                          backends=backends, **timing)
         if threads is not None:
@@ -164,8 +178,10 @@ class CompiledProfiler(RPCProfiler):
             set_num_threads(int(threads))
         from .host import cpu_model
         from ..codegen import get_num_threads
+        nbytes = scrub_bytes(cache, self.weights, get_num_threads())
+        self.scrub_bytes = nbytes
         self.target = (f"compiled/{cpu_model()}/{get_num_threads()}t/"
-                       f"{kernels_build_id()}")
+                       f"{kernels_build_id()}{f'/scrub{nbytes >> 20}M' if nbytes else ''}")
         self.source = "compiled"
 
     def _session(self, connect):

@@ -77,3 +77,36 @@ def test_scrubbed_profile_times_every_candidate():
     got = prof.measure(CONV, [DENSE, Candidate("block", (4, 1), 0.8, "native")])
     assert set(got) == {DENSE.key, "block4x1@0.80/native"}
     assert all(m.us > 0 and m.runs >= 7 for m in got.values())
+
+
+def _tvm():
+    from engine.measure.host import tvm_available
+    if not tvm_available():
+        pytest.skip("needs apache-tvm")
+
+
+def test_compiled_profiler_times_single_calls_after_a_flush():
+    _tvm()
+    from engine.measure import CompiledProfiler
+    w = {"c": torch.randn(16, 8, 3, 3)}
+    cands = [DENSE, Candidate("block", (4, 1), 0.8, "tir")]
+    cold = CompiledProfiler(weights=w, cache=1 << 20)
+    assert cold.scrub_bytes == 1 << 20 and cold.target.endswith("/scrub1M")
+    warm = CompiledProfiler(weights=w, cache="warm")
+    assert warm.scrub_bytes == 0 and "scrub" not in warm.target
+    got_cold, got_warm = cold.measure(CONV, cands), warm.measure(CONV, cands)
+    assert set(got_cold) == set(got_warm) == {c.key for c in cands}
+    # flushed: one call per sample, 7..21 rounds; warm: many calls per 10 ms sample
+    assert all(7 <= m.runs <= 21 for m in got_cold.values())
+    assert all(m.runs > 21 for m in got_warm.values())
+
+
+def test_rpc_profiler_cache_is_warm_or_bytes():
+    _tvm()
+    from engine.measure import RPCProfiler
+    assert RPCProfiler("host", "127.0.0.1", 9).scrub_bytes == 0
+    p = RPCProfiler("host", "127.0.0.1", 9, cache=8 << 20)
+    assert p.scrub_bytes == 8 << 20 and p.target.endswith("/flush8M")
+    for bad in ("model", "cold", -5):
+        with pytest.raises(ConfigError, match="cache must be 'warm' or a byte count"):
+            RPCProfiler("host", "127.0.0.1", 9, cache=bad)
