@@ -122,26 +122,31 @@ def _masked_output(model, x, directory: Path) -> np.ndarray:
 
 
 def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
-                 artifacts: Optional[Path], variants: tuple, before: dict) -> dict:
+                 artifacts: Optional[Path], variants: tuple, before: dict,
+                 dense_threads: tuple = ()) -> dict:
     """{variant: artifact dir}; writes ref_<variant>.npy for the sparse ones (the dense
     artifact is checked against torch's dense output, ref_peer.npy). before: the last run's
-    {variant: dir} (a reference made for another artifact is made again)."""
+    {variant: dir} (a reference made for another artifact is made again). dense_threads: a
+    dense artifact measured at each of these thread counts too ("dense@N"), what a user who
+    ships for N threads builds; "dense" is the one measured at `threads`."""
     import engine
     out = {}
     if "dense" in variants:
-        dense = mdir / "engine_dense"
-        if _fresh(dense / "manifest.json", reuse):
-            # sparsity 0, measured as optimize() measures by default: each layer on the
-            # fastest dense kernel (torch, the packed GEMM, Winograd, the SpMM pack)
-            opt = engine.optimize(model, (x,), sparsity=0.0, capture=False, threads=threads)
-            opt.save(dense, overwrite=True)
-        out["dense"] = dense
+        for n in sorted(set(dense_threads) | {threads}):
+            dense = mdir / ("engine_dense" if n == threads else f"engine_dense_{n}t")
+            if _fresh(dense / "manifest.json", reuse):
+                # sparsity 0, measured as optimize() measures by default: each layer on the
+                # fastest dense kernel (torch, the packed GEMM, Winograd, the SpMM pack)
+                opt = engine.optimize(model, (x,), sparsity=0.0, capture=False, threads=n)
+                opt.save(dense, overwrite=True)
+            out[f"dense@{n}"] = dense
+        out["dense"] = out[f"dense@{threads}"]
     sparse = [v for v in variants if v != "dense"]
     if sparse:
         found = _plans_artifacts(model_name, artifacts, mdir, reuse, threads)
         out.update({v: found[v] for v in sparse if v in found})
     for v, d in out.items():
-        if v == "dense":
+        if v.startswith("dense"):
             continue
         ref = mdir / f"ref_{v}.npy"
         if _fresh(ref, reuse) or before.get(v) != str(d):
@@ -151,7 +156,7 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
 
 def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
             seed: int = 0, artifacts: Optional[Path] = None,
-            variants: tuple = ENGINE_VARIANTS, log=print) -> dict:
+            variants: tuple = ENGINE_VARIANTS, log=print, dense_threads: tuple = ()) -> dict:
     """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json)."""
     from engine import zoo
     mdir = out / "cache" / model_name
@@ -185,7 +190,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     if "engine" in runtimes:
         log(f"{model_name}: engine artifacts {', '.join(variants)}")
         arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants,
-                            old.get("engine", {}))
+                            old.get("engine", {}), dense_threads)
         meta["engine"] = {v: str(d) for v, d in arts.items()}
     (mdir / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta

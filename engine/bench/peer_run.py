@@ -49,7 +49,9 @@ def _engine(mdir: Path, threads: int, variant: str, auto: bool = False):
     import engine
     from ..codegen import _tvm
     meta = json.loads((mdir / "meta.json").read_text())
-    directory = meta.get("engine", {}).get(variant)
+    # the dense artifact measured at this thread count, when the build made one
+    directory = meta.get("engine", {}).get(f"{variant}@{threads}") or \
+        meta.get("engine", {}).get(variant)
     if directory is None:
         raise FileNotFoundError(f"no engine artifact {variant!r} for {meta['model']} in "
                                 f"{mdir} (build it: run without --reuse, or give --artifacts)")

@@ -9,7 +9,8 @@ torch's before it is timed.
         [--artifacts DIR]
 
 Exports are built once into <out>/cache/<model>/ (--reuse keeps what is there). The engine runs
-its artifacts (engine.optimize(...).save(dir); engine.load(dir)): dense (sparsity 0), uniform
+its artifacts (engine.optimize(...).save(dir); engine.load(dir)): dense (sparsity 0, measured
+at each thread count, as a user shipping for N threads builds it), uniform
 block 4x1 at 80% and the rule-mapped plan at 80% (device="artifact"), the last two built as
 `bench plans build` builds them (tens of minutes for ResNet-50 cold) or taken from a directory
 it wrote (--artifacts DIR: DIR/<model>/mapped and DIR/<model>/block4x1@0.80_tir). Output:
@@ -159,7 +160,8 @@ def run(a, models: list, log=print) -> dict:
     a.runtimes = tuple(runtimes)
     out = Path(a.out)
     arts = Path(a.artifacts) if a.artifacts else None
-    metas = {m: prepare(m, out, a.runtimes, a.reuse, max(a.threads), a.seed, arts, log=log)
+    metas = {m: prepare(m, out, a.runtimes, a.reuse, max(a.threads), a.seed, arts, log=log,
+                        dense_threads=tuple(a.threads))
              for m in models}
     for m, meta in metas.items():
         lost = [v for v in ENGINE_VARIANTS if "engine" in a.runtimes and
