@@ -215,8 +215,7 @@ def _absorb(g: _Graph, m: LayerMatch, channel_axis: int, taken: set):
     cur = m.anchor
     while True:
         # not after a kxk conv: its crop would compute them a pixel at a time (host lowering too)
-        crops = m.op == "conv2d" and m.weight.shape[2:] != (1, 1) and m.groups == 1
-        gated = gated_activation(g, cur, taken) if m.act == "none" and not crops else None
+        gated = gated_activation(g, cur, taken) if m.act == "none" else None
         if gated is not None:   # silu / hardswish: x used twice
             m.act, end, absorbed = gated
             m.absorbed += absorbed

@@ -111,16 +111,6 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
                           call_sites={n: k for n, k in sites.items() if k > 1})
 
 
-# epilogues only the vector kernels compute fast (the SpMM tiles, the depthwise kernel)
-_VECTOR_ONLY = ("hardswish", "silu")
-
-
-def _crops(mod) -> bool:
-    """A conv the SpMM kernel runs on virtual pixels and crops (kxk, not depthwise)."""
-    return isinstance(mod, nn.Conv2d) and tuple(mod.kernel_size) != (1, 1) and \
-        not DepthwiseConv2d.supports(mod)
-
-
 def _lowerable(mod) -> bool:
     if isinstance(mod, nn.Conv2d):
         return mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
@@ -152,9 +142,7 @@ def _fusion(node: fx.Node, mod: nn.Module, modules: dict) -> tuple:
         chain.append(nxt)
     act, residual = "none", None
     nxt = _sole_user(cur)
-    if nxt is not None and _act_of(nxt, modules) in _VECTOR_ONLY and _crops(mod):
-        pass   # a kxk conv's crop computes them a pixel at a time: slower than torch after it
-    elif nxt is not None and _act_of(nxt, modules):
+    if nxt is not None and _act_of(nxt, modules):
         act, cur = _act_of(nxt, modules), nxt
         chain.append(nxt)
     elif isinstance(mod, nn.Conv2d) and nxt is not None and _is_add(nxt):

@@ -10,6 +10,18 @@
 namespace spe {
 namespace {
 
+float scalar_act(float o, int act) {
+  if (act == 1) return std::max(o, 0.0f);
+  if (act == 2) return std::min(std::max(o, 0.0f), 6.0f);
+  if (act == 3) return o * std::min(std::max(o + 3.0f, 0.0f), 6.0f) / 6.0f;
+  if (act == 4) return o / (1.0f + std::exp(-o));  // libm's exp: the yardstick
+  return o;
+}
+
+void scalar_act_row(float* d, const float* s, const float* res, int n, int act) {
+  for (int k = 0; k < n; ++k) d[k] = scalar_act(res ? s[k] + res[k] : s[k], act);
+}
+
 template <int R>
 void scalar_tile(const TileArgs& a) {
   for (int r = 0; r < R; ++r) {
@@ -18,11 +30,7 @@ void scalar_tile(const TileArgs& a) {
       for (int64_t e = 0; e < a.n_entries; ++e) s += double(a.w[e * R + r]) * a.x[a.off[e] + p];
       float o = float(s);
       if (a.res) o += a.res[r * a.res_row_stride + p];
-      if (a.act == 1) o = std::max(o, 0.0f);
-      else if (a.act == 2) o = std::min(std::max(o, 0.0f), 6.0f);
-      else if (a.act == 3) o = o * std::min(std::max(o + 3.0f, 0.0f), 6.0f) / 6.0f;
-      else if (a.act == 4) o = o / (1.0f + std::exp(-o));  // libm's exp: the yardstick
-      a.y[r * a.y_row_stride + p] = o;
+      a.y[r * a.y_row_stride + p] = scalar_act(o, a.act);
     }
   }
 }
@@ -45,7 +53,10 @@ void fill_listed(SpmmKernels& k) {
 template <>
 const SpmmKernels* spmm_table<Isa::scalar>() {
   return isa_table<SpmmKernels, Scalar, kNumSpmmUkernels>(
-      [](SpmmKernels& k, auto i) { fill_listed<decltype(i)::value>(k); });
+      [](SpmmKernels& k, auto i) {
+        k.act_row = &scalar_act_row;
+        fill_listed<decltype(i)::value>(k);
+      });
 }
 
 }  // namespace spe

@@ -72,9 +72,14 @@ using TileFn = void (*)(const TileArgs&);
 
 // One ISA's microkernels, one per listed kernel: tile[r-1] handles groups of r rows with a full
 // `nv[r-1]`-vector tile; tail(r, npix) handles a partial tile.
+// d[0..n) = act(s[k] (+ res[k])), res may be null, act an SPE_ACT_* code: the epilogue of
+// tiles computed on virtual pixels (sparse_conv.cc's crop), vectorized like the tiles' own.
+using ActRowFn = void (*)(float* d, const float* s, const float* res, int n, int act);
+
 struct SpmmKernels {
   const char* isa;
   int width;                              // floats per vector
+  ActRowFn act_row;
   int nv[kMaxGroupRows];                  // vectors per full tile, per row count
   const char* name[kMaxGroupRows];        // the listed kernel, per row count
   TileFn full[kMaxGroupRows];

@@ -103,6 +103,22 @@ void spmm_tile(const TileArgs& a) {
   }
 }
 
+// SpmmKernels::act_row on V: whole vectors, then one masked vector for the rest.
+template <class V>
+void act_row(float* d, const float* s, const float* res, int n, int act) {
+  using reg = typename V::reg;
+  constexpr int W = V::kWidth;
+  for (int k = 0; k < n; k += W) {
+    const auto m = V::mask(n - k < W ? n - k : W);
+    reg v = V::load_mask(s + k, m);
+    if (res) v = V::add(v, V::load_mask(res + k, m));
+    if (act == 1) v = V::max(v, V::zero());
+    else if (act == 2) v = V::min(V::max(v, V::zero()), V::set1(6.0f));
+    else if (act > 2) v = ExtraActivation<V>::apply(v, act);
+    V::store_mask(d + k, v, m);
+  }
+}
+
 // Fills an SpmmKernels table: full tiles use NV vectors; tails 1..NV vectors, masked.
 template <class V, int R, int NV>
 struct TailFill {
@@ -131,7 +147,10 @@ void fill_listed(SpmmKernels& k) {
 template <class V>
 const SpmmKernels* spmm_table_of() {
   return isa_table<SpmmKernels, V, kNumSpmmUkernels>(
-      [](SpmmKernels& k, auto i) { fill_listed<V, decltype(i)::value>(k); });
+      [](SpmmKernels& k, auto i) {
+        k.act_row = &act_row<V>;
+        fill_listed<V, decltype(i)::value>(k);
+      });
 }
 
 }  // namespace spe
