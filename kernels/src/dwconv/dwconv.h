@@ -120,10 +120,40 @@ struct DwPlaneArgs {
 
 using DwPlaneFn = void (*)(const DwPlaneArgs&);
 
+// The flat method (flat_template.h): whole planes [p0, p1) of a "same"-padded k x k layer,
+// stride 1 or 2, each plane's outputs as one flat vector of ho * wo floats.
+struct DwPlanesArgs {
+  const DwGeom* g;
+  const float* x;      // input (planes, h, w)
+  const float* w;      // weights (channels, kh, kw)
+  const float* bias;   // channels floats, or null
+  const float* res;    // residual (planes, ho, wo), or null
+  float* y;            // output (planes, ho, wo)
+  int channels;        // plane pl is channel pl % channels
+  int64_t p0, p1;      // the planes to compute
+  int act;             // spe_activation
+};
+
+using DwPlanesFn = void (*)(const DwPlanesArgs&);
+
+// Output planes up to this many floats take the flat method when the kernel has it: small
+// planes fill whole vectors (a 7x7 plane is 4 vectors, not 7 rows of one each) and skip the
+// row copies; larger ones keep the row buffers, which stay in L1 and share loads between rows.
+constexpr int64_t kDwFlatMaxFloats[2] = {64 * 64, 32 * 32};  // stride 1, stride 2
+
+// Whether the flat method computes layer g: k x k, k odd, padding k / 2, stride 1 or 2 both
+// ways, dilation 1, an output plane within kDwFlatMaxFloats.
+inline bool dw_flat_fits(const DwGeom& g) {
+  return g.kh == g.kw && g.kh % 2 == 1 && g.sh == g.sw && (g.sh == 1 || g.sh == 2) &&
+         g.dh == 1 && g.dw == 1 && g.ph == g.kh / 2 && g.pw == g.kw / 2 &&
+         int64_t(g.ho) * g.wo <= kDwFlatMaxFloats[g.sh - 1];
+}
+
 struct DwSpecialised {
   int k, s;
   DwPlaneFn fn;
   const char* name;
+  DwPlanesFn flat;  // the flat method for this geometry, or null (not on this ISA)
 };
 
 // One ISA's depthwise kernels, as dwconv_list.h lists them.
