@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <cstdlib>  // DEVHACK
 #include <limits>
 #include <memory>
 #include <new>
@@ -119,8 +118,7 @@ spe_status run_layer(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h
   nblk = (ho + rb - 1) / rb;
   const int64_t items = planes * nblk;
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 8));
-  static const int64_t devlim[2] = {getenv("SPE_DWF1") ? atoll(getenv("SPE_DWF1")) : kDwFlatMaxFloats[0], getenv("SPE_DWF2") ? atoll(getenv("SPE_DWF2")) : kDwFlatMaxFloats[1]};  // DEVHACK
-  if (c->flat && nblk == 1 && dw_flat_fits(g) && int64_t(ho) * wo <= devlim[g.sh - 1]) {
+  if (c->flat && nblk == 1 && dw_flat_fits(g)) {
     const DwPlanesFn flat = c->flat;
     pool.parallel_for(planes, grain, [&](int64_t b, int64_t e) {
       flat(DwPlanesArgs{&g, x, c->weight.data(), c->bias.empty() ? nullptr : c->bias.data(),

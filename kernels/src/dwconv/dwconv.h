@@ -136,10 +136,12 @@ struct DwPlanesArgs {
 
 using DwPlanesFn = void (*)(const DwPlanesArgs&);
 
-// Output planes up to this many floats take the flat method when the kernel has it: small
-// planes fill whole vectors (a 7x7 plane is 4 vectors, not 7 rows of one each) and skip the
-// row copies; larger ones keep the row buffers, which stay in L1 and share loads between rows.
-constexpr int64_t kDwFlatMaxFloats[2] = {64 * 64, 32 * 32};  // stride 1, stride 2
+// Output planes up to this many floats take the flat method when the kernel has it: it fills
+// whole vectors (a 7x7 plane is 4 vectors, not 7 rows of one each) and skips the row copies;
+// 1.2-3x faster than the row buffers on every plane of MobileNetV2 / V3 and EfficientNet-B0
+// (up to 112x112, AVX-512 on Zen 4). Larger planes keep the row buffers, which stay in L1
+// (the flat method's tap masks and stride-2 phase planes grow with the plane).
+constexpr int64_t kDwFlatMaxFloats[2] = {128 * 128, 64 * 64};  // stride 1, stride 2
 
 // Whether the flat method computes layer g: k x k, k odd, padding k / 2, stride 1 or 2 both
 // ways, dilation 1, an output plane within kDwFlatMaxFloats.
