@@ -78,6 +78,13 @@ struct Avx512 {
       _mm512_storeu_ps(o + 16 * k, _mm512_permutex2var_ps(a, io, b));
     }
   }
+  // e, o = the even and the odd floats of the 32 in a then b.
+  static void deinterleave_regs(reg a, reg b, reg& e, reg& o) {
+    e = _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+    o = _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+  }
   // 32 floats -> 16 even and 16 odd ones, one two-source permute each; the last (partial) step
   // loads and stores under masks.
   static void deinterleave(const float* s, float* e, float* o, int n) {
