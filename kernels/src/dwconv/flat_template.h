@@ -5,14 +5,15 @@
 //
 // At stride 1 with padding k / 2 the input plane has the output's pitch, so output q = r*wo + c
 // and tap (ky, kx) reads input q + (ky - p)*wo + (kx - p): one unaligned load per tap straight
-// from the input plane. At stride 2 the plane is first split into its four phases (even / odd
-// rows x even / odd columns, ho x wo each, zeros past the image), which again have the output's
-// pitch: tap (ky, kx) reads phase ((ky - p) & 1, (kx - p) & 1) at offsets floor((ky - p) / 2),
-// floor((kx - p) / 2). Either way a tap's lanes are valid where its column stays in [0, wo)
-// (per-vector lane masks, precomputed once per plane width) and, in the few vectors near the
-// top and bottom, where its flat index stays inside the plane (a lane range); masked-off lanes
-// read as zero and are never touched in memory. Weights stay in registers; up to 8 vectors are
-// computed side by side to cover the FMA latency.
+// from the input plane. A tap's lanes are valid where its column stays in [0, wo) (per-vector
+// lane masks, precomputed once per plane size) and, in the few vectors near the top and
+// bottom, where its flat index stays inside the plane; masked-off lanes read as zero and are
+// never touched in memory. At stride 2 the plane is first split into its four phases (even /
+// odd rows x even / odd columns, ho x wo each, zeros past the image, zero rows above and
+// below), which again have the output's pitch: tap (ky, kx) reads phase ((ky - p) & 1,
+// (kx - p) & 1) at offsets floor((ky - p) / 2), floor((kx - p) / 2), masked by column only.
+// Weights stay in registers; up to 8 vectors are computed side by side to cover the FMA
+// latency.
 //
 // Lane masks need AVX-512 (mask registers, masked loads that cannot fault): the other ISAs have
 // no flat method and run the row method (plane_template.h) on every geometry.
@@ -95,9 +96,11 @@ inline void flat_block(const float* const (*src)[2], const uint16_t* tm,
       const float* s = src[ky][Tap::phase(kx)] + Tap::off(kx);
 #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
+        // inside the plane the column mask is the same in every tap row: the centre row's
+        const int t = (kEdge ? ky : Tap::kPad) * K + kx;
         const reg xv = !kEdge && Tap::off(kx) == 0
                            ? T::load(s + 16 * u)
-                           : T::load_mask(s + 16 * u, mask_t(tm[u * K * K + ky * K + kx]));
+                           : T::load_mask(s + 16 * u, mask_t(tm[u * K * K + t]));
         acc[u] = T::fma(xv, wv[ky * K + kx], acc[u]);
       }
     }
@@ -127,9 +130,10 @@ inline void flat_blocks(int size, bool edge, const float* const (*src)[2], const
 // Splits an input plane (h, w) into its four stride-2 phases: phase a*2 + b at ph + (a*2 + b)
 // * stride, (ho, wo) floats, element (i, j) = x[2i + a][2j + b], zero past the image. A row is
 // read 32 floats at a time, its last (1..32) under masks fixed for the plane, and written as
-// whole vectors: the part past wo lands on the next row of its phase, written later, or in
-// the slack after the phase (stride >= ho*wo + 16). (A per-row general deinterleave, with its
-// masks and branches per row, took twice the convolution's time on 14x14 planes.)
+// whole vectors: the part past wo lands on the next row of its phase, written later, or in up
+// to 15 floats past the phase (stride >= ho*wo + 16), which the caller zeroes again. (A
+// general per-row deinterleave, with its masks and branches per row, took twice the
+// convolution's time on 14x14 planes.)
 template <class T>
 void split_phases(const float* x, const DwGeom& g, float* ph, int64_t stride) {
   using reg = typename T::reg;
@@ -173,23 +177,36 @@ void planes_flat(const DwPlanesArgs& a) {
   // blocks of at most U vectors, as even as possible
   const int nb = (nvec + U - 1) / U, base = nvec / nb, extra = nvec % nb;
 
-  thread_local std::vector<float> phases;
-  const int64_t pstride = (int64_t(n) + 31) / 16 * 16;
+  // Where the taps read: a stride-2 plane is split into four buffers with R zero rows (and R
+  // floats) on each side, so only the column masks are needed; a stride-1 plane is read in
+  // place, with range masks in the vectors near its top and bottom (copying small planes into
+  // zero-margined buffers too measured no faster).
+  constexpr int R = std::max(-Tap::kMin, Tap::kMax);
+  const int64_t in_plane = int64_t(g.h) * g.w;
+  const int64_t front = (int64_t(R) * wo + R + 15) / 16 * 16;
+  const int64_t pstride = front + (int64_t(n) + R * wo + R + 16 + 15) / 16 * 16;
+  thread_local std::vector<float> buf;
   float* ph = nullptr;
   if constexpr (S == 2) {
-    if (phases.size() < size_t(4 * pstride + 16)) phases.resize(size_t(4 * pstride + 16));
-    ph = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(phases.data()) + 63) &
-                                  ~uintptr_t(63));
+    if (buf.size() < size_t(4 * pstride + 16)) buf.resize(size_t(4 * pstride + 16));
+    ph = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    for (int b = 0; b < 4; ++b) {  // the margins (each plane overwrites only its middle)
+      std::fill(ph + b * pstride, ph + b * pstride + front, 0.0f);
+      std::fill(ph + b * pstride + front + n, ph + (b + 1) * pstride, 0.0f);
+    }
+    ph += front;
   }
   const Clamp<T> act(a.act);
-  const int64_t in_plane = int64_t(g.h) * g.w;
   for (int64_t pl = a.p0; pl < a.p1; ++pl) {
     const int ch = int(pl % a.channels);
     const float* x = a.x + pl * in_plane;
     reg wv[K * K];
     for (int t = 0; t < K * K; ++t) wv[t] = T::set1(a.w[int64_t(ch) * K * K + t]);
     const reg bias = T::set1(a.bias ? a.bias[ch] : 0.0f);
-    if constexpr (S == 2) split_phases<T>(x, g, ph, pstride);
+    if constexpr (S == 2) {
+      split_phases<T>(x, g, ph, pstride);
+      for (int b = 0; b < 4; ++b) T::store(ph + b * pstride + n, T::zero());  // a row's overrun
+    }
     const float* src[K][2];
     for (int ky = 0; ky < K; ++ky)
       for (int b = 0; b < 2; ++b)
@@ -201,8 +218,9 @@ void planes_flat(const DwPlanesArgs& a) {
       const float* at[K][2];
       for (int ky = 0; ky < K; ++ky)
         for (int b = 0; b < 2; ++b) at[ky][b] = src[ky][b] + q;
-      flat_blocks<T, K, S, U>(size, v0 < vi0 || v0 + size > vi1, at, tm + v0 * K * K, wv,
-                              bias, res ? res + q : nullptr, y + q, n - q, act);
+      const bool edge = S == 1 && (v0 < vi0 || v0 + size > vi1);
+      flat_blocks<T, K, S, U>(size, edge, at, tm + v0 * K * K, wv, bias,
+                              res ? res + q : nullptr, y + q, n - q, act);
       v0 += size;
     }
   }
