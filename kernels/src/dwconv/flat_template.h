@@ -200,13 +200,13 @@ void planes_flat(const DwPlanesArgs& a) {
   for (int64_t pl = a.p0; pl < a.p1; ++pl) {
     const int ch = int(pl % a.channels);
     const float* x = a.x + pl * in_plane;
-    reg wv[K * K];
-    for (int t = 0; t < K * K; ++t) wv[t] = T::set1(a.w[int64_t(ch) * K * K + t]);
-    const reg bias = T::set1(a.bias ? a.bias[ch] : 0.0f);
     if constexpr (S == 2) {
       split_phases<T>(x, g, ph, pstride);
       for (int b = 0; b < 4; ++b) T::store(ph + b * pstride + n, T::zero());  // a row's overrun
     }
+    reg wv[K * K];  // after the split: nothing live across it to spill
+    for (int t = 0; t < K * K; ++t) wv[t] = T::set1(a.w[int64_t(ch) * K * K + t]);
+    const reg bias = T::set1(a.bias ? a.bias[ch] : 0.0f);
     const float* src[K][2];
     for (int ky = 0; ky < K; ++ky)
       for (int b = 0; b < 2; ++b)
