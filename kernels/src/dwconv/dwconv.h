@@ -9,6 +9,10 @@
 // every output row that uses it (up to kh/sh of them). Bias, residual and activation are fused
 // into the store.
 //
+// The flat method (flat_template.h, AVX-512) takes the specialised kernels' "same"-padded
+// layers with small planes instead (dw_flat_fits): a whole plane as one flat run of vectors,
+// per-lane tap masks in place of the padded row copies.
+//
 // Naming (XNNPACK style, the tile then `__` then the ISA): f32_dwconv_{k}x{k}s{s}__{isa} for the
 // specialised kernels (square kernel k, the same stride s both ways, dilation 1, any padding:
 // unrolled taps, weights held in registers), f32_dwconv_generic__{isa} for every other geometry

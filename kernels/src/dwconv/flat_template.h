@@ -38,7 +38,6 @@ struct FlatTaps {
   static constexpr int phase(int k) { return S == 1 ? 0 : (k - kPad + 2 * K) % 2; }
   static constexpr int off(int k) { return S == 1 ? k - kPad : (k - kPad - phase(k)) / 2; }
   static constexpr int kMin = off(0), kMax = off(K - 1);
-  static constexpr int kCols = kMax - kMin + 1;  // column offsets: masks per vector
 };
 
 // Lanes [lo, hi) of 16.
