@@ -9,7 +9,7 @@
 // every output row that uses it (up to kh/sh of them). Bias, residual and activation are fused
 // into the store.
 //
-// The flat method (flat_template.h, AVX-512) takes the specialised kernels' "same"-padded
+// The flat method (flat_template.h, AVX-512 and AVX2) takes the specialised kernels' "same"-padded
 // layers with small planes instead (dw_flat_fits): a whole plane as one flat run of vectors,
 // per-lane tap masks in place of the padded row copies.
 //
@@ -142,9 +142,10 @@ using DwPlanesFn = void (*)(const DwPlanesArgs&);
 
 // Output planes up to this many floats take the flat method when the kernel has it: it fills
 // whole vectors (a 7x7 plane is 4 vectors, not 7 rows of one each) and skips the row copies;
-// 1.2-3x faster than the row buffers on every plane of MobileNetV2 / V3 and EfficientNet-B0
-// (up to 112x112, AVX-512 on Zen 4). Larger planes keep the row buffers, which stay in L1
-// (the flat method's tap masks and stride-2 phase planes grow with the plane).
+// 1.3-3.7x faster than the row buffers on every plane of MobileNetV2 / V3 and EfficientNet-B0
+// (up to 112x112, AVX-512 on Zen 4; AVX2 there 1.05-5x). Larger planes keep the row buffers,
+// which stay in L1 (the flat method's tap masks and stride-2 phase planes grow with the
+// plane).
 constexpr int64_t kDwFlatMaxFloats[2] = {128 * 128, 64 * 64};  // stride 1, stride 2
 
 // Whether the flat method computes layer g: k x k, k odd, padding k / 2, stride 1 or 2 both

@@ -12,11 +12,12 @@
 // odd rows x even / odd columns, ho x wo each, zeros past the image, zero rows above and
 // below), which again have the output's pitch: tap (ky, kx) reads phase ((ky - p) & 1,
 // (kx - p) & 1) at offsets floor((ky - p) / 2), floor((kx - p) / 2), masked by column only.
-// Weights stay in registers; up to 8 vectors are computed side by side to cover the FMA
-// latency.
+// Weights stay in registers; up to 8 vectors (4 with AVX2's 16 registers) are computed side by
+// side to cover the FMA latency.
 //
-// Lane masks need AVX-512 (mask registers, masked loads that cannot fault): the other ISAs have
-// no flat method and run the row method (plane_template.h) on every geometry.
+// The lane masks need masked loads that cannot fault (AVX-512 mask registers, AVX2's
+// vmaskmovps; the traits' lanes / lanes_of / deinterleave_regs): NEON and scalar have no flat
+// method and run the row method (plane_template.h) on every geometry.
 #ifndef SPE_DWCONV_FLAT_TEMPLATE_H_
 #define SPE_DWCONV_FLAT_TEMPLATE_H_
 
@@ -40,33 +41,36 @@ struct FlatTaps {
   static constexpr int kMin = off(0), kMax = off(K - 1);
 };
 
-// Lanes [lo, hi) of 16.
+// Lanes [lo, hi) of V (V <= 16), as bits.
+template <int V>
 inline uint32_t lanes_in(int lo, int hi) {
-  lo = std::clamp(lo, 0, 16);
-  hi = std::clamp(hi, 0, 16);
+  lo = std::clamp(lo, 0, V);
+  hi = std::clamp(hi, 0, V);
   return hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
 }
 
-// m[v * K*K + ky * K + kx]: the lanes of vector v (outputs 16 v .. 16 v + 15) where tap
+// m[v * K*K + ky * K + kx]: the lanes of vector v (outputs V v .. V v + V - 1) where tap
 // (ky, kx) reads inside its source plane: its column plus off(kx) in [0, wo) and its flat
 // index plus off(ky) * wo + off(kx) in [0, n). Built once per thread and plane size (layers of
 // one size follow each other in a network).
-template <class Tap, int K>
-const uint16_t* tap_masks(int wo, int n, int nvec) {
-  thread_local std::vector<uint16_t> m;
+template <class T, class Tap, int K>
+const typename T::lanes* tap_masks(int wo, int n, int nvec) {
+  constexpr int V = T::kWidth;
+  thread_local std::vector<typename T::lanes> m;
   thread_local int key_wo = -1, key_n = -1;
   if (key_wo == wo && key_n == n) return m.data();
   key_wo = key_n = -1;  // stays invalid if assign throws
-  m.assign(size_t(nvec) * K * K, 0);
+  m.assign(size_t(nvec) * K * K, T::lanes_of(0));
   int c0 = 0;  // the column of lane 0 of vector v
-  for (int v = 0; v < nvec; ++v, c0 = (c0 + 16) % wo)
+  for (int v = 0; v < nvec; ++v, c0 = (c0 + V) % wo)
     for (int kx = 0; kx < K; ++kx) {
       uint32_t cols = 0;
-      for (int l = 0, c = c0; l < 16; ++l, c = c + 1 == wo ? 0 : c + 1)
+      for (int l = 0, c = c0; l < V; ++l, c = c + 1 == wo ? 0 : c + 1)
         if (c + Tap::off(kx) >= 0 && c + Tap::off(kx) < wo) cols |= 1u << l;
       for (int ky = 0; ky < K; ++ky) {
         const int d = Tap::off(ky) * wo + Tap::off(kx);
-        m[size_t(v) * K * K + ky * K + kx] = uint16_t(cols & lanes_in(-16 * v - d, n - 16 * v - d));
+        m[size_t(v) * K * K + ky * K + kx] =
+            T::lanes_of(cols & lanes_in<V>(-V * v - d, n - V * v - d));
       }
     }
   key_wo = wo;
@@ -75,16 +79,16 @@ const uint16_t* tap_masks(int wo, int n, int nvec) {
 }
 
 // Vectors [v0, v0 + U) of one plane: src[ky][b] is tap row ky's source (column phase b) at
-// vector v0, tm the masks of vector v0, y and res at vector v0; n - 16 v0 floats remain.
+// vector v0, tm the masks of vector v0, y and res at vector v0; n - V v0 floats remain.
 // kEdge: some tap of these vectors leaves the plane above or below, so every load takes its
 // mask; otherwise only the taps off the output's own column do.
 template <class T, int K, int S, int U, bool kEdge>
-inline void flat_block(const float* const (*src)[2], const uint16_t* tm,
+inline void flat_block(const float* const (*src)[2], const typename T::lanes* tm,
                        const typename T::reg* wv, typename T::reg bias, const float* res,
                        float* y, int left, const Clamp<T>& act) {
   using reg = typename T::reg;
   using Tap = FlatTaps<K, S>;
-  using mask_t = decltype(T::mask(0));
+  constexpr int V = T::kWidth;
   reg acc[U];
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) acc[u] = bias;
@@ -98,24 +102,25 @@ inline void flat_block(const float* const (*src)[2], const uint16_t* tm,
         // inside the plane the column mask is the same in every tap row: the centre row's
         const int t = (kEdge ? ky : Tap::kPad) * K + kx;
         const reg xv = !kEdge && Tap::off(kx) == 0
-                           ? T::load(s + 16 * u)
-                           : T::load_mask(s + 16 * u, mask_t(tm[u * K * K + t]));
+                           ? T::load(s + V * u)
+                           : T::load_mask(s + V * u, tm[u * K * K + t]);
         acc[u] = T::fma(xv, wv[ky * K + kx], acc[u]);
       }
     }
   }
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) {
-    const float* rr = res ? res + 16 * u : nullptr;
-    if (16 * u + 16 <= left) store_out<T, false, true>(acc[u], rr, y + 16 * u, 16, act);
-    else store_out<T, true, true>(acc[u], rr, y + 16 * u, left - 16 * u, act);
+    const float* rr = res ? res + V * u : nullptr;
+    if (V * u + V <= left) store_out<T, false, true>(acc[u], rr, y + V * u, V, act);
+    else store_out<T, true, true>(acc[u], rr, y + V * u, left - V * u, act);
   }
-  if (act.act > 2) apply_extra<T>(y, std::min(left, 16 * U), act);
+  if (act.act > 2) apply_extra<T>(y, std::min(left, V * U), act);
 }
 
 // A block of exactly `size` (1..U) vectors.
 template <class T, int K, int S, int U>
-inline void flat_blocks(int size, bool edge, const float* const (*src)[2], const uint16_t* tm,
+inline void flat_blocks(int size, bool edge, const float* const (*src)[2],
+                        const typename T::lanes* tm,
                         const typename T::reg* wv, typename T::reg bias, const float* res,
                         float* y, int left, const Clamp<T>& act) {
   if (size == U) {
@@ -128,26 +133,27 @@ inline void flat_blocks(int size, bool edge, const float* const (*src)[2], const
 
 // Splits an input plane (h, w) into its four stride-2 phases: phase a*2 + b at ph + (a*2 + b)
 // * stride, (ho, wo) floats, element (i, j) = x[2i + a][2j + b], zero past the image. A row is
-// read 32 floats at a time, its last (1..32) under masks fixed for the plane, and written as
+// read two vectors at a time, the last two under masks fixed for the plane, and written as
 // whole vectors: the part past wo lands on the next row of its phase, written later, or in up
-// to 15 floats past the phase (stride >= ho*wo + 16), which the caller zeroes again. (A
+// to V - 1 floats past the phase (stride >= ho*wo + V), which the caller zeroes again. (A
 // general per-row deinterleave, with its masks and branches per row, took twice the
 // convolution's time on 14x14 planes.)
 template <class T>
 void split_phases(const float* x, const DwGeom& g, float* ph, int64_t stride) {
   using reg = typename T::reg;
-  const int w = g.w, nv = (g.wo + 15) / 16, tail = w - 32 * (nv - 1);
-  const auto ma = T::mask(std::min(tail, 16)), mb = T::mask(std::max(tail - 16, 0));
+  constexpr int V = T::kWidth;
+  const int w = g.w, nv = (g.wo + V - 1) / V, tail = w - 2 * V * (nv - 1);  // tail: 1..2V
+  const auto ma = T::mask(std::min(tail, V)), mb = T::mask(std::max(tail - V, 0));
   for (int r = 0; r < g.h; ++r) {
     const float* s = x + int64_t(r) * w;
     float* e = ph + (r & 1) * 2 * stride + int64_t(r >> 1) * g.wo;
     reg ev, ov;
-    for (int k = 0; k < nv - 1; ++k, s += 32, e += 16) {
-      T::deinterleave_regs(T::load(s), T::load(s + 16), ev, ov);
+    for (int k = 0; k < nv - 1; ++k, s += 2 * V, e += V) {
+      T::deinterleave_regs(T::load(s), T::load(s + V), ev, ov);
       T::store(e, ev);
       T::store(e + stride, ov);
     }
-    T::deinterleave_regs(T::load_mask(s, ma), T::load_mask(s + 16, mb), ev, ov);
+    T::deinterleave_regs(T::load_mask(s, ma), T::load_mask(s + V, mb), ev, ov);
     T::store(e, ev);
     T::store(e + stride, ov);
   }
@@ -161,18 +167,19 @@ template <class T, int K, int S>
 void planes_flat(const DwPlanesArgs& a) {
   using reg = typename T::reg;
   using Tap = FlatTaps<K, S>;
-  static_assert(T::kWidth == 16 && K <= 16, "the flat method: 16-lane masks, up to 16 taps");
+  constexpr int V = T::kWidth;
+  static_assert(V <= 16 && K <= 16, "the flat method: up to 16 lanes, up to 16 taps");
   // Vectors side by side: 8 independent accumulators hide the FMA latency. At 5x5 the 25
   // weights and 8 accumulators overflow the 32 registers and some FMAs take their weight from
   // memory, still 1.2x faster than 4 accumulators (14x14 planes, Zen 4).
-  constexpr int U = 8;
+  constexpr int U = T::kRegs >= 32 ? 8 : 4;
   const DwGeom& g = *a.g;
-  const int wo = g.wo, n = g.ho * wo, nvec = (n + 15) / 16;
-  const uint16_t* tm = tap_masks<Tap, K>(wo, n, nvec);
+  const int wo = g.wo, n = g.ho * wo, nvec = (n + V - 1) / V;
+  const typename T::lanes* tm = tap_masks<T, Tap, K>(wo, n, nvec);
   // Vectors [vi0, vi1) read inside the plane with every tap; the others are edge vectors.
   const int dmin = Tap::kMin * wo + Tap::kMin, dmax = Tap::kMax * wo + Tap::kMax;
-  const int vi0 = std::min(nvec, (15 - dmin) / 16);
-  const int vi1 = std::max(vi0, n - 16 - dmax < 0 ? 0 : (n - 16 - dmax) / 16 + 1);
+  const int vi0 = std::min(nvec, (V - 1 - dmin) / V);
+  const int vi1 = std::max(vi0, n - V - dmax < 0 ? 0 : (n - V - dmax) / V + 1);
   // blocks of at most U vectors, as even as possible
   const int nb = (nvec + U - 1) / U, base = nvec / nb, extra = nvec % nb;
 
@@ -213,7 +220,7 @@ void planes_flat(const DwPlanesArgs& a) {
     const float* res = a.res ? a.res + pl * n : nullptr;
     float* y = a.y + pl * n;
     for (int i = 0, v0 = 0; i < nb; ++i) {
-      const int size = base + (i < extra ? 1 : 0), q = 16 * v0;
+      const int size = base + (i < extra ? 1 : 0), q = V * v0;
       const float* at[K][2];
       for (int ky = 0; ky < K; ++ky)
         for (int b = 0; b < 2; ++b) at[ky][b] = src[ky][b] + q;
@@ -228,7 +235,8 @@ void planes_flat(const DwPlanesArgs& a) {
 // T's flat kernel for k x k, stride s, or null.
 template <class T, int K, int S>
 constexpr DwPlanesFn flat_for() {
-  if constexpr (T::kIsa == Isa::avx512 && K % 2 == 1 && K <= 16 && (S == 1 || S == 2))
+  if constexpr ((T::kIsa == Isa::avx512 || T::kIsa == Isa::avx2) && K % 2 == 1 && K <= 16 &&
+                (S == 1 || S == 2))
     return &planes_flat<T, K, S>;
   else
     return nullptr;

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "isa.h"
 
@@ -28,6 +29,8 @@ struct Avx512 {
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static __mmask16 mask(int n) { return __mmask16((1u << n) - 1u); }
   static reg load_mask(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  using lanes = __mmask16;  // a lane mask kept in a table, made from bits (lane l: bit l)
+  static lanes lanes_of(uint32_t bits) { return __mmask16(bits); }
   static void store_mask(float* p, reg v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
