@@ -2,7 +2,7 @@
 
     python -m engine.bench.depthwise [--threads 2] [--isa auto[,avx2,...]|all] [--act relu6]
                                      [--kernel f32_dwconv_5x5s2__avx512] [--min-time 0.1]
-                                     [--json out.json]
+                                     [--models mobilenetv3_large,efficientnet_b0] [--json out.json]
     from engine.bench.depthwise import run, format_table
     print(format_table(run()))
 
@@ -20,7 +20,8 @@ The kernels are the library's list (engine._kernels.list_kernels()): each dw col
 the kernel the list has for the geometry on its ISA, --isa all takes every ISA with listed
 depthwise kernels that this CPU runs, and --kernel NAME runs one listed kernel on its ISA over
 the shapes of its stride with its k x k taps (the generic kernel: 3x3 at dilation 2, as in
-DeepLab's atrous depthwise convs). Reported per shape: the medians, ratios from the same run
+DeepLab's atrous depthwise convs); --models takes the distinct depthwise layers of engine.zoo
+models instead of SHAPES (zoo_shapes: 3x3 and 5x5, as each network runs them). Reported per shape: the medians, ratios from the same run
 (torch / dw, spmm / dw: > 1 means the depthwise kernel is faster), the depthwise kernel's memory
 throughput (input + output bytes per second; the op is memory-bound: k*k MACs per output) and
 its kernel name; then the totals over the shapes. Every candidate's output is checked against
@@ -89,6 +90,22 @@ class Result:
         """Input + output float32 bytes: the least a depthwise layer must move."""
         ho, wo = self.out_hw
         return 4 * self.channels * (self.height * self.width + ho * wo)
+
+
+def zoo_shapes(models: Sequence[str]) -> list[tuple]:
+    """(C, H, W, stride, k, 1) of every distinct depthwise conv (k x k, padding k // 2) of the
+    engine.zoo models, in network order (traced on the meta device: no weights, no compute)."""
+    from .make_shapes import _trace
+
+    def depthwise(m):
+        if (isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+                and m.kernel_size[0] == m.kernel_size[1] and m.stride[0] == m.stride[1]
+                and m.padding == (m.kernel_size[0] // 2,) * 2 and m.dilation == (1, 1)):
+            return lambda m, x: (m.in_channels, x.shape[2], x.shape[3], m.stride[0],
+                                 m.kernel_size[0], 1)
+        return None
+
+    return list(dict.fromkeys(key for name in models for key, _ in _trace(name, depthwise)))
 
 
 def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
@@ -221,6 +238,9 @@ def _parser() -> chk.Parser:
     ap.add_argument("--kernel", metavar="NAME",
                     help="one listed f32_dwconv kernel, on its ISA (see bench kernels "
                          "--list-kernels)")
+    ap.add_argument("--models", metavar="NAMES",
+                    help="the depthwise layers of these engine.zoo models, comma-separated "
+                         "(default: MobileNetV2's, SHAPES)")
     ap.add_argument("--act", default="relu6", choices=ACTS, help="fused activation (relu6)")
     ap.add_argument("--min-time", type=chk.seconds, default=DEFAULT_MIN_TIME,
                     help=f"seconds per candidate per shape (default {DEFAULT_MIN_TIME})")
@@ -243,7 +263,14 @@ def _isas_and_shapes(ap: chk.Parser, args) -> tuple[list[str], list[tuple]]:
     for isa in isas:
         if isa != "auto" and not lib().isa_available(isa):
             ap.error(f"ISA {isa!r} not available here; available: {lib().available_isas()}")
-    return isas, list(SHAPES)
+    if not args.models:
+        return isas, list(SHAPES)
+    from .. import zoo
+    models = split_values([args.models])
+    unknown = [m for m in models if m not in zoo.list_models()]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {zoo.list_models()}")
+    return isas, zoo_shapes(models)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -253,8 +280,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = environment()
     results = run(shapes, args.threads, isas, args.act, args.min_time, not args.no_check,
                   lambda r: print(f"  {r.label} done", file=sys.stderr, flush=True))
-    what = args.kernel or "3x3 pad 1"
-    print(f"depthwise {what}, MobileNetV2 224x224 batch 1, act {args.act}, "
+    what = args.kernel or ("k x k pad k // 2" if args.models else "3x3 pad 1")
+    print(f"depthwise {what}, {args.models or 'MobileNetV2'} 224x224 batch 1, act {args.act}, "
           f"{args.threads} threads, best ISA {env['best_isa']}, load {env.get('loadavg')}")
     print(format_table(results))
     if args.json:

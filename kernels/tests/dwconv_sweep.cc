@@ -5,9 +5,10 @@
 // Per listed kernel (dwconv_list.h): a specialised one at padding 0, 1, 2 and larger than its
 // kernel; the generic one over other kernels, strides, dilations and asymmetric geometries. Per
 // ISA: tiny images, output widths on and around every vector width and unrolled block, wide /
-// tall images (several row blocks), 1 and odd channels, batch, the epilogue, the parallel
-// splits, the per-row tap copies of a huge dilated span, and 1 vs 3 threads bit for bit. Every
-// layer must pick the kernel the list has for its geometry. Then the error statuses.
+// tall images (several row blocks), the flat method's planes, 1 and odd channels, batch, the
+// epilogue, the parallel splits, the per-row tap copies of a huge dilated span, and 1 vs 3
+// threads bit for bit. Every layer must pick the kernel the list has for its geometry. Then
+// the error statuses.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -112,6 +113,24 @@ std::vector<DwCase> make_dw_cases(bool quick) {
       c.name = "dw-epilogue-" + e.name + "-" + g.name;
       cs.push_back(c);
     }
+  }
+  // the flat method's planes (specialised kernels at padding k / 2 where the ISA has it): the
+  // MobileNet sizes, odd ones, both sides of its size limits (dwconv.h kDwFlatMaxFloats: 128x128
+  // outputs at stride 1, 64x64 at stride 2), 1 and 3 channels, every activation, residual
+  {
+    const int planes[][2] = {{7, 7},   {14, 14},  {13, 17},  {17, 13},
+                             {28, 28}, {56, 56},  {127, 127}, {129, 127}, {129, 129}};
+    int i = 0;
+    for (const auto& pl : planes)
+      for (const DwGeomSpec& g : kDwGeoms) {
+        if (g.kh != g.kw || g.sh != g.sw || g.sh > 2 || g.dh != 1) continue;
+        DwCase c = with_dw_geom(base, g);
+        c.h = pl[0], c.w = pl[1], c.c = i % 3 ? 3 : 1, c.act = i % 5, c.residual = i % 2;
+        c.bias = i % 4 != 3;
+        c.name = fmt("dw-flat-%dx%d-%s", pl[0], pl[1], g.name);
+        cs.push_back(c);
+        ++i;
+      }
   }
   // the parallel splits: many planes (an item each) and few planes (rows split into blocks)
   const int thr[][7] = {{24, 2, 29, 31, 3, 1, 1}, {1, 1, 53, 41, 3, 1, 1}, {3, 1, 64, 70, 5, 2, 1},

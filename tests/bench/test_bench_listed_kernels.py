@@ -60,3 +60,17 @@ def test_bench_depthwise_isa_all_is_every_listed_isa_here(capsys, monkeypatch):
     monkeypatch.setattr(dwb, "run", lambda shapes, threads, isas, *a, **k: seen.append(isas) or [])
     assert dwb.main(["--isa", "all", "--threads", "1"]) == 0
     assert seen == [list(dict.fromkeys(k["isa"] for k in RUNNABLE_DW))]
+
+
+def test_bench_depthwise_zoo_shapes_are_the_networks_depthwise_layers():
+    # MobileNetV2's traced layers are the hand-written SHAPES; EfficientNet-B0 adds 5x5 ones
+    assert dwb.zoo_shapes(["mobilenetv2"]) == [(c, h, w, s, 3, 1) for c, h, w, s in dwb.SHAPES]
+    eff = dwb.zoo_shapes(["efficientnet_b0"])
+    assert (672, 14, 14, 2, 5, 1) in eff and (1152, 7, 7, 1, 3, 1) in eff
+    assert len(eff) == len(set(eff))
+
+
+def test_bench_depthwise_models_flag_rejects_an_unknown_model(capsys):
+    with pytest.raises(SystemExit):
+        dwb.main(["--models", "mobilenetv9", "--threads", "1"])
+    assert "mobilenetv9" in capsys.readouterr().err

@@ -29,6 +29,7 @@ struct spe_depthwise_conv {
   std::vector<float> bias;    // C, or empty
   int act = 0;
   spe::DwPlaneFn fn = nullptr;
+  spe::DwPlanesFn flat = nullptr;  // the kernel's flat method, or null
   std::string name;
 };
 
@@ -77,6 +78,7 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
     if (p.kh == s.k && p.kw == s.k && p.stride_h == s.s && p.stride_w == s.s && p.dil_h == 1 &&
         p.dil_w == 1) {
       c->fn = s.fn;
+      c->flat = s.flat;
       c->name = s.name;
     }
   }
@@ -116,6 +118,14 @@ spe_status run_layer(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h
   nblk = (ho + rb - 1) / rb;
   const int64_t items = planes * nblk;
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 8));
+  if (c->flat && nblk == 1 && dw_flat_fits(g)) {
+    const DwPlanesFn flat = c->flat;
+    pool.parallel_for(planes, grain, [&](int64_t b, int64_t e) {
+      flat(DwPlanesArgs{&g, x, c->weight.data(), c->bias.empty() ? nullptr : c->bias.data(),
+                        residual, y, C, b, e, c->act});
+    });
+    return SPE_OK;
+  }
   const int64_t scratch = g.scratch_floats();
   const float* bias = c->bias.empty() ? nullptr : c->bias.data();
   const DwPlaneFn fn = c->fn;

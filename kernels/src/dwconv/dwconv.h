@@ -9,6 +9,10 @@
 // every output row that uses it (up to kh/sh of them). Bias, residual and activation are fused
 // into the store.
 //
+// The flat method (flat_template.h, AVX-512 and AVX2) takes the specialised kernels' "same"-padded
+// layers with small planes instead (dw_flat_fits): a whole plane as one flat run of vectors,
+// per-lane tap masks in place of the padded row copies.
+//
 // Naming (XNNPACK style, the tile then `__` then the ISA): f32_dwconv_{k}x{k}s{s}__{isa} for the
 // specialised kernels (square kernel k, the same stride s both ways, dilation 1, any padding:
 // unrolled taps, weights held in registers), f32_dwconv_generic__{isa} for every other geometry
@@ -120,10 +124,43 @@ struct DwPlaneArgs {
 
 using DwPlaneFn = void (*)(const DwPlaneArgs&);
 
+// The flat method (flat_template.h): whole planes [p0, p1) of a "same"-padded k x k layer,
+// stride 1 or 2, each plane's outputs as one flat vector of ho * wo floats.
+struct DwPlanesArgs {
+  const DwGeom* g;
+  const float* x;      // input (planes, h, w)
+  const float* w;      // weights (channels, kh, kw)
+  const float* bias;   // channels floats, or null
+  const float* res;    // residual (planes, ho, wo), or null
+  float* y;            // output (planes, ho, wo)
+  int channels;        // plane pl is channel pl % channels
+  int64_t p0, p1;      // the planes to compute
+  int act;             // spe_activation
+};
+
+using DwPlanesFn = void (*)(const DwPlanesArgs&);
+
+// Output planes up to this many floats take the flat method when the kernel has it: it fills
+// whole vectors (a 7x7 plane is 4 vectors, not 7 rows of one each) and skips the row copies;
+// 1.3-3.7x faster than the row buffers on every plane of MobileNetV2 / V3 and EfficientNet-B0
+// (up to 112x112, AVX-512 on Zen 4; AVX2 there 1.05-5x). Larger planes keep the row buffers,
+// which stay in L1 (the flat method's tap masks and stride-2 phase planes grow with the
+// plane).
+constexpr int64_t kDwFlatMaxFloats[2] = {128 * 128, 64 * 64};  // stride 1, stride 2
+
+// Whether the flat method computes layer g: k x k, k odd, padding k / 2, stride 1 or 2 both
+// ways, dilation 1, an output plane within kDwFlatMaxFloats.
+inline bool dw_flat_fits(const DwGeom& g) {
+  return g.kh == g.kw && g.kh % 2 == 1 && g.sh == g.sw && (g.sh == 1 || g.sh == 2) &&
+         g.dh == 1 && g.dw == 1 && g.ph == g.kh / 2 && g.pw == g.kw / 2 &&
+         int64_t(g.ho) * g.wo <= kDwFlatMaxFloats[g.sh - 1];
+}
+
 struct DwSpecialised {
   int k, s;
   DwPlaneFn fn;
   const char* name;
+  DwPlanesFn flat;  // the flat method for this geometry, or null (not on this ISA)
 };
 
 // One ISA's depthwise kernels, as dwconv_list.h lists them.

@@ -8,9 +8,10 @@
 
 #include <algorithm>
 
-#include "../isa/activation.h"
 #include "../isa/table.h"
 #include "dwconv.h"
+#include "epilogue.h"
+#include "flat_template.h"
 
 namespace spe {
 namespace dw {
@@ -73,35 +74,6 @@ inline void fill_row(const float* xr, float* d, const DwGeom& g, int sw) {
 }
 
 constexpr int kMaxUnroll = 4;  // vectors of an output row computed side by side
-
-// The activation: ReLU / ReLU6 as a clamp y = min(max(acc, lo), hi), skipped for none (the
-// constants go first: maxps / minps return their second operand when either is NaN, so NaN
-// propagates); hardswish and SiLU by isa/activation.h.
-template <class T>
-struct Clamp {
-  typename T::reg lo, hi;
-  int act;
-  explicit Clamp(int a)
-      : lo(T::set1(a == 0 ? -__builtin_inff() : 0.0f)),
-        hi(T::set1(a == 2 ? 6.0f : __builtin_inff())), act(a) {}
-  typename T::reg operator()(typename T::reg v) const {
-    if (act > 2) return ExtraActivation<T>::apply(v, act);
-    return act == 0 ? v : T::min(hi, T::max(lo, v));
-  }
-};
-
-// y = act(acc [+ residual]) for n <= kWidth outputs (kPartial: n may be < kWidth, masked).
-template <class T, bool kPartial>
-inline void store_out(typename T::reg acc, const float* rr, float* yr, int n, const Clamp<T>& act) {
-  if (!kPartial) {
-    if (rr) acc = T::add(acc, T::load(rr));
-    T::store(yr, act(acc));
-  } else {
-    const auto m = T::mask(n);
-    if (rr) acc = T::add(acc, T::load_mask(rr, m));
-    T::store_mask(yr, act(acc), m);
-  }
-}
 
 struct OutRow {
   float* y;          // the output row
@@ -326,7 +298,8 @@ void fill_listed(DwKernels& t) {
   } else if constexpr (u.isa == T::kIsa) {
     static_assert(u.k >= 1 && u.s >= 1 && u.k + u.s <= 66,  // plane's rows[64 + 2]
                   "dwconv_list.h: a specialised kernel needs k >= 1, s >= 1, k + s <= 66");
-    t.special[t.n_special++] = DwSpecialised{u.k, u.s, &plane<T, u.k, u.k, u.s>, u.name};
+    t.special[t.n_special++] =
+        DwSpecialised{u.k, u.s, &plane<T, u.k, u.k, u.s>, u.name, flat_for<T, u.k, u.s>()};
   }
 }
 

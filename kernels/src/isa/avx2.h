@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "isa.h"
 
@@ -30,6 +31,16 @@ struct Avx2 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
   static reg load_mask(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
+  // A lane mask kept in a table (a struct: vector types as template arguments lose their
+  // alignment attribute), made from bits (lane l: bit l).
+  struct lanes {
+    __m256i v;
+  };
+  static lanes lanes_of(uint32_t bits) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return {_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(bits)), bit), bit)};
+  }
+  static reg load_mask(const float* p, const lanes& m) { return _mm256_maskload_ps(p, m.v); }
   static void store_mask(float* p, reg v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
@@ -48,8 +59,16 @@ struct Avx2 {
       _mm256_maskstore_ps(d + k, m, _mm256_maskload_ps(s + k, m));
     }
   }
-  // 16 floats -> the 8 even and 8 odd ones: shuffle within 128-bit lanes, then put the lanes'
-  // halves in order. The last (partial) step loads and stores under masks.
+  // e, o = the even and the odd floats of the 16 in a then b: shuffle within 128-bit lanes,
+  // then put the lanes' halves in order.
+  static void deinterleave_regs(reg a, reg b, reg& e, reg& o) {
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
+    o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
+  }
+  // 16 floats -> the 8 even and 8 odd ones (deinterleave_regs); the last (partial) step loads
+  // and stores under masks.
   static void deinterleave(const float* s, float* e, float* o, int n) {
     for (int k = 0; k < n; k += 8) {
       const int r = std::min(8, n - k);
@@ -61,10 +80,8 @@ struct Avx2 {
         a = _mm256_maskload_ps(s + 2 * k, mask(std::min(8, 2 * r)));
         b = _mm256_maskload_ps(s + 2 * k + 8, mask(std::max(0, 2 * r - 8)));
       }
-      const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-      const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-      const __m256 e8 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-      const __m256 o8 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
+      __m256 e8, o8;
+      deinterleave_regs(a, b, e8, o8);
       if (r == 8) {
         _mm256_storeu_ps(e + k, e8);
         _mm256_storeu_ps(o + k, o8);

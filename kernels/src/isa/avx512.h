@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "isa.h"
 
@@ -28,6 +29,8 @@ struct Avx512 {
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static __mmask16 mask(int n) { return __mmask16((1u << n) - 1u); }
   static reg load_mask(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  using lanes = __mmask16;  // a lane mask kept in a table, made from bits (lane l: bit l)
+  static lanes lanes_of(uint32_t bits) { return __mmask16(bits); }
   static void store_mask(float* p, reg v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
@@ -77,6 +80,13 @@ struct Avx512 {
       _mm512_storeu_ps(e + 16 * k, _mm512_permutex2var_ps(a, ie, b));
       _mm512_storeu_ps(o + 16 * k, _mm512_permutex2var_ps(a, io, b));
     }
+  }
+  // e, o = the even and the odd floats of the 32 in a then b.
+  static void deinterleave_regs(reg a, reg b, reg& e, reg& o) {
+    e = _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+    o = _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
   }
   // 32 floats -> 16 even and 16 odd ones, one two-source permute each; the last (partial) step
   // loads and stores under masks.

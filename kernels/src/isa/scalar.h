@@ -6,6 +6,9 @@
 // a*b + c, add, max, min, div, exp2i(n) = 2^n for an integral n in [-126, 127] (the
 // activation epilogues' exp, isa/activation.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
 // even[k] = s[2k], odd[k] = s[2k + 1] for k < n, touching nothing outside the floats they move.
+// The depthwise flat method (dwconv/flat_template.h) also needs lanes (a lane mask kept in a
+// table), lanes_of(bits), load_mask(p, lanes) and deinterleave_regs(a, b, even, odd): only the
+// x86 traits have them.
 #ifndef SPE_ISA_SCALAR_H_
 #define SPE_ISA_SCALAR_H_
 
