@@ -177,6 +177,106 @@ spe_status run_gemm(const spe_dense_conv* c, const float* x, int n, int h, int w
   return SPE_OK;
 }
 
+// The pointwise path of a flat conv (1x1, stride 1, no padding: im2col(x) is x): the tiles'
+// direct variants read x in place (rows of P floats, no packing, all of K in registers at
+// once) and the remainder kernel takes the pixels past the last whole vector (see dense.h).
+// Work items: (image, block of output rows, band of pixel tiles); in an item, for each pixel
+// tile, every row tile of the block: the tile's input strip stays in L1 / L2 across the row
+// tiles, the block's weights (<= kPointwiseBlockFloats) in L2 across the pixel tiles. Threads
+// split the rows when the weights outweigh the input (small images: each thread streams half
+// the weights, both read the small input), else the pixels.
+constexpr int64_t kPointwiseBlockFloats = int64_t(1) << 16;  // 256 KiB of weights
+
+struct PointwiseSplit { int64_t mc_panels, n_mb, band, n_pb; };
+
+PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int64_t n_pt,
+                               int64_t n, int threads) {
+  const int64_t panels = (O + PR - 1) / PR;
+  PointwiseSplit s{std::clamp<int64_t>(kPointwiseBlockFloats / (K * PR), 1, panels), 0, n_pt, 1};
+  s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
+  const int64_t want = 2 * int64_t(threads);
+  if (threads > 1 && n * s.n_mb < want) {
+    if (O >= P) {
+      while (s.mc_panels > 1 && n * s.n_mb < want) {
+        s.mc_panels = (s.mc_panels + 1) / 2;
+        s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
+      }
+    } else {
+      s.n_pb = std::min<int64_t>(n_pt, (want + n * s.n_mb - 1) / (n * s.n_mb) * 4);
+      s.band = (n_pt + s.n_pb - 1) / s.n_pb;
+      s.n_pb = (n_pt + s.band - 1) / s.band;
+    }
+  }
+  return s;
+}
+
+spe_status run_pointwise(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                         const float* res, float* y) {
+  const DenseKernels* k = c->k;
+  const int t = c->forced_tile >= 0 ? c->forced_tile : 0;  // the widest listed tile
+  const int W = k->width, R = k->rows[t], NV = k->pixels[t] / W, PR = k->panel;
+  const int64_t O = c->p.out_channels, K = c->K, P = int64_t(h) * w;
+  const int64_t nvec = P / W, rem = P % W, n_pt = std::max<int64_t>(1, (nvec + NV - 1) / NV);
+  auto& pool = ThreadPool::global();
+  const PointwiseSplit s = split_pointwise(O, K, P, PR, n_pt, n, pool.num_threads());
+  const int np_max = rem ? k->cols_panels[rem - 1] : 1;
+  pool.parallel_for(int64_t(n) * s.n_pb * s.n_mb, 1, [&](int64_t ib, int64_t ie) {
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / (s.n_pb * s.n_mb), pb = it / s.n_mb % s.n_pb, mb = it % s.n_mb;
+      const int64_t o0 = mb * s.mc_panels * PR, o1 = std::min(O, o0 + s.mc_panels * PR);
+      const float* xb = x + b * K * P;
+      float* yb = y + b * O * P;
+      const float* rb = res ? res + b * O * P : nullptr;
+      GemmArgs a{};
+      a.a_stride = PR;
+      a.a_panel = K * PR;
+      a.b_stride = P;
+      a.kc = K;
+      a.y_row_stride = a.res_row_stride = P;
+      a.act = c->act;
+      a.first = a.last = true;
+      auto at = [&](int64_t r0, int64_t p0) {  // the tile at (row r0, pixel p0)
+        a.a = c->w.data() + r0 / PR * K * PR + r0 % PR;
+        a.b = xb + p0;
+        a.y = yb + r0 * P + p0;
+        a.res = rb ? rb + r0 * P + p0 : nullptr;
+        a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
+      };
+      for (int64_t pt = pb * s.band, pt1 = std::min(n_pt, pt + s.band); pt < pt1; ++pt) {
+        const int64_t v0 = pt * NV, nv = std::min<int64_t>(NV, nvec - v0);
+        if (nv <= 0) break;
+        const GemmFn fn = k->direct[t][nv - 1];
+        a.npix = int(nv * W);
+        for (int64_t r0 = o0; r0 < o1; r0 += R) {
+          at(r0, v0 * W);
+          a.rows = int(std::min<int64_t>(R, o1 - r0));
+          fn(a);
+        }
+      }
+      if (rem && pb == s.n_pb - 1) {  // the pixels past the last whole vector
+        a.npix = int(rem);
+        for (int64_t r0 = o0; r0 < o1;) {
+          const int64_t left = (o1 - r0 + PR - 1) / PR;
+          const int np = left >= np_max ? np_max : 1;
+          at(r0, nvec * W);
+          a.rows = int(std::min<int64_t>(np * PR, o1 - r0));
+          k->cols[np - 1][rem - 1](a);
+          r0 += np * PR;
+        }
+      }
+    }
+  });
+  return SPE_OK;
+}
+
+// The pointwise path for this layer and input: a flat conv, unless forced onto the packed one.
+bool use_pointwise(const spe_dense_conv* c) {
+  const auto& p = c->p;
+  const bool flat = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                    p.pad_h == 0 && p.pad_w == 0;
+  return flat && c->path != spe_dense_conv::kPacked && c->forced_tile < 0;
+}
+
 // Packs the (O, K) weight into panels of PR rows: w[(r / PR) * K * PR + k * PR + r % PR].
 void pack_weight(spe_dense_conv* c, const float* weight) {
   const int64_t O = c->p.out_channels, K = c->K, PR = c->k->panel;
@@ -195,6 +295,10 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
   c->k = dense_kernels(i);
   const std::string a = algo ? algo : "gemm";
   if (a == "gemm") return SPE_OK;
+  if (a == "gemm-packed" || a == "gemm-pointwise") {
+    c->path = a == "gemm-packed" ? spe_dense_conv::kPacked : spe_dense_conv::kPointwise;
+    return SPE_OK;
+  }
   if (a == "winograd") {
     c->winograd = true;
     return SPE_OK;
@@ -204,7 +308,8 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
       c->forced_tile = t;
       return SPE_OK;
     }
-  return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, winograd, or a " +
+  return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, gemm-packed, "
+                                            "gemm-pointwise, winograd, or a " +
                                             c->k->isa + " f32_gemm kernel name)");
 }
 
@@ -231,6 +336,9 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
     c->K = p.in_channels;
     winograd_pack(c.get(), weight);
   } else {
+    if (c->path == spe_dense_conv::kPointwise &&
+        (p.kh != 1 || p.kw != 1 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h || p.pad_w))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "gemm-pointwise needs a 1x1 kernel at stride 1, padding 0");
     c->K = int64_t(p.in_channels) * p.kh * p.kw;
     pack_weight(c.get(), weight);
   }
@@ -244,7 +352,8 @@ spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t
   if (!c || !x || !y) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y");
   if (const spe_status s = check_input(c->p, n, h, w); s != SPE_OK) return s;
   if (n == 0) return SPE_OK;
-  return c->winograd ? winograd_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
+  if (c->winograd) return winograd_run(c, x, n, h, w, res, y);
+  return use_pointwise(c) ? run_pointwise(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
 }
 
 }  // namespace
@@ -277,7 +386,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
   const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
-  return c->k->name[spe::pick_tile(c, P)];
+  return c->k->name[spe::use_pointwise(c) ? std::max(c->forced_tile, 0) : spe::pick_tile(c, P)];
 }
 
 int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }

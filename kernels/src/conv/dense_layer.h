@@ -19,6 +19,9 @@ struct spe_dense_conv {
   int act = 0;
   bool winograd = false;
   int forced_tile = -1;      // a tile named at create time, else -1 (chosen per input size)
+  // a 1x1 stride-1 unpadded conv: the pointwise path (the input read in place, dense_conv.cc)
+  // or the packed one; kAuto picks per input size
+  enum Path { kAuto, kPacked, kPointwise } path = kAuto;
   const spe::DenseKernels* k = nullptr;
   // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of
   // the transformed 3x3 filters (one per point of the 6x6 tile), each (O panels, C, panel).
