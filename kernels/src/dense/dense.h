@@ -74,6 +74,7 @@ struct GemmArgs {
   int rows;             // valid rows (<= R): the panel's others are zero padding
   int npix;             // valid pixels (<= NV*W)
   bool first, last;     // first k-block: start from the bias; last: epilogue
+  bool prefetch;        // direct tiles: the weights are likely cold (prefetch them ahead)
 };
 
 using GemmFn = void (*)(const GemmArgs&);

@@ -41,12 +41,12 @@ template <class V, int R, int NV, bool kDirect = false>
 void gemm_tile(const GemmArgs& a) {
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
-  const bool full = a.npix >= NV * W;
+  const bool full = kDirect || a.npix >= NV * W;  // direct tiles: whole vectors only
   reg acc[R][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const bool valid = r < a.rows;
-    if (a.first) {
+    if (kDirect || a.first) {  // direct: all of K in one call
       const reg b = a.bias && valid ? V::set1(a.bias[r]) : V::zero();
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = b;
@@ -64,13 +64,14 @@ void gemm_tile(const GemmArgs& a) {
   const float* b = a.b;
   const float* w = a.a;
   const int64_t bs = a.b_stride ? a.b_stride : NV * W;
+  const bool pf = kDirect && a.prefetch;
   for (int64_t k = 0; k < a.kc; ++k) {
-    if constexpr (kDirect) {  // prefetches never fault: reading past the arrays is harmless
+    if (kDirect && k + kDirectAheadK < a.kc) {
       const char* xq = reinterpret_cast<const char*>(b + kDirectAheadK * bs);
 #pragma GCC unroll 16
       for (int c = 0; c < NV * W * 4 + 64; c += 64) __builtin_prefetch(xq + c, 0, 3);
-      __builtin_prefetch(w + kPrefetchValueFloats, 0, 3);
     }
+    if (pf) __builtin_prefetch(w + kPrefetchValueFloats, 0, 3);  // never faults, even past w
     reg xv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) xv[v] = V::load(b + v * W);
@@ -83,7 +84,7 @@ void gemm_tile(const GemmArgs& a) {
     b += bs;
     w += a.a_stride;
   }
-  const int act = a.last ? a.act : 0;
+  const int act = kDirect || a.last ? a.act : 0;
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     if (r >= a.rows) break;
