@@ -198,16 +198,16 @@ PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int6
                    std::clamp<int64_t>(kPointwiseBandFloats / (K * tile_px), 1, n_pt), 1};
   s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
   s.n_pb = (n_pt + s.band - 1) / s.band;
-  const int64_t want = 2 * int64_t(threads);
-  if (threads > 1 && n * s.n_mb * s.n_pb < want) {
-    if (O >= P) {
-      while (s.mc_panels > 1 && n * s.n_mb * s.n_pb < want) {
-        s.mc_panels = (s.mc_panels + 1) / 2;
-        s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
-      }
+  // few items: make their count a multiple of the threads (each thread the same work)
+  const int64_t T = threads;
+  if (T > 1 && n * s.n_mb * s.n_pb < 4 * T) {
+    if (panels >= T && (O >= P || n_pt < T)) {
+      const int64_t want = std::min(panels, (s.n_mb + T - 1) / T * T);
+      s.mc_panels = (panels + want - 1) / want;
+      s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
     } else {
-      s.n_pb = std::min<int64_t>(n_pt, (want + n * s.n_mb - 1) / (n * s.n_mb));
-      s.band = (n_pt + s.n_pb - 1) / s.n_pb;
+      const int64_t want = std::min(n_pt, (s.n_pb + T - 1) / T * T);
+      s.band = (n_pt + want - 1) / want;
       s.n_pb = (n_pt + s.band - 1) / s.band;
     }
   }
