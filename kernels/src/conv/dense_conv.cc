@@ -9,7 +9,8 @@
 // needs no separate pass), into a buffer that stays in L2, and runs the microkernels over it:
 // for each row tile, for each pixel tile, one call over the KC rows (the weight tile's KC x R
 // floats stay in L1 across the pixel tiles). Partial sums over K blocks live in y; the last
-// block adds the residual and applies the activation.
+// block adds the residual and applies the activation. A flat conv (1x1, stride 1, no padding)
+// takes the pointwise path (run_pointwise) instead: the input read in place, no K blocks.
 #include <algorithm>
 #include <cstring>
 #include <limits>
