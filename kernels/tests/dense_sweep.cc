@@ -72,13 +72,14 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
   }
   // The pointwise path (a flat 1x1 on "gemm"): pixel counts below, on and past whole vectors
   // and tiles (the remainder kernel: 1, 7, 15, 17, 49 = 3 x 16 + 1, 50, 196 = 12 x 16 + 4),
-  // rows within one panel and across the remainder kernel's panel groups (70), K = 1 and 37,
+  // rows below a tile, within one panel and across the remainder kernel's panel groups (70:
+  // 4 panels, then 6 rows: the tile cut to 6 rows), K = 1 and 37,
   // every activation, with and without the residual; K past 256 forced onto the path; the
   // packed path forced on a flat conv.
   for (int px : {1, 7, 15, 16, 17, 49, 50, 196})
-    for (int o : {1, 17, 70})
+    for (int o : {1, 12, 17, 70})
       for (int c : {1, 37}) {
-        if (quick && c == 1 && o != 17) continue;
+        if ((quick || o == 12) && c == 1 && o != 17) continue;
         DenseCase d = geom(DenseCase{}, 1, 1, 0);
         d.o = o, d.c = c, d.h = px % 7 ? 1 : 7, d.w = px % 7 ? px : px / 7;
         d.act = (px + o) % 5, d.residual = (px + o + c) % 2 == 1, d.bias = o != 1;

@@ -178,8 +178,8 @@ spe_status run_gemm(const spe_dense_conv* c, const float* x, int n, int h, int w
   return SPE_OK;
 }
 
-// The pointwise path of a flat conv (1x1, stride 1, no padding: im2col(x) is x): the tiles'
-// direct variants read x in place (rows of P floats, no packing, all of K in registers at
+// The pointwise path of a flat conv (1x1, stride 1, no padding: im2col(x) is x): the first
+// listed tile's direct variants read x in place (rows of P floats, no packing, all of K in registers at
 // once) and the remainder kernel takes the pixels past the last whole vector (see dense.h).
 // Work items: (image, block of output rows, band of pixel tiles); in an item, for each row
 // tile of the block, every pixel tile of the band: the band's input (<= kPointwiseBandFloats)
@@ -218,8 +218,7 @@ PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int6
 spe_status run_pointwise(const spe_dense_conv* c, const float* x, int n, int h, int w,
                          const float* res, float* y) {
   const DenseKernels* k = c->k;
-  const int t = c->forced_tile >= 0 ? c->forced_tile : 0;  // the widest listed tile
-  const int W = k->width, R = k->rows[t], NV = k->pixels[t] / W, PR = k->panel;
+  const int W = k->width, R = k->rows[0], NV = k->pixels[0] / W, PR = k->panel;
   const int64_t O = c->p.out_channels, K = c->K, P = int64_t(h) * w;
   const int64_t nvec = P / W, rem = P % W, n_pt = std::max<int64_t>(1, (nvec + NV - 1) / NV);
   auto& pool = ThreadPool::global();
@@ -256,7 +255,7 @@ spe_status run_pointwise(const spe_dense_conv* c, const float* x, int n, int h, 
           a.npix = int(nv * W);
           a.prefetch = pt == pt0;  // the row tile's weights come from DRAM in a full model
           at(r0, v0 * W);
-          k->direct[t][nv - 1](a);
+          k->direct[a.rows - 1][nv - 1](a);
         }
       }
       if (rem && pb == s.n_pb - 1) {  // the pixels past the last whole vector
@@ -392,7 +391,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
   const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
-  return c->k->name[spe::use_pointwise(c) ? std::max(c->forced_tile, 0) : spe::pick_tile(c, P)];
+  return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, P)];
 }
 
 int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }

@@ -96,10 +96,12 @@ struct DenseKernels {
   int rows[kMaxDenseTiles], pixels[kMaxDenseTiles];
   const char* name[kMaxDenseTiles];
   GemmFn fn[kMaxDenseTiles];
-  // pointwise path: direct[t][nv - 1] is tile t on nv whole vectors read in place (first and
-  // last k-block in one); cols[np - 1][n - 1] the remainder kernel over np panels and n pixels
-  // (only np = 1 and np = cols_panels[n - 1], the most its accumulators fit in registers)
-  GemmFn direct[kMaxDenseTiles][kMaxDenseVectors];
+  // pointwise path: direct[r - 1][nv - 1] is the first listed tile cut to r rows and nv whole
+  // vectors, reading the input in place (first and last k-block in one: the rows past a
+  // multiple of its height cost no padded rows); cols[np - 1][n - 1] the remainder kernel over
+  // np panels and n pixels (only np = 1 and np = cols_panels[n - 1], the most its
+  // accumulators fit in registers)
+  GemmFn direct[kMaxDenseRows][kMaxDenseVectors];
   GemmFn cols[kMaxColsPanels][kMaxColsPixels];
   int cols_panels[kMaxColsPixels];
 };

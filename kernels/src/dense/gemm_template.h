@@ -180,9 +180,12 @@ struct SimdTiles {
     return &gemm_tile<V, R, nv>;
   }
   template <int R, int Pixels>
-  static void direct(GemmFn* out) {
-    for_each_index([&](auto i) { out[i] = &gemm_tile<V, R, decltype(i)::value + 1, true>; },
-                   std::make_integer_sequence<int, Pixels / V::kWidth>{});
+  static void direct(GemmFn (*out)[kMaxDenseVectors]) {
+    for_each_index([&](auto r) {
+      for_each_index([&](auto v) {
+        out[r][v] = &gemm_tile<V, decltype(r)::value + 1, decltype(v)::value + 1, true>;
+      }, std::make_integer_sequence<int, Pixels / V::kWidth>{});
+    }, std::make_integer_sequence<int, R>{});
   }
   static void cols(DenseKernels& k) {
     for_each_index([&](auto i) {
@@ -203,9 +206,11 @@ const DenseKernels* dense_table_of() {
       const int t = k.n_tiles++;
       k.rows[t] = u.rows, k.pixels[t] = u.pixels, k.name[t] = u.name;
       k.fn[t] = Tiles::template fn<u.rows, u.pixels>();
-      Tiles::template direct<u.rows, u.pixels>(k.direct[t]);
       k.panel = std::max(k.panel, u.rows);
-      if (t == 0) Tiles::cols(k);
+      if (t == 0) {  // the pointwise path's tile
+        Tiles::template direct<u.rows, u.pixels>(k.direct);
+        Tiles::cols(k);
+      }
     }
   });
 }

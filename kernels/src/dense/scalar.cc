@@ -34,8 +34,9 @@ struct ScalarTiles {
   // the pointwise path: the same loops on the input in place; a 1-float vector leaves no
   // remainder for a cols kernel
   template <int R, int Pixels>
-  static void direct(GemmFn* out) {
-    for (int i = 0; i < Pixels; ++i) out[i] = &scalar_tile<R, Pixels>;
+  static void direct(GemmFn (*out)[kMaxDenseVectors]) {
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < Pixels; ++i) out[r][i] = &scalar_tile<R, Pixels>;
   }
   static void cols(DenseKernels&) {}
 };
