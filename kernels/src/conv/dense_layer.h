@@ -50,6 +50,12 @@ float* thread_buffer(int slot, int64_t floats);  // slot 0, 1: this thread's two
 // and pixels padded to whole tiles), or the forced tile.
 int pick_tile(const spe_dense_conv* c, int64_t P);
 
+// The pointwise path of spe_dense_conv (dense_pointwise.cc): whether c runs a flat conv (1x1,
+// stride 1, no padding) on it (unless forced onto the packed path), and the run.
+bool use_pointwise(const spe_dense_conv* c);
+spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                         const float* res, float* y);
+
 // The Winograd half of spe_dense_conv (winograd.cc): pack the 3x3 weight into c->w at create,
 // run an input.
 void winograd_pack(spe_dense_conv* c, const float* weight);
