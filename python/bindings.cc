@@ -399,8 +399,10 @@ void bind_dense_conv(py::module_& m) {
            py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
            py::arg("padding"), py::arg("dilation"), py::arg("weight"), py::arg("bias") = py::none(),
            py::arg("act") = "none", py::arg("isa") = "auto", py::arg("algo") = "gemm",
-           "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm', 'winograd' (3x3 "
-           "stride 1 only) or an f32_gemm kernel name of the ISA (that tile for every input).")
+           "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm' (a 1x1 stride-1 "
+           "conv: the pointwise path), 'gemm-packed' / 'gemm-pointwise' (one path forced), "
+           "'winograd' (3x3 stride 1 only) or an f32_gemm kernel name of the ISA (that tile "
+           "for every input, packed).")
       .def("run", &DenseConv::run, py::arg("x"), py::arg("residual") = py::none(),
            "y = act(conv2d(x, weight, bias) [+ residual]); x and the residual float32 "
            "C-contiguous (other arrays raise ValueError, never a silent copy).")

@@ -3,7 +3,7 @@
 // runs against the plain-loop direct convolution of test_support.h (double accumulation) plus
 // bias, residual and activation.
 //
-// Per ISA: 1x1 at stride 1 (the flat input) and 2, 3x3 at stride 1 and 2, a 7x7 stem, an
+// Per ISA: 1x1 at stride 1 (the flat input: the pointwise path, and the packed one forced) and 2, 3x3 at stride 1 and 2, a 7x7 stem, an
 // asymmetric kernel / stride / padding / dilation; output channels below, on and past the
 // panel heights; input channels past one K block (256) and one Winograd channel chunk; every
 // epilogue; Winograd on 3x3 stride-1 layers at padding 0, 1, 2 with partial 4x4 tiles and tile
@@ -68,6 +68,28 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
     if (quick) continue;
     d.algo = "winograd", d.kh = d.kw = 3, d.ph = d.pw = 1, d.c = 11;
     d.name = "winograd-epilogue-" + e.name;
+    cs.push_back(d);
+  }
+  // The pointwise path (a flat 1x1 on "gemm"): pixel counts below, on and past whole vectors
+  // and tiles (the remainder kernel: 1, 7, 15, 17, 49 = 3 x 16 + 1, 50, 196 = 12 x 16 + 4),
+  // rows below a tile, within one panel and across the remainder kernel's panel groups (70:
+  // 4 panels, then 6 rows: the tile cut to 6 rows), K = 1 and 37,
+  // every activation, with and without the residual; K past 256 forced onto the path; the
+  // packed path forced on a flat conv.
+  for (int px : {1, 7, 15, 16, 17, 49, 50, 196})
+    for (int o : {1, 12, 17, 70})
+      for (int c : {1, 37}) {
+        if ((quick || o == 12) && c == 1 && o != 17) continue;
+        DenseCase d = geom(DenseCase{}, 1, 1, 0);
+        d.o = o, d.c = c, d.h = px % 7 ? 1 : 7, d.w = px % 7 ? px : px / 7;
+        d.act = (px + o) % 5, d.residual = (px + o + c) % 2 == 1, d.bias = o != 1;
+        d.name = fmt("pointwise-o%d-c%d-%dx%d", o, c, d.h, d.w);
+        cs.push_back(d);
+      }
+  for (const char* algo : {"gemm-pointwise", "gemm-packed"}) {
+    DenseCase d = geom(DenseCase{}, 1, 1, 0);
+    d.o = 33, d.c = 300, d.h = d.w = 14, d.algo = algo, d.act = SPE_ACT_RELU6, d.residual = true;
+    d.name = fmt("%s-o33-c300-14x14", algo);
     cs.push_back(d);
   }
   // Winograd: padding 0..2, sizes with partial tiles, blocks across tile rows, channel chunks
@@ -180,6 +202,7 @@ void dense_error_cases() {
       {"dense-bad-algo", create(ok, w, 0, "auto", "fft", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-other-isa-tile", create(ok, w, 0, "scalar", "f32_gemm_8x48__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-winograd-stride2", create(s2, w, 0, "auto", "winograd", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-pointwise-3x3", create(ok, w, 0, "auto", "gemm-pointwise", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-negative-pad", create(neg, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-kernel-65", create(big, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
   };

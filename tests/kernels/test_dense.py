@@ -6,8 +6,9 @@ dense_list.h) is checked against F.conv2d plus bias, residual and activation: pe
 geometries ResNet-style networks use (1x1 at stride 1 and 2, 3x3 at stride 1 and 2, the 7x7
 stem) and an asymmetric one, output channels off the panel heights, input channels past one K
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
-Winograd on 3x3 stride-1 layers with partial tiles, within the error bound kernels/README.md
-documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
+the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector)
+and the packed path forced on it; Winograd on 3x3 stride-1 layers with partial tiles, within
+the error bound kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
 under qemu-aarch64).
 """
 from __future__ import annotations
@@ -27,7 +28,9 @@ def reference(x, w, bias, stride, padding, dilation, residual, act):
                  padding, dilation)
     if residual is not None:
         y = y + residual.double()
-    return {"relu": y.clamp_min(0), "relu6": y.clamp(0, 6)}.get(act, y)
+    acts = {"relu": lambda: y.clamp_min(0), "relu6": lambda: y.clamp(0, 6),
+            "hardswish": lambda: F.hardswish(y), "silu": lambda: F.silu(y)}
+    return acts[act]() if act in acts else y
 
 
 def check(name, isa, o, c, k, s, p, d, hw, algo="gemm", act="relu", res=True, bias=True, n=2,
@@ -80,6 +83,24 @@ def test_listed_tile(kernel):
             assert got == kernel
 
 
+POINTWISE = {  # name: (o, c, input, act): the pointwise path's whole vectors and remainders
+    "7x7-o70": (70, 37, (7, 7), "hardswish"),      # 49 = 3 x 16 + 1; rows past 4 panels
+    "14x14-k300": (17, 300, (14, 14), "silu"),     # 196 = 12 x 16 + 4; K past a packed block
+    "1x3-k1": (5, 1, (1, 3), "relu6"),             # fewer pixels than a vector
+}
+
+
+@pytest.mark.parametrize("algo", ["gemm", "gemm-packed"])
+@pytest.mark.parametrize("shape", POINTWISE)
+@pytest.mark.parametrize("isa", ISAS)
+def test_pointwise_matches_torch(isa, shape, algo):
+    """A flat 1x1 conv on "gemm" (the pointwise path: the input read in place) and forced
+    onto the packed path."""
+    need(isa)
+    o, c, hw, act = POINTWISE[shape]
+    check(f"pw-{shape}", isa, o, c, (1, 1), (1, 1), (0, 0), (1, 1), hw, algo=algo, act=act)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("size,pad,c", [((6, 6), 1, 3), ((14, 14), 1, 70), ((9, 30), 0, 300),
                                         ((23, 17), 2, 8)])
@@ -100,6 +121,14 @@ def test_thread_count_does_not_change_results(restore_threads):
         y1 = layer.run(x.numpy())
         K.set_num_threads(3)
         assert np.array_equal(y1, layer.run(x.numpy())), algo
+    # the pointwise path splits rows (small images) or pixels (large ones) over threads
+    for hw in ((7, 7), (40, 40)):
+        xp = torch.randn(1, 300, *hw, generator=g).numpy()
+        layer = K.DenseConv(40, 300, (1, 1), (1, 1), (0, 0), (1, 1), w[:, :, :1, :1].numpy())
+        K.set_num_threads(1)
+        y1 = layer.run(xp)
+        K.set_num_threads(3)
+        assert np.array_equal(y1, layer.run(xp)), hw
 
 
 def test_bad_input_is_a_clear_error():

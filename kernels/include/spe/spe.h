@@ -166,12 +166,18 @@ SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
  * dense GEMM microkernels (no index stream, no zero skipping). algo:
  *   "gemm"      implicit GEMM: any kh, kw, stride, padding (same both sides), dilation <= 64;
  *               the input panels are gathered from NCHW per block of pixels (strides, padding
- *               and dilation resolved there), so there is no whole-input relayout.
+ *               and dilation resolved there), so there is no whole-input relayout. A 1x1
+ *               stride-1 unpadded conv reads the input in place instead (the pointwise path:
+ *               the widest tile over all of K, the pixels past the last whole vector on a
+ *               channels-in-lanes kernel; kernels/README.md).
+ *   "gemm-packed", "gemm-pointwise"  "gemm" forced onto one path for a 1x1 stride-1 unpadded
+ *               conv (benchmarks, tests; "gemm-pointwise" on any other conv:
+ *               SPE_ERR_INVALID_ARGUMENT).
  *   "winograd"  F(4x4, 3x3): 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT);
  *               the weight is transformed once (36 x O x C floats, 4x the 3x3 weight). Its
  *               rounding error is larger than the GEMM's (kernels/README.md, "Winograd").
- *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm" with that tile
- *               for every input size (benchmarks, tests); otherwise the tile is picked per input
+ *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm-packed" with that
+ *               tile for every input size (benchmarks, tests); otherwise the tile is picked per input
  *               size (spe_dense_conv_kernel_name tells which).
  * bias O or NULL. isa: "auto", "scalar", "avx2", "avx512", "neon". */
 typedef struct spe_dense_conv spe_dense_conv; /* opaque */

@@ -9,7 +9,8 @@
 // needs no separate pass), into a buffer that stays in L2, and runs the microkernels over it:
 // for each row tile, for each pixel tile, one call over the KC rows (the weight tile's KC x R
 // floats stay in L1 across the pixel tiles). Partial sums over K blocks live in y; the last
-// block adds the residual and applies the activation.
+// block adds the residual and applies the activation. A flat conv (1x1, stride 1, no padding)
+// takes the pointwise path (dense_pointwise.cc) instead: the input read in place, no K blocks.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -195,6 +196,10 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
   c->k = dense_kernels(i);
   const std::string a = algo ? algo : "gemm";
   if (a == "gemm") return SPE_OK;
+  if (a == "gemm-packed" || a == "gemm-pointwise") {
+    c->path = a == "gemm-packed" ? spe_dense_conv::kPacked : spe_dense_conv::kPointwise;
+    return SPE_OK;
+  }
   if (a == "winograd") {
     c->winograd = true;
     return SPE_OK;
@@ -204,7 +209,8 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
       c->forced_tile = t;
       return SPE_OK;
     }
-  return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, winograd, or a " +
+  return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, gemm-packed, "
+                                            "gemm-pointwise, winograd, or a " +
                                             c->k->isa + " f32_gemm kernel name)");
 }
 
@@ -231,6 +237,9 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
     c->K = p.in_channels;
     winograd_pack(c.get(), weight);
   } else {
+    if (c->path == spe_dense_conv::kPointwise &&
+        (p.kh != 1 || p.kw != 1 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h || p.pad_w))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "gemm-pointwise needs a 1x1 kernel at stride 1, padding 0");
     c->K = int64_t(p.in_channels) * p.kh * p.kw;
     pack_weight(c.get(), weight);
   }
@@ -244,7 +253,8 @@ spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t
   if (!c || !x || !y) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y");
   if (const spe_status s = check_input(c->p, n, h, w); s != SPE_OK) return s;
   if (n == 0) return SPE_OK;
-  return c->winograd ? winograd_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
+  if (c->winograd) return winograd_run(c, x, n, h, w, res, y);
+  return use_pointwise(c) ? pointwise_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
 }
 
 }  // namespace
@@ -277,7 +287,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
   const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
-  return c->k->name[spe::pick_tile(c, P)];
+  return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, P)];
 }
 
 int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }

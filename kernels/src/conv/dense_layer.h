@@ -19,6 +19,9 @@ struct spe_dense_conv {
   int act = 0;
   bool winograd = false;
   int forced_tile = -1;      // a tile named at create time, else -1 (chosen per input size)
+  // a 1x1 stride-1 unpadded conv: the pointwise path (the input read in place, dense_conv.cc)
+  // or the packed one; kAuto picks per input size
+  enum Path { kAuto, kPacked, kPointwise } path = kAuto;
   const spe::DenseKernels* k = nullptr;
   // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of
   // the transformed 3x3 filters (one per point of the 6x6 tile), each (O panels, C, panel).
@@ -46,6 +49,12 @@ float* thread_buffer(int slot, int64_t floats);  // slot 0, 1: this thread's two
 // The index of the tile of c's table that wastes the least work on an O x P output (the rows
 // and pixels padded to whole tiles), or the forced tile.
 int pick_tile(const spe_dense_conv* c, int64_t P);
+
+// The pointwise path of spe_dense_conv (dense_pointwise.cc): whether c runs a flat conv (1x1,
+// stride 1, no padding) on it (unless forced onto the packed path), and the run.
+bool use_pointwise(const spe_dense_conv* c);
+spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                         const float* res, float* y);
 
 // The Winograd half of spe_dense_conv (winograd.cc): pack the 3x3 weight into c->w at create,
 // run an input.

@@ -29,6 +29,16 @@ inline constexpr int kNumDenseUkernels = int(std::size(kDenseUkernels));
 constexpr int kMaxDenseTiles = 4;   // tiles one ISA may list
 constexpr int kMaxDenseRows = 16;   // rows of the tallest tile
 constexpr int kMaxDenseVectors = 8;
+constexpr int kMaxColsPixels = 16;  // pixel remainders 1..width-1 of the pointwise path
+constexpr int kMaxColsPanels = 4;   // weight panels one remainder call covers, at most
+
+// The panel height of an ISA: its tallest listed tile.
+constexpr int dense_panel(Isa isa) {
+  int tallest = 0;
+  for (const DenseUkernel& u : kDenseUkernels)
+    if (u.isa == isa && u.rows > tallest) tallest = u.rows;
+  return tallest;
+}
 
 // Every ISA lists 1..kMaxDenseTiles tiles of at most kMaxDenseRows rows, each height dividing
 // the tallest.
@@ -52,6 +62,8 @@ struct GemmArgs {
   const float* a;       // weights of the tile's first row at k0; k's R weights are adjacent
   int64_t a_stride;     // floats from one k to the next (the ISA's panel height)
   const float* b;       // input panel at k0: kc x (NV*W) floats, 64-byte aligned
+  int64_t b_stride;     // floats from one k to the next in b; 0: the packed panel's NV*W
+  int64_t a_panel;      // remainder kernels: floats from one weight panel to the next
   int64_t kc;
   float* y;             // output at (row0, p0)
   int64_t y_row_stride;
@@ -62,9 +74,17 @@ struct GemmArgs {
   int rows;             // valid rows (<= R): the panel's others are zero padding
   int npix;             // valid pixels (<= NV*W)
   bool first, last;     // first k-block: start from the bias; last: epilogue
+  bool prefetch;        // direct tiles: the weights are likely cold (prefetch them ahead)
 };
 
 using GemmFn = void (*)(const GemmArgs&);
+
+// The pointwise path (a 1x1 stride-1 unpadded conv, dense_conv.cc) reads the NCHW input in
+// place, b_stride = H*W, with no packing and no k-blocks. Its pixels split into whole vectors,
+// run on the tiles' direct variants (every vector count up to the tile's), and a remainder of
+// 1..width-1 pixels (49 = 3 x 16 + 1 at 7x7, 196 = 12 x 16 + 4 at 14x14), run on a kernel
+// that turns the tile around: the panel's output channels in the vector lanes, one broadcast
+// input per pixel, so a 1-pixel remainder costs 1/16 of a masked 16-pixel vector.
 
 // One ISA's tiles, in list order. The weight is packed once, in panels of `panel` rows (the
 // tallest tile; every tile's height divides it), so that any tile can run on any input size.
@@ -76,6 +96,14 @@ struct DenseKernels {
   int rows[kMaxDenseTiles], pixels[kMaxDenseTiles];
   const char* name[kMaxDenseTiles];
   GemmFn fn[kMaxDenseTiles];
+  // pointwise path: direct[r - 1][nv - 1] is the first listed tile cut to r rows and nv whole
+  // vectors, reading the input in place (first and last k-block in one: the rows past a
+  // multiple of its height cost no padded rows); cols[np - 1][n - 1] the remainder kernel over
+  // np panels and n pixels (only np = 1 and np = cols_panels[n - 1], the most its
+  // accumulators fit in registers)
+  GemmFn direct[kMaxDenseRows][kMaxDenseVectors];
+  GemmFn cols[kMaxColsPanels][kMaxColsPixels];
+  int cols_panels[kMaxColsPixels];
 };
 
 // dense_table<I>(): ISA I's table, defined in I's translation unit (avx512.cc, ...) from the

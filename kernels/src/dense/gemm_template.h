@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "../isa/scalar.h"  // the remainder kernel's epilogue, a float at a time
 #include "../isa/table.h"
 #include "../spmm/tile_template.h"  // weight_of: NEON multiplies by a lane of a weight vector
 #include "../isa/activation.h"
@@ -27,18 +28,25 @@ inline void store_out(float* y, const float* res, typename V::reg o, int act, in
   else V::store_mask(y, o, m);
 }
 
+// How far ahead the pointwise path's direct tiles prefetch: the input row kDirectAheadK k's
+// ahead (the rows are H*W floats apart, no stream the hardware prefetcher follows; like the
+// SpMM's kInputPrefetchEntries) and the weights kPrefetchValueFloats ahead (cold inside a
+// model: tile_template.h).
+constexpr int kDirectAheadK = 8;
+
 // R x NV vectors of accumulators held in registers for the whole k-range; partial tiles (rows
 // past a.rows, pixels past a.npix) compute on the packing's zeros and store only valid lanes.
-template <class V, int R, int NV>
+// kDirect: b is the input itself (rows b_stride apart), every vector whole, with prefetches.
+template <class V, int R, int NV, bool kDirect = false>
 void gemm_tile(const GemmArgs& a) {
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
-  const bool full = a.npix >= NV * W;
+  const bool full = kDirect || a.npix >= NV * W;  // direct tiles: whole vectors only
   reg acc[R][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const bool valid = r < a.rows;
-    if (a.first) {
+    if (kDirect || a.first) {  // direct: all of K in one call
       const reg b = a.bias && valid ? V::set1(a.bias[r]) : V::zero();
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = b;
@@ -55,7 +63,15 @@ void gemm_tile(const GemmArgs& a) {
   }
   const float* b = a.b;
   const float* w = a.a;
+  const int64_t bs = a.b_stride ? a.b_stride : NV * W;
+  const bool pf = kDirect && a.prefetch;
   for (int64_t k = 0; k < a.kc; ++k) {
+    if (kDirect && k + kDirectAheadK < a.kc) {
+      const char* xq = reinterpret_cast<const char*>(b + kDirectAheadK * bs);
+#pragma GCC unroll 16
+      for (int c = 0; c < NV * W * 4 + 64; c += 64) __builtin_prefetch(xq + c, 0, 3);
+    }
+    if (pf) __builtin_prefetch(w + kPrefetchValueFloats, 0, 3);  // never faults, even past w
     reg xv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) xv[v] = V::load(b + v * W);
@@ -65,10 +81,10 @@ void gemm_tile(const GemmArgs& a) {
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
     }
-    b += NV * W;
+    b += bs;
     w += a.a_stride;
   }
-  const int act = a.last ? a.act : 0;
+  const int act = kDirect || a.last ? a.act : 0;
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     if (r >= a.rows) break;
@@ -83,7 +99,77 @@ void gemm_tile(const GemmArgs& a) {
   }
 }
 
-// The microkernels of vector traits V: gemm_tile over NV = pixels / width vectors.
+// The pointwise remainder: NPIX pixels (fewer than a vector) x NP weight panels, the panel's
+// PR output channels in RV = PR / W vectors, y = act(W x + bias [+ res]) over all of K (a.kc)
+// in one call. a.a: panel 0 at k = 0 (panels a.a_panel floats apart), a.b: the input at the
+// first pixel (rows a.b_stride apart), a.rows: valid output rows from the first panel's first.
+template <class V, int NPIX, int NP>
+void gemm_cols(const GemmArgs& a) {
+  using reg = typename V::reg;
+  constexpr int W = V::kWidth, PR = dense_panel(V::kIsa), RV = PR / W, ROWS = NP * PR;
+  static_assert(PR % W == 0, "the pointwise remainder needs panels of whole vectors");
+  reg acc[NP][RV][NPIX];
+#pragma GCC unroll 8
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < RV; ++v) {
+      const int r = p * PR + v * W, n = std::min(W, a.rows - r);
+      const reg b = !a.bias || n <= 0 ? V::zero()
+                    : n >= W          ? V::load(a.bias + r)
+                                      : V::load_mask(a.bias + r, V::mask(n));
+#pragma GCC unroll 16
+      for (int j = 0; j < NPIX; ++j) acc[p][v][j] = b;
+    }
+  const float* x = a.b;
+  const float* w = a.a;
+  for (int64_t k = 0; k < a.kc; ++k) {
+    reg xb[NPIX];
+#pragma GCC unroll 16
+    for (int j = 0; j < NPIX; ++j) xb[j] = V::set1(x[j]);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < RV; ++v) {
+        const reg wv = V::load(w + p * a.a_panel + v * W);
+#pragma GCC unroll 16
+        for (int j = 0; j < NPIX; ++j) acc[p][v][j] = V::fma(wv, xb[j], acc[p][v][j]);
+      }
+    x += a.b_stride;
+    w += PR;
+  }
+  // the accumulators hold columns of y: through a small buffer, a row at a time
+  alignas(64) float t[NPIX][ROWS];
+#pragma GCC unroll 8
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < RV; ++v)
+#pragma GCC unroll 16
+      for (int j = 0; j < NPIX; ++j) V::store(&t[j][p * PR + v * W], acc[p][v][j]);
+  const int rows = std::min(a.rows, ROWS);
+  for (int r = 0; r < rows; ++r) {
+    float* yr = a.y + r * a.y_row_stride;
+    const float* rr = a.res ? a.res + r * a.res_row_stride : nullptr;
+    for (int j = 0; j < NPIX; ++j) {
+      float o = t[j][r] + (rr ? rr[j] : 0.0f);
+      if (a.act == 1) o = std::max(o, 0.0f);
+      else if (a.act == 2) o = std::min(std::max(o, 0.0f), 6.0f);
+      else if (a.act > 2) o = ExtraActivation<Scalar>::apply(o, a.act);
+      yr[j] = o;
+    }
+  }
+}
+
+// Panels one remainder call of n pixels covers: its accumulators within 20 of 32 registers
+// (10 of 16 on AVX2), the rest left to the broadcast inputs and the weight vectors.
+template <class V>
+constexpr int cols_panels(int n) {
+  const int rv = dense_panel(V::kIsa) / V::kWidth;
+  const int budget = V::kRegs >= 32 ? 20 : 10;
+  return std::clamp(budget / (rv * n), 1, kMaxColsPanels);
+}
+
+// The microkernels of vector traits V: gemm_tile over NV = pixels / width vectors, its direct
+// variants, and the pointwise remainder kernels.
 template <class V>
 struct SimdTiles {
   template <int R, int Pixels>
@@ -92,6 +178,22 @@ struct SimdTiles {
     static_assert(Pixels % V::kWidth == 0 && nv >= 1 && nv <= kMaxDenseVectors,
                   "dense_list.h: a tile's pixels must be 1..8 whole vectors of its ISA");
     return &gemm_tile<V, R, nv>;
+  }
+  template <int R, int Pixels>
+  static void direct(GemmFn (*out)[kMaxDenseVectors]) {
+    for_each_index([&](auto r) {
+      for_each_index([&](auto v) {
+        out[r][v] = &gemm_tile<V, decltype(r)::value + 1, decltype(v)::value + 1, true>;
+      }, std::make_integer_sequence<int, Pixels / V::kWidth>{});
+    }, std::make_integer_sequence<int, R>{});
+  }
+  static void cols(DenseKernels& k) {
+    for_each_index([&](auto i) {
+      constexpr int n = decltype(i)::value + 1, np = cols_panels<V>(n);
+      k.cols_panels[n - 1] = np;
+      k.cols[0][n - 1] = &gemm_cols<V, n, 1>;
+      k.cols[np - 1][n - 1] = &gemm_cols<V, n, np>;
+    }, std::make_integer_sequence<int, V::kWidth - 1>{});
   }
 };
 
@@ -105,6 +207,10 @@ const DenseKernels* dense_table_of() {
       k.rows[t] = u.rows, k.pixels[t] = u.pixels, k.name[t] = u.name;
       k.fn[t] = Tiles::template fn<u.rows, u.pixels>();
       k.panel = std::max(k.panel, u.rows);
+      if (t == 0) {  // the pointwise path's tile
+        Tiles::template direct<u.rows, u.pixels>(k.direct);
+        Tiles::cols(k);
+      }
     }
   });
 }

@@ -12,10 +12,11 @@ namespace {
 
 template <int R, int NR>
 void scalar_tile(const GemmArgs& a) {
+  const int64_t bs = a.b_stride ? a.b_stride : NR;
   for (int r = 0; r < a.rows; ++r)
     for (int p = 0; p < a.npix; ++p) {
       float s = a.first ? (a.bias ? a.bias[r] : 0.0f) : a.y[r * a.y_row_stride + p];
-      for (int64_t k = 0; k < a.kc; ++k) s += a.a[k * a.a_stride + r] * a.b[k * NR + p];
+      for (int64_t k = 0; k < a.kc; ++k) s += a.a[k * a.a_stride + r] * a.b[k * bs + p];
       if (a.last) {
         if (a.res) s += a.res[r * a.res_row_stride + p];
         if (a.act == 1) s = std::max(s, 0.0f);
@@ -30,6 +31,14 @@ void scalar_tile(const GemmArgs& a) {
 struct ScalarTiles {
   template <int R, int Pixels>
   static GemmFn fn() { return &scalar_tile<R, Pixels>; }
+  // the pointwise path: the same loops on the input in place; a 1-float vector leaves no
+  // remainder for a cols kernel
+  template <int R, int Pixels>
+  static void direct(GemmFn (*out)[kMaxDenseVectors]) {
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < Pixels; ++i) out[r][i] = &scalar_tile<R, Pixels>;
+  }
+  static void cols(DenseKernels&) {}
 };
 
 }  // namespace
