@@ -214,7 +214,6 @@ def _absorb(g: _Graph, m: LayerMatch, channel_axis: int, taken: set):
     """Walk the single-use chain after m.anchor, folding what it can; returns the chain end."""
     cur = m.anchor
     while True:
-        # not after a kxk conv: its crop would compute them a pixel at a time (host lowering too)
         gated = gated_activation(g, cur, taken) if m.act == "none" else None
         if gated is not None:   # silu / hardswish: x used twice
             m.act, end, absorbed = gated
