@@ -1,7 +1,7 @@
 """engine.codegen: the compiler path (the only part of the engine that imports tvm).
 
-    from engine.codegen import compile_model
-    cm = compile_model(opt.pruned_model, (x,), opt.plan, target="host")   # or "arm64", ...
+    cm = engine.codegen.compile_model(opt.pruned_model, (x,), opt.plan, target="host")
+    # target: "host", "arm64", ...
     y, = cm.run(x)                     # host targets: numpy outputs (relax VM on tvm.cpu())
     cm.export_library("model.so")      # the target's (cross) compiler; ConfigError if missing
     cm.inputs, cm.outputs              # [(name, shape, dtype)]

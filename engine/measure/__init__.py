@@ -1,7 +1,6 @@
 """engine.measure: the measurements the mappers (mapping/) decide with.
 
-    from mapping import default_space
-    from engine.measure import HostProfiler, model_specs, model_weights, profile_costs
+    # default_space: mapping's; HostProfiler, model_specs, model_weights, profile_costs: here
     specs = model_specs(model, (x,))                      # mapping.LayerSpec per conv / linear
     weights = model_weights(model, specs)
     prof = HostProfiler(weights)                          # or RPCProfiler("arm64", host, port)

@@ -105,7 +105,3 @@ def measure_scrubbed(candidates: dict, scrub: Callable[[], None], min_runs: int 
                                      all(drift(v) <= stable_tol for v in times.values())):
                 break
     return {n: summarize(v, stable_tol) for n, v in times.items()}
-
-
-def scrubbed_median(fn: Callable[[], object], scrub: Callable[[], None], **kw) -> float:
-    return measure_scrubbed({"f": fn}, scrub, **kw)["f"].median

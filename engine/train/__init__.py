@@ -1,8 +1,8 @@
 """Pruning-aware training: keep a pruned model as accurate as the dense one (issue P4).
 
-    from engine.train import PruneTrainer, TrainConfig
-    t = PruneTrainer(model, targets={"layer1.0.conv1": Candidate("block", (4, 1), 0.8), ...},
-                     config=TrainConfig(epochs=10, lr=1e-3, checkpoint="ckpt.pt"))
+    t = engine.train.PruneTrainer(
+        model, targets={"layer1.0.conv1": Candidate("block", (4, 1), 0.8), ...},
+        config=engine.train.TrainConfig(epochs=10, lr=1e-3, checkpoint="ckpt.pt"))
     t.fit(train_batches, loss_fn)      # gradual pruning + masked fine-tuning, resumable
     t.model                            # pruned weights, masks hold exactly
 

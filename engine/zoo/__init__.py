@@ -1,6 +1,5 @@
 """The engine's own model zoo: torchvision-identical architectures without torchvision.
 
-    import engine.zoo as zoo
     model = zoo.get("resnet18_cifar")                  # randomly initialised, like torchvision
     x = torch.randn(zoo.input_shape("resnet18_cifar"))
 

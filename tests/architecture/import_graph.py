@@ -84,7 +84,8 @@ _PROSE = re.compile(r"(?:^|[\s`>])(?:from\s+((?:engine|mapping)[\w.]*)\s+import\
 def text_imports() -> list:
     """(importer, imported, line) for every line of text that reads as an import of ours,
     docstrings and comments included: tools that read source line by line (the stop hook's
-    module graph) count those, so prose must not name an import that would close a cycle."""
+    module graph) count those, so prose must not name an import that would close a cycle.
+    Every package on an absolute import's path counts, as Python runs each one's __init__."""
     known = modules()
     out = []
     for mod, path in known.items():
@@ -94,10 +95,12 @@ def text_imports() -> list:
             for m in _PROSE.finditer(line):
                 names = [m.group(1), f"{m.group(1)}.{m.group(2)}"] if m.group(1) else [m.group(3)]
                 for t in names:
-                    while t and t not in known:
+                    # an absolute import runs every package on the way (`import engine.zoo`
+                    # runs engine/__init__.py first): an edge to each of them
+                    while t:
+                        if t in known and t != mod:
+                            out.append((mod, t, n))
                         t = t.rpartition(".")[0]
-                    if t and t != mod:
-                        out.append((mod, t, n))
     return out
 
 
