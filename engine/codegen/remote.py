@@ -71,13 +71,16 @@ class KernelChoice:
     """One way to run the layer: backend "tir" (generated) or "native" (C++ via the bridge) on
     `weight` (already masked). block: the pruning block (its rows set the kernel's group
     height; None for unblocked schemes); dense=True: the layer kept dense (the dense / grouped /
-    depthwise kernels compile_model gives such a layer), block ignored."""
+    depthwise kernels compile_model gives such a layer), block ignored. algo: with dense and
+    backend "native", a packed dense algorithm ("gemm", "winograd"), as a plan's Choice.kernel
+    names it; None: the SpMM kernel with every column kept."""
 
     name: str
     backend: str
     weight: np.ndarray
     block: Optional[tuple] = None
     dense: bool = False
+    algo: Optional[str] = None
 
 
 @dataclass
@@ -156,7 +159,10 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
         m = _match(layer, ch, bias, x, params[1] if layer.residual else None)
         plan_choice = None if ch.dense else SimpleNamespace(block=ch.block)
         if ch.backend == "native":
-            rep = native_replacement(m, plan_choice)
+            rep = native_replacement(m, plan_choice, ch.algo if ch.dense else None)
+            if rep is None and ch.algo is not None:
+                skipped[ch.name] = f"the packed dense {ch.algo} kernel does not run this conv"
+                continue
             if rep is None:
                 skipped[ch.name] = ("compiled models run this layer as generated TIR, not the "
                                     "C++ kernels (native needs a conv); measure backend tir")
@@ -166,8 +172,7 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
                 res = m.residual if rep.has_residual else relax.const(np.zeros(1, np.float32))
                 args = relax.Tuple([x] + [relax.const(t) for t in rep.tables] + [res])
                 y = bb.emit(relax.call_dps_packed(rep.extern, args, out_ty))
-                labels[ch.name] = (f"{rep.extern}:{int(rep.tables[2][0])}r"
-                                   if rep.extern == "spe.v1.sparse_conv2d" else rep.extern)
+                labels[ch.name] = _native_label(rep, ch)
                 uses_native = True
             else:
                 k = kernel_for(m, isa, not ch.dense, plan_choice, i)
@@ -183,6 +188,17 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(bb.get(), tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
     return LayerModule(ex, tgt, layer, labels, uses_native, skipped)
+
+
+def _native_label(rep, ch: KernelChoice) -> str:
+    """The kernel name a measurement records: "<algo>:<extern>" for a packed dense algorithm
+    (what engine.runtime.dense.dense_algo reads back from a plan's Choice.kernel), the SpMM
+    call with its group height, or the bridge function."""
+    if ch.algo is not None:
+        return f"{ch.algo}:{rep.extern}"
+    if rep.extern == "spe.v1.sparse_conv2d":
+        return f"{rep.extern}:{int(rep.tables[2][0])}r"
+    return rep.extern
 
 
 def export_module(module: LayerModule, path) -> Path:

@@ -51,6 +51,16 @@ def reference(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, x: torch.Ten
         return _act(y, act).numpy()
 
 
+def dense_algos(spec: LayerSpec) -> tuple:
+    """The packed dense algorithms a compiled model can run a conv kept dense on (the bridge's
+    spe.v1.dense_conv2d): implicit GEMM for groups 1, Winograd for 3x3 stride-1 undilated."""
+    if spec.op != "conv2d" or spec.groups != 1:
+        return ()
+    wino = (tuple(spec.kernel) == (3, 3) and tuple(spec.stride) == (1, 1)
+            and tuple(spec.dilation) == (1, 1))
+    return ("gemm", "winograd") if wino else ("gemm",)
+
+
 class RPCProfiler:
     """mapping.Profiler for a device behind TVM RPC; see the module docstring.
 
@@ -123,9 +133,9 @@ class RPCProfiler:
                            spec.padding, spec.dilation, spec.groups, act, residual)
         choices, refs, owner = [], {}, {}      # owner: function name -> candidate key
 
-        def add(key, backend, w, block, dense, ref):
+        def add(key, backend, w, block, dense, ref, algo=None):
             name = f"c{len(choices)}"
-            choices.append(KernelChoice(name, backend, w.numpy(), block, dense))
+            choices.append(KernelChoice(name, backend, w.numpy(), block, dense, algo))
             refs[name], owner[name] = ref, key
 
         wanted = {c.key: c for c in candidates}
@@ -133,6 +143,8 @@ class RPCProfiler:
             ref = reference(spec, weight, bias, x, r, act)
             if spec.op == "conv2d":
                 add(DENSE_KEY, "native", weight, None, True, ref)
+                for algo in dense_algos(spec):
+                    add(DENSE_KEY, "native", weight, None, True, ref, algo)
             add(DENSE_KEY, "tir", weight, None, True, ref)
         for key, cand in measurable(self, spec, wanted):
             w = weight * self.masks.mask(layer_id, weight, cand).to(weight.dtype)

@@ -109,8 +109,10 @@ def test_direct_server_dense_and_block_candidates(servers):
         assert m.us > 0 and m.runs >= 3 and m.source == f"rpc://127.0.0.1:{sp}", key
     assert got["block4x1@0.80/tir"].kernel.startswith("tir_f32_spmm_4x")
     assert got["block4x1@0.80/native"].kernel == "spe.v1.sparse_conv2d:4r"
-    # DENSE: the faster of the C++ dense kernel (8-row groups) and the generated dense one
-    assert got["dense"].kernel in ("spe.v1.sparse_conv2d:8r", "tir_f32_spmm_4x96__avx512")
+    # DENSE: the fastest of the C++ SpMM kernel with every column kept (8-row groups), the packed
+    # dense kernels (implicit GEMM; Winograd for this 3x3 stride-1 conv) and the generated one
+    assert got["dense"].kernel in ("spe.v1.sparse_conv2d:8r", "tir_f32_spmm_4x96__avx512",
+                                   "gemm:spe.v1.dense_conv2d", "winograd:spe.v1.dense_conv2d")
     # a depthwise conv: dense only, on whichever dense kernel a compiled model would run
     dw = LayerSpec("dw", "conv2d", 16, 16, (3, 3), (2, 2), (1, 1), groups=16, input_hw=(12, 12),
                    epilogue="relu6")
@@ -143,6 +145,40 @@ def test_device_output_matches_torch_and_a_wrong_one_is_left_out(servers):
     scale = float(np.abs(ref).max())
     for name in ("t", "n"):
         assert res[name].max_err <= 1e-4 * scale and res[name].stats.median > 0
+
+
+def test_packed_dense_algorithms_run_as_a_compiled_model_runs_them(servers):
+    """A conv kept dense on the packed GEMM / Winograd kernels through the bridge: matches
+    torch, and is labelled so that a plan's Choice.kernel names the algorithm again."""
+    from engine.codegen.remote import (KernelChoice, LayerShape, build_layer_module, connect,
+                                       time_on_device)
+    from engine.measure.rpc import dense_algos
+    from engine.runtime.dense import dense_algo
+    sp, _ = servers
+    g = torch.Generator().manual_seed(5)
+    w, b = torch.randn(16, 8, 3, 3, generator=g), torch.randn(16, generator=g)
+    x, r = torch.randn(1, 8, 12, 12, generator=g), torch.randn(1, 16, 12, 12, generator=g)
+    ref = reference(CONV, w, b, x, r, "relu")
+    layer = LayerShape("conv2d", (1, 8, 12, 12), (1, 16, 12, 12), padding=(1, 1), act="relu",
+                       residual=True)
+    assert dense_algos(CONV) == ("gemm", "winograd")
+    mod = build_layer_module(layer, [KernelChoice(a, "native", w.numpy(), dense=True, algo=a)
+                                     for a in dense_algos(CONV)], b.numpy(), "host")
+    assert {n: dense_algo(k) for n, k in mod.labels.items()} == {"gemm": "gemm",
+                                                                 "winograd": "winograd"}
+    res, failed = time_on_device(connect("127.0.0.1", sp), mod, [x.numpy(), r.numpy()],
+                                 {"gemm": ref, "winograd": ref}, **TIMING)
+    assert set(res) == {"gemm", "winograd"} and not failed
+    scale = float(np.abs(ref).max())
+    assert all(res[a].max_err <= 1e-4 * scale for a in res)
+    # stride 2: no Winograd offered, and one asked for anyway is skipped with the reason
+    s2 = LayerSpec("s2", "conv2d", 8, 16, (3, 3), (2, 2), (1, 1), input_hw=(12, 12))
+    assert dense_algos(s2) == ("gemm",)
+    assert dense_algos(LayerSpec("dw", "conv2d", 8, 8, (3, 3), groups=8)) == ()
+    layer2 = LayerShape("conv2d", (1, 8, 12, 12), (1, 16, 6, 6), (2, 2), (1, 1))
+    mod2 = build_layer_module(layer2, [KernelChoice("w", "native", w.numpy(), dense=True,
+                                                    algo="winograd")], b.numpy(), "host")
+    assert mod2.executable is None and "winograd" in mod2.skipped["w"]
 
 
 def test_through_the_tracker(servers):
