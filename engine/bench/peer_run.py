@@ -1,7 +1,7 @@
 """One runtime, one model, one thread count, in this process and nothing else (`bench peers`
 starts one process per measurement): load the export, check its output on the seeded input
 against torch's (a runtime that disagrees is reported, not timed), warm up, time single calls
-for a while, print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of several.
+for a while (at 2+ threads in windows tagged by the vCPUs' placement: placement.py), print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of several.
 
 Thread settings per runtime (every one told N, each in its own process):
 - engine: engine.load(dir, threads=N) (one pool serves every layer of the module), with
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .placement import time_windows
 
 RUNTIMES = ("engine", "ort", "openvino", "xnnpack")
 ENGINE_VARIANTS = ("dense", "block4x1", "mapped")
@@ -133,9 +135,12 @@ def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
         r["flagged"] = (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
                         f"tolerance {tol:g} relative): not timed")
         return r
-    before = _core_to_core()
-    r.update(time_calls(lambda: fn(x), seconds, warmup_s=min(0.5, seconds)))
-    r["core_to_core_ns"] = [before, _core_to_core()]
+    if threads == 1:       # one core: where the vCPUs sit does not matter
+        r.update(time_calls(lambda: fn(x), seconds, warmup_s=min(0.5, seconds)))
+        return r
+    time_calls(lambda: fn(x), 0.0, warmup_s=min(0.5, seconds))      # the warm-up alone
+    r.update(time_windows(lambda: fn(x), seconds, _core_to_core))
+    r["core_to_core_ns"] = [w[0] for w in r["windows"]]
     return r
 
 

@@ -1,9 +1,12 @@
 """`bench peers`' summary: per thread count and model, each runtime's min and median over rounds
 of its per-process medians, the best dense peer, and the engine's ratios to it (the best peer's
-ms over the engine's, by the min); rendered as one markdown table per thread count."""
+ms over the engine's, by the min); rendered as one markdown table per thread count. At 2+ threads a process counts with the
+calls it made while the vCPUs were close (placement.py)."""
 from __future__ import annotations
 
 import statistics
+
+from .placement import CLOSE_NS
 
 PEERS = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "xnnpack": "ExecuTorch+XNNPACK"}
 ENGINE = {"engine:dense": "engine dense", "engine:block4x1": "engine 80% block 4x1",
@@ -26,9 +29,15 @@ def summarize(runs: list) -> dict:
 
 
 def _stats(cell: dict) -> None:
-    meds = [r["median_ms"] for r in cell["rounds"] if "median_ms" in r]
+    """A process counts with its close windows' median (placement.py) when it had any; when no
+    process of the cell had one, all are taken and the cell is marked far."""
+    timed = [r for r in cell["rounds"] if "median_ms" in r]
+    close = [r["close"]["median_ms"] for r in timed if "close" in r]
+    meds = close or [r["median_ms"] for r in timed]
     if meds:
         cell["ms_min"], cell["ms_median"] = min(meds), statistics.median(meds)
+        if any("windows" in r for r in timed):
+            cell["placement"] = f"{len(close)}/{len(timed)} close" if close else "far"
     for bad in ("flagged", "error"):
         hits = [r[bad] for r in cell["rounds"] if bad in r]
         if hits:
@@ -66,7 +75,8 @@ def _cell(c) -> str:
         return f"FLAGGED (rel. diff {c.get('rel_diff_max', float('nan')):.1e})"
     if "ms_min" not in c:
         return "failed" if "error" in c else "-"
-    s = f"{c['ms_min']:.2f} / {c['ms_median']:.2f}"
+    s = f"{c['ms_min']:.2f} / {c['ms_median']:.2f}" + (" far" if c.get("placement") == "far"
+                                                         else "")
     return s + (f" ({c['ratio_vs_best_peer']:.2f}x)" if "ratio_vs_best_peer" in c else "")
 
 
@@ -92,6 +102,10 @@ def markdown(summary: dict, peaks: dict, gflops: dict, runtimes: tuple, peak_n: 
         if peak:
             head += (f", measured fp32 peak {peak:.0f} GFLOP/s (torch.mm {peak_n}^3, best of 8 "
                      f"in a process of its own before and after each round, the best)")
+        if threads != "1":
+            head += ("; timed while the vCPUs were close (core-to-core round trip < "
+                     f"{CLOSE_NS:.0f} ns before and after each 1 s window; a process's far "
+                     "windows are left out, 'far': that runtime never had a close one)")
         out += [head + "; ms: min / median over rounds of each process's median; "
                 "(Nx): best dense peer's ms / the engine's", "",
                 "| model | dense GFLOP | best dense peer | " +

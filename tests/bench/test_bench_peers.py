@@ -33,7 +33,7 @@ def test_onnxruntime_agrees_with_torch_and_is_tabled_then_flagged_when_it_does_n
     run, = res["runs"]
     assert run["runtime"] == "ort" and run["threads"] == 1 and "flagged" not in run
     assert run["rel_diff"] < 1e-5 and run["median_ms"] > 0 and run["min_ms"] <= run["median_ms"]
-    assert len(run["core_to_core_ns"]) == 2         # the placement, before and after timing
+    assert "core_to_core_ns" not in run and "windows" not in run    # 1 thread: not probed
     cell = res["summary"]["1"][MODEL]["ort"]
     assert cell["ms_min"] == run["median_ms"]
     assert res["dense_gflops"][MODEL] > 0.5      # ResNet-18 at 32x32: 0.56 G multiply-adds
