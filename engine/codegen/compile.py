@@ -35,6 +35,7 @@ from .blocks import with_blocks
 from .geometry import ConvGeometry
 from .native_replace import DEPTHWISE_EXTERN, DENSE_EXTERN, native_replacement
 from .pipeline import relax_pipeline
+from .pool_tir import rewrite_pools
 from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
 from .rowgroups import RowGroups
 from .spmm_tir import Kernel, VectorISA, conv_kernel, linear_kernel
@@ -198,6 +199,7 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     chooser = _LayerChooser(plan, dense, backends, vector_isa(tvm_tgt))
     matches, chooser = with_blocks(fuse_blocks, mod["main"], params, matches, chooser, LayerKernel)
     mod, _ = rewrite_layers(mod, matches, chooser)
+    mod, _ = rewrite_pools(mod, vector_isa(tvm_tgt))
     notes = chooser.notes + chooser.unused_notes()
     mod = _bind_params(mod, params)
     with tvm.transform.PassContext(opt_level=3):
