@@ -17,6 +17,7 @@ from mapping.plan import DENSE
 
 from ..errors import ConfigError
 from ..graph.layers import get_module, list_layers
+from ..runtime.dense import dense_algo
 from ..runtime.packing import dense_rows, group_rows_for
 from ..schemes import apply_mask, get_scheme
 from ..schemes.base import MaskScheme
@@ -130,6 +131,8 @@ def _kept_dense(model, info, given: Choice, cfg: OptimizeConfig, candidates: dic
         w = get_module(model, info.name).weight.detach()
         candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
         ch.backend = "native"
+        if dense_algo(given.kernel) is not None:    # the packed dense kernel the plan measured
+            ch.kernel = given.kernel
     return ch
 
 

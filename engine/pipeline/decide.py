@@ -144,23 +144,27 @@ def _replay(state: RunState) -> None:
     """measure=False: candidates run the sparse backend a given plan names (native by default,
     "tir" when the plan says so and tir is allowed), the rest in torch."""
     masks = {n: m for n, (m, _) in state.candidates.items()}
+    packed = {}                              # kept dense on the packed dense kernel it names
+    for name, ch in state.choices.items():
+        algo = None if ch.pruned else dense_algo(ch.kernel)
+        if algo is not None and ch.backend == "native" and name in state.candidates:
+            packed[name] = ("dense", algo)
     probe = lower(masked_copy(state.base, masks),
-                  {n: r for n, (_, r) in state.candidates.items()}, state.config.isa)
+                  {n: packed.get(n, r) for n, (_, r) in state.candidates.items()},
+                  state.config.isa)
     if not probe.traced:
         state.notes.append(probe.note)
     mods = native_modules(probe.module)
     groups = {l.name: l.groups for l in state.layers}
-    for name, ch in state.choices.items():   # kept dense on a packed dense kernel
-        algo = None if ch.pruned else dense_algo(ch.kernel)
-        if algo is not None and ch.backend == "native":
-            state.backends[name] = ("dense", algo)
     for name, (_, rows) in state.candidates.items():
         mod, ch = mods.get(name), state.choices[name]
         if mod is None or not hasattr(mod, "kernel_name"):
             keep_torch(ch, "no native kernel for this layer")
             continue
         ch.reason += "; not measured (measure=False)"
-        if ch.backend == "tir" and "tir" in state.config.backends and groups.get(name, 1) == 1:
+        if name in packed:
+            ch.kernel, state.backends[name] = mod.kernel_name, packed[name]
+        elif ch.backend == "tir" and "tir" in state.config.backends and groups.get(name, 1) == 1:
             from ..codegen.host import tir_module
             ch.kernel, state.backends[name] = tir_module(mod).kernel_name, ("tir", rows)
         else:

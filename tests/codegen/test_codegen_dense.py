@@ -86,3 +86,18 @@ def test_exported_lowered_model_calls_the_dense_bridge(net, tmp_path):
     got = got if hasattr(got, "numpy") else got[0]
     with torch.no_grad():
         assert_close(got.numpy(), model(x), 1e-4, what="exported lowered Net vs torch")
+
+
+def test_a_replayed_plan_keeps_the_packed_dense_kernel_it_names(net):
+    """optimize(plan=..., measure=False) runs each layer kept dense on the packed algorithm
+    its Choice.kernel names (it ran every such layer on the SpMM pack before)."""
+    import engine
+    model, x = net
+    plan = Plan("host", [Choice(l.name, backend="native", kernel=KERNELS[l.name])
+                         for l in list_layers(model, (x,))])
+    opt = engine.optimize(model, (x,), plan=plan, measure=False, capture=False)
+    got = {c.layer: c.kernel for c in opt.plan.choices}
+    assert got["c1"].startswith("gemm:") and got["c2"].startswith("winograd:")
+    assert got["c3"].startswith("gemm:")
+    with torch.no_grad():
+        assert_close(opt(x), model(x), 1e-4, what="replayed packed-dense Net vs torch")
