@@ -5,13 +5,18 @@ cover only GEMV and softmax-like reductions. The conv / linear layers are genera
 (spmm_tir.py); what is left is glue: pooling, means, adds, activations, reshapes, the odd
 unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyDefaultSchedule):
 
-  Injective   all-spatial: inline producers, fuse, vectorise the innermost run, parallel outer
+  Injective   all-spatial: inline producers, fuse, vectorise the innermost run, parallel outer;
+              a costly producer read broadcast (the SE gate, sigmoid of [1,C,1,1] scaling
+              [1,C,H,W]) is computed once in its own loop, not once per consumer element
+  RowReduce   one reduction over the trailing contiguous axes (global mean / sum pools):
+              partial sums in vector accumulators (rfactor), channels parallel
   Window      one small reduction (max / avg pooling): reduction loops moved outside the
               innermost spatial loop, which is vectorised; init hoisted; outer loops parallel
   dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm, mean)
   Fallback    anything else: leading spatial loops fused and parallel (correct, never naive)
 
-Every rule returns None when it does not apply, and a rule that raises is treated as not
+Float32 T.exp (and T.sigmoid, which legalizes to it) lowers to fast_math.fast_exp, a polynomial
+LLVM vectorises (libm's expf is scalar). Every rule returns None when it does not apply, and a rule that raises is treated as not
 applying, so a surprising PrimFunc falls through to Fallback instead of failing the build.
 """
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import math
 import os
 
-from ._tvm import dlight, s_tir
+from . import fast_math  # noqa: F401  (registers the fast exp lowering)
+from ._tvm import dlight, s_tir, tirx, tvm
 
 # Set ENGINE_CODEGEN_DEBUG_SCHEDULES=1 to see why a rule did not apply (its exception).
 _DEBUG = bool(os.environ.get("ENGINE_CODEGEN_DEBUG_SCHEDULES"))
@@ -42,13 +48,15 @@ def _lanes(target) -> int:
     return max(4, bits // 32)
 
 
-def _try_inline_all_but_last(sch, infos):
-    """compute_inline every block it can except the last (the function's output)."""
+def _try_inline_all_but_last(sch, infos, keep=()):
+    """compute_inline every block it can except the last (the function's output) and `keep`."""
     rest = list(infos)
     changed = True
     while changed and len(rest) > 1:
         changed = False
         for i, bi in enumerate(rest[:-1]):
+            if bi in keep:
+                continue
             try:
                 sch.compute_inline(bi.block_rv)
             except Exception:  # noqa: BLE001  (not inlinable: keep it)
@@ -126,9 +134,96 @@ class Injective(_Rule):
         if not all(bi.is_injective() for bi in infos):
             return None
         lanes = _lanes(target)
-        for bi in _try_inline_all_but_last(sch, infos):
+        for bi in _try_inline_all_but_last(sch, infos, _broadcast_costly(sch, infos)):
             _vectorize_parallel(sch, sch.get_loops(bi.block_rv), lanes)
         return sch
+
+
+def _domain(bi) -> int:
+    return math.prod(int(i.dom) for i in bi.iters)
+
+
+def _costly(expr) -> bool:
+    """Computes a call (sigmoid, exp, ...) or a division: worth doing once, not per reader."""
+    if isinstance(expr, (tvm.ir.Call, tirx.Div)):
+        return True
+    return any(isinstance(c, tvm.ir.Expr) and _costly(c)
+               for c in (getattr(expr, f, None) for f in ("a", "b", "value", "condition",
+                                                            "true_value", "false_value")))
+
+
+def _broadcast_costly(sch, infos) -> set:
+    """Producers with a costly body and at most half the output's points: inlined, they would
+    be recomputed for every point of the output that reads them (a broadcast)."""
+    if len(infos) < 2:
+        return set()
+    out = _domain(infos[-1])
+    return {bi for bi in infos[:-1]
+            if 2 * _domain(bi) <= out and _costly(sch.get(bi.block_rv).body)}
+
+
+class RowReduce(_Rule):
+    """One reduction over the trailing axes of a contiguous run (global mean / sum / max pools,
+    a sum over the last axis), long enough to fill a vector: rfactor over a lanes-wide split
+    gives independent vector accumulators (the serial version is a chain of dependent adds);
+    a tail shorter than the split is partitioned off, so the main loop needs no predicate."""
+
+    def _schedule(self, sch, infos, target):
+        red = self._row(sch, infos)
+        if red is None:
+            return None
+        lanes = _lanes(target)
+        n_s = _leading_spatial(red)
+        for bi in infos:            # producers inlined into the reduction (fail: not ours)
+            if bi is not red and bi.is_injective() and sch.get_consumers(bi.block_rv):
+                sch.compute_inline(bi.block_rv)
+        loops = sch.get_loops(red.block_rv)
+        r = sch.fuse(*loops[n_s:]) if len(loops) - n_s > 1 else loops[n_s]
+        n = _extent(sch, r)
+        if not isinstance(n, int) or n < lanes:
+            return None
+        v = lanes * (2 if n >= 64 * lanes else 1)   # measured: 2 vectors pay off for long runs
+        _, ri = sch.split(r, factors=[None, v])
+        rf = sch.rfactor(ri, len(sch.get(red.block_rv).writes[0].region))
+        s_loops = sch.get_loops(rf)[:n_s]   # rfactor moved them to the partial sums
+        if s_loops:     # the final sum and the epilogue per output point, inside its loop
+            for bi in infos:
+                if bi is red or (bi.is_injective() and not sch.get_consumers(bi.block_rv)):
+                    sch.reverse_compute_at(bi.block_rv, s_loops[-1])
+            total = math.prod(_extent(sch, lp) for lp in s_loops) * n
+            if total >= _PARALLEL_MIN:
+                _fuse_parallel(sch, s_loops)
+        ro, ri = sch.get_loops(rf)[-2:]
+        sch.vectorize(ri)
+        # init out of the loop: partitioned, the tail's block would re-run it (its first
+        # iteration is not zero)
+        sch.decompose_reduction(rf, ro)
+        if n % v:
+            sch.loop_partition(ro, [n // v, None])
+        return sch
+
+    @staticmethod
+    def _row(sch, infos):
+        """The one reduction block, if it reduces over trailing iterators that index the
+        trailing axes of a buffer it reads, in order (one contiguous run per output point)."""
+        reds = [bi for bi in infos if not bi.is_injective()]
+        if len(reds) != 1:
+            return None
+        red = reds[0]
+        n_s = _leading_spatial(red)
+        if set(red.dom_kind()[n_s:]) != {"R"}:
+            return None
+        block = sch.get(red.block_rv)
+        r_iters = block.iter_vars[n_s:]
+        k = len(r_iters)
+        for region in block.reads:
+            trail = region.region[len(region.region) - k:]
+            shape = region.source.shape[len(region.source.shape) - k:]
+            if len(trail) == k and all(rg.min.same_as(it.var) and int(rg.extent) == 1
+                                       and int(d) == int(it.dom.extent)
+                                       for rg, it, d in zip(trail, r_iters, shape)):
+                return red
+        return None
 
 
 class Window(_Rule):
@@ -240,8 +335,8 @@ class Fallback(_Rule):
 
 def glue_rules() -> list:
     """The rules, in the order they are tried."""
-    return [Injective(), Window(), _Guard(dlight.cpu.GEMV()), _Guard(dlight.cpu.Reduction()),
-            Fallback()]
+    return [Injective(), RowReduce(), Window(), _Guard(dlight.cpu.GEMV()),
+            _Guard(dlight.cpu.Reduction()), Fallback()]
 
 
 def apply_glue_schedules():
