@@ -63,13 +63,11 @@ def fast_exp(x):
 def _register() -> None:
     """Make fast_exp how LLVM targets lower float32 T.exp (T.sigmoid legalizes to T.exp);
     other dtypes keep TVM's rule. Runs once, on import."""
-    op = tvm.ir.Op.get("tirx.exp")
-    tvm_rule = op.get_attr("llvm.FLowerIntrinsic")
-
     def lower(call):
         x = call.args[0]
-        return fast_exp(x) if _dtype(x).split("x")[0] == "float32" else tvm_rule(call)
+        return fast_exp(x) if _dtype(x).split("x")[0] == "float32" else _TVM_RULE(call)
     tirx.register_intrin_lowering("tirx.exp", "llvm", f=lower, level=_LEVEL)
 
 
+_TVM_RULE = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
 _register()
