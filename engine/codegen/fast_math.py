@@ -1,20 +1,20 @@
-"""A vectorisable exp for float32 TIR: SiLU and sigmoid without a libm call per element.
+"""A vectorisable exp for float32: SiLU and sigmoid without a libm call per element.
 
-LLVM turns T.exp into a call to scalar expf for every lane of a vector (no vector math
-library is linked into TVM's output), which made the SiLU epilogues of the generated kernels
-and the squeeze-excitation sigmoids of the glue latency bound. `fast_exp` is Cephes' expf
-written in TIR arithmetic: exp(x) = 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 with ln 2
-split in two (Cody-Waite) so r is exact, p a degree-7 polynomial on |r| <= ln 2 / 2, and 2^n
-built from its exponent bits (in two halves, so n = 128 near the overflow edge stays finite).
+LLVM lowers T.exp to a call of scalar expf for every lane of a vector (TVM links no vector math
+library), which made the SiLU epilogues of the generated kernels and the squeeze-excitation
+gates of the glue latency bound. `fast_exp` is Cephes' expf in TIR arithmetic: exp(x) =
+2^n * p(r), n = round(x / ln 2), r = x - n ln 2 with ln 2 split in two (Cody-Waite) so r is
+exact, p a degree-7 polynomial on |r| <= ln 2 / 2, 2^n built from exponent bits (in two halves,
+so n = 128 at the overflow edge stays finite). Importing this module registers it as the LLVM
+lowering of float32 T.exp (scalar or vector) for every module compiled in the process, at a
+priority above TVM's own rule; T.sigmoid legalizes to 1 / (1 + T.exp(-x)) and so uses it too.
 
-Accuracy (tests/codegen/test_codegen_fast_math.py, against torch): exp within 2 ulp on
-[-87.3, 88.7]; above ln(FLT_MAX) it is +inf, below ln(FLT_MIN) it is 0 (flushed where torch
-returns a subnormal, < 1.2e-38), NaN stays NaN. SiLU x / (1 + exp(-x)) and sigmoid
-1 / (1 + exp(-x)) take the same form as torch's CPU kernels, so they agree with torch to a
-relative 1e-6 wherever the result is a normal float, including -0.0, +-inf and NaN.
-
-`fast_exp_text` is the same expression as TVMScript text (the generated kernels are text);
-`rewrite_exp` is the pass replacing T.exp / T.sigmoid in the glue TVM legalizes.
+Accuracy (tests/codegen/test_codegen_glue_se.py, against torch): exp within 1 ulp (measured
+max relative error 8.4e-8 vs float64; torch's own is 6.3e-8) on [ln FLT_MIN, ln FLT_MAX];
++inf above, 0 below (torch returns a subnormal there, < 1.2e-38); NaN stays NaN. SiLU
+x / (1 + exp(-x)) and sigmoid have torch's CPU form and agree with it to a relative 2.6e-7
+wherever the result is a normal float on [-90, 90], and exactly on -0.0, +-inf, NaN and the
+overflow edges (sigmoid's subnormal results within one subnormal step).
 """
 from __future__ import annotations
 

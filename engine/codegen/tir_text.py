@@ -127,7 +127,7 @@ def activation(expr: str, act: str) -> str:
     if act == "hardswish":
         return (f"({expr}) * T.min(T.max({expr} + {f32(3.0)}, {f32(0.0)}), {f32(6.0)})"
                 f" / {f32(6.0)}")
-    if act == "silu":
+    if act == "silu":   # torch's form; T.exp lowers to a vector polynomial (fast_math.py)
         return f"({expr}) / ({f32(1.0)} + T.exp({f32(0.0)} - ({expr})))"
     return expr
 
