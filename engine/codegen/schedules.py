@@ -12,12 +12,13 @@ unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyD
               partial sums in vector accumulators (rfactor), channels parallel
   Window      one small reduction (max / avg pooling): reduction loops moved outside the
               innermost spatial loop, which is vectorised; init hoisted; outer loops parallel
-  dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm, mean)
+  dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm)
   Fallback    anything else: leading spatial loops fused and parallel (correct, never naive)
 
 Float32 T.exp (and T.sigmoid, which legalizes to it) lowers to fast_math.fast_exp, a polynomial
-LLVM vectorises (libm's expf is scalar). Every rule returns None when it does not apply, and a rule that raises is treated as not
-applying, so a surprising PrimFunc falls through to Fallback instead of failing the build.
+LLVM vectorises (libm's expf is scalar). Every rule returns None when it does not apply, and a
+rule that raises is treated as not applying, so a surprising PrimFunc falls through to Fallback
+instead of failing the build.
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ class RowReduce(_Rule):
             return None
         lanes = _lanes(target)
         n_s = _leading_spatial(red)
-        for bi in infos:            # producers inlined into the reduction (fail: not ours)
+        for bi in infos:     # producers inlined into the reduction (if one cannot be: no rule)
             if bi is not red and bi.is_injective() and sch.get_consumers(bi.block_rv):
                 sch.compute_inline(bi.block_rv)
         loops = sch.get_loops(red.block_rv)

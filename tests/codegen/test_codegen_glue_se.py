@@ -42,7 +42,8 @@ class Gates(nn.Module):
 
 def _pool_inputs():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(1, 20, 7, 7, generator=g) + 0.5, torch.randn(1, 8, 112, 112, generator=g) + 1,
+    return (torch.randn(1, 20, 7, 7, generator=g) + 0.5,
+            torch.randn(1, 8, 112, 112, generator=g) + 1,
             torch.randn(3, 5, 37, generator=g), torch.randn(1, 24, 1, 1, generator=g))
 
 
@@ -125,7 +126,8 @@ def _elementwise(fn, x: np.ndarray) -> np.ndarray:
     a = tirx.decl_buffer((n,), "float32", "A")
     b = tirx.decl_buffer((n,), "float32", "B")
     i = tirx.Var("i", "int32")
-    body = tirx.For(i, 0, n, tirx.ForKind.SERIAL, tirx.BufferStore(b, fn(tirx.BufferLoad(a, [i])), [i]))
+    store = tirx.BufferStore(b, fn(tirx.BufferLoad(a, [i])), [i])
+    body = tirx.For(i, 0, n, tirx.ForKind.SERIAL, store)
     func = tirx.PrimFunc([a, b], body).with_attr("global_symbol", "f")
     with tgt:
         exe = tvm.compile(tvm.IRModule({"f": func}), target=tgt)
