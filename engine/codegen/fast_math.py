@@ -5,9 +5,10 @@ library), which made the SiLU epilogues of the generated kernels and the squeeze
 gates of the glue latency bound. `fast_exp` is Cephes' expf in TIR arithmetic: exp(x) =
 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 with ln 2 split in two (Cody-Waite) so r is
 exact, p a degree-7 polynomial on |r| <= ln 2 / 2, 2^n built from exponent bits (in two halves,
-so n = 128 at the overflow edge stays finite). Importing this module registers it as the LLVM
-lowering of float32 T.exp (scalar or vector) for every module compiled in the process, at a
-priority above TVM's own rule; T.sigmoid legalizes to 1 / (1 + T.exp(-x)) and so uses it too.
+so n = 128 at the overflow edge stays finite). register_fast_exp() (called by the glue
+schedules' pass) makes it the LLVM lowering of float32 T.exp, scalar or vector, for every module
+compiled afterwards in the process, at a priority above TVM's own rule; T.sigmoid legalizes to
+1 / (1 + T.exp(-x)) and so uses it too.
 
 Accuracy (tests/codegen/test_codegen_glue_se.py, against torch): exp within 1 ulp (measured
 max relative error 8.4e-8 vs float64; torch's own is 6.3e-8) on [ln FLT_MIN, ln FLT_MAX];
@@ -60,14 +61,19 @@ def fast_exp(x):
     return tirx.Select(tirx.isnan(x), x, y)   # NaN in, NaN out (the clamps would lose it)
 
 
-def _register() -> None:
-    """Make fast_exp how LLVM targets lower float32 T.exp (T.sigmoid legalizes to T.exp);
-    other dtypes keep TVM's rule. Runs once, on import."""
-    def lower(call):
-        x = call.args[0]
-        return fast_exp(x) if _dtype(x).split("x")[0] == "float32" else _TVM_RULE(call)
-    tirx.register_intrin_lowering("tirx.exp", "llvm", f=lower, level=_LEVEL)
+def register_fast_exp() -> None:
+    """Make fast_exp how LLVM targets lower float32 T.exp (scalar or vector) in this process;
+    other dtypes keep TVM's rule. Idempotent."""
+    global _REGISTERED
+    if not _REGISTERED:
+        tirx.register_intrin_lowering("tirx.exp", "llvm", f=_lower, level=_LEVEL)
+        _REGISTERED = True
+
+
+def _lower(call):
+    x = call.args[0]
+    return fast_exp(x) if _dtype(x).split("x")[0] == "float32" else _TVM_RULE(call)
 
 
 _TVM_RULE = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
-_register()
+_REGISTERED = False

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import os
 
-from . import fast_math  # noqa: F401  (registers the fast exp lowering)
 from ._tvm import dlight, s_tir, tirx, tvm
+from .fast_math import register_fast_exp
 
 # Set ENGINE_CODEGEN_DEBUG_SCHEDULES=1 to see why a rule did not apply (its exception).
 _DEBUG = bool(os.environ.get("ENGINE_CODEGEN_DEBUG_SCHEDULES"))
@@ -77,6 +77,19 @@ def _fuse_parallel(sch, loops) -> None:
     sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
+def _vector_plan(e: int, lanes: int) -> tuple:
+    """How to vectorise a run of e elements: (vector ops per run, width, tail partitioned),
+    the cheapest of vectors dividing e, one vector of e lanes, full vectors and a scalar
+    tail; width 0: scalar."""
+    vec = _vector_width(e, lanes)
+    options = [(e // vec, vec, False)] if vec else []
+    if 2 <= e <= lanes:
+        options.append((1, e, False))
+    if e > lanes and e % lanes:
+        options.append((e // lanes + e % lanes, lanes, True))
+    return min(options) if options else (e, 0, False)
+
+
 def _vectorize_parallel(sch, loops, lanes: int) -> None:
     """Split the innermost loop into vectors, fuse the rest and run it in parallel."""
     exts = [_extent(sch, lp) for lp in loops]
@@ -88,17 +101,21 @@ def _vectorize_parallel(sch, loops, lanes: int) -> None:
     inner = loops[-1]
     outer = list(loops[:-1])
     e = exts[-1]
-    vec = _vector_width(e, lanes)
+    _, vec, partition = _vector_plan(e, lanes)
+    o = None
     if vec and e > vec:
         o, i = sch.split(inner, factors=[None, vec])
         sch.vectorize(i)
-        outer.append(o)
-    elif vec or 2 <= e <= lanes:
+        if not partition:
+            outer.append(o)
+    elif vec:
         sch.vectorize(inner)
     else:
         outer.append(inner)
     if outer and total >= _PARALLEL_MIN:
         _fuse_parallel(sch, outer)
+    if partition:       # full vectors, then the tail (its lanes predicated: scalar)
+        sch.loop_partition(o, [e // vec, None])
 
 
 def _leading_spatial(bi) -> int:
@@ -136,8 +153,32 @@ class Injective(_Rule):
             return None
         lanes = _lanes(target)
         for bi in _try_inline_all_but_last(sch, infos, _broadcast_costly(sch, infos)):
-            _vectorize_parallel(sch, sch.get_loops(bi.block_rv), lanes)
+            _vectorize_parallel(sch, _fuse_plain_tail(sch, bi.block_rv, lanes), lanes)
         return sch
+
+
+def _fuse_plain_tail(sch, block_rv, lanes: int) -> list:
+    """The block's loops, the last two fused when every buffer it touches either runs over
+    both contiguously (shaped like the loops there) or is constant over both (a broadcast, as
+    the SE gate over H x W), and one long run vectorises better than rows of W."""
+    loops = sch.get_loops(block_rv)
+    block = sch.get(block_rv)
+    if len(loops) < 2 or len(block.iter_vars) != len(loops):
+        return loops
+    tail = block.iter_vars[-2:]
+    for region in list(block.reads) + list(block.writes):
+        dims = list(zip(region.region[-2:], region.source.shape[-2:]))
+        plain = len(dims) == 2 and all(rg.min.same_as(it.var) and int(rg.extent) == 1 and
+                                       int(d) == int(it.dom.extent)
+                                       for (rg, d), it in zip(dims, tail))
+        const = len(dims) == 2 and all(isinstance(rg.min, tirx.IntImm) for rg, _ in dims)
+        if not (plain or const):
+            return loops
+    h, w = (_extent(sch, lp) for lp in loops[-2:])
+    if not (isinstance(h, int) and isinstance(w, int)) or \
+            _vector_plan(h * w, lanes)[0] >= h * _vector_plan(w, lanes)[0]:
+        return loops
+    return list(loops[:-2]) + [sch.fuse(*loops[-2:])]
 
 
 def _domain(bi) -> int:
@@ -341,5 +382,7 @@ def glue_rules() -> list:
 
 
 def apply_glue_schedules():
-    """The pass: dlight.ApplyDefaultSchedule over glue_rules() (needs a target in scope)."""
+    """The pass: dlight.ApplyDefaultSchedule over glue_rules() (needs a target in scope); the
+    fast exp lowering registered for the build that follows."""
+    register_fast_exp()
     return dlight.ApplyDefaultSchedule(*glue_rules())
