@@ -5,9 +5,10 @@ cover only GEMV and softmax-like reductions. The conv / linear layers are genera
 (spmm_tir.py); what is left is glue: pooling, means, adds, activations, reshapes, the odd
 unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyDefaultSchedule):
 
-  Injective   all-spatial: inline producers, fuse, vectorise the innermost run, parallel outer;
-              a costly producer read broadcast (the SE gate, sigmoid of [1,C,1,1] scaling
-              [1,C,H,W]) is computed once in its own loop, not once per consumer element
+  Injective   all-spatial: inline producers, fuse, vectorise the innermost run (H x W as one
+              run where every access allows), full vectors + a partitioned tail, parallel
+              outer; a costly producer read broadcast (the SE gate, sigmoid of [1,C,1,1]
+              scaling [1,C,H,W]) is computed once in its own loop, not per consumer element
   RowReduce   one reduction over the trailing contiguous axes (global mean / sum pools):
               partial sums in vector accumulators (rfactor), channels parallel
   Window      one small reduction (max / avg pooling): reduction loops moved outside the
@@ -167,18 +168,26 @@ def _fuse_plain_tail(sch, block_rv, lanes: int) -> list:
         return loops
     tail = block.iter_vars[-2:]
     for region in list(block.reads) + list(block.writes):
-        dims = list(zip(region.region[-2:], region.source.shape[-2:]))
-        plain = len(dims) == 2 and all(rg.min.same_as(it.var) and int(rg.extent) == 1 and
-                                       int(d) == int(it.dom.extent)
-                                       for (rg, d), it in zip(dims, tail))
-        const = len(dims) == 2 and all(isinstance(rg.min, tirx.IntImm) for rg, _ in dims)
-        if not (plain or const):
+        const = len(region.region) >= 2 and all(isinstance(rg.min, tirx.IntImm)
+                                                for rg in region.region[-2:])
+        if not (const or _runs_over(region, tail)):
             return loops
     h, w = (_extent(sch, lp) for lp in loops[-2:])
     if not (isinstance(h, int) and isinstance(w, int)) or \
             _vector_plan(h * w, lanes)[0] >= h * _vector_plan(w, lanes)[0]:
         return loops
     return list(loops[:-2]) + [sch.fuse(*loops[-2:])]
+
+
+def _runs_over(region, iters) -> bool:
+    """The region's trailing axes are indexed by exactly `iters`, in order, over their whole
+    extent: one contiguous run per value of the other indices."""
+    k = len(iters)
+    dims = list(zip(region.region[len(region.region) - k:],
+                    region.source.shape[len(region.source.shape) - k:]))
+    return len(dims) == k and all(rg.min.same_as(it.var) and int(rg.extent) == 1
+                                  and int(d) == int(it.dom.extent)
+                                  for (rg, d), it in zip(dims, iters))
 
 
 def _domain(bi) -> int:
@@ -205,8 +214,8 @@ def _broadcast_costly(sch, infos) -> set:
 
 
 class RowReduce(_Rule):
-    """One reduction over the trailing axes of a contiguous run (global mean / sum / max pools,
-    a sum over the last axis), long enough to fill a vector: rfactor over a lanes-wide split
+    """One reduction over the trailing axes of a contiguous run (global mean / sum pools, a sum
+    over the last axis), long enough to fill a vector: rfactor over a lanes-wide split
     gives independent vector accumulators (the serial version is a chain of dependent adds);
     a tail shorter than the split is partitioned off, so the main loop needs no predicate."""
 
@@ -256,16 +265,7 @@ class RowReduce(_Rule):
         if set(red.dom_kind()[n_s:]) != {"R"}:
             return None
         block = sch.get(red.block_rv)
-        r_iters = block.iter_vars[n_s:]
-        k = len(r_iters)
-        for region in block.reads:
-            trail = region.region[len(region.region) - k:]
-            shape = region.source.shape[len(region.source.shape) - k:]
-            if len(trail) == k and all(rg.min.same_as(it.var) and int(rg.extent) == 1
-                                       and int(d) == int(it.dom.extent)
-                                       for rg, it, d in zip(trail, r_iters, shape)):
-                return red
-        return None
+        return red if any(_runs_over(r, block.iter_vars[n_s:]) for r in block.reads) else None
 
 
 class Window(_Rule):
