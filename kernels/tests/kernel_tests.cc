@@ -12,7 +12,8 @@
 // layer picks that kernel. Then max pooling against a plain reference, error handling (bad
 // arguments return a status, never crash), and the robustness checks of robustness_tests.cc
 // (torch's max-pool rules, huge geometries, threads sharing a layer, fork while busy, memory
-// limits).
+// limits). activation_tests.cc checks each ISA's hardswish / SiLU element by element (through
+// the SpMM crop's act_row, an internal entry point, and the depthwise conv).
 //
 // Inputs, residuals and outputs end flush against a PROT_NONE page, so a tail that reads or writes
 // one float past the valid lanes faults; a fault prints the case and exits non-zero.
@@ -305,6 +306,7 @@ int main(int argc, char** argv) {
     n_conv = spmm_isa_sweep(isa, quick);
     n_dw = dwconv_isa_sweep(isa, quick);
     n_dense = dense_isa_sweep(isa, quick);
+    activation_isa_sweep(isa, quick);
   }
   const size_t n_kernel = listed_kernel_sweeps(isas, quick);
   {

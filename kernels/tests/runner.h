@@ -204,5 +204,9 @@ void dense_error_cases();
 // robustness_tests.cc
 void robustness_cases(bool quick);
 
+// activation_tests.cc: hardswish and SiLU of one ISA's epilogues, element by element; returns
+// its check count.
+size_t activation_isa_sweep(const std::string& isa, bool quick);
+
 }  // namespace spe_test
 #endif  // SPE_KERNELS_TESTS_RUNNER_H_

@@ -46,16 +46,19 @@ __attribute__((always_inline)) inline void store_out(typename T::reg acc, const 
 }
 
 // y[0, n) = hardswish / SiLU of itself, after a register block stored its sums (the call then
-// spills nothing the block still needs).
+// spills nothing the block still needs). One loop per activation: no branch a vector.
 template <class T>
 __attribute__((noinline)) void apply_extra(float* y, int n, const Clamp<T>& act) {
-  constexpr int V = T::kWidth;
-  int i = 0;
-  for (; i + V <= n; i += V) T::store(y + i, ExtraActivation<T>::apply(T::load(y + i), act.act));
-  if (i < n) {
-    const auto m = T::mask(n - i);
-    T::store_mask(y + i, ExtraActivation<T>::apply(T::load_mask(y + i, m), act.act), m);
-  }
+  with_extra_act<T>(act.act, [y, n](auto a) {
+    using A = decltype(a);
+    constexpr int V = T::kWidth;
+    int i = 0;
+    for (; i + V <= n; i += V) T::store(y + i, A::apply(T::load(y + i)));
+    if (i < n) {
+      const auto m = T::mask(n - i);
+      T::store_mask(y + i, A::apply(T::load_mask(y + i, m)), m);
+    }
+  });
 }
 
 }  // namespace dw

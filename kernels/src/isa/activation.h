@@ -1,57 +1,121 @@
-// The activation epilogue of the kernel templates (spmm/tile_template.h,
-// dwconv/plane_template.h) on any vector traits V (isa/scalar.h lists the interface):
+// The activation epilogues of the kernel templates (spmm/tile_template.h,
+// dwconv/plane_template.h, dense/gemm_template.h) on any vector traits V (isa/scalar.h lists
+// the interface):
 //   hardswish(x) = x * min(max(x + 3, 0), 6) / 6          (MobileNetV3)
 //   silu(x)      = x / (1 + exp(-x))                      (EfficientNet; a.k.a. swish)
-// exp is Cephes' expf: x = n ln2 + f with n = round(x / ln2) and |f| <= ln2 / 2, ln2 split in
-// two so f is exact, exp(f) by a degree-7 polynomial (relative error ~1 ulp), times 2^n built
-// in the exponent bits. The argument is clamped to [-87.3, 88.3] first: silu(x) for x < -87 is
-// x / (1 + 1.2e38) = -0..-7e-37, where torch gives the same denormal-or-zero.
+//   sigmoid(x)   = 1 / (1 + exp(-x))
+//
+// 1 + exp(-x) with k = round(-x * 2^L / ln2) and t = x + k ln2 / 2^L (|t| <= ln2 / 2^(L+1)):
+// exp(-x) = 2^(k / 2^L) exp(-t). The rounding is the 1.5 * 2^23 trick with 126 * 2^L more in
+// the constant, so the rounded sum's low mantissa bits give 2^(k / 2^L - 1) without a
+// conversion: L = 0 shifts them into the exponent field (V::pow2_bits), L = 5 (AVX-512,
+// V::pow2_table) takes the fraction from a 32-entry table. 2 exp(-t) is a polynomial fitted
+// for minimum relative error (degree 5 at L = 0: 9e-8; degree 2 at L = 5: 5e-8); then
+// 1 + q 2^(k/2^L - 1) in one FMA and one true divide (x86: rcp14 + a Newton step measured no
+// faster). The factor 2 lets k / 2^L reach 128. t takes ln2 rounded to float (one FMA; the
+// scalar traits, whose fma may round twice, split it in two): |x| * 2.7e-9 of relative error
+// in exp(-x), 1 ulp at x = -40, where silu is -2e-16 (a second FMA measured 10% slower).
+//
+// Edges: x is clamped to [-89, 87] inside the exponential only, so exp(-x) overflows to inf for
+// x < -88.72 (silu -0.0, sigmoid 0: what torch's float math gives) and is (nearly) 0 for
+// x > 87 (silu x, sigmoid 1); x = -inf gives NaN for silu (-inf / inf, as torch) and 0 for
+// sigmoid, NaN stays NaN. Measured max error against double precision (every float in
+// [-128, 128], step 7 ulp; kernels/tests/activation_tests.cc checks every ISA): silu and
+// sigmoid 4.4 ulp for x >= -20, 7 ulp below (results under 5e-8), hardswish 2.3 ulp.
 #ifndef SPE_ISA_ACTIVATION_H_
 #define SPE_ISA_ACTIVATION_H_
+
+#include <type_traits>
+
+#include "isa.h"
 
 namespace spe {
 namespace {
 
+// The SPE_ACT_* values (include/spe/spe.h) the epilogues switch on
+constexpr int kActHardswish = 3;
+constexpr int kActSilu = 4;
+
+// V::kExpTableBits if V has a table for 2^(j / 2^L) (V::pow2_table), else 0.
+template <class V, class = void>
+struct ExpTableBits : std::integral_constant<int, 0> {};
+template <class V>
+struct ExpTableBits<V, std::void_t<decltype(V::kExpTableBits)>>
+    : std::integral_constant<int, V::kExpTableBits> {};
+
 template <class V>
 struct ExtraActivation {
   using reg = typename V::reg;
+  static constexpr int L = ExpTableBits<V>::value;
+  static_assert(L == 0 || L == 5, "a polynomial is fitted for tables of 1 and 32 entries");
 
-  static reg mul(reg a, reg b) { return V::fma(a, b, V::zero()); }
+  // a * b, a signed zero kept (-0.0 + -0.0: hardswish(-4) is -0.0, as x * 0 / 6 in torch)
+  static reg mul(reg a, reg b) { return V::fma(a, b, V::set1(-0.0f)); }
 
   static reg hardswish(reg x) {
     const reg t = V::min(V::max(V::add(x, V::set1(3.0f)), V::zero()), V::set1(6.0f));
     return mul(mul(x, t), V::set1(1.0f / 6.0f));
   }
 
-  static reg exp(reg x) {
-    x = V::min(V::max(x, V::set1(-87.3f)), V::set1(88.3f));
-    // round to nearest by the 1.5 * 2^23 trick: exact for |x / ln2| < 2^22
-    const reg magic = V::set1(12582912.0f);
-    const reg n = V::add(V::fma(x, V::set1(1.44269504088896341f), magic), V::set1(-12582912.0f));
-    reg f = V::fma(n, V::set1(-0.693359375f), x);
-    f = V::fma(n, V::set1(2.12194440e-4f), f);
-    reg p = V::set1(1.9875691500e-4f);
-    p = V::fma(p, f, V::set1(1.3981999507e-3f));
-    p = V::fma(p, f, V::set1(8.3334519073e-3f));
-    p = V::fma(p, f, V::set1(4.1665795894e-2f));
-    p = V::fma(p, f, V::set1(1.6666665459e-1f));
-    p = V::fma(p, f, V::set1(5.0000001201e-1f));
-    p = V::fma(mul(p, f), f, V::add(f, V::set1(1.0f)));
-    return mul(p, V::exp2i(n));
+  // 1 + exp(-x) (see the top of the file)
+  static reg one_plus_exp_neg(reg x) {
+    constexpr float kScale = float(1 << L);
+    constexpr float kBias = 12582912.0f + 126.0f * kScale;  // 1.5 * 2^23 rounds
+    // the constants first: x86 min / max return their second operand if either is NaN
+    const reg xc = V::max(V::set1(-89.0f), V::min(V::set1(87.0f), x));
+    const reg nb = V::fma(xc, V::set1(-1.44269504088896341f * kScale), V::set1(kBias));
+    reg s;  // 2^(k / 2^L - 1)
+    if constexpr (L > 0) s = V::pow2_table(nb);
+    else s = V::pow2_bits(nb);
+    const reg k = V::add(nb, V::set1(-kBias));
+    reg t;
+    if constexpr (V::kIsa != Isa::scalar) {
+      t = V::fma(k, V::set1(0.693147182464599609375f / kScale), xc);
+    } else {  // fma may be a*b + c, rounded twice: k * 0.693359375 (9 bits) stays exact
+      t = V::fma(k, V::set1(0.693359375f / kScale), xc);
+      t = V::fma(k, V::set1(-2.12194440e-4f / kScale), t);
+    }
+    reg q;  // 2 exp(-t)
+    if constexpr (L == 5) {
+      q = V::fma(V::set1(1.000000358e+0f), t, V::set1(-2.000029325e+0f));
+    } else {
+      q = V::fma(V::set1(-1.658061333e-2f), t, V::set1(8.379594982e-2f));
+      q = V::fma(q, t, V::set1(-3.333527446e-1f));
+      q = V::fma(q, t, V::set1(9.999830127e-1f));
+      q = V::fma(q, t, V::set1(-1.999999404e+0f));
+    }
+    q = V::fma(q, t, V::set1(2.0f));
+    return V::fma(q, s, V::set1(1.0f));
   }
 
-  static reg silu(reg x) {
-    const reg neg = V::fma(x, V::set1(-1.0f), V::zero());
-    return V::div(x, V::add(V::set1(1.0f), exp(neg)));
-  }
+  static reg silu(reg x) { return V::div(x, one_plus_exp_neg(x)); }
+  static reg sigmoid(reg x) { return V::div(V::set1(1.0f), one_plus_exp_neg(x)); }
 
-  // act: SPE_ACT_HARDSWISH (3) or SPE_ACT_SILU (4); anything else passes x through
+  // act: kActHardswish or kActSilu; anything else passes x through (a branch a vector: hot
+  // loops take the activation as a type, Act below)
   static reg apply(reg x, int act) {
-    if (act == 3) return hardswish(x);
-    if (act == 4) return silu(x);
+    if (act == kActHardswish) return hardswish(x);
+    if (act == kActSilu) return silu(x);
     return x;
   }
 };
+
+// The activation kAct as a type, for loops instantiated once per activation.
+template <class V, int kAct>
+struct Act {
+  static typename V::reg apply(typename V::reg x) {
+    if constexpr (kAct == kActHardswish) return ExtraActivation<V>::hardswish(x);
+    else if constexpr (kAct == kActSilu) return ExtraActivation<V>::silu(x);
+    else return x;
+  }
+};
+
+// f(Act<V, act>{}) for act hardswish or SiLU (the caller checked which it is).
+template <class V, class F>
+inline void with_extra_act(int act, F&& f) {
+  if (act == kActSilu) f(Act<V, kActSilu>{});
+  else f(Act<V, kActHardswish>{});
+}
 
 }  // namespace
 }  // namespace spe

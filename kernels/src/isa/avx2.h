@@ -47,9 +47,8 @@ struct Avx2 {
   static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
   static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
   static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
-  static reg exp2i(reg n) {  // the biased exponent n + 127 shifted into place
-    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  static reg pow2_bits(reg v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23));
   }
   static void copy(const float* s, float* d, int n) {
     int k = 0;

@@ -39,10 +39,30 @@ struct Avx512 {
   static reg max(reg a, reg b) { return _mm512_mask_max_ps(a, __mmask16(0xFFFF), a, b); }
   static reg min(reg a, reg b) { return _mm512_mask_min_ps(a, __mmask16(0xFFFF), a, b); }
   static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
-  static reg exp2i(reg n) {  // the biased exponent n + 127 shifted into place (masked forms:
-    const __mmask16 all(0xFFFF);  // see max / min)
-    const __m512i e = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, n), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, e, 23));
+  static reg pow2_bits(reg v) {  // (the masked form: see max / min)
+    const __m512i b = _mm512_castps_si512(v);
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), b, 23));
+  }
+  // The activations' 2^(k/32 - 1) from nb, a float whose low mantissa bits hold 126 * 32 + k
+  // (isa/activation.h): 2^(k mod 32 / 32) from a 32-float table (two registers, one
+  // two-source permute on the low 5 bits) as the mantissa, 126 + floor(k / 32) shifted into
+  // the exponent field (one ternary-logic op merges the two). A degree-2 polynomial then
+  // covers |t| <= ln2 / 64 where the plain 2^n (pow2_bits) needs degree 5 over ln2 / 2.
+  static constexpr int kExpTableBits = 5;
+  static reg pow2_table(reg nb) {
+    // round((2^(j/32) - 1) * 2^23): the mantissas of 2^(j/32), j = 0..31
+    const __m512i lo = _mm512_setr_epi32(0x0, 0x2cd87, 0x5aac3, 0x8980f, 0xb95c2, 0xea43a,
+                                         0x11c3d3, 0x14f4f0, 0x1837f0, 0x1b8d3a, 0x1ef532,
+                                         0x227043, 0x25fed7, 0x29a15b, 0x2d583f, 0x3123f6);
+    const __m512i hi = _mm512_setr_epi32(0x3504f3, 0x38fbaf, 0x3d08a4, 0x412c4d, 0x45672a,
+                                         0x49b9be, 0x4e248c, 0x52a81e, 0x5744fd, 0x5bfbb8,
+                                         0x60ccdf, 0x65b907, 0x6ac0c7, 0x6fe4ba, 0x75257d,
+                                         0x7a83b3);
+    const __m512i b = _mm512_castps_si512(nb);
+    const __m512i m = _mm512_permutex2var_epi32(lo, b, hi);
+    const __m512i e = _mm512_maskz_slli_epi32(__mmask16(0xFFFF), b, 18);
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(e, exponent, m, 0xEA));  // e & x | m
   }
   static void copy(const float* s, float* d, int n) {
     int k = 0;

@@ -68,9 +68,8 @@ struct Neon {
   static reg max(reg a, reg b) { return vmaxq_f32(a, b); }
   static reg min(reg a, reg b) { return vminq_f32(a, b); }
   static reg div(reg a, reg b) { return vdivq_f32(a, b); }
-  static reg exp2i(reg n) {  // the biased exponent n + 127 shifted into place
-    const int32x4_t e = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
-    return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
+  static reg pow2_bits(reg v) {
+    return vreinterpretq_f32_u32(vshlq_n_u32(vreinterpretq_u32_f32(v), 23));
   }
   static void copy(const float* s, float* d, int n) {
     int k = 0;

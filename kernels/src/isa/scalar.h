@@ -3,8 +3,8 @@
 // dwconv/plane_template.h) everything ISA-specific: reg, kIsa, kWidth (floats a vector), kRegs
 // (vector registers), zero(), set1(f), load(p), store(p, v), mask(n) (the first n lanes),
 // load_mask(p, m), store_mask(p, v, m) (touching no float past those lanes), fma(a, b, c) =
-// a*b + c, add, max, min, div, exp2i(n) = 2^n for an integral n in [-126, 127] (the
-// activation epilogues' exp, isa/activation.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
+// a*b + c, add, max, min, div, pow2_bits(v) = the float whose bits are v's shifted left by 23
+// (the activation epilogues' 2^n, isa/activation.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
 // even[k] = s[2k], odd[k] = s[2k + 1] for k < n, touching nothing outside the floats they move.
 // The depthwise flat method (dwconv/flat_template.h) also needs lanes (a lane mask kept in a
 // table), lanes_of(bits), load_mask(p, lanes) and deinterleave_regs(a, b, even, odd): only the
@@ -50,11 +50,12 @@ struct Scalar {
   static reg max(reg a, reg b) { return a > b ? a : b; }
   static reg min(reg a, reg b) { return a < b ? a : b; }
   static reg div(reg a, reg b) { return a / b; }
-  static reg exp2i(reg n) {  // the biased exponent in place: plain integer ops, vectorisable
-    const int32_t e = (int32_t(n) + 127) << 23;
-    float f;
-    std::memcpy(&f, &e, sizeof f);
-    return f;
+  static reg pow2_bits(reg v) {
+    uint32_t e;
+    std::memcpy(&e, &v, sizeof e);
+    e <<= 23;
+    std::memcpy(&v, &e, sizeof e);
+    return v;
   }
   static void copy(const float* s, float* d, int n) {
     for (int k = 0; k < n; ++k) d[k] = s[k];

@@ -103,20 +103,42 @@ void spmm_tile(const TileArgs& a) {
   }
 }
 
-// SpmmKernels::act_row on V: whole vectors, then one masked vector for the rest.
-template <class V>
-void act_row(float* d, const float* s, const float* res, int n, int act) {
+// d = A(s [+ res]) for n floats: whole vectors, then one masked vector for the rest.
+template <class V, class A>
+inline void act_row_of(float* d, const float* s, const float* res, int n, A) {
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
-  for (int k = 0; k < n; k += W) {
-    const auto m = V::mask(n - k < W ? n - k : W);
+  int k = 0;
+  for (; k + W <= n; k += W) {
+    reg v = V::load(s + k);
+    if (res) v = V::add(v, V::load(res + k));
+    V::store(d + k, A::apply(v));
+  }
+  if (k < n) {
+    const auto m = V::mask(n - k);
     reg v = V::load_mask(s + k, m);
     if (res) v = V::add(v, V::load_mask(res + k, m));
-    if (act == 1) v = V::max(v, V::zero());
-    else if (act == 2) v = V::min(V::max(v, V::zero()), V::set1(6.0f));
-    else if (act > 2) v = ExtraActivation<V>::apply(v, act);
-    V::store_mask(d + k, v, m);
+    V::store_mask(d + k, A::apply(v), m);
   }
+}
+
+// ReLU / ReLU6 as a type, like isa/activation.h's Act.
+template <class V, bool kSix>
+struct ClampAct {
+  static typename V::reg apply(typename V::reg v) {
+    v = V::max(v, V::zero());
+    return kSix ? V::min(v, V::set1(6.0f)) : v;
+  }
+};
+
+// SpmmKernels::act_row on V: one loop per activation (no branch a vector).
+template <class V>
+void act_row(float* d, const float* s, const float* res, int n, int act) {
+  auto row = [=](auto a) { act_row_of<V>(d, s, res, n, a); };
+  if (act > 2) with_extra_act<V>(act, row);
+  else if (act == 2) row(ClampAct<V, true>{});
+  else if (act == 1) row(ClampAct<V, false>{});
+  else row(Act<V, 0>{});
 }
 
 // Fills an SpmmKernels table: full tiles use NV vectors; tails 1..NV vectors, masked.
