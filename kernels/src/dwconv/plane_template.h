@@ -95,10 +95,10 @@ constexpr int unroll_for() {
 // rows shared by the R outputs are loaded once (stride 1: 4 input rows feed 2 output rows).
 // R*N independent accumulators hide the FMA latency. kPartial: the last vector ends the row
 // and may be partial (the row buffers hold whole vectors; only residual and y are masked).
-template <class T, int R, int N, bool kPartial, int KH, int KW, int S>
+template <class T, int R, int N, bool kPartial, int KH, int KW, int S, class E>
 inline void block_special(const float* const* in, int lp, const typename T::reg* wv,
                           typename T::reg bias, int j, const OutRow* out, int wo,
-                          const Clamp<T>& act) {
+                          const E& act) {
   using reg = typename T::reg;
   constexpr int V = T::kWidth;
   reg acc[R][N];
@@ -134,10 +134,10 @@ inline void block_special(const float* const* in, int lp, const typename T::reg*
 }
 
 // The last `rem` (1..N) vectors of the rows, from j: one block of exactly rem vectors.
-template <class T, int R, int N, int KH, int KW, int S>
+template <class T, int R, int N, int KH, int KW, int S, class E>
 inline void last_block(int rem, bool partial, const float* const* in, int lp,
                        const typename T::reg* wv, typename T::reg bias, int j,
-                       const OutRow* out, int wo, const Clamp<T>& act) {
+                       const OutRow* out, int wo, const E& act) {
   if (rem == N) {
     if (partial) block_special<T, R, N, true, KH, KW, S>(in, lp, wv, bias, j, out, wo, act);
     else block_special<T, R, N, false, KH, KW, S>(in, lp, wv, bias, j, out, wo, act);
@@ -147,9 +147,9 @@ inline void last_block(int rem, bool partial, const float* const* in, int lp,
 }
 
 // R (1 or 2) whole output rows of a specialised kernel.
-template <class T, int R, int KH, int KW, int S>
+template <class T, int R, int KH, int KW, int S, class E>
 inline void rows_special(const float* const* in, int lp, const typename T::reg* wv,
-                         typename T::reg bias, const OutRow* out, int wo, const Clamp<T>& act) {
+                         typename T::reg bias, const OutRow* out, int wo, const E& act) {
   constexpr int V = T::kWidth, U = unroll_for<T, R, KH * KW>();
   const bool partial = wo % V != 0;
   const int nv = (wo + V - 1) / V;  // vectors in a row, the last one maybe partial
@@ -160,10 +160,10 @@ inline void rows_special(const float* const* in, int lp, const typename T::reg* 
 }
 
 // Vectors [j, j + N*V) of one output row of any geometry: tap (ky, kx) reads rows[ky] + coff[kx].
-template <class T, int N>
+template <class T, int N, class E>
 inline void block_generic(const float* const* rows, const int* coff, int kh, int kw,
                           const float* w, float bias, int j, const OutRow& out, int wo,
-                          const Clamp<T>& act) {
+                          const E& act) {
   using reg = typename T::reg;
   constexpr int V = T::kWidth;
   reg a[N];
@@ -187,10 +187,10 @@ inline void block_generic(const float* const* rows, const int* coff, int kh, int
   }
 }
 
-template <class T>
+template <class T, class E>
 inline void row_generic(const float* const* rows, const int* coff, int kh, int kw,
                         const float* w, float bias, const OutRow& out, int wo,
-                        const Clamp<T>& act) {
+                        const E& act) {
   constexpr int V = T::kWidth, U = kMaxUnroll;
   const int nv = (wo + V - 1) / V;
   int v = 0;
@@ -200,8 +200,8 @@ inline void row_generic(const float* const* rows, const int* coff, int kh, int k
 }
 
 // Output rows [oy0, oy1) of one channel plane. KH == 0: the generic kernel (runtime geometry).
-template <class T, int KH, int KW, int SW>
-void plane(const DwPlaneArgs& a) {
+template <class T, int KH, int KW, int SW, class E>
+void plane_with(const DwPlaneArgs& a, const E& act) {
   using reg = typename T::reg;
   constexpr bool kSpecial = KH > 0;
   const DwGeom& g = *a.g;
@@ -211,7 +211,6 @@ void plane(const DwPlaneArgs& a) {
   const int64_t rf = g.row_floats();
   const float* zero_row = a.scratch;
   float* buf = a.scratch + rf;
-  const Clamp<T> act(a.act);
 
   int coff[64];  // tap column -> offset in a row buffer
   for (int kx = 0; kx < kw; ++kx) coff[kx] = ((kx * dw) % sw) * lp + (kx * dw) / sw;
@@ -286,6 +285,11 @@ void plane(const DwPlaneArgs& a) {
       }
     }
   }
+}
+
+template <class T, int KH, int KW, int SW>
+void plane(const DwPlaneArgs& a) {
+  with_epilogue<T>(a.act, [&](const auto& act) { plane_with<T, KH, KW, SW>(a, act); });
 }
 
 // Line I of the list, if it is one of T's kernels.

@@ -50,15 +50,17 @@ struct ExtraActivation {
   static_assert(L == 0 || L == 5, "a polynomial is fitted for tables of 1 and 32 entries");
 
   // a * b, a signed zero kept (-0.0 + -0.0: hardswish(-4) is -0.0, as x * 0 / 6 in torch)
-  static reg mul(reg a, reg b) { return V::fma(a, b, V::set1(-0.0f)); }
+  __attribute__((always_inline)) static reg mul(reg a, reg b) {
+    return V::fma(a, b, V::set1(-0.0f));
+  }
 
-  static reg hardswish(reg x) {
+  __attribute__((always_inline)) static reg hardswish(reg x) {
     const reg t = V::min(V::max(V::add(x, V::set1(3.0f)), V::zero()), V::set1(6.0f));
     return mul(mul(x, t), V::set1(1.0f / 6.0f));
   }
 
   // 1 + exp(-x) (see the top of the file)
-  static reg one_plus_exp_neg(reg x) {
+  __attribute__((always_inline)) static reg one_plus_exp_neg(reg x) {
     constexpr float kScale = float(1 << L);
     constexpr float kBias = 12582912.0f + 126.0f * kScale;  // 1.5 * 2^23 rounds
     // the constants first: x86 min / max return their second operand if either is NaN
@@ -88,8 +90,13 @@ struct ExtraActivation {
     return V::fma(q, s, V::set1(1.0f));
   }
 
-  static reg silu(reg x) { return V::div(x, one_plus_exp_neg(x)); }
-  static reg sigmoid(reg x) { return V::div(V::set1(1.0f), one_plus_exp_neg(x)); }
+  // always inlined, like the rest: a call from a register block spills it
+  __attribute__((always_inline)) static reg silu(reg x) {
+    return V::div(x, one_plus_exp_neg(x));
+  }
+  __attribute__((always_inline)) static reg sigmoid(reg x) {
+    return V::div(V::set1(1.0f), one_plus_exp_neg(x));
+  }
 
   // act: kActHardswish or kActSilu; anything else passes x through (a branch a vector: hot
   // loops take the activation as a type, Act below)
