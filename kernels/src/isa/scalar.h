@@ -4,7 +4,8 @@
 // (vector registers), zero(), set1(f), load(p), store(p, v), mask(n) (the first n lanes),
 // load_mask(p, m), store_mask(p, v, m) (touching no float past those lanes), fma(a, b, c) =
 // a*b + c, add, max, min, div, pow2_bits(v) = the float whose bits are v's shifted left by 23
-// (the activation epilogues' 2^n, isa/activation.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
+// (the activation epilogues' 2^n, isa/activation.h; optionally kExpTableBits and pow2_table,
+// see avx512.h), and the row moves copy(s, d, n) and deinterleave(s, even, odd, n):
 // even[k] = s[2k], odd[k] = s[2k + 1] for k < n, touching nothing outside the floats they move.
 // The depthwise flat method (dwconv/flat_template.h) also needs lanes (a lane mask kept in a
 // table), lanes_of(bits), load_mask(p, lanes) and deinterleave_regs(a, b, even, odd): only the
