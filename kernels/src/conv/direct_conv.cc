@@ -13,9 +13,12 @@
 namespace spe {
 namespace {
 
-// "gemm" takes the direct path up to this K (measured on Zen 4, AVX-512, 1 thread: at K = 27
-// (the 3x3 stems) ~2x the implicit GEMM; the two meet around K = ...), and while a thread's
-// phase rows stay small (a very wide input goes to the implicit GEMM, whose buffers are bounded).
+// "gemm" takes the direct path up to this K, and while a thread's phase rows stay small (a very
+// wide input goes to the implicit GEMM, whose buffers are bounded). Measured on Zen 4 (AVX-512,
+// 1 thread, warm): at K = 27 (the 3x3 stems) 1.6-2.3x the implicit GEMM, at K = 72..288
+// 1.3-1.9x; still ahead up to 256x256 3x3 at 14x14 (K = 2304), behind at 512x512 3x3 at 7x7 (the
+// 9 MB weight re-read per output row). 64 keeps the path to the layers it was written for until
+// the larger ones are measured at several threads.
 constexpr int64_t kDirectMaxK = 64;
 constexpr int64_t kDirectMaxScratchFloats = int64_t(1) << 20;
 
