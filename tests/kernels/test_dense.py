@@ -8,7 +8,7 @@ stem) and an asymmetric one, output channels off the panel heights, input channe
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
 the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector)
 and the packed path forced on it; the direct path of convs with few input channels (the mobile
-stems) and each listed f32_conv tile (dense/direct_list.h); Winograd on 3x3 stride-1 layers with partial tiles, within
+stems) and each listed f32_conv tile (dense/dense_list.h); Winograd on 3x3 stride-1 layers with partial tiles, within
 the error bound kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
 under qemu-aarch64).
 """

@@ -1,7 +1,7 @@
 // The packed dense conv layer (spe_dense_conv, spe.h) shared by its two algorithms: the
 // implicit GEMM (dense_conv.cc) and Winograd F(4x4, 3x3) (winograd.cc). Both run the dense GEMM
 // microkernels (dense/dense_list.h) on weights packed once at create time; "gemm" also has a
-// direct path for convs with few input channels (direct_conv.cc, dense/direct_list.h).
+// direct path for convs with few input channels (direct_conv.cc; its tiles: dense/dense_list.h).
 #ifndef SPE_CONV_DENSE_LAYER_H_
 #define SPE_CONV_DENSE_LAYER_H_
 
@@ -24,7 +24,7 @@ struct spe_dense_conv {
   // or the packed one; kAuto picks per input size
   // kDirect: the direct path (few input channels: a mobile stem), forced or picked by kAuto
   enum Path { kAuto, kPacked, kPointwise, kDirect } path = kAuto;
-  int conv_tile = 0;         // the direct path's tile (dense/direct_list.h), in the ISA's list
+  int conv_tile = 0;         // the direct path's tile, of the ISA's f32_conv list
   std::vector<float> conv_w; // its weights: ceil(O / rows) tiles of K x rows floats, or empty
   const spe::DenseKernels* k = nullptr;
   // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of

@@ -1,4 +1,5 @@
-// avx2 f32 dense GEMM microkernels: dense_list.h's and direct_list.h's avx2 lines (compiled with the ISA's flags).
+// avx2 f32 dense microkernels: dense_list.h's avx2 lines, GEMM and direct tiles (compiled with the
+// ISA's flags).
 #include "../isa/avx2.h"
 #include "direct_template.h"
 

@@ -1,4 +1,5 @@
-// avx512 f32 dense GEMM microkernels: dense_list.h's and direct_list.h's avx512 lines (compiled with the ISA's flags).
+// avx512 f32 dense microkernels: dense_list.h's avx512 lines, GEMM and direct tiles (compiled with the
+// ISA's flags).
 #include "../isa/avx512.h"
 #include "direct_template.h"
 

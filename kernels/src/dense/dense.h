@@ -21,17 +21,21 @@ namespace spe {
 // One line of dense_list.h, and the list.
 struct DenseUkernel { Isa isa; int rows, pixels; const char* name; };
 #define SPE_DENSE_UKERNEL(isa, rows, pixels) {Isa::isa, rows, pixels, "f32_gemm_" #rows "x" #pixels "__" #isa},
+#define SPE_CONV_UKERNEL(isa, rows, pixels)
 inline constexpr DenseUkernel kDenseUkernels[] = {
 #include "dense_list.h"
 };
 #undef SPE_DENSE_UKERNEL
+#undef SPE_CONV_UKERNEL
 inline constexpr int kNumDenseUkernels = int(std::size(kDenseUkernels));
 
-// The direct conv tiles of the same layer (direct_list.h, direct_template.h), listed alike.
+// The direct path's tiles (direct_template.h), from the same list.
+#define SPE_DENSE_UKERNEL(isa, rows, pixels)
 #define SPE_CONV_UKERNEL(isa, rows, pixels) {Isa::isa, rows, pixels, "f32_conv_" #rows "x" #pixels "__" #isa},
 inline constexpr DenseUkernel kConvUkernels[] = {
-#include "direct_list.h"
+#include "dense_list.h"
 };
+#undef SPE_DENSE_UKERNEL
 #undef SPE_CONV_UKERNEL
 inline constexpr int kNumConvUkernels = int(std::size(kConvUkernels));
 
@@ -147,7 +151,7 @@ struct DenseKernels {
   GemmFn direct[kMaxDenseRows][kMaxDenseVectors];
   GemmFn cols[kMaxColsPanels][kMaxColsPixels];
   int cols_panels[kMaxColsPixels];
-  // the direct conv path's tiles (direct_list.h), in list order
+  // the direct path's tiles (dense_list.h's SPE_CONV_UKERNEL lines), in list order
   int n_conv;
   int conv_rows[kMaxDenseTiles], conv_pixels[kMaxDenseTiles];
   const char* conv_name[kMaxDenseTiles];

@@ -1,4 +1,4 @@
-// The direct conv tiles of the packed dense conv (direct_list.h; the driver: conv/direct_conv.cc),
+// The direct conv tiles of the packed dense conv (dense_list.h; the driver: conv/direct_conv.cc),
 // written once over vector traits V and compiled into each ISA's dense translation unit.
 //
 // A conv with few input channels (a mobile stem: 3 channels, 3x3, stride 2) has a GEMM depth K
@@ -46,19 +46,7 @@ void conv_tile(const float* const* taps, int64_t K, const float* w, int64_t ox, 
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[r][v] = b;
   }
-  for (int64_t t = 0; t < K; ++t) {
-    const float* x = taps[t] + ox;
-    reg xv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) xv[v] = V::load(x + v * W);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const reg wr = weight_of<V, R>(w, r);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
-    }
-    w += R;
-  }
+  for (int64_t t = 0; t < K; ++t, w += R) fma_step<V, R, NV>(acc, taps[t] + ox, w);
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     if (r >= o.rows) break;
@@ -146,7 +134,7 @@ void conv_rows(const ConvRowsArgs& a) {
 }
 
 // V's whole table: the GEMM tiles (dense_table_of, Tiles as there) and the direct conv tiles
-// of direct_list.h's lines of V's ISA.
+// of dense_list.h's SPE_CONV_UKERNEL lines of V's ISA.
 template <class V, class Tiles = SimdTiles<V>>
 const DenseKernels* dense_conv_table_of() {
   static const DenseKernels table = [] {
@@ -155,7 +143,7 @@ const DenseKernels* dense_conv_table_of() {
       constexpr DenseUkernel u = kConvUkernels[decltype(i)::value];
       if constexpr (u.isa == V::kIsa) {
         static_assert(u.pixels % V::kWidth == 0 && u.pixels / V::kWidth <= 2 * kMaxDenseVectors,
-                      "direct_list.h: a tile's pixels must be 1..16 whole vectors of its ISA");
+                      "dense_list.h: a direct tile's pixels must be 1..16 whole vectors of its ISA");
         const int t = k.n_conv++;
         k.conv_rows[t] = u.rows, k.conv_pixels[t] = u.pixels, k.conv_name[t] = u.name;
         k.conv_fn[t] = &conv_rows<V, u.rows, u.pixels / V::kWidth>;

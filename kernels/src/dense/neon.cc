@@ -1,4 +1,5 @@
-// neon f32 dense GEMM microkernels: dense_list.h's and direct_list.h's neon lines (compiled with the ISA's flags).
+// neon f32 dense microkernels: dense_list.h's neon lines, GEMM and direct tiles (compiled with the
+// ISA's flags).
 #include "../isa/neon.h"
 #include "direct_template.h"
 
