@@ -119,6 +119,9 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
     DenseCase d = geom(DenseCase{}, 3, 3, 2);  // stride 3: the generic phase split
     d.o = 7, d.c = 2, d.h = 20, d.w = 37, d.name = "direct-3x3s3p2";
     cs.push_back(d);
+    d = geom(DenseCase{}, 5, 2, 2);  // stride 2, even padding: the columns land one slot in
+    d.o = 6, d.c = 2, d.h = 14, d.w = 33, d.act = SPE_ACT_RELU6, d.name = "direct-5x5s2p2";
+    cs.push_back(d);
     d = geom(DenseCase{}, 3, 1, 2, 2);  // dilated: taps spread over more rows
     d.o = 9, d.c = 3, d.h = 15, d.w = 17, d.act = SPE_ACT_SILU, d.name = "direct-3x3d2p2";
     cs.push_back(d);
