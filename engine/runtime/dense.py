@@ -7,7 +7,7 @@ backend spec ("dense", algo) (engine/lowering/backends.py).
 "gemm" runs a conv with few input channels (K = C*kh*kw <= 64: the 3-channel stems of the
 mobile models) on its direct path instead (no im2col; the f32_conv tiles, kernels/README.md).
 Its kernel_name says the algorithm and the tile ("gemm:f32_gemm_8x48__avx512",
-"gemm:f32_conv_4x96__avx512", "winograd:f32_gemm_16x16__avx512"), which is how a plan records
+"gemm:f32_conv_8x48__avx512", "winograd:f32_gemm_16x16__avx512"), which is how a plan records
 the choice (Choice.kernel) and how the compiler path finds it again (dense_algo).
 """
 from __future__ import annotations

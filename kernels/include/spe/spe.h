@@ -182,7 +182,7 @@ SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
  *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm-packed" with that
  *               tile for every input size (benchmarks, tests); otherwise the tile is picked per input
  *               size (spe_dense_conv_kernel_name tells which). A name of its f32_conv list
- *               (f32_conv_4x96__avx512): "gemm-direct" on that tile.
+ *               (f32_conv_8x48__avx512): "gemm-direct" on that tile.
  * bias O or NULL. isa: "auto", "scalar", "avx2", "avx512", "neon". */
 typedef struct spe_dense_conv spe_dense_conv; /* opaque */
 

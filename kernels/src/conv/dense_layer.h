@@ -24,7 +24,7 @@ struct spe_dense_conv {
   // or the packed one; kAuto picks per input size
   // kDirect: the direct path (few input channels: a mobile stem), forced or picked by kAuto
   enum Path { kAuto, kPacked, kPointwise, kDirect } path = kAuto;
-  int conv_tile = 0;         // the direct path's tile, of the ISA's f32_conv list
+  int conv_tile = -1;        // the direct path's tile in the ISA's f32_conv list (-1: not named)
   std::vector<float> conv_w; // its weights: ceil(O / rows) tiles of K x rows floats, or empty
   const spe::DenseKernels* k = nullptr;
   // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of

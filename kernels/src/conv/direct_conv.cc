@@ -33,6 +33,15 @@ void direct_pack(spe_dense_conv* c, const float* weight) {
   const bool may = c->path == spe_dense_conv::kDirect ||
                    (c->path == spe_dense_conv::kAuto && c->forced_tile < 0 && c->K <= kDirectMaxK);
   if (!may) return;
+  if (c->conv_tile < 0) {  // not named: the tile padding the fewest rows (ties: listed first)
+    auto padded = [&](int t) {
+      const int64_t R = c->k->conv_rows[t];
+      return (c->p.out_channels + R - 1) / R * R;
+    };
+    c->conv_tile = 0;
+    for (int t = 1; t < c->k->n_conv; ++t)
+      if (padded(t) < padded(c->conv_tile)) c->conv_tile = t;
+  }
   const int64_t O = c->p.out_channels, K = c->K, R = c->k->conv_rows[c->conv_tile];
   const int64_t tiles = (O + R - 1) / R;
   c->conv_w.assign(size_t(tiles * K * R), 0.0f);

@@ -15,8 +15,8 @@
 // path (conv/direct_conv.cc, direct_template.h): `rows` output channels by `pixels` output
 // pixels of one output row in registers over all K = C*kh*kw taps of a conv with few input
 // channels (the mobile stems: 3 channels, 3x3, stride 2). Each ISA lists 1..kMaxDenseTiles; a
-// layer runs the first unless it names another. An includer defines both macros (the list it
-// does not read as nothing).
+// layer runs the one that pads the fewest output channels (ties: listed first) unless it names
+// one. An includer defines both macros (the list it does not read as nothing).
 #if !defined(SPE_DENSE_UKERNEL) || !defined(SPE_CONV_UKERNEL)
 #error "dense_list.h needs SPE_DENSE_UKERNEL and SPE_CONV_UKERNEL(isa, rows, pixels) defined by its includer"
 #endif
@@ -35,8 +35,8 @@ SPE_CONV_UKERNEL(avx2, 4, 24)  // 12 + 3 + 1
 SPE_DENSE_UKERNEL(avx512, 8, 48)   // 24 accumulators + 3 inputs
 SPE_DENSE_UKERNEL(avx512, 8, 32)   // 16 + 2
 SPE_DENSE_UKERNEL(avx512, 16, 16)  // 16 + 1: small images (14x14: 196 pixels, 7x7: 49)
-SPE_CONV_UKERNEL(avx512, 4, 96)    // 24 + 6: a 112-pixel stem row in two calls
-SPE_CONV_UKERNEL(avx512, 8, 48)    // 24 + 3
+SPE_CONV_UKERNEL(avx512, 8, 48)    // 24 + 3: 32x3 stem 231 us, 16x3 128 (4x96: 235, 131)
+SPE_CONV_UKERNEL(avx512, 4, 96)    // 24 + 6: output channels 4 past a multiple of 8
 
 // AArch64 NEON: 4 floats a vector, 32 q registers; weights loaded as vectors, used by lane.
 SPE_DENSE_UKERNEL(neon, 8, 12)  // 24 accumulators + 3 inputs + 2 weight vectors
