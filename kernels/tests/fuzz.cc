@@ -1,4 +1,5 @@
-// Randomized geometry fuzz of every kernel family against the plain references of
+// Randomized geometry fuzz of every kernel family (the SpMM conv and linear, depthwise, max
+// pooling, the fused block, the packed dense conv) against the plain references of
 // test_support.h, through the public C API. Built normally or, with -DSPE_SANITIZE=ON, under
 // AddressSanitizer and UBSan (tests/kernels/test_fuzz_sanitized.py runs it so in CI).
 //
