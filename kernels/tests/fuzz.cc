@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -387,10 +388,7 @@ std::string fuzz_dense_conv(Ctx& c) {
   spe_status st = spe_dense_conv_create(&p, w.data(), k.bias ? b.data() : nullptr,
                                         spe_activation(k.act), isa, algo, &conv);
   if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
-  struct Free {
-    spe_dense_conv* c;
-    ~Free() { spe_dense_conv_destroy(c); }
-  } free_conv{conv};
+  const std::unique_ptr<spe_dense_conv, void (*)(spe_dense_conv*)> hold(conv, spe_dense_conv_destroy);
   const int64_t ho = out_dim(k.h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(k.w, g.pw, g.dw, g.kw, g.sw);
   if (ho <= 0 || wo <= 0) {
     std::vector<float> x(size_t(k.n) * g.c * k.h * k.w), y(1);
