@@ -14,9 +14,10 @@ class KernelInfo(TypedDict):
     """One listed kernel (an entry of list_kernels())."""
 
     name: str        # the tile, then "__", then the ISA: f32_spmm_4x96__avx512
-    family: str      # "f32_spmm", "f32_dwconv" or "f32_invres"
+    family: str      # "f32_spmm", "f32_dwconv", "f32_invres", "f32_gemm" or "f32_conv"
     isa: str         # "scalar", "avx2", "avx512", "neon"
-    tile: dict[str, int]  # f32_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, stride;
+    tile: dict[str, int]  # f32_spmm, f32_gemm, f32_conv: rows, pixels; f32_dwconv, f32_invres:
+                          # kernel, stride;
                           # {} if generic
     available: bool  # this build and CPU can run it
 
@@ -92,6 +93,7 @@ def list_kernels() -> list[KernelInfo]:
 
     Names follow one rule, the tile then "__" then the ISA: f32_spmm_{rows}x{pixels}__{isa} (a
     tile of `rows` output channels, one row group, by `pixels` output pixels),
-    f32_dwconv_{k}x{k}s{s}__{isa} (k x k taps, stride s, dilation 1) and
-    f32_dwconv_generic__{isa} (every other depthwise geometry). A layer's kernel_name is one of
-    these names; plans, benchmarks and logs use the same ones."""
+    f32_dwconv_{k}x{k}s{s}__{isa} (k x k taps, stride s, dilation 1),
+    f32_dwconv_generic__{isa} (every other depthwise geometry), f32_gemm_{rows}x{pixels}__{isa}
+    and f32_conv_{rows}x{pixels}__{isa} (the dense conv's GEMM and direct tiles). A layer's
+    kernel_name is one of these names; plans, benchmarks and logs use the same ones."""

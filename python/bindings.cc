@@ -400,15 +400,16 @@ void bind_dense_conv(py::module_& m) {
            py::arg("padding"), py::arg("dilation"), py::arg("weight"), py::arg("bias") = py::none(),
            py::arg("act") = "none", py::arg("isa") = "auto", py::arg("algo") = "gemm",
            "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm' (a 1x1 stride-1 "
-           "conv: the pointwise path), 'gemm-packed' / 'gemm-pointwise' (one path forced), "
-           "'winograd' (3x3 stride 1 only) or an f32_gemm kernel name of the ISA (that tile "
-           "for every input, packed).")
+           "conv: the pointwise path; C*kh*kw <= 64: the direct path), 'gemm-packed' / "
+           "'gemm-pointwise' / 'gemm-direct' (one path forced), 'winograd' (3x3 stride 1 "
+           "only), or an f32_gemm kernel name of the ISA (that tile for every input, packed) "
+           "or an f32_conv one (that direct tile).")
       .def("run", &DenseConv::run, py::arg("x"), py::arg("residual") = py::none(),
            "y = act(conv2d(x, weight, bias) [+ residual]); x and the residual float32 "
            "C-contiguous (other arrays raise ValueError, never a silent copy).")
       .def("output_size", &DenseConv::output_size, py::arg("h"), py::arg("w"))
       .def("kernel_name", &DenseConv::kernel_name, py::arg("h"), py::arg("w"),
-           "the f32_gemm microkernel an h x w input runs on")
+           "the f32_gemm (direct path: f32_conv) microkernel an h x w input runs on")
       .def_property_readonly("winograd", &DenseConv::winograd);
 }
 
@@ -416,11 +417,9 @@ constexpr const char* kListKernelsDoc =
     "Every kernel the library lists (kernels/src/<family>/<family>_list.h), family by family "
     "in list order, as dicts: name (the tile, then '__', then the ISA: f32_spmm_4x96__avx512, "
     "f32_dwconv_3x3s2__neon, f32_dwconv_generic__scalar), family ('f32_spmm', 'f32_dwconv', "
-    "'f32_invres'), "
-    "isa, tile (f32_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, stride; {} for a "
-    "generic kernel) "
-    "'f32_gemm'), isa, tile (f32_spmm, f32_gemm: rows, pixels; f32_dwconv: kernel, stride; {} for a generic kernel) "
-    "and available (this build and CPU can run it).";
+    "'f32_invres', 'f32_gemm', 'f32_conv'), isa, tile (f32_spmm, f32_gemm, f32_conv: rows, "
+    "pixels; f32_dwconv, f32_invres: kernel, stride; {} for a generic kernel) and available "
+    "(this build and CPU can run it).";
 
 py::list list_kernels() {
   py::list out;

@@ -7,8 +7,10 @@
 // asymmetric kernel / stride / padding / dilation; output channels below, on and past the
 // panel heights; input channels past one K block (256) and one Winograd channel chunk; every
 // epilogue; Winograd on 3x3 stride-1 layers at padding 0, 1, 2 with partial 4x4 tiles and tile
-// blocks that span tile rows; 1 vs 3 threads bit for bit. Per listed f32_gemm kernel: the layer
-// forced onto it, pixel counts and rows on and around its tile. Then the error statuses.
+// blocks that span tile rows; the direct path (few input channels) over 1..4 channels, strides
+// 1..3, padding 0..3, dilation and every epilogue; 1 vs 3 threads bit for bit. Per listed
+// f32_gemm and f32_conv kernel: the layer forced onto it, output rows and pixels on and around
+// its tile. Then the error statuses.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -92,6 +94,45 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
     d.name = fmt("%s-o33-c300-14x14", algo);
     cs.push_back(d);
   }
+  // The direct path (few input channels: "gemm" picks it up to K = 64, "gemm-direct" forces
+  // it): 1..4 input channels (the stems: 3), 3x3 at stride 1 and 2 and padding 0 and 1, odd
+  // sizes (row tails of every vector count), stride 3, a dilated and an asymmetric kernel, every
+  // epilogue, batch 2; the packed path forced on the same small K.
+  for (int c = 1; c <= 4; ++c)
+    for (int s : {1, 2})
+      for (int p : {0, 1}) {
+        DenseCase d = geom(DenseCase{}, 3, s, p);
+        d.o = c == 3 ? 32 : 5 + 4 * c, d.c = c, d.h = 9 + 6 * c + s, d.w = 13 + 22 * c + p;
+        d.act = (c + s + p) % 5, d.residual = (c + p) % 2 == 1, d.bias = c != 2, d.batch = 1 + p;
+        d.name = fmt("direct-c%d-3x3s%dp%d-o%d-%dx%d", c, s, p, d.o, d.h, d.w);
+        cs.push_back(d);
+      }
+  for (const Epilogue& e : every_epilogue()) {
+    if (quick && e.batch != 1) continue;
+    DenseCase d = geom(DenseCase{}, 3, 2, 1);
+    d.o = 16, d.c = 3, d.h = 31, d.w = 45, d.algo = "gemm-direct";
+    d.batch = e.batch, d.act = e.act, d.residual = e.residual, d.bias = e.bias;
+    d.name = "direct-epilogue-" + e.name;
+    cs.push_back(d);
+  }
+  {
+    DenseCase d = geom(DenseCase{}, 3, 3, 2);  // stride 3: the generic phase split
+    d.o = 7, d.c = 2, d.h = 20, d.w = 37, d.name = "direct-3x3s3p2";
+    cs.push_back(d);
+    d = geom(DenseCase{}, 5, 2, 2);  // stride 2, even padding: the columns land one slot in
+    d.o = 6, d.c = 2, d.h = 14, d.w = 33, d.act = SPE_ACT_RELU6, d.name = "direct-5x5s2p2";
+    cs.push_back(d);
+    d = geom(DenseCase{}, 3, 1, 2, 2);  // dilated: taps spread over more rows
+    d.o = 9, d.c = 3, d.h = 15, d.w = 17, d.act = SPE_ACT_SILU, d.name = "direct-3x3d2p2";
+    cs.push_back(d);
+    d.kh = 2, d.kw = 5, d.sh = 1, d.sw = 2, d.ph = 0, d.pw = 3, d.dh = 1, d.dw = 1;  // asymmetric
+    d.name = "direct-2x5-s1x2-p0x3";
+    cs.push_back(d);
+    d.algo = "gemm-direct", d.c = 20, d.kh = d.kw = 3, d.ph = d.pw = 1, d.name = "direct-forced-k180";
+    cs.push_back(d);
+    d.algo = "gemm-packed", d.c = 3, d.name = "packed-forced-k27";
+    cs.push_back(d);
+  }
   // Winograd: padding 0..2, sizes with partial tiles, blocks across tile rows, channel chunks
   const int wsizes[][2] = {{3, 3}, {6, 6}, {9, 30}, {14, 14}, {23, 17}};
   for (int p = 0; p <= 2; ++p)
@@ -128,10 +169,16 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
   if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
   const std::string kname = spe_dense_conv_kernel_name(l.conv, cs.h, cs.w);
   const std::string suffix = std::string("__") + isa;
-  if (kname.rfind("f32_gemm_", 0) != 0 || kname.size() < suffix.size() ||
+  const bool direct = kname.rfind("f32_conv_", 0) == 0;
+  if ((!direct && kname.rfind("f32_gemm_", 0) != 0) || kname.size() < suffix.size() ||
       kname.compare(kname.size() - suffix.size(), suffix.size(), suffix) != 0)
     return "kernel name " + kname + " does not name the ISA";
-  if (cs.algo.rfind("f32_gemm_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
+  if (cs.algo.rfind("f32_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
+  // the direct path: when forced, and on "gemm" exactly for a small K that is not a flat 1x1
+  const bool flat = cs.kh == 1 && cs.kw == 1 && cs.sh == 1 && cs.sw == 1 && !cs.ph && !cs.pw;
+  const bool want_direct = cs.algo == "gemm-direct" || cs.algo.rfind("f32_conv_", 0) == 0 ||
+                           (cs.algo == "gemm" && ncols <= 64 && !flat);
+  if (direct != want_direct) return "ran " + kname + " on " + cs.algo;
   if ((cs.algo == "winograd") != (spe_dense_conv_is_winograd(l.conv) == 1)) return "winograd flag";
   int32_t ho = 0, wo = 0;
   spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
@@ -167,6 +214,25 @@ std::vector<DenseCase> dense_kernel_cases(const spe::KernelInfo& k, bool quick) 
   return cs;
 }
 
+// A listed direct conv tile: output rows below, on and past it, output row widths below, on
+// and past its pixels (every partial chunk), stride 1 and 2.
+std::vector<DenseCase> conv_kernel_cases(const spe::KernelInfo& k, bool quick) {
+  const int R = tile_param(k, "rows"), NR = tile_param(k, "pixels");
+  std::vector<DenseCase> cs;
+  for (int o : {R - 1, R, 2 * R + 1})
+    for (int wo : {NR - 1, NR, 2 * NR + 3})
+      for (int s : {1, 2}) {
+        if (o < 1 || (quick && o == R - 1 && wo != NR)) continue;
+        DenseCase d = geom(DenseCase{}, 3, s, 1);
+        d.o = o, d.c = 3, d.h = 5, d.w = wo * s, d.algo = k.name, d.residual = true;
+        d.act = SPE_ACT_RELU6;
+        d.name = fmt("o%d-wo%d-s%d", o, wo, s);
+        cs.push_back(d);
+      }
+  assign_threads(cs);
+  return cs;
+}
+
 }  // namespace
 
 size_t dense_isa_sweep(const std::string& isa, bool quick) {
@@ -177,6 +243,12 @@ size_t dense_isa_sweep(const std::string& isa, bool quick) {
 size_t dense_kernel_sweep(const spe::KernelInfo& k, bool quick) {
   const char* isa = spe::isa_name(k.isa);
   return sweep(k.name, dense_kernel_cases(k, quick),
+               [&](const DenseCase& c) { return run_dense_case(c, isa); });
+}
+
+size_t conv_kernel_sweep(const spe::KernelInfo& k, bool quick) {
+  const char* isa = spe::isa_name(k.isa);
+  return sweep(k.name, conv_kernel_cases(k, quick),
                [&](const DenseCase& c) { return run_dense_case(c, isa); });
 }
 
@@ -201,6 +273,7 @@ void dense_error_cases() {
       {"dense-bad-isa", create(ok, w, 0, "sse9000", "gemm", &c), SPE_ERR_UNSUPPORTED_ISA},
       {"dense-bad-algo", create(ok, w, 0, "auto", "fft", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-other-isa-tile", create(ok, w, 0, "scalar", "f32_gemm_8x48__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
+      {"dense-other-isa-conv-tile", create(ok, w, 0, "scalar", "f32_conv_4x96__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-winograd-stride2", create(s2, w, 0, "auto", "winograd", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-pointwise-3x3", create(ok, w, 0, "auto", "gemm-pointwise", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-negative-pad", create(neg, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},

@@ -1,4 +1,5 @@
-// Randomized geometry fuzz of every kernel family against the plain references of
+// Randomized geometry fuzz of every kernel family (the SpMM conv and linear, depthwise, max
+// pooling, the fused block, the packed dense conv) against the plain references of
 // test_support.h, through the public C API. Built normally or, with -DSPE_SANITIZE=ON, under
 // AddressSanitizer and UBSan (tests/kernels/test_fuzz_sanitized.py runs it so in CI).
 //
@@ -27,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -366,6 +368,38 @@ std::string fuzz_conv(Ctx& c, bool linear) {
 std::string fuzz_sparse_conv(Ctx& c) { return fuzz_conv(c, false); }
 std::string fuzz_linear(Ctx& c) { return fuzz_conv(c, true); }
 
+// ------------------------------------------------------------------------------ dense conv
+
+// The packed dense conv on a sparse conv's geometry draw with a dense weight: "gemm" (the
+// direct path when C*kh*kw <= 64, the pointwise one for a flat 1x1, else the implicit GEMM),
+// or one path forced; 1..3 threads, every activation.
+std::string fuzz_dense_conv(Ctx& c) {
+  ConvCase k = draw_conv(c, false);
+  const Geom& g = k.g;
+  k.act = c.rng.below(5);
+  const char* isa = c.isa();
+  const char* algo = pick(c, {0, 0, 1, 2}) == 0 ? "gemm" : c.rng.chance(0.5) ? "gemm-direct" : "gemm-packed";
+  const int threads = c.rng.range(1, 3);
+  c.describe(conv_desc(k, isa, threads) + " (dense, " + algo + ")");
+  spe_set_num_threads(threads);
+  const std::vector<float> w = data(c, size_t(g.o) * g.c * g.kh * g.kw, 1.0f), b = data(c, size_t(g.o), 2.0f);
+  const spe_conv_params p = {g.o, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw};
+  spe_dense_conv* conv = nullptr;
+  spe_status st = spe_dense_conv_create(&p, w.data(), k.bias ? b.data() : nullptr,
+                                        spe_activation(k.act), isa, algo, &conv);
+  if (st != SPE_OK) return fmt("create returned %d: %s", int(st), spe_last_error());
+  const std::unique_ptr<spe_dense_conv, void (*)(spe_dense_conv*)> hold(conv, spe_dense_conv_destroy);
+  const int64_t ho = out_dim(k.h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(k.w, g.pw, g.dw, g.kw, g.sw);
+  if (ho <= 0 || wo <= 0) {
+    std::vector<float> x(size_t(k.n) * g.c * k.h * k.w), y(1);
+    return want_error(spe_dense_conv_run(conv, x.data(), k.n, k.h, k.w, nullptr, y.data()), "input smaller than the kernel");
+  }
+  ConvRun r = prepare_run(c, k, w, b, k.n, k.h, k.w, false);
+  st = spe_dense_conv_run(conv, r.x.data(), k.n, k.h, k.w, k.residual ? r.res.data() : nullptr, r.y.data());
+  if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
+  return compare(r.y.data(), r.ref, g.c * g.kh * g.kw, g.o, r.ho, r.wo);
+}
+
 // ------------------------------------------------------------------------------ depthwise
 
 std::string fuzz_depthwise(Ctx& c) {
@@ -539,6 +573,7 @@ const Family kFamilies[] = {
     {"depthwise", fuzz_depthwise},
     {"max_pool", fuzz_max_pool},
     {"invres", fuzz_invres},
+    {"dense_conv", fuzz_dense_conv},
 };
 
 uint64_t case_seed(uint64_t seed, uint64_t i) {  // splitmix64 of (seed, case)

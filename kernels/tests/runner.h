@@ -195,10 +195,11 @@ void dw_error_cases(const std::vector<std::string>& isas_missing);
 
 // invres_sweep.cc: the cases of one listed f32_invres kernel (the fused inverted-residual block).
 size_t invres_kernel_sweep(const spe::KernelInfo& k, bool quick);
-// dense_sweep.cc: the dense conv sweep on one ISA, the cases of one listed f32_gemm kernel,
-// and the dense conv's error statuses.
+// dense_sweep.cc: the dense conv sweep on one ISA, the cases of one listed f32_gemm or f32_conv
+// kernel, and the dense conv's error statuses.
 size_t dense_isa_sweep(const std::string& isa, bool quick);
 size_t dense_kernel_sweep(const spe::KernelInfo& k, bool quick);
+size_t conv_kernel_sweep(const spe::KernelInfo& k, bool quick);
 void dense_error_cases();
 
 // robustness_tests.cc

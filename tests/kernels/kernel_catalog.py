@@ -29,6 +29,7 @@ def family(name: str) -> list[str]:
 SPMM = family("f32_spmm")
 DWCONV = family("f32_dwconv")
 GEMM = family("f32_gemm")
+CONV = family("f32_conv")
 
 
 def need(isa: str) -> str:

@@ -7,7 +7,8 @@ geometries ResNet-style networks use (1x1 at stride 1 and 2, 3x3 at stride 1 and
 stem) and an asymmetric one, output channels off the panel heights, input channels past one K
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
 the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector)
-and the packed path forced on it; Winograd on 3x3 stride-1 layers with partial tiles, within
+and the packed path forced on it; the direct path of convs with few input channels (the mobile
+stems) and each listed f32_conv tile (dense/dense_list.h); Winograd on 3x3 stride-1 layers with partial tiles, within
 the error bound kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
 under qemu-aarch64).
 """
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from engine import _kernels as K
 
-from kernel_catalog import BY_NAME, GEMM, ISAS, need, need_kernel, seed_of
+from kernel_catalog import BY_NAME, CONV, GEMM, ISAS, need, need_kernel, seed_of
 
 
 def reference(x, w, bias, stride, padding, dilation, residual, act):
@@ -68,8 +69,11 @@ GEOMETRIES = {  # name: (o, c, kernel, stride, padding, dilation, input)
 @pytest.mark.parametrize("isa", ISAS)
 def test_gemm_matches_torch(isa, geometry):
     need(isa)
-    name = check(geometry, isa, *GEOMETRIES[geometry], act="relu6")
-    assert name.startswith("f32_gemm_") and name.endswith("__" + isa)
+    o, c, k, s, p, d, hw = GEOMETRIES[geometry]
+    name = check(geometry, isa, o, c, k, s, p, d, hw, act="relu6")
+    # "gemm" takes the direct path for a small K (1x1s2 here: K = 32), else the implicit GEMM
+    direct = c * k[0] * k[1] <= 64 and (k, s, p) != ((1, 1), (1, 1), (0, 0))
+    assert name.startswith("f32_conv_" if direct else "f32_gemm_") and name.endswith("__" + isa)
 
 
 @pytest.mark.parametrize("kernel", GEMM)
@@ -80,6 +84,41 @@ def test_listed_tile(kernel):
         for px in (pixels - 1, 2 * pixels + 3):
             got = check(f"{kernel}-{o}-{px}", info["isa"], o, 37, (1, 1), (1, 1), (0, 0), (1, 1),
                         (1, px), algo=kernel, n=1)
+            assert got == kernel
+
+
+DIRECT = {  # name: (o, c, kernel, stride, padding, dilation, input, act): few input channels
+    "stem-3x3s2": (32, 3, (3, 3), (2, 2), (1, 1), (1, 1), (37, 53), "relu6"),
+    "c1-3x3s1p0": (5, 1, (3, 3), (1, 1), (0, 0), (1, 1), (9, 70), "hardswish"),
+    "c2-3x3s2p0": (13, 2, (3, 3), (2, 2), (0, 0), (1, 1), (20, 41), "silu"),
+    "c4-3x3s1": (16, 4, (3, 3), (1, 1), (1, 1), (1, 1), (11, 17), "relu"),
+    "c3-5x3-s3x2-d2": (9, 3, (5, 3), (3, 2), (2, 3), (2, 1), (29, 31), "none"),
+}
+
+
+@pytest.mark.parametrize("shape", DIRECT)
+@pytest.mark.parametrize("isa", ISAS)
+def test_direct_matches_torch(isa, shape):
+    """The direct path of "gemm" (K = C*kh*kw <= 64, not a flat 1x1), and the implicit GEMM
+    forced on the same layer."""
+    need(isa)
+    o, c, k, s, p, d, hw, act = DIRECT[shape]
+    name = check(f"direct-{shape}", isa, o, c, k, s, p, d, hw, act=act)
+    assert name.startswith("f32_conv_") and name.endswith("__" + isa), name
+    name = check(f"direct-{shape}", isa, o, c, k, s, p, d, hw, algo="gemm-packed", act=act, n=1)
+    assert name.startswith("f32_gemm_"), name
+
+
+@pytest.mark.parametrize("kernel", CONV)
+def test_listed_conv_tile(kernel):
+    """A direct conv tile forced on a 3-channel 3x3 layer: output rows below and past its
+    height, output rows narrower, as wide and wider than its pixels (partial vectors)."""
+    info = need_kernel(kernel)
+    rows, pixels = info["tile"]["rows"], info["tile"]["pixels"]
+    for o in (max(1, rows - 1), 2 * rows + 1):
+        for wo, s in ((pixels - 1, 2), (2 * pixels + 3, 1)):
+            got = check(f"{kernel}-{o}-{wo}", info["isa"], o, 3, (3, 3), (s, s), (1, 1), (1, 1),
+                        (5, wo * s), algo=kernel, act="relu6", n=1)
             assert got == kernel
 
 
@@ -121,6 +160,13 @@ def test_thread_count_does_not_change_results(restore_threads):
         y1 = layer.run(x.numpy())
         K.set_num_threads(3)
         assert np.array_equal(y1, layer.run(x.numpy())), algo
+    # the direct path splits output rows over threads
+    stem = K.DenseConv(32, 3, (3, 3), (2, 2), (1, 1), (1, 1), w[:32, :3].numpy())
+    xs = torch.randn(2, 3, 45, 39, generator=g).numpy()
+    K.set_num_threads(1)
+    y1 = stem.run(xs)
+    K.set_num_threads(3)
+    assert np.array_equal(y1, stem.run(xs)) and stem.kernel_name(45, 39).startswith("f32_conv_")
     # the pointwise path splits rows (small images) or pixels (large ones) over threads
     for hw in ((7, 7), (40, 40)):
         xp = torch.randn(1, 300, *hw, generator=g).numpy()
@@ -157,3 +203,4 @@ def test_bad_input_is_a_clear_error():
 def test_listed():
     for isa in ISAS:
         assert any(BY_NAME[k]["isa"] == isa for k in GEMM), isa
+        assert any(BY_NAME[k]["isa"] == isa for k in CONV), isa

@@ -74,7 +74,7 @@ def test_fuzz_under_address_and_undefined_sanitizers(sanitized_fuzz):
     assert int(m.group(4)) == SEED
     assert cases >= MIN_CASES, (f"only {cases} cases in the time limit ({m.group(3)} s): "
                                 "the fuzz got too slow for CI")
-    for family in ("sparse_conv", "linear", "depthwise", "max_pool"):
+    for family in ("sparse_conv", "linear", "depthwise", "max_pool", "dense_conv"):
         assert re.search(rf"{family} \d+", proc.stdout), f"family {family} did not run"
 
 

@@ -169,16 +169,20 @@ SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
  *               and dilation resolved there), so there is no whole-input relayout. A 1x1
  *               stride-1 unpadded conv reads the input in place instead (the pointwise path:
  *               the widest tile over all of K, the pixels past the last whole vector on a
- *               channels-in-lanes kernel; kernels/README.md).
- *   "gemm-packed", "gemm-pointwise"  "gemm" forced onto one path for a 1x1 stride-1 unpadded
- *               conv (benchmarks, tests; "gemm-pointwise" on any other conv:
- *               SPE_ERR_INVALID_ARGUMENT).
+ *               channels-in-lanes kernel; kernels/README.md). Any other conv with K =
+ *               C*kh*kw <= 64 (the mobile stems: 3 channels, 3x3) takes the direct path: no
+ *               im2col, each input row laid out once per stride phase, an f32_conv tile over
+ *               all K taps (kernels/README.md).
+ *   "gemm-packed", "gemm-pointwise", "gemm-direct"  "gemm" forced onto one path
+ *               (benchmarks, tests; "gemm-pointwise" on any conv but a 1x1 stride-1 unpadded
+ *               one: SPE_ERR_INVALID_ARGUMENT; "gemm-direct" runs any conv).
  *   "winograd"  F(4x4, 3x3): 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT);
  *               the weight is transformed once (36 x O x C floats, 4x the 3x3 weight). Its
  *               rounding error is larger than the GEMM's (kernels/README.md, "Winograd").
  *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm-packed" with that
  *               tile for every input size (benchmarks, tests); otherwise the tile is picked per input
- *               size (spe_dense_conv_kernel_name tells which).
+ *               size (spe_dense_conv_kernel_name tells which). A name of its f32_conv list
+ *               (f32_conv_8x48__avx512): "gemm-direct" on that tile.
  * bias O or NULL. isa: "auto", "scalar", "avx2", "avx512", "neon". */
 typedef struct spe_dense_conv spe_dense_conv; /* opaque */
 
@@ -195,7 +199,8 @@ SPE_API spe_status spe_dense_conv_run(spe_dense_conv* conv, const float* x, int3
 
 SPE_API void spe_dense_conv_output_size(const spe_dense_conv* conv, int32_t h, int32_t w,
                                         int32_t* ho, int32_t* wo); /* 0 if too small */
-/* The f32_gemm microkernel an h x w input runs on ("" for a NULL layer or too small an input). */
+/* The f32_gemm (or, on the direct path, f32_conv) microkernel an h x w input runs on ("" for a
+ * NULL layer or too small an input). */
 SPE_API const char* spe_dense_conv_kernel_name(const spe_dense_conv* conv, int32_t h, int32_t w);
 SPE_API int spe_dense_conv_is_winograd(const spe_dense_conv* conv);
 SPE_API void spe_dense_conv_destroy(spe_dense_conv* conv);

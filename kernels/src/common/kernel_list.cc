@@ -20,6 +20,8 @@ std::vector<KernelInfo> collect() {
     out.push_back({u.name, "f32_invres", u.isa, 2, {{"kernel", u.k}, {"stride", u.s}}});
   for (const DenseUkernel& u : kDenseUkernels)
     out.push_back({u.name, "f32_gemm", u.isa, 2, {{"rows", u.rows}, {"pixels", u.pixels}}});
+  for (const DenseUkernel& u : kConvUkernels)
+    out.push_back({u.name, "f32_conv", u.isa, 2, {{"rows", u.rows}, {"pixels", u.pixels}}});
   return out;
 }
 

@@ -12,13 +12,13 @@
 namespace spe {
 
 struct KernelParam {
-  const char* key;  // "rows", "pixels" (f32_spmm, f32_gemm); "kernel", "stride" (f32_dwconv)
+  const char* key;  // "rows", "pixels" (f32_spmm, f32_gemm, f32_conv); "kernel", "stride" (f32_dwconv)
   int value;
 };
 
 struct KernelInfo {
   const char* name;    // f32_spmm_4x96__avx512: the tile, then `__`, then the ISA
-  const char* family;  // "f32_spmm", "f32_dwconv", "f32_gemm"
+  const char* family;  // "f32_spmm", "f32_dwconv", "f32_gemm", "f32_conv"
   Isa isa;
   int n_params;        // the tile parameters; none for a generic kernel
   KernelParam params[2];

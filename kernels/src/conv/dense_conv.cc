@@ -196,8 +196,10 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
   c->k = dense_kernels(i);
   const std::string a = algo ? algo : "gemm";
   if (a == "gemm") return SPE_OK;
-  if (a == "gemm-packed" || a == "gemm-pointwise") {
-    c->path = a == "gemm-packed" ? spe_dense_conv::kPacked : spe_dense_conv::kPointwise;
+  if (a == "gemm-packed" || a == "gemm-pointwise" || a == "gemm-direct") {
+    c->path = a == "gemm-packed"      ? spe_dense_conv::kPacked
+              : a == "gemm-pointwise" ? spe_dense_conv::kPointwise
+                                      : spe_dense_conv::kDirect;
     return SPE_OK;
   }
   if (a == "winograd") {
@@ -209,9 +211,15 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
       c->forced_tile = t;
       return SPE_OK;
     }
+  for (int t = 0; t < c->k->n_conv; ++t)
+    if (a == c->k->conv_name[t]) {
+      c->path = spe_dense_conv::kDirect;
+      c->conv_tile = t;
+      return SPE_OK;
+    }
   return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, gemm-packed, "
-                                            "gemm-pointwise, winograd, or a " +
-                                            c->k->isa + " f32_gemm kernel name)");
+                                            "gemm-pointwise, gemm-direct, winograd, or a " +
+                                            c->k->isa + " f32_gemm / f32_conv kernel name)");
 }
 
 spe_status create_layer(const spe_conv_params* params, const float* weight, const float* bias,
@@ -242,6 +250,7 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
       return fail(SPE_ERR_INVALID_ARGUMENT, "gemm-pointwise needs a 1x1 kernel at stride 1, padding 0");
     c->K = int64_t(p.in_channels) * p.kh * p.kw;
     pack_weight(c.get(), weight);
+    direct_pack(c.get(), weight);
   }
   if (bias) c->bias.assign(bias, bias + p.out_channels);
   *out = c.release();
@@ -254,6 +263,7 @@ spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t
   if (const spe_status s = check_input(c->p, n, h, w); s != SPE_OK) return s;
   if (n == 0) return SPE_OK;
   if (c->winograd) return winograd_run(c, x, n, h, w, res, y);
+  if (use_direct(c, w)) return direct_run(c, x, n, h, w, res, y);
   return use_pointwise(c) ? pointwise_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
 }
 
@@ -286,6 +296,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   int32_t ho = 0, wo = 0;
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
+  if (spe::use_direct(c, w)) return c->k->conv_name[c->conv_tile];
   const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
   return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, P)];
 }

@@ -1,6 +1,7 @@
 // The packed dense conv layer (spe_dense_conv, spe.h) shared by its two algorithms: the
 // implicit GEMM (dense_conv.cc) and Winograd F(4x4, 3x3) (winograd.cc). Both run the dense GEMM
-// microkernels (dense/dense_list.h) on weights packed once at create time.
+// microkernels (dense/dense_list.h) on weights packed once at create time; "gemm" also has a
+// direct path for convs with few input channels (direct_conv.cc; its tiles: dense/dense_list.h).
 #ifndef SPE_CONV_DENSE_LAYER_H_
 #define SPE_CONV_DENSE_LAYER_H_
 
@@ -21,7 +22,10 @@ struct spe_dense_conv {
   int forced_tile = -1;      // a tile named at create time, else -1 (chosen per input size)
   // a 1x1 stride-1 unpadded conv: the pointwise path (the input read in place, dense_conv.cc)
   // or the packed one; kAuto picks per input size
-  enum Path { kAuto, kPacked, kPointwise } path = kAuto;
+  // kDirect: the direct path (few input channels: a mobile stem), forced or picked by kAuto
+  enum Path { kAuto, kPacked, kPointwise, kDirect } path = kAuto;
+  int conv_tile = -1;        // the direct path's tile in the ISA's f32_conv list (-1: not named)
+  std::vector<float> conv_w; // its weights: ceil(O / rows) tiles of K x rows floats, or empty
   const spe::DenseKernels* k = nullptr;
   // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of
   // the transformed 3x3 filters (one per point of the 6x6 tile), each (O panels, C, panel).
@@ -55,6 +59,13 @@ int pick_tile(const spe_dense_conv* c, int64_t P);
 bool use_pointwise(const spe_dense_conv* c);
 spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                          const float* res, float* y);
+
+// The direct path of spe_dense_conv (direct_conv.cc): pack its weights at create (if the layer
+// may take it: forced, or "gemm" with a small K), whether it runs an input of width w, the run.
+void direct_pack(spe_dense_conv* c, const float* weight);
+bool use_direct(const spe_dense_conv* c, int w);
+spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                      const float* res, float* y);
 
 // The Winograd half of spe_dense_conv (winograd.cc): pack the 3x3 weight into c->w at create,
 // run an input.

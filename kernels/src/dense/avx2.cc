@@ -1,8 +1,9 @@
-// avx2 f32 dense GEMM microkernels: dense_list.h's avx2 lines (compiled with the ISA's flags).
+// avx2 f32 dense microkernels: dense_list.h's avx2 lines, GEMM and direct tiles (compiled with the
+// ISA's flags).
 #include "../isa/avx2.h"
-#include "gemm_template.h"
+#include "direct_template.h"
 
 namespace spe {
 template <>
-const DenseKernels* dense_table<Isa::avx2>() { return dense::dense_table_of<Avx2>(); }
+const DenseKernels* dense_table<Isa::avx2>() { return dense::dense_conv_table_of<Avx2>(); }
 }  // namespace spe

@@ -14,17 +14,30 @@
 
 #include "../isa/isa.h"
 #include "../isa/table.h"
+#include "spe/spe.h"
 
 namespace spe {
 
 // One line of dense_list.h, and the list.
 struct DenseUkernel { Isa isa; int rows, pixels; const char* name; };
 #define SPE_DENSE_UKERNEL(isa, rows, pixels) {Isa::isa, rows, pixels, "f32_gemm_" #rows "x" #pixels "__" #isa},
+#define SPE_CONV_UKERNEL(isa, rows, pixels)
 inline constexpr DenseUkernel kDenseUkernels[] = {
 #include "dense_list.h"
 };
 #undef SPE_DENSE_UKERNEL
+#undef SPE_CONV_UKERNEL
 inline constexpr int kNumDenseUkernels = int(std::size(kDenseUkernels));
+
+// The direct path's tiles (direct_template.h), from the same list.
+#define SPE_DENSE_UKERNEL(isa, rows, pixels)
+#define SPE_CONV_UKERNEL(isa, rows, pixels) {Isa::isa, rows, pixels, "f32_conv_" #rows "x" #pixels "__" #isa},
+inline constexpr DenseUkernel kConvUkernels[] = {
+#include "dense_list.h"
+};
+#undef SPE_DENSE_UKERNEL
+#undef SPE_CONV_UKERNEL
+inline constexpr int kNumConvUkernels = int(std::size(kConvUkernels));
 
 constexpr int kMaxDenseTiles = 4;   // tiles one ISA may list
 constexpr int kMaxDenseRows = 16;   // rows of the tallest tile
@@ -79,6 +92,40 @@ struct GemmArgs {
 
 using GemmFn = void (*)(const GemmArgs&);
 
+// The direct conv path (conv/direct_conv.cc): output rows [oy0, oy1) of one image, every
+// output channel, computed from the NCHW input with no im2col: each input row a tap reads is
+// laid out once (zero-padded, split into its stride phases) in `scratch`, and a tile of R
+// output channels x NV vectors of output pixels along one output row runs over all K = C*kh*kw
+// taps, the weights broadcast (w: per R-row tile, K x R floats, rows past O zero), the
+// pixels read as whole vectors from the phase rows.
+struct ConvRowsArgs {
+  const spe_conv_params* p;
+  const float* x;             // the image, C x h x w
+  int64_t h, w, ho, wo;
+  int64_t oy0, oy1;
+  const float* wpk;           // ceil(O / R) tiles of K x R floats
+  const float* bias;          // O floats, or null
+  const float* res;           // the residual image (O x ho x wo), or null
+  float* y;                   // the output image (O x ho x wo)
+  int act;
+  float* scratch;             // conv_scratch_floats(...) floats, 64-byte aligned
+  const float** taps;         // K pointers
+};
+using ConvRowsFn = void (*)(const ConvRowsArgs&);
+
+// Floats of a phase row (one stride phase of a zero-padded input row): whole vectors over the
+// output row plus the taps' offsets into it, so tiles load whole vectors and never masks.
+inline int64_t conv_phase_floats(const spe_conv_params& p, int64_t wo, int width) {
+  const int64_t n = (wo + width - 1) / width * width + int64_t(p.kw - 1) * p.dil_w / p.stride_w + 1;
+  return (n + 15) / 16 * 16;  // whole cache lines
+}
+// The scratch of one call: a phase-row slot per (channel, input row mod the kernel's height
+// span), a zero row and the padded row it is split from.
+inline int64_t conv_scratch_floats(const spe_conv_params& p, int64_t wo, int width) {
+  const int64_t span = int64_t(p.kh - 1) * p.dil_h + 1, L = conv_phase_floats(p, wo, width);
+  return (int64_t(p.in_channels) * span + 2) * p.stride_w * L;
+}
+
 // The pointwise path (a 1x1 stride-1 unpadded conv, dense_conv.cc) reads the NCHW input in
 // place, b_stride = H*W, with no packing and no k-blocks. Its pixels split into whole vectors,
 // run on the tiles' direct variants (every vector count up to the tile's), and a remainder of
@@ -104,6 +151,11 @@ struct DenseKernels {
   GemmFn direct[kMaxDenseRows][kMaxDenseVectors];
   GemmFn cols[kMaxColsPanels][kMaxColsPixels];
   int cols_panels[kMaxColsPixels];
+  // the direct path's tiles (dense_list.h's SPE_CONV_UKERNEL lines), in list order
+  int n_conv;
+  int conv_rows[kMaxDenseTiles], conv_pixels[kMaxDenseTiles];
+  const char* conv_name[kMaxDenseTiles];
+  ConvRowsFn conv_fn[kMaxDenseTiles];
 };
 
 // dense_table<I>(): ISA I's table, defined in I's translation unit (avx512.cc, ...) from the

@@ -34,6 +34,22 @@ inline void store_out(float* y, const float* res, typename V::reg o, int act, in
 // model: tile_template.h).
 constexpr int kDirectAheadK = 8;
 
+// One k of a register tile: acc[r][v] += w[r] * x[v * W ..], the NV input vectors loaded once,
+// each row's weight broadcast (weight_of). Shared with the direct path's tiles.
+template <class V, int R, int NV>
+__attribute__((always_inline)) inline void fma_step(typename V::reg (&acc)[R][NV], const float* x,
+                                                    const float* w) {
+  typename V::reg xv[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) xv[v] = V::load(x + v * V::kWidth);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const typename V::reg wr = weight_of<V, R>(w, r);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
+  }
+}
+
 // R x NV vectors of accumulators held in registers for the whole k-range; partial tiles (rows
 // past a.rows, pixels past a.npix) compute on the packing's zeros and store only valid lanes.
 // kDirect: b is the input itself (rows b_stride apart), every vector whole, with prefetches.
@@ -72,15 +88,7 @@ void gemm_tile(const GemmArgs& a) {
       for (int c = 0; c < NV * W * 4 + 64; c += 64) __builtin_prefetch(xq + c, 0, 3);
     }
     if (pf) __builtin_prefetch(w + kPrefetchValueFloats, 0, 3);  // never faults, even past w
-    reg xv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) xv[v] = V::load(b + v * W);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const reg wr = weight_of<V, R>(w, r);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wr, xv[v], acc[r][v]);
-    }
+    fma_step<V, R, NV>(acc, b, w);
     b += bs;
     w += a.a_stride;
   }

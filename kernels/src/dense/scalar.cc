@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
-#include "gemm_template.h"
+#include "direct_template.h"
 
 namespace spe {
 namespace {
@@ -45,7 +45,7 @@ struct ScalarTiles {
 
 template <>
 const DenseKernels* dense_table<Isa::scalar>() {
-  return dense::dense_table_of<Scalar, ScalarTiles>();
+  return dense::dense_conv_table_of<Scalar, ScalarTiles>();
 }
 
 }  // namespace spe
