@@ -27,7 +27,8 @@ namespace {
 constexpr int64_t kPointwiseBlockFloats = int64_t(1) << 16;  // 256 KiB of weights
 constexpr int64_t kPointwiseBandFloats = int64_t(1) << 16;   // 256 KiB of input
 
-struct PointwiseSplit { int64_t n_mb, n_pb; };  // blocks of weight panels, bands of pixels
+// blocks of weight panels and bands of pixel units: their counts, and sizes at one thread
+struct PointwiseSplit { int64_t n_mb, n_pb, mc, band; };
 
 // The start of part i of `units` cut into `parts` contiguous runs (the first units % parts of
 // them one longer).
@@ -37,20 +38,21 @@ int64_t part_begin(int64_t units, int64_t parts, int64_t i) {
 
 // The same when the pool's T threads take parts / T consecutive parts each: the units are cut
 // into T shares first, so that 10 panels in 4 parts give each thread 5 (3 + 2, 3 + 2), not 6
-// and 4.
-int64_t share_begin(int64_t units, int64_t parts, int64_t T, int64_t i) {
-  if (T <= 1 || parts % T != 0) return part_begin(units, parts, i);
+// and 4. One thread: parts of `size` units, the last one short (whole remainder-kernel calls).
+int64_t share_begin(int64_t units, int64_t parts, int64_t size, int64_t T, int64_t i) {
+  if (T <= 1) return std::min(units, i * size);
+  if (parts % T != 0) return part_begin(units, parts, i);
   const int64_t m = parts / T, t = i / m, b = part_begin(units, T, t);
   return b + part_begin(part_begin(units, T, t + 1) - b, m, i % m);
 }
 
-// px_units: the whole vectors of the image (at least 1).
+// px_units: the runs of pixels bands are cut in (at least 1).
 PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int64_t px_units,
-                               int64_t tile_px, int64_t n, int threads) {
-  const int64_t panels = (O + PR - 1) / PR, n_pt = (P + tile_px - 1) / tile_px;
+                               int64_t unit_px, int64_t n, int threads) {
+  const int64_t panels = (O + PR - 1) / PR;
   const int64_t mc = std::clamp<int64_t>(kPointwiseBlockFloats / (K * PR), 1, panels);
-  const int64_t band = std::clamp<int64_t>(kPointwiseBandFloats / (K * tile_px), 1, n_pt);
-  PointwiseSplit s{(panels + mc - 1) / mc, std::min(px_units, (n_pt + band - 1) / band)};
+  const int64_t band = std::clamp<int64_t>(kPointwiseBandFloats / (K * unit_px), 1, px_units);
+  PointwiseSplit s{(panels + mc - 1) / mc, (px_units + band - 1) / band, mc, band};
   const int64_t T = threads;
   if (T <= 1 || n * s.n_mb * s.n_pb % T == 0) return s;
   // round one count up so the items are a multiple of T: the rows where the weights dominate
@@ -76,21 +78,24 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
   const DenseKernels* k = c->k;
   const int W = k->width, R = k->rows[0], NV = k->pixels[0] / W, PR = k->panel;
   const int64_t O = c->p.out_channels, K = c->K, P = int64_t(h) * w;
-  // the pixels split in whole vectors; the last band also takes the remainder (at most 1/4 of
-  // a vector's work at 14x14, less at 7x7)
-  const int64_t nvec = P / W, rem = P % W, px_units = std::max<int64_t>(1, nvec);
-  const int64_t panels = (O + PR - 1) / PR;
   auto& pool = ThreadPool::global();
   const int T = pool.num_threads();
-  const PointwiseSplit s = split_pointwise(O, K, P, PR, px_units, NV * W, n, T);
+  // Bands are runs of whole pixel tiles where each thread gets 32 or more (no partial tile
+  // inside the image), else of vectors (28x28: 25 and 24 vectors, where tiles gave 27 and 22);
+  // the last band also takes the remainder (at most 1/4 of a vector's work at 14x14).
+  const int64_t nvec = P / W, rem = P % W;
+  const int64_t unit = T == 1 || nvec >= 32 * NV * int64_t(T) ? NV : 1;
+  const int64_t px_units = std::max<int64_t>(1, (nvec + unit - 1) / unit);
+  const int64_t panels = (O + PR - 1) / PR;
+  const PointwiseSplit s = split_pointwise(O, K, P, PR, px_units, unit * W, n, T);
   const int np_max = rem ? k->cols_panels[rem - 1] : 1;
   pool.parallel_for(int64_t(n) * s.n_pb * s.n_mb, 1, [&](int64_t ib, int64_t ie) {
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / (s.n_pb * s.n_mb), pb = it / s.n_mb % s.n_pb, mb = it % s.n_mb;
-      const int64_t o0 = share_begin(panels, s.n_mb, T, mb) * PR;
-      const int64_t o1 = std::min(O, share_begin(panels, s.n_mb, T, mb + 1) * PR);
-      const int64_t v0 = std::min(nvec, share_begin(px_units, s.n_pb, T, pb));
-      const int64_t v1 = std::min(nvec, share_begin(px_units, s.n_pb, T, pb + 1));
+      const int64_t o0 = share_begin(panels, s.n_mb, s.mc, T, mb) * PR;
+      const int64_t o1 = std::min(O, share_begin(panels, s.n_mb, s.mc, T, mb + 1) * PR);
+      const int64_t v0 = std::min(nvec, share_begin(px_units, s.n_pb, s.band, T, pb) * unit);
+      const int64_t v1 = std::min(nvec, share_begin(px_units, s.n_pb, s.band, T, pb + 1) * unit);
       const bool has_rem = rem && pb == s.n_pb - 1;
       const float* xb = x + b * K * P;
       float* yb = y + b * O * P;
