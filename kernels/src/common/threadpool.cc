@@ -52,7 +52,8 @@ void ThreadPool::set_runtime(const spe_parallel_runtime* rt) {
 
 int32_t ThreadPool::runtime_task(int32_t task, void* pool) {
   auto* self = static_cast<ThreadPool*>(pool);
-  self->run_chunks(int(task % self->slots_));  // catches what a chunk throws
+  // a runtime that runs more tasks (or numbers them oddly) only makes some start elsewhere
+  self->run_chunks(task > 0 ? int(task % self->slots_) : 0);  // catches what a chunk throws
   return 0;
 }
 
