@@ -167,14 +167,18 @@ def test_thread_count_does_not_change_results(restore_threads):
     y1 = stem.run(xs)
     K.set_num_threads(3)
     assert np.array_equal(y1, stem.run(xs)) and stem.kernel_name(45, 39).startswith("f32_conv_")
-    # the pointwise path splits rows (small images) or pixels (large ones) over threads
-    for hw in ((7, 7), (40, 40)):
-        xp = torch.randn(1, 300, *hw, generator=g).numpy()
-        layer = K.DenseConv(40, 300, (1, 1), (1, 1), (0, 0), (1, 1), w[:, :, :1, :1].numpy())
+    # the pointwise path splits rows (small images) or pixels (large ones) over threads, in
+    # equal shares per thread: 10 panels in 4 blocks (3 + 2 per thread), 49 vectors in bands
+    for o, c, hw in ((40, 300, (7, 7)), (40, 300, (40, 40)), (160, 960, (7, 7)),
+                     (32, 192, (28, 28))):
+        xp = torch.randn(1, c, *hw, generator=g).numpy()
+        wp = torch.randn(o, c, 1, 1, generator=g).numpy()
+        layer = K.DenseConv(o, c, (1, 1), (1, 1), (0, 0), (1, 1), wp)
         K.set_num_threads(1)
         y1 = layer.run(xp)
-        K.set_num_threads(3)
-        assert np.array_equal(y1, layer.run(xp)), hw
+        for t in (2, 3):
+            K.set_num_threads(t)
+            assert np.array_equal(y1, layer.run(xp)), (o, c, hw, t)
 
 
 def test_bad_input_is_a_clear_error():

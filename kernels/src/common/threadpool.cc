@@ -50,8 +50,10 @@ void ThreadPool::set_runtime(const spe_parallel_runtime* rt) {
   respawn_ = n_threads_ > 1;  // the own workers start again on the next job
 }
 
-int32_t ThreadPool::runtime_task(int32_t, void* pool) {
-  static_cast<ThreadPool*>(pool)->run_chunks();  // catches what a chunk throws
+int32_t ThreadPool::runtime_task(int32_t task, void* pool) {
+  auto* self = static_cast<ThreadPool*>(pool);
+  // a runtime that runs more tasks (or numbers them oddly) only makes some start elsewhere
+  self->run_chunks(task > 0 ? int(task % self->slots_) : 0);  // catches what a chunk throws
   return 0;
 }
 
@@ -60,7 +62,7 @@ int32_t ThreadPool::runtime_task(int32_t, void* pool) {
 // nothing (launch failed or ran no task): the job completes whatever the runtime did.
 void ThreadPool::run_on_runtime() {
   runtime_.launch(&ThreadPool::runtime_task, this, runtime_.ctx);
-  run_chunks();
+  run_chunks(0);
 }
 
 void ThreadPool::reset_after_fork() {
@@ -90,7 +92,7 @@ void ThreadPool::spawn_workers() {
   respawn_ = false;
   try {
     workers_.reserve(size_t(n_threads_ - 1));
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i, gen] { worker_loop(i, gen); });
   } catch (...) {  // out of memory or of threads (std::system_error): run with what started
     n_threads_ = int(workers_.size()) + 1;
   }
@@ -120,22 +122,43 @@ void ThreadPool::set_num_threads(int n) {
   else respawn_ = false;  // spawned when the runtime is uninstalled
 }
 
-void ThreadPool::run_chunks() {
-  for (;;) {
-    const int64_t b = next_.fetch_add(grain_);
-    if (b >= n_) break;
-    try {
-      (*fn_)(b, std::min(n_, b + grain_));
-    } catch (...) {
-      // The first thread to fail keeps its exception; every thread then runs out of chunks.
-      bool expected = false;
-      if (failed_.compare_exchange_strong(expected, true)) error_ = std::current_exception();
-      next_.store(n_);
+void ThreadPool::start_job(int64_t n, int64_t grain, int slots, const RangeFn& fn) {
+  if (slots > cursor_cap_) {
+    cursors_.reset(new Cursor[size_t(slots)]);
+    cursor_cap_ = slots;
+  }
+  fn_ = &fn;
+  n_ = n;
+  grain_ = grain;
+  slots_ = slots;
+  // slot t: chunks [t * q + min(t, r), ...) where chunks = q * slots + r (the first r one more)
+  const int64_t chunks = (n - 1) / grain + 1, q = chunks / slots, r = chunks % slots;
+  for (int t = 0; t < slots; ++t) {
+    const int64_t b = t * q + std::min<int64_t>(t, r);
+    cursors_[t].next.store(b, std::memory_order_relaxed);
+    cursors_[t].end = b + q + (t < r ? 1 : 0);
+  }
+}
+
+void ThreadPool::run_chunks(int slot) {
+  for (int i = 0; i < slots_; ++i) {  // its own part first, then the others' leftovers
+    Cursor& cur = cursors_[(slot + i) % slots_];
+    for (;;) {
+      const int64_t c = cur.next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= cur.end) break;
+      try {
+        (*fn_)(c * grain_, std::min(n_, (c + 1) * grain_));
+      } catch (...) {
+        // The first thread to fail keeps its exception; every thread then runs out of chunks.
+        bool expected = false;
+        if (failed_.compare_exchange_strong(expected, true)) error_ = std::current_exception();
+        for (int t = 0; t < slots_; ++t) cursors_[t].next.store(cursors_[t].end);
+      }
     }
   }
 }
 
-void ThreadPool::worker_loop(uint64_t seen) {
+void ThreadPool::worker_loop(int slot, uint64_t seen) {
 #if defined(__linux__)
   pthread_setname_np(pthread_self(), "spe-worker");  // what profilers and top -H show
 #endif
@@ -151,7 +174,7 @@ void ThreadPool::worker_loop(uint64_t seen) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_) return;
-    run_chunks();
+    run_chunks(slot);
     active_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
@@ -167,10 +190,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
     for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;
   }
-  fn_ = &fn;
-  n_ = n;
-  grain_ = grain;
-  next_.store(0);
+  start_job(n, grain, external ? num_threads() : int(workers_.size()) + 1, fn);
   if (external) {
     run_on_runtime();
   } else {
@@ -180,7 +200,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    run_chunks();
+    run_chunks(0);
     while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
   }
   fn_ = nullptr;

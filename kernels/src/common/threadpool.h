@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -35,8 +36,12 @@ class ThreadPool {
   void set_num_threads(int n);
   int num_threads() const;
 
-  // Calls fn on disjoint [begin, end) chunks of [0, n) of about `grain` items each, spread over
-  // the pool; the caller works too and returns when all chunks are done. Calls serialise.
+  // Calls fn on disjoint [begin, end) chunks of [0, n) of `grain` items each (the last may be
+  // shorter), spread over the pool; the caller works too and returns when all chunks are done.
+  // Calls serialise. Thread t of T first runs the t-th contiguous T-th of the chunks (the
+  // caller the first), then helps with what others have left: a kernel that splits its work
+  // into T equal parts gets them one per thread with no shared counter, and two layers split
+  // alike leave each thread on the part of the data it wrote last.
   // An exception thrown by fn on any thread stops handing out chunks and is rethrown here, in
   // the caller, once every thread has left the job (an exception escaping a worker thread
   // would terminate the process).
@@ -54,10 +59,11 @@ class ThreadPool {
 
  private:
   ThreadPool();
-  void worker_loop(uint64_t seen_generation);
+  void worker_loop(int slot, uint64_t seen_generation);
   void stop_workers();
   void spawn_workers();
-  void run_chunks();
+  void start_job(int64_t n, int64_t grain, int slots, const RangeFn& fn);
+  void run_chunks(int slot);
   void run_on_runtime();
   static int32_t runtime_task(int32_t task, void* pool);
 
@@ -70,10 +76,16 @@ class ThreadPool {
   std::atomic<int> active_{0};      // workers still inside the current job
   bool stop_ = false;
   bool respawn_ = false;            // set in a forked child
-  // current job
+  // current job: each slot (thread) has a contiguous part of the chunks, handed out by its
+  // cursor (a cache line each: the owner's claims stay in its own cache)
+  struct alignas(64) Cursor {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, grain_ = 1;
-  std::atomic<int64_t> next_{0};
+  int slots_ = 0, cursor_cap_ = 0;
+  std::unique_ptr<Cursor[]> cursors_;
   std::atomic<bool> failed_{false};  // a chunk threw; error_ holds the first exception
   std::exception_ptr error_;
   spe_parallel_runtime runtime_{};   // launch == nullptr: the own workers

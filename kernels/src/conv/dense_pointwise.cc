@@ -3,6 +3,7 @@
 // variants and remainder kernel (dense/dense.h) with the NCHW input read in place.
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 
 #include "../common/threadpool.h"
 #include "dense_layer.h"
@@ -12,36 +13,60 @@ namespace {
 
 // The first listed tile's direct variants read x in place (rows of P floats, no packing, all of
 // K in registers at once) and the remainder kernel takes the pixels past the last whole vector
-// (see dense.h). Work items: (image, block of output rows, band of pixel tiles); in an item, for each row
-// tile of the block, every pixel tile of the band: the band's input (<= kPointwiseBandFloats)
-// stays in L2 across the row tiles, and each row tile writes its rows as sequential streams
-// (96x16 at 112x112: 80 GFLOP/s this way, 73 with the pixel tiles outside). Threads
-// split the rows when the weights outweigh the input (small images: each thread streams half
-// the weights, both read the small input), else the pixels.
+// (see dense.h). Work items: (image, band of pixels, block of output rows); in an item, for
+// each row tile of the block, every pixel tile of the band: the band's input (about
+// kPointwiseBandFloats) stays in L2 across the row tiles, and each row tile writes its rows as
+// sequential streams (96x16 at 112x112: 80 GFLOP/s this way, 73 with the pixel tiles outside).
+// Threads split the rows when the weights outweigh the input (small images: each thread streams
+// its part of the weights, all read the small input), else the pixels. The item count is a
+// multiple of the threads and the bands / blocks are near-equal runs of whole vectors / weight
+// panels, so each thread gets the same work (at 7x7, 10 panels in blocks of 3 left one thread
+// 6 and the other 4; at 28x28, 17 pixel tiles in bands of 9 left 27 vectors against 22), and
+// the pool's thread t takes the t-th run of items: layer after layer, a thread keeps the same
+// pixels (or output rows) where the split allows.
 constexpr int64_t kPointwiseBlockFloats = int64_t(1) << 16;  // 256 KiB of weights
 constexpr int64_t kPointwiseBandFloats = int64_t(1) << 16;   // 256 KiB of input
 
-struct PointwiseSplit { int64_t mc_panels, n_mb, band, n_pb; };
+// blocks of weight panels and bands of pixel units: their counts, and sizes at one thread
+struct PointwiseSplit { int64_t n_mb, n_pb, mc, band; };
 
-PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int64_t n_pt,
-                               int64_t tile_px, int64_t n, int threads) {
+// The start of part i of `units` cut into `parts` contiguous runs (the first units % parts of
+// them one longer).
+int64_t part_begin(int64_t units, int64_t parts, int64_t i) {
+  return units / parts * i + std::min(i, units % parts);
+}
+
+// The same when the pool's T threads take parts / T consecutive parts each: the units are cut
+// into T shares first, so that 10 panels in 4 parts give each thread 5 (3 + 2, 3 + 2), not 6
+// and 4. One thread: parts of `size` units, the last one short (whole remainder-kernel calls).
+int64_t share_begin(int64_t units, int64_t parts, int64_t size, int64_t T, int64_t i) {
+  if (T <= 1) return std::min(units, i * size);
+  if (parts % T != 0) return part_begin(units, parts, i);
+  const int64_t m = parts / T, t = i / m, b = part_begin(units, T, t);
+  return b + part_begin(part_begin(units, T, t + 1) - b, m, i % m);
+}
+
+// px_units: the runs of pixels bands are cut in (at least 1).
+PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int64_t px_units,
+                               int64_t unit_px, int64_t n, int threads) {
   const int64_t panels = (O + PR - 1) / PR;
-  PointwiseSplit s{std::clamp<int64_t>(kPointwiseBlockFloats / (K * PR), 1, panels), 0,
-                   std::clamp<int64_t>(kPointwiseBandFloats / (K * tile_px), 1, n_pt), 1};
-  s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
-  s.n_pb = (n_pt + s.band - 1) / s.band;
-  // few items: make their count a multiple of the threads (each thread the same work)
+  const int64_t mc = std::clamp<int64_t>(kPointwiseBlockFloats / (K * PR), 1, panels);
+  const int64_t band = std::clamp<int64_t>(kPointwiseBandFloats / (K * unit_px), 1, px_units);
+  PointwiseSplit s{(panels + mc - 1) / mc, (px_units + band - 1) / band, mc, band};
   const int64_t T = threads;
-  if (T > 1 && n * s.n_mb * s.n_pb < 4 * T) {
-    if (panels >= T && (O >= P || n_pt < T)) {
-      const int64_t want = std::min(panels, (s.n_mb + T - 1) / T * T);
-      s.mc_panels = (panels + want - 1) / want;
-      s.n_mb = (panels + s.mc_panels - 1) / s.mc_panels;
-    } else {
-      const int64_t want = std::min(n_pt, (s.n_pb + T - 1) / T * T);
-      s.band = (n_pt + want - 1) / want;
-      s.n_pb = (n_pt + s.band - 1) / s.band;
-    }
+  if (T <= 1 || n * s.n_mb * s.n_pb % T == 0) return s;
+  // round one count up so the items are a multiple of T: the rows where the weights dominate
+  auto round_up = [&](int64_t count, int64_t other, int64_t cap) {
+    const int64_t step = T / std::gcd(T, n * other);
+    const int64_t want = (count + step - 1) / step * step;
+    return want <= cap ? want : count;
+  };
+  if (panels >= T && (O >= P || px_units < T)) {
+    s.n_mb = round_up(s.n_mb, s.n_pb, panels);
+    if (n * s.n_mb * s.n_pb % T) s.n_pb = round_up(s.n_pb, s.n_mb, px_units);
+  } else {
+    s.n_pb = round_up(s.n_pb, s.n_mb, px_units);
+    if (n * s.n_mb * s.n_pb % T) s.n_mb = round_up(s.n_mb, s.n_pb, panels);
   }
   return s;
 }
@@ -53,14 +78,25 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
   const DenseKernels* k = c->k;
   const int W = k->width, R = k->rows[0], NV = k->pixels[0] / W, PR = k->panel;
   const int64_t O = c->p.out_channels, K = c->K, P = int64_t(h) * w;
-  const int64_t nvec = P / W, rem = P % W, n_pt = std::max<int64_t>(1, (nvec + NV - 1) / NV);
   auto& pool = ThreadPool::global();
-  const PointwiseSplit s = split_pointwise(O, K, P, PR, n_pt, NV * W, n, pool.num_threads());
+  const int T = pool.num_threads();
+  // Bands are runs of whole pixel tiles where each thread gets 32 or more (no partial tile
+  // inside the image), else of vectors (28x28: 25 and 24 vectors, where tiles gave 27 and 22);
+  // the last band also takes the remainder (at most 1/4 of a vector's work at 14x14).
+  const int64_t nvec = P / W, rem = P % W;
+  const int64_t unit = T == 1 || nvec >= 32 * NV * int64_t(T) ? NV : 1;
+  const int64_t px_units = std::max<int64_t>(1, (nvec + unit - 1) / unit);
+  const int64_t panels = (O + PR - 1) / PR;
+  const PointwiseSplit s = split_pointwise(O, K, P, PR, px_units, unit * W, n, T);
   const int np_max = rem ? k->cols_panels[rem - 1] : 1;
   pool.parallel_for(int64_t(n) * s.n_pb * s.n_mb, 1, [&](int64_t ib, int64_t ie) {
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / (s.n_pb * s.n_mb), pb = it / s.n_mb % s.n_pb, mb = it % s.n_mb;
-      const int64_t o0 = mb * s.mc_panels * PR, o1 = std::min(O, o0 + s.mc_panels * PR);
+      const int64_t o0 = share_begin(panels, s.n_mb, s.mc, T, mb) * PR;
+      const int64_t o1 = std::min(O, share_begin(panels, s.n_mb, s.mc, T, mb + 1) * PR);
+      const int64_t v0 = std::min(nvec, share_begin(px_units, s.n_pb, s.band, T, pb) * unit);
+      const int64_t v1 = std::min(nvec, share_begin(px_units, s.n_pb, s.band, T, pb + 1) * unit);
+      const bool has_rem = rem && pb == s.n_pb - 1;
       const float* xb = x + b * K * P;
       float* yb = y + b * O * P;
       const float* rb = res ? res + b * O * P : nullptr;
@@ -79,19 +115,17 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
         a.res = rb ? rb + r0 * P + p0 : nullptr;
         a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
       };
-      const int64_t pt0 = pb * s.band, pt1 = std::min(n_pt, pt0 + s.band);
       for (int64_t r0 = o0; r0 < o1; r0 += R) {
         a.rows = int(std::min<int64_t>(R, o1 - r0));
-        for (int64_t pt = pt0; pt < pt1; ++pt) {
-          const int64_t v0 = pt * NV, nv = std::min<int64_t>(NV, nvec - v0);
-          if (nv <= 0) break;
+        for (int64_t v = v0; v < v1; v += NV) {
+          const int64_t nv = std::min<int64_t>(NV, v1 - v);
           a.npix = int(nv * W);
-          a.prefetch = pt == pt0;  // the row tile's weights come from DRAM in a full model
-          at(r0, v0 * W);
+          a.prefetch = v == v0;  // the row tile's weights come from DRAM in a full model
+          at(r0, v * W);
           k->direct[a.rows - 1][nv - 1](a);
         }
       }
-      if (rem && pb == s.n_pb - 1) {  // the pixels past the last whole vector
+      if (has_rem) {  // the pixels past the last whole vector
         a.npix = int(rem);
         for (int64_t r0 = o0; r0 < o1;) {
           const int64_t left = (o1 - r0 + PR - 1) / PR;

@@ -320,7 +320,9 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
   const int64_t tile_in_bytes = int64_t(p.in_channels) * g->n_phases * tile_px * 4;
   const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
   const int64_t n_bands = (n_tiles + band_tiles - 1) / band_tiles;
-  const int64_t items = n_bands * band_tiles * G;
+  // every item a tile (no empty ones past a short last band): the pool's threads each take an
+  // equal run of them
+  const int64_t items = n_tiles * G;
   auto& pool = ThreadPool::global();
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
 
@@ -341,10 +343,9 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
       for (int64_t it = ib; it < ie; ++it) {
         // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
         // writing its output rows sequentially.
-        const int64_t band = it / (G * band_tiles), rem = it % (G * band_tiles);
+        const int64_t band = std::min(n_bands - 1, it / (G * band_tiles));
         const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, n_tiles - t0);
-        if (rem >= G * nt) continue;  // past the last (short) band
-        const int64_t gi = rem / nt, t = t0 + rem % nt;
+        const int64_t rem = it - t0 * G, gi = rem / nt, t = t0 + rem % nt;
         const int r = c->rows[gi], r0 = c->row0[gi];
         const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
         const int sub = k->nv[r - 1] * k->width;
