@@ -202,8 +202,9 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
                                       : spe_dense_conv::kDirect;
     return SPE_OK;
   }
-  if (a == "winograd") {
+  if (a == "winograd" || a == "winograd-f4" || a == "winograd-f2") {
     c->winograd = true;
+    c->wino_m = a == "winograd" ? 0 : a == "winograd-f4" ? 4 : 2;
     return SPE_OK;
   }
   for (int t = 0; t < c->k->n_tiles; ++t)
@@ -218,7 +219,8 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
       return SPE_OK;
     }
   return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, gemm-packed, "
-                                            "gemm-pointwise, gemm-direct, winograd, or a " +
+                                            "gemm-pointwise, gemm-direct, winograd, winograd-f4, "
+                                            "winograd-f2, or a " +
                                             c->k->isa + " f32_gemm / f32_conv kernel name)");
 }
 
@@ -297,8 +299,8 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
   if (spe::use_direct(c, w)) return c->k->conv_name[c->conv_tile];
-  const int64_t P = c->winograd ? ((int64_t(ho) + 3) / 4) * ((int64_t(wo) + 3) / 4) : int64_t(ho) * wo;
-  return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, P)];
+  if (c->winograd) return c->k->name[spe::winograd_tile(c, ho, wo)];
+  return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, int64_t(ho) * wo)];
 }
 
 int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }

@@ -5,6 +5,7 @@
 #ifndef SPE_CONV_DENSE_LAYER_H_
 #define SPE_CONV_DENSE_LAYER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -19,6 +20,7 @@ struct spe_dense_conv {
   int64_t K = 0;             // GEMM depth: C * kh * kw (Winograd: C)
   int act = 0;
   bool winograd = false;
+  int wino_m = 0;            // Winograd F(m x m, 3x3) forced: 4 or 2; 0: picked per input size
   int forced_tile = -1;      // a tile named at create time, else -1 (chosen per input size)
   // a 1x1 stride-1 unpadded conv: the pointwise path (the input read in place, dense_conv.cc)
   // or the packed one; kAuto picks per input size
@@ -27,11 +29,16 @@ struct spe_dense_conv {
   int conv_tile = -1;        // the direct path's tile in the ISA's f32_conv list (-1: not named)
   std::vector<float> conv_w; // its weights: ceil(O / rows) tiles of K x rows floats, or empty
   const spe::DenseKernels* k = nullptr;
-  // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: 36 such matrices of
-  // the transformed 3x3 filters (one per point of the 6x6 tile), each (O panels, C, panel).
+  // GEMM: (ceil(O / panel), K, panel) floats, zero rows past O. Winograd: the 3x3 weight
+  // (O, C, 3, 3); its transformed filters, F(4x4) and F(2x2), are packed by the first run
+  // that needs them (winograd.cc) and freed with the layer.
   std::vector<float> w;
-  int64_t w_matrix = 0;      // floats of one packed matrix (Winograd's stride between points)
+  mutable std::atomic<float*> wino_u[2] = {nullptr, nullptr};
   std::vector<float> bias;   // O, or empty
+  spe_dense_conv() = default;
+  spe_dense_conv(const spe_dense_conv&) = delete;
+  spe_dense_conv& operator=(const spe_dense_conv&) = delete;
+  ~spe_dense_conv();
 };
 
 namespace spe {
@@ -67,9 +74,10 @@ bool use_direct(const spe_dense_conv* c, int w);
 spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                       const float* res, float* y);
 
-// The Winograd half of spe_dense_conv (winograd.cc): pack the 3x3 weight into c->w at create,
-// run an input.
+// The Winograd half of spe_dense_conv (winograd.cc): keep the 3x3 weight at create, the tile
+// (index into c->k) an ho x wo output runs on, run an input.
 void winograd_pack(spe_dense_conv* c, const float* weight);
+int winograd_tile(const spe_dense_conv* c, int64_t ho, int64_t wo);
 spe_status winograd_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                         const float* res, float* y);
 

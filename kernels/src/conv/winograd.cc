@@ -1,20 +1,31 @@
-// Winograd F(4x4, 3x3) for dense 3x3 stride-1 convs (Lavin & Gray 2016; points 0, +-1, +-2,
-// infinity): each 4x4 output tile is A^T [ (G g G^T) . (B^T d B) ] A over a 6x6 input patch d,
-// 36 multiplications per tile and channel pair instead of 144.
+// Winograd F(m x m, 3x3) for dense 3x3 stride-1 convs (Lavin & Gray 2016): each m x m output
+// tile is A^T [ (G g G^T) . (B^T d B) ] A over an n x n input patch d (n = m + 2), n^2
+// multiplications per tile and channel pair instead of 9 m^2. Two variants, picked per input
+// size by the GEMM work each leaves after padding its tiles to the microkernel's pixel width:
+// F(4x4) (points 0, +-1, +-2, infinity; 36 GEMMs, 4x fewer multiplications) where the 4x4
+// tiles fill the vectors (14x14 and larger outputs), F(2x2) (points 0, +-1, infinity; 16 GEMMs,
+// 2.25x) where they would not (7x7: 2x2 tiles of 4x4 in a 16-lane vector; 4x4 tiles of 2x2 fill
+// it), with 16/9 of the 3x3 weight's bytes to stream instead of 36/9.
 //
-// The filter transform U = G g G^T is done once at create time (in double), and U is packed as
-// 36 GEMM weights (one per point of the 6x6 tile, O x C each, the dense family's panels). A
-// run splits the output tiles (raster order, across tile rows) into blocks of one GEMM panel
-// width NR and the output channels into blocks; per work item, in a chunk of channels at a
-// time, the item's input patches are transformed (B^T d B, vectorised over the NR tiles: the
-// patch columns of consecutive tiles are the stride-4 phases of the input rows) straight into
-// the 36 packed input panels, then the 36 GEMMs of the chunk accumulate into M (36 x MC x NR,
-// all in L2), and last the output transform (A^T M A, vectorised the same way) adds bias and
-// residual, applies the activation and writes the valid pixels of each tile.
+// The 3x3 weight is kept at create; a variant's transformed filters U = G g G^T are packed on
+// the first run that needs them (in double; installed lock-free: concurrent first runs each
+// pack, one copy wins), in panels of the ISA's tallest tile, a panel's n^2 points one after
+// the other (panel, point, channel, row): a row tile's weights for all points are one stream.
+// A run splits the output tiles (raster order, across tile rows) into blocks of one GEMM panel
+// width NR, and the output channels into as few blocks as the threads need; per work item, a
+// chunk of input channels at a time (all of them for ResNet's layers), the item's patches are
+// transformed (B^T d B, vectorised over the NR tiles: the patch columns of consecutive tiles
+// are the stride-m phases of an input row, gathered and transformed in one pass per row, then
+// the column pass writes the packed GEMM panels), and then per row tile of output channels the
+// n^2 GEMMs run into M (n^2 x R x NR, in L1/L2) and the output transform (A^T M A, the row pass
+// writing interleaved output rows) adds bias and residual and applies the activation at once.
 // Numerics: kernels/README.md ("Winograd").
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "../common/threadpool.h"
 #include "dense_layer.h"
@@ -23,190 +34,462 @@
 namespace spe {
 namespace {
 
-constexpr int kMaxLanes = 64;  // >= any listed tile's pixels (dense_list.h)
+constexpr int kLanes = 64;  // stride of the lane arrays: >= any listed tile's pixels (dense_list.h)
+constexpr int kBlock = 16;  // lanes a row pass computes at a time (a zmm; kLanes >= 48 + kBlock)
+// V (the transformed input of a channel chunk: n^2 x kc x NR floats) within ~640 KiB of L2
+constexpr int64_t kVFloats = int64_t(160) << 10;
 
-// The filter transform G (6x3) of F(4x4, 3x3).
-constexpr double kG[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                             {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                             {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-
-// The lane loops below are where the transforms' time goes: on x86 they are cloned for AVX-512
-// and AVX2 and picked at load time (this file is compiled for the baseline ISA); AArch64's
-// baseline already has NEON.
+// The transforms' loops run over lanes (tiles): on x86 the per-item functions below are cloned
+// for AVX-512 and AVX2 and picked at load time (this file is compiled for the baseline ISA),
+// the lane loops inlined into each clone; AArch64's baseline already has NEON.
 #if defined(__x86_64__) && !defined(SPE_NO_TARGET_CLONES)
 #define SPE_LANES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SPE_LANES
 #endif
+#define SPE_INLINE inline __attribute__((always_inline))
 
-// out[i] = (B^T in)[i] over n lanes: in[k] and out[i] are lane arrays (6 each).
-SPE_LANES void input_1d(const float* const* in, float* const* out, int n) {
-  const float *d0 = in[0], *d1 = in[1], *d2 = in[2], *d3 = in[3], *d4 = in[4], *d5 = in[5];
-  float *o0 = out[0], *o1 = out[1], *o2 = out[2], *o3 = out[3], *o4 = out[4], *o5 = out[5];
-#pragma GCC ivdep
-  for (int l = 0; l < n; ++l) {
-    const float a = d4[l] - 4.0f * d2[l], b = d3[l] - 4.0f * d1[l];
-    const float c = d4[l] - d2[l], e = 2.0f * (d3[l] - d1[l]);
-    o0[l] = 4.0f * d0[l] - 5.0f * d2[l] + d4[l];
-    o1[l] = a + b;
-    o2[l] = a - b;
-    o3[l] = c + e;
-    o4[l] = c - e;
-    o5[l] = 4.0f * d1[l] - 5.0f * d3[l] + d5[l];
+// The 1-D transforms of F(m x m, 3x3) on floats or lane vectors: in(d, o) is o = B^T d (n values),
+// out(s, o) is o = A^T s (n values to m); G is the filter transform (n x 3).
+template <int M> struct Tr;
+
+template <>
+struct Tr<4> {
+  static constexpr int N = 6;
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  template <class T>
+  SPE_INLINE static void in(const T* d, T* o) {
+    const T a = d[4] - 4.0f * d[2], b = d[3] - 4.0f * d[1];
+    const T c = d[4] - d[2], e = 2.0f * (d[3] - d[1]);
+    o[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    o[1] = a + b;
+    o[2] = a - b;
+    o[3] = c + e;
+    o[4] = c - e;
+    o[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
   }
-}
-
-// out[i] = (A^T in)[i], i < 4, over n lanes.
-SPE_LANES void output_1d(const float* const* in, float* const* out, int n) {
-  const float *m0 = in[0], *m1 = in[1], *m2 = in[2], *m3 = in[3], *m4 = in[4], *m5 = in[5];
-  float *o0 = out[0], *o1 = out[1], *o2 = out[2], *o3 = out[3];
-#pragma GCC ivdep
-  for (int l = 0; l < n; ++l) {
-    const float a = m1[l] + m2[l], b = m1[l] - m2[l], c = m3[l] + m4[l], d = m3[l] - m4[l];
-    o0[l] = m0[l] + a + c;
-    o1[l] = b + 2.0f * d;
-    o2[l] = a + 4.0f * c;
-    o3[l] = b + 8.0f * d + m5[l];
+  template <class T>
+  SPE_INLINE static void out(const T* s, T* o) {
+    const T a = s[1] + s[2], b = s[1] - s[2], c = s[3] + s[4], d = s[3] - s[4];
+    o[0] = s[0] + a + c;
+    o[1] = b + 2.0f * d;
+    o[2] = a + 4.0f * c;
+    o[3] = b + 8.0f * d + s[5];
   }
-}
-
-// q_j[m] = row[4m + j] for m < n: the patch columns of consecutive tiles.
-SPE_LANES void deinterleave4(const float* row, float* q0, float* q1, float* q2, float* q3, int n) {
-#pragma GCC ivdep
-  for (int m = 0; m < n; ++m) {
-    q0[m] = row[4 * m];
-    q1[m] = row[4 * m + 1];
-    q2[m] = row[4 * m + 2];
-    q3[m] = row[4 * m + 3];
-  }
-}
-
-// One run's tiling: tiles of 4x4 outputs, th x tw of them, T in all.
-struct Tiling {
-  int64_t h, w, ho, wo, th, tw, T;
 };
 
-// The 36 transformed patches of channel plane xc for tiles [t0, t0 + nt) (raster order) into
-// v[xi * v_stride + lane]; lanes past nt are zero.
-void transform_input(const spe_conv_params& p, const Tiling& g, const float* xc, int64_t t0,
-                     int nt, int NR, float* v, int64_t v_stride) {
-  alignas(64) float d[36][kMaxLanes], t[36][kMaxLanes];
-  alignas(64) float row[4 * kMaxLanes + 8], q[4][kMaxLanes + 1];
-  if (nt < NR)
-    for (auto& lane : d) std::memset(lane + nt, 0, sizeof(float) * (NR - nt));
-  for (int s = 0; s < nt;) {  // one run of tiles within a tile row at a time
+template <>
+struct Tr<2> {
+  static constexpr int N = 4;
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  template <class T>
+  SPE_INLINE static void in(const T* d, T* o) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  }
+  template <class T>
+  SPE_INLINE static void out(const T* s, T* o) {
+    o[0] = s[0] + s[1] + s[2];
+    o[1] = s[1] - s[2] - s[3];
+  }
+};
+
+// One run's tiling: tiles of m x m outputs, th x tw of them, T in all.
+struct Tiling {
+  int m;
+  int64_t h, w, ho, wo, th, tw, T, pad_h, pad_w;
+};
+
+// The variant and tile a run takes, and the work it leaves.
+struct Choice {
+  int m, tile;
+  double cost;
+};
+
+Choice choose(const spe_dense_conv* c, int m, int64_t ho, int64_t wo) {
+  const int64_t T = ((ho + m - 1) / m) * ((wo + m - 1) / m);
+  const int t = pick_tile(c, T);
+  const int64_t R = c->k->rows[t], NR = c->k->pixels[t], O = c->p.out_channels;
+  const int n = m + 2;
+  return {m, t, double(n * n) * double((O + R - 1) / R * R) * double((T + NR - 1) / NR * NR)};
+}
+
+// F(4x4) unless F(2x2) leaves no more than 1.1x its GEMM work: F(2x2) streams 16/36 of the
+// weight bytes (cold inside a model) and rounds less.
+Choice plan(const spe_dense_conv* c, int64_t ho, int64_t wo) {
+  if (c->wino_m) return choose(c, c->wino_m, ho, wo);
+  const Choice f4 = choose(c, 4, ho, wo), f2 = choose(c, 2, ho, wo);
+  return f2.cost <= 1.1 * f4.cost ? f2 : f4;
+}
+
+// ---------------------------------------------------------------------------- lane loops
+// A block of kBlock lanes as one GCC vector (one zmm on AVX-512, two ymm on AVX2, four q
+// registers on NEON): the row passes gather the stride-m phases of an input row with shuffles.
+typedef float Vec __attribute__((vector_size(4 * kBlock)));
+typedef int32_t Idx __attribute__((vector_size(4 * kBlock)));
+static_assert(kBlock == 16, "the row passes' shuffles are written for 16 lanes");
+
+SPE_INLINE void load(Vec& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+SPE_INLINE void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
+
+// d[j][l] = r[m l + j] (j < m + 2, l < 16): the patch columns of 16 consecutive tiles; reads
+// r[0, 16 m + 16).
+template <int M>
+SPE_INLINE void phases(const float* r, Vec* d);
+
+template <>
+SPE_INLINE void phases<4>(const float* r, Vec* d) {
+  Vec a0, a1, a2, a3, a4;
+  load(a0, r), load(a1, r + 16), load(a2, r + 32), load(a3, r + 48), load(a4, r + 64);
+  const Idx p01 = {0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29};
+  const Idx p23 = {2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31};
+  const Idx lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+  const Idx hi = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+  const Vec e0 = __builtin_shuffle(a0, a1, p01), e1 = __builtin_shuffle(a0, a1, p23);
+  const Vec f0 = __builtin_shuffle(a2, a3, p01), f1 = __builtin_shuffle(a2, a3, p23);
+  d[0] = __builtin_shuffle(e0, f0, lo);
+  d[1] = __builtin_shuffle(e0, f0, hi);
+  d[2] = __builtin_shuffle(e1, f1, lo);
+  d[3] = __builtin_shuffle(e1, f1, hi);
+  const Idx s0 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const Idx s1 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17};
+  d[4] = __builtin_shuffle(d[0], a4, s0);  // the next tile's columns 0 and 1
+  d[5] = __builtin_shuffle(d[1], a4, s1);
+}
+
+template <>
+SPE_INLINE void phases<2>(const float* r, Vec* d) {
+  Vec a0, a1, a2;
+  load(a0, r), load(a1, r + 16), load(a2, r + 32);
+  const Idx even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const Idx odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+  d[0] = __builtin_shuffle(a0, a1, even);
+  d[1] = __builtin_shuffle(a0, a1, odd);
+  const Idx s0 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const Idx s1 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17};
+  d[2] = __builtin_shuffle(d[0], a2, s0);
+  d[3] = __builtin_shuffle(d[1], a2, s1);
+}
+
+// z[m l + q] = o[q][l] (q < m, l < 16): the inverse, the tiles' pixels interleaved into a row.
+template <int M>
+SPE_INLINE void interleave(const Vec* o, float* z);
+
+template <>
+SPE_INLINE void interleave<4>(const Vec* o, float* z) {
+  const Idx lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const Idx hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const Vec e0 = __builtin_shuffle(o[0], o[1], lo), e1 = __builtin_shuffle(o[0], o[1], hi);
+  const Vec f0 = __builtin_shuffle(o[2], o[3], lo), f1 = __builtin_shuffle(o[2], o[3], hi);
+  const Idx q0 = {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23};
+  const Idx q1 = {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31};
+  store(z, __builtin_shuffle(e0, f0, q0));
+  store(z + 16, __builtin_shuffle(e0, f0, q1));
+  store(z + 32, __builtin_shuffle(e1, f1, q0));
+  store(z + 48, __builtin_shuffle(e1, f1, q1));
+}
+
+template <>
+SPE_INLINE void interleave<2>(const Vec* o, float* z) {
+  const Idx lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const Idx hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  store(z, __builtin_shuffle(o[0], o[1], lo));
+  store(z + 16, __builtin_shuffle(o[0], o[1], hi));
+}
+
+// t[k * kLanes + l] = (B^T d_l)[k] with d_l[j] = r[m l + j]: the patches' row pass, straight
+// from an input row, kBlock lanes at a time: the lanes past len are computed on whatever r
+// holds there (r must have m * roundup(len, kBlock) + kBlock readable floats) and are
+// overwritten by the next run or zeroed.
+template <int M>
+SPE_INLINE void in_row(const float* r, float* t, int len) {
+  constexpr int N = M + 2;
+  for (int l0 = 0; l0 < len; l0 += kBlock) {
+    Vec d[N], o[N];
+    phases<M>(r + M * l0, d);
+    Tr<M>::in(d, o);
+    for (int k = 0; k < N; ++k) store(t + k * kLanes + l0, o[k]);
+  }
+}
+
+// The column pass: v[(i N + j) v_stride + l] = (B^T t_j)[i] over the N rows of t (t_j[i] =
+// t[(i N + j) kLanes + l]), written into the packed GEMM panels.
+template <int M>
+SPE_INLINE void in_cols(const float* __restrict t, float* __restrict v, int64_t v_stride, int n) {
+  constexpr int N = M + 2;
+  for (int j = 0; j < N; ++j) {
+#pragma GCC ivdep
+    for (int l = 0; l < n; ++l) {
+      float d[N], o[N];
+      for (int i = 0; i < N; ++i) d[i] = t[(i * N + j) * kLanes + l];
+      Tr<M>::in(d, o);
+      for (int i = 0; i < N; ++i) v[(i * N + j) * v_stride + l] = o[i];
+    }
+  }
+}
+
+// The output's column pass: u[(i N + j) kLanes + l] = (A^T s)[i] over s[k] = m[(k N + j) ms + l].
+template <int M>
+SPE_INLINE void out_cols(const float* __restrict m, int64_t ms, float* __restrict u, int n) {
+  constexpr int N = M + 2;
+  for (int j = 0; j < N; ++j) {
+#pragma GCC ivdep
+    for (int l = 0; l < n; ++l) {
+      float s[N], o[M];
+      for (int k = 0; k < N; ++k) s[k] = m[(k * N + j) * ms + l];
+      Tr<M>::out(s, o);
+      for (int i = 0; i < M; ++i) u[(i * N + j) * kLanes + l] = o[i];
+    }
+  }
+}
+
+// The output's row pass for one output row: z[m l + q] = (A^T u_l)[q], u_l[j] = u[j kLanes + l]:
+// the tiles' pixels interleaved into the row they cover (kBlock lanes at a time, z past m len
+// holding whatever the lanes past len gave).
+template <int M>
+SPE_INLINE void out_row(const float* u, float* z, int len) {
+  constexpr int N = M + 2;
+  for (int l0 = 0; l0 < len; l0 += kBlock) {
+    Vec v[N], o[M];
+    for (int j = 0; j < N; ++j) load(v[j], u + j * kLanes + l0);
+    Tr<M>::out(v, o);
+    interleave<M>(o, z + M * l0);
+  }
+}
+
+// y[0, n) = act(z + bias [+ res]), in the order the other kernels apply it.
+SPE_INLINE void epilogue(float* __restrict z, int n, float bias, const float* __restrict res,
+                         float* __restrict y, int act) {
+  if (res)
+    for (int k = 0; k < n; ++k) z[k] = (z[k] + bias) + res[k];
+  else
+    for (int k = 0; k < n; ++k) z[k] += bias;
+  switch (act) {
+    case SPE_ACT_RELU:
+      for (int k = 0; k < n; ++k) y[k] = std::max(z[k], 0.0f);
+      break;
+    case SPE_ACT_RELU6:
+      for (int k = 0; k < n; ++k) y[k] = std::min(std::max(z[k], 0.0f), 6.0f);
+      break;
+    case SPE_ACT_HARDSWISH:
+      for (int k = 0; k < n; ++k) y[k] = z[k] * std::min(std::max(z[k] + 3.0f, 0.0f), 6.0f) / 6.0f;
+      break;
+    case SPE_ACT_SILU:
+      for (int k = 0; k < n; ++k) y[k] = z[k] / (1.0f + std::exp(-z[k]));
+      break;
+    default:
+      std::memcpy(y, z, sizeof(float) * n);
+  }
+}
+
+// ---------------------------------------------------------------------------- transforms
+// One input row of one run of tiles (a tile row's share of a block): where it starts in a
+// channel plane (off), which of its cols floats lie in the image ([ja, jb); none: a padding
+// row), and whether it is read through a zero-padded copy (it reaches the padding, or its last
+// lane block would read past the image).
+struct RowRef {
+  int64_t off;
+  int lane, len, ja, jb, cols;
+  bool copy;
+};
+
+// The rows every channel of a block reads, in lane order (a run's row pass overwrites what the
+// one before computed past its own lanes); returns their count (<= N * nt).
+template <int M>
+int block_rows(const Tiling& g, const float* xc, const float* x_end, int64_t kc, int64_t t0,
+               int nt, RowRef* refs) {
+  constexpr int N = M + 2;
+  int n = 0;
+  const float* last_plane = xc + (kc - 1) * g.h * g.w;
+  for (int s = 0; s < nt;) {
     const int64_t ty = (t0 + s) / g.tw, tx0 = (t0 + s) % g.tw;
     const int len = int(std::min<int64_t>(nt - s, g.tw - tx0));
-    const int64_t ix0 = 4 * tx0 - p.pad_w, cols = 4 * int64_t(len) + 4;  // 4 len + 2 used
-    const int64_t ja = std::clamp<int64_t>(-ix0, 0, cols), jb = std::clamp<int64_t>(g.w - ix0, ja, cols);
-    for (int i = 0; i < 6; ++i) {
-      const int64_t iy = 4 * ty - p.pad_h + i;
-      if (iy < 0 || iy >= g.h) {
-        for (int j = 0; j < 6; ++j) std::memset(d[i * 6 + j] + s, 0, sizeof(float) * len);
-        continue;
-      }
-      std::memset(row, 0, sizeof(float) * ja);
-      std::memcpy(row + ja, xc + iy * g.w + ix0 + ja, sizeof(float) * (jb - ja));
-      std::memset(row + jb, 0, sizeof(float) * (cols - jb));
-      deinterleave4(row, q[0], q[1], q[2], q[3], len + 1);
-      for (int j = 0; j < 4; ++j) std::memcpy(d[i * 6 + j] + s, q[j], sizeof(float) * len);
-      std::memcpy(d[i * 6 + 4] + s, q[0] + 1, sizeof(float) * len);
-      std::memcpy(d[i * 6 + 5] + s, q[1] + 1, sizeof(float) * len);
+    const int64_t ix0 = M * tx0 - g.pad_w, cols = M * int64_t(len) + 2;
+    const int ja = int(std::clamp<int64_t>(-ix0, 0, cols));
+    const int jb = int(std::clamp<int64_t>(g.w - ix0, ja, cols));
+    const int64_t reads = M * int64_t((len + kBlock - 1) / kBlock * kBlock) + kBlock;
+    for (int i = 0; i < N; ++i) {
+      const int64_t iy = M * ty - g.pad_h + i;
+      RowRef& r = refs[n++];
+      r = {iy * g.w + ix0, s, len, ja, jb, int(cols), ja > 0 || jb < cols};
+      if (iy < 0 || iy >= g.h) r.ja = r.jb = 0, r.copy = true;
+      else if (last_plane + r.off + reads > x_end) r.copy = true;
     }
     s += len;
   }
-  const int n = NR;
-  for (int j = 0; j < 6; ++j) {  // columns: t[i][j] = (B^T d)[i][j]
-    const float* in[6] = {d[j], d[6 + j], d[12 + j], d[18 + j], d[24 + j], d[30 + j]};
-    float* out[6] = {t[j], t[6 + j], t[12 + j], t[18 + j], t[24 + j], t[30 + j]};
-    input_1d(in, out, n);
-  }
-  for (int i = 0; i < 6; ++i) {  // rows: V[i][j] = (t B)[i][j], straight into the panels
-    const float* in[6] = {t[i * 6], t[i * 6 + 1], t[i * 6 + 2], t[i * 6 + 3], t[i * 6 + 4], t[i * 6 + 5]};
-    float* out[6];
-    for (int j = 0; j < 6; ++j) out[j] = v + (i * 6 + j) * v_stride;
-    input_1d(in, out, n);
+  return n;
+}
+
+// The transformed patches of channels [0, kc) (planes h*w floats apart from xc, the image
+// ending at x_end) for tiles [t0, t0 + nt) into v[(xi kc + ch) NR + lane]; lanes past nt are
+// zero.
+template <int M>
+SPE_INLINE void input_chunk(const Tiling& g, const float* xc, const float* x_end, int64_t kc,
+                            int64_t t0, int nt, int NR, float* v) {
+  constexpr int N = M + 2;
+  alignas(64) float t[N * N * kLanes];
+  alignas(64) float row[M * (kLanes + kBlock) + kBlock];
+  RowRef refs[N * kLanes];
+  const int n_refs = block_rows<M>(g, xc, x_end, kc, t0, nt, refs);
+  const int64_t plane = g.h * g.w, v_stride = kc * NR;
+  for (int64_t ch = 0; ch < kc; ++ch, xc += plane) {
+    for (int q = 0; q < n_refs; ++q) {
+      const RowRef& rr = refs[q];
+      float* ti = t + (q % N) * N * kLanes + rr.lane;
+      if (rr.ja == rr.jb) {  // a padding row
+        for (int j = 0; j < N; ++j) std::memset(ti + j * kLanes, 0, sizeof(float) * rr.len);
+        continue;
+      }
+      const float* r = xc + rr.off;
+      if (ch + 1 < kc)  // the next channel's row: the planes are too far apart for the hardware
+        for (int j = rr.ja; j < rr.jb + 16; j += 16) __builtin_prefetch(r + plane + j);
+      if (rr.copy) {
+        for (int j = 0; j < rr.cols; ++j) row[j] = j >= rr.ja && j < rr.jb ? r[j] : 0.0f;
+        r = row;
+      }
+      in_row<M>(r, ti, rr.len);
+    }
+    if (nt < NR)  // the last block's lanes past the tiles
+      for (int k = 0; k < N * N; ++k) std::memset(t + k * kLanes + nt, 0, sizeof(float) * (NR - nt));
+    in_cols<M>(t, v + ch * NR, v_stride, NR);
   }
 }
 
-// y's pixels of output channel o for tiles [t0, t0 + nt) from m[xi * m_stride + lane].
-void transform_output(const spe_dense_conv* c, const Tiling& g, int64_t o, const float* m,
-                      int64_t m_stride, int64_t t0, int nt, float* yo, const float* ro) {
-  alignas(64) float u[24][kMaxLanes], z[16][kMaxLanes];
-  for (int j = 0; j < 6; ++j) {  // columns: u[i][j] = (A^T M)[i][j]
-    const float* in[6];
-    for (int k = 0; k < 6; ++k) in[k] = m + (k * 6 + j) * m_stride;
-    float* out[4] = {u[j], u[6 + j], u[12 + j], u[18 + j]};
-    output_1d(in, out, nt);
-  }
-  for (int i = 0; i < 4; ++i) {  // rows: Y[i][q] = (u A)[i][q]
-    const float* in[6] = {u[i * 6], u[i * 6 + 1], u[i * 6 + 2], u[i * 6 + 3], u[i * 6 + 4], u[i * 6 + 5]};
-    float* out[4] = {z[i * 4], z[i * 4 + 1], z[i * 4 + 2], z[i * 4 + 3]};
-    output_1d(in, out, nt);
-  }
-  const float bias = c->bias.empty() ? 0.0f : c->bias[o];
-  for (int l = 0; l < nt; ++l) {
-    const int64_t ty = (t0 + l) / g.tw, tx = (t0 + l) % g.tw;
-    const int ni = int(std::min<int64_t>(4, g.ho - 4 * ty)), nq = int(std::min<int64_t>(4, g.wo - 4 * tx));
-    for (int i = 0; i < ni; ++i)
-      for (int q = 0; q < nq; ++q) {
-        const int64_t at = (4 * ty + i) * g.wo + 4 * tx + q;
-        float s = z[i * 4 + q][l] + bias;
-        if (ro) s += ro[at];
-        if (c->act == SPE_ACT_RELU) s = std::max(s, 0.0f);
-        else if (c->act == SPE_ACT_RELU6) s = std::min(std::max(s, 0.0f), 6.0f);
-        else if (c->act == SPE_ACT_HARDSWISH) s = s * std::min(std::max(s + 3.0f, 0.0f), 6.0f) / 6.0f;
-        else if (c->act == SPE_ACT_SILU) s = s / (1.0f + std::exp(-s));
-        yo[at] = s;
+// What the output transform writes: output channel o0's plane and what goes into it.
+struct Out {
+  const float* bias;  // at o0, or null
+  const float* res;   // residual plane of o0, or null
+  float* y;           // output plane of o0
+  int64_t plane;
+  int act;
+};
+
+// y of output channels [0, rows) (planes e.plane apart) for tiles [t0, t0 + nt) from
+// m[(xi rows_m + r) NR + lane].
+template <int M>
+SPE_INLINE void output_rows(const Tiling& g, const float* m, int64_t rows_m, int rows, int64_t t0,
+                            int nt, int NR, const Out& e) {
+  constexpr int N = M + 2;
+  alignas(64) float u[M * N * kLanes];
+  alignas(64) float z[M * (kLanes + kBlock)];
+  for (int r = 0; r < rows; ++r) {
+    out_cols<M>(m + r * NR, rows_m * NR, u, nt);
+    const float bias = e.bias ? e.bias[r] : 0.0f;
+    const float* res = e.res ? e.res + r * e.plane : nullptr;
+    float* y = e.y + r * e.plane;
+    for (int s = 0; s < nt;) {
+      const int64_t ty = (t0 + s) / g.tw, tx0 = (t0 + s) % g.tw;
+      const int len = int(std::min<int64_t>(nt - s, g.tw - tx0));
+      const int n = int(std::min<int64_t>(M * int64_t(len), g.wo - M * tx0));
+      for (int i = 0; i < M && M * ty + i < g.ho; ++i) {
+        out_row<M>(u + i * N * kLanes + s, z, len);
+        const int64_t at = (M * ty + i) * g.wo + M * tx0;
+        epilogue(z, n, bias, res ? res + at : nullptr, y + at, e.act);
       }
+      s += len;
+    }
   }
+}
+
+SPE_LANES void input_chunk4(const Tiling& g, const float* xc, const float* x_end, int64_t kc,
+                            int64_t t0, int nt, int NR, float* v) {
+  input_chunk<4>(g, xc, x_end, kc, t0, nt, NR, v);
+}
+SPE_LANES void input_chunk2(const Tiling& g, const float* xc, const float* x_end, int64_t kc,
+                            int64_t t0, int nt, int NR, float* v) {
+  input_chunk<2>(g, xc, x_end, kc, t0, nt, NR, v);
+}
+SPE_LANES void output_rows4(const Tiling& g, const float* m, int64_t rows_m, int rows, int64_t t0,
+                            int nt, int NR, const Out& e) {
+  output_rows<4>(g, m, rows_m, rows, t0, nt, NR, e);
+}
+SPE_LANES void output_rows2(const Tiling& g, const float* m, int64_t rows_m, int rows, int64_t t0,
+                            int nt, int NR, const Out& e) {
+  output_rows<2>(g, m, rows_m, rows, t0, nt, NR, e);
+}
+
+// ---------------------------------------------------------------------------- filters
+struct FreeFloats {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// U = G g G^T of every (output, input) channel pair, packed: (panel, point, channel, row).
+template <int M>
+float* pack_filters(const spe_dense_conv* c) {
+  constexpr int N = M + 2;
+  const auto& G = Tr<M>::G;
+  const int64_t O = c->p.out_channels, C = c->p.in_channels, PR = c->k->panel;
+  const int64_t floats = (O + PR - 1) / PR * N * N * C * PR;
+  const size_t bytes = (size_t(floats) * sizeof(float) + 63) / 64 * 64;
+  std::unique_ptr<float, FreeFloats> u(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  if (!u) throw std::bad_alloc();
+  std::memset(u.get(), 0, bytes);  // the rows past O of the last panel
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const float* g = c->w.data() + (o * C + ch) * 9;
+      double gg[N][3];  // G g
+      for (int i = 0; i < N; ++i)
+        for (int j = 0; j < 3; ++j) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+      float* dst = u.get() + ((o / PR * N * N) * C + ch) * PR + o % PR;
+      for (int i = 0; i < N; ++i)
+        for (int j = 0; j < N; ++j)
+          dst[(i * N + j) * C * PR] = float(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
+    }
+  return u.release();
+}
+
+// The packed filters of variant m, packed by the first run that needs them.
+const float* filters(const spe_dense_conv* c, int m) {
+  std::atomic<float*>& slot = c->wino_u[m == 4 ? 0 : 1];
+  if (float* u = slot.load(std::memory_order_acquire)) return u;
+  float* mine = m == 4 ? pack_filters<4>(c) : pack_filters<2>(c);
+  float* seen = nullptr;
+  if (slot.compare_exchange_strong(seen, mine, std::memory_order_acq_rel)) return mine;
+  std::free(mine);  // another run installed its copy first
+  return seen;
 }
 
 }  // namespace
 
 void winograd_pack(spe_dense_conv* c, const float* weight) {
-  const int64_t O = c->p.out_channels, C = c->p.in_channels, PR = c->k->panel;
-  const int64_t panels = (O + PR - 1) / PR;
-  c->w_matrix = panels * C * PR;
-  c->w.assign(size_t(36 * c->w_matrix), 0.0f);
-  for (int64_t o = 0; o < O; ++o)
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const float* g = weight + (o * C + ch) * 9;
-      double gg[6][3];  // G g
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 3; ++j)
-          gg[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 6; ++j) {
-          const double u = gg[i][0] * kG[j][0] + gg[i][1] * kG[j][1] + gg[i][2] * kG[j][2];
-          c->w[size_t((i * 6 + j) * c->w_matrix + (o / PR * C + ch) * PR + o % PR)] = float(u);
-        }
-    }
+  c->w.assign(weight, weight + int64_t(c->p.out_channels) * c->p.in_channels * 9);
 }
+
+int winograd_tile(const spe_dense_conv* c, int64_t ho, int64_t wo) { return plan(c, ho, wo).tile; }
 
 spe_status winograd_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                         const float* res, float* y) {
   const auto& p = c->p;
-  Tiling g{h, w, out_dim(h, p.pad_h, 1, 3, 1), out_dim(w, p.pad_w, 1, 3, 1), 0, 0, 0};
-  g.th = (g.ho + 3) / 4, g.tw = (g.wo + 3) / 4, g.T = g.th * g.tw;
+  const int64_t ho = out_dim(h, p.pad_h, 1, 3, 1), wo = out_dim(w, p.pad_w, 1, 3, 1);
+  const Choice ch = plan(c, ho, wo);
+  const int M = ch.m, N = M + 2, P = N * N;
+  Tiling g{M, h, w, ho, wo, (ho + M - 1) / M, (wo + M - 1) / M, 0, p.pad_h, p.pad_w};
+  g.T = g.th * g.tw;
   const DenseKernels* k = c->k;
-  const int t = pick_tile(c, g.T);
-  const int R = k->rows[t], NR = k->pixels[t], PR = k->panel;
-  const GemmFn fn = k->fn[t];
+  const int R = k->rows[ch.tile], NR = k->pixels[ch.tile], PR = k->panel;
+  const GemmFn fn = k->fn[ch.tile];
   const int64_t O = p.out_channels, C = p.in_channels;
-  // channel chunk: 36 x kc x NR floats of V within ~512 KiB; output block: 36 x MC x NR of M
-  const int64_t kc = std::min<int64_t>(C, std::max<int64_t>(8, (int64_t(1) << 17) / (36 * NR) / 8 * 8));
-  const int64_t panels = (O + PR - 1) / PR;
-  int64_t mc_panels = std::clamp<int64_t>((int64_t(1) << 17) / (36 * NR) / PR, 1, panels);
-  const int64_t n_tb = (g.T + NR - 1) / NR;
+  const float* U = filters(c, M);
+  // channel chunks of equal size within V's budget (one for ResNet's layers)
+  const int64_t kc_max = std::max<int64_t>(8, kVFloats / (P * NR));
+  const int64_t n_kb = (C + kc_max - 1) / kc_max, kc = (C + n_kb - 1) / n_kb;
+  // output-channel blocks (whole panels): only as many as the threads need
+  const int64_t panels = (O + PR - 1) / PR, n_tb = (g.T + NR - 1) / NR;
   auto& pool = ThreadPool::global();
-  while (mc_panels > 1 && n * n_tb * ((panels + mc_panels - 1) / mc_panels) < 2 * pool.num_threads())
-    mc_panels = (mc_panels + 1) / 2;
-  const int64_t n_mb = (panels + mc_panels - 1) / mc_panels, mcp = mc_panels * PR;
-  const int64_t in_img = C * h * w, out_img = O * g.ho * g.wo, plane = g.ho * g.wo;
+  int64_t n_mb = 1;
+  while (n_mb < panels && n * n_tb * n_mb < pool.num_threads()) ++n_mb;
+  const int64_t mcp = (panels + n_mb - 1) / n_mb * PR;
+  n_mb = (O + mcp - 1) / mcp;
+  // M: one row tile's n^2 GEMM outputs, or with several chunks the whole block's partial sums
+  const int64_t rows_m = n_kb == 1 ? R : (mcp + R - 1) / R * R;
+  const int64_t in_img = C * h * w, plane = ho * wo, out_img = O * plane;
   pool.parallel_for(int64_t(n) * n_tb * n_mb, 1, [&](int64_t ib, int64_t ie) {
-    float* v = thread_buffer(0, 36 * kc * NR);
-    float* m = thread_buffer(1, 36 * mcp * NR);
+    float* v = thread_buffer(0, P * kc * NR);
+    float* m = thread_buffer(1, P * rows_m * NR);
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / (n_tb * n_mb), tb = it / n_mb % n_tb, mb = it % n_mb;
       const int64_t t0 = tb * NR, o0 = mb * mcp, o1 = std::min(O, o0 + mcp);
@@ -217,25 +500,36 @@ spe_status winograd_run(const spe_dense_conv* c, const float* x, int n, int h, i
       a.npix = NR;
       for (int64_t c0 = 0; c0 < C; c0 += kc) {
         const int64_t kk = std::min(kc, C - c0);
-        for (int64_t ch = c0; ch < c0 + kk; ++ch)
-          transform_input(p, g, x + b * in_img + ch * h * w, t0, nt, NR, v + (ch - c0) * NR, kk * NR);
+        const float* xc = x + b * in_img + c0 * h * w;
+        (M == 4 ? input_chunk4 : input_chunk2)(g, xc, x + (b + 1) * in_img, kk, t0, nt, NR, v);
         a.kc = kk;
         a.first = c0 == 0;
-        for (int xi = 0; xi < 36; ++xi)
-          for (int64_t r0 = o0; r0 < o1; r0 += R) {
-            a.a = c->w.data() + xi * c->w_matrix + (r0 / PR * C + c0) * PR + r0 % PR;
+        const bool last = c0 + kk == C;
+        for (int64_t r0 = o0; r0 < o1; r0 += R) {
+          const int rows = int(std::min<int64_t>(R, o1 - r0));
+          float* mr = m + (n_kb == 1 ? 0 : (r0 - o0)) * NR;
+          const float* ur = U + ((r0 / PR * P) * C + c0) * PR + r0 % PR;
+          a.rows = rows;
+          for (int xi = 0; xi < P; ++xi) {
+            a.a = ur + xi * C * PR;
             a.b = v + xi * kk * NR;
-            a.rows = int(std::min<int64_t>(R, o1 - r0));
-            a.y = m + (xi * mcp + (r0 - o0)) * NR;
+            a.y = mr + xi * rows_m * NR;
             fn(a);
           }
+          if (!last) continue;
+          const Out e{c->bias.empty() ? nullptr : c->bias.data() + r0,
+                      res ? res + b * out_img + r0 * plane : nullptr, y + b * out_img + r0 * plane,
+                      plane, c->act};
+          (M == 4 ? output_rows4 : output_rows2)(g, mr, rows_m, rows, t0, nt, NR, e);
+        }
       }
-      for (int64_t o = o0; o < o1; ++o)
-        transform_output(c, g, o, m + (o - o0) * NR, mcp * NR, t0, nt,
-                         y + b * out_img + o * plane, res ? res + b * out_img + o * plane : nullptr);
     }
   });
   return SPE_OK;
 }
 
 }  // namespace spe
+
+spe_dense_conv::~spe_dense_conv() {
+  for (auto& u : wino_u) std::free(u.load());
+}
