@@ -1,16 +1,17 @@
 // The dense conv sweep of the kernel test runner (kernel_tests.cc), through the C API: the packed
-// dense conv (spe_dense_conv_*, implicit GEMM and Winograd F(4x4, 3x3)) of every ISA this CPU
-// runs against the plain-loop direct convolution of test_support.h (double accumulation) plus
-// bias, residual and activation.
+// dense conv (spe_dense_conv_*, implicit GEMM and Winograd) of every ISA this CPU runs against
+// the plain-loop direct convolution of test_support.h (double accumulation) plus bias, residual
+// and activation.
 //
-// Per ISA: 1x1 at stride 1 (the flat input: the pointwise path, and the packed one forced) and 2, 3x3 at stride 1 and 2, a 7x7 stem, an
-// asymmetric kernel / stride / padding / dilation; output channels below, on and past the
-// panel heights; input channels past one K block (256) and one Winograd channel chunk; every
-// epilogue; Winograd on 3x3 stride-1 layers at padding 0, 1, 2 with partial 4x4 tiles and tile
-// blocks that span tile rows; the direct path (few input channels) over 1..4 channels, strides
-// 1..3, padding 0..3, dilation and every epilogue; 1 vs 3 threads bit for bit. Per listed
-// f32_gemm and f32_conv kernel: the layer forced onto it, output rows and pixels on and around
-// its tile. Then the error statuses.
+// Per ISA: 1x1 at stride 1 (the flat input: the pointwise path, and the packed one forced) and
+// 2, 3x3 at stride 1 and 2, a 7x7 stem, an asymmetric kernel / stride / padding / dilation;
+// output channels below, on and past the panel heights; input channels past one K block (256)
+// and one Winograd channel chunk; every epilogue; Winograd F(4x4) and F(2x2) on 3x3 stride-1
+// layers at padding 0, 1, 2 with partial tiles, tile blocks that span tile rows and channel
+// chunks; the direct path (few input channels) over 1..4 channels, strides 1..3, padding 0..3,
+// dilation and every epilogue; 1 vs 3 threads bit for bit. Per listed f32_gemm and f32_conv
+// kernel: the layer forced onto it, output rows and pixels on and around its tile. Then the
+// error statuses.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -133,18 +134,30 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
     d.algo = "gemm-packed", d.c = 3, d.name = "packed-forced-k27";
     cs.push_back(d);
   }
-  // Winograd: padding 0..2, sizes with partial tiles, blocks across tile rows, channel chunks
+  // Winograd, each variant forced (F(4x4) and F(2x2)): padding 0..2, sizes with partial
+  // tiles, blocks across tile rows, channel chunks (500: two for F(4x4) on 16-tile blocks),
+  // two images (rows read in place up to the image's end); then both variants past one chunk
+  // with output channels across panels, and the size-picked "winograd" at 7x7 and 14x14.
   const int wsizes[][2] = {{3, 3}, {6, 6}, {9, 30}, {14, 14}, {23, 17}};
-  for (int p = 0; p <= 2; ++p)
-    for (const auto& s : wsizes)
-      for (int c : {3, 70, 500}) {
-        if (s[0] + 2 * p < 3 || (quick && c == 500 && s[0] != 9)) continue;
-        DenseCase d = geom(DenseCase{}, 3, 1, p);
-        d.algo = "winograd", d.o = c == 500 ? 3 : 20, d.c = c, d.h = s[0], d.w = s[1];
-        d.act = SPE_ACT_RELU, d.residual = p == 1;
-        d.name = fmt("winograd-p%d-%dx%d-c%d", p, s[0], s[1], c);
-        cs.push_back(d);
-      }
+  for (const char* algo : {"winograd-f4", "winograd-f2"})
+    for (int p = 0; p <= 2; ++p)
+      for (const auto& s : wsizes)
+        for (int c : {3, 70, 500}) {
+          if (s[0] + 2 * p < 3 || (quick && c == 500 && s[0] != 9)) continue;
+          DenseCase d = geom(DenseCase{}, 3, 1, p);
+          d.algo = algo, d.o = c == 500 ? 3 : 20, d.c = c, d.h = s[0], d.w = s[1];
+          d.act = SPE_ACT_RELU, d.residual = p == 1, d.batch = p == 0 ? 2 : 1;
+          d.name = fmt("%s-p%d-%dx%d-c%d", algo, p, s[0], s[1], c);
+          cs.push_back(d);
+        }
+  struct W { const char* algo; int hw, c; };
+  for (const W& v : {W{"winograd-f2", 7, 700}, W{"winograd-f4", 14, 300}, W{"winograd", 7, 40},
+                     W{"winograd", 14, 40}}) {
+    DenseCase d = geom(DenseCase{}, 3, 1, 1);
+    d.algo = v.algo, d.o = 20, d.c = v.c, d.h = d.w = v.hw, d.act = SPE_ACT_RELU6;
+    d.name = fmt("%s-o20-c%d-%dx%d", v.algo, v.c, v.hw, v.hw);
+    cs.push_back(d);
+  }
   assign_threads(cs);
   return cs;
 }
@@ -179,7 +192,8 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
   const bool want_direct = cs.algo == "gemm-direct" || cs.algo.rfind("f32_conv_", 0) == 0 ||
                            (cs.algo == "gemm" && ncols <= 64 && !flat);
   if (direct != want_direct) return "ran " + kname + " on " + cs.algo;
-  if ((cs.algo == "winograd") != (spe_dense_conv_is_winograd(l.conv) == 1)) return "winograd flag";
+  if ((cs.algo.rfind("winograd", 0) == 0) != (spe_dense_conv_is_winograd(l.conv) == 1))
+    return "winograd flag";
   int32_t ho = 0, wo = 0;
   spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
   const size_t in_n = size_t(cs.batch) * cs.c * cs.h * cs.w, out_n = size_t(cs.batch) * cs.o * ho * wo;

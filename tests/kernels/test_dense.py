@@ -1,5 +1,5 @@
 """Tests of the packed dense conv (engine._kernels.DenseConv: implicit GEMM and Winograd
-F(4x4, 3x3)) against float64 torch.
+F(4x4, 3x3) / F(2x2, 3x3)) against float64 torch.
 
 Every ISA this CPU runs and every f32_gemm kernel the library lists (kernels/src/dense/
 dense_list.h) is checked against F.conv2d plus bias, residual and activation: per ISA, the
@@ -8,9 +8,10 @@ stem) and an asymmetric one, output channels off the panel heights, input channe
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
 the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector)
 and the packed path forced on it; the direct path of convs with few input channels (the mobile
-stems) and each listed f32_conv tile (dense/dense_list.h); Winograd on 3x3 stride-1 layers with partial tiles, within
-the error bound kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through the C API (and NEON
-under qemu-aarch64).
+stems) and each listed f32_conv tile (dense/dense_list.h); Winograd (each variant forced, and
+the one the input size picks) on 3x3 stride-1 layers with partial tiles, within the error bound
+kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through
+the C API (and NEON under qemu-aarch64).
 """
 from __future__ import annotations
 
@@ -140,21 +141,38 @@ def test_pointwise_matches_torch(isa, shape, algo):
     check(f"pw-{shape}", isa, o, c, (1, 1), (1, 1), (0, 0), (1, 1), hw, algo=algo, act=act)
 
 
+@pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("size,pad,c", [((6, 6), 1, 3), ((14, 14), 1, 70), ((9, 30), 0, 300),
                                         ((23, 17), 2, 8)])
-def test_winograd_matches_torch(isa, size, pad, c):
+def test_winograd_matches_torch(isa, size, pad, c, algo):
     need(isa)
     # F(4x4, 3x3) rounds more than a direct sum: kernels/README.md measures up to ~1.2e-5 of
-    # max |y| on ResNet-50's 3x3 layers; 1e-4 of the products' magnitude bounds it with margin
+    # max |y| on ResNet-50's 3x3 layers (F(2x2) ~3x less); 1e-4 of the products' magnitude
+    # bounds both with margin
     check(f"wino-{size}-{pad}-{c}", isa, 20, c, (3, 3), (1, 1), (pad, pad), (1, 1), size,
-          algo="winograd", rtol=1e-4)
+          algo=algo, rtol=1e-4)
+
+
+def test_winograd_variant_follows_the_input_size():
+    """"winograd" runs F(2x2) where 4x4 tiles would leave most of a vector empty (7x7: 2x2
+    tiles), F(4x4) where they fill it (14x14: 4x4 tiles): bit for bit the forced variant."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(24, 40, 3, 3, generator=g).numpy()
+    layers = {a: K.DenseConv(24, 40, (3, 3), (1, 1), (1, 1), (1, 1), w, algo=a)
+              for a in ("winograd", "winograd-f4", "winograd-f2")}
+    for hw, variant in ((7, "winograd-f2"), (14, "winograd-f4")):
+        x = torch.randn(1, 40, hw, hw, generator=g).numpy()
+        other = "winograd-f4" if variant == "winograd-f2" else "winograd-f2"
+        y = layers["winograd"].run(x)
+        assert np.array_equal(y, layers[variant].run(x)), hw
+        assert not np.array_equal(y, layers[other].run(x)), hw
 
 
 def test_thread_count_does_not_change_results(restore_threads):
     g = torch.Generator().manual_seed(1)
     w, x = torch.randn(40, 300, 3, 3, generator=g), torch.randn(2, 300, 17, 15, generator=g)
-    for algo in ("gemm", "winograd"):
+    for algo in ("gemm", "winograd-f4", "winograd-f2"):
         layer = K.DenseConv(40, 300, (3, 3), (1, 1), (1, 1), (1, 1), w.numpy(), algo=algo)
         K.set_num_threads(1)
         y1 = layer.run(x.numpy())
