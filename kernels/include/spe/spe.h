@@ -176,9 +176,12 @@ SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
  *   "gemm-packed", "gemm-pointwise", "gemm-direct"  "gemm" forced onto one path
  *               (benchmarks, tests; "gemm-pointwise" on any conv but a 1x1 stride-1 unpadded
  *               one: SPE_ERR_INVALID_ARGUMENT; "gemm-direct" runs any conv).
- *   "winograd"  F(4x4, 3x3): 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT);
- *               the weight is transformed once (36 x O x C floats, 4x the 3x3 weight). Its
- *               rounding error is larger than the GEMM's (kernels/README.md, "Winograd").
+ *   "winograd"  Winograd for 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT):
+ *               F(4x4, 3x3) or, where its 4x4 tiles would leave the vectors part empty (7x7
+ *               outputs), F(2x2, 3x3), picked per input size; "winograd-f4" / "winograd-f2"
+ *               force one. The layer keeps the 3x3 weight; the first run of a variant packs its
+ *               transformed filters (36 or 16 x O x C floats: 4x or 1.8x the 3x3 weight).
+ *               F(4x4) rounds more than the GEMM (kernels/README.md, "Winograd").
  *   a kernel name of the ISA's f32_gemm list (f32_gemm_8x48__avx512): "gemm-packed" with that
  *               tile for every input size (benchmarks, tests); otherwise the tile is picked per input
  *               size (spe_dense_conv_kernel_name tells which). A name of its f32_conv list
@@ -192,8 +195,9 @@ SPE_API spe_status spe_dense_conv_create(const spe_conv_params* params, const fl
 
 /* y = act(conv(x) + bias [+ residual]) for x (N, C, H, W), y (N, O, Ho, Wo), NCHW contiguous;
  * residual (N, O, Ho, Wo) or NULL; y must not overlap x or the residual (y holds partial sums
- * while a call runs). Keeps no per-call state in the layer: thread-safe for distinct y. The
- * result does not depend on the thread count. */
+ * while a call runs). Keeps no per-call state in the layer (a Winograd variant's packed
+ * filters, made by its first run, are installed lock-free and kept): thread-safe for distinct
+ * y, and a call never waits for another. The result does not depend on the thread count. */
 SPE_API spe_status spe_dense_conv_run(spe_dense_conv* conv, const float* x, int32_t n,
                                       int32_t h, int32_t w, const float* residual, float* y);
 
