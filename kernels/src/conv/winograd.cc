@@ -216,33 +216,21 @@ SPE_INLINE void in_row(const float* r, float* t, int len) {
   }
 }
 
-// The column pass: v[(i N + j) v_stride + l] = (B^T t_j)[i] over the N rows of t (t_j[i] =
-// t[(i N + j) kLanes + l]), written into the packed GEMM panels.
-template <int M>
-SPE_INLINE void in_cols(const float* __restrict t, float* __restrict v, int64_t v_stride, int n) {
-  constexpr int N = M + 2;
+// The column passes: dst[(i N + j) ds + l] = (X s_j)[i] over s_j[k] = src[(k N + j) ss + l],
+// X = B^T for the input (kIn: the N rows of t into the packed GEMM panels), A^T for the output
+// (M rows of u from the GEMMs' M).
+template <int M, bool kIn>
+SPE_INLINE void cols(const float* __restrict src, int64_t ss, float* __restrict dst, int64_t ds,
+                     int n) {
+  constexpr int N = M + 2, NO = kIn ? N : M;
   for (int j = 0; j < N; ++j) {
 #pragma GCC ivdep
     for (int l = 0; l < n; ++l) {
       float d[N], o[N];
-      for (int i = 0; i < N; ++i) d[i] = t[(i * N + j) * kLanes + l];
-      Tr<M>::in(d, o);
-      for (int i = 0; i < N; ++i) v[(i * N + j) * v_stride + l] = o[i];
-    }
-  }
-}
-
-// The output's column pass: u[(i N + j) kLanes + l] = (A^T s)[i] over s[k] = m[(k N + j) ms + l].
-template <int M>
-SPE_INLINE void out_cols(const float* __restrict m, int64_t ms, float* __restrict u, int n) {
-  constexpr int N = M + 2;
-  for (int j = 0; j < N; ++j) {
-#pragma GCC ivdep
-    for (int l = 0; l < n; ++l) {
-      float s[N], o[M];
-      for (int k = 0; k < N; ++k) s[k] = m[(k * N + j) * ms + l];
-      Tr<M>::out(s, o);
-      for (int i = 0; i < M; ++i) u[(i * N + j) * kLanes + l] = o[i];
+      for (int k = 0; k < N; ++k) d[k] = src[(k * N + j) * ss + l];
+      if constexpr (kIn) Tr<M>::in(d, o);
+      else Tr<M>::out(d, o);
+      for (int i = 0; i < NO; ++i) dst[(i * N + j) * ds + l] = o[i];
     }
   }
 }
@@ -355,7 +343,7 @@ SPE_INLINE void input_chunk(const Tiling& g, const float* xc, const float* x_end
     }
     if (nt < NR)  // the last block's lanes past the tiles
       for (int k = 0; k < N * N; ++k) std::memset(t + k * kLanes + nt, 0, sizeof(float) * (NR - nt));
-    in_cols<M>(t, v + ch * NR, v_stride, NR);
+    cols<M, true>(t, kLanes, v + ch * NR, v_stride, NR);
   }
 }
 
@@ -377,7 +365,7 @@ SPE_INLINE void output_rows(const Tiling& g, const float* m, int64_t rows_m, int
   alignas(64) float u[M * N * kLanes];
   alignas(64) float z[M * (kLanes + kBlock)];
   for (int r = 0; r < rows; ++r) {
-    out_cols<M>(m + r * NR, rows_m * NR, u, nt);
+    cols<M, false>(m + r * NR, rows_m * NR, u, kLanes, nt);
     const float bias = e.bias ? e.bias[r] : 0.0f;
     const float* res = e.res ? e.res + r * e.plane : nullptr;
     float* y = e.y + r * e.plane;
