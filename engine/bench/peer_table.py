@@ -51,6 +51,8 @@ def best_peer(keys: dict):
     """(key, cell) of the fastest dense peer by min over rounds (flagged ones excluded)."""
     timed = {k: c for k, c in keys.items() if k in PEERS and "ms_min" in c and
              "flagged" not in c}
+    close = {k: c for k, c in timed.items() if c.get("placement") != "far"}
+    timed = close or timed      # a far-only peer is not compared with close runs
     if not timed:
         return None, None
     k = min(timed, key=lambda n: timed[n]["ms_min"])

@@ -49,5 +49,8 @@ def test_the_table_takes_close_windows_and_marks_a_runtime_that_never_had_one():
     assert (ort["ms_min"], ort["placement"]) == (6.0, "1/2 close")
     assert (eng["ms_min"], eng["placement"]) == (11.0, "far")
     assert abs(eng["ratio_vs_best_peer"] - 6.0 / 11.0) < 1e-12
+    # a faster peer that only ran far is not the one the engine is compared with
+    s2 = peer_table.summarize(runs + [run("openvino", 4.0)])
+    assert peer_table.best_peer(s2["2"]["m"])[0] == "ort"
     md = peer_table.markdown(s, {}, {"m": 1.0}, ("engine", "ort"), 2048)
     assert "11.00 / 11.50 far" in md and "6.00 / 6.00 |" in md and "close" in md
