@@ -41,6 +41,7 @@ class LoadedArtifact:
         self.signed_by = signed_by
         self.inputs = [TensorSpec.of(s, "input") for s in manifest["inputs"]]
         self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
+        self._out_sigs = [(s.dtype, tuple(s.shape)) for s in self.outputs]
         self.target = manifest["target"]
         self._lock = threading.Lock()
         self.tuner = None             # a ThreadTuner with threads="auto" (tune_threads)
@@ -106,7 +107,7 @@ class LoadedArtifact:
                     result = self.tuner.run(lambda: self._main(*arrays))
             except Exception as e:  # noqa: BLE001
                 raise self._call_error(e) from e
-            outs = [t.numpy() for t in _flatten(result)]   # copies: the VM reuses its buffers
+            outs = [_copy_out(t) for t in _flatten(result)]   # copies: the VM reuses its buffers
         self._check_outputs(outs)
         if want_torch:
             import torch
@@ -130,6 +131,10 @@ class LoadedArtifact:
         return ArtifactError(f"running {self.path.name} failed: {type(e).__name__}: {text[:500]}")
 
     def _check_outputs(self, outs) -> None:
+        # the common case in one comparison, without formatting (a call of a small model
+        # spent 3 us here)
+        if [(o.dtype.name, o.shape) for o in outs] == self._out_sigs:
+            return
         if len(outs) != len(self.outputs):
             raise ArtifactError(f"{self.path / self.manifest['module']} returned {len(outs)} "
                                 f"output(s), but field 'outputs' of {MANIFEST} lists "
@@ -179,11 +184,27 @@ class LoadedArtifact:
                 f"inputs=[{ins}])")
 
 
+_DTYPE_NAMES: dict = {}   # torch dtype -> name: dtype_str parses text, 2.5 us a call
+
+
 def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        try:
+            name = dtype_str(dtype)
+        except ArtifactError:
+            name = str(dtype).replace("torch.", "")
+        _DTYPE_NAMES[dtype] = name
+    return name
+
+
+def _copy_out(t) -> np.ndarray:
+    """A numpy copy of a VM output: through DLPack (1.6 us for a 50 KB tensor, where the
+    tensor's own numpy() took 8.5 us); numpy() where DLPack is refused."""
     try:
-        return dtype_str(dtype)
-    except ArtifactError:
-        return str(dtype).replace("torch.", "")
+        return np.from_dlpack(t).copy()
+    except (TypeError, RuntimeError, BufferError):
+        return t.numpy()
 
 
 def _flatten(v) -> list:
