@@ -24,13 +24,16 @@ def native_replacement(m: LayerMatch, choice=None, dense: Optional[str] = None
     "spe.v1.depthwise_conv2d" (meta int32[13], the (C, kh, kw) weight, bias or a placeholder);
     a conv kept dense whose plan names a packed dense algorithm (`dense`: "gemm", "winograd")
     -> "spe.v1.dense_conv2d" (meta int32[14], the (O, C, kh, kw) weight, bias or a
-    placeholder); any other -> "spe.v1.sparse_conv2d" (meta int32[13], the packed arrays,
+    placeholder; a 2-D linear kept dense on "gemm" too, as a 1x1 conv: the GEMV at batch 1);
+    any other -> "spe.v1.sparse_conv2d" (meta int32[13], the packed arrays,
     bias or a placeholder). The residual (or a placeholder) comes last. None where the kernels
     do not apply (not a conv, asymmetric padding, a grouped conv pruned or on `dense`).
 
     choice: the plan's Choice of a pruned layer (group height from its block rows); None for a
     layer kept dense: engine.runtime.packing.dense_rows."""
     pt, pl, pb, pr = m.padding
+    if m.op == "linear" and choice is None and dense == "gemm" and len(m.in_shape) == 2:
+        return _dense_linear_replacement(m)
     if m.op != "conv2d" or (pt, pl) != (pb, pr) or (choice is not None and m.groups != 1):
         return None
     if choice is None and _is_depthwise(m):
@@ -79,4 +82,14 @@ def _dense_replacement(m: LayerMatch, algo: str) -> Optional[Replacement]:
     meta = dense_meta(o, c, (kh, kw), m.stride, m.padding[:2], m.dilation, m.act,
                       m.bias is not None, m.residual is not None, algo)
     tables = [meta, np.ascontiguousarray(m.weight, np.float32), _bias(m)]
+    return Replacement(None, tables, m.residual is not None, extern=DENSE_EXTERN)
+
+
+def _dense_linear_replacement(m: LayerMatch) -> Replacement:
+    """A linear (N, K) -> (N, O) on spe.v1.dense_conv2d as a 1x1 conv over N one-pixel images
+    (the bridge takes 2-D x / y for a 1x1 layer)."""
+    o, c = m.weight.shape
+    meta = dense_meta(o, c, (1, 1), (1, 1), (0, 0), (1, 1), m.act, m.bias is not None,
+                      m.residual is not None, "gemm")
+    tables = [meta, np.ascontiguousarray(m.weight.reshape(o, c, 1, 1), np.float32), _bias(m)]
     return Replacement(None, tables, m.residual is not None, extern=DENSE_EXTERN)

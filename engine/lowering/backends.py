@@ -6,20 +6,24 @@ backend for it (engine.lowering.host calls it per call site, engine.measure per 
     sparse[name] = ("tir", rows) -> TirConv2d / TirLinear (a kernel generated for the layer;
                                     grouped convs fall back to the native kernel)
     sparse[name] = ("dense", algo) -> PackedDenseConv2d (a conv kept dense on the packed dense
-                                    kernels, algo "gemm" or "winograd"; other layers: torch)
+                                    kernels, algo "gemm" or "winograd"), PackedDenseLinear (a
+                                    linear, "gemm"); other layers: torch
     name not in sparse           -> DenseConv2d / DenseLinear (torch)
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..runtime.dense import PackedDenseConv2d, winograd_fits
+from ..runtime.dense import PackedDenseConv2d, PackedDenseLinear, winograd_fits
 from ..runtime.modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, LoweredLayer,
                                SparseConv2d, SparseLinear)
 
 
 def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str):
-    """The packed dense module for a conv kept dense, or None where it does not apply."""
+    """The packed dense module for a conv / linear kept dense, or None where it does not
+    apply."""
+    if isinstance(mod, nn.Linear):
+        return PackedDenseLinear(w, b, act, isa, layer=name) if algo == "gemm" else None
     if (not isinstance(mod, nn.Conv2d) or mod.groups != 1 or isinstance(mod.padding, str)
             or (algo == "winograd" and not winograd_fits(mod))):
         return None

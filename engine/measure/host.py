@@ -295,12 +295,15 @@ def _native(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, act: str, rows
 def _packed_dense(spec: LayerSpec, w: torch.Tensor, bias: torch.Tensor, act: str,
                   isa: str) -> dict:
     """"dense/gemm" (and "dense/winograd" for a 3x3 stride-1 conv): the packed dense kernels
-    a conv kept dense can run on instead of torch or the SpMM on a dense pack; {} for other
-    layers (built by the lowering's backend table, like _native)."""
-    if spec.op != "conv2d" or spec.groups != 1:
+    a conv (groups 1) or linear kept dense can run on instead of torch or the SpMM on a dense
+    pack; {} for grouped convs (built by the lowering's backend table, like _native)."""
+    if spec.op == "linear":
+        mod = nn.Linear(spec.in_channels, spec.out_channels, bias=False, device="meta")
+    elif spec.groups != 1:
         return {}
-    mod = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
-                    spec.padding, spec.dilation, bias=False, device="meta")
+    else:
+        mod = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
+                        spec.padding, spec.dilation, bias=False, device="meta")
     out = {}
     for algo in ("gemm", "winograd"):
         layer = build_layer(mod, spec.name, w, bias, act, {spec.name: ("dense", algo)}, isa)

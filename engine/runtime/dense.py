@@ -9,6 +9,10 @@ mobile models) on its direct path instead (no im2col; the f32_conv tiles, kernel
 Its kernel_name says the algorithm and the tile ("gemm:f32_gemm_8x48__avx512",
 "gemm:f32_conv_8x48__avx512", "winograd:f32_gemm_16x16__avx512"), which is how a plan records
 the choice (Choice.kernel) and how the compiler path finds it again (dense_algo).
+
+PackedDenseLinear: a linear layer kept dense, as a 1x1 PackedDenseConv2d ("gemm" only): its
+rows are the conv's pixels, so a batch-1 linear (a classifier) runs the pointwise path's GEMV
+("gemm:f32_gemv_...": the weights streamed once, contiguous row ranges per thread).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .modules import ACTIVATIONS, _KernelConv, _kernels
+from .modules import ACTIVATIONS, ConvLinear, _KernelConv, _kernels
 
 ALGOS = ("gemm", "winograd")
 
@@ -90,3 +94,18 @@ class PackedDenseConv2d(_KernelConv):
     def extra_repr(self) -> str:
         geometry = f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
         return f"{self.layer or ''} {self.weight_shape}, {self.algo}, {geometry}, act={self.act}"
+
+
+class PackedDenseLinear(ConvLinear):
+    """act(x @ W.T + b) on the packed dense kernels (a 1x1 PackedDenseConv2d, algo "gemm")."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
+                 isa: str = "auto", layer: str = ""):
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(f"{layer or 'dense linear'}: weight must be (O, I), got shape "
+                             f"{tuple(weight.shape)}")
+        self.conv = PackedDenseConv2d(weight.detach()[:, :, None, None], bias, act=act,
+                                      algo="gemm", isa=isa, layer=layer)
+        self.layer, self.act, self.algo = layer, act, "gemm"
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]

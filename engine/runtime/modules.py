@@ -257,24 +257,13 @@ class DenseConv2d(LoweredLayer):
         return _activate(y, self.act)
 
 
-class SparseLinear(LoweredLayer):
-    """act(x @ W.T + b) through the kernel: features become channels, rows become pixels."""
-
-    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
-                 rows: int = 4, isa: str = "auto", layer: str = ""):
-        super().__init__()
-        self.conv = SparseConv2d(weight.detach()[:, :, None, None], bias, act=act, rows=rows,
-                                 isa=isa, layer=layer)
-        self.layer, self.act = layer, act
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+class ConvLinear(LoweredLayer):
+    """act(x @ W.T + b) through a 1x1 kernel conv `self.conv`: features become channels, rows
+    become pixels (a batch-1 linear is a 1x1 conv on one pixel)."""
 
     @property
     def kernel_name(self) -> str:
         return self.conv.kernel_name
-
-    @property
-    def packed(self) -> PackedWeight:
-        return self.conv.packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
@@ -292,6 +281,22 @@ class SparseLinear(LoweredLayer):
         w = self.conv.dense_weight().reshape(self.out_features, self.in_features)
         b = None if self.conv.bias_np is None else torch.from_numpy(self.conv.bias_np)
         return DenseLinear(w, b, self.act)
+
+
+class SparseLinear(ConvLinear):
+    """act(x @ W.T + b) through the sparse kernel (a 1x1 SparseConv2d)."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str = "none",
+                 rows: int = 4, isa: str = "auto", layer: str = ""):
+        super().__init__()
+        self.conv = SparseConv2d(weight.detach()[:, :, None, None], bias, act=act, rows=rows,
+                                 isa=isa, layer=layer)
+        self.layer, self.act = layer, act
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    @property
+    def packed(self) -> PackedWeight:
+        return self.conv.packed
 
 
 class DenseLinear(LoweredLayer):

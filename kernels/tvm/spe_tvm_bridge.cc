@@ -375,11 +375,36 @@ spe_dense_conv* get_dense(const TensorView& meta, const TensorView& weight,
   return c.put(it, w, std::move(e));
 }
 
+// A linear layer on the dense conv (engine/codegen/native_replace.py): x (N, C) -> y (N, O), a
+// 1x1 stride-1 unpadded layer over N one-pixel images (the GEMV at N = 1).
+void dense_linear(const TensorView& x, const int32_t* m, spe_dense_conv* conv,
+                  const TensorView& residual, const TensorView& y) {
+  check_f32(x, 2, "x");
+  check_f32(y, 2, "y");
+  const bool flat = m[2] == 1 && m[3] == 1 && m[4] == 1 && m[5] == 1 && m[6] == 0 && m[7] == 0;
+  if (!flat || x.size(0) != y.size(0) || x.size(1) != m[1] || y.size(1) != m[0])
+    TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: 2-D x/y need a 1x1 layer, (N, " << m[1]
+                              << ") / (N, " << m[0] << ")";
+  if (m[12] != 0) {
+    check_f32(residual, 2, "residual");
+    if (residual.size(0) != y.size(0) || residual.size(1) != y.size(1))
+      TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: residual must have the output's shape";
+  }
+  const spe_status s = spe_dense_conv_run(conv, data<float>(x), dim32(x, 0, "dense_conv2d"), 1,
+                                          1, m[12] ? data<float>(residual) : nullptr,
+                                          mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: " << spe_last_error();
+}
+
 void dense_conv2d(TensorView x, TensorView meta, TensorView weight, TensorView bias,
                   TensorView residual, TensorView y) {
   constexpr const char* kOp = "dense_conv2d";
   check_meta(meta, 14, kOp);
   const int32_t* m = data<int32_t>(meta);
+  if (x.ndim() == 2) {
+    dense_linear(x, m, get_dense(meta, weight, bias), residual, y);
+    return;
+  }
   check_f32(x, 4, "x");
   check_f32(y, 4, "y");
   if (x.size(0) != y.size(0) || x.size(1) != m[1] || y.size(1) != m[0])

@@ -2,7 +2,8 @@
 "gemm:<tile>" or "winograd:<tile>", as engine/pipeline/decide.py records it): the host runtime
 runs engine.runtime.dense.PackedDenseConv2d, compile_model(backends="plan") calls
 spe.v1.dense_conv2d, torch.export of the lowered model maps its custom op to the same bridge
-function, and all of them match torch (BN folded, ReLU and the residual add fused)."""
+function, and all of them match torch (BN folded, ReLU and the residual add fused). A linear
+layer kept dense runs as a 1x1 PackedDenseConv2d (PackedDenseLinear): the GEMV at batch 1."""
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from codegen_helpers import assert_close, randomize_bn
 from engine.codegen import compile_model
 from engine.graph.layers import list_layers
 from engine.lowering import lower, native_modules
-from engine.runtime.dense import PackedDenseConv2d
+from engine.runtime.dense import PackedDenseConv2d, PackedDenseLinear
 from mapping import Choice, Plan
 
 DENSE = "spe.v1.dense_conv2d"
@@ -101,3 +102,35 @@ def test_a_replayed_plan_keeps_the_packed_dense_kernel_it_names(net):
     assert got["c3"].startswith("gemm:")
     with torch.no_grad():
         assert_close(opt(x), model(x), 1e-4, what="replayed packed-dense Net vs torch")
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 40, 3, padding=1)
+        self.fc = nn.Linear(40, 70)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c1(x)).mean((2, 3)))
+
+
+def test_a_dense_linear_runs_the_gemv_on_the_host_and_in_the_compiled_module():
+    torch.manual_seed(0)
+    model, x = Classifier().eval(), torch.randn(1, 3, 9, 11)
+    low = lower(model, {"c1": ("dense", "gemm"), "fc": ("dense", "gemm")})
+    fc = native_modules(low.module)["fc"]
+    assert isinstance(fc, PackedDenseLinear)
+    with torch.no_grad():
+        ref = model(x)
+        assert_close(low.module(x), ref, 1e-4, what="lowered Classifier vs torch")
+        assert fc.kernel_name.startswith("gemm:f32_gemv_")   # batch 1: the last size run
+        rows = torch.randn(3, 2, 40)   # more rows than one: the pointwise path, not the GEMV
+        assert_close(fc(rows), model.fc(rows), 1e-4, what="PackedDenseLinear on 6 rows")
+        assert not fc.kernel_name.startswith("gemm:f32_gemv_")
+    kernel = "gemm:f32_gemv_16__avx512"   # as a plan records it (replayed on any ISA)
+    plan = Plan("host", [Choice("c1", backend="native", kernel="gemm:f32_gemm_8x48__avx512"),
+                         Choice("fc", backend="native", kernel=kernel)])
+    cm = compile_model(model, (x,), plan, "host", backends="plan")
+    by = {lk.layer: lk for lk in cm.layers}
+    assert by["fc"].kernel == DENSE and by["fc"].stats["dense"] == "gemm"
+    assert_close(cm.run(x)[0], ref, 1e-4, what="compiled Classifier (dense GEMV) vs torch")

@@ -6,8 +6,8 @@ dense_list.h) is checked against F.conv2d plus bias, residual and activation: pe
 geometries ResNet-style networks use (1x1 at stride 1 and 2, 3x3 at stride 1 and 2, the 7x7
 stem) and an asymmetric one, output channels off the panel heights, input channels past one K
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
-the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector)
-and the packed path forced on it; the direct path of convs with few input channels (the mobile
+the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector;
+the GEMV at one pixel) and the packed path forced on it; the direct path of convs with few input channels (the mobile
 stems) and each listed f32_conv tile (dense/dense_list.h); Winograd (each variant forced, and
 the one the input size picks) on 3x3 stride-1 layers with partial tiles, within the error bound
 kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through
@@ -127,6 +127,8 @@ POINTWISE = {  # name: (o, c, input, act): the pointwise path's whole vectors an
     "7x7-o70": (70, 37, (7, 7), "hardswish"),      # 49 = 3 x 16 + 1; rows past 4 panels
     "14x14-k300": (17, 300, (14, 14), "silu"),     # 196 = 12 x 16 + 4; K past a packed block
     "1x3-k1": (5, 1, (1, 3), "relu6"),             # fewer pixels than a vector
+    "1x1-o70": (70, 301, (1, 1), "relu"),          # one pixel: the GEMV, rows past 4 panels
+    "1x1-o1000": (1000, 131, (1, 1), "silu"),      # a classifier's rows, a short K
 }
 
 
@@ -138,7 +140,9 @@ def test_pointwise_matches_torch(isa, shape, algo):
     onto the packed path."""
     need(isa)
     o, c, hw, act = POINTWISE[shape]
-    check(f"pw-{shape}", isa, o, c, (1, 1), (1, 1), (0, 0), (1, 1), hw, algo=algo, act=act)
+    name = check(f"pw-{shape}", isa, o, c, (1, 1), (1, 1), (0, 0), (1, 1), hw, algo=algo,
+                 act=act)
+    assert name.startswith("f32_gemv_") == (algo == "gemm" and hw == (1, 1)), name
 
 
 @pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2"])
@@ -188,7 +192,7 @@ def test_thread_count_does_not_change_results(restore_threads):
     # the pointwise path splits rows (small images) or pixels (large ones) over threads, in
     # equal shares per thread: 10 panels in 4 blocks (3 + 2 per thread), 49 vectors in bands
     for o, c, hw in ((40, 300, (7, 7)), (40, 300, (40, 40)), (160, 960, (7, 7)),
-                     (32, 192, (28, 28))):
+                     (32, 192, (28, 28)), (1000, 320, (1, 1))):  # the GEMV: runs of rows
         xp = torch.randn(1, c, *hw, generator=g).numpy()
         wp = torch.randn(o, c, 1, 1, generator=g).numpy()
         layer = K.DenseConv(o, c, (1, 1), (1, 1), (0, 0), (1, 1), wp)

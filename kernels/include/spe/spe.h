@@ -203,8 +203,9 @@ SPE_API spe_status spe_dense_conv_run(spe_dense_conv* conv, const float* x, int3
 
 SPE_API void spe_dense_conv_output_size(const spe_dense_conv* conv, int32_t h, int32_t w,
                                         int32_t* ho, int32_t* wo); /* 0 if too small */
-/* The f32_gemm (or, on the direct path, f32_conv) microkernel an h x w input runs on ("" for a
- * NULL layer or too small an input). */
+/* The f32_gemm (or, on the direct path, f32_conv; a 1x1 stride-1 layer on one output pixel, a
+ * batch-1 linear: f32_gemv) microkernel an h x w input runs on ("" for a NULL layer or too
+ * small an input). */
 SPE_API const char* spe_dense_conv_kernel_name(const spe_dense_conv* conv, int32_t h, int32_t w);
 SPE_API int spe_dense_conv_is_winograd(const spe_dense_conv* conv);
 SPE_API void spe_dense_conv_destroy(spe_dense_conv* conv);

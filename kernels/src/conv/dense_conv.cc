@@ -300,6 +300,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   if (ho <= 0 || wo <= 0) return "";
   if (spe::use_direct(c, w)) return c->k->conv_name[c->conv_tile];
   if (c->winograd) return c->k->name[spe::winograd_tile(c, ho, wo)];
+  if (spe::use_pointwise(c) && int64_t(ho) * wo == 1) return c->k->gemv_name;
   return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, int64_t(ho) * wo)];
 }
 

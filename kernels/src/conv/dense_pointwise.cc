@@ -1,6 +1,7 @@
 // The pointwise path of the packed dense conv (spe_dense_conv, dense_layer.h): a 1x1 stride-1
 // unpadded conv, whose im2col(x) is x itself, run on the dense GEMM microkernels' direct
-// variants and remainder kernel (dense/dense.h) with the NCHW input read in place.
+// variants and remainder kernel (dense/dense.h) with the NCHW input read in place; at one
+// pixel (a batch-1 linear layer) on the GEMV (dense.h's gemv).
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
@@ -71,6 +72,37 @@ PointwiseSplit split_pointwise(int64_t O, int64_t K, int64_t P, int64_t PR, int6
   return s;
 }
 
+// One pixel per image (a batch-1 linear): the GEMV, each thread streaming one contiguous run
+// of weight panels (the pool's thread t takes item t: the same rows on every call).
+spe_status gemv_run(const spe_dense_conv* c, const float* x, int n, const float* res, float* y) {
+  const int PR = c->k->panel;
+  const int64_t O = c->p.out_channels, K = c->K, panels = (O + PR - 1) / PR;
+  auto& pool = ThreadPool::global();
+  const int64_t T = std::clamp<int64_t>(pool.num_threads(), 1, panels);
+  pool.parallel_for(int64_t(n) * T, 1, [&](int64_t ib, int64_t ie) {
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / T, t = it % T;
+      const int64_t o0 = part_begin(panels, T, t) * PR;
+      const int64_t o1 = std::min(O, part_begin(panels, T, t + 1) * PR);
+      if (o1 <= o0) continue;
+      GemmArgs a{};
+      a.a = c->w.data() + o0 * K;
+      a.a_panel = K * PR;
+      a.b = x + b * K;
+      a.b_stride = 1;
+      a.kc = K;
+      a.y = y + b * O + o0;
+      a.res = res ? res + b * O + o0 : nullptr;
+      a.bias = c->bias.empty() ? nullptr : c->bias.data() + o0;
+      a.act = c->act;
+      a.rows = int(o1 - o0);
+      a.first = a.last = true;
+      c->k->gemv(a);
+    }
+  });
+  return SPE_OK;
+}
+
 }  // namespace
 
 spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
@@ -78,6 +110,7 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
   const DenseKernels* k = c->k;
   const int W = k->width, R = k->rows[0], NV = k->pixels[0] / W, PR = k->panel;
   const int64_t O = c->p.out_channels, K = c->K, P = int64_t(h) * w;
+  if (P == 1) return gemv_run(c, x, n, res, y);
   auto& pool = ThreadPool::global();
   const int T = pool.num_threads();
   // Bands are runs of whole pixel tiles where each thread gets 32 or more (no partial tile

@@ -151,6 +151,10 @@ struct DenseKernels {
   GemmFn direct[kMaxDenseRows][kMaxDenseVectors];
   GemmFn cols[kMaxColsPanels][kMaxColsPixels];
   int cols_panels[kMaxColsPixels];
+  // the pointwise path at one pixel (a batch-1 linear): all panels of a.rows rows, each
+  // streamed once (gemm_template.h's gemv_panels), named f32_gemv_{panel}__{isa}
+  GemmFn gemv;
+  const char* gemv_name;
   // the direct path's tiles (dense_list.h's SPE_CONV_UKERNEL lines), in list order
   int n_conv;
   int conv_rows[kMaxDenseTiles], conv_pixels[kMaxDenseTiles];

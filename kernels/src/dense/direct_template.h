@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gemm_template.h"  // store_out, weight_of
@@ -158,6 +159,10 @@ template <class V, class Tiles = SimdTiles<V>>
 const DenseKernels* dense_conv_table_of() {
   static const DenseKernels table = [] {
     DenseKernels k = *dense_table_of<V, Tiles>();
+    static const std::string gemv_name =
+        "f32_gemv_" + std::to_string(k.panel) + "__" + std::string(k.isa);
+    k.gemv = &gemv_panels<V>;
+    k.gemv_name = gemv_name.c_str();
     for_each_index([&](auto i) {
       constexpr DenseUkernel u = kConvUkernels[decltype(i)::value];
       if constexpr (u.isa == V::kIsa) {
