@@ -183,12 +183,16 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
   const std::string kname = spe_dense_conv_kernel_name(l.conv, cs.h, cs.w);
   const std::string suffix = std::string("__") + isa;
   const bool direct = kname.rfind("f32_conv_", 0) == 0;
-  if ((!direct && kname.rfind("f32_gemm_", 0) != 0) || kname.size() < suffix.size() ||
+  // one pixel of a flat 1x1 on the pointwise path: the GEMV (checked below)
+  const bool gemv = kname.rfind("f32_gemv_", 0) == 0;
+  if ((!direct && !gemv && kname.rfind("f32_gemm_", 0) != 0) || kname.size() < suffix.size() ||
       kname.compare(kname.size() - suffix.size(), suffix.size(), suffix) != 0)
     return "kernel name " + kname + " does not name the ISA";
   if (cs.algo.rfind("f32_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
   // the direct path: when forced, and on "gemm" exactly for a small K that is not a flat 1x1
   const bool flat = cs.kh == 1 && cs.kw == 1 && cs.sh == 1 && cs.sw == 1 && !cs.ph && !cs.pw;
+  if (gemv != ((cs.algo == "gemm" || cs.algo == "gemm-pointwise") && flat && cs.h * cs.w == 1))
+    return "kernel name " + kname + ": the GEMV runs a flat 1x1 on one pixel, and only that";
   const bool want_direct = cs.algo == "gemm-direct" || cs.algo.rfind("f32_conv_", 0) == 0 ||
                            (cs.algo == "gemm" && ncols <= 64 && !flat);
   if (direct != want_direct) return "ran " + kname + " on " + cs.algo;
