@@ -56,18 +56,6 @@ int pick_tile(const spe_dense_conv* c, int64_t P) {
   return best;
 }
 
-namespace {
-
-constexpr int64_t kKc = 256;          // K rows a block: a KC x R weight tile fits L1
-constexpr int64_t kBlockPixels = 256; // pixels a work item packs: KC x 256 floats stay in L2
-constexpr int64_t kMaxMc = 256;       // output rows a work item
-
-// The input geometry of one run.
-struct Geo {
-  int64_t h, w, ho, wo, P;
-  bool flat;  // 1x1, stride 1, no padding: im2col(x) is x, read as one flat row per channel
-};
-
 Geo make_geo(const spe_conv_params& p, int h, int w) {
   Geo g{h, w, out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h),
         out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w), 0, false};
@@ -78,8 +66,6 @@ Geo make_geo(const spe_conv_params& p, int h, int w) {
   return g;
 }
 
-// Packs rows [k0, k0 + kc) x pixels [p0, p0 + np) of im2col(x) into panels of NR pixels:
-// buf[(j / NR) * kc * NR + (k - k0) * NR + j % NR], zeros past np and outside the image.
 void pack_input(const spe_conv_params& p, const Geo& g, const float* x, int64_t k0, int64_t kc,
                 int64_t p0, int64_t np, int NR, float* buf) {
   const int KK = p.kh * p.kw;
@@ -113,6 +99,12 @@ void pack_input(const spe_conv_params& p, const Geo& g, const float* x, int64_t 
     }
   }
 }
+
+namespace {
+
+constexpr int64_t kKc = 256;          // K rows a block: a KC x R weight tile fits L1
+constexpr int64_t kBlockPixels = 256; // pixels a work item packs: KC x 256 floats stay in L2
+constexpr int64_t kMaxMc = 256;       // output rows a work item
 
 spe_status check_input(const spe_conv_params& p, int n, int h, int w) {
   const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
@@ -247,9 +239,6 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
     c->K = p.in_channels;
     winograd_pack(c.get(), weight);
   } else {
-    if (c->path == spe_dense_conv::kPointwise &&
-        (p.kh != 1 || p.kw != 1 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h || p.pad_w))
-      return fail(SPE_ERR_INVALID_ARGUMENT, "gemm-pointwise needs a 1x1 kernel at stride 1, padding 0");
     c->K = int64_t(p.in_channels) * p.kh * p.kw;
     pack_weight(c.get(), weight);
     direct_pack(c.get(), weight);

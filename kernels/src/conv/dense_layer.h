@@ -57,6 +57,18 @@ class ThreadBuffer {
 };
 float* thread_buffer(int slot, int64_t floats);  // slot 0, 1: this thread's two buffers
 
+// The input geometry of one run.
+struct Geo {
+  int64_t h, w, ho, wo, P;
+  bool flat;  // 1x1, stride 1, no padding: im2col(x) is x, read as one flat row per channel
+};
+Geo make_geo(const spe_conv_params& p, int h, int w);
+
+// Packs rows [k0, k0 + kc) x pixels [p0, p0 + np) of im2col(x) into panels of NR pixels:
+// buf[(j / NR) * kc * NR + (k - k0) * NR + j % NR], zeros past np and outside the image.
+void pack_input(const spe_conv_params& p, const Geo& g, const float* x, int64_t k0, int64_t kc,
+                int64_t p0, int64_t np, int NR, float* buf);
+
 // The index of the tile of c's table that wastes the least work on an O x P output (the rows
 // and pixels padded to whole tiles), or the forced tile.
 int pick_tile(const spe_dense_conv* c, int64_t P);
