@@ -66,8 +66,8 @@ Geo make_geo(const spe_conv_params& p, int h, int w);
 
 // Packs rows [k0, k0 + kc) x pixels [p0, p0 + np) of im2col(x) into panels of NR pixels:
 // buf[(j / NR) * kc * NR + (k - k0) * NR + j % NR], zeros past np and outside the image.
-void pack_input(const spe_conv_params& p, const Geo& g, const float* x, int64_t k0, int64_t kc,
-                int64_t p0, int64_t np, int NR, float* buf);
+void pack_input(const DenseKernels* k, const spe_conv_params& p, const Geo& g, const float* x,
+                int64_t k0, int64_t kc, int64_t p0, int64_t np, int NR, float* buf);
 
 // The index of the tile of c's table that wastes the least work on an O x P output (the rows
 // and pixels padded to whole tiles), or the forced tile.

@@ -118,15 +118,16 @@ struct GatherKey {
 
 // A conv that is not flat (a 1x1 with a stride: ResNet's downsampling shortcuts) reads
 // im2col(x) gathered: rows [0, K) x pixels [p0, p0 + np) into this thread's buffer, rows
-// `stride` floats apart. Items run band after band with the row blocks inside (mb fastest), so a band is
-// gathered once per thread and run (and the gather is as parallel as the split).
-const float* gathered(const spe_conv_params& p, const Geo& g, const float* x, int64_t K,
-                      int64_t p0, int64_t np, int64_t stride, const GatherKey& key) {
+// `stride` floats apart. Items run band after band with the row blocks inside (mb fastest), so
+// a band is gathered once per thread and run (and the gather is as parallel as the split).
+const float* gathered(const DenseKernels* k, const spe_conv_params& p, const Geo& g,
+                      const float* x, int64_t K, int64_t p0, int64_t np, int64_t stride,
+                      const GatherKey& key) {
   static thread_local GatherKey held{0, -1, -1};
   float* buf = thread_buffer(1, K * stride);
   if (!(held == key)) {
     held = GatherKey{0, -1, -1};  // a throwing pack leaves nothing marked as held
-    pack_input(p, g, x, 0, K, p0, np, int(stride), buf);
+    pack_input(k, p, g, x, 0, K, p0, np, int(stride), buf);
     held = key;
   }
   return buf;
@@ -165,7 +166,7 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
       const int64_t v1 = std::min(nvec, share_begin(px_units, s.n_pb, s.band, T, pb + 1) * unit);
       const bool has_rem = rem && pb == s.n_pb - 1;
       const float* xb = g.flat ? x + b * K * P
-                               : gathered(c->p, g, x + b * in_img, K, v0 * W,
+                               : gathered(k, c->p, g, x + b * in_img, K, v0 * W,
                                           (v1 - v0) * W + (has_rem ? rem : 0), gather_stride,
                                           GatherKey{run_id, b, pb});
       const int64_t x0 = g.flat ? 0 : v0 * W;  // the image's pixel at xb[0]

@@ -133,6 +133,9 @@ inline int64_t conv_scratch_floats(const spe_conv_params& p, int64_t wo, int wid
 // that turns the tile around: the panel's output channels in the vector lanes, one broadcast
 // input per pixel, so a 1-pixel remainder costs 1/16 of a masked 16-pixel vector.
 
+// d[i] = s[i * sw] for i < n (the packed GEMM's and the gathered pointwise path's input gather).
+using StridedRowFn = void (*)(const float* s, int64_t sw, float* d, int64_t n);
+
 // One ISA's tiles, in list order. The weight is packed once, in panels of `panel` rows (the
 // tallest tile; every tile's height divides it), so that any tile can run on any input size.
 struct DenseKernels {
@@ -160,6 +163,7 @@ struct DenseKernels {
   int conv_rows[kMaxDenseTiles], conv_pixels[kMaxDenseTiles];
   const char* conv_name[kMaxDenseTiles];
   ConvRowsFn conv_fn[kMaxDenseTiles];
+  StridedRowFn strided_row;
 };
 
 // dense_table<I>(): ISA I's table, defined in I's translation unit (avx512.cc, ...) from the
