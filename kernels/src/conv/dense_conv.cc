@@ -207,10 +207,11 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
   c->k = dense_kernels(i);
   const std::string a = algo ? algo : "gemm";
   if (a == "gemm") return SPE_OK;
-  if (a == "gemm-packed" || a == "gemm-pointwise" || a == "gemm-direct") {
+  if (a == "gemm-packed" || a == "gemm-pointwise" || a == "gemm-direct" || a == "gemm-phase") {
     c->path = a == "gemm-packed"      ? spe_dense_conv::kPacked
               : a == "gemm-pointwise" ? spe_dense_conv::kPointwise
-                                      : spe_dense_conv::kDirect;
+              : a == "gemm-direct"    ? spe_dense_conv::kDirect
+                                      : spe_dense_conv::kPhase;
     return SPE_OK;
   }
   if (a == "winograd" || a == "winograd-f4" || a == "winograd-f2") {
@@ -230,7 +231,7 @@ spe_status pick_kernels(spe_dense_conv* c, const char* isa, const char* algo) {
       return SPE_OK;
     }
   return fail(SPE_ERR_INVALID_ARGUMENT, "unknown algo '" + a + "' (gemm, gemm-packed, "
-                                            "gemm-pointwise, gemm-direct, winograd, winograd-f4, "
+                                            "gemm-pointwise, gemm-direct, gemm-phase, winograd, winograd-f4, "
                                             "winograd-f2, or a " +
                                             c->k->isa + " f32_gemm / f32_conv kernel name)");
 }
@@ -274,6 +275,7 @@ spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t
   if (n == 0) return SPE_OK;
   if (c->winograd) return winograd_run(c, x, n, h, w, res, y);
   if (use_direct(c, w)) return direct_run(c, x, n, h, w, res, y);
+  if (use_phase(c)) return phase_run(c, x, n, h, w, res, y);
   return use_pointwise(c) ? pointwise_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
 }
 
@@ -306,7 +308,7 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   int32_t ho = 0, wo = 0;
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
-  if (spe::use_direct(c, w)) return c->k->conv_name[c->conv_tile];
+  if (spe::use_direct(c, w) || spe::use_phase(c)) return c->k->conv_name[c->conv_tile];
   if (c->winograd) return c->k->name[spe::winograd_tile(c, ho, wo)];
   if (spe::use_pointwise(c) && int64_t(ho) * wo == 1) return c->k->gemv_name;
   return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, int64_t(ho) * wo)];

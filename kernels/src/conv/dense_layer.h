@@ -25,7 +25,7 @@ struct spe_dense_conv {
   // a 1x1 stride-1 unpadded conv: the pointwise path (the input read in place, dense_conv.cc)
   // or the packed one; kAuto picks per input size
   // kDirect: the direct path (few input channels: a mobile stem), forced or picked by kAuto
-  enum Path { kAuto, kPacked, kPointwise, kDirect } path = kAuto;
+  enum Path { kAuto, kPacked, kPointwise, kDirect, kPhase } path = kAuto;
   int conv_tile = -1;        // the direct path's tile in the ISA's f32_conv list (-1: not named)
   std::vector<float> conv_w; // its weights: ceil(O / rows) tiles of K x rows floats, or empty
   const spe::DenseKernels* k = nullptr;
@@ -85,6 +85,13 @@ void direct_pack(spe_dense_conv* c, const float* weight);
 bool use_direct(const spe_dense_conv* c, int w);
 spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                       const float* res, float* y);
+
+// The phase path of spe_dense_conv (phase_conv.cc): whether a conv's geometry suits it (a
+// stride, a kernel past 1x1), whether c runs on it, the run (on the direct path's weights).
+bool phase_fits(const spe_conv_params& p);
+bool use_phase(const spe_dense_conv* c);
+spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                     const float* res, float* y);
 
 // The Winograd half of spe_dense_conv (winograd.cc): keep the 3x3 weight at create, the tile
 // (index into c->k) an ho x wo output runs on, run an input.

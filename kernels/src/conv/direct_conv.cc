@@ -30,8 +30,10 @@ int64_t scratch_floats(const spe_dense_conv* c, int64_t wo) {
 
 void direct_pack(spe_dense_conv* c, const float* weight) {
   // a second copy of the weight, for a layer that may take the path: forced, or a small K
-  const bool may = c->path == spe_dense_conv::kDirect ||
-                   (c->path == spe_dense_conv::kAuto && c->forced_tile < 0 && c->K <= kDirectMaxK);
+  // (or the phase path, on the same tiles: forced, or "gemm" on a strided conv past 1x1)
+  const bool may = c->path == spe_dense_conv::kDirect || c->path == spe_dense_conv::kPhase ||
+                   (c->path == spe_dense_conv::kAuto && c->forced_tile < 0 &&
+                    (c->K <= kDirectMaxK || phase_fits(c->p)));
   if (!may) return;
   if (c->conv_tile < 0) {  // not named: the tile padding the fewest rows (ties: listed first)
     auto padded = [&](int t) {
@@ -52,6 +54,7 @@ void direct_pack(spe_dense_conv* c, const float* weight) {
 bool use_direct(const spe_dense_conv* c, int w) {
   if (c->winograd || c->conv_w.empty()) return false;
   if (c->path == spe_dense_conv::kDirect) return true;
+  if (c->path == spe_dense_conv::kPhase || c->K > kDirectMaxK) return false;
   const auto& p = c->p;
   const bool flat = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                     p.pad_h == 0 && p.pad_w == 0;

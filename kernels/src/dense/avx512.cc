@@ -1,7 +1,7 @@
 // avx512 f32 dense microkernels: dense_list.h's avx512 lines, GEMM and direct tiles (compiled with the
 // ISA's flags).
 #include "../isa/avx512.h"
-#include "direct_template.h"
+#include "phase_template.h"
 
 namespace spe {
 template <>

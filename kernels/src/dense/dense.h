@@ -113,6 +113,41 @@ struct ConvRowsArgs {
 };
 using ConvRowsFn = void (*)(const ConvRowsArgs&);
 
+// The phase path (conv/phase_conv.cc, phase_template.h): flattened output pixels [q0, q1)
+// (q = oy * wq + ox, wq = wo + (kw - 1) * dil_w / stride_w; columns ox >= wo are dropped) of
+// one image, every output channel, from the stride phase planes of the input rows they read,
+// laid out in `scratch`; the weights as the direct path's (wpk: ceil(O / R) tiles of K x R).
+struct PhaseArgs {
+  const spe_conv_params* p;
+  const float* x;             // the image, C x h x w
+  int64_t h, w, ho, wo, wq, K;
+  int64_t q0, q1;
+  const float* wpk;
+  const float* bias;          // O floats, or null
+  const float* res;           // the residual image (O x ho x wo), or null
+  float* y;                   // the output image (O x ho x wo)
+  int act;
+  float* scratch;             // phase_scratch_floats(...) floats, 64-byte aligned
+  const float** taps;         // K pointers
+};
+using PhaseFn = void (*)(const PhaseArgs&);
+
+// Floats of one phase plane over `rows` plane rows of wq: the rows, the taps' column offsets
+// and a tile's overshoot past the last pixel (zeros), in whole cache lines.
+inline int64_t phase_plane_floats(const spe_conv_params& p, int64_t rows, int64_t wq,
+                                  int64_t tile_pixels) {
+  const int64_t n = rows * wq + int64_t(p.kw - 1) * p.dil_w / p.stride_w + tile_pixels;
+  return (n + 15) / 16 * 16;
+}
+// The scratch of one band of pixels [q0, q1): every plane, and one input row's phase rows and
+// its padded copy.
+inline int64_t phase_scratch_floats(const spe_conv_params& p, int64_t q0, int64_t q1, int64_t wq,
+                                    int64_t tile_pixels) {
+  const int64_t rows = (q1 - 1) / wq + 1 + int64_t(p.kh - 1) * p.dil_h / p.stride_h - q0 / wq;
+  return int64_t(p.in_channels) * p.stride_h * p.stride_w *
+             phase_plane_floats(p, rows, wq, tile_pixels) + 2 * p.stride_w * wq;
+}
+
 // Floats of a phase row (one stride phase of a zero-padded input row): whole vectors over the
 // output row plus the taps' offsets into it, so tiles load whole vectors and never masks.
 inline int64_t conv_phase_floats(const spe_conv_params& p, int64_t wo, int width) {
@@ -163,6 +198,7 @@ struct DenseKernels {
   int conv_rows[kMaxDenseTiles], conv_pixels[kMaxDenseTiles];
   const char* conv_name[kMaxDenseTiles];
   ConvRowsFn conv_fn[kMaxDenseTiles];
+  PhaseFn phase_fn[kMaxDenseTiles];  // the phase path's, on the same tiles
   StridedRowFn strided_row;
 };
 

@@ -153,31 +153,6 @@ void conv_rows(const ConvRowsArgs& a) {
   }
 }
 
-// V's whole table: the GEMM tiles (dense_table_of, Tiles as there) and the direct conv tiles
-// of dense_list.h's SPE_CONV_UKERNEL lines of V's ISA.
-template <class V, class Tiles = SimdTiles<V>>
-const DenseKernels* dense_conv_table_of() {
-  static const DenseKernels table = [] {
-    DenseKernels k = *dense_table_of<V, Tiles>();
-    static const std::string gemv_name =
-        "f32_gemv_" + std::to_string(k.panel) + "__" + std::string(k.isa);
-    k.gemv = &gemv_panels<V>;
-    k.gemv_name = gemv_name.c_str();
-    for_each_index([&](auto i) {
-      constexpr DenseUkernel u = kConvUkernels[decltype(i)::value];
-      if constexpr (u.isa == V::kIsa) {
-        static_assert(u.pixels % V::kWidth == 0 && u.pixels / V::kWidth <= 2 * kMaxDenseVectors,
-                      "dense_list.h: a direct tile's pixels must be 1..16 whole vectors of its ISA");
-        const int t = k.n_conv++;
-        k.conv_rows[t] = u.rows, k.conv_pixels[t] = u.pixels, k.conv_name[t] = u.name;
-        k.conv_fn[t] = &conv_rows<V, u.rows, u.pixels / V::kWidth>;
-      }
-    }, std::make_integer_sequence<int, kNumConvUkernels>{});
-    return k;
-  }();
-  return &table;
-}
-
 }  // namespace dense
 }  // namespace spe
 #endif  // SPE_DENSE_DIRECT_TEMPLATE_H_

@@ -1,7 +1,7 @@
 // neon f32 dense microkernels: dense_list.h's neon lines, GEMM and direct tiles (compiled with the
 // ISA's flags).
 #include "../isa/neon.h"
-#include "direct_template.h"
+#include "phase_template.h"
 
 namespace spe {
 template <>

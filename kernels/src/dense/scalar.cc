@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "../isa/scalar.h"  // the traits give the table its ISA and width (1)
-#include "direct_template.h"
+#include "phase_template.h"
 
 namespace spe {
 namespace {

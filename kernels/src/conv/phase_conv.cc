@@ -1,0 +1,76 @@
+// The phase path of the packed dense conv (spe_dense_conv, dense_layer.h): a strided conv with
+// a kernel larger than 1x1 (ResNet-50's 7x7 stride-2 stem and its three 3x3 stride-2 convs)
+// runs as a direct conv over the input's stride phase planes with the output pixels flattened
+// (dense/phase_template.h), on the direct path's tiles and packed weights. Work items: (image,
+// run of flattened output pixels); each lays out the planes of the input rows its pixels read
+// and computes every output channel of them, so threads split the image spatially (a thread
+// reads mostly what it wrote in the layer before) and never the output channels.
+#include <algorithm>
+#include <vector>
+
+#include "../common/threadpool.h"
+#include "dense_layer.h"
+#include "geometry.h"
+
+namespace spe {
+namespace {
+
+// A band's planes stay within ~512 KiB (L2 on Zen 4 is 1 MiB, the rest for the weights' stream).
+constexpr int64_t kPhaseBandFloats = int64_t(1) << 17;
+
+int64_t phase_wq(const spe_conv_params& p, int64_t wo) {
+  return wo + int64_t(p.kw - 1) * p.dil_w / p.stride_w;
+}
+
+}  // namespace
+
+bool phase_fits(const spe_conv_params& p) {
+  return (p.stride_h > 1 || p.stride_w > 1) && (p.kh > 1 || p.kw > 1);
+}
+
+bool use_phase(const spe_dense_conv* c) {
+  if (c->winograd || c->conv_w.empty()) return false;
+  if (c->path == spe_dense_conv::kPhase) return true;
+  // "gemm": every strided conv with a kernel past 1x1 whose GEMM depth the direct path does not
+  // take (K > 64). Measured on Zen 4 (AVX-512, 1 thread): 64x3 7x7/2 at 224 ... (see README)
+  return c->path == spe_dense_conv::kAuto && c->forced_tile < 0 && phase_fits(c->p);
+}
+
+spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
+                     const float* res, float* y) {
+  const auto& p = c->p;
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  const int64_t wq = phase_wq(p, wo), nq = ho * wq, W = c->k->width;
+  const int64_t tile_px = c->k->conv_pixels[c->conv_tile];
+  const int64_t in_img = int64_t(p.in_channels) * h * w, out_img = int64_t(p.out_channels) * ho * wo;
+  auto& pool = ThreadPool::global();
+  const int64_t T = pool.num_threads();
+  // runs of whole vectors: as many output rows as the band's planes allow, then at least two
+  // per thread, their count a multiple of the threads (equal shares: whole vectors cost alike)
+  const int64_t nvec = (nq + W - 1) / W;
+  const int64_t row_floats = int64_t(p.in_channels) * p.stride_h * p.stride_w * wq;
+  const int64_t halo = int64_t(p.kh - 1) * p.dil_h / p.stride_h;
+  const int64_t rows = std::max<int64_t>(1, kPhaseBandFloats / row_floats - halo);
+  int64_t items = std::max<int64_t>(1, (nvec + rows * wq / W - 1) / std::max<int64_t>(1, rows * wq / W));
+  if (T > 1) items = (std::max(items, 2 * T / std::max(1, n)) + T - 1) / T * T;
+  items = std::min(items, nvec);
+  const int64_t band = (nvec + items - 1) / items * W, n_bands = (nq + band - 1) / band;
+  const int64_t floats = phase_scratch_floats(p, 0, std::min(band, nq), wq, tile_px) + wq;
+  const PhaseFn fn = c->k->phase_fn[c->conv_tile];
+  pool.parallel_for(int64_t(n) * n_bands, 1, [&](int64_t ib, int64_t ie) {
+    static thread_local std::vector<const float*> taps;
+    taps.resize(size_t(c->K));
+    float* scratch = thread_buffer(0, floats);
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / n_bands, q0 = it % n_bands * band;
+      PhaseArgs a{&p, x + b * in_img, h, w, ho, wo, wq, c->K, q0, std::min(nq, q0 + band),
+                  c->conv_w.data(), c->bias.empty() ? nullptr : c->bias.data(),
+                  res ? res + b * out_img : nullptr, y + b * out_img, c->act, scratch, taps.data()};
+      fn(a);
+    }
+  });
+  return SPE_OK;
+}
+
+}  // namespace spe
