@@ -275,8 +275,8 @@ spe_status run_layer(const spe_dense_conv* c, const float* x, int32_t n, int32_t
   if (n == 0) return SPE_OK;
   if (c->winograd) return winograd_run(c, x, n, h, w, res, y);
   if (use_direct(c, w)) return direct_run(c, x, n, h, w, res, y);
-  if (use_phase(c)) return phase_run(c, x, n, h, w, res, y);
-  return use_pointwise(c) ? pointwise_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
+  if (use_phase(c, h, w)) return phase_run(c, x, n, h, w, res, y);
+  return use_pointwise(c, h, w) ? pointwise_run(c, x, n, h, w, res, y) : run_gemm(c, x, n, h, w, res, y);
 }
 
 }  // namespace
@@ -308,10 +308,11 @@ const char* spe_dense_conv_kernel_name(const spe_dense_conv* c, int32_t h, int32
   int32_t ho = 0, wo = 0;
   spe::conv_output_size(&c->p, h, w, &ho, &wo);
   if (ho <= 0 || wo <= 0) return "";
-  if (spe::use_direct(c, w) || spe::use_phase(c)) return c->k->conv_name[c->conv_tile];
+  if (spe::use_direct(c, w) || spe::use_phase(c, h, w)) return c->k->conv_name[c->conv_tile];
   if (c->winograd) return c->k->name[spe::winograd_tile(c, ho, wo)];
-  if (spe::use_pointwise(c) && int64_t(ho) * wo == 1) return c->k->gemv_name;
-  return c->k->name[spe::use_pointwise(c) ? 0 : spe::pick_tile(c, int64_t(ho) * wo)];
+  const bool pointwise = spe::use_pointwise(c, h, w);
+  if (pointwise && int64_t(ho) * wo == 1 && spe::make_geo(c->p, h, w).flat) return c->k->gemv_name;
+  return c->k->name[pointwise ? 0 : spe::pick_tile(c, int64_t(ho) * wo)];
 }
 
 int spe_dense_conv_is_winograd(const spe_dense_conv* c) { return c && c->winograd ? 1 : 0; }

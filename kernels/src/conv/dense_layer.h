@@ -75,7 +75,7 @@ int pick_tile(const spe_dense_conv* c, int64_t P);
 
 // The pointwise path of spe_dense_conv (dense_pointwise.cc): whether c runs a flat conv (1x1,
 // stride 1, no padding) on it (unless forced onto the packed path), and the run.
-bool use_pointwise(const spe_dense_conv* c);
+bool use_pointwise(const spe_dense_conv* c, int h, int w);
 spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                          const float* res, float* y);
 
@@ -87,9 +87,10 @@ spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int
                       const float* res, float* y);
 
 // The phase path of spe_dense_conv (phase_conv.cc): whether a conv's geometry suits it (a
-// stride, a kernel past 1x1), whether c runs on it, the run (on the direct path's weights).
+// stride, a kernel past 1x1), whether c runs an h x w input on it, the run (on the direct
+// path's weights).
 bool phase_fits(const spe_conv_params& p);
-bool use_phase(const spe_dense_conv* c);
+bool use_phase(const spe_dense_conv* c, int h, int w);
 spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                      const float* res, float* y);
 

@@ -213,12 +213,13 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
   return SPE_OK;
 }
 
-bool use_pointwise(const spe_dense_conv* c) {
+bool use_pointwise(const spe_dense_conv* c, int h, int w) {
   if (c->path == spe_dense_conv::kPointwise) return true;
   if (c->path != spe_dense_conv::kAuto || c->forced_tile >= 0) return false;
-  // every 1x1 conv: a strided one gathers its pixels (a 1x gather: 256 -> 512 at 56x56 stride
-  // 2, Zen 4 1 thread: 108 GFLOP/s here, 87 on the packed GEMM)
-  return c->p.kh == 1 && c->p.kw == 1;
+  // every 1x1 conv: a strided one gathers its pixels (1x the output's pixels; 512x256 1x1/2 at
+  // 56x56, Zen 4 1 thread: 108 GFLOP/s, 87 on the packed GEMM); and the strided convs past
+  // 1x1 that the phase path leaves (small outputs, phase_conv.cc): im2col gathered
+  return (c->p.kh == 1 && c->p.kw == 1) || (phase_fits(c->p) && !use_phase(c, h, w));
 }
 
 }  // namespace spe

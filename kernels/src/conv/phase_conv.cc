@@ -15,8 +15,9 @@
 namespace spe {
 namespace {
 
-// A band's planes stay within ~512 KiB (L2 on Zen 4 is 1 MiB, the rest for the weights' stream).
-constexpr int64_t kPhaseBandFloats = int64_t(1) << 17;
+// A band's planes: up to 2 MiB (whole images up to 256 channels at 28x28 at one thread), so
+// that the weights are streamed once: 512 KiB bands cost 10% at 512x512 3x3/2 at 14x14.
+constexpr int64_t kPhaseBandFloats = int64_t(1) << 19;
 
 int64_t phase_wq(const spe_conv_params& p, int64_t wo) {
   return wo + int64_t(p.kw - 1) * p.dil_w / p.stride_w;
@@ -28,12 +29,18 @@ bool phase_fits(const spe_conv_params& p) {
   return (p.stride_h > 1 || p.stride_w > 1) && (p.kh > 1 || p.kw > 1);
 }
 
-bool use_phase(const spe_dense_conv* c) {
+bool use_phase(const spe_dense_conv* c, int h, int w) {
   if (c->winograd || c->conv_w.empty()) return false;
   if (c->path == spe_dense_conv::kPhase) return true;
-  // "gemm": every strided conv with a kernel past 1x1 whose GEMM depth the direct path does not
-  // take (K > 64). Measured on Zen 4 (AVX-512, 1 thread): 64x3 7x7/2 at 224 ... (see README)
-  return c->path == spe_dense_conv::kAuto && c->forced_tile < 0 && phase_fits(c->p);
+  if (c->path != spe_dense_conv::kAuto || c->forced_tile >= 0 || !phase_fits(c->p)) return false;
+  // "gemm": a strided conv past 1x1 the direct path does not take, with an output of 64 pixels
+  // or more. Below, its runs are under 4 vectors a band and the weights' stream dominates: the
+  // gathered pointwise path (im2col of all K, then the pointwise tiles and remainder kernel)
+  // does better. Zen 4, AVX-512, 1 thread, GFLOP/s, phase / gathered pointwise / packed GEMM:
+  // 128x128 3x3/2 at 56: 100 / 86 / 75; 256x256 at 28: 92 / 92 / 65; 512x512 at 14 (7x7
+  // out): 82 / 90 / 57.
+  const auto& p = c->p;
+  return out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h) * out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w) >= 64;
 }
 
 spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
@@ -56,7 +63,7 @@ spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int 
   if (T > 1) items = (std::max(items, 2 * T / std::max(1, n)) + T - 1) / T * T;
   items = std::min(items, nvec);
   const int64_t band = (nvec + items - 1) / items * W, n_bands = (nq + band - 1) / band;
-  const int64_t floats = phase_scratch_floats(p, 0, std::min(band, nq), wq, tile_px) + wq;
+  const int64_t floats = phase_scratch_floats(p, std::min(band, nq), wq, tile_px);
   const PhaseFn fn = c->k->phase_fn[c->conv_tile];
   pool.parallel_for(int64_t(n) * n_bands, 1, [&](int64_t ib, int64_t ie) {
     static thread_local std::vector<const float*> taps;

@@ -139,13 +139,16 @@ inline int64_t phase_plane_floats(const spe_conv_params& p, int64_t rows, int64_
   const int64_t n = rows * wq + int64_t(p.kw - 1) * p.dil_w / p.stride_w + tile_pixels;
   return (n + 15) / 16 * 16;
 }
-// The scratch of one band of pixels [q0, q1): every plane, and one input row's phase rows and
-// its padded copy.
-inline int64_t phase_scratch_floats(const spe_conv_params& p, int64_t q0, int64_t q1, int64_t wq,
+// The scratch of a band of `band` pixels (any first pixel: up to (band - 1) / wq + 2 rows of
+// output): every plane, one input row's phase rows and its padded copy, and a row tile's
+// partial sums over the band.
+inline int64_t phase_scratch_floats(const spe_conv_params& p, int64_t band, int64_t wq,
                                     int64_t tile_pixels) {
-  const int64_t rows = (q1 - 1) / wq + 1 + int64_t(p.kh - 1) * p.dil_h / p.stride_h - q0 / wq;
+  const int64_t rows = (band - 1) / wq + 2 + int64_t(p.kh - 1) * p.dil_h / p.stride_h;
+  const int64_t sums = (band + tile_pixels - 1) / tile_pixels * tile_pixels;
   return int64_t(p.in_channels) * p.stride_h * p.stride_w *
-             phase_plane_floats(p, rows, wq, tile_pixels) + 2 * p.stride_w * wq;
+             phase_plane_floats(p, rows, wq, tile_pixels) + (2 * p.stride_w * wq + 15) / 16 * 16 +
+         kMaxDenseRows * sums;
 }
 
 // Floats of a phase row (one stride phase of a zero-padded input row): whole vectors over the

@@ -23,6 +23,10 @@
 namespace spe {
 namespace dense {
 
+// Taps a chunk: 256 x 8 rows of weights, 8 KiB (a 3x3 conv of 128 channels has K = 1152: its
+// 36 KiB of weights a row tile, read once a pixel tile, came from L2).
+constexpr int64_t kPhaseChunkTaps = 256;
+
 // Writes a tile's accumulators t (R rows of NV*W floats, q0.. q0 + n) to y, dropping the
 // columns past each output row.
 template <class V>
@@ -44,21 +48,40 @@ void phase_store(const PhaseArgs& a, const float* t, int tw, int rows, int64_t r
   }
 }
 
+// A chunk of taps [k0, k1) of the tile (rows r0.., pixels q0.., n of them): from the bias (the
+// first chunk) or the partial sums in acc (R rows of `aw` floats over the band's pixels, from
+// the band's first), to acc again or (the last chunk) to y.
+struct PhaseChunk {
+  int64_t k0, k1;
+  float* acc;
+  int64_t aw, band0;
+  bool first, last;
+};
+
 template <class V, int R, int NV>
-void phase_tile(const PhaseArgs& a, const float* w, int rows, int64_t r0, int64_t q0, int64_t n,
-                int64_t shift) {
+void phase_tile(const PhaseArgs& a, const PhaseChunk& ch, const float* w, int rows, int64_t r0,
+                int64_t q0, int64_t n, int64_t shift) {
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
   reg acc[R][NV];
+  float* part = ch.acc + (q0 - ch.band0);
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const reg b = a.bias && r < rows ? V::set1(a.bias[r0 + r]) : V::zero();
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = b;
+    for (int v = 0; v < NV; ++v) acc[r][v] = ch.first ? b : V::load(part + r * ch.aw + v * W);
   }
   const float* const* taps = a.taps;
   const int64_t off = q0 - shift;  // the tile's first q in the planes
-  for (int64_t t = 0; t < a.K; ++t, w += R) fma_step<V, R, NV>(acc, taps[t] + off, w);
+  w += ch.k0 * R;
+  for (int64_t t = ch.k0; t < ch.k1; ++t, w += R) fma_step<V, R, NV>(acc, taps[t] + off, w);
+  if (!ch.last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) V::store(part + r * ch.aw + v * W, acc[r][v]);
+    return;
+  }
   alignas(64) float buf[R][NV * W];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -72,7 +95,8 @@ void phase_tile(const PhaseArgs& a, const float* w, int rows, int64_t r0, int64_
 template <class V, int R, int NV>
 void phase_rows(const PhaseArgs& a) {
   constexpr int W = V::kWidth;
-  using TileFn = void (*)(const PhaseArgs&, const float*, int, int64_t, int64_t, int64_t, int64_t);
+  using TileFn = void (*)(const PhaseArgs&, const PhaseChunk&, const float*, int, int64_t,
+                          int64_t, int64_t, int64_t);
   TileFn tiles[NV];  // tiles[nv - 1]: nv vectors (the band's last, partial tile)
   for_each_index([&](auto v) { tiles[decltype(v)::value] = &phase_tile<V, R, decltype(v)::value + 1>; },
                  std::make_integer_sequence<int, NV>{});
@@ -111,13 +135,21 @@ void phase_rows(const PhaseArgs& a) {
         a.taps[(c * p.kh + ky) * p.kw + kx] =
             planes + ((c * sh + dy % sh) * sw + dx % sw) * ps + (dy / sh) * Wq + dx / sw;
       }
-  const int64_t shift = i0 * Wq, O = p.out_channels;
+  // per row tile, the taps in chunks whose weights (kc x R) stay in L1 across the band's pixel
+  // tiles, the partial sums between chunks in `acc` (R rows over the band)
+  const int64_t shift = i0 * Wq, O = p.out_channels, K = a.K;
+  const int64_t n_kc = (K + kPhaseChunkTaps - 1) / kPhaseChunkTaps, kc = (K + n_kc - 1) / n_kc;
+  const int64_t aw = (a.q1 - a.q0 + NV * W - 1) / (NV * W) * (NV * W);
+  float* acc = row + (2 * sw * Wq + 15) / 16 * 16;
   for (int64_t r0 = 0; r0 < O; r0 += R) {
-    const float* wt = a.wpk + r0 / R * a.K * R;
+    const float* wt = a.wpk + r0 / R * K * R;
     const int rows = int(std::min<int64_t>(R, O - r0));
-    for (int64_t q = a.q0; q < a.q1; q += NV * W) {
-      const int64_t n = std::min<int64_t>(NV * W, a.q1 - q);
-      tiles[(n + W - 1) / W - 1](a, wt, rows, r0, q, n, shift);
+    for (int64_t k0 = 0; k0 < K; k0 += kc) {
+      const PhaseChunk ch{k0, std::min(K, k0 + kc), acc, aw, a.q0, k0 == 0, k0 + kc >= K};
+      for (int64_t q = a.q0; q < a.q1; q += NV * W) {
+        const int64_t n = std::min<int64_t>(NV * W, a.q1 - q);
+        tiles[(n + W - 1) / W - 1](a, ch, wt, rows, r0, q, n, shift);
+      }
     }
   }
 }
