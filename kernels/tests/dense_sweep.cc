@@ -9,7 +9,8 @@
 // and one Winograd channel chunk; every epilogue; Winograd F(4x4) and F(2x2) on 3x3 stride-1
 // layers at padding 0, 1, 2 with partial tiles, tile blocks that span tile rows and channel
 // chunks; the direct path (few input channels) over 1..4 channels, strides 1..3, padding 0..3,
-// dilation and every epilogue; 1 vs 3 threads bit for bit. Per listed f32_gemm and f32_conv
+// dilation and every epilogue; the phase and gathered pointwise paths of strided convs; 1 vs
+// 3 threads bit for bit. Per listed f32_gemm and f32_conv
 // kernel: the layer forced onto it, output rows and pixels on and around its tile. Then the
 // error statuses.
 #include <algorithm>
@@ -134,6 +135,29 @@ std::vector<DenseCase> make_dense_cases(bool quick) {
     d.algo = "gemm-packed", d.c = 3, d.name = "packed-forced-k27";
     cs.push_back(d);
   }
+  // The phase path ("gemm" on a strided conv past 1x1 with K > 64 and an output of 64 pixels or
+  // more; "gemm-phase" forces it) and the gathered pointwise path (a strided or padded 1x1, or
+  // a strided conv with a smaller output; "gemm-pointwise" forces it), each on every shape:
+  // strides 2 and 3, an asymmetric stride and kernel, a 7x7 stem, dilation, odd sizes, output
+  // channels off the tile heights, bands that start inside an output row (threads), epilogues.
+  struct S { const char* name; int o, c, kh, kw, sh, sw, ph, pw, dh, dw, h, w; };
+  const S strided[] = {{"3x3s2", 20, 40, 3, 3, 2, 2, 1, 1, 1, 1, 30, 25},
+                       {"7x7s2", 12, 3, 7, 7, 2, 2, 3, 3, 1, 1, 40, 37},
+                       {"3x3s3d2", 9, 16, 3, 3, 3, 3, 2, 2, 2, 2, 31, 29},
+                       {"5x3s2x1", 10, 20, 5, 3, 2, 1, 2, 1, 1, 1, 20, 19},
+                       {"3x3s2-7x7out", 17, 80, 3, 3, 2, 2, 1, 1, 1, 1, 14, 13},
+                       {"1x1s2", 40, 70, 1, 1, 2, 2, 0, 0, 1, 1, 15, 13},
+                       {"1x1s2p1", 24, 80, 1, 1, 2, 2, 1, 1, 1, 1, 9, 12}};
+  for (const S& v : strided)
+    for (const char* algo : {"gemm", "gemm-phase", "gemm-pointwise"}) {
+      if (quick && std::strcmp(algo, "gemm") != 0 && v.c != 40) continue;
+      DenseCase d;
+      d.o = v.o, d.c = v.c, d.kh = v.kh, d.kw = v.kw, d.sh = v.sh, d.sw = v.sw, d.ph = v.ph;
+      d.pw = v.pw, d.dh = v.dh, d.dw = v.dw, d.h = v.h, d.w = v.w, d.algo = algo;
+      d.act = (v.o + v.c) % 5, d.residual = v.o % 2 == 0, d.batch = 1 + v.kh % 2;
+      d.name = fmt("strided-%s-%s", v.name, algo);
+      cs.push_back(d);
+    }
   // Winograd, each variant forced (F(4x4) and F(2x2)): padding 0..2, sizes with partial
   // tiles, blocks across tile rows, channel chunks (500: two for F(4x4) on 16-tile blocks),
   // two images (rows read in place up to the image's end); then both variants past one chunk
@@ -189,17 +213,21 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
       kname.compare(kname.size() - suffix.size(), suffix.size(), suffix) != 0)
     return "kernel name " + kname + " does not name the ISA";
   if (cs.algo.rfind("f32_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
-  // the direct path: when forced, and on "gemm" exactly for a small K that is not a flat 1x1
+  int32_t ho = 0, wo = 0;
+  spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
+  // the direct tiles: the direct path (forced, and on "gemm" for a small K that is not a flat
+  // 1x1) and the phase path (forced, and on "gemm" for a strided conv past 1x1 with a larger K
+  // and an output of 64 pixels or more)
   const bool flat = cs.kh == 1 && cs.kw == 1 && cs.sh == 1 && cs.sw == 1 && !cs.ph && !cs.pw;
   if (gemv != ((cs.algo == "gemm" || cs.algo == "gemm-pointwise") && flat && cs.h * cs.w == 1))
     return "kernel name " + kname + ": the GEMV runs a flat 1x1 on one pixel, and only that";
-  const bool want_direct = cs.algo == "gemm-direct" || cs.algo.rfind("f32_conv_", 0) == 0 ||
-                           (cs.algo == "gemm" && ncols <= 64 && !flat);
+  const bool phase = (cs.sh > 1 || cs.sw > 1) && (cs.kh > 1 || cs.kw > 1) && ho * wo >= 64;
+  const bool want_direct = cs.algo == "gemm-direct" || cs.algo == "gemm-phase" ||
+                           cs.algo.rfind("f32_conv_", 0) == 0 ||
+                           (cs.algo == "gemm" && (ncols <= 64 ? !flat : phase));
   if (direct != want_direct) return "ran " + kname + " on " + cs.algo;
   if ((cs.algo.rfind("winograd", 0) == 0) != (spe_dense_conv_is_winograd(l.conv) == 1))
     return "winograd flag";
-  int32_t ho = 0, wo = 0;
-  spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
   const size_t in_n = size_t(cs.batch) * cs.c * cs.h * cs.w, out_n = size_t(cs.batch) * cs.o * ho * wo;
   auto run = [&](const float* x, const float* res, float* y) {
     return spe_dense_conv_run(l.conv, x, cs.batch, cs.h, cs.w, res, y);
@@ -293,7 +321,6 @@ void dense_error_cases() {
       {"dense-other-isa-tile", create(ok, w, 0, "scalar", "f32_gemm_8x48__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-other-isa-conv-tile", create(ok, w, 0, "scalar", "f32_conv_4x96__avx512", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-winograd-stride2", create(s2, w, 0, "auto", "winograd", &c), SPE_ERR_INVALID_ARGUMENT},
-      {"dense-pointwise-3x3", create(ok, w, 0, "auto", "gemm-pointwise", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-negative-pad", create(neg, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
       {"dense-kernel-65", create(big, w, 0, "auto", "gemm", &c), SPE_ERR_INVALID_ARGUMENT},
   };
