@@ -7,7 +7,9 @@ geometries ResNet-style networks use (1x1 at stride 1 and 2, 3x3 at stride 1 and
 stem) and an asymmetric one, output channels off the panel heights, input channels past one K
 block; per listed tile, the layer forced onto it with output rows and pixels around its size;
 the pointwise path of a flat 1x1 (the input read in place; pixel remainders below a vector;
-the GEMV at one pixel) and the packed path forced on it; the direct path of convs with few input channels (the mobile
+the GEMV at one pixel) and the packed path forced on it; strided convs on the phase path and
+the gathered pointwise path, picked and forced; the direct path of convs with few input
+channels (the mobile
 stems) and each listed f32_conv tile (dense/dense_list.h); Winograd (each variant forced, and
 the one the input size picks) on 3x3 stride-1 layers with partial tiles, within the error bound
 kernels/README.md documents. kernels/tests/dense_sweep.cc runs the same kind of sweep through
@@ -72,9 +74,20 @@ def test_gemm_matches_torch(isa, geometry):
     need(isa)
     o, c, k, s, p, d, hw = GEOMETRIES[geometry]
     name = check(geometry, isa, o, c, k, s, p, d, hw, act="relu6")
-    # "gemm" takes the direct path for a small K (1x1s2 here: K = 32), else the implicit GEMM
-    direct = c * k[0] * k[1] <= 64 and (k, s, p) != ((1, 1), (1, 1), (0, 0))
-    assert name.startswith("f32_conv_" if direct else "f32_gemm_") and name.endswith("__" + isa)
+    assert name.startswith("f32_conv_" if direct_tiles(*GEOMETRIES[geometry]) else "f32_gemm_")
+    assert name.endswith("__" + isa)
+
+
+def direct_tiles(o, c, k, s, p, d, hw) -> bool:
+    """Whether "gemm" runs a layer on the f32_conv tiles (kernels/README.md): the direct path
+    for a small K (1x1s2 here: K = 32) that is not a flat 1x1, the phase path for a strided
+    conv past 1x1 with an output of 64 pixels or more; else the f32_gemm tiles (the implicit
+    GEMM, the pointwise path)."""
+    if c * k[0] * k[1] <= 64:
+        return (k, s, p) != ((1, 1), (1, 1), (0, 0))
+    ho = (hw[0] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    wo = (hw[1] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    return max(s) > 1 and max(k) > 1 and ho * wo >= 64
 
 
 @pytest.mark.parametrize("kernel", GEMM)
@@ -145,6 +158,27 @@ def test_pointwise_matches_torch(isa, shape, algo):
     assert name.startswith("f32_gemv_") == (algo == "gemm" and hw == (1, 1)), name
 
 
+STRIDED = {  # name: (o, c, kernel, stride, padding, dilation, input): K past the direct path's
+    "3x3s2": (20, 40, (3, 3), (2, 2), (1, 1), (1, 1), (30, 25)),        # phase; rows off 8
+    "7x7s2-stem": (12, 3, (7, 7), (2, 2), (3, 3), (1, 1), (40, 37)),     # phase, 4 phases
+    "3x3s3d2": (9, 16, (3, 3), (3, 3), (2, 2), (2, 2), (31, 29)),        # 9 phases, dilated
+    "3x3s2-7x7out": (17, 80, (3, 3), (2, 2), (1, 1), (1, 1), (14, 13)),  # im2col gathered
+    "1x1s2": (40, 70, (1, 1), (2, 2), (0, 0), (1, 1), (15, 13)),         # pixels gathered
+}
+
+
+@pytest.mark.parametrize("algo", ["gemm", "gemm-phase", "gemm-pointwise"])
+@pytest.mark.parametrize("shape", STRIDED)
+@pytest.mark.parametrize("isa", ISAS)
+def test_strided_matches_torch(isa, shape, algo):
+    """Strided convs past the direct path's K on "gemm" (the phase path, or the pointwise path
+    on gathered pixels) and forced onto each."""
+    need(isa)
+    name = check(f"strided-{shape}-{algo}", isa, *STRIDED[shape], algo=algo, act="silu")
+    want = direct_tiles(*STRIDED[shape]) if algo == "gemm" else algo == "gemm-phase"
+    assert name.startswith("f32_conv_" if want else "f32_gemm_"), name
+
+
 @pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("size,pad,c", [((6, 6), 1, 3), ((14, 14), 1, 70), ((9, 30), 0, 300),
@@ -189,6 +223,18 @@ def test_thread_count_does_not_change_results(restore_threads):
     y1 = stem.run(xs)
     K.set_num_threads(3)
     assert np.array_equal(y1, stem.run(xs)) and stem.kernel_name(45, 39).startswith("f32_conv_")
+    # the phase path and the gathered pointwise path split pixels (bands that start inside an
+    # output row) or output rows (the gathered pointwise path at 7x7) over threads
+    for o, c, k, s, p, hw in ((24, 40, 3, 2, 1, (29, 31)), (32, 64, 3, 2, 1, (14, 14)),
+                              (48, 80, 1, 2, 0, (28, 27)), (20, 3, 7, 2, 3, (44, 41))):
+        layer = K.DenseConv(o, c, (k, k), (s, s), (p, p), (1, 1),
+                            torch.randn(o, c, k, k, generator=g).numpy())
+        xp = torch.randn(2, c, *hw, generator=g).numpy()
+        K.set_num_threads(1)
+        y1 = layer.run(xp)
+        for t in (2, 3):
+            K.set_num_threads(t)
+            assert np.array_equal(y1, layer.run(xp)), (o, c, k, hw, t)
     # the pointwise path splits rows (small images) or pixels (large ones) over threads, in
     # equal shares per thread: 10 panels in 4 blocks (3 + 2 per thread), 49 vectors in bands
     for o, c, hw in ((40, 300, (7, 7)), (40, 300, (40, 40)), (160, 960, (7, 7)),
