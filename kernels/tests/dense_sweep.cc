@@ -215,8 +215,8 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
   if (cs.algo.rfind("f32_", 0) == 0 && kname != cs.algo) return "ran " + kname + ", not " + cs.algo;
   int32_t ho = 0, wo = 0;
   spe_dense_conv_output_size(l.conv, cs.h, cs.w, &ho, &wo);
-  // the direct tiles: the direct path (forced, and on "gemm" for a small K that is not a flat
-  // 1x1) and the phase path (forced, and on "gemm" for a strided conv past 1x1 with a larger K
+  // the direct tiles: the direct path (forced, and on "gemm" for a small K or up to 4 input
+  // channels, not a flat 1x1) and the phase path (forced, and on "gemm" for a strided conv past 1x1 with a larger K
   // and an output of 64 pixels or more)
   const bool flat = cs.kh == 1 && cs.kw == 1 && cs.sh == 1 && cs.sw == 1 && !cs.ph && !cs.pw;
   if (gemv != ((cs.algo == "gemm" || cs.algo == "gemm-pointwise") && flat && cs.h * cs.w == 1))
@@ -224,7 +224,7 @@ std::string run_dense_case(const DenseCase& cs, const char* isa) {
   const bool phase = (cs.sh > 1 || cs.sw > 1) && (cs.kh > 1 || cs.kw > 1) && ho * wo >= 64;
   const bool want_direct = cs.algo == "gemm-direct" || cs.algo == "gemm-phase" ||
                            cs.algo.rfind("f32_conv_", 0) == 0 ||
-                           (cs.algo == "gemm" && (ncols <= 64 ? !flat : phase));
+                           (cs.algo == "gemm" && (ncols <= 64 || cs.c <= 4 ? !flat : phase));
   if (direct != want_direct) return "ran " + kname + " on " + cs.algo;
   if ((cs.algo.rfind("winograd", 0) == 0) != (spe_dense_conv_is_winograd(l.conv) == 1))
     return "winograd flag";

@@ -80,10 +80,10 @@ def test_gemm_matches_torch(isa, geometry):
 
 def direct_tiles(o, c, k, s, p, d, hw) -> bool:
     """Whether "gemm" runs a layer on the f32_conv tiles (kernels/README.md): the direct path
-    for a small K (1x1s2 here: K = 32) that is not a flat 1x1, the phase path for a strided
+    for a small K (1x1s2 here: K = 32) or up to 4 input channels, not a flat 1x1, the phase path for a strided
     conv past 1x1 with an output of 64 pixels or more; else the f32_gemm tiles (the implicit
     GEMM, the pointwise path)."""
-    if c * k[0] * k[1] <= 64:
+    if c * k[0] * k[1] <= 64 or c <= 4:
         return (k, s, p) != ((1, 1), (1, 1), (0, 0))
     ho = (hw[0] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
     wo = (hw[1] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
@@ -160,7 +160,8 @@ def test_pointwise_matches_torch(isa, shape, algo):
 
 STRIDED = {  # name: (o, c, kernel, stride, padding, dilation, input): K past the direct path's
     "3x3s2": (20, 40, (3, 3), (2, 2), (1, 1), (1, 1), (30, 25)),        # phase; rows off 8
-    "7x7s2-stem": (12, 3, (7, 7), (2, 2), (3, 3), (1, 1), (40, 37)),     # phase, 4 phases
+    "7x7s2-stem": (12, 3, (7, 7), (2, 2), (3, 3), (1, 1), (40, 37)),     # direct (3 channels)
+    "7x7s2-c5": (12, 5, (7, 7), (2, 2), (3, 3), (1, 1), (40, 37)),       # phase, 4 phases
     "3x3s3d2": (9, 16, (3, 3), (3, 3), (2, 2), (2, 2), (31, 29)),        # 9 phases, dilated
     "3x3s2-7x7out": (17, 80, (3, 3), (2, 2), (1, 1), (1, 1), (14, 13)),  # im2col gathered
     "1x1s2": (40, 70, (1, 1), (2, 2), (0, 0), (1, 1), (15, 13)),         # pixels gathered

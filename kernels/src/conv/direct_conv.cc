@@ -20,6 +20,13 @@ namespace {
 // 9 MB weight re-read per output row). 64 keeps the path to the layers it was written for until
 // the larger ones are measured at several threads.
 constexpr int64_t kDirectMaxK = 64;
+// ... and any conv of up to this many input channels (ResNet's 7x7 stride-2 stem, K = 147: 109
+// GFLOP/s here, 103 on the phase path, 85 on the implicit GEMM; 2 threads 216 / 207).
+constexpr int64_t kDirectMaxChannels = 4;
+
+bool direct_k(const spe_dense_conv* c) {
+  return c->K <= kDirectMaxK || c->p.in_channels <= kDirectMaxChannels;
+}
 constexpr int64_t kDirectMaxScratchFloats = int64_t(1) << 20;
 
 int64_t scratch_floats(const spe_dense_conv* c, int64_t wo) {
@@ -33,7 +40,7 @@ void direct_pack(spe_dense_conv* c, const float* weight) {
   // (or the phase path, on the same tiles: forced, or "gemm" on a strided conv past 1x1)
   const bool may = c->path == spe_dense_conv::kDirect || c->path == spe_dense_conv::kPhase ||
                    (c->path == spe_dense_conv::kAuto && c->forced_tile < 0 &&
-                    (c->K <= kDirectMaxK || phase_fits(c->p)));
+                    (direct_k(c) || phase_fits(c->p)));
   if (!may) return;
   if (c->conv_tile < 0) {  // not named: the tile padding the fewest rows (ties: listed first)
     auto padded = [&](int t) {
@@ -54,7 +61,7 @@ void direct_pack(spe_dense_conv* c, const float* weight) {
 bool use_direct(const spe_dense_conv* c, int w) {
   if (c->winograd || c->conv_w.empty()) return false;
   if (c->path == spe_dense_conv::kDirect) return true;
-  if (c->path == spe_dense_conv::kPhase || c->K > kDirectMaxK) return false;
+  if (c->path == spe_dense_conv::kPhase || !direct_k(c)) return false;
   const auto& p = c->p;
   const bool flat = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                     p.pad_h == 0 && p.pad_w == 0;
