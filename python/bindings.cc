@@ -399,9 +399,11 @@ void bind_dense_conv(py::module_& m) {
            py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
            py::arg("padding"), py::arg("dilation"), py::arg("weight"), py::arg("bias") = py::none(),
            py::arg("act") = "none", py::arg("isa") = "auto", py::arg("algo") = "gemm",
-           "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm' (a 1x1 stride-1 "
-           "conv: the pointwise path; C*kh*kw <= 64: the direct path), 'gemm-packed' / "
-           "'gemm-pointwise' / 'gemm-direct' (one path forced), 'winograd' (3x3 stride 1 "
+           "weight (O, C, kh, kw) float32 as torch stores it; algo 'gemm' (a 1x1 conv: the "
+           "pointwise path; C*kh*kw <= 64 or C <= 4: the direct path; other strided convs: "
+           "the phase path, or pointwise on gathered im2col below 64 output pixels), "
+           "'gemm-packed' / 'gemm-pointwise' / 'gemm-direct' / 'gemm-phase' (one path "
+           "forced), 'winograd' (3x3 stride 1 "
            "only), or an f32_gemm kernel name of the ISA (that tile for every input, packed) "
            "or an f32_conv one (that direct tile).")
       .def("run", &DenseConv::run, py::arg("x"), py::arg("residual") = py::none(),

@@ -4,8 +4,10 @@ stride 1, dilation 1). Which one a layer runs (or torch, or the SpMM on a dense 
 per layer (engine/measure/host.py, engine/pipeline/decide.py); the lowering builds it for a
 backend spec ("dense", algo) (engine/lowering/backends.py).
 
-"gemm" runs a conv with few input channels (K = C*kh*kw <= 64: the 3-channel stems of the
-mobile models) on its direct path instead (no im2col; the f32_conv tiles, kernels/README.md).
+"gemm" runs a conv with few input channels (K = C*kh*kw <= 64 or C <= 4: the 3-channel stems)
+on its direct path instead (no im2col; the f32_conv tiles, kernels/README.md), a strided conv
+past 1x1 on its phase path (the same tiles over the input's stride phase planes) or, below 64
+output pixels, like a strided 1x1, on the pointwise path over gathered pixels.
 Its kernel_name says the algorithm and the tile ("gemm:f32_gemm_8x48__avx512",
 "gemm:f32_conv_8x48__avx512", "winograd:f32_gemm_16x16__avx512"), which is how a plan records
 the choice (Choice.kernel) and how the compiler path finds it again (dense_algo).

@@ -170,12 +170,15 @@ SPE_API void spe_inverted_block_destroy(spe_inverted_block* block);
  *               stride-1 unpadded conv reads the input in place instead (the pointwise path:
  *               the widest tile over all of K, the pixels past the last whole vector on a
  *               channels-in-lanes kernel; kernels/README.md). Any other conv with K =
- *               C*kh*kw <= 64 (the mobile stems: 3 channels, 3x3) takes the direct path: no
- *               im2col, each input row laid out once per stride phase, an f32_conv tile over
- *               all K taps (kernels/README.md).
- *   "gemm-packed", "gemm-pointwise", "gemm-direct"  "gemm" forced onto one path
- *               (benchmarks, tests; "gemm-pointwise" on any conv but a 1x1 stride-1 unpadded
- *               one: SPE_ERR_INVALID_ARGUMENT; "gemm-direct" runs any conv).
+ *               C*kh*kw <= 64 or up to 4 input channels (the stems) takes the direct path:
+ *               no im2col, each input row laid out once per stride phase, an f32_conv tile
+ *               over all K taps. A strided conv past 1x1 with an output of 64 pixels or more
+ *               takes the phase path (the input's stride phase planes, the output pixels
+ *               flattened, the f32_conv tiles); a 1x1 with a stride or padding, and a smaller
+ *               strided output, the pointwise path on im2col(x) gathered per pixel band
+ *               (kernels/README.md).
+ *   "gemm-packed", "gemm-pointwise", "gemm-direct", "gemm-phase"  "gemm" forced onto one
+ *               path, any conv (benchmarks, tests).
  *   "winograd"  Winograd for 3x3, stride 1, dilation 1 only (else SPE_ERR_INVALID_ARGUMENT):
  *               F(4x4, 3x3) or, where its 4x4 tiles would leave the vectors part empty (7x7
  *               outputs), F(2x2, 3x3), picked per input size; "winograd-f4" / "winograd-f2"
