@@ -53,25 +53,34 @@ spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int 
   const int64_t in_img = int64_t(p.in_channels) * h * w, out_img = int64_t(p.out_channels) * ho * wo;
   auto& pool = ThreadPool::global();
   const int64_t T = pool.num_threads();
-  // runs of whole vectors: as many output rows as the band's planes allow, then at least two
-  // per thread, their count a multiple of the threads (equal shares: whole vectors cost alike)
+  // runs of whole vectors: as many output rows as the band's planes allow, at least one per
+  // thread, their count a multiple of the threads (equal shares: whole vectors cost alike)
   const int64_t nvec = (nq + W - 1) / W;
   const int64_t row_floats = int64_t(p.in_channels) * p.stride_h * p.stride_w * wq;
   const int64_t halo = int64_t(p.kh - 1) * p.dil_h / p.stride_h;
   const int64_t rows = std::max<int64_t>(1, kPhaseBandFloats / row_floats - halo);
   int64_t items = std::max<int64_t>(1, (nvec + rows * wq / W - 1) / std::max<int64_t>(1, rows * wq / W));
-  if (T > 1) items = (std::max(items, 2 * T / std::max(1, n)) + T - 1) / T * T;
-  items = std::min(items, nvec);
-  const int64_t band = (nvec + items - 1) / items * W, n_bands = (nq + band - 1) / band;
-  const int64_t floats = phase_scratch_floats(p, std::min(band, nq), wq, tile_px);
+  if (T > 1) items = (std::max(items, T / std::max(1, n)) + T - 1) / T * T;
+  const int64_t n_bands = std::min(items, nvec);
+  // bands of whole vectors, in equal thread shares first (14 vectors in 4 bands: 4 + 3 and
+  // 4 + 3, not 4 + 4 and 4 + 2), the last vector cut at nq
+  auto band_begin = [&](int64_t i) {
+    const int64_t sh = n_bands % T == 0 ? T : 1, m = n_bands / sh, t = i / m;
+    const int64_t b0 = nvec / sh * t + std::min(t, nvec % sh);
+    const int64_t b1 = nvec / sh * (t + 1) + std::min(t + 1, nvec % sh);
+    return std::min(nq, (b0 + (b1 - b0) / m * (i % m) + std::min(i % m, (b1 - b0) % m)) * W);
+  };
+  int64_t band = 0;
+  for (int64_t i = 0; i < n_bands; ++i) band = std::max(band, band_begin(i + 1) - band_begin(i));
+  const int64_t floats = phase_scratch_floats(p, band, wq, tile_px);
   const PhaseFn fn = c->k->phase_fn[c->conv_tile];
   pool.parallel_for(int64_t(n) * n_bands, 1, [&](int64_t ib, int64_t ie) {
     static thread_local std::vector<const float*> taps;
     taps.resize(size_t(c->K));
     float* scratch = thread_buffer(0, floats);
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t b = it / n_bands, q0 = it % n_bands * band;
-      PhaseArgs a{&p, x + b * in_img, h, w, ho, wo, wq, c->K, q0, std::min(nq, q0 + band),
+      const int64_t b = it / n_bands, q0 = band_begin(it % n_bands);
+      PhaseArgs a{&p, x + b * in_img, h, w, ho, wo, wq, c->K, q0, band_begin(it % n_bands + 1),
                   c->conv_w.data(), c->bias.empty() ? nullptr : c->bias.data(),
                   res ? res + b * out_img : nullptr, y + b * out_img, c->act, scratch, taps.data()};
       fn(a);
