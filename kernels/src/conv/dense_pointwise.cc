@@ -148,10 +148,19 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
   // inside the image), else of vectors (28x28: 25 and 24 vectors, where tiles gave 27 and 22);
   // the last band also takes the remainder (at most 1/4 of a vector's work at 14x14).
   const int64_t nvec = P / W, rem = P % W;
-  const int64_t unit = T == 1 || nvec >= 32 * NV * int64_t(T) ? NV : 1;
+  // A gathered small image (more output channels than pixels: 512x512 3x3/2 at 14x14, K =
+  // 4608) is one band of whole tiles, the threads splitting the rows: bands of the budget's
+  // size were 1 vector each at 2 threads (1-vector tiles, the 9 MB of weights streamed once a
+  // band: 1.54x one thread).
+  const bool one_band = !g.flat && O >= P;
+  const int64_t unit = T == 1 || one_band || nvec >= 32 * NV * int64_t(T) ? NV : 1;
   const int64_t px_units = std::max<int64_t>(1, (nvec + unit - 1) / unit);
   const int64_t panels = (O + PR - 1) / PR;
-  const PointwiseSplit s = split_pointwise(O, K, P, PR, px_units, unit * W, n, T);
+  PointwiseSplit s = split_pointwise(O, K, P, PR, px_units, unit * W, n, T);
+  if (one_band) {
+    s.n_pb = 1, s.band = px_units;
+    if (n * s.n_mb % T) s.n_mb = std::min(panels, (s.n_mb + T - 1) / T * T);
+  }
   const int np_max = rem ? k->cols_panels[rem - 1] : 1;
   // a gathered run: a band's K x pixels of im2col(x) in rows of `gather_stride` floats
   int64_t band_max = 0;
