@@ -83,6 +83,7 @@ spe_status pointwise_run(const spe_dense_conv* c, const float* x, int n, int h, 
 // may take it: forced, or "gemm" with a small K), whether it runs an input of width w, the run.
 void direct_pack(spe_dense_conv* c, const float* weight);
 bool use_direct(const spe_dense_conv* c, int w);
+const float** conv_taps(int64_t K);  // this thread's K tap pointers (direct and phase paths)
 spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int w,
                       const float* res, float* y);
 

@@ -58,6 +58,12 @@ void direct_pack(spe_dense_conv* c, const float* weight) {
     for (int64_t k = 0; k < K; ++k) c->conv_w[size_t((r / R * K + k) * R + r % R)] = weight[r * K + k];
 }
 
+const float** conv_taps(int64_t K) {
+  static thread_local std::vector<const float*> taps;
+  taps.resize(size_t(K));
+  return taps.data();
+}
+
 bool use_direct(const spe_dense_conv* c, int w) {
   if (c->winograd || c->conv_w.empty()) return false;
   if (c->path == spe_dense_conv::kDirect) return true;
@@ -84,15 +90,13 @@ spe_status direct_run(const spe_dense_conv* c, const float* x, int n, int h, int
   const int64_t floats = scratch_floats(c, wo);
   const ConvRowsFn fn = c->k->conv_fn[c->conv_tile];
   pool.parallel_for(int64_t(n) * n_bands, 1, [&](int64_t ib, int64_t ie) {
-    static thread_local std::vector<const float*> taps;
-    taps.resize(size_t(c->K));
+    const float** taps = conv_taps(c->K);
     float* scratch = thread_buffer(0, floats);
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / n_bands, oy0 = it % n_bands * band;
       ConvRowsArgs a{&p, x + b * in_img, h, w, ho, wo, oy0, std::min(ho, oy0 + band),
                      c->conv_w.data(), c->bias.empty() ? nullptr : c->bias.data(),
-                     res ? res + b * out_img : nullptr, y + b * out_img, c->act, scratch,
-                     taps.data()};
+                     res ? res + b * out_img : nullptr, y + b * out_img, c->act, scratch, taps};
       fn(a);
     }
   });

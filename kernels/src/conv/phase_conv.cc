@@ -6,7 +6,6 @@
 // and computes every output channel of them, so threads split the image spatially (a thread
 // reads mostly what it wrote in the layer before) and never the output channels.
 #include <algorithm>
-#include <vector>
 
 #include "../common/threadpool.h"
 #include "dense_layer.h"
@@ -75,14 +74,14 @@ spe_status phase_run(const spe_dense_conv* c, const float* x, int n, int h, int 
   const int64_t floats = phase_scratch_floats(p, band, wq, tile_px);
   const PhaseFn fn = c->k->phase_fn[c->conv_tile];
   pool.parallel_for(int64_t(n) * n_bands, 1, [&](int64_t ib, int64_t ie) {
-    static thread_local std::vector<const float*> taps;
-    taps.resize(size_t(c->K));
+    const float** taps = conv_taps(c->K);
     float* scratch = thread_buffer(0, floats);
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t b = it / n_bands, q0 = band_begin(it % n_bands);
-      PhaseArgs a{&p, x + b * in_img, h, w, ho, wo, wq, c->K, q0, band_begin(it % n_bands + 1),
-                  c->conv_w.data(), c->bias.empty() ? nullptr : c->bias.data(),
-                  res ? res + b * out_img : nullptr, y + b * out_img, c->act, scratch, taps.data()};
+      const int64_t b = it / n_bands, q0 = band_begin(it % n_bands), q1 = band_begin(it % n_bands + 1);
+      PhaseArgs a{{&p, x + b * in_img, h, w, ho, wo, q0 / wq, (q1 - 1) / wq + 1, c->conv_w.data(),
+                   c->bias.empty() ? nullptr : c->bias.data(), res ? res + b * out_img : nullptr,
+                   y + b * out_img, c->act, scratch, taps},
+                  wq, c->K, q0, q1};
       fn(a);
     }
   });

@@ -116,19 +116,11 @@ using ConvRowsFn = void (*)(const ConvRowsArgs&);
 // The phase path (conv/phase_conv.cc, phase_template.h): flattened output pixels [q0, q1)
 // (q = oy * wq + ox, wq = wo + (kw - 1) * dil_w / stride_w; columns ox >= wo are dropped) of
 // one image, every output channel, from the stride phase planes of the input rows they read,
-// laid out in `scratch`; the weights as the direct path's (wpk: ceil(O / R) tiles of K x R).
-struct PhaseArgs {
-  const spe_conv_params* p;
-  const float* x;             // the image, C x h x w
-  int64_t h, w, ho, wo, wq, K;
+// laid out in `scratch` (phase_scratch_floats); the rest as the direct path's (oy0, oy1: the
+// output rows the pixels touch).
+struct PhaseArgs : ConvRowsArgs {
+  int64_t wq, K;
   int64_t q0, q1;
-  const float* wpk;
-  const float* bias;          // O floats, or null
-  const float* res;           // the residual image (O x ho x wo), or null
-  float* y;                   // the output image (O x ho x wo)
-  int act;
-  float* scratch;             // phase_scratch_floats(...) floats, 64-byte aligned
-  const float** taps;         // K pointers
 };
 using PhaseFn = void (*)(const PhaseArgs&);
 
