@@ -371,14 +371,16 @@ std::string fuzz_linear(Ctx& c) { return fuzz_conv(c, true); }
 // ------------------------------------------------------------------------------ dense conv
 
 // The packed dense conv on a sparse conv's geometry draw with a dense weight: "gemm" (the
-// direct path when C*kh*kw <= 64, the pointwise one for a flat 1x1, else the implicit GEMM),
-// or one path forced; 1..3 threads, every activation.
+// direct path when C*kh*kw <= 64 or C <= 4, the pointwise one for a 1x1, the phase path for a
+// strided conv past 1x1, else the implicit GEMM), or one path forced; 1..3 threads, every
+// activation.
 std::string fuzz_dense_conv(Ctx& c) {
   ConvCase k = draw_conv(c, false);
   const Geom& g = k.g;
   k.act = c.rng.below(5);
   const char* isa = c.isa();
-  const char* algo = pick(c, {0, 0, 1, 2}) == 0 ? "gemm" : c.rng.chance(0.5) ? "gemm-direct" : "gemm-packed";
+  const char* const algos[] = {"gemm", "gemm-direct", "gemm-packed", "gemm-phase", "gemm-pointwise"};
+  const char* algo = algos[pick(c, {0, 0, 1, 2, 3, 4})];
   const int threads = c.rng.range(1, 3);
   c.describe(conv_desc(k, isa, threads) + " (dense, " + algo + ")");
   spe_set_num_threads(threads);
