@@ -82,7 +82,9 @@ void phase_tile(const PhaseArgs& a, const PhaseChunk& ch, const float* w, int ro
       for (int v = 0; v < NV; ++v) V::store(part + r * ch.aw + v * W, acc[r][v]);
     return;
   }
-  alignas(64) float buf[R][NV * W];
+  // one spare row: phase_store loads whole vectors and stores only a row's valid lanes, so the
+  // last row's final load may run past its end (read, never used)
+  alignas(64) float buf[R + 1][NV * W];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
