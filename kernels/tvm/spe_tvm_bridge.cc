@@ -29,6 +29,10 @@
 //       when absent); `residual` is an unused placeholder (the block adds x itself). Built once
 //       per block, cached and checked like sparse_conv2d's layers (keyed by project values).
 //
+// SPE_PROFILE=1 (or =path) in the environment: every native layer call is timed, and at exit
+// a table per layer (first-call order: op, output shape, kernel, calls, min / median us) goes
+// to stderr (or is appended to path). Off, it costs one predictable branch per call.
+//
 // Linked into the exported model.so (engine/codegen/native_bridge.py builds it per architecture), so
 // an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
 #include <tvm/ffi/container/tensor.h>
@@ -38,7 +42,10 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -51,6 +58,83 @@
 namespace {
 
 using tvm::ffi::TensorView;
+
+// ------------------------------------------------------------------ SPE_PROFILE (diagnostic)
+
+class Profile {
+ public:
+  static Profile* get() {  // nullptr unless SPE_PROFILE is set; leaked on purpose
+    static Profile* p = std::getenv("SPE_PROFILE") ? new Profile(std::getenv("SPE_PROFILE")) : nullptr;
+    return p;
+  }
+  void add(const void* key, const char* op, const char* kernel, int64_t c, int64_t h, int64_t w,
+           double us) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      it = index_.emplace(key, rows_.size()).first;
+      rows_.push_back({op, kernel ? kernel : "", c, h, w, {}});
+    }
+    rows_[it->second].us.push_back(us);
+  }
+
+ private:
+  struct Row {
+    std::string op, kernel;
+    int64_t c, h, w;
+    std::vector<double> us;
+  };
+  explicit Profile(const char* where) : where_(where) {
+    std::atexit([] { Profile::get()->dump(); });
+  }
+  void dump() {
+    std::lock_guard<std::mutex> lk(mu_);
+    FILE* f = (where_ == "1" || where_.empty()) ? stderr : std::fopen(where_.c_str(), "a");
+    if (f == nullptr) return;
+    std::fprintf(f, "spe profile: %zu layers\n%4s %-18s %-22s %-36s %7s %10s %10s\n", rows_.size(),
+                 "#", "op", "output", "kernel", "calls", "min_us", "median_us");
+    double total = 0;
+    for (size_t i = 0; i < rows_.size(); ++i) {
+      Row& r = rows_[i];
+      std::sort(r.us.begin(), r.us.end());
+      const double med = r.us[r.us.size() / 2];
+      total += med;
+      char shape[64];
+      std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)r.c, (long long)r.h,
+                    (long long)r.w);
+      std::fprintf(f, "%4zu %-18s %-22s %-36s %7zu %10.1f %10.1f\n", i, r.op.c_str(), shape,
+                   r.kernel.c_str(), r.us.size(), r.us.front(), med);
+    }
+    std::fprintf(f, "spe profile: sum of medians %.1f us\n", total);
+    if (f != stderr) std::fclose(f);
+  }
+  std::string where_;
+  std::mutex mu_;
+  std::unordered_map<const void*, size_t> index_;
+  std::vector<Row> rows_;
+};
+
+// Times the enclosing scope into the profile when SPE_PROFILE is set.
+class ProfileScope {
+ public:
+  ProfileScope(const void* key, const char* op, const char* kernel, int64_t c, int64_t h, int64_t w)
+      : p_(Profile::get()), key_(key), op_(op), kernel_(kernel), c_(c), h_(h), w_(w) {
+    if (p_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~ProfileScope() {
+    if (p_)
+      p_->add(key_, op_, kernel_, c_, h_, w_,
+              std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0_)
+                  .count());
+  }
+
+ private:
+  Profile* p_;
+  const void* key_;
+  const char *op_, *kernel_;
+  int64_t c_, h_, w_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 template <class T>
 const T* data(const TensorView& t) {
@@ -206,6 +290,14 @@ spe_sparse_conv* get_conv(const TensorView& meta, const TensorView& row0,
   return c.put(it, key, std::move(e));
 }
 
+const char* kernel_of(const spe_sparse_conv* c, int32_t, int32_t) { return spe_sparse_conv_kernel_name(c); }
+const char* kernel_of(const spe_depthwise_conv* c, int32_t, int32_t) {
+  return spe_depthwise_conv_kernel_name(c);
+}
+const char* kernel_of(const spe_dense_conv* c, int32_t h, int32_t w) {
+  return spe_dense_conv_kernel_name(c, h, w);
+}
+
 // A conv op once its layer is built: y must have the layer's output size for x, the residual
 // (if the op has one) y's shape; then the run.
 template <class Layer, class OutputSize, class Run>
@@ -222,6 +314,7 @@ void run_conv(const char* op, Layer* conv, OutputSize output_size, Run run, cons
       if (residual.size(d) != y.size(d))
         TVM_FFI_THROW(ValueError) << "spe." << op << ": residual must have the output's shape";
   }
+  ProfileScope prof(conv, op, Profile::get() ? kernel_of(conv, h, w) : nullptr, y.size(1), ho, wo);
   const spe_status s = run(conv, data<float>(x), n, h, w,
                            has_residual ? data<float>(residual) : nullptr, mutable_data<float>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << op << ": " << spe_last_error();
@@ -390,6 +483,8 @@ void dense_linear(const TensorView& x, const int32_t* m, spe_dense_conv* conv,
     if (residual.size(0) != y.size(0) || residual.size(1) != y.size(1))
       TVM_FFI_THROW(ValueError) << "spe.dense_conv2d: residual must have the output's shape";
   }
+  ProfileScope prof(conv, "dense_linear", Profile::get() ? spe_dense_conv_kernel_name(conv, 1, 1) : nullptr,
+                    y.size(1), 1, 1);
   const spe_status s = spe_dense_conv_run(conv, data<float>(x), dim32(x, 0, "dense_conv2d"), 1,
                                           1, m[12] ? data<float>(residual) : nullptr,
                                           mutable_data<float>(y));
@@ -428,6 +523,7 @@ void max_pool2d(TensorView x, TensorView meta, TensorView y) {
   if (y.size(0) != n || y.size(1) != c || y.size(2) != ho || y.size(3) != wo)
     TVM_FFI_THROW(ValueError) << "spe.max_pool2d: output must be (" << n << ", " << c << ", "
                               << ho << ", " << wo << ")";
+  ProfileScope prof(meta.data_ptr(), "max_pool2d", nullptr, c, ho, wo);
   const spe_status s = spe_max_pool2d(data<float>(x), n, c, h, w, m[0], m[1], m[2], m[3], m[4],
                                       m[5], mutable_data<float>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
@@ -567,6 +663,8 @@ void inverted_block(TensorView x, TensorView meta, TensorView e0, TensorView e1,
   spe_inverted_block_output_size(b, h, w, &ho, &wo);
   if (ho != y.size(2) || wo != y.size(3))
     TVM_FFI_THROW(ValueError) << "spe.inverted_block: output must be " << ho << "x" << wo;
+  ProfileScope prof(b, "inverted_block", Profile::get() ? spe_inverted_block_kernel_name(b) : nullptr,
+                    y.size(1), ho, wo);
   if (spe_inverted_block_run(b, data<float>(x), n, h, w, mutable_data<float>(y)) != SPE_OK)
     TVM_FFI_THROW(ValueError) << "spe.inverted_block: " << spe_last_error();
 }

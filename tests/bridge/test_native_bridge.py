@@ -8,6 +8,7 @@ The aarch64 export must link (its run under qemu is covered by the artifact test
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -181,3 +182,50 @@ def test_aarch64_export_links_the_bridge(tmp_path):
     assert "spe_sparse_conv_run" in syms and "spe_depthwise_conv_run" in syms
     assert "spe::dw::plane<spe::(anonymous namespace)::Neon" in syms  # NEON depthwise kernels
 
+
+
+_PROFILE_RUN = """
+import sys, numpy as np, tvm
+from tvm import relax
+vm = relax.VirtualMachine(tvm.runtime.load_module(sys.argv[1]), tvm.cpu())
+x = tvm.runtime.tensor(np.load(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    vm["main"](x)
+"""
+
+
+def test_spe_profile_reports_every_native_layer_at_exit(tmp_path):
+    """SPE_PROFILE=path: at exit, one row per native layer (first-call order) with its op,
+    output shape, the kernel the library chose and one timing per call; unset, nothing."""
+    g = torch.Generator().manual_seed(5)
+    c, h = 8, 12
+    w1, w2 = torch.randn(c, 1, 3, 3, generator=g), torch.randn(c, 1, 3, 3, generator=g)
+    layers = [(_depthwise_consts(w1, None, 2, 1, 1, 1, False), False),
+              (_depthwise_consts(w2, None, 1, 1, 1, 2, False), False)]
+    mod = _depthwise_module((1, c, h, h), layers, (1, c, h // 2, h // 2))
+    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    so = str(tmp_path / "m.so")
+    ex.export_library(so, addons=[str(bridge_object(os.uname().machine))])
+    np.save(tmp_path / "x.npy", torch.randn(1, c, h, h, generator=g).numpy())
+    script = tmp_path / "run.py"
+    script.write_text(_PROFILE_RUN)
+    report = tmp_path / "profile.txt"
+    env = dict(os.environ, SPE_PROFILE=str(report))
+    subprocess.run([sys.executable, str(script), so, str(tmp_path / "x.npy"), "7"], env=env,
+                   check=True, timeout=300)
+    lines = report.read_text().splitlines()
+    rows = [ln.split() for ln in lines if ln.split() and ln.split()[0].isdigit()]
+    assert lines[0] == "spe profile: 2 layers" and len(rows) == 2, lines
+    assert [r[1] for r in rows] == ["depthwise_conv2d", "depthwise_conv2d"]
+    assert [r[2] for r in rows] == [f"{c}x{h // 2}x{h // 2}"] * 2
+    assert rows[0][3].startswith("f32_dwconv_3x3s2") and rows[1][3].startswith("f32_dwconv_3x3s1")
+    for r in rows:
+        assert int(r[4]) == 7 and 0 < float(r[5]) <= float(r[6]), r
+    assert lines[-1].startswith("spe profile: sum of medians")
+
+    env.pop("SPE_PROFILE")
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    subprocess.run([sys.executable, str(script), so, str(tmp_path / "x.npy"), "2"], env=env,
+                   check=True, timeout=300, cwd=quiet)
+    assert not any(quiet.iterdir())

@@ -222,7 +222,15 @@ void planes_flat_with(const DwPlanesArgs& a, const E& act) {
         src[ky][b] = (S == 1 ? x : ph + (Tap::phase(ky) * 2 + b) * pstride) + Tap::off(ky) * wo;
     const float* res = a.res ? a.res + pl * n : nullptr;
     float* y = a.y + pl * n;
+    // At stride 2 the split of the next plane stalls on memory (its 4x larger input was just
+    // written by the producing layer and sits in L3 or DRAM), so its lines are requested here,
+    // spread over this plane's blocks: the loads overlap this plane's FMAs.
+    const char* next = S == 2 && pl + 1 < a.p1 ? reinterpret_cast<const char*>(x + in_plane)
+                                               : nullptr;
+    const int64_t lines = next ? (in_plane * 4 + 63) / 64 : 0, per = (lines + nb - 1) / nb;
     for (int i = 0, v0 = 0; i < nb; ++i) {
+      for (int64_t l = i * per, e = std::min(lines, l + per); l < e; ++l)
+        __builtin_prefetch(next + 64 * l, 0, 2);
       const int size = base + (i < extra ? 1 : 0), q = V * v0;
       const float* at[K][2];
       for (int ky = 0; ky < K; ++ky)
