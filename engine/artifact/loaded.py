@@ -44,6 +44,8 @@ class LoadedArtifact:
         self._out_sigs = [(s.dtype, tuple(s.shape)) for s in self.outputs]
         self.target = manifest["target"]
         self._lock = threading.Lock()
+        self._single_out = None       # after a first call with one output: is it in an Array
+        self._last = None             # (torch input, its view key, its arrays): see __call__
         self.tuner = None             # a ThreadTuner with threads="auto" (tune_threads)
         from ..codegen.tvm_runtime import VMFunction
 
@@ -97,8 +99,21 @@ class LoadedArtifact:
     def extra(self) -> dict:
         return self.manifest.get("extra") or {}
 
+    # Every Python operation after a run is slow: the run has just streamed the model's weights
+    # and activations through the caches, so the interpreter's own code and objects come back
+    # from DRAM (MobileNetV2 at 1 thread: 227 us of wrapper per call, 11 us for a len()). So
+    # the call does as little as it can: output shapes are checked on the first call only (the
+    # module is static and the manifest fixes the input shapes, so every later call returns
+    # the same), a single output is taken without the general flattening, and the same torch
+    # tensor passed again reuses its zero-copy view (kept, with the tensor, until another
+    # input comes).
     def __call__(self, *args, **kwargs):
-        arrays, want_torch = self._bind(args, kwargs)
+        last = self._last    # one read: another thread may replace it
+        if len(args) == 1 and not kwargs and last is not None and args[0] is last[0] and \
+                last[1] == _view_key(args[0]):
+            arrays, want_torch = last[2], True
+        else:
+            arrays, want_torch = self._bind(args, kwargs)
         with self._lock:
             try:
                 if self.tuner is None:
@@ -107,8 +122,13 @@ class LoadedArtifact:
                     result = self.tuner.run(lambda: self._main(*arrays))
             except Exception as e:  # noqa: BLE001
                 raise self._call_error(e) from e
-            outs = [_copy_out(t) for t in _flatten(result)]   # copies: the VM reuses its buffers
-        self._check_outputs(outs)
+            if self._single_out is not None:  # copies: the VM reuses its buffers
+                outs = [_copy_out(result[0] if self._single_out else result)]
+            else:
+                outs = [_copy_out(t) for t in _flatten(result)]
+                self._check_outputs(outs)   # raises, or every later call returns the same
+                if len(outs) == 1:
+                    self._single_out = not hasattr(result, "numpy")
         if want_torch:
             import torch
             outs = [torch.from_numpy(o) for o in outs]
@@ -176,6 +196,13 @@ class LoadedArtifact:
             if want_torch and type(a).__module__.startswith("torch"):
                 a = a.detach().contiguous()
             arrays.append(self._fn.to_device(a))
+        last = None
+        if len(args) == 1 and want_torch and not kwargs:
+            t = args[0]
+            # viewed without a copy (contiguous, 64-byte aligned): reusable while unchanged
+            if t.is_contiguous() and t.data_ptr() % 64 == 0:
+                last = (t, _view_key(t), arrays)
+        self._last = last
         return arrays, want_torch
 
     def __repr__(self) -> str:
@@ -196,6 +223,11 @@ def _dtype_name(dtype) -> str:
             name = str(dtype).replace("torch.", "")
         _DTYPE_NAMES[dtype] = name
     return name
+
+
+def _view_key(t) -> tuple:
+    """What a zero-copy view of torch tensor t depends on: its memory and layout."""
+    return t.data_ptr(), t.shape, t.stride(), t.dtype
 
 
 def _copy_out(t) -> np.ndarray:

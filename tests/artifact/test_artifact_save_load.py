@@ -254,3 +254,29 @@ def test_compiled_model_gets_cross_compiler(tiny_case, tmp_path):
     assert m["target"]["arch"] == "aarch64" and m["target"]["required_cpu_flags"] == ["asimd"]
     with pytest.raises(ArtifactError, match="must be run on an aarch64 device"):
         load_artifact(d)
+
+
+def test_same_input_tensor_again_sees_its_current_contents(tiny_case, tiny_artifact):
+    """A torch input passed again reuses its zero-copy view (the call path's fast case): the
+    run must see what the tensor holds now, and a tensor whose memory or layout changed in
+    place must not be run through the old view."""
+    loaded = load_artifact(tiny_artifact)
+    model = tiny_case.model
+    x = tiny_case.x.clone()
+    assert_close(loaded(x), tiny_case.ref)
+    with torch.no_grad():
+        x.mul_(-0.5).add_(0.25)                            # same tensor, new values
+        assert_close(loaded(x), model(x))
+        x.set_(x.clone())                                  # same object, new memory
+        x.add_(1.0)
+        assert_close(loaded(x), model(x))
+    shape = tuple(x.shape)
+    x.resize_(shape[0], shape[1], shape[2] * 2, shape[3] // 2)   # same memory, new shape
+    with pytest.raises(ArtifactError, match=r"input 0 'x' is float32\["):
+        loaded(x)
+    x.resize_(*shape)
+    with torch.no_grad():
+        assert_close(loaded(x), model(x))
+        t = x.transpose(2, 3)                              # a non-contiguous view: copied
+        assert_close(loaded(t), model(t.contiguous()))
+        assert_close(loaded(x), model(x))

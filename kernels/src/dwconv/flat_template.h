@@ -52,15 +52,26 @@ inline uint32_t lanes_in(int lo, int hi) {
 
 // m[v * K*K + ky * K + kx]: the lanes of vector v (outputs V v .. V v + V - 1) where tap
 // (ky, kx) reads inside its source plane: its column plus off(kx) in [0, wo) and its flat
-// index plus off(ky) * wo + off(kx) in [0, n). Built once per thread and plane size (layers of
-// one size follow each other in a network).
+// index plus off(ky) * wo + off(kx) in [0, n). Built once per thread and plane size and kept
+// for the last kSizes sizes: a network's depthwise layers of one kernel and stride come in
+// several sizes (MobileNetV2's stride-2 ones at 56, 28, 14 and 7), and rebuilding the masks of
+// a 56x56 plane on every such call cost each thread ~10 us.
 template <class T, class Tap, int K>
 const typename T::lanes* tap_masks(int wo, int n, int nvec) {
   constexpr int V = T::kWidth;
-  thread_local std::vector<typename T::lanes> m;
-  thread_local int key_wo = -1, key_n = -1;
-  if (key_wo == wo && key_n == n) return m.data();
-  key_wo = key_n = -1;  // stays invalid if assign throws
+  constexpr int kSizes = 6;
+  struct Slot {
+    std::vector<typename T::lanes> m;
+    int wo = -1, n = -1;
+  };
+  thread_local Slot slots[kSizes];
+  thread_local int next = 0;
+  for (Slot& sl : slots)
+    if (sl.wo == wo && sl.n == n) return sl.m.data();
+  Slot& sl = slots[next];
+  next = (next + 1) % kSizes;
+  sl.wo = sl.n = -1;  // stays invalid if assign throws
+  auto& m = sl.m;
   m.assign(size_t(nvec) * K * K, T::lanes_of(0));
   int c0 = 0;  // the column of lane 0 of vector v
   for (int v = 0; v < nvec; ++v, c0 = (c0 + V) % wo)
@@ -74,8 +85,8 @@ const typename T::lanes* tap_masks(int wo, int n, int nvec) {
             T::lanes_of(cols & lanes_in<V>(-V * v - d, n - V * v - d));
       }
     }
-  key_wo = wo;
-  key_n = n;
+  sl.wo = wo;
+  sl.n = n;
   return m.data();
 }
 
