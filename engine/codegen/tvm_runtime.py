@@ -47,5 +47,10 @@ class VMFunction:
             a = a.numpy()
         return self._tvm.runtime.tensor(np.ascontiguousarray(a))
 
+    def empty_like(self, a: np.ndarray):
+        """A tvm tensor of a's shape and dtype (64-byte aligned) and a numpy view of it."""
+        t = self._tvm.runtime.empty(a.shape, str(a.dtype))
+        return t, np.from_dlpack(t)
+
     def __call__(self, *arrays):
         return self.main(*arrays)

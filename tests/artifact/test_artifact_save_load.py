@@ -280,3 +280,37 @@ def test_same_input_tensor_again_sees_its_current_contents(tiny_case, tiny_artif
         t = x.transpose(2, 3)                              # a non-contiguous view: copied
         assert_close(loaded(t), model(t.contiguous()))
         assert_close(loaded(x), model(x))
+
+
+def _unaligned(a: np.ndarray, offset_floats: int) -> np.ndarray:
+    """A C-contiguous float32 copy of a whose data starts offset_floats * 4 bytes past 64."""
+    buf = np.empty(a.size + 32, np.float32)
+    start = (-buf.ctypes.data % 64) // 4 + offset_floats
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_numpy_inputs_aligned_or_not_each_run_their_own_values(tiny_case, tiny_artifact):
+    """numpy inputs: 64-byte aligned ones are viewed in place, others (np.load's, mostly) go
+    through a staging buffer that the next call rewrites; every call must run its own input
+    and return results of its own (earlier ones untouched)."""
+    loaded = load_artifact(tiny_artifact)
+    model = tiny_case.model
+    base = tiny_case.x.numpy()
+    outs, refs = [], []
+    for k, off in enumerate([4, 0, 8, 0, 4]):
+        x = _unaligned(base * (1.0 - 0.3 * k) + 0.1 * k, off)
+        assert (x.ctypes.data % 64 == 0) == (off == 0)
+        outs.append(loaded(x))
+        with torch.no_grad():
+            refs.append(model(torch.from_numpy(x.copy())))
+        if off == 0:                                       # viewed in place: see new values
+            x *= -1.0
+            with torch.no_grad():
+                assert_close(loaded(x), model(torch.from_numpy(x.copy())))
+    for o, r in zip(outs, refs):
+        assert isinstance(o, np.ndarray)
+        assert_close(o, r)
+    with pytest.raises(ArtifactError, match="float64"):    # no silent cast into the staging
+        loaded(base.astype(np.float64))
