@@ -216,7 +216,8 @@ class LoadedArtifact:
             if a.data_ptr() % 64 == 0:
                 return self._fn.to_device(a)
             a = a.numpy()
-        elif a.flags["C_CONTIGUOUS"] and a.ctypes.data % 64 == 0 and a.dtype.isnative:
+        elif a.flags["C_CONTIGUOUS"] and a.flags["WRITEABLE"] and a.ctypes.data % 64 == 0 \
+                and a.dtype.isnative:   # DLPack refuses read-only arrays: those are staged
             return self._fn.to_device(a)
         stage = self._stage.get(i)
         if stage is None:

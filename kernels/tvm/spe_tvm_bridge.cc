@@ -30,8 +30,9 @@
 //       per block, cached and checked like sparse_conv2d's layers (keyed by project values).
 //
 // SPE_PROFILE=1 (or =path) in the environment: every native layer call is timed, and at exit
-// a table per layer (first-call order: op, output shape, kernel, calls, min / median us) goes
-// to stderr (or is appended to path). Off, it costs one predictable branch per call.
+// a table per layer (first-call order: op, output shape, kernel, calls, min / median us of its
+// first 65536 calls) goes to stderr (or is appended to path; a path that cannot be opened is
+// said on stderr). Off, it costs one predictable branch per call.
 //
 // Linked into the exported model.so (engine/codegen/native_bridge.py builds it per architecture), so
 // an app needs nothing beyond the TVM runtime libraries. No torch, no Python.
@@ -42,6 +43,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -75,14 +77,18 @@ class Profile {
       it = index_.emplace(key, rows_.size()).first;
       rows_.push_back({op, kernel ? kernel : "", c, h, w, {}});
     }
-    rows_[it->second].us.push_back(us);
+    Row& r = rows_[it->second];
+    ++r.calls;
+    if (r.us.size() < kKept) r.us.push_back(us);  // memory stays bounded in a long run
   }
 
  private:
+  static constexpr size_t kKept = 1 << 16;  // times kept per layer (the first ones)
   struct Row {
     std::string op, kernel;
     int64_t c, h, w;
     std::vector<double> us;
+    size_t calls = 0;
   };
   explicit Profile(const char* where) : where_(where) {
     std::atexit([] { Profile::get()->dump(); });
@@ -90,7 +96,11 @@ class Profile {
   void dump() {
     std::lock_guard<std::mutex> lk(mu_);
     FILE* f = (where_ == "1" || where_.empty()) ? stderr : std::fopen(where_.c_str(), "a");
-    if (f == nullptr) return;
+    if (f == nullptr) {
+      std::fprintf(stderr, "spe profile: cannot append to SPE_PROFILE=%s (%s)\n", where_.c_str(),
+                   std::strerror(errno));
+      return;
+    }
     std::fprintf(f, "spe profile: %zu layers\n%4s %-18s %-22s %-36s %7s %10s %10s\n", rows_.size(),
                  "#", "op", "output", "kernel", "calls", "min_us", "median_us");
     double total = 0;
@@ -103,7 +113,7 @@ class Profile {
       std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)r.c, (long long)r.h,
                     (long long)r.w);
       std::fprintf(f, "%4zu %-18s %-22s %-36s %7zu %10.1f %10.1f\n", i, r.op.c_str(), shape,
-                   r.kernel.c_str(), r.us.size(), r.us.front(), med);
+                   r.kernel.c_str(), r.calls, r.us.front(), med);
     }
     std::fprintf(f, "spe profile: sum of medians %.1f us\n", total);
     if (f != stderr) std::fclose(f);
@@ -121,11 +131,14 @@ class ProfileScope {
       : p_(Profile::get()), key_(key), op_(op), kernel_(kernel), c_(c), h_(h), w_(w) {
     if (p_) t0_ = std::chrono::steady_clock::now();
   }
-  ~ProfileScope() {
-    if (p_)
+  ~ProfileScope() {  // noexcept: it may run while a layer's error unwinds
+    if (p_ == nullptr) return;
+    try {
       p_->add(key_, op_, kernel_, c_, h_, w_,
               std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0_)
                   .count());
+    } catch (...) {  // out of memory: the call goes unrecorded
+    }
   }
 
  private:

@@ -312,5 +312,9 @@ def test_numpy_inputs_aligned_or_not_each_run_their_own_values(tiny_case, tiny_a
     for o, r in zip(outs, refs):
         assert isinstance(o, np.ndarray)
         assert_close(o, r)
+    ro = _unaligned(base, 0)                               # aligned but read-only: staged
+    ro.flags.writeable = False
+    with torch.no_grad():
+        assert_close(loaded(ro), model(torch.from_numpy(ro.copy())))
     with pytest.raises(ArtifactError, match="float64"):    # no silent cast into the staging
         loaded(base.astype(np.float64))

@@ -223,6 +223,12 @@ def test_spe_profile_reports_every_native_layer_at_exit(tmp_path):
         assert int(r[4]) == 7 and 0 < float(r[5]) <= float(r[6]), r
     assert lines[-1].startswith("spe profile: sum of medians")
 
+    bad = tmp_path / "no-such-dir" / "profile.txt"      # unwritable: said, and the run is fine
+    env["SPE_PROFILE"] = str(bad)
+    r = subprocess.run([sys.executable, str(script), so, str(tmp_path / "x.npy"), "2"], env=env,
+                       check=True, timeout=300, capture_output=True, text=True)
+    assert "cannot append to SPE_PROFILE=" in r.stderr and str(bad) in r.stderr
+
     env.pop("SPE_PROFILE")
     quiet = tmp_path / "quiet"
     quiet.mkdir()
