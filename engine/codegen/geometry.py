@@ -8,13 +8,25 @@ reads the planes at one flat offset, so a conv is
     out[row, p] += w[row, col] * planes[offset(col) + p]      for p in [0, ho * wp)
 
 and the virtual columns j >= wo are cropped afterwards. A 1x1 stride-1 unpadded conv reads the
-NCHW input directly (planes = the input, no copy, no crop). Pure numpy: no tvm here.
+NCHW input directly (planes = the input, no copy, no crop).
+
+A stride-1, dilation-1 conv whose output is as wide as its input (left + right padding =
+kw - 1: ResNet's 3x3 convs) is `masked` instead: its planes keep the image's own row pitch (zero
+rows above and below each channel, no padding columns), so p = i * wo + j is the output pixel
+itself, and a kernel column whose tap leaves the row (x + kx - left outside [0, w)) reads with
+those lanes masked to zero (`lane_valid`); no virtual columns to compute, no crop. The planes
+start `front` (= left) floats into their buffer, so every tap's read stays inside it. Pure
+numpy: no tvm here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+# Whether `masked` geometries are used (benchmarks set it False to time the cropped layout).
+MASKED_COLUMNS = True
 
 
 def _pair(v) -> tuple:
@@ -88,6 +100,33 @@ class ConvGeometry:
         return self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0, 0, 0)
 
     @property
+    def masked(self) -> bool:
+        """kw > 1 and every phase's image columns fit in the output's width (stride 1: left +
+        right padding = kw - 1 at dilation 1; ResNet's strided 3x3 and 7x7 stems too): the
+        planes keep the output's pitch, taps off the row are masked per lane (see the module
+        docstring)."""
+        if not MASKED_COLUMNS or self.kernel[1] == 1:
+            return False
+        return all(j1 - j0 <= self.out_w for j0, j1 in
+                   (self._image_cols(px) for px in {p[1] for p in self.phases}))
+
+    def _image_cols(self, px: int) -> tuple:
+        """Columns [j0, j1) of phase column px, in the cropped layout's planes (padding columns
+        included), that come from the image."""
+        return _span(self._wp_virtual, self.stride[1], px - self.padding[1], self.width)
+
+    @property
+    def _wp_virtual(self) -> int:
+        return self.out_w + (self.dilation[1] * (self.kernel[1] - 1)) // self.stride[1]
+
+    @property
+    def front(self) -> int:
+        """Floats of the planes buffer before channel 0's plane (the leftmost tap's reach)."""
+        if not self.masked:
+            return 0
+        return max(self._image_cols(px)[0] for _, px in self.phases)
+
+    @property
     def hp(self) -> int:
         if self.direct:
             return self.height
@@ -97,7 +136,7 @@ class ConvGeometry:
     def wp(self) -> int:
         if self.direct:
             return self.width
-        return self.out_w + (self.dilation[1] * (self.kernel[1] - 1)) // self.stride[1]
+        return self.out_w if self.masked else self._wp_virtual
 
     @property
     def plane(self) -> int:
@@ -123,7 +162,17 @@ class ConvGeometry:
         ky, kx = divmod(int(k), kw)
         dy, dx = ky * self.dilation[0], kx * self.dilation[1]
         idx = self.phases.index((dy % self.stride[0], dx % self.stride[1]))
-        return idx * self.plane + (dy // self.stride[0]) * self.wp + dx // self.stride[1]
+        return idx * self.plane + (dy // self.stride[0]) * self.wp + self.front + \
+            self.column_shift(k)
+
+    def column_shift(self, k: int) -> int:
+        """Plane columns kernel position k reads right of the output's own column (masked
+        geometries: may be negative, the plane starting at the first image column)."""
+        dx = (int(k) % self.kernel[1]) * self.dilation[1]
+        shift = dx // self.stride[1]
+        if self.masked:
+            shift -= self._image_cols(dx % self.stride[1])[0]
+        return shift
 
     def offsets(self, cols: np.ndarray) -> np.ndarray:
         """int32 flat offsets of GEMM columns c*kh*kw + k."""
@@ -141,7 +190,15 @@ class ConvGeometry:
         """Floats the planes need, including the over-read of the last virtual row."""
         max_off = (self.in_channels - 1) * self.chan_stride + max(
             self.tap_offset(k) for k in range(self.taps))
-        return max(self.in_channels * self.chan_stride, max_off + self.pixels)
+        return max(self.front + self.in_channels * self.chan_stride, max_off + self.pixels)
+
+    def lane_valid(self, k: int) -> np.ndarray:
+        """bool[pixels]: the virtual pixels where kernel position k reads the image (False only
+        in masked geometries, where its column leaves the row)."""
+        if not self.masked:
+            return np.ones(self.pixels, bool)
+        j = np.arange(self.pixels) % self.wp + self.column_shift(k)
+        return (j >= 0) & (j < self.wp)
 
     def row_span(self, py: int) -> tuple:
         """Plane rows [i0, i1) of phase row py that come from the image (others are zero)."""
@@ -149,6 +206,9 @@ class ConvGeometry:
 
     def col_span(self, px: int) -> tuple:
         """Plane columns [j0, j1) of phase column px that come from the image."""
+        if self.masked:
+            j0, j1 = self._image_cols(px)
+            return (0, j1 - j0)
         return _span(self.wp, self.stride[1], px - self.padding[1], self.width)
 
 
@@ -170,11 +230,12 @@ def make_planes(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     pt, pl = g.padding[0], g.padding[1]
     for c in range(g.in_channels):
         for idx, (py, px) in enumerate(g.phases):
-            base = c * g.chan_stride + idx * g.plane
+            base = g.front + c * g.chan_stride + idx * g.plane
             i0, i1 = g.row_span(py)
             j0, j1 = g.col_span(px)
+            first = j0 + (g._image_cols(px)[0] if g.masked else 0)   # its image column index
             for i in range(i0, i1):
                 r = i * sh + py - pt
-                cols = np.arange(j0, j1) * sw + px - pl
+                cols = np.arange(first, first + j1 - j0) * sw + px - pl
                 out[base + i * g.wp + j0: base + i * g.wp + j1] = x[c, r, cols]
     return out

@@ -3,15 +3,21 @@
 Conv (`conv_kernel`): the phase-shifted flat SpMM of kernels/include/spe/spe.h, in one PrimFunc
 of up to three parallel loops:
 
-  1. planes: the input as zero-padded phase planes (skipped for 1x1 stride-1 convs);
+  1. planes: the input as zero-padded phase planes (skipped for 1x1 stride-1 convs; a
+     `masked` geometry's keep the row pitch: a straight copy between zero rows);
   2. SpMM: bands of pixel tiles (a band's input, ~1 MiB, stays in L2) in turn, each a parallel
      loop over (row group, tile) items; a tile is `rows x (nv * lanes)` accumulators held in
      registers (one vector register each), and per kept column: nv vector loads, `rows`
      broadcasts, rows*nv FMAs.
      Column offsets and weights are tables (constants of the compiled module); the group
      structure (height, tile, tails, last short group) is specialised at generation time.
-     Bias, residual add and ReLU / ReLU6 are fused into the store;
-  3. crop: virtual pixels -> NCHW output (convs with kw > 1), with residual add + activation.
+     Bias, residual add and ReLU / ReLU6 are fused into the store. In a masked geometry
+     (stride 1, "same" width: geometry.py) a group's entries come sorted by the kernel column
+     kx, one loop per kx, and the loads of a kx that leaves the row take a lane mask (loop
+     invariant: the compiler hoists it; AVX-512 zero-masking loads), so the tile is the
+     output itself: no virtual columns, no crop;
+  3. crop: virtual pixels -> NCHW output (other convs with kw > 1), with residual add +
+     activation.
 
 Linear (`linear_kernel`): y = act(x W^T + b) with the row groups vectorised over rows (GEMV
 form: batch-1 classifiers have one "pixel"), four interleaved accumulators per group.
@@ -22,6 +28,7 @@ generator with a dense / grouped row-group layout (see rowgroups.py).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
@@ -74,11 +81,15 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
     N, C, H, W = batch, geom.in_channels, geom.height, geom.width
     O, Ho, Wo, P = rg.out_channels, geom.out_h, geom.out_w, geom.pixels
     tl = _Tiling.of(geom, rg.rows, isa)
-    k_uni = int(rg.ptr[1]) if rg.uniform else 0
-    offsets = geom.offsets(rg.cols[:k_uni] if rg.uniform else rg.cols)
+    seg_ptr, uniform = None, rg.uniform
+    if geom.masked:
+        rg, seg_ptr = _by_kernel_column(rg, geom)
+    k_uni = int(rg.ptr[1]) if uniform else 0
+    offsets = geom.offsets(rg.cols[:k_uni] if uniform else rg.cols)
     check_sizes(input=N * C * H * W, output=N * O * max(P, Ho * Wo),
                 planes=geom.buffer_len, values=rg.values.size)
-    args, tables = signature((N, C, H, W), offsets, rg, bias, (N, O, Ho, Wo), residual)
+    args, tables = signature((N, C, H, W), offsets, rg, bias, (N, O, Ho, Wo), residual,
+                             ptr=None if uniform else seg_ptr)
     s = Src()
     with s.prim_func(args, N * C * H * W, N * O * Ho * Wo):
         if residual:
@@ -90,7 +101,8 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
         with s.block(f"for n in T.serial({N}):"):
             if not geom.direct:
                 _emit_planes(s, geom, tl.lanes)
-            _emit_spmm(s, geom, rg, tl, k_uni, bias is not None, residual, act)
+            _emit_spmm(s, geom, rg, tl, uniform, k_uni, seg_ptr, bias is not None, residual,
+                       act)
             if geom.crop:
                 _emit_crop(s, O, Ho, Wo, P, geom.wp, tl.lanes, residual, act)
     return Kernel(safe_name(name), s.text(), tables, residual, (N, O, Ho, Wo),
@@ -98,11 +110,32 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
                   {"rows": rg.rows, "tile": tl.tile, "groups": rg.n_groups,
                    "entries": rg.entries, "stored": rg.stored, "density": rg.density,
                    "bands": tl.n_bands, "band_tiles": tl.band_tiles, "direct": geom.direct,
-                   "crop": geom.crop, "uniform": rg.uniform})
+                   "crop": geom.crop, "masked": geom.masked, "uniform": uniform})
 
 
-def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: _Tiling, k_uni: int,
-               bias: bool, residual: bool, act: str) -> None:
+def _by_kernel_column(rg: RowGroups, geom: ConvGeometry) -> tuple:
+    """rg with each group's entries reordered by kernel column kx (stable), and the entry
+    ranges per (group, kx): ptr[g * kw + kx] .. ptr[g * kw + kx + 1]. Groups that share one
+    column list (dense layers) keep sharing it: ptr[kx] .. ptr[kx + 1] within each group."""
+    kw, taps = geom.kernel[1], geom.taps
+    kx = (rg.cols.astype(np.int64) % taps) % kw
+    order = np.empty(rg.entries, np.int64)
+    counts = np.zeros((rg.n_groups, kw), np.int64)
+    for g in range(rg.n_groups):
+        b, e = int(rg.ptr[g]), int(rg.ptr[g + 1])
+        order[b:e] = b + np.argsort(kx[b:e], kind="stable")
+        counts[g] = np.bincount(kx[b:e], minlength=kw)
+    vals = rg.values.reshape(-1, rg.rows)[order].reshape(-1) if rg.entries else rg.values
+    out = RowGroups(rg.out_channels, rg.cols_total, rg.rows, rg.ptr.copy(),
+                    rg.cols[order].astype(rg.cols.dtype), np.ascontiguousarray(vals), rg.kind)
+    if rg.uniform:
+        return out, np.concatenate([[0], np.cumsum(counts[0])]).astype(np.int32)
+    ptr = np.concatenate([[0], np.cumsum(counts.reshape(-1))]).astype(np.int32)
+    return out, ptr
+
+
+def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: _Tiling, uniform: bool,
+               k_uni: int, seg_ptr, bias: bool, residual: bool, act: str) -> None:
     """The SpMM of image n: bands of tiles in turn; in each, (group, tile) work items in
     parallel, so every thread gets an equal share of every band (one parallel loop over all
     bands would hand whole bands to one thread)."""
@@ -111,7 +144,11 @@ def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: _Tiling, k_uni: in
         else ("XB", "0")
     dst, dst_base = ("YV", "0") if crop else ("YF", f"n * {rg.out_channels * P}")
     # the SpMM epilogue adds the residual only when writing the real output
-    body = dict(s=s, tile=tl.tile, R=rg.rows, lanes=tl.lanes, uniform=rg.uniform, k_uni=k_uni,
+    kw = geom.kernel[1]
+    masks = (kw, [geom.column_shift(kx) for kx in range(kw)], geom.wp,
+             [int(v) for v in seg_ptr] if uniform else None) if geom.masked else None
+    body = dict(s=s, tile=tl.tile, R=rg.rows, lanes=tl.lanes, uniform=uniform, k_uni=k_uni,
+                masks=masks,
                 xs=xs, xo=xo, dst=dst, dst_base=dst_base, P=P, bias=bias,
                 res=residual and not crop, act=act if (not crop or not residual) else "none")
 
@@ -136,46 +173,84 @@ def _vec_rows(s: Src, length: int, lanes: int, stmt) -> None:
 
 
 def _emit_planes(s: Src, g: ConvGeometry, lanes: int) -> None:
-    """XB <- zero-padded phase planes of image n (all of XB is written, tail included)."""
+    """XB <- zero-padded phase planes of image n (all of XB is written, tail included), one
+    parallel item per (channel, phase) plane: a 3-channel stem's 12 planes split evenly over
+    the threads where its 3 channels did not (2 threads: 71 / 36 us busy, ResNet-50's stem)."""
+    C, zero = g.in_channels, f32(0.0)
+    if g.masked and g.stride == (1, 1) and g.wp == g.width:
+        return _emit_rows_planes(s, g, lanes)
+    nph = len(g.phases)
+    with s.block(f"for cq in T.parallel({C * nph}):"):
+        s(f"c: T.let = cq // {nph}" if nph > 1 else "c: T.let = cq")
+        for idx, (py, px) in enumerate(g.phases):
+            with (s.block(f"if cq % {nph} == {idx}:") if nph > 1 else nullcontext()):
+                _emit_plane(s, g, lanes, idx, py, px)
+    _emit_margins(s, g, lanes)
+
+
+def _emit_margins(s: Src, g: ConvGeometry, lanes: int) -> None:
+    """Zeroes XB before the first plane (`front`) and past the last (the tail reads)."""
+    zero, end = f32(0.0), g.front + g.in_channels * g.chan_stride
+    if g.front:
+        _vec_rows(s, g.front, lanes, lambda j: s(f"XB[{j}] = {zero}"))
+    if g.buffer_len > end:
+        _vec_rows(s, g.buffer_len - end, lanes, lambda j: s(f"XB[{end} + {j}] = {zero}"))
+
+
+def _emit_rows_planes(s: Src, g: ConvGeometry, lanes: int) -> None:
+    """A masked geometry's planes: per channel, top zero rows, the image (one contiguous copy)
+    and bottom zero rows, at the image's pitch, `front` floats into XB."""
+    C, H, W, zero = g.in_channels, g.height, g.width, f32(0.0)
+    top, bottom = g.padding[0] * W, (g.hp - g.padding[0] - H) * W
+    with s.block(f"for c in T.parallel({C}):"):
+        s(f"base: T.let = {g.front} + c * {g.chan_stride}")
+        if top:
+            _vec_rows(s, top, lanes, lambda j: s(f"XB[base + {j}] = {zero}"))
+        _vec_rows(s, H * W, lanes, lambda j: s(
+            f"XB[base + {top} + {j}] = XF[n * {C * H * W} + c * {H * W} + {j}]"))
+        if bottom:
+            _vec_rows(s, bottom, lanes, lambda j: s(f"XB[base + {top + H * W} + {j}] = {zero}"))
+    _emit_margins(s, g, lanes)
+
+
+def _emit_plane(s: Src, g: ConvGeometry, lanes: int, idx: int, py: int, px: int) -> None:
+    """Phase plane idx (rows py::sh, columns px::sw of the padded input) of channel c."""
     C, H, W = g.in_channels, g.height, g.width
     sh, sw = g.stride
     pt, pl = g.padding[0], g.padding[1]
     wp, hp = g.wp, g.hp
     zero = f32(0.0)
-    with s.block(f"for c in T.parallel({C}):"):
-        for idx, (py, px) in enumerate(g.phases):
-            base = f"c * {g.chan_stride} + {idx * g.plane}"
-            i0, i1 = g.row_span(py)
-            j0, j1 = g.col_span(px)
-            if i0 > 0:
-                with s.block(f"for i in T.serial({i0}):"):
-                    _vec_rows(s, wp, lanes, lambda j: s(f"XB[{base} + i * {wp} + {j}] = {zero}"))
-            if i1 > i0:
-                with s.block(f"for i in T.serial({i0}, {i1}):"):
-                    src_row = f"n * {C * H * W} + c * {H * W} + (i * {sh} + {py - pt}) * {W}"
-                    dst_row = f"{base} + i * {wp}"
-                    if j0 > 0:
-                        _vec_rows(s, j0, lanes, lambda j: s(f"XB[{dst_row} + {j}] = {zero}"))
-                    if j1 > j0:
-                        col = (lambda j: f"({j0} + {j}) * {sw} + {px - pl}") \
-                            if sw != 1 else (lambda j: f"{j0 + px - pl} + {j}")
-                        _vec_rows(s, j1 - j0, lanes, lambda j: s(
-                            f"XB[{dst_row} + {j0} + {j}] = XF[{src_row} + {col(j)}]"))
-                    if wp > j1:
-                        _vec_rows(s, wp - j1, lanes,
-                                  lambda j: s(f"XB[{dst_row} + {j1} + {j}] = {zero}"))
-            if hp > i1:
-                with s.block(f"for i in T.serial({i1}, {hp}):"):
-                    _vec_rows(s, wp, lanes, lambda j: s(f"XB[{base} + i * {wp} + {j}] = {zero}"))
-    extra = g.buffer_len - C * g.chan_stride
-    if extra > 0:
-        _vec_rows(s, extra, lanes, lambda j: s(f"XB[{C * g.chan_stride} + {j}] = {zero}"))
+    base = f"{g.front} + c * {g.chan_stride} + {idx * g.plane}"
+    i0, i1 = g.row_span(py)
+    j0, j1 = g.col_span(px)
+    # image column of plane column j: (j + first) * sw + px - pl (a masked plane starts at the
+    # phase's first image column, a cropped one at its first padding column)
+    first = g._image_cols(px)[0] if g.masked else 0
+    if i0 > 0:
+        with s.block(f"for i in T.serial({i0}):"):
+            _vec_rows(s, wp, lanes, lambda j: s(f"XB[{base} + i * {wp} + {j}] = {zero}"))
+    if i1 > i0:
+        with s.block(f"for i in T.serial({i0}, {i1}):"):
+            src_row = f"n * {C * H * W} + c * {H * W} + (i * {sh} + {py - pt}) * {W}"
+            dst_row = f"{base} + i * {wp}"
+            if j0 > 0:
+                _vec_rows(s, j0, lanes, lambda j: s(f"XB[{dst_row} + {j}] = {zero}"))
+            if j1 > j0:
+                col = (lambda j: f"({j0 + first} + {j}) * {sw} + {px - pl}") \
+                    if sw != 1 else (lambda j: f"{j0 + first + px - pl} + {j}")
+                _vec_rows(s, j1 - j0, lanes, lambda j: s(
+                    f"XB[{dst_row} + {j0} + {j}] = XF[{src_row} + {col(j)}]"))
+            if wp > j1:
+                _vec_rows(s, wp - j1, lanes,
+                          lambda j: s(f"XB[{dst_row} + {j1} + {j}] = {zero}"))
+    if hp > i1:
+        with s.block(f"for i in T.serial({i1}, {hp}):"):
+            _vec_rows(s, wp, lanes, lambda j: s(f"XB[{base} + i * {wp} + {j}] = {zero}"))
 
 
 def _emit_tile(s: Src, rows: int, nvec: int, rest: int, tile: int, R: int, lanes: int,
-               uniform: bool,
-               k_uni: int, xs: str, xo: str, dst: str, dst_base: str, P: int, bias: bool,
-               res: bool, act: str) -> None:
+               uniform: bool, k_uni: int, masks: Optional[tuple], xs: str, xo: str, dst: str,
+               dst_base: str, P: int, bias: bool, res: bool, act: str) -> None:
     """One tile: rows x (nvec * lanes + rest) pixels starting at virtual pixel t * tile."""
     width = nvec * lanes + rest
     s(f"p0: T.let = t * {tile}")  # first virtual pixel (every tile but the last is full)
@@ -185,17 +260,56 @@ def _emit_tile(s: Src, rows: int, nvec: int, rest: int, tile: int, R: int, lanes
         init = f"BIAS[g * {R} + {r}]" if bias else f32(0.0)
         vector_loops(s, nvec, rest, lanes, lambda i, r=r, init=init: s(f"acc{r}[{i}] = {init}"),
                      unroll=True)
+    if masks is not None:     # one loop per kernel column kx, its lanes off the row masked
+        kw, shifts, width, bounds = masks
+        for kx in range(kw):
+            if bounds is not None:    # one column list for every group
+                if bounds[kx + 1] == bounds[kx]:
+                    continue
+                loop, ve = f"for e in T.serial({bounds[kx]}, {bounds[kx + 1]}):", \
+                    f"(g * {k_uni} + e)"
+            else:
+                at = f"g * {kw} + {kx}"
+                loop, ve = f"for e in T.serial(PTR[{at}], PTR[{at} + 1]):", "e"
+            with s.block(loop):
+                _emit_entry(s, rows, nvec, rest, lanes, R, ve, xs, xo, shifts[kx], width)
+        return _emit_store(s, rows, nvec, rest, lanes, R, dst, dst_base, P, res, act)
     if uniform:
         loop, ve = f"for e in T.serial({k_uni}):", f"(g * {k_uni} + e)"
     else:
         loop, ve = "for e in T.serial(PTR[g], PTR[g + 1]):", "e"
     with s.block(loop):
-        s(f"o: T.let = OFF[e] + p0 + {xo}")
+        _emit_entry(s, rows, nvec, rest, lanes, R, ve, xs, xo, 0, 0)
+    _emit_store(s, rows, nvec, rest, lanes, R, dst, dst_base, P, res, act)
 
-        def fma(i):
-            for r in range(rows):
-                s(f"acc{r}[{i}] = acc{r}[{i}] + VAL[{ve} * {R} + {r}] * {xs}[o + {i}]")
-        vector_loops(s, nvec, rest, lanes, fma, unroll=True)
+
+def _emit_entry(s: Src, rows: int, nvec: int, rest: int, lanes: int, R: int, ve: str, xs: str,
+                xo: str, dx: int, width: int) -> None:
+    """acc{r} += VAL[entry, r] * x[OFF[e] + tile]; with dx != 0 (a masked geometry's kernel
+    column reading dx columns right of the output's), lanes whose column + dx leaves
+    [0, width) read zero."""
+    s(f"o: T.let = OFF[e] + p0 + {xo}")
+
+    def load(i):
+        x = f"{xs}[o + {i}]"
+        if dx == 0:
+            return x
+        col = f"(p0 + {i}) % {width}"
+        cond = f"{col} >= {-dx}" if dx < 0 else f"{col} < {width - dx}"
+        # an eager select, not if_then_else (which TVM scalarises here): the load is always in
+        # XB (its front and bottom margins), and LLVM folds the select into a masked load
+        return f"T.Select({cond}, {x}, {f32(0.0)})"
+
+    def fma(i):
+        x = load(i)
+        for r in range(rows):
+            s(f"acc{r}[{i}] = acc{r}[{i}] + VAL[{ve} * {R} + {r}] * {x}")
+    vector_loops(s, nvec, rest, lanes, fma, unroll=True)
+
+
+def _emit_store(s: Src, rows: int, nvec: int, rest: int, lanes: int, R: int, dst: str,
+                dst_base: str, P: int, res: bool, act: str) -> None:
+    """The tile's accumulators (+ residual, activation) to rows g * R + r of dst."""
     for r in range(rows):
         row = f"{dst_base} + (g * {R} + {r}) * {P} + p0"
 

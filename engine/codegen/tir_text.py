@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from typing import Optional
+
 import numpy as np
 
 ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu")
@@ -149,17 +151,19 @@ def _buffer(name: str, shape: tuple, dtype: str = "float32") -> str:
 
 
 def signature(x_shape: tuple, offsets: np.ndarray, rg, bias, y_shape: tuple,
-              residual: bool = False) -> tuple:
+              residual: bool = False, ptr: Optional[np.ndarray] = None) -> tuple:
     """(buffer arguments, constant tables) of a row-group kernel, in argument order: X (the
     input), OFF (int32 offsets or columns), PTR (each group's entry range, unless all groups
-    hold the same count), VAL (the kept weights), BIAS (when given), RES (the residual, shaped
-    like Y, when fused) and Y. An empty table is passed as one zero element."""
+    hold the same count; `ptr` when given, always), VAL (the kept weights), BIAS (when given),
+    RES (the residual, shaped like Y, when fused) and Y. An empty table is passed as one zero
+    element."""
     o = rg.out_channels
     args = [_buffer("X", x_shape), _buffer("OFF", (max(offsets.size, 1),), "int32")]
     tables = [offsets]
-    if not rg.uniform:
-        args.append(_buffer("PTR", (rg.n_groups + 1,), "int32"))
-        tables.append(rg.ptr.astype(np.int32))
+    if ptr is not None or not rg.uniform:
+        ptr = rg.ptr if ptr is None else ptr
+        args.append(_buffer("PTR", (ptr.size,), "int32"))
+        tables.append(np.asarray(ptr, np.int32))
     args.append(_buffer("VAL", (max(rg.values.size, 1),)))
     tables.append(rg.values)
     if bias is not None:

@@ -16,6 +16,9 @@ CASES = [  # C, H, W, kernel, stride, padding (int or top,left,bottom,right), di
     (2, 6, 6, 1, 1, 0, 1),
     (2, 6, 7, 3, 1, (0, 1, 2, 0), 1),
     (2, 6, 7, 2, 2, 0, 1),
+    (2, 5, 6, 5, 1, 2, 1),                 # masked: 5x5 same
+    (2, 5, 6, 3, 1, (0, 2, 1, 0), 1),      # masked: left 2, right 0
+    (1, 4, 5, (1, 3), 1, (0, 1, 0, 1), 1), # masked: 1x3
 ]
 
 
@@ -26,7 +29,8 @@ def _flat_spmm(x, w, g: ConvGeometry):
     off = g.offsets(cols)
     y = np.zeros((o, g.pixels))
     for j, col in enumerate(cols):
-        y += np.outer(w.reshape(o, -1)[:, col], planes[off[j]:off[j] + g.pixels])
+        y += np.outer(w.reshape(o, -1)[:, col],
+                      planes[off[j]:off[j] + g.pixels] * g.lane_valid(col % g.taps))
     return y.reshape(o, g.out_h, g.wp)[:, :, :g.out_w]
 
 
@@ -36,7 +40,8 @@ def test_flat_spmm_on_planes_is_conv2d(case):
     g = ConvGeometry.of(c, h, w_, k, s, p, d)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((c, h, w_)).astype(np.float32)
-    w = rng.standard_normal((3, c, k, k)).astype(np.float32)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    w = rng.standard_normal((3, c, kh, kw)).astype(np.float32)
     pad = g.padding
     xt = F.pad(torch.from_numpy(x)[None], (pad[1], pad[3], pad[0], pad[2]))
     ref = F.conv2d(xt, torch.from_numpy(w), stride=s, dilation=d)[0].numpy()
@@ -48,9 +53,27 @@ def test_flat_spmm_on_planes_is_conv2d(case):
 def test_direct_and_crop_flags():
     assert ConvGeometry.of(8, 10, 10, 1, 1, 0).direct
     assert not ConvGeometry.of(8, 10, 10, 1, 2, 0).crop          # 1x1 stride 2: no crop
-    g = ConvGeometry.of(8, 10, 10, 3, 1, 1)
-    assert g.crop and g.wp == 12 and g.pixels == 10 * 12
-    assert len(ConvGeometry.of(8, 10, 10, 3, 2, 1).phases) == 4
+    g = ConvGeometry.of(8, 10, 10, 3, 1, 1)     # same width, stride 1: masked, no crop
+    assert g.masked and not g.crop and g.wp == 10 and g.pixels == 10 * 10 and g.front == 1
+    g = ConvGeometry.of(8, 10, 10, 3, 1, 0)     # narrower output: virtual columns, cropped
+    assert not g.masked and g.crop and g.wp == 10 and g.pixels == 8 * 10
+    g = ConvGeometry.of(8, 10, 10, 3, 1, 2, 2)  # dilated "same": masked
+    assert g.masked and not g.crop and g.front == 2
+    g = ConvGeometry.of(8, 10, 10, 3, 2, 1)     # strided: 4 phases at the output's width
+    assert len(g.phases) == 4 and g.masked and g.wp == 5 and not g.crop
+    g = ConvGeometry.of(3, 224, 224, 7, 2, 3)   # a ResNet stem
+    assert g.masked and g.wp == 112 and g.front == 2 and g.pixels == 112 * 112
+
+
+def test_masked_lanes_are_the_taps_off_the_row():
+    g = ConvGeometry.of(2, 3, 4, 3, 1, 1)
+    assert g.lane_valid(0).tolist() == [False, True, True, True] * 3    # kx = 0: dx = -1
+    assert g.lane_valid(4).all()                                        # centre tap
+    assert g.lane_valid(5).tolist() == [True, True, True, False] * 3    # kx = 2: dx = +1
+    assert ConvGeometry.of(2, 3, 4, 3, 1, 0).lane_valid(0).all()        # not masked
+    g = ConvGeometry.of(1, 6, 6, 3, 2, 1)       # stride 2: kx = 0 reads the odd phase, left
+    assert g.column_shift(0) == -1 and g.column_shift(1) == 0 and g.column_shift(2) == 0
+    assert g.lane_valid(0).tolist() == [False, True, True] * 3
 
 
 def test_too_small_input_is_refused():

@@ -82,8 +82,58 @@ def test_sparsity_extremes(isa, sparsity):
 def test_fused_bias_residual_activation(isa, k, act):
     got, ref, kern = run_conv(isa, 12, 8, 9, 10, k, 1, k // 2, 4, act=act, bias=True,
                               residual=True)
-    assert kern.has_residual and kern.stats["crop"] == (k > 1)
+    # 3x3 stride 1 "same": masked lanes, the epilogue in the SpMM store (no crop pass)
+    assert kern.has_residual and not kern.stats["crop"] and kern.stats["masked"] == (k > 1)
     assert_close(got, ref, 1e-5)
+
+
+MASKED = [  # o, c, h, w, k, pad (stride 1: the output as wide as the input), rows, dense
+    (9, 5, 6, 1, 3, 1, 4, False),       # one column: every off-centre tap masked
+    (12, 4, 3, 17, 3, 1, 4, False),     # a row longer than a vector
+    (16, 6, 14, 14, 3, 1, 8, False),    # ResNet's 14x14: 13 vectors, a 4-pixel last tile
+    (8, 3, 7, 7, 5, 2, 4, False),       # 5x5
+    (10, 7, 12, 12, 3, 1, 4, True),     # dense: one shared column list, kx ranges constant
+]
+
+
+@pytest.mark.parametrize("case", MASKED, ids=["x".join(map(str, c)) for c in MASKED])
+def test_masked_same_width_conv_matches_torch(isa, case):
+    o, c, h, w, k, pad, rows, dense = case
+    got, ref, kern = run_conv(isa, o, c, h, w, k, 1, pad, rows, act="relu", bias=True,
+                              residual=True, dense=dense, batch=2)
+    assert kern.stats["masked"] and not kern.stats["crop"]
+    assert kern.stats["uniform"] == dense
+    assert_close(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("case", SPARSE[4:], ids=["x".join(map(str, c)) for c in SPARSE[4:]])
+def test_cropped_layout_still_matches_torch(isa, case, monkeypatch):
+    # the virtual-column layout (what convs that are not masked run), forced on these shapes
+    import engine.codegen.geometry as geometry
+    monkeypatch.setattr(geometry, "MASKED_COLUMNS", False)
+    got, ref, kern = run_conv(isa, *case, bias=True, act="relu", residual=True)
+    assert kern.stats["crop"] and not kern.stats["masked"]
+    assert_close(got, ref, 1e-5)
+
+
+def test_valid_padding_is_cropped(isa):
+    got, ref, kern = run_conv(isa, 12, 5, 9, 11, 3, 1, 0, 4, bias=True)
+    assert kern.stats["crop"] and not kern.stats["masked"]
+    assert_close(got, ref, 1e-5)
+
+
+def test_masked_asymmetric_padding(isa):
+    # left 2, right 0 (the output keeps the width) and rows padded 0 above, 2 below
+    g = torch.Generator().manual_seed(3)
+    wt = torch.randn(6, 4, 3, 3, generator=g) * random_mask((6, 4, 3, 3), 0.5, 4, 3)
+    x = torch.randn(1, 4, 5, 9, generator=g)
+    ref = F.conv2d(F.pad(x, (2, 0, 0, 2)), wt)
+    geom = ConvGeometry.of(4, 5, 9, 3, 1, (0, 2, 2, 0))
+    assert geom.masked and geom.front == 2
+    kern = conv_kernel("t", geom, RowGroups.sparse(wt.numpy(), 4), isa)
+    hk = HostKernel(kern)
+    hk.bind(x.numpy())()
+    assert_close(hk.result(), ref, 1e-5)
 
 
 def test_batch_of_two(isa):
