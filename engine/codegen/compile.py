@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import CaptureError, ConfigError
 from ..runtime.dense import dense_algo
-from ..runtime.packing import group_rows_for
+from ..runtime.packing import DENSE_TIR_ROWS, group_rows_for
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
 from ..graph.inputs import check_inputs
@@ -40,9 +40,8 @@ from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
 from .rowgroups import RowGroups
 from .spmm_tir import Kernel, VectorISA, conv_kernel, linear_kernel
 
-# Group height of layers kept dense: 4 rows x 6 vectors (AVX-512 / NEON) reuses each input vector
-# 4 times and each weight broadcast 6 times, the native kernels' best tile.
-DENSE_CONV_ROWS = 4
+# Group height of layers kept dense (engine.runtime.packing.DENSE_TIR_ROWS).
+DENSE_CONV_ROWS = DENSE_TIR_ROWS
 # The C++ kernel's dense tile is 8 rows x 48 pixels on AVX-512 (4x96 is for 4-row sparse blocks):
 # ResNet-50's dense convs, summed per layer, 26.5 ms at 8 rows vs 30.3 ms at 4 (2 threads).
 SPARSE_BACKENDS = ("native", "tir")

@@ -18,7 +18,7 @@ from mapping.plan import DENSE
 from ..errors import ConfigError
 from ..graph.layers import get_module, list_layers
 from ..runtime.dense import dense_algo
-from ..runtime.packing import dense_rows, group_rows_for
+from ..runtime.packing import DENSE_TIR_ROWS, dense_rows, group_rows_for
 from ..schemes import apply_mask, get_scheme
 from ..schemes.base import MaskScheme
 from .config import SPARSE_BACKENDS, OptimizeConfig
@@ -129,9 +129,12 @@ def _kept_dense(model, info, given: Choice, cfg: OptimizeConfig, candidates: dic
     ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
     if given.backend in SPARSE_BACKENDS and not excluded(info.name, cfg.exclude):
         w = get_module(model, info.name).weight.detach()
-        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
-        ch.backend = "native"
-        if dense_algo(given.kernel) is not None:    # the packed dense kernel the plan measured
+        generated = (given.backend == "tir" and given.kernel.startswith("tir_")
+                     and info.groups == 1)             # the generated dense kernel
+        candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
+                                 DENSE_TIR_ROWS if generated else dense_rows(info.groups))
+        ch.backend = "tir" if generated else "native"
+        if generated or dense_algo(given.kernel) is not None:   # the dense kernel it measured
             ch.kernel = given.kernel
     return ch
 

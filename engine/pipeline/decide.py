@@ -20,7 +20,7 @@ from ..lowering import lower, native_modules
 from ..measure import HostProfiler
 from ..measure.specs import layer_spec
 from ..runtime.dense import dense_algo
-from ..runtime.packing import dense_rows
+from ..runtime.packing import DENSE_TIR_ROWS, dense_rows
 from .candidates import blk, masked_copy
 from .state import RunState
 
@@ -106,7 +106,11 @@ def _decide_layer(state: RunState, timer, spec) -> None:
         ch.reason = "not pruned"
     ch.latency_us = dense.us
     algo = dense_algo(dense.kernel)
-    if algo is not None:
+    if dense.kernel.startswith("tir_"):      # the generated kernel on every column
+        ch.backend, ch.kernel = "tir", dense.kernel
+        state.backends[spec.name] = ("tir", DENSE_TIR_ROWS)
+        ch.reason += f"; runs on the generated dense kernel ({dense_txt})"
+    elif algo is not None:
         ch.backend, ch.kernel = "native", dense.kernel
         state.backends[spec.name] = ("dense", algo)
         ch.reason += f"; runs on the packed dense kernel, {algo} ({dense_txt})"
@@ -129,7 +133,8 @@ def _sparse_candidates_on(state: RunState, spec, timer, backend: str) -> list:
 
 
 DENSE_NAMES = {"dense/torch": "torch", "dense/native": "native dense",
-               "dense/gemm": "packed gemm", "dense/winograd": "winograd"}
+               "dense/gemm": "packed gemm", "dense/winograd": "winograd",
+               "dense/tir": "generated"}
 
 
 def _dense_text(ms: dict) -> str:

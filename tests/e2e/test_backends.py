@@ -111,3 +111,26 @@ def test_replayed_plan_keeps_its_backends_without_measuring(model_and_input):
     native = engine.optimize(model, (x,), plan=plan, measure=False, capture=False,
                              backends="native")
     assert {c.backend for c in native.plan.pruned} == {"native"}
+
+
+def test_replayed_plan_keeps_the_generated_dense_kernel(model_and_input, tmp_path):
+    # a dense plan whose strided / 3x3 convs measured fastest on the generated dense kernel
+    # (backend "tir", kernel tir_f32_spmm_4x...): replayed, compiled and saved as such
+    model, x = model_and_input
+    first = engine.optimize(model, (x,), sparsity=0.0, measure=False, capture=False)
+    plan = first.plan
+    convs = [c for c in plan if c.layer.endswith("conv1") or c.layer.endswith("conv2")]
+    assert convs
+    for c in convs:
+        c.backend, c.kernel = "tir", "tir_f32_spmm_4x96__avx512"
+    again = engine.optimize(model, (x,), plan=plan, measure=False, capture=False)
+    got = {c.layer: c for c in again.plan}
+    assert all(got[c.layer].backend == "tir" and not got[c.layer].pruned and
+               got[c.layer].kernel.startswith("tir_f32_spmm_4") for c in convs)
+    assert _close(again(x), model(x))
+    cm = again.compile()
+    kinds = {lk.layer: lk for lk in cm.layers}
+    assert all(kinds[c.layer].kind == "dense" and kinds[c.layer].stats["rows"] == 4
+               for c in convs)
+    art = engine.load(again.save(tmp_path / "art"))
+    assert _close(art(x), model(x))

@@ -46,8 +46,9 @@ def test_dense_names_the_faster_dense_backend(measured):
     for got in (conv, fc):
         k = got["dense"].kernel
         assert k == "torch" or k.startswith(("f32_spmm_8x", "gemm:f32_gemm_",
-                                             "winograd:f32_gemm_")), k
-    assert ":" not in fc["dense"].kernel   # the packed dense kernels: convs only
+                                             "winograd:f32_gemm_", "tir_f32_spmm_4x")), k
+    # the packed dense kernels and the generated dense one: convs only
+    assert ":" not in fc["dense"].kernel and not fc["dense"].kernel.startswith("tir_")
 
 
 def test_dense_is_the_fastest_dense_backend():
@@ -57,7 +58,10 @@ def test_dense_is_the_fastest_dense_backend():
                      epilogue="relu")
     got = HostProfiler(min_time=0.002).measure(spec, [DENSE], detail=True)
     backends = {k: m for k, m in got.items() if k.startswith("dense/")}
-    assert set(backends) == {"dense/torch", "dense/native", "dense/gemm", "dense/winograd"}
+    want = {"dense/torch", "dense/native", "dense/gemm", "dense/winograd"}
+    assert set(backends) == want | ({"dense/tir"} if tvm_available() else set())
+    if tvm_available():     # the generated kernel on every column, 4-row groups
+        assert backends["dense/tir"].kernel.startswith("tir_f32_spmm_4x")
     assert backends["dense/gemm"].kernel.startswith("gemm:f32_gemm_")
     assert backends["dense/winograd"].kernel.startswith("winograd:f32_gemm_")
     fastest = min(backends.values(), key=lambda m: m.us)
@@ -69,6 +73,12 @@ def test_tir_candidates_with_tvm(measured):
     _, _, conv, fc = measured
     assert conv["block4x1@0.80/tir"].kernel.startswith("tir_f32_spmm_4x")
     assert fc["block2x1@0.50/tir"].kernel.startswith("tir_f32_gemv_2x")
+
+
+def test_without_tir_backend_no_generated_dense():
+    spec = LayerSpec("c3", "conv2d", 16, 16, (3, 3), (2, 2), (1, 1), input_hw=(14, 14))
+    got = HostProfiler(min_time=0.002, backends=("native",)).measure(spec, [DENSE], detail=True)
+    assert "dense/tir" not in got and not got["dense"].kernel.startswith("tir_")
 
 
 def test_without_tir_backend_tir_candidates_are_left_out():
