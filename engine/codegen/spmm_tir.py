@@ -12,7 +12,8 @@ of up to three parallel loops:
      Column offsets and weights are tables (constants of the compiled module); the group
      structure (height, tile, tails, last short group) is specialised at generation time.
      Bias, residual add and ReLU / ReLU6 are fused into the store. In a masked geometry
-     (stride 1, "same" width: geometry.py) a group's entries come sorted by the kernel column
+     (each phase's image columns fit the output's width: stride-1 "same" convs, strided 3x3s
+     and 7x7 stems; geometry.py) a group's entries come sorted by the kernel column
      kx, one loop per kx, and the loads of a kx that leaves the row take a lane mask (loop
      invariant: the compiler hoists it; AVX-512 zero-masking loads), so the tile is the
      output itself: no virtual columns, no crop;
@@ -176,7 +177,7 @@ def _emit_planes(s: Src, g: ConvGeometry, lanes: int) -> None:
     """XB <- zero-padded phase planes of image n (all of XB is written, tail included), one
     parallel item per (channel, phase) plane: a 3-channel stem's 12 planes split evenly over
     the threads where its 3 channels did not (2 threads: 71 / 36 us busy, ResNet-50's stem)."""
-    C, zero = g.in_channels, f32(0.0)
+    C = g.in_channels
     if g.masked and g.stride == (1, 1) and g.wp == g.width:
         return _emit_rows_planes(s, g, lanes)
     nph = len(g.phases)
