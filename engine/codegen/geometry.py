@@ -115,6 +115,11 @@ class ConvGeometry:
         included), that come from the image."""
         return _span(self._wp_virtual, self.stride[1], px - self.padding[1], self.width)
 
+    def first_col(self, px: int) -> int:
+        """Plane column 0 of phase column px holds padded column first_col * sw + px (masked
+        geometries start at the phase's first image column, the others at column 0)."""
+        return self._image_cols(px)[0] if self.masked else 0
+
     @property
     def _wp_virtual(self) -> int:
         return self.out_w + (self.dilation[1] * (self.kernel[1] - 1)) // self.stride[1]
@@ -233,7 +238,7 @@ def make_planes(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
             base = g.front + c * g.chan_stride + idx * g.plane
             i0, i1 = g.row_span(py)
             j0, j1 = g.col_span(px)
-            first = j0 + (g._image_cols(px)[0] if g.masked else 0)   # its image column index
+            first = j0 + g.first_col(px)
             for i in range(i0, i1):
                 r = i * sh + py - pt
                 cols = np.arange(first, first + j1 - j0) * sw + px - pl

@@ -226,7 +226,7 @@ def _emit_plane(s: Src, g: ConvGeometry, lanes: int, idx: int, py: int, px: int)
     j0, j1 = g.col_span(px)
     # image column of plane column j: (j + first) * sw + px - pl (a masked plane starts at the
     # phase's first image column, a cropped one at its first padding column)
-    first = g._image_cols(px)[0] if g.masked else 0
+    first = g.first_col(px)
     if i0 > 0:
         with s.block(f"for i in T.serial({i0}):"):
             _vec_rows(s, wp, lanes, lambda j: s(f"XB[{base} + i * {wp} + {j}] = {zero}"))
