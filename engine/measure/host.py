@@ -181,6 +181,7 @@ class HostProfiler:
             return {}
         stats = self._time(mods, args)
         stats = self._recheck(mods, args, stats)
+        stats = self._settle_dense(mods, args, stats)
         out = {}
         if DENSE_KEY in wanted:
             dense = {n: ("torch" if n == "dense/torch" else mods[n].kernel_name)
@@ -215,6 +216,26 @@ class HostProfiler:
                 if again[n].median < stats[n].median:
                     stats[n] = again[n]
             self.rechecked += len(suspects)
+        return stats
+
+    def _settle_dense(self, mods: dict, args: tuple, stats: dict, passes: int = 2,
+                      tol: float = 0.08) -> dict:
+        """Re-time the dense backends within `tol` of the fastest one, together, up to `passes`
+        times while a close call remains; each keeps the minimum of its medians. A layer kept
+        dense runs whichever is fastest, and one interleaved run on a shared machine ranks two
+        backends a few percent apart either way (ResNet-50's stride-2 3x3s at 2 threads: the
+        native pack 1557 vs the generated kernel 1738 us in one build, 1410 vs 1344 in the next),
+        so a single run's pick is a coin toss worth up to 10% of the layer."""
+        for _ in range(passes):
+            dense = sorted((stats[n].median, n) for n in mods if n.startswith("dense/"))
+            close = [n for t, n in dense if t <= dense[0][0] * (1 + tol)] if dense else []
+            if len(close) < 2:
+                break
+            again = self._time({n: mods[n] for n in close}, args)
+            for n in close:
+                if again[n].median < stats[n].median:
+                    stats[n] = again[n]
+            self.rechecked += len(close)
         return stats
 
     def _time(self, mods: dict, args: tuple) -> dict:

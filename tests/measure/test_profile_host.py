@@ -140,3 +140,27 @@ def test_inconsistent_entries_are_the_ones_slower_than_a_sparser_sibling():
     # 0.80 is slower than 0.70 (same family): both suspects; 8x1 within 10%: fine
     assert _inconsistent(st, 0.10) == {"block4x1@0.70/native", "block4x1@0.80/native"}
     assert _inconsistent(st, 1.0) == set()
+
+
+def test_close_dense_backends_are_timed_again_and_keep_their_best_median():
+    from types import SimpleNamespace as S
+    p = HostProfiler(threads=1, backends="native")
+    mods = {"dense/torch": None, "dense/native": None, "dense/gemm": None,
+            "block4x1@0.80/native": None}
+    st = {"dense/torch": S(median=20.0), "dense/native": S(median=10.0),
+          "dense/gemm": S(median=10.5), "block4x1@0.80/native": S(median=3.0)}
+    runs = []
+
+    def fake_time(m, args):   # the second run: gemm faster, native slower (a burst)
+        runs.append(sorted(m))
+        return {"dense/native": S(median=11.0), "dense/gemm": S(median=9.0)}
+
+    p._time = fake_time
+    out = p._settle_dense(mods, (), dict(st))
+    # only the dense backends within 8% of the fastest, and again while they stay close
+    assert runs == [["dense/gemm", "dense/native"]]
+    assert out["dense/gemm"].median == 9.0 and out["dense/native"].median == 10.0
+    assert out["dense/torch"].median == 20.0 and out["block4x1@0.80/native"].median == 3.0
+    runs.clear()
+    p._settle_dense(mods, (), {**st, "dense/gemm": S(median=12.0)})   # 20% apart: no call
+    assert runs == []
