@@ -32,7 +32,8 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
              backends="auto", mapper=None, latency_budget: Optional[float] = None,
              min_proxy="reference", data=None, device=None, space=None, costs=None,
              search_time: float = 120.0, seed: int = 0, progress: bool = True,
-             finetune=None, allow_infeasible: bool = False, **scheme_options) -> OptimizedModel:
+             finetune=None, allow_infeasible: bool = False, guard: str = "keep",
+             **scheme_options) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring. backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
     a TIR kernel generated for the layer); each layer records the faster one in the plan.
@@ -63,12 +64,18 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     engine.train.TrainConfig field such as "epochs", "lr", "method" ("gradual", "admm",
     "lasso", "soft")}), or a callable (model, plan) -> trained model. The plan's masks
     are then taken from the trained weights (same scheme, block and sparsity per layer, so the
-    measured latencies stand)."""
+    measured latencies stand).
+
+    guard: the whole-model check (engine.pipeline.guard): with measure=True the result is
+    timed end to end against the dense model; if it is not faster, "keep" (default) returns
+    the dense configuration with the measurement as every layer's reason, "warn" keeps the
+    optimized model with a warning, "off" skips the check. opt.plan.meta["guard"] has the
+    figures."""
     mapping_options(latency_budget, min_proxy, search_time, seed, progress)
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, exclude, threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options, plan=plan, finetune=finetune,
-                         progress=progress)
+                         progress=progress, guard=guard)
     if mapper is not None:
         cfg.map = MapConfig(mapper, latency_budget, min_proxy, data, device, space, costs,
                             search_time, seed, allow_infeasible)

@@ -34,6 +34,9 @@ def _optimize_parser(sub) -> None:
     p.add_argument("--input-shape", type=chk.shape, default=None,
                    help="e.g. 1,3,224,224 (default: model's)")
     p.add_argument("--exclude", action="append", default=[], help="layer to keep dense")
+    p.add_argument("--guard", choices=("keep", "warn", "off"), default="keep",
+                   help="the whole-model check: not faster than dense end to end -> keep the "
+                        "dense model (keep), warn, or skip it (off)")
     p.add_argument("--plan-out", default=None, help="write the plan as JSON here")
     p.add_argument("--target", default="host",
                    help="host, x86_64, x86_64-avx512, arm64, arm64-dotprod, android-arm64")
@@ -98,7 +101,8 @@ def cmd_optimize(a) -> int:
                           tuple(a.backends.split(",")), mapper=a.mapper,
                           latency_budget=a.latency_budget, min_proxy=a.min_proxy,
                           search_time=a.search_time, costs=a.costs, device=a.device,
-                          seed=a.seed, allow_infeasible=a.allow_infeasible, **kw)
+                          seed=a.seed, allow_infeasible=a.allow_infeasible, guard=a.guard,
+                          **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
@@ -176,7 +180,7 @@ def cmd_demo(a) -> int:
                             target="host", save=None, backends="auto", mapper=None,
                             latency_budget=None, min_proxy="reference", search_time=120.0,
                             costs=None, device=None, report=None, overwrite=False,
-                            allow_infeasible=False)
+                            allow_infeasible=False, guard="keep")
     return cmd_optimize(ns)
 
 

@@ -122,6 +122,7 @@ class OptimizeConfig:
     map: Optional[MapConfig] = None        # mapper=...: the mapping stage runs
     finetune: Any = None                   # dict for engine.train, or (model, plan) -> model
     progress: bool = True
+    guard: str = "keep"                    # the whole-model check (engine.pipeline.guard)
 
     def validate(self) -> None:
         check_sparsity(self.sparsity, " (option 'sparsity')")
@@ -137,6 +138,8 @@ class OptimizeConfig:
         self.progress = flag("progress", self.progress)
         self.verify_rtol = number("verify_rtol", self.verify_rtol, lo=0.0, lo_open=True)
         self.isa = text("isa", self.isa)
+        if self.guard not in ("keep", "warn", "off"):
+            raise ConfigError(f"guard must be 'keep', 'warn' or 'off', got {self.guard!r}")
         self.exclude = name_list("exclude", self.exclude)
         self.block = parse_block(self.block)
         self.backends = parse_backends(self.backends)

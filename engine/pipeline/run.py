@@ -10,6 +10,8 @@
     prune       the masked torch model (the numerical reference)
     lower       the host runtime: native / generated kernels with fused epilogues
     verify      outputs of the result against the masked reference
+    guard       the result timed end to end against the dense model: not faster, the dense
+                configuration is returned instead (guard="keep"; "warn", "off")
 
 Compiling for the target and writing the artifact are the result's (opt.compile / opt.save),
 run on demand. A stage is one function of the state; `STAGES` names them, and a name appears
@@ -34,6 +36,7 @@ from .capture import capture
 from .config import OptimizeConfig
 from .decide import decide
 from .finetune import finetune
+from .guard import guard
 from .map_stage import map_stage
 from .result import OptimizedModel
 from .state import RunState
@@ -106,7 +109,7 @@ def run(model, example_inputs, config: OptimizeConfig,
     if state.mapped_plan is not None:
         opt.plan.meta["mapping"] = state.mapped_plan.meta
     verify(state, opt)
-    return opt
+    return guard(state, opt)
 
 
 def _setup_kernels(cfg: OptimizeConfig) -> None:
