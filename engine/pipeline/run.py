@@ -57,7 +57,8 @@ def lower_stage(state: RunState) -> None:
     state.lowered = lower(state.pruned_model, state.backends, state.config.isa,
                           keep=kept_as_is(state))
     if not state.lowered.traced:
-        state.notes.append(state.lowered.note)
+        if state.lowered.note not in state.notes:   # decide's probe may have said it already
+            state.notes.append(state.lowered.note)
     else:  # inverted-residual blocks of native layers: fused where it measures faster
         fuse_blocks(state.lowered.module, state.config.isa)
 
