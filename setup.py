@@ -65,7 +65,7 @@ setup(
         # torch pinned as a constraint, or pip may replace torch: see README, "Against other
         # runtimes"
         "peers": ["onnxruntime", "onnx", "openvino", "executorch==1.5.1"],
-        "test": ["pytest", "pytest-benchmark", "scikit-learn"],
+        "test": ["pytest", "pytest-benchmark", "scikit-learn", "transformers"],
     },
     entry_points={"console_scripts": ["engine=engine.__main__:main"]},
 )

@@ -17,6 +17,17 @@ class SchemeError(EngineError):
     """A pruning scheme cannot be applied to a layer (message names layer and shape)."""
 
 
+class LoweringError(EngineError):
+    """A layer cannot be run on the engine's kernels or modules: the message names the layer
+    and the reason."""
+
+
+class LayerAttributeError(LoweringError, AttributeError):
+    """The model's forward reads an attribute the module the engine put in place of a layer
+    does not have (names the layer, the module and the attribute). An AttributeError too, so
+    hasattr() / getattr(..., default) behave as with any module."""
+
+
 class MismatchError(EngineError):
     """The optimized model's output does not match the masked reference."""
 

@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..runtime.modules import LoweredLayer, SparseConv2d, SparseLinear
 from ..runtime.packing import group_rows_for
+from ..runtime.views import WeightView
 from .targets import as_target, tvm_target, vector_isa
 from ._tvm import tvm
 from .geometry import ConvGeometry
@@ -84,7 +85,7 @@ class HostKernel:
         return self.out.numpy()
 
 
-class _TirLayer(LoweredLayer):
+class _TirLayer(WeightView, LoweredLayer):
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], act: str,
                  rows: int, layer: str):

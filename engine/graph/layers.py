@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .padding import conv_padding
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -69,8 +71,22 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _conv_info(name: str, m: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> LayerInfo:
+    """A conv as its kernel runs it (engine.graph.padding): a padding the kernel cannot do
+    itself ("same" split unevenly, reflect / replicate / circular) is an explicit pad of the
+    input first, so in_shape is the padded input and padding (0, 0)."""
+    pad = conv_padding(m)
+    in_shape = tuple(x.shape)
+    if x.dim() == 4:
+        in_shape = (*in_shape[:2], *pad.padded_hw(int(x.shape[2]), int(x.shape[3])))
+    return LayerInfo(name, "conv", tuple(m.weight.shape), in_shape, tuple(output.shape),
+                     _pair(m.stride), pad.kernel, _pair(m.dilation), m.groups,
+                     m.bias is not None)
+
+
 def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
-    """Every nn.Conv2d / nn.Linear that runs in one forward pass, in execution order.
+    """Every nn.Conv2d / nn.Linear that runs in one forward pass, in execution order (a conv
+with a padding its kernel cannot do itself is described as the conv after an explicit pad).
 
     A module called more than once (weight sharing) is listed once, with its first call's shapes.
     """
@@ -84,10 +100,7 @@ def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
                 return
             x = inputs[0]
             if isinstance(m, nn.Conv2d):
-                info = LayerInfo(name, "conv", tuple(m.weight.shape), tuple(x.shape),
-                                 tuple(output.shape), _pair(m.stride),
-                                 _pair(m.padding) if not isinstance(m.padding, str) else (-1, -1),
-                                 _pair(m.dilation), m.groups, m.bias is not None)
+                info = _conv_info(name, m, x, output)
             else:
                 info = LayerInfo(name, "linear", tuple(m.weight.shape), tuple(x.shape),
                                  tuple(output.shape), has_bias=m.bias is not None)
@@ -105,6 +118,18 @@ def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
         for h in hooks:
             h.remove()
     return [seen[n] for n in order]
+
+
+def custom_forward(mod: nn.Module) -> Optional[str]:
+    """Why the engine cannot run `mod` in place of itself (a subclass of nn.Conv2d / nn.Linear
+    computing something else: its own forward, a weight-standardizing _conv_forward), or None
+    for a layer that computes what torch's layer does."""
+    base = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Linear
+    for fn in ("forward", "_conv_forward") if base is nn.Conv2d else ("forward",):
+        if getattr(type(mod), fn) is not getattr(base, fn):
+            return (f"{type(mod).__name__}.{fn} is its own, not torch's {base.__name__}.{fn}: "
+                    f"the engine cannot run it; kept as the model's module")
+    return None
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:

@@ -6,8 +6,12 @@ kernel's epilogue, is replaced by a `SparseConv2d` / `SparseLinear` (layers chos
 `DenseConv2d` / `DenseLinear` (kept dense, torch). A depthwise conv (groups == in == out channels) named in
 `sparse` runs the direct depthwise kernel (`DepthwiseConv2d`, dense, same fused epilogue); other
 grouped convs named there run the block-diagonal SpMM pack (`SparseConv2d(groups=...)`).
-Max pools run the native kernel; everything else (glue) stays torch.
-If the model cannot be traced by torch.fx, layers are swapped in place without fusion.
+Max pools run the native kernel; everything else (glue) stays torch. Layers named in `keep`
+(excluded by the user) and layers with a forward of their own (graph.layers.custom_forward)
+stay the model's own modules, unfused.
+If the model cannot be traced by torch.fx, the layers named in `sparse` are swapped in place
+without fusion; the modules swapped in keep the torch layer's attributes (weight, kernel_size,
+...) a forward may read (engine.runtime.views).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..graph.layers import set_module
+from ..graph.layers import custom_forward, set_module
 from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
 from .backends import build_layer
 
@@ -79,18 +83,22 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
-def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
+def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> LoweringResult:
     """Rewrite a copy of `model`; `sparse` maps layer name -> the kernel group height (block
     rows) of layers run on the native kernels, -> ("tir", rows) for a generated TIR kernel
     (engine.codegen.host; needs tvm), or -> ("dense", algo) for a conv kept dense on the packed
     dense kernels (engine.runtime.dense). Depthwise convs named in `sparse` run the direct
-    depthwise kernel whatever the value (it is dense; their weights are never pruned)."""
+    depthwise kernel whatever the value (it is dense; their weights are never pruned). keep:
+    layer names left as they are (the model's own modules)."""
     model = copy.deepcopy(model).eval()
+    keep = set(keep)
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:  # noqa: BLE001  (any trace failure -> unfused fallback)
-        return _swap_in_place(model, sparse, isa, f"torch.fx could not trace the model ({e}); "
-                              "layers swapped without BN folding / fusion")
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return _swap_in_place(model, {n: v for n, v in sparse.items() if n not in keep}, isa,
+                              f"torch.fx could not trace the model ({type(e).__name__}: "
+                              f"{first}); layers swapped in place without BN folding / fusion")
     modules = dict(gm.named_modules())
     fused: dict = {}
     sites: dict = {}   # layer -> call sites lowered so far (a module called more than once)
@@ -98,7 +106,7 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
         mod = modules.get(node.target) if node.op == "call_module" else None
         if isinstance(mod, nn.MaxPool2d) and NativeMaxPool2d.supports(mod):
             _lower_pool(gm, node, mod)
-        elif _lowerable(mod):
+        elif _lowerable(mod) and node.target not in keep:
             site = sites[node.target] = sites.get(node.target, 0) + 1
             f = _lower_layer(gm, node, mod, modules, sparse, isa, site)
             if site == 1:  # the first call's fusion describes the layer (list_layers' shapes)
@@ -112,9 +120,8 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto") -> LoweringResult:
 
 
 def _lowerable(mod) -> bool:
-    if isinstance(mod, nn.Conv2d):
-        return mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
-    return isinstance(mod, nn.Linear)
+    """A conv / linear the engine's modules compute exactly (any padding: engine.graph.padding)."""
+    return isinstance(mod, (nn.Conv2d, nn.Linear)) and custom_forward(mod) is None
 
 
 def _pair(v) -> tuple:
@@ -176,7 +183,7 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, mod: nn.Module, modules: dic
 
 def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:
     for name, mod in list(model.named_modules()):
-        if name in sparse and isinstance(mod, (nn.Conv2d, nn.Linear)):
+        if name in sparse and _lowerable(mod):
             b = mod.bias.detach() if mod.bias is not None else None
             set_module(model, name, build_layer(mod, name, mod.weight.detach(), b, "none", sparse, isa))
     return LoweringResult(model, {}, False, note)

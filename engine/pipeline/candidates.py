@@ -16,7 +16,7 @@ from mapping import Choice, Plan
 from mapping.plan import DENSE
 
 from ..errors import ConfigError
-from ..graph.layers import get_module, list_layers
+from ..graph.layers import custom_forward, get_module, list_layers
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows, group_rows_for
 from ..schemes import apply_mask, get_scheme
@@ -82,6 +82,20 @@ def excluded(name: str, exclude: tuple) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
 
+def left_alone(model, name: str, exclude: tuple) -> Optional[str]:
+    """Why layer `name` stays the model's own module (never measured, pruned or lowered):
+    excluded by the user, or a subclass computing something of its own; else None."""
+    if excluded(name, exclude):
+        return "excluded by the user"
+    return custom_forward(get_module(model, name))
+
+
+def kept_as_is(state: RunState) -> set:
+    """The layers the lowering leaves as the model's own modules (left_alone)."""
+    return {l.name for l in state.layers
+            if left_alone(state.base, l.name, state.config.exclude) is not None}
+
+
 def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
                     plan: Optional[Plan]):
     """Per layer: (mask, group rows) for layers the scheme can prune, and a Choice for all."""
@@ -127,7 +141,7 @@ def _kept_dense(model, info, given: Choice, cfg: OptimizeConfig, candidates: dic
     """A layer the plan keeps dense: on the dense native kernel when the plan measured that
     fastest (replayed when measure=False; measured again otherwise), else in torch."""
     ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
-    if given.backend in SPARSE_BACKENDS and not excluded(info.name, cfg.exclude):
+    if given.backend in SPARSE_BACKENDS and left_alone(model, info.name, cfg.exclude) is None:
         w = get_module(model, info.name).weight.detach()
         generated = (given.backend == "tir" and given.kernel.startswith("tir_")
                      and info.groups == 1)             # the generated dense kernel
@@ -144,13 +158,14 @@ def _not_pruned(model, info, sch, sparsity: float, cfg: OptimizeConfig, ch: Choi
     """True (and `ch` says why) when the layer is not pruned: excluded, grouped (then a
     candidate for the native dense kernel: depthwise convs the direct depthwise kernel, other
     grouped convs the block-diagonal SpMM pack), the scheme does not fit, or sparsity 0."""
-    if info.groups != 1 and not excluded(info.name, cfg.exclude):
+    alone = left_alone(model, info.name, cfg.exclude)
+    if info.groups != 1 and alone is None:
         w = get_module(model, info.name).weight.detach()
         candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
         ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
         ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
         return True
-    reason = "excluded by the user" if excluded(info.name, cfg.exclude) else sch.check(info)
+    reason = alone if alone is not None else sch.check(info)
     if reason is None and sparsity == 0.0:
         reason = "sparsity 0"
     if reason is None:

@@ -21,7 +21,7 @@ from ..measure import HostProfiler
 from ..measure.specs import layer_spec
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows
-from .candidates import blk, masked_copy
+from .candidates import blk, kept_as_is, masked_copy
 from .state import RunState
 
 
@@ -31,8 +31,9 @@ def decide(state: RunState) -> None:
     if not state.config.measure:
         _replay(state)
         return
-    probe = lower(state.base, {l.name: dense_rows(l.groups) for l in state.layers},
-                  state.config.isa)
+    alone = kept_as_is(state)        # the model's own modules: not measured, not lowered
+    probe = lower(state.base, {l.name: dense_rows(l.groups) for l in state.layers
+                               if l.name not in alone}, state.config.isa, keep=alone)
     if not probe.traced:
         state.notes.append(probe.note)
     mods = native_modules(probe.module)
@@ -41,6 +42,8 @@ def decide(state: RunState) -> None:
         threads=state.config.threads, isa=state.config.isa, backends=state.config.backends)
     seen = len(getattr(timer, "notes", []))
     for order, info in enumerate(state.layers):
+        if info.name in alone:
+            continue
         mod = mods.get(info.name)
         if mod is None or not hasattr(mod, "kernel_name"):
             keep_torch(state.choices[info.name],
@@ -156,7 +159,7 @@ def _replay(state: RunState) -> None:
             packed[name] = ("dense", algo)
     probe = lower(masked_copy(state.base, masks),
                   {n: packed.get(n, r) for n, (_, r) in state.candidates.items()},
-                  state.config.isa)
+                  state.config.isa, keep=kept_as_is(state))
     if not probe.traced:
         state.notes.append(probe.note)
     mods = native_modules(probe.module)

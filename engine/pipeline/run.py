@@ -31,7 +31,7 @@ from ..schemes import get_scheme
 from ..targets import get_target
 from ..targets.toolchain import host_arch
 from .budget import check_in_place
-from .candidates import candidates, masked_copy, scheme_kwargs
+from .candidates import candidates, kept_as_is, masked_copy, scheme_kwargs
 from .capture import capture
 from .config import OptimizeConfig
 from .decide import decide
@@ -57,9 +57,11 @@ def prune(state: RunState) -> None:
 
 
 def lower_stage(state: RunState) -> None:
-    state.lowered = lower(state.pruned_model, state.backends, state.config.isa)
+    state.lowered = lower(state.pruned_model, state.backends, state.config.isa,
+                          keep=kept_as_is(state))
     if not state.lowered.traced:
-        state.notes.append(state.lowered.note)
+        if state.lowered.note not in state.notes:   # decide's probe may have said it already
+            state.notes.append(state.lowered.note)
     else:  # inverted-residual blocks of native layers: fused where it measures faster
         fuse_blocks(state.lowered.module, state.config.isa)
 

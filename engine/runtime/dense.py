@@ -35,10 +35,10 @@ def dense_algo(kernel: str) -> Optional[str]:
 
 
 def winograd_fits(mod: nn.Module) -> bool:
-    """A conv Winograd F(4x4, 3x3) computes: 3x3, stride 1, dilation 1, groups 1."""
+    """A conv Winograd F(4x4, 3x3) computes: 3x3, stride 1, dilation 1, groups 1 (any
+    padding: the lowering gives the kernel a symmetric one, or pads the input first)."""
     return (isinstance(mod, nn.Conv2d) and mod.groups == 1 and tuple(mod.kernel_size) == (3, 3)
-            and tuple(mod.stride) == (1, 1) and tuple(mod.dilation) == (1, 1)
-            and not isinstance(mod.padding, str))
+            and tuple(mod.stride) == (1, 1) and tuple(mod.dilation) == (1, 1))
 
 
 class PackedDenseConv2d(_KernelConv):

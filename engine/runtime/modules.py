@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import InputError
 from . import native
 from .packing import PackedWeight, pack
+from .views import WeightView, missing_attribute
 
 ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu")
 
@@ -53,9 +54,16 @@ def _run_checked(layer: str, kernel, x: torch.Tensor, residual: Optional[torch.T
 class LoweredLayer(nn.Module):
     """Base of every module lowering puts in place of a conv / linear layer (the host
     runtime's native and dense modules here, the generated-TIR ones in engine.codegen.host):
-    `layer` names the model layer it runs."""
+    `layer` names the model layer it runs. An attribute it lacks (a model's forward reading
+    its layer) is an engine.errors.LayerAttributeError naming the layer."""
 
     layer: str = ""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise missing_attribute(self, name) from None
 
 
 def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
@@ -77,6 +85,7 @@ class RebuiltKernel:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("kernel", None)
+        state.pop("_weight_view", None)     # rebuilt from the packed form when read
         return state
 
     def __setstate__(self, state):
@@ -84,7 +93,7 @@ class RebuiltKernel:
         self._build()
 
 
-class _KernelConv(RebuiltKernel, LoweredLayer):
+class _KernelConv(WeightView, RebuiltKernel, LoweredLayer):
     """What the native conv modules share: the kernel rebuilt on copies (RebuiltKernel); under
     torch.export the layer is one custom op node for the compiler path; otherwise the kernel
     runs on the input."""
@@ -208,10 +217,10 @@ class DepthwiseConv2d(_KernelConv):
 
     @staticmethod
     def supports(m: nn.Module) -> bool:
-        """A depthwise nn.Conv2d this module can replace (zero padding given as numbers)."""
+        """A depthwise nn.Conv2d this module can replace (a padding the kernel cannot do
+        itself is an explicit pad before it: engine.graph.padding, engine.lowering)."""
         return (isinstance(m, nn.Conv2d) and m.groups > 1 and
-                m.groups == m.in_channels == m.out_channels and m.padding_mode == "zeros" and
-                not isinstance(m.padding, str))
+                m.groups == m.in_channels == m.out_channels)
 
     def _build(self) -> None:
         from . import ops
@@ -257,9 +266,16 @@ class DenseConv2d(LoweredLayer):
         return _activate(y, self.act)
 
 
-class ConvLinear(LoweredLayer):
+class ConvLinear(WeightView, LoweredLayer):
     """act(x @ W.T + b) through a 1x1 kernel conv `self.conv`: features become channels, rows
     become pixels (a batch-1 linear is a 1x1 conv on one pixel)."""
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.conv.dense_weight().reshape(self.out_features, self.in_features)
+
+    @property
+    def bias_np(self):
+        return self.conv.bias_np
 
     @property
     def kernel_name(self) -> str:
@@ -278,9 +294,8 @@ class ConvLinear(LoweredLayer):
         return y.reshape(*lead, self.out_features)
 
     def dense_equivalent(self) -> nn.Module:
-        w = self.conv.dense_weight().reshape(self.out_features, self.in_features)
         b = None if self.conv.bias_np is None else torch.from_numpy(self.conv.bias_np)
-        return DenseLinear(w, b, self.act)
+        return DenseLinear(self.dense_weight(), b, self.act)
 
 
 class SparseLinear(ConvLinear):
