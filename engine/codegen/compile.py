@@ -38,6 +38,7 @@ from .pipeline import relax_pipeline
 from .pool_tir import rewrite_pools
 from .rewrite import LayerMatch, Replacement, find_layers, rewrite_layers
 from .rowgroups import RowGroups
+from .token_linear import as_pixel_conv, token_rows
 from .spmm_tir import Kernel, VectorISA, conv_kernel, linear_kernel
 
 # Group height of layers kept dense (engine.runtime.packing.DENSE_TIR_ROWS).
@@ -230,11 +231,16 @@ class _LayerChooser:
         if not sparse and not native and self.dense == "tvm":
             return None
         self.used.add(m.layer)
-        if native:
-            rep = self._native(m, choice, sparse)
-            if rep is not None:
-                return rep
-        return self._generated(m, choice, sparse)
+        rows = token_rows(m)   # a linear over many rows: a 1x1 conv over them (token_linear)
+        if rows:
+            m = as_pixel_conv(m)
+        rep = self._native(m, choice, sparse) if native else None
+        if rep is None:
+            rep = self._generated(m, choice, sparse)
+        if rows:
+            rep.tokens = rows
+            self.layers[-1].op = "linear"
+        return rep
 
     def _native(self, m: LayerMatch, choice, sparse: bool) -> Optional[Replacement]:
         rep = native_replacement(m, choice if sparse else None,

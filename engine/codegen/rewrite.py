@@ -24,6 +24,7 @@ from ._tvm import relax, tvm
 from .act_match import const_float as _float
 from .act_match import gated_activation
 from .act_match import op_name as _op_name
+from .token_linear import to_pixels, to_rows
 
 _Call = tvm.ir.Call
 _Const = tvm.ir.expr.Constant
@@ -331,6 +332,8 @@ class Replacement:
     key: str = ""            # equal keys: the same PrimFunc, added to the module once
     extern: str = ""         # packed function name; its last input is the residual, or a
                              # 1-element placeholder when the layer has none
+    tokens: int = 0          # a linear over N rows run as a 1x1 conv over them (N; see
+                             # token_linear): x, the residual and y are transposed around it
 
 
 def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
@@ -346,10 +349,15 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
         rep = choose(m)
         if rep is None:
             continue
-        args = [m.x] + [relax.const(t) for t in rep.tables]
-        out_ty = relax.TensorType(relax.ShapeExpr([int(d) for d in m.out_shape]), "float32")
+        x, res, shape, pre = m.x, m.residual, [int(d) for d in m.out_shape], []
+        if rep.tokens:   # x, the residual and y transposed around the kernel (token_linear)
+            x, shape = to_pixels(bb, pre, x, rep.tokens, int(m.in_shape[1])), \
+                [1, shape[1], 1, shape[0]]
+            res = to_pixels(bb, pre, res, rep.tokens, shape[1]) if rep.has_residual else None
+        args = [x] + [relax.const(t) for t in rep.tables]
+        out_ty = relax.TensorType(relax.ShapeExpr(shape), "float32")
         if rep.extern:
-            args.append(m.residual if rep.has_residual else relax.const(np.zeros(1, np.float32)))
+            args.append(res if rep.has_residual else relax.const(np.zeros(1, np.float32)))
             call = relax.call_dps_packed(rep.extern, relax.Tuple(args), out_ty)
         else:
             gvar = shared.get(rep.key) if rep.key else None
@@ -358,9 +366,11 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
                 if rep.key:
                     shared[rep.key] = gvar
             if rep.has_residual:
-                args.append(m.residual)
+                args.append(res)
             call = relax.call_tir(gvar, relax.Tuple(args), out_ty)
-        by_anchor[m.anchor] = call
+        if rep.tokens:
+            call = to_rows(bb, pre, call, rep.tokens, shape[1])
+        by_anchor[m.anchor] = (pre, call)
         drop.update(m.absorbed)
         done.append((m, rep))
     new_blocks = []
@@ -370,7 +380,9 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
             if b.var in drop:
                 continue
             if b.var in by_anchor:
-                bindings.append(relax.VarBinding(b.var, bb.normalize(by_anchor[b.var])))
+                pre, call = by_anchor[b.var]
+                bindings += [relax.VarBinding(v, e) for v, e in pre]
+                bindings.append(relax.VarBinding(b.var, bb.normalize(call)))
             else:
                 bindings.append(b)
         new_blocks.append(type(block)(bindings))

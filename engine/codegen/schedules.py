@@ -13,6 +13,7 @@ unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyD
               partial sums in vector accumulators (rfactor), channels parallel
   Window      one small reduction (max / avg pooling): reduction loops moved outside the
               innermost spatial loop, which is vectorised; init hoisted; outer loops parallel
+  Matmul      a matmul of two activations (attention): register tiles (matmul_schedule.py)
   dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm)
   Fallback    anything else: leading spatial loops fused and parallel (correct, never naive)
 
@@ -28,6 +29,7 @@ import os
 
 from ._tvm import dlight, s_tir, tirx, tvm
 from .fast_math import register_fast_exp
+from .matmul_schedule import schedule_matmul
 
 # Set ENGINE_CODEGEN_DEBUG_SCHEDULES=1 to see why a rule did not apply (its exception).
 _DEBUG = bool(os.environ.get("ENGINE_CODEGEN_DEBUG_SCHEDULES"))
@@ -375,9 +377,16 @@ class Fallback(_Rule):
         return sch
 
 
+class Matmul(_Rule):
+    """A matmul of two activations: register tiles (matmul_schedule.py)."""
+
+    def _schedule(self, sch, infos, target):
+        return schedule_matmul(sch, infos, _lanes(target), _extent)
+
+
 def glue_rules() -> list:
     """The rules, in the order they are tried."""
-    return [Injective(), RowReduce(), Window(), _Guard(dlight.cpu.GEMV()),
+    return [Injective(), Matmul(), RowReduce(), Window(), _Guard(dlight.cpu.GEMV()),
             _Guard(dlight.cpu.Reduction()), Fallback()]
 
 
