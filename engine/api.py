@@ -39,14 +39,9 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
              example_kwargs: Optional[dict] = None, **scheme_options) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring.
 
-    example_inputs: the model's positional inputs, a tensor or a tuple: float32 / float16 /
-    bfloat16, or integer / bool (token ids, attention masks), on the CPU. example_kwargs: its
-    keyword inputs, e.g. {"attention_mask": mask} or settings {"use_cache": False}; each is
-    bound to its position in forward()'s signature (a skipped parameter takes its default),
-    so opt(...) and the artifact take the inputs in that order, and a non-tensor value is a
-    fixed setting (captured as a constant, kept by opt(...) unless a call gives it). opt(...)
-    takes the same inputs, by position or name, and returns what the model returns (tensor,
-    tuple, dict, ModelOutput); engine.graph.inputs / engine.graph.outputs say how.
+    example_inputs / example_kwargs: positional / keyword inputs (float32, float16, int64
+    ids, bool masks ...; settings such as {"use_cache": False}); opt(...) takes the same and
+    returns what the model returns: see engine/graph/inputs.py and outputs.py.
 
     backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
