@@ -39,9 +39,8 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
              example_kwargs: Optional[dict] = None, **scheme_options) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring.
 
-    example_inputs / example_kwargs: positional / keyword inputs (float32, float16, int64
-    ids, bool masks ...; settings such as {"use_cache": False}); opt(...) takes the same and
-    returns what the model returns: see engine/graph/inputs.py and outputs.py.
+    example_inputs / example_kwargs: positional / keyword inputs (int64 ids, bool masks, fp16;
+    settings {"use_cache": False}): engine/graph/inputs.py, outputs.py say how opt(...) maps.
 
     backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
