@@ -3,6 +3,9 @@
     opt = engine.optimize(model, example_inputs=(x,), target="host",
                           scheme="block", block=(4, 1), sparsity=0.8)
     y = opt(x)              # native kernels
+
+    opt = engine.optimize(bert, (input_ids,), example_kwargs={"attention_mask": mask})
+    out = opt(input_ids, attention_mask=mask)   # the model's own output type (ModelOutput)
     opt.pruned_model        # masked dense torch copy: the numerical reference
     opt.plan                # per-layer choices with reasons (mapping.Plan, JSON round-trip)
 
@@ -25,7 +28,7 @@ from .pipeline import run
 __all__ = ["OptimizeConfig", "OptimizedModel", "optimize", "parse_backends", "parse_block"]
 
 
-def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str = "block",
+def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: str = "block",
              block=(4, 1), sparsity: float = 0.8, *, importance="l2", exclude=(),
              threads: Optional[int] = None, min_speedup: float = 1.1, measure: bool = True,
              capture: bool = True, plan: Optional[Plan] = None, isa: str = "auto",
@@ -33,8 +36,13 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
              min_proxy="reference", data=None, device=None, space=None, costs=None,
              search_time: float = 120.0, seed: int = 0, progress: bool = True,
              finetune=None, allow_infeasible: bool = False, guard: str = "keep",
-             **scheme_options) -> OptimizedModel:
-    """Prune and lower `model` for `target`; see the module docstring. backends: the sparse
+             example_kwargs: Optional[dict] = None, **scheme_options) -> OptimizedModel:
+    """Prune and lower `model` for `target`; see the module docstring.
+
+    example_inputs / example_kwargs: positional / keyword inputs (int64 ids, bool masks, fp16;
+    settings {"use_cache": False}): engine/graph/inputs.py, outputs.py say how opt(...) maps.
+
+    backends: the sparse
     kernels a pruned layer is measured on ("auto": the C++ kernels and, when tvm is installed,
     a TIR kernel generated for the layer); each layer records the faster one in the plan.
 
@@ -79,4 +87,4 @@ def optimize(model: nn.Module, example_inputs, target: str = "host", scheme: str
     if mapper is not None:
         cfg.map = MapConfig(mapper, latency_budget, min_proxy, data, device, space, costs,
                             search_time, seed, allow_infeasible)
-    return run(model, example_inputs, cfg)
+    return run(model, example_inputs, cfg, example_kwargs=example_kwargs)

@@ -51,3 +51,8 @@ class InfeasibleError(ConfigError):
         super().__init__(message)
         self.plan = plan
         self.reachable = dict(reachable or {})
+
+
+class CompileError(EngineError):
+    """TVM could not compile the captured model: the message names the op, the source line it
+    comes from and a workaround (never a raw TVM exception)."""

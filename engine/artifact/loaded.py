@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError
+from ..graph.outputs import rebuild
 from .layout import ENTRY, MANIFEST
 from .specs import TensorSpec, dtype_str
 
@@ -29,9 +30,13 @@ class LoadedArtifact:
     """An artifact loaded through the TVM runtime + the Relax VM on the CPU
     (engine/codegen/tvm_runtime.py).
 
-    art(x) / art(x0, x1) / art(x=...) with numpy arrays or CPU torch tensors of exactly the
-    manifest's shapes and dtypes; returns the outputs (one value, or a tuple) as numpy arrays, or
-    as torch tensors when any input was a torch tensor. Calls are serialised (one VM).
+    art(x) / art(x0, x1) / art(input_ids=..., attention_mask=...) with numpy arrays or CPU
+    torch tensors of exactly the manifest's shapes and dtypes (int64 ids, bool masks, ...;
+    names are the model's forward() parameters); returns the outputs as numpy arrays, or as
+    torch tensors when any input was a torch tensor: in the model's own structure when the
+    manifest records one ("structure": tuples, lists, dicts; a ModelOutput or dataclass as an
+    engine.graph.outputs.Outputs dict that also answers out.name and out[i]), else one value
+    or a flat tuple in the order of the manifest's "outputs". Calls are serialised (one VM).
     signed_by: the id of the trusted key whose signature was verified at load, or None (loaded
     without trusted_keys)."""
 
@@ -43,6 +48,8 @@ class LoadedArtifact:
         self.outputs = [TensorSpec.of(s, "output") for s in manifest["outputs"]]
         self._out_sigs = [(s.dtype, tuple(s.shape)) for s in self.outputs]
         self.target = manifest["target"]
+        # the model's output structure (engine.graph.outputs), None: one output, or a tuple
+        self.structure = manifest.get("structure")
         self._lock = threading.Lock()
         self._single_out = None       # after a first call with one output: is it in an Array
         self._last = None             # (torch input, its view key, its arrays): see __call__
@@ -135,6 +142,8 @@ class LoadedArtifact:
         if want_torch:
             import torch
             outs = [torch.from_numpy(o) for o in outs]
+        if self.structure is not None:
+            return rebuild(self.structure, outs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _call_error(self, e: Exception) -> ArtifactError:

@@ -245,6 +245,7 @@ MANIFEST_SCHEMA = Obj({
     "runtime": opt(AnyJson(object_only=True)),
     "inputs": req(ListOf(SPEC, 256, min_len=1, what="a list of tensor specs")),
     "outputs": req(ListOf(SPEC, 256, min_len=1, what="a list of tensor specs")),
+    "structure": opt(Nullable(AnyJson(object_only=True))),
     "plan": opt(Nullable(AnyJson(object_only=True))),
     "plan_file": opt(Nullable(FILE_NAME)),
     "build": opt(AnyJson(object_only=True)),
@@ -367,6 +368,12 @@ def _cross_checks(m: dict, path: Path) -> None:
                 n *= d
             if n > MAX_ELEMENTS:
                 bad(f"{kind}[{i}].shape", f"has {n} elements, more than {MAX_ELEMENTS}")
+    if m.get("structure") is not None:
+        from ..graph.outputs import check_structure
+        try:
+            check_structure(m["structure"], len(m["outputs"]))
+        except ValueError as e:
+            bad("structure", f"does not describe the {len(m['outputs'])} outputs: {e}")
     if m.get("plan") is not None:
         from mapping import Plan
         try:

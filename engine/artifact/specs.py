@@ -88,9 +88,13 @@ def dtype_str(dtype: Any) -> str:
 
 def deterministic_input(shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
     """The input examples/cpp/run_artifact.cc generates without --input:
-    x[i] = ((i * 37 + 11) % 256) / 128 - 1 (floats), ((i * 37 + 11) % 256) % 7 (integers)."""
+    x[i] = ((i * 37 + 11) % 256) / 128 - 1 (floats), ((i * 37 + 11) % 256) % 7 (integers;
+    bool: that != 0)."""
     n = int(np.prod(shape, dtype=np.int64))
     k = (np.arange(n, dtype=np.int64) * 37 + 11) % 256
     dt = np.dtype(dtype)
-    vals = (k.astype(dt) / dt.type(128) - dt.type(1)) if dt.kind == "f" else (k % 7).astype(dt)
+    if dt.kind == "f":
+        vals = (k.astype(dt) / dt.type(128) - dt.type(1))
+    else:
+        vals = (k % 7).astype(dt)       # bool: k % 7 != 0
     return vals.reshape(tuple(shape))

@@ -37,7 +37,8 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
                   target: Union[Target, str, None] = None,
                   inputs: Optional[Iterable] = None, outputs: Optional[Iterable] = None,
                   plan: Any = None, extra: Optional[dict] = None, *,
-                  overwrite: bool = False, signing_key: Any = None) -> Path:
+                  overwrite: bool = False, signing_key: Any = None,
+                  structure: Optional[dict] = None) -> Path:
     """Write an artifact directory atomically; returns its absolute path.
 
     executable_or_compiled: a tvm.runtime.Executable (exported here with the target's cross
@@ -51,6 +52,11 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
         holding other files (they are deleted); see check_save_destination.
     signing_key: an Ed25519 private key (object, 32 raw bytes or key file path): writes
         manifest.sig, which engine.load(dir, trusted_keys=[...]) and the C++ runner check.
+    structure: the model's output structure (engine.graph.outputs.flatten_outputs' JSON, its
+        tensors numbered in the order of `outputs`): engine.load(...)(...) returns it rebuilt
+        (tuples, lists, dicts; ModelOutputs as engine.graph.outputs.Outputs). None (default):
+        one output alone, several as a flat tuple. Without Python (examples/cpp), outputs are
+        the flat list `outputs` in that order, each named by its path in the structure.
     """
     obj = executable_or_compiled
     target = as_target(target if target is not None else getattr(obj, "target", None))
@@ -58,6 +64,13 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
     outs = _specs(outputs if outputs is not None else getattr(obj, "outputs", None), "output")
     plan_dict = _plan_dict(plan)
     _check_extra(extra)
+    if structure is not None:
+        from ..graph.outputs import check_structure
+        try:
+            check_structure(structure, len(outs))
+        except ValueError as e:
+            raise ArtifactError(f"structure does not describe the {len(outs)} outputs: {e}"
+                                ) from None
     key = None
     if signing_key is not None:
         from .signing import load_signing_key
@@ -65,7 +78,7 @@ def save_artifact(directory: Union[str, os.PathLike], executable_or_compiled: An
 
     dest = check_save_destination(directory, overwrite)
     cc = cross_compiler(target)          # fail before any work if the toolchain is missing
-    describe = functools.partial(_manifest, target, cc, ins, outs, plan_dict, extra)
+    describe = functools.partial(_manifest, target, cc, ins, outs, plan_dict, extra, structure)
     tmp = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +203,7 @@ def _file_table(root: Path) -> dict:
     return table
 
 
-def _manifest(t: Target, cc, ins, outs, plan_dict, extra, files) -> dict:
+def _manifest(t: Target, cc, ins, outs, plan_dict, extra, structure, files) -> dict:
     from ..codegen.tvm_runtime import versions
 
     v = versions()
@@ -208,6 +221,7 @@ def _manifest(t: Target, cc, ins, outs, plan_dict, extra, files) -> dict:
                     "calls": ["vm_load_executable", "vm_initialization", ENTRY]},
         "inputs": [s.to_dict() for s in ins],
         "outputs": [s.to_dict() for s in outs],
+        **({"structure": structure} if structure is not None else {}),
         "plan": plan_dict,
         "plan_file": PLAN_FILE if plan_dict is not None else None,
         "build": {"host_arch": host_arch(), "compiler": cc or "host default (tvm cc)",

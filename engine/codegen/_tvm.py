@@ -64,3 +64,45 @@ def get_num_threads() -> int:
     return int(tvm.get_global_func("runtime.NumThreads")())
 
 
+
+
+def import_exported_program(ep, keep_params_as_input: bool = True):
+    """from_exported_program, with the failing node known: (mod, None) or (None, (error, node
+    or None, graph nodes it holds)). TVM's importer reports an op it cannot convert without
+    saying which node (or source line) it was; the importer object tells which node it was
+    converting (the first call_function node not yet in its env)."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+    try:
+        ep = ep.run_decompositions()
+    except Exception as e:  # noqa: BLE001  (torch's decomposition; reported like an import)
+        return None, (e, None, [])
+    _explicit_scan_dtypes(ep)
+    importer = ExportedProgramImporter()
+    try:
+        mod = importer.from_exported_program(ep, keep_params_as_input, False, False, None)
+        return mod, None
+    except Exception as e:  # noqa: BLE001  (TVM raises TypeError / AssertionError / TVMError)
+        nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
+        convert = getattr(importer, "convert_map", {})
+        unsupported = [n for n in nodes if n.target.__name__ not in convert]
+        if unsupported:
+            return None, (e, unsupported[0], unsupported)
+        env = getattr(importer, "env", {})
+        failing = next((n for n in nodes if n not in env), None)
+        return None, (e, failing, [failing] if failing is not None else [])
+
+
+def _explicit_scan_dtypes(ep) -> None:
+    """torch's cumsum / cumprod of a bool or small-int tensor returns int64 (dtype=None means
+    "promote"); TVM's importer keeps the input's dtype and LLVM then fails adding bools
+    (transformers' packed-sequence mask: (position_diff != 1).cumsum(-1)). Name the dtype the
+    node returns (its meta) wherever torch promotes."""
+    import torch
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or "dtype" in node.kwargs:
+            continue
+        if node.target not in (torch.ops.aten.cumsum.default, torch.ops.aten.cumprod.default):
+            continue
+        out, src = node.meta.get("val"), getattr(node.args[0], "meta", {}).get("val")
+        if out is not None and src is not None and out.dtype != src.dtype:
+            node.kwargs = {**node.kwargs, "dtype": out.dtype}

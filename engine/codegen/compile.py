@@ -28,9 +28,10 @@ from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, group_rows_for
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
-from ..graph.inputs import check_inputs
+from ..graph.inputs import ModelInputs, call, check_inputs, input_names
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
-from ._tvm import from_exported_program, relax, tvm
+from ._tvm import import_exported_program, relax, tvm
+from .import_errors import build_error, compile_error
 from .blocks import with_blocks
 from .geometry import ConvGeometry
 from .native_replace import DEPTHWISE_EXTERN, DENSE_EXTERN, native_replacement
@@ -80,6 +81,7 @@ class CompiledModel:
     outputs: list
     layers: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    structure: Optional[dict] = None   # the model's output structure (engine.graph.outputs)
     _vm: object = field(default=None, repr=False, compare=False)
     _tmp: object = field(default=None, repr=False, compare=False)
 
@@ -194,7 +196,7 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     cross_compiler(tgt)          # fail before any work if the toolchain is missing
     tvm_tgt = tvm_target(tgt)
     example_inputs = check_inputs(pruned_model, example_inputs)
-    mod, params, layer_names, in_names = _import(pruned_model, example_inputs)
+    mod, params, layer_names, in_specs = _import(pruned_model, example_inputs)
     matches = find_layers(mod["main"], params, layer_names)
     chooser = _LayerChooser(plan, dense, backends, vector_isa(tvm_tgt))
     matches, chooser = with_blocks(fuse_blocks, mod["main"], params, matches, chooser, LayerKernel)
@@ -202,10 +204,12 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     mod, _ = rewrite_pools(mod, vector_isa(tvm_tgt))
     notes = chooser.notes + chooser.unused_notes()
     mod = _bind_params(mod, params)
-    with tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
-    inputs = [(n, tuple(x.shape), "float32") for n, x in zip(in_names, example_inputs)]
-    return CompiledModel(ex, tgt, inputs, _output_specs(mod["main"]), chooser.layers, notes)
+    try:
+        with tvm.transform.PassContext(opt_level=3):
+            ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
+    except Exception as e:  # noqa: BLE001  (TVM's InternalError names no op: say what we know)
+        raise build_error(e, mod) from e
+    return CompiledModel(ex, tgt, in_specs, _output_specs(mod["main"]), chooser.layers, notes)
 
 
 class _LayerChooser:
@@ -314,15 +318,35 @@ def kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) 
     return linear_kernel(name, rg, isa, batch=m.in_shape[0], bias=m.bias, act=m.act)
 
 
+class _TensorInputs(nn.Module):
+    """The model with its example's constant inputs (None, use_cache=False) bound: forward
+    takes only the tensors. TVM's importer cannot take a constant user input."""
+
+    def __init__(self, model: nn.Module, example: tuple):
+        super().__init__()
+        self.model = model
+        self.example = example
+
+    def forward(self, *tensors):
+        it = iter(tensors)
+        return call(self.model, ModelInputs(
+            [next(it) if isinstance(v, torch.Tensor) else v for v in self.example],
+            getattr(self.example, "kwargs", {})))
+
+
 def _import(model: nn.Module, example_inputs: tuple):
     """torch.export -> Relax with params as named inputs; returns (mod, params, layer names,
-    input names)."""
+    input specs [(name, shape, dtype)] of the tensor inputs)."""
+    tensors = tuple(v for v in example_inputs if isinstance(v, torch.Tensor))
+    bound = len(tensors) != len(example_inputs) or bool(getattr(example_inputs, "kwargs", None))
+    root = _TensorInputs(model, example_inputs) if bound else model
+    prefix = "model." if bound else ""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # torch's own pytree deprecations
-            ep = torch.export.export(model, example_inputs, strict=False)
+            ep = torch.export.export(root, tensors, strict=False)
     except Exception as e:  # noqa: BLE001  (re-raised as the engine's capture error)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CaptureError(f"torch.export could not capture the model: "
@@ -331,16 +355,21 @@ def _import(model: nn.Module, example_inputs: tuple):
         model.train(was_training)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        mod = from_exported_program(ep, keep_params_as_input=True)
+        mod, failure = import_exported_program(ep, keep_params_as_input=True)
+    if failure is not None:
+        raise compile_error(*failure) from failure[0]
     main = mod["main"]
     n_in = int(main.attrs["num_input"])
     values = main.attrs["params"] if "params" in main.attrs else []
     params = {v.name: np.asarray(t.numpy()) for v, t in zip(main.params[n_in:], values)}
     layer_names = {}
     for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
+        fqn = fqn[len(prefix):] if fqn.startswith(prefix) else fqn
         layer_names[placeholder] = fqn[:-len(".weight")] if fqn.endswith(".weight") else fqn
-    in_names = [str(n) for n in ep.graph_signature.user_inputs]
-    return mod, params, layer_names, in_names
+    names = input_names(model, len(example_inputs))
+    in_specs = [(names[i], tuple(v.shape), str(v.dtype).replace("torch.", ""))
+                for i, v in enumerate(example_inputs) if isinstance(v, torch.Tensor)]
+    return mod, params, layer_names, in_specs
 
 
 def _bind_params(mod, params: dict):

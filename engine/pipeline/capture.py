@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CaptureError, ConfigError
+from ..graph.inputs import call
 from .state import RunState
 
 
@@ -30,9 +31,11 @@ def dry_run(model: nn.Module, example_inputs: tuple) -> None:
     model) are wrong, which no capture or pruning step should be left to report."""
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            call(model, example_inputs)
     except Exception as e:  # noqa: BLE001  (re-raised naming the inputs and the model's error)
-        shapes = ", ".join(str(tuple(t.shape)) for t in example_inputs)
+        shapes = ", ".join(
+            (str(tuple(t.shape)) + ("" if t.dtype == torch.float32 else f" {t.dtype}"))
+            if isinstance(t, torch.Tensor) else repr(t) for t in example_inputs)
         first = (str(e).strip().splitlines() or [""])[0]
         raise ConfigError(f"the model fails on example_inputs of shape {shapes}{culprit(e)}: "
                           f"{type(e).__name__}: {first}") from e
@@ -41,7 +44,8 @@ def dry_run(model: nn.Module, example_inputs: tuple) -> None:
 def export_check(model: nn.Module, example_inputs: tuple) -> None:
     """torch.export must capture the model (the compile path needs it); name the culprit."""
     try:
-        torch.export.export(model, example_inputs, strict=False)
+        torch.export.export(model, tuple(example_inputs), getattr(example_inputs, "kwargs", None),
+                            strict=False)
     except Exception as e:  # noqa: BLE001  (re-raised with the op / source line named)
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         first = lines[0] if lines else type(e).__name__

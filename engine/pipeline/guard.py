@@ -19,6 +19,7 @@ import torch
 
 from mapping import Plan
 
+from ..graph.inputs import call
 from ..runtime import measure as _measure
 from ..runtime import native
 from .decide import keep_torch
@@ -76,11 +77,11 @@ def _time(opt, dense, inputs: tuple, threads) -> dict:
         torch.set_num_threads(n)
         try:
             with torch.no_grad():
-                return dense(*inputs)
+                return call(dense, inputs)
         finally:
             torch.set_num_threads(prev)
 
-    return _measure.compare({"optimized": lambda: opt(*inputs), "dense": run_dense},
+    return _measure.compare({"optimized": lambda: call(opt, inputs), "dense": run_dense},
                             min_time=MIN_TIME)
 
 

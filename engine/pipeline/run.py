@@ -87,10 +87,11 @@ assert len({name for name, _, _ in STAGES}) == len(STAGES), "stage names must be
 
 
 def run(model, example_inputs, config: OptimizeConfig,
-        on_stage: Callable[[str], None] = None) -> OptimizedModel:
-    """Validate `config`, run the stages, verify, return the OptimizedModel."""
+        on_stage: Callable[[str], None] = None, example_kwargs=None) -> OptimizedModel:
+    """Validate `config`, run the stages, verify, return the OptimizedModel. example_kwargs:
+    keyword inputs, bound to forward()'s positions (engine.graph.inputs)."""
     config.validate()
-    state = RunState(model, check_inputs(model, example_inputs), config,
+    state = RunState(model, check_inputs(model, example_inputs, example_kwargs), config,
                      get_target(config.target), plan_in=config.plan)
     _setup_kernels(config)
     on_device = config.map is not None and config.map.device not in (None, "artifact")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import EngineError, LoweringError, MismatchError
+from ..graph.inputs import call
+from ..graph.outputs import flatten_outputs
 from .capture import culprit
 from .state import RunState
 
@@ -25,25 +27,42 @@ def verify(state: RunState, opt) -> None:
 
 def check_outputs(opt, example_inputs: tuple, rtol: float) -> None:
     with torch.no_grad():
-        ref = opt.pruned_model(*example_inputs)
+        ref = call(opt.pruned_model, example_inputs)
         try:
-            got = opt(*example_inputs)
+            got = call(opt, example_inputs)
         except EngineError:
             raise
         except Exception as e:  # noqa: BLE001  (re-raised as the engine's, the culprit named)
             first = (str(e).strip().splitlines() or [""])[0][:300]
             raise LoweringError(f"the optimized model fails on the example inputs"
                                 f"{culprit(e)}: {type(e).__name__}: {first}") from e
-    refs, gots = flatten(ref), flatten(got)
-    if len(refs) != len(gots):
-        raise MismatchError(f"optimized model returns {len(gots)} outputs, reference {len(refs)}")
-    for i, (r, g) in enumerate(zip(refs, gots)):
-        if r.shape != g.shape:
-            raise MismatchError(f"output {i}: shape {tuple(g.shape)} != reference {tuple(r.shape)}")
-        scale = r.abs().max().item() + 1e-12
-        err = (r - g).abs().max().item()
+    compare_outputs(ref, got, rtol, "optimized model", "masked reference")
+
+
+def compare_outputs(ref, got, rtol: float, got_name: str, ref_name: str) -> None:
+    """Every tensor of `got` against `ref`'s (same structure, names, shapes, dtypes): floating
+    ones within rtol of the reference's largest magnitude, integer / bool ones exactly.
+    MismatchError naming the output otherwise."""
+    refs, gots = flatten_outputs(ref)[0], flatten_outputs(got)[0]
+    if [n for n, _ in refs] != [n for n, _ in gots]:
+        raise MismatchError(f"{got_name} returns outputs {[n for n, _ in gots]}, {ref_name} "
+                            f"{[n for n, _ in refs]}")
+    for i, ((name, r), (_, g)) in enumerate(zip(refs, gots)):
+        what = f"output {i} {name!r}"
+        if r.shape != g.shape or r.dtype != g.dtype:
+            raise MismatchError(f"{what}: {g.dtype} {tuple(g.shape)} != {ref_name} {r.dtype} "
+                                f"{tuple(r.shape)}")
+        if not (r.is_floating_point() or r.is_complex()):
+            if not torch.equal(r, g):
+                n = int((r != g).sum())
+                raise MismatchError(f"{what}: {n} of {r.numel()} {r.dtype} values differ from "
+                                    f"the {ref_name} (integer outputs must match exactly)")
+            continue
+        r, g = r.float(), g.float()
+        scale = r.abs().max().item() + 1e-12 if r.numel() else 1.0
+        err = (r - g).abs().max().item() if r.numel() else 0.0
         if not err <= rtol * scale:
-            raise MismatchError(f"output {i}: max |optimized - masked reference| = {err:.3g} "
+            raise MismatchError(f"{what}: max |{got_name.split()[0]} - {ref_name}| = {err:.3g} "
                                 f"exceeds {rtol:g} x max|reference| ({scale:.3g})")
 
 
@@ -72,8 +91,8 @@ def first_mismatch(opt, example_inputs: tuple, rtol: float):
             continue
     try:
         with torch.no_grad():
-            opt.pruned_model(*example_inputs)
-            opt(*example_inputs)
+            call(opt.pruned_model, example_inputs)
+            call(opt, example_inputs)
             for name in order:           # each side's layer on the reference's input
                 if (name, "got") not in outs:
                     continue
@@ -90,11 +109,6 @@ def first_mismatch(opt, example_inputs: tuple, rtol: float):
     return None
 
 
-def flatten(out):
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in flatten(o)]
-    if isinstance(out, dict):
-        return [t for k in sorted(out) for t in flatten(out[k])]
-    return []
+def flatten(out) -> list:
+    """The output's tensors in order (engine.graph.outputs.flatten_outputs)."""
+    return [t for _, t in flatten_outputs(out)[0]]

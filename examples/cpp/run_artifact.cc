@@ -18,8 +18,9 @@
 //   ARTIFACT    an artifact directory (manifest.json gives module, input and output specs), or a
 //               bare model.so (then give one --shape per input; dtype float32).
 //   --input     raw little-endian input of the manifest's dtype, one per model input, in order.
-//               Without it the input is deterministic: x[i] = ((i * 37 + 11) % 256) / 128 - 1
-//               (engine.artifact.deterministic_input(shape) builds the same array in Python).
+//               Without it the input is deterministic: k = (i * 37 + 11) % 256, floats
+//               k / 128 - 1, integers k % 7 (token ids, masks), bool k % 7 != 0
+//               (engine.artifact.deterministic_input(shape, dtype) builds the same array).
 //   --output    write every output, in order, concatenated, as raw bytes of its dtype.
 //   --repeat N  run N more times and print the median latency.
 //   --threads N threads for every layer, 1 to 1024 (default: TVM_NUM_THREADS, else TVM's
@@ -133,21 +134,41 @@ int64_t Numel(const std::vector<int64_t>& shape) {
 
 size_t ElemBytes(DLDataType t) { return (size_t(t.bits) * t.lanes + 7) / 8; }
 
-void FillDeterministic(void* data, int64_t n, DLDataType t) {
+// IEEE half bits of f, for the exact values FillDeterministic makes (k/128 - 1: normal or 0).
+uint16_t HalfBits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  uint32_t sign = (b >> 16) & 0x8000u, exp = (b >> 23) & 0xffu, man = b & 0x7fffffu;
+  if (exp == 0) return uint16_t(sign);
+  return uint16_t(sign | ((exp - 127 + 15) << 10) | (man >> 13));
+}
+
+// Every dtype an artifact may declare has a deterministic input (engine.artifact.
+// deterministic_input makes the same array): floats k/128 - 1, integers k % 7, bool k % 7 != 0.
+// A dtype outside the list is a UsageError naming the input, never a crash.
+void FillDeterministic(void* data, int64_t n, DLDataType t, const std::string& name) {
+  bool is_bool = t.code == kDLBool || (t.code == kDLUInt && t.bits == 1);
   for (int64_t i = 0; i < n; ++i) {
     int64_t k = (i * 37 + 11) % 256;
-    if (t.code == kDLFloat && t.bits == 32) {
-      static_cast<float*>(data)[i] = float(k) / 128.0f - 1.0f;
+    double f = double(k) / 128.0 - 1.0;
+    if (is_bool) {
+      static_cast<uint8_t*>(data)[i] = uint8_t(k % 7 != 0);
+    } else if (t.code == kDLFloat && t.bits == 32) {
+      static_cast<float*>(data)[i] = float(f);
     } else if (t.code == kDLFloat && t.bits == 64) {
-      static_cast<double*>(data)[i] = double(k) / 128.0 - 1.0;
+      static_cast<double*>(data)[i] = f;
+    } else if (t.code == kDLFloat && t.bits == 16) {
+      static_cast<uint16_t*>(data)[i] = HalfBits(float(f));
     } else if (t.code == kDLInt && t.bits == 64) {
       static_cast<int64_t*>(data)[i] = k % 7;
-    } else if (t.code == kDLInt && t.bits == 32) {
+    } else if ((t.code == kDLInt || t.code == kDLUInt) && t.bits == 32) {
       static_cast<int32_t*>(data)[i] = int32_t(k % 7);
+    } else if ((t.code == kDLInt || t.code == kDLUInt) && t.bits == 16) {
+      static_cast<int16_t*>(data)[i] = int16_t(k % 7);
     } else if ((t.code == kDLInt || t.code == kDLUInt) && t.bits == 8) {
       static_cast<uint8_t*>(data)[i] = uint8_t(k % 7);
     } else {
-      throw UsageError("no deterministic input for dtype " +
+      throw UsageError("input '" + name + "': no deterministic input for dtype " +
                        std::string(ffi::DLDataTypeToString(t)) + "; pass --input");
     }
   }
@@ -365,7 +386,12 @@ int Run(int argc, char** argv) {
   std::vector<ffi::Tensor> tensors;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Spec& s = inputs[i];
-    DLDataType dt = ffi::StringToDLDataType(ffi::String(s.dtype));
+    DLDataType dt;
+    try {
+      dt = ffi::StringToDLDataType(ffi::String(s.dtype));
+    } catch (const std::exception&) {
+      throw CheckError("input '" + s.name + "': dtype '" + s.dtype + "' is not one TVM knows");
+    }
     int64_t n = Numel(s.shape);
     size_t bytes = size_t(n) * ElemBytes(dt);
     buffers.push_back(std::make_unique<AlignedBuffer>(bytes));
@@ -378,7 +404,7 @@ int Run(int argc, char** argv) {
       }
       std::memcpy(data, raw.data(), bytes);
     } else {
-      FillDeterministic(data, n, dt);
+      FillDeterministic(data, n, dt, s.name);
     }
     tensors.push_back(ffi::Tensor::FromNDAlloc(BorrowedAlloc{data},
                                                ffi::ShapeView(s.shape.data(), s.shape.size()),
