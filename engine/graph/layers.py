@@ -1,5 +1,10 @@
 """The prunable-layer list: what the engine knows about every conv / linear it may prune.
 
+transformers' Conv1D (GPT-2's c_attn / c_proj / c_fc: y = x @ W + b with W stored (in, out))
+is a linear with a transposed weight: listed as kind "linear" with weight_shape (out, in), and
+read and masked through gemm_weight(), a (out, in) view of its weight, everywhere the engine
+touches a layer's weight.
+
 Layers are found by running the model once on the example inputs with forward hooks, so each
 `LayerInfo` carries the real input/output shapes the layer sees (kernels and the mapper are
 specialised on them).
@@ -71,6 +76,31 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _hf_conv1d_class(mod: nn.Module):
+    """transformers' Conv1D class in mod's MRO (found by name: no transformers import), or None."""
+    for cls in type(mod).__mro__:
+        if cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers."):
+            return cls
+    return None
+
+
+def is_transposed_linear(mod: nn.Module) -> bool:
+    """transformers' Conv1D (or a subclass): a linear whose weight is stored (in, out)."""
+    return _hf_conv1d_class(mod) is not None
+
+
+def gemm_view(mod: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """`t`, a tensor shaped like mod.weight (the weight, its grad, a mask), as the GEMM view's
+    (out, ...) orientation: transposed for Conv1D (a view: writes go through), else as is."""
+    return t.t() if is_transposed_linear(mod) else t
+
+
+def gemm_weight(mod: nn.Module) -> torch.Tensor:
+    """The layer's weight in the orientation the kernels and schemes use: conv (O, I/g, kh, kw),
+    linear (O, I); for transformers' Conv1D a transposed view of its (in, out) weight."""
+    return gemm_view(mod, mod.weight)
+
+
 def _conv_info(name: str, m: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> LayerInfo:
     """A conv as its kernel runs it (engine.graph.padding): a padding the kernel cannot do
     itself ("same" split unevenly, reflect / replicate / circular) is an explicit pad of the
@@ -85,8 +115,9 @@ def _conv_info(name: str, m: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -
 
 
 def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
-    """Every nn.Conv2d / nn.Linear that runs in one forward pass, in execution order (a conv
-with a padding its kernel cannot do itself is described as the conv after an explicit pad).
+    """Every nn.Conv2d / nn.Linear / transformers Conv1D that runs in one forward pass, in
+execution order (a conv with a padding its kernel cannot do itself is described as the conv
+after an explicit pad).
 
     A module called more than once (weight sharing) is listed once, with its first call's shapes.
     """
@@ -102,14 +133,14 @@ with a padding its kernel cannot do itself is described as the conv after an exp
             if isinstance(m, nn.Conv2d):
                 info = _conv_info(name, m, x, output)
             else:
-                info = LayerInfo(name, "linear", tuple(m.weight.shape), tuple(x.shape),
+                info = LayerInfo(name, "linear", tuple(gemm_weight(m).shape), tuple(x.shape),
                                  tuple(output.shape), has_bias=m.bias is not None)
             seen[name] = info
             order.append(name)
         return hook
 
     for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) or is_transposed_linear(mod):
             hooks.append(mod.register_forward_hook(hook_for(name, mod)))
     try:
         with torch.no_grad():
@@ -124,7 +155,7 @@ def custom_forward(mod: nn.Module) -> Optional[str]:
     """Why the engine cannot run `mod` in place of itself (a subclass of nn.Conv2d / nn.Linear
     computing something else: its own forward, a weight-standardizing _conv_forward), or None
     for a layer that computes what torch's layer does."""
-    base = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Linear
+    base = nn.Conv2d if isinstance(mod, nn.Conv2d) else _hf_conv1d_class(mod) or nn.Linear
     for fn in ("forward", "_conv_forward") if base is nn.Conv2d else ("forward",):
         if getattr(type(mod), fn) is not getattr(base, fn):
             return (f"{type(mod).__name__}.{fn} is its own, not torch's {base.__name__}.{fn}: "

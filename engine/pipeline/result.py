@@ -48,8 +48,11 @@ class OptimizedModel:
 
     @property
     def sparsity(self) -> float:
-        """Fraction of all prunable-layer weights pruned."""
+        """Fraction of all the model's weight-layer parameters pruned: the layers in the plan
+        and its other weight layers (plan.other_layers: embeddings, recurrent layers, ...,
+        left dense), each shared weight once; biases and norm scales are not counted."""
         total = sum(_numel(l.weight_shape) for l in self.layers)
+        total += sum(int(o.get("params", 0)) for o in self.plan.other_layers)
         pruned = sum(c.sparsity * _numel(self._info(c.layer).weight_shape)
                      for c in self.plan if c.pruned and self._info(c.layer) is not None)
         return pruned / total if total else 0.0
@@ -115,7 +118,8 @@ class OptimizedModel:
 
     def __repr__(self) -> str:
         return (f"OptimizedModel(target={self.plan.target!r}, layers={len(self.plan)}, "
-                f"pruned={len(self.plan.pruned)}, sparsity={self.sparsity:.3f})")
+                f"pruned={len(self.plan.pruned)}, other weight layers="
+                f"{len(self.plan.other_layers)}, sparsity={self.sparsity:.3f})")
 
 
 def _numel(shape) -> int:

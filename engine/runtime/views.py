@@ -8,6 +8,8 @@ reading `kernel_size`, T5's `wo.weight`) runs the same with the engine's modules
     PaddedConv2d    F.pad(x, pre, mode), then the engine's conv (padding the kernel cannot do
                     itself: "same" split unevenly, reflect / replicate / circular;
                     engine.graph.padding)
+    TransposedLinear   the engine's linear in place of transformers' Conv1D (y = x @ W + b, W
+                    stored (in, out)): weight as the (in, out) view, bias, nf, nx
     copy_layer_attributes   kernel_size, stride, padding, dilation, groups, in/out_channels,
                     padding_mode (conv); in/out_features (linear), from the user's layer
 """
@@ -82,6 +84,41 @@ class PaddedConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.layer} pad={self.pre}, mode={self.mode}"
+
+
+class TransposedLinear(nn.Module):
+    """transformers' Conv1D run by `linear`, the engine's module for the linear of its
+    transposed weight; keeps what a forward reads of Conv1D: `weight` (in, out), `bias`, `nf`
+    (out features), `nx` (in features)."""
+
+    def __init__(self, linear: nn.Module, weight_shape: tuple, layer: str = ""):
+        super().__init__()
+        self.linear, self.layer = linear, layer
+        self.nx, self.nf = (int(d) for d in weight_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight.t()
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.linear.bias
+
+    @property
+    def kernel_name(self) -> str:
+        return self.linear.kernel_name
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise missing_attribute(self, name) from None
+
+    def extra_repr(self) -> str:
+        return f"{self.layer} nf={self.nf}, nx={self.nx}"
 
 
 def _pair(v) -> tuple:
