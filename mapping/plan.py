@@ -147,11 +147,14 @@ def _other_table(others: list) -> list:
     """The other weight layers (Plan.other_layers) as table lines, or none."""
     if not others:
         return []
-    head = f"{'other weight layer':<28} {'kind':<20} {'weight shape':<20} {'params':>10}  reason"
+    kw = max([20] + [len(o.get("kind", "")) for o in others])
+    head = f"{'other weight layer':<28} {'kind':<{kw}} {'weight shape':<20} {'params':>10}  reason"
     lines = ["", f"{len(others)} other weight layer(s), left dense (counted in the model's "
                  f"sparsity):", head, "-" * len(head)]
     for o in others:
         shape = "x".join(map(str, o.get("weight_shape", []))) or "-"
-        lines.append(f"{o['layer']:<28} {o.get('kind', ''):<20} {shape:<20} "
+        if len(o.get("weights", {})) > 1:
+            shape += f" (+{len(o['weights']) - 1})"
+        lines.append(f"{o['layer']:<28} {o.get('kind', ''):<{kw}} {shape:<20} "
                      f"{o.get('params', 0):>10}  {o.get('reason', '')}")
     return lines

@@ -24,7 +24,6 @@ _REASONS: tuple = (
     (nn.ConvTranspose1d, "ConvTranspose1d: no transposed-conv kernel yet; runs in torch, dense"),
     (nn.ConvTranspose3d, "ConvTranspose3d: no transposed-conv kernel yet; runs in torch, dense"),
     (nn.Conv3d, "Conv3d: no 3-D conv kernel yet; runs in torch, dense"),
-    (nn.Conv1d, "Conv1d: not lowered to the conv kernels yet; runs in torch, dense"),
 )
 
 

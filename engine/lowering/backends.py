@@ -15,7 +15,8 @@ A conv's padding goes to the kernel when it is a symmetric zero padding (numbers
 first (F.pad with the layer's padding_mode; engine.graph.padding). Every module built keeps
 the torch layer's attributes a forward may read (engine.runtime.views); transformers' Conv1D
 runs as the linear of its transposed weight, in a TransposedLinear keeping its (in, out)
-`weight`, `bias`, `nf` and `nx`. A layer the modules
+`weight`, `bias`, `nf` and `nx`; an nn.Conv1d as the Conv2d of kernel (1, K) on (N, C, 1, L),
+in a Conv1dView keeping its own weight shape and attributes. A layer the modules
 cannot be built for is an engine.errors.LoweringError naming it and why.
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ from ..graph.padding import ConvPadding, conv_padding
 from ..runtime.dense import PackedDenseConv2d, PackedDenseLinear, winograd_fits
 from ..runtime.modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, LoweredLayer,
                                SparseConv2d, SparseLinear)
-from ..graph.layers import is_transposed_linear
-from ..runtime.views import PaddedConv2d, TransposedLinear, copy_layer_attributes
+from ..graph.layers import conv2d_of, is_transposed_linear
+from ..runtime.views import (Conv1dView, PaddedConv2d, TransposedLinear,
+                             copy_layer_attributes)
 
 
 def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str,
@@ -47,6 +49,9 @@ def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str
 def build_layer(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
     """The module running layer `name` (the user's `mod`, weight `w`, bias `b`, fused `act`)
     for its backend in `sparse`; see the module docstring."""
+    if isinstance(mod, nn.Conv1d):       # the Conv2d of kernel (1, K) on (N, C, 1, L)
+        inner = build_layer(conv2d_of(mod), name, w, b, act, sparse, isa)
+        return copy_layer_attributes(Conv1dView(inner, layer=name), mod)
     try:
         pad = conv_padding(mod) if isinstance(mod, nn.Conv2d) else ConvPadding()
         new = _build(mod, name, w, b, act, sparse, isa, pad)

@@ -131,7 +131,7 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> Lowerin
 
 def _lowerable(mod) -> bool:
     """A conv / linear the engine's modules compute exactly (any padding: engine.graph.padding)."""
-    return (isinstance(mod, (nn.Conv2d, nn.Linear)) or is_transposed_linear(mod)) and \
+    return (isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or is_transposed_linear(mod)) and \
         custom_forward(mod) is None
 
 

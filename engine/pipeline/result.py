@@ -10,7 +10,7 @@ from torch import nn
 
 from mapping import Plan
 
-from ..graph.layers import LayerInfo
+from ..graph.layers import LayerInfo, conv1d_as_conv2d
 from ..runtime import measure as _measure
 from ..targets import get_target
 from .config import SPARSE_BACKENDS, OptimizeConfig
@@ -75,7 +75,9 @@ class OptimizedModel:
         for c in plan:
             if c.layer in moved:
                 c.backend = "native"
-        cm = compile_model(self.pruned_model, self.example_inputs, plan, tgt, backends="plan")
+        # nn.Conv1d exported as the (1, K) Conv2d the plan describes (the graph's conv2d)
+        cm = compile_model(conv1d_as_conv2d(self.pruned_model), self.example_inputs, plan, tgt,
+                           backends="plan")
         if moved:
             cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
                             f"dense kernel (conv) or a generated dense kernel (linear) here")

@@ -50,7 +50,7 @@ def _check_listing(opt, model: nn.Module, other_kinds: dict) -> None:
             next(p for p in model.get_submodule(name).parameters(recurse=False)
                  if p.dim() >= 2).shape)
     table = opt.plan.table()
-    assert all(n in table for n in other) and "other weight layer" in table
+    assert all(n in table for n in other) and ("other weight layer" in table) == bool(other)
     pruned = _weights(opt.pruned_model)
     zeros = sum(int((p == 0).sum()) for _, p in pruned.values())
     total = sum(p.numel() for _, p in pruned.values())
@@ -109,27 +109,56 @@ def test_recurrent_attention_embedding_listed_with_reasons():
 
 
 class Audio(nn.Module):
-    """Conv1d stem, depthwise Conv1d, pointwise Conv1d, then a Linear head."""
+    """Conv1d stem, strided Conv1d, depthwise Conv1d, dilated 'same' Conv1d with reflect
+    padding, pointwise Conv1d, then a Linear head."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv1d(8, 32, 5, padding=2)
+        self.down = nn.Conv1d(32, 32, 3, stride=2, padding=1)
         self.dw = nn.Conv1d(32, 32, 3, padding=1, groups=32)
-        self.pw = nn.Conv1d(32, 16, 1)
+        self.dil = nn.Conv1d(32, 16, 3, dilation=2, padding="same", padding_mode="reflect")
+        self.pw = nn.Conv1d(16, 16, 1)
         self.fc = nn.Linear(16, 16)
 
     def forward(self, x):
-        h = self.pw(torch.relu(self.dw(torch.relu(self.stem(x)))))
+        h = torch.relu(self.down(torch.relu(self.stem(x))))
+        h = self.pw(torch.relu(self.dil(torch.relu(self.dw(h)))))
         return self.fc(h.transpose(1, 2))
 
 
-def test_conv1d_net_listed_and_saved(tmp_path):
+def test_conv1d_pruned_as_conv2d_and_saved(tmp_path):
+    """nn.Conv1d runs as the Conv2d of kernel (1, K) on (N, C, 1, L): pruned (4x1 blocks over
+    output channels), depthwise on the dense kernel, the engine's modules keep the Conv1d's
+    weight shape and attributes; compiled with the pruned ones on sparse kernels."""
     torch.manual_seed(0)
     model, x = Audio().eval(), torch.randn(1, 8, 64)
     opt = engine.optimize(model, (x,), measure=False, progress=False)
-    _check_listing(opt, model, {"stem": "Conv1d", "dw": "Conv1d", "pw": "Conv1d"})
-    assert [c.layer for c in opt.plan] == ["fc"] and opt.plan["fc"].pruned
+    _check_listing(opt, model, {})
+    assert [c.layer for c in opt.plan] == ["stem", "down", "dw", "dil", "pw", "fc"]
+    assert {c.layer for c in opt.plan.pruned} == {"stem", "down", "dil", "pw", "fc"}
+    assert "groups=32" in opt.plan["dw"].reason
+    info = {l.name: l for l in opt.layers}
+    assert info["down"].weight_shape == (32, 32, 1, 3) and info["down"].stride == (1, 2)
+    assert info["down"].in_shape == (1, 32, 1, 64) and info["down"].out_shape == (1, 32, 1, 32)
+    for name in ("stem", "down", "dil", "pw"):
+        user, ref = model.get_submodule(name), opt.pruned_model.get_submodule(name)
+        assert torch.equal(ref.weight, user.weight * (ref.weight != 0))
+        z = (ref.weight == 0).reshape(-1, 4, ref.weight[0].numel())     # 4x1 over outputs
+        assert bool((z.all(1) | ~z.any(1)).all()), name
+    ran: dict = {}
+    for m in opt.runtime.modules():      # pre-order: the Conv1dView before the conv it wraps
+        if getattr(m, "layer", ""):
+            ran.setdefault(m.layer, m)
+    assert all(type(ran[n]).__name__ == "Conv1dView" for n in ("stem", "down", "dw", "pw"))
+    for name in ("stem", "dil"):
+        mod, user = ran[name], model.get_submodule(name)
+        assert torch.equal(mod.weight, opt.pruned_model.get_submodule(name).weight)
+        assert (mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.padding_mode) == \
+            (user.kernel_size, user.stride, user.padding, user.dilation, user.padding_mode)
     _close(opt(x), opt.pruned_model(x))
+    kinds = {lk.layer: lk for lk in opt.compile().layers}
+    assert all(kinds[n].stats.get("pruned") for n in ("stem", "down", "pw")), kinds
     _save_load(opt, x, tmp_path)
 
 
