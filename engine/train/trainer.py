@@ -216,7 +216,7 @@ def _check_target(model: nn.Module, name: str) -> None:
         mod = get_module(model, name)
     except AttributeError:
         raise ConfigError(f"train target {name!r} is not a module of the model") from None
-    if not isinstance(mod, (nn.Conv2d, nn.Linear)) and not is_transposed_linear(mod):
+    if not isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) and not is_transposed_linear(mod):
         raise ConfigError(f"train target {name!r} is a {type(mod).__name__}, not a "
                           f"conv / linear")
 

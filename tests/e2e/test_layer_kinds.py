@@ -92,7 +92,7 @@ class Recurrent(nn.Module):
         return self.head(torch.relu(self.fc(h)))
 
 
-def test_recurrent_attention_embedding_listed_with_reasons():
+def test_recurrent_attention_embedding_listed_with_reasons(tmp_path):
     torch.manual_seed(0)
     model, x = Recurrent().eval(), torch.randn(1, 8, 32)
     opt = engine.optimize(model, (x,), measure=False, progress=False)
@@ -106,6 +106,7 @@ def test_recurrent_attention_embedding_listed_with_reasons():
     assert {c.layer for c in opt.plan.pruned} == {"fc", "head"}
     assert 0.0 < opt.sparsity < 0.8 * 0.5        # the dense layers hold most of the weights
     _close(opt(x), opt.pruned_model(x))
+    _save_load(opt, x, tmp_path)                 # LSTM / GRU / attention compiled dense
 
 
 class Audio(nn.Module):
