@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .graph.layers import get_module
+from .graph.layers import gemm_weight, get_module
 from .schemes import apply_mask, get_scheme
 
 Data = Union[tuple, Callable]
@@ -74,7 +74,7 @@ class DataProxy:
             kw = dict(cand.options)
             if cand.scheme == "block":
                 kw["block"] = cand.block
-            w = get_module(self.model, layer).weight.detach()
+            w = gemm_weight(get_module(self.model, layer)).detach()
             sch = get_scheme(cand.scheme, **kw)
             m = self._masks[key] = sch.mask(w, None if cand.scheme == "nm" else cand.sparsity,
                                             self.importance)
@@ -87,8 +87,8 @@ class DataProxy:
             for layer, cand in assignment.items():
                 m = self.mask(layer, cand)
                 if m is not None:
-                    mod = get_module(net, layer)
-                    mod.weight.copy_(apply_mask(mod.weight, m))
+                    w = gemm_weight(get_module(net, layer))
+                    w.copy_(apply_mask(w, m))
         if self.calib:
             recalibrate_bn(net, (b[0] if isinstance(b, (tuple, list)) else b
                                  for b in self.calib))

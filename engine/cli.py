@@ -106,8 +106,10 @@ def cmd_optimize(a) -> int:
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
-    print(f"{a.model} {shape}: {len(opt.plan.pruned)}/{len(opt.plan)} layers pruned, "
-          f"{opt.sparsity:.1%} of prunable weights; optimize took {took:.1f} s")
+    other = len(opt.plan.other_layers)
+    print(f"{a.model} {shape}: {len(opt.plan.pruned)}/{len(opt.plan)} layers pruned"
+          + (f" (+{other} other weight layers, left dense)" if other else "")
+          + f", {opt.sparsity:.1%} of all weight-layer parameters; optimize took {took:.1f} s")
     for n in opt.notes:
         print("note:", n)
     cands = {"optimized": lambda: opt(x), "dense torch eager": lambda: model(x)}

@@ -129,7 +129,9 @@ def summary(opt) -> str:
              f"- proxy: {m.get('mapping', {}).get('proxy')}; reference "
              f"{m.get('mapping', {}).get('reference')} = "
              f"{m.get('mapping', {}).get('reference_proxy')}",
-             f"- layers pruned: {len(plan.pruned)} of {len(plan)}", "",
+             f"- layers pruned: {len(plan.pruned)} of {len(plan)} (plus "
+             f"{len(plan.other_layers)} other weight layers, left dense); {opt.sparsity:.1%} "
+             f"of all weight-layer parameters pruned", "",
              "## Notes", ""] + [f"- {n}" for n in opt.notes] + [
              "", "## Per layer", "", "```", plan.table(), "```", "",
              "![latency vs block size](latency_vs_block.png)", ""]

@@ -92,6 +92,13 @@ class Plan:
     def pruned(self) -> list:
         return [c for c in self.choices if c.pruned]
 
+    @property
+    def other_layers(self) -> list:
+        """The model's weight layers the choices do not cover (embeddings, recurrent layers,
+        attention projections, ...: meta["other_layers"], written by engine.optimize), each a
+        dict {"layer", "kind", "weight_shape", "weights", "params", "reason"}: left dense."""
+        return list(self.meta.get("other_layers", []))
+
     def to_dict(self) -> dict:
         return {"format": PLAN_FORMAT, "target": self.target, "meta": self.meta,
                 "choices": [c.to_dict() for c in self.choices]}
@@ -133,4 +140,21 @@ class Plan:
             sp = f"{c.speedup:6.2f}x" if c.speedup else f"{'-':>7}"
             lines.append(f"{c.layer:<28} {c.scheme:<12} {blk:<6} {c.sparsity:8.3f} "
                          f"{(c.kernel or c.backend):<24} {dl} {ol} {sp}  {c.reason}")
-        return "\n".join(lines)
+        return "\n".join(lines + _other_table(self.other_layers))
+
+
+def _other_table(others: list) -> list:
+    """The other weight layers (Plan.other_layers) as table lines, or none."""
+    if not others:
+        return []
+    kw = max([20] + [len(o.get("kind", "")) for o in others])
+    head = f"{'other weight layer':<28} {'kind':<{kw}} {'weight shape':<20} {'params':>10}  reason"
+    lines = ["", f"{len(others)} other weight layer(s), left dense (counted in the model's "
+                 f"sparsity):", head, "-" * len(head)]
+    for o in others:
+        shape = "x".join(map(str, o.get("weight_shape", []))) or "-"
+        if len(o.get("weights", {})) > 1:
+            shape += f" (+{len(o['weights']) - 1})"
+        lines.append(f"{o['layer']:<28} {o.get('kind', ''):<{kw}} {shape:<20} "
+                     f"{o.get('params', 0):>10}  {o.get('reason', '')}")
+    return lines

@@ -1,11 +1,18 @@
 """The prunable-layer list: what the engine knows about every conv / linear it may prune.
 
+transformers' Conv1D (GPT-2's c_attn / c_proj / c_fc: y = x @ W + b with W stored (in, out))
+is a linear with a transposed weight: listed as kind "linear" with weight_shape (out, in), and
+read and masked through gemm_weight(), a (out, in) view of its weight, everywhere the engine
+touches a layer's weight. nn.Conv1d is the Conv2d of kernel (1, K) on an (N, C, 1, L) input
+(conv2d_of): listed with those shapes, its weight viewed as (O, I/g, 1, K).
+
 Layers are found by running the model once on the example inputs with forward hooks, so each
 `LayerInfo` carries the real input/output shapes the layer sees (kernels and the mapper are
 specialised on them).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, asdict
 from typing import Optional
 
@@ -71,6 +78,71 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _hf_conv1d_class(mod: nn.Module):
+    """transformers' Conv1D class in mod's MRO (found by name: no transformers import), or None."""
+    for cls in type(mod).__mro__:
+        if cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers."):
+            return cls
+    return None
+
+
+def is_transposed_linear(mod: nn.Module) -> bool:
+    """transformers' Conv1D (or a subclass): a linear whose weight is stored (in, out)."""
+    return _hf_conv1d_class(mod) is not None
+
+
+def gemm_view(mod: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """`t`, a tensor shaped like mod.weight (the weight, its grad, a mask), as the GEMM view's
+    (out, ...) orientation: transposed for Conv1D, (O, I/g, 1, K) for nn.Conv1d (views: writes
+    go through), else as is."""
+    if is_transposed_linear(mod):
+        return t.t()
+    return t.unsqueeze(2) if isinstance(mod, nn.Conv1d) else t
+
+
+def conv2d_of(conv: nn.Conv1d, device="meta", cls=nn.Conv2d) -> nn.Conv2d:
+    """The nn.Conv2d an nn.Conv1d is on an (N, C, 1, L) input: kernel (1, K), stride (1, s),
+    padding (0, p) (or the same string), dilation (1, d), same groups, bias and padding_mode
+    (on the meta device: a description, no weights, unless `device` says otherwise)."""
+    pad = conv.padding if isinstance(conv.padding, str) else (0, int(conv.padding[0]))
+    return cls(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]),
+               (1, conv.stride[0]), pad, (1, conv.dilation[0]), conv.groups,
+               conv.bias is not None, conv.padding_mode, device=device)
+
+
+class Conv1dAs2d(nn.Conv2d):
+    """An nn.Conv1d as the Conv2d it is on (N, C, 1, L): what the compile path exports, so the
+    graph holds the conv2d the code generator matches (conv1d_as_conv2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.unsqueeze(-2)).squeeze(-2)
+
+
+def conv1d_as_conv2d(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every nn.Conv1d computing torch's conv (custom_forward None)
+    replaced by its Conv1dAs2d, same weights: the same outputs, conv2d in an exported graph."""
+    convs = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Conv1d) and custom_forward(m) is None]
+    if not convs:
+        return model
+    out = copy.deepcopy(model)
+    for name in convs:
+        conv = out.get_submodule(name)
+        new = conv2d_of(conv, conv.weight.device, Conv1dAs2d)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.unsqueeze(2))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        set_module(out, name, new.train(conv.training))
+    return out
+
+
+def gemm_weight(mod: nn.Module) -> torch.Tensor:
+    """The layer's weight in the orientation the kernels and schemes use: conv (O, I/g, kh, kw),
+    linear (O, I); for transformers' Conv1D a transposed view of its (in, out) weight."""
+    return gemm_view(mod, mod.weight)
+
+
 def _conv_info(name: str, m: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> LayerInfo:
     """A conv as its kernel runs it (engine.graph.padding): a padding the kernel cannot do
     itself ("same" split unevenly, reflect / replicate / circular) is an explicit pad of the
@@ -85,8 +157,9 @@ def _conv_info(name: str, m: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -
 
 
 def list_layers(model: nn.Module, example_inputs: tuple) -> list[LayerInfo]:
-    """Every nn.Conv2d / nn.Linear that runs in one forward pass, in execution order (a conv
-with a padding its kernel cannot do itself is described as the conv after an explicit pad).
+    """Every nn.Conv2d / nn.Conv1d (as a Conv2d on (N, C, 1, L)) / nn.Linear / transformers Conv1D
+that runs in one forward pass, in execution order (a conv with a padding its kernel cannot do itself is described as the conv
+after an explicit pad).
 
     A module called more than once (weight sharing) is listed once, with its first call's shapes.
     """
@@ -101,15 +174,17 @@ with a padding its kernel cannot do itself is described as the conv after an exp
             x = inputs[0]
             if isinstance(m, nn.Conv2d):
                 info = _conv_info(name, m, x, output)
+            elif isinstance(m, nn.Conv1d):       # a Conv2d on (N, C, 1, L)
+                info = _conv_info(name, conv2d_of(m), x.unsqueeze(-2), output.unsqueeze(-2))
             else:
-                info = LayerInfo(name, "linear", tuple(m.weight.shape), tuple(x.shape),
+                info = LayerInfo(name, "linear", tuple(gemm_weight(m).shape), tuple(x.shape),
                                  tuple(output.shape), has_bias=m.bias is not None)
             seen[name] = info
             order.append(name)
         return hook
 
     for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+        if isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or is_transposed_linear(mod):
             hooks.append(mod.register_forward_hook(hook_for(name, mod)))
     try:
         with torch.no_grad():
@@ -124,8 +199,9 @@ def custom_forward(mod: nn.Module) -> Optional[str]:
     """Why the engine cannot run `mod` in place of itself (a subclass of nn.Conv2d / nn.Linear
     computing something else: its own forward, a weight-standardizing _conv_forward), or None
     for a layer that computes what torch's layer does."""
-    base = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Linear
-    for fn in ("forward", "_conv_forward") if base is nn.Conv2d else ("forward",):
+    base = next((c for c in (nn.Conv2d, nn.Conv1d) if isinstance(mod, c)), None) or \
+        _hf_conv1d_class(mod) or nn.Linear
+    for fn in ("forward", "_conv_forward") if base in (nn.Conv2d, nn.Conv1d) else ("forward",):
         if getattr(type(mod), fn) is not getattr(base, fn):
             return (f"{type(mod).__name__}.{fn} is its own, not torch's {base.__name__}.{fn}: "
                     f"the engine cannot run it; kept as the model's module")

@@ -13,7 +13,10 @@ backend for it (engine.lowering.host calls it per call site, engine.measure per 
 A conv's padding goes to the kernel when it is a symmetric zero padding (numbers, "valid", or
 "same" split evenly), otherwise the module is wrapped in a PaddedConv2d that pads the input
 first (F.pad with the layer's padding_mode; engine.graph.padding). Every module built keeps
-the torch layer's attributes a forward may read (engine.runtime.views). A layer the modules
+the torch layer's attributes a forward may read (engine.runtime.views); transformers' Conv1D
+runs as the linear of its transposed weight, in a TransposedLinear keeping its (in, out)
+`weight`, `bias`, `nf` and `nx`; an nn.Conv1d as the Conv2d of kernel (1, K) on (N, C, 1, L),
+in a Conv1dView keeping its own weight shape and attributes. A layer the modules
 cannot be built for is an engine.errors.LoweringError naming it and why.
 """
 from __future__ import annotations
@@ -25,14 +28,16 @@ from ..graph.padding import ConvPadding, conv_padding
 from ..runtime.dense import PackedDenseConv2d, PackedDenseLinear, winograd_fits
 from ..runtime.modules import (DenseConv2d, DenseLinear, DepthwiseConv2d, LoweredLayer,
                                SparseConv2d, SparseLinear)
-from ..runtime.views import PaddedConv2d, copy_layer_attributes
+from ..graph.layers import conv2d_of, is_transposed_linear
+from ..runtime.views import (Conv1dView, PaddedConv2d, TransposedLinear,
+                             copy_layer_attributes)
 
 
 def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str,
                   pad: ConvPadding):
     """The packed dense module for a conv / linear kept dense, or None where it does not
     apply."""
-    if isinstance(mod, nn.Linear):
+    if _linear(mod):
         return PackedDenseLinear(w, b, act, isa, layer=name) if algo == "gemm" else None
     if (not isinstance(mod, nn.Conv2d) or mod.groups != 1
             or (algo == "winograd" and not winograd_fits(mod))):
@@ -44,6 +49,9 @@ def _packed_dense(mod: nn.Module, name: str, w, b, act: str, algo: str, isa: str
 def build_layer(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str) -> nn.Module:
     """The module running layer `name` (the user's `mod`, weight `w`, bias `b`, fused `act`)
     for its backend in `sparse`; see the module docstring."""
+    if isinstance(mod, nn.Conv1d):       # the Conv2d of kernel (1, K) on (N, C, 1, L)
+        inner = build_layer(conv2d_of(mod), name, w, b, act, sparse, isa)
+        return copy_layer_attributes(Conv1dView(inner, layer=name), mod)
     try:
         pad = conv_padding(mod) if isinstance(mod, nn.Conv2d) else ConvPadding()
         new = _build(mod, name, w, b, act, sparse, isa, pad)
@@ -55,7 +63,13 @@ def build_layer(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: st
                             f"modules: {type(e).__name__}: {first}") from e
     if pad.pre is not None:
         new = PaddedConv2d(new, pad.pre, pad.mode, layer=name)
+    if is_transposed_linear(mod):
+        new = TransposedLinear(new, mod.weight.shape, layer=name)
     return copy_layer_attributes(new, mod)
+
+
+def _linear(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.Linear) or is_transposed_linear(mod)
 
 
 def _describe(mod: nn.Module) -> str:
@@ -80,7 +94,7 @@ def _build(mod: nn.Module, name: str, w, b, act: str, sparse: dict, isa: str,
         if isinstance(mod, nn.Conv2d) and mod.groups == 1:
             return TirConv2d(w, b, mod.stride, pad.kernel, mod.dilation, act, spec[1],
                              layer=name)
-        if isinstance(mod, nn.Linear):
+        if _linear(mod):
             return TirLinear(w, b, act, spec[1], layer=name)
         sparse = {**sparse, name: spec[1]}             # grouped: the native kernel
     if isinstance(mod, nn.Conv2d):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..graph.layers import custom_forward, set_module
+from ..graph.layers import custom_forward, gemm_weight, is_transposed_linear, set_module
 from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
 from .backends import build_layer
 
@@ -83,6 +83,14 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
+class _LayerTracer(fx.Tracer):
+    """torch.fx's tracer, with transformers' Conv1D a leaf like torch's own layers (one
+    call_module node the lowering can replace, not its addmm)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_transposed_linear(m) or super().is_leaf_module(m, qualname)
+
+
 def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> LoweringResult:
     """Rewrite a copy of `model`; `sparse` maps layer name -> the kernel group height (block
     rows) of layers run on the native kernels, -> ("tir", rows) for a generated TIR kernel
@@ -93,7 +101,9 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> Lowerin
     model = copy.deepcopy(model).eval()
     keep = set(keep)
     try:
-        gm = fx.symbolic_trace(model)
+        tracer = _LayerTracer()
+        graph = tracer.trace(model)
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:  # noqa: BLE001  (any trace failure -> unfused fallback)
         first = (str(e).strip().splitlines() or [""])[0][:200]
         return _swap_in_place(model, {n: v for n, v in sparse.items() if n not in keep}, isa,
@@ -121,7 +131,8 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> Lowerin
 
 def _lowerable(mod) -> bool:
     """A conv / linear the engine's modules compute exactly (any padding: engine.graph.padding)."""
-    return isinstance(mod, (nn.Conv2d, nn.Linear)) and custom_forward(mod) is None
+    return (isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or is_transposed_linear(mod)) and \
+        custom_forward(mod) is None
 
 
 def _pair(v) -> tuple:
@@ -140,7 +151,7 @@ def _fusion(node: fx.Node, mod: nn.Module, modules: dict) -> tuple:
     """(nodes fused into the layer, last of them, weight, bias, BN name, activation, residual
     node): conv -> [BN] -> [ReLU/ReLU6 | add(residual) -> ReLU]."""
     chain, cur, bn_name = [node], node, None
-    w, b = mod.weight.detach(), (mod.bias.detach() if mod.bias is not None else None)
+    w, b = gemm_weight(mod).detach(), (mod.bias.detach() if mod.bias is not None else None)
     nxt = _sole_user(cur)
     if isinstance(mod, nn.Conv2d) and nxt is not None and nxt.op == "call_module" and \
             isinstance(modules.get(nxt.target), nn.BatchNorm2d):
@@ -185,5 +196,6 @@ def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> Lower
     for name, mod in list(model.named_modules()):
         if name in sparse and _lowerable(mod):
             b = mod.bias.detach() if mod.bias is not None else None
-            set_module(model, name, build_layer(mod, name, mod.weight.detach(), b, "none", sparse, isa))
+            set_module(model, name, build_layer(mod, name, gemm_weight(mod).detach(), b, "none",
+                                                 sparse, isa))
     return LoweringResult(model, {}, False, note)

@@ -16,7 +16,7 @@ from typing import Optional
 from mapping import LayerSpec
 
 from ..errors import ConfigError
-from ..graph.layers import LayerInfo
+from ..graph.layers import LayerInfo, gemm_weight
 from ..runtime.modules import ACTIVATIONS
 
 RESIDUAL = "residual"
@@ -116,7 +116,7 @@ def model_specs(model, example_inputs: tuple) -> list:
 
 def model_weights(model, specs: list) -> dict:
     """layer name -> its weight tensor (detached), for the profilers and retained_energy."""
-    return {s.name: model.get_submodule(s.name).weight.detach() for s in specs}
+    return {s.name: gemm_weight(model.get_submodule(s.name)).detach() for s in specs}
 
 
 def weight_shape(spec: LayerSpec) -> tuple:

@@ -16,7 +16,8 @@ from mapping import Choice, Plan
 from mapping.plan import DENSE
 
 from ..errors import ConfigError
-from ..graph.layers import custom_forward, get_module, list_layers
+from ..graph.layers import custom_forward, gemm_weight, get_module, list_layers
+from ..graph.weights import other_weight_layers, shared_weight
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows, group_rows_for
 from ..schemes import apply_mask, get_scheme
@@ -37,6 +38,7 @@ def candidates(state: RunState) -> None:
     else:
         base = _shrink(state)
     state.base = base
+    state.other_layers = other_weight_layers(base, state.layers)
 
 
 def _shrink(state: RunState) -> nn.Module:
@@ -49,7 +51,7 @@ def _shrink(state: RunState) -> nn.Module:
                        f"cut, {len(record.get('skipped', {}))} skipped")
     state.layers = list_layers(base, state.example_inputs)
     for info in state.layers:
-        w = get_module(base, info.name).weight.detach()
+        w = gemm_weight(get_module(base, info.name)).detach()
         state.candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
                                        dense_rows(info.groups))
         why = (f"grouped/depthwise conv (groups={info.groups}): not pruned" if info.groups != 1
@@ -122,7 +124,7 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         if _not_pruned(model, info, sch, sparsity, cfg, ch, candidates):
             continue
         fits += 1
-        w = get_module(model, info.name).weight.detach()
+        w = gemm_weight(get_module(model, info.name)).detach()
         mask = sch.mask(w, None if sch.name == "nm" else sparsity, cfg.importance)
         ch.sparsity = 1.0 - mask.float().mean().item()
         rows = sch.block[0] if sch.name == "block" else 1
@@ -142,7 +144,7 @@ def _kept_dense(model, info, given: Choice, cfg: OptimizeConfig, candidates: dic
     fastest (replayed when measure=False; measured again otherwise), else in torch."""
     ch = Choice(info.name, DENSE, reason=f"plan: {given.reason}")
     if given.backend in SPARSE_BACKENDS and left_alone(model, info.name, cfg.exclude) is None:
-        w = get_module(model, info.name).weight.detach()
+        w = gemm_weight(get_module(model, info.name)).detach()
         generated = (given.backend == "tir" and given.kernel.startswith("tir_")
                      and info.groups == 1)             # the generated dense kernel
         candidates[info.name] = (torch.ones_like(w, dtype=torch.bool),
@@ -160,12 +162,12 @@ def _not_pruned(model, info, sch, sparsity: float, cfg: OptimizeConfig, ch: Choi
     grouped convs the block-diagonal SpMM pack), the scheme does not fit, or sparsity 0."""
     alone = left_alone(model, info.name, cfg.exclude)
     if info.groups != 1 and alone is None:
-        w = get_module(model, info.name).weight.detach()
+        w = gemm_weight(get_module(model, info.name)).detach()
         candidates[info.name] = (torch.ones_like(w, dtype=torch.bool), dense_rows(info.groups))
         ch.scheme, ch.block, ch.sparsity = DENSE, None, 0.0
         ch.reason = f"grouped/depthwise conv (groups={info.groups}): not pruned"
         return True
-    reason = alone if alone is not None else sch.check(info)
+    reason = alone if alone is not None else sch.check(info) or _tied(model, info.name)
     if reason is None and sparsity == 0.0:
         reason = "sparsity 0"
     if reason is None:
@@ -174,10 +176,16 @@ def _not_pruned(model, info, sch, sparsity: float, cfg: OptimizeConfig, ch: Choi
     return True
 
 
+def _tied(model, name: str):
+    other = shared_weight(model, name)
+    return (f"weight shared with {other!r} (tied): pruning it would change that layer too; "
+            f"left dense") if other else None
+
+
 def masked_copy(model: nn.Module, masks: dict) -> nn.Module:
     out = copy.deepcopy(model)
     with torch.no_grad():
         for name, mask in masks.items():
-            mod = get_module(out, name)
-            mod.weight.copy_(apply_mask(mod.weight, mask))
+            w = gemm_weight(get_module(out, name))
+            w.copy_(apply_mask(w, mask))
     return out

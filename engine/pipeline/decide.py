@@ -15,7 +15,7 @@ from __future__ import annotations
 from mapping import DENSE, Candidate, Choice
 from mapping.space import DENSE_KEY
 
-from ..graph.layers import get_module
+from ..graph.layers import gemm_weight, get_module
 from ..lowering import lower, native_modules
 from ..measure import HostProfiler
 from ..measure.specs import layer_spec
@@ -38,7 +38,7 @@ def decide(state: RunState) -> None:
         state.notes.append(probe.note)
     mods = native_modules(probe.module)
     timer = state.timer if state.timer is not None else HostProfiler(
-        {l.name: get_module(state.base, l.name).weight.detach() for l in state.layers},
+        {l.name: gemm_weight(get_module(state.base, l.name)).detach() for l in state.layers},
         threads=state.config.threads, isa=state.config.isa, backends=state.config.backends)
     seen = len(getattr(timer, "notes", []))
     for order, info in enumerate(state.layers):

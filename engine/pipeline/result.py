@@ -11,7 +11,7 @@ from torch import nn
 from mapping import Plan
 
 from ..graph.inputs import bind_call, call
-from ..graph.layers import LayerInfo
+from ..graph.layers import LayerInfo, conv1d_as_conv2d
 from ..graph.outputs import flatten_outputs
 from ..runtime import measure as _measure
 from ..targets import get_target
@@ -54,8 +54,11 @@ class OptimizedModel:
 
     @property
     def sparsity(self) -> float:
-        """Fraction of all prunable-layer weights pruned."""
+        """Fraction of all the model's weight-layer parameters pruned: the layers in the plan
+        and its other weight layers (plan.other_layers: embeddings, recurrent layers, ...,
+        left dense), each shared weight once; biases and norm scales are not counted."""
         total = sum(_numel(l.weight_shape) for l in self.layers)
+        total += sum(int(o.get("params", 0)) for o in self.plan.other_layers)
         pruned = sum(c.sparsity * _numel(self._info(c.layer).weight_shape)
                      for c in self.plan if c.pruned and self._info(c.layer) is not None)
         return pruned / total if total else 0.0
@@ -78,7 +81,9 @@ class OptimizedModel:
         for c in plan:
             if c.layer in moved:
                 c.backend = "native"
-        cm = compile_model(self.pruned_model, self.example_inputs, plan, tgt, backends="plan")
+        # nn.Conv1d exported as the (1, K) Conv2d the plan describes (the graph's conv2d)
+        cm = compile_model(conv1d_as_conv2d(self.pruned_model), self.example_inputs, plan, tgt,
+                           backends="plan")
         if moved:
             cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
                             f"dense kernel (conv) or a generated dense kernel (linear) here")
@@ -140,7 +145,8 @@ class OptimizedModel:
 
     def __repr__(self) -> str:
         return (f"OptimizedModel(target={self.plan.target!r}, layers={len(self.plan)}, "
-                f"pruned={len(self.plan.pruned)}, sparsity={self.sparsity:.3f})")
+                f"pruned={len(self.plan.pruned)}, other weight layers="
+                f"{len(self.plan.other_layers)}, sparsity={self.sparsity:.3f})")
 
 
 def _dtype(t: torch.Tensor) -> str:

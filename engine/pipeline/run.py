@@ -49,6 +49,8 @@ def make_plan(state: RunState) -> None:
         "engine": __version__, "scheme": state.scheme.describe(), "sparsity": cfg.sparsity,
         "min_speedup": cfg.min_speedup, "threads": native.get_threads(),
         "isa": native.best_isa() if cfg.isa == "auto" else cfg.isa})
+    # every weight layer the engine does not prune, with why (engine.graph.weights)
+    state.plan.meta["other_layers"] = state.other_layers
 
 
 def prune(state: RunState) -> None:

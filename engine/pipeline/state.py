@@ -26,6 +26,7 @@ class RunState:
     scheme: Any = None                   # the scheme object optimize() was given
     base: Optional[nn.Module] = None     # the model masks apply to (shrunk for group schemes)
     layers: list = field(default_factory=list)
+    other_layers: list = field(default_factory=list)   # weight layers not in `layers`
     candidates: dict = field(default_factory=dict)   # layer -> (mask, group rows)
     choices: dict = field(default_factory=dict)      # layer -> mapping.Choice
     backends: dict = field(default_factory=dict)     # layer -> rows | ("tir" | "dense", ...)

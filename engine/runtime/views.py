@@ -8,6 +8,10 @@ reading `kernel_size`, T5's `wo.weight`) runs the same with the engine's modules
     PaddedConv2d    F.pad(x, pre, mode), then the engine's conv (padding the kernel cannot do
                     itself: "same" split unevenly, reflect / replicate / circular;
                     engine.graph.padding)
+    Conv1dView      the engine's conv in place of an nn.Conv1d (the Conv2d of kernel (1, K) on
+                    (N, C, 1, L)): weight (O, I/g, K), the Conv1d's attributes
+    TransposedLinear   the engine's linear in place of transformers' Conv1D (y = x @ W + b, W
+                    stored (in, out)): weight as the (in, out) view, bias, nf, nx
     copy_layer_attributes   kernel_size, stride, padding, dilation, groups, in/out_channels,
                     padding_mode (conv); in/out_features (linear), from the user's layer
 """
@@ -84,6 +88,74 @@ class PaddedConv2d(nn.Module):
         return f"{self.layer} pad={self.pre}, mode={self.mode}"
 
 
+class Conv1dView(nn.Module):
+    """nn.Conv1d run by `conv`, the engine's module for the Conv2d of kernel (1, K) on the
+    (N, C, 1, L) input; `weight` is (O, I/g, K) as torch's, the conv attributes the Conv1d's."""
+
+    def __init__(self, conv: nn.Module, layer: str = ""):
+        super().__init__()
+        self.conv, self.layer = conv, layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.unsqueeze(-2)).squeeze(-2)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight.squeeze(2)
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.conv.bias
+
+    @property
+    def kernel_name(self) -> str:
+        return self.conv.kernel_name
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise missing_attribute(self, name) from None
+
+    def extra_repr(self) -> str:
+        return f"{self.layer} as a (1, K) Conv2d"
+
+
+class TransposedLinear(nn.Module):
+    """transformers' Conv1D run by `linear`, the engine's module for the linear of its
+    transposed weight; keeps what a forward reads of Conv1D: `weight` (in, out), `bias`, `nf`
+    (out features), `nx` (in features)."""
+
+    def __init__(self, linear: nn.Module, weight_shape: tuple, layer: str = ""):
+        super().__init__()
+        self.linear, self.layer = linear, layer
+        self.nx, self.nf = (int(d) for d in weight_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight.t()
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.linear.bias
+
+    @property
+    def kernel_name(self) -> str:
+        return self.linear.kernel_name
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise missing_attribute(self, name) from None
+
+    def extra_repr(self) -> str:
+        return f"{self.layer} nf={self.nf}, nx={self.nx}"
+
+
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -101,6 +173,10 @@ def copy_layer_attributes(new: nn.Module, mod: nn.Module) -> nn.Module:
                          groups=mod.groups,
                          padding=mod.padding if isinstance(mod.padding, str)
                          else _pair(mod.padding))
+    elif isinstance(mod, nn.Conv1d):
+        attrs = {k: getattr(mod, k) for k in ("in_channels", "out_channels", "kernel_size",
+                                              "stride", "padding", "dilation", "groups",
+                                              "padding_mode")}
     elif isinstance(mod, nn.Linear):
         attrs = {"in_features": mod.in_features, "out_features": mod.out_features}
     else:

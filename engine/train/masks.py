@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..graph.layers import get_module
+from ..graph.layers import gemm_view, gemm_weight, get_module
 from ..schemes import apply_mask, get_scheme
 from .filters import filter_mask
 
@@ -20,7 +20,7 @@ class TargetMasks:
     def _mask_for(self, name: str, sparsity: float,
                   weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         cand = self.targets[name]
-        w = get_module(self.model, name).weight.detach() if weight is None else weight
+        w = gemm_weight(get_module(self.model, name)).detach() if weight is None else weight
         if sparsity <= 0.0:
             return torch.ones_like(w, dtype=torch.bool)
         if cand.scheme == "filter":
@@ -50,15 +50,17 @@ class TargetMasks:
         pruned filter's channel is exactly zero and removing it changes nothing)."""
         with torch.no_grad():
             for name, m in self.masks.items():
-                mod = get_module(self.model, name)
-                mod.weight.copy_(apply_mask(mod.weight, m))
+                w = gemm_weight(get_module(self.model, name))
+                w.copy_(apply_mask(w, m))
                 for p in self._filter_params(name, norms):
                     p.mul_(self._row_keep(name, p))
 
     def _mask_grads(self) -> None:
         for name, m in self.masks.items():
-            g = get_module(self.model, name).weight.grad
+            mod = get_module(self.model, name)
+            g = mod.weight.grad
             if g is not None:
+                g = gemm_view(mod, g)
                 g.mul_(m.to(g.dtype))
             for p in self._filter_params(name, True):
                 if p.grad is not None:
@@ -88,7 +90,7 @@ class TargetMasks:
         return rows.to(p.dtype)          # the layer's own bias
 
     def _weight(self, name: str) -> torch.Tensor:
-        return get_module(self.model, name).weight
+        return gemm_weight(get_module(self.model, name))
 
     def structure_gap(self) -> float:
         """Fraction of the targets' weight energy outside the structured mask each layer would

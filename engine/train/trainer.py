@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..graph.layers import get_module
+from ..graph.layers import get_module, is_transposed_linear
 from ..progress import Bar as _Progress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -216,7 +216,7 @@ def _check_target(model: nn.Module, name: str) -> None:
         mod = get_module(model, name)
     except AttributeError:
         raise ConfigError(f"train target {name!r} is not a module of the model") from None
-    if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+    if not isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) and not is_transposed_linear(mod):
         raise ConfigError(f"train target {name!r} is a {type(mod).__name__}, not a "
                           f"conv / linear")
 

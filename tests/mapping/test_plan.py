@@ -50,3 +50,18 @@ def test_mapping_does_not_import_engine():
     code = "import sys, mapping; assert 'engine' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_other_layers_round_trip_and_table():
+    """The weight layers the choices do not cover (meta["other_layers"]) survive JSON and are
+    listed by table() with kind, shape, parameter count and reason; no section without them."""
+    lstm = {"layer": "enc.lstm", "kind": "LSTM", "weight_shape": [128, 32],
+            "weights": {"weight_ih_l0": [128, 32], "weight_hh_l0": [128, 32]},
+            "params": 8192, "reason": "LSTM: no sparse recurrent kernel yet"}
+    plan = Plan("host", [Choice("fc", "block", (4, 1), 0.8, "native")],
+                {"other_layers": [lstm]})
+    back = Plan.from_json(plan.to_json())
+    assert back.other_layers == [lstm]
+    row = next(ln for ln in back.table().splitlines() if ln.startswith("enc.lstm"))
+    assert "LSTM" in row and "128x32 (+1)" in row and "8192" in row and lstm["reason"] in row
+    assert "other weight layer" not in Plan("host", [Choice("fc")]).table()
