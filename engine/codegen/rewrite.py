@@ -24,7 +24,7 @@ from ._tvm import relax, tvm
 from .act_match import const_float as _float
 from .act_match import gated_activation
 from .act_match import op_name as _op_name
-from .token_linear import to_pixels, to_rows
+from .token_linear import TokenLayout
 
 _Call = tvm.ir.Call
 _Const = tvm.ir.expr.Constant
@@ -342,6 +342,7 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
     func = mod["main"]
     done = []
     bb = relax.BlockBuilder(mod)
+    tokens = TokenLayout(bb, func)
     by_anchor = {}
     drop = set()
     shared: dict = {}
@@ -351,9 +352,7 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
             continue
         x, res, shape, pre = m.x, m.residual, [int(d) for d in m.out_shape], []
         if rep.tokens:   # x, the residual and y transposed around the kernel (token_linear)
-            x, shape = to_pixels(bb, pre, x, rep.tokens, int(m.in_shape[1])), \
-                [1, shape[1], 1, shape[0]]
-            res = to_pixels(bb, pre, res, rep.tokens, shape[1]) if rep.has_residual else None
+            x, res, shape = tokens.inputs(pre, m, rep.tokens, rep.has_residual)
         args = [x] + [relax.const(t) for t in rep.tables]
         out_ty = relax.TensorType(relax.ShapeExpr(shape), "float32")
         if rep.extern:
@@ -369,7 +368,7 @@ def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
                 args.append(res)
             call = relax.call_tir(gvar, relax.Tuple(args), out_ty)
         if rep.tokens:
-            call = to_rows(bb, pre, call, rep.tokens, shape[1])
+            call = tokens.output(pre, m, rep.tokens, call)
         by_anchor[m.anchor] = (pre, call)
         drop.update(m.absorbed)
         done.append((m, rep))

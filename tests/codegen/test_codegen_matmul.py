@@ -121,3 +121,38 @@ def test_few_rows_keep_the_row_kernel_and_dense_layers_the_conv(pruned):
         ref = opt.pruned_model(many)
     assert_close(dense.run(many)[0], ref, 1e-5)
     assert all("spmm" in l.kernel and l.kind == "dense" for l in dense.layers)
+
+
+class FFN(nn.Module):
+    """linear -> GELU -> linear, then a residual and tanh before a third linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 16)
+
+    def forward(self, x):
+        y = self.b(torch.nn.functional.gelu(self.a(x))) + x
+        return self.c(torch.tanh(y))
+
+
+def test_token_linears_chained_through_elementwise_ops_skip_the_transposes():
+    from engine.codegen.compile import _LayerChooser, _import
+    from engine.codegen.rewrite import find_layers, rewrite_layers
+    from engine.codegen.targets import as_target, tvm_target, vector_isa
+    torch.manual_seed(0)
+    m, x = FFN().eval(), torch.randn(1, 24, 32)
+    opt = engine.optimize(m, (x,), sparsity=0.7, measure=False, capture=False, progress=False)
+    with torch.no_grad():
+        ref = opt.pruned_model(x)
+    assert_close(compile_model(opt.pruned_model, (x,), opt.plan, "host").run(x)[0], ref, 1e-5)
+    mod, params, names, _ = _import(opt.pruned_model, (x,))
+    chooser = _LayerChooser(opt.plan, "tir", "plan", vector_isa(tvm_target(as_target("host"))))
+    mod, done = rewrite_layers(mod, find_layers(mod["main"], params, names), chooser)
+    text = relax.transform.DeadCodeElimination()(mod)["main"].script()
+    assert len(done) == 3 and all(rep.tokens == 24 for _, rep in done)
+    # a's result feeds b through GELU in the conv layout: no transpose between them. The rest
+    # keeps one each: a's input, b's output (the residual add is not elementwise on one
+    # operand), c's input (after that add and tanh) and c's output: 4 of the 6 without it
+    gelu = next(l for l in text.splitlines() if "R.nn.gelu" in l)
+    assert "(1, 64, 1, 24)" in gelu
+    assert text.count("permute_dims") == 4
