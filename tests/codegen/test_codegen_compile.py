@@ -10,7 +10,7 @@ import engine
 from codegen_helpers import TinyNet, assert_close, randomize_bn
 from engine import zoo
 from engine.codegen import CompiledModel, compile_model
-from engine.errors import ConfigError
+from engine.errors import CaptureError, ConfigError
 
 
 def _pruned(name: str, block=(4, 1), sparsity=0.8):
@@ -111,7 +111,10 @@ def test_bad_arguments_are_config_errors():
         compile_model(TinyNet(), (torch.randn(1, 3, 8, 8),), dense="fast")
     with pytest.raises(ConfigError, match="unknown target"):
         compile_model(TinyNet(), (torch.randn(1, 3, 8, 8),), target="riscv")
-    with pytest.raises(ConfigError, match="float32"):
+    with pytest.raises(ConfigError, match="float64"):     # the kernels compute in float32
+        compile_model(TinyNet(), (torch.zeros(1, 3, 8, 8, dtype=torch.float64),))
+    # integer inputs are accepted (token ids); one a conv cannot take is the model's own error
+    with pytest.raises(CaptureError, match="could not capture.*Input type"):
         compile_model(TinyNet(), (torch.zeros(1, 3, 8, 8, dtype=torch.int64),))
 
 

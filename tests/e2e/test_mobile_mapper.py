@@ -28,7 +28,7 @@ def test_squeeze_excitation_layers_pruned_only_where_measured_faster(name, tmp_p
     exclude = [l.name for l in list_layers(model, (x,)) if l.name not in se]
     opt = engine.optimize(model, (x,), mapper="rule", sparsity=0.5, space=SPACE, exclude=exclude,
                           costs=tmp_path / "costs.json", capture=False, progress=False,
-                          allow_infeasible=True)
+                          allow_infeasible=True, guard="off")   # the per-layer decisions
     with torch.no_grad():
         ref = opt.pruned_model(x)
         assert (opt(x) - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
