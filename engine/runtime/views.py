@@ -54,7 +54,28 @@ def missing_attribute(module: nn.Module, name: str) -> LayerAttributeError:
         f"in/out_features); exclude=[{layer!r}] keeps that layer as the model's own module")
 
 
-class PaddedConv2d(nn.Module):
+class _Wraps(nn.Module):
+    """An engine module wrapping another (its attribute `_inner`): `bias` and `kernel_name` are
+    the inner module's; an attribute neither has is the named LayerAttributeError."""
+
+    _inner = "conv"
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return getattr(self, self._inner).bias
+
+    @property
+    def kernel_name(self) -> str:
+        return getattr(self, self._inner).kernel_name
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise missing_attribute(self, name) from None
+
+
+class PaddedConv2d(_Wraps):
     """conv(F.pad(x, pre, mode) [, residual]): a conv whose padding its kernel cannot do itself;
     `conv` is the engine's module for the unpadded (or symmetrically padded) conv."""
 
@@ -70,25 +91,11 @@ class PaddedConv2d(nn.Module):
     def weight(self) -> torch.Tensor:
         return self.conv.weight
 
-    @property
-    def bias(self) -> Optional[torch.Tensor]:
-        return self.conv.bias
-
-    @property
-    def kernel_name(self) -> str:
-        return self.conv.kernel_name
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            raise missing_attribute(self, name) from None
-
     def extra_repr(self) -> str:
         return f"{self.layer} pad={self.pre}, mode={self.mode}"
 
 
-class Conv1dView(nn.Module):
+class Conv1dView(_Wraps):
     """nn.Conv1d run by `conv`, the engine's module for the Conv2d of kernel (1, K) on the
     (N, C, 1, L) input; `weight` is (O, I/g, K) as torch's, the conv attributes the Conv1d's."""
 
@@ -103,28 +110,16 @@ class Conv1dView(nn.Module):
     def weight(self) -> torch.Tensor:
         return self.conv.weight.squeeze(2)
 
-    @property
-    def bias(self) -> Optional[torch.Tensor]:
-        return self.conv.bias
-
-    @property
-    def kernel_name(self) -> str:
-        return self.conv.kernel_name
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            raise missing_attribute(self, name) from None
-
     def extra_repr(self) -> str:
         return f"{self.layer} as a (1, K) Conv2d"
 
 
-class TransposedLinear(nn.Module):
+class TransposedLinear(_Wraps):
     """transformers' Conv1D run by `linear`, the engine's module for the linear of its
     transposed weight; keeps what a forward reads of Conv1D: `weight` (in, out), `bias`, `nf`
     (out features), `nx` (in features)."""
+
+    _inner = "linear"
 
     def __init__(self, linear: nn.Module, weight_shape: tuple, layer: str = ""):
         super().__init__()
@@ -137,20 +132,6 @@ class TransposedLinear(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         return self.linear.weight.t()
-
-    @property
-    def bias(self) -> Optional[torch.Tensor]:
-        return self.linear.bias
-
-    @property
-    def kernel_name(self) -> str:
-        return self.linear.kernel_name
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            raise missing_attribute(self, name) from None
 
     def extra_repr(self) -> str:
         return f"{self.layer} nf={self.nf}, nx={self.nx}"
