@@ -182,6 +182,8 @@ class LoadedArtifact:
 
     def _bind(self, args, kwargs):
         specs = self.inputs
+        if len(args) < len(specs) and any(_is_container(a) for a in args):
+            args = [t for a in args for t in _input_leaves(a)]   # a KV cache: its tensors
         if kwargs:
             names = [s.name for s in specs]
             unknown = sorted(set(kwargs) - set(names))
@@ -274,3 +276,24 @@ def _flatten(v) -> list:
     if isinstance(v, (list, tuple)) or type(v).__name__ == "Array":
         return [t for item in v for t in _flatten(item)]
     raise ArtifactError(f"the model returned a {type(v).__name__}, expected tensors")
+
+
+def _is_container(a) -> bool:
+    return isinstance(a, (list, tuple, dict)) or (
+        type(a).__module__.startswith("transformers.") and type(a).__name__.endswith("Cache"))
+
+
+def _input_leaves(a) -> list:
+    """An input's tensors in the order the artifact takes them: a tensor / array itself; a
+    list, tuple or dict (the cache an artifact returned, as key_cache / value_cache) its
+    items in order; a transformers DynamicCache its keys, then its values (as
+    engine.graph.containers flattens it)."""
+    if isinstance(a, dict):
+        return [t for v in a.values() for t in _input_leaves(v)]
+    if isinstance(a, (list, tuple)):
+        return [t for v in a for t in _input_leaves(v)]
+    if _is_container(a):
+        from ..graph.containers import tensors
+        return list(tensors(a))
+    return [a]
+

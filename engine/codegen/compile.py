@@ -28,7 +28,8 @@ from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, group_rows_for
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
-from ..graph.inputs import ModelInputs, call, check_inputs, input_names
+from ..graph.export_inputs import TensorInputs, named_tensors
+from ..graph.inputs import ModelInputs, check_inputs, input_names
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import import_exported_program, relax, tvm
 from .import_errors import build_error, compile_error
@@ -318,28 +319,13 @@ def kernel_for(m: LayerMatch, isa: VectorISA, sparse: bool, choice, index: int) 
     return linear_kernel(name, rg, isa, batch=m.in_shape[0], bias=m.bias, act=m.act)
 
 
-class _TensorInputs(nn.Module):
-    """The model with its example's constant inputs (None, use_cache=False) bound: forward
-    takes only the tensors. TVM's importer cannot take a constant user input."""
-
-    def __init__(self, model: nn.Module, example: tuple):
-        super().__init__()
-        self.model = model
-        self.example = example
-
-    def forward(self, *tensors):
-        it = iter(tensors)
-        return call(self.model, ModelInputs(
-            [next(it) if isinstance(v, torch.Tensor) else v for v in self.example],
-            getattr(self.example, "kwargs", {})))
-
-
 def _import(model: nn.Module, example_inputs: tuple):
     """torch.export -> Relax with params as named inputs; returns (mod, params, layer names,
     input specs [(name, shape, dtype)] of the tensor inputs)."""
-    tensors = tuple(v for v in example_inputs if isinstance(v, torch.Tensor))
-    bound = len(tensors) != len(example_inputs) or bool(getattr(example_inputs, "kwargs", None))
-    root = _TensorInputs(model, example_inputs) if bound else model
+    tensors = tuple(ModelInputs(example_inputs).tensors)
+    bound = any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
+        bool(getattr(example_inputs, "kwargs", None))
+    root = TensorInputs(model, example_inputs) if bound else model
     prefix = "model." if bound else ""
     was_training = model.training
     model.eval()
@@ -367,8 +353,8 @@ def _import(model: nn.Module, example_inputs: tuple):
         fqn = fqn[len(prefix):] if fqn.startswith(prefix) else fqn
         layer_names[placeholder] = fqn[:-len(".weight")] if fqn.endswith(".weight") else fqn
     names = input_names(model, len(example_inputs))
-    in_specs = [(names[i], tuple(v.shape), str(v.dtype).replace("torch.", ""))
-                for i, v in enumerate(example_inputs) if isinstance(v, torch.Tensor)]
+    in_specs = [(n, tuple(t.shape), str(t.dtype).replace("torch.", ""))
+                for n, t in named_tensors(names, example_inputs)]
     return mod, params, layer_names, in_specs
 
 

@@ -1,26 +1,22 @@
-"""CPU schedules for the glue TVM legalizes (everything the generated kernels do not cover).
+"""CPU schedules for the glue TVM legalizes (everything the generated kernels do not cover):
+pooling, means, norms, adds, activations, reshapes, the odd unmatched op. TVM 0.27's default
+CPU pipeline schedules nothing (naive serial loops). Rules, tried in order on every unscheduled
+PrimFunc (dlight.ApplyDefaultSchedule):
 
-TVM 0.27's default CPU pipeline schedules nothing (naive serial loops), and its dlight CPU rules
-cover only GEMV and softmax-like reductions. The conv / linear layers are generated kernels
-(spmm_tir.py); what is left is glue: pooling, means, adds, activations, reshapes, the odd
-unmatched op. Rules, tried in order on every unscheduled PrimFunc (dlight.ApplyDefaultSchedule):
-
-  Injective   all-spatial: inline producers, fuse, vectorise the innermost run (H x W as one
-              run where every access allows), full vectors + a partitioned tail, parallel
-              outer; a costly producer read broadcast (the SE gate, sigmoid of [1,C,1,1]
-              scaling [1,C,H,W]) is computed once in its own loop, not per consumer element
-  RowReduce   one reduction over the trailing contiguous axes (global mean / sum pools):
-              partial sums in vector accumulators (rfactor), channels parallel
-  Window      one small reduction (max / avg pooling): reduction loops moved outside the
-              innermost spatial loop, which is vectorised; init hoisted; outer loops parallel
+  Injective   all-spatial: producers inlined, the innermost run vectorised (H x W as one run
+              where access allows; tail partitioned), outer loops parallel; a costly producer
+              read broadcast (the SE gate) computed once in its own loop
+  RowReduce   one reduction over trailing axes (global pools): vector partial sums, rows parallel
+  Window      one small reduction (max / avg pooling): reduction loops outside the vectorised
+              innermost spatial loop; init hoisted; outer loops parallel
   Matmul      a matmul of two activations (attention): register tiles (matmul_schedule.py)
-  dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (softmax, layer norm)
+  RowNorm     row reductions feeding the row's output (layer norm, softmax; norm_schedule.py)
+  dlight      cpu.GEMV (an unmatched matmul), cpu.Reduction (other reductions)
   Fallback    anything else: leading spatial loops fused and parallel (correct, never naive)
 
-Float32 T.exp (and T.sigmoid, which legalizes to it) lowers to fast_math.fast_exp, a polynomial
-LLVM vectorises (libm's expf is scalar). Every rule returns None when it does not apply, and a
-rule that raises is treated as not applying, so a surprising PrimFunc falls through to Fallback
-instead of failing the build.
+Float32 T.exp (and T.sigmoid) lowers to fast_math.fast_exp, a polynomial LLVM vectorises. A rule
+returns None where it does not apply (so does one that raises): a surprising PrimFunc falls
+through to Fallback instead of failing the build.
 """
 from __future__ import annotations
 
@@ -30,6 +26,7 @@ import os
 from ._tvm import dlight, s_tir, tirx, tvm
 from .fast_math import register_fast_exp
 from .matmul_schedule import schedule_matmul
+from .norm_schedule import schedule_row_norm
 
 # Set ENGINE_CODEGEN_DEBUG_SCHEDULES=1 to see why a rule did not apply (its exception).
 _DEBUG = bool(os.environ.get("ENGINE_CODEGEN_DEBUG_SCHEDULES"))
@@ -353,7 +350,6 @@ def _schedule_reduction(sch, red, n_s: int, lanes: int) -> None:
 
 class _Guard(_ScheduleRule):
     """A dlight rule that raises is a rule that does not apply."""
-
     def __init__(self, rule):
         self.rule = rule
 
@@ -384,9 +380,16 @@ class Matmul(_Rule):
         return schedule_matmul(sch, infos, _lanes(target), _extent)
 
 
+class RowNorm(_Rule):
+    """Reductions of a row feeding its output (layer norm, softmax): norm_schedule.py."""
+
+    def _schedule(self, sch, infos, target):
+        return schedule_row_norm(sch, infos, _lanes(target), _extent, _PARALLEL_MIN)
+
+
 def glue_rules() -> list:
     """The rules, in the order they are tried."""
-    return [Injective(), Matmul(), RowReduce(), Window(), _Guard(dlight.cpu.GEMV()),
+    return [Injective(), Matmul(), RowReduce(), RowNorm(), Window(), _Guard(dlight.cpu.GEMV()),
             _Guard(dlight.cpu.Reduction()), Fallback()]
 
 

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .containers import fresh, is_container, leaves, same_structure
+from .containers import tensors as _leaf_tensors
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
@@ -54,12 +56,21 @@ class ModelInputs(tuple):
 
     @property
     def tensors(self) -> tuple:
-        return tuple(v for v in self if isinstance(v, torch.Tensor))
+        """The input tensors in torch.export's order (a container's leaves in its place)."""
+        return tuple(t for v in self for t in _leaf_tensors(v))
 
 
-def call(model, inputs):
-    """model(*inputs, **settings): how every stage runs a model on its example inputs."""
-    return model(*inputs, **getattr(inputs, "kwargs", {}))
+def is_input(v) -> bool:
+    """A tensor or a container of tensors (engine.graph.containers): an input, not a setting."""
+    return isinstance(v, torch.Tensor) or is_container(v)
+
+
+def call(model, inputs, rebuild: bool = True):
+    """model(*inputs, **settings): how every stage runs a model on its example inputs. A
+    container input (a KV cache) is rebuilt for the call (an in-place update stays in the
+    copy), unless `rebuild` is False: a user's call updates the user's cache as torch would."""
+    args = [fresh(v) for v in inputs] if rebuild else list(inputs)
+    return model(*args, **getattr(inputs, "kwargs", {}))
 
 
 def check_inputs(model, example_inputs, example_kwargs=None) -> tuple:
@@ -78,6 +89,10 @@ def check_inputs(model, example_inputs, example_kwargs=None) -> tuple:
     for i, t in enumerate(example_inputs):
         if isinstance(t, (type(None), bool, int, float)):
             continue       # a positional setting: forward(ids, None, token_type_ids)
+        if is_container(t):
+            for name, leaf in leaves(t, f"example_inputs[{i}]"):
+                _check_tensor(name, leaf)
+            continue
         if not isinstance(t, torch.Tensor):
             raise ConfigError(f"example_inputs[{i}] is {type(t).__name__}, expected a Tensor "
                               f"(or None / a bool / int / float setting)")
@@ -87,17 +102,24 @@ def check_inputs(model, example_inputs, example_kwargs=None) -> tuple:
             raise ConfigError(f"example_kwargs keys must be parameter names, got {k!r}")
         if isinstance(v, torch.Tensor):
             _check_tensor(f"example_kwargs[{k!r}]", v)
+        elif is_container(v):
+            for name, leaf in leaves(v, f"example_kwargs[{k!r}]"):
+                _check_tensor(name, leaf)
         elif not isinstance(v, CONSTANT_TYPES):
             raise ConfigError(f"example_kwargs[{k!r}] is {type(v).__name__}: a keyword input is "
-                              f"a tensor or a constant setting (None, bool, int, float, str)")
+                              f"a tensor, a container of tensors (tuple, list, dict, a "
+                              f"DynamicCache) or a constant setting (None, bool, int, float, "
+                              f"str)")
     if isinstance(example_inputs, ModelInputs):
         kwargs = {**example_inputs.kwargs, **kwargs}
     bound, settings = tuple(example_inputs), {}
     if kwargs:
         bound, settings = bind(model, bound, kwargs, lambda i, p: p.default, "example_kwargs")
-    if not any(isinstance(v, torch.Tensor) for v in bound):
+    if not any(is_input(v) for v in bound):
         raise ConfigError("the example inputs hold no tensor: give at least one input tensor")
-    return ModelInputs(bound, settings)
+    # containers held as the engine's own objects: a user's later decode step that updates
+    # their cache in place does not change the example the model was optimized with
+    return ModelInputs(tuple(fresh(v) for v in bound), settings)
 
 
 def _check_tensor(what: str, t: torch.Tensor) -> None:
@@ -146,7 +168,7 @@ def bind(model: nn.Module, args: tuple, kwargs: dict, fill, what: str,
         if k in index and index[k] in slots:
             raise error(f"{what}[{k!r}]: input {index[k]} of forward() is given twice, by "
                         f"position and as {k!r}")
-        if not isinstance(v, torch.Tensor):
+        if not is_input(v):
             if k not in index and not var_kw and all(p.name != k for p in params):
                 raise error(f"{what}[{k!r}] is not a parameter of {type(model).__name__}"
                             f".forward(): {[p.name for p in params]}")
@@ -193,7 +215,7 @@ def bind_call(model: nn.Module, example: tuple, args: tuple, kwargs: dict) -> Mo
     settings = dict(getattr(example, "kwargs", {}))
     if kwargs:
         def fill(i, p):
-            if i < len(example) and not isinstance(example[i], torch.Tensor):
+            if i < len(example) and not is_input(example[i]):
                 return example[i]
             return p.default
         args, given = bind(model, tuple(args), kwargs, fill, "input", InputError)
@@ -201,7 +223,7 @@ def bind_call(model: nn.Module, example: tuple, args: tuple, kwargs: dict) -> Mo
     names = None
     if len(args) < len(example):
         for i in range(len(args), len(example)):
-            if isinstance(example[i], torch.Tensor):
+            if is_input(example[i]):
                 names = input_names(model, len(example))
                 raise InputError(f"input {i} {names[i]!r} is missing: the model was optimized "
                                  f"with the inputs {_describe(names, example)}")
@@ -211,6 +233,9 @@ def bind_call(model: nn.Module, example: tuple, args: tuple, kwargs: dict) -> Mo
         raise InputError(f"{len(args)} inputs given ({names}); the model was optimized with "
                          f"{len(example)}: {_describe(names, example)}")
     for i, (a, e) in enumerate(zip(args, example)):
+        if is_container(e):
+            _check_container(model, i, a, e, example)
+            continue
         if not isinstance(e, torch.Tensor):
             continue
         if not isinstance(a, torch.Tensor):
@@ -225,6 +250,22 @@ def bind_call(model: nn.Module, example: tuple, args: tuple, kwargs: dict) -> Mo
     return ModelInputs(args, settings)
 
 
+def _check_container(model, i: int, a, e, example) -> None:
+    """Input i, a container in the example, is one of the same structure and leaf dtypes."""
+    names = input_names(model, len(example))
+    if not same_structure(a, e):
+        raise InputError(f"input {i} {names[i]!r} is a {type(a).__name__} not structured like "
+                         f"the example's {type(e).__name__} (example inputs: "
+                         f"{_describe(names, example)})")
+    for (leaf_name, x), (_, y) in zip(leaves(a, names[i]), leaves(e, names[i])):
+        if x.dtype != y.dtype:
+            raise InputError(f"input {leaf_name!r} is {x.dtype}, but the model was optimized "
+                             f"for {y.dtype}")
+
+
 def _describe(names: list, example: tuple) -> str:
-    return ", ".join(f"{n}: {str(e.dtype).replace('torch.', '')}{list(e.shape)}"
-                     for n, e in zip(names, example) if isinstance(e, torch.Tensor))
+    def one(n, e):
+        if is_container(e):
+            return f"{n}: {type(e).__name__} of {len(_leaf_tensors(e))} tensors"
+        return f"{n}: {str(e.dtype).replace('torch.', '')}{list(e.shape)}"
+    return ", ".join(one(n, e) for n, e in zip(names, example) if is_input(e))

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .inputs import call
 from .padding import conv_padding
 
 
@@ -188,7 +189,7 @@ after an explicit pad).
             hooks.append(mod.register_forward_hook(hook_for(name, mod)))
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            call(model, example_inputs)
     finally:
         for h in hooks:
             h.remove()

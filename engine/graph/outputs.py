@@ -74,10 +74,15 @@ def flatten_outputs(out) -> tuple:
             if type(v) is not dict:
                 node["type"] = f"{type(v).__module__}.{type(v).__qualname__}"
             return node
+        children = _pytree_children(v)
+        if children is not None:    # a class pytree knows (a KV cache): its children by key
+            return {"kind": "mapping", "type": f"{type(v).__module__}.{type(v).__qualname__}",
+                    "items": [[k, walk(x, path + (k,))] for k, x in children]}
         where = ".".join(path) or "the output"
         raise ConfigError(f"model output {where!r} is a {type(v).__name__}: outputs must be "
-                          f"tensors, or tuples / lists / dicts / ModelOutputs of them (a "
-                          f"transformers cache: pass use_cache=False in example_kwargs)")
+                          f"tensors, or tuples / lists / dicts / ModelOutputs / DynamicCaches "
+                          f"of them (another transformers cache: pass use_cache=False in "
+                          f"example_kwargs)")
 
     tree = walk(out, ())
     if tree["kind"] == "tensor":
@@ -87,6 +92,21 @@ def flatten_outputs(out) -> tuple:
     else:
         names = [".".join(p) for p, _ in leaves]
     return [(n, t) for n, (_, t) in zip(names, leaves)], tree
+
+
+def _pytree_children(v):
+    """[(key, child)] of an object of a class registered with torch's pytree (transformers'
+    DynamicCache once engine.graph.containers registered it), None for any other."""
+    from .containers import is_container, key_name
+    if not is_container(v):
+        return None
+    import torch.utils._pytree as pytree
+    node = pytree.SUPPORTED_NODES[type(v)]
+    if node.flatten_with_keys_fn is not None:
+        pairs, _ = node.flatten_with_keys_fn(v)
+        return [(key_name(k), x) for k, x in pairs]
+    children, _ = node.flatten_fn(v)
+    return [(str(i), x) for i, x in enumerate(children)]
 
 
 def rebuild(tree: dict, leaves: list):

@@ -47,7 +47,7 @@ class OptimizedModel:
             torch.set_num_threads(1)
         try:
             with torch.no_grad():
-                return call(self.runtime, inputs)
+                return call(self.runtime, inputs, rebuild=False)
         finally:
             if prev != 1 and self._native:
                 torch.set_num_threads(prev)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, SchemeError
+from ..graph.inputs import call
 from ..graph.dependency import ChannelGroup, GroupMember, build_groups, evaluating
 from ..graph.shrink import channel_count, keep_channels
 from .base import Importance, check_sparsity, register_scheme
@@ -254,9 +255,9 @@ def _shapes(out: Any) -> Any:
 def _check_outputs(model: nn.Module, new: nn.Module, example_inputs: tuple) -> None:
     """Postcondition: the cut model runs and its outputs keep their shapes."""
     with torch.no_grad(), evaluating(model), evaluating(new):
-        before = _shapes(model(*example_inputs))
+        before = _shapes(call(model, example_inputs))
         try:
-            after = _shapes(new(*example_inputs))
+            after = _shapes(call(new, example_inputs))
         except Exception as e:
             raise SchemeError(f"the pruned model fails to run: {type(e).__name__}: {e}") from e
     if before != after:
