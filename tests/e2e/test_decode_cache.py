@@ -110,3 +110,23 @@ def test_empty_or_static_cache_refused_with_reason():
     with pytest.raises(ConfigError, match="StaticCache"):
         engine.optimize(model, (nxt,), example_kwargs={"cache": static, "use_cache": True},
                         sparsity=0.5, measure=False, progress=False)
+
+
+def test_decode_arm64_artifact_matches_under_qemu(decoded, tmp_path):
+    from engine.bench.qemu import arm64_runner, run_arm64
+    try:
+        runner = arm64_runner()
+    except ConfigError as e:
+        pytest.skip(str(e))
+    _, cache, nxt, _, opt = decoded
+    path = opt.save(tmp_path / "arm", target="arm64")
+    flat = [k for k, _ in _kv(cache)] + [v for _, v in _kv(cache)]
+    outs = run_arm64(runner, path, [nxt] + flat)
+    with torch.no_grad():
+        ref = opt.pruned_model(nxt, cache=_copy(cache), use_cache=True)
+    want = [ref.logits] + [layer.keys for layer in ref.past_key_values.layers] + \
+        [layer.values for layer in ref.past_key_values.layers]
+    assert len(outs) == len(want)
+    for got, w in zip(outs, want):
+        assert got.shape == tuple(w.shape)
+        assert abs(got - w.numpy()).max() < 1e-4 * max(1.0, w.abs().max().item())
