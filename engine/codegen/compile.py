@@ -116,6 +116,11 @@ class CompiledModel:
     def run(self, *inputs) -> list:
         """Run on this machine (host targets only); inputs numpy arrays or torch tensors, in
         the order of `inputs`. Returns the outputs as numpy arrays."""
+        return [t.numpy() for t in _flatten(self.bound(*inputs)())]
+
+    def bound(self, *inputs):
+        """A call of the compiled main on these inputs, converted once: what timing it runs
+        (the VM's outputs, not copied out)."""
         if not self.runs_here:
             raise ConfigError(f"target {self.target.name!r} ({self.target.arch}) does not run "
                               f"on this {platform.machine()} machine; export_library() it and "
@@ -138,8 +143,8 @@ class CompiledModel:
                 exe = tvm.runtime.load_module(
                     str(self.export_library(Path(self._tmp.name) / "model.so")))
             self._vm = relax.VirtualMachine(exe, tvm.cpu())
-        out = self._vm["main"](*args)
-        return [t.numpy() for t in _flatten(out)]
+        main = self._vm["main"]
+        return lambda: main(*args)
 
     def __call__(self, *inputs) -> list:
         return self.run(*inputs)

@@ -33,6 +33,7 @@ class OptimizedModel:
         self._native = any(c.backend in SPARSE_BACKENDS for c in plan)
         self._dense = None
         self.mapping = None      # the mapping.Problem when optimize(mapper=...) made the plan
+        self._compiled: dict = {}   # target name -> CompiledModel (the guard's, reused by save)
 
     def __call__(self, *inputs, **kwargs):
         """The model's output for these inputs (the same structure the model returns): the
@@ -73,6 +74,8 @@ class OptimizedModel:
         torch get a generated dense kernel. Returns an engine.codegen.CompiledModel."""
         from ..codegen import compile_model
         tgt = get_target(target or self.plan.target)
+        if tgt.name in self._compiled:
+            return self._compiled[tgt.name]
         # torch does not exist in the module: layers the host runtime runs in torch get the
         # C++ dense kernel (convs; 8-row tiles; depthwise convs the direct depthwise kernel)
         # or a generated dense kernel (linear)
@@ -88,6 +91,7 @@ class OptimizedModel:
             cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
                             f"dense kernel (conv) or a generated dense kernel (linear) here")
         self._name_outputs(cm)
+        self._compiled[tgt.name] = cm
         return cm
 
     def _name_outputs(self, cm) -> None:

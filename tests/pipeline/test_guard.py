@@ -36,6 +36,7 @@ def test_a_slower_result_becomes_the_dense_model_with_the_reason(case, monkeypat
     before = copy.deepcopy(model.state_dict())
     calls = []
     monkeypatch.setattr(guard_mod, "_time", _fixed(2e-3, 1e-3, calls))
+    monkeypatch.setattr(guard_mod, "artifact_times", lambda *a: None)   # no artifact verdict
     opt = _optimize(model, x)
     assert len(calls) == 2                 # a loss is measured twice before acting on it
     g = opt.plan.meta["guard"]
@@ -53,6 +54,7 @@ def test_a_slower_result_becomes_the_dense_model_with_the_reason(case, monkeypat
 def test_warn_keeps_the_optimized_model_and_warns(case, monkeypatch):
     model, x = case
     monkeypatch.setattr(guard_mod, "_time", _fixed(2e-3, 1e-3, []))
+    monkeypatch.setattr(guard_mod, "artifact_times", lambda *a: None)
     with pytest.warns(RuntimeWarning, match="not faster than the dense model"):
         opt = _optimize(model, x, guard="warn")
     assert opt.plan.meta["guard"]["kept"] == "optimized"
@@ -88,6 +90,7 @@ def test_a_dense_result_saves_and_loads(case, monkeypatch, tmp_path):
     pytest.importorskip("tvm")
     model, x = case
     monkeypatch.setattr(guard_mod, "_time", _fixed(2e-3, 1e-3, []))
+    monkeypatch.setattr(guard_mod, "artifact_times", _fixed(2e-3, 1e-3, []))
     opt = _optimize(model, x)
     opt.save(tmp_path / "a")
     art = engine.load(tmp_path / "a")
@@ -100,3 +103,35 @@ def test_bad_guard_option_is_named(case):
     model, x = case
     with pytest.raises(ConfigError, match="guard must be 'keep', 'warn' or 'off'"):
         _optimize(model, x, guard="maybe")
+
+
+def test_the_artifact_is_judged_when_the_python_runtime_loses(case, monkeypatch):
+    """opt(...) slower than dense (torch glue between the kernels), the compiled artifact
+    faster: the optimized model is kept, the verdict says it was the artifact's."""
+    model, x = case
+    monkeypatch.setattr(guard_mod, "_time", _fixed(2e-3, 1e-3, []))
+    art = []
+    monkeypatch.setattr(guard_mod, "artifact_times", _fixed(0.5e-3, 1e-3, art))
+    opt = _optimize(model, x)
+    g = opt.plan.meta["guard"]
+    assert art and g["measured"] == "artifact" and g["kept"] == "optimized"
+    assert g["optimized_ms"] == 0.5 and g["speedup"] == 2.0 and opt.plan.pruned
+    assert any("opt(...) in Python 2.000 ms" in n for n in opt.notes)
+    monkeypatch.setattr(guard_mod, "artifact_times", _fixed(3e-3, 1e-3, []))
+    lost = _optimize(model, x)             # the artifact loses too: the dense model
+    assert lost.plan.meta["guard"]["kept"] == "dense" and not lost.plan.pruned
+
+
+def test_artifact_times_compiles_what_save_then_writes(case, monkeypatch, tmp_path):
+    model, x = case
+    opt = _optimize(model, x, guard="off")
+    t = guard_mod.artifact_times(opt, opt._dense, opt.example_inputs, None)
+    assert set(t) == {"optimized", "dense"} and all(v > 0 for v in t.values())
+    import engine.codegen as codegen
+
+    def no_compile(*a, **k):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(codegen, "compile_model", no_compile)
+    art = engine.load(opt.save(tmp_path / "art"))
+    with torch.no_grad():
+        assert torch.allclose(torch.as_tensor(art(x)), opt.pruned_model(x), atol=1e-5)
