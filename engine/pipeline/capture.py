@@ -12,15 +12,25 @@ from torch import nn
 
 from ..errors import CaptureError, ConfigError
 from ..graph.inputs import call
+from ..graph.transposed import decompose_transposed
+from ..schemes.base import MaskScheme
 from .state import RunState
 
 
 def capture(state: RunState) -> None:
-    """state.work: an eval-mode copy without gradients (the user's model is never touched)."""
+    """state.work: an eval-mode copy without gradients (the user's model is never touched),
+    its transposed convs as phase convs for a mask scheme (engine.graph.transposed; the dense
+    model the guard times against is then the copy as given)."""
     work = copy.deepcopy(state.model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
     dry_run(work, state.example_inputs)
+    if isinstance(state.scheme, MaskScheme) and any(
+            isinstance(m, nn.ConvTranspose2d) for m in work.modules()):
+        dense = copy.deepcopy(work)
+        state.decomposed = decompose_transposed(work, state.example_inputs, call)
+        if state.decomposed and state.dense_model is None:
+            state.dense_model = dense
     if state.config.capture:
         export_check(work, state.example_inputs)
     state.work = work
