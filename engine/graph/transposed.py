@@ -260,3 +260,15 @@ def decompose_transposed(model: nn.Module, example_inputs: tuple, call) -> dict:
             setattr(mod, child_name, new)
         done[name] = [f"{name}.{n}" for n in new.names]
     return done
+
+
+def fold_phase_convs(model: nn.Module) -> nn.Module:
+    """A copy of `model` (e.g. opt.pruned_model) with every PhaseConvTranspose2d folded back
+    into the user's nn.ConvTranspose2d, its (masked) weights kept: the user's architecture."""
+    import copy
+    out = copy.deepcopy(model)
+    for mod in list(out.modules()):
+        for child_name, child in list(mod._modules.items()):
+            if isinstance(child, PhaseConvTranspose2d):
+                setattr(mod, child_name, child.to_conv_transpose())
+    return out
