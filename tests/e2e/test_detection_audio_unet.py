@@ -91,6 +91,10 @@ def test_optimize_match_save_load(name, tmp_path):
     assert set(users.values()) | set(other) == _weight_layers(model)
     assert all(c.reason for c in opt.plan) and all(other.values())
     assert len(opt.plan.pruned) >= {"detr": 20, "wav2vec2": 8, "unet": 12}[name]
+    rows = {r["layer"]: r for r in opt.weight_layers()}   # the user's view: one row a layer
+    assert set(rows) == _weight_layers(model) and all(r["reason"] for r in rows.values())
+    assert sum(r["pruned"] for r in rows.values()) == len(set(
+        users[c.layer] for c in opt.plan.pruned))
 
     got = opt(x)
     with torch.no_grad():
@@ -108,6 +112,9 @@ def test_optimize_match_save_load(name, tmp_path):
                               "ups.1": {"kind": "ConvTranspose2d", "layers": ["ups.1.p1x1"],
                                         "as": decomposed["ups.1"]["as"]}}
         assert {"ups.0.p1x1", "ups.1.p1x1"} <= {c.layer for c in opt.plan.pruned}
+        assert rows["ups.0"]["kind"] == "ConvTranspose2d" and rows["ups.0"]["pruned"]
+        assert rows["ups.0"]["runs_as"] == ["ups.0.p1x1"]
+        assert rows["ups.0"]["params"] == model.ups[0].weight.numel()
         up = user_arch.get_submodule("ups.0")
         assert isinstance(up, nn.ConvTranspose2d) and 0.4 < float((up.weight == 0).float().mean())
     if name == "wav2vec2":          # the weight-normed positional conv: baked, pruned, masked
