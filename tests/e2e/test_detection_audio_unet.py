@@ -22,8 +22,8 @@ T = pytest.importorskip("transformers")
 
 
 def _detr():
-    backbone = T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 64],
-                              depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage4"])
+    backbone = T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                              layer_type="basic", out_features=["stage2"])
     cfg = T.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
                        backbone_config=backbone, d_model=32, encoder_layers=1, decoder_layers=1,
                        encoder_attention_heads=2, decoder_attention_heads=2,
