@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
+from .export_fixes import apply_fixes
 
 SUPPORTED = "0.27"
 
@@ -64,8 +65,6 @@ def get_num_threads() -> int:
     return int(tvm.get_global_func("runtime.NumThreads")())
 
 
-
-
 def import_exported_program(ep, keep_params_as_input: bool = True):
     """from_exported_program, with the failing node known: (mod, None) or (None, (error, node
     or None, graph nodes it holds)). TVM's importer reports an op it cannot convert without
@@ -76,7 +75,7 @@ def import_exported_program(ep, keep_params_as_input: bool = True):
         ep = ep.run_decompositions()
     except Exception as e:  # noqa: BLE001  (torch's decomposition; reported like an import)
         return None, (e, None, [])
-    _explicit_scan_dtypes(ep)
+    apply_fixes(ep)      # ops the importer rejects, rewritten (engine.codegen.export_fixes)
     importer = ExportedProgramImporter()
     try:
         mod = importer.from_exported_program(ep, keep_params_as_input, False, False, None)
@@ -90,19 +89,3 @@ def import_exported_program(ep, keep_params_as_input: bool = True):
         env = getattr(importer, "env", {})
         failing = next((n for n in nodes if n not in env), None)
         return None, (e, failing, [failing] if failing is not None else [])
-
-
-def _explicit_scan_dtypes(ep) -> None:
-    """torch's cumsum / cumprod of a bool or small-int tensor returns int64 (dtype=None means
-    "promote"); TVM's importer keeps the input's dtype and LLVM then fails adding bools
-    (transformers' packed-sequence mask: (position_diff != 1).cumsum(-1)). Name the dtype the
-    node returns (its meta) wherever torch promotes."""
-    import torch
-    for node in ep.graph.nodes:
-        if node.op != "call_function" or "dtype" in node.kwargs:
-            continue
-        if node.target not in (torch.ops.aten.cumsum.default, torch.ops.aten.cumprod.default):
-            continue
-        out, src = node.meta.get("val"), getattr(node.args[0], "meta", {}).get("val")
-        if out is not None and src is not None and out.dtype != src.dtype:
-            node.kwargs = {**node.kwargs, "dtype": out.dtype}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .transposed import unsupported
+
 # (torch class, reason) in order: the first isinstance match names the reason
 _REASONS: tuple = (
     (nn.Embedding, "embedding: a table lookup, left dense"),
@@ -20,7 +22,8 @@ _REASONS: tuple = (
     (nn.RNNBase, "recurrent layer: no sparse recurrent kernel yet; runs in torch, dense"),
     (nn.MultiheadAttention, "MultiheadAttention: its input projection runs inside torch's "
                             "attention (no sparse path yet); left dense"),
-    (nn.ConvTranspose2d, "ConvTranspose2d: no transposed-conv kernel yet; runs in torch, dense"),
+    (nn.ConvTranspose2d, "ConvTranspose2d: not decomposed into phase convs (not called on the "
+                         "example inputs, or a filter / channel scheme); runs in torch, dense"),
     (nn.ConvTranspose1d, "ConvTranspose1d: no transposed-conv kernel yet; runs in torch, dense"),
     (nn.ConvTranspose3d, "ConvTranspose3d: no transposed-conv kernel yet; runs in torch, dense"),
     (nn.Conv3d, "Conv3d: no 3-D conv kernel yet; runs in torch, dense"),
@@ -38,6 +41,8 @@ def _reason(name: str, mod: nn.Module, parent: dict, model: nn.Module) -> str:
     if owner is not None and isinstance(model.get_submodule(owner), nn.MultiheadAttention):
         return ("MultiheadAttention's output projection: torch's attention reads its weight "
                 "directly (the module is never called); left dense")
+    if isinstance(mod, nn.ConvTranspose2d) and unsupported(mod) is not None:
+        return unsupported(mod)
     for cls, why in _REASONS:
         if isinstance(mod, cls):
             return why

@@ -12,18 +12,46 @@ from torch import nn
 
 from ..errors import CaptureError, ConfigError
 from ..graph.inputs import call
+from ..graph.transposed import decompose_transposed
+from ..schemes.base import MaskScheme
 from .state import RunState
 
 
 def capture(state: RunState) -> None:
-    """state.work: an eval-mode copy without gradients (the user's model is never touched)."""
+    """state.work: an eval-mode copy without gradients (the user's model is never touched),
+    its transposed convs as phase convs for a mask scheme (engine.graph.transposed; the dense
+    model the guard times against is then the copy as given)."""
     work = copy.deepcopy(state.model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
     dry_run(work, state.example_inputs)
+    baked = bake_parametrizations(work)
+    if baked:
+        state.notes.append(f"weight parametrizations (weight_norm, ...) of {len(baked)} "
+                           f"layer(s) baked into plain weights in the engine's copy: "
+                           f"{', '.join(baked[:4])}{', ...' if len(baked) > 4 else ''}")
+    if isinstance(state.scheme, MaskScheme) and any(
+            isinstance(m, nn.ConvTranspose2d) for m in work.modules()):
+        dense = copy.deepcopy(work)
+        state.decomposed = decompose_transposed(work, state.example_inputs, call)
+        if state.decomposed and state.dense_model is None:
+            state.dense_model = dense
     if state.config.capture:
         export_check(work, state.example_inputs)
     state.work = work
+
+
+def bake_parametrizations(model: nn.Module) -> list:
+    """Every parametrized tensor of `model` (torch.nn.utils.parametrize: weight_norm, spectral
+    norm, ...; Wav2Vec2's positional conv) replaced by its value, a plain parameter: for
+    inference the weight is a constant, and a mask must land on the weight the layer computes
+    with (writing into a parametrized `weight` would change a temporary). Returns the layers."""
+    from torch.nn.utils import parametrize
+    baked = [(n, m) for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    for _, mod in baked:
+        for tensor in list(mod.parametrizations.keys()):
+            parametrize.remove_parametrizations(mod, tensor, leave_parametrized=True)
+    return [n for n, _ in baked]
 
 
 def dry_run(model: nn.Module, example_inputs: tuple) -> None:

@@ -64,6 +64,35 @@ class OptimizedModel:
                      for c in self.plan if c.pruned and self._info(c.layer) is not None)
         return pruned / total if total else 0.0
 
+    def weight_layers(self) -> list:
+        """Every weight layer of the user's model once, under the user's name, in plan order
+        then plan.other_layers: {"layer", "kind", "pruned", "sparsity", "params", "reason",
+        "runs_as"}; a ConvTranspose2d run as phase convs is one row (its sparsity over all of
+        them, runs_as naming them, the reason theirs), a layer left dense has its reason."""
+        user = {s: n for n, d in self.plan.meta.get("decomposed", {}).items()
+                for s in d["layers"]}
+        rows: dict = {}
+        for c in self.plan:
+            name, info = user.get(c.layer, c.layer), self._info(c.layer)
+            n = _numel(info.weight_shape) if info is not None else 0
+            r = rows.setdefault(name, {"layer": name, "kind": "ConvTranspose2d" if name in
+                                       self.plan.meta.get("decomposed", {}) else
+                                       (info.kind if info is not None else "?"),
+                                       "pruned": False, "sparsity": 0.0, "params": 0,
+                                       "reason": "", "runs_as": []})
+            r["sparsity"] = (r["sparsity"] * r["params"] + (c.sparsity if c.pruned else 0.0)
+                             * n) / max(r["params"] + n, 1)
+            r["params"] += n
+            r["pruned"] = r["pruned"] or c.pruned
+            r["runs_as"].append(c.layer)
+            r["reason"] = "; ".join(filter(None, [r["reason"], (
+                f"{c.layer}: {c.reason}" if name != c.layer else c.reason)]))
+        out = list(rows.values())
+        out += [{"layer": o["layer"], "kind": o.get("kind", ""), "pruned": False,
+                 "sparsity": 0.0, "params": int(o.get("params", 0)), "reason": o["reason"],
+                 "runs_as": []} for o in self.plan.other_layers]
+        return out
+
     def _info(self, name: str) -> Optional[LayerInfo]:
         return next((l for l in self.layers if l.name == name), None)
 

@@ -51,6 +51,11 @@ def make_plan(state: RunState) -> None:
         "isa": native.best_isa() if cfg.isa == "auto" else cfg.isa})
     # every weight layer the engine does not prune, with why (engine.graph.weights)
     state.plan.meta["other_layers"] = state.other_layers
+    if state.decomposed:     # the user's ConvTranspose2d layers -> the phase convs listed
+        state.plan.meta["decomposed"] = {
+            name: {"kind": "ConvTranspose2d", "layers": subs, "as": "stride-1 phase convs, "
+                   "outputs interleaved (engine.graph.transposed)"}
+            for name, subs in state.decomposed.items()}
 
 
 def prune(state: RunState) -> None:

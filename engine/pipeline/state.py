@@ -27,6 +27,7 @@ class RunState:
     base: Optional[nn.Module] = None     # the model masks apply to (shrunk for group schemes)
     layers: list = field(default_factory=list)
     other_layers: list = field(default_factory=list)   # weight layers not in `layers`
+    decomposed: dict = field(default_factory=dict)     # ConvTranspose2d -> its phase convs
     candidates: dict = field(default_factory=dict)   # layer -> (mask, group rows)
     choices: dict = field(default_factory=dict)      # layer -> mapping.Choice
     backends: dict = field(default_factory=dict)     # layer -> rows | ("tir" | "dense", ...)

@@ -40,7 +40,9 @@ def _check_listing(opt, model: nn.Module, other_kinds: dict) -> None:
     """Every weight layer is in the plan or in plan.other_layers, with kind, shape and reason;
     the table shows them; opt.sparsity is the zeroed fraction of all weight parameters."""
     other = {o["layer"]: o for o in opt.plan.other_layers}
-    chosen = {c.layer for c in opt.plan}
+    user_layer = {sub: name for name, d in opt.plan.meta.get("decomposed", {}).items()
+                  for sub in d["layers"]}     # a ConvTranspose2d's phase convs -> the layer
+    chosen = {user_layer.get(c.layer, c.layer) for c in opt.plan}
     assert chosen.isdisjoint(other)
     assert chosen | set(other) == _weight_layers(model)
     for name, kind in other_kinds.items():
@@ -164,7 +166,8 @@ def test_conv1d_pruned_as_conv2d_and_saved(tmp_path):
 
 
 class UNetish(nn.Module):
-    """Down conv, ConvTranspose2d up (output_padding), skip concat, conv; a Conv3d side branch."""
+    """Down conv, ConvTranspose2d up (output_padding), skip concat, conv; a Conv3d side branch;
+    a grouped ConvTranspose2d (not decomposed)."""
 
     def __init__(self):
         super().__init__()
@@ -172,19 +175,26 @@ class UNetish(nn.Module):
         self.up = nn.ConvTranspose2d(32, 16, 3, 2, 1, output_padding=1)
         self.out = nn.Conv2d(24, 8, 3, 1, 1)
         self.vol = nn.Conv3d(1, 2, 3, padding=1)
+        self.gup = nn.ConvTranspose2d(32, 8, 2, 2, groups=2)
 
     def forward(self, x):
-        u = torch.relu(self.up(torch.relu(self.down(x))))
+        d = torch.relu(self.down(x))
+        u = torch.relu(self.up(d))
         v = self.vol(x[:, :1].unsqueeze(1)).mean(1)
-        return self.out(torch.cat([u, x], 1)) + v
+        return self.out(torch.cat([u, x], 1)) + v + self.gup(d)
 
 
 def test_conv_transpose_and_conv3d_listed():
     torch.manual_seed(0)
     model, x = UNetish().eval(), torch.randn(1, 8, 16, 16)
     opt = engine.optimize(model, (x,), measure=False, progress=False)
-    _check_listing(opt, model, {"up": "ConvTranspose2d", "vol": "Conv3d"})
-    assert {c.layer for c in opt.plan.pruned} == {"down", "out"}
+    _check_listing(opt, model, {"gup": "ConvTranspose2d", "vol": "Conv3d"})
+    other = {o["layer"]: o for o in opt.plan.other_layers}
+    assert "groups=2" in other["gup"]["reason"] and "Conv3d" in other["vol"]["reason"]
+    # the 3x3 stride-2 up conv: four phase convs (2x2, 2x1, 1x2, 1x1 sub-kernels), pruned
+    phases = {"up.p2x2", "up.p2x1", "up.p1x2", "up.p1x1"}
+    assert set(opt.plan.meta["decomposed"]["up"]["layers"]) == phases
+    assert {c.layer for c in opt.plan.pruned} == {"down", "out"} | phases
     _close(opt(x), opt.pruned_model(x))
 
 
