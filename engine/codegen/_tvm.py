@@ -77,6 +77,7 @@ def import_exported_program(ep, keep_params_as_input: bool = True):
     except Exception as e:  # noqa: BLE001  (torch's decomposition; reported like an import)
         return None, (e, None, [])
     _explicit_scan_dtypes(ep)
+    _positive_select_indices(ep)
     importer = ExportedProgramImporter()
     try:
         mod = importer.from_exported_program(ep, keep_params_as_input, False, False, None)
@@ -90,6 +91,21 @@ def import_exported_program(ep, keep_params_as_input: bool = True):
         env = getattr(importer, "env", {})
         failing = next((n for n in nodes if n not in env), None)
         return None, (e, failing, [failing] if failing is not None else [])
+
+
+def _positive_select_indices(ep) -> None:
+    """torch's select(x, dim, -1) is the last element; TVM's importer turns it into
+    take(x, -1, mode="fast"), which reads before the tensor (garbage: `out[:, -1]`, a
+    classifier reading an LSTM's last step, gave 1e31). Name the index from the front."""
+    import torch
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.select.int:
+            continue
+        src, dim, index = node.args[0], node.args[1], node.args[2]
+        val = getattr(src, "meta", {}).get("val")
+        if isinstance(index, int) and index < 0 and val is not None:
+            size = int(val.shape[dim])
+            node.args = (src, dim, index + size)
 
 
 def _explicit_scan_dtypes(ep) -> None:

@@ -51,6 +51,8 @@ def make_plan(state: RunState) -> None:
         "isa": native.best_isa() if cfg.isa == "auto" else cfg.isa})
     # every weight layer the engine does not prune, with why (engine.graph.weights)
     state.plan.meta["other_layers"] = state.other_layers
+    if state.recurrent is not None:   # recurrent layers: layer names -> torch's weight names
+        state.plan.meta["recurrent"] = state.recurrent.to_meta()
 
 
 def prune(state: RunState) -> None:
