@@ -7,6 +7,7 @@
     python -m engine bench plans build|time --models resnet50,mobilenetv2 --out plans/
     python -m engine bench peers --models resnet50,mobilenetv2 --threads 1,2 --out peers/
     python -m engine bench corpus --models bert,gpt2_decode,unet --out corpus/
+    python -m engine bench recurrent --out rnn/   (LSTM classifier: sparse / dense artifact, torch)
     python -m engine demo
 """
 from __future__ import annotations
@@ -210,7 +211,8 @@ def main(argv: Optional[list] = None) -> int:
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
     b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery",
-                                   "plans", "tir", "peers", "dense", "corpus"])
+                                   "plans", "tir", "peers", "dense", "corpus",
+                                   "recurrent"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)

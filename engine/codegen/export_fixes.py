@@ -9,6 +9,9 @@ would fail or compute something else.
                            both operands (the divisor is an int constant there), so the node
                            becomes floor(a / b) (trunc(a / b)) in the tensor's float dtype
     explicit_scan_dtypes   cumsum / cumprod of bool / small ints: the promoted dtype named
+    positive_select_index  x[:, -1] (select with a negative index): TVM's importer makes it
+                           take(x, -1, mode="fast"), which reads before the tensor (a
+                           classifier on an LSTM's last step gave 1e31): indexed from the front
 """
 from __future__ import annotations
 
@@ -75,7 +78,21 @@ def explicit_scan_dtypes(graph: torch.fx.Graph) -> int:
     return done
 
 
-FIXES = (float_floor_division, explicit_scan_dtypes)
+def positive_select_index(graph: torch.fx.Graph) -> int:
+    """select(x, dim, i < 0) as select(x, dim, i + size): the same element, from the front."""
+    done = 0
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is not aten.select.int:
+            continue
+        src, dim, index = node.args[0], node.args[1], node.args[2]
+        val = _val(src)
+        if isinstance(index, int) and index < 0 and val is not None:
+            node.args = (src, dim, index + int(val.shape[dim]))
+            done += 1
+    return done
+
+
+FIXES = (float_floor_division, explicit_scan_dtypes, positive_select_index)
 
 
 def apply_fixes(ep) -> dict:

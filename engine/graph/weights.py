@@ -17,9 +17,10 @@ from .transposed import unsupported
 _REASONS: tuple = (
     (nn.Embedding, "embedding: a table lookup, left dense"),
     (nn.EmbeddingBag, "embedding: a table lookup, left dense"),
-    (nn.LSTM, "LSTM: no sparse recurrent kernel yet; runs in torch, dense"),
-    (nn.GRU, "GRU: no sparse recurrent kernel yet; runs in torch, dense"),
-    (nn.RNNBase, "recurrent layer: no sparse recurrent kernel yet; runs in torch, dense"),
+    # recurrent layers are decomposed into prunable linears (engine.graph.recurrent); one
+    # listed here was kept whole, and the caller's `reasons` say why
+    (nn.RNNBase, "recurrent layer kept whole (not decomposed into prunable linears); runs in "
+                 "torch, dense"),
     (nn.MultiheadAttention, "MultiheadAttention: its input projection runs inside torch's "
                             "attention (no sparse path yet); left dense"),
     (nn.ConvTranspose2d, "ConvTranspose2d: not decomposed into phase convs (not called on the "
@@ -36,7 +37,9 @@ def weight_params(mod: nn.Module) -> list:
             if p is not None and p.dim() >= 2]
 
 
-def _reason(name: str, mod: nn.Module, parent: dict, model: nn.Module) -> str:
+def _reason(name: str, mod: nn.Module, parent: dict, model: nn.Module, reasons: dict) -> str:
+    if name in reasons:
+        return reasons[name]
     owner = parent.get(name)
     if owner is not None and isinstance(model.get_submodule(owner), nn.MultiheadAttention):
         return ("MultiheadAttention's output projection: torch's attention reads its weight "
@@ -52,8 +55,9 @@ def _reason(name: str, mod: nn.Module, parent: dict, model: nn.Module) -> str:
     return f"{type(mod).__name__}: the engine has no pruning path for this layer type; left dense"
 
 
-def other_weight_layers(model: nn.Module, listed: list) -> list:
-    """A dict per weight layer of `model` that is not in `listed` (the engine's LayerInfo list):
+def other_weight_layers(model: nn.Module, listed: list, reasons: dict = None) -> list:
+    """A dict per weight layer of `model` that is not in `listed` (the engine's LayerInfo list),
+    the reason from `reasons` (module name -> why) where it has one:
     {"layer", "kind", "weight_shape" (the first weight's shape), "weights" ({param name:
     shape}), "params" (weight elements not counted before: shared ones count once), "reason"}.
     A parameter shared with a listed layer says so and counts 0."""
@@ -74,7 +78,7 @@ def other_weight_layers(model: nn.Module, listed: list) -> list:
         count = sum(p.numel() for _, p in params if id(p) not in owner)
         for _, p in params:
             owner.setdefault(id(p), name)
-        reason = _reason(name, mod, parent, model)
+        reason = _reason(name, mod, parent, model, reasons or {})
         if shared:
             reason += f" (weight shared with {shared[0]!r}, counted there)"
         out.append({"layer": name, "kind": type(mod).__name__,

@@ -9,6 +9,9 @@ grouped convs named there run the block-diagonal SpMM pack (`SparseConv2d(groups
 Max pools run the native kernel; everything else (glue) stays torch. Layers named in `keep`
 (excluded by the user) and layers with a forward of their own (graph.layers.custom_forward)
 stay the model's own modules, unfused.
+A decomposed recurrent layer (engine.graph.recurrent.Recurrent) is a leaf of the trace: its
+time loop stays Python and its linears (named in `sparse`) are swapped in place, one module
+each however many steps call it.
 If the model cannot be traced by torch.fx, the layers named in `sparse` are swapped in place
 without fusion; the modules swapped in keep the torch layer's attributes (weight, kernel_size,
 ...) a forward may read (engine.runtime.views).
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..graph.layers import custom_forward, gemm_weight, is_transposed_linear, set_module
+from ..graph.recurrent import Recurrent
 from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
 from .backends import build_layer
 
@@ -85,10 +89,12 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
 
 class _LayerTracer(fx.Tracer):
     """torch.fx's tracer, with transformers' Conv1D a leaf like torch's own layers (one
-    call_module node the lowering can replace, not its addmm)."""
+    call_module node the lowering can replace, not its addmm), and a decomposed recurrent
+    layer a leaf (its loop runs per call; its linears are swapped in place)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_transposed_linear(m) or super().is_leaf_module(m, qualname)
+        return is_transposed_linear(m) or isinstance(m, Recurrent) or \
+            super().is_leaf_module(m, qualname)
 
 
 def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> LoweringResult:
@@ -110,6 +116,11 @@ def lower(model: nn.Module, sparse: dict, isa: str = "auto", keep=()) -> Lowerin
                               f"torch.fx could not trace the model ({type(e).__name__}: "
                               f"{first}); layers swapped in place without BN folding / fusion")
     modules = dict(gm.named_modules())
+    for name, mod in modules.items():   # recurrent leaves: their linears swapped in place
+        if isinstance(mod, Recurrent):
+            _swap_in_place(mod, {n[len(name) + 1:]: v for n, v in sparse.items()
+                                 if n.startswith(name + ".") and n not in keep}, isa, "",
+                           prefix=name + ".")
     fused: dict = {}
     sites: dict = {}   # layer -> call sites lowered so far (a module called more than once)
     for node in list(gm.graph.nodes):
@@ -192,10 +203,14 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, mod: nn.Module, modules: dic
     return {"bn": bn_name, "act": act, "residual": residual is not None}
 
 
-def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str) -> LoweringResult:
+def _swap_in_place(model: nn.Module, sparse: dict, isa: str, note: str,
+                   prefix: str = "") -> LoweringResult:
+    """The layers named in `sparse` (relative to `model`; `prefix` + name is the layer's name
+    in the whole model) replaced by their lowered modules, unfused."""
+    full = {prefix + n: v for n, v in sparse.items()}
     for name, mod in list(model.named_modules()):
         if name in sparse and _lowerable(mod):
             b = mod.bias.detach() if mod.bias is not None else None
-            set_module(model, name, build_layer(mod, name, gemm_weight(mod).detach(), b, "none",
-                                                 sparse, isa))
+            set_module(model, name, build_layer(mod, prefix + name, gemm_weight(mod).detach(),
+                                                 b, "none", full, isa))
     return LoweringResult(model, {}, False, note)

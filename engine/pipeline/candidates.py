@@ -32,13 +32,18 @@ def candidates(state: RunState) -> None:
     base = state.work
     if isinstance(state.scheme, MaskScheme):
         state.layers = list_layers(base, state.example_inputs)
-        check_exclude(cfg.exclude, state.layers)
+        check_exclude(cfg.exclude, state.layers, _kept_recurrent(state))
         state.candidates, state.choices = mask_candidates(base, state.layers, state.scheme,
                                                           cfg, state.plan_in)
     else:
         base = _shrink(state)
     state.base = base
-    state.other_layers = other_weight_layers(base, state.layers)
+    state.other_layers = other_weight_layers(base, state.layers, _kept_recurrent(state))
+
+
+def _kept_recurrent(state: RunState) -> dict:
+    """Recurrent modules kept as torch's (name -> reason; engine.graph.recurrent)."""
+    return dict(state.recurrent.kept) if state.recurrent is not None else {}
 
 
 def _shrink(state: RunState) -> nn.Module:
@@ -72,12 +77,14 @@ def blk(block) -> str:
     return "x".join(map(str, block)) if block else ""
 
 
-def check_exclude(exclude: tuple, layers: list) -> None:
-    names = {l.name for l in layers}
+def check_exclude(exclude: tuple, layers: list, modules=()) -> None:
+    """Each name of `exclude` is a layer, a prefix of layers, or one of `modules` (recurrent
+    modules kept whole, engine.graph.recurrent)."""
+    names = {l.name for l in layers} | set(modules)
     for e in exclude:
         if e not in names and not any(n.startswith(e + ".") for n in names):
-            raise ConfigError(f"exclude names {e!r}, which is not a conv/linear layer of the "
-                              f"model (layers: {sorted(names)[:8]}...)")
+            raise ConfigError(f"exclude names {e!r}, which is not a conv/linear/recurrent "
+                              f"layer of the model (layers: {sorted(names)[:8]}...)")
 
 
 def excluded(name: str, exclude: tuple) -> bool:

@@ -1,6 +1,8 @@
 """Stage "capture": the working copy of the user's model, checked to run in eager mode on the
 example inputs and (unless capture=False) to be captured by torch.export, which the compile
-path needs; every failure names the culprit (source line, aten op)."""
+path needs; every failure names the culprit (source line, aten op). Recurrent layers (nn.LSTM /
+nn.GRU / nn.RNN) of the copy are decomposed into prunable linears (engine.graph.recurrent) for
+mask schemes; the dense model the result is timed against keeps torch's layers."""
 from __future__ import annotations
 
 import copy
@@ -13,14 +15,16 @@ from torch import nn
 from ..errors import CaptureError, ConfigError
 from ..graph.inputs import call
 from ..graph.transposed import decompose_transposed
+from ..graph.recurrent import decompose_recurrent, keep_all
 from ..schemes.base import MaskScheme
 from .state import RunState
 
 
 def capture(state: RunState) -> None:
     """state.work: an eval-mode copy without gradients (the user's model is never touched),
-    its transposed convs as phase convs for a mask scheme (engine.graph.transposed; the dense
-    model the guard times against is then the copy as given)."""
+    its transposed convs as phase convs for a mask scheme (engine.graph.transposed) and its
+    recurrent layers decomposed (state.recurrent says which, and why not the others); the
+    dense model the guard times against is then the copy as given."""
     work = copy.deepcopy(state.model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -36,6 +40,7 @@ def capture(state: RunState) -> None:
         state.decomposed = decompose_transposed(work, state.example_inputs, call)
         if state.decomposed and state.dense_model is None:
             state.dense_model = dense
+    _decompose(state, work)
     if state.config.capture:
         export_check(work, state.example_inputs)
     state.work = work
@@ -52,6 +57,24 @@ def bake_parametrizations(model: nn.Module) -> list:
         for tensor in list(mod.parametrizations.keys()):
             parametrize.remove_parametrizations(mod, tensor, leave_parametrized=True)
     return [n for n, _ in baked]
+
+
+def _decompose(state: RunState, work: nn.Module) -> None:
+    """Recurrent layers -> linears (engine.graph.recurrent) when the scheme prunes by masks;
+    group schemes (filter / channel) do not cut recurrent layers."""
+    if not any(isinstance(m, nn.RNNBase) for m in work.modules()):
+        return
+    if not isinstance(state.scheme, MaskScheme):
+        state.recurrent = keep_all(work, f"scheme {state.config.scheme!r} prunes whole "
+                                         f"channels and does not cut recurrent layers")
+        return
+    dense = copy.deepcopy(work)
+    state.recurrent = decompose_recurrent(work, state.example_inputs, state.config.exclude)
+    if state.recurrent.decomposed and state.dense_model is None:   # timed against torch's own
+        state.dense_model = dense
+        state.notes.append("recurrent layers decomposed into prunable linears: " + ", ".join(
+            f"{n} ({d['kind']}: {', '.join(d['layers'])})"
+            for n, d in state.recurrent.decomposed.items()))
 
 
 def dry_run(model: nn.Module, example_inputs: tuple) -> None:

@@ -68,6 +68,10 @@ def guard(state: RunState, opt):
     text = (f"the optimized model is not faster than the dense model end to end: "
             f"{o_ms:.3f} ms vs {d_ms:.3f} ms (median, interleaved, "
             f"{verdict['threads']} thread(s))")
+    if state.recurrent is not None and state.recurrent.decomposed:
+        text += (" - the host runtime steps recurrent layers in Python, torch's dense "
+                 "model in its fused kernel; compiled artifacts unroll the steps: "
+                 "guard='warn' keeps the plan for opt.save()")
     if cfg.guard == "warn":
         opt.notes.append(f"whole-model guard: {text}; kept (guard='warn')")
         warnings.warn(f"engine.optimize: {text}", RuntimeWarning, stacklevel=3)

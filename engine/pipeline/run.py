@@ -56,6 +56,8 @@ def make_plan(state: RunState) -> None:
             name: {"kind": "ConvTranspose2d", "layers": subs, "as": "stride-1 phase convs, "
                    "outputs interleaved (engine.graph.transposed)"}
             for name, subs in state.decomposed.items()}
+    if state.recurrent is not None:   # recurrent layers: layer names -> torch's weight names
+        state.plan.meta["recurrent"] = state.recurrent.to_meta()
 
 
 def prune(state: RunState) -> None:

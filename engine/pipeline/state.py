@@ -38,3 +38,4 @@ class RunState:
     mapped_plan: Optional[Plan] = None   # the mapper's own plan (meta: budget, feasibility)
     dense_model: Optional[nn.Module] = None   # what opt.benchmark() compares against
     timer: Any = None                    # the profiler the mapper measured with (decide reuses it)
+    recurrent: Any = None                # engine.graph.recurrent.RecurrentRecord (capture)

@@ -88,6 +88,24 @@ def test_dense_model_and_glue_ops():
     assert {lk.kind for lk in cm.layers} == {"dense", "grouped"}
 
 
+class _LastStep(torch.nn.Module):
+    """out[:, -1] and out[-1]: torch's select with a negative index (a classifier reading a
+    recurrent layer's last step)."""
+
+    def forward(self, x):
+        s = torch.stack([torch.tanh(x[:, t]) for t in range(x.shape[1])], 0)
+        return s.transpose(0, 1)[:, -1] + s[-1] + x[:, -2]
+
+
+def test_negative_select_index():
+    """TVM's importer made select(x, dim, -1) a take(-1, mode="fast") that read before the
+    tensor (outputs of 1e31); the engine names the index from the front."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 16)
+    cm = compile_model(_LastStep(), (x,), None, "host")
+    assert_close(cm.run(x)[0], _LastStep()(x), 1e-5)
+
+
 def test_dense_left_to_tvm_still_correct():
     torch.manual_seed(1)
     model = randomize_bn(TinyNet())

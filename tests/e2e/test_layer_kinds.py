@@ -1,6 +1,7 @@
 """Every weight layer a user has is listed (P8 part C): layers the engine prunes in the plan's
-choices, every other one (embeddings, LSTM / GRU, MultiheadAttention, ConvTranspose2d, Conv1d,
-Conv3d, ...) in plan.other_layers with its kind, weight shape and why it stays dense; the
+choices (LSTM / GRU as their decomposed linears, tests/e2e/test_recurrent.py), every other one
+(embeddings, MultiheadAttention, ConvTranspose2d, Conv3d, ...) in plan.other_layers with its
+kind, weight shape and why it stays dense; the
 model's sparsity is counted over all of them. transformers' Conv1D (GPT-2) is pruned and run as
 the linear of its transposed weight.
 
@@ -44,7 +45,8 @@ def _check_listing(opt, model: nn.Module, other_kinds: dict) -> None:
                   for sub in d["layers"]}     # a ConvTranspose2d's phase convs -> the layer
     chosen = {user_layer.get(c.layer, c.layer) for c in opt.plan}
     assert chosen.isdisjoint(other)
-    assert chosen | set(other) == _weight_layers(model)
+    # the engine's copy names recurrent layers' weights by their decomposed linears
+    assert chosen | set(other) == _weight_layers(opt.pruned_model)
     for name, kind in other_kinds.items():
         o = other[name]
         assert o["kind"] == kind and o["reason"], o
@@ -98,17 +100,30 @@ def test_recurrent_attention_embedding_listed_with_reasons(tmp_path):
     torch.manual_seed(0)
     model, x = Recurrent().eval(), torch.randn(1, 8, 32)
     opt = engine.optimize(model, (x,), measure=False, progress=False)
-    _check_listing(opt, model, {"emb": "Embedding", "lstm": "LSTM", "gru": "GRU",
-                                "mha": "MultiheadAttention",
+    _check_listing(opt, model, {"emb": "Embedding", "mha": "MultiheadAttention",
                                 "mha.out_proj": "NonDynamicallyQuantizableLinear"})
     other = {o["layer"]: o for o in opt.plan.other_layers}
-    assert "LSTM" in other["lstm"]["reason"] and "embedding" in other["emb"]["reason"]
+    assert "embedding" in other["emb"]["reason"]
     assert "output projection" in other["mha.out_proj"]["reason"]
-    assert set(other["lstm"]["weights"]) == {"weight_ih_l0", "weight_hh_l0"}
-    assert {c.layer for c in opt.plan.pruned} == {"fc", "head"}
-    assert 0.0 < opt.sparsity < 0.8 * 0.5        # the dense layers hold most of the weights
+    rnn = [f"{m}.l0.{w}" for m in ("lstm", "gru") for w in ("ih", "hh")]
+    assert {c.layer for c in opt.plan.pruned} == {"fc", "head", *rnn}
+    assert 0.8 * 0.5 < opt.sparsity < 0.8        # embedding and attention left dense
     _close(opt(x), opt.pruned_model(x))
-    _save_load(opt, x, tmp_path)                 # LSTM / GRU / attention compiled dense
+    _save_load(opt, x, tmp_path)                 # attention compiled dense
+
+
+def test_recurrent_excluded_listed_with_reason():
+    """exclude= keeps a recurrent layer torch's own module, listed with why."""
+    torch.manual_seed(0)
+    model, x = Recurrent().eval(), torch.randn(1, 8, 32)
+    opt = engine.optimize(model, (x,), measure=False, progress=False, exclude=["lstm"])
+    _check_listing(opt, model, {"lstm": "LSTM"})
+    other = {o["layer"]: o for o in opt.plan.other_layers}
+    assert "excluded by the user" in other["lstm"]["reason"]
+    assert set(other["lstm"]["weights"]) == {"weight_ih_l0", "weight_hh_l0"}
+    assert type(opt.pruned_model.lstm) is nn.LSTM
+    assert {"gru.l0.ih", "gru.l0.hh"} <= {c.layer for c in opt.plan.pruned}
+    _close(opt(x), opt.pruned_model(x))
 
 
 class Audio(nn.Module):
