@@ -45,8 +45,9 @@ def _check_listing(opt, model: nn.Module, other_kinds: dict) -> None:
                   for sub in d["layers"]}     # a ConvTranspose2d's phase convs -> the layer
     chosen = {user_layer.get(c.layer, c.layer) for c in opt.plan}
     assert chosen.isdisjoint(other)
-    # the engine's copy names recurrent layers' weights by their decomposed linears
-    assert chosen | set(other) == _weight_layers(opt.pruned_model)
+    # the engine's copy names recurrent layers' weights by their decomposed linears and a
+    # ConvTranspose2d's by its phase convs: the plan's own names there
+    assert {c.layer for c in opt.plan} | set(other) == _weight_layers(opt.pruned_model)
     for name, kind in other_kinds.items():
         o = other[name]
         assert o["kind"] == kind and o["reason"], o
