@@ -118,9 +118,10 @@ def table(rows: list) -> str:
     for r in rows:
         g = r.get("guard") or {}
         speed = (f"{g['dense_ms']:.2f} / {g['optimized_ms']:.2f} ms = {g['speedup']:.2f}x "
-                 f"({g['kept']})" if g.get("speedup") else "not measured")
+                 f"({g['kept']}, {g.get('measured', 'runtime')})" if g.get("speedup")
+                 else "not measured")
         errs = " / ".join(_fmt_err(r.get(k)) for k in ("err_opt", "err_artifact", "err_arm64"))
-        kept = ", ".join(f"{n} {k}" for k, n in (r.get("kept_dense") or {}).items())
+        kept = ", ".join(f"{n} {k[:40]}" for k, n in (r.get("kept_dense") or {}).items())
         fail = r.get("optimize", "")
         lines.append(f"| {r['model']} | {r.get('listed', '-')} + {r.get('other', '-')} other | "
                      f"{r.get('pruned', '-')} | {r.get('sparsity', '-')} | {speed} | {errs} | "
