@@ -83,6 +83,12 @@ def guard(state: RunState, opt):
 def _time(opt, dense, inputs: tuple, threads) -> dict:
     """Median seconds a call of each, interleaved; torch on the run's thread count for the
     dense model (the optimized one sets its own around each call)."""
+    return _measure.compare({"optimized": lambda: call(opt, inputs),
+                             "dense": _dense_call(dense, inputs, threads)}, min_time=MIN_TIME)
+
+
+def _dense_call(dense, inputs: tuple, threads):
+    """A call of the dense model in torch on the run's thread count (restored after)."""
     prev = torch.get_num_threads()
     n = threads or native.get_threads()
 
@@ -93,9 +99,7 @@ def _time(opt, dense, inputs: tuple, threads) -> dict:
                 return call(dense, inputs)
         finally:
             torch.set_num_threads(prev)
-
-    return _measure.compare({"optimized": lambda: call(opt, inputs), "dense": run_dense},
-                            min_time=MIN_TIME)
+    return run_dense
 
 
 def artifact_times(opt, dense, inputs: tuple, threads):
@@ -115,18 +119,8 @@ def artifact_times(opt, dense, inputs: tuple, threads):
         opt.notes.append(f"whole-model guard: the artifact could not be timed "
                          f"({type(e).__name__}: {str(e).strip()[:200]})")
         return None
-    n = threads or native.get_threads()
-    prev = torch.get_num_threads()
-
-    def run_dense():
-        torch.set_num_threads(n)
-        try:
-            with torch.no_grad():
-                return call(dense, inputs)
-        finally:
-            torch.set_num_threads(prev)
-
-    set_num_threads(n)
+    set_num_threads(threads or native.get_threads())
+    run_dense = _dense_call(dense, inputs, threads)
     best: dict = {}
     for _ in range(2):
         t = _measure.compare({"optimized": run, "dense": run_dense}, min_time=MIN_TIME)
