@@ -58,7 +58,9 @@ def test_warn_keeps_the_optimized_model_and_warns(case, monkeypatch):
     with pytest.warns(RuntimeWarning, match="not faster than the dense model"):
         opt = _optimize(model, x, guard="warn")
     assert opt.plan.meta["guard"]["kept"] == "optimized"
-    assert opt.plan.pruned                 # min_speedup 1.0 at 50%: the plan prunes
+    # the plan as decided per layer (what it prunes depends on real per-layer timings), not the
+    # dense configuration the guard would have returned
+    assert all("whole-model guard" not in c.reason for c in opt.plan)
     assert any("guard='warn'" in n for n in opt.notes)
 
 
