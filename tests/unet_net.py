@@ -4,6 +4,8 @@ of unit order so nothing vanishes."""
 import torch
 from torch import nn
 
+from engine.zoo.init import he_init
+
 
 def _block(i: int, o: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
@@ -26,7 +28,7 @@ class UNet(nn.Module):
             self.dec.append(_block(2 * w, w))
             c = w
         self.head = nn.Conv2d(c, classes, 1)
-        _reinit(self)
+        he_init(self)
 
     def forward(self, x):
         skips = []
@@ -38,15 +40,3 @@ class UNet(nn.Module):
         for up, dec in zip(self.ups, self.dec):
             x = dec(torch.cat([up(x), skips.pop()], 1))
         return self.head(x)
-
-
-def _reinit(model: nn.Module) -> None:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g)
-                               * (2.0 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)

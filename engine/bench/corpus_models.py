@@ -11,20 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _he_init(model: nn.Module, seed: int = 1) -> nn.Module:
-    """He-scaled conv / linear weights and BN statistics of unit order (the configs' default
-    init makes deep CNNs' activations vanish, which would let any error pass)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                fan = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan) ** 0.5)
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+from ..zoo.init import he_init
 
 
 def _image(size: int):
@@ -51,14 +38,14 @@ def _mobilenet(version: int):
         m = T.MobileNetV1Model(T.MobileNetV1Config(image_size=96, depth_multiplier=0.5))
     else:
         m = T.MobileNetV2Model(T.MobileNetV2Config(image_size=96, depth_multiplier=0.5))
-    return _he_init(m).eval(), _image(96), {}
+    return he_init(m).eval(), _image(96), {}
 
 
 def _efficientnet():
     import transformers as T
     cfg = T.EfficientNetConfig(image_size=96, width_coefficient=0.5, depth_coefficient=0.5,
                                hidden_dim=640)
-    return _he_init(T.EfficientNetModel(cfg)).eval(), _image(96), {}
+    return he_init(T.EfficientNetModel(cfg)).eval(), _image(96), {}
 
 
 def _bert():
@@ -170,12 +157,12 @@ def _recurrent(kind: str):
 def _audio():
     torch.manual_seed(0)
     x = torch.randn(1, 40, 128, generator=torch.Generator().manual_seed(0))
-    return _he_init(AudioCNN()).eval(), (x,), {}
+    return he_init(AudioCNN()).eval(), (x,), {}
 
 
 def _unet():
     torch.manual_seed(0)
-    return _he_init(UNet()).eval(), _image(64), {}
+    return he_init(UNet()).eval(), _image(64), {}
 
 
 def _detr():
@@ -187,7 +174,7 @@ def _detr():
                        d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                        decoder_attention_heads=4, encoder_ffn_dim=512, decoder_ffn_dim=512,
                        num_queries=20, num_labels=10)
-    return _he_init(T.DetrForObjectDetection(cfg)).eval(), _image(96), {}
+    return he_init(T.DetrForObjectDetection(cfg)).eval(), _image(96), {}
 
 
 MODELS = {

@@ -85,16 +85,13 @@ def _cache_unflatten(cls, children, ctx):
 
 def dynamic_cache(cls, keys: list, values: list):
     """A `cls` (transformers' DynamicCache) holding the given tensors, without copying them."""
-    from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import Cache, DynamicLayer
     layers = []
     for k, v in zip(keys, values):
         layer = DynamicLayer()
         layer.keys, layer.values, layer.device, layer.is_initialized = k, v, k.device, True
         layers.append(layer)
-    cache = cls.__new__(cls)
-    Cache = cls.__mro__[1] if cls.__name__ != "Cache" else cls
-    while Cache.__name__ != "Cache":
-        Cache = Cache.__mro__[1]
+    cache = cls.__new__(cls)       # DynamicCache's own __init__ would copy them in (update)
     Cache.__init__(cache, layers=layers)
     return cache
 

@@ -73,6 +73,17 @@ def call(model, inputs, rebuild: bool = True):
     return model(*args, **getattr(inputs, "kwargs", {}))
 
 
+def run_hooked(model, inputs, handles: list) -> None:
+    """Run `model` once on `inputs` (call(), no grad) for the hooks `handles` registered,
+    then remove them, whatever the run raised."""
+    try:
+        with torch.no_grad():
+            call(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def check_inputs(model, example_inputs, example_kwargs=None) -> tuple:
     """The example inputs as one positional tuple (keywords bound to their positions); each
     tensor a non-empty CPU tensor of a supported dtype. ConfigError naming the problem."""

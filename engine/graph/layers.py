@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .inputs import call
+from .inputs import run_hooked
 from .padding import conv_padding
 
 
@@ -187,12 +187,7 @@ after an explicit pad).
     for name, mod in model.named_modules():
         if isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or is_transposed_linear(mod):
             hooks.append(mod.register_forward_hook(hook_for(name, mod)))
-    try:
-        with torch.no_grad():
-            call(model, example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, example_inputs, hooks)
     return [seen[n] for n in order]
 
 

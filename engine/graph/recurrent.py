@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import InputError, LoweringError
-from .inputs import call
+from .inputs import call, run_hooked
 from .layers import set_module
 
 # mode (torch's RNNBase.mode) -> number of gates (rows of W_ih / W_hh per hidden unit)
@@ -284,13 +284,8 @@ def _probe(model: nn.Module, example_inputs, mods: list) -> dict:
         if len(seen) < 2:
             seen.append((args, dict(kwargs)))
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods]
-    try:
-        with torch.no_grad():
-            call(model, example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, example_inputs,
+               [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods])
     return calls
 
 

@@ -29,6 +29,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .inputs import run_hooked
+
 
 @dataclass(frozen=True)
 class Phase1d:
@@ -214,7 +216,7 @@ class PhaseConvTranspose2d(nn.Module):
                 f"output_padding={self.output_padding}) as phase convs {self.names}")
 
 
-def _observed_output_padding(model: nn.Module, example_inputs: tuple, call) -> dict:
+def _observed_output_padding(model: nn.Module, example_inputs: tuple) -> dict:
     """{name: output_padding} of every nn.ConvTranspose2d called on the example inputs, as its
     output shows it (a forward passing output_size picks its own)."""
     seen: dict = {}
@@ -234,22 +236,16 @@ def _observed_output_padding(model: nn.Module, example_inputs: tuple, call) -> d
             hooks.append(mod.register_forward_hook(hook_for(name)))
     if not hooks:
         return seen
-    try:
-        with torch.no_grad():
-            call(model, example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, example_inputs, hooks)
     return seen
 
 
-def decompose_transposed(model: nn.Module, example_inputs: tuple, call) -> dict:
+def decompose_transposed(model: nn.Module, example_inputs: tuple) -> dict:
     """Replace, in `model` (the engine's working copy, never the user's), every
     nn.ConvTranspose2d the example run calls and the decomposition covers by its
-    PhaseConvTranspose2d; returns {layer: [its phase conv names]}. `call(model, inputs)` runs
-    the model (engine.graph.inputs.call)."""
+    PhaseConvTranspose2d; returns {layer: [its phase conv names]}."""
     done: dict = {}
-    for name, op in _observed_output_padding(model, example_inputs, call).items():
+    for name, op in _observed_output_padding(model, example_inputs).items():
         conv = model.get_submodule(name)
         if unsupported(conv) is not None:
             continue

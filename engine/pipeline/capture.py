@@ -37,7 +37,7 @@ def capture(state: RunState) -> None:
     if isinstance(state.scheme, MaskScheme) and any(
             isinstance(m, nn.ConvTranspose2d) for m in work.modules()):
         dense = copy.deepcopy(work)
-        state.decomposed = decompose_transposed(work, state.example_inputs, call)
+        state.decomposed = decompose_transposed(work, state.example_inputs)
         if state.decomposed and state.dense_model is None:
             state.dense_model = dense
     _decompose(state, work)

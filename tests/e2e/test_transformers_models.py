@@ -15,6 +15,7 @@ from torch import nn
 import engine
 from engine.runtime.modules import LoweredLayer
 from engine.runtime.views import PaddedConv2d
+from engine.zoo.init import he_init
 
 T = pytest.importorskip("transformers")
 
@@ -27,30 +28,15 @@ def _vit_like(cls, cfg_cls, **extra):
     return cls(cfg)
 
 
-def _reinit(model):
-    """He-scaled weights and BN statistics of unit order: the configs' default init makes the
-    MobileNets' activations vanish (outputs ~1e-34), which would let any error pass."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g)
-                               * (2.0 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
-
-
 MODELS = {
     "vit": lambda: _vit_like(T.ViTModel, T.ViTConfig, intermediate_size=64),
     "deit": lambda: _vit_like(T.DeiTModel, T.DeiTConfig, intermediate_size=64),
     "dinov2": lambda: _vit_like(T.Dinov2Model, T.Dinov2Config, mlp_ratio=2),
-    "mobilenet_v1": lambda: _reinit(T.MobileNetV1Model(
+    "mobilenet_v1": lambda: he_init(T.MobileNetV1Model(
         T.MobileNetV1Config(image_size=32, depth_multiplier=0.25))),
-    "mobilenet_v2": lambda: _reinit(T.MobileNetV2Model(
+    "mobilenet_v2": lambda: he_init(T.MobileNetV2Model(
         T.MobileNetV2Config(image_size=32, depth_multiplier=0.25))),
-    "efficientnet": lambda: _reinit(T.EfficientNetModel(T.EfficientNetConfig(
+    "efficientnet": lambda: he_init(T.EfficientNetModel(T.EfficientNetConfig(
         image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320))),
 }
 # a layer each forward reads (or pads through)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from engine.graph.inputs import call
 from engine.graph.transposed import PhaseConvTranspose2d, decompose_transposed, unsupported
 
 
@@ -85,7 +84,7 @@ def test_decompose_in_working_copy_with_output_size_and_aliases():
     model, x = Up().eval(), torch.randn(1, 4, 6, 6)
     ref = model(x)
     work = copy.deepcopy(model)
-    assert decompose_transposed(work, (x,), call) == {"up": ["up.p1x1", "up.p1x2", "up.p2x1",
+    assert decompose_transposed(work, (x,)) == {"up": ["up.p1x1", "up.p1x2", "up.p2x1",
                                                              "up.p2x2"]}
     assert isinstance(work.up, PhaseConvTranspose2d) and work.alias is work.up
     assert isinstance(model.up, nn.ConvTranspose2d)            # the user's model untouched
