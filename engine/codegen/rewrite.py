@@ -24,7 +24,7 @@ from ._tvm import relax, tvm
 from .act_match import const_float as _float
 from .act_match import gated_activation
 from .act_match import op_name as _op_name
-from .token_linear import TokenLayout
+from .token_linear import TokenLayout, residual_end
 
 _Call = tvm.ir.Call
 _Const = tvm.ir.expr.Constant
@@ -239,6 +239,9 @@ def _absorb_one(g: _Graph, m: LayerMatch, channel_axis: int, cur, user):
     if name == "relax.nn.batch_norm" and m.op == "conv2d" and uval.args[0].same_as(cur) \
             and m.residual is None and m.act == "none":
         return _absorb_batch_norm(g, m, channel_axis, cur, user)
+    if name in ("relax.add", "relax.reshape") and \
+            (end := residual_end(g, m, cur, user)) is not None:
+        return end          # a linear over tokens: its residual, in their layout
     if name == "relax.add" and m.residual is None and m.act == "none":
         return _absorb_add(g, m, cur, user)
     act = _activation(uval)
@@ -336,13 +339,15 @@ class Replacement:
                              # token_linear): x, the residual and y are transposed around it
 
 
-def rewrite_layers(mod, matches: list, choose: Callable) -> tuple:
+def rewrite_layers(mod, matches: list, choose: Callable, isa=None) -> tuple:
     """Replace each match's chain by call_tir(choose(match)); choose returns a Replacement or
-    None (leave the chain to TVM). Returns (new module, [(match, replacement)])."""
+    None (leave the chain to TVM). isa (a tir_text.VectorISA): layer norms between linears
+    over tokens may run in their layout (token_linear). Returns (new module, [(match,
+    replacement)])."""
     func = mod["main"]
     done = []
     bb = relax.BlockBuilder(mod)
-    tokens = TokenLayout(bb, func)
+    tokens = TokenLayout(bb, func, isa)
     by_anchor = {}
     drop = set()
     shared: dict = {}

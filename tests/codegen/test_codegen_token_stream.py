@@ -1,0 +1,118 @@
+"""A transformer's residual stream stays in the layout its linears run in (features as channels,
+tokens as pixels; engine/codegen/token_linear.py): residual adds fuse into the linears' kernels,
+layer norms run as column norms over the channels (engine/codegen/column_norm.py), and only the
+attention's heads and the model's output are transposed. Checked against torch, with the
+transposes the rewritten graph keeps counted."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from codegen_helpers import assert_close
+import engine
+from engine.codegen import compile_model
+from engine.codegen._tvm import relax, tvm
+from engine.codegen.column_norm import column_layer_norm_kernel
+from engine.codegen.targets import as_target, tvm_target, vector_isa
+
+
+def _isa():
+    return vector_isa(tvm_target(as_target("host")))
+
+
+@pytest.mark.parametrize("c,n", [(768, 128), (64, 48), (96, 100), (32, 7), (5, 1), (3, 37)])
+def test_column_layer_norm_matches_torch(c, n):
+    """Chunks of two vectors, a last chunk with an overlapping vector, fewer tokens than a
+    vector; inputs with a large mean (the two-pass variance)."""
+    tgt = tvm_target(as_target("host"))
+    k = column_layer_norm_kernel(c, n, 1e-5, vector_isa(tgt))
+    f = tvm.compile(tvm.IRModule({"main": k.prim_func().with_attr("global_symbol", "main")}),
+                    tgt)
+    rng = np.random.default_rng(c * 1000 + n)
+    x = (rng.standard_normal((1, c, 1, n)) * 3 + 40).astype(np.float32)
+    g, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    y = tvm.runtime.tensor(np.full_like(x, np.nan))
+    f["main"](*[tvm.runtime.tensor(a) for a in (x, g, b)], y)
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x[0, :, 0, :].T.copy()), (c,),
+                                         torch.from_numpy(g), torch.from_numpy(b), 1e-5)
+    assert_close(torch.from_numpy(y.numpy()[0, :, 0, :].T.copy()), ref, 2e-5)
+
+
+def test_column_layer_norm_refuses_an_empty_tensor():
+    with pytest.raises(ValueError, match="empty"):
+        column_layer_norm_kernel(0, 16, 1e-5, _isa())
+
+
+class Block(nn.Module):
+    """A post-norm transformer layer without attention (BERT's shape): linear + residual ->
+    layer norm -> linear -> GELU -> linear + residual -> layer norm, twice."""
+
+    def __init__(self, d=32, f=64, layers=2):
+        super().__init__()
+        self.o = nn.ModuleList(nn.Linear(d, d) for _ in range(layers))
+        self.a = nn.ModuleList(nn.Linear(d, f) for _ in range(layers))
+        self.b = nn.ModuleList(nn.Linear(f, d) for _ in range(layers))
+        self.n1 = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+        self.n2 = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+
+    def forward(self, x):
+        for o, a, b, n1, n2 in zip(self.o, self.a, self.b, self.n1, self.n2):
+            x = n1(o(x) * 0.5 + x)
+            x = n2(b(torch.nn.functional.gelu(a(x))) + x)
+        return x
+
+
+def _rewritten(model, x, plan=None):
+    from engine.codegen.compile import _LayerChooser, _import
+    from engine.codegen.rewrite import find_layers, rewrite_layers
+    mod, params, names, _ = _import(model, (x,))
+    chooser = _LayerChooser(plan, "tir", "plan", _isa())
+    mod, done = rewrite_layers(mod, find_layers(mod["main"], params, names), chooser, _isa())
+    return relax.transform.DeadCodeElimination()(mod)["main"].script(), done
+
+
+@pytest.mark.parametrize("tokens", [32, 24])
+def test_residual_stream_stays_in_the_linears_layout(tokens):
+    torch.manual_seed(0)
+    model, x = Block().eval(), torch.randn(1, tokens, 32)
+    for p in model.parameters():          # layer norms with non-trivial affine parameters
+        if p.dim() == 1:
+            p.data.uniform_(-1, 1)
+    opt = engine.optimize(model, (x,), sparsity=0.7, measure=False, capture=False,
+                          progress=False)
+    with torch.no_grad():
+        ref = opt.pruned_model(x)
+    assert_close(compile_model(opt.pruned_model, (x,), opt.plan, "host").run(x)[0], ref, 2e-5)
+    text, done = _rewritten(opt.pruned_model, x, opt.plan)
+    fused = {m.layer: m.fused for m, _ in done}
+    # o's residual is x itself, not o(x) * 0.5 + x: o's chain ends at the scale
+    assert all("residual" in fused[f"b.{i}"] for i in range(2)), fused
+    if tokens % 16 == 0:
+        # the 3 layer norms a linear reads as column norms (the last, the output, over rows),
+        # x transposed in once and the last linear's result out once
+        assert text.count("tir_column_layer_norm_32x32_eps1e_05") == 3 and text.count("R.nn.layer_norm") == 1
+        assert text.count("permute_dims") == 2
+    else:
+        # misaligned rows: layer norm stays over rows, each transposed around (module docs)
+        assert "tir_column_layer_norm" not in text and text.count("R.nn.layer_norm") == 4
+        assert text.count("permute_dims") > 2
+
+
+def test_bert_layers_compile_with_no_transpose_between_them():
+    """transformers' BERT (2 layers, 64 tokens, ids and mask): the artifact matches torch and
+    each layer keeps only the attention's transposes."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_size=64, num_attention_heads=2,
+                                  intermediate_size=128, num_hidden_layers=2,
+                                  vocab_size=100, max_position_embeddings=64)
+    model = transformers.BertModel(cfg).eval()
+    ids = torch.randint(0, 100, (1, 64))
+    mask = torch.ones(1, 64, dtype=torch.int64)
+    mask[0, 50:] = 0
+    opt = engine.optimize(model, (ids,), example_kwargs={"attention_mask": mask}, sparsity=0.8,
+                          block=(4, 1), measure=False, progress=False)
+    cm = compile_model(opt.pruned_model, (ids, mask), opt.plan, "host")
+    with torch.no_grad():
+        ref = opt.pruned_model(ids, attention_mask=mask).last_hidden_state
+    assert_close(cm.run(ids, mask)[0], ref, 2e-5)
