@@ -52,7 +52,10 @@ spe_activation parse_act(const std::string& a) {
   if (a == "relu6") return SPE_ACT_RELU6;
   if (a == "hardswish") return SPE_ACT_HARDSWISH;
   if (a == "silu") return SPE_ACT_SILU;
-  throw std::invalid_argument("unknown activation '" + a + "' (none, relu, relu6, hardswish, silu)");
+  if (a == "gelu") return SPE_ACT_GELU;
+  if (a == "gelu_tanh") return SPE_ACT_GELU_TANH;
+  throw std::invalid_argument("unknown activation '" + a +
+                              "' (none, relu, relu6, hardswish, silu, gelu, gelu_tanh)");
 }
 
 // The packed row-group arrays agree in size (C reads them by the lengths group_ptr implies):

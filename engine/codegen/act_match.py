@@ -1,10 +1,12 @@
-"""Activations that read their input twice, as TVM's torch importer decomposes them:
+"""The activations rewrite.find_layers fuses into the end of a conv / linear chain: relu,
+clip(0, 6), gelu and gelu_tanh (one op each: `single_activation`), and those that read their
+input twice, as TVM's torch importer decomposes them (`gated_activation`):
 
     silu(x)      = multiply(x, sigmoid(x))
     hardswish(x) = divide(multiply(x, clip(clip(add(x, 3), 0, inf), -inf, 6)), 6)
 
-rewrite.find_layers fuses them into the end of a conv / linear chain like relu and clip(0, 6):
-the kernels' epilogue computes them (SPE_ACT_SILU, SPE_ACT_HARDSWISH; tir_text.activation).
+The kernels' epilogues compute them (SPE_ACT_*, kernels/src/isa/activation.h;
+tir_text.activation).
 Operand order of the commutative ops and clip(0, 6) in one step are accepted too.
 """
 from __future__ import annotations
@@ -31,6 +33,20 @@ def const_float(v) -> Optional[float]:
         arr = value.numpy()
         if arr.size == 1:
             return float(arr.reshape(-1)[0])
+    return None
+
+
+def single_activation(value) -> Optional[str]:
+    """The activation a one-input op applies (relu, clip(0, 6), gelu, gelu_tanh), else None."""
+    name = op_name(value)
+    if name == "relax.nn.relu":
+        return "relu"
+    if name in ("relax.nn.gelu", "relax.nn.gelu_tanh"):
+        return name[len("relax.nn."):]
+    if name == "relax.clip" and len(value.args) == 3:
+        lo, hi = const_float(value.args[1]), const_float(value.args[2])
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
     return None
 
 

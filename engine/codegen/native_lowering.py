@@ -21,7 +21,8 @@ from ..targets.toolchain import cross_compiler
 from ._tvm import from_exported_program, relax, tvm
 
 # spe_activation (kernels/include/spe/spe.h) by name
-ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "silu": 4}
+ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "silu": 4, "gelu": 5,
+             "gelu_tanh": 6}
 
 
 def _conv(node, importer):

@@ -5,7 +5,7 @@
     conv2d(x, W) [+ bias] [batch_norm -> [0]] [+ bias] [+ residual] [act]
     matmul(x, permute_dims(W)) [+ bias] [act]
 
-act: relu | clip(0, 6) | silu | hardswish (the last two as act_match.py matches them)
+act: relu | clip(0, 6) | gelu | gelu_tanh | silu | hardswish (the last two: act_match.py)
 
 where every absorbed intermediate has exactly one use, folds the BatchNorm and biases into
 (W, b) on the host (numpy), and names each match after the torch parameter its weight came from
@@ -21,8 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._tvm import relax, tvm
-from .act_match import const_float as _float
-from .act_match import gated_activation
+from .act_match import gated_activation, single_activation
 from .act_match import op_name as _op_name
 from .token_linear import TokenLayout, residual_end
 
@@ -241,10 +240,10 @@ def _absorb_one(g: _Graph, m: LayerMatch, channel_axis: int, cur, user):
         return _absorb_batch_norm(g, m, channel_axis, cur, user)
     if name in ("relax.add", "relax.reshape") and \
             (end := residual_end(g, m, cur, user)) is not None:
-        return end          # a linear over tokens: its residual, in their layout
+        return end          # a linear over tokens: its residual or act, in their layout
     if name == "relax.add" and m.residual is None and m.act == "none":
         return _absorb_add(g, m, cur, user)
-    act = _activation(uval)
+    act = single_activation(uval)
     if act is not None and m.act == "none" and uval.args[0].same_as(cur):
         m.act = act
         m.absorbed.append(cur)
@@ -309,17 +308,6 @@ def _channel_broadcast(shape: tuple, ndim: int, o: int) -> bool:
     full = (1,) * (ndim - len(shape)) + shape
     return all(d == 1 for i, d in enumerate(full) if i != 1) if ndim > 2 else \
         all(d == 1 for d in full[:-1])
-
-
-def _activation(value) -> Optional[str]:
-    name = _op_name(value)
-    if name == "relax.nn.relu":
-        return "relu"
-    if name == "relax.clip" and len(value.args) == 3:
-        lo, hi = _float(value.args[1]), _float(value.args[2])
-        if lo == 0.0 and hi == 6.0:
-            return "relu6"
-    return None
 
 
 # --------------------------------------------------------------------------------------- rewrite

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "silu", "gelu", "gelu_tanh")
 PLACEHOLDER = "engine_generated_kernel"
 # noalias: the buffers never overlap; is_scheduled: dlight leaves it alone; op_pattern 8
 # (opaque): Relax fusion neither fuses it nor re-annotates it.
@@ -131,6 +131,12 @@ def activation(expr: str, act: str) -> str:
                 f" / {f32(6.0)}")
     if act == "silu":   # torch's form; T.exp lowers to a vector polynomial (fast_math.py)
         return f"({expr}) / ({f32(1.0)} + T.exp({f32(0.0)} - ({expr})))"
+    if act == "gelu":   # T.erf: TVM's vector polynomial (|error| ~5e-7 at |x| = 8)
+        return f"{f32(0.5)} * ({expr}) * ({f32(1.0)} + T.erf(({expr}) * {f32(0.5 ** 0.5)}))"
+    if act == "gelu_tanh":   # x (1 + tanh(u)) / 2 = x / (1 + exp(-2u))
+        c = 2.0 * (2.0 / 3.141592653589793) ** 0.5
+        return (f"({expr}) / ({f32(1.0)} + T.exp({f32(-c)} * ({expr}) - "
+                f"{f32(c * 0.044715)} * ({expr}) * ({expr}) * ({expr})))")
     return expr
 
 

@@ -35,7 +35,7 @@ from typing import Optional
 import numpy as np
 
 from ._tvm import relax
-from .act_match import op_name
+from .act_match import op_name, single_activation
 from .column_norm import column_layer_norm_kernel
 
 MIN_TOKENS = 8   # rows from which a linear runs as a 1x1 conv over them
@@ -102,8 +102,9 @@ def _rows(expr) -> Optional[tuple]:
 def residual_end(g, m, cur, user):
     """rewrite._absorb_one's case for a linear over MIN_TOKENS or more rows: `cur` (N, O),
     optionally through a reshape that only adds unit dims, added to a tensor of that shape
-    (not a constant): that tensor becomes m's residual. Returns the add's var, else None."""
-    if not token_rows(m) or m.residual is not None or m.act != "none":
+    (not a constant; it becomes m's residual) or through an activation (BERT's GELU after the
+    view back to (1, N, O)). Returns the chain's new end, else None."""
+    if not token_rows(m) or m.act != "none":
         return None
     chain = [cur]
     if op_name(g.defs[user]) == "relax.reshape" and _rows(user) == _rows(cur):
@@ -111,17 +112,22 @@ def residual_end(g, m, cur, user):
         user = g.sole_user(user)
         if user is None:
             return None
-    add = g.defs[user]
-    if op_name(add) != "relax.add":
+    v = g.defs[user]
+    act = single_activation(v)
+    if act is not None and v.args[0].same_as(chain[-1]):
+        m.act = act
+        m.fused.append(act)
+    elif op_name(v) == "relax.add" and m.residual is None:
+        a0, a1 = v.args
+        other = a1 if a0.same_as(chain[-1]) else a0
+        if other.same_as(chain[-1]) or g.const(other) is not None or \
+                _dims(other) != _dims(chain[-1]) or _rows(other) is None:
+            return None
+        m.residual = other
+        m.fused.append("residual")
+    else:
         return None
-    a0, a1 = add.args
-    other = a1 if a0.same_as(chain[-1]) else a0
-    if other.same_as(chain[-1]) or g.const(other) is not None or \
-            _dims(other) != _dims(chain[-1]) or _rows(other) is None:
-        return None
-    m.residual = other
     m.absorbed += chain
-    m.fused.append("residual")
     return user
 
 

@@ -3,7 +3,8 @@
 // act_row and a 3x3 depthwise conv with the identity weight (its flat or row method, the
 // activation in registers or in a second pass), over floats spread across [-128, 128] and the
 // edge inputs. The bounds are the ones isa/activation.h states: SiLU 5 ulp for x >= -20 and
-// 8 ulp below, hardswish 3 ulp, results under 1e-35 within 1e-35; exp(-x) overflows to inf as
+// 8 ulp below, hardswish 3 ulp, GELU 1e-6 |x| + 1e-37, GELU-tanh 8 ulp for x >= -1 and
+// 1e-6 |x| + 1e-37 below, results under 1e-35 within 1e-35; exp(-x) overflows to inf as
 // in float (x < -88.72: silu -0.0), silu(-inf) is NaN, NaN stays NaN (torch's behaviour).
 #include <algorithm>
 #include <cmath>
@@ -35,13 +36,25 @@ double reference(double x, int act) {
   // x * 6 overflows for x > 5.7e37 (torch: inf too)
   if (act == SPE_ACT_HARDSWISH) return overflowed(x * std::min(std::max(x + 3.0, 0.0), 6.0)) / 6.0;
   if (act == SPE_ACT_SILU) return x / (1.0 + exp_neg(x));
+  if (act == SPE_ACT_GELU) return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+  if (act == SPE_ACT_GELU_TANH)  // x / (1 + exp(-2u)): the form that keeps x < 0 precise
+    return x / (1.0 + exp_neg(2.0 * 0.79788456080286536 * (x + 0.044715 * x * x * x)));
   return 1.0 / (1.0 + exp_neg(x));  // sigmoid (no epilogue of its own: the scalar traits)
 }
 
 // The bound on |got - ref| in units of ref's float ulp.
 double bound_ulps(double x, int act) {
   if (act == SPE_ACT_HARDSWISH) return 3;
+  if (act == SPE_ACT_GELU_TANH) return 8;
   return x >= -20 ? 5 : 8;
+}
+
+// GELU's bound is absolute (isa/activation.h): 1e-6 |x| + 1e-37; so is GELU-tanh's below -1,
+// where its exponent's argument (|2u| > 2.2) carries the rounding of x^3 into exp.
+bool absolute_bound(double x, int act, double err) {
+  if (act == SPE_ACT_GELU || (act == SPE_ACT_GELU_TANH && x < -1))
+    return err <= 1e-6 * std::fabs(x) + 1e-37;
+  return false;
 }
 
 // "" or what is wrong with got = act(x).
@@ -50,6 +63,10 @@ std::string check_one(float x, float got, int act) {
   const bool ok_nan = std::isnan(ref) == std::isnan(got);
   if (std::isnan(ref) || std::isnan(got) || std::isinf(ref)) {
     if (ok_nan && (std::isnan(ref) || double(got) == ref)) return "";
+  } else if (act == SPE_ACT_GELU && std::isfinite(got)) {   // absolute, tiny results too
+    if (absolute_bound(x, act, std::fabs(got - ref)) &&
+        (ref != 0.0 || std::signbit(got) == std::signbit(ref)))
+      return "";
   } else if (ref == 0.0 || std::fabs(ref) < 1e-35) {
     if (std::fabs(got - ref) <= 1e-35 && (ref != 0.0 || std::signbit(got) == std::signbit(ref)))
       return "";
@@ -57,7 +74,11 @@ std::string check_one(float x, float got, int act) {
     int e;
     std::frexp(ref, &e);
     const double ulps = std::fabs(got - ref) / std::ldexp(1.0, e - 24);
-    if (ulps <= bound_ulps(x, act)) return "";
+    if (act == SPE_ACT_GELU || (act == SPE_ACT_GELU_TANH && x < -1)) {
+      if (absolute_bound(x, act, std::fabs(got - ref))) return "";
+    } else if (ulps <= bound_ulps(x, act)) {
+      return "";
+    }
     return fmt("act %d(%.9g) = %.9g, reference %.9g: %.2f ulp", act, x, got, ref, ulps);
   }
   return fmt("act %d(%.9g) = %.9g, reference %.9g", act, x, got, ref);
@@ -147,8 +168,11 @@ size_t activation_isa_sweep(const std::string& isa, bool quick) {
   std::vector<float> xs = inputs(quick);
   const std::vector<float> edges(std::begin(kEdges), std::end(kEdges));
   size_t n = 0;
-  for (int act : {SPE_ACT_SILU, SPE_ACT_HARDSWISH}) {
-    const std::string a = act == SPE_ACT_SILU ? "silu" : "hardswish";
+  for (int act : {SPE_ACT_SILU, SPE_ACT_HARDSWISH, SPE_ACT_GELU, SPE_ACT_GELU_TANH}) {
+    const std::string a = act == SPE_ACT_SILU        ? "silu"
+                          : act == SPE_ACT_HARDSWISH ? "hardswish"
+                          : act == SPE_ACT_GELU      ? "gelu"
+                                                     : "gelu_tanh";
     auto check = [&](const std::string& what, const std::string& err) {
       const std::string name = "[" + isa + "] activation " + a + " " + what;
       set_current(name);

@@ -312,7 +312,7 @@ void dw_error_cases(const std::vector<std::string>& isas_missing) {
          "stride too large");
   expect("padding-above-65536", edit([](spe_conv_params& p) { p.pad_h = 65537; }), 0, "scalar",
          BAD, "padding too large");
-  expect("unknown-activation", good, SPE_ACT_SILU + 1, "scalar", BAD, "unknown activation");
+  expect("unknown-activation", good, SPE_ACT_LAST_ + 1, "scalar", BAD, "unknown activation");
   expect("unknown-isa", good, 0, "sse9000", SPE_ERR_UNSUPPORTED_ISA, "sse9000");
   expect("null-isa", good, 0, nullptr, SPE_ERR_UNSUPPORTED_ISA, "null");
   for (const std::string& isa : isas_missing)

@@ -231,7 +231,7 @@ std::string invalid_create(Ctx& c, spe_conv_params p, Packed pk, int act, const 
     case 3: (c.rng.chance(0.5) ? p.stride_h : p.stride_w) = pick(c, {0, -2, 9, 1000, kI32Max}); break;
     case 4: (c.rng.chance(0.5) ? p.pad_h : p.pad_w) = pick(c, {-1, kI32Min}); break;
     case 5: (c.rng.chance(0.5) ? p.dil_h : p.dil_w) = pick(c, {0, -1, 65, kI32Max}); break;
-    case 6: act = pick(c, {SPE_ACT_SILU + 1, -1, 1000}); break;
+    case 6: act = pick(c, {SPE_ACT_LAST_ + 1, -1, 1000}); break;
     case 7: isa_used = "sse9000"; break;
     case 8: pk.rows[c.rng.below(n_groups)] = pick(c, {0, 9, -1}); break;
     case 9: pk.row0[c.rng.below(n_groups)] = pick(c, {-1, p.out_channels, kI32Max}); break;

@@ -157,7 +157,7 @@ void error_cases(const std::vector<std::string>& isas_missing) {
   expect("zero-dilation", edit([](Build& b) { b.p.dil_w = 0; }), BAD);
   expect("stride-above-8", edit([](Build& b) { b.p.stride_h = 9; }), BAD);
   expect("kernel-above-64", edit([](Build& b) { b.p.kw = 65; }), BAD);
-  expect("unknown-activation", edit([](Build& b) { b.act = SPE_ACT_SILU + 1; }), BAD);
+  expect("unknown-activation", edit([](Build& b) { b.act = SPE_ACT_LAST_ + 1; }), BAD);
   expect("negative-groups", edit([](Build& b) { b.n_groups = -1; }), BAD);
   expect("null-group-arrays", edit([](Build& b) { b.row0.clear(); }), BAD);
   expect("group-rows-9", edit([](Build& b) { b.p.out_channels = 9; b.rows = {9}; }), BAD);

@@ -155,10 +155,10 @@ struct Epilogue {
 // Every epilogue: batch 1 and 3 x none / relu / relu6 / hardswish / silu x residual or not x
 // bias or not.
 inline std::vector<Epilogue> every_epilogue() {
-  const char* acts[] = {"none", "relu", "relu6", "hardswish", "silu"};
+  const char* acts[] = {"none", "relu", "relu6", "hardswish", "silu", "gelu", "gelu_tanh"};
   std::vector<Epilogue> out;
   for (int n : {1, 3})
-    for (int act = 0; act < 5; ++act)
+    for (int act = 0; act <= SPE_ACT_LAST_; ++act)
       for (bool res : {false, true})
         for (bool bias : {false, true})
           out.push_back({n, act, res, bias,

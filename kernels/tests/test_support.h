@@ -98,6 +98,9 @@ inline double activate(double s, int act) {
   if (act == SPE_ACT_RELU6) return std::min(std::max(s, 0.0), 6.0);
   if (act == SPE_ACT_HARDSWISH) return s * std::min(std::max(s + 3.0, 0.0), 6.0) / 6.0;
   if (act == SPE_ACT_SILU) return s / (1.0 + std::exp(-s));
+  if (act == SPE_ACT_GELU) return 0.5 * s * std::erfc(-s / std::sqrt(2.0));
+  if (act == SPE_ACT_GELU_TANH)
+    return 0.5 * s * (1.0 + std::tanh(0.79788456080286536 * (s + 0.044715 * s * s * s)));
   return s;
 }
 

@@ -116,3 +116,34 @@ def test_bert_layers_compile_with_no_transpose_between_them():
     with torch.no_grad():
         ref = opt.pruned_model(ids, attention_mask=mask).last_hidden_state
     assert_close(cm.run(ids, mask)[0], ref, 2e-5)
+
+
+class GeluFFN(nn.Module):
+    def __init__(self, approximate):
+        super().__init__()
+        self.a, self.b, self.approximate = nn.Linear(32, 64), nn.Linear(64, 32), approximate
+
+    def forward(self, x):
+        h = self.a(x).view(1, x.shape[1], 64)            # the view BERT's intermediate makes
+        return self.b(torch.nn.functional.gelu(h, approximate=self.approximate) * 4)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("backends", ["tir", "plan"])
+def test_gelu_runs_in_the_linear_kernels_epilogue(approximate, backends):
+    """GELU (erf) and GELU-tanh after a linear over tokens, through the view back to (1, N, O):
+    the generated kernel (T.erf / T.exp) or the C++ kernel's epilogue (SPE_ACT_GELU*), against
+    torch; inputs scaled so the GELU sees its negative tail."""
+    torch.manual_seed(0)
+    model, x = GeluFFN(approximate).eval(), torch.randn(1, 32, 32) * 3
+    opt = engine.optimize(model, (x,), sparsity=0.7, measure=False, capture=False,
+                          progress=False)
+    cm = compile_model(opt.pruned_model, (x,), opt.plan, "host", backends=backends)
+    with torch.no_grad():
+        ref = opt.pruned_model(x)
+    assert_close(cm.run(x)[0], ref, 2e-5)
+    act = "gelu" if approximate == "none" else "gelu_tanh"
+    a = next(l for l in cm.layers if l.layer == "a")
+    assert act in a.fused, a.fused
+    if backends == "plan":
+        assert a.kernel == "spe.v1.sparse_conv2d"

@@ -260,7 +260,7 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="weight must be"):
         K.DenseConv(4, 2, *geo, w)
     with pytest.raises(ValueError, match="unknown activation"):
-        K.DenseConv(4, 3, *geo, w, act="gelu")
+        K.DenseConv(4, 3, *geo, w, act="mish")
     layer = K.DenseConv(4, 3, *geo, w)
     with pytest.raises(ValueError, match="float32"):
         layer.run(np.zeros((1, 3, 5, 5)))

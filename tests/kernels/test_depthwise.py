@@ -349,7 +349,7 @@ BAD_BUILDS = {
     "dilation above 64": (dict(d=(1, 65)), "kernel size or dilation too large"),
     "stride above 64": (dict(s=(65, 1)), "stride too large"),
     "padding above 65536": (dict(p=(65537, 0)), "padding too large"),
-    "unknown activation": (dict(act="gelu"), "unknown activation 'gelu'"),
+    "unknown activation": (dict(act="mish"), "unknown activation 'mish'"),
     "unknown isa": (dict(isa="sse9000"), "ISA not available.*sse9000"),
 }
 

@@ -507,7 +507,7 @@ BAD_BUILDS = {
     "ptr not monotone": (dict(row0=np.array([0, 2], np.int32), rows=np.array([2, 2], np.int32),
                               ptr=np.array([0, 3, 2], np.int64), cols=np.zeros(2, np.int32),
                               vals=np.ones(2, np.float32)), "values has|ptr monotone"),
-    "unknown activation": (dict(act="gelu"), "unknown activation 'gelu'"),
+    "unknown activation": (dict(act="mish"), "unknown activation 'mish'"),
     "unknown isa": (dict(isa="sse9000"), "ISA not available.*sse9000"),
     "zero stride": (dict(stride=(0, 1)), "invalid conv params"),
     "negative padding": (dict(pad=(-1, 0)), "invalid conv params"),

@@ -31,6 +31,9 @@ typedef enum {
   SPE_ACT_RELU6 = 2,
   SPE_ACT_HARDSWISH = 3, /* x * relu6(x + 3) / 6 */
   SPE_ACT_SILU = 4,      /* x * sigmoid(x) */
+  SPE_ACT_GELU = 5,      /* x * (1 + erf(x / sqrt(2))) / 2 */
+  SPE_ACT_GELU_TANH = 6, /* x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2 */
+  SPE_ACT_LAST_ = SPE_ACT_GELU_TANH,
   SPE_ACT_RANGE_MIN_ = -2147483647 - 1,
   SPE_ACT_RANGE_MAX_ = 2147483647
 } spe_activation;

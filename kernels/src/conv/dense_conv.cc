@@ -248,7 +248,7 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
   if (p.kh > 64 || p.kw > 64 || p.dil_h > 64 || p.dil_w > 64 || p.stride_h > 64 || p.stride_w > 64)
     return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size, stride or dilation too large (max 64)");
   if (p.pad_h > 65536 || p.pad_w > 65536) return fail(SPE_ERR_INVALID_ARGUMENT, "padding too large (max 65536)");
-  if (act < SPE_ACT_NONE || act > SPE_ACT_SILU) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_LAST_) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   auto c = std::make_unique<spe_dense_conv>();
   c->p = p;
   c->act = act;

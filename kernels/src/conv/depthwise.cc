@@ -58,7 +58,7 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
     return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 64 per dimension)");
   if (p.pad_h > 65536 || p.pad_w > 65536)
     return fail(SPE_ERR_INVALID_ARGUMENT, "padding too large (max 65536 per side)");
-  if (act < SPE_ACT_NONE || act > SPE_ACT_SILU) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_LAST_) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   Isa which;
   if (!parse_isa(isa, &which) || !isa_runs(which))
     return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));

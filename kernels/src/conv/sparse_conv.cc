@@ -394,7 +394,7 @@ spe_status create_layer(const spe_conv_params* params, int32_t n_groups, const i
     return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size or dilation too large (max 64)");
   if (int64_t(p.in_channels) * p.kh * p.kw > (int64_t(1) << 31) - 1)
     return fail(SPE_ERR_INVALID_ARGUMENT, "in_channels * kh * kw overflows int32 columns");
-  if (act < SPE_ACT_NONE || act > SPE_ACT_SILU) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
+  if (act < SPE_ACT_NONE || act > SPE_ACT_LAST_) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
   if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
     return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
   // Groups hold at most kMaxGroupRows rows: fewer groups cannot cover the rows (checked before

@@ -269,6 +269,14 @@ SPE_INLINE void epilogue(float* __restrict z, int n, float bias, const float* __
     case SPE_ACT_SILU:
       for (int k = 0; k < n; ++k) y[k] = z[k] / (1.0f + std::exp(-z[k]));
       break;
+    case SPE_ACT_GELU:
+      for (int k = 0; k < n; ++k) y[k] = 0.5f * z[k] * (1.0f + std::erf(z[k] * 0.70710678f));
+      break;
+    case SPE_ACT_GELU_TANH:
+      for (int k = 0; k < n; ++k)
+        y[k] = 0.5f * z[k] *
+               (1.0f + std::tanh(0.7978845608f * (z[k] + 0.044715f * z[k] * z[k] * z[k])));
+      break;
     default:
       std::memcpy(y, z, sizeof(float) * n);
   }

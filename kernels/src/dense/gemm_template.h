@@ -23,7 +23,8 @@ inline void store_out(float* y, const float* res, typename V::reg o, int act, in
   if (res) o = V::add(o, whole ? V::load(res) : V::load_mask(res, m));
   if (act == 1 || act == 2) o = V::max(o, V::zero());
   if (act == 2) o = V::min(o, V::set1(6.0f));
-  else if (act > 2) o = ExtraActivation<V>::apply(o, act);
+  else if (act == kActHardswish || act == kActSilu) o = ExtraActivation<V>::apply_inline(o, act);
+  else if (act > 2) o = ExtraActivation<V>::apply(o, act);  // GELU: a call (too large inline)
   if (whole) V::store(y, o);
   else V::store_mask(y, o, m);
 }

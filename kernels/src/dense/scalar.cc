@@ -23,6 +23,8 @@ void scalar_tile(const GemmArgs& a) {
         else if (a.act == 2) s = std::min(std::max(s, 0.0f), 6.0f);
         else if (a.act == 3) s = s * std::min(std::max(s + 3.0f, 0.0f), 6.0f) / 6.0f;
         else if (a.act == 4) s = s / (1.0f + std::exp(-s));  // libm's exp: the yardstick
+        else if (a.act == 5) s = 0.5f * s * std::erfc(-s * 0.70710678f);
+        else if (a.act == 6) s = s / (1.0f + std::exp(-1.5957691f * (s + 0.044715f * s * s * s)));
       }
       a.y[r * a.y_row_stride + p] = s;
     }

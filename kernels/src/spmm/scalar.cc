@@ -15,6 +15,8 @@ float scalar_act(float o, int act) {
   if (act == 2) return std::min(std::max(o, 0.0f), 6.0f);
   if (act == 3) return o * std::min(std::max(o + 3.0f, 0.0f), 6.0f) / 6.0f;
   if (act == 4) return o / (1.0f + std::exp(-o));  // libm's exp: the yardstick
+  if (act == 5) return 0.5f * o * std::erfc(-o * 0.70710678f);
+  if (act == 6) return o / (1.0f + std::exp(-1.5957691f * (o + 0.044715f * o * o * o)));
   return o;
 }
 
