@@ -19,6 +19,7 @@
 #include "../common/threadpool.h"
 #include "../dwconv/dwconv.h"
 #include "../isa/isa.h"
+#include "../spmm/spmm.h"
 #include "spe/spe.h"
 
 using spe::fail;
@@ -27,7 +28,9 @@ struct spe_depthwise_conv {
   spe_conv_params p{};
   std::vector<float> weight;  // (C, kh, kw)
   std::vector<float> bias;    // C, or empty
-  int act = 0;
+  int act = 0;       // the activation the plane kernels apply (none, ReLU, ReLU6, hardswish, SiLU)
+  int post_act = 0;  // GELU / GELU-tanh: a pass over the output after them (post_activation)
+  spe::ActRowFn act_row = nullptr;
   spe::DwPlaneFn fn = nullptr;
   spe::DwPlanesFn flat = nullptr;  // the kernel's flat method, or null
   std::string name;
@@ -68,6 +71,15 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
   auto c = std::make_unique<spe_depthwise_conv>();
   c->p = p;
   c->act = act;
+  if (act == SPE_ACT_GELU || act == SPE_ACT_GELU_TANH) {
+    // Not in the plane kernels' epilogues: two more instantiations of every plane and flat
+    // kernel doubled their compile time (a depthwise conv followed by GELU is rare).
+    const SpmmKernels* sk = spmm_kernels(which);
+    if (!sk) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("no SpMM table for ISA ") + isa_name(which));
+    c->act = SPE_ACT_NONE;
+    c->post_act = act;
+    c->act_row = sk->act_row;
+  }
   const int64_t nw = int64_t(p.out_channels) * p.kh * p.kw;
   c->weight.assign(weight, weight + nw);
   if (bias) c->bias.assign(bias, bias + p.out_channels);
@@ -86,8 +98,34 @@ spe_status create_layer(const spe_conv_params* params, const float* weight, cons
   return SPE_OK;
 }
 
+// y = post_act(y) over `count` floats, in parallel runs of at most 2^20 (act_row takes an int).
+void post_activation(const spe_depthwise_conv* c, float* y, int64_t count) {
+  constexpr int64_t kRun = int64_t(1) << 20;
+  const int64_t runs = (count + kRun - 1) / kRun;
+  ThreadPool::global().parallel_for(runs, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      float* d = y + r * kRun;
+      c->act_row(d, d, nullptr, int(std::min(kRun, count - r * kRun)), c->post_act);
+    }
+  });
+}
+
+spe_status run_planes(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                      const float* residual, float* y);
+
 spe_status run_layer(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
                      const float* residual, float* y) {
+  const spe_status st = run_planes(c, x, n, h, w, residual, y);
+  if (st == SPE_OK && c->post_act && n > 0) {
+    const spe_conv_params& p = c->p;
+    post_activation(c, y, int64_t(n) * p.out_channels * out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h) *
+                              out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w));
+  }
+  return st;
+}
+
+spe_status run_planes(spe_depthwise_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                      const float* residual, float* y) {
   if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
   const spe_conv_params& p = c->p;
   const int64_t oh = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);

@@ -28,8 +28,6 @@ struct Epilogue {
   __attribute__((always_inline)) reg operator()(reg v) const {
     if constexpr (kAct == kActSilu) return ExtraActivation<T>::silu(v);
     else if constexpr (kAct == kActHardswish) return ExtraActivation<T>::hardswish(v);
-    else if constexpr (kAct == kActGelu) return ExtraActivation<T>::gelu(v);
-    else if constexpr (kAct == kActGeluTanh) return ExtraActivation<T>::gelu_tanh(v);
     else return act == 0 ? v : T::min(hi, T::max(lo, v));
   }
 };
@@ -39,8 +37,6 @@ template <class T, class F>
 inline void with_epilogue(int act, F&& f) {
   if (act == kActSilu) f(Epilogue<T, kActSilu>(act));
   else if (act == kActHardswish) f(Epilogue<T, kActHardswish>(act));
-  else if (act == kActGelu) f(Epilogue<T, kActGelu>(act));
-  else if (act == kActGeluTanh) f(Epilogue<T, kActGeluTanh>(act));
   else f(Epilogue<T, 0>(act));
 }
 
