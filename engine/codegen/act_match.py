@@ -24,6 +24,15 @@ def op_name(expr) -> Optional[str]:
     return None
 
 
+def static_shape(expr) -> Optional[tuple]:
+    """The static shape of a relax expression's tensor type, else None."""
+    values = getattr(getattr(getattr(expr, "ty", None), "shape", None), "values", None)
+    try:
+        return None if values is None else tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+
+
 def const_float(v) -> Optional[float]:
     """A scalar constant's value: a PrimValue / FloatImm, or a 0-d (or 1-element) constant."""
     value = getattr(v, "value", None)

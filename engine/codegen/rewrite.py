@@ -22,6 +22,7 @@ import numpy as np
 
 from ._tvm import relax, tvm
 from .act_match import gated_activation, single_activation
+from .act_match import static_shape as _shape
 from .act_match import op_name as _op_name
 from .token_linear import TokenLayout, residual_end
 
@@ -49,18 +50,6 @@ class LayerMatch:
     padding: tuple = (0, 0, 0, 0)    # top, left, bottom, right
     dilation: tuple = (1, 1)
     groups: int = 1
-
-
-def _shape(expr) -> Optional[tuple]:
-    ty = getattr(expr, "ty", None)
-    shape = getattr(ty, "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None:
-        return None
-    try:
-        return tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        return None
 
 
 def _dtype(expr) -> Optional[str]:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ._tvm import relax
 from .act_match import op_name, single_activation
+from .act_match import static_shape as _dims
 from .column_norm import column_layer_norm_kernel
 
 MIN_TOKENS = 8   # rows from which a linear runs as a 1x1 conv over them
@@ -80,14 +81,6 @@ ELEMENTWISE = {"relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.relu", "relax.nn
                "relax.sigmoid", "relax.tanh", "relax.erf", "relax.clip", "relax.negative"}
 BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
 _ALIGN = 16     # tokens: layer norm joins the stream when N is a multiple (module docstring)
-
-
-def _dims(expr) -> Optional[tuple]:
-    values = getattr(getattr(getattr(expr, "ty", None), "shape", None), "values", None)
-    try:
-        return None if values is None else tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        return None
 
 
 def _rows(expr) -> Optional[tuple]:
