@@ -6,9 +6,10 @@ rule of schedules.py) its innermost loop runs over output columns, so a stride-2
 every input column twice through gathers, and padding is a test per element: ResNet-50's 3x3
 stride-2 stem pool took 1.0 ms at 1 thread, 4-6% of its 80%-sparse artifacts. Written
 separably instead, as the C++ kernel does (kernels/src/pool/max_pool.cc), per channel and output
-row: the max over the window's input rows, contiguous and vectorised, into a row buffer padded
-with -inf on both sides; then per output column the max over the window's columns of that row
-(strided loads from L1). Window rows outside the image are skipped, not padded (torch allows
+row: the max over the window's input rows, contiguous and vectorised (one pass where the window
+is inside the image), into a row buffer padded with -inf on both sides; then per output column
+the max over the window's columns of that row, at strides 2-4 read as whole vectors and
+deinterleaved (a permute, not a load per lane). Window rows outside the image are skipped, not padded (torch allows
 pad <= kernel / 2, so every window holds at least one input row).
 
 T.max is the vector max (NaN not propagated), as in TVM's own legalization it replaces.
@@ -51,8 +52,11 @@ def max_pool_kernel(in_shape: tuple, kernel: tuple, stride: tuple, padding: tupl
     if ho <= 0 or wo <= 0:
         raise ValueError(f"max_pool2d {kernel} stride {stride} pad {padding} on {in_shape}: "
                          f"empty output")
-    wp = max(w + 2 * pw, (wo - 1) * sw + kw)          # the padded row the columns read
     lanes = isa.lanes
+    wp = max(w + 2 * pw, (wo - 1) * sw + kw)          # the padded row the columns read
+    # deinterleaving loads read up to sw vectors from a window's first column: slack after the
+    # row, never initialised (the lanes read there are shuffled away)
+    wb = wp + (sw * lanes if _deinterleaved(wo, sw, lanes) else 0)
     s = Src()
     s("# from tvm.script import tirx as T")
     s("@T.prim_func")
@@ -64,28 +68,69 @@ def max_pool_kernel(in_shape: tuple, kernel: tuple, stride: tuple, padding: tupl
         s(f"YF = T.decl_buffer(({n * c * ho * wo},), \"float32\", data=Y.data)")
         # one padded row per channel, allocated at the top (TVM wants a root block: a buffer
         # allocated inside the parallel loop leaves the function without one)
-        s(f"RB = T.alloc_buffer(({n * c * wp},), \"float32\")")
+        s(f"RB = T.alloc_buffer(({n * c * wb},), \"float32\")")
         with s.block(f"for nc in T.parallel({n * c}):"):
-            s(f"R = T.decl_buffer(({wp},), \"float32\", data=RB.data, elem_offset=nc * {wp})")
+            s(f"R = T.decl_buffer(({wb},), \"float32\", data=RB.data, elem_offset=nc * {wb})")
             vector_loops(s, wp // lanes, wp % lanes, lanes, lambda i: s(f"R[{i}] = LOW[0]"))
             with s.block(f"for oh in T.serial({ho}):"):
-                vector_loops(s, w // lanes, w % lanes, lanes,
-                             lambda i: s(f"R[{pw} + {i}] = LOW[0]"))
-                with s.block(f"for r in T.serial({kh}):"):
-                    row = f"oh * {sh} + r - {ph}"
-                    with s.block(f"if {row} >= 0 and {row} < {h}:"):
-                        vector_loops(s, w // lanes, w % lanes, lanes, lambda i: s(
-                            f"R[{pw} + {i}] = T.max(R[{pw} + {i}], "
-                            f"XF[(nc * {h} + {row}) * {w} + {i}])"))
-                cols = [f"R[({{i}}) * {sw} + {k}]" for k in range(kw)]
-                expr = cols[0]
-                for col in cols[1:]:
-                    expr = f"T.max({expr}, {col})"
-                vector_loops(s, wo // lanes, wo % lanes, lanes, lambda i: s(
-                    f"YF[(nc * {ho} + oh) * {wo} + {i}] = " + expr.replace("{i}", i)))
+                top = f"oh * {sh} - {ph}"
+                # a window whose rows are all in the image: one pass, kh loads and a store
+                with s.block(f"if {top} >= 0 and {top} + {kh} <= {h}:"):
+                    rows = [f"XF[(nc * {h} + {top} + {r}) * {w} + {{i}}]" for r in range(kh)]
+                    vector_loops(s, w // lanes, w % lanes, lanes, lambda i: s(
+                        f"R[{pw} + {i}] = " + _max_of(rows).replace("{i}", i)))
+                with s.block("else:"):
+                    vector_loops(s, w // lanes, w % lanes, lanes,
+                                 lambda i: s(f"R[{pw} + {i}] = LOW[0]"))
+                    with s.block(f"for r in T.serial({kh}):"):
+                        row = f"{top} + r"
+                        with s.block(f"if {row} >= 0 and {row} < {h}:"):
+                            vector_loops(s, w // lanes, w % lanes, lanes, lambda i: s(
+                                f"R[{pw} + {i}] = T.max(R[{pw} + {i}], "
+                                f"XF[(nc * {h} + {row}) * {w} + {i}])"))
+                _columns(s, f"(nc * {ho} + oh) * {wo}", wo, kw, sw, lanes)
     name = safe_name(f"tir_max_pool_{kh}x{kw}s{sh}x{sw}_{c}x{h}x{w}")
     return Kernel(name, s.text(), [_LOW], False, (n, c, ho, wo),
-                  f"tir_f32_maxpool_{kh}x{kw}s{sh}__{isa.name}")
+                  f"tir_f32_maxpool_{kh}x{kw}s{sh}x{sw}__{isa.name}")
+
+
+def _deinterleaved(wo: int, sw: int, lanes: int) -> bool:
+    """Whether the column pass reads strided columns as whole vectors and shuffles (strides 2-4
+    over at least one full vector of outputs): a strided vector load compiles to a scalar load
+    and an insert per lane."""
+    return 2 <= sw <= 4 and wo >= lanes
+
+
+def _columns(s: Src, out: str, wo: int, kw: int, sw: int, lanes: int) -> None:
+    """One output row from the padded row R: per output column j, the max of R[j * sw + k]
+    over the window's columns k. At strides 2-4 each full vector of outputs takes, per k, sw
+    contiguous vectors from R[jo * lanes * sw + k] and keeps every sw-th lane (a permute per
+    vector: vpermt2ps / uzp) instead of lanes scalar loads."""
+    full, rest = wo // lanes, wo % lanes
+    if _deinterleaved(wo, sw, lanes):
+        pick = [i * sw for i in range(lanes)]
+        with s.block(f"for jo in T.serial({full}):"):
+            cols = []
+            for k in range(kw):
+                vecs = ", ".join(f"R[T.Ramp(jo * {lanes * sw} + {k + t * lanes}, 1, {lanes})]"
+                                 for t in range(sw))
+                cols.append(f"T.Shuffle([{vecs}], {pick})")
+            s(f"YF[T.Ramp({out} + jo * {lanes}, 1, {lanes})] = {_max_of(cols)}")
+        if rest:
+            cols = [f"R[({full * lanes} + l) * {sw} + {k}]" for k in range(kw)]
+            with s.block(f"for l in T.vectorized({rest}):"):
+                s(f"YF[{out} + {full * lanes} + l] = {_max_of(cols)}")
+        return
+    cols = [f"R[({{i}}) * {sw} + {k}]" for k in range(kw)]
+    vector_loops(s, full, rest, lanes,
+                 lambda i: s(f"YF[{out} + {i}] = " + _max_of(cols).replace("{i}", i)))
+
+
+def _max_of(terms: list) -> str:
+    expr = terms[0]
+    for t in terms[1:]:
+        expr = f"T.max({expr}, {t})"
+    return expr
 
 
 def rewrite_pools(mod, isa: VectorISA):

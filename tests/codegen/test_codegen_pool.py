@@ -21,6 +21,11 @@ CASES = [  # (input shape, kernel, stride, padding)
     ((1, 7, 8, 8), 2, 2, 0),
     ((1, 4, 33, 35), 5, 3, 2),             # window wider than the stride, pad 2
     ((1, 2, 9, 40), (3, 1), (3, 1), (0, 0)),
+    # deinterleaved columns (strides 2-4 over full vectors): whole vectors only, the last
+    # vector's window reaching the row's slack, strides 3 and 4 with a tail
+    ((1, 2, 8, 64), 2, 2, 0),
+    ((1, 2, 11, 100), 5, 3, 2),
+    ((1, 3, 20, 70), 4, 4, 2),
 ]
 
 
