@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .measure import drift, summarize
+from .measure import as_deployed, drift, summarize
 
 _CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 _FALLBACK = {2: 1 << 20, 3: 32 << 20}      # per-core L2, shared L3 when sysfs says nothing
@@ -88,7 +88,7 @@ def measure_scrubbed(candidates: dict, scrub: Callable[[], None], min_runs: int 
     `max_runs`)."""
     names = list(candidates)
     times: dict = {n: [] for n in names}
-    with torch.no_grad():
+    with torch.no_grad(), as_deployed():
         for n in names:
             for _ in range(warmup):
                 candidates[n]()
