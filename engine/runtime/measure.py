@@ -79,9 +79,9 @@ def flushing_denormals() -> bool:
 def as_deployed():
     """Times kernels in the floating-point mode a deployed model runs in (IEEE denormals: an
     app or a fresh process does not set FTZ / DAZ). A kernel that touches denormals runs up to
-    several times faster with them flushed, so a mode set by another library in the measuring
-    process made the dense plans pick a Winograd layer at 1.1 ms that ran 2.2 ms in the
-    artifact. The calling thread's mode is restored after."""
+    several times faster with them flushed: with the mode set in the measuring process
+    (torch.set_flush_denormal, or a library), the dense plans picked Winograd layers timed at
+    1.1 ms that ran 2.2 ms in the artifact. The calling thread's mode is restored after."""
     was = flushing_denormals()
     if was:
         torch.set_flush_denormal(False)
