@@ -9,8 +9,8 @@ separably instead, as the C++ kernel does (kernels/src/pool/max_pool.cc), per ch
 row: the max over the window's input rows, contiguous and vectorised (one pass where the window
 is inside the image), into a row buffer padded with -inf on both sides; then per output column
 the max over the window's columns of that row, at strides 2-4 read as whole vectors and
-deinterleaved (a permute, not a load per lane). Window rows outside the image are skipped, not padded (torch allows
-pad <= kernel / 2, so every window holds at least one input row).
+deinterleaved (a permute, not a load per lane). Window rows outside the image are skipped, not
+padded (torch allows pad <= kernel / 2, so every window holds at least one input row).
 
 T.max is the vector max (NaN not propagated), as in TVM's own legalization it replaces.
 """
