@@ -106,9 +106,9 @@ def test_blocks_are_resized_after_the_first_round(monkeypatch):
 
 
 def test_candidates_are_timed_with_denormals_as_a_deployed_model_has_them():
-    """A mode that flushes denormals (set by another library in the measuring process) made a
-    kernel that touches denormals look up to 3.7x faster than it runs in the artifact: timing
-    runs in IEEE mode and the caller's mode comes back after."""
+    """A mode that flushes denormals (a user's torch.set_flush_denormal(True), a library) makes
+    a kernel that touches denormals look up to 3.7x faster than it runs in an app: timing runs
+    in IEEE mode and the caller's mode comes back after."""
     from engine.runtime.measure import as_deployed, flushing_denormals, measure
     from engine.runtime.scrub import measure_scrubbed
     if not torch.set_flush_denormal(True):
