@@ -55,7 +55,8 @@ def max_pool_kernel(in_shape: tuple, kernel: tuple, stride: tuple, padding: tupl
     lanes = isa.lanes
     wp = max(w + 2 * pw, (wo - 1) * sw + kw)          # the padded row the columns read
     # deinterleaving loads read up to sw vectors from a window's first column: slack after the
-    # row, never initialised (the lanes read there are shuffled away)
+    # row, filled with -inf like the padding (its lanes are shuffled away, but garbage there
+    # could be denormals or NaNs if a compiler moved the max before the shuffle)
     wb = wp + (sw * lanes if _deinterleaved(wo, sw, lanes) else 0)
     s = Src()
     s("# from tvm.script import tirx as T")
@@ -71,7 +72,7 @@ def max_pool_kernel(in_shape: tuple, kernel: tuple, stride: tuple, padding: tupl
         s(f"RB = T.alloc_buffer(({n * c * wb},), \"float32\")")
         with s.block(f"for nc in T.parallel({n * c}):"):
             s(f"R = T.decl_buffer(({wb},), \"float32\", data=RB.data, elem_offset=nc * {wb})")
-            vector_loops(s, wp // lanes, wp % lanes, lanes, lambda i: s(f"R[{i}] = LOW[0]"))
+            vector_loops(s, wb // lanes, wb % lanes, lanes, lambda i: s(f"R[{i}] = LOW[0]"))
             with s.block(f"for oh in T.serial({ho}):"):
                 top = f"oh * {sh} - {ph}"
                 # a window whose rows are all in the image: one pass, kh loads and a store
