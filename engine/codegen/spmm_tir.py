@@ -30,45 +30,20 @@ generator with a dense / grouped row-group layout (see rowgroups.py).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from .geometry import ConvGeometry
 from .rowgroups import RowGroups
+from .spmm_tiling import Tiling
 from .tir_text import (ACTIVATIONS, Kernel, Src, VectorISA, activation, check_activation,
                        check_sizes, f32, safe_name, signature, split_last, vector_loops)
 
 __all__ = ["ACTIVATIONS", "Kernel", "VectorISA", "conv_kernel", "linear_kernel", "safe_name"]
 
-_BAND_BYTES = 1 << 20
-
 
 # ----------------------------------------------------------------------------------------- conv
-
-@dataclass(frozen=True)
-class _Tiling:
-    """How a conv's virtual pixels are cut: tiles of lanes * nv pixels (the last one `tail`
-    long), taken in bands of `band_tiles` tiles whose input (~_BAND_BYTES) stays in L2."""
-
-    lanes: int
-    nv: int
-    tile: int
-    n_tiles: int
-    tail: int
-    band_tiles: int
-    n_bands: int
-
-    @classmethod
-    def of(cls, geom: ConvGeometry, rows: int, isa: VectorISA) -> "_Tiling":
-        lanes, nv = isa.lanes, isa.nv(rows)
-        tile = lanes * nv
-        n_tiles = -(-geom.pixels // tile)
-        in_band = max(1, geom.in_channels * len(geom.phases) * tile * 4)
-        band_tiles = int(min(max(_BAND_BYTES // in_band, 1), n_tiles))
-        return cls(lanes, nv, tile, n_tiles, geom.pixels - (n_tiles - 1) * tile, band_tiles,
-                   -(-n_tiles // band_tiles))
 
 
 def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
@@ -81,7 +56,7 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
                          f"{geom.in_channels}x{geom.taps}")
     N, C, H, W = batch, geom.in_channels, geom.height, geom.width
     O, Ho, Wo, P = rg.out_channels, geom.out_h, geom.out_w, geom.pixels
-    tl = _Tiling.of(geom, rg.rows, isa)
+    tl = Tiling.of(geom, rg.rows, isa, rg.out_channels)
     seg_ptr, uniform = None, rg.uniform
     if geom.masked:
         rg, seg_ptr = _by_kernel_column(rg, geom)
@@ -110,7 +85,8 @@ def conv_kernel(name: str, geom: ConvGeometry, rg: RowGroups, isa: VectorISA, *,
                   f"tir_f32_spmm_{rg.rows}x{tl.tile}__{isa.name}",
                   {"rows": rg.rows, "tile": tl.tile, "groups": rg.n_groups,
                    "entries": rg.entries, "stored": rg.stored, "density": rg.density,
-                   "bands": tl.n_bands, "band_tiles": tl.band_tiles, "direct": geom.direct,
+                   "bands": tl.n_bands, "band_tiles": tl.band_tiles, "tile_major": tl.tile_major,
+                   "direct": geom.direct,
                    "crop": geom.crop, "masked": geom.masked, "uniform": uniform})
 
 
@@ -135,7 +111,7 @@ def _by_kernel_column(rg: RowGroups, geom: ConvGeometry) -> tuple:
     return out, ptr
 
 
-def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: _Tiling, uniform: bool,
+def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: Tiling, uniform: bool,
                k_uni: int, seg_ptr, bias: bool, residual: bool, act: str) -> None:
     """The SpMM of image n: bands of tiles in turn; in each, (group, tile) work items in
     parallel, so every thread gets an equal share of every band (one parallel loop over all
@@ -159,8 +135,9 @@ def _emit_spmm(s: Src, geom: ConvGeometry, rg: RowGroups, tl: _Tiling, uniform: 
 
     with s.block(f"for b in T.serial({tl.n_bands}):"), \
             s.block(f"for it in T.parallel({rg.n_groups * tl.band_tiles}):"):
-        s(f"g: T.let = it // {tl.band_tiles}")
-        s(f"t: T.let = b * {tl.band_tiles} + it % {tl.band_tiles}")
+        G, bt = rg.n_groups, tl.band_tiles
+        s(f"g: T.let = it % {G}" if tl.tile_major else f"g: T.let = it // {bt}")
+        s(f"t: T.let = b * {bt} + it // {G}" if tl.tile_major else f"t: T.let = b * {bt} + it % {bt}")
         if tl.n_bands * tl.band_tiles != tl.n_tiles:
             with s.block(f"if t < {tl.n_tiles}:"):
                 split_last(s, "g", rg.n_groups, rg.rows, rg.last_rows, tiles)

@@ -153,6 +153,18 @@ def test_pixel_bands_and_short_last_band(isa):
     assert_close(got, ref, 1e-5)
 
 
+@pytest.mark.parametrize("case", [(13, 96, 30, 30, 1, 1, 0, 4), (12, 32, 26, 27, 3, 1, 1, 8),
+                                  (12, 48, 48, 48, 3, 2, 1, 4)])
+def test_projection_items_tile_by_tile(isa, case):
+    """Layers reading more per pixel than they write, on large images: each band's items go
+    tile by tile (all groups of a tile), short last group / tile / band, fused epilogue."""
+    got, ref, kern = run_conv(isa, *case, act="relu6", bias=True, residual=True)
+    assert kern.stats["tile_major"]
+    assert_close(got, ref, 1e-5)
+    expanding, _, kern = run_conv(isa, 96, 13, 30, 30, 1, 1, 0, 4)  # writes more: by group
+    assert not kern.stats["tile_major"]
+
+
 def test_dense_conv(isa):
     got, ref, kern = run_conv(isa, 10, 7, 12, 12, 3, 1, 1, 4, dense=True, bias=True,
                               act="relu")

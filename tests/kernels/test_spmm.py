@@ -324,12 +324,14 @@ def test_input_size_changes_between_calls(isa):
 
 
 def _thread_layers(gen):
-    """A few layers big enough for the pool to split work (1x1 direct, 3x3 crop, strided)."""
+    """A few layers big enough for the pool to split work (1x1 direct, 3x3 crop, strided), and
+    a 1x1 projection (more input than output channels), whose large image the threads split
+    by pixels (uneven runs of whole vectors at 3 threads)."""
     layers = []
-    for k, s, p in [(1, 1, 0), (3, 1, 1), (3, 2, 1)]:
-        w, _ = masked_weight(48, 16, k, k, 4, 0.6, "block", gen)
-        b = torch.randn(48, generator=gen)
-        x = torch.randn(2, 16, 29, 31, generator=gen)
+    for o, i, k, s, p in [(48, 16, 1, 1, 0), (48, 16, 3, 1, 1), (48, 16, 3, 2, 1), (16, 96, 1, 1, 0)]:
+        w, _ = masked_weight(o, i, k, k, 4, 0.6, "block", gen)
+        b = torch.randn(o, generator=gen)
+        x = torch.randn(2, i, 29, 31, generator=gen)
         layers.append((w, b, s, p, x))
     return layers
 

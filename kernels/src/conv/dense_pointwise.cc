@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <numeric>
 
+#include "../common/split.h"
 #include "../common/threadpool.h"
 #include "dense_layer.h"
 
@@ -31,12 +32,6 @@ constexpr int64_t kPointwiseBandFloats = int64_t(1) << 16;   // 256 KiB of input
 
 // blocks of weight panels and bands of pixel units: their counts, and sizes at one thread
 struct PointwiseSplit { int64_t n_mb, n_pb, mc, band; };
-
-// The start of part i of `units` cut into `parts` contiguous runs (the first units % parts of
-// them one longer).
-int64_t part_begin(int64_t units, int64_t parts, int64_t i) {
-  return units / parts * i + std::min(i, units % parts);
-}
 
 // The same when the pool's T threads take parts / T consecutive parts each: the units are cut
 // into T shares first, so that 10 panels in 4 parts give each thread 5 (3 + 2, 3 + 2), not 6

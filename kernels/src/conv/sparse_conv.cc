@@ -24,6 +24,7 @@
 
 #include "../common/error.h"
 #include "geometry.h"
+#include "../common/split.h"
 #include "../common/threadpool.h"
 #include "../isa/isa.h"
 #include "../spmm/spmm.h"
@@ -182,7 +183,7 @@ void build_geometry(const spe_sparse_conv* c, int h, int w, ConvGeometry* g) {
 // ranges and column ranges computed once (per-row bounds and small memsets used to cost more
 // than the copy). Only the row phases the kernel reads are visited; within one, a column phase
 // no kernel position uses has no plane (dst null) and is skipped.
-void make_planes(const spe_sparse_conv* c, const ConvGeometry& g, const float* x, float* xb) {
+void make_planes(const spe_sparse_conv* c, const ConvGeometry& g, const float* x, float* xb, int shares) {
   const auto& p = c->p;
   const int sh = p.stride_h, sw = p.stride_w, wp = g.wp;
   const int64_t H = g.h, W = g.w;
@@ -195,15 +196,21 @@ void make_planes(const spe_sparse_conv* c, const ConvGeometry& g, const float* x
     j1[px] = int(std::max<int64_t>(j0[px], std::min<int64_t>(wp, (W - base + sw - 1) / sw)));
   }
   // Work items: (channel, used row phase, block of plane rows); row blocks only when there are
-  // few channels (the 3-channel stem), so both threads get work.
+  // few channels (the 3-channel stem), so both threads get work. When the SpMM splits the
+  // pixels in `shares` runs, block-major instead, one block of rows per share: thread t writes
+  // about the rows its tiles read.
   const int nrp = g.n_row_phases;
-  const int rb = p.in_channels * nrp >= 32 ? g.hp : std::max(1, std::min(g.hp, 8));
+  const int rb = shares > 1 ? (g.hp + shares - 1) / shares
+                            : p.in_channels * nrp >= 32 ? g.hp : std::max(1, std::min(g.hp, 8));
   const int nrb = (g.hp + rb - 1) / rb;
-  const int64_t items = int64_t(p.in_channels) * nrp * nrb;
+  const int64_t per_blk = int64_t(p.in_channels) * nrp;
+  const int64_t items = per_blk * nrb;
   ThreadPool::global().parallel_for(items, std::max<int64_t>(1, items / 64), [&](int64_t b, int64_t e) {
     for (int64_t it = b; it < e; ++it) {
-      const int64_t ch = it / (int64_t(nrp) * nrb);
-      const int py = g.row_phases[it / nrb % nrp], blk = int(it % nrb);
+      const bool blk_major = shares > 1;
+      const int64_t ch = blk_major ? it % per_blk / nrp : it / (int64_t(nrp) * nrb);
+      const int py = g.row_phases[blk_major ? it % nrp : it / nrb % nrp];
+      const int blk = int(blk_major ? it / per_blk : it % nrb);
       // plane row i reads image row i*sh + py - ph, valid for i in [i0, i1)
       const int64_t base_r = py - p.pad_h;
       const int64_t i0 = std::max<int64_t>(int64_t(blk) * rb, base_r >= 0 ? 0 : (-base_r + sh - 1) / sh);
@@ -316,20 +323,43 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
   const int tile_px = k->nv[c->main_rows - 1] * k->width;
   const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
   const int64_t G = int64_t(c->row0.size());
+  auto& pool = ThreadPool::global();
+  const int threads = pool.num_threads();
+  // Shares: a layer that reads more per pixel than it writes (a projection; the input's
+  // stride phases count) on a large image has its tiles cut into one contiguous run per thread (split.h),
+  // each run's items ordered band -> group -> tile as below: no band is read by two threads
+  // (with bands alone, a thread that took a band's last groups read the whole band again: the
+  // project 1x1s of MobileNetV2 ran as long on two threads as on one), and thread t reads the
+  // pixels it wrote last. Otherwise one share, and the threads split each band's groups
+  // (output rows): an expanding layer writes whole output rows, its small input read by all.
+  const bool reduces = int64_t(p.in_channels) * g->n_phases >= O;
+  const int64_t shares =
+      reduces && pixel_parts(int64_t(ho) * wo, threads) > 1 && n_tiles >= 4 * threads ? threads : 1;
+  // Share s: pixels [ps[s], ps[s + 1]), near-equal runs of whole vectors (in whole tiles,
+  // 28x28's 16.3 tiles left one thread 9 and the other 7.3); its items from io[s] on, one per
+  // (tile, group): no empty ones past a short last band, and the pool's thread t takes about
+  // the t-th run of them.
+  std::vector<int64_t> ps(size_t(shares) + 1), io(size_t(shares) + 1, 0);
+  const int64_t nvec = (g->P + k->width - 1) / k->width;
+  int64_t share_tiles = 0;
+  for (int64_t s = 0; s <= shares; ++s) {
+    ps[s] = std::min<int64_t>(g->P, part_begin(nvec, shares, s) * k->width);
+    if (s == 0) continue;
+    const int64_t tiles = (ps[s] - ps[s - 1] + tile_px - 1) / tile_px;
+    io[s] = io[s - 1] + tiles * G;
+    share_tiles = std::max(share_tiles, tiles);
+  }
+  const int64_t items = io[shares];
   // Bands of pixel tiles whose input (all channels and phases of the tiles) fits ~1 MiB.
   const int64_t tile_in_bytes = int64_t(p.in_channels) * g->n_phases * tile_px * 4;
-  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
-  const int64_t n_bands = (n_tiles + band_tiles - 1) / band_tiles;
-  // every item a tile (no empty ones past a short last band): the pool's threads each take an
-  // equal run of them
-  const int64_t items = n_tiles * G;
-  auto& pool = ThreadPool::global();
-  const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
+  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1,
+                                                 share_tiles);
+  const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 16));
 
   for (int b = 0; b < n; ++b) {
     const float* xin = x + b * in_img;
     if (!g->direct) {
-      make_planes(c, *g, xin, xb);
+      make_planes(c, *g, xin, xb, int(shares));
       xin = xb;
     }
     float* yout = y + b * out_img;
@@ -341,13 +371,16 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
       a.res_row_stride = g->P;
       a.act = crop ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
       for (int64_t it = ib; it < ie; ++it) {
-        // band -> group -> tile: a band's input stays in L2 while each group walks its tiles,
-        // writing its output rows sequentially.
-        const int64_t band = std::min(n_bands - 1, it / (G * band_tiles));
-        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, n_tiles - t0);
-        const int64_t rem = it - t0 * G, gi = rem / nt, t = t0 + rem % nt;
+        // share -> band -> group -> tile: a band's input stays in L2 while each group walks
+        // its tiles, writing its output rows sequentially.
+        const int64_t sh = shares == 1 ? 0 : std::upper_bound(io.begin(), io.end(), it) - io.begin() - 1;
+        const int64_t li = it - io[sh], nts = (io[sh + 1] - io[sh]) / G;
+        const int64_t n_bands = (nts + band_tiles - 1) / band_tiles;
+        const int64_t band = std::min(n_bands - 1, li / (G * band_tiles));
+        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, nts - t0);
+        const int64_t rem = li - t0 * G, gi = rem / nt, t = t0 + rem % nt;
         const int r = c->rows[gi], r0 = c->row0[gi];
-        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
+        const int64_t p0 = ps[sh] + t * tile_px, p1 = std::min<int64_t>(ps[sh + 1], p0 + tile_px);
         const int sub = k->nv[r - 1] * k->width;
         for (int64_t q = p0; q < p1; q += sub) {
           const int npix = int(std::min<int64_t>(sub, p1 - q));
