@@ -351,6 +351,29 @@ def test_thread_counts_give_identical_results(isa, restore_threads):
         assert_matches(outs[0], reference(x, w, b, s, p, 1, None, "relu"), w[0].numel())
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("o,c,rows,act", [(16, 96, 8, "relu6"), (13, 64, 4, "none"), (24, 200, 1, "relu")])
+def test_projection_k_stages_match_one_thread_bit_for_bit(isa, o, c, rows, act, restore_threads):
+    """A 1x1 projection (input channels >= 2x the output's): on 2-3 threads its entries run in K
+    stages, one run of input channels per thread, partial sums handed on tile by tile; the
+    result must be the one-thread result bit for bit (bias, residual, activation in the last
+    stage only), and the reference's. Odd sizes: short last group, masked tile, batch 2."""
+    need(isa)
+    gen = torch.Generator().manual_seed(11)
+    w, _ = masked_weight(o, c, 1, 1, rows, 0.7, "block", gen)
+    b = torch.randn(o, generator=gen)
+    mod = SparseConv2d(w, b, act=act, rows=rows, isa=isa)
+    for h, wd in [(23, 29), (7, 9)]:
+        x = torch.randn(2, c, h, wd, generator=gen)
+        res = torch.randn(2, o, h, wd, generator=gen)
+        outs = []
+        for n in (1, 2, 3):
+            K.set_num_threads(n)
+            outs.append(mod(x, res))
+        assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+        assert_matches(outs[0], reference(x, w, b, 1, 0, 1, res, act), c)
+
+
 def test_set_num_threads_clamps_to_one(restore_threads):
     for n in (0, -3):
         K.set_num_threads(n)

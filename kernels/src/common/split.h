@@ -4,11 +4,13 @@
 // 2-vCPU Xeon, ~10 GB/s per thread: a MobileNetV2 project 1x1 whose threads each read the
 // whole depthwise output, half of it written by the other core, ran as long on 2 threads as
 // on 1; the same layer on an input both cores had cached scaled 1.8x). A SpMM that reads more
-// per pixel than it writes (a projection) therefore cuts a large image into one contiguous run
-// of pixels per thread (pixel_parts), so no two threads read the same input, and thread t
-// reads about the pixels it wrote in a pixel-split layer before. Depthwise layers keep whole
-// channel planes per thread: half planes per thread measured 10-25% slower (Xeon, NCHW), more
-// than the locality gained. Small images (14x14, 7x7) split channels or output rows.
+// per pixel than it writes therefore cuts a large image into one contiguous run of pixels per
+// thread (pixel_parts), so no two threads read the same input, and thread t reads about the
+// pixels it wrote in a pixel-split layer before; a 1x1 projection instead runs in K stages,
+// one run of input channels per thread (sparse_conv.cc), the runs a depthwise conv before it
+// wrote on each thread. Depthwise layers keep whole channel planes per thread: half planes per
+// thread measured 10-25% slower (Xeon, NCHW), more than the locality gained. Small images
+// (14x14, 7x7) split channels or output rows.
 #ifndef SPE_COMMON_SPLIT_H_
 #define SPE_COMMON_SPLIT_H_
 

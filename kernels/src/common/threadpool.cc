@@ -8,15 +8,6 @@
 #include <chrono>
 #include <new>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define SPE_PAUSE() _mm_pause()
-#elif defined(__aarch64__)
-#define SPE_PAUSE() asm volatile("yield")
-#else
-#define SPE_PAUSE() ((void)0)
-#endif
-
 namespace spe {
 
 ThreadPool& ThreadPool::global() {
@@ -167,7 +158,7 @@ void ThreadPool::worker_loop(int slot, uint64_t seen) {
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
     while (generation_.load(std::memory_order_acquire) == seen &&
            std::chrono::steady_clock::now() < until)
-      for (int i = 0; i < 64; ++i) SPE_PAUSE();
+      for (int i = 0; i < 64; ++i) cpu_relax();
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return generation_.load() != seen; });
@@ -201,7 +192,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
     }
     cv_.notify_all();
     run_chunks(0);
-    while (active_.load(std::memory_order_acquire) != 0) SPE_PAUSE();
+    while (active_.load(std::memory_order_acquire) != 0) cpu_relax();
   }
   fn_ = nullptr;
   if (failed_.load(std::memory_order_acquire)) {

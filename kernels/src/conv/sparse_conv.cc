@@ -4,8 +4,9 @@
 //        zero-padded phase planes (skipped for 1x1 stride-1 unpadded convs, which read NCHW
 //        directly; in the layer's cached workspace the zero borders are written once per input
 //        size); 3. the SpMM over (batch, band, row group, pixel tile) work items in the thread
-//        pool; when virtual output pixels differ from real ones, each tile is computed into a
-//        small buffer and cropped into y right away (residual and activation there), in L1.
+//        pool (ItemPlan; a 1x1 projection on several threads in K stages, run_stages); when
+//        virtual output pixels differ from real ones, each tile is computed into a small buffer
+//        and cropped into y right away (residual and activation there), in L1.
 //
 // The geometry and phase-plane buffer of the last input size are cached in the layer, guarded
 // by a mutex that run() only ever try_locks: a call that finds it busy (another thread inside
@@ -14,12 +15,15 @@
 // instead. Nothing blocks, nothing reads a cache another thread may be writing, and the result
 // is the same either way.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../common/error.h"
@@ -283,6 +287,144 @@ void crop_tile(const float* t, int ts, int rows, int64_t q, int npix, int wp, in
   }
 }
 
+// One image's SpMM work items, one per (tile, group) in the order share -> band -> group ->
+// tile (a band's input stays in L2 while each group walks its tiles, writing its output rows
+// sequentially), and how to run one of them.
+struct ItemPlan {
+  const spe_sparse_conv* c;
+  const ConvGeometry* g;
+  const SpmmKernels* k;
+  const float* x;    // the image's input (NCHW, or its phase planes)
+  float* y;          // the image's output
+  const float* res;  // the image's residual, or null
+  int64_t G, tile_px, band_tiles, shares;
+  const int64_t* ps;  // share s: pixels [ps[s], ps[s + 1])
+  const int64_t* io;  // share s: items [io[s], io[s + 1])
+  bool crop;
+  // K stages: the entries of group gi in stage s are [cuts[gi * (stages + 1) + s], .. + s + 1)
+  const int64_t* cuts = nullptr;
+  int stages = 1;
+
+  // Item `it`: with all of its group's entries (stage -1), or with stage s's (no K stages on
+  // cropped layers): the first stage starts from the bias, the others from the partial sums
+  // stored before them, and only the last adds the residual and applies the activation.
+  void run(int64_t it, int stage, TileArgs& a, float* tbuf) const {
+    const int64_t sh = shares == 1 ? 0 : std::upper_bound(io, io + shares + 1, it) - io - 1;
+    const int64_t li = it - io[sh], nts = (io[sh + 1] - io[sh]) / G;
+    const int64_t n_bands = (nts + band_tiles - 1) / band_tiles;
+    const int64_t band = std::min(n_bands - 1, li / (G * band_tiles));
+    const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, nts - t0);
+    const int64_t rem = li - t0 * G, gi = rem / nt, t = t0 + rem % nt;
+    const int r = c->rows[gi], r0 = c->row0[gi];
+    const int64_t p0 = ps[sh] + t * tile_px, p1 = std::min<int64_t>(ps[sh + 1], p0 + tile_px);
+    const int sub = k->nv[r - 1] * k->width;
+    const int64_t e0 = stage < 0 ? c->ptr[gi] : cuts[gi * (stages + 1) + stage];
+    const int64_t e1 = stage < 0 ? c->ptr[gi + 1] : cuts[gi * (stages + 1) + stage + 1];
+    const bool first = stage <= 0, last = stage < 0 || stage == stages - 1;
+    const int ho = g->ho, wo = g->wo;
+    const float* bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
+    for (int64_t q = p0; q < p1; q += sub) {
+      const int npix = int(std::min<int64_t>(sub, p1 - q));
+      a.x = x + q;
+      a.off = g->offsets.data() + e0;
+      a.w = c->values.data() + c->vptr[gi] + (e0 - c->ptr[gi]) * r;
+      a.n_entries = e1 - e0;
+      a.y = y + int64_t(r0) * ho * wo + q;
+      a.y_row_stride = g->P;
+      a.bias = first ? bias : nullptr;
+      a.acc_in = first ? nullptr : a.y;
+      a.res = res && !crop && last ? res + int64_t(r0) * g->P + q : nullptr;
+      a.res_row_stride = g->P;
+      a.act = crop || !last ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
+      a.npix = npix;
+      // The first tile of a group in a band reads its weights from DRAM (a full model's
+      // weights do not stay cached between calls); the group's next tiles find them in L2.
+      a.prefetch = t == t0 && q == p0;
+      if (crop) {  // virtual pixels: compute into tbuf, then crop into y while in L1
+        a.y = tbuf;
+        a.y_row_stride = sub;
+      }
+      if (npix == sub) k->full[r - 1](a);
+      else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+      if (crop)
+        crop_tile(tbuf, sub, r, q, npix, g->wp, wo, int64_t(ho) * wo, y + int64_t(r0) * ho * wo,
+                  res ? res + int64_t(r0) * ho * wo : nullptr, c->act, k->act_row);
+    }
+  }
+};
+
+// K stages. A projection (a 1x1 conv with many more input than output channels) typically
+// reads a depthwise conv's output, which the threads wrote a run of channels each; split by
+// pixels or by output rows, every thread reads all channels, half of them from the other
+// core (on a 2-vCPU Xeon the projections of MobileNetV2 ran no faster on 2 threads than on 1).
+// With stages, thread s takes the entries of input channels [C s / S, C (s + 1) / S) of every
+// (tile, group) item, in the items' order: it starts an item from the partial sums stage s - 1
+// stored for it and stores its own, so only those (output-sized) partial sums cross cores. A
+// group's entries are consecutive per stage and a tile's sums carry over in the same order as
+// in one call (an fp32 store and load are exact): the result is bit for bit the unstaged one,
+// whatever the thread count. Not on the scalar table (its reference sums in double).
+int k_stages(const spe_sparse_conv* c, const ConvGeometry& g, int threads) {
+  const auto& p = c->p;
+  if (threads < 2 || !g.direct || g.wp != g.wo || std::strcmp(c->k->isa, "scalar") == 0) return 1;
+  if (p.in_channels < 2 * p.out_channels || p.in_channels < 16 * threads) return 1;
+  return threads;
+}
+
+// Per group, the first entry of each stage's channels (the columns are sorted within a group,
+// as every packer writes them; on unsorted ones the cuts are still monotone, so any order
+// stays exact, only less local).
+std::vector<int64_t> stage_cuts(const spe_sparse_conv* c, int S) {
+  const int64_t G = int64_t(c->row0.size()), C = c->p.in_channels;
+  std::vector<int64_t> cuts(size_t(G * (S + 1)));
+  for (int64_t gi = 0; gi < G; ++gi) {
+    const int32_t* b = c->col.data() + c->ptr[gi];
+    const int32_t* e = c->col.data() + c->ptr[gi + 1];
+    for (int s = 0; s <= S; ++s)
+      cuts[size_t(gi * (S + 1) + s)] =
+          s == 0 ? c->ptr[gi] : s == S ? c->ptr[gi + 1]
+                              : c->ptr[gi] + (std::lower_bound(b, e, int32_t(part_begin(C, S, s))) - b);
+  }
+  return cuts;
+}
+
+// Runs the K stages of one image: chunk s of the pool's job is stage s. A thread claims the
+// lowest unclaimed stage up to its chunk's and runs it whole, item by item, each item once
+// the stage before has finished it. Only claimed stages are waited for, and the stage before
+// a claimed one is claimed too, so nothing waits on work nobody runs (a thread that starts
+// late, a runtime that runs a task on the wrong thread: the work just lands on fewer threads).
+void run_stages(const ItemPlan& ip, int64_t items, ThreadPool& pool) {
+  const int S = ip.stages;
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[size_t(S)]);
+  std::unique_ptr<std::atomic<bool>[]> claimed(new std::atomic<bool>[size_t(S)]);
+  for (int s = 0; s < S; ++s) {
+    done[s].store(0);
+    claimed[s].store(false);
+  }
+  std::atomic<bool> failed{false};
+  pool.parallel_for(S, 1, [&](int64_t sb, int64_t se) {
+    alignas(64) float tbuf[kMaxGroupRows * kMaxTilePixels];
+    TileArgs a{};
+    for (int s = 0; s < int(se); ++s) {
+      if (claimed[s].exchange(true)) continue;
+      try {
+        for (int64_t it = 0; it < items; ++it) {
+          for (int spins = 0; s > 0 && done[s - 1].load(std::memory_order_acquire) <= it; ++spins) {
+            if (failed.load(std::memory_order_relaxed)) throw std::runtime_error("K stage: an earlier stage failed");
+            if (spins & 1023) cpu_relax();
+            else std::this_thread::yield();
+          }
+          ip.run(it, s, a, tbuf);
+          done[s].store(it + 1, std::memory_order_release);
+        }
+      } catch (...) {
+        failed.store(true);
+        throw;
+      }
+    }
+    (void)sb;
+  });
+}
+
 // y = act(conv(x) + bias [+ residual]); see spe_sparse_conv_run. Runs inside the C API guard.
 spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, int32_t w,
                      const float* residual, float* y) {
@@ -355,6 +497,11 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
   const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1,
                                                  share_tiles);
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(threads) * 16));
+  // K stages (run_stages): a 1x1 projection's entries cut by input channel, one run of channels
+  // per thread, the runs' partial sums handed on tile by tile.
+  const int stages = k_stages(c, *g, threads);
+  std::vector<int64_t> cuts;
+  if (stages > 1) cuts = stage_cuts(c, stages);
 
   for (int b = 0; b < n; ++b) {
     const float* xin = x + b * in_img;
@@ -362,51 +509,18 @@ spe_status run_layer(spe_sparse_conv* c, const float* x, int32_t n, int32_t h, i
       make_planes(c, *g, xin, xb, int(shares));
       xin = xb;
     }
-    float* yout = y + b * out_img;
-    const float* res = residual ? residual + b * out_img : nullptr;
+    ItemPlan ip{c, g, k, xin, y + b * out_img, residual ? residual + b * out_img : nullptr,
+                G, tile_px, band_tiles, shares, ps.data(), io.data(), crop};
+    if (stages > 1) {
+      ip.cuts = cuts.data();
+      ip.stages = stages;
+      run_stages(ip, items, pool);
+      continue;
+    }
     pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
       alignas(64) float tbuf[kMaxGroupRows * kMaxTilePixels];
       TileArgs a{};
-      a.y_row_stride = g->P;
-      a.res_row_stride = g->P;
-      a.act = crop ? 0 : c->act;  // cropped tiles: residual and activation in crop_tile
-      for (int64_t it = ib; it < ie; ++it) {
-        // share -> band -> group -> tile: a band's input stays in L2 while each group walks
-        // its tiles, writing its output rows sequentially.
-        const int64_t sh = shares == 1 ? 0 : std::upper_bound(io.begin(), io.end(), it) - io.begin() - 1;
-        const int64_t li = it - io[sh], nts = (io[sh + 1] - io[sh]) / G;
-        const int64_t n_bands = (nts + band_tiles - 1) / band_tiles;
-        const int64_t band = std::min(n_bands - 1, li / (G * band_tiles));
-        const int64_t t0 = band * band_tiles, nt = std::min(band_tiles, nts - t0);
-        const int64_t rem = li - t0 * G, gi = rem / nt, t = t0 + rem % nt;
-        const int r = c->rows[gi], r0 = c->row0[gi];
-        const int64_t p0 = ps[sh] + t * tile_px, p1 = std::min<int64_t>(ps[sh + 1], p0 + tile_px);
-        const int sub = k->nv[r - 1] * k->width;
-        for (int64_t q = p0; q < p1; q += sub) {
-          const int npix = int(std::min<int64_t>(sub, p1 - q));
-          a.x = xin + q;
-          a.off = g->offsets.data() + c->ptr[gi];
-          a.w = c->values.data() + c->vptr[gi];
-          a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
-          a.y = yout + int64_t(r0) * ho * wo + q;  // (crop: replaced by the tile buffer)
-          a.bias = c->bias.empty() ? nullptr : c->bias.data() + r0;
-          a.res = res && !crop ? res + int64_t(r0) * g->P + q : nullptr;
-          a.npix = npix;
-          // The first tile of a group in a band reads its weights from DRAM (a full model's
-          // weights do not stay cached between calls); the group's next tiles find them in L2.
-          a.prefetch = t == t0 && q == p0;
-          if (crop) {  // virtual pixels: compute into tbuf, then crop into y while in L1
-            a.y = tbuf;
-            a.y_row_stride = sub;
-          }
-          if (npix == sub) k->full[r - 1](a);
-          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
-          if (crop)
-            crop_tile(tbuf, sub, r, q, npix, g->wp, wo, int64_t(ho) * wo,
-                      yout + int64_t(r0) * ho * wo, res ? res + int64_t(r0) * ho * wo : nullptr,
-                      c->act, k->act_row);
-        }
-      }
+      for (int64_t it = ib; it < ie; ++it) ip.run(it, -1, a, tbuf);
     });
   }
   return SPE_OK;

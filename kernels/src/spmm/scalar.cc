@@ -28,7 +28,9 @@ template <int R>
 void scalar_tile(const TileArgs& a) {
   for (int r = 0; r < R; ++r) {
     for (int p = 0; p < a.npix; ++p) {
-      double s = a.bias ? a.bias[r] : 0.0;  // double: a reference, not a race
+      // double: a reference, not a race (so a group's entries split across calls, acc_in,
+      // round where one call would not: sparse_conv.cc runs no K stages on this table)
+      double s = a.acc_in ? a.acc_in[r * a.y_row_stride + p] : a.bias ? a.bias[r] : 0.0;
       for (int64_t e = 0; e < a.n_entries; ++e) s += double(a.w[e * R + r]) * a.x[a.off[e] + p];
       float o = float(s);
       if (a.res) o += a.res[r * a.res_row_stride + p];

@@ -66,6 +66,11 @@ struct TileArgs {
   int act;                 // spe_activation
   int npix;                // valid pixels in this tile (<= NV*W)
   int prefetch;            // 1: the weights are likely cold (prefetch them ahead)
+  // Null: the sums start from the bias. Else from these floats (at (row0, p0), row stride
+  // y_row_stride; bias ignored): the partial sums an earlier call over the group's first
+  // entries stored, so a group's entries can be split across calls with the same rounding as
+  // one call (sparse_conv.cc's K stages).
+  const float* acc_in;
 };
 
 using TileFn = void (*)(const TileArgs&);

@@ -68,13 +68,23 @@ void spmm_tile(const TileArgs& a) {
   using reg = typename V::reg;
   constexpr int W = V::kWidth;
   reg acc[R][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    const reg b = a.bias ? V::set1(a.bias[r]) : V::zero();
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = b;
-  }
   const auto m = V::mask(kMasked ? a.npix - (NV - 1) * W : W);
+  if (a.acc_in) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float* ar = a.acc_in + r * a.y_row_stride;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = (kMasked && v == NV - 1) ? V::load_mask(ar + v * W, m) : V::load(ar + v * W);
+    }
+  } else {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const reg b = a.bias ? V::set1(a.bias[r]) : V::zero();
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = b;
+    }
+  }
   const float* x = a.x;
   const int32_t* off = a.off;
   const float* w = a.w;
