@@ -1,0 +1,22 @@
+"""int8 quantization (issue P9): the numbers every int8 path shares.
+
+    obs = engine.quant.observer("mse")          # or "minmax", "percentile"; default DEFAULT
+    for x in calibration_batches: obs.update(x)
+    qp = obs.qparams()                          # QParams: scale, zero point, range
+    y = engine.quant.fake_quant(x, qp)          # quantize -> dequantize, straight-through grad
+
+Conventions (those of the int8 kernels and of XNNPACK / TFLite, so peers quantized by ONNX
+Runtime, OpenVINO or ExecuTorch compare like for like):
+- activations: per tensor, asymmetric, uint8 [0, 255]: real = scale * (q - zero_point), the
+  range widened to hold 0 so that zero padding and ReLU's zeros are exact;
+- weights: per output channel, symmetric, int8 [-127, 127] (zero point 0, -128 unused: a
+  product of two -128s is never formed, and sign-flipping tricks stay exact).
+"""
+from .observers import (DEFAULT, MinMaxObserver, MSEObserver, Observer, PercentileObserver,
+                        observer, weight_qparams)
+from .qparams import ACT_U8, WEIGHT_S8, QParams, QRange, choose_qparams
+from .fake import fake_quant, quantize, dequantize
+
+__all__ = ["ACT_U8", "DEFAULT", "MSEObserver", "MinMaxObserver", "Observer",
+           "PercentileObserver", "QParams", "QRange", "WEIGHT_S8", "choose_qparams",
+           "dequantize", "fake_quant", "observer", "quantize", "weight_qparams"]
