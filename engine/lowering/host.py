@@ -61,7 +61,8 @@ _ACT_MODULES = ((nn.ReLU6, "relu6"), (nn.ReLU, "relu"), (nn.Hardswish, "hardswis
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 
 
-def _act_of(node: fx.Node, modules: dict) -> Optional[str]:
+def act_of(node: fx.Node, modules: dict) -> Optional[str]:
+    """The activation a node applies that the kernels' epilogue can fuse, or None."""
     if node.op == "call_module":
         m = modules.get(node.target)
         for cls, act in _ACT_MODULES:
@@ -171,14 +172,14 @@ def _fusion(node: fx.Node, mod: nn.Module, modules: dict) -> tuple:
         chain.append(nxt)
     act, residual = "none", None
     nxt = _sole_user(cur)
-    if nxt is not None and _act_of(nxt, modules):
-        act, cur = _act_of(nxt, modules), nxt
+    if nxt is not None and act_of(nxt, modules):
+        act, cur = act_of(nxt, modules), nxt
         chain.append(nxt)
     elif isinstance(mod, nn.Conv2d) and nxt is not None and _is_add(nxt):
         other = nxt.args[1] if nxt.args[0] is cur else nxt.args[0]
         after = _sole_user(nxt)
         if isinstance(other, fx.Node) and other is not cur and after is not None and \
-                _act_of(after, modules) == "relu":
+                act_of(after, modules) == "relu":
             residual, act, cur = other, "relu", after
             chain += [nxt, after]
     return chain, cur, w, b, bn_name, act, residual

@@ -4,6 +4,7 @@
     for x in calibration_batches: obs.update(x)
     qp = obs.qparams()                          # QParams: scale, zero point, range
     y = engine.quant.fake_quant(x, qp)          # quantize -> dequantize, straight-through grad
+    cal = engine.quant.calibrate(model, batches) # every tensor of a model, BN folded (calibrate.py)
 
 Conventions (those of the int8 kernels and of XNNPACK / TFLite, so peers quantized by ONNX
 Runtime, OpenVINO or ExecuTorch compare like for like):
@@ -16,7 +17,8 @@ from .observers import (DEFAULT, MinMaxObserver, MSEObserver, Observer, Percenti
                         observer, weight_qparams)
 from .qparams import ACT_U8, WEIGHT_S8, QParams, QRange, choose_qparams
 from .fake import fake_quant, quantize, dequantize
+from .calibrate import Calibration, LayerQuant, calibrate
 
-__all__ = ["ACT_U8", "DEFAULT", "MSEObserver", "MinMaxObserver", "Observer",
+__all__ = ["ACT_U8", "Calibration", "DEFAULT", "LayerQuant", "calibrate", "MSEObserver", "MinMaxObserver", "Observer",
            "PercentileObserver", "QParams", "QRange", "WEIGHT_S8", "choose_qparams",
            "dequantize", "fake_quant", "observer", "quantize", "weight_qparams"]

@@ -1,0 +1,126 @@
+"""Post-training calibration: the user's data through the model, every tensor observed.
+
+    cal = engine.quant.calibrate(model, batches, observer="mse")
+    q = cal.layer("layer1.0.conv1")   # LayerQuant: input / output QParams, BN-folded weight and
+                                      # its per-channel QParams, the fused activation
+
+The model is traced with torch.fx (as the lowering traces it) and run by an interpreter that
+feeds every floating-point tensor it computes to an observer of its own (observers.py), on a
+deep copy in eval mode: the user's model, its BatchNorm running statistics and its training
+flag are never touched. A conv or linear layer is read the way the int8 lowering will run it:
+conv -> BatchNorm (folded into the weight and bias first, as the fp32 lowering folds it) ->
+activation (ReLU / ReLU6 / hardswish / SiLU, fused into the store), so its output QParams are
+those of the chain's last tensor, and its weight QParams those of the folded weight.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+from torch import fx, nn
+
+from ..errors import CaptureError, ConfigError
+from ..lowering.host import act_of, fold_bn
+from .observers import DEFAULT, observer as make_observer, weight_qparams
+from .qparams import QParams
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """What the int8 lowering needs of one conv / linear layer."""
+
+    name: str
+    input: QParams             # of the layer's input tensor (per tensor, uint8)
+    output: QParams            # of the fused chain's output (per tensor, uint8)
+    weight: torch.Tensor       # BN folded
+    bias: Optional[torch.Tensor]
+    weight_qparams: QParams    # per output channel, symmetric int8
+    bn: Optional[str]          # the BatchNorm folded in, if any
+    act: Optional[str]         # the activation fused into the store, if any
+
+
+@dataclass(frozen=True)
+class Calibration:
+    observer: str
+    batches: int
+    tensors: dict              # fx node name -> QParams of every float tensor
+    layers: dict               # module name -> LayerQuant
+
+    def layer(self, name: str) -> LayerQuant:
+        if name not in self.layers:
+            known = ", ".join(list(self.layers)[:8])
+            raise ConfigError(f"calibration has no conv / linear layer {name!r} (layers: "
+                              f"{known}{', ...' if len(self.layers) > 8 else ''})")
+        return self.layers[name]
+
+
+class _Observing(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, kind: str, options: dict):
+        super().__init__(gm)
+        self.kind, self.options, self.observers = kind, options, {}
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            if n.name not in self.observers:
+                self.observers[n.name] = make_observer(self.kind, **self.options)
+            self.observers[n.name].update(out)
+        return out
+
+
+def _only_user(n: fx.Node) -> Optional[fx.Node]:
+    users = list(n.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _chain(n: fx.Node, modules: dict) -> tuple:
+    """(last node, BN module name or None, activation or None) of the chain n starts."""
+    last, bn, act = n, None, None
+    nxt = _only_user(last)
+    if nxt is not None and nxt.op == "call_module" and \
+            isinstance(modules.get(nxt.target), nn.BatchNorm2d) and \
+            isinstance(modules[n.target], nn.Conv2d):
+        last, bn = nxt, nxt.target
+        nxt = _only_user(last)
+    if nxt is not None and act_of(nxt, modules) is not None:
+        last, act = nxt, act_of(nxt, modules)
+    return last, bn, act
+
+
+def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
+              **options) -> Calibration:
+    """Observe every float tensor of `model` over `batches` (each a tensor, or a tuple of the
+    forward's positional arguments) with observers of kind `observer` ("minmax", "percentile",
+    "mse"; options go to them, e.g. percentile=99.9)."""
+    make_observer(observer, **options)            # a bad kind / option fails before any work
+    m = copy.deepcopy(model).eval()
+    try:
+        gm = fx.symbolic_trace(m)
+    except Exception as e:  # torch.fx raises many types; name the cause
+        raise CaptureError(f"calibrate: torch.fx.symbolic_trace failed on "
+                           f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+    interp = _Observing(gm, observer, options)
+    n_batches = 0
+    with torch.no_grad():
+        for batch in batches:
+            interp.run(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
+            n_batches += 1
+    if n_batches == 0:
+        raise ConfigError("calibrate: no calibration batches (pass an iterable of inputs)")
+    tensors = {name: o.qparams() for name, o in interp.observers.items()}
+    modules = dict(gm.named_modules())
+    layers = {}
+    for n in gm.graph.nodes:
+        mod = modules.get(n.target) if n.op == "call_module" else None
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)) or not n.args or \
+                not isinstance(n.args[0], fx.Node) or n.args[0].name not in tensors:
+            continue
+        last, bn, act = _chain(n, modules)
+        w, b = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+        if bn is not None:
+            w, b = fold_bn(w, b, modules[bn])
+        layers[n.target] = LayerQuant(n.target, tensors[n.args[0].name], tensors[last.name],
+                                      w, b, weight_qparams(w), bn, act)
+    return Calibration(observer, n_batches, tensors, layers)
