@@ -75,18 +75,22 @@ def _only_user(n: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
-def _chain(n: fx.Node, modules: dict) -> tuple:
-    """(last node, BN module name or None, activation or None) of the chain n starts."""
-    last, bn, act = n, None, None
-    nxt = _only_user(last)
+def fused_chain(n: fx.Node, modules: dict) -> tuple:
+    """(nodes, BN module name or None, activation or None) of the chain conv / linear node n
+    starts: n, then a BatchNorm2d that is its only user (convs), then a fusable activation that
+    is the previous node's only user."""
+    nodes, bn, act = [n], None, None
+    nxt = _only_user(n)
     if nxt is not None and nxt.op == "call_module" and \
             isinstance(modules.get(nxt.target), nn.BatchNorm2d) and \
             isinstance(modules[n.target], nn.Conv2d):
-        last, bn = nxt, nxt.target
-        nxt = _only_user(last)
+        nodes.append(nxt)
+        bn = nxt.target
+        nxt = _only_user(nxt)
     if nxt is not None and act_of(nxt, modules) is not None:
-        last, act = nxt, act_of(nxt, modules)
-    return last, bn, act
+        nodes.append(nxt)
+        act = act_of(nxt, modules)
+    return nodes, bn, act
 
 
 def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
@@ -117,10 +121,10 @@ def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
         if not isinstance(mod, (nn.Conv2d, nn.Linear)) or not n.args or \
                 not isinstance(n.args[0], fx.Node) or n.args[0].name not in tensors:
             continue
-        last, bn, act = _chain(n, modules)
+        chain, bn, act = fused_chain(n, modules)
         w, b = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
         if bn is not None:
             w, b = fold_bn(w, b, modules[bn])
-        layers[n.target] = LayerQuant(n.target, tensors[n.args[0].name], tensors[last.name],
+        layers[n.target] = LayerQuant(n.target, tensors[n.args[0].name], tensors[chain[-1].name],
                                       w, b, weight_qparams(w), bn, act)
     return Calibration(observer, n_batches, tensors, layers)

@@ -410,7 +410,7 @@ void run_stages(const ItemPlan& ip, int64_t items, ThreadPool& pool) {
         for (int64_t it = 0; it < items; ++it) {
           for (int spins = 0; s > 0 && done[s - 1].load(std::memory_order_acquire) <= it; ++spins) {
             if (failed.load(std::memory_order_relaxed)) throw std::runtime_error("K stage: an earlier stage failed");
-            if (spins & 1023) cpu_relax();
+            if ((spins & 1023) != 1023) cpu_relax();
             else std::this_thread::yield();
           }
           ip.run(it, s, a, tbuf);
