@@ -93,18 +93,23 @@ def fused_chain(n: fx.Node, modules: dict) -> tuple:
     return nodes, bn, act
 
 
+def traced_copy(model: nn.Module, what: str) -> fx.GraphModule:
+    """torch.fx trace of a deep copy of `model` in eval mode (the user's model untouched)."""
+    m = copy.deepcopy(model).eval()
+    try:
+        return fx.symbolic_trace(m)
+    except Exception as e:  # torch.fx raises many types; name the cause
+        raise CaptureError(f"{what}: torch.fx.symbolic_trace failed on "
+                           f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+
+
 def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
               **options) -> Calibration:
     """Observe every float tensor of `model` over `batches` (each a tensor, or a tuple of the
     forward's positional arguments) with observers of kind `observer` ("minmax", "percentile",
     "mse"; options go to them, e.g. percentile=99.9)."""
     make_observer(observer, **options)            # a bad kind / option fails before any work
-    m = copy.deepcopy(model).eval()
-    try:
-        gm = fx.symbolic_trace(m)
-    except Exception as e:  # torch.fx raises many types; name the cause
-        raise CaptureError(f"calibrate: torch.fx.symbolic_trace failed on "
-                           f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+    gm = traced_copy(model, "calibrate")
     interp = _Observing(gm, observer, options)
     n_batches = 0
     with torch.no_grad():

@@ -12,14 +12,12 @@ the int8 kernels' exact int32 sums scaled once: the two differ by float rounding
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import CaptureError
-from .calibrate import Calibration, LayerQuant, fused_chain
+from .calibrate import Calibration, LayerQuant, fused_chain, traced_copy
 from .fake import fake_quant
 from .observers import weight_qparams
 
@@ -70,12 +68,7 @@ class QuantSim(nn.Module):
 def simulate(model: nn.Module, cal: Calibration, trainable: bool = False) -> fx.GraphModule:
     """A fake-quantized copy of `model` for the layers `cal` calibrated (see the module doc);
     trainable=True for quantization-aware training (QuantSim), in train mode."""
-    m = copy.deepcopy(model).eval()
-    try:
-        gm = fx.symbolic_trace(m)
-    except Exception as e:  # torch.fx raises many types; name the cause
-        raise CaptureError(f"simulate: torch.fx.symbolic_trace failed on "
-                           f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+    gm = traced_copy(model, "simulate")
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or node.target not in cal.layers:

@@ -81,3 +81,13 @@ def test_qat_trains_through_fake_quant_and_keeps_the_pruning_mask():
     assert torch.all(w[pruned] == 0)                             # the mask holds exactly
     steps = w / weight_qparams(w).scale.reshape(-1, 1, 1, 1)     # on the int8 grid per channel
     assert torch.allclose(steps, steps.round(), atol=1e-3)
+
+
+def test_a_layer_the_int8_path_cannot_pad_is_named():
+    import pytest
+    from torch import nn
+    from engine.errors import CaptureError
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU())
+    cal = calibrate(model, [torch.randn(1, 3, 8, 8)])
+    with pytest.raises(CaptureError, match="layer '0' pads with 'reflect'"):
+        simulate(model, cal)
