@@ -114,7 +114,16 @@ def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
     n_batches = 0
     with torch.no_grad():
         for batch in batches:
-            interp.run(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
+            args = batch if isinstance(batch, (tuple, list)) else (batch,)
+            try:
+                interp.run(*args)
+            except ConfigError:
+                raise
+            except Exception as e:  # the model's own error on this input: name the batch
+                shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                          for a in args]
+                raise ConfigError(f"calibrate: batch {n_batches} (inputs {shapes}) failed in "
+                                  f"{type(model).__name__}: {type(e).__name__}: {e}") from e
             n_batches += 1
     if n_batches == 0:
         raise ConfigError("calibrate: no calibration batches (pass an iterable of inputs)")

@@ -119,3 +119,8 @@ def test_errors_name_the_problem():
             return x * 2 if x.sum() > 0 else x            # data-dependent control flow
     with pytest.raises(CaptureError, match="symbolic_trace failed on Branchy"):
         calibrate(Branchy(), _batches(1))
+
+
+def test_a_batch_the_model_cannot_take_is_named():
+    with pytest.raises(ConfigError, match=r"batch 1 \(inputs \[\(2, 5, 12, 12\)\]\) failed in Block"):
+        calibrate(_model(), [torch.randn(2, 3, 12, 12), torch.randn(2, 5, 12, 12)])

@@ -91,3 +91,17 @@ def test_a_layer_the_int8_path_cannot_pad_is_named():
     cal = calibrate(model, [torch.randn(1, 3, 8, 8)])
     with pytest.raises(CaptureError, match="layer '0' pads with 'reflect'"):
         simulate(model, cal)
+
+
+def test_a_calibration_of_another_model_is_refused():
+    import pytest
+    from engine.errors import ConfigError
+    model, other = _model(), _model()
+    with torch.no_grad():
+        other.c2.weight.mul_(2)                                  # same names, other weights
+    cal = calibrate(other, _batches(1))
+    with pytest.raises(ConfigError, match="calibration of layer 'c2'.*does not match"):
+        simulate(model, cal)
+    from torch import nn
+    with pytest.raises(ConfigError, match="layers this model does not call: c1, c2, fc"):
+        simulate(nn.Sequential(nn.Conv2d(3, 8, 3)), cal)
