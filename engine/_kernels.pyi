@@ -21,6 +21,30 @@ class KernelInfo(TypedDict):
                           # {} if generic
     available: bool  # this build and CPU can run it
 
+class QConv:
+    """An int8 conv / linear layer (spe.h, "int8 conv"): u8 activations with per-tensor
+    (scale, zero_point), s8 weights packed in column quads (entry_quad = (channel // 4) * kh * kw
+    + tap; values: per entry, rows x 4 int8) with a scale per output channel, requantized to u8
+    in the store (bias, a u8 residual and relu / relu6 fused). Every ISA variant ("scalar",
+    "avx2", "avx512vnni", "neon", "neondot"; "auto" the best here) gives the same bytes."""
+
+    def __init__(self, out_channels: int, in_channels: int, kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int], group_row0: np.ndarray, group_rows: np.ndarray,
+                 group_ptr: np.ndarray, entry_quad: np.ndarray, values: np.ndarray,
+                 weight_scale: np.ndarray, bias: Optional[np.ndarray] = None, *,
+                 input: tuple[float, int], output: tuple[float, int],
+                 residual: Optional[tuple[float, int]] = None, act: str = "none",
+                 isa: str = "auto") -> None: ...
+    def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
+        """x (N, C, H, W) uint8 -> (N, O, Ho, Wo) uint8; residual uint8 of the output's shape
+        (the layer built with residual=(scale, zero_point))."""
+    def output_size(self, h: int, w: int) -> tuple[int, int]: ...
+    @property
+    def nnz(self) -> int: ...
+    @property
+    def kernel_name(self) -> str: ...
+
 class SparseConv:
     """A packed sparse conv layer (see kernels/include/spe/spe.h)."""
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/kernel_list.h"  // kernels/src: the catalog of every family's list
+#include "binding_util.h"
 #include "machine_probe.h"
 #include "spe/spe.h"
 
@@ -22,41 +23,9 @@ using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-// A failed status as the Python exception that fits it, carrying spe_last_error(): MemoryError
-// for SPE_ERR_OUT_OF_MEMORY, RuntimeError for SPE_ERR_INTERNAL, ValueError otherwise (bad
-// arguments, an ISA this CPU lacks). Called with the GIL held.
-void check(spe_status s) {
-  if (s == SPE_OK) return;
-  const std::string msg = spe_last_error();
-  if (s == SPE_ERR_OUT_OF_MEMORY) {
-    PyErr_SetString(PyExc_MemoryError, msg.c_str());
-    throw py::error_already_set();
-  }
-  if (s == SPE_ERR_INTERNAL) throw std::runtime_error(msg);
-  throw std::invalid_argument(msg);
-}
-
-// A numpy dimension as the int32 the C API takes, or a ValueError naming it (a zero-size
-// array may have any dimension, e.g. (0, 3, 2**40, 1)).
-int32_t dim32(const py::array& a, int axis, const char* what) {
-  const auto d = a.shape(axis);
-  if (d > std::numeric_limits<int32_t>::max())
-    throw std::invalid_argument(std::string(what) + " dimension " + std::to_string(axis) + " (" +
-                                std::to_string(d) + ") exceeds 2^31 - 1");
-  return int32_t(d);
-}
-
-spe_activation parse_act(const std::string& a) {
-  if (a == "none") return SPE_ACT_NONE;
-  if (a == "relu") return SPE_ACT_RELU;
-  if (a == "relu6") return SPE_ACT_RELU6;
-  if (a == "hardswish") return SPE_ACT_HARDSWISH;
-  if (a == "silu") return SPE_ACT_SILU;
-  if (a == "gelu") return SPE_ACT_GELU;
-  if (a == "gelu_tanh") return SPE_ACT_GELU_TANH;
-  throw std::invalid_argument("unknown activation '" + a +
-                              "' (none, relu, relu6, hardswish, silu, gelu, gelu_tanh)");
-}
+using spe_py::check;
+using spe_py::dim32;
+using spe_py::parse_act;
 
 // The packed row-group arrays agree in size (C reads them by the lengths group_ptr implies):
 // the number of groups, or a ValueError naming the mismatch.
@@ -444,6 +413,7 @@ py::list list_kernels() {
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
+  spe_py::bind_qconv(m);
   m.doc() = "Block-sparse conv / linear and depthwise conv kernels (AVX2, AVX-512, NEON, scalar).";
   py::class_<SparseConv>(m, "SparseConv", "A packed sparse conv layer (see kernels/include/spe/spe.h).")
       .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,

@@ -6,6 +6,7 @@
     y = engine.quant.fake_quant(x, qp)          # quantize -> dequantize, straight-through grad
     cal = engine.quant.calibrate(model, batches) # every tensor of a model, BN folded (calibrate.py)
     sim = engine.quant.simulate(model, cal)      # the model as int8 will compute it (simulate.py)
+    layer = engine.quant.qconv_of(conv, cal.layer(name))  # that layer on the int8 kernels (native.py)
 
 Conventions (those of the int8 kernels and of XNNPACK / TFLite, so peers quantized by ONNX
 Runtime, OpenVINO or ExecuTorch compare like for like):
@@ -20,7 +21,9 @@ from .qparams import ACT_U8, WEIGHT_S8, QParams, QRange, choose_qparams
 from .fake import fake_quant, quantize, dequantize
 from .calibrate import Calibration, LayerQuant, calibrate
 from .simulate import QuantSim, simulate
+from .native import int8_weight, qconv_of
 
 __all__ = ["ACT_U8", "Calibration", "DEFAULT", "LayerQuant", "QuantSim", "calibrate", "simulate", "MSEObserver", "MinMaxObserver", "Observer",
            "PercentileObserver", "QParams", "QRange", "WEIGHT_S8", "choose_qparams",
-           "dequantize", "fake_quant", "observer", "quantize", "weight_qparams"]
+           "dequantize", "fake_quant", "int8_weight", "observer", "qconv_of", "quantize",
+           "weight_qparams"]

@@ -310,6 +310,7 @@ int main(int argc, char** argv) {
     activation_isa_sweep(isa, quick);
   }
   const size_t n_kernel = listed_kernel_sweeps(isas, quick);
+  const size_t n_int8 = only.empty() ? qconv_sweep(quick) : 0;
   {
     // "auto" picks the best ISA
     set_current("auto-picks-best");
@@ -336,7 +337,7 @@ int main(int argc, char** argv) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("time: %.2f s, %zu conv + %zu depthwise cases per ISA, %zu listed-kernel cases, "
-              "%zu dense cases per ISA\n", secs, n_conv, n_dw, n_kernel, n_dense);
+              "%zu dense cases per ISA, %zu int8 cases\n", secs, n_conv, n_dw, n_kernel, n_dense, n_int8);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 && g_passed > 0 ? 0 : 1;
 }

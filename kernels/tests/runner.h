@@ -198,6 +198,8 @@ size_t invres_kernel_sweep(const spe::KernelInfo& k, bool quick);
 // dense_sweep.cc: the dense conv sweep on one ISA, the cases of one listed f32_gemm or f32_conv
 // kernel, and the dense conv's error statuses.
 size_t dense_isa_sweep(const std::string& isa, bool quick);
+// qconv_sweep.cc: every int8 variant this CPU runs (they are not isa.h's ISAs).
+size_t qconv_sweep(bool quick);
 size_t dense_kernel_sweep(const spe::KernelInfo& k, bool quick);
 size_t conv_kernel_sweep(const spe::KernelInfo& k, bool quick);
 void dense_error_cases();

@@ -17,6 +17,7 @@ LAYERS = (
     ("runtime", ("engine.runtime",)),
     ("codegen", ("engine.codegen",)),
     ("lowering", ("engine.lowering",)),
+    ("quant", ("engine.quant",)),
     ("measure", ("engine.measure", "engine.accuracy")),
     ("products", ("engine.train", "engine.artifact", "engine.report")),
     ("pipeline", ("engine.pipeline",)),

@@ -216,6 +216,53 @@ SPE_API const char* spe_dense_conv_kernel_name(const spe_dense_conv* conv, int32
 SPE_API int spe_dense_conv_is_winograd(const spe_dense_conv* conv);
 SPE_API void spe_dense_conv_destroy(spe_dense_conv* conv);
 
+/* ---- int8 conv / linear (kernels/src/conv/qconv.cc, kernels/src/qspmm/) ----
+ * u8 activations with a per-tensor scale and zero point (x = scale * (q - zero_point)), s8
+ * weights with a scale per output channel (symmetric: w = weight_scale[o] * q), s32 sums, and
+ * the result requantized to u8 in the store (bias, a u8 residual and ReLU / ReLU6 fused). The
+ * weights are packed like spe_sparse_conv's, in column quads: an entry is 4 consecutive input
+ * channels (quad q: channels 4q .. 4q + 3) at one kernel tap k, entry_quad = q * kh * kw + k,
+ * and values hold, per entry, rows[g] x 4 s8 (row-major: each row's 4 channels). A weight of a
+ * channel past in_channels must be 0. In float terms the layer computes
+ *   y = act(conv(x) * 1 + bias [+ residual]), every tensor dequantized,
+ * with the sums exact in int32 and the requantization
+ *   q = clamp(round_half_even(f * (1 / output.scale)) + output.zero_point, 0, 255)
+ * of the fp32 value f = float(sum - zx * sum(w)) * (input.scale * weight_scale[o]) + bias[o]
+ * (+ residual.scale * (r - residual.zero_point)) after the activation: every ISA variant gives
+ * the same bytes (kernels/src/qspmm/qspmm.h). Limits: in_channels rounded up to 4, times
+ * kh * kw, at most 65536; activations NONE, RELU, RELU6.
+ * Variants (isa): "auto", "scalar", "avx2", "avx512vnni" (or "avx512": needs AVX-512 BW and
+ * VNNI), "neon", "neondot" (Armv8.2 dot product, read from AT_HWCAP). Kernel names:
+ * qs8_spmm_{rows}x{pixels}__{variant}. */
+typedef struct {
+  float scale;        /* > 0, finite */
+  int32_t zero_point; /* 0 .. 255 */
+} spe_qparams;
+
+typedef struct {
+  spe_qparams input, output;
+  spe_qparams residual;      /* the residual's, when run() is given one (else unused) */
+  const float* weight_scale; /* out_channels, each > 0 */
+  const float* bias;         /* out_channels floats, or NULL */
+} spe_qconv_quant;
+
+typedef struct spe_qconv spe_qconv; /* opaque */
+
+SPE_API spe_status spe_qconv_create(const spe_conv_params* params, int32_t n_groups,
+                                    const int32_t* group_row0, const int32_t* group_rows,
+                                    const int64_t* group_ptr, const int32_t* entry_quad,
+                                    const int8_t* values, const spe_qconv_quant* quant,
+                                    spe_activation act, const char* isa, spe_qconv** out);
+/* x (N, C, H, W) u8, y (N, O, Ho, Wo) u8, residual (N, O, Ho, Wo) u8 or NULL, NCHW contiguous.
+ * Thread-safe for distinct y and never blocks on another call (as spe_sparse_conv_run). */
+SPE_API spe_status spe_qconv_run(spe_qconv* conv, const uint8_t* x, int32_t n, int32_t h,
+                                 int32_t w, const uint8_t* residual, uint8_t* y);
+SPE_API void spe_qconv_output_size(const spe_qconv* conv, int32_t h, int32_t w, int32_t* ho,
+                                   int32_t* wo);
+SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */
+SPE_API const char* spe_qconv_kernel_name(const spe_qconv* conv);
+SPE_API void spe_qconv_destroy(spe_qconv* conv);
+
 /* Max pooling, NCHW float32, dilation 1, floor mode, padding never wins, NaN propagates: torch's
  * max_pool2d, with torch's validation: kernel > 0, stride > 0, 0 <= padding <= kernel / 2,
  * n >= 0, c > 0, h > 0, w > 0, and an output of at least 1x1 with

@@ -28,6 +28,7 @@
 
 #include "../common/error.h"
 #include "geometry.h"
+#include "row_groups.h"
 #include "../common/split.h"
 #include "../common/threadpool.h"
 #include "../isa/isa.h"
@@ -533,40 +534,20 @@ spe_status create_layer(const spe_conv_params* params, int32_t n_groups, const i
                         spe_activation act, const char* isa, spe_sparse_conv** out) {
   if (!params || !out) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/out");
   const spe_conv_params& p = *params;
-  if (p.out_channels <= 0 || p.in_channels <= 0 || p.kh <= 0 || p.kw <= 0 || p.stride_h <= 0 ||
-      p.stride_w <= 0 || p.pad_h < 0 || p.pad_w < 0 || p.dil_h <= 0 || p.dil_w <= 0)
-    return fail(SPE_ERR_INVALID_ARGUMENT, "invalid conv params (channels, kernel, stride, pad, dilation)");
-  if (p.stride_h > 8 || p.stride_w > 8) return fail(SPE_ERR_INVALID_ARGUMENT, "stride too large (max 8 per dimension)");
-  if (p.kh > 64 || p.kw > 64 || p.dil_h > 64 || p.dil_w > 64)
-    return fail(SPE_ERR_INVALID_ARGUMENT, "kernel size or dilation too large (max 64)");
+  if (const spe_status st = check_packed_conv_params(p); st != SPE_OK) return st;
   if (int64_t(p.in_channels) * p.kh * p.kw > (int64_t(1) << 31) - 1)
     return fail(SPE_ERR_INVALID_ARGUMENT, "in_channels * kh * kw overflows int32 columns");
   if (act < SPE_ACT_NONE || act > SPE_ACT_LAST_) return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation");
-  if (n_groups < 0 || (n_groups > 0 && (!group_row0 || !group_rows || !group_ptr)))
-    return fail(SPE_ERR_INVALID_ARGUMENT, "bad group arrays");
-  // Groups hold at most kMaxGroupRows rows: fewer groups cannot cover the rows (checked before
-  // anything of out_channels' size is allocated).
-  if (int64_t(n_groups) * kMaxGroupRows < p.out_channels)
-    return fail(SPE_ERR_INVALID_ARGUMENT, std::to_string(n_groups) + " groups of at most 8 rows cannot cover " +
-                                              std::to_string(p.out_channels) + " output rows");
   const SpmmKernels* k = pick(isa);
   if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("ISA not available on this CPU/build: ") + (isa ? isa : "null"));
   const int64_t ncols = int64_t(p.in_channels) * p.kh * p.kw;
   int64_t n_entries = 0, nvals = 0;
-  std::vector<int> row_count(size_t(p.out_channels), 0), hist(kMaxGroupRows + 1, 0);
-  for (int g = 0; g < n_groups; ++g) {
-    const int r0 = group_row0[g], r = group_rows[g];
-    if (r < 1 || r > kMaxGroupRows || r0 < 0 || r0 > p.out_channels - r || group_ptr[g] < 0 ||
-        group_ptr[g + 1] < group_ptr[g] || group_ptr[g + 1] > kMaxEntries)
-      return fail(SPE_ERR_INVALID_ARGUMENT, "group " + std::to_string(g) + " out of range (rows 1..8 within out_channels, ptr monotone, at most 2^40 entries)");
-    for (int i = r0; i < r0 + r; ++i) row_count[i]++;
-    hist[r]++;
-    nvals += (group_ptr[g + 1] - group_ptr[g]) * r;  // < 8 * 2^40: no overflow
-  }
+  std::vector<int> hist;
+  if (const spe_status st = check_row_groups(p.out_channels, n_groups, group_row0, group_rows, group_ptr,
+                                             kMaxGroupRows, kMaxEntries, &nvals, &hist);
+      st != SPE_OK)
+    return st;
   n_entries = n_groups > 0 ? group_ptr[n_groups] : 0;
-  for (int i = 0; i < p.out_channels; ++i)
-    if (row_count[i] != 1)
-      return fail(SPE_ERR_INVALID_ARGUMENT, "output row " + std::to_string(i) + " is covered by " + std::to_string(row_count[i]) + " groups (must be exactly 1)");
   if ((n_entries > 0 && !entry_col) || (nvals > 0 && !values))
     return fail(SPE_ERR_INVALID_ARGUMENT, "null entry_col/values for a layer with entries");
   for (int64_t e = 0; e < n_entries; ++e)

@@ -1,0 +1,440 @@
+// A packed int8 conv / linear layer (spe.h, "int8 conv") and its execution.
+//
+// run(): 1. the geometry of this input size (spe.h's phase planes, with the channels in quads);
+//        2. the u8 NCHW input as quad planes: the phase planes of 4 channels interleaved into
+//        one 32-bit word per pixel, each byte encoded for the variant (v ^ x_xor), the zero
+//        padding and the channels past C written as the input's zero point once per input size;
+//        3. the SpMM over (band, row group, pixel tile) items in the thread pool, each tile
+//        requantized into y as it is stored, or, where virtual output pixels differ from real
+//        ones, its s32 sums kept in a small buffer and requantized into y right after (crop).
+// The workspace of the last input size is cached under a try_lock, as in sparse_conv.cc: a call
+// that finds it busy works in a buffer of its own, with the same result.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#include "../common/error.h"
+#include "../common/threadpool.h"
+#include "../qspmm/qspmm.h"
+#include "geometry.h"
+#include "row_groups.h"
+#include "spe/spe.h"
+
+using spe::fail;
+
+namespace spe {
+
+struct QGeometry {
+  int h = -1, w = -1, ho = 0, wo = 0, hp = 0, wp = 0, n_phases = 0;
+  int64_t plane = 0, quad_stride = 0, P = 0, xbuf_words = 0;
+  int phase_index[64] = {};
+  int row_phases[8] = {};
+  int n_row_phases = 0;
+  std::vector<int32_t> offsets;  // per entry, in words
+};
+
+}  // namespace spe
+
+struct spe_qconv {
+  spe_conv_params p{};
+  int K = 1, Q = 1;  // kh * kw; input channel quads
+  std::vector<int32_t> row0, rows, col;
+  std::vector<int64_t> ptr, vptr;
+  std::vector<int8_t> values;        // the variant's weight quads (s8, or s16 for avx2)
+  std::vector<int32_t> corr;         // -(zx - x_bias) * sum of row o's weights
+  std::vector<float> scale, bias;    // sx * sw[o]; bias (zeros without one)
+  int64_t nnz = 0;
+  spe::QEpilogue epi{};
+  uint8_t pad_byte = 0;              // the input's zero point as the planes encode it
+  const spe::QSpmmKernels* k = nullptr;
+  std::string name;
+  int main_rows = 1;
+
+  std::mutex mu;
+  spe::QGeometry geo;
+  std::vector<uint8_t> xbuf;
+  bool xbuf_ready = false;
+};
+
+namespace spe {
+namespace {
+
+// Columns (channel quads x 4 x taps) a layer may have: every s32 sum, and its zero-point
+// correction, stays exact (255 * 128 * 65536 < 2^31).
+constexpr int64_t kMaxQColumns = 65536;
+constexpr int64_t kMaxQEntries = int64_t(1) << 40;
+constexpr int64_t kMaxQWorkspaceWords = (int64_t(1) << 29) - 1;  // 2 GiB of planes
+
+bool finite_positive(float f) { return std::isfinite(f) && f > 0.0f; }
+
+spe_status check_qparams(const spe_qparams& q, const char* what) {
+  if (!finite_positive(q.scale) || !std::isfinite(1.0f / q.scale))
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + " scale must be finite and > 0 (got " +
+                                              std::to_string(q.scale) + ")");
+  if (q.zero_point < 0 || q.zero_point > 255)
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + " zero point must be in [0, 255] (got " +
+                                              std::to_string(q.zero_point) + ")");
+  return SPE_OK;
+}
+
+bool quad_geometry(const spe_qconv* c, int h, int w, QGeometry* g, std::string* why) {
+  const auto& p = c->p;
+  g->h = g->w = -1;  // set once g is complete: a failed or interrupted build is never taken for one
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h);
+  const int64_t wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0) {
+    *why = "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for the kernel/padding";
+    return false;
+  }
+  const int64_t hp = ho + (int64_t(p.dil_h) * (p.kh - 1)) / p.stride_h;
+  const int64_t wp = wo + (int64_t(p.dil_w) * (p.kw - 1)) / p.stride_w;
+  int n = 0, row_used[8] = {};
+  std::fill(std::begin(g->phase_index), std::end(g->phase_index), -1);
+  for (int ky = 0; ky < p.kh; ++ky)
+    for (int kx = 0; kx < p.kw; ++kx) {
+      const int py = (ky * p.dil_h) % p.stride_h;
+      const int ph = py * p.stride_w + (kx * p.dil_w) % p.stride_w;
+      if (g->phase_index[ph] < 0) g->phase_index[ph] = n++;
+      row_used[py] = 1;
+    }
+  const int64_t limit = kMaxQWorkspaceWords - wp - 64;
+  if (limit <= 0 || hp > limit / wp || int64_t(c->Q) * n > limit / (hp * wp)) {
+    *why = "input " + std::to_string(h) + "x" + std::to_string(w) + " too large for this layer (" +
+           std::to_string(p.in_channels) + " channels): its quad planes would exceed 2 GiB";
+    return false;
+  }
+  g->ho = int(ho);
+  g->wo = int(wo);
+  g->hp = int(hp);
+  g->wp = int(wp);
+  g->n_phases = n;
+  g->n_row_phases = 0;
+  for (int py = 0; py < p.stride_h; ++py)
+    if (row_used[py]) g->row_phases[g->n_row_phases++] = py;
+  g->plane = hp * wp;
+  g->quad_stride = g->plane * n;
+  g->P = ho * wp;
+  g->xbuf_words = c->Q * g->quad_stride + wp + 64;
+  g->offsets.resize(c->col.size());
+  for (size_t e = 0; e < c->col.size(); ++e) {
+    const int q = c->col[e] / c->K, kk = c->col[e] % c->K;
+    const int ky = kk / p.kw, kx = kk % p.kw;
+    const int ph = ((ky * p.dil_h) % p.stride_h) * p.stride_w + (kx * p.dil_w) % p.stride_w;
+    g->offsets[e] = int32_t(q * g->quad_stride + g->phase_index[ph] * g->plane +
+                            int64_t((ky * p.dil_h) / p.stride_h) * wp + (kx * p.dil_w) / p.stride_w);
+  }
+  g->h = h;
+  g->w = w;
+  return true;
+}
+
+// d[4 j + t] = s_t[j] ^ xm for j < n, t < 4: four channel rows into words.
+void interleave4(const uint8_t* s0, const uint8_t* s1, const uint8_t* s2, const uint8_t* s3,
+                 uint8_t* d, int64_t n, uint8_t xm) {
+  int64_t j = 0;
+#if defined(__SSE2__)
+  const __m128i x = _mm_set1_epi8(char(xm));
+  for (; j + 16 <= n; j += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s0 + j));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s1 + j));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s2 + j));
+    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s3 + j));
+    const __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+    const __m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
+    __m128i* o = reinterpret_cast<__m128i*>(d + 4 * j);
+    _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(ab0, ce0), x));
+    _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(ab0, ce0), x));
+    _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(ab1, ce1), x));
+    _mm_storeu_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(ab1, ce1), x));
+  }
+#elif defined(__aarch64__)
+  const uint8x16_t x = vdupq_n_u8(xm);
+  for (; j + 16 <= n; j += 16) {
+    uint8x16x4_t v;
+    v.val[0] = veorq_u8(vld1q_u8(s0 + j), x);
+    v.val[1] = veorq_u8(vld1q_u8(s1 + j), x);
+    v.val[2] = veorq_u8(vld1q_u8(s2 + j), x);
+    v.val[3] = veorq_u8(vld1q_u8(s3 + j), x);
+    vst4q_u8(d + 4 * j, v);
+  }
+#endif
+  for (; j < n; ++j) {
+    d[4 * j] = s0[j] ^ xm;
+    d[4 * j + 1] = s1[j] ^ xm;
+    d[4 * j + 2] = s2[j] ^ xm;
+    d[4 * j + 3] = s3[j] ^ xm;
+  }
+}
+
+// x (C, H, W) u8 -> the image part of the quad planes (the borders and the channels past C
+// hold the pad byte already).
+void make_qplanes(const spe_qconv* c, const QGeometry& g, const uint8_t* x, uint8_t* xb) {
+  const auto& p = c->p;
+  const int sh = p.stride_h, sw = p.stride_w, wp = g.wp, C = p.in_channels;
+  const int64_t H = g.h, W = g.w;
+  const uint8_t xm = uint8_t(c->k->x_xor);
+  int j0[8], j1[8];
+  for (int px = 0; px < sw; ++px) {
+    const int64_t base = px - p.pad_w;
+    j0[px] = int(std::min<int64_t>(wp, base >= 0 ? 0 : (-base + sw - 1) / sw));
+    j1[px] = int(std::max<int64_t>(j0[px], std::min<int64_t>(wp, (W - base + sw - 1) / sw)));
+  }
+  const int nrp = g.n_row_phases;
+  const int64_t items = int64_t(c->Q) * nrp;
+  ThreadPool::global().parallel_for(items, 1, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int q = int(it / nrp), py = g.row_phases[it % nrp];
+      const int64_t base_r = py - p.pad_h;
+      const int64_t i0 = base_r >= 0 ? 0 : (-base_r + sh - 1) / sh;
+      const int64_t i1 = std::min<int64_t>(g.hp, (H - base_r + sh - 1) / sh);
+      const bool whole = 4 * q + 4 <= C;
+      for (int px = 0; px < sw; ++px) {
+        const int idx = g.phase_index[py * sw + px];
+        if (idx < 0) continue;
+        uint8_t* dst = xb + 4 * (q * g.quad_stride + idx * g.plane);
+        const int n = j1[px] - j0[px];
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t src = (i * sh + base_r) * W + int64_t(j0[px]) * sw + px - p.pad_w;
+          uint8_t* d = dst + 4 * (i * wp + j0[px]);
+          if (sw == 1 && whole) {
+            const uint8_t* s = x + int64_t(4 * q) * H * W + src;
+            interleave4(s, s + H * W, s + 2 * H * W, s + 3 * H * W, d, n, xm);
+            continue;
+          }
+          for (int t = 0; t < 4 && 4 * q + t < C; ++t) {
+            const uint8_t* s = x + int64_t(4 * q + t) * H * W + src;
+            for (int j = 0; j < n; ++j) d[4 * j + t] = s[int64_t(j) * sw] ^ xm;
+          }
+        }
+      }
+    }
+  });
+}
+
+spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
+                      const uint8_t* residual, uint8_t* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  std::string why;
+  QGeometry own;
+  std::vector<uint8_t> own_buf;
+  const QGeometry* g;
+  uint8_t* xb;
+  std::unique_lock<std::mutex> lock(c->mu, std::try_to_lock);
+  if (lock.owns_lock() && c->geo.h == h && c->geo.w == w) {
+    g = &c->geo;
+  } else {
+    QGeometry* dst = lock.owns_lock() ? &c->geo : &own;
+    if (lock.owns_lock()) c->xbuf_ready = false;
+    if (!quad_geometry(c, h, w, dst, &why)) return fail(SPE_ERR_INVALID_ARGUMENT, why);
+    g = dst;
+  }
+  if (n == 0) return SPE_OK;
+  if (lock.owns_lock()) {
+    if (!c->xbuf_ready) {
+      c->xbuf.assign(size_t(g->xbuf_words) * 4, c->pad_byte);
+      c->xbuf_ready = true;
+    }
+    xb = c->xbuf.data();
+  } else {
+    own_buf.assign(size_t(g->xbuf_words) * 4, c->pad_byte);
+    xb = own_buf.data();
+  }
+
+  const auto& p = c->p;
+  const int O = p.out_channels, ho = g->ho, wo = g->wo;
+  const int64_t in_img = int64_t(p.in_channels) * h * w, out_px = int64_t(ho) * wo;
+  const bool crop = g->wp != wo;
+  const QSpmmKernels* k = c->k;
+  const int tile_px = k->nv[c->main_rows - 1] * k->width;
+  const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
+  const int64_t G = int64_t(c->row0.size());
+  const int64_t items = n_tiles * G;
+  auto& pool = ThreadPool::global();
+  // Bands of tiles whose input (every quad and phase of the tiles) fits ~1 MiB; items ordered
+  // band -> group -> tile, so a band stays in L2 while the groups walk it.
+  const int64_t tile_in_bytes = int64_t(c->Q) * g->n_phases * tile_px * 4;
+  const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
+  const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
+  for (int b = 0; b < n; ++b) {
+    make_qplanes(c, *g, x + b * in_img, xb);
+    uint8_t* yb = y + b * int64_t(O) * out_px;
+    const uint8_t* rb = residual ? residual + b * int64_t(O) * out_px : nullptr;
+    pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
+      alignas(64) int32_t tbuf[kQMaxGroupRows * kQMaxTilePixels];
+      QTileArgs a{};
+      a.epi = &c->epi;
+      for (int64_t it = ib; it < ie; ++it) {
+        const int64_t band = it / (G * band_tiles), t0 = band * band_tiles;
+        const int64_t nt = std::min(band_tiles, n_tiles - t0), rem = it - t0 * G;
+        const int64_t gi = rem / nt, t = t0 + rem % nt;
+        const int r = c->rows[gi], r0 = c->row0[gi];
+        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
+        const int sub = k->nv[r - 1] * k->width;
+        for (int64_t q = p0; q < p1; q += sub) {
+          const int npix = int(std::min<int64_t>(sub, p1 - q));
+          a.x = xb + 4 * q;
+          a.off = g->offsets.data() + c->ptr[gi];
+          a.w = c->values.data() + c->vptr[gi];
+          a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
+          a.row0 = r0;
+          a.npix = npix;
+          a.y = crop ? nullptr : yb + r0 * out_px + q;
+          a.y_row_stride = out_px;
+          a.res = rb && !crop ? rb + r0 * out_px + q : nullptr;
+          a.res_row_stride = out_px;
+          a.acc_out = crop ? tbuf : nullptr;
+          a.acc_row_stride = sub;
+          if (npix == sub) k->full[r - 1](a);
+          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+          if (!crop) continue;
+          for (int64_t pos = q, end = q + npix; pos < end;) {  // the real pixels of the tile
+            const int64_t i = pos / g->wp;
+            const int j = int(pos - i * g->wp);
+            const int64_t row_end = std::min<int64_t>(end, (i + 1) * g->wp);
+            const int j1 = int(std::min<int64_t>(row_end - i * g->wp, wo));
+            if (j < j1)
+              for (int rr = 0; rr < r; ++rr) {
+                const int64_t dst = (r0 + rr) * out_px + i * wo + j;
+                k->epi_row(yb + dst, tbuf + rr * sub + (pos - q), rb ? rb + dst : nullptr,
+                           j1 - j, c->epi, r0 + rr);
+              }
+            pos = row_end;
+          }
+        }
+      }
+    });
+  }
+  return SPE_OK;
+}
+
+spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const int32_t* group_row0,
+                         const int32_t* group_rows, const int64_t* group_ptr, const int32_t* entry_quad,
+                         const int8_t* values, const spe_qconv_quant* quant, spe_activation act,
+                         const char* isa, spe_qconv** out) {
+  if (!params || !out || !quant) return fail(SPE_ERR_INVALID_ARGUMENT, "null params/quant/out");
+  const spe_conv_params& p = *params;
+  if (const spe_status st = check_packed_conv_params(p); st != SPE_OK) return st;
+  const int64_t Q = (int64_t(p.in_channels) + 3) / 4, K = int64_t(p.kh) * p.kw;
+  if (Q * 4 * K > kMaxQColumns)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "int8 layer too deep: in_channels (rounded up to 4) * kh * kw = " +
+                                              std::to_string(Q * 4 * K) + " exceeds 65536 (int32 sums would overflow)");
+  if (act != SPE_ACT_NONE && act != SPE_ACT_RELU && act != SPE_ACT_RELU6)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "int8 layers fuse no activation but ReLU / ReLU6 (got " + std::to_string(int(act)) + ")");
+  for (const auto& [qp, what] : {std::pair{quant->input, "input"}, std::pair{quant->output, "output"},
+                                 std::pair{quant->residual, "residual"}})
+    if (const spe_status st = check_qparams(qp, what); st != SPE_OK) return st;
+  if (!quant->weight_scale) return fail(SPE_ERR_INVALID_ARGUMENT, "null weight_scale");
+  for (int o = 0; o < p.out_channels; ++o) {
+    if (!finite_positive(quant->weight_scale[o]))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "weight scale of output channel " + std::to_string(o) + " must be finite and > 0");
+    if (quant->bias && !std::isfinite(quant->bias[o]))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "bias of output channel " + std::to_string(o) + " is not finite");
+  }
+  QVariant v;
+  const QSpmmKernels* k = parse_qvariant(isa ? isa : "auto", &v) ? qspmm_kernels(v) : nullptr;
+  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("int8 variant not available on this CPU/build: ") + (isa ? isa : "null"));
+  std::vector<int> hist;
+  int64_t nvals = 0;
+  if (const spe_status st = check_row_groups(p.out_channels, n_groups, group_row0, group_rows, group_ptr,
+                                             kQMaxGroupRows, kMaxQEntries, &nvals, &hist);
+      st != SPE_OK)
+    return st;
+  nvals *= 4;  // 4 weights (a quad) per entry and row
+  const int64_t n_entries = n_groups > 0 ? group_ptr[n_groups] : 0;
+  if ((n_entries > 0 && !entry_quad) || (nvals > 0 && !values))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "null entry_quad/values for a layer with entries");
+  for (int64_t e = 0; e < n_entries; ++e)
+    if (entry_quad[e] < 0 || entry_quad[e] >= Q * K)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "entry quad column " + std::to_string(entry_quad[e]) + " out of range [0, " + std::to_string(Q * K) + ")");
+  auto c = std::make_unique<spe_qconv>();
+  c->p = p;
+  c->K = int(K);
+  c->Q = int(Q);
+  c->k = k;
+  c->row0.assign(group_row0, group_row0 + n_groups);
+  c->rows.assign(group_rows, group_rows + n_groups);
+  c->ptr.assign(group_ptr, group_ptr + n_groups + 1);
+  if (n_groups == 0) c->ptr.assign(1, 0);
+  c->col.assign(entry_quad, entry_quad + n_entries);
+  // Weight quads in the variant's form; row sums for the zero point's correction; a weight of
+  // a channel past in_channels must be 0 (those plane bytes hold the zero point, not data).
+  std::vector<int64_t> wsum(size_t(p.out_channels), 0);
+  c->values.resize(size_t(nvals / 4 * k->w_bytes));
+  int64_t vi = 0;
+  for (int g = 0; g < n_groups; ++g) {
+    c->vptr.push_back(vi * k->w_bytes);
+    const int r = group_rows[g];
+    for (int64_t e = group_ptr[g]; e < group_ptr[g + 1]; ++e)
+      for (int rr = 0; rr < r; ++rr, ++vi)
+        for (int t = 0; t < 4; ++t) {
+          const int8_t wv = values[vi * 4 + t];
+          if (wv != 0 && (entry_quad[e] / K) * 4 + t >= p.in_channels)
+            return fail(SPE_ERR_INVALID_ARGUMENT, "group " + std::to_string(g) + " has a non-zero weight for input channel " +
+                                                      std::to_string((entry_quad[e] / K) * 4 + t) + " >= in_channels");
+          wsum[size_t(group_row0[g] + rr)] += wv;
+          c->nnz += wv != 0;
+          if (k->w_bytes == 4) c->values[size_t(vi * 4 + t)] = wv;
+          else {
+            const int16_t w16 = wv;
+            std::memcpy(&c->values[size_t(vi * 8 + 2 * t)], &w16, 2);
+          }
+        }
+  }
+  const int32_t zx = quant->input.zero_point, x_bias = k->x_xor ? 128 : 0;
+  c->corr.resize(size_t(p.out_channels));
+  c->scale.resize(size_t(p.out_channels));
+  c->bias.assign(size_t(p.out_channels), 0.0f);
+  for (int o = 0; o < p.out_channels; ++o) {
+    c->corr[o] = int32_t(-(zx - x_bias) * wsum[o]);
+    c->scale[o] = quant->input.scale * quant->weight_scale[o];
+    if (quant->bias) c->bias[o] = quant->bias[o];
+  }
+  c->pad_byte = uint8_t(zx ^ k->x_xor);
+  c->epi = QEpilogue{c->corr.data(), c->scale.data(), c->bias.data(), quant->residual.scale,
+                     quant->residual.zero_point, 1.0f / quant->output.scale, quant->output.zero_point, int(act)};
+  c->main_rows = int(std::max_element(hist.begin(), hist.end()) - hist.begin());
+  if (c->main_rows == 0) c->main_rows = 1;
+  c->name = k->name[c->main_rows - 1];
+  *out = c.release();
+  return SPE_OK;
+}
+
+}  // namespace
+}  // namespace spe
+
+extern "C" {
+
+spe_status spe_qconv_create(const spe_conv_params* params, int32_t n_groups, const int32_t* group_row0,
+                            const int32_t* group_rows, const int64_t* group_ptr, const int32_t* entry_quad,
+                            const int8_t* values, const spe_qconv_quant* quant, spe_activation act,
+                            const char* isa, spe_qconv** out) {
+  return spe::guarded("spe_qconv_create", [&] {
+    return spe::create_qlayer(params, n_groups, group_row0, group_rows, group_ptr, entry_quad, values,
+                              quant, act, isa, out);
+  });
+}
+
+spe_status spe_qconv_run(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
+                         const uint8_t* residual, uint8_t* y) {
+  return spe::guarded("spe_qconv_run", [&] { return spe::run_qlayer(c, x, n, h, w, residual, y); });
+}
+
+void spe_qconv_output_size(const spe_qconv* c, int32_t h, int32_t w, int32_t* ho, int32_t* wo) {
+  spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
+}
+
+int64_t spe_qconv_nnz(const spe_qconv* c) { return c ? c->nnz : 0; }
+const char* spe_qconv_kernel_name(const spe_qconv* c) { return c ? c->name.c_str() : ""; }
+void spe_qconv_destroy(spe_qconv* c) { delete c; }
+
+}  // extern "C"

@@ -1,0 +1,63 @@
+// AVX-512 VNNI int8 SpMM microkernels: qspmm_list.h's avx512vnni lines (compiled with
+// -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma). One vpdpbusd per (row, vector) per entry:
+// 16 pixels x 4 channels of u8 against a row's s8 weight quad, broadcast from memory.
+#include <immintrin.h>
+
+#include "qtile_template.h"
+
+namespace spe {
+namespace {
+
+struct QAvx512Vnni {
+  static constexpr QVariant kVariant = QVariant::avx512vnni;
+  static constexpr int kPix = 16, kWBytes = 4, kXor = 0;
+  using acc = __m512i;
+  using in = __m512i;
+  using wt = __m512i;
+  using ivec = __m512i;
+  static acc acc_zero() { return _mm512_setzero_si512(); }
+  static in load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static wt weight(const int8_t* w, int r) {
+    int32_t q;
+    __builtin_memcpy(&q, w + 4 * r, 4);
+    return _mm512_set1_epi32(q);
+  }
+  static void madd(acc& a, const in& x, const wt& w) { a = _mm512_dpbusd_epi32(a, x, w); }
+  static ivec finish(const acc& a) { return a; }
+  static __mmask16 mask(int n) { return __mmask16((1u << n) - 1u); }
+  static ivec load_acc(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
+  static void store_acc(int32_t* p, ivec v, int n) { _mm512_mask_storeu_epi32(p, mask(n), v); }
+  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
+                            int o) {
+    const __mmask16 m = mask(n);
+    // the zero-masked forms with a full mask: the plain ones pass an undefined vector that
+    // GCC 12 then warns about (-Wmaybe-uninitialized), as isa/avx512.h's max / min
+    const __mmask16 all = 0xFFFF;
+    s = _mm512_add_epi32(s, _mm512_set1_epi32(e.corr[o]));
+    __m512 f = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, s), _mm512_set1_ps(e.scale[o]),
+                               _mm512_set1_ps(e.bias[o]));
+    if (res) {
+      const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(m, res));
+      f = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(r, _mm512_set1_epi32(e.res_zero))),
+                          _mm512_set1_ps(e.res_scale), f);
+    }
+    if (e.act >= 1) f = _mm512_mask_max_ps(f, all, f, _mm512_setzero_ps());
+    if (e.act == 2) f = _mm512_mask_min_ps(f, all, f, _mm512_set1_ps(6.0f));
+    __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(e.inv_out));
+    v = _mm512_mask_min_ps(v, all, _mm512_mask_max_ps(v, all, v, _mm512_set1_ps(-512.0f)),
+                           _mm512_set1_ps(512.0f));
+    __m512i q = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, v), _mm512_set1_epi32(e.out_zero));
+    q = _mm512_maskz_min_epi32(all, _mm512_maskz_max_epi32(all, q, _mm512_setzero_si512()),
+                               _mm512_set1_epi32(255));
+    _mm512_mask_cvtepi32_storeu_epi8(y, m, q);
+  }
+};
+
+}  // namespace
+
+template <>
+const QSpmmKernels* qspmm_table<QVariant::avx512vnni>() {
+  return qspmm_table_of<QAvx512Vnni>("avx512vnni");
+}
+
+}  // namespace spe

@@ -1,0 +1,62 @@
+// What the two NEON int8 variants share (neon.cc, neondot.cc): the planes hold s8 (u8 ^ 0x80,
+// i.e. v - 128, as smull and sdot multiply signed bytes), the s32 sums' loads and stores, and
+// the requantization. Only those two translation units include this.
+#ifndef SPE_QSPMM_QNEON_H_
+#define SPE_QSPMM_QNEON_H_
+
+#if !defined(__aarch64__)
+#error "the NEON variants are AArch64 code"
+#endif
+
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "qspmm.h"
+
+namespace spe {
+namespace {
+
+struct QNeonCommon {
+  static constexpr int kPix = 4, kWBytes = 4, kXor = 0x80;
+  using ivec = int32x4_t;
+  static ivec load_acc(const int32_t* p, int n) {
+    if (n == kPix) return vld1q_s32(p);
+    int32_t t[kPix] = {};
+    std::memcpy(t, p, sizeof(int32_t) * size_t(n));
+    return vld1q_s32(t);
+  }
+  static void store_acc(int32_t* p, ivec v, int n) {
+    if (n == kPix) return vst1q_s32(p, v);
+    int32_t t[kPix];
+    vst1q_s32(t, v);
+    std::memcpy(p, t, sizeof(int32_t) * size_t(n));
+  }
+  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
+                            int o) {
+    s = vaddq_s32(s, vdupq_n_s32(e.corr[o]));
+    float32x4_t f = vfmaq_f32(vdupq_n_f32(e.bias[o]), vcvtq_f32_s32(s), vdupq_n_f32(e.scale[o]));
+    if (res) {
+      uint32_t rb = 0;
+      std::memcpy(&rb, res, size_t(n));
+      const uint16x8_t r16 = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(rb)));
+      const int32x4_t r = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(r16)));
+      f = vfmaq_f32(f, vcvtq_f32_s32(vsubq_s32(r, vdupq_n_s32(e.res_zero))),
+                    vdupq_n_f32(e.res_scale));
+    }
+    if (e.act >= 1) f = vmaxq_f32(f, vdupq_n_f32(0.0f));
+    if (e.act == 2) f = vminq_f32(f, vdupq_n_f32(6.0f));
+    float32x4_t v = vmulq_f32(f, vdupq_n_f32(e.inv_out));
+    v = vminq_f32(vmaxq_f32(v, vdupq_n_f32(-512.0f)), vdupq_n_f32(512.0f));
+    const int32x4_t q = vaddq_s32(vcvtnq_s32_f32(v), vdupq_n_s32(e.out_zero));
+    // saturating narrows: s32 -> s16, then s16 -> u8 (the clamp to [0, 255])
+    const int16x4_t q16 = vqmovn_s32(q);
+    const uint8x8_t q8 = vqmovun_s16(vcombine_s16(q16, q16));
+    const uint32_t b = vget_lane_u32(vreinterpret_u32_u8(q8), 0);
+    std::memcpy(y, &b, size_t(n));
+  }
+};
+
+}  // namespace
+}  // namespace spe
+#endif  // SPE_QSPMM_QNEON_H_

@@ -1,0 +1,140 @@
+// Internal interface of the int8 SpMM microkernel family (the kernels: qspmm_list.h).
+//
+// Activations are u8 with a per-tensor zero point, weights s8 per output channel (symmetric,
+// [-127, 127]), sums s32. The layer (conv/qconv.cc) lays its input out as "quad planes": the
+// phase planes of spe.h's method with 4 consecutive input channels interleaved, one 32-bit word
+// per (quad, pixel); an entry is a column quad (quad q at kernel tap k) and holds, per row of
+// its group, the 4 weights of those channels. A microkernel computes one tile, R rows x NV
+// vectors of pixels, summing each entry's words against each row's weight quad (vpdpbusd on
+// AVX-512 VNNI, sdot on NEON dotprod, widening multiply-adds elsewhere), then requantizes.
+//
+// Requantization (every variant computes exactly these fp32 operations, in this order, so all
+// match the scalar reference bit for bit): with a = sum + corr[o] (the zero point's share,
+// corr[o] = -(zx - x_bias) * sum of row o's weights, exact in int32),
+//   f = fma(float(a), scale[o], bias[o])                     scale[o] = sx * sw[o]
+//   f = fma(float(r - zr), sr, f)                            with a u8 residual r
+//   f = act(f)                                               none, ReLU, ReLU6
+//   q = clamp(round_half_even(clamp(f * inv_sy, -512, 512)) + zy, 0, 255)
+// which is torch's fake quantization of f (round(f / sy) + zy, with 1 / sy precomputed as the
+// engine's fake_quant does) to the output's u8 grid.
+#ifndef SPE_QSPMM_QSPMM_H_
+#define SPE_QSPMM_QSPMM_H_
+
+#include <cstdint>
+
+#include "../isa/table.h"
+
+namespace spe {
+
+// The family's variants: x86 AVX-512 needs VNNI (and BW) here, AArch64 has two (with and
+// without the dot product), so they are not isa.h's ISAs. Most portable first.
+#define SPE_QSPMM_VARIANTS(X) X(scalar) X(avx2) X(avx512vnni) X(neon) X(neondot)
+enum class QVariant : int {
+#define SPE_QV_ENUM(v) v,
+  SPE_QSPMM_VARIANTS(SPE_QV_ENUM)
+#undef SPE_QV_ENUM
+};
+#define SPE_QV_COUNT(v) +1
+constexpr int kNumQVariants = 0 SPE_QSPMM_VARIANTS(SPE_QV_COUNT);
+#undef SPE_QV_COUNT
+
+struct QSpmmUkernel {
+  QVariant variant;
+  int rows, pixels;
+  const char* name;
+};
+
+inline constexpr QSpmmUkernel kQSpmmUkernels[] = {
+#define SPE_QSPMM_UKERNEL(v, rows, pixels) \
+  {QVariant::v, rows, pixels, "qs8_spmm_" #rows "x" #pixels "__" #v},
+#include "qspmm_list.h"
+#undef SPE_QSPMM_UKERNEL
+};
+inline constexpr int kNumQSpmmUkernels = int(sizeof kQSpmmUkernels / sizeof kQSpmmUkernels[0]);
+
+constexpr int kQMaxGroupRows = 8;
+constexpr int kQMaxTileVectors = 16;
+
+constexpr bool one_qkernel_per_variant_and_row_count() {
+  for (int v = 0; v < kNumQVariants; ++v)
+    for (int r = 1; r <= kQMaxGroupRows; ++r)
+      if (count_listed(kQSpmmUkernels, [&](const QSpmmUkernel& u) {
+            return int(u.variant) == v && u.rows == r;
+          }) != 1)
+        return false;
+  return kNumQSpmmUkernels == kNumQVariants * kQMaxGroupRows;
+}
+static_assert(one_qkernel_per_variant_and_row_count(),
+              "qspmm_list.h: every variant needs exactly one kernel for each row count 1..8");
+
+constexpr int max_qtile_pixels() {
+  int m = 0;
+  for (const QSpmmUkernel& u : kQSpmmUkernels) m = u.pixels > m ? u.pixels : m;
+  return m;
+}
+constexpr int kQMaxTilePixels = max_qtile_pixels();
+
+// A layer's requantization constants (see the top of this file); the arrays are indexed by
+// output channel.
+struct QEpilogue {
+  const int32_t* corr;
+  const float* scale;
+  const float* bias;   // never null (zeros without a bias)
+  float res_scale;     // sr
+  int32_t res_zero;    // zr
+  float inv_out;       // 1 / sy
+  int32_t out_zero;    // zy
+  int act;             // SPE_ACT_NONE / RELU / RELU6
+};
+
+struct QTileArgs {
+  const uint8_t* x;       // quad planes at pixel p0: word i is bytes [4 i, 4 i + 4)
+  const int32_t* off;     // per-entry offset, in words
+  const int8_t* w;        // per entry, `rows` weight quads of the variant's w_bytes each
+  int64_t n_entries;
+  int row0;               // the tile's first output channel (the epilogue's index)
+  int npix;               // valid pixels in this tile (<= NV * width)
+  uint8_t* y;             // output at (row0, p0), or null with acc_out
+  int64_t y_row_stride;
+  const uint8_t* res;     // residual at (row0, p0), or null
+  int64_t res_row_stride;
+  int32_t* acc_out;       // non-null: store the sums + corr (s32, row stride acc_row_stride)
+  int64_t acc_row_stride; //   instead of requantizing (cropped tiles: qepi_row does it later)
+  const QEpilogue* epi;
+};
+
+using QTileFn = void (*)(const QTileArgs&);
+// d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
+// sums computed on virtual pixels and cropped.
+using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
+                           const QEpilogue& e, int o);
+
+struct QSpmmKernels {
+  const char* variant;
+  int width;    // pixels per vector
+  int x_xor;    // the planes hold each u8 v as v ^ x_xor (0x80: s8 v - 128, for sdot / smull)
+  int w_bytes;  // bytes per weight quad: 4 (s8) or 8 (s16, for vpmaddwd)
+  QEpiRowFn epi_row;
+  int nv[kQMaxGroupRows];
+  const char* name[kQMaxGroupRows];
+  QTileFn full[kQMaxGroupRows];
+  QTileFn tail[kQMaxGroupRows][kQMaxTileVectors];  // [rows-1][vectors-1], partial last vector
+};
+
+// The table of variant V, defined in its translation unit (scalar.cc, avx2.cc, ...).
+template <QVariant V>
+const QSpmmKernels* qspmm_table();
+
+// The table of a variant this build compiled in and this CPU runs, else null (registry.cc).
+const QSpmmKernels* qspmm_kernels(QVariant v);
+// A variant's name ("avx512vnni"), "" out of range; parse: a variant's name, "avx512" (its
+// VNNI variant) or "auto" (the best one that runs here).
+const char* qvariant_name(QVariant v);
+bool parse_qvariant(const char* s, QVariant* out);
+
+// The scalar requantization of one sum (the reference; every variant matches it bit for bit).
+float qscalar_act(float f, int act);
+uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o);
+
+}  // namespace spe
+#endif  // SPE_QSPMM_QSPMM_H_

@@ -1,0 +1,83 @@
+// Scalar reference of the int8 SpMM microkernel and of the requantization: plain loops, the
+// yardstick every variant is tested against bit for bit (qspmm_list.h's scalar lines).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "qspmm.h"
+
+namespace spe {
+
+float qscalar_act(float f, int act) {
+  if (act == 1) return std::max(f, 0.0f);
+  if (act == 2) return std::min(std::max(f, 0.0f), 6.0f);
+  return f;
+}
+
+uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o) {
+  float f = std::fma(float(a + e.corr[o]), e.scale[o], e.bias[o]);
+  if (res) f = std::fma(float(int32_t(*res) - e.res_zero), e.res_scale, f);
+  f = qscalar_act(f, e.act);
+  const float v = std::min(std::max(f * e.inv_out, -512.0f), 512.0f);
+  const int32_t q = int32_t(std::nearbyint(v)) + e.out_zero;
+  return uint8_t(std::min(std::max(q, 0), 255));
+}
+
+namespace {
+
+template <int R>
+void qscalar_tile(const QTileArgs& a) {
+  for (int r = 0; r < R; ++r) {
+    for (int p = 0; p < a.npix; ++p) {
+      int32_t s = 0;
+      for (int64_t e = 0; e < a.n_entries; ++e) {
+        const uint8_t* xw = a.x + (int64_t(a.off[e]) + p) * 4;
+        const int8_t* wq = a.w + (e * R + r) * 4;
+        for (int c = 0; c < 4; ++c) s += int32_t(xw[c]) * int32_t(wq[c]);
+      }
+      if (a.acc_out) {
+        a.acc_out[r * a.acc_row_stride + p] = s;
+      } else {
+        const uint8_t* res = a.res ? a.res + r * a.res_row_stride + p : nullptr;
+        a.y[r * a.y_row_stride + p] = qrequant(s, res, *a.epi, a.row0 + r);
+      }
+    }
+  }
+}
+
+void qscalar_epi_row(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
+                     const QEpilogue& e, int o) {
+  for (int k = 0; k < n; ++k) d[k] = qrequant(acc[k], res ? res + k : nullptr, e, o);
+}
+
+template <int I>
+void qfill_scalar(QSpmmKernels& k) {
+  constexpr QSpmmUkernel u = kQSpmmUkernels[I];
+  if constexpr (u.variant == QVariant::scalar) {
+    static_assert(u.pixels >= 1 && u.pixels <= kQMaxTileVectors, "scalar tiles: 1..16 pixels");
+    k.nv[u.rows - 1] = u.pixels;
+    k.name[u.rows - 1] = u.name;
+    k.full[u.rows - 1] = &qscalar_tile<u.rows>;
+    for (int v = 0; v < u.pixels; ++v) k.tail[u.rows - 1][v] = &qscalar_tile<u.rows>;
+  }
+}
+
+}  // namespace
+
+template <>
+const QSpmmKernels* qspmm_table<QVariant::scalar>() {
+  static const QSpmmKernels table = [] {
+    QSpmmKernels t{};
+    t.variant = "scalar";
+    t.width = 1;
+    t.x_xor = 0;
+    t.w_bytes = 4;
+    t.epi_row = &qscalar_epi_row;
+    for_each_index([&](auto i) { qfill_scalar<decltype(i)::value>(t); },
+                   std::make_integer_sequence<int, kNumQSpmmUkernels>{});
+    return t;
+  }();
+  return &table;
+}
+
+}  // namespace spe

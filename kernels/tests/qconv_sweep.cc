@@ -1,0 +1,254 @@
+// The int8 conv sweep of the kernel test runner (kernel_tests.cc), through the C API: every
+// int8 variant this CPU runs (qspmm/qspmm_list.h) against an independent reference, a direct
+// convolution of the dequantized-by-zero-point input, sum (x - zx) * w over the window with the
+// padding contributing nothing, exact in int64, then the requantization spe.h specifies. Every
+// variant must give the reference's bytes exactly (the scalar one included).
+//
+// Cases: kernel sizes, strides, padding and dilation; channel counts that are and are not
+// multiples of 4; group heights 1..8 and mixed; sparsity 0 / 0.6 / 0.95 / 1 in blocks of
+// (rows x 4 channels) and unstructured; bias, ReLU / ReLU6, a u8 residual; zero points at 0,
+// mid and 255; batch 1 and 2; 1 and 3 threads (alike byte for byte); one layer over two input
+// sizes. Per variant and row count: pixel counts on and around multiples of the listed tile, so
+// every tail runs, and the layer must name that kernel.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "qspmm/qspmm.h"  // kernels/src: the int8 kernel list
+#include "runner.h"
+#include "spe/spe.h"
+#include "test_support.h"
+
+namespace spe_test {
+namespace {
+
+// n bytes ending exactly at a PROT_NONE page: a byte past the end faults.
+class GuardedBytes {
+ public:
+  explicit GuardedBytes(size_t n) : n_(n) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    data_ = ((std::max<size_t>(n, 1) + page - 1) / page) * page;
+    base_ = static_cast<uint8_t*>(mmap(nullptr, data_ + page, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    mprotect(base_ + data_, page, PROT_NONE);
+    page_ = page;
+  }
+  ~GuardedBytes() { munmap(base_, data_ + page_); }
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  uint8_t* data() { return base_ + (data_ - n_); }
+  size_t size() const { return n_; }
+
+ private:
+  size_t n_, data_, page_ = 0;
+  uint8_t* base_;
+};
+
+struct QCase {
+  std::string name;
+  int o = 8, c = 8, h = 7, w = 9, k = 3, s = 1, p = 1, d = 1;
+  int rows = 4;            // group height; 0: mixed 1..8
+  double sparsity = 0.5;
+  bool blocks = true;      // (rows x 4 channels) blocks, else unstructured
+  int batch = 1, act = SPE_ACT_NONE, zx = 3, zy = 7, zr = 128, threads = 1;
+  bool residual = false, bias = true, resize = false;
+  const char* kernel = nullptr;  // the listed kernel the layer must pick
+};
+
+struct QLayer {
+  std::vector<int8_t> w;  // dense (O, C, k, k)
+  std::vector<float> wscale, bias;
+  std::vector<int32_t> row0, rows, quad;
+  std::vector<int64_t> ptr;
+  std::vector<int8_t> values;
+};
+
+QLayer make_layer(const QCase& t, Lcg& rng) {
+  QLayer L;
+  const int K = t.k * t.k, Q = (t.c + 3) / 4;
+  L.w.assign(size_t(t.o) * t.c * K, 0);
+  for (int o0 = 0; o0 < t.o;) {  // groups, and the mask in (group x quad x tap) blocks
+    const int r = std::min(t.o - o0, t.rows ? t.rows : rng.range(1, 8));
+    L.row0.push_back(o0);
+    L.rows.push_back(r);
+    for (int q = 0; q < Q; ++q)
+      for (int kk = 0; kk < K; ++kk) {
+        const bool keep_block = !t.blocks || !rng.chance(t.sparsity);
+        for (int rr = 0; rr < r; ++rr)
+          for (int ch = 4 * q; ch < std::min(4 * q + 4, t.c); ++ch) {
+            const bool keep = t.blocks ? keep_block : !rng.chance(t.sparsity);
+            const int v = rng.range(-128, 127);
+            L.w[(size_t(o0 + rr) * t.c + ch) * K + kk] = keep ? int8_t(v) : 0;
+          }
+      }
+    o0 += r;
+  }
+  L.ptr.push_back(0);
+  for (size_t g = 0; g < L.row0.size(); ++g) {
+    for (int q = 0; q < Q; ++q)
+      for (int kk = 0; kk < K; ++kk) {
+        bool any = false;
+        for (int rr = 0; rr < L.rows[g]; ++rr)
+          for (int ch = 4 * q; ch < std::min(4 * q + 4, t.c); ++ch)
+            any |= L.w[(size_t(L.row0[g] + rr) * t.c + ch) * K + kk] != 0;
+        if (!any) continue;
+        L.quad.push_back(q * K + kk);
+        for (int rr = 0; rr < L.rows[g]; ++rr)
+          for (int j = 0; j < 4; ++j) {
+            const int ch = 4 * q + j;
+            L.values.push_back(ch < t.c ? L.w[(size_t(L.row0[g] + rr) * t.c + ch) * K + kk] : 0);
+          }
+      }
+    L.ptr.push_back(int64_t(L.quad.size()));
+  }
+  for (int o = 0; o < t.o; ++o) {
+    L.wscale.push_back(float(0.001 + 0.02 * rng.uniform()));
+    L.bias.push_back(t.bias ? rng.sym(2.0f) : 0.0f);
+  }
+  return L;
+}
+
+uint8_t requant_ref(int64_t a, float scale, float bias, const uint8_t* r, const spe_qconv_quant& q,
+                    int act) {
+  float f = std::fma(float(a), scale, bias);
+  if (r) f = std::fma(float(int(*r) - q.residual.zero_point), q.residual.scale, f);
+  if (act == SPE_ACT_RELU || act == SPE_ACT_RELU6) f = std::max(f, 0.0f);
+  if (act == SPE_ACT_RELU6) f = std::min(f, 6.0f);
+  const float v = std::min(std::max(f * (1.0f / q.output.scale), -512.0f), 512.0f);
+  const long qv = std::lrint(v) + q.output.zero_point;
+  return uint8_t(std::min<long>(std::max<long>(qv, 0), 255));
+}
+
+std::string run_case(const QCase& t, const char* variant) {
+  Lcg rng(seed_of(t.name));
+  const QLayer L = make_layer(t, rng);
+  const spe_conv_params prm = {t.o, t.c, t.k, t.k, t.s, t.s, t.p, t.p, t.d, t.d};
+  spe_qconv_quant q{};
+  q.input = {0.02f, t.zx};
+  q.output = {0.05f + 0.05f * float(rng.uniform()), t.zy};
+  q.residual = {0.03f, t.zr};
+  q.weight_scale = L.wscale.data();
+  q.bias = t.bias ? L.bias.data() : nullptr;
+  spe_qconv* conv = nullptr;
+  if (spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
+                       L.quad.data(), L.values.data(), &q, spe_activation(t.act), variant, &conv) != SPE_OK)
+    return std::string("create failed: ") + spe_last_error();
+  std::string err;
+  if (t.kernel && std::strcmp(spe_qconv_kernel_name(conv), t.kernel) != 0)
+    err = fmt("picked %s, not %s", spe_qconv_kernel_name(conv), t.kernel);
+  const int K = t.k * t.k;
+  for (int pass = 0; pass < (t.resize ? 2 : 1) && err.empty(); ++pass) {
+    const int h = t.h + 3 * pass, w = t.w + 2 * pass;
+    int32_t ho = 0, wo = 0;
+    spe_qconv_output_size(conv, h, w, &ho, &wo);
+    const size_t in_n = size_t(t.batch) * t.c * h * w, out_n = size_t(t.batch) * t.o * ho * wo;
+    GuardedBytes x(in_n), y(out_n), y2(out_n), res(out_n);
+    for (size_t j = 0; j < in_n; ++j) x.data()[j] = uint8_t(rng.next() >> 24);
+    for (size_t j = 0; j < out_n; ++j) res.data()[j] = uint8_t(rng.next() >> 24);
+    const uint8_t* rp = t.residual ? res.data() : nullptr;
+    spe_set_num_threads(t.threads);
+    if (spe_qconv_run(conv, x.data(), t.batch, h, w, rp, y.data()) != SPE_OK) {
+      err = std::string("run failed: ") + spe_last_error();
+      break;
+    }
+    spe_set_num_threads(t.threads == 1 ? 3 : 1);  // the other thread count: the same bytes
+    if (spe_qconv_run(conv, x.data(), t.batch, h, w, rp, y2.data()) != SPE_OK ||
+        std::memcmp(y.data(), y2.data(), out_n) != 0)
+      err = "differs across thread counts";
+    for (size_t at = 0; at < out_n && err.empty(); ++at) {
+      const int ox = int(at % wo), oy = int(at / wo % ho), o = int(at / (size_t(wo) * ho) % t.o);
+      const int n = int(at / (size_t(wo) * ho * t.o));
+      int64_t a = 0;
+      for (int ch = 0; ch < t.c; ++ch)
+        for (int ky = 0; ky < t.k; ++ky)
+          for (int kx = 0; kx < t.k; ++kx) {
+            const int iy = oy * t.s - t.p + ky * t.d, ix = ox * t.s - t.p + kx * t.d;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            const int xv = x.data()[((size_t(n) * t.c + ch) * h + iy) * w + ix];
+            a += int64_t(xv - t.zx) * L.w[(size_t(o) * t.c + ch) * K + ky * t.k + kx];
+          }
+      const uint8_t want = requant_ref(a, q.input.scale * L.wscale[o], t.bias ? L.bias[o] : 0.0f,
+                                       rp ? rp + at : nullptr, q, t.act);
+      if (y.data()[at] != want)
+        err = fmt("y[n=%d,o=%d,y=%d,x=%d] = %d, reference %d (sum %lld)", n, o, oy, ox,
+                  y.data()[at], want, (long long)a);
+    }
+  }
+  spe_set_num_threads(1);
+  spe_qconv_destroy(conv);
+  return err;
+}
+
+std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
+  std::vector<QCase> cs;
+  struct G { int k, s, p, d; };
+  const G geoms[] = {{1, 1, 0, 1}, {3, 1, 1, 1}, {1, 2, 0, 1}, {3, 2, 1, 1}, {5, 1, 2, 1},
+                     {3, 1, 2, 2}, {2, 2, 0, 1}, {7, 2, 3, 1}, {3, 3, 0, 1}};
+  int i = 0;
+  for (const G& g : geoms)
+    for (int c : {3, 8, 13, 32})
+      for (double sp : {0.0, 0.6, 0.95}) {
+        ++i;
+        if (quick && i % 3) continue;
+        QCase t;
+        t.k = g.k, t.s = g.s, t.p = g.p, t.d = g.d, t.c = c, t.sparsity = sp;
+        t.o = 5 + i % 13;
+        t.rows = i % 9;  // 0: mixed
+        t.blocks = i % 4 != 3;
+        t.h = 6 + i % 7, t.w = 5 + (3 * i) % 11;
+        t.act = i % 3;
+        t.residual = i % 5 == 1;
+        t.bias = i % 7 != 2;
+        t.batch = 1 + i % 2;
+        t.zx = i % 6 == 0 ? 0 : i % 6 == 1 ? 255 : 3 + i;
+        t.zy = i % 4 == 0 ? 0 : 100 + i % 50;
+        t.threads = 1 + 2 * (i % 2);
+        t.resize = i % 8 == 5;
+        t.name = fmt("qconv-%s-k%ds%dp%dd%d-c%d-o%d-sp%.2f-%d", kt->variant, g.k, g.s, g.p, g.d, c,
+                     t.o, sp, i);
+        cs.push_back(t);
+      }
+  // all-zero weights (a layer of empty groups): bias and activation only
+  QCase z;
+  z.sparsity = 1.0, z.name = fmt("qconv-%s-empty", kt->variant), z.act = SPE_ACT_RELU6;
+  cs.push_back(z);
+  // every listed kernel: 1x1, one group height, pixels on and around multiples of its tile
+  for (int r = 1; r <= spe::kQMaxGroupRows; ++r) {
+    const int tile = kt->nv[r - 1] * kt->width;
+    for (int px : {tile, tile + 1, 2 * tile - 1, tile - kt->width + 1, 3 * tile + kt->width}) {
+      if (px < 1) continue;
+      QCase t;
+      t.k = 1, t.s = 1, t.p = 0, t.o = r * 2, t.c = 4 * (1 + r % 3) + (r % 2), t.rows = r;
+      t.h = 1, t.w = px, t.sparsity = 0.3, t.residual = r % 2 == 0, t.act = r % 3;
+      t.kernel = kt->name[r - 1];
+      t.name = fmt("%s-px%d", kt->name[r - 1], px);
+      cs.push_back(t);
+    }
+  }
+  return cs;
+}
+
+}  // namespace
+
+size_t qconv_sweep(bool quick) {
+  size_t n = 0;
+  for (int v = 0; v < spe::kNumQVariants; ++v) {
+    const spe::QSpmmKernels* kt = spe::qspmm_kernels(spe::QVariant(v));
+    if (!kt) continue;
+    for (const QCase& t : variant_cases(kt, quick)) {
+      set_current(t.name);
+      const std::string err = run_case(t, kt->variant);
+      record(err.empty(), t.name, err);
+      ++n;
+    }
+  }
+  return n;
+}
+
+}  // namespace spe_test

@@ -1,0 +1,144 @@
+// engine._kernels.QConv: the int8 conv / linear layer of spe.h (spe_qconv_*), u8 numpy arrays
+// in and out. Nothing here links against libtorch.
+#include <pybind11/stl.h>
+
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "binding_util.h"
+
+namespace spe_py {
+namespace {
+
+using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using s8 = py::array_t<int8_t, py::array::c_style | py::array::forcecast>;
+using u8 = py::array_t<uint8_t, py::array::c_style>;
+using QP = std::pair<float, int>;  // (scale, zero point)
+
+spe_qparams qparams(const QP& q) { return spe_qparams{q.first, int32_t(q.second)}; }
+
+class QConv {
+ public:
+  QConv(int out_channels, int in_channels, std::pair<int, int> kernel, std::pair<int, int> stride,
+        std::pair<int, int> padding, std::pair<int, int> dilation, i32 group_row0,
+        i32 group_rows, i64 group_ptr, i32 entry_quad, s8 values, f32 weight_scale,
+        std::optional<f32> bias, QP input, QP output, std::optional<QP> residual,
+        const std::string& act, const std::string& isa)
+      : out_channels_(out_channels), in_channels_(in_channels) {
+    const spe_conv_params p{out_channels, in_channels, kernel.first, kernel.second, stride.first,
+                            stride.second, padding.first, padding.second, dilation.first,
+                            dilation.second};
+    const auto G = group_row0.size();
+    if (group_rows.size() != G || group_ptr.size() != G + 1)
+      throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
+    if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
+      throw std::invalid_argument("more than 2^31 - 1 row groups");
+    const int64_t n_entries = group_ptr.at(G);
+    if (entry_quad.size() != n_entries)
+      throw std::invalid_argument("entry_quad has " + std::to_string(entry_quad.size()) +
+                                  " entries, group_ptr says " + std::to_string(n_entries));
+    int64_t nvals = 0;
+    for (py::ssize_t g = 0; g < G; ++g) {
+      const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
+      const int32_t r = group_rows.at(g);
+      if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
+        throw std::invalid_argument("group " + std::to_string(g) +
+                                    " out of range (rows 1..8, group_ptr monotone from 0)");
+      nvals += (b - a) * r * 4;
+    }
+    if (values.size() != nvals)
+      throw std::invalid_argument("values has " + std::to_string(values.size()) +
+                                  " int8, the groups need " + std::to_string(nvals) +
+                                  " (rows x 4 per entry)");
+    if (weight_scale.size() != out_channels || (bias && bias->size() != out_channels))
+      throw std::invalid_argument("weight_scale and bias must have out_channels elements");
+    spe_qconv_quant q{};
+    q.input = qparams(input);
+    q.output = qparams(output);
+    q.residual = residual ? qparams(*residual) : spe_qparams{1.0f, 0};
+    q.weight_scale = weight_scale.data();
+    q.bias = bias ? bias->data() : nullptr;
+    spe_qconv* c = nullptr;
+    check(spe_qconv_create(&p, int32_t(G), group_row0.data(), group_rows.data(), group_ptr.data(),
+                           entry_quad.data(), values.data(), &q, parse_act(act), isa.c_str(), &c));
+    conv_.reset(c);
+    has_residual_qparams_ = bool(residual);
+  }
+
+  u8 run(u8 x, std::optional<u8> residual) {
+    if (x.ndim() != 4 || x.shape(1) != in_channels_)
+      throw std::invalid_argument("x must be (N, " + std::to_string(in_channels_) +
+                                  ", H, W) uint8, C-contiguous");
+    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+    uint8_t none = 0;
+    check(spe_qconv_run(conv_.get(), &none, 0, h, w, nullptr, &none));  // checks the size
+    int ho, wo;
+    spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
+    u8 y({n, out_channels_, ho, wo});
+    const uint8_t* res = nullptr;
+    if (residual) {
+      if (!has_residual_qparams_)
+        throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
+      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != out_channels_ ||
+          residual->shape(2) != ho || residual->shape(3) != wo)
+        throw std::invalid_argument("residual must have the output's shape");
+      res = residual->data();
+    }
+    const uint8_t* xp = x.data();
+    uint8_t* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_qconv_run(conv_.get(), xp, n, h, w, res, yp);
+    }
+    check(s);
+    return y;
+  }
+
+  std::pair<int, int> output_size(int h, int w) const {
+    int ho, wo;
+    spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
+    return {ho, wo};
+  }
+  int64_t nnz() const { return spe_qconv_nnz(conv_.get()); }
+  std::string kernel_name() const { return spe_qconv_kernel_name(conv_.get()); }
+
+ private:
+  struct Deleter {
+    void operator()(spe_qconv* c) const { spe_qconv_destroy(c); }
+  };
+  std::unique_ptr<spe_qconv, Deleter> conv_;
+  int out_channels_ = 0, in_channels_ = 0;
+  bool has_residual_qparams_ = false;
+};
+
+}  // namespace
+
+void bind_qconv(py::module_& m) {
+  py::class_<QConv>(m, "QConv",
+                    "An int8 conv / linear layer: u8 activations, s8 weights in column quads, "
+                    "requantized to u8 (see kernels/include/spe/spe.h, 'int8 conv').")
+      .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
+                    std::pair<int, int>, i32, i32, i64, i32, s8, f32, std::optional<f32>, QP, QP,
+                    std::optional<QP>, const std::string&, const std::string&>(),
+           py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
+           py::arg("padding"), py::arg("dilation"), py::arg("group_row0"), py::arg("group_rows"),
+           py::arg("group_ptr"), py::arg("entry_quad"), py::arg("values"),
+           py::arg("weight_scale"), py::arg("bias") = py::none(), py::arg("input"),
+           py::arg("output"), py::arg("residual") = py::none(), py::arg("act") = "none",
+           py::arg("isa") = "auto",
+           "input / output / residual: (scale, zero_point) of the u8 tensors.")
+      .def("run", &QConv::run, py::arg("x"), py::arg("residual") = py::none(),
+           "x (N, C, H, W) uint8 -> y (N, O, Ho, Wo) uint8.")
+      .def("output_size", &QConv::output_size, py::arg("h"), py::arg("w"))
+      .def_property_readonly("nnz", &QConv::nnz, "non-zero weights")
+      .def_property_readonly("kernel_name", &QConv::kernel_name);
+}
+
+}  // namespace spe_py
