@@ -114,14 +114,16 @@ QLayer make_layer(const QCase& t, Lcg& rng) {
   return L;
 }
 
-uint8_t requant_ref(int64_t a, float scale, float bias, const uint8_t* r, const spe_qconv_quant& q,
+// spe.h's requantization, in units of the output scale (constants folded in double).
+uint8_t requant_ref(int64_t a, double sxw, float bias, const uint8_t* r, const spe_qconv_quant& q,
                     int act) {
-  float f = std::fma(float(a), scale, bias);
-  if (r) f = std::fma(float(int(*r) - q.residual.zero_point), q.residual.scale, f);
-  if (act == SPE_ACT_RELU || act == SPE_ACT_RELU6) f = std::max(f, 0.0f);
-  if (act == SPE_ACT_RELU6) f = std::min(f, 6.0f);
-  const float v = std::min(std::max(f * (1.0f / q.output.scale), -512.0f), 512.0f);
-  const long qv = std::lrint(v) + q.output.zero_point;
+  const double sy = q.output.scale;
+  float v = std::fma(float(a), float(sxw / sy), float(bias / sy));
+  if (r) v = std::fma(float(int(*r) - q.residual.zero_point), float(q.residual.scale / sy), v);
+  if (act == SPE_ACT_RELU || act == SPE_ACT_RELU6) v = std::max(v, 0.0f);
+  if (act == SPE_ACT_RELU6) v = std::min(v, float(6.0 / sy));
+  v = std::min(v, 512.0f);
+  const long qv = (v < -2147483648.0f ? long(INT32_MIN) : std::lrint(v)) + q.output.zero_point;
   return uint8_t(std::min<long>(std::max<long>(qv, 0), 255));
 }
 
@@ -173,7 +175,7 @@ std::string run_case(const QCase& t, const char* variant) {
             const int xv = x.data()[((size_t(n) * t.c + ch) * h + iy) * w + ix];
             a += int64_t(xv - t.zx) * L.w[(size_t(o) * t.c + ch) * K + ky * t.k + kx];
           }
-      const uint8_t want = requant_ref(a, q.input.scale * L.wscale[o], t.bias ? L.bias[o] : 0.0f,
+      const uint8_t want = requant_ref(a, double(q.input.scale) * L.wscale[o], t.bias ? L.bias[o] : 0.0f,
                                        rp ? rp + at : nullptr, q, t.act);
       if (y.data()[at] != want)
         err = fmt("y[n=%d,o=%d,y=%d,x=%d] = %d, reference %d (sum %lld)", n, o, oy, ox,

@@ -2,8 +2,8 @@
 an independent reference, and against engine.quant's simulation of the same layer.
 
 Reference: the exact integer convolution of (x - zx) with the int8 weight (int64, F.conv2d
-not involved), then spe.h's requantization written out in numpy float32 (one fma, the residual,
-the activation, round half to even of the product with 1 / sy). Every variant this CPU runs
+not involved), then spe.h's requantization written out in numpy float32, in units of the output
+scale (one fma, the residual, the activation, round half to even). Every variant this CPU runs
 must give those bytes exactly; the C++ runner's sweep (kernels/tests/qconv_sweep.cc) covers
 every listed kernel and its tails, this covers the Python path: packing (pack_quads), linear
 layers, errors, and the tie to the calibration.
@@ -51,20 +51,22 @@ def reference(x, wq, ws, bias, sx, zx, sy, zy, stride, pad, dil, act, res=None, 
             win = xi[:, :, ky * dil: ky * dil + stride * (ho - 1) + 1: stride,
                      kx * dil: kx * dil + stride * (wo - 1) + 1: stride]
             acc += np.einsum("nchw,oc->nohw", win, wq[:, :, ky, kx].astype(np.int64))
-    scale = (np.float32(sx) * ws.astype(np.float32)).astype(np.float32)
-    b = np.zeros(o, np.float32) if bias is None else bias.astype(np.float32)
+    # in units of the output scale, the constants folded in float64 and rounded once
+    scale = (np.float64(np.float32(sx)) * ws.astype(np.float64) / np.float64(np.float32(sy))).astype(np.float32)
+    b = np.zeros(o, np.float32) if bias is None else (bias.astype(np.float64) / np.float64(np.float32(sy))).astype(np.float32)
     # fma(float(a), scale, bias): the sum rounded to float32 first (as the kernels convert it),
     # the product exact in float64 (24 + 24 bits), one rounding of the sum to float32
-    f = (acc.astype(np.float32).astype(np.float64) * scale[None, :, None, None].astype(np.float64)
+    v = (acc.astype(np.float32).astype(np.float64) * scale[None, :, None, None].astype(np.float64)
          + b[None, :, None, None]).astype(np.float32)
     if res is not None:
-        f = ((res.astype(np.float64) - rq[1]) * np.float64(np.float32(rq[0])) + f).astype(np.float32)
+        rs = np.float64(np.float32(np.float64(np.float32(rq[0])) / np.float64(np.float32(sy))))
+        v = ((res.astype(np.float64) - rq[1]) * rs + v).astype(np.float32)
     if act in ("relu", "relu6"):
-        f = np.maximum(f, np.float32(0))
+        v = np.maximum(v, np.float32(0))
     if act == "relu6":
-        f = np.minimum(f, np.float32(6))
-    v = np.clip(f * (np.float32(1) / np.float32(sy)), np.float32(-512), np.float32(512))
-    q = np.rint(v).astype(np.int64) + zy
+        v = np.minimum(v, np.float32(6.0 / np.float64(np.float32(sy))))
+    v = np.minimum(v, np.float32(512))
+    q = np.where(v < -2.0**31, -2**31, np.rint(np.maximum(v, -2.0**31))).astype(np.int64) + zy
     return np.clip(q, 0, 255).astype(np.uint8)
 
 

@@ -224,13 +224,14 @@ SPE_API void spe_dense_conv_destroy(spe_dense_conv* conv);
  * channels (quad q: channels 4q .. 4q + 3) at one kernel tap k, entry_quad = q * kh * kw + k,
  * and values hold, per entry, rows[g] x 4 s8 (row-major: each row's 4 channels). A weight of a
  * channel past in_channels must be 0. In float terms the layer computes
- *   y = act(conv(x) * 1 + bias [+ residual]), every tensor dequantized,
- * with the sums exact in int32 and the requantization
- *   q = clamp(round_half_even(f * (1 / output.scale)) + output.zero_point, 0, 255)
- * of the fp32 value f = float(sum - zx * sum(w)) * (input.scale * weight_scale[o]) + bias[o]
- * (+ residual.scale * (r - residual.zero_point)) after the activation: every ISA variant gives
- * the same bytes (kernels/src/qspmm/qspmm.h). Limits: in_channels rounded up to 4, times
- * kh * kw, at most 65536; activations NONE, RELU, RELU6.
+ *   y = act(conv(x) + bias [+ residual]), every tensor dequantized,
+ * with the sums exact in int32 and, in units of the output scale sy, the requantization
+ *   v = fma(float(sum - zx * sum(w)), sx * weight_scale[o] / sy, bias[o] / sy)
+ *   v = fma(float(r - residual.zero_point), residual.scale / sy, v)     (with a residual)
+ *   v = act(v) (ReLU6's bound 6 / sy), q = clamp(round_half_even(min(v, 512)) + zy, 0, 255)
+ * (the constants folded in double, rounded once to float): every ISA variant gives the same
+ * bytes (kernels/src/qspmm/qspmm.h). Limits: in_channels rounded up to 4, times kh * kw, at
+ * most 65536; activations NONE, RELU, RELU6; the folded constants must be finite floats.
  * Variants (isa): "auto", "scalar", "avx2", "avx512vnni" (or "avx512": needs AVX-512 BW and
  * VNNI), "neon", "neondot" (Armv8.2 dot product, read from AT_HWCAP). Kernel names:
  * qs8_spmm_{rows}x{pixels}__{variant}. */

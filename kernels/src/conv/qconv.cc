@@ -390,18 +390,27 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
           }
         }
   }
+  // The requantization in units of the output's scale (qspmm.h): the constants folded in
+  // double, rounded once to float.
   const int32_t zx = quant->input.zero_point, x_bias = k->x_xor ? 128 : 0;
+  const double sy = quant->output.scale;
   c->corr.resize(size_t(p.out_channels));
   c->scale.resize(size_t(p.out_channels));
   c->bias.assign(size_t(p.out_channels), 0.0f);
   for (int o = 0; o < p.out_channels; ++o) {
     c->corr[o] = int32_t(-(zx - x_bias) * wsum[o]);
-    c->scale[o] = quant->input.scale * quant->weight_scale[o];
-    if (quant->bias) c->bias[o] = quant->bias[o];
+    c->scale[o] = float(double(quant->input.scale) * quant->weight_scale[o] / sy);
+    if (quant->bias) c->bias[o] = float(quant->bias[o] / sy);
+    if (!std::isfinite(c->scale[o]) || !std::isfinite(c->bias[o]))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "output channel " + std::to_string(o) + ": input scale x weight scale (or bias) " +
+                                                "over the output scale overflows float; the output scale is too small");
   }
   c->pad_byte = uint8_t(zx ^ k->x_xor);
-  c->epi = QEpilogue{c->corr.data(), c->scale.data(), c->bias.data(), quant->residual.scale,
-                     quant->residual.zero_point, 1.0f / quant->output.scale, quant->output.zero_point, int(act)};
+  c->epi = QEpilogue{c->corr.data(), c->scale.data(), c->bias.data(),
+                     float(double(quant->residual.scale) / sy), quant->residual.zero_point,
+                     float(6.0 / sy), quant->output.zero_point, int(act)};
+  if (!std::isfinite(c->epi.res_scale) || !std::isfinite(c->epi.six))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "the residual scale (or 6) over the output scale overflows float");
   c->main_rows = int(std::max_element(hist.begin(), hist.end()) - hist.begin());
   if (c->main_rows == 0) c->main_rows = 1;
   c->name = k->name[c->main_rows - 1];

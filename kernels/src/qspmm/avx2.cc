@@ -53,19 +53,18 @@ struct QAvx2 {
   static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
                             int o) {
     s = _mm256_add_epi32(s, _mm256_set1_epi32(e.corr[o]));
-    __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(e.scale[o]),
+    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(e.scale[o]),
                                _mm256_set1_ps(e.bias[o]));
     if (res) {
       long long rb = 0;
       std::memcpy(&rb, res, size_t(n));
       const __m256i r = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(rb));
-      f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, _mm256_set1_epi32(e.res_zero))),
-                          _mm256_set1_ps(e.res_scale), f);
+      v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, _mm256_set1_epi32(e.res_zero))),
+                          _mm256_set1_ps(e.res_scale), v);
     }
-    if (e.act >= 1) f = _mm256_max_ps(f, _mm256_setzero_ps());
-    if (e.act == 2) f = _mm256_min_ps(f, _mm256_set1_ps(6.0f));
-    __m256 v = _mm256_mul_ps(f, _mm256_set1_ps(e.inv_out));
-    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-512.0f)), _mm256_set1_ps(512.0f));
+    if (e.act >= 1) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (e.act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(e.six));
+    v = _mm256_min_ps(v, _mm256_set1_ps(512.0f));
     const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(e.out_zero));
     // signed saturation to s16, then unsigned to u8: the clamp to [0, 255]
     const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));

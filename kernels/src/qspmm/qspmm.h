@@ -9,14 +9,18 @@
 // AVX-512 VNNI, sdot on NEON dotprod, widening multiply-adds elsewhere), then requantizes.
 //
 // Requantization (every variant computes exactly these fp32 operations, in this order, so all
-// match the scalar reference bit for bit): with a = sum + corr[o] (the zero point's share,
-// corr[o] = -(zx - x_bias) * sum of row o's weights, exact in int32),
-//   f = fma(float(a), scale[o], bias[o])                     scale[o] = sx * sw[o]
-//   f = fma(float(r - zr), sr, f)                            with a u8 residual r
-//   f = act(f)                                               none, ReLU, ReLU6
-//   q = clamp(round_half_even(clamp(f * inv_sy, -512, 512)) + zy, 0, 255)
-// which is torch's fake quantization of f (round(f / sy) + zy, with 1 / sy precomputed as the
-// engine's fake_quant does) to the output's u8 grid.
+// match the scalar reference bit for bit), in units of the output's scale sy: with
+// a = sum + corr[o] (the zero point's share, corr[o] = -(zx - x_bias) * sum of row o's weights,
+// exact in int32),
+//   v = fma(float(a), scale[o], bias[o])          scale[o] = sx * sw[o] / sy, bias[o] = b[o] / sy
+//   v = fma(float(r - zr), res_scale, v)           with a u8 residual r: res_scale = sr / sy
+//   v = max(v, 0); v = min(v, six)                 ReLU; ReLU6 (six = 6 / sy)
+//   q = clamp(round_half_even(min(v, 512)) + zy, 0, 255)
+// (a v below -2^31 converts to INT32_MIN, as x86's cvtps2dq and NEON's saturating fcvtns do, and
+// clamps to 0). Nine vector operations a vector of outputs: the int8 layers' store is their
+// overhead over fp32's (a max and a store), on layers with few sums per output most of the
+// time. It is torch's fake quantization of the fp32 value sy * v up to the rounding of the
+// folded constants (the scale products, 6 / sy), far below one output step.
 #ifndef SPE_QSPMM_QSPMM_H_
 #define SPE_QSPMM_QSPMM_H_
 
@@ -78,11 +82,11 @@ constexpr int kQMaxTilePixels = max_qtile_pixels();
 // output channel.
 struct QEpilogue {
   const int32_t* corr;
-  const float* scale;
-  const float* bias;   // never null (zeros without a bias)
-  float res_scale;     // sr
+  const float* scale;  // sx * sw[o] / sy
+  const float* bias;   // b[o] / sy; never null (zeros without a bias)
+  float res_scale;     // sr / sy
   int32_t res_zero;    // zr
-  float inv_out;       // 1 / sy
+  float six;           // 6 / sy (ReLU6's bound in output units)
   int32_t out_zero;    // zy
   int act;             // SPE_ACT_NONE / RELU / RELU6
 };
@@ -133,7 +137,6 @@ const char* qvariant_name(QVariant v);
 bool parse_qvariant(const char* s, QVariant* out);
 
 // The scalar requantization of one sum (the reference; every variant matches it bit for bit).
-float qscalar_act(float f, int act);
 uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o);
 
 }  // namespace spe

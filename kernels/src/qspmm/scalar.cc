@@ -2,25 +2,21 @@
 // yardstick every variant is tested against bit for bit (qspmm_list.h's scalar lines).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "qspmm.h"
 
 namespace spe {
 
-float qscalar_act(float f, int act) {
-  if (act == 1) return std::max(f, 0.0f);
-  if (act == 2) return std::min(std::max(f, 0.0f), 6.0f);
-  return f;
-}
-
 uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o) {
-  float f = std::fma(float(a + e.corr[o]), e.scale[o], e.bias[o]);
-  if (res) f = std::fma(float(int32_t(*res) - e.res_zero), e.res_scale, f);
-  f = qscalar_act(f, e.act);
-  const float v = std::min(std::max(f * e.inv_out, -512.0f), 512.0f);
-  const int32_t q = int32_t(std::nearbyint(v)) + e.out_zero;
-  return uint8_t(std::min(std::max(q, 0), 255));
+  float v = std::fma(float(a + e.corr[o]), e.scale[o], e.bias[o]);
+  if (res) v = std::fma(float(int32_t(*res) - e.res_zero), e.res_scale, v);
+  if (e.act >= 1) v = std::max(v, 0.0f);
+  if (e.act == 2) v = std::min(v, e.six);
+  v = std::min(v, 512.0f);
+  const int32_t q = v >= -2147483648.0f ? int32_t(std::nearbyint(v)) : INT32_MIN;
+  return uint8_t(std::min(std::max(q + e.out_zero, 0), 255));  // q + zy: no overflow (zy >= 0)
 }
 
 namespace {
