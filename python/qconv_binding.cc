@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "binding_util.h"
 
@@ -23,14 +24,23 @@ using QP = std::pair<float, int>;  // (scale, zero point)
 
 spe_qparams qparams(const QP& q) { return spe_qparams{q.first, int32_t(q.second)}; }
 
+int32_t parse_layout(const std::string& s) {
+  if (s == "nchw") return SPE_QLAYOUT_NCHW;
+  if (s == "nchw4") return SPE_QLAYOUT_NCHW4;
+  throw std::invalid_argument("unknown int8 layout '" + s + "' (nchw, nchw4)");
+}
+
 class QConv {
  public:
   QConv(int out_channels, int in_channels, std::pair<int, int> kernel, std::pair<int, int> stride,
         std::pair<int, int> padding, std::pair<int, int> dilation, i32 group_row0,
         i32 group_rows, i64 group_ptr, i32 entry_quad, s8 values, f32 weight_scale,
         std::optional<f32> bias, QP input, QP output, std::optional<QP> residual,
-        const std::string& act, const std::string& isa)
-      : out_channels_(out_channels), in_channels_(in_channels) {
+        const std::string& act, const std::string& isa, const std::string& input_layout,
+        const std::string& output_layout)
+      : out_channels_(out_channels), in_channels_(in_channels),
+        in_quads_(parse_layout(input_layout) == SPE_QLAYOUT_NCHW4),
+        out_quads_(parse_layout(output_layout) == SPE_QLAYOUT_NCHW4) {
     const spe_conv_params p{out_channels, in_channels, kernel.first, kernel.second, stride.first,
                             stride.second, padding.first, padding.second, dilation.first,
                             dilation.second};
@@ -64,6 +74,8 @@ class QConv {
     q.residual = residual ? qparams(*residual) : spe_qparams{1.0f, 0};
     q.weight_scale = weight_scale.data();
     q.bias = bias ? bias->data() : nullptr;
+    q.input_layout = in_quads_ ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+    q.output_layout = out_quads_ ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
     spe_qconv* c = nullptr;
     check(spe_qconv_create(&p, int32_t(G), group_row0.data(), group_rows.data(), group_ptr.data(),
                            entry_quad.data(), values.data(), &q, parse_act(act), isa.c_str(), &c));
@@ -71,23 +83,39 @@ class QConv {
     has_residual_qparams_ = bool(residual);
   }
 
+  // (N, C, H, W) NCHW, or (N, ceil(C / 4), H, W, 4) NCHW4.
+  std::vector<py::ssize_t> shape_of(bool quads, int n, int c, int h, int w) const {
+    if (quads) return {n, (c + 3) / 4, h, w, 4};
+    return {n, c, h, w};
+  }
+  static bool has_shape(const u8& a, const std::vector<py::ssize_t>& s) {
+    if (a.ndim() != py::ssize_t(s.size())) return false;
+    for (size_t i = 0; i < s.size(); ++i)
+      if (a.shape(i) != s[i]) return false;
+    return true;
+  }
+
   u8 run(u8 x, std::optional<u8> residual) {
-    if (x.ndim() != 4 || x.shape(1) != in_channels_)
-      throw std::invalid_argument("x must be (N, " + std::to_string(in_channels_) +
-                                  ", H, W) uint8, C-contiguous");
+    const int in_dims = in_quads_ ? 5 : 4;
+    if (x.ndim() != in_dims || x.shape(1) != (in_quads_ ? (in_channels_ + 3) / 4 : in_channels_) ||
+        (in_quads_ && x.shape(4) != 4))
+      throw std::invalid_argument(in_quads_ ? "x must be (N, " + std::to_string((in_channels_ + 3) / 4) +
+                                                  ", H, W, 4) uint8 (nchw4)"
+                                            : "x must be (N, " + std::to_string(in_channels_) +
+                                                  ", H, W) uint8, C-contiguous");
     const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
     uint8_t none = 0;
     check(spe_qconv_run(conv_.get(), &none, 0, h, w, nullptr, &none));  // checks the size
     int ho, wo;
     spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
-    u8 y({n, out_channels_, ho, wo});
+    const auto yshape = shape_of(out_quads_, n, out_channels_, ho, wo);
+    u8 y(yshape);
     const uint8_t* res = nullptr;
     if (residual) {
       if (!has_residual_qparams_)
         throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
-      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != out_channels_ ||
-          residual->shape(2) != ho || residual->shape(3) != wo)
-        throw std::invalid_argument("residual must have the output's shape");
+      if (!has_shape(*residual, yshape))
+        throw std::invalid_argument("residual must have the output's shape (and layout)");
       res = residual->data();
     }
     const uint8_t* xp = x.data();
@@ -115,6 +143,7 @@ class QConv {
   };
   std::unique_ptr<spe_qconv, Deleter> conv_;
   int out_channels_ = 0, in_channels_ = 0;
+  bool in_quads_ = false, out_quads_ = false;
   bool has_residual_qparams_ = false;
 };
 
@@ -126,16 +155,19 @@ void bind_qconv(py::module_& m) {
                     "requantized to u8 (see kernels/include/spe/spe.h, 'int8 conv').")
       .def(py::init<int, int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
                     std::pair<int, int>, i32, i32, i64, i32, s8, f32, std::optional<f32>, QP, QP,
-                    std::optional<QP>, const std::string&, const std::string&>(),
+                    std::optional<QP>, const std::string&, const std::string&,
+                    const std::string&, const std::string&>(),
            py::arg("out_channels"), py::arg("in_channels"), py::arg("kernel"), py::arg("stride"),
            py::arg("padding"), py::arg("dilation"), py::arg("group_row0"), py::arg("group_rows"),
            py::arg("group_ptr"), py::arg("entry_quad"), py::arg("values"),
            py::arg("weight_scale"), py::arg("bias") = py::none(), py::arg("input"),
            py::arg("output"), py::arg("residual") = py::none(), py::arg("act") = "none",
-           py::arg("isa") = "auto",
-           "input / output / residual: (scale, zero_point) of the u8 tensors.")
+           py::arg("isa") = "auto", py::arg("input_layout") = "nchw",
+           py::arg("output_layout") = "nchw",
+           "input / output / residual: (scale, zero_point) of the u8 tensors; layouts 'nchw' or "
+           "'nchw4' ((N, ceil(C / 4), H, W, 4): the kernels' own, no relayout between layers).")
       .def("run", &QConv::run, py::arg("x"), py::arg("residual") = py::none(),
-           "x (N, C, H, W) uint8 -> y (N, O, Ho, Wo) uint8.")
+           "x (N, C, H, W) uint8 -> y (N, O, Ho, Wo) uint8 (nchw4: (N, ceil(C / 4), H, W, 4)).")
       .def("output_size", &QConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("nnz", &QConv::nnz, "non-zero weights")
       .def_property_readonly("kernel_name", &QConv::kernel_name);

@@ -91,7 +91,8 @@ class QuantConv:
 
     def __init__(self, wq: np.ndarray, weight_scale, bias=None, *, input, output,
                  residual=None, act: str = "none", stride=1, padding=0, dilation=1,
-                 rows: int = 4, isa: str = "auto", name: str = "layer"):
+                 rows: int = 4, isa: str = "auto", name: str = "layer",
+                 input_layout: str = "nchw", output_layout: str = "nchw"):
         if act not in ACTS:
             raise ConfigError(f"{name}: the int8 kernels fuse {', '.join(ACTS)}, not {act!r} "
                               f"(keep the layer in fp32, or run the activation after it)")
@@ -106,13 +107,15 @@ class QuantConv:
                 packed.out_channels, packed.in_channels, packed.kernel, _pair(stride),
                 _pair(padding), _pair(dilation), packed.group_row0, packed.group_rows,
                 packed.group_ptr, packed.entry_quad, packed.values, ws, b, input=self.input,
-                output=self.output, residual=self.residual, act=act, isa=isa)
+                output=self.output, residual=self.residual, act=act, isa=isa,
+                input_layout=input_layout, output_layout=output_layout)
         except ValueError as e:
             raise ConfigError(f"{name}: {e}") from e
 
     def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N, O, Ho, Wo) uint8 (a linear layer: (N, C) -> (N, O))."""
-        linear = x.ndim == 2
+        """(N, C, H, W) uint8 -> (N, O, Ho, Wo) uint8 (a linear layer: (N, C) -> (N, O)); in
+        the layout "nchw4" (N, ceil(C / 4), H, W, 4) (to_nchw4 / from_nchw4)."""
+        linear = x.ndim == 2 and self.packed.kernel == (1, 1)
         if x.dtype != np.uint8 or (residual is not None and residual.dtype != np.uint8):
             raise ConfigError(f"{self.name}: int8 layers take uint8 arrays (quantize first), "
                               f"got {x.dtype}")
@@ -132,3 +135,18 @@ class QuantConv:
     @property
     def nnz(self) -> int:
         return int(self._k.nnz)
+
+
+def to_nchw4(x: np.ndarray, fill: int = 0) -> np.ndarray:
+    """(N, C, H, W) -> (N, ceil(C / 4), H, W, 4), the channels past C set to fill."""
+    n, c, h, w = x.shape
+    q = (c + 3) // 4
+    out = np.full((n, q * 4, h, w), fill, x.dtype)
+    out[:, :c] = x
+    return np.ascontiguousarray(out.reshape(n, q, 4, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_nchw4(x: np.ndarray, channels: int) -> np.ndarray:
+    """(N, Q, H, W, 4) -> (N, channels, H, W)."""
+    n, q, h, w, _ = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, q * 4, h, w)[:, :channels])

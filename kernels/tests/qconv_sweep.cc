@@ -8,7 +8,8 @@
 // multiples of 4; group heights 1..8 and mixed; sparsity 0 / 0.6 / 0.95 / 1 in blocks of
 // (rows x 4 channels) and unstructured; bias, ReLU / ReLU6, a u8 residual; zero points at 0,
 // mid and 255; batch 1 and 2; 1 and 3 threads (alike byte for byte); one layer over two input
-// sizes. Per variant and row count: pixel counts on and around multiples of the listed tile, so
+// sizes; NCHW and NCHW4 inputs and outputs (an NCHW4 input of a 1x1 read in place, at the end
+// of a guarded buffer: the last tile's loads must stop at its last pixel). Per variant and row count: pixel counts on and around multiples of the listed tile, so
 // every tail runs, and the layer must name that kernel.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -58,8 +59,20 @@ struct QCase {
   bool blocks = true;      // (rows x 4 channels) blocks, else unstructured
   int batch = 1, act = SPE_ACT_NONE, zx = 3, zy = 7, zr = 128, threads = 1;
   bool residual = false, bias = true, resize = false;
+  int in_layout = SPE_QLAYOUT_NCHW, out_layout = SPE_QLAYOUT_NCHW;
   const char* kernel = nullptr;  // the listed kernel the layer must pick
 };
+
+// NCHW (n, c, hw) -> NCHW4 (n, ceil(c / 4), hw, 4), the channels past c set to fill.
+std::vector<uint8_t> to_quads(const uint8_t* a, int n, int c, int64_t hw, uint8_t fill) {
+  const int q = (c + 3) / 4;
+  std::vector<uint8_t> out(size_t(n) * q * hw * 4, fill);
+  for (int b = 0; b < n; ++b)
+    for (int ch = 0; ch < c; ++ch)
+      for (int64_t i = 0; i < hw; ++i)
+        out[((size_t(b) * q + ch / 4) * hw + i) * 4 + ch % 4] = a[(size_t(b) * c + ch) * hw + i];
+  return out;
+}
 
 struct QLayer {
   std::vector<int8_t> w;  // dense (O, C, k, k)
@@ -136,6 +149,8 @@ std::string run_case(const QCase& t, const char* variant) {
   q.output = {0.05f + 0.05f * float(rng.uniform()), t.zy};
   q.residual = {0.03f, t.zr};
   q.weight_scale = L.wscale.data();
+  q.input_layout = t.in_layout;
+  q.output_layout = t.out_layout;
   q.bias = t.bias ? L.bias.data() : nullptr;
   spe_qconv* conv = nullptr;
   if (spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
@@ -150,10 +165,21 @@ std::string run_case(const QCase& t, const char* variant) {
     int32_t ho = 0, wo = 0;
     spe_qconv_output_size(conv, h, w, &ho, &wo);
     const size_t in_n = size_t(t.batch) * t.c * h * w, out_n = size_t(t.batch) * t.o * ho * wo;
-    GuardedBytes x(in_n), y(out_n), y2(out_n), res(out_n);
-    for (size_t j = 0; j < in_n; ++j) x.data()[j] = uint8_t(rng.next() >> 24);
-    for (size_t j = 0; j < out_n; ++j) res.data()[j] = uint8_t(rng.next() >> 24);
+    const int64_t opx = int64_t(ho) * wo;
+    const size_t out_q = size_t(t.batch) * ((t.o + 3) / 4) * opx * 4;
+    const bool qin = t.in_layout == SPE_QLAYOUT_NCHW4, qout = t.out_layout == SPE_QLAYOUT_NCHW4;
+    std::vector<uint8_t> xs(in_n), rs(out_n);
+    for (auto& v : xs) v = uint8_t(rng.next() >> 24);
+    for (auto& v : rs) v = uint8_t(rng.next() >> 24);
+    // the layer's own layouts, in buffers that end at a guard page
+    const std::vector<uint8_t> xl = qin ? to_quads(xs.data(), t.batch, t.c, int64_t(h) * w, 77) : xs;
+    const std::vector<uint8_t> rl = qout ? to_quads(rs.data(), t.batch, t.o, opx, 99) : rs;
+    const size_t yn = qout ? out_q : out_n;
+    GuardedBytes x(xl.size()), y(yn), y2(yn), res(rl.size());
+    std::memcpy(x.data(), xl.data(), xl.size());
+    std::memcpy(res.data(), rl.data(), rl.size());
     const uint8_t* rp = t.residual ? res.data() : nullptr;
+    std::memset(y.data(), 0xA5, yn);
     spe_set_num_threads(t.threads);
     if (spe_qconv_run(conv, x.data(), t.batch, h, w, rp, y.data()) != SPE_OK) {
       err = std::string("run failed: ") + spe_last_error();
@@ -161,8 +187,19 @@ std::string run_case(const QCase& t, const char* variant) {
     }
     spe_set_num_threads(t.threads == 1 ? 3 : 1);  // the other thread count: the same bytes
     if (spe_qconv_run(conv, x.data(), t.batch, h, w, rp, y2.data()) != SPE_OK ||
-        std::memcmp(y.data(), y2.data(), out_n) != 0)
+        std::memcmp(y.data(), y2.data(), yn) != 0)
       err = "differs across thread counts";
+    std::vector<uint8_t> got(out_n);  // y as NCHW; an NCHW4 y's rows past O hold zy
+    for (size_t at = 0; at < out_n; ++at) {
+      const int64_t i = int64_t(at % opx);
+      const int o = int(at / opx % t.o), n = int(at / (opx * t.o));
+      got[at] = qout ? y.data()[((size_t(n) * ((t.o + 3) / 4) + o / 4) * opx + i) * 4 + o % 4] : y.data()[at];
+    }
+    for (int n = 0; qout && n < t.batch && err.empty(); ++n)
+      for (int o = t.o; o < (t.o + 3) / 4 * 4 && err.empty(); ++o)
+        for (int64_t i = 0; i < opx && err.empty(); ++i)
+          if (y.data()[((size_t(n) * ((t.o + 3) / 4) + o / 4) * opx + i) * 4 + o % 4] != uint8_t(t.zy))
+            err = fmt("NCHW4 pad channel %d at pixel %lld is not the zero point", o, (long long)i);
     for (size_t at = 0; at < out_n && err.empty(); ++at) {
       const int ox = int(at % wo), oy = int(at / wo % ho), o = int(at / (size_t(wo) * ho) % t.o);
       const int n = int(at / (size_t(wo) * ho * t.o));
@@ -172,14 +209,14 @@ std::string run_case(const QCase& t, const char* variant) {
           for (int kx = 0; kx < t.k; ++kx) {
             const int iy = oy * t.s - t.p + ky * t.d, ix = ox * t.s - t.p + kx * t.d;
             if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-            const int xv = x.data()[((size_t(n) * t.c + ch) * h + iy) * w + ix];
+            const int xv = xs[((size_t(n) * t.c + ch) * h + iy) * w + ix];
             a += int64_t(xv - t.zx) * L.w[(size_t(o) * t.c + ch) * K + ky * t.k + kx];
           }
       const uint8_t want = requant_ref(a, double(q.input.scale) * L.wscale[o], t.bias ? L.bias[o] : 0.0f,
-                                       rp ? rp + at : nullptr, q, t.act);
-      if (y.data()[at] != want)
+                                       rp ? rs.data() + at : nullptr, q, t.act);
+      if (got[at] != want)
         err = fmt("y[n=%d,o=%d,y=%d,x=%d] = %d, reference %d (sum %lld)", n, o, oy, ox,
-                  y.data()[at], want, (long long)a);
+                  got[at], want, (long long)a);
     }
   }
   spe_set_num_threads(1);
@@ -212,8 +249,10 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
         t.zy = i % 4 == 0 ? 0 : 100 + i % 50;
         t.threads = 1 + 2 * (i % 2);
         t.resize = i % 8 == 5;
-        t.name = fmt("qconv-%s-k%ds%dp%dd%d-c%d-o%d-sp%.2f-%d", kt->variant, g.k, g.s, g.p, g.d, c,
-                     t.o, sp, i);
+        t.in_layout = i % 3 == 1 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+        t.out_layout = i % 4 >= 2 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+        t.name = fmt("qconv-%s-k%ds%dp%dd%d-c%d-o%d-sp%.2f-%s%s-%d", kt->variant, g.k, g.s, g.p, g.d, c,
+                     t.o, sp, t.in_layout ? "q" : "n", t.out_layout ? "q" : "n", i);
         cs.push_back(t);
       }
   // all-zero weights (a layer of empty groups): bias and activation only
@@ -229,7 +268,9 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
       t.k = 1, t.s = 1, t.p = 0, t.o = r * 2, t.c = 4 * (1 + r % 3) + (r % 2), t.rows = r;
       t.h = 1, t.w = px, t.sparsity = 0.3, t.residual = r % 2 == 0, t.act = r % 3;
       t.kernel = kt->name[r - 1];
-      t.name = fmt("%s-px%d", kt->name[r - 1], px);
+      t.in_layout = px % 2 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;  // in place: the last tile's loads
+      t.out_layout = px % 3 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+      t.name = fmt("%s-px%d-%s%s", kt->name[r - 1], px, t.in_layout ? "q" : "n", t.out_layout ? "q" : "n");
       cs.push_back(t);
     }
   }

@@ -221,3 +221,29 @@ def test_calibrated_layer_is_what_simulate_computes():
     assert model.training is False and model.conv.weight.grad is None
     with pytest.raises(ConfigError, match="depthwise"):
         qconv_of(nn.Conv2d(8, 8, 3, groups=8), lq)
+
+
+def test_nchw4_chain_is_the_nchw_chain():
+    """Two layers chained in the kernels' NCHW4 layout (the second reads the first's output in
+    place: a 1x1) give the NCHW chain's bytes; to_nchw4 / from_nchw4 are inverses."""
+    from engine.runtime.qconv import from_nchw4, to_nchw4
+    rng = np.random.default_rng(11)
+    w1, w2 = _layer(rng, 22, 13, 3, 0.5, 4), _layer(rng, 9, 22, 1, 0.5, 8)
+    s1, s2 = (rng.uniform(0.002, 0.02, n).astype(np.float32) for n in (22, 9))
+    x = rng.integers(0, 256, (2, 13, 11, 10)).astype(np.uint8)
+    res = rng.integers(0, 256, (2, 9, 6, 5)).astype(np.uint8)
+
+    def chain(layout):
+        a = QuantConv(w1, s1, None, input=(0.03, 5), output=(0.05, 9), act="relu", stride=2,
+                      padding=1, input_layout=layout, output_layout=layout)
+        b = QuantConv(w2, s2, None, input=(0.05, 9), output=(0.07, 120), residual=(0.04, 100),
+                      input_layout=layout, output_layout=layout)
+        if layout == "nchw":
+            return b.run(a.run(x), res)
+        y = b.run(a.run(to_nchw4(x, 7)), to_nchw4(res))
+        assert y.shape == (2, 3, 6, 5, 4) and (y[:, 2, :, :, 1:] == 120).all()   # pad channels
+        return from_nchw4(y, 9)
+
+    want = chain("nchw")
+    assert np.array_equal(chain("nchw4"), want)
+    assert np.array_equal(from_nchw4(to_nchw4(x), 13), x)

@@ -240,11 +240,20 @@ typedef struct {
   int32_t zero_point; /* 0 .. 255 */
 } spe_qparams;
 
+/* Layouts of the u8 tensors: NCHW, or NCHW4 = (N, ceil(C / 4), H, W, 4), 4 channels a 32-bit
+ * word (the kernels' own: an NCHW4 input to a 1x1 stride-1 unpadded conv is read in place, any
+ * other is copied by whole words; an NCHW4 output is interleaved from L1 as it is stored, its
+ * channels past C set to the output's zero point). int8 layers chained in NCHW4 never relayout. */
+#define SPE_QLAYOUT_NCHW 0
+#define SPE_QLAYOUT_NCHW4 1
+
 typedef struct {
   spe_qparams input, output;
   spe_qparams residual;      /* the residual's, when run() is given one (else unused) */
   const float* weight_scale; /* out_channels, each > 0 */
   const float* bias;         /* out_channels floats, or NULL */
+  int32_t input_layout;      /* SPE_QLAYOUT_*: x */
+  int32_t output_layout;     /* SPE_QLAYOUT_*: y and the residual */
 } spe_qconv_quant;
 
 typedef struct spe_qconv spe_qconv; /* opaque */
@@ -254,8 +263,8 @@ SPE_API spe_status spe_qconv_create(const spe_conv_params* params, int32_t n_gro
                                     const int64_t* group_ptr, const int32_t* entry_quad,
                                     const int8_t* values, const spe_qconv_quant* quant,
                                     spe_activation act, const char* isa, spe_qconv** out);
-/* x (N, C, H, W) u8, y (N, O, Ho, Wo) u8, residual (N, O, Ho, Wo) u8 or NULL, NCHW contiguous.
- * Thread-safe for distinct y and never blocks on another call (as spe_sparse_conv_run). */
+/* x (N, C, H, W) u8, y (N, O, Ho, Wo) u8, residual (N, O, Ho, Wo) u8 or NULL, contiguous in
+ * their layouts (NCHW4: channels rounded up to 4). y must not overlap x or the residual. Thread-safe for distinct y and never blocks on another call (as spe_sparse_conv_run). */
 SPE_API spe_status spe_qconv_run(spe_qconv* conv, const uint8_t* x, int32_t n, int32_t h,
                                  int32_t w, const uint8_t* residual, uint8_t* y);
 SPE_API void spe_qconv_output_size(const spe_qconv* conv, int32_t h, int32_t w, int32_t* ho,

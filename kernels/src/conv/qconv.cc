@@ -1,12 +1,14 @@
 // A packed int8 conv / linear layer (spe.h, "int8 conv") and its execution.
 //
 // run(): 1. the geometry of this input size (spe.h's phase planes, with the channels in quads);
-//        2. the u8 NCHW input as quad planes: the phase planes of 4 channels interleaved into
-//        one 32-bit word per pixel, each byte encoded for the variant (v ^ x_xor), the zero
-//        padding and the channels past C written as the input's zero point once per input size;
-//        3. the SpMM over (band, row group, pixel tile) items in the thread pool, each tile
-//        requantized into y as it is stored, or, where virtual output pixels differ from real
-//        ones, its s32 sums kept in a small buffer and requantized into y right after (crop).
+//        2. the u8 input as quad planes: the phase planes of 4 channels interleaved into one
+//        32-bit word per pixel (from NCHW an interleave, from NCHW4 word copies; an NCHW4 input
+//        to a 1x1 stride-1 unpadded conv is its own quad planes and is read in place), the
+//        zero padding and the channels past C written as the input's zero point once per input
+//        size; 3. the SpMM over (band, row group, pixel tile) items in the thread pool, each
+//        tile requantized into y as it is stored (NCHW4: into a stage, then interleaved into
+//        quads), or, where virtual output pixels differ from real ones, its s32 sums kept in a
+//        small buffer and requantized into y right after (crop).
 // The workspace of the last input size is cached under a try_lock, as in sparse_conv.cc: a call
 // that finds it busy works in a buffer of its own, with the same result.
 #include <algorithm>
@@ -55,7 +57,9 @@ struct spe_qconv {
   std::vector<float> scale, bias;    // sx * sw[o]; bias (zeros without one)
   int64_t nnz = 0;
   spe::QEpilogue epi{};
-  uint8_t pad_byte = 0;              // the input's zero point as the planes encode it
+  uint8_t pad_byte = 0;              // the input's zero point (padding, channels past C)
+  int in_layout = SPE_QLAYOUT_NCHW, out_layout = SPE_QLAYOUT_NCHW;
+  std::vector<uint8_t> pad_row;      // the output's zero point, a tile wide (NCHW4 rows past O)
   const spe::QSpmmKernels* k = nullptr;
   std::string name;
   int main_rows = 1;
@@ -138,12 +142,11 @@ bool quad_geometry(const spe_qconv* c, int h, int w, QGeometry* g, std::string* 
   return true;
 }
 
-// d[4 j + t] = s_t[j] ^ xm for j < n, t < 4: four channel rows into words.
+// d[4 j + t] = s_t[j] for j < n, t < 4: four channel rows into words.
 void interleave4(const uint8_t* s0, const uint8_t* s1, const uint8_t* s2, const uint8_t* s3,
-                 uint8_t* d, int64_t n, uint8_t xm) {
+                 uint8_t* d, int64_t n) {
   int64_t j = 0;
 #if defined(__SSE2__)
-  const __m128i x = _mm_set1_epi8(char(xm));
   for (; j + 16 <= n; j += 16) {
     const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s0 + j));
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s1 + j));
@@ -152,37 +155,37 @@ void interleave4(const uint8_t* s0, const uint8_t* s1, const uint8_t* s2, const 
     const __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
     const __m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
     __m128i* o = reinterpret_cast<__m128i*>(d + 4 * j);
-    _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(ab0, ce0), x));
-    _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(ab0, ce0), x));
-    _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(ab1, ce1), x));
-    _mm_storeu_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(ab1, ce1), x));
+    _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(ab0, ce0));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(ab0, ce0));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(ab1, ce1));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, ce1));
   }
 #elif defined(__aarch64__)
-  const uint8x16_t x = vdupq_n_u8(xm);
   for (; j + 16 <= n; j += 16) {
     uint8x16x4_t v;
-    v.val[0] = veorq_u8(vld1q_u8(s0 + j), x);
-    v.val[1] = veorq_u8(vld1q_u8(s1 + j), x);
-    v.val[2] = veorq_u8(vld1q_u8(s2 + j), x);
-    v.val[3] = veorq_u8(vld1q_u8(s3 + j), x);
+    v.val[0] = vld1q_u8(s0 + j);
+    v.val[1] = vld1q_u8(s1 + j);
+    v.val[2] = vld1q_u8(s2 + j);
+    v.val[3] = vld1q_u8(s3 + j);
     vst4q_u8(d + 4 * j, v);
   }
 #endif
   for (; j < n; ++j) {
-    d[4 * j] = s0[j] ^ xm;
-    d[4 * j + 1] = s1[j] ^ xm;
-    d[4 * j + 2] = s2[j] ^ xm;
-    d[4 * j + 3] = s3[j] ^ xm;
+    d[4 * j] = s0[j];
+    d[4 * j + 1] = s1[j];
+    d[4 * j + 2] = s2[j];
+    d[4 * j + 3] = s3[j];
   }
 }
 
-// x (C, H, W) u8 -> the image part of the quad planes (the borders and the channels past C
-// hold the pad byte already).
+// One image x (NCHW, or NCHW4: (ceil(C / 4), H, W, 4)) -> the image part of the quad planes
+// (the borders and the channels past C hold the pad byte already). From NCHW4 a plane row is
+// whole words: a copy (stride 1) or a gather of every sw-th word.
 void make_qplanes(const spe_qconv* c, const QGeometry& g, const uint8_t* x, uint8_t* xb) {
   const auto& p = c->p;
   const int sh = p.stride_h, sw = p.stride_w, wp = g.wp, C = p.in_channels;
   const int64_t H = g.h, W = g.w;
-  const uint8_t xm = uint8_t(c->k->x_xor);
+  const bool quads = c->in_layout == SPE_QLAYOUT_NCHW4;
   int j0[8], j1[8];
   for (int px = 0; px < sw; ++px) {
     const int64_t base = px - p.pad_w;
@@ -206,20 +209,137 @@ void make_qplanes(const spe_qconv* c, const QGeometry& g, const uint8_t* x, uint
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t src = (i * sh + base_r) * W + int64_t(j0[px]) * sw + px - p.pad_w;
           uint8_t* d = dst + 4 * (i * wp + j0[px]);
-          if (sw == 1 && whole) {
+          if (quads) {
+            const uint8_t* s = x + 4 * (q * H * W + src);
+            if (sw == 1) {
+              std::memcpy(d, s, size_t(4) * n);
+            } else {
+              for (int j = 0; j < n; ++j) std::memcpy(d + 4 * j, s + 4 * int64_t(j) * sw, 4);
+            }
+          } else if (sw == 1 && whole) {
             const uint8_t* s = x + int64_t(4 * q) * H * W + src;
-            interleave4(s, s + H * W, s + 2 * H * W, s + 3 * H * W, d, n, xm);
-            continue;
-          }
-          for (int t = 0; t < 4 && 4 * q + t < C; ++t) {
-            const uint8_t* s = x + int64_t(4 * q + t) * H * W + src;
-            for (int j = 0; j < n; ++j) d[4 * j + t] = s[int64_t(j) * sw] ^ xm;
+            interleave4(s, s + H * W, s + 2 * H * W, s + 3 * H * W, d, n);
+          } else {
+            for (int t = 0; t < 4 && 4 * q + t < C; ++t) {
+              const uint8_t* s = x + int64_t(4 * q + t) * H * W + src;
+              for (int j = 0; j < n; ++j) d[4 * j + t] = s[int64_t(j) * sw];
+            }
           }
         }
       }
     }
   });
 }
+
+// The rows [r0, r0 + R) of a run of n output pixels, computed into stage (row stride ss), into
+// an NCHW4 output y4 (out_px pixels a quad plane) at pixel dst. A quad the group covers whole
+// is interleaved as words (its rows past O, in the last quad, get the output's zero point);
+// one it shares with another group gets its own bytes only (that group writes the others,
+// maybe on another thread at once: bytes, never a read-modify-write of the word).
+void put_quads(uint8_t* y4, int64_t out_px, int O, int r0, int R, const uint8_t* stage, int ss,
+               int64_t dst, int n, const uint8_t* pad_row) {
+  for (int qo = r0 / 4; qo <= (r0 + R - 1) / 4; ++qo) {
+    uint8_t* d = y4 + 4 * (qo * out_px + dst);
+    const int lo = 4 * qo, hi = std::min(4 * qo + 4, O);
+    if (lo >= r0 && hi <= r0 + R) {
+      const uint8_t* s[4];
+      for (int t = 0; t < 4; ++t) s[t] = lo + t < O ? stage + (lo + t - r0) * ss : pad_row;
+      interleave4(s[0], s[1], s[2], s[3], d, n);
+      continue;
+    }
+    const bool pads = r0 + R == O;  // this group has row O - 1: it writes the pad rows too
+    for (int t = 0; t < 4; ++t) {
+      const int row = lo + t;
+      const bool own = row >= r0 && row < r0 + R;
+      if (!own && !(pads && row >= O)) continue;
+      const uint8_t* sr = own ? stage + (row - r0) * ss : pad_row;
+      for (int j = 0; j < n; ++j) d[4 * j + t] = sr[j];
+    }
+  }
+}
+
+// The inverse for a residual: rows [r0, r0 + R) of n pixels at src of an NCHW4 tensor, into
+// stage (row stride ss).
+void get_quads(const uint8_t* r4, int64_t out_px, int r0, int R, int64_t src, int n,
+               uint8_t* stage, int ss) {
+  for (int rr = 0; rr < R; ++rr) {
+    const int row = r0 + rr;
+    const uint8_t* s = r4 + 4 * ((row / 4) * out_px + src) + row % 4;
+    uint8_t* d = stage + rr * ss;
+    for (int j = 0; j < n; ++j) d[j] = s[4 * j];
+  }
+}
+
+// One (band, group, tile) item of image b: the tile's sums requantized into y, in either layout.
+struct QItems {
+  const spe_qconv* c;
+  const QGeometry* g;
+  const uint8_t* xb;   // the image's quad planes
+  uint8_t* y;          // the image's output
+  const uint8_t* res;  // the image's residual, or null
+  int64_t G, tile_px, n_tiles, band_tiles, out_px;
+  bool crop, quads_out;
+
+  void run(int64_t it, QTileArgs& a, int32_t* tbuf, uint8_t* stage, uint8_t* rstage) const {
+    const QSpmmKernels* k = c->k;
+    const int64_t band = it / (G * band_tiles), t0 = band * band_tiles;
+    const int64_t nt = std::min(band_tiles, n_tiles - t0), rem = it - t0 * G;
+    const int64_t gi = rem / nt, t = t0 + rem % nt;
+    const int r = c->rows[gi], r0 = c->row0[gi], O = c->p.out_channels, wo = g->wo;
+    const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
+    const int sub = k->nv[r - 1] * k->width;
+    for (int64_t q = p0; q < p1; q += sub) {
+      const int npix = int(std::min<int64_t>(sub, p1 - q));
+      a.x = xb + 4 * q;
+      a.off = g->offsets.data() + c->ptr[gi];
+      a.w = c->values.data() + c->vptr[gi];
+      a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
+      a.row0 = r0;
+      a.npix = npix;
+      a.acc_out = crop ? tbuf : nullptr;
+      a.acc_row_stride = sub;
+      if (!crop && !quads_out) {  // NCHW, every virtual pixel real: straight into y
+        a.y = y + r0 * out_px + q;
+        a.y_row_stride = out_px;
+        a.res = res ? res + r0 * out_px + q : nullptr;
+        a.res_row_stride = out_px;
+      } else if (!crop) {  // NCHW4: rows into the stage, then interleaved into quads
+        if (res) get_quads(res, out_px, r0, r, q, npix, rstage, sub);
+        a.y = stage;
+        a.y_row_stride = sub;
+        a.res = res ? rstage : nullptr;
+        a.res_row_stride = sub;
+      }
+      if (npix == sub) k->full[r - 1](a);
+      else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
+      if (!crop) {
+        if (quads_out) put_quads(y, out_px, O, r0, r, stage, sub, q, npix, c->pad_row.data());
+        continue;
+      }
+      for (int64_t pos = q, end = q + npix; pos < end;) {  // the real pixels of the tile
+        const int64_t i = pos / g->wp;
+        const int j = int(pos - i * g->wp);
+        const int64_t row_end = std::min<int64_t>(end, (i + 1) * g->wp);
+        const int j1 = int(std::min<int64_t>(row_end - i * g->wp, wo));
+        const int64_t dst = i * wo + j;
+        if (j < j1 && quads_out) {
+          if (res) get_quads(res, out_px, r0, r, dst, j1 - j, rstage, sub);
+          for (int rr = 0; rr < r; ++rr)
+            k->epi_row(stage + rr * sub, tbuf + rr * sub + (pos - q), res ? rstage + rr * sub : nullptr,
+                       j1 - j, c->epi, r0 + rr);
+          put_quads(y, out_px, O, r0, r, stage, sub, dst, j1 - j, c->pad_row.data());
+        } else if (j < j1) {
+          for (int rr = 0; rr < r; ++rr) {
+            const int64_t at = (r0 + rr) * out_px + dst;
+            k->epi_row(y + at, tbuf + rr * sub + (pos - q), res ? res + at : nullptr, j1 - j, c->epi,
+                       r0 + rr);
+          }
+        }
+        pos = row_end;
+      }
+    }
+  }
+};
 
 spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
                       const uint8_t* residual, uint8_t* y) {
@@ -228,7 +348,6 @@ spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int3
   QGeometry own;
   std::vector<uint8_t> own_buf;
   const QGeometry* g;
-  uint8_t* xb;
   std::unique_lock<std::mutex> lock(c->mu, std::try_to_lock);
   if (lock.owns_lock() && c->geo.h == h && c->geo.w == w) {
     g = &c->geo;
@@ -239,7 +358,13 @@ spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int3
     g = dst;
   }
   if (n == 0) return SPE_OK;
-  if (lock.owns_lock()) {
+  const auto& p = c->p;
+  // NCHW4 input to a 1x1 stride-1 unpadded conv: the input is its quad planes, read in place
+  const bool in_place = c->in_layout == SPE_QLAYOUT_NCHW4 && p.kh == 1 && p.kw == 1 &&
+                        p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+  uint8_t* xb = nullptr;
+  if (in_place) {
+  } else if (lock.owns_lock()) {
     if (!c->xbuf_ready) {
       c->xbuf.assign(size_t(g->xbuf_words) * 4, c->pad_byte);
       c->xbuf_ready = true;
@@ -250,12 +375,12 @@ spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int3
     xb = own_buf.data();
   }
 
-  const auto& p = c->p;
-  const int O = p.out_channels, ho = g->ho, wo = g->wo;
-  const int64_t in_img = int64_t(p.in_channels) * h * w, out_px = int64_t(ho) * wo;
-  const bool crop = g->wp != wo;
+  const int O = p.out_channels;
+  const int64_t out_px = int64_t(g->ho) * g->wo;
+  const int64_t in_img = c->in_layout == SPE_QLAYOUT_NCHW4 ? int64_t(c->Q) * 4 * h * w : int64_t(p.in_channels) * h * w;
+  const int64_t out_img = c->out_layout == SPE_QLAYOUT_NCHW4 ? int64_t((O + 3) / 4) * 4 * out_px : int64_t(O) * out_px;
   const QSpmmKernels* k = c->k;
-  const int tile_px = k->nv[c->main_rows - 1] * k->width;
+  const int64_t tile_px = k->nv[c->main_rows - 1] * k->width;
   const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
   const int64_t G = int64_t(c->row0.size());
   const int64_t items = n_tiles * G;
@@ -266,52 +391,18 @@ spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int3
   const int64_t band_tiles = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(1, tile_in_bytes), 1, n_tiles);
   const int64_t grain = std::max<int64_t>(1, items / (int64_t(pool.num_threads()) * 16));
   for (int b = 0; b < n; ++b) {
-    make_qplanes(c, *g, x + b * in_img, xb);
-    uint8_t* yb = y + b * int64_t(O) * out_px;
-    const uint8_t* rb = residual ? residual + b * int64_t(O) * out_px : nullptr;
+    const uint8_t* xin = x + b * in_img;
+    if (!in_place) make_qplanes(c, *g, xin, xb);
+    const QItems qi{c, g, in_place ? xin : xb, y + b * out_img, residual ? residual + b * out_img : nullptr,
+                    G, tile_px, n_tiles, band_tiles, out_px, g->wp != g->wo,
+                    c->out_layout == SPE_QLAYOUT_NCHW4};
     pool.parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
       alignas(64) int32_t tbuf[kQMaxGroupRows * kQMaxTilePixels];
+      alignas(64) uint8_t stage[kQMaxGroupRows * kQMaxTilePixels];
+      alignas(64) uint8_t rstage[kQMaxGroupRows * kQMaxTilePixels];
       QTileArgs a{};
       a.epi = &c->epi;
-      for (int64_t it = ib; it < ie; ++it) {
-        const int64_t band = it / (G * band_tiles), t0 = band * band_tiles;
-        const int64_t nt = std::min(band_tiles, n_tiles - t0), rem = it - t0 * G;
-        const int64_t gi = rem / nt, t = t0 + rem % nt;
-        const int r = c->rows[gi], r0 = c->row0[gi];
-        const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
-        const int sub = k->nv[r - 1] * k->width;
-        for (int64_t q = p0; q < p1; q += sub) {
-          const int npix = int(std::min<int64_t>(sub, p1 - q));
-          a.x = xb + 4 * q;
-          a.off = g->offsets.data() + c->ptr[gi];
-          a.w = c->values.data() + c->vptr[gi];
-          a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
-          a.row0 = r0;
-          a.npix = npix;
-          a.y = crop ? nullptr : yb + r0 * out_px + q;
-          a.y_row_stride = out_px;
-          a.res = rb && !crop ? rb + r0 * out_px + q : nullptr;
-          a.res_row_stride = out_px;
-          a.acc_out = crop ? tbuf : nullptr;
-          a.acc_row_stride = sub;
-          if (npix == sub) k->full[r - 1](a);
-          else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
-          if (!crop) continue;
-          for (int64_t pos = q, end = q + npix; pos < end;) {  // the real pixels of the tile
-            const int64_t i = pos / g->wp;
-            const int j = int(pos - i * g->wp);
-            const int64_t row_end = std::min<int64_t>(end, (i + 1) * g->wp);
-            const int j1 = int(std::min<int64_t>(row_end - i * g->wp, wo));
-            if (j < j1)
-              for (int rr = 0; rr < r; ++rr) {
-                const int64_t dst = (r0 + rr) * out_px + i * wo + j;
-                k->epi_row(yb + dst, tbuf + rr * sub + (pos - q), rb ? rb + dst : nullptr,
-                           j1 - j, c->epi, r0 + rr);
-              }
-            pos = row_end;
-          }
-        }
-      }
+      for (int64_t it = ib; it < ie; ++it) qi.run(it, a, tbuf, stage, rstage);
     });
   }
   return SPE_OK;
@@ -334,6 +425,10 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
                                  std::pair{quant->residual, "residual"}})
     if (const spe_status st = check_qparams(qp, what); st != SPE_OK) return st;
   if (!quant->weight_scale) return fail(SPE_ERR_INVALID_ARGUMENT, "null weight_scale");
+  for (const int32_t layout : {quant->input_layout, quant->output_layout})
+    if (layout != SPE_QLAYOUT_NCHW && layout != SPE_QLAYOUT_NCHW4)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "unknown int8 layout " + std::to_string(layout) +
+                                                " (SPE_QLAYOUT_NCHW 0, SPE_QLAYOUT_NCHW4 1)");
   for (int o = 0; o < p.out_channels; ++o) {
     if (!finite_positive(quant->weight_scale[o]))
       return fail(SPE_ERR_INVALID_ARGUMENT, "weight scale of output channel " + std::to_string(o) + " must be finite and > 0");
@@ -392,7 +487,7 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
   }
   // The requantization in units of the output's scale (qspmm.h): the constants folded in
   // double, rounded once to float.
-  const int32_t zx = quant->input.zero_point, x_bias = k->x_xor ? 128 : 0;
+  const int32_t zx = quant->input.zero_point, x_bias = k->x_bias;
   const double sy = quant->output.scale;
   c->corr.resize(size_t(p.out_channels));
   c->scale.resize(size_t(p.out_channels));
@@ -405,7 +500,10 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
       return fail(SPE_ERR_INVALID_ARGUMENT, "output channel " + std::to_string(o) + ": input scale x weight scale (or bias) " +
                                                 "over the output scale overflows float; the output scale is too small");
   }
-  c->pad_byte = uint8_t(zx ^ k->x_xor);
+  c->pad_byte = uint8_t(zx);
+  c->in_layout = quant->input_layout;
+  c->out_layout = quant->output_layout;
+  c->pad_row.assign(kQMaxTilePixels, uint8_t(quant->output.zero_point));
   c->epi = QEpilogue{c->corr.data(), c->scale.data(), c->bias.data(),
                      float(double(quant->residual.scale) / sy), quant->residual.zero_point,
                      float(6.0 / sy), quant->output.zero_point, int(act)};

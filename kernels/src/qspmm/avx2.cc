@@ -13,7 +13,7 @@ namespace {
 
 struct QAvx2 {
   static constexpr QVariant kVariant = QVariant::avx2;
-  static constexpr int kPix = 8, kWBytes = 8, kXor = 0;
+  static constexpr int kPix = 8, kWBytes = 8, kXBias = 0;
   struct acc {
     __m256i lo, hi;  // pixels 0..3 and 4..7: (channels 0+1, channels 2+3) per pixel
   };
@@ -24,6 +24,11 @@ struct QAvx2 {
   static in load(const uint8_t* p) {
     return {_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
             _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)))};
+  }
+  static in load_part(const uint8_t* p, int n) {
+    alignas(32) uint8_t t[32] = {};
+    std::memcpy(t, p, size_t(4 * n));
+    return load(t);
   }
   static wt weight(const int8_t* w, int r) {
     long long q;

@@ -10,13 +10,14 @@ namespace {
 
 struct QAvx512Vnni {
   static constexpr QVariant kVariant = QVariant::avx512vnni;
-  static constexpr int kPix = 16, kWBytes = 4, kXor = 0;
+  static constexpr int kPix = 16, kWBytes = 4, kXBias = 0;
   using acc = __m512i;
   using in = __m512i;
   using wt = __m512i;
   using ivec = __m512i;
   static acc acc_zero() { return _mm512_setzero_si512(); }
   static in load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static in load_part(const uint8_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
   static wt weight(const int8_t* w, int r) {
     int32_t q;
     __builtin_memcpy(&q, w + 4 * r, 4);

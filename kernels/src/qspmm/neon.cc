@@ -15,7 +15,6 @@ struct QNeon : QNeonCommon {
   using in = int8x16_t;
   using wt = int8x8_t;
   static acc acc_zero() { return {vdupq_n_s32(0), vdupq_n_s32(0)}; }
-  static in load(const uint8_t* p) { return vld1q_s8(reinterpret_cast<const int8_t*>(p)); }
   static wt weight(const int8_t* w, int r) {
     int32_t q;
     std::memcpy(&q, w + 4 * r, 4);

@@ -1,6 +1,6 @@
-// What the two NEON int8 variants share (neon.cc, neondot.cc): the planes hold s8 (u8 ^ 0x80,
-// i.e. v - 128, as smull and sdot multiply signed bytes), the s32 sums' loads and stores, and
-// the requantization. Only those two translation units include this.
+// What the two NEON int8 variants share (neon.cc, neondot.cc): the u8 planes loaded as s8
+// (v ^ 0x80 = v - 128: smull and sdot multiply signed bytes; x_bias 128), the s32 sums' loads and
+// stores, and the requantization. Only those two translation units include this.
 #ifndef SPE_QSPMM_QNEON_H_
 #define SPE_QSPMM_QNEON_H_
 
@@ -18,8 +18,16 @@ namespace spe {
 namespace {
 
 struct QNeonCommon {
-  static constexpr int kPix = 4, kWBytes = 4, kXor = 0x80;
+  static constexpr int kPix = 4, kWBytes = 4, kXBias = 128;
   using ivec = int32x4_t;
+  static int8x16_t load(const uint8_t* p) {
+    return vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80)));
+  }
+  static int8x16_t load_part(const uint8_t* p, int n) {
+    uint8_t t[16] = {};
+    std::memcpy(t, p, size_t(4 * n));
+    return load(t);
+  }
   static ivec load_acc(const int32_t* p, int n) {
     if (n == kPix) return vld1q_s32(p);
     int32_t t[kPix] = {};

@@ -1,7 +1,7 @@
 // Internal interface of the int8 SpMM microkernel family (the kernels: qspmm_list.h).
 //
 // Activations are u8 with a per-tensor zero point, weights s8 per output channel (symmetric,
-// [-127, 127]), sums s32. The layer (conv/qconv.cc) lays its input out as "quad planes": the
+// [-127, 127]), sums s32. The layer (conv/qconv.cc) lays its input out as "quad planes" (u8): the
 // phase planes of spe.h's method with 4 consecutive input channels interleaved, one 32-bit word
 // per (quad, pixel); an entry is a column quad (quad q at kernel tap k) and holds, per row of
 // its group, the 4 weights of those channels. A microkernel computes one tile, R rows x NV
@@ -92,7 +92,8 @@ struct QEpilogue {
 };
 
 struct QTileArgs {
-  const uint8_t* x;       // quad planes at pixel p0: word i is bytes [4 i, 4 i + 4)
+  const uint8_t* x;       // quad planes at pixel p0: word i is bytes [4 i, 4 i + 4); a partial
+                          // tile reads no word past its last pixel (x may be the caller's)
   const int32_t* off;     // per-entry offset, in words
   const int8_t* w;        // per entry, `rows` weight quads of the variant's w_bytes each
   int64_t n_entries;
@@ -116,7 +117,8 @@ using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, i
 struct QSpmmKernels {
   const char* variant;
   int width;    // pixels per vector
-  int x_xor;    // the planes hold each u8 v as v ^ x_xor (0x80: s8 v - 128, for sdot / smull)
+  int x_bias;   // the kernels sum (x - x_bias) * w: 128 where they flip the u8 planes' top bit
+                // as they load them (x ^ 0x80 = x - 128 as s8, for sdot / smull), else 0
   int w_bytes;  // bytes per weight quad: 4 (s8) or 8 (s16, for vpmaddwd)
   QEpiRowFn epi_row;
   int nv[kQMaxGroupRows];

@@ -1,10 +1,9 @@
 // The int8 SpMM microkernel body, written once over an int8 traits type Q (defined in each
 // variant's translation unit, compiled with its flags), and the variant's table from the list.
 //
-// Q: kVariant, kPix (pixels a vector), kWBytes (bytes per weight quad), kXor (the planes' byte
-// encoding, qspmm.h); acc, acc_zero(); in, load(p) (kPix words from p; the layer's quad planes
-// always have a vector of slack, so a tile's last vector loads whole and only its stores are
-// partial); wt, weight(w, r) (row r's quad of an entry); madd(acc&, in, wt); ivec,
+// Q: kVariant, kPix (pixels a vector), kWBytes (bytes per weight quad), kXBias (qspmm.h's
+// x_bias); acc, acc_zero(); in, load(p) (kPix words from p), load_part(p, n) (n < kPix words,
+// touching none past them: the planes may be the caller's own buffer); wt, weight(w, r) (row r's quad of an entry); madd(acc&, in, wt); ivec,
 // finish(acc) (kPix s32 sums), load_acc(p, n) / store_acc(p, v, n) (n <= kPix of them), and
 // requant_store(y, sums, res, n, epilogue, o): qspmm.h's requantization of n pixels.
 #ifndef SPE_QSPMM_QTILE_TEMPLATE_H_
@@ -26,6 +25,7 @@ void qspmm_tile(const QTileArgs& a) {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = Q::acc_zero();
+  const int last = kPartial ? a.npix - (NV - 1) * P : P;  // pixels of the last vector
   const uint8_t* x = a.x;
   const int32_t* off = a.off;
   const int8_t* w = a.w;
@@ -38,7 +38,9 @@ void qspmm_tile(const QTileArgs& a) {
     }
     typename Q::in xv[NV];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) xv[v] = Q::load(xp + v * P * 4);
+    for (int v = 0; v < NV; ++v)
+      xv[v] = kPartial && v == NV - 1 && last < P ? Q::load_part(xp + v * P * 4, last)
+                                                 : Q::load(xp + v * P * 4);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const typename Q::wt wr = Q::weight(w, r);
@@ -47,7 +49,6 @@ void qspmm_tile(const QTileArgs& a) {
     }
     w += R * Q::kWBytes;
   }
-  const int last = kPartial ? a.npix - (NV - 1) * P : P;
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16
@@ -102,7 +103,7 @@ const QSpmmKernels* qspmm_table_of(const char* name) {
     QSpmmKernels t{};
     t.variant = name;
     t.width = Q::kPix;
-    t.x_xor = Q::kXor;
+    t.x_bias = Q::kXBias;
     t.w_bytes = Q::kWBytes;
     t.epi_row = &qepi_row<Q>;
     for_each_index([&](auto i) { qfill_listed<Q, decltype(i)::value>(t); },

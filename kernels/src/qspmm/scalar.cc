@@ -66,7 +66,7 @@ const QSpmmKernels* qspmm_table<QVariant::scalar>() {
     QSpmmKernels t{};
     t.variant = "scalar";
     t.width = 1;
-    t.x_xor = 0;
+    t.x_bias = 0;
     t.w_bytes = 4;
     t.epi_row = &qscalar_epi_row;
     for_each_index([&](auto i) { qfill_scalar<decltype(i)::value>(t); },
