@@ -14,8 +14,9 @@ class KernelInfo(TypedDict):
     """One listed kernel (an entry of list_kernels())."""
 
     name: str        # the tile, then "__", then the ISA: f32_spmm_4x96__avx512
-    family: str      # "f32_spmm", "f32_dwconv", "f32_invres", "f32_gemm" or "f32_conv"
+    family: str      # "f32_spmm", "f32_dwconv", "f32_invres", "f32_gemm", "f32_conv" or "qs8_spmm"
     isa: str         # "scalar", "avx2", "avx512", "neon"
+    variant: str     # the ISA variant the name ends with: isa, or (int8) "avx512vnni", "neondot"
     tile: dict[str, int]  # f32_spmm, f32_gemm, f32_conv: rows, pixels; f32_dwconv, f32_invres:
                           # kernel, stride;
                           # {} if generic

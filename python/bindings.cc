@@ -391,9 +391,10 @@ constexpr const char* kListKernelsDoc =
     "Every kernel the library lists (kernels/src/<family>/<family>_list.h), family by family "
     "in list order, as dicts: name (the tile, then '__', then the ISA: f32_spmm_4x96__avx512, "
     "f32_dwconv_3x3s2__neon, f32_dwconv_generic__scalar), family ('f32_spmm', 'f32_dwconv', "
-    "'f32_invres', 'f32_gemm', 'f32_conv'), isa, tile (f32_spmm, f32_gemm, f32_conv: rows, "
-    "pixels; f32_dwconv, f32_invres: kernel, stride; {} for a generic kernel) and available "
-    "(this build and CPU can run it).";
+    "'f32_invres', 'f32_gemm', 'f32_conv', 'qs8_spmm'), isa (the instruction set), variant "
+    "(the ISA variant the name ends with: the isa, or for int8 avx512vnni / neondot), tile "
+    "(f32_spmm, f32_gemm, f32_conv, qs8_spmm: rows, pixels; f32_dwconv, f32_invres: kernel, "
+    "stride; {} for a generic kernel) and available (this build and CPU can run it).";
 
 py::list list_kernels() {
   py::list out;
@@ -403,8 +404,9 @@ py::list list_kernels() {
     d["name"] = k.name;
     d["family"] = k.family;
     d["isa"] = spe::isa_name(k.isa);
+    d["variant"] = spe::kernel_variant(k);
     d["tile"] = tile;
-    d["available"] = spe_isa_available(spe::isa_name(k.isa)) != 0;
+    d["available"] = spe::kernel_available(k);
     out.append(d);
   }
   return out;

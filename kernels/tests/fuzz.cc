@@ -1,5 +1,5 @@
 // Randomized geometry fuzz of every kernel family (the SpMM conv and linear, depthwise, max
-// pooling, the fused block, the packed dense conv) against the plain references of
+// pooling, the fused block, the packed dense conv, the int8 conv) against the plain references of
 // test_support.h, through the public C API. Built normally or, with -DSPE_SANITIZE=ON, under
 // AddressSanitizer and UBSan (tests/kernels/test_fuzz_sanitized.py runs it so in CI).
 //
@@ -35,6 +35,7 @@
 
 #include "isa/isa.h"  // kernels/src: the ISA list
 #include "spe/spe.h"
+#include "qconv_support.h"
 #include "test_support.h"
 
 #if defined(SPE_FUZZ_SANITIZED)
@@ -563,6 +564,111 @@ std::string fuzz_invres(Ctx& c) {
   return compare(y.data(), ref, std::max(cin, ce) + k * k, cout, ho, wo);
 }
 
+// ------------------------------------------------------------------------------ int8 conv
+
+// The int8 conv on a sparse conv's geometry draw: a variant drawn from those this CPU runs
+// (not isa.h's ISAs), zero points anywhere in [0, 255] (0 and 255 often), output scales from
+// fine to coarse, NCHW or NCHW4 on each side, 1..3 threads; invalid quantization parameters
+// and layouts must be refused.
+std::string fuzz_qconv(Ctx& c) {
+  ConvCase k = draw_conv(c, c.rng.chance(0.2));
+  Geom& g = k.g;
+  while (int64_t((g.c + 3) / 4) * 4 * g.kh * g.kw > 65536) g.c = (g.c + 1) / 2;
+  std::vector<const char*> variants;
+  for (const char* v : {"scalar", "avx2", "avx512vnni", "neon", "neondot"}) {
+    spe_conv_params p1 = {1, 4, 1, 1, 1, 1, 0, 0, 1, 1};
+    const int32_t z = 0, one = 1;
+    const int64_t ptr[2] = {0, 0};
+    const float s1 = 1.0f;
+    spe_qconv_quant q1{};
+    q1.input = q1.output = q1.residual = {1.0f, 0};
+    q1.weight_scale = &s1;
+    spe_qconv* probe = nullptr;
+    if (spe_qconv_create(&p1, 1, &z, &one, ptr, nullptr, nullptr, &q1, SPE_ACT_NONE, v, &probe) == SPE_OK)
+      variants.push_back(v);
+    spe_qconv_destroy(probe);
+  }
+  const char* variant = variants[size_t(c.rng.below(int(variants.size())))];
+  const int threads = c.rng.range(1, 3);
+  auto zero = [&] { return c.rng.chance(0.3) ? pick(c, {0, 255, 128}) : c.rng.range(0, 255); };
+  spe_qconv_quant q{};
+  q.input = {float(0.001 + 0.05 * c.rng.uniform()), zero()};
+  q.output = {float(pick(c, {1, 10, 100}) * (0.001 + 0.05 * c.rng.uniform())), zero()};
+  q.residual = {float(0.001 + 0.05 * c.rng.uniform()), zero()};
+  q.input_layout = c.rng.below(2);
+  q.output_layout = c.rng.below(2);
+  c.describe(conv_desc(k, variant, threads) + fmt(" zx=%d zy=%d zr=%d sy=%g layouts=%d%d", q.input.zero_point,
+                                                   q.output.zero_point, q.residual.zero_point, q.output.scale,
+                                                   q.input_layout, q.output_layout));
+  spe_set_num_threads(threads);
+  const QLayer L = make_qlayer(QShape{g.o, g.c, g.kh, g.kw, k.rows, k.sparsity, k.mask == 0, k.bias}, c.rng);
+  q.weight_scale = L.wscale.data();
+  q.bias = k.bias ? L.bias.data() : nullptr;
+  const spe_conv_params p = {g.o, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw};
+  if (c.rng.chance(0.08)) {  // one broken piece: refused, nothing made
+    spe_qconv_quant bad = q;
+    int act = k.act;
+    switch (c.rng.below(6)) {
+      case 0: bad.input.scale = pick(c, {0, -1}) * 1.0f; break;
+      case 1: bad.output.zero_point = pick(c, {-1, 256, kI32Max}); break;
+      case 2: bad.output.scale = std::numeric_limits<float>::quiet_NaN(); break;
+      case 3: bad.output_layout = pick(c, {2, -1}); break;
+      case 4: act = pick(c, {SPE_ACT_HARDSWISH, SPE_ACT_GELU, 1000}); break;
+      default: bad.output.scale = 1e-38f; bad.input.scale = 1e30f; break;  // folded scale overflows
+    }
+    spe_qconv* out = nullptr;
+    const spe_status st = spe_qconv_create(&p, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
+                                           L.quad.data(), L.values.data(), &bad, spe_activation(act), variant, &out);
+    std::string err = want_error(st, "int8 create with a broken parameter");
+    if (out) spe_qconv_destroy(out);
+    return err;
+  }
+  spe_qconv* conv = nullptr;
+  if (spe_qconv_create(&p, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(), L.quad.data(),
+                       L.values.data(), &q, spe_activation(k.act), variant, &conv) != SPE_OK)
+    return fmt("create failed: %s", spe_last_error());
+  struct Free {
+    spe_qconv* c;
+    ~Free() { spe_qconv_destroy(c); }
+  } free_conv{conv};
+  const int64_t ho = out_dim(k.h, g.ph, g.dh, g.kh, g.sh), wo = out_dim(k.w, g.pw, g.dw, g.kw, g.sw);
+  if (ho <= 0 || wo <= 0) {
+    uint8_t dummy[4] = {};
+    return want_error(spe_qconv_run(conv, dummy, k.n, k.h, k.w, nullptr, dummy), "input smaller than the kernel");
+  }
+  const int64_t in_px = int64_t(k.h) * k.w, out_px = ho * wo;
+  std::vector<uint8_t> x(size_t(k.n) * g.c * in_px), res(size_t(k.n) * g.o * out_px);
+  for (auto& v : x) v = uint8_t(c.rng.next() >> 24);
+  for (auto& v : res) v = uint8_t(c.rng.next() >> 24);
+  const std::vector<uint8_t> xl = q.input_layout ? to_quads(x.data(), k.n, g.c, in_px, 31) : x;
+  const std::vector<uint8_t> rl = q.output_layout ? to_quads(res.data(), k.n, g.o, out_px, 0) : res;
+  const size_t yn = q.output_layout ? size_t(k.n) * ((g.o + 3) / 4) * out_px * 4 : res.size();
+  std::vector<uint8_t> y(yn + 64, 0xA5);
+  const spe_status st = spe_qconv_run(conv, xl.data(), k.n, k.h, k.w, k.residual ? rl.data() : nullptr, y.data());
+  if (st != SPE_OK) return fmt("run returned %d: %s", int(st), spe_last_error());
+  for (size_t i = yn; i < y.size(); ++i)
+    if (y[i] != 0xA5) return "wrote past the output";
+  const std::vector<uint8_t> ref = ref_qconv(g, L, q, k.act, x.data(), k.n, k.h, k.w, k.residual ? res.data() : nullptr);
+  for (size_t at = 0; at < ref.size(); ++at) {
+    const int64_t i = int64_t(at % out_px);
+    const int o = int(at / out_px % g.o), b = int(at / (out_px * g.o));
+    const uint8_t got = q.output_layout ? y[((size_t(b) * ((g.o + 3) / 4) + o / 4) * out_px + i) * 4 + o % 4] : y[at];
+    if (got != ref[at]) return fmt("y[n=%d,o=%d,pixel=%lld] = %d, reference %d", b, o, (long long)i, got, ref[at]);
+  }
+  if (c.rng.chance(0.1)) {  // two threads in the layer at once (one gets a private workspace), and
+    std::vector<uint8_t> y2(yn), y3(yn);  // another thread count: the same bytes
+    spe_set_num_threads(threads == 1 ? 3 : 1);
+    spe_status s2 = SPE_OK;
+    std::thread t([&] { s2 = spe_qconv_run(conv, xl.data(), k.n, k.h, k.w, k.residual ? rl.data() : nullptr, y2.data()); });
+    const spe_status s3 = spe_qconv_run(conv, xl.data(), k.n, k.h, k.w, k.residual ? rl.data() : nullptr, y3.data());
+    t.join();
+    spe_set_num_threads(threads);
+    if (s2 != SPE_OK || s3 != SPE_OK || std::memcmp(y2.data(), y.data(), yn) || std::memcmp(y3.data(), y.data(), yn))
+      return "concurrent runs / another thread count differ";
+  }
+  return "";
+}
+
 // ------------------------------------------------------------------------------ the families
 
 struct Family {
@@ -576,6 +682,7 @@ const Family kFamilies[] = {
     {"max_pool", fuzz_max_pool},
     {"invres", fuzz_invres},
     {"dense_conv", fuzz_dense_conv},
+    {"qconv", fuzz_qconv},
 };
 
 uint64_t case_seed(uint64_t seed, uint64_t i) {  // splitmix64 of (seed, case)

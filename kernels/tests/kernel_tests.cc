@@ -249,7 +249,8 @@ const FamilySweep kFamilySweeps[] = {{"f32_spmm", spmm_kernel_sweep},
                                      {"f32_dwconv", dwconv_kernel_sweep},
                                      {"f32_invres", invres_kernel_sweep},
                                      {"f32_gemm", dense_kernel_sweep},
-                                     {"f32_conv", conv_kernel_sweep}};
+                                     {"f32_conv", conv_kernel_sweep},
+                                     {"qs8_spmm", qconv_kernel_sweep}};
 
 // Every listed kernel of the tested ISAs through its family's sweep; returns the case count.
 size_t listed_kernel_sweeps(const std::vector<std::string>& isas, bool quick) {

@@ -21,9 +21,11 @@
 #include <string>
 #include <vector>
 
-#include "qspmm/qspmm.h"  // kernels/src: the int8 kernel list
+#include "common/kernel_list.h"  // kernels/src: the catalog
+#include "qspmm/qspmm.h"  // kernels/src: the int8 variants
 #include "runner.h"
 #include "spe/spe.h"
+#include "qconv_support.h"
 #include "test_support.h"
 
 namespace spe_test {
@@ -63,86 +65,9 @@ struct QCase {
   const char* kernel = nullptr;  // the listed kernel the layer must pick
 };
 
-// NCHW (n, c, hw) -> NCHW4 (n, ceil(c / 4), hw, 4), the channels past c set to fill.
-std::vector<uint8_t> to_quads(const uint8_t* a, int n, int c, int64_t hw, uint8_t fill) {
-  const int q = (c + 3) / 4;
-  std::vector<uint8_t> out(size_t(n) * q * hw * 4, fill);
-  for (int b = 0; b < n; ++b)
-    for (int ch = 0; ch < c; ++ch)
-      for (int64_t i = 0; i < hw; ++i)
-        out[((size_t(b) * q + ch / 4) * hw + i) * 4 + ch % 4] = a[(size_t(b) * c + ch) * hw + i];
-  return out;
-}
-
-struct QLayer {
-  std::vector<int8_t> w;  // dense (O, C, k, k)
-  std::vector<float> wscale, bias;
-  std::vector<int32_t> row0, rows, quad;
-  std::vector<int64_t> ptr;
-  std::vector<int8_t> values;
-};
-
-QLayer make_layer(const QCase& t, Lcg& rng) {
-  QLayer L;
-  const int K = t.k * t.k, Q = (t.c + 3) / 4;
-  L.w.assign(size_t(t.o) * t.c * K, 0);
-  for (int o0 = 0; o0 < t.o;) {  // groups, and the mask in (group x quad x tap) blocks
-    const int r = std::min(t.o - o0, t.rows ? t.rows : rng.range(1, 8));
-    L.row0.push_back(o0);
-    L.rows.push_back(r);
-    for (int q = 0; q < Q; ++q)
-      for (int kk = 0; kk < K; ++kk) {
-        const bool keep_block = !t.blocks || !rng.chance(t.sparsity);
-        for (int rr = 0; rr < r; ++rr)
-          for (int ch = 4 * q; ch < std::min(4 * q + 4, t.c); ++ch) {
-            const bool keep = t.blocks ? keep_block : !rng.chance(t.sparsity);
-            const int v = rng.range(-128, 127);
-            L.w[(size_t(o0 + rr) * t.c + ch) * K + kk] = keep ? int8_t(v) : 0;
-          }
-      }
-    o0 += r;
-  }
-  L.ptr.push_back(0);
-  for (size_t g = 0; g < L.row0.size(); ++g) {
-    for (int q = 0; q < Q; ++q)
-      for (int kk = 0; kk < K; ++kk) {
-        bool any = false;
-        for (int rr = 0; rr < L.rows[g]; ++rr)
-          for (int ch = 4 * q; ch < std::min(4 * q + 4, t.c); ++ch)
-            any |= L.w[(size_t(L.row0[g] + rr) * t.c + ch) * K + kk] != 0;
-        if (!any) continue;
-        L.quad.push_back(q * K + kk);
-        for (int rr = 0; rr < L.rows[g]; ++rr)
-          for (int j = 0; j < 4; ++j) {
-            const int ch = 4 * q + j;
-            L.values.push_back(ch < t.c ? L.w[(size_t(L.row0[g] + rr) * t.c + ch) * K + kk] : 0);
-          }
-      }
-    L.ptr.push_back(int64_t(L.quad.size()));
-  }
-  for (int o = 0; o < t.o; ++o) {
-    L.wscale.push_back(float(0.001 + 0.02 * rng.uniform()));
-    L.bias.push_back(t.bias ? rng.sym(2.0f) : 0.0f);
-  }
-  return L;
-}
-
-// spe.h's requantization, in units of the output scale (constants folded in double).
-uint8_t requant_ref(int64_t a, double sxw, float bias, const uint8_t* r, const spe_qconv_quant& q,
-                    int act) {
-  const double sy = q.output.scale;
-  float v = std::fma(float(a), float(sxw / sy), float(bias / sy));
-  if (r) v = std::fma(float(int(*r) - q.residual.zero_point), float(q.residual.scale / sy), v);
-  if (act == SPE_ACT_RELU || act == SPE_ACT_RELU6) v = std::max(v, 0.0f);
-  if (act == SPE_ACT_RELU6) v = std::min(v, float(6.0 / sy));
-  v = std::min(v, 512.0f);
-  const long qv = (v < -2147483648.0f ? long(INT32_MIN) : std::lrint(v)) + q.output.zero_point;
-  return uint8_t(std::min<long>(std::max<long>(qv, 0), 255));
-}
-
 std::string run_case(const QCase& t, const char* variant) {
   Lcg rng(seed_of(t.name));
-  const QLayer L = make_layer(t, rng);
+  const QLayer L = make_qlayer(QShape{t.o, t.c, t.k, t.k, t.rows, t.sparsity, t.blocks, t.bias}, rng);
   const spe_conv_params prm = {t.o, t.c, t.k, t.k, t.s, t.s, t.p, t.p, t.d, t.d};
   spe_qconv_quant q{};
   q.input = {0.02f, t.zx};
@@ -159,7 +84,6 @@ std::string run_case(const QCase& t, const char* variant) {
   std::string err;
   if (t.kernel && std::strcmp(spe_qconv_kernel_name(conv), t.kernel) != 0)
     err = fmt("picked %s, not %s", spe_qconv_kernel_name(conv), t.kernel);
-  const int K = t.k * t.k;
   for (int pass = 0; pass < (t.resize ? 2 : 1) && err.empty(); ++pass) {
     const int h = t.h + 3 * pass, w = t.w + 2 * pass;
     int32_t ho = 0, wo = 0;
@@ -200,24 +124,14 @@ std::string run_case(const QCase& t, const char* variant) {
         for (int64_t i = 0; i < opx && err.empty(); ++i)
           if (y.data()[((size_t(n) * ((t.o + 3) / 4) + o / 4) * opx + i) * 4 + o % 4] != uint8_t(t.zy))
             err = fmt("NCHW4 pad channel %d at pixel %lld is not the zero point", o, (long long)i);
-    for (size_t at = 0; at < out_n && err.empty(); ++at) {
-      const int ox = int(at % wo), oy = int(at / wo % ho), o = int(at / (size_t(wo) * ho) % t.o);
-      const int n = int(at / (size_t(wo) * ho * t.o));
-      int64_t a = 0;
-      for (int ch = 0; ch < t.c; ++ch)
-        for (int ky = 0; ky < t.k; ++ky)
-          for (int kx = 0; kx < t.k; ++kx) {
-            const int iy = oy * t.s - t.p + ky * t.d, ix = ox * t.s - t.p + kx * t.d;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-            const int xv = xs[((size_t(n) * t.c + ch) * h + iy) * w + ix];
-            a += int64_t(xv - t.zx) * L.w[(size_t(o) * t.c + ch) * K + ky * t.k + kx];
-          }
-      const uint8_t want = requant_ref(a, double(q.input.scale) * L.wscale[o], t.bias ? L.bias[o] : 0.0f,
-                                       rp ? rs.data() + at : nullptr, q, t.act);
-      if (got[at] != want)
-        err = fmt("y[n=%d,o=%d,y=%d,x=%d] = %d, reference %d (sum %lld)", n, o, oy, ox,
-                  got[at], want, (long long)a);
-    }
+    const Geom g{t.o, t.c, t.k, t.k, t.s, t.s, t.p, t.p, t.d, t.d};
+    const std::vector<uint8_t> want = ref_qconv(g, L, q, t.act, xs.data(), t.batch, h, w, rp ? rs.data() : nullptr);
+    for (size_t at = 0; at < out_n && err.empty(); ++at)
+      if (got[at] != want[at]) {
+        const int ox = int(at % wo), oy = int(at / wo % ho), o = int(at / (size_t(wo) * ho) % t.o);
+        err = fmt("y[n=%d,o=%d,y=%d,x=%d] = %d, reference %d", int(at / (size_t(wo) * ho * t.o)), o, oy, ox,
+                  got[at], want[at]);
+      }
   }
   spe_set_num_threads(1);
   spe_qconv_destroy(conv);
@@ -259,25 +173,37 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
   QCase z;
   z.sparsity = 1.0, z.name = fmt("qconv-%s-empty", kt->variant), z.act = SPE_ACT_RELU6;
   cs.push_back(z);
-  // every listed kernel: 1x1, one group height, pixels on and around multiples of its tile
-  for (int r = 1; r <= spe::kQMaxGroupRows; ++r) {
-    const int tile = kt->nv[r - 1] * kt->width;
-    for (int px : {tile, tile + 1, 2 * tile - 1, tile - kt->width + 1, 3 * tile + kt->width}) {
-      if (px < 1) continue;
-      QCase t;
-      t.k = 1, t.s = 1, t.p = 0, t.o = r * 2, t.c = 4 * (1 + r % 3) + (r % 2), t.rows = r;
-      t.h = 1, t.w = px, t.sparsity = 0.3, t.residual = r % 2 == 0, t.act = r % 3;
-      t.kernel = kt->name[r - 1];
-      t.in_layout = px % 2 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;  // in place: the last tile's loads
-      t.out_layout = px % 3 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
-      t.name = fmt("%s-px%d-%s%s", kt->name[r - 1], px, t.in_layout ? "q" : "n", t.out_layout ? "q" : "n");
-      cs.push_back(t);
-    }
-  }
   return cs;
 }
 
 }  // namespace
+
+// One listed int8 kernel (kernel_tests.cc's listed sweeps): 1x1 layers of its group height,
+// pixel counts on and around multiples of its tile (every tail), NCHW and NCHW4 (an NCHW4 input
+// read in place at the end of a guarded buffer); the layer must pick that kernel. 0 cases if
+// this CPU does not run its variant.
+size_t qconv_kernel_sweep(const spe::KernelInfo& info, bool quick) {
+  spe::QVariant v;
+  if (!spe::kernel_available(info) || !spe::parse_qvariant(info.variant, &v)) return 0;
+  const spe::QSpmmKernels* kt = spe::qspmm_kernels(v);
+  const int r = tile_param(info, "rows"), tile = tile_param(info, "pixels");
+  size_t n = 0;
+  for (int px : {tile, tile + 1, 2 * tile - 1, tile - kt->width + 1, 3 * tile + kt->width}) {
+    if (px < 1 || (quick && px == 3 * tile + kt->width)) continue;
+    QCase t;
+    t.k = 1, t.s = 1, t.p = 0, t.o = r * 2, t.c = 4 * (1 + r % 3) + (r % 2), t.rows = r;
+    t.h = 1, t.w = px, t.sparsity = 0.3, t.residual = r % 2 == 0, t.act = r % 3;
+    t.kernel = info.name;
+    t.in_layout = px % 2 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+    t.out_layout = px % 3 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+    t.name = fmt("%s-px%d-%s%s", info.name, px, t.in_layout ? "q" : "n", t.out_layout ? "q" : "n");
+    set_current(t.name);
+    const std::string err = run_case(t, kt->variant);
+    record(err.empty(), t.name, err);
+    ++n;
+  }
+  return n;
+}
 
 size_t qconv_sweep(bool quick) {
   size_t n = 0;

@@ -200,6 +200,7 @@ size_t invres_kernel_sweep(const spe::KernelInfo& k, bool quick);
 size_t dense_isa_sweep(const std::string& isa, bool quick);
 // qconv_sweep.cc: every int8 variant this CPU runs (they are not isa.h's ISAs).
 size_t qconv_sweep(bool quick);
+size_t qconv_kernel_sweep(const spe::KernelInfo& k, bool quick);
 size_t dense_kernel_sweep(const spe::KernelInfo& k, bool quick);
 size_t conv_kernel_sweep(const spe::KernelInfo& k, bool quick);
 void dense_error_cases();

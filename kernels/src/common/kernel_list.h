@@ -17,12 +17,17 @@ struct KernelParam {
 };
 
 struct KernelInfo {
-  const char* name;    // f32_spmm_4x96__avx512: the tile, then `__`, then the ISA
-  const char* family;  // "f32_spmm", "f32_dwconv", "f32_gemm", "f32_conv"
-  Isa isa;
+  const char* name;    // f32_spmm_4x96__avx512: the tile, then `__`, then the variant
+  const char* family;  // "f32_spmm", "f32_dwconv", "f32_gemm", "f32_conv", "qs8_spmm"
+  Isa isa;             // the instruction set (the int8 variants avx512vnni / neondot: avx512 / neon)
   int n_params;        // the tile parameters; none for a generic kernel
   KernelParam params[2];
+  const char* variant = nullptr;  // the ISA variant its name ends with; null: isa_name(isa)
 };
+
+// info's variant name ("avx512", "avx512vnni"), and whether this build and CPU run it.
+const char* kernel_variant(const KernelInfo& info);
+bool kernel_available(const KernelInfo& info);
 
 // Every listed kernel, family by family in list order (whether or not this build or CPU can run
 // it: isa_runs(info.isa) says that).
