@@ -147,9 +147,85 @@ class QConv {
   bool has_residual_qparams_ = false;
 };
 
+using f32a = py::array_t<float, py::array::c_style>;
+
+// (N, C, H, W) for nchw; (N, ceil(C / 4), H, W, 4) for nchw4, C given (the shape holds 4Q).
+std::vector<py::ssize_t> u8_shape(int layout, int n, int c, int h, int w) {
+  if (layout == SPE_QLAYOUT_NCHW4) return {n, (c + 3) / 4, h, w, 4};
+  return {n, c, h, w};
+}
+
+void check_u8(const u8& x, int layout, int c, const char* what) {
+  const bool q4 = layout == SPE_QLAYOUT_NCHW4;
+  if (x.ndim() != (q4 ? 5 : 4) || (q4 && (x.shape(4) != 4 || x.shape(1) != (c + 3) / 4)) || (!q4 && x.shape(1) != c))
+    throw std::invalid_argument(std::string(what) + ": x must be " +
+                                (q4 ? "(N, ceil(C / 4), H, W, 4)" : "(N, C, H, W)") + " uint8 with C = " +
+                                std::to_string(c));
+}
+
+u8 quantize(f32a x, float scale, int zero_point, const std::string& layout) {
+  if (x.ndim() != 4) throw std::invalid_argument("quantize: x must be (N, C, H, W) float32");
+  const int l = parse_layout(layout);
+  const int n = dim32(x, 0, "x"), c = dim32(x, 1, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+  u8 y(u8_shape(l, n, c, h, w));
+  const float* xp = x.data();
+  uint8_t* yp = y.mutable_data();
+  spe_status s;
+  {
+    py::gil_scoped_release nogil;
+    s = spe_quantize(xp, n, c, h, w, spe_qparams{scale, zero_point}, l, yp);
+  }
+  check(s);
+  return y;
+}
+
+py::array_t<float> dequantize(u8 x, int channels, float scale, int zero_point, const std::string& layout) {
+  const int l = parse_layout(layout);
+  check_u8(x, l, channels, "dequantize");
+  const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+  py::array_t<float> y({n, channels, h, w});
+  const uint8_t* xp = x.data();
+  float* yp = y.mutable_data();
+  spe_status s;
+  {
+    py::gil_scoped_release nogil;
+    s = spe_dequantize(xp, n, channels, h, w, spe_qparams{scale, zero_point}, l, yp);
+  }
+  check(s);
+  return y;
+}
+
+u8 max_pool2d_u8(u8 x, int channels, std::pair<int, int> k, std::pair<int, int> s, std::pair<int, int> p,
+                 const std::string& layout) {
+  const int l = parse_layout(layout);
+  check_u8(x, l, channels, "max_pool2d_u8");
+  const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+  int32_t ho = 0, wo = 0;
+  check(spe_max_pool2d_output_size(h, w, k.first, k.second, s.first, s.second, p.first, p.second, &ho, &wo));
+  u8 y(u8_shape(l, n, channels, ho, wo));
+  const uint8_t* xp = x.data();
+  uint8_t* yp = y.mutable_data();
+  spe_status st;
+  {
+    py::gil_scoped_release nogil;
+    st = spe_max_pool2d_u8(xp, n, channels, h, w, k.first, k.second, s.first, s.second, p.first,
+                           p.second, l, yp);
+  }
+  check(st);
+  return y;
+}
+
 }  // namespace
 
 void bind_qconv(py::module_& m) {
+  m.def("quantize", &quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"),
+        py::arg("layout") = "nchw",
+        "float32 (N, C, H, W) -> uint8 in the layout: clamp(round(x / scale) + zero_point).");
+  m.def("dequantize", &dequantize, py::arg("x"), py::arg("channels"), py::arg("scale"),
+        py::arg("zero_point"), py::arg("layout") = "nchw", "uint8 -> float32 (N, C, H, W).");
+  m.def("max_pool2d_u8", &max_pool2d_u8, py::arg("x"), py::arg("channels"), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"), py::arg("layout") = "nchw",
+        "max pooling of uint8 codes (torch's max_pool2d rules), layout kept.");
   py::class_<QConv>(m, "QConv",
                     "An int8 conv / linear layer: u8 activations, s8 weights in column quads, "
                     "requantized to u8 (see kernels/include/spe/spe.h, 'int8 conv').")

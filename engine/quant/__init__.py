@@ -7,6 +7,7 @@
     cal = engine.quant.calibrate(model, batches) # every tensor of a model, BN folded (calibrate.py)
     sim = engine.quant.simulate(model, cal)      # the model as int8 will compute it (simulate.py)
     layer = engine.quant.qconv_of(conv, cal.layer(name))  # that layer on the int8 kernels (native.py)
+    qm = engine.quant.lower_int8(model, cal)     # the whole model on the int8 kernels (lower.py)
 
 Conventions (those of the int8 kernels and of XNNPACK / TFLite, so peers quantized by ONNX
 Runtime, OpenVINO or ExecuTorch compare like for like):
@@ -22,8 +23,9 @@ from .fake import fake_quant, quantize, dequantize
 from .calibrate import Calibration, LayerQuant, calibrate
 from .simulate import QuantSim, simulate
 from .native import int8_weight, qconv_of
+from .lower import lower_int8
 
 __all__ = ["ACT_U8", "Calibration", "DEFAULT", "LayerQuant", "QuantSim", "calibrate", "simulate", "MSEObserver", "MinMaxObserver", "Observer",
            "PercentileObserver", "QParams", "QRange", "WEIGHT_S8", "choose_qparams",
-           "dequantize", "fake_quant", "int8_weight", "observer", "qconv_of", "quantize",
+           "dequantize", "fake_quant", "int8_weight", "lower_int8", "observer", "qconv_of", "quantize",
            "weight_qparams"]

@@ -70,7 +70,7 @@ class _Observing(fx.Interpreter):
         return out
 
 
-def _only_user(n: fx.Node) -> Optional[fx.Node]:
+def only_user(n: fx.Node) -> Optional[fx.Node]:
     users = list(n.users)
     return users[0] if len(users) == 1 else None
 
@@ -80,13 +80,13 @@ def fused_chain(n: fx.Node, modules: dict) -> tuple:
     starts: n, then a BatchNorm2d that is its only user (convs), then a fusable activation that
     is the previous node's only user."""
     nodes, bn, act = [n], None, None
-    nxt = _only_user(n)
+    nxt = only_user(n)
     if nxt is not None and nxt.op == "call_module" and \
             isinstance(modules.get(nxt.target), nn.BatchNorm2d) and \
             isinstance(modules[n.target], nn.Conv2d):
         nodes.append(nxt)
         bn = nxt.target
-        nxt = _only_user(nxt)
+        nxt = only_user(nxt)
     if nxt is not None and act_of(nxt, modules) is not None:
         nodes.append(nxt)
         act = act_of(nxt, modules)
@@ -101,6 +101,15 @@ def traced_copy(model: nn.Module, what: str) -> fx.GraphModule:
     except Exception as e:  # torch.fx raises many types; name the cause
         raise CaptureError(f"{what}: torch.fx.symbolic_trace failed on "
                            f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+
+
+def check_calibrated(gm: fx.GraphModule, cal: "Calibration", what: str) -> None:
+    """Every layer the calibration has must be one this traced model calls."""
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    missing = sorted(set(cal.layers) - called)
+    if missing:
+        raise ConfigError(f"{what}: the calibration has layers this model does not call: "
+                          f"{', '.join(missing[:5])} (calibrate this model)")
 
 
 def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,

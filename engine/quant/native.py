@@ -37,9 +37,10 @@ def _per_tensor(qp: QParams, what: str, name: str) -> tuple:
 
 
 def qconv_of(module: nn.Module, lq: LayerQuant, *, rows: int = 4, isa: str = "auto",
-             residual: Optional[QParams] = None) -> QuantConv:
+             residual: Optional[QParams] = None, input_layout: str = "nchw",
+             output_layout: str = "nchw") -> QuantConv:
     """The int8 kernel layer of a calibrated nn.Conv2d (groups 1) or nn.Linear; residual: the
-    QParams of a u8 tensor the layer adds before its activation."""
+    QParams of a u8 tensor the layer adds before its activation; layouts "nchw" or "nchw4"."""
     name = lq.name
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
@@ -58,4 +59,5 @@ def qconv_of(module: nn.Module, lq: LayerQuant, *, rows: int = 4, isa: str = "au
     res = None if residual is None else _per_tensor(residual, "residual", name)
     return QuantConv(wq, ws, bias, input=_per_tensor(lq.input, "input", name),
                      output=_per_tensor(lq.output, "output", name), residual=res,
-                     act=lq.act or "none", rows=rows, isa=isa, name=name, **geom)
+                     act=lq.act or "none", rows=rows, isa=isa, name=name,
+                     input_layout=input_layout, output_layout=output_layout, **geom)

@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from ..errors import CaptureError, ConfigError
 from ..lowering.host import fold_bn
-from .calibrate import Calibration, LayerQuant, fused_chain, traced_copy
+from .calibrate import Calibration, LayerQuant, check_calibrated, fused_chain, traced_copy
 from .fake import fake_quant
 from .observers import weight_qparams
 
@@ -66,14 +66,15 @@ class QuantSim(nn.Module):
         return fake_quant(y, self.lq.output)
 
 
-def _check_matches(lq: LayerQuant, mod: nn.Module, bn, act, modules: dict) -> None:
+def check_matches(lq: LayerQuant, mod: nn.Module, bn, act, modules: dict,
+                  what: str = "simulate") -> None:
     """The calibration must be of this model: a calibration carries its own folded weights,
     and running them in another model's place would be silently wrong."""
     w, b = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
     if bn is not None:
         w, b = fold_bn(w, b, modules[bn])
     if (bn, act) != (lq.bn, lq.act) or w.shape != lq.weight.shape or not torch.equal(w, lq.weight):
-        raise ConfigError(f"simulate: the calibration of layer {lq.name!r} (weight "
+        raise ConfigError(f"{what}: the calibration of layer {lq.name!r} (weight "
                           f"{tuple(lq.weight.shape)}, BN {lq.bn}, activation {lq.act}) does not "
                           f"match this model's (weight {tuple(w.shape)}, BN {bn}, activation "
                           f"{act}): calibrate this model")
@@ -84,15 +85,12 @@ def simulate(model: nn.Module, cal: Calibration, trainable: bool = False) -> fx.
     trainable=True for quantization-aware training (QuantSim), in train mode."""
     gm = traced_copy(model, "simulate")
     modules = dict(gm.named_modules())
-    missing = sorted(set(cal.layers) - {n.target for n in gm.graph.nodes if n.op == "call_module"})
-    if missing:
-        raise ConfigError(f"simulate: the calibration has layers this model does not call: "
-                          f"{', '.join(missing[:5])} (calibrate this model)")
+    check_calibrated(gm, cal, "simulate")
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or node.target not in cal.layers:
             continue
         chain, bn, act = fused_chain(node, modules)
-        _check_matches(cal.layers[node.target], modules[node.target], bn, act, modules)
+        check_matches(cal.layers[node.target], modules[node.target], bn, act, modules)
         sim_name = node.target.replace(".", "_") + "_int8"
         gm.add_submodule(sim_name, QuantSim(cal.layers[node.target], modules[node.target],
                                             trainable))

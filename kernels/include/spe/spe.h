@@ -273,6 +273,20 @@ SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */
 SPE_API const char* spe_qconv_kernel_name(const spe_qconv* conv);
 SPE_API void spe_qconv_destroy(spe_qconv* conv);
 
+/* ---- int8 glue (kernels/src/conv/qglue.cc): u8 tensors in NCHW or NCHW4 (layout) ----
+ * quantize: y = clamp(round_half_even(x * float(1 / q.scale)) + q.zero_point, 0, 255) (an NCHW4
+ * y's channels past c at the zero point); x must be finite (SPE_ERR_INVALID_ARGUMENT names the
+ * first element that is not). dequantize: y = float(x - zero_point) * scale (the first c
+ * channels). max pool: spe_max_pool2d's geometry and rules on u8 codes (any one scale and zero
+ * point: quantization is monotone). Parallel over (image, channel or quad). */
+SPE_API spe_status spe_quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                                spe_qparams q, int32_t layout, uint8_t* y);
+SPE_API spe_status spe_dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                                  spe_qparams q, int32_t layout, float* y);
+SPE_API spe_status spe_max_pool2d_u8(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                                     int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
+                                     int32_t pw, int32_t layout, uint8_t* y);
+
 /* Max pooling, NCHW float32, dilation 1, floor mode, padding never wins, NaN propagates: torch's
  * max_pool2d, with torch's validation: kernel > 0, stride > 0, 0 <= padding <= kernel / 2,
  * n >= 0, c > 0, h > 0, w > 0, and an output of at least 1x1 with

@@ -1,0 +1,219 @@
+"""A calibrated model lowered onto the int8 kernels on this machine (host).
+
+    cal = engine.quant.calibrate(model, batches)
+    qm = engine.quant.lower_int8(model, cal)          # an fx.GraphModule: qm(x) -> float logits
+    print(qm.int8_report)                              # which layers run int8, which stay fp32, why
+
+Every conv (groups 1) the calibration covers runs as an int8 kernel layer (QConv2d) with its
+BatchNorm folded and its activation (ReLU / ReLU6) fused; a residual add that follows a conv
+chain without an activation (ResNet's conv3 -> bn3 -> + identity -> ReLU) is fused into that
+conv's store with the ReLU after it, so the sum is requantized once, at the ReLU's calibrated
+range. Max pooling of an int8 tensor stays int8. Between int8 layers the tensors stay uint8 in
+the kernels' NCHW4 layout; a Quantize goes in where a float tensor enters an int8 layer (its
+calibrated QParams) and a Dequantize where an int8 tensor meets anything else, which runs in
+fp32 as in the model: layers the kernels have no int8 form for (depthwise and grouped convs,
+linear layers, activations they cannot fuse) and the layers named in fp32_layers (by default
+the model's last conv / linear layer, the classifier: its quantization costs the most accuracy
+for the least time). The report lists each layer with its domain and, for fp32, the reason.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional
+
+import torch
+from torch import fx, nn
+
+from ..errors import ConfigError
+from ..lowering.host import act_of
+from ..runtime.qmodules import Dequantize, QConv2d, QMaxPool2d, Quantize
+from .calibrate import Calibration, check_calibrated, fused_chain, only_user, traced_copy
+from .native import qconv_of
+from .qparams import QParams
+from .simulate import check_matches
+
+_INT8_ACTS = (None, "relu", "relu6")
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+@dataclass
+class _Value:
+    node: fx.Node                  # in the new graph
+    qp: Optional[QParams] = None   # None: float32; else uint8 NCHW4 with these QParams
+    channels: int = 0
+
+
+def _is_add(n: fx.Node) -> bool:
+    return ((n.op == "call_function" and n.target in _ADDS) or
+            (n.op == "call_method" and n.target in ("add", "add_"))) and len(n.args) == 2 and \
+        all(isinstance(a, fx.Node) for a in n.args) and not n.kwargs
+
+
+def _last_layer(gm: fx.GraphModule, modules: dict) -> Optional[str]:
+    last = None
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and isinstance(modules.get(n.target), (nn.Conv2d, nn.Linear)):
+            last = n.target
+    return last
+
+
+class _Lowering:
+    def __init__(self, gm: fx.GraphModule, cal: Calibration, rows: int, isa: str,
+                 fp32: set):
+        self.gm, self.cal, self.rows, self.isa, self.fp32 = gm, cal, rows, isa, fp32
+        self.modules = dict(gm.named_modules())
+        self.graph = fx.Graph()
+        self.env: dict = {}
+        self.casts: dict = {}       # (old node, "f" or "q") -> _Value
+        self.skip: set = set()
+        self.report: dict = {}
+
+    # -- domains
+    def as_float(self, old: fx.Node) -> fx.Node:
+        v = self.env[old]
+        if v.qp is None:
+            return v.node
+        if (old, "f") not in self.casts:
+            name = self._add(f"{old.name}_dequant",
+                             Dequantize(v.channels, float(v.qp.scale), int(v.qp.zero_point),
+                                        f"dequantize {old.name}"))
+            self.casts[(old, "f")] = _Value(self.graph.call_module(name, (v.node,)))
+        return self.casts[(old, "f")].node
+
+    def as_u8(self, old: fx.Node, channels: int) -> fx.Node:
+        v = self.env[old]
+        if v.qp is not None:
+            return v.node
+        if (old, "q") not in self.casts:
+            qp = self.cal.tensors.get(old.name)
+            if qp is None:
+                raise ConfigError(f"lower_int8: the calibration never saw tensor {old.name!r} "
+                                  f"(calibrate this model)")
+            name = self._add(f"{old.name}_quant", Quantize(float(qp.scale), int(qp.zero_point),
+                                                           f"quantize {old.name}"))
+            self.casts[(old, "q")] = _Value(self.graph.call_module(name, (v.node,)), qp, channels)
+        return self.casts[(old, "q")].node
+
+    def _add(self, base: str, module: nn.Module) -> str:
+        name = base.replace(".", "_")
+        while hasattr(self.gm, name):
+            name += "_"
+        self.gm.add_submodule(name, module)
+        return name
+
+    # -- nodes
+    def int8_conv(self, n: fx.Node) -> Optional[str]:
+        """None if n starts a conv chain the int8 kernels run, else why it stays fp32."""
+        mod = self.modules[n.target]
+        if n.target in self.fp32:
+            return "kept fp32 (fp32_layers: the classifier by default)"
+        if not isinstance(mod, nn.Conv2d):
+            return "linear layers run fp32 (no int8 lowering yet)"
+        if mod.groups != 1:
+            return f"grouped / depthwise conv (groups={mod.groups}): no int8 kernel yet"
+        if n.target not in self.cal.layers:
+            return "not calibrated"
+        if self.cal.layers[n.target].act not in _INT8_ACTS:
+            return f"activation {self.cal.layers[n.target].act} is not fused by the int8 kernels"
+        return None
+
+    def conv(self, n: fx.Node) -> None:
+        chain, bn, act = fused_chain(n, self.modules)
+        lq, mod = self.cal.layers[n.target], self.modules[n.target]
+        check_matches(lq, mod, bn, act, self.modules, "lower_int8")
+        self.skip.update(chain)
+        add = only_user(chain[-1])
+        if act is None and add is not None and _is_add(add) and add not in self.pending and \
+                add.args[0] is not add.args[1]:
+            # fused into the add: emitted there (the other operand may come later in the graph)
+            self.pending[add] = (n, chain, lq, mod)
+            return
+        self._emit_conv(n, lq, mod, None, chain[-1], lq.output, act)
+
+    def _emit_conv(self, n: fx.Node, lq, mod: nn.Conv2d, res: Optional[_Value], out: fx.Node,
+                   out_qp: QParams, act: Optional[str]) -> None:
+        x = self.as_u8(n.args[0], mod.in_channels)
+        # the codes arriving may carry another tensor's QParams (a max pool keeps its input's)
+        x_qp = self.env[n.args[0]].qp or self.casts[(n.args[0], "q")].qp
+        layer = qconv_of(mod, replace(lq, input=x_qp, output=out_qp, act=act), rows=self.rows,
+                         isa=self.isa, residual=None if res is None else res.qp,
+                         input_layout="nchw4", output_layout="nchw4")
+        name = self._add(f"{n.target}_int8", QConv2d(layer))
+        args = (x,) + (() if res is None else (res.node,))
+        self.env[out] = _Value(self.graph.call_module(name, args), out_qp, mod.out_channels)
+        self.report[n.target] = "int8" + (" (residual add fused)" if res is not None else "")
+
+    def add_node(self, n: fx.Node) -> bool:
+        """The add a conv chain was deferred to: conv + residual (+ ReLU) as one int8 layer."""
+        if n not in self.pending:
+            return False
+        conv, chain, lq, mod = self.pending.pop(n)
+        other = n.args[1] if n.args[0] is chain[-1] else n.args[0]
+        self.as_u8(other, mod.out_channels)
+        res = self.env[other] if self.env[other].qp is not None else self.casts[(other, "q")]
+        relu = only_user(n)
+        act = act_of(relu, self.modules) if relu is not None else None
+        if act in ("relu", "relu6"):
+            out = relu
+            self.skip.add(relu)
+        else:
+            out, act = n, None
+        if out.name not in self.cal.tensors:
+            raise ConfigError(f"lower_int8: the calibration never saw tensor {out.name!r}")
+        self._emit_conv(conv, lq, mod, res, out, self.cal.tensors[out.name], act)
+        return True
+
+    def maxpool(self, n: fx.Node) -> bool:
+        mod = self.modules[n.target]
+        v = self.env.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+        if v is None or v.qp is None or mod.dilation not in (1, (1, 1)) or mod.ceil_mode or \
+                mod.return_indices:
+            return False
+        name = self._add(f"{n.target}_int8", QMaxPool2d(v.channels, mod.kernel_size, mod.stride,
+                                                        mod.padding, n.target))
+        self.env[n] = _Value(self.graph.call_module(name, (v.node,)), v.qp, v.channels)
+        return True
+
+    def run(self) -> fx.GraphModule:
+        self.pending: dict = {}
+        for n in self.gm.graph.nodes:
+            if n in self.skip:
+                continue
+            if n.op == "placeholder":
+                self.env[n] = _Value(self.graph.placeholder(n.target))
+                continue
+            if n.op == "call_module" and isinstance(self.modules.get(n.target), (nn.Conv2d, nn.Linear)):
+                why = self.int8_conv(n)
+                if why is None:
+                    self.conv(n)
+                    continue
+                self.report[n.target] = f"fp32: {why}"
+            elif _is_add(n) and self.add_node(n):
+                continue
+            elif n.op == "call_module" and isinstance(self.modules.get(n.target), nn.MaxPool2d) \
+                    and self.maxpool(n):
+                continue
+            if n.op == "output":
+                self.graph.output(fx.map_arg(n.args[0], self.as_float))
+                continue
+            new = self.graph.node_copy(n, self.as_float)
+            self.env[n] = _Value(new)
+        gm = fx.GraphModule(self.gm, self.graph)
+        gm.int8_report = dict(self.report)
+        return gm.eval()
+
+
+def lower_int8(model: nn.Module, cal: Calibration, *, rows: int = 4, isa: str = "auto",
+               fp32_layers: Optional[Iterable[str]] = None) -> fx.GraphModule:
+    """The model on the int8 kernels (see the module doc); fp32_layers: conv / linear layers to
+    keep in fp32 (None: the last one, the classifier)."""
+    gm = traced_copy(model, "lower_int8")
+    modules = dict(gm.named_modules())
+    check_calibrated(gm, cal, "lower_int8")
+    fp32 = set(fp32_layers) if fp32_layers is not None else {_last_layer(gm, modules)}
+    unknown = sorted(f for f in fp32 if f is not None and f not in modules)
+    if unknown:
+        raise ConfigError(f"lower_int8: fp32_layers names no layer of this model: {unknown}")
+    with torch.no_grad():
+        return _Lowering(gm, cal, rows, isa, fp32).run()

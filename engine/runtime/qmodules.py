@@ -1,0 +1,93 @@
+"""torch modules over the int8 kernels: what an int8-lowered model (engine.quant.lower_int8) is
+made of. Between them flow uint8 tensors in the kernels' NCHW4 layout, (N, ceil(C / 4), H, W, 4),
+4 channels a 32-bit word: no relayout between int8 layers; Quantize and Dequantize are the only
+places a tensor changes domain.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from . import native
+from .qconv import QuantConv
+
+
+def _u8(t: torch.Tensor, what: str) -> np.ndarray:
+    if t.dtype != torch.uint8:
+        raise ConfigError(f"{what}: expects a uint8 tensor (NCHW4), got {t.dtype}")
+    return t.detach().contiguous().numpy()
+
+
+class Quantize(nn.Module):
+    """float32 (N, C, H, W) -> uint8 NCHW4 with (scale, zero_point)."""
+
+    def __init__(self, scale: float, zero_point: int, name: str = "quantize"):
+        super().__init__()
+        self.scale, self.zero_point, self.name = float(scale), int(zero_point), name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.detach().to(torch.float32).contiguous().numpy()
+        try:
+            return torch.from_numpy(native.lib().quantize(a, self.scale, self.zero_point, "nchw4"))
+        except ValueError as e:
+            raise ConfigError(f"{self.name}: {e}") from e
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}, zero_point={self.zero_point}"
+
+
+class Dequantize(nn.Module):
+    """uint8 NCHW4 -> float32 (N, channels, H, W)."""
+
+    def __init__(self, channels: int, scale: float, zero_point: int, name: str = "dequantize"):
+        super().__init__()
+        self.channels, self.scale, self.zero_point, self.name = int(channels), float(scale), \
+            int(zero_point), name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = native.lib().dequantize(_u8(x, self.name), self.channels, self.scale,
+                                    self.zero_point, "nchw4")
+        return torch.from_numpy(y)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, scale={self.scale:.6g}, zero_point={self.zero_point}"
+
+
+class QConv2d(nn.Module):
+    """An int8 conv / linear layer (QuantConv, NCHW4 in and out), residual optional."""
+
+    def __init__(self, layer: QuantConv):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        r = None if residual is None else _u8(residual, self.layer.name)
+        return torch.from_numpy(self.layer.run(_u8(x, self.layer.name), r))
+
+    def extra_repr(self) -> str:
+        p = self.layer.packed
+        return (f"{p.in_channels}, {p.out_channels}, kernel={p.kernel}, "
+                f"kernel_name={self.layer.kernel_name}, nnz={self.layer.nnz}")
+
+
+class QMaxPool2d(nn.Module):
+    """Max pooling of uint8 NCHW4 codes (torch's max_pool2d rules; the codes' qparams kept)."""
+
+    def __init__(self, channels: int, kernel, stride, padding, name: str = "maxpool"):
+        super().__init__()
+        pair = lambda v: (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+        self.channels, self.kernel, self.stride, self.padding = int(channels), pair(kernel), \
+            pair(stride), pair(padding)
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            y = native.lib().max_pool2d_u8(_u8(x, self.name), self.channels, self.kernel,
+                                           self.stride, self.padding, "nchw4")
+        except ValueError as e:
+            raise ConfigError(f"{self.name}: {e}") from e
+        return torch.from_numpy(y)

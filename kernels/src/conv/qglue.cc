@@ -1,0 +1,241 @@
+// The int8 graph's glue (spe.h, "int8 glue"): float <-> u8 at its edges, max pooling inside.
+// u8 tensors in NCHW or NCHW4 (4 channels a 32-bit word); parallel over (image, channel quad).
+//
+// quantize: q = clamp(round_half_even(x * float(1 / scale)) + zero_point, 0, 255), as
+// engine.quant.quantize (torch.round) computes it: the multiply by the float reciprocal, then
+// the float-to-int conversion in the default rounding mode (nearest even: cvtps2dq, fcvtns).
+// A NaN quantizes to the zero point's side of nothing: it is refused up front (a model's input
+// with a NaN has no int8 value).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif  // (interleave.h includes them too)
+
+#include "../common/error.h"
+#include "../common/threadpool.h"
+#include "interleave.h"
+#include "spe/spe.h"
+
+using spe::fail;
+
+namespace spe {
+namespace {
+
+spe_status check_tensor(const void* x, const void* y, int32_t n, int32_t c, int32_t h, int32_t w,
+                        int32_t layout, const char* what) {
+  if (!x || !y) return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": null x/y");
+  if (n < 0 || c <= 0 || h <= 0 || w <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": n >= 0 and c, h, w > 0 needed (got " +
+                                              std::to_string(n) + ", " + std::to_string(c) + ", " +
+                                              std::to_string(h) + ", " + std::to_string(w) + ")");
+  if (layout != SPE_QLAYOUT_NCHW && layout != SPE_QLAYOUT_NCHW4)
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": unknown layout " + std::to_string(layout));
+  if (int64_t(h) * w > (int64_t(1) << 40) / std::max(1, c))
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": tensor too large");
+  return SPE_OK;
+}
+
+spe_status check_q(const spe_qparams& q, const char* what) {
+  if (!(std::isfinite(q.scale) && q.scale > 0.0f && std::isfinite(1.0f / q.scale)))
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": scale must be finite and > 0");
+  if (q.zero_point < 0 || q.zero_point > 255)
+    return fail(SPE_ERR_INVALID_ARGUMENT, std::string(what) + ": zero point must be in [0, 255]");
+  return SPE_OK;
+}
+
+// d[k] = clamp(rne(s[k] * inv) + zp, 0, 255) for n floats; s finite, |s * inv| may be huge
+// (clamped before the conversion, which would give INT_MIN past 2^31).
+void quantize_row(const float* s, uint8_t* d, int64_t n, float inv, int32_t zp) {
+  int64_t k = 0;
+#if defined(__SSE2__)
+  const __m128 vi = _mm_set1_ps(inv), lo = _mm_set1_ps(-512.0f), hi = _mm_set1_ps(512.0f);
+  const __m128i z = _mm_set1_epi32(zp);
+  for (; k + 16 <= n; k += 16) {
+    __m128i q[4];
+    for (int v = 0; v < 4; ++v) {
+      const __m128 f = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(s + k + 4 * v), vi), lo), hi);
+      q[v] = _mm_add_epi32(_mm_cvtps_epi32(f), z);
+    }
+    const __m128i a = _mm_packs_epi32(q[0], q[1]), b = _mm_packs_epi32(q[2], q[3]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + k), _mm_packus_epi16(a, b));
+  }
+#elif defined(__aarch64__)
+  const float32x4_t lo = vdupq_n_f32(-512.0f), hi = vdupq_n_f32(512.0f);
+  const int32x4_t z = vdupq_n_s32(zp);
+  for (; k + 8 <= n; k += 8) {
+    int16x4_t h[2];
+    for (int v = 0; v < 2; ++v) {
+      const float32x4_t f = vminq_f32(vmaxq_f32(vmulq_n_f32(vld1q_f32(s + k + 4 * v), inv), lo), hi);
+      h[v] = vqmovn_s32(vaddq_s32(vcvtnq_s32_f32(f), z));
+    }
+    vst1_u8(d + k, vqmovun_s16(vcombine_s16(h[0], h[1])));
+  }
+#endif
+  for (; k < n; ++k) {
+    const float f = std::min(std::max(s[k] * inv, -512.0f), 512.0f);
+    d[k] = uint8_t(std::min(std::max(int32_t(std::nearbyint(f)) + zp, 0), 255));
+  }
+}
+
+// The image's quad (b, q) of an NCHW4 tensor, or its channel (b, ch) of an NCHW one: work items.
+template <class F>
+void per_plane(int32_t n, int32_t c, int32_t layout, F f) {
+  const int64_t per = layout == SPE_QLAYOUT_NCHW4 ? (c + 3) / 4 : c;
+  ThreadPool::global().parallel_for(int64_t(n) * per, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i / per, i % per);
+  });
+}
+
+spe_status quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w, spe_qparams q,
+                    int32_t layout, uint8_t* y) {
+  if (spe_status st = check_tensor(x, y, n, c, h, w, layout, "spe_quantize"); st != SPE_OK) return st;
+  if (spe_status st = check_q(q, "spe_quantize"); st != SPE_OK) return st;
+  const int64_t hw = int64_t(h) * w, total = int64_t(n) * c * hw;
+  for (int64_t i = 0; i < total; ++i)
+    if (!std::isfinite(x[i]))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "spe_quantize: x[" + std::to_string(i) + "] is not finite");
+  const float inv = 1.0f / q.scale;
+  const int32_t zp = q.zero_point, C4 = (c + 3) / 4;
+  if (layout == SPE_QLAYOUT_NCHW) {
+    per_plane(n, c, layout, [&](int64_t b, int64_t p) {
+      quantize_row(x + (b * c + p) * hw, y + (b * c + p) * hw, hw, inv, zp);
+    });
+    return SPE_OK;
+  }
+  // NCHW4: one item per (image, quad, image row), so a 3-channel input (one quad) still splits
+  ThreadPool::global().parallel_for(int64_t(n) * C4 * h, 1, [&](int64_t ib, int64_t ie) {
+    const int64_t W = w;
+    std::vector<uint8_t> rows(size_t(4 * W));
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / (int64_t(C4) * h), qd = it / h % C4, r = it % h;
+      std::fill(rows.begin(), rows.end(), uint8_t(zp));  // channels past c: the zero point
+      for (int t = 0; t < 4 && 4 * qd + t < c; ++t)
+        quantize_row(x + ((b * c + 4 * qd + t) * h + r) * W, rows.data() + t * W, W, inv, zp);
+      const uint8_t* rw = rows.data();
+      interleave4(rw, rw + W, rw + 2 * W, rw + 3 * W, y + ((b * C4 + qd) * h + r) * W * 4, W);
+    }
+  });
+  return SPE_OK;
+}
+
+spe_status dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w, spe_qparams q,
+                      int32_t layout, float* y) {
+  if (spe_status st = check_tensor(x, y, n, c, h, w, layout, "spe_dequantize"); st != SPE_OK) return st;
+  if (spe_status st = check_q(q, "spe_dequantize"); st != SPE_OK) return st;
+  const int64_t hw = int64_t(h) * w;
+  const int32_t C4 = (c + 3) / 4;
+  float table[256];  // (v - zp) * scale, as engine.quant.dequantize computes it
+  for (int v = 0; v < 256; ++v) table[v] = float(v - q.zero_point) * q.scale;
+  per_plane(n, c, layout, [&](int64_t b, int64_t p) {
+    if (layout == SPE_QLAYOUT_NCHW) {
+      const uint8_t* s = x + (b * c + p) * hw;
+      float* d = y + (b * c + p) * hw;
+      for (int64_t i = 0; i < hw; ++i) d[i] = table[s[i]];
+      return;
+    }
+    const uint8_t* s = x + (b * C4 + p) * hw * 4;
+    const int64_t m = hw;
+    for (int t = 0; t < 4 && 4 * p + t < c; ++t) {
+      float* d = y + (b * c + 4 * p + t) * m;
+      for (int64_t i = 0; i < m; ++i) d[i] = table[s[4 * i + t]];
+    }
+  });
+  return SPE_OK;
+}
+
+// Max pooling of u8 (any one scale and zero point: quantization is monotone, so the max of the
+// codes is the code of the max). Padding never wins (it is skipped, as torch's -inf).
+spe_status max_pool_u8(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w, int32_t kh,
+                       int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw, int32_t layout,
+                       uint8_t* y) {
+  if (spe_status st = check_tensor(x, y, n, c, h, w, layout, "spe_max_pool2d_u8"); st != SPE_OK) return st;
+  int32_t ho = 0, wo = 0;
+  if (spe_status st = spe_max_pool2d_output_size(h, w, kh, kw, sh, sw, ph, pw, &ho, &wo); st != SPE_OK)
+    return st;
+  const int64_t hw = int64_t(h) * w, ohw = int64_t(ho) * wo;
+  const int L = layout == SPE_QLAYOUT_NCHW4 ? 4 : 1;  // bytes a pixel
+  const int32_t planes = layout == SPE_QLAYOUT_NCHW4 ? (c + 3) / 4 : c;
+  // Per output row: the max over its kernel rows (byte-wise over whole rows: vectorised), into a
+  // row with pw zero pixels on the left (0 never wins a max of u8; torch's padding never does
+  // either), split into its sw column phases; output pixel j is then the max over kx of phase
+  // kx % sw at pixel j + kx / sw: contiguous runs, byte-wise again.
+  const int64_t need = int64_t(wo - 1) * sw + kw;        // padded row pixels the windows read
+  const int64_t per_phase = (need + sw - 1) / sw;
+  per_plane(n, c, layout, [&](int64_t b, int64_t p) {
+    const uint8_t* src = x + (b * planes + p) * hw * L;
+    uint8_t* dst = y + (b * planes + p) * ohw * L;
+    std::vector<uint8_t> row(size_t(per_phase * sw * L), 0), phases(size_t(per_phase * sw * L), 0);
+    // locals, not the lambda's captures: a byte store may alias any of those (u8 aliases
+    // everything), which made the compiler reload them every byte and not vectorise
+    const int64_t in_px = std::min<int64_t>(w, need - pw), row_bytes = in_px * L;
+    const int64_t n_out = int64_t(wo) * L, pp = per_phase;
+    const int sw_ = sw, kw_ = kw, L_ = L;
+    for (int oy = 0; oy < ho; ++oy) {
+      const int y0 = std::max(0, oy * sh - ph), y1 = std::min(h, oy * sh - ph + kh);
+      uint8_t* r = row.data() + int64_t(pw) * L;
+      std::memcpy(r, src + int64_t(y0) * w * L, size_t(row_bytes));
+      for (int iy = y0 + 1; iy < y1; ++iy) {
+        const uint8_t* s2 = src + int64_t(iy) * w * L;
+        uint8_t* __restrict rr = r;
+        for (int64_t i = 0; i < row_bytes; ++i) rr[i] = std::max(rr[i], s2[i]);
+      }
+      const uint8_t* full = row.data();
+      if (sw > 1) {  // column phases: phase q holds padded pixels q, q + sw, ... (a pixel is
+        full = phases.data();  // a byte or a 32-bit word: no memcpy call a pixel)
+        for (int q = 0; q < sw_; ++q) {
+          uint8_t* ph_q = phases.data() + q * pp * L_;
+          const uint8_t* rw = row.data();
+          if (L_ == 4) {
+            for (int64_t j = 0; j < pp; ++j) {
+              uint32_t v;
+              std::memcpy(&v, rw + (j * sw_ + q) * 4, 4);
+              std::memcpy(ph_q + j * 4, &v, 4);
+            }
+          } else {
+            for (int64_t j = 0; j < pp; ++j) ph_q[j] = rw[j * sw_ + q];
+          }
+        }
+      }
+      uint8_t* o = dst + int64_t(oy) * n_out;
+      std::memcpy(o, full, size_t(n_out));  // kx = 0: phase 0 at j
+      for (int kx = 1; kx < kw_; ++kx) {
+        const uint8_t* t = full + ((kx % sw_) * pp + kx / sw_) * L_;
+        uint8_t* __restrict oo = o;
+        for (int64_t i = 0; i < n_out; ++i) oo[i] = std::max(oo[i], t[i]);
+      }
+    }
+  });
+  return SPE_OK;
+}
+
+}  // namespace
+}  // namespace spe
+
+extern "C" {
+
+spe_status spe_quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w, spe_qparams q,
+                        int32_t layout, uint8_t* y) {
+  return spe::guarded("spe_quantize", [&] { return spe::quantize(x, n, c, h, w, q, layout, y); });
+}
+
+spe_status spe_dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                          spe_qparams q, int32_t layout, float* y) {
+  return spe::guarded("spe_dequantize", [&] { return spe::dequantize(x, n, c, h, w, q, layout, y); });
+}
+
+spe_status spe_max_pool2d_u8(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w,
+                             int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw,
+                             int32_t layout, uint8_t* y) {
+  return spe::guarded("spe_max_pool2d_u8",
+                      [&] { return spe::max_pool_u8(x, n, c, h, w, kh, kw, sh, sw, ph, pw, layout, y); });
+}
+
+}  // extern "C"
