@@ -2,6 +2,7 @@
 
     python -m engine bench recovery [--data digits|mnist5k] [--out DIR]
                                     [--sparsities 0.5,0.7,0.8,0.9] [--methods gradual,admm,lasso]
+                                    [--no-int8]
 
 Data (real, shipped by packages, no download at run time):
   digits    scikit-learn's bundled digits (1797 8x8 images), upsampled to 16x16 so the convs are
@@ -21,8 +22,13 @@ ways to a pruned model, each trained for the same epochs through engine.optimize
   scratch   the uniform (gradual) model's final masks trained from a fresh initialisation
             ("Rethinking the Value of Network Pruning")
 
-Accuracy is measured on the engine's own runtime (opt(x): the sparse kernels that ship), on the
-held-out split. Every training uses Adam with a cosine learning-rate schedule (lr 1e-3; 3e-3
+int8 (issue P9, int8=True): the dense model and each sparsity's uniform gradual model, on the
+int8 kernels (engine.quant.lower_int8: every conv int8, the classifier fp32), after post-training
+quantization (PTQ: calibrated on 20 training batches, the MSE observer) and after quantization-
+aware training that keeps the masks (QAT: engine.train.train_qat, 3 epochs, lr 2e-4, cosine).
+
+Accuracy is measured on the engine's own runtime (opt(x): the sparse kernels that ship; the
+int8 columns: the int8 kernels), on the held-out split. Every training uses Adam with a cosine learning-rate schedule (lr 1e-3; 3e-3
 from scratch). Latency: the dense model in torch, the uniform and the mapper model in the engine
 runtime, batch 1, timed interleaved in one run (engine.runtime.measure.compare).
 
@@ -127,9 +133,24 @@ def _pruned_share(model, layers) -> float:
     return sum(float((getattr(model, n).weight == 0).sum()) for n in layers) / tot
 
 
+def int8_accuracy(model: nn.Module, train, val, qat_epochs: int = 3) -> dict:
+    """Held-out accuracy of `model` on the int8 kernels after PTQ and after QAT (see the module
+    doc)."""
+    from engine.accuracy import accuracy
+    from engine.quant import calibrate, lower_int8
+    from engine.train import TrainConfig, train_qat
+    calib = [x for x, _ in train[:20]]
+    cal = calibrate(model, calib)
+    out = {"ptq": accuracy(lower_int8(model, cal), val)}
+    qat = train_qat(model, cal, train, nn.functional.cross_entropy,
+                    TrainConfig(epochs=qat_epochs, lr=2e-4, lr_schedule="cosine"))
+    out["qat"] = accuracy(lower_int8(qat, calibrate(qat, calib)), val)
+    return out
+
+
 def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
         progress: bool = True, data: str = "digits", methods=METHODS,
-        time_it: bool = True) -> dict:
+        time_it: bool = True, int8: bool = True) -> dict:
     from engine.accuracy import accuracy
     for m in methods:
         if m not in METHODS:
@@ -139,8 +160,9 @@ def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
     net = _train_dense(train, 20, seed)
     dense_acc = accuracy(net, val)
     note(f"  dense: {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)", progress)
+    dense_int8 = int8_accuracy(net, train, val) if int8 else None
     base = dict(train=train, val=val, epochs=epochs, lr=1e-3, prune_epochs=epochs // 2,
-                seed=seed, lr_schedule="cosine", progress=False)
+                seed=seed, lr_schedule="cosine", progress=False, int8=int8)
     rows = []
     bar = Bar("[bench recovery]", len(sparsities), progress, unit="sparsities")
     for s in sparsities:
@@ -153,8 +175,8 @@ def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
              f"(dense {dense_acc:.4f}, {row['seconds']:.0f} s)", progress)
         bar.step(f"s={s:.2f}")
     bar.close()
-    return {"dense": dense_acc, "epochs": epochs, "rows": rows, "methods": list(methods),
-            "data": _DESCRIPTION[data], "dataset": data}
+    return {"dense": dense_acc, "dense_int8": dense_int8, "epochs": epochs, "rows": rows,
+            "methods": list(methods), "data": _DESCRIPTION[data], "dataset": data}
 
 
 _DESCRIPTION = {"digits": "scikit-learn digits, 1400 train / 397 held out, upsampled to 16x16",
@@ -170,16 +192,17 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
     x = val[0][0][:1]
     row = {"sparsity": s, "dense": dense_acc}
     opts = {}
+    tune = {k: v for k, v in base.items() if k != "int8"}
     for m in methods:
         opts[m] = engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=EXCLUDE,
-                                  measure=False, capture=False, finetune=dict(base, method=m))
+                                  measure=False, capture=False, finetune=dict(tune, method=m))
         row[m] = accuracy(opts[m], val)
         row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opts[m].pruned_model, HIDDEN)
     # an accuracy experiment: the native kernels' costs are enough to place the pruning
     # (generated-TIR candidates would add a compile per candidate to a cold profile)
     mopt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
                            exclude=EXCLUDE, measure=False, progress=False, backends="native",
-                           data=(train[:4], train[-8:]), finetune=dict(base, method="gradual"))
+                           data=(train[:4], train[-8:]), finetune=dict(tune, method="gradual"))
     row["mapper"] = accuracy(mopt, val)
     row["mapper_layers"] = {c.layer: f"{c.scheme}"
                             f"{'%dx%d' % tuple(c.block) if c.block else ''}"
@@ -187,6 +210,8 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
     row["mapper_sparsity"] = mopt.sparsity
     row["mapper_sparsity_of_pruned_layers"] = _pruned_share(mopt.pruned_model, HIDDEN)
     ref = opts[methods[0]]
+    if base.get("int8"):
+        row["int8"] = int8_accuracy(ref.pruned_model, train, val)
     row["scratch"] = _scratch_accuracy(net, ref, base)
     row["uniform_sparsity"] = ref.sparsity
     if time_it:
@@ -219,6 +244,9 @@ def table(r: dict) -> str:
     cols = [_LABEL[m] for m in methods] + [_LABEL["mapper"] + " (sparsity reached)",
                                            _LABEL["scratch"], "dense"]
     timed = any("ms" in row for row in r["rows"])
+    q8 = all(row.get("int8") for row in r["rows"])
+    if q8:
+        cols += [f"{_LABEL[methods[0]]} + int8 PTQ", f"{_LABEL[methods[0]]} + int8 QAT"]
     if timed:
         cols.append("speedup vs dense (uniform / mapper)")
     out = ["| sparsity | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -226,11 +254,17 @@ def table(r: dict) -> str:
         cells = [f"{row[m]:.2%}" for m in methods]
         cells.append(f"{row['mapper']:.2%} ({row['mapper_sparsity_of_pruned_layers']:.0%})")
         cells += [f"{row['scratch']:.2%}", f"{row['dense']:.2%}"]
+        if q8:
+            cells += [f"{row['int8']['ptq']:.2%}", f"{row['int8']['qat']:.2%}"]
         if timed:
             ms = row.get("ms")
             cells.append(f"{ms['dense'] / ms['uniform']:.2f}x / {ms['dense'] / ms['mapper']:.2f}x"
                          if ms else "")
         out.append(f"| {row['sparsity']:.0%} | " + " | ".join(cells) + " |")
+    if r.get("dense_int8"):
+        d = r["dense_int8"]
+        out.append(f"\ndense on the int8 kernels: {d['ptq']:.2%} after PTQ, {d['qat']:.2%} after "
+                   f"QAT (fp32 {r['dense']:.2%})")
     return "\n".join(out)
 
 
@@ -268,9 +302,10 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 PTQ / QAT columns")
     a = p.parse_args(argv)
     r = run(tuple(float(v) for v in a.sparsities.split(",")), a.epochs, a.seed, data=a.data,
-            methods=tuple(m for m in a.methods.split(",") if m))
+            methods=tuple(m for m in a.methods.split(",") if m), int8=not a.no_int8)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recovery.json").write_text(json.dumps(r, indent=1))

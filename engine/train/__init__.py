@@ -1,4 +1,5 @@
-"""Pruning-aware training: keep a pruned model as accurate as the dense one (issue P4).
+"""Pruning-aware training: keep a pruned model as accurate as the dense one (issue P4), and
+quantization-aware training that keeps the pruning (train_qat, qat.py; issue P9).
 
     t = engine.train.PruneTrainer(
         model, targets={"layer1.0.conv1": Candidate("block", (4, 1), 0.8), ...},
@@ -23,7 +24,8 @@ from .soft import SoftTrainer
 from .admm import AdmmTrainer
 from .lasso import LassoTrainer
 from .scratch import train_from_scratch
+from .qat import export_qat, train_qat
 
-__all__ = ["PruneTrainer", "Target", "TrainConfig", "cubic_sparsity", "targets_from_plan",
-           "train_from_scratch", "uniform_targets", "GradualTrainer", "SoftTrainer",
+__all__ = ["PruneTrainer", "Target", "TrainConfig", "cubic_sparsity", "export_qat",
+           "targets_from_plan", "train_from_scratch", "train_qat", "uniform_targets", "GradualTrainer", "SoftTrainer",
            "AdmmTrainer", "LassoTrainer"]

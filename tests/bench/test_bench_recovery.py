@@ -14,6 +14,9 @@ def test_recovery_experiment_one_point(tmp_path, monkeypatch):
     assert 0.5 < r["dense"] <= 1.0          # the dense CNN learned digits
     for key in ("gradual", "admm", "mapper", "scratch"):
         assert 0.0 <= row[key] <= 1.0
+    # int8 on the int8 kernels: PTQ of the pruned model, and QAT, within reach of fp32
+    assert set(row["int8"]) == {"ptq", "qat"} and set(r["dense_int8"]) == {"ptq", "qat"}
+    assert row["int8"]["ptq"] > row["gradual"] - 0.1 and row["int8"]["qat"] > row["gradual"] - 0.1
     for m in ("gradual", "admm"):
         assert abs(row[f"{m}_sparsity_of_pruned_layers"] - 0.8) < 0.01
     assert row["mapper_layers"]              # the rule mapper pruned something
@@ -26,6 +29,7 @@ def test_recovery_experiment_one_point(tmp_path, monkeypatch):
     assert svg == (tmp_path / "b.svg").read_text()      # reproducible: no date, fixed ids
     t = recovery.table(r)
     assert "| 80% |" in t and "uniform 4x1, ADMM" in t and "speedup" not in t
+    assert "+ int8 QAT" in t and "dense on the int8 kernels" in t
 
 
 def test_mnist5k_is_the_bundled_real_subset():
