@@ -60,9 +60,11 @@ def _emit_layer(node, importer, func: str, consts: list):
 
 
 def _emit_call(node, importer, func: str, args):
-    shape = tuple(int(d) for d in node.meta["val"].shape)
+    val = node.meta["val"]
+    shape = tuple(int(d) for d in val.shape)
+    dtype = str(val.dtype).replace("torch.", "")
     return importer.block_builder.emit(relax.call_dps_packed(
-        func, args, out_ty=relax.type.TensorType(shape, "float32")))
+        func, args, out_ty=relax.type.TensorType(shape, dtype)))
 
 
 def depthwise_meta(channels: int, kernel, stride, padding, dilation, act: str, has_bias: bool,
@@ -96,8 +98,55 @@ def _pool(node, importer):
     return _emit_call(node, importer, "spe.v1.max_pool2d", relax.Tuple([x, relax.const(meta)]))
 
 
+_LAYOUTS = {"nchw": 0, "nchw4": 1}   # SPE_QLAYOUT_*
+
+
+def _qconv(node, importer):
+    """spe.v1.qconv2d: meta int32[18] (sparse_conv2d's 13, layouts, zero points), the packed
+    int8 arrays, weight scales, bias (or a placeholder), qscale [input, output, residual]."""
+    mod, res_node = ops.lookup(node.args[2]), node.args[1]
+    q, p, g = mod.layer, mod.layer.packed, mod.geometry
+    res = q.residual or (1.0, 0)
+    meta = np.array([p.out_channels, p.in_channels, *p.kernel, *g["stride"], *g["padding"],
+                     *g["dilation"], ACT_CODES[q.act], int(q.bias is not None),
+                     int(res_node is not None), _LAYOUTS[q.input_layout],
+                     _LAYOUTS[q.output_layout], q.input[1], q.output[1], res[1]], np.int32)
+    consts = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
+              if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_quad, p.values,
+              q.weight_scale, q.bias if q.bias is not None else np.zeros(1, np.float32),
+              np.array([q.input[0], q.output[0], res[0]], np.float32)]
+    x = importer.env[node.args[0]]
+    r = importer.env[res_node] if res_node is not None else relax.const(np.zeros(1, np.uint8))
+    return _emit_call(node, importer, "spe.v1.qconv2d",
+                      relax.Tuple([x] + [relax.const(c) for c in consts] + [r]))
+
+
+def _quantize(node, importer):
+    mod = ops.lookup(node.args[1])
+    return _emit_call(node, importer, "spe.v1.quantize", relax.Tuple([
+        importer.env[node.args[0]], relax.const(np.array([mod.zero_point, 1], np.int32)),
+        relax.const(np.array([mod.scale], np.float32))]))
+
+
+def _dequantize(node, importer):
+    mod = ops.lookup(node.args[1])
+    return _emit_call(node, importer, "spe.v1.dequantize", relax.Tuple([
+        importer.env[node.args[0]],
+        relax.const(np.array([mod.channels, mod.zero_point, 1], np.int32)),
+        relax.const(np.array([mod.scale], np.float32))]))
+
+
+def _pool_u8(node, importer):
+    mod = ops.lookup(node.args[1])
+    meta = np.array([*mod.kernel, *mod.stride, *mod.padding, mod.channels, 1], np.int32)
+    return _emit_call(node, importer, "spe.v1.max_pool2d_u8",
+                      relax.Tuple([importer.env[node.args[0]], relax.const(meta)]))
+
+
 CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
-               "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense}
+               "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense,
+               "spe_qconv2d.default": _qconv, "spe_quantize.default": _quantize,
+               "spe_dequantize.default": _dequantize, "spe_max_pool2d_u8.default": _pool_u8}
 
 
 def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):

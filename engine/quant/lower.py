@@ -139,7 +139,8 @@ class _Lowering:
         layer = qconv_of(mod, replace(lq, input=x_qp, output=out_qp, act=act), rows=self.rows,
                          isa=self.isa, residual=None if res is None else res.qp,
                          input_layout="nchw4", output_layout="nchw4")
-        name = self._add(f"{n.target}_int8", QConv2d(layer))
+        name = self._add(f"{n.target}_int8", QConv2d(layer, {
+            k: tuple(getattr(mod, k)) for k in ("stride", "padding", "dilation")}))
         args = (x,) + (() if res is None else (res.node,))
         self.env[out] = _Value(self.graph.call_module(name, args), out_qp, mod.out_channels)
         self.report[n.target] = "int8" + (" (residual add fused)" if res is not None else "")

@@ -99,7 +99,8 @@ class QuantConv:
         packed = pack_quads(wq, rows)
         ws = np.ascontiguousarray(np.asarray(weight_scale, np.float32).reshape(-1))
         b = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
-        self.name, self.packed = name, packed
+        self.name, self.packed, self.weight_scale, self.bias = name, packed, ws, b
+        self.act, self.input_layout, self.output_layout = act, input_layout, output_layout
         self.input, self.output = _qp(input, "input"), _qp(output, "output")
         self.residual = None if residual is None else _qp(residual, "residual")
         try:

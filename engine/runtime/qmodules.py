@@ -1,7 +1,9 @@
 """torch modules over the int8 kernels: what an int8-lowered model (engine.quant.lower_int8) is
 made of. Between them flow uint8 tensors in the kernels' NCHW4 layout, (N, ceil(C / 4), H, W, 4),
 4 channels a 32-bit word: no relayout between int8 layers; Quantize and Dequantize are the only
-places a tensor changes domain.
+places a tensor changes domain. Each forward is one torch custom op (engine.runtime.ops), so
+torch.export captures the model and engine.codegen compiles it into an artifact whose int8
+layers call the same kernels (spe.v1.qconv2d, ...).
 """
 from __future__ import annotations
 
@@ -12,8 +14,14 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import native
+from . import native, ops
 from .qconv import QuantConv
+
+
+def _out_size(h, w, kernel, stride, padding, dilation) -> tuple:
+    """torch's conv / pool output size (floor), for the custom ops' shape functions."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))
 
 
 def _u8(t: torch.Tensor, what: str) -> np.ndarray:
@@ -28,8 +36,12 @@ class Quantize(nn.Module):
     def __init__(self, scale: float, zero_point: int, name: str = "quantize"):
         super().__init__()
         self.scale, self.zero_point, self.name = float(scale), int(zero_point), name
+        self.layer_id = ops.register(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.spe_quantize(x.to(torch.float32), self.layer_id)
+
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         a = x.detach().to(torch.float32).contiguous().numpy()
         try:
             return torch.from_numpy(native.lib().quantize(a, self.scale, self.zero_point, "nchw4"))
@@ -47,8 +59,12 @@ class Dequantize(nn.Module):
         super().__init__()
         self.channels, self.scale, self.zero_point, self.name = int(channels), float(scale), \
             int(zero_point), name
+        self.layer_id = ops.register(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.spe_dequantize(x, self.layer_id)
+
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         y = native.lib().dequantize(_u8(x, self.name), self.channels, self.scale,
                                     self.zero_point, "nchw4")
         return torch.from_numpy(y)
@@ -60,13 +76,22 @@ class Dequantize(nn.Module):
 class QConv2d(nn.Module):
     """An int8 conv / linear layer (QuantConv, NCHW4 in and out), residual optional."""
 
-    def __init__(self, layer: QuantConv):
+    def __init__(self, layer: QuantConv, geometry: dict):
         super().__init__()
         self.layer = layer
+        self.geometry = dict(geometry)   # stride, padding, dilation (pairs)
+        self.layer_id = ops.register(self)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return ops.spe_qconv2d(x, residual, self.layer_id)
+
+    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         r = None if residual is None else _u8(residual, self.layer.name)
         return torch.from_numpy(self.layer.run(_u8(x, self.layer.name), r))
+
+    def output_size(self, h: int, w: int) -> tuple:
+        return _out_size(h, w, self.layer.packed.kernel, self.geometry["stride"],
+                         self.geometry["padding"], self.geometry["dilation"])
 
     def extra_repr(self) -> str:
         p = self.layer.packed
@@ -83,8 +108,15 @@ class QMaxPool2d(nn.Module):
         self.channels, self.kernel, self.stride, self.padding = int(channels), pair(kernel), \
             pair(stride), pair(padding)
         self.name = name
+        self.layer_id = ops.register(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.spe_max_pool2d_u8(x, self.layer_id)
+
+    def output_size(self, h: int, w: int) -> tuple:
+        return _out_size(h, w, self.kernel, self.stride, self.padding, (1, 1))
+
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         try:
             y = native.lib().max_pool2d_u8(_u8(x, self.name), self.channels, self.kernel,
                                            self.stride, self.padding, "nchw4")

@@ -19,6 +19,20 @@
 //       layout of sparse_conv2d's, then the algorithm (0 implicit GEMM, 1 Winograd F(4x4,
 //       3x3)). weight: float32 (O, C, kh, kw). Built once per layer, keyed by the address of
 //       `weight` and checked against a fingerprint as sparse layers are.
+//   spe.v1.qconv2d(x, meta, group_row0, group_rows, group_ptr, entry_quad, values, wscale, bias,
+//                  qscale, residual, y)
+//       An int8 layer (spe_qconv): x, residual and y uint8, NCHW (4-D) or NCHW4 (5-D, (N,
+//       ceil(C/4), H, W, 4)) as meta says. meta: int32[18] = sparse_conv2d's 13, then
+//       input_layout, output_layout (SPE_QLAYOUT_*), input, output and residual zero points.
+//       values int8 (rows x 4 per entry), wscale float32[O], bias float32[O] or a placeholder,
+//       qscale float32[3] = input, output, residual scales. Cached like sparse layers (keyed by
+//       `values`, checked against a fingerprint).
+//   spe.v1.quantize(x, meta, scale, y)      float32 NCHW -> uint8; meta int32[2] = zero point,
+//       layout; scale float32[1].
+//   spe.v1.dequantize(x, meta, scale, y)    uint8 -> float32 NCHW; meta int32[3] = channels,
+//       zero point, layout.
+//   spe.v1.max_pool2d_u8(x, meta, y)        uint8; meta int32[8] = max_pool2d's 6, channels,
+//       layout.
 //   spe.v1.set_num_threads(n) / spe.v1.num_threads(): the threads every layer runs on. The
 //       kernels run on TVM's pool (installed when model.so loads), so these are TVM's.
 //   spe.v1.inverted_block(x, meta, expand[6], dw_weight, dw_bias, project[6], residual, y)
@@ -390,14 +404,27 @@ LayerCache<DenseEntry>& dense_cache() {
 }
 
 // All caches, always in this order (no getter ever holds two).
+struct QConvEntry {
+  spe_qconv* conv = nullptr;
+  std::vector<int64_t> sig;
+};
+using QConvCache = LayerCache<QConvEntry>;
+
+QConvCache& qconv_cache() {
+  static QConvCache* c = new QConvCache();
+  return *c;
+}
+
 void lock_caches_for_fork() {
   cache().mu.lock();
   dw_cache().mu.lock();
   block_cache().mu.lock();
   dense_cache().mu.lock();
+  qconv_cache().mu.lock();
 }
 
 void unlock_caches_after_fork() {
+  qconv_cache().mu.unlock();
   dense_cache().mu.unlock();
   block_cache().mu.unlock();
   dw_cache().mu.unlock();
@@ -539,6 +566,147 @@ void max_pool2d(TensorView x, TensorView meta, TensorView y) {
   ProfileScope prof(meta.data_ptr(), "max_pool2d", nullptr, c, ho, wo);
   const spe_status s = spe_max_pool2d(data<float>(x), n, c, h, w, m[0], m[1], m[2], m[3], m[4],
                                       m[5], mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
+}
+
+// ------------------------------------------------------------------ int8
+
+bool is_u8(const TensorView& t) { return t.dtype().code == kDLUInt && t.dtype().bits == 8; }
+
+// An int8 tensor of `layout` (SPE_QLAYOUT_*) with `channels` channels: (N, C, H, W) or
+// (N, ceil(C / 4), H, W, 4) uint8.
+void check_u8(const TensorView& t, int32_t layout, int64_t channels, const char* what, const char* op) {
+  const bool q4 = layout == SPE_QLAYOUT_NCHW4;
+  if (!is_u8(t) || t.ndim() != (q4 ? 5 : 4) || t.size(1) != (q4 ? (channels + 3) / 4 : channels) ||
+      (q4 && t.size(4) != 4))
+    TVM_FFI_THROW(ValueError) << "spe." << op << ": " << what << " must be uint8 "
+                              << (q4 ? "(N, ceil(C / 4), H, W, 4)" : "(N, C, H, W)") << " with C = " << channels;
+}
+
+spe_qconv* get_qconv(const TensorView& meta, const TensorView& row0, const TensorView& rows,
+                     const TensorView& gptr, const TensorView& quads, const TensorView& values,
+                     const TensorView& wscale, const TensorView& bias, const TensorView& qscale) {
+  constexpr const char* kOp = "qconv2d";
+  for (const TensorView* t : {&row0, &rows, &quads})
+    if (t->dtype().code != kDLInt || t->dtype().bits != 32)
+      TVM_FFI_THROW(ValueError) << "spe.qconv2d: group_row0/group_rows/entry_quad must be int32";
+  if (values.dtype().code != kDLInt || values.dtype().bits != 8)
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: values must be int8";
+  const int32_t* m = data<int32_t>(meta);
+  check_f32(wscale, 1, "wscale");
+  check_f32(qscale, 1, "qscale");
+  if (wscale.numel() != m[0] || qscale.numel() < 3 || (m[11] && bias.numel() != m[0]))
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: wscale / bias must hold O floats, qscale 3";
+  std::vector<int64_t> sig;
+  sig.insert(sig.end(), m, m + 18);
+  for (const TensorView* t : {&row0, &rows, &gptr, &bias, &wscale, &qscale}) {
+    sig.push_back(int64_t(reinterpret_cast<uintptr_t>(t->data_ptr())) + t->byte_offset());
+    sig.push_back(t->numel());
+  }
+  sample<int32_t>(sig, quads);
+  sample<int8_t>(sig, values);
+  const void* key = data<int8_t>(values);
+  auto& c = qconv_cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.layers.find(key);
+  if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
+  spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
+  const int64_t n_groups = row0.size(0);
+  if (gptr.ndim() != 1 || gptr.size(0) != n_groups + 1 || gptr.dtype().code != kDLInt)
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: group_ptr must be int[n_groups + 1]";
+  std::vector<int64_t> ptr(size_t(n_groups + 1));
+  for (int64_t g = 0; g <= n_groups; ++g)
+    ptr[g] = gptr.dtype().bits == 64 ? data<int64_t>(gptr)[g] : data<int32_t>(gptr)[g];
+  const float* qs = data<float>(qscale);
+  spe_qconv_quant q{};
+  q.input = {qs[0], m[15]};
+  q.output = {qs[1], m[16]};
+  q.residual = {qs[2], m[17]};
+  q.weight_scale = data<float>(wscale);
+  q.bias = m[11] ? data<float>(bias) : nullptr;
+  q.input_layout = m[13];
+  q.output_layout = m[14];
+  QConvEntry e;
+  e.sig = std::move(sig);
+  const spe_status s = spe_qconv_create(&p, int32_t(n_groups), data<int32_t>(row0), data<int32_t>(rows),
+                                        ptr.data(), data<int32_t>(quads), data<int8_t>(values), &q,
+                                        spe_activation(m[10]), "auto", &e.conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << kOp << ": " << spe_last_error();
+  return c.put(it, key, std::move(e));
+}
+
+void qconv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows, TensorView gptr,
+             TensorView quads, TensorView values, TensorView wscale, TensorView bias,
+             TensorView qscale, TensorView residual, TensorView y) {
+  constexpr const char* kOp = "qconv2d";
+  check_meta(meta, 18, kOp);
+  const int32_t* m = data<int32_t>(meta);
+  check_u8(x, m[13], m[1], "x", kOp);
+  check_u8(y, m[14], m[0], "y", kOp);
+  if (x.size(0) != y.size(0)) TVM_FFI_THROW(ValueError) << "spe.qconv2d: x and y batch differ";
+  const int32_t n = dim32(x, 0, kOp), h = dim32(x, 2, kOp), w = dim32(x, 3, kOp);
+  spe_qconv* conv = get_qconv(meta, row0, rows, gptr, quads, values, wscale, bias, qscale);
+  int32_t ho = 0, wo = 0;
+  spe_qconv_output_size(conv, h, w, &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: output must be " << ho << "x" << wo;
+  if (m[12]) {
+    check_u8(residual, m[14], m[0], "residual", kOp);
+    for (int d = 0; d < y.ndim(); ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe.qconv2d: residual must have the output's shape";
+  }
+  ProfileScope prof(conv, kOp, Profile::get() ? spe_qconv_kernel_name(conv) : nullptr, m[0], ho, wo);
+  const spe_status s = spe_qconv_run(conv, data<uint8_t>(x), n, h, w,
+                                     m[12] ? data<uint8_t>(residual) : nullptr, mutable_data<uint8_t>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qconv2d: " << spe_last_error();
+}
+
+void quantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
+  check_f32(x, 4, "x");
+  check_meta(meta, 2, "quantize");
+  check_f32(scale, 1, "scale");
+  const int32_t* m = data<int32_t>(meta);
+  const int32_t n = dim32(x, 0, "quantize"), c = dim32(x, 1, "quantize"), h = dim32(x, 2, "quantize"),
+                w = dim32(x, 3, "quantize");
+  check_u8(y, m[1], c, "y", "quantize");
+  if (y.size(0) != n || y.size(2) != h || y.size(3) != w)
+    TVM_FFI_THROW(ValueError) << "spe.quantize: y must have x's batch and size";
+  ProfileScope prof(meta.data_ptr(), "quantize", nullptr, c, h, w);
+  const spe_status s = spe_quantize(data<float>(x), n, c, h, w, spe_qparams{data<float>(scale)[0], m[0]},
+                                    m[1], mutable_data<uint8_t>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
+}
+
+void dequantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
+  check_meta(meta, 3, "dequantize");
+  check_f32(scale, 1, "scale");
+  check_f32(y, 4, "y");
+  const int32_t* m = data<int32_t>(meta);
+  check_u8(x, m[2], m[0], "x", "dequantize");
+  const int32_t n = dim32(x, 0, "dequantize"), h = dim32(x, 2, "dequantize"), w = dim32(x, 3, "dequantize");
+  if (y.size(0) != n || y.size(1) != m[0] || y.size(2) != h || y.size(3) != w)
+    TVM_FFI_THROW(ValueError) << "spe.dequantize: y must be (N, " << m[0] << ", H, W)";
+  ProfileScope prof(meta.data_ptr(), "dequantize", nullptr, m[0], h, w);
+  const spe_status s = spe_dequantize(data<uint8_t>(x), n, m[0], h, w, spe_qparams{data<float>(scale)[0], m[1]},
+                                      m[2], mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
+}
+
+void max_pool2d_u8(TensorView x, TensorView meta, TensorView y) {
+  check_meta(meta, 8, "max_pool2d_u8");
+  const int32_t* m = data<int32_t>(meta);
+  check_u8(x, m[7], m[6], "x", "max_pool2d_u8");
+  check_u8(y, m[7], m[6], "y", "max_pool2d_u8");
+  const int32_t n = dim32(x, 0, "max_pool2d_u8"), h = dim32(x, 2, "max_pool2d_u8"), w = dim32(x, 3, "max_pool2d_u8");
+  int32_t ho = 0, wo = 0;
+  if (spe_max_pool2d_output_size(h, w, m[0], m[1], m[2], m[3], m[4], m[5], &ho, &wo) != SPE_OK)
+    TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
+  if (y.size(0) != n || y.size(2) != ho || y.size(3) != wo)
+    TVM_FFI_THROW(ValueError) << "spe.max_pool2d_u8: output must be " << ho << "x" << wo;
+  ProfileScope prof(meta.data_ptr(), "max_pool2d_u8", nullptr, m[6], ho, wo);
+  const spe_status s = spe_max_pool2d_u8(data<uint8_t>(x), n, m[6], h, w, m[0], m[1], m[2], m[3], m[4], m[5],
+                                         m[7], mutable_data<uint8_t>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe." << spe_last_error();
 }
 
@@ -698,6 +866,10 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.max_pool2d", max_pool2d);
   def("spe.v1.inverted_block", inverted_block);
   def("spe.v1.dense_conv2d", dense_conv2d);
+  def("spe.v1.qconv2d", qconv2d);
+  def("spe.v1.quantize", quantize);
+  def("spe.v1.dequantize", dequantize);
+  def("spe.v1.max_pool2d_u8", max_pool2d_u8);
   def("spe.v1.set_num_threads", set_num_threads);
   def("spe.v1.num_threads", [] { return int64_t(spe_get_num_threads()); });
   use_tvm_thread_pool();
