@@ -278,6 +278,11 @@ def plot(r: dict, path) -> None:
     styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "mapper": "s-", "scratch": "^--"}
     for key in list(r.get("methods", ["gradual"])) + ["mapper", "scratch"]:
         ax.plot(s, [100 * row[key] for row in r["rows"]], styles[key], label=_LABEL[key])
+    if all(row.get("int8") for row in r["rows"]):
+        first = _LABEL[r.get("methods", ["gradual"])[0]]
+        for q, style in (("ptq", "x:"), ("qat", "P:")):
+            ax.plot(s, [100 * row["int8"][q] for row in r["rows"]], style,
+                    label=f"{first} + int8 {q.upper()}")
     ax.axhline(100 * r["dense"], color="k", ls=":", label="dense")
     ax.set_xlabel("target sparsity")
     ax.set_ylabel("held-out top-1 (%)")

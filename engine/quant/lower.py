@@ -14,7 +14,9 @@ calibrated QParams) and a Dequantize where an int8 tensor meets anything else, w
 fp32 as in the model: layers the kernels have no int8 form for (depthwise and grouped convs,
 linear layers, activations they cannot fuse) and the layers named in fp32_layers (by default
 the model's last conv / linear layer, the classifier: its quantization costs the most accuracy
-for the least time). The report lists each layer with its domain and, for fp32, the reason.
+for the least time). Those run on the kernels' fp32 modules where they apply (BN folded,
+activation fused: the direct depthwise kernel, the packed dense GEMM), so an artifact calls
+the kernels for them too. The report lists each layer with its domain and, for fp32, the reason.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ import torch
 from torch import fx, nn
 
 from ..errors import ConfigError
-from ..lowering.host import act_of
+from ..lowering.backends import build_layer
+from ..lowering.host import act_of, fold_bn
+from ..runtime.modules import DepthwiseConv2d
 from ..runtime.qmodules import Dequantize, QConv2d, QMaxPool2d, Quantize
 from .calibrate import Calibration, check_calibrated, fused_chain, only_user, traced_copy
 from .native import qconv_of
@@ -165,6 +169,31 @@ class _Lowering:
         self._emit_conv(conv, lq, mod, res, out, self.cal.tensors[out.name], act)
         return True
 
+    def fp32_layer(self, n: fx.Node, why: str) -> bool:
+        """A conv / linear chain kept fp32 on the kernels' fp32 modules (BN folded, activation
+        fused: the depthwise kernel, the packed dense GEMM), so it is native in artifacts too;
+        False where those do not take it (it then runs as in the model)."""
+        mod = self.modules[n.target]
+        chain, bn, act = fused_chain(n, self.modules)
+        w, b = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+        if bn is not None:
+            w, b = fold_bn(w, b, self.modules[bn])
+        if isinstance(mod, nn.Conv2d) and DepthwiseConv2d.supports(mod):
+            spec = {n.target: 1}
+        elif isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1):
+            spec = {n.target: ("dense", "gemm")}
+        else:
+            return False
+        try:
+            new = build_layer(mod, n.target, w, b, act or "none", spec, self.isa)
+        except Exception as e:  # noqa: BLE001  (the model's own module then: said in the report)
+            self.report[n.target] = f"{why}; on torch ({type(e).__name__}: {e})"[:300]
+            return False
+        name = self._add(f"{n.target}_fp32", new)
+        self.env[chain[-1]] = _Value(self.graph.call_module(name, (self.as_float(n.args[0]),)))
+        self.skip.update(chain)
+        return True
+
     def maxpool(self, n: fx.Node) -> bool:
         mod = self.modules[n.target]
         v = self.env.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
@@ -190,6 +219,8 @@ class _Lowering:
                     self.conv(n)
                     continue
                 self.report[n.target] = f"fp32: {why}"
+                if len(n.args) == 1 and not n.kwargs and self.fp32_layer(n, f"fp32: {why}"):
+                    continue
             elif _is_add(n) and self.add_node(n):
                 continue
             elif n.op == "call_module" and isinstance(self.modules.get(n.target), nn.MaxPool2d) \
