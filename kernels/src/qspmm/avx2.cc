@@ -55,22 +55,29 @@ struct QAvx2 {
     _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
     std::memcpy(p, t, sizeof(int32_t) * n);
   }
-  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
-                            int o) {
-    s = _mm256_add_epi32(s, _mm256_set1_epi32(e.corr[o]));
-    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(e.scale[o]),
-                               _mm256_set1_ps(e.bias[o]));
+  struct RowConst {
+    __m256i corr, rz, zy;
+    __m256 scale, bias, rs, six;
+    int act;
+  };
+  static RowConst row_const(const QEpilogue& e, int o) {
+    return {_mm256_set1_epi32(e.corr[o]), _mm256_set1_epi32(e.res_zero), _mm256_set1_epi32(e.out_zero),
+            _mm256_set1_ps(e.scale[o]), _mm256_set1_ps(e.bias[o]), _mm256_set1_ps(e.res_scale),
+            _mm256_set1_ps(e.six), e.act};
+  }
+  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
+    s = _mm256_add_epi32(s, c.corr);
+    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), c.scale, c.bias);
     if (res) {
       long long rb = 0;
       std::memcpy(&rb, res, size_t(n));
       const __m256i r = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(rb));
-      v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, _mm256_set1_epi32(e.res_zero))),
-                          _mm256_set1_ps(e.res_scale), v);
+      v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, c.rz)), c.rs, v);
     }
-    if (e.act >= 1) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (e.act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(e.six));
+    if (c.act >= 1) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (c.act == 2) v = _mm256_min_ps(v, c.six);
     v = _mm256_min_ps(v, _mm256_set1_ps(512.0f));
-    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(e.out_zero));
+    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), c.zy);
     // signed saturation to s16, then unsigned to u8: the clamp to [0, 255]
     const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     const __m128i q8 = _mm_packus_epi16(q16, q16);

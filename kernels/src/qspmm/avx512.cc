@@ -28,29 +28,35 @@ struct QAvx512Vnni {
   static __mmask16 mask(int n) { return __mmask16((1u << n) - 1u); }
   static ivec load_acc(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
   static void store_acc(int32_t* p, ivec v, int n) { _mm512_mask_storeu_epi32(p, mask(n), v); }
-  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
-                            int o) {
+  struct RowConst {
+    __m512i corr, rz, zy;
+    __m512 scale, bias, rs, six;
+    int act;
+  };
+  static RowConst row_const(const QEpilogue& e, int o) {
+    return {_mm512_set1_epi32(e.corr[o]), _mm512_set1_epi32(e.res_zero), _mm512_set1_epi32(e.out_zero),
+            _mm512_set1_ps(e.scale[o]), _mm512_set1_ps(e.bias[o]), _mm512_set1_ps(e.res_scale),
+            _mm512_set1_ps(e.six), e.act};
+  }
+  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
     const __mmask16 m = mask(n);
     // the zero-masked forms with a full mask: the plain ones pass an undefined vector that
     // GCC 12 then warns about (-Wmaybe-uninitialized), as isa/avx512.h's max / min
     const __mmask16 all = 0xFFFF;
-    s = _mm512_add_epi32(s, _mm512_set1_epi32(e.corr[o]));
-    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, s), _mm512_set1_ps(e.scale[o]),
-                               _mm512_set1_ps(e.bias[o]));
+    s = _mm512_add_epi32(s, c.corr);
+    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, s), c.scale, c.bias);
     if (res) {
       const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(m, res));
-      v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(r, _mm512_set1_epi32(e.res_zero))),
-                          _mm512_set1_ps(e.res_scale), v);
+      v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(r, c.rz)), c.rs, v);
     }
-    if (e.act >= 1) v = _mm512_mask_max_ps(v, all, v, _mm512_setzero_ps());
-    if (e.act == 2) v = _mm512_mask_min_ps(v, all, v, _mm512_set1_ps(e.six));
+    if (c.act >= 1) v = _mm512_mask_max_ps(v, all, v, _mm512_setzero_ps());
+    if (c.act == 2) v = _mm512_mask_min_ps(v, all, v, c.six);
     v = _mm512_mask_min_ps(v, all, v, _mm512_set1_ps(512.0f));
     // cvtps2dq gives INT32_MIN below -2^31; q + zy >= 0 clamped, then the unsigned saturating
-    // narrow (vpmovusdb) clamps to 255 in the store
-    __m512i q = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, v), _mm512_set1_epi32(e.out_zero));
+    // narrow (vpmovusdb) clamps to 255; narrowed in a register, then a plain store: the memory
+    // form of a (masked) narrowing store is microcoded on Intel cores (1.7x the epilogue)
+    __m512i q = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, v), c.zy);
     q = _mm512_maskz_max_epi32(all, q, _mm512_setzero_si512());
-    // to a register, then a plain store: the memory form of a (masked) narrowing store is
-    // microcoded on Intel cores (the store cost 1.7x the whole epilogue)
     const __m128i b = _mm512_maskz_cvtusepi32_epi8(all, q);
     if (n == kPix) _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
     else _mm_mask_storeu_epi8(y, m, b);

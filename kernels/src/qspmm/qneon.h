@@ -40,23 +40,31 @@ struct QNeonCommon {
     vst1q_s32(t, v);
     std::memcpy(p, t, sizeof(int32_t) * size_t(n));
   }
-  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const QEpilogue& e,
-                            int o) {
-    s = vaddq_s32(s, vdupq_n_s32(e.corr[o]));
-    float32x4_t v = vfmaq_f32(vdupq_n_f32(e.bias[o]), vcvtq_f32_s32(s), vdupq_n_f32(e.scale[o]));
+  struct RowConst {
+    int32x4_t corr, rz, zy;
+    float32x4_t scale, bias, rs, six;
+    int act;
+  };
+  static RowConst row_const(const QEpilogue& e, int o) {
+    return {vdupq_n_s32(e.corr[o]), vdupq_n_s32(e.res_zero), vdupq_n_s32(e.out_zero),
+            vdupq_n_f32(e.scale[o]), vdupq_n_f32(e.bias[o]), vdupq_n_f32(e.res_scale),
+            vdupq_n_f32(e.six), e.act};
+  }
+  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
+    s = vaddq_s32(s, c.corr);
+    float32x4_t v = vfmaq_f32(c.bias, vcvtq_f32_s32(s), c.scale);
     if (res) {
       uint32_t rb = 0;
       std::memcpy(&rb, res, size_t(n));
       const uint16x8_t r16 = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(rb)));
       const int32x4_t r = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(r16)));
-      v = vfmaq_f32(v, vcvtq_f32_s32(vsubq_s32(r, vdupq_n_s32(e.res_zero))),
-                    vdupq_n_f32(e.res_scale));
+      v = vfmaq_f32(v, vcvtq_f32_s32(vsubq_s32(r, c.rz)), c.rs);
     }
-    if (e.act >= 1) v = vmaxq_f32(v, vdupq_n_f32(0.0f));
-    if (e.act == 2) v = vminq_f32(v, vdupq_n_f32(e.six));
+    if (c.act >= 1) v = vmaxq_f32(v, vdupq_n_f32(0.0f));
+    if (c.act == 2) v = vminq_f32(v, c.six);
     v = vminq_f32(v, vdupq_n_f32(512.0f));
     // fcvtns saturates (INT32_MIN below -2^31), and q + zy cannot overflow: zy >= 0, v <= 512
-    const int32x4_t q = vaddq_s32(vcvtnq_s32_f32(v), vdupq_n_s32(e.out_zero));
+    const int32x4_t q = vaddq_s32(vcvtnq_s32_f32(v), c.zy);
     // saturating narrows: s32 -> s16, then s16 -> u8 (the clamp to [0, 255])
     const int16x4_t q16 = vqmovn_s32(q);
     const uint8x8_t q8 = vqmovun_s16(vcombine_s16(q16, q16));

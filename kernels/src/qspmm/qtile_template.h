@@ -5,7 +5,8 @@
 // x_bias); acc, acc_zero(); in, load(p) (kPix words from p), load_part(p, n) (n < kPix words,
 // touching none past them: the planes may be the caller's own buffer); wt, weight(w, r) (row r's quad of an entry); madd(acc&, in, wt); ivec,
 // finish(acc) (kPix s32 sums), load_acc(p, n) / store_acc(p, v, n) (n <= kPix of them), and
-// requant_store(y, sums, res, n, epilogue, o): qspmm.h's requantization of n pixels.
+// RowConst row_const(epilogue, o) (output channel o's constants, broadcast) with
+// requant_store(y, sums, res, n, row_const): qspmm.h's requantization of n pixels.
 #ifndef SPE_QSPMM_QTILE_TEMPLATE_H_
 #define SPE_QSPMM_QTILE_TEMPLATE_H_
 
@@ -49,8 +50,11 @@ void qspmm_tile(const QTileArgs& a) {
     }
     w += R * Q::kWBytes;
   }
+  // Per row, its constants broadcast once (Q::RowConst), where they are used: made before
+  // the loop (an array of them for every row), they took the registers the loop needs.
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+    const typename Q::RowConst c = Q::row_const(*a.epi, a.row0 + r);
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const int n = v == NV - 1 ? last : P;
@@ -59,7 +63,7 @@ void qspmm_tile(const QTileArgs& a) {
         Q::store_acc(a.acc_out + r * a.acc_row_stride + v * P, s, n);
       } else {
         const uint8_t* res = a.res ? a.res + r * a.res_row_stride + v * P : nullptr;
-        Q::requant_store(a.y + r * a.y_row_stride + v * P, s, res, n, *a.epi, a.row0 + r);
+        Q::requant_store(a.y + r * a.y_row_stride + v * P, s, res, n, c);
       }
     }
   }
@@ -68,9 +72,10 @@ void qspmm_tile(const QTileArgs& a) {
 template <class Q>
 void qepi_row(uint8_t* d, const int32_t* acc, const uint8_t* res, int n, const QEpilogue& e,
               int o) {
+  const typename Q::RowConst c = Q::row_const(e, o);
   for (int k = 0; k < n; k += Q::kPix) {
     const int m = n - k < Q::kPix ? n - k : Q::kPix;
-    Q::requant_store(d + k, Q::load_acc(acc + k, m), res ? res + k : nullptr, m, e, o);
+    Q::requant_store(d + k, Q::load_acc(acc + k, m), res ? res + k : nullptr, m, c);
   }
 }
 
