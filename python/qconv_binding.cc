@@ -215,9 +215,95 @@ u8 max_pool2d_u8(u8 x, int channels, std::pair<int, int> k, std::pair<int, int> 
   return y;
 }
 
+// The int8 depthwise conv (spe_qdepthwise), NCHW4 in and out.
+class QDepthwise {
+ public:
+  QDepthwise(int channels, std::pair<int, int> kernel, std::pair<int, int> stride,
+             std::pair<int, int> padding, std::pair<int, int> dilation, s8 weight, f32 weight_scale,
+             std::optional<f32> bias, QP input, QP output, std::optional<QP> residual,
+             const std::string& act, const std::string& isa)
+      : channels_(channels) {
+    const spe_conv_params p{channels, channels, kernel.first, kernel.second, stride.first,
+                            stride.second, padding.first, padding.second, dilation.first,
+                            dilation.second};
+    if (weight.size() != py::ssize_t(channels) * kernel.first * kernel.second)
+      throw std::invalid_argument("weight must hold channels x kh x kw int8");
+    if (weight_scale.size() != channels || (bias && bias->size() != channels))
+      throw std::invalid_argument("weight_scale and bias must have one value per channel");
+    spe_qconv_quant q{};
+    q.input = qparams(input);
+    q.output = qparams(output);
+    q.residual = residual ? qparams(*residual) : spe_qparams{1.0f, 0};
+    q.weight_scale = weight_scale.data();
+    q.bias = bias ? bias->data() : nullptr;
+    q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW4;
+    spe_qdepthwise* c = nullptr;
+    check(spe_qdepthwise_create(&p, weight.data(), &q, parse_act(act), isa.c_str(), &c));
+    conv_.reset(c);
+    has_residual_qparams_ = bool(residual);
+  }
+
+  u8 run(u8 x, std::optional<u8> residual) {
+    const int q4 = (channels_ + 3) / 4;
+    if (x.ndim() != 5 || x.shape(1) != q4 || x.shape(4) != 4)
+      throw std::invalid_argument("x must be (N, " + std::to_string(q4) + ", H, W, 4) uint8 (nchw4)");
+    const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
+    uint8_t none = 0;
+    check(spe_qdepthwise_run(conv_.get(), &none, 0, h, w, nullptr, &none));
+    int ho, wo;
+    spe_qdepthwise_output_size(conv_.get(), h, w, &ho, &wo);
+    u8 y({n, q4, ho, wo, 4});
+    const uint8_t* res = nullptr;
+    if (residual) {
+      if (!has_residual_qparams_)
+        throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
+      if (residual->ndim() != 5 || residual->shape(0) != n || residual->shape(1) != q4 ||
+          residual->shape(2) != ho || residual->shape(3) != wo)
+        throw std::invalid_argument("residual must have the output's shape (nchw4)");
+      res = residual->data();
+    }
+    const uint8_t* xp = x.data();
+    uint8_t* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_qdepthwise_run(conv_.get(), xp, n, h, w, res, yp);
+    }
+    check(s);
+    return y;
+  }
+
+  std::pair<int, int> output_size(int h, int w) const {
+    int ho, wo;
+    spe_qdepthwise_output_size(conv_.get(), h, w, &ho, &wo);
+    return {ho, wo};
+  }
+  std::string kernel_name() const { return spe_qdepthwise_kernel_name(conv_.get()); }
+
+ private:
+  struct Deleter {
+    void operator()(spe_qdepthwise* c) const { spe_qdepthwise_destroy(c); }
+  };
+  std::unique_ptr<spe_qdepthwise, Deleter> conv_;
+  int channels_ = 0;
+  bool has_residual_qparams_ = false;
+};
+
 }  // namespace
 
 void bind_qconv(py::module_& m) {
+  py::class_<QDepthwise>(m, "QDepthwise",
+                         "An int8 depthwise conv (spe.h, 'int8 depthwise'), NCHW4 uint8 in and out.")
+      .def(py::init<int, std::pair<int, int>, std::pair<int, int>, std::pair<int, int>,
+                    std::pair<int, int>, s8, f32, std::optional<f32>, QP, QP, std::optional<QP>,
+                    const std::string&, const std::string&>(),
+           py::arg("channels"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+           py::arg("dilation"), py::arg("weight"), py::arg("weight_scale"),
+           py::arg("bias") = py::none(), py::arg("input"), py::arg("output"),
+           py::arg("residual") = py::none(), py::arg("act") = "none", py::arg("isa") = "auto")
+      .def("run", &QDepthwise::run, py::arg("x"), py::arg("residual") = py::none())
+      .def("output_size", &QDepthwise::output_size, py::arg("h"), py::arg("w"))
+      .def_property_readonly("kernel_name", &QDepthwise::kernel_name);
   m.def("quantize", &quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"),
         py::arg("layout") = "nchw",
         "float32 (N, C, H, W) -> uint8 in the layout: clamp(round(x / scale) + zero_point).");

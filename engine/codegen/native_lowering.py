@@ -121,6 +121,24 @@ def _qconv(node, importer):
                       relax.Tuple([x] + [relax.const(c) for c in consts] + [r]))
 
 
+def _qdepthwise(node, importer):
+    """spe.v1.qdepthwise2d: meta int32[15], the int8 (C, kh, kw) weight, its scales, bias (or a
+    placeholder), qscale [input, output, residual]."""
+    mod, res_node = ops.lookup(node.args[2]), node.args[1]
+    q = mod.layer
+    res = q.residual or (1.0, 0)
+    meta = np.array([q.channels, *q.kernel, *q.stride, *q.padding, *q.dilation, ACT_CODES[q.act],
+                     int(q.bias is not None), int(res_node is not None), q.input[1], q.output[1],
+                     res[1]], np.int32)
+    consts = [meta, q.weight, q.weight_scale,
+              q.bias if q.bias is not None else np.zeros(1, np.float32),
+              np.array([q.input[0], q.output[0], res[0]], np.float32)]
+    r = importer.env[res_node] if res_node is not None else relax.const(np.zeros(1, np.uint8))
+    return _emit_call(node, importer, "spe.v1.qdepthwise2d",
+                      relax.Tuple([importer.env[node.args[0]]] + [relax.const(c) for c in consts]
+                                  + [r]))
+
+
 def _quantize(node, importer):
     mod = ops.lookup(node.args[1])
     return _emit_call(node, importer, "spe.v1.quantize", relax.Tuple([
@@ -145,7 +163,8 @@ def _pool_u8(node, importer):
 
 CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
                "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense,
-               "spe_qconv2d.default": _qconv, "spe_quantize.default": _quantize,
+               "spe_qconv2d.default": _qconv, "spe_qdepthwise2d.default": _qdepthwise,
+               "spe_quantize.default": _quantize,
                "spe_dequantize.default": _dequantize, "spe_max_pool2d_u8.default": _pool_u8}
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..codegen.compile import LayerKernel
 from ..codegen.lowered import compile_lowered
-from ..runtime.qmodules import Dequantize, QConv2d, QMaxPool2d, Quantize
+from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
 
 
 def _layers(qm: nn.Module) -> list:
@@ -32,6 +32,9 @@ def _layers(qm: nn.Module) -> list:
                                                                           p.in_channels *
                                                                           p.kernel[0] *
                                                                           p.kernel[1])}))
+        elif isinstance(m, QDepthwiseConv2d):
+            out.append(LayerKernel(m.layer.name, "conv2d", "native", m.layer.kernel_name,
+                                   "spe.v1.qdepthwise2d", ("int8",), {"density": 1.0}))
         elif isinstance(m, (Quantize, Dequantize, QMaxPool2d)):
             out.append(LayerKernel(name, type(m).__name__.lower(), "native",
                                             f"spe.v1.{type(m).__name__.lower()}", "", (), {}))
@@ -47,6 +50,13 @@ def int8_manifest(qm: nn.Module) -> dict:
     """The quantization parameters an artifact's manifest records (JSON-serialisable)."""
     layers = {}
     for m in qm.modules():
+        if isinstance(m, QDepthwiseConv2d):
+            q = m.layer
+            layers[q.name] = {"input": list(q.input), "output": list(q.output), "act": q.act,
+                              "weight_scale_min": float(q.weight_scale.min()),
+                              "weight_scale_max": float(q.weight_scale.max()),
+                              "kernel": q.kernel_name, "weights": "int8 per channel (depthwise)",
+                              "activations": "uint8 per tensor, NCHW4"}
         if isinstance(m, QConv2d):
             q = m.layer
             ws = q.weight_scale

@@ -4,19 +4,20 @@
     qm = engine.quant.lower_int8(model, cal)          # an fx.GraphModule: qm(x) -> float logits
     print(qm.int8_report)                              # which layers run int8, which stay fp32, why
 
-Every conv (groups 1) the calibration covers runs as an int8 kernel layer (QConv2d) with its
-BatchNorm folded and its activation (ReLU / ReLU6) fused; a residual add that follows a conv
-chain without an activation (ResNet's conv3 -> bn3 -> + identity -> ReLU) is fused into that
-conv's store with the ReLU after it, so the sum is requantized once, at the ReLU's calibrated
-range. Max pooling of an int8 tensor stays int8. Between int8 layers the tensors stay uint8 in
-the kernels' NCHW4 layout; a Quantize goes in where a float tensor enters an int8 layer (its
-calibrated QParams) and a Dequantize where an int8 tensor meets anything else, which runs in
-fp32 as in the model: layers the kernels have no int8 form for (depthwise and grouped convs,
-linear layers, activations they cannot fuse) and the layers named in fp32_layers (by default
-the model's last conv / linear layer, the classifier: its quantization costs the most accuracy
-for the least time). Those run on the kernels' fp32 modules where they apply (BN folded,
-activation fused: the direct depthwise kernel, the packed dense GEMM), so an artifact calls
-the kernels for them too. The report lists each layer with its domain and, for fp32, the reason.
+Every conv the calibration covers (groups 1, or depthwise) runs as an int8 kernel layer
+(QConv2d, QDepthwiseConv2d) with its BatchNorm folded and its activation (ReLU / ReLU6) fused;
+a residual add that follows a groups-1 conv chain without an activation (ResNet's conv3 -> bn3
+-> + identity -> ReLU) is fused into that conv's store with the ReLU after it, so the sum is
+requantized once, at the ReLU's calibrated range. Max pooling of an int8 tensor stays int8.
+Between int8 layers the tensors stay uint8 in the kernels' NCHW4 layout; a Quantize goes in
+where a float tensor enters an int8 layer (its calibrated QParams) and a Dequantize where an
+int8 tensor meets anything else, which runs in fp32: layers the kernels have no int8 form for
+(grouped convs, linear layers, activations they cannot fuse) and the layers named in
+fp32_layers (by default the model's last conv / linear layer, the classifier: its quantization
+costs the most accuracy for the least time). Those run on the kernels' fp32 modules where they
+apply (BN folded, activation fused: the direct depthwise kernel, the packed dense GEMM), so an
+artifact calls the kernels for them too. The report lists each layer with its domain and, for
+fp32, the reason.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ from ..errors import ConfigError
 from ..lowering.backends import build_layer
 from ..lowering.host import act_of, fold_bn
 from ..runtime.modules import DepthwiseConv2d
-from ..runtime.qmodules import Dequantize, QConv2d, QMaxPool2d, Quantize
+from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
 from .calibrate import Calibration, check_calibrated, fused_chain, only_user, traced_copy
-from .native import qconv_of
+from .native import qconv_of, qdepthwise_of
 from .qparams import QParams
 from .simulate import check_matches
 
@@ -114,18 +115,33 @@ class _Lowering:
             return "kept fp32 (fp32_layers: the classifier by default)"
         if not isinstance(mod, nn.Conv2d):
             return "linear layers run fp32 (no int8 lowering yet)"
-        if mod.groups != 1:
-            return f"grouped / depthwise conv (groups={mod.groups}): no int8 kernel yet"
+        if mod.groups != 1 and not self.depthwise(mod):
+            return f"grouped conv (groups={mod.groups}): no int8 kernel"
         if n.target not in self.cal.layers:
             return "not calibrated"
         if self.cal.layers[n.target].act not in _INT8_ACTS:
             return f"activation {self.cal.layers[n.target].act} is not fused by the int8 kernels"
         return None
 
+    @staticmethod
+    def depthwise(mod: nn.Conv2d) -> bool:
+        return mod.groups == mod.in_channels == mod.out_channels and \
+            mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
+
     def conv(self, n: fx.Node) -> None:
         chain, bn, act = fused_chain(n, self.modules)
         lq, mod = self.cal.layers[n.target], self.modules[n.target]
         check_matches(lq, mod, bn, act, self.modules, "lower_int8")
+        if mod.groups != 1:   # depthwise: the int8 depthwise kernel, NCHW4
+            x = self.as_u8(n.args[0], mod.in_channels)
+            x_qp = self.env[n.args[0]].qp or self.casts[(n.args[0], "q")].qp
+            layer = qdepthwise_of(mod, replace(lq, input=x_qp), isa=self.isa)
+            name = self._add(f"{n.target}_int8", QDepthwiseConv2d(layer))
+            self.env[chain[-1]] = _Value(self.graph.call_module(name, (x,)), lq.output,
+                                         mod.out_channels)
+            self.report[n.target] = "int8"
+            self.skip.update(chain)
+            return
         self.skip.update(chain)
         add = only_user(chain[-1])
         if act is None and add is not None and _is_add(add) and add not in self.pending and \

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..runtime.qconv import QuantConv
+from ..runtime.qconv import QuantConv, QuantDepthwise
 from .calibrate import LayerQuant
 from .fake import quantize
 from .qparams import QParams
@@ -61,3 +61,20 @@ def qconv_of(module: nn.Module, lq: LayerQuant, *, rows: int = 4, isa: str = "au
                      output=_per_tensor(lq.output, "output", name), residual=res,
                      act=lq.act or "none", rows=rows, isa=isa, name=name,
                      input_layout=input_layout, output_layout=output_layout, **geom)
+
+
+def qdepthwise_of(module: nn.Conv2d, lq: LayerQuant, *, isa: str = "auto",
+                  residual: Optional[QParams] = None) -> QuantDepthwise:
+    """The int8 kernel layer of a calibrated depthwise nn.Conv2d (groups == channels), NCHW4."""
+    name = lq.name
+    if not (isinstance(module, nn.Conv2d) and module.groups == module.in_channels ==
+            module.out_channels) or module.padding_mode != "zeros" or \
+            isinstance(module.padding, str):
+        raise ConfigError(f"{name}: not a zero-padded depthwise conv")
+    wq, ws = int8_weight(lq)
+    bias = None if lq.bias is None else lq.bias.detach().float().numpy()
+    res = None if residual is None else _per_tensor(residual, "residual", name)
+    return QuantDepthwise(wq, ws, bias, input=_per_tensor(lq.input, "input", name),
+                          output=_per_tensor(lq.output, "output", name), residual=res,
+                          act=lq.act or "none", stride=module.stride, padding=module.padding,
+                          dilation=module.dilation, isa=isa, name=name)

@@ -138,6 +138,50 @@ class QuantConv:
         return int(self._k.nnz)
 
 
+class QuantDepthwise:
+    """One int8 depthwise conv (groups == channels), NCHW4 uint8 in and out: wq int8 (C, 1, kh,
+    kw) or (C, kh, kw), one weight scale per channel."""
+
+    def __init__(self, wq: np.ndarray, weight_scale, bias=None, *, input, output, residual=None,
+                 act: str = "none", stride=1, padding=0, dilation=1, isa: str = "auto",
+                 name: str = "layer"):
+        if act not in ACTS:
+            raise ConfigError(f"{name}: the int8 kernels fuse {', '.join(ACTS)}, not {act!r}")
+        w = np.asarray(wq)
+        if w.dtype != np.int8 or w.ndim not in (3, 4):
+            raise ConfigError(f"{name}: the depthwise weight must be int8 (C, 1, kh, kw)")
+        w = np.ascontiguousarray(w.reshape(w.shape[0], w.shape[-2], w.shape[-1]))
+        self.name, self.channels, self.kernel = name, int(w.shape[0]), (int(w.shape[1]),
+                                                                         int(w.shape[2]))
+        self.weight = w
+        self.weight_scale = np.ascontiguousarray(np.asarray(weight_scale, np.float32).reshape(-1))
+        self.bias = None if bias is None else np.ascontiguousarray(
+            np.asarray(bias, np.float32).reshape(-1))
+        self.act, self.stride, self.padding, self.dilation = act, _pair(stride), _pair(padding), \
+            _pair(dilation)
+        self.input, self.output = _qp(input, "input"), _qp(output, "output")
+        self.residual = None if residual is None else _qp(residual, "residual")
+        try:
+            self._k = native.lib().QDepthwise(self.channels, self.kernel, self.stride,
+                                              self.padding, self.dilation, w.reshape(-1),
+                                              self.weight_scale, self.bias, input=self.input,
+                                              output=self.output, residual=self.residual,
+                                              act=act, isa=isa)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from e
+
+    def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
+        try:
+            return self._k.run(np.ascontiguousarray(x), None if residual is None
+                               else np.ascontiguousarray(residual))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{self.name}: {e}") from e
+
+    @property
+    def kernel_name(self) -> str:
+        return str(self._k.kernel_name)
+
+
 def to_nchw4(x: np.ndarray, fill: int = 0) -> np.ndarray:
     """(N, C, H, W) -> (N, ceil(C / 4), H, W, 4), the channels past C set to fill."""
     n, c, h, w = x.shape

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import native, ops
-from .qconv import QuantConv
+from .qconv import QuantConv, QuantDepthwise
 
 
 def _out_size(h, w, kernel, stride, padding, dilation) -> tuple:
@@ -97,6 +97,29 @@ class QConv2d(nn.Module):
         p = self.layer.packed
         return (f"{p.in_channels}, {p.out_channels}, kernel={p.kernel}, "
                 f"kernel_name={self.layer.kernel_name}, nnz={self.layer.nnz}")
+
+
+class QDepthwiseConv2d(nn.Module):
+    """An int8 depthwise conv (QuantDepthwise, NCHW4 in and out), residual optional."""
+
+    def __init__(self, layer: QuantDepthwise):
+        super().__init__()
+        self.layer = layer
+        self.layer_id = ops.register(self)
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return ops.spe_qdepthwise2d(x, residual, self.layer_id)
+
+    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        r = None if residual is None else _u8(residual, self.layer.name)
+        return torch.from_numpy(self.layer.run(_u8(x, self.layer.name), r))
+
+    def output_size(self, h: int, w: int) -> tuple:
+        q = self.layer
+        return _out_size(h, w, q.kernel, q.stride, q.padding, q.dilation)
+
+    def extra_repr(self) -> str:
+        return f"{self.layer.channels}, kernel={self.layer.kernel}, stride={self.layer.stride}"
 
 
 class QMaxPool2d(nn.Module):

@@ -27,6 +27,11 @@
 //       values int8 (rows x 4 per entry), wscale float32[O], bias float32[O] or a placeholder,
 //       qscale float32[3] = input, output, residual scales. Cached like sparse layers (keyed by
 //       `values`, checked against a fingerprint).
+//   spe.v1.qdepthwise2d(x, meta, weight, wscale, bias, qscale, residual, y)
+//       An int8 depthwise conv (spe_qdepthwise), NCHW4 uint8 in and out. meta: int32[15] = C,
+//       kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, act, has_bias, has_residual,
+//       input, output and residual zero points; weight int8 (C, kh, kw); wscale float32[C];
+//       bias float32[C] or a placeholder; qscale as qconv2d's. Cached by `weight`, fingerprinted.
 //   spe.v1.quantize(x, meta, scale, y)      float32 NCHW -> uint8; meta int32[2] = zero point,
 //       layout; scale float32[1].
 //   spe.v1.dequantize(x, meta, scale, y)    uint8 -> float32 NCHW; meta int32[3] = channels,
@@ -415,15 +420,28 @@ QConvCache& qconv_cache() {
   return *c;
 }
 
+struct QDwEntry {
+  spe_qdepthwise* conv = nullptr;
+  std::vector<int64_t> sig;
+};
+using QDwCache = LayerCache<QDwEntry>;
+
+QDwCache& qdw_cache() {
+  static QDwCache* c = new QDwCache();
+  return *c;
+}
+
 void lock_caches_for_fork() {
   cache().mu.lock();
   dw_cache().mu.lock();
   block_cache().mu.lock();
   dense_cache().mu.lock();
   qconv_cache().mu.lock();
+  qdw_cache().mu.lock();
 }
 
 void unlock_caches_after_fork() {
+  qdw_cache().mu.unlock();
   qconv_cache().mu.unlock();
   dense_cache().mu.unlock();
   block_cache().mu.unlock();
@@ -662,6 +680,68 @@ void qconv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows, Te
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qconv2d: " << spe_last_error();
 }
 
+spe_qdepthwise* get_qdepthwise(const TensorView& meta, const TensorView& weight, const TensorView& wscale,
+                               const TensorView& bias, const TensorView& qscale) {
+  const int32_t* m = data<int32_t>(meta);
+  if (weight.dtype().code != kDLInt || weight.dtype().bits != 8 ||
+      weight.numel() != int64_t(m[0]) * m[1] * m[2])
+    TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: weight must be int8 with C*kh*kw values";
+  check_f32(wscale, 1, "wscale");
+  check_f32(qscale, 1, "qscale");
+  if (wscale.numel() != m[0] || qscale.numel() < 3 || (m[10] && bias.numel() != m[0]))
+    TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: wscale / bias must hold C floats, qscale 3";
+  std::vector<int64_t> sig(m, m + 15);
+  for (const TensorView* t : {&bias, &wscale, &qscale}) {
+    sig.push_back(int64_t(reinterpret_cast<uintptr_t>(t->data_ptr())) + t->byte_offset());
+    sig.push_back(t->numel());
+  }
+  sample<int8_t>(sig, weight);
+  const void* key = data<int8_t>(weight);
+  auto& c = qdw_cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  auto it = c.layers.find(key);
+  if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
+  const spe_conv_params p{m[0], m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]};
+  const float* qs = data<float>(qscale);
+  spe_qconv_quant q{};
+  q.input = {qs[0], m[12]};
+  q.output = {qs[1], m[13]};
+  q.residual = {qs[2], m[14]};
+  q.weight_scale = data<float>(wscale);
+  q.bias = m[10] ? data<float>(bias) : nullptr;
+  q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW4;
+  QDwEntry e;
+  e.sig = std::move(sig);
+  const spe_status s = spe_qdepthwise_create(&p, data<int8_t>(weight), &q, spe_activation(m[9]), "auto", &e.conv);
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: " << spe_last_error();
+  return c.put(it, key, std::move(e));
+}
+
+void qdepthwise2d(TensorView x, TensorView meta, TensorView weight, TensorView wscale, TensorView bias,
+                  TensorView qscale, TensorView residual, TensorView y) {
+  constexpr const char* kOp = "qdepthwise2d";
+  check_meta(meta, 15, kOp);
+  const int32_t* m = data<int32_t>(meta);
+  check_u8(x, SPE_QLAYOUT_NCHW4, m[0], "x", kOp);
+  check_u8(y, SPE_QLAYOUT_NCHW4, m[0], "y", kOp);
+  const int32_t n = dim32(x, 0, kOp), h = dim32(x, 2, kOp), w = dim32(x, 3, kOp);
+  spe_qdepthwise* conv = get_qdepthwise(meta, weight, wscale, bias, qscale);
+  int32_t ho = 0, wo = 0;
+  spe_qdepthwise_output_size(conv, h, w, &ho, &wo);
+  if (y.size(0) != n || ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: output must be " << ho << "x" << wo;
+  if (m[11]) {
+    check_u8(residual, SPE_QLAYOUT_NCHW4, m[0], "residual", kOp);
+    for (int d = 0; d < 5; ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: residual must have the output's shape";
+  }
+  ProfileScope prof(conv, kOp, Profile::get() ? spe_qdepthwise_kernel_name(conv) : nullptr, m[0], ho, wo);
+  const spe_status s = spe_qdepthwise_run(conv, data<uint8_t>(x), n, h, w,
+                                          m[11] ? data<uint8_t>(residual) : nullptr, mutable_data<uint8_t>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qdepthwise2d: " << spe_last_error();
+}
+
 void quantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
   check_f32(x, 4, "x");
   check_meta(meta, 2, "quantize");
@@ -867,6 +947,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.inverted_block", inverted_block);
   def("spe.v1.dense_conv2d", dense_conv2d);
   def("spe.v1.qconv2d", qconv2d);
+  def("spe.v1.qdepthwise2d", qdepthwise2d);
   def("spe.v1.quantize", quantize);
   def("spe.v1.dequantize", dequantize);
   def("spe.v1.max_pool2d_u8", max_pool2d_u8);

@@ -42,8 +42,8 @@ def test_int8_host_artifact_is_the_lowered_model(resnet_case, tmp_path):
 
 @pytest.mark.parametrize("case_name", ["resnet_case", "mobilenet_case"])
 def test_int8_arm64_artifact_under_qemu(case_name, request, tmp_path, arm64_runner):
-    """ResNet-18 and MobileNetV2 (its depthwise convs fp32 between int8 layers: no int8
-    depthwise kernel yet) on the NEON int8 kernels."""
+    """ResNet-18 and MobileNetV2 (its depthwise convs on the int8 depthwise kernel) on the NEON
+    int8 kernels."""
     require_arm64_toolchain()
     case = request.getfixturevalue(case_name)
     qm, ref = _int8(case)

@@ -6,12 +6,12 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.quant import calibrate, lower_int8, simulate
-from engine.runtime.qmodules import Dequantize, QConv2d, QMaxPool2d, Quantize
+from engine.runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
 
 
 class Net(nn.Module):
     """stem conv -> BN -> ReLU -> max pool -> residual block (conv-BN-ReLU, conv-BN, + identity,
-    ReLU) -> a depthwise conv (fp32: no int8 kernel) -> pool -> classifier."""
+    ReLU) -> a depthwise conv -> pool -> classifier (fp32)."""
 
     def __init__(self):
         super().__init__()
@@ -57,9 +57,9 @@ def test_lowered_model_matches_fp32_and_the_simulation():
     rep = qm.int8_report
     assert rep["conv1"] == "int8" and rep["c2"] == "int8"
     assert rep["c3"] == "int8 (residual add fused)"
-    assert rep["dw"].startswith("fp32: grouped / depthwise") and rep["fc"].startswith("fp32: kept")
+    assert rep["dw"] == "int8" and rep["fc"].startswith("fp32: kept")
     kinds = [type(m) for m in qm.modules()]
-    assert kinds.count(QConv2d) == 3 and QMaxPool2d in kinds
+    assert kinds.count(QConv2d) == 3 and kinds.count(QDepthwiseConv2d) == 1 and QMaxPool2d in kinds
     assert kinds.count(Quantize) == 1 and kinds.count(Dequantize) == 1   # in once, out once
     x = torch.cat(batches)
     with torch.no_grad():

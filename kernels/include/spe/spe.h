@@ -273,6 +273,25 @@ SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */
 SPE_API const char* spe_qconv_kernel_name(const spe_qconv* conv);
 SPE_API void spe_qconv_destroy(spe_qconv* conv);
 
+/* ---- int8 depthwise conv (kernels/src/conv/qdepthwise.cc) ----
+ * groups == in_channels == out_channels = C, one kh x kw filter per channel, s8 weight (C, kh,
+ * kw) with a scale per channel (quant->weight_scale, C floats), bias C floats or NULL; x,
+ * residual and y u8 in NCHW4 (quant's layouts must both be SPE_QLAYOUT_NCHW4), the int8 conv's
+ * requantization fused (ReLU / ReLU6, the residual before the activation); the pad channels of
+ * y's last quad hold the output's zero point. Any kernel up to 1024 taps, strides, padding,
+ * dilation as spe_depthwise_conv. Every variant gives the scalar reference's bytes. Kernel
+ * names: qs8_dwconv__{variant}. Keeps no per-call state: thread-safe for distinct y. */
+typedef struct spe_qdepthwise spe_qdepthwise; /* opaque */
+SPE_API spe_status spe_qdepthwise_create(const spe_conv_params* params, const int8_t* weight,
+                                         const spe_qconv_quant* quant, spe_activation act,
+                                         const char* isa, spe_qdepthwise** out);
+SPE_API spe_status spe_qdepthwise_run(spe_qdepthwise* conv, const uint8_t* x, int32_t n,
+                                      int32_t h, int32_t w, const uint8_t* residual, uint8_t* y);
+SPE_API void spe_qdepthwise_output_size(const spe_qdepthwise* conv, int32_t h, int32_t w,
+                                        int32_t* ho, int32_t* wo);
+SPE_API const char* spe_qdepthwise_kernel_name(const spe_qdepthwise* conv);
+SPE_API void spe_qdepthwise_destroy(spe_qdepthwise* conv);
+
 /* ---- int8 glue (kernels/src/conv/qglue.cc): u8 tensors in NCHW or NCHW4 (layout) ----
  * quantize: y = clamp(round_half_even(x * float(1 / q.scale)) + q.zero_point, 0, 255) (an NCHW4
  * y's channels past c at the zero point); x must be finite (SPE_ERR_INVALID_ARGUMENT names the

@@ -65,6 +65,20 @@ struct QAvx2 {
             _mm256_set1_ps(e.scale[o]), _mm256_set1_ps(e.bias[o]), _mm256_set1_ps(e.res_scale),
             _mm256_set1_ps(e.six), e.act};
   }
+  // the depthwise row (qtile_template.h's qdw_row)
+  static ivec zero_i32() { return _mm256_setzero_si256(); }
+  static ivec load_i32(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static ivec mul_add(ivec acc, ivec x, ivec w) { return _mm256_add_epi32(acc, _mm256_mullo_epi32(x, w)); }
+  static ivec load_u8(const uint8_t* p, int n) {
+    long long b = 0;
+    std::memcpy(&b, p, size_t(n));
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
+  }
+  static RowConst lane_const(const QDwRowArgs& d) {
+    return {load_i32(d.corr), _mm256_set1_epi32(d.res_zero), _mm256_set1_epi32(d.out_zero),
+            _mm256_loadu_ps(d.scale), _mm256_loadu_ps(d.bias), _mm256_set1_ps(d.res_scale),
+            _mm256_set1_ps(d.six), d.act};
+  }
   static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
     s = _mm256_add_epi32(s, c.corr);
     __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), c.scale, c.bias);

@@ -38,6 +38,20 @@ struct QAvx512Vnni {
             _mm512_set1_ps(e.scale[o]), _mm512_set1_ps(e.bias[o]), _mm512_set1_ps(e.res_scale),
             _mm512_set1_ps(e.six), e.act};
   }
+  // the depthwise row (qtile_template.h's qdw_row)
+  static ivec zero_i32() { return _mm512_setzero_si512(); }
+  static ivec load_i32(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static ivec mul_add(ivec acc, ivec x, ivec w) { return _mm512_add_epi32(acc, _mm512_mullo_epi32(x, w)); }
+  static ivec load_u8(const uint8_t* p, int n) {
+    const __m128i b = n == kPix ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                                : _mm_maskz_loadu_epi8(mask(n), p);
+    return _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), b);
+  }
+  static RowConst lane_const(const QDwRowArgs& d) {
+    return {_mm512_loadu_si512(d.corr), _mm512_set1_epi32(d.res_zero), _mm512_set1_epi32(d.out_zero),
+            _mm512_loadu_ps(d.scale), _mm512_loadu_ps(d.bias), _mm512_set1_ps(d.res_scale),
+            _mm512_set1_ps(d.six), d.act};
+  }
   static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
     const __mmask16 m = mask(n);
     // the zero-masked forms with a full mask: the plain ones pass an undefined vector that

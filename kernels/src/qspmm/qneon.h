@@ -50,6 +50,20 @@ struct QNeonCommon {
             vdupq_n_f32(e.scale[o]), vdupq_n_f32(e.bias[o]), vdupq_n_f32(e.res_scale),
             vdupq_n_f32(e.six), e.act};
   }
+  // the depthwise row (qtile_template.h's qdw_row)
+  static ivec zero_i32() { return vdupq_n_s32(0); }
+  static ivec load_i32(const int32_t* p) { return vld1q_s32(p); }
+  static ivec mul_add(ivec acc, ivec x, ivec w) { return vmlaq_s32(acc, x, w); }
+  static ivec load_u8(const uint8_t* p, int n) {
+    uint32_t b = 0;
+    std::memcpy(&b, p, size_t(n));
+    const uint16x8_t h = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(b)));
+    return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h)));
+  }
+  static RowConst lane_const(const QDwRowArgs& d) {
+    return {vld1q_s32(d.corr), vdupq_n_s32(d.res_zero), vdupq_n_s32(d.out_zero), vld1q_f32(d.scale),
+            vld1q_f32(d.bias), vdupq_n_f32(d.res_scale), vdupq_n_f32(d.six), d.act};
+  }
   static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
     s = vaddq_s32(s, c.corr);
     float32x4_t v = vfmaq_f32(c.bias, vcvtq_f32_s32(s), c.scale);

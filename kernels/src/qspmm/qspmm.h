@@ -109,6 +109,28 @@ struct QTileArgs {
 };
 
 using QTileFn = void (*)(const QTileArgs&);
+
+// One output row of an int8 depthwise conv on one channel quad, NCHW4 (conv/qdepthwise.cc):
+// y[j] (j < 4 * wo bytes: wo pixels x 4 channels) = requantize(sum over taps t of
+// src[t][j] * w[t][j % 4] + corr[j % 4]), where src[t] are the tap's input bytes already
+// aligned to the output pixels (phase-split and padded with the zero point by the caller), w the
+// quad's weights (s32, 4 a tap), and the constants per lane (16-lane patterns: 4 channels
+// repeated). Every variant matches the scalar reference bit for bit.
+struct QDwRowArgs {
+  const uint8_t* const* src;  // n_taps pointers
+  const int32_t* w;           // n_taps x 4
+  int n_taps;
+  int n;                      // bytes in the row: 4 * wo
+  uint8_t* y;
+  const uint8_t* res;         // residual bytes aligned with y, or null
+  const int32_t* corr;        // 16 lanes
+  const float* scale;         // 16 lanes
+  const float* bias;          // 16 lanes
+  float res_scale, six;
+  int32_t res_zero, out_zero;
+  int act;
+};
+using QDwRowFn = void (*)(const QDwRowArgs&);
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
 using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
@@ -121,6 +143,7 @@ struct QSpmmKernels {
                 // as they load them (x ^ 0x80 = x - 128 as s8, for sdot / smull), else 0
   int w_bytes;  // bytes per weight quad: 4 (s8) or 8 (s16, for vpmaddwd)
   QEpiRowFn epi_row;
+  QDwRowFn dw_row;
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
   QTileFn full[kQMaxGroupRows];
@@ -140,6 +163,8 @@ bool parse_qvariant(const char* s, QVariant* out);
 
 // The scalar requantization of one sum (the reference; every variant matches it bit for bit).
 uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o);
+// The same for one lane of a depthwise row (constants from the row's lane l % 16).
+uint8_t qrequant_lane(int32_t a, const uint8_t* res, const QDwRowArgs& d, int l);
 
 }  // namespace spe
 #endif  // SPE_QSPMM_QSPMM_H_

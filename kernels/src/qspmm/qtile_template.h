@@ -79,6 +79,33 @@ void qepi_row(uint8_t* d, const int32_t* acc, const uint8_t* res, int n, const Q
   }
 }
 
+// An int8 depthwise row (QDwRowArgs) on Q: kPix lanes (bytes) at a time, the taps' weights and
+// the lane constants as kPix-lane patterns (4 channels repeated: every kPix is a multiple of 4).
+template <class Q>
+void qdw_row(const QDwRowArgs& d) {
+  constexpr int P = Q::kPix;
+  static_assert(P % 4 == 0 && P <= 16, "lane patterns repeat every 4 lanes, 16 of them given");
+  typename Q::ivec wv[64];
+  const int taps = d.n_taps < 64 ? d.n_taps : 64;
+  for (int t = 0; t < taps; ++t) {
+    alignas(64) int32_t pat[16];
+    for (int l = 0; l < 16; ++l) pat[l] = d.w[4 * t + (l & 3)];
+    wv[t] = Q::load_i32(pat);
+  }
+  const typename Q::RowConst c = Q::lane_const(d);
+  for (int j = 0; j < d.n; j += P) {
+    const int m = d.n - j < P ? d.n - j : P;
+    typename Q::ivec acc = Q::zero_i32();
+    for (int t = 0; t < taps; ++t) acc = Q::mul_add(acc, Q::load_u8(d.src[t] + j, m), wv[t]);
+    for (int t = taps; t < d.n_taps; ++t) {  // past 64 taps (a kernel over 8x8): patterns here
+      alignas(64) int32_t pat[16];
+      for (int l = 0; l < 16; ++l) pat[l] = d.w[4 * t + (l & 3)];
+      acc = Q::mul_add(acc, Q::load_u8(d.src[t] + j, m), Q::load_i32(pat));
+    }
+    Q::requant_store(d.y + j, acc, d.res ? d.res + j : nullptr, m, c);
+  }
+}
+
 template <class Q, int R, int NV>
 struct QTailFill {
   static void fill(QSpmmKernels& k) {
@@ -111,6 +138,7 @@ const QSpmmKernels* qspmm_table_of(const char* name) {
     t.x_bias = Q::kXBias;
     t.w_bytes = Q::kWBytes;
     t.epi_row = &qepi_row<Q>;
+    t.dw_row = &qdw_row<Q>;
     for_each_index([&](auto i) { qfill_listed<Q, decltype(i)::value>(t); },
                    std::make_integer_sequence<int, kNumQSpmmUkernels>{});
     return t;

@@ -19,7 +19,26 @@ uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o) {
   return uint8_t(std::min(std::max(q + e.out_zero, 0), 255));  // q + zy: no overflow (zy >= 0)
 }
 
+uint8_t qrequant_lane(int32_t a, const uint8_t* res, const QDwRowArgs& d, int l) {
+  const int k = l & 15;
+  float v = std::fma(float(a + d.corr[k]), d.scale[k], d.bias[k]);
+  if (res) v = std::fma(float(int32_t(*res) - d.res_zero), d.res_scale, v);
+  if (d.act >= 1) v = std::max(v, 0.0f);
+  if (d.act == 2) v = std::min(v, d.six);
+  v = std::min(v, 512.0f);
+  const int32_t q = v >= -2147483648.0f ? int32_t(std::nearbyint(v)) : INT32_MIN;
+  return uint8_t(std::min(std::max(q + d.out_zero, 0), 255));
+}
+
 namespace {
+
+void qscalar_dw_row(const QDwRowArgs& d) {
+  for (int j = 0; j < d.n; ++j) {
+    int32_t s = 0;
+    for (int t = 0; t < d.n_taps; ++t) s += int32_t(d.src[t][j]) * d.w[4 * t + (j & 3)];
+    d.y[j] = qrequant_lane(s, d.res ? d.res + j : nullptr, d, j);
+  }
+}
 
 template <int R>
 void qscalar_tile(const QTileArgs& a) {
@@ -69,6 +88,7 @@ const QSpmmKernels* qspmm_table<QVariant::scalar>() {
     t.x_bias = 0;
     t.w_bytes = 4;
     t.epi_row = &qscalar_epi_row;
+    t.dw_row = &qscalar_dw_row;
     for_each_index([&](auto i) { qfill_scalar<decltype(i)::value>(t); },
                    std::make_integer_sequence<int, kNumQSpmmUkernels>{});
     return t;

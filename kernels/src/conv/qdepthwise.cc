@@ -1,0 +1,175 @@
+// An int8 depthwise conv layer (spe.h, "int8 depthwise"): NCHW4 u8 in and out, one kh x kw s8
+// filter per channel, the requantization of the int8 conv fused into the store.
+//
+// Work items are (image, channel quad, output row). An item lays out the input rows its output
+// row reads, each padded with the input's zero point (whose products the per-channel correction
+// cancels) and split into its column phases for strides > 1, so every tap reads the row's bytes
+// aligned with the output's; the variant's dw_row (qspmm/qtile_template.h) sums the taps for
+// 4 * wo bytes at a time and requantizes. A layer keeps no per-call state.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "../common/threadpool.h"
+#include "../qspmm/qspmm.h"
+#include "geometry.h"
+#include "row_groups.h"
+#include "spe/spe.h"
+
+using spe::fail;
+
+struct spe_qdepthwise {
+  spe_conv_params p{};
+  int Q = 1, taps = 1;
+  std::vector<int32_t> w;                  // per quad: taps x 4 (channels past C: 0)
+  std::vector<int32_t> corr;               // per quad: 16 lanes
+  std::vector<float> scale, bias;          // per quad: 16 lanes
+  float res_scale = 1.0f, six = 0.0f;
+  int32_t res_zero = 0, out_zero = 0;
+  uint8_t pad = 0;                         // the input's zero point
+  int act = 0;
+  const spe::QSpmmKernels* k = nullptr;
+  std::string name;
+};
+
+namespace spe {
+namespace {
+
+spe_status create(const spe_conv_params* params, const int8_t* weight, const spe_qconv_quant* q,
+                  spe_activation act, const char* isa, spe_qdepthwise** out) {
+  if (!params || !out || !q || !weight || !q->weight_scale)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "null params/weight/quant/weight_scale/out");
+  const spe_conv_params& p = *params;
+  if (const spe_status st = check_packed_conv_params(p); st != SPE_OK) return st;
+  if (p.in_channels != p.out_channels)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "a depthwise conv has as many output channels as input ones");
+  if (p.kh * p.kw > 1024) return fail(SPE_ERR_INVALID_ARGUMENT, "int8 depthwise kernels take at most 1024 taps");
+  if (q->input_layout != SPE_QLAYOUT_NCHW4 || q->output_layout != SPE_QLAYOUT_NCHW4)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "the int8 depthwise conv reads and writes NCHW4 (SPE_QLAYOUT_NCHW4)");
+  if (act != SPE_ACT_NONE && act != SPE_ACT_RELU && act != SPE_ACT_RELU6)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "int8 layers fuse no activation but ReLU / ReLU6 (got " + std::to_string(int(act)) + ")");
+  for (const auto& qp : {q->input, q->output, q->residual})
+    if (!(std::isfinite(qp.scale) && qp.scale > 0.0f) || qp.zero_point < 0 || qp.zero_point > 255)
+      return fail(SPE_ERR_INVALID_ARGUMENT, "input / output / residual (scale, zero point) must be finite > 0, 0..255");
+  QVariant v;
+  const QSpmmKernels* k = parse_qvariant(isa ? isa : "auto", &v) ? qspmm_kernels(v) : nullptr;
+  if (!k) return fail(SPE_ERR_UNSUPPORTED_ISA, std::string("int8 variant not available on this CPU/build: ") + (isa ? isa : "null"));
+  auto c = std::make_unique<spe_qdepthwise>();
+  const int C = p.in_channels, T = p.kh * p.kw, Q = (C + 3) / 4;
+  c->p = p;
+  c->Q = Q;
+  c->taps = T;
+  c->k = k;
+  c->act = int(act);
+  c->pad = uint8_t(q->input.zero_point);
+  c->w.assign(size_t(Q) * T * 4, 0);
+  c->corr.assign(size_t(Q) * 16, 0);
+  c->scale.assign(size_t(Q) * 16, 0.0f);
+  c->bias.assign(size_t(Q) * 16, 0.0f);
+  const double sy = q->output.scale;
+  for (int ch = 0; ch < C; ++ch) {
+    const float ws = q->weight_scale[ch];
+    if (!(std::isfinite(ws) && ws > 0.0f) || (q->bias && !std::isfinite(q->bias[ch])))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "channel " + std::to_string(ch) + ": weight scale must be finite > 0, bias finite");
+    int64_t wsum = 0;
+    for (int t = 0; t < T; ++t) {
+      c->w[(size_t(ch / 4) * T + t) * 4 + ch % 4] = weight[size_t(ch) * T + t];
+      wsum += weight[size_t(ch) * T + t];
+    }
+    const float sc = float(double(q->input.scale) * ws / sy), b = q->bias ? float(q->bias[ch] / sy) : 0.0f;
+    if (!std::isfinite(sc) || !std::isfinite(b))
+      return fail(SPE_ERR_INVALID_ARGUMENT, "channel " + std::to_string(ch) + ": the folded scale overflows float");
+    for (int l = ch % 4; l < 16; l += 4) {
+      c->corr[size_t(ch / 4) * 16 + l] = int32_t(-int64_t(q->input.zero_point) * wsum);
+      c->scale[size_t(ch / 4) * 16 + l] = sc;
+      c->bias[size_t(ch / 4) * 16 + l] = b;
+    }
+  }
+  c->res_scale = float(double(q->residual.scale) / sy);
+  c->res_zero = q->residual.zero_point;
+  c->six = float(6.0 / sy);
+  c->out_zero = q->output.zero_point;
+  c->name = std::string("qs8_dwconv__") + k->variant;
+  *out = c.release();
+  return SPE_OK;
+}
+
+spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
+               const uint8_t* residual, uint8_t* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null layer/x/y or n < 0");
+  const auto& p = c->p;
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h), wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for the kernel/padding");
+  const int sw = p.stride_w, kh = p.kh, kw = p.kw, T = c->taps;
+  // padded row: the words the output row's windows read (left padding included)
+  const int64_t need = (wo - 1) * sw + int64_t(kw - 1) * p.dil_w + 1;
+  const int64_t per_phase = (need + sw - 1) / sw;
+  if (need > (int64_t(1) << 28) || int64_t(h) * w > (int64_t(1) << 40) / c->Q)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input too large for the int8 depthwise conv");
+  if (n == 0) return SPE_OK;
+  const int64_t in_img = int64_t(c->Q) * h * w * 4, out_img = int64_t(c->Q) * ho * wo * 4;
+  const int64_t items = int64_t(n) * c->Q * ho;
+  ThreadPool::global().parallel_for(items, std::max<int64_t>(1, items / 64), [&](int64_t ib, int64_t ie) {
+    std::vector<uint8_t> rows(size_t(kh) * sw * per_phase * 4 + 64), pad_row(size_t(sw * per_phase * 4));
+    std::vector<const uint8_t*> src(static_cast<size_t>(T));
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / (int64_t(c->Q) * ho), qd = it / ho % c->Q, oy = it % ho;
+      const uint8_t* xq = x + b * in_img + qd * int64_t(h) * w * 4;
+      for (int ky = 0; ky < kh; ++ky) {
+        const int64_t iy = oy * p.stride_h - p.pad_h + int64_t(ky) * p.dil_h;
+        uint8_t* phases = rows.data() + size_t(ky) * sw * per_phase * 4;
+        uint8_t* padded = sw == 1 ? phases : pad_row.data();
+        std::memset(padded, c->pad, size_t(per_phase * sw * 4));
+        if (iy >= 0 && iy < h) {
+          const int64_t x0 = std::max<int64_t>(0, p.pad_w), n_px = std::min<int64_t>(w, per_phase * sw - p.pad_w);
+          if (n_px > 0) std::memcpy(padded + x0 * 4, xq + iy * w * 4, size_t(n_px * 4));
+        }
+        if (sw > 1)  // phase q holds padded words q, q + sw, ...
+          for (int ph = 0; ph < sw; ++ph)
+            for (int64_t j = 0; j < per_phase; ++j)
+              std::memcpy(phases + (ph * per_phase + j) * 4, padded + (j * sw + ph) * 4, 4);
+        for (int kx = 0; kx < kw; ++kx) {
+          const int64_t off = int64_t(kx) * p.dil_w;
+          src[size_t(ky * kw + kx)] = phases + ((off % sw) * per_phase + off / sw) * 4;
+        }
+      }
+      const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
+      QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
+                   residual ? residual + at : nullptr, c->corr.data() + qd * 16,
+                   c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
+                   c->res_zero, c->out_zero, c->act};
+      c->k->dw_row(d);
+    }
+  });
+  return SPE_OK;
+}
+
+}  // namespace
+}  // namespace spe
+
+extern "C" {
+
+spe_status spe_qdepthwise_create(const spe_conv_params* params, const int8_t* weight,
+                                 const spe_qconv_quant* quant, spe_activation act, const char* isa,
+                                 spe_qdepthwise** out) {
+  return spe::guarded("spe_qdepthwise_create", [&] { return spe::create(params, weight, quant, act, isa, out); });
+}
+
+spe_status spe_qdepthwise_run(spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
+                              const uint8_t* residual, uint8_t* y) {
+  return spe::guarded("spe_qdepthwise_run", [&] { return spe::run(c, x, n, h, w, residual, y); });
+}
+
+void spe_qdepthwise_output_size(const spe_qdepthwise* c, int32_t h, int32_t w, int32_t* ho, int32_t* wo) {
+  spe::conv_output_size(c ? &c->p : nullptr, h, w, ho, wo);
+}
+
+const char* spe_qdepthwise_kernel_name(const spe_qdepthwise* c) { return c ? c->name.c_str() : ""; }
+void spe_qdepthwise_destroy(spe_qdepthwise* c) { delete c; }
+
+}  // extern "C"
