@@ -1,11 +1,12 @@
 // An int8 depthwise conv layer (spe.h, "int8 depthwise"): NCHW4 u8 in and out, one kh x kw s8
 // filter per channel, the requantization of the int8 conv fused into the store.
 //
-// Work items are (image, channel quad, output row). An item lays out the input rows its output
-// row reads, each padded with the input's zero point (whose products the per-channel correction
-// cancels) and split into its column phases for strides > 1, so every tap reads the row's bytes
-// aligned with the output's; the variant's dw_row (qspmm/qtile_template.h) sums the taps for
-// 4 * wo bytes at a time and requantizes. A layer keeps no per-call state.
+// Work items are (image, channel quad, block of up to 8 output rows). An item lays out the input
+// rows its block reads, once each, padded with the input's zero point (whose products the
+// per-channel correction cancels) and split into their column phases for strides > 1, so every
+// tap reads a row's bytes aligned with the output's; the variant's dw_row (qspmm/
+// qtile_template.h) sums the taps for 4 * wo bytes at a time and requantizes. A layer keeps no
+// per-call state.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -113,37 +114,55 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
     return fail(SPE_ERR_INVALID_ARGUMENT, "input too large for the int8 depthwise conv");
   if (n == 0) return SPE_OK;
   const int64_t in_img = int64_t(c->Q) * h * w * 4, out_img = int64_t(c->Q) * ho * wo * 4;
-  const int64_t items = int64_t(n) * c->Q * ho;
-  ThreadPool::global().parallel_for(items, std::max<int64_t>(1, items / 64), [&](int64_t ib, int64_t ie) {
-    std::vector<uint8_t> rows(size_t(kh) * sw * per_phase * 4 + 64), pad_row(size_t(sw * per_phase * 4));
+  // Items: (image, quad, block of output rows); a block prepares each input row it reads once
+  // (padded, phase-split), and its output rows take their taps from those.
+  const int64_t blk = std::min<int64_t>(ho, 8), n_blk = (ho + blk - 1) / blk;
+  const int64_t items = int64_t(n) * c->Q * n_blk;
+  const int64_t span = (blk - 1) * p.stride_h + int64_t(kh - 1) * p.dil_h + 1;  // input rows a block reads
+  const int64_t row_bytes = sw * per_phase * 4;
+  ThreadPool::global().parallel_for(items, 1, [&](int64_t ib, int64_t ie) {
+    std::vector<uint8_t> rows(size_t(span * row_bytes + 64)), padded(size_t(row_bytes + 64));
     std::vector<const uint8_t*> src(static_cast<size_t>(T));
+    const int64_t W = w, H = h, PW = p.pad_w, PP = per_phase, SW = sw, RB = row_bytes;
+    const uint8_t pad = c->pad;
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t b = it / (int64_t(c->Q) * ho), qd = it / ho % c->Q, oy = it % ho;
-      const uint8_t* xq = x + b * in_img + qd * int64_t(h) * w * 4;
-      for (int ky = 0; ky < kh; ++ky) {
-        const int64_t iy = oy * p.stride_h - p.pad_h + int64_t(ky) * p.dil_h;
-        uint8_t* phases = rows.data() + size_t(ky) * sw * per_phase * 4;
-        uint8_t* padded = sw == 1 ? phases : pad_row.data();
-        std::memset(padded, c->pad, size_t(per_phase * sw * 4));
-        if (iy >= 0 && iy < h) {
-          const int64_t x0 = std::max<int64_t>(0, p.pad_w), n_px = std::min<int64_t>(w, per_phase * sw - p.pad_w);
-          if (n_px > 0) std::memcpy(padded + x0 * 4, xq + iy * w * 4, size_t(n_px * 4));
-        }
-        if (sw > 1)  // phase q holds padded words q, q + sw, ...
-          for (int ph = 0; ph < sw; ++ph)
-            for (int64_t j = 0; j < per_phase; ++j)
-              std::memcpy(phases + (ph * per_phase + j) * 4, padded + (j * sw + ph) * 4, 4);
-        for (int kx = 0; kx < kw; ++kx) {
-          const int64_t off = int64_t(kx) * p.dil_w;
-          src[size_t(ky * kw + kx)] = phases + ((off % sw) * per_phase + off / sw) * 4;
-        }
+      const int64_t b = it / (int64_t(c->Q) * n_blk), qd = it / n_blk % c->Q, bi = it % n_blk;
+      const int64_t oy0 = bi * blk, oy1 = std::min<int64_t>(ho, oy0 + blk);
+      const int64_t iy0 = oy0 * p.stride_h - p.pad_h;
+      const int64_t n_rows = (oy1 - 1 - oy0) * p.stride_h + int64_t(kh - 1) * p.dil_h + 1;
+      const uint8_t* xq = x + b * in_img + qd * H * W * 4;
+      for (int64_t r = 0; r < n_rows; ++r) {   // each input row once: padded, phase-split
+        const int64_t iy = iy0 + r;
+        uint8_t* dst = rows.data() + r * RB;
+        uint8_t* pr = SW == 1 ? dst : padded.data();
+        std::memset(pr, pad, size_t(RB));
+        const int64_t n_px = std::min<int64_t>(W, PP * SW - PW);
+        if (iy >= 0 && iy < H && n_px > 0) std::memcpy(pr + PW * 4, xq + iy * W * 4, size_t(n_px * 4));
+        if (SW > 1)  // phase q holds padded words q, q + sw, ... (4-byte moves, no calls)
+          for (int64_t q = 0; q < SW; ++q) {
+            uint8_t* to = dst + q * PP * 4;
+            for (int64_t j = 0; j < PP; ++j) {
+              uint32_t v;
+              std::memcpy(&v, pr + (j * SW + q) * 4, 4);
+              std::memcpy(to + j * 4, &v, 4);
+            }
+          }
       }
-      const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
-      QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
-                   residual ? residual + at : nullptr, c->corr.data() + qd * 16,
-                   c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
-                   c->res_zero, c->out_zero, c->act};
-      c->k->dw_row(d);
+      for (int64_t oy = oy0; oy < oy1; ++oy) {
+        for (int ky = 0; ky < kh; ++ky) {
+          const uint8_t* phases = rows.data() + ((oy - oy0) * p.stride_h + int64_t(ky) * p.dil_h) * RB;
+          for (int kx = 0; kx < kw; ++kx) {
+            const int64_t off = int64_t(kx) * p.dil_w;
+            src[size_t(ky * kw + kx)] = phases + ((off % SW) * PP + off / SW) * 4;
+          }
+        }
+        const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
+        QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
+                     residual ? residual + at : nullptr, c->corr.data() + qd * 16,
+                     c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
+                     c->res_zero, c->out_zero, c->act};
+        c->k->dw_row(d);
+      }
     }
   });
   return SPE_OK;
