@@ -30,6 +30,31 @@ int32_t parse_layout(const std::string& s) {
   throw std::invalid_argument("unknown int8 layout '" + s + "' (nchw, nchw4)");
 }
 
+// y = run(x, residual or null, y) with the GIL released, the residual checked against y's shape
+// first (and refused for a layer built without its qparams).
+template <class Run>
+u8 run_into(u8 y, const u8& x, const std::optional<u8>& residual, bool has_residual_qparams,
+            Run run) {
+  const uint8_t* res = nullptr;
+  if (residual) {
+    if (!has_residual_qparams)
+      throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
+    bool same = residual->ndim() == y.ndim();
+    for (py::ssize_t d = 0; same && d < y.ndim(); ++d) same = residual->shape(d) == y.shape(d);
+    if (!same) throw std::invalid_argument("residual must have the output's shape (and layout)");
+    res = residual->data();
+  }
+  const uint8_t* xp = x.data();
+  uint8_t* yp = y.mutable_data();
+  spe_status s;
+  {
+    py::gil_scoped_release nogil;
+    s = run(xp, res, yp);
+  }
+  check(s);
+  return y;
+}
+
 class QConv {
  public:
   QConv(int out_channels, int in_channels, std::pair<int, int> kernel, std::pair<int, int> stride,
@@ -88,13 +113,6 @@ class QConv {
     if (quads) return {n, (c + 3) / 4, h, w, 4};
     return {n, c, h, w};
   }
-  static bool has_shape(const u8& a, const std::vector<py::ssize_t>& s) {
-    if (a.ndim() != py::ssize_t(s.size())) return false;
-    for (size_t i = 0; i < s.size(); ++i)
-      if (a.shape(i) != s[i]) return false;
-    return true;
-  }
-
   u8 run(u8 x, std::optional<u8> residual) {
     const int in_dims = in_quads_ ? 5 : 4;
     if (x.ndim() != in_dims || x.shape(1) != (in_quads_ ? (in_channels_ + 3) / 4 : in_channels_) ||
@@ -109,24 +127,10 @@ class QConv {
     int ho, wo;
     spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
     const auto yshape = shape_of(out_quads_, n, out_channels_, ho, wo);
-    u8 y(yshape);
-    const uint8_t* res = nullptr;
-    if (residual) {
-      if (!has_residual_qparams_)
-        throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
-      if (!has_shape(*residual, yshape))
-        throw std::invalid_argument("residual must have the output's shape (and layout)");
-      res = residual->data();
-    }
-    const uint8_t* xp = x.data();
-    uint8_t* yp = y.mutable_data();
-    spe_status s;
-    {
-      py::gil_scoped_release nogil;
-      s = spe_qconv_run(conv_.get(), xp, n, h, w, res, yp);
-    }
-    check(s);
-    return y;
+    return run_into(u8(yshape), x, residual, has_residual_qparams_,
+                    [&](const uint8_t* xp, const uint8_t* res, uint8_t* yp) {
+                      return spe_qconv_run(conv_.get(), xp, n, h, w, res, yp);
+                    });
   }
 
   std::pair<int, int> output_size(int h, int w) const {
@@ -252,25 +256,10 @@ class QDepthwise {
     check(spe_qdepthwise_run(conv_.get(), &none, 0, h, w, nullptr, &none));
     int ho, wo;
     spe_qdepthwise_output_size(conv_.get(), h, w, &ho, &wo);
-    u8 y({n, q4, ho, wo, 4});
-    const uint8_t* res = nullptr;
-    if (residual) {
-      if (!has_residual_qparams_)
-        throw std::invalid_argument("a residual needs the layer built with residual=(scale, zero_point)");
-      if (residual->ndim() != 5 || residual->shape(0) != n || residual->shape(1) != q4 ||
-          residual->shape(2) != ho || residual->shape(3) != wo)
-        throw std::invalid_argument("residual must have the output's shape (nchw4)");
-      res = residual->data();
-    }
-    const uint8_t* xp = x.data();
-    uint8_t* yp = y.mutable_data();
-    spe_status s;
-    {
-      py::gil_scoped_release nogil;
-      s = spe_qdepthwise_run(conv_.get(), xp, n, h, w, res, yp);
-    }
-    check(s);
-    return y;
+    return run_into(u8({n, q4, ho, wo, 4}), x, residual, has_residual_qparams_,
+                    [&](const uint8_t* xp, const uint8_t* res, uint8_t* yp) {
+                      return spe_qdepthwise_run(conv_.get(), xp, n, h, w, res, yp);
+                    });
   }
 
   std::pair<int, int> output_size(int h, int w) const {
