@@ -140,11 +140,13 @@ def int8_accuracy(model: nn.Module, train, val, qat_epochs: int = 3) -> dict:
     from engine.quant import calibrate, lower_int8
     from engine.train import TrainConfig, train_qat
     calib = [x for x, _ in train[:20]]
-    cal = calibrate(model, calib)
-    out = {"ptq": accuracy(lower_int8(model, cal), val)}
-    qat = train_qat(model, cal, train, nn.functional.cross_entropy,
-                    TrainConfig(epochs=qat_epochs, lr=2e-4, lr_schedule="cosine"))
-    out["qat"] = accuracy(lower_int8(qat, calibrate(qat, calib)), val)
+    # its own random state: the experiment's other columns must not change with it on or off
+    with torch.random.fork_rng():
+        cal = calibrate(model, calib)
+        out = {"ptq": accuracy(lower_int8(model, cal), val)}
+        qat = train_qat(model, cal, train, nn.functional.cross_entropy,
+                        TrainConfig(epochs=qat_epochs, lr=2e-4, lr_schedule="cosine"))
+        out["qat"] = accuracy(lower_int8(qat, calibrate(qat, calib)), val)
     return out
 
 
@@ -160,7 +162,6 @@ def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
     net = _train_dense(train, 20, seed)
     dense_acc = accuracy(net, val)
     note(f"  dense: {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)", progress)
-    dense_int8 = int8_accuracy(net, train, val) if int8 else None
     base = dict(train=train, val=val, epochs=epochs, lr=1e-3, prune_epochs=epochs // 2,
                 seed=seed, lr_schedule="cosine", progress=False, int8=int8)
     rows = []
@@ -175,6 +176,7 @@ def run(sparsities=(0.5, 0.7, 0.8, 0.9), epochs: int = 12, seed: int = 0,
              f"(dense {dense_acc:.4f}, {row['seconds']:.0f} s)", progress)
         bar.step(f"s={s:.2f}")
     bar.close()
+    dense_int8 = int8_accuracy(net, train, val) if int8 else None
     return {"dense": dense_acc, "dense_int8": dense_int8, "epochs": epochs, "rows": rows,
             "methods": list(methods), "data": _DESCRIPTION[data], "dataset": data}
 
@@ -200,9 +202,15 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
         row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opts[m].pruned_model, HIDDEN)
     # an accuracy experiment: the native kernels' costs are enough to place the pruning
     # (generated-TIR candidates would add a compile per candidate to a cold profile)
+    # the mapper's plan is placed by measured costs: on some machines the cheapest plan at s
+    # scores below uniform 4x1's proxy. The experiment then reports it with the budget miss
+    # (mapper_budget), rather than stopping.
     mopt = engine.optimize(net, (x,), mapper="rule", sparsity=s, capture=False,
                            exclude=EXCLUDE, measure=False, progress=False, backends="native",
-                           data=(train[:4], train[-8:]), finetune=dict(tune, method="gradual"))
+                           data=(train[:4], train[-8:]), finetune=dict(tune, method="gradual"),
+                           allow_infeasible=True)
+    missed = [n for n in mopt.notes if "budget NOT met" in n]
+    row["mapper_budget"] = missed[0] if missed else "met"
     row["mapper"] = accuracy(mopt, val)
     row["mapper_layers"] = {c.layer: f"{c.scheme}"
                             f"{'%dx%d' % tuple(c.block) if c.block else ''}"
@@ -261,6 +269,9 @@ def table(r: dict) -> str:
             cells.append(f"{ms['dense'] / ms['uniform']:.2f}x / {ms['dense'] / ms['mapper']:.2f}x"
                          if ms else "")
         out.append(f"| {row['sparsity']:.0%} | " + " | ".join(cells) + " |")
+    for row in r["rows"]:
+        if row.get("mapper_budget", "met") != "met":
+            out.append(f"\nat {row['sparsity']:.0%} the mapper's {row['mapper_budget']}")
     if r.get("dense_int8"):
         d = r["dense_int8"]
         out.append(f"\ndense on the int8 kernels: {d['ptq']:.2%} after PTQ, {d['qat']:.2%} after "

@@ -20,6 +20,7 @@ def test_recovery_experiment_one_point(tmp_path, monkeypatch):
     for m in ("gradual", "admm"):
         assert abs(row[f"{m}_sparsity_of_pruned_layers"] - 0.8) < 0.01
     assert row["mapper_layers"]              # the rule mapper pruned something
+    assert row["mapper_budget"] == "met" or "budget NOT met" in row["mapper_budget"]
     recovery.plot(r, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     recovery.plot(r, tmp_path / "a.svg")

@@ -119,11 +119,17 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
   const int64_t blk = std::min<int64_t>(ho, 8), n_blk = (ho + blk - 1) / blk;
   const int64_t items = int64_t(n) * c->Q * n_blk;
   const int64_t span = (blk - 1) * p.stride_h + int64_t(kh - 1) * p.dil_h + 1;  // input rows a block reads
-  const int64_t row_bytes = sw * per_phase * 4;
+  // The variant's permute path (dw_rows) reads the padded rows as they are, 64 bytes a block
+  // of 4 output pixels: a row's stride gets 128 bytes of slack, and no phase split.
+  const bool permute = c->k->dw_rows != nullptr && kh <= 32 && kw <= 16 &&
+                       3 * int64_t(sw) + int64_t(kw - 1) * p.dil_w + 1 <= 16;
+  const int64_t row_bytes = sw * per_phase * 4 + (permute ? 128 : 0);
   ThreadPool::global().parallel_for(items, 1, [&](int64_t ib, int64_t ie) {
     std::vector<uint8_t> rows(size_t(span * row_bytes + 64)), padded(size_t(row_bytes + 64));
-    std::vector<const uint8_t*> src(static_cast<size_t>(T));
-    const int64_t W = w, H = h, PW = p.pad_w, PP = per_phase, SW = sw, RB = row_bytes;
+    std::vector<const uint8_t*> src(static_cast<size_t>(T)), in_rows(static_cast<size_t>(kh));
+    // SW: the column phases a row is split into (1 on the permute path); NP: padded pixels a row
+    const int64_t W = w, H = h, PW = p.pad_w, PP = per_phase, SW = permute ? 1 : sw, RB = row_bytes,
+                  NP = per_phase * sw;
     const uint8_t pad = c->pad;
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / (int64_t(c->Q) * n_blk), qd = it / n_blk % c->Q, bi = it % n_blk;
@@ -136,7 +142,7 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
         uint8_t* dst = rows.data() + r * RB;
         uint8_t* pr = SW == 1 ? dst : padded.data();
         std::memset(pr, pad, size_t(RB));
-        const int64_t n_px = std::min<int64_t>(W, PP * SW - PW);
+        const int64_t n_px = std::min<int64_t>(W, NP - PW);
         if (iy >= 0 && iy < H && n_px > 0) std::memcpy(pr + PW * 4, xq + iy * W * 4, size_t(n_px * 4));
         if (SW > 1)  // phase q holds padded words q, q + sw, ... (4-byte moves, no calls)
           for (int64_t q = 0; q < SW; ++q) {
@@ -149,6 +155,17 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
           }
       }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
+        const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
+        QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
+                     residual ? residual + at : nullptr, c->corr.data() + qd * 16,
+                     c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
+                     c->res_zero, c->out_zero, c->act};
+        if (permute) {
+          for (int ky = 0; ky < kh; ++ky)
+            in_rows[size_t(ky)] = rows.data() + ((oy - oy0) * p.stride_h + int64_t(ky) * p.dil_h) * RB;
+          c->k->dw_rows(QDwRowsArgs{in_rows.data(), kh, kw, sw, p.dil_w, int(wo), d});
+          continue;
+        }
         for (int ky = 0; ky < kh; ++ky) {
           const uint8_t* phases = rows.data() + ((oy - oy0) * p.stride_h + int64_t(ky) * p.dil_h) * RB;
           for (int kx = 0; kx < kw; ++kx) {
@@ -156,11 +173,6 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
             src[size_t(ky * kw + kx)] = phases + ((off % SW) * PP + off / SW) * 4;
           }
         }
-        const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
-        QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
-                     residual ? residual + at : nullptr, c->corr.data() + qd * 16,
-                     c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
-                     c->res_zero, c->out_zero, c->act};
         c->k->dw_row(d);
       }
     }

@@ -131,6 +131,19 @@ struct QDwRowArgs {
   int act;
 };
 using QDwRowFn = void (*)(const QDwRowArgs&);
+
+// The same row from the kh input rows themselves (padded with the zero point, pixel P at byte
+// 4 P, 64 bytes of slack past each): for variants that gather a lane's taps with a byte
+// permute and sum four taps of one channel per instruction (AVX-512 VBMI + VNNI: vpermb then
+// vpdpbusd), when a block of 4 output pixels reads at most 16 input pixels (3 * stride +
+// (kw - 1) * dilation < 16). The constants as in QDwRowArgs; w is the quad's kh x kw x 4.
+struct QDwRowsArgs {
+  const uint8_t* const* rows;  // kh pointers
+  int kh, kw, stride, dil;
+  int wo;                      // output pixels
+  QDwRowArgs d;                // w, y, res and the constants (src, n_taps, n unused)
+};
+using QDwRowsFn = void (*)(const QDwRowsArgs&);
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
 using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
@@ -144,6 +157,7 @@ struct QSpmmKernels {
   int w_bytes;  // bytes per weight quad: 4 (s8) or 8 (s16, for vpmaddwd)
   QEpiRowFn epi_row;
   QDwRowFn dw_row;
+  QDwRowsFn dw_rows;  // or null (the variant or this CPU has no such path)
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
   QTileFn full[kQMaxGroupRows];
