@@ -35,6 +35,10 @@ struct spe_qdepthwise {
   int act = 0;
   const spe::QSpmmKernels* k = nullptr;
   std::string name;
+  // the variant's permute path (QDwRowsArgs), when it has one and the geometry suits it
+  bool permute = false;
+  std::vector<uint8_t> pidx;
+  std::vector<int8_t> pwpat;
 };
 
 namespace spe {
@@ -95,6 +99,14 @@ spe_status create(const spe_conv_params* params, const int8_t* weight, const spe
   c->six = float(6.0 / sy);
   c->out_zero = q->output.zero_point;
   c->name = std::string("qs8_dwconv__") + k->variant;
+  c->permute = k->dw_rows != nullptr && p.kh <= 32 && p.kw <= 16 &&
+               3 * int64_t(p.stride_w) + int64_t(p.kw - 1) * p.dil_w + 1 <= 16;
+  if (c->permute) {
+    const int groups = qdw_groups(p.kw);
+    c->pidx.resize(size_t(groups) * 64);
+    c->pwpat.resize(size_t(Q) * p.kh * groups * 64);
+    qdw_permute_tables(c->w.data(), Q, p.kh, p.kw, p.stride_w, p.dil_w, c->pidx.data(), c->pwpat.data());
+  }
   *out = c.release();
   return SPE_OK;
 }
@@ -121,12 +133,13 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
   const int64_t span = (blk - 1) * p.stride_h + int64_t(kh - 1) * p.dil_h + 1;  // input rows a block reads
   // The variant's permute path (dw_rows) reads the padded rows as they are, 64 bytes a block
   // of 4 output pixels: a row's stride gets 128 bytes of slack, and no phase split.
-  const bool permute = c->k->dw_rows != nullptr && kh <= 32 && kw <= 16 &&
-                       3 * int64_t(sw) + int64_t(kw - 1) * p.dil_w + 1 <= 16;
+  const bool permute = c->permute;
   const int64_t row_bytes = sw * per_phase * 4 + (permute ? 128 : 0);
-  ThreadPool::global().parallel_for(items, 1, [&](int64_t ib, int64_t ie) {
+  // chunks of several items: each chunk allocates its row buffers once
+  const int64_t grain = std::max<int64_t>(1, items / (4 * int64_t(ThreadPool::global().num_threads())));
+  ThreadPool::global().parallel_for(items, grain, [&](int64_t ib, int64_t ie) {
     std::vector<uint8_t> rows(size_t(span * row_bytes + 64)), padded(size_t(row_bytes + 64));
-    std::vector<const uint8_t*> src(static_cast<size_t>(T)), in_rows(static_cast<size_t>(kh));
+    std::vector<const uint8_t*> src(static_cast<size_t>(T));
     // SW: the column phases a row is split into (1 on the permute path); NP: padded pixels a row
     const int64_t W = w, H = h, PW = p.pad_w, PP = per_phase, SW = permute ? 1 : sw, RB = row_bytes,
                   NP = per_phase * sw;
@@ -154,18 +167,23 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
             }
           }
       }
+      if (permute) {  // the whole block in one call
+        const int64_t at = b * out_img + (qd * ho + oy0) * wo * 4;
+        const QDwRowArgs d{nullptr, c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
+                           residual ? residual + at : nullptr, c->corr.data() + qd * 16,
+                           c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale,
+                           c->six, c->res_zero, c->out_zero, c->act};
+        c->k->dw_rows(QDwRowsArgs{rows.data(), RB, int(oy1 - oy0), p.stride_h, p.dil_h, kh, kw, sw,
+                                  p.dil_w, int(wo), wo * 4,
+                                  c->pwpat.data() + qd * kh * qdw_groups(kw) * 64, c->pidx.data(), d});
+        continue;
+      }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
         const int64_t at = b * out_img + (qd * ho + oy) * wo * 4;
         QDwRowArgs d{src.data(), c->w.data() + qd * T * 4, T, int(wo * 4), y + at,
                      residual ? residual + at : nullptr, c->corr.data() + qd * 16,
                      c->scale.data() + qd * 16, c->bias.data() + qd * 16, c->res_scale, c->six,
                      c->res_zero, c->out_zero, c->act};
-        if (permute) {
-          for (int ky = 0; ky < kh; ++ky)
-            in_rows[size_t(ky)] = rows.data() + ((oy - oy0) * p.stride_h + int64_t(ky) * p.dil_h) * RB;
-          c->k->dw_rows(QDwRowsArgs{in_rows.data(), kh, kw, sw, p.dil_w, int(wo), d});
-          continue;
-        }
         for (int ky = 0; ky < kh; ++ky) {
           const uint8_t* phases = rows.data() + ((oy - oy0) * p.stride_h + int64_t(ky) * p.dil_h) * RB;
           for (int kx = 0; kx < kw; ++kx) {

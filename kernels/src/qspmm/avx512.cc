@@ -83,34 +83,26 @@ struct QAvx512Vnni {
 // taps' weights: 3 of each for a 3x3 where the widened path does 9 multiplies of 2 uops.
 __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi(const QDwRowsArgs& a) {
   const QDwRowArgs& d = a.d;
-  const int groups = (a.kw + 3) / 4;
-  alignas(64) int8_t wp[32][4][64];   // [ky][group] the lanes' tap weights (4 taps a word)
-  alignas(64) uint8_t ix[4][64];      // [group] the permute's byte indices
-  for (int g = 0; g < groups; ++g)
-    for (int l = 0; l < 16; ++l)
-      for (int b = 0; b < 4; ++b) {
-        const int kx = 4 * g + b, px = l / 4, ch = l % 4;
-        ix[g][4 * l + b] = uint8_t(kx < a.kw ? (px * a.stride + kx * a.dil) * 4 + ch : 0);
-        for (int ky = 0; ky < a.kh; ++ky)
-          wp[ky][g][4 * l + b] = int8_t(kx < a.kw ? d.w[(ky * a.kw + kx) * 4 + ch] : 0);
-      }
-  __m512i idx[4], wv[32][4];
-  for (int g = 0; g < groups; ++g) {
-    idx[g] = _mm512_load_si512(ix[g]);
-    for (int ky = 0; ky < a.kh; ++ky) wv[ky][g] = _mm512_load_si512(wp[ky][g]);
-  }
+  const int groups = qdw_groups(a.kw);
+  const __mmask64 all = ~__mmask64(0);
   const QAvx512Vnni::RowConst c = QAvx512Vnni::lane_const(d);
   const int n = 4 * a.wo;
-  for (int j = 0; j < n; j += 16) {   // bytes of the output row: 4 pixels x 4 channels
-    __m512i acc = _mm512_setzero_si512();
-    const int64_t at = int64_t(j / 4) * a.stride * 4;   // the block's first input pixel
-    for (int ky = 0; ky < a.kh; ++ky) {
-      const __m512i row = _mm512_loadu_si512(a.rows[ky] + at);
-      for (int g = 0; g < groups; ++g)
-        acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_permutexvar_epi8(~__mmask64(0), idx[g], row), wv[ky][g]);
+  for (int r = 0; r < a.n_out; ++r) {
+    const uint8_t* in = a.rows + int64_t(r) * a.stride_h * a.row_stride;
+    uint8_t* y = d.y + r * a.y_stride;
+    const uint8_t* res = d.res ? d.res + r * a.y_stride : nullptr;
+    for (int j = 0; j < n; j += 16) {   // bytes of the output row: 4 pixels x 4 channels
+      __m512i acc = _mm512_setzero_si512();
+      const int64_t at = int64_t(j / 4) * a.stride * 4;   // the block's first input pixel
+      for (int ky = 0; ky < a.kh; ++ky) {
+        const __m512i row = _mm512_loadu_si512(in + int64_t(ky) * a.dil_h * a.row_stride + at);
+        for (int g = 0; g < groups; ++g)
+          acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_permutexvar_epi8(all, _mm512_loadu_si512(a.idx + g * 64), row),
+                                    _mm512_loadu_si512(a.wpat + (ky * groups + g) * 64));
+      }
+      const int m = n - j < 16 ? n - j : 16;
+      QAvx512Vnni::requant_store(y + j, acc, res ? res + j : nullptr, m, c);
     }
-    const int m = n - j < 16 ? n - j : 16;
-    QAvx512Vnni::requant_store(d.y + j, acc, d.res ? d.res + j : nullptr, m, c);
   }
 }
 

@@ -138,11 +138,41 @@ using QDwRowFn = void (*)(const QDwRowArgs&);
 // vpdpbusd), when a block of 4 output pixels reads at most 16 input pixels (3 * stride +
 // (kw - 1) * dilation < 16). The constants as in QDwRowArgs; w is the quad's kh x kw x 4.
 struct QDwRowsArgs {
-  const uint8_t* const* rows;  // kh pointers
-  int kh, kw, stride, dil;
-  int wo;                      // output pixels
-  QDwRowArgs d;                // w, y, res and the constants (src, n_taps, n unused)
+  const uint8_t* rows;         // the block's input rows, row_stride bytes apart
+  int64_t row_stride;
+  int n_out;                   // output rows of the block: output row r reads input rows
+  int stride_h, dil_h;         //   r * stride_h + ky * dil_h, ky < kh
+  int kh, kw, stride, dil;     // kernel, and the column stride and dilation
+  int wo;                      // output pixels a row
+  int64_t y_stride;            // bytes between output rows (4 * wo)
+  // The permute's operands, made once per layer (qdw_permute_tables): per quad, [ky][group of
+  // 4 taps] 64 s8 (lane l = pixel l / 4, channel l % 4: its 4 taps' weights), and [group] 64
+  // byte indices into a 64-byte load of an input row (lane l's taps of its own channel).
+  const int8_t* wpat;          // this quad's kh x groups x 64
+  const uint8_t* idx;          // groups x 64
+  QDwRowArgs d;                // y, res (at the block's first row) and the constants
 };
+
+// The permute path's tables for a layer (kernel kw, column stride and dilation): idx (groups x
+// 64) and, from w (quads x kh*kw x 4 s32), wpat (quads x kh x groups x 64).
+inline int qdw_groups(int kw) { return (kw + 3) / 4; }
+inline void qdw_permute_tables(const int32_t* w, int quads, int kh, int kw, int stride, int dil,
+                               uint8_t* idx, int8_t* wpat) {
+  const int groups = qdw_groups(kw);
+  for (int g = 0; g < groups; ++g)
+    for (int l = 0; l < 64; ++l) {
+      const int kx = 4 * g + l % 4, px = l / 16, ch = l / 4 % 4;
+      idx[g * 64 + l] = uint8_t(kx < kw ? (px * stride + kx * dil) * 4 + ch : 0);
+    }
+  for (int q = 0; q < quads; ++q)
+    for (int ky = 0; ky < kh; ++ky)
+      for (int g = 0; g < groups; ++g)
+        for (int l = 0; l < 64; ++l) {
+          const int kx = 4 * g + l % 4, ch = l / 4 % 4;
+          wpat[((int64_t(q) * kh + ky) * groups + g) * 64 + l] =
+              int8_t(kx < kw ? w[(int64_t(q) * kh * kw + ky * kw + kx) * 4 + ch] : 0);
+        }
+}
 using QDwRowsFn = void (*)(const QDwRowsArgs&);
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
