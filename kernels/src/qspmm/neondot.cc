@@ -22,11 +22,55 @@ struct QNeonDot : QNeonCommon {
   static ivec finish(const acc& a) { return a; }
 };
 
+// The depthwise row by table lookups (QDwRowsArgs): per kernel row, one 64-byte window of the
+// input row (16 pixels x 4 channels, flipped to s8), per output pixel and group of 4 taps one
+// tbl putting each lane's taps (of its own channel) in its 4 bytes, one sdot against the taps'
+// weights; the flip's 128 * sum(w) added back per channel first.
+void qdw_rows_dot(const QDwRowsArgs& a) {
+  const int groups = qdw_groups(a.kw);
+  const QNeonDot::RowConst c = QNeonDot::lane_const(a.d);
+  int32x4_t wsum = vdupq_n_s32(0);
+  for (int ky = 0; ky < a.kh; ++ky)
+    for (int g = 0; g < groups; ++g)
+      wsum = vdotq_s32(wsum, vdupq_n_s8(1), vld1q_s8(a.wpat + (ky * groups + g) * 64));
+  const int32x4_t shift = vshlq_n_s32(wsum, 7);  // sum((x - 128) w) + 128 sum(w) = sum(x w)
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  for (int r = 0; r < a.n_out; ++r) {
+    const uint8_t* in = a.rows + int64_t(r) * a.stride_h * a.row_stride;
+    uint8_t* y = a.d.y + r * a.y_stride;
+    const uint8_t* res = a.d.res ? a.d.res + r * a.y_stride : nullptr;
+    for (int px = 0; px < a.wo; px += 4) {   // 4 output pixels: one window per kernel row
+      int32x4_t acc[4] = {shift, shift, shift, shift};
+      const uint8_t* at = in + int64_t(px) * a.stride * 4;
+      for (int ky = 0; ky < a.kh; ++ky) {
+        const uint8_t* w0 = at + int64_t(ky) * a.dil_h * a.row_stride;
+        uint8x16x4_t t;
+        t.val[0] = veorq_u8(vld1q_u8(w0), flip);
+        t.val[1] = veorq_u8(vld1q_u8(w0 + 16), flip);
+        t.val[2] = veorq_u8(vld1q_u8(w0 + 32), flip);
+        t.val[3] = veorq_u8(vld1q_u8(w0 + 48), flip);
+        for (int g = 0; g < groups; ++g) {
+          const int8x16_t wv = vld1q_s8(a.wpat + (ky * groups + g) * 64);
+          for (int i = 0; i < 4; ++i)
+            acc[i] = vdotq_s32(acc[i], vreinterpretq_s8_u8(vqtbl4q_u8(t, vld1q_u8(a.idx + g * 64 + 16 * i))), wv);
+        }
+      }
+      for (int i = 0; i < 4 && px + i < a.wo; ++i)
+        QNeonDot::requant_store(y + (px + i) * 4, acc[i], res ? res + (px + i) * 4 : nullptr, 4, c);
+    }
+  }
+}
+
 }  // namespace
 
 template <>
 const QSpmmKernels* qspmm_table<QVariant::neondot>() {
-  return qspmm_table_of<QNeonDot>("neondot");
+  static const QSpmmKernels table = [] {
+    QSpmmKernels t = *qspmm_table_of<QNeonDot>("neondot");
+    t.dw_rows = &qdw_rows_dot;
+    return t;
+  }();
+  return &table;
 }
 
 }  // namespace spe
