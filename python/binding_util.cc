@@ -37,4 +37,33 @@ spe_activation parse_act(const std::string& a) {
                               "' (none, relu, relu6, hardswish, silu, gelu, gelu_tanh)");
 }
 
+py::ssize_t check_groups(const i32& group_row0, const i32& group_rows, const i64& group_ptr,
+                         py::ssize_t n_entries_given, const char* entry_name, py::ssize_t n_values,
+                         int values_per_row, const char* unit) {
+  const auto G = group_row0.size();
+  if (group_rows.size() != G || group_ptr.size() != G + 1)
+    throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
+  if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
+    throw std::invalid_argument("more than 2^31 - 1 row groups");
+  const int64_t n_entries = group_ptr.at(G);
+  if (n_entries_given != n_entries)
+    throw std::invalid_argument(std::string(entry_name) + " has " + std::to_string(n_entries_given) +
+                                " entries, group_ptr says " + std::to_string(n_entries));
+  // group_ptr rises from 0 to n_entries and group rows are 1..8 (checked here, before the
+  // products below, so that they cannot overflow; the C API checks the rest)
+  int64_t nvals = 0;
+  for (py::ssize_t g = 0; g < G; ++g) {
+    const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
+    const int32_t r = group_rows.at(g);
+    if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
+      throw std::invalid_argument("group " + std::to_string(g) +
+                                  " out of range (rows 1..8, group_ptr monotone from 0)");
+    nvals += (b - a) * r * values_per_row;
+  }
+  if (n_values != nvals)
+    throw std::invalid_argument("values has " + std::to_string(n_values) + " " + unit +
+                                ", the groups need " + std::to_string(nvals));
+  return G;
+}
+
 }  // namespace spe_py

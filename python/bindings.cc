@@ -17,9 +17,9 @@
 #include "spe/spe.h"
 
 namespace py = pybind11;
-using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using spe_py::f32;
+using spe_py::i32;
+using spe_py::i64;
 
 namespace {
 
@@ -27,34 +27,10 @@ using spe_py::check;
 using spe_py::dim32;
 using spe_py::parse_act;
 
-// The packed row-group arrays agree in size (C reads them by the lengths group_ptr implies):
-// the number of groups, or a ValueError naming the mismatch.
 py::ssize_t check_groups(const i32& group_row0, const i32& group_rows, const i64& group_ptr,
                          const i32& entry_col, const f32& values) {
-  const auto G = group_row0.size();
-  if (group_rows.size() != G || group_ptr.size() != G + 1)
-    throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
-  if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
-    throw std::invalid_argument("more than 2^31 - 1 row groups");
-  const int64_t n_entries = group_ptr.at(G);
-  if (entry_col.size() != n_entries)
-    throw std::invalid_argument("entry_col has " + std::to_string(entry_col.size()) +
-                                " entries, group_ptr says " + std::to_string(n_entries));
-  // group_ptr rises from 0 to n_entries and group rows are 1..8 (checked here, before the
-  // products below, so that they cannot overflow; the C API checks the rest)
-  int64_t nvals = 0;
-  for (size_t g = 0; g < G; ++g) {
-    const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
-    const int32_t r = group_rows.at(g);
-    if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
-      throw std::invalid_argument("group " + std::to_string(g) +
-                                  " out of range (rows 1..8, group_ptr monotone from 0)");
-    nvals += (b - a) * r;
-  }
-  if (values.size() != nvals)
-    throw std::invalid_argument("values has " + std::to_string(values.size()) +
-                                " floats, the groups need " + std::to_string(nvals));
-  return G;
+  return spe_py::check_groups(group_row0, group_rows, group_ptr, entry_col.size(), "entry_col",
+                              values.size(), 1, "floats");
 }
 
 class SparseConv {

@@ -15,9 +15,6 @@
 namespace spe_py {
 namespace {
 
-using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-using i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 using s8 = py::array_t<int8_t, py::array::c_style | py::array::forcecast>;
 using u8 = py::array_t<uint8_t, py::array::c_style>;
 using QP = std::pair<float, int>;  // (scale, zero point)
@@ -69,28 +66,8 @@ class QConv {
     const spe_conv_params p{out_channels, in_channels, kernel.first, kernel.second, stride.first,
                             stride.second, padding.first, padding.second, dilation.first,
                             dilation.second};
-    const auto G = group_row0.size();
-    if (group_rows.size() != G || group_ptr.size() != G + 1)
-      throw std::invalid_argument("group_row0/group_rows/group_ptr sizes disagree");
-    if (G > py::ssize_t(std::numeric_limits<int32_t>::max()))
-      throw std::invalid_argument("more than 2^31 - 1 row groups");
-    const int64_t n_entries = group_ptr.at(G);
-    if (entry_quad.size() != n_entries)
-      throw std::invalid_argument("entry_quad has " + std::to_string(entry_quad.size()) +
-                                  " entries, group_ptr says " + std::to_string(n_entries));
-    int64_t nvals = 0;
-    for (py::ssize_t g = 0; g < G; ++g) {
-      const int64_t a = group_ptr.at(g), b = group_ptr.at(g + 1);
-      const int32_t r = group_rows.at(g);
-      if (a < 0 || b < a || b > n_entries || r < 1 || r > 8)
-        throw std::invalid_argument("group " + std::to_string(g) +
-                                    " out of range (rows 1..8, group_ptr monotone from 0)");
-      nvals += (b - a) * r * 4;
-    }
-    if (values.size() != nvals)
-      throw std::invalid_argument("values has " + std::to_string(values.size()) +
-                                  " int8, the groups need " + std::to_string(nvals) +
-                                  " (rows x 4 per entry)");
+    const auto G = check_groups(group_row0, group_rows, group_ptr, entry_quad.size(), "entry_quad",
+                                values.size(), 4, "int8 (rows x 4 per entry)");
     if (weight_scale.size() != out_channels || (bias && bias->size() != out_channels))
       throw std::invalid_argument("weight_scale and bias must have out_channels elements");
     spe_qconv_quant q{};

@@ -91,6 +91,13 @@ struct QEpilogue {
   int act;             // SPE_ACT_NONE / RELU / RELU6
 };
 
+// One output channel's requantization constants as values (the scalar reference's).
+struct QRowConst {
+  int32_t corr, res_zero, out_zero;
+  float scale, bias, res_scale, six;
+  int act;
+};
+
 struct QTileArgs {
   const uint8_t* x;       // quad planes at pixel p0: word i is bytes [4 i, 4 i + 4); a partial
                           // tile reads no word past its last pixel (x may be the caller's)

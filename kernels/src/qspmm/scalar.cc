@@ -9,25 +9,26 @@
 
 namespace spe {
 
-uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o) {
-  float v = std::fma(float(a + e.corr[o]), e.scale[o], e.bias[o]);
-  if (res) v = std::fma(float(int32_t(*res) - e.res_zero), e.res_scale, v);
-  if (e.act >= 1) v = std::max(v, 0.0f);
-  if (e.act == 2) v = std::min(v, e.six);
+// qspmm.h's requantization of one sum, given its output channel's constants.
+uint8_t qrequant_with(int32_t a, const uint8_t* res, const QRowConst& c) {
+  float v = std::fma(float(a + c.corr), c.scale, c.bias);
+  if (res) v = std::fma(float(int32_t(*res) - c.res_zero), c.res_scale, v);
+  if (c.act >= 1) v = std::max(v, 0.0f);
+  if (c.act == 2) v = std::min(v, c.six);
   v = std::min(v, 512.0f);
   const int32_t q = v >= -2147483648.0f ? int32_t(std::nearbyint(v)) : INT32_MIN;
-  return uint8_t(std::min(std::max(q + e.out_zero, 0), 255));  // q + zy: no overflow (zy >= 0)
+  return uint8_t(std::min(std::max(q + c.out_zero, 0), 255));  // q + zy: no overflow (zy >= 0)
+}
+
+uint8_t qrequant(int32_t a, const uint8_t* res, const QEpilogue& e, int o) {
+  return qrequant_with(a, res, QRowConst{e.corr[o], e.res_zero, e.out_zero, e.scale[o], e.bias[o],
+                                         e.res_scale, e.six, e.act});
 }
 
 uint8_t qrequant_lane(int32_t a, const uint8_t* res, const QDwRowArgs& d, int l) {
   const int k = l & 15;
-  float v = std::fma(float(a + d.corr[k]), d.scale[k], d.bias[k]);
-  if (res) v = std::fma(float(int32_t(*res) - d.res_zero), d.res_scale, v);
-  if (d.act >= 1) v = std::max(v, 0.0f);
-  if (d.act == 2) v = std::min(v, d.six);
-  v = std::min(v, 512.0f);
-  const int32_t q = v >= -2147483648.0f ? int32_t(std::nearbyint(v)) : INT32_MIN;
-  return uint8_t(std::min(std::max(q + d.out_zero, 0), 255));
+  return qrequant_with(a, res, QRowConst{d.corr[k], d.res_zero, d.out_zero, d.scale[k], d.bias[k],
+                                         d.res_scale, d.six, d.act});
 }
 
 namespace {
