@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "isa/isa.h"  // kernels/src: the ISA list
+#include "qspmm/qspmm.h"  // kernels/src: the int8 variants
 #include "spe/spe.h"
 #include "qconv_support.h"
 #include "test_support.h"
@@ -669,6 +670,28 @@ std::string fuzz_qconv(Ctx& c) {
   return "";
 }
 
+// The int8 depthwise conv: a random geometry (kernels 1..7, strides 1..3, padding up to the
+// kernel, dilation 1..2), channels, zero points and thread count, on a variant drawn from
+// those that run here (the permute path where the geometry suits it, else the generic row).
+std::string fuzz_qdepthwise(Ctx& c) {
+  std::vector<const char*> variants;
+  for (const char* v : {"scalar", "avx2", "avx512vnni", "neon", "neondot"}) {
+    spe::QVariant q;
+    if (spe::parse_qvariant(v, &q) && spe::qspmm_kernels(q)) variants.push_back(v);
+  }
+  const char* variant = variants[size_t(c.rng.below(int(variants.size())))];
+  const int k = c.rng.range(1, 7), s = c.rng.range(1, 3), d = c.rng.chance(0.2) ? 2 : 1;
+  const int p = c.rng.range(0, k / 2 + (c.rng.chance(0.1) ? 2 : 0));
+  const int ch = channels(c, 40), h = c.rng.range(1, 20), w = c.rng.range(1, 23);
+  const int zx = c.rng.chance(0.3) ? pick(c, {0, 255}) : c.rng.range(0, 255);
+  const int act = c.rng.below(3), batch = c.rng.range(1, 2), threads = c.rng.range(1, 3);
+  const bool residual = c.rng.chance(0.3);
+  c.describe(fmt("C=%d k=%d s=%d p=%d d=%d input %dx%d n=%d act=%d res=%d zx=%d %s threads=%d", ch, k, s, p,
+                 d, h, w, batch, act, int(residual), zx, variant, threads));
+  if (out_dim(h, p, d, k, s) <= 0 || out_dim(w, p, d, k, s) <= 0) return "";  // nothing to compute
+  return run_dw_case(variant, ch, h, w, k, s, p, d, act, residual, batch, zx, threads, c.rng);
+}
+
 // ------------------------------------------------------------------------------ the families
 
 struct Family {
@@ -683,6 +706,7 @@ const Family kFamilies[] = {
     {"invres", fuzz_invres},
     {"dense_conv", fuzz_dense_conv},
     {"qconv", fuzz_qconv},
+    {"qdepthwise", fuzz_qdepthwise},
 };
 
 uint64_t case_seed(uint64_t seed, uint64_t i) {  // splitmix64 of (seed, case)

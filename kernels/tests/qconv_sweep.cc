@@ -31,28 +31,6 @@
 namespace spe_test {
 namespace {
 
-// n bytes ending exactly at a PROT_NONE page: a byte past the end faults.
-class GuardedBytes {
- public:
-  explicit GuardedBytes(size_t n) : n_(n) {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    data_ = ((std::max<size_t>(n, 1) + page - 1) / page) * page;
-    base_ = static_cast<uint8_t*>(mmap(nullptr, data_ + page, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    mprotect(base_ + data_, page, PROT_NONE);
-    page_ = page;
-  }
-  ~GuardedBytes() { munmap(base_, data_ + page_); }
-  GuardedBytes(const GuardedBytes&) = delete;
-  GuardedBytes& operator=(const GuardedBytes&) = delete;
-  uint8_t* data() { return base_ + (data_ - n_); }
-  size_t size() const { return n_; }
-
- private:
-  size_t n_, data_, page_ = 0;
-  uint8_t* base_;
-};
-
 struct QCase {
   std::string name;
   int o = 8, c = 8, h = 7, w = 9, k = 3, s = 1, p = 1, d = 1;
@@ -224,69 +202,6 @@ size_t qconv_sweep(bool quick) {
 
 namespace spe_test {
 namespace {
-
-// The int8 depthwise conv (spe_qdepthwise) on every variant against a direct reference over
-// NCHW: sum (x - zx) * w over the window (padding contributes nothing), then the requantization.
-std::string run_dw_case(const char* variant, int c, int h, int w, int k, int s, int p, int d,
-                        int act, bool residual, int batch, int zx, int threads, Lcg& rng) {
-  const spe_conv_params prm = {c, c, k, k, s, s, p, p, d, d};
-  std::vector<int8_t> wt(size_t(c) * k * k);
-  for (auto& v : wt) v = int8_t(rng.range(-127, 127));
-  std::vector<float> ws(static_cast<size_t>(c)), bias(static_cast<size_t>(c));
-  for (int i = 0; i < c; ++i) ws[i] = float(0.001 + 0.02 * rng.uniform()), bias[i] = rng.sym(2.0f);
-  spe_qconv_quant q{};
-  q.input = {0.02f, zx};
-  q.output = {0.05f + 0.05f * float(rng.uniform()), int32_t(rng.range(0, 255))};
-  q.residual = {0.03f, 128};
-  q.weight_scale = ws.data();
-  q.bias = bias.data();
-  q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW4;
-  spe_qdepthwise* dw = nullptr;
-  if (spe_qdepthwise_create(&prm, wt.data(), &q, spe_activation(act), variant, &dw) != SPE_OK)
-    return std::string("create failed: ") + spe_last_error();
-  int32_t ho = 0, wo = 0;
-  spe_qdepthwise_output_size(dw, h, w, &ho, &wo);
-  const int64_t ipx = int64_t(h) * w, opx = int64_t(ho) * wo;
-  std::vector<uint8_t> xs(size_t(batch) * c * ipx), rs(size_t(batch) * c * opx);
-  for (auto& v : xs) v = uint8_t(rng.next() >> 24);
-  for (auto& v : rs) v = uint8_t(rng.next() >> 24);
-  const std::vector<uint8_t> xq = to_quads(xs.data(), batch, c, ipx, 13), rq = to_quads(rs.data(), batch, c, opx, 0);
-  const size_t yn = size_t(batch) * ((c + 3) / 4) * opx * 4;
-  GuardedBytes x(xq.size()), y(yn), rr(rq.size());
-  std::memcpy(x.data(), xq.data(), xq.size());
-  std::memcpy(rr.data(), rq.data(), rq.size());
-  spe_set_num_threads(threads);
-  const spe_status st = spe_qdepthwise_run(dw, x.data(), batch, h, w, residual ? rr.data() : nullptr, y.data());
-  spe_set_num_threads(1);
-  std::string err = st == SPE_OK ? "" : std::string("run failed: ") + spe_last_error();
-  const double sy = q.output.scale;
-  for (size_t at = 0; err.empty() && at < size_t(batch) * c * opx; ++at) {
-    const int ox = int(at % wo), oy = int(at / wo % ho), ch = int(at / opx % c), b = int(at / (opx * c));
-    int64_t a = 0;
-    for (int ky = 0; ky < k; ++ky)
-      for (int kx = 0; kx < k; ++kx) {
-        const int iy = oy * s - p + ky * d, ix = ox * s - p + kx * d;
-        if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-        a += int64_t(xs[(size_t(b) * c + ch) * ipx + size_t(iy) * w + ix] - zx) * wt[size_t(ch) * k * k + ky * k + kx];
-      }
-    float v = std::fma(float(a), float(double(q.input.scale) * ws[ch] / sy), float(bias[ch] / sy));
-    if (residual) v = std::fma(float(int(rs[at]) - 128), float(q.residual.scale / sy), v);
-    if (act >= 1) v = std::max(v, 0.0f);
-    if (act == 2) v = std::min(v, float(6.0 / sy));
-    v = std::min(v, 512.0f);
-    const long qv = std::lrint(v) + q.output.zero_point;
-    const uint8_t want = uint8_t(std::min<long>(std::max<long>(qv, 0), 255));
-    const uint8_t got = y.data()[((size_t(b) * ((c + 3) / 4) + ch / 4) * opx + size_t(oy) * wo + ox) * 4 + ch % 4];
-    if (got != want) err = fmt("y[n=%d,c=%d,y=%d,x=%d] = %d, reference %d", b, ch, oy, ox, got, want);
-  }
-  for (int b = 0; err.empty() && b < batch; ++b)  // the last quad's pad channels: the zero point
-    for (int ch = c; ch < (c + 3) / 4 * 4 && err.empty(); ++ch)
-      for (int64_t i = 0; i < opx && err.empty(); ++i)
-        if (y.data()[((size_t(b) * ((c + 3) / 4) + ch / 4) * opx + i) * 4 + ch % 4] != uint8_t(q.output.zero_point))
-          err = fmt("pad channel %d is not the zero point", ch);
-  spe_qdepthwise_destroy(dw);
-  return err;
-}
 
 }  // namespace
 

@@ -111,6 +111,17 @@ spe_status create(const spe_conv_params* params, const int8_t* weight, const spe
   return SPE_OK;
 }
 
+// The last quad's channels past C: the output's zero point (whatever a residual holds there,
+// its weights being 0, the requantization alone would give zy only for a residual at its zero
+// point).
+void zero_pad_channels(const spe_qdepthwise* c, int64_t qd, uint8_t* y, int64_t pixels) {
+  const int C = c->p.in_channels;
+  if (qd != c->Q - 1 || C % 4 == 0) return;
+  const uint8_t zy = uint8_t(c->out_zero);
+  for (int64_t i = 0; i < pixels; ++i)
+    for (int t = C % 4; t < 4; ++t) y[4 * i + t] = zy;
+}
+
 spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
                const uint8_t* residual, uint8_t* y) {
   if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null layer/x/y or n < 0");
@@ -176,6 +187,7 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
         c->k->dw_rows(QDwRowsArgs{rows.data(), RB, int(oy1 - oy0), p.stride_h, p.dil_h, kh, kw, sw,
                                   p.dil_w, int(wo), wo * 4,
                                   c->pwpat.data() + qd * kh * qdw_groups(kw) * 64, c->pidx.data(), d});
+        zero_pad_channels(c, qd, y + at, (oy1 - oy0) * wo);
         continue;
       }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
@@ -192,6 +204,7 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
           }
         }
         c->k->dw_row(d);
+        zero_pad_channels(c, qd, y + at, wo);
       }
     }
   });
