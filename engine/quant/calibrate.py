@@ -15,7 +15,7 @@ those of the chain's last tensor, and its weight QParams those of the folded wei
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import torch
@@ -47,6 +47,7 @@ class Calibration:
     batches: int
     tensors: dict              # fx node name -> QParams of every float tensor
     layers: dict               # module name -> LayerQuant
+    shapes: dict = field(default_factory=dict)   # fx node name -> its shape past the batch
 
     def layer(self, name: str) -> LayerQuant:
         if name not in self.layers:
@@ -59,7 +60,7 @@ class Calibration:
 class _Observing(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, kind: str, options: dict):
         super().__init__(gm)
-        self.kind, self.options, self.observers = kind, options, {}
+        self.kind, self.options, self.observers, self.shapes = kind, options, {}, {}
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
@@ -67,6 +68,7 @@ class _Observing(fx.Interpreter):
             if n.name not in self.observers:
                 self.observers[n.name] = make_observer(self.kind, **self.options)
             self.observers[n.name].update(out)
+            self.shapes[n.name] = tuple(out.shape[1:])
         return out
 
 
@@ -150,4 +152,4 @@ def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
             w, b = fold_bn(w, b, modules[bn])
         layers[n.target] = LayerQuant(n.target, tensors[n.args[0].name], tensors[chain[-1].name],
                                       w, b, weight_qparams(w), bn, act)
-    return Calibration(observer, n_batches, tensors, layers)
+    return Calibration(observer, n_batches, tensors, layers, dict(interp.shapes))

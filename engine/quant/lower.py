@@ -115,6 +115,9 @@ class _Lowering:
             return "kept fp32 (fp32_layers: the classifier by default)"
         if not isinstance(mod, nn.Conv2d):
             return "linear layers run fp32 (no int8 lowering yet)"
+        if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            return (f"padding {mod.padding!r} / {mod.padding_mode!r}: the int8 kernels take "
+                    f"explicit zero padding")
         if mod.groups != 1 and not self.depthwise(mod):
             return f"grouped conv (groups={mod.groups}): no int8 kernel"
         if n.target not in self.cal.layers:
@@ -145,11 +148,17 @@ class _Lowering:
         self.skip.update(chain)
         add = only_user(chain[-1])
         if act is None and add is not None and _is_add(add) and add not in self.pending and \
-                add.args[0] is not add.args[1]:
+                add.args[0] is not add.args[1] and self._same_shape(add):
             # fused into the add: emitted there (the other operand may come later in the graph)
             self.pending[add] = (n, chain, lq, mod)
             return
         self._emit_conv(n, lq, mod, None, chain[-1], lq.output, act)
+
+    def _same_shape(self, add: fx.Node) -> bool:
+        """Both operands of the add had one shape in calibration (a broadcast add, of a bias
+        or a scalar, stays a float add)."""
+        a, b = (self.cal.shapes.get(x.name) for x in add.args)
+        return a is not None and a == b
 
     def _emit_conv(self, n: fx.Node, lq, mod: nn.Conv2d, res: Optional[_Value], out: fx.Node,
                    out_qp: QParams, act: Optional[str]) -> None:

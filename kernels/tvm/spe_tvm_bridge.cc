@@ -630,11 +630,22 @@ spe_qconv* get_qconv(const TensorView& meta, const TensorView& row0, const Tenso
   if (it != c.layers.end() && it->second.sig == sig) return it->second.conv;
   spe_conv_params p{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]};
   const int64_t n_groups = row0.size(0);
-  if (gptr.ndim() != 1 || gptr.size(0) != n_groups + 1 || gptr.dtype().code != kDLInt)
-    TVM_FFI_THROW(ValueError) << "spe.qconv2d: group_ptr must be int[n_groups + 1]";
+  if (gptr.ndim() != 1 || gptr.size(0) != n_groups + 1 || gptr.dtype().code != kDLInt ||
+      rows.numel() != n_groups)
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: group_rows must be int32[n_groups], group_ptr int[n_groups + 1]";
   std::vector<int64_t> ptr(size_t(n_groups + 1));
   for (int64_t g = 0; g <= n_groups; ++g)
     ptr[g] = gptr.dtype().bits == 64 ? data<int64_t>(gptr)[g] : data<int32_t>(gptr)[g];
+  // the arrays' lengths against the groups (spe_qconv_create reads them by these)
+  int64_t nvals = 0;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int32_t r = data<int32_t>(rows)[g];
+    if (ptr[g] < 0 || ptr[g + 1] < ptr[g] || r < 1 || r > 8)
+      TVM_FFI_THROW(ValueError) << "spe.qconv2d: group " << g << " out of range";
+    nvals += (ptr[g + 1] - ptr[g]) * r * 4;
+  }
+  if (quads.numel() != ptr[n_groups] || values.numel() != nvals)
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d: entry_quad / values lengths do not match the groups";
   const float* qs = data<float>(qscale);
   spe_qconv_quant q{};
   q.input = {qs[0], m[15]};
@@ -746,6 +757,7 @@ void quantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
   check_f32(x, 4, "x");
   check_meta(meta, 2, "quantize");
   check_f32(scale, 1, "scale");
+  if (scale.numel() < 1) TVM_FFI_THROW(ValueError) << "spe.quantize: scale must hold 1 float";
   const int32_t* m = data<int32_t>(meta);
   const int32_t n = dim32(x, 0, "quantize"), c = dim32(x, 1, "quantize"), h = dim32(x, 2, "quantize"),
                 w = dim32(x, 3, "quantize");
@@ -761,6 +773,7 @@ void quantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
 void dequantize(TensorView x, TensorView meta, TensorView scale, TensorView y) {
   check_meta(meta, 3, "dequantize");
   check_f32(scale, 1, "scale");
+  if (scale.numel() < 1) TVM_FFI_THROW(ValueError) << "spe.dequantize: scale must hold 1 float";
   check_f32(y, 4, "y");
   const int32_t* m = data<int32_t>(meta);
   check_u8(x, m[2], m[0], "x", "dequantize");

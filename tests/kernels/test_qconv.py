@@ -247,3 +247,15 @@ def test_nchw4_chain_is_the_nchw_chain():
     want = chain("nchw")
     assert np.array_equal(chain("nchw4"), want)
     assert np.array_equal(from_nchw4(to_nchw4(x), 13), x)
+
+
+def test_depthwise_refuses_scales_that_overflow_when_folded():
+    """A denormal output scale passes "> 0" but folds residual_scale / sy to inf: refused (an
+    inf constant would make the variants disagree on NaN)."""
+    from engine.runtime.qconv import QuantDepthwise
+    w = np.ones((8, 1, 3, 3), np.int8)
+    with pytest.raises(ConfigError, match="overflows float"):
+        QuantDepthwise(w, np.ones(8, np.float32), input=(1e-3, 0), output=(1e-39, 0),
+                       residual=(1.0, 0), padding=1, name="dw1")
+    ok = QuantDepthwise(w, np.ones(8, np.float32), input=(0.1, 0), output=(0.1, 0), padding=1)
+    assert ok.run(np.zeros((1, 2, 5, 5, 4), np.uint8)).shape == (1, 2, 5, 5, 4)

@@ -94,3 +94,35 @@ def test_user_model_untouched_and_bad_input_refused():
         x = _batches(1)[0]
         x[0, 0, 0, 0] = float("nan")
         qm(x)
+
+
+class Odd(nn.Module):
+    """A "same"-padded conv (stays fp32, said why) and a conv chain followed by a broadcast add
+    of a bias tensor (not a residual: the add stays a float add)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding="same")
+        self.b = nn.Conv2d(8, 8, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.offset = nn.Parameter(torch.randn(1, 8, 1, 1))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        x = self.bn(self.b(x)) + self.offset
+        return self.fc(x.mean((2, 3)))
+
+
+def test_same_padding_and_broadcast_adds_stay_fp32():
+    torch.manual_seed(0)
+    model = Odd().eval()
+    batches = _batches(2)
+    cal = calibrate(model, batches)
+    qm = lower_int8(model, cal)
+    assert qm.int8_report["a"].startswith("fp32: padding 'same'")
+    assert qm.int8_report["b"] == "int8"                 # int8, but the add is not fused
+    x = torch.cat(batches)
+    with torch.no_grad():
+        ref, got = model(x), qm(x)
+    assert float((got - ref).norm() / ref.norm()) < 0.05

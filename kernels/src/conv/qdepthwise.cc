@@ -97,6 +97,8 @@ spe_status create(const spe_conv_params* params, const int8_t* weight, const spe
   c->res_scale = float(double(q->residual.scale) / sy);
   c->res_zero = q->residual.zero_point;
   c->six = float(6.0 / sy);
+  if (!std::isfinite(c->res_scale) || !std::isfinite(c->six))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "the residual scale (or 6) over the output scale overflows float");
   c->out_zero = q->output.zero_point;
   c->name = std::string("qs8_dwconv__") + k->variant;
   c->permute = k->dw_rows != nullptr && p.kh <= 32 && p.kw <= 16 &&

@@ -1,5 +1,5 @@
 // The int8 SpMM registry: the table of each variant this build compiled in and this CPU runs.
-// AVX-512 VNNI needs avx512vnni and avx512bw besides avx512f; NEON dotprod is read from the
+// AVX-512 VNNI needs avx512vnni, avx512bw and avx512vl besides avx512f; NEON dotprod is read from the
 // kernel's hardware capabilities (AT_HWCAP's ASIMDDP bit).
 #include <cstring>
 
@@ -25,7 +25,7 @@ bool cpu_runs(QVariant v) {
     case QVariant::avx2: return isa_runs(Isa::avx2);
     case QVariant::avx512vnni:
       return isa_runs(Isa::avx512) && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vnni");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(__aarch64__)
     case QVariant::neon: return isa_runs(Isa::neon);
