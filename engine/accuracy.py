@@ -10,6 +10,11 @@ stale statistics would dominate the error and rank candidates by their BN damage
 their information loss), then top-1 accuracy on held-out batches. Masks come from the engine's
 schemes with the same importance optimize() uses, built once per (layer, candidate) and cached.
 
+int8 candidates (bits=8): after the BN recalibration, the copy is calibrated on the same
+calibration batches (engine.quant.calibrate, the default observer) and its int8 layers run
+under fake quantization as the int8 kernels compute them (engine.quant.simulate): input and
+output on their uint8 grids, the BN-folded weight int8 per output channel.
+
 `data` forms:
 - (x, y) tensors: the first half of the samples calibrates BN, the second half is scored;
 - (calib, val): two iterables of (x, y) batches (x alone is fine for calib);
@@ -66,7 +71,7 @@ class DataProxy:
     # -- masks ---------------------------------------------------------------------------------
     def mask(self, layer: str, cand) -> Optional[torch.Tensor]:
         """The keep-mask of `cand` (a mapping.Candidate) on `layer`, or None for dense."""
-        if cand.is_dense:
+        if not cand.pruned:
             return None
         key = (layer, cand.scheme, cand.block, round(cand.sparsity, 6), cand.options)
         m = self._masks.get(key)
@@ -90,9 +95,28 @@ class DataProxy:
                     w = gemm_weight(get_module(net, layer))
                     w.copy_(apply_mask(w, m))
         if self.calib:
-            recalibrate_bn(net, (b[0] if isinstance(b, (tuple, list)) else b
-                                 for b in self.calib))
+            recalibrate_bn(net, self._inputs())
+        int8 = sorted(layer for layer, cand in assignment.items() if cand.is_int8)
+        if int8:
+            net = self._simulated(net, int8)
         return net.eval()
+
+    def _inputs(self):
+        return (b[0] if isinstance(b, (tuple, list)) else b for b in self.calib)
+
+    def _simulated(self, net: nn.Module, layers: list) -> nn.Module:
+        """net with `layers` under int8 fake quantization, calibrated on the calib batches."""
+        from dataclasses import replace
+        from .quant import calibrate, simulate
+        if not self.calib:
+            raise ConfigError("the accuracy proxy of int8 candidates needs calibration batches "
+                              "(data=(x, y) or (calib_batches, val_batches))")
+        cal = calibrate(net, list(self._inputs()))
+        missing = [n for n in layers if n not in cal.layers]
+        if missing:
+            raise ConfigError(f"int8 candidates on layers the calibration does not cover: "
+                              f"{missing[:5]}")
+        return simulate(net, replace(cal, layers={n: cal.layers[n] for n in layers}))
 
     def score(self, assignment: dict) -> float:
         key = tuple(sorted((l, c.key) for l, c in assignment.items() if not c.is_dense))

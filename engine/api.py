@@ -9,6 +9,19 @@
     opt.pruned_model        # masked dense torch copy: the numerical reference
     opt.plan                # per-layer choices with reasons (mapping.Plan, JSON round-trip)
 
+    opt = engine.optimize(model, (x,), block=(4, 4), bits=8, calibration=batches)
+    opt = engine.optimize(model, (x,), mapper="rule", bits="auto", data=(xs, ys))
+
+bits: 32 (fp32 kernels), 8 (every conv the int8 kernels run, pruned or not, runs int8; the
+classifier and layers without an int8 kernel stay fp32, each with its reason) or "auto" (with
+a mapper: fp32 or int8 per layer, whichever the measurements and the accuracy proxy favour,
+the domain changes between layers counted). int8 layers are calibrated after pruning on
+`calibration` (input batches: tensors or tuples of the forward's inputs; default: the
+calibration part of `data`, else the first batches of finetune["train"]) and verified
+against their fake-quantized simulation (engine.quant.simulate); opt.save() compiles them into
+the artifact and the manifest records their quantization parameters
+(engine/pipeline/int8.py).
+
 A thin facade: the keyword arguments become one engine.pipeline.OptimizeConfig and the
 pipeline's named stages do the work (engine/pipeline/run.py lists them). The user's model is
 never modified.
@@ -36,7 +49,8 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
              min_proxy="reference", data=None, device=None, space=None, costs=None,
              search_time: float = 120.0, seed: int = 0, progress: bool = True,
              finetune=None, allow_infeasible: bool = False, guard: str = "keep",
-             example_kwargs: Optional[dict] = None, **scheme_options) -> OptimizedModel:
+             example_kwargs: Optional[dict] = None, bits=32, calibration=None, **scheme_options
+             ) -> OptimizedModel:
     """Prune and lower `model` for `target`; see the module docstring.
 
     example_inputs / example_kwargs: positional / keyword inputs (int64 ids, bool masks, fp16;
@@ -72,18 +86,16 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
     engine.train.TrainConfig field such as "epochs", "lr", "method" ("gradual", "admm",
     "lasso", "soft")}), or a callable (model, plan) -> trained model. The plan's masks
     are then taken from the trained weights (same scheme, block and sparsity per layer, so the
-    measured latencies stand).
-
-    guard: the whole-model check (engine.pipeline.guard): with measure=True the result is
+    measured latencies stand). guard: the whole-model check (engine.pipeline.guard): with measure=True the result is
     timed end to end against the dense model; if it is not faster, "keep" (default) returns
     the dense configuration with the measurement as every layer's reason, "warn" keeps the
-    optimized model with a warning, "off" skips the check. opt.plan.meta["guard"] has the
-    figures."""
+    optimized model with a warning, "off" skips the check (figures: opt.plan.meta["guard"]);
+    bits, calibration: int8 (see the module docstring)."""
     mapping_options(latency_budget, min_proxy, search_time, seed, progress)
     cfg = OptimizeConfig(target, scheme, block, sparsity, importance, exclude, threads,
                          min_speedup, measure, capture, isa=isa, backends=backends,
                          scheme_options=scheme_options, plan=plan, finetune=finetune,
-                         progress=progress, guard=guard)
+                         progress=progress, guard=guard, bits=bits, calibration=calibration)
     if mapper is not None:
         cfg.map = MapConfig(mapper, latency_budget, min_proxy, data, device, space, costs,
                             search_time, seed, allow_infeasible)

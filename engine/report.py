@@ -25,7 +25,8 @@ from .errors import ConfigError
 
 def _family_label(key: str) -> str:
     head = key.split("@")[0]
-    return head[5:] if head.startswith("block") else head
+    tail = "+int8" if key.endswith("+int8") else ""
+    return (head[5:] if head.startswith("block") else head) + tail
 
 
 def _panel_data(problem, spec, choice) -> tuple:

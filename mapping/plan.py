@@ -31,10 +31,15 @@ class Choice:
     dense_latency_us: Optional[float] = None
     reason: str = ""
     options: dict = field(default_factory=dict)  # scheme-specific options (n, m, library ...)
+    bits: int = 32                       # 32: fp32 kernels; 8: the int8 kernels
 
     @property
     def pruned(self) -> bool:
         return self.scheme != DENSE and self.sparsity > 0.0
+
+    @property
+    def int8(self) -> bool:
+        return self.bits == 8
 
     @property
     def speedup(self) -> Optional[float]:
@@ -57,6 +62,9 @@ class Choice:
         d = dict(d)
         if d.get("block") is not None:
             d["block"] = tuple(int(v) for v in d["block"])
+        if d.get("bits", 32) not in (32, 8):
+            raise ValueError(f"plan choice for layer {d.get('layer')!r}: bits must be 32 or 8, "
+                             f"got {d.get('bits')!r}")
         return cls(**d)
 
 
@@ -91,6 +99,11 @@ class Plan:
     @property
     def pruned(self) -> list:
         return [c for c in self.choices if c.pruned]
+
+    @property
+    def int8(self) -> list:
+        """The choices that run on the int8 kernels."""
+        return [c for c in self.choices if c.int8]
 
     @property
     def other_layers(self) -> list:
@@ -130,7 +143,8 @@ class Plan:
 
     def table(self) -> str:
         """A per-layer text table: scheme, block, sparsity, kernel, layer speedup, reason."""
-        head = f"{'layer':<28} {'scheme':<12} {'block':<6} {'sparsity':>8} {'kernel':<24} " \
+        head = f"{'layer':<28} {'scheme':<12} {'bits':>4} {'block':<6} {'sparsity':>8} " \
+               f"{'kernel':<24} " \
                f"{'dense us':>9} {'ours us':>9} {'speedup':>7}  reason"
         lines = [head, "-" * len(head)]
         for c in self.choices:
@@ -138,7 +152,7 @@ class Plan:
             dl = f"{c.dense_latency_us:9.1f}" if c.dense_latency_us else f"{'-':>9}"
             ol = f"{c.latency_us:9.1f}" if c.latency_us else f"{'-':>9}"
             sp = f"{c.speedup:6.2f}x" if c.speedup else f"{'-':>7}"
-            lines.append(f"{c.layer:<28} {c.scheme:<12} {blk:<6} {c.sparsity:8.3f} "
+            lines.append(f"{c.layer:<28} {c.scheme:<12} {c.bits:>4} {blk:<6} {c.sparsity:8.3f} "
                          f"{(c.kernel or c.backend):<24} {dl} {ol} {sp}  {c.reason}")
         return "\n".join(lines + _other_table(self.other_layers))
 

@@ -14,6 +14,9 @@ Ranking is feasibility first: a feasible assignment beats any infeasible one; tw
 ones compare by how far outside the budget they are (Budget.excess); two feasible ones by the
 objective.
 
+Mixed precision: a candidate with bits=8 runs the layer on the int8 kernels; an assignment's
+latency is its layers' plus the domain changes between them (`conversions`, domains.py).
+
 Infeasible budgets: mappers never raise for them; they flag the plan (meta["feasible"],
 meta["violations"], meta["unreachable"]), see feasible.py.
 """
@@ -24,6 +27,7 @@ from typing import Optional, Protocol
 
 from .budget import Budget, Totals
 from .cost import CostTable
+from .domains import Conversions
 from .feasible import InfeasibleBudget, require_feasible  # noqa: F401 (importable here too)
 from .layer import LayerSpec
 from .plan import Choice, Plan
@@ -60,7 +64,8 @@ class Problem:
     """Layers, their allowed candidates with measured latencies, the proxy and the budget."""
 
     def __init__(self, target: str, layers: list, candidates: dict, costs: CostTable, proxy,
-                 budget: Optional[Budget] = None, min_speedup: float = 1.1):
+                 budget: Optional[Budget] = None, min_speedup: float = 1.1,
+                 conversions: Optional[Conversions] = None):
         if not layers:
             raise ValueError("Problem needs at least one layer")
         names = [spec.name for spec in layers]
@@ -81,6 +86,7 @@ class Problem:
         self.proxy_fn = proxy
         self.budget = budget if budget is not None else Budget()
         self.min_speedup = float(min_speedup)
+        self.conversions = conversions if conversions is not None else Conversions()
         self._spec = {spec.name: spec for spec in self.layers}
         self._dense_us = self._dense_latencies()
         self._allowed: dict = {}
@@ -92,11 +98,11 @@ class Problem:
 
     @classmethod
     def from_space(cls, target: str, layers: list, space: CandidateSpace, costs: CostTable,
-                   proxy, budget: Optional[Budget] = None, min_speedup: float = 1.1
-                   ) -> "Problem":
+                   proxy, budget: Optional[Budget] = None, min_speedup: float = 1.1,
+                   conversions: Optional[Conversions] = None) -> "Problem":
         """Candidates = space.for_layer(spec) for every layer."""
         return cls(target, layers, {s.name: space.for_layer(s) for s in layers}, costs, proxy,
-                   budget, min_speedup)
+                   budget, min_speedup, conversions)
 
     # -- construction --------------------------------------------------------------------------
     def _dense_latencies(self) -> dict:
@@ -242,7 +248,13 @@ class Problem:
                 raise TypeError("latency(layer, cand) needs a candidate")
             return self.layer_latency(assignment, cand)
         self._complete(assignment)
-        return float(sum(self.layer_latency(n, c) for n, c in assignment.items()))
+        return float(sum(self.layer_latency(n, c) for n, c in assignment.items())) + \
+            self.conversions.cost_of(assignment)
+
+    @property
+    def has_int8(self) -> bool:
+        """Whether any layer may run int8."""
+        return any(c.is_int8 for n in self.names for c in self._allowed[n])
 
     def sparsity(self, assignment: dict) -> float:
         self._complete(assignment)
@@ -354,6 +366,7 @@ class Problem:
             "dense": {"latency_us": self.dense_latency_total, "flops": self.dense_flops,
                       "params": self.total_params},
             "predicted_speedup": self.dense_latency_total / totals.latency_us,
+            "conversions_us": self.conversions.cost_of(assignment),
             "space": self.space_keys(),
             "seed": seed,
         }
@@ -373,6 +386,7 @@ class Problem:
             dense_latency_us=self.dense_latency(spec.name),
             reason=reason or self.describe(spec.name, cand),
             options=dict(cand.options),
+            bits=cand.bits,
         )
 
 

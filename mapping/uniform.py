@@ -20,7 +20,7 @@ from .space import DENSE, Candidate
 
 
 def _family(cand: Candidate) -> tuple:
-    return (cand.scheme, cand.block, cand.backend, cand.options)
+    return (cand.scheme, cand.block, cand.backend, cand.options, cand.bits)
 
 
 def _offered(problem: Problem) -> dict:
@@ -57,9 +57,9 @@ def _one(problem: Problem, cand: Candidate) -> tuple:
 def uniform_assignments(problem: Problem) -> dict:
     """candidate key -> (assignment, reasons) for every uniform baseline."""
     out = {}
-    for (scheme, block, backend, options), levels in _offered(problem).items():
+    for (scheme, block, backend, options, bits), levels in _offered(problem).items():
         for s in _levels(levels, problem.budget.sparsity):
-            cand = Candidate(scheme, block, s, backend, options)
+            cand = Candidate(scheme, block, s, backend, options, bits)
             out[cand.key] = _one(problem, cand)
     return out
 

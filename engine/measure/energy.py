@@ -4,7 +4,9 @@
     energy["layer1.0.conv1"]["block4x1@0.80/native"]    # 0.63: the mask keeps 63% of sum w^2
 
 For each layer and candidate: the fraction of the layer's squared-weight energy (sum of w^2)
-that the candidate's keep-mask keeps; DENSE is 1.0. The masks are the ones the profilers time
+that the candidate's keep-mask keeps; DENSE is 1.0. An int8 candidate keeps the masked
+weight's energy minus that of its int8 rounding error (per output channel, symmetric): the
+data-free proxy sees the weights' quantization only; activations' needs data (DataProxy). The masks are the ones the profilers time
 (engine.measure.masks.MaskCache, one per (layer, scheme, block, sparsity): backends share
 them), so pass the profiler's `masks` to build each mask once for both.
 """
@@ -51,9 +53,20 @@ def retained_energy(weights: dict, specs: list,
             if cand.is_dense or cand.key in per:
                 continue
             m = masks.mask(spec.name, weights[spec.name], cand)
-            per[cand.key] = float(sq[m].sum()) / total if total > 0 else 1.0
+            kept = float(sq[m].sum())
+            if cand.is_int8:
+                kept -= _rounding_energy(w * m)
+            per[cand.key] = kept / total if total > 0 else 1.0
         out[spec.name] = per
     return out
+
+
+def _rounding_energy(w) -> float:
+    """sum((w - q(w))^2) of w quantized to int8 per output channel (symmetric, 127 levels)."""
+    flat = w.reshape(w.shape[0], -1)
+    scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-30)
+    q = (flat / scale).round().clamp(-127, 127) * scale
+    return float(((flat - q) ** 2).sum())
 
 
 __all__ = ["retained_energy"]

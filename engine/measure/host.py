@@ -38,6 +38,7 @@ from ..runtime.measure import measure as measure_stats
 from ..runtime.scrub import Scrubber, full_scrub_bytes, measure_scrubbed, model_scrub_bytes
 from .cache import kernels_build_id
 from .masks import MaskCache, group_rows, mask_problem, measurable, weight_for
+from .int8 import INT8_DENSE_ROWS, int8_timed
 from .specs import input_shape, output_shape, parse_epilogue
 
 # The TIR twin must agree with the native kernel it stands for.
@@ -133,6 +134,8 @@ class HostProfiler:
         why = mask_problem(spec, cand)
         if why is not None or cand.is_dense:
             return why
+        if cand.is_int8 and spec.is_grouped and not spec.is_depthwise:
+            return f"int8: grouped conv (groups={spec.groups}) has no int8 kernel"
         if cand.backend not in self.backends:
             if cand.backend == "tir" and not tvm_available():
                 return "backend tir needs apache-tvm==0.27.0.post1 (not installed)"
@@ -166,6 +169,11 @@ class HostProfiler:
         built: dict = {}          # mask key -> native module (a tir twin starts from it)
         for key, cand in measurable(self, spec, wanted):
             mk = MaskCache.key(layer, cand)
+            if cand.is_int8:
+                w = weight * self.masks.mask(layer, weight, cand).to(weight.dtype)
+                rows = group_rows(cand) if cand.pruned else INT8_DENSE_ROWS
+                mods[key] = int8_timed(spec, w, bias, rows, self.isa, self.seed)
+                continue
             if mk not in built:
                 w = weight * self.masks.mask(layer, weight, cand).to(weight.dtype)
                 built[mk] = _native(spec, w, bias, act, group_rows(cand), self.isa)

@@ -40,8 +40,8 @@ def group_rows(cand: Candidate) -> int:
 
 def mask_problem(spec: LayerSpec, cand: Candidate) -> Optional[str]:
     """Why the engine cannot build `cand`'s mask for `spec`, or None."""
-    if cand.is_dense:
-        return None
+    if not cand.pruned:
+        return why_not(spec, cand)
     why = why_not(spec, cand)
     if why is not None:
         return why
@@ -79,8 +79,8 @@ class MaskCache:
         self._masks[self.key(layer, cand)] = mask.to(torch.bool)
 
     def mask(self, layer: str, weight: torch.Tensor, cand: Candidate) -> torch.Tensor:
-        """Bool keep-mask shaped like `weight` (all True for DENSE)."""
-        if cand.is_dense:
+        """Bool keep-mask shaped like `weight` (all True for DENSE and dense+int8)."""
+        if not cand.pruned:
             return torch.ones_like(weight, dtype=torch.bool)
         k = self.key(layer, cand)
         m = self._masks.get(k)

@@ -110,6 +110,9 @@ class RPCProfiler:
         why = mask_problem(spec, cand)
         if why is not None or cand.is_dense:
             return why
+        if cand.is_int8:
+            return ("int8 candidates are timed by the host profiler only (no int8 layer "
+                    "modules over RPC yet)")
         if cand.backend not in self.backends:
             return f"backend {cand.backend} not measured (profiler backends {self.backends})"
         if cand.backend == "native" and spec.op != "conv2d":

@@ -57,6 +57,7 @@ class MapSettings:
     threads: Optional[int] = None
     isa: str = "auto"
     backends: tuple = ("native",)
+    bits: tuple = (32,)                                # (32, 8): int8 is a per-layer choice
     progress: bool = True
     exclude: tuple = ()                                # layers (or prefixes) kept dense
 
@@ -75,13 +76,19 @@ class MapSettings:
 
 def _space(s: MapSettings) -> CandidateSpace:
     if s.space is None:
-        return default_space(backends=tuple(s.backends))
+        return default_space(backends=tuple(s.backends), bits=tuple(s.bits))
     if isinstance(s.space, CandidateSpace):
-        return s.space
-    try:
-        return CandidateSpace.from_keys(list(s.space))
-    except ValueError as e:
-        raise ConfigError(f"space: {e}") from None
+        space = s.space
+    else:
+        try:
+            space = CandidateSpace.from_keys(list(s.space))
+        except ValueError as e:
+            raise ConfigError(f"space: {e}") from None
+    int8 = [c.key for c in space if c.is_int8]
+    if int8 and 8 not in s.bits:
+        raise ConfigError(f"space lists int8 candidates ({', '.join(int8[:3])}) but bits is "
+                          f"fp32 only: pass bits='auto' to let the mapper choose them")
+    return space
 
 
 def parse_device(device: str) -> tuple:
@@ -195,7 +202,9 @@ def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
                     latency_us=None if s.latency_budget_ms is None
                     else s.latency_budget_ms * 1e3,
                     min_proxy=min_proxy)
-    problem = Problem(prof.target, specs, cands, table, proxy, budget, s.min_speedup)
+    conversions = _conversions(model, example_inputs, specs, space, table, prof, s)
+    problem = Problem(prof.target, specs, cands, table, proxy, budget, s.min_speedup,
+                      conversions)
     problem.profiler = prof     # the pipeline's decide stage checks the plan with it
     problem.info = {"cost_table": str(table.path) if table.path else None,
                     "measurements_taken": taken, "profiling_s": round(measured_s, 2),
@@ -205,6 +214,15 @@ def build_problem(model: nn.Module, example_inputs: tuple, s: MapSettings,
                     else "kept weight energy (mean over layers)",
                     "profiler_notes": list(getattr(prof, "notes", []))[:50]}
     return problem
+
+
+def _conversions(model, example_inputs, specs, space, table, prof, s: MapSettings):
+    """The domain changes between layers (engine.measure.domains), when int8 is offered."""
+    if not any(c.is_int8 for c in space):
+        return None
+    from ..measure.domains import measure_conversions, model_tensors
+    return measure_conversions(model_tensors(model, example_inputs, specs), table,
+                               prof.target, threads=s.threads)
 
 
 def map_model(model: nn.Module, example_inputs: tuple, s: MapSettings,

@@ -74,6 +74,22 @@ def check_mapper(mapper) -> None:
         raise ConfigError(f"mapper {mapper!r} has no map(problem) method")
 
 
+BITS = (32, 8, "auto")
+
+
+def check_bits(bits, mapped: bool) -> None:
+    """optimize(bits=...): 32 (fp32), 8 (every layer the int8 kernels run, the classifier
+    fp32) or "auto" (the mapper chooses per layer from measurements; needs mapper=...)."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ConfigError(f"bits must be 32, 8 or 'auto', got {bits!r}")
+    if bits == "auto" and not mapped:
+        raise ConfigError("bits='auto' lets the mapper choose fp32 or int8 per layer: pass "
+                          "mapper='rule' (or 'search', 'rl'), or bits=8 for int8 everywhere")
+    if bits == 8 and mapped:
+        raise ConfigError("bits=8 runs every layer it can int8; with a mapper use "
+                          "bits='auto' (the mapper then chooses fp32 or int8 per layer)")
+
+
 @dataclass
 class MapConfig:
     """optimize(mapper=...): per-layer choices from measured costs (engine.pipeline.automap).
@@ -123,6 +139,8 @@ class OptimizeConfig:
     finetune: Any = None                   # dict for engine.train, or (model, plan) -> model
     progress: bool = True
     guard: str = "keep"                    # the whole-model check (engine.pipeline.guard)
+    bits: Union[int, str] = 32             # 32, 8 or "auto" (the mapper's per-layer choice)
+    calibration: Any = None                # int8: input batches to calibrate on
 
     def validate(self) -> None:
         check_sparsity(self.sparsity, " (option 'sparsity')")
@@ -144,6 +162,7 @@ class OptimizeConfig:
         self.block = parse_block(self.block)
         self.backends = parse_backends(self.backends)
         self.plan = plan_option(self.plan)
+        check_bits(self.bits, self.map is not None)
         if self.map is not None:
             if self.plan is not None:
                 raise ConfigError("pass either plan=... or mapper=..., not both")

@@ -22,6 +22,7 @@ from ..measure.specs import layer_spec
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows
 from .candidates import blk, kept_as_is, masked_copy
+from .int8 import decide_int8
 from .state import RunState
 
 
@@ -79,6 +80,8 @@ def _measure(timer, spec, cands: list) -> dict:
 
 def _decide_layer(state: RunState, timer, spec) -> None:
     ch, cfg = state.choices[spec.name], state.config
+    if ch.bits == 8 and decide_int8(state, timer, spec, _measure):
+        return
     cands = _sparse_candidates(state, spec, timer)
     ms = _measure(timer, spec, cands)
     sparse = {c.backend: ms[c.key] for c in cands if c.key in ms}

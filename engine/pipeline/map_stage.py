@@ -52,7 +52,8 @@ def _map(work: nn.Module, example_inputs: tuple, cfg: OptimizeConfig, scheme_obj
     settings = MapSettings(reference=ref, sparsity=cfg.sparsity if cfg.sparsity > 0 else None,
                            target=cfg.target,
                            min_speedup=cfg.min_speedup, threads=cfg.threads, isa=cfg.isa,
-                           backends=backends, exclude=tuple(cfg.exclude), **kw)
+                           backends=backends, exclude=tuple(cfg.exclude),
+                           bits=(32, 8) if cfg.bits == "auto" else (32,), **kw)
     return map_model(work, example_inputs, settings)
 
 

@@ -34,6 +34,7 @@ class OptimizedModel:
         self._dense = None
         self.mapping = None      # the mapping.Problem when optimize(mapper=...) made the plan
         self._compiled: dict = {}   # target name -> CompiledModel (the guard's, reused by save)
+        self.reference = None       # int8: the fake-quantized model the result was verified on
 
     def __call__(self, *inputs, **kwargs):
         """The model's output for these inputs (the same structure the model returns): the
@@ -105,6 +106,8 @@ class OptimizedModel:
         tgt = get_target(target or self.plan.target)
         if tgt.name in self._compiled:
             return self._compiled[tgt.name]
+        if self.int8:
+            return self._compile_int8(tgt)
         # torch does not exist in the module: layers the host runtime runs in torch get the
         # C++ dense kernel (convs; 8-row tiles; depthwise convs the direct depthwise kernel)
         # or a generated dense kernel (linear)
@@ -119,6 +122,19 @@ class OptimizedModel:
         if moved:
             cm.notes.append(f"{len(moved)} layer(s) the host runtime runs in torch run the C++ "
                             f"dense kernel (conv) or a generated dense kernel (linear) here")
+        self._name_outputs(cm)
+        self._compiled[tgt.name] = cm
+        return cm
+
+    @property
+    def int8(self) -> bool:
+        """Whether layers run on the int8 kernels (plan choices with bits=8)."""
+        return any(c.bits == 8 for c in self.plan)
+
+    def _compile_int8(self, tgt):
+        """The int8-lowered runtime compiled as it is (engine.quant.compile_int8)."""
+        from ..quant import compile_int8
+        cm = compile_int8(self.runtime, self.example_inputs, tgt)
         self._name_outputs(cm)
         self._compiled[tgt.name] = cm
         return cm
@@ -159,10 +175,12 @@ class OptimizedModel:
         check_save_destination(directory, overwrite)
         key = load_signing_key(signing_key) if signing_key is not None else None
         compiled = self.compile(target)
+        extra = {"kernels": _kernels_summary(compiled), "notes": self.notes + list(compiled.notes)}
+        if self.int8:
+            from ..quant import int8_manifest
+            extra["int8"] = int8_manifest(self.runtime)
         return save_artifact(directory, compiled, compiled.target, compiled.inputs,
-                             compiled.outputs, plan=self.plan,
-                             extra={"kernels": _kernels_summary(compiled),
-                                    "notes": self.notes + list(compiled.notes)},
+                             compiled.outputs, plan=self.plan, extra=extra,
                              structure=compiled.structure,
                              overwrite=overwrite, signing_key=key)
 

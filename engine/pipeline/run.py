@@ -9,6 +9,8 @@
     finetune    (finetune=...) train under the masks, masks re-derived from trained weights
     prune       the masked torch model (the numerical reference)
     lower       the host runtime: native / generated kernels with fused epilogues
+    quantize    (int8 choices) calibrated on the calibration batches, the int8 layers on the
+                int8 kernels (engine.pipeline.int8)
     verify      outputs of the result against the masked reference
     guard       the result timed end to end against the dense model: not faster, the dense
                 configuration is returned instead (guard="keep"; "warn", "off")
@@ -37,6 +39,7 @@ from .config import OptimizeConfig
 from .decide import decide
 from .finetune import finetune
 from .guard import guard
+from .int8 import assign_bits, quantize_stage
 from .map_stage import map_stage
 from .result import OptimizedModel
 from .state import RunState
@@ -58,6 +61,12 @@ def make_plan(state: RunState) -> None:
             for name, subs in state.decomposed.items()}
     if state.recurrent is not None:   # recurrent layers: layer names -> torch's weight names
         state.plan.meta["recurrent"] = state.recurrent.to_meta()
+
+
+def candidates_and_bits(state: RunState) -> None:
+    candidates(state)
+    if state.config.bits != 32 or (state.plan_in is not None and state.plan_in.int8):
+        assign_bits(state)       # int8 choices (engine.pipeline.int8)
 
 
 def prune(state: RunState) -> None:
@@ -84,13 +93,14 @@ def _finetune_and_replan(state: RunState) -> None:
 STAGES: tuple = (
     ("capture", capture, lambda s: True),
     ("map", map_stage, lambda s: s.config.map is not None),
-    ("candidates", candidates, lambda s: True),
+    ("candidates", candidates_and_bits, lambda s: True),
     ("decide", decide, lambda s: True),
     ("budget", check_in_place, lambda s: s.mapped_plan is not None and s.config.measure),
     ("plan", make_plan, lambda s: True),
     ("finetune", _finetune_and_replan, lambda s: s.config.finetune is not None),
     ("prune", prune, lambda s: True),
     ("lower", lower_stage, lambda s: True),
+    ("quantize", quantize_stage, lambda s: any(c.bits == 8 for c in s.choices.values())),
 )
 assert len({name for name, _, _ in STAGES}) == len(STAGES), "stage names must be unique"
 
@@ -120,6 +130,9 @@ def run(model, example_inputs, config: OptimizeConfig,
     opt.mapping = state.mapping_problem
     if state.mapped_plan is not None:
         opt.plan.meta["mapping"] = state.mapped_plan.meta
+    if state.int8 is not None:
+        opt.plan.meta["int8"] = state.int8
+        opt.reference = state.reference
     verify(state, opt)
     return guard(state, opt)
 

@@ -39,3 +39,5 @@ class RunState:
     dense_model: Optional[nn.Module] = None   # what opt.benchmark() compares against
     timer: Any = None                    # the profiler the mapper measured with (decide reuses it)
     recurrent: Any = None                # engine.graph.recurrent.RecurrentRecord (capture)
+    reference: Any = None                # int8: the fake-quantized model verify compares to
+    int8: Optional[dict] = None          # int8: calibration and lowering report (plan meta)

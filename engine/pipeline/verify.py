@@ -14,6 +14,10 @@ from .state import RunState
 
 
 def verify(state: RunState, opt) -> None:
+    if state.reference is not None:      # int8: against its fake-quantized simulation
+        from .int8 import check_int8_outputs
+        check_int8_outputs(opt, state.reference, state.example_inputs)
+        return
     try:
         check_outputs(opt, state.example_inputs, state.config.verify_rtol)
     except MismatchError as e:

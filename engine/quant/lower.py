@@ -31,7 +31,7 @@ from torch import fx, nn
 from ..errors import ConfigError
 from ..lowering.backends import build_layer
 from ..lowering.host import act_of, fold_bn
-from ..runtime.modules import DepthwiseConv2d
+from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
 from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
 from .calibrate import Calibration, check_calibrated, fused_chain, only_user, traced_copy
 from .native import qconv_of, qdepthwise_of
@@ -49,6 +49,10 @@ class _Value:
     channels: int = 0
 
 
+def _pair(v) -> tuple:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _is_add(n: fx.Node) -> bool:
     return ((n.op == "call_function" and n.target in _ADDS) or
             (n.op == "call_method" and n.target in ("add", "add_"))) and len(n.args) == 2 and \
@@ -64,9 +68,10 @@ def _last_layer(gm: fx.GraphModule, modules: dict) -> Optional[str]:
 
 
 class _Lowering:
-    def __init__(self, gm: fx.GraphModule, cal: Calibration, rows: int, isa: str,
-                 fp32: set):
+    def __init__(self, gm: fx.GraphModule, cal: Calibration, rows, isa: str,
+                 fp32: set, fp32_specs: dict):
         self.gm, self.cal, self.rows, self.isa, self.fp32 = gm, cal, rows, isa, fp32
+        self.fp32_specs = fp32_specs
         self.modules = dict(gm.named_modules())
         self.graph = fx.Graph()
         self.env: dict = {}
@@ -165,7 +170,8 @@ class _Lowering:
         x = self.as_u8(n.args[0], mod.in_channels)
         # the codes arriving may carry another tensor's QParams (a max pool keeps its input's)
         x_qp = self.env[n.args[0]].qp or self.casts[(n.args[0], "q")].qp
-        layer = qconv_of(mod, replace(lq, input=x_qp, output=out_qp, act=act), rows=self.rows,
+        rows = self.rows.get(n.target, 4) if isinstance(self.rows, dict) else self.rows
+        layer = qconv_of(mod, replace(lq, input=x_qp, output=out_qp, act=act), rows=rows,
                          isa=self.isa, residual=None if res is None else res.qp,
                          input_layout="nchw4", output_layout="nchw4")
         name = self._add(f"{n.target}_int8", QConv2d(layer, {
@@ -206,7 +212,7 @@ class _Lowering:
         if isinstance(mod, nn.Conv2d) and DepthwiseConv2d.supports(mod):
             spec = {n.target: 1}
         elif isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1):
-            spec = {n.target: ("dense", "gemm")}
+            spec = {n.target: self.fp32_specs.get(n.target, ("dense", "gemm"))}
         else:
             return False
         try:
@@ -222,6 +228,12 @@ class _Lowering:
     def maxpool(self, n: fx.Node) -> bool:
         mod = self.modules[n.target]
         v = self.env.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+        if v is not None and v.qp is None and NativeMaxPool2d.supports(mod):
+            # a float max pool on the native kernel (torch's is up to 10x slower at 1 thread)
+            name = self._add(f"{n.target}_fp32", NativeMaxPool2d(
+                _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), _pair(mod.padding)))
+            self.env[n] = _Value(self.graph.call_module(name, (v.node,)))
+            return True
         if v is None or v.qp is None or mod.dilation not in (1, (1, 1)) or mod.ceil_mode or \
                 mod.return_indices:
             return False
@@ -261,10 +273,14 @@ class _Lowering:
         return gm.eval()
 
 
-def lower_int8(model: nn.Module, cal: Calibration, *, rows: int = 4, isa: str = "auto",
-               fp32_layers: Optional[Iterable[str]] = None) -> fx.GraphModule:
+def lower_int8(model: nn.Module, cal: Calibration, *, rows=4, isa: str = "auto",
+               fp32_layers: Optional[Iterable[str]] = None,
+               fp32_specs: Optional[dict] = None) -> fx.GraphModule:
     """The model on the int8 kernels (see the module doc); fp32_layers: conv / linear layers to
-    keep in fp32 (None: the last one, the classifier)."""
+    keep in fp32 (None: the last one, the classifier). rows: the int8 SpMM's group height, one
+    for all or layer -> rows (default 4). fp32_specs: layer -> the fp32 backend of a layer
+    kept fp32 (engine.lowering's spec: group rows of the sparse kernel, ("dense", algo),
+    ("tir", rows)); default the packed dense GEMM (the model's masked weights as they are)."""
     gm = traced_copy(model, "lower_int8")
     modules = dict(gm.named_modules())
     check_calibrated(gm, cal, "lower_int8")
@@ -273,4 +289,4 @@ def lower_int8(model: nn.Module, cal: Calibration, *, rows: int = 4, isa: str = 
     if unknown:
         raise ConfigError(f"lower_int8: fp32_layers names no layer of this model: {unknown}")
     with torch.no_grad():
-        return _Lowering(gm, cal, rows, isa, fp32).run()
+        return _Lowering(gm, cal, rows, isa, fp32, dict(fp32_specs or {})).run()

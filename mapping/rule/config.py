@@ -19,6 +19,9 @@ class RuleConfig:
     proxy_spend: bool = True           # run the global proxy-spend rule (budget.min_proxy)
     first_layer_share: float = 0.03    # first layer dense only below this dense-latency share
                                        # (1.0: always dense, the old rule)
+    int8: bool = True                  # run the global int8 rule (when int8 is offered)
+    int8_ends: bool = False            # let the first and last layers run int8 too
+    int8_max_drop: float = 0.01        # most proxy a layer's int8 twin alone may lose
 
     def __post_init__(self):
         if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
@@ -30,6 +33,9 @@ class RuleConfig:
         calls = self.guard_proxy_calls
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
             raise ValueError("RuleConfig.guard_proxy_calls must be an int >= 1")
+        if not 0.0 <= self.int8_max_drop <= 1.0:
+            raise ValueError(f"RuleConfig.int8_max_drop must be in [0, 1], got "
+                             f"{self.int8_max_drop}")
         share = self.first_layer_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or \
                 not 0.0 <= share <= 1.0:

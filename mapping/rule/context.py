@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..layer import LayerSpec
 from ..problem import Problem
-from ..space import Candidate
+from ..space import DENSE, Candidate
 from .config import RuleConfig
 
 BLOCK_SCHEMES = ("block", "unstructured")
@@ -32,12 +32,23 @@ class RuleContext:
     notes: list = field(default_factory=list)
     remarks: dict = field(default_factory=dict)   # layer -> (text, text if kept dense)
                                                   # appended to the deciding rule's reason
+    bits: dict = field(default_factory=dict)      # layer -> 8 once the int8 rule flipped it
 
     def family(self, spec: LayerSpec) -> list:
-        """The allowed candidates the rules consider for this layer, guard applied."""
+        """The allowed candidates the rules consider for this layer, guard applied, at the
+        layer's bits (fp32 until the int8 rule flips it: the global rules after it keep each
+        layer's domain)."""
         schemes = BLOCK_SCHEMES + (("pattern",) if is_3x3(spec) else ())
+        bits = self.bits.get(spec.name, 32)
         return [c for c in self.problem.allowed(spec.name)
-                if c.scheme in schemes and c.block_elems <= self.config.max_block_elems]
+                if c.scheme in schemes and c.block_elems <= self.config.max_block_elems
+                and c.bits == bits]
+
+    def dense(self, spec: LayerSpec) -> Candidate:
+        """The unpruned candidate at the layer's bits (DENSE for fp32)."""
+        if self.bits.get(spec.name, 32) == 8:
+            return DENSE.with_bits(8)
+        return DENSE
 
     def level(self, cands: list) -> Optional[float]:
         """The lowest sparsity level among cands at or above the target."""

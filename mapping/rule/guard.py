@@ -44,7 +44,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..space import DENSE
 from .context import RuleContext
 from .guard_steps import best_step, elementary, supply_curve
 from .guard_why import why_not
@@ -68,7 +67,7 @@ class Guard(Trade):
         cur = self.a[name]
         spec = self.p.spec(name)
         if self.local:   # deltas are free: every allowed, guarded candidate, and dense
-            gain_t = raise_t = [c for c in [DENSE] + self.ctx.family(spec) if c.key != cur.key]
+            gain_t = raise_t = [c for c in [self.ctx.dense(spec)] + self.ctx.family(spec) if c.key != cur.key]
         else:
             gain_t, raise_t = elementary(self.ctx, spec, cur)
         opts = self.moves(name, list(gain_t) + list(raise_t))

@@ -4,7 +4,7 @@ freed sparsity pays for several gain moves), ranked by proxy gained per us added
 from __future__ import annotations
 
 from ..layer import LayerSpec
-from ..space import DENSE, Candidate
+from ..space import Candidate
 from .context import BLOCK_SCHEMES, RuleContext
 from .trade import GUARD_EPS, SuffixBest, fastest, mask_of
 
@@ -19,7 +19,7 @@ def elementary(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
     the same mask one level higher (or, from dense, the lowest level's smallest block)."""
     p, name = ctx.problem, spec.name
     fam = ctx.family(spec)
-    if cur.is_dense:
+    if not cur.pruned:
         if not fam:
             return [], []
         low = min(c.sparsity for c in fam)
@@ -44,7 +44,7 @@ def elementary(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
         top = max(c.sparsity for c in lower)
         gains += [c for c in lower if abs(c.sparsity - top) < 1e-9]
     else:
-        gains.append(DENSE)
+        gains.append(ctx.dense(spec))
     higher = [c for c in kin if c.sparsity > cur.sparsity + 1e-9]
     raises = []
     if higher:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Optional
 
 from ..budget import REL_TOL
-from ..space import DENSE
 from .guard_steps import supply_curve
 
 
@@ -24,7 +23,7 @@ def proxy_bound(g) -> Optional[float]:
         cur = g.a[name]
         pr0 = p.pruned_weights(name, cur)
         opts = [(0.0, 0.0, 0.0, 0.0, name, cur)]
-        for c in [DENSE] + g.ctx.family(p.spec(name)):
+        for c in [g.ctx.dense(p.spec(name))] + g.ctx.family(p.spec(name)):
             dp = g.deltas.delta(g.a, name, c)
             if dp is not None and c.key != cur.key:
                 opts.append((dp, 0.0, p.pruned_weights(name, c) - pr0, 0.0, name, c))

@@ -65,7 +65,7 @@ def rule_grouped(ctx: RuleContext, spec: LayerSpec) -> Optional[Decision]:
 
 
 def rule_not_faster(ctx: RuleContext, spec: LayerSpec) -> Optional[Decision]:
-    if len(ctx.problem.allowed(spec.name)) > 1:
+    if sum(not c.is_int8 for c in ctx.problem.allowed(spec.name)) > 1:
         return None
     return Decision(DENSE, "rule not-faster: kept dense, "
                     + ctx.problem.rejection_summary(spec.name), locked=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Optional
 
 from ..problem import MIN_LATENCY
-from ..space import DENSE
 from .context import RuleContext
 from .spend_steps import SPEND_EPS_US, best_step, spend_targets
 from .trade import GUARD_EPS, Trade
@@ -64,7 +63,7 @@ class Spend(Trade):
         cur = self.a[name]
         spec = self.p.spec(name)
         if self.local:
-            targets = [DENSE] + self.ctx.family(spec)
+            targets = [self.ctx.dense(spec)] + self.ctx.family(spec)
         else:
             save, back = spend_targets(self.ctx, spec, cur)
             targets = save + (back if self.back else [])

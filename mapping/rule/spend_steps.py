@@ -4,7 +4,7 @@ unit of proxy lost, and two-layer steps for when no single move fits."""
 from __future__ import annotations
 
 from ..layer import LayerSpec
-from ..space import DENSE, Candidate
+from ..space import Candidate
 from .context import BLOCK_SCHEMES, RuleContext
 from .trade import GUARD_EPS, SuffixBest, fastest, mask_of
 
@@ -23,7 +23,7 @@ def spend_targets(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
     fam = ctx.family(spec)
     if not fam:
         return [], []
-    if cur.is_dense:
+    if not cur.pruned:
         low = min(c.sparsity for c in fam)
         return fastest(p, name, [c for c in fam if abs(c.sparsity - low) < 1e-9]), []
     same = [c for c in fam if abs(c.sparsity - cur.sparsity) < 1e-9]
@@ -45,7 +45,7 @@ def spend_targets(ctx: RuleContext, spec: LayerSpec, cur: Candidate) -> tuple:
         at = [c for c in higher if abs(c.sparsity - step) < 1e-9]
         save += [c for c in at if c in kin] or [min(at, key=lambda c: p.layer_latency(name, c))]
     lower = [c for c in kin if c.sparsity < cur.sparsity - 1e-9]
-    back = [DENSE]
+    back = [ctx.dense(spec)]
     if lower:
         top = max(c.sparsity for c in lower)
         back = [c for c in lower if abs(c.sparsity - top) < 1e-9]

@@ -4,7 +4,9 @@ A genome is one int per layer: the index of the chosen candidate in `problem.all
 (0 = DENSE). Only allowed candidates can be encoded, so the search inherits the "never slower
 than dense" guarantee. Latency, pruned weights and remaining FLOPs are kept as (layers x
 options) arrays so the cheap budget bounds of a genome cost one fancy-indexed sum, and the
-possibly expensive proxy is only evaluated for genomes already within those bounds.
+possibly expensive proxy is only evaluated for genomes already within those bounds. With int8
+candidates the latency adds the domain changes between layers (mapping.domains), from a
+(layers x options) bits table.
 """
 from __future__ import annotations
 
@@ -48,14 +50,18 @@ class GenomeSpace:
         self.lat = np.full((L, K), np.inf)
         self.pruned = np.zeros((L, K))
         self.flops = np.full((L, K), np.inf)
+        self.is8 = np.zeros((L, K), dtype=bool)
         for i, (name, opts) in enumerate(zip(problem.names, self.options)):
             for j, cand in enumerate(opts):
+                self.is8[i, j] = cand.is_int8
                 self.lat[i, j] = problem.layer_latency(name, cand)
                 self.pruned[i, j] = problem.pruned_weights(name, cand)
                 self.flops[i, j] = problem.remaining_flops(name, cand)
         self.rows = np.arange(L)
         self.total_params = float(problem.total_params)
         self.movable = np.flatnonzero(self.sizes > 1)
+        self.conv = problem.conversions.indexed(problem.names) \
+            if len(problem.conversions) and self.is8.any() else None
 
     @property
     def n_layers(self) -> int:
@@ -83,7 +89,10 @@ class GenomeSpace:
     # -- totals --------------------------------------------------------------------------------
     def sums(self, genome) -> tuple:
         """(latency us, pruned weights, remaining flops)."""
-        return (float(self.lat[self.rows, genome].sum()),
+        lat = float(self.lat[self.rows, genome].sum())
+        if self.conv is not None:
+            lat += self.conv.cost(self.is8[self.rows, genome])
+        return (lat,
                 float(self.pruned[self.rows, genome].sum()),
                 float(self.flops[self.rows, genome].sum()))
 

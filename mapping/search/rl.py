@@ -87,6 +87,7 @@ class _Episodes:
         for i, acts in enumerate(self.act):
             self.to_local[i, acts] = np.arange(len(acts))
         self.level = np.zeros_like(space.lat)          # sparsity of option j of layer i
+        self.has8 = int(space.is8.any())               # the previous layer's bits: a feature
         for i, opts in enumerate(space.options):
             self.level[i, :len(opts)] = [c.sparsity for c in opts]
 
@@ -105,13 +106,14 @@ class _Episodes:
 
     @property
     def n_features(self) -> int:
-        return self.static.shape[1] + 5
+        return self.static.shape[1] + 5 + self.has8
 
     def reset(self, B: int) -> None:
         self.lat = np.zeros(B)
         self.pruned = np.zeros(B)
         self.flops = np.zeros(B)
         self.prev = np.zeros(B)
+        self.prev8 = np.zeros(B)     # the previous layer runs int8 (domain changes cost)
 
     def state(self, i: int) -> np.ndarray:
         b = self.problem.budget
@@ -129,7 +131,8 @@ class _Episodes:
         lat_scale = b.latency_us or self.problem.dense_latency_total
         dyn = np.stack([need, self.lat / lat_scale,
                         room(b.latency_us, self.lat, self.rem_dense_lat[i]),
-                        room(b.flops, self.flops, self.rem_dense_fl[i]), self.prev], axis=1)
+                        room(b.flops, self.flops, self.rem_dense_fl[i]), self.prev]
+                       + ([self.prev8] if self.has8 else []), axis=1)
         return np.concatenate([np.repeat(self.static[i][None], B, axis=0), dyn], axis=1)
 
     def mask(self, i: int) -> np.ndarray:
@@ -160,6 +163,7 @@ class _Episodes:
         self.pruned += sp.pruned[i, local]
         self.flops += sp.flops[i, local]
         self.prev = self.level[i, local]
+        self.prev8 = sp.is8[i, local].astype(float)
 
 
 def _action_keys(space: GenomeSpace) -> list:

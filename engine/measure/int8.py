@@ -1,0 +1,60 @@
+"""An int8 candidate of one layer shape as the profilers time it: the layer on the int8 kernels
+(engine.runtime.qconv: QuantConv for groups 1, QuantDepthwise for depthwise), its masked weight
+quantized per output channel, uint8 NCHW4 in and out (as between int8 layers of a lowered
+model: engine.quant.lower_int8), the spec's fused activation and residual. The kernels' speed
+does not depend on the quantization parameters, so fixed ones stand in for a calibration; the
+domain changes around int8 layers are measured apart (engine.measure.domains)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mapping import LayerSpec
+
+from ..runtime.qconv import QuantConv, QuantDepthwise, to_nchw4
+from .specs import input_shape, output_shape, parse_epilogue
+
+# the int8 SpMM's group height for an unpruned layer (dense+int8)
+INT8_DENSE_ROWS = 4
+# stand-in quantization parameters: (scale, zero point) of a post-ReLU-like activation
+_IN, _OUT, _RES = (0.02, 0), (0.03, 0), (0.03, 0)
+
+
+class Int8Timed:
+    """A zero-argument-in-effect callable for engine.runtime.measure: runs the int8 layer on
+    its own uint8 input (the float arguments the other candidates share are ignored)."""
+
+    def __init__(self, layer, x: np.ndarray, residual):
+        self.layer, self.x, self.residual = layer, x, residual
+        self.kernel_name = layer.kernel_name
+
+    def __call__(self, *_args):
+        return self.layer.run(self.x, self.residual)
+
+
+def _codes(shape: tuple, g: torch.Generator) -> np.ndarray:
+    return to_nchw4(torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).numpy())
+
+
+def int8_timed(spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor, rows: int,
+               isa: str = "auto", seed: int = 0) -> Int8Timed:
+    """The int8 layer of `spec` with the (masked) float `weight`, ready to time."""
+    act, residual = parse_epilogue(spec.epilogue)
+    w = weight.detach().float()
+    amax = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-8)
+    scale = (amax / 127.0).numpy().astype(np.float32)
+    wq = torch.round(w / torch.from_numpy(scale).reshape(-1, *([1] * (w.dim() - 1))))
+    wq = wq.clamp(-127, 127).to(torch.int8).numpy()
+    b = bias.detach().float().numpy()
+    g = torch.Generator().manual_seed(seed)
+    x = _codes(input_shape(spec), g)
+    res = _codes(output_shape(spec), g) if residual else None
+    common = dict(input=_IN, output=_OUT, residual=_RES if residual else None, act=act,
+                  stride=spec.stride, padding=spec.padding, dilation=spec.dilation, isa=isa,
+                  name=spec.name)
+    if spec.is_depthwise:
+        layer = QuantDepthwise(wq, scale, b, **common)
+    else:
+        layer = QuantConv(wq, scale, b, rows=rows, input_layout="nchw4",
+                          output_layout="nchw4", **common)
+    return Int8Timed(layer, x, res)

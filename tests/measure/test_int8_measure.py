@@ -1,0 +1,89 @@
+"""The int8 side of the measurements: the tensors between layers and their conversions, int8
+candidates timed by the host profiler, the data-free and data proxies of int8 candidates."""
+import copy
+
+import pytest
+import torch
+
+from engine.accuracy import DataProxy
+from engine.errors import ConfigError
+from engine.measure import HostProfiler, model_specs, model_weights, retained_energy
+from engine.measure.domains import measure_conversions, model_tensors
+from engine.quant.simulate import QuantSim
+from mapping import DENSE, Candidate, CostTable
+
+from qnet import qnet
+
+X = torch.randn(1, 3, 32, 32)
+INT8 = Candidate("block", (4, 4), 0.75, bits=8)
+D8 = DENSE.with_bits(8)
+
+
+def test_tensors_follow_the_int8_lowerings_domains():
+    m = qnet()
+    specs = model_specs(m, (X,))
+    got = {(t.producer, tuple(t.consumers)): t.shape for t in model_tensors(m, (X,), specs)}
+    # the pooled stem output feeds conv1 and, as the residual fused into conv3, conv3
+    assert got[("stem", ("conv1", "conv3"))] == (1, 32, 16, 16)
+    assert got[(None, ("stem",))] == (1, 3, 32, 32)
+    assert ("conv1", ("conv2",)) in got and ("conv2", ("conv3",)) in got
+    assert ("conv3", ("dw",)) in got                   # through the add and its ReLU
+    assert got[("dw", (None,))] == (1, 32, 16, 16)     # the average pool runs fp32
+
+
+def test_conversions_measured_once_and_cached():
+    m = qnet()
+    specs = model_specs(m, (X,))
+    tensors = model_tensors(m, (X,), specs)
+    table = CostTable()
+    conv = measure_conversions(tensors, table, "t", min_time=0.002)
+    n = len(table)
+    assert n == 2 * len({t.shape for t in tensors}) and len(conv) == len(tensors)
+    assert all(t.quantize_us > 0 and t.dequantize_us > 0 for t in conv.tensors)
+    measure_conversions(tensors, table, "t", min_time=0.002)
+    assert len(table) == n
+
+
+def test_host_profiler_times_int8_candidates_on_the_int8_kernels():
+    m = qnet()
+    specs = {s.name: s for s in model_specs(m, (X,))}
+    prof = HostProfiler(model_weights(m, list(specs.values())), min_time=0.002,
+                        backends=("native",), cache="warm")
+    got = prof.measure(specs["conv1"], [DENSE, INT8, D8])
+    assert got[INT8.key].kernel.startswith("qs8_spmm") and got[D8.key].kernel.startswith("qs8")
+    dw = prof.measure(specs["dw"], [DENSE, D8])
+    assert D8.key in dw and dw[D8.key].us > 0
+    assert "linear" in (prof.why_not(specs["fc"], D8) or "")
+
+
+def test_energy_of_int8_candidates_counts_the_weight_rounding():
+    m = qnet()
+    specs = model_specs(m, (X,))
+    weights = model_weights(m, specs)
+    fp32 = Candidate("block", (4, 4), 0.75)
+    e = retained_energy(weights, specs, {s.name: [fp32, INT8, D8] for s in specs
+                                         if s.name != "fc"})
+    for name in ("conv1", "conv2", "conv3"):     # 4x4 blocks: not the stem, not depthwise
+        per = e[name]
+        assert per[INT8.key] < per[fp32.key] and per[INT8.key] > 0.99 * per[fp32.key]
+    for name in ("stem", "conv1", "conv2", "conv3", "dw"):
+        assert 0.99 < e[name][D8.key] < 1.0
+
+
+def test_data_proxy_simulates_the_int8_layers():
+    m = qnet()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    proxy = DataProxy(m, (x, y))
+    a = {"conv1": INT8, "dw": D8, "conv2": DENSE}
+    net = proxy.pruned_copy(a)
+    sims = {mod.name for mod in net.modules() if isinstance(mod, QuantSim)}
+    assert sims == {"conv1", "dw"}
+    # the int8 copy computes something else than the float one, close to it
+    with torch.no_grad():
+        f, q = proxy.pruned_copy({"conv1": INT8.with_bits(32)})(x), net(x)
+    err = float((f - q).norm() / f.norm())
+    assert 0 < err < 0.2
+    assert 0.0 <= proxy.score(a) <= 1.0
+    no_calib = DataProxy(copy.deepcopy(m), lambda net: 0.5)
+    with pytest.raises(ConfigError, match="calibration"):
+        no_calib.score(a)

@@ -1,0 +1,127 @@
+"""optimize(bits=...): int8 layers in the one pipeline, measured, calibrated, verified against
+their simulation, saved into an artifact. References: engine.quant's simulation recomputed
+here from the masked model, the float masked model, the artifact against the host result."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+from engine.errors import ConfigError
+from engine.quant import calibrate, simulate
+from engine.runtime.qmodules import QConv2d, QDepthwiseConv2d
+
+from qnet import qnet
+
+X = torch.randn(1, 3, 32, 32)
+
+
+def _batches(n=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(4, 3, 32, 32, generator=g) for _ in range(n)]
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def int8_opt():
+    m = qnet()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = engine.optimize(m, (X,), block=(4, 4), sparsity=0.5, bits=8, calibration=_batches(),
+                          measure=False, progress=False, guard="off")
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    return m, opt
+
+
+def test_bits8_runs_every_int8_able_layer_int8(int8_opt):
+    _, opt = int8_opt
+    bits = {c.layer: c.bits for c in opt.plan}
+    assert bits == {"stem": 8, "conv1": 8, "conv2": 8, "conv3": 8, "dw": 8, "fc": 32}
+    assert "classifier" in opt.plan["fc"].reason
+    rep = opt.plan.meta["int8"]["report"]
+    assert rep["conv3"] == "int8 (residual add fused)" and rep["dw"] == "int8"
+    kinds = [type(mod) for mod in opt.runtime.modules()]
+    assert kinds.count(QConv2d) == 4 and kinds.count(QDepthwiseConv2d) == 1
+    assert opt.int8
+
+
+def test_int8_result_matches_an_independent_simulation(int8_opt):
+    _, opt = int8_opt
+    cal = calibrate(opt.pruned_model, _batches())
+    # what runs int8: every calibrated layer but the classifier
+    sim = simulate(opt.pruned_model, replace(cal, layers={n: lq for n, lq in cal.layers.items()
+                                                          if n != "fc"}))
+    x = torch.cat(_batches(2, seed=7))
+    with torch.no_grad():
+        got, want, flt = opt(x), sim(x), opt.pruned_model(x)
+    assert _rel(got, want) < 0.03
+    assert 0 < _rel(got, flt) < 0.2                # int8, and close to the float model
+
+
+def test_int8_plan_replays(int8_opt):
+    m, opt = int8_opt
+    again = engine.optimize(m, (X,), plan=opt.plan, calibration=_batches(), measure=False,
+                            progress=False, guard="off")
+    assert {c.layer: c.bits for c in again.plan} == {c.layer: c.bits for c in opt.plan}
+    with torch.no_grad():
+        assert torch.allclose(again(X), opt(X), atol=1e-5)
+
+
+def test_int8_artifact_runs_what_the_host_runs(int8_opt, tmp_path):
+    pytest.importorskip("tvm")
+    _, opt = int8_opt
+    path = opt.save(tmp_path / "art")
+    import json
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert "conv1" in manifest["extra"]["int8"]["layers"]
+    got = engine.load(path)(X)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    with torch.no_grad():
+        want = opt(X)
+    np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4,
+                               atol=1e-4 * float(want.abs().max()))
+
+
+def test_measured_int8_choices_are_faster_than_dense_or_go_back_to_fp32():
+    opt = engine.optimize(qnet(width=64), (X,), block=(4, 4), sparsity=0.75, bits=8,
+                          calibration=_batches(), progress=False, guard="off")
+    for c in opt.plan:
+        if c.bits == 8:
+            assert c.latency_us * 1.1 <= c.dense_latency_us * (1 + 1e-9), c
+            assert "int8 measured" in c.reason
+        elif c.layer != "fc":
+            assert "fp32:" in c.reason      # said why it is not int8
+
+
+def test_int8_options_checked():
+    m = qnet()
+    with pytest.raises(ConfigError, match="calibration"):
+        engine.optimize(m, (X,), bits=8, measure=False, progress=False)
+    with pytest.raises(ConfigError, match="bits must be"):
+        engine.optimize(m, (X,), bits=16, progress=False)
+    with pytest.raises(ConfigError, match="mapper"):
+        engine.optimize(m, (X,), bits="auto", progress=False)
+    with pytest.raises(ConfigError, match="auto"):
+        engine.optimize(m, (X,), bits=8, mapper="rule", progress=False)
+    with pytest.raises(ConfigError, match="bits='auto'"):
+        engine.optimize(m, (X,), mapper="rule", space=["dense+int8"], progress=False)
+
+
+def test_auto_bits_mapper_counts_the_conversions(tmp_path):
+    m = qnet(width=64)
+    space = ["block4x1@0.50/native", "block4x4@0.50/native", "block4x4@0.50/native+int8",
+             "block4x4@0.75/native+int8", "dense+int8"]
+    opt = engine.optimize(m, (X,), block=(4, 4), sparsity=0.5, bits="auto", mapper="rule",
+                          calibration=_batches(), costs=str(tmp_path / "costs.json"),
+                          space=space, backends="native", progress=False, guard="off",
+                          allow_infeasible=True)
+    p = opt.mapping
+    assert p.has_int8 and len(p.conversions) > 0
+    mapped = opt.plan.meta["mapping"]
+    # the mapper's int8 layers arrive int8, or went back to fp32 when measured in place
+    back = sum("fp32: int8 measured" in c.reason for c in opt.plan)
+    assert mapped["int8"]["int8_layers"] == sum(c.bits == 8 for c in opt.plan) + back
+    assert mapped["conversions_us"] == pytest.approx(mapped["int8"]["conversions_us"])
