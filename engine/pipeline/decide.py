@@ -22,7 +22,7 @@ from ..measure.specs import layer_spec
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows
 from .candidates import blk, kept_as_is, masked_copy
-from .int8 import decide_int8
+from .int8 import decide_int8, settle_bits
 from .state import RunState
 
 
@@ -51,6 +51,7 @@ def decide(state: RunState) -> None:
                        "no native kernel for this layer (lowering kept it in torch)")
             continue
         _decide_layer(state, timer, layer_spec(info, probe.fused.get(info.name), order))
+    settle_bits(state, lambda spec: _decide_layer(state, timer, spec))
     state.notes += [f"measure: {n}" for n in getattr(timer, "notes", [])[seen:]]
 
 

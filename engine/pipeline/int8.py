@@ -3,14 +3,23 @@
     candidates  each layer's Choice.bits: the plan's, or with bits=8 every conv the int8
                 kernels run (groups 1 or depthwise) except the last layer (the classifier)
     decide      an int8 choice is measured in place like any (the layer on the int8 kernels,
-                its own mask, uint8 NCHW4 in and out) against the best dense fp32 backend; not
-                >= min_speedup x faster, it goes back to fp32 (and is decided as fp32), said why
+                its own mask, uint8 NCHW4 in and out) together with its mask on the fp32
+                sparse kernel and the dense fp32 backends; then (settle_bits) the int8 layers
+                whose fp32 form makes the model faster, the quantize / dequantize it adds or
+                removes between layers counted, go back to fp32 and are decided as fp32, each
+                with the figures in its reason
     quantize    the masked model calibrated on the calibration batches (engine.quant.calibrate)
                 and lowered with its int8 layers on the int8 kernels and its fp32 layers on the
                 backends decide chose (engine.quant.lower_int8); a layer the int8 lowering
                 cannot take (an activation it does not fuse, ...) goes back to fp32 with the
                 lowering's reason. The reference the result is verified against is the masked
                 model with those int8 layers fake-quantized (engine.quant.simulate).
+    int8 guard  (before the whole-model guard) the result timed end to end against its fp32
+                twin, the same masks on the fp32 kernels (stage lower's module): layers
+                measured faster one at a time can lose as a whole (the domain changes, the
+                fp32 path's fused blocks). If the twin is faster in two runs, it is returned:
+                every layer fp32, the measurement in its reason (guard="warn" keeps int8 and
+                says so).
 """
 from __future__ import annotations
 
@@ -21,17 +30,10 @@ from typing import Optional
 from mapping import Candidate
 
 from ..errors import ConfigError
-from ..graph.inputs import call
 from ..quant import calibrate, lower_int8, simulate
 from ..measure.int8 import INT8_DENSE_ROWS
 from .candidates import left_alone
 from .state import RunState
-
-# verify: the int8 result against its simulation, relative L2 error per output (the kernels'
-# exact integer sums vs the simulation's float sums differ by one unit in a few outputs of a
-# layer, which later layers carry on)
-INT8_VERIFY_RTOL = 0.05
-
 
 def int8_runs(info) -> Optional[str]:
     """None if the int8 kernels can run layer `info` (engine.graph LayerInfo), else why not."""
@@ -79,34 +81,75 @@ def int8_candidate(state: RunState, name: str, timer) -> Candidate:
 
 
 def decide_int8(state: RunState, timer, spec, measure) -> bool:
-    """Stage decide for an int8 choice: True if it stays int8 (measured), False if it goes
-    back to fp32 (the caller then decides it as an fp32 layer)."""
-    ch, cfg = state.choices[spec.name], state.config
+    """Stage decide for an int8 choice: its int8 kernel, its mask on the fp32 sparse kernel and
+    the dense fp32 backends measured together; the choice stays int8 for now (settle_bits
+    decides with the domain changes counted). False (back to fp32, decided as such by the
+    caller) when the int8 layer cannot be measured."""
+    ch = state.choices[spec.name]
     if ch.pruned and spec.name not in state.candidates:
         ch.bits = 32
         ch.reason += "; fp32: no kernel module for this layer"
         return False
     cand = int8_candidate(state, spec.name, timer)
-    ms = measure(timer, spec, [cand])
-    dense = ms["dense"]
+    fp32 = []
+    if ch.pruned:
+        fp32 = [Candidate(ch.scheme, ch.block, round(ch.sparsity, 6), "native",
+                          tuple(sorted(ch.options.items())))]
+        if hasattr(timer, "masks"):
+            timer.masks.put(spec.name, fp32[0], state.candidates[spec.name][0])
+    ms = measure(timer, spec, [cand] + fp32)
     got = ms.get(cand.key)
     if got is None:
         ch.bits = 32
         ch.reason += "; fp32: the int8 layer could not be measured here"
         return False
-    speedup = dense.us / got.us
-    if speedup < cfg.min_speedup:
-        ch.bits = 32
-        ch.reason += (f"; fp32: int8 measured {speedup:.2f}x vs the best dense fp32 "
-                      f"({got.us:.0f} vs {dense.us:.0f} us, needs >= {cfg.min_speedup:.2f}x)")
-        return False
+    dense = ms["dense"]
+    sparse = ms.get(fp32[0].key) if fp32 else None
+    best32 = min(dense.us, sparse.us) if sparse is not None and \
+        dense.us >= state.config.min_speedup * sparse.us else dense.us
+    state.int8_costs[spec.name] = {"spec": spec, "int8_us": got.us, "fp32_us": best32}
     ch.latency_us, ch.dense_latency_us = got.us, dense.us
     ch.backend, ch.kernel = "native", got.kernel
-    ch.reason += (f"; int8 measured {speedup:.2f}x faster than the best dense fp32 "
-                  f"({got.us:.0f} vs {dense.us:.0f} us, {dense.kernel})")
+    ch.reason += (f"; int8 measured {dense.us / got.us:.2f}x vs the best dense fp32 "
+                  f"({got.us:.0f} vs {dense.us:.0f} us, {dense.kernel}; fp32 with this "
+                  f"mask {best32:.0f} us)")
     state.backends[spec.name] = state.candidates[spec.name][1] if ch.pruned else \
         INT8_DENSE_ROWS
     return True
+
+
+def settle_bits(state: RunState, decide_fp32) -> None:
+    """After decide: the int8 layers that make the model faster as fp32, counting the domain
+    changes between layers (mapping.domains: one quantize or dequantize per tensor whose
+    producer and consumers differ), go back to fp32, the one saving most first, until no flip
+    back saves time; each is then decided as an fp32 layer (decide_fp32(spec)). A layer whose
+    int8 kernel alone is slower than fp32 stays int8 when the conversions around it would cost
+    more (a depthwise conv between int8 1x1 convs)."""
+    costs = state.int8_costs
+    if not costs:
+        return
+    from mapping import CostTable
+    from ..measure.domains import measure_conversions, model_tensors
+    specs = [c["spec"] for c in costs.values()]
+    conv = measure_conversions(model_tensors(state.base, state.example_inputs, specs),
+                               CostTable(), "host", threads=state.config.threads)
+    bits = {n: c.bits for n, c in state.choices.items()}
+    while True:
+        gains = {n: costs[n]["int8_us"] - costs[n]["fp32_us"] - conv.flip_delta(bits, n, 32)
+                 for n in costs if bits[n] == 8}
+        best = max(gains, key=gains.get, default=None)
+        if best is None or gains[best] <= 0:
+            break
+        bits[best] = 32
+        ch = state.choices[best]
+        ch.bits = 32
+        ch.reason += (f"; fp32: int8 {costs[best]['int8_us']:.0f} us vs fp32 "
+                      f"{costs[best]['fp32_us']:.0f} us, the domain changes counted: fp32 "
+                      f"saves {gains[best]:.0f} us")
+        decide_fp32(costs[best]["spec"])
+    n8 = sum(b == 8 for b in bits.values())
+    state.notes.append(f"int8: {n8} layer(s) int8 after the in-place check, conversions "
+                       f"{conv.cost(bits):.0f} us (measured per tensor)")
 
 
 def calibration_batches(state: RunState) -> list:
@@ -157,6 +200,7 @@ def quantize_stage(state: RunState) -> None:
         ch.bits = 32
         ch.reason += f"; {report.get(n, 'fp32: not lowered to int8')}"
     kept = [n for n in int8 if n not in lost]
+    state.fp32_module = state.lowered.module      # the fp32 twin (int8_guard)
     state.lowered.module = qm
     state.reference = simulate(state.pruned_model, replace(
         cal, layers={n: cal.layers[n] for n in kept if n in cal.layers}))
@@ -167,22 +211,44 @@ def quantize_stage(state: RunState) -> None:
                        + (f"; {len(lost)} back to fp32 (see their reasons)" if lost else ""))
 
 
-def check_int8_outputs(opt, reference, example_inputs: tuple) -> None:
-    """The int8 result against its fake-quantized simulation (INT8_VERIFY_RTOL, relative L2
-    error per output)."""
-    import torch
-    from ..errors import MismatchError
-    from ..graph.outputs import flatten_outputs
-    with torch.no_grad():
-        ref = [t for _, t in flatten_outputs(call(reference, example_inputs))[0]]
-        got = [t for _, t in flatten_outputs(opt(*example_inputs))[0]]
-    for i, (r, g) in enumerate(zip(ref, got)):
-        if r.shape != g.shape:
-            raise MismatchError(f"output {i}: int8 result {tuple(g.shape)} != simulation "
-                                f"{tuple(r.shape)}")
-        if r.is_floating_point():
-            err = float((g.float() - r.float()).norm() / (r.float().norm() + 1e-12))
-            if not err <= INT8_VERIFY_RTOL:
-                raise MismatchError(f"output {i}: the int8 result differs from its "
-                                    f"fake-quantized simulation by {err:.3g} (relative L2; "
-                                    f"allowed {INT8_VERIFY_RTOL})")
+def int8_guard(state: RunState, opt):
+    """opt, or its fp32 twin when that is faster end to end (see the module doc)."""
+    cfg = state.config
+    if state.int8 is None or cfg.guard == "off" or not cfg.measure or \
+            state.fp32_module is None:
+        return opt
+    import copy
+    from mapping import Plan
+    from ..runtime import measure as _measure
+    from .result import OptimizedModel
+    from .verify import check_outputs
+    plan = Plan(opt.plan.target, [copy.deepcopy(c) for c in opt.plan], dict(opt.plan.meta))
+    twin = OptimizedModel(state.fp32_module, opt.pruned_model, plan, opt.layers,
+                          opt.example_inputs, opt.config, list(opt.notes))
+    x = opt.example_inputs
+    best: dict = {}
+    for _ in range(2):
+        t = _measure.compare({"int8": lambda: opt(*x), "fp32": lambda: twin(*x)},
+                             min_time=0.25)
+        best = {k: min(v, best.get(k, v)) for k, v in t.items()}
+        if best["int8"] < best["fp32"]:
+            break
+    i_ms, f_ms = best["int8"] * 1e3, best["fp32"] * 1e3
+    verdict = {"int8_ms": round(i_ms, 4), "fp32_ms": round(f_ms, 4),
+               "kept": "int8" if i_ms < f_ms or cfg.guard == "warn" else "fp32"}
+    opt.plan.meta["int8"]["guard"] = verdict
+    text = (f"int8 guard: int8 {i_ms:.3f} ms vs the same masks in fp32 {f_ms:.3f} ms end to "
+            f"end")
+    if verdict["kept"] == "int8":
+        opt.notes.append(text + ("" if i_ms < f_ms else "; int8 kept (guard='warn')"))
+        return opt
+    why = f"{text}: the fp32 twin is faster, returned instead"
+    for c in twin.plan:
+        if c.bits == 8:
+            c.bits = 32
+            c.reason += f"; fp32: {why}"
+    twin.plan.meta["int8"] = dict(opt.plan.meta["int8"], guard=verdict)
+    twin.notes.append(why)
+    twin._dense, twin.mapping = opt._dense, opt.mapping
+    check_outputs(twin, x, cfg.verify_rtol)
+    return twin

@@ -11,7 +11,8 @@
     lower       the host runtime: native / generated kernels with fused epilogues
     quantize    (int8 choices) calibrated on the calibration batches, the int8 layers on the
                 int8 kernels (engine.pipeline.int8)
-    verify      outputs of the result against the masked reference
+    verify      outputs of the result against the masked reference (int8: its simulation)
+    int8 guard  (int8 choices) the result against its fp32 twin end to end (engine.pipeline.int8)
     guard       the result timed end to end against the dense model: not faster, the dense
                 configuration is returned instead (guard="keep"; "warn", "off")
 
@@ -39,7 +40,7 @@ from .config import OptimizeConfig
 from .decide import decide
 from .finetune import finetune
 from .guard import guard
-from .int8 import assign_bits, quantize_stage
+from .int8 import assign_bits, int8_guard, quantize_stage
 from .map_stage import map_stage
 from .result import OptimizedModel
 from .state import RunState
@@ -134,7 +135,7 @@ def run(model, example_inputs, config: OptimizeConfig,
         opt.plan.meta["int8"] = state.int8
         opt.reference = state.reference
     verify(state, opt)
-    return guard(state, opt)
+    return guard(state, int8_guard(state, opt))
 
 
 def _setup_kernels(cfg: OptimizeConfig) -> None:

@@ -41,3 +41,5 @@ class RunState:
     recurrent: Any = None                # engine.graph.recurrent.RecurrentRecord (capture)
     reference: Any = None                # int8: the fake-quantized model verify compares to
     int8: Optional[dict] = None          # int8: calibration and lowering report (plan meta)
+    fp32_module: Any = None              # int8: stage lower's fp32 module (the int8 guard's twin)
+    int8_costs: dict = field(default_factory=dict)   # int8: decide's measurements per layer

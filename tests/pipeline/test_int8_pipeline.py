@@ -85,15 +85,16 @@ def test_int8_artifact_runs_what_the_host_runs(int8_opt, tmp_path):
                                atol=1e-4 * float(want.abs().max()))
 
 
-def test_measured_int8_choices_are_faster_than_dense_or_go_back_to_fp32():
+def test_measured_int8_choices_say_what_was_measured():
     opt = engine.optimize(qnet(width=64), (X,), block=(4, 4), sparsity=0.75, bits=8,
                           calibration=_batches(), progress=False, guard="off")
     for c in opt.plan:
         if c.bits == 8:
-            assert c.latency_us * 1.1 <= c.dense_latency_us * (1 + 1e-9), c
-            assert "int8 measured" in c.reason
+            assert "int8 measured" in c.reason and c.kernel.startswith("qs8")
+            assert c.latency_us > 0 and c.dense_latency_us > 0
         elif c.layer != "fc":
             assert "fp32:" in c.reason      # said why it is not int8
+    assert any("conversions" in n for n in opt.notes)
 
 
 def test_int8_options_checked():
@@ -125,3 +126,36 @@ def test_auto_bits_mapper_counts_the_conversions(tmp_path):
     back = sum("fp32: int8 measured" in c.reason for c in opt.plan)
     assert mapped["int8"]["int8_layers"] == sum(c.bits == 8 for c in opt.plan) + back
     assert mapped["conversions_us"] == pytest.approx(mapped["int8"]["conversions_us"])
+
+
+def test_settle_bits_counts_the_domain_changes():
+    """A slow int8 layer goes back to fp32; one slightly slower than fp32 alone stays int8 when
+    the quantize / dequantize around it would cost more (reference: the costs written here and
+    the conversions measured for the same tensors)."""
+    from types import SimpleNamespace
+    from mapping import Choice, CostTable
+    from engine.measure import model_specs
+    from engine.measure.domains import measure_conversions, model_tensors
+    from engine.pipeline.int8 import settle_bits
+    m = qnet()
+    specs = {s.name: s for s in model_specs(m, (X,))}
+    conv = measure_conversions(model_tensors(m, (X,), list(specs.values())), CostTable(), "t")
+    around = {n: sum(t.quantize_us + t.dequantize_us for t in conv.touching(n)) for n in specs}
+    names = ["stem", "conv1", "conv2", "conv3", "dw"]
+    costs = {n: {"spec": specs[n], "int8_us": 10.0, "fp32_us": 40.0} for n in names}
+    costs["conv2"]["int8_us"] = 40.0 + 10 * around["conv2"] + 1000.0     # far slower: fp32
+    # the stem in fp32 would quantize its pooled output (32 channels) instead of the image
+    # (3): a little slower int8 kernel still wins
+    after = {n: 8 for n in names} | {"conv2": 32, "fc": 32}
+    extra = conv.flip_delta(after, "stem", 32)
+    assert extra > 0
+    costs["stem"]["int8_us"] = 40.0 + 0.5 * extra
+    state = SimpleNamespace(int8_costs=costs, base=m, example_inputs=(X,), notes=[],
+                            config=SimpleNamespace(threads=None),
+                            choices={n: Choice(n, bits=8) for n in names} |
+                            {"fc": Choice("fc")})
+    redone = []
+    settle_bits(state, lambda spec: redone.append(spec.name))
+    assert redone == ["conv2"] and state.choices["conv2"].bits == 32
+    assert "domain changes counted" in state.choices["conv2"].reason
+    assert state.choices["stem"].bits == 8           # its conversions would cost more
