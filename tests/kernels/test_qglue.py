@@ -19,7 +19,8 @@ def _qp(scale, zp):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nchw4"])
-@pytest.mark.parametrize("shape", [(2, 13, 9, 7), (1, 3, 33, 31), (1, 8, 1, 1), (3, 4, 5, 40)])
+@pytest.mark.parametrize("shape", [(2, 13, 9, 7), (1, 3, 33, 31), (1, 8, 1, 1), (3, 4, 5, 40),
+                                   (1, 5, 70, 33), (2, 6, 3, 1100)])   # blocks of rows, tails
 def test_quantize_and_dequantize_are_engine_quant(layout, shape):
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=g) * 3
@@ -56,8 +57,10 @@ def test_max_pool_is_torch_on_the_codes(layout, k, s, p, hw):
 def test_glue_refuses_bad_input_by_name():
     x = np.zeros((1, 3, 4, 4), np.float32)
     x[0, 1, 2, 3] = np.nan
-    with pytest.raises(ValueError, match="not finite"):
-        K.quantize(x, 0.1, 0, "nchw4")
+    x[0, 2, 0, 0] = np.inf
+    for layout in ("nchw", "nchw4"):      # the first one, by index, whichever thread saw it
+        with pytest.raises(ValueError, match=r"x\[27\] is not finite"):
+            K.quantize(x, 0.1, 0, layout)
     with pytest.raises(ValueError, match="scale"):
         K.quantize(np.zeros((1, 3, 4, 4), np.float32), 0.0, 0)
     with pytest.raises(ValueError, match="zero point"):

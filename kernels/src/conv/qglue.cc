@@ -7,6 +7,7 @@
 // A NaN quantizes to the zero point's side of nothing: it is refused up front (a model's input
 // with a NaN has no int8 value).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -85,6 +86,56 @@ void quantize_row(const float* s, uint8_t* d, int64_t n, float inv, int32_t zp) 
   }
 }
 
+// -1 if s[0..n) are all finite, else the index of the first that is not (an exponent field of
+// all ones: inf or NaN). An integer loop, so it vectorises; run inside the parallel rows (a
+// serial pass over a 1.2M-float tensor cost more than the quantization itself).
+int64_t first_nonfinite(const float* s, int64_t n) {
+  uint32_t any = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    uint32_t b;
+    std::memcpy(&b, s + k, 4);
+    any |= uint32_t((b & 0x7f800000u) == 0x7f800000u);
+  }
+  if (!any) return -1;
+  for (int64_t k = 0; k < n; ++k)
+    if (!std::isfinite(s[k])) return k;
+  return -1;
+}
+
+// The smallest index a row reported (relaxed: only the minimum matters, read after the join).
+void note_bad(std::atomic<int64_t>& bad, int64_t i) {
+  int64_t cur = bad.load(std::memory_order_relaxed);
+  while (i < cur && !bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+  }
+}
+
+// d[i] = float(byte t of pixel i - zp) * scale (the table's value: the same two float ops) for
+// the leading pixels of an NCHW4 plane, 4 at a time; returns how many it did (the rest: the
+// caller's table loop). A pixel is one 32-bit word, channel t its byte t.
+int64_t dequantize_lane(const uint8_t* s, float* d, int64_t m, int t, int32_t zp, float scale) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128i mask = _mm_set1_epi32(0xff), z = _mm_set1_epi32(zp), sh = _mm_cvtsi32_si128(8 * t);
+  const __m128 sc = _mm_set1_ps(scale);
+  for (; i + 4 <= m; i += 4) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 4 * i));
+    const __m128i c = _mm_sub_epi32(_mm_and_si128(_mm_srl_epi32(v, sh), mask), z);
+    _mm_storeu_ps(d + i, _mm_mul_ps(_mm_cvtepi32_ps(c), sc));
+  }
+#elif defined(__aarch64__)
+  const uint32x4_t mask = vdupq_n_u32(0xff);
+  const int32x4_t z = vdupq_n_s32(zp), sh = vdupq_n_s32(-8 * t);
+  for (; i + 4 <= m; i += 4) {
+    const uint32x4_t v = vld1q_u32(reinterpret_cast<const uint32_t*>(s + 4 * i));
+    const int32x4_t c = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vshlq_u32(v, sh), mask)), z);
+    vst1q_f32(d + i, vmulq_n_f32(vcvtq_f32_s32(c), scale));
+  }
+#else
+  (void)s, (void)d, (void)m, (void)t, (void)zp, (void)scale;
+#endif
+  return i;
+}
+
 // The image's quad (b, q) of an NCHW4 tensor, or its channel (b, ch) of an NCHW one: work items.
 template <class F>
 void per_plane(int32_t n, int32_t c, int32_t layout, F f) {
@@ -99,31 +150,46 @@ spe_status quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w, 
   if (spe_status st = check_tensor(x, y, n, c, h, w, layout, "spe_quantize"); st != SPE_OK) return st;
   if (spe_status st = check_q(q, "spe_quantize"); st != SPE_OK) return st;
   const int64_t hw = int64_t(h) * w, total = int64_t(n) * c * hw;
-  for (int64_t i = 0; i < total; ++i)
-    if (!std::isfinite(x[i]))
-      return fail(SPE_ERR_INVALID_ARGUMENT, "spe_quantize: x[" + std::to_string(i) + "] is not finite");
+  std::atomic<int64_t> bad{total};
+  auto checked = [&](int64_t off, int64_t len) {
+    const int64_t k = first_nonfinite(x + off, len);
+    if (k >= 0) note_bad(bad, off + k);
+  };
   const float inv = 1.0f / q.scale;
   const int32_t zp = q.zero_point, C4 = (c + 3) / 4;
+  auto result = [&]() -> spe_status {
+    const int64_t i = bad.load();
+    if (i < total)   // the output is not defined then
+      return fail(SPE_ERR_INVALID_ARGUMENT, "spe_quantize: x[" + std::to_string(i) + "] is not finite");
+    return SPE_OK;
+  };
   if (layout == SPE_QLAYOUT_NCHW) {
     per_plane(n, c, layout, [&](int64_t b, int64_t p) {
+      checked((b * c + p) * hw, hw);
       quantize_row(x + (b * c + p) * hw, y + (b * c + p) * hw, hw, inv, zp);
     });
-    return SPE_OK;
+    return result();
   }
-  // NCHW4: one item per (image, quad, image row), so a 3-channel input (one quad) still splits
-  ThreadPool::global().parallel_for(int64_t(n) * C4 * h, 1, [&](int64_t ib, int64_t ie) {
-    const int64_t W = w;
-    std::vector<uint8_t> rows(size_t(4 * W));
+  // NCHW4: one item per (image, quad, block of image rows): blocks of about 1024 pixels, so
+  // a 3-channel input (one quad) still splits and a 7x7 plane is one item, not seven
+  const int64_t W = w, rb = std::max<int64_t>(1, std::min<int64_t>(h, 1024 / std::max(1, w)));
+  const int64_t blocks = (h + rb - 1) / rb;
+  ThreadPool::global().parallel_for(int64_t(n) * C4 * blocks, 1, [&](int64_t ib, int64_t ie) {
+    std::vector<uint8_t> rows(size_t(4 * rb * W));
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t b = it / (int64_t(C4) * h), qd = it / h % C4, r = it % h;
+      const int64_t b = it / (int64_t(C4) * blocks), qd = it / blocks % C4;
+      const int64_t r0 = it % blocks * rb, px = (std::min<int64_t>(h, r0 + rb) - r0) * W;
       std::fill(rows.begin(), rows.end(), uint8_t(zp));  // channels past c: the zero point
-      for (int t = 0; t < 4 && 4 * qd + t < c; ++t)
-        quantize_row(x + ((b * c + 4 * qd + t) * h + r) * W, rows.data() + t * W, W, inv, zp);
+      for (int t = 0; t < 4 && 4 * qd + t < c; ++t) {
+        const int64_t off = ((b * c + 4 * qd + t) * h + r0) * W;
+        checked(off, px);
+        quantize_row(x + off, rows.data() + t * px, px, inv, zp);
+      }
       const uint8_t* rw = rows.data();
-      interleave4(rw, rw + W, rw + 2 * W, rw + 3 * W, y + ((b * C4 + qd) * h + r) * W * 4, W);
+      interleave4(rw, rw + px, rw + 2 * px, rw + 3 * px, y + ((b * C4 + qd) * h + r0) * W * 4, px);
     }
   });
-  return SPE_OK;
+  return result();
 }
 
 spe_status dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t w, spe_qparams q,
@@ -145,7 +211,8 @@ spe_status dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t
     const int64_t m = hw;
     for (int t = 0; t < 4 && 4 * p + t < c; ++t) {
       float* d = y + (b * c + 4 * p + t) * m;
-      for (int64_t i = 0; i < m; ++i) d[i] = table[s[4 * i + t]];
+      const int64_t i0 = dequantize_lane(s, d, m, t, q.zero_point, q.scale);
+      for (int64_t i = i0; i < m; ++i) d[i] = table[s[4 * i + t]];
     }
   });
   return SPE_OK;
