@@ -74,9 +74,29 @@ def _optimize_parser(sub) -> None:
                         "(default: an error saying what is reachable)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="with --mapper: write report.md, plan.json, latency_vs_block.png")
+    _int8_args(p)
     p.add_argument("--backends", type=chk.backends, default="auto",
                    help="sparse backends to measure per layer: auto (native + tir when tvm is "
                         "installed), native, tir, or native,tir")
+
+
+def _int8_args(p) -> None:
+    p.add_argument("--bits", choices=("32", "8", "auto"), default="32",
+                   help="32: fp32 kernels; 8: every conv the int8 kernels run; auto: the mapper "
+                        "chooses per layer (needs --mapper)")
+    p.add_argument("--calib-batches", type=chk.integer(1, 1000), default=4,
+                   help="int8: batches of 4 random inputs to calibrate on (the zoo's models "
+                        "are random-init; calibrate a trained model on its data in Python)")
+
+
+def _bits(a, shape) -> tuple:
+    """(bits, calibration batches or None) from --bits / --calib-batches."""
+    import torch
+    bits = getattr(a, "bits", "32")
+    bits = bits if bits == "auto" else int(bits)
+    calib = None if bits == 32 else [torch.randn((4,) + tuple(shape[1:]))
+                                     for _ in range(getattr(a, "calib_batches", 4))]
+    return bits, calib
 
 
 def cmd_optimize(a) -> int:
@@ -95,6 +115,7 @@ def cmd_optimize(a) -> int:
     model = zoo.get(a.model).eval()
     shape = a.input_shape or zoo.input_shape(a.model)
     x = torch.randn(shape)
+    bits, calib = _bits(a, shape)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
@@ -104,7 +125,7 @@ def cmd_optimize(a) -> int:
                           latency_budget=a.latency_budget, min_proxy=a.min_proxy,
                           search_time=a.search_time, costs=a.costs, device=a.device,
                           seed=a.seed, allow_infeasible=a.allow_infeasible, guard=a.guard,
-                          **kw)
+                          bits=bits, calibration=calib, **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()

@@ -1,7 +1,9 @@
-"""An int8 candidate of one layer shape as the profilers time it: the layer on the int8 kernels
-(engine.runtime.qconv: QuantConv for groups 1, QuantDepthwise for depthwise), its masked weight
-quantized per output channel, uint8 NCHW4 in and out (as between int8 layers of a lowered
-model: engine.quant.lower_int8), the spec's fused activation and residual. The kernels' speed
+"""An int8 candidate of one layer shape as the profilers time it: the layer's torch module on
+the int8 kernels (engine.runtime.qmodules: QConv2d for groups 1, QDepthwiseConv2d for
+depthwise), called the way the lowered model calls it (one torch custom op, like the fp32
+layers the profiler times next to it: the same per-call overhead on both sides), its masked
+weight quantized per output channel, uint8 NCHW4 in and out (as between int8 layers of
+engine.quant.lower_int8's model), the spec's fused activation and residual. The kernels' speed
 does not depend on the quantization parameters, so fixed ones stand in for a calibration; the
 domain changes around int8 layers are measured apart (engine.measure.domains)."""
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from mapping import LayerSpec
 
 from ..runtime.qconv import QuantConv, QuantDepthwise, to_nchw4
+from ..runtime.qmodules import QConv2d, QDepthwiseConv2d
 from .specs import input_shape, output_shape, parse_epilogue
 
 # the int8 SpMM's group height for an unpruned layer (dense+int8)
@@ -21,19 +24,21 @@ _IN, _OUT, _RES = (0.02, 0), (0.03, 0), (0.03, 0)
 
 
 class Int8Timed:
-    """A zero-argument-in-effect callable for engine.runtime.measure: runs the int8 layer on
-    its own uint8 input (the float arguments the other candidates share are ignored)."""
+    """A callable for engine.runtime.measure: runs the int8 layer's module on its own uint8
+    input (the float arguments the other candidates share are ignored)."""
 
-    def __init__(self, layer, x: np.ndarray, residual):
-        self.layer, self.x, self.residual = layer, x, residual
-        self.kernel_name = layer.kernel_name
+    def __init__(self, module, x: torch.Tensor, residual):
+        self.module, self.x, self.residual = module, x, residual
+        self.kernel_name = module.layer.kernel_name
 
     def __call__(self, *_args):
-        return self.layer.run(self.x, self.residual)
+        with torch.no_grad():
+            return self.module(self.x, self.residual)
 
 
-def _codes(shape: tuple, g: torch.Generator) -> np.ndarray:
-    return to_nchw4(torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).numpy())
+def _codes(shape: tuple, g: torch.Generator) -> torch.Tensor:
+    return torch.from_numpy(to_nchw4(torch.randint(0, 256, shape, generator=g,
+                                                   dtype=torch.uint8).numpy()))
 
 
 def int8_timed(spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor, rows: int,
@@ -53,8 +58,9 @@ def int8_timed(spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor, rows: 
                   stride=spec.stride, padding=spec.padding, dilation=spec.dilation, isa=isa,
                   name=spec.name)
     if spec.is_depthwise:
-        layer = QuantDepthwise(wq, scale, b, **common)
+        module = QDepthwiseConv2d(QuantDepthwise(wq, scale, b, **common))
     else:
-        layer = QuantConv(wq, scale, b, rows=rows, input_layout="nchw4",
-                          output_layout="nchw4", **common)
-    return Int8Timed(layer, x, res)
+        module = QConv2d(QuantConv(wq, scale, b, rows=rows, input_layout="nchw4",
+                                   output_layout="nchw4", **common),
+                         {k: tuple(getattr(spec, k)) for k in ("stride", "padding", "dilation")})
+    return Int8Timed(module, x, res)

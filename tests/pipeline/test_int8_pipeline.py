@@ -159,3 +159,24 @@ def test_settle_bits_counts_the_domain_changes():
     assert redone == ["conv2"] and state.choices["conv2"].bits == 32
     assert "domain changes counted" in state.choices["conv2"].reason
     assert state.choices["stem"].bits == 8           # its conversions would cost more
+
+
+def test_cli_bits():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "engine", "optimize", "--model", "resnet18_cifar",
+                        "--block", "4x4", "--bits", "8", "--calib-batches", "1", "--guard",
+                        "off", "--min-time", "0.05", "--threads", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    head = next(ln.split() for ln in lines if ln.startswith("layer "))
+    assert head[:3] == ["layer", "scheme", "bits"]
+    rows = [ln.split() for ln in lines if ln.startswith(("conv1", "layer1.", "layer4.", "fc"))]
+    assert rows and {row[2] for row in rows} <= {"8", "32"}
+    assert all(row[5].startswith("qs8") for row in rows if row[2] == "8")
+    assert any(ln.startswith("note: int8:") for ln in lines)    # what settle_bits decided
+    bad = subprocess.run([sys.executable, "-m", "engine", "optimize", "--model",
+                          "resnet18_cifar", "--bits", "auto"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "mapper" in bad.stderr
