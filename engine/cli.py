@@ -89,14 +89,14 @@ def _int8_args(p) -> None:
                         "are random-init; calibrate a trained model on its data in Python)")
 
 
-def _bits(a, shape) -> tuple:
-    """(bits, calibration batches or None) from --bits / --calib-batches."""
+def _bits(a, shape) -> dict:
+    """optimize()'s bits and calibration (batches or None) from --bits / --calib-batches."""
     import torch
     bits = getattr(a, "bits", "32")
     bits = bits if bits == "auto" else int(bits)
     calib = None if bits == 32 else [torch.randn((4,) + tuple(shape[1:]))
                                      for _ in range(getattr(a, "calib_batches", 4))]
-    return bits, calib
+    return {"bits": bits, "calibration": calib}
 
 
 def cmd_optimize(a) -> int:
@@ -115,7 +115,6 @@ def cmd_optimize(a) -> int:
     model = zoo.get(a.model).eval()
     shape = a.input_shape or zoo.input_shape(a.model)
     x = torch.randn(shape)
-    bits, calib = _bits(a, shape)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     opt = engine.optimize(model, (x,), target=a.target, scheme=a.scheme, sparsity=a.sparsity,
@@ -125,7 +124,7 @@ def cmd_optimize(a) -> int:
                           latency_budget=a.latency_budget, min_proxy=a.min_proxy,
                           search_time=a.search_time, costs=a.costs, device=a.device,
                           seed=a.seed, allow_infeasible=a.allow_infeasible, guard=a.guard,
-                          bits=bits, calibration=calib, **kw)
+                          **_bits(a, shape), **kw)
     took = time.perf_counter() - t0
     print(opt.plan.table())
     print()
