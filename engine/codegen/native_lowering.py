@@ -101,57 +101,65 @@ def _pool(node, importer):
 _LAYOUTS = {"nchw": 0, "nchw4": 1}   # SPE_QLAYOUT_*
 
 
-def _qconv(node, importer):
-    """spe.v1.qconv2d: meta int32[18] (sparse_conv2d's 13, layouts, zero points), the packed
-    int8 arrays, weight scales, bias (or a placeholder), qscale [input, output, residual]."""
-    mod, res_node = ops.lookup(node.args[2]), node.args[1]
+def qconv_args(mod, has_residual: bool) -> list:
+    """spe.v1.qconv2d's constant arguments of a QConv2d module: meta int32[18] (sparse_conv2d's
+    13, layouts, zero points), the packed int8 arrays, weight scales, bias (or a placeholder),
+    qscale [input, output, residual]."""
     q, p, g = mod.layer, mod.layer.packed, mod.geometry
     res = q.residual or (1.0, 0)
     meta = np.array([p.out_channels, p.in_channels, *p.kernel, *g["stride"], *g["padding"],
                      *g["dilation"], ACT_CODES[q.act], int(q.bias is not None),
-                     int(res_node is not None), _LAYOUTS[q.input_layout],
+                     int(has_residual), _LAYOUTS[q.input_layout],
                      _LAYOUTS[q.output_layout], q.input[1], q.output[1], res[1]], np.int32)
-    consts = [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
-              if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_quad, p.values,
-              q.weight_scale, q.bias if q.bias is not None else np.zeros(1, np.float32),
-              np.array([q.input[0], q.output[0], res[0]], np.float32)]
-    x = importer.env[node.args[0]]
-    r = importer.env[res_node] if res_node is not None else relax.const(np.zeros(1, np.uint8))
-    return _emit_call(node, importer, "spe.v1.qconv2d",
-                      relax.Tuple([x] + [relax.const(c) for c in consts] + [r]))
+    return [meta, p.group_row0, p.group_rows, p.group_ptr.astype(np.int32)
+            if p.group_ptr[-1] < 2 ** 31 else p.group_ptr, p.entry_quad, p.values,
+            q.weight_scale, q.bias if q.bias is not None else np.zeros(1, np.float32),
+            np.array([q.input[0], q.output[0], res[0]], np.float32)]
 
 
-def _qdepthwise(node, importer):
-    """spe.v1.qdepthwise2d: meta int32[15], the int8 (C, kh, kw) weight, its scales, bias (or a
-    placeholder), qscale [input, output, residual]."""
-    mod, res_node = ops.lookup(node.args[2]), node.args[1]
+def qdepthwise_args(mod, has_residual: bool) -> list:
+    """spe.v1.qdepthwise2d's constant arguments of a QDepthwiseConv2d module: meta int32[15],
+    the int8 (C, kh, kw) weight, its scales, bias (or a placeholder), qscale [input, output,
+    residual]."""
     q = mod.layer
     res = q.residual or (1.0, 0)
     meta = np.array([q.channels, *q.kernel, *q.stride, *q.padding, *q.dilation, ACT_CODES[q.act],
-                     int(q.bias is not None), int(res_node is not None), q.input[1], q.output[1],
+                     int(q.bias is not None), int(has_residual), q.input[1], q.output[1],
                      res[1]], np.int32)
-    consts = [meta, q.weight, q.weight_scale,
-              q.bias if q.bias is not None else np.zeros(1, np.float32),
-              np.array([q.input[0], q.output[0], res[0]], np.float32)]
-    r = importer.env[res_node] if res_node is not None else relax.const(np.zeros(1, np.uint8))
-    return _emit_call(node, importer, "spe.v1.qdepthwise2d",
-                      relax.Tuple([importer.env[node.args[0]]] + [relax.const(c) for c in consts]
-                                  + [r]))
+    return [meta, q.weight, q.weight_scale,
+            q.bias if q.bias is not None else np.zeros(1, np.float32),
+            np.array([q.input[0], q.output[0], res[0]], np.float32)]
 
 
-def _quantize(node, importer):
-    mod = ops.lookup(node.args[1])
-    return _emit_call(node, importer, "spe.v1.quantize", relax.Tuple([
-        importer.env[node.args[0]], relax.const(np.array([mod.zero_point, 1], np.int32)),
-        relax.const(np.array([mod.scale], np.float32))]))
+def quantize_args(mod) -> list:
+    """spe.v1.quantize's constant arguments of a Quantize module (NCHW4 out)."""
+    return [np.array([mod.zero_point, 1], np.int32), np.array([mod.scale], np.float32)]
 
 
-def _dequantize(node, importer):
-    mod = ops.lookup(node.args[1])
-    return _emit_call(node, importer, "spe.v1.dequantize", relax.Tuple([
-        importer.env[node.args[0]],
-        relax.const(np.array([mod.channels, mod.zero_point, 1], np.int32)),
-        relax.const(np.array([mod.scale], np.float32))]))
+def dequantize_args(mod) -> list:
+    """spe.v1.dequantize's constant arguments of a Dequantize module (NCHW4 in)."""
+    return [np.array([mod.channels, mod.zero_point, 1], np.int32),
+            np.array([mod.scale], np.float32)]
+
+
+def _int8_layer(func: str, args_of):
+    def convert(node, importer):
+        mod, res_node = ops.lookup(node.args[2]), node.args[1]
+        consts = args_of(mod, res_node is not None)
+        x = importer.env[node.args[0]]
+        r = importer.env[res_node] if res_node is not None else \
+            relax.const(np.zeros(1, np.uint8))
+        return _emit_call(node, importer, func,
+                          relax.Tuple([x] + [relax.const(c) for c in consts] + [r]))
+    return convert
+
+
+def _conversion(func: str, args_of):
+    def convert(node, importer):
+        consts = args_of(ops.lookup(node.args[1]))
+        return _emit_call(node, importer, func, relax.Tuple(
+            [importer.env[node.args[0]]] + [relax.const(c) for c in consts]))
+    return convert
 
 
 def _pool_u8(node, importer):
@@ -163,9 +171,11 @@ def _pool_u8(node, importer):
 
 CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _depthwise,
                "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense,
-               "spe_qconv2d.default": _qconv, "spe_qdepthwise2d.default": _qdepthwise,
-               "spe_quantize.default": _quantize,
-               "spe_dequantize.default": _dequantize, "spe_max_pool2d_u8.default": _pool_u8}
+               "spe_qconv2d.default": _int8_layer("spe.v1.qconv2d", qconv_args),
+               "spe_qdepthwise2d.default": _int8_layer("spe.v1.qdepthwise2d", qdepthwise_args),
+               "spe_quantize.default": _conversion("spe.v1.quantize", quantize_args),
+               "spe_dequantize.default": _conversion("spe.v1.dequantize", dequantize_args),
+               "spe_max_pool2d_u8.default": _pool_u8}
 
 
 def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):

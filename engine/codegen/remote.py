@@ -73,7 +73,9 @@ class KernelChoice:
     height; None for unblocked schemes); dense=True: the layer kept dense (the dense / grouped /
     depthwise kernels compile_model gives such a layer), block ignored. algo: with dense and
     backend "native", a packed dense algorithm ("gemm", "winograd"), as a plan's Choice.kernel
-    names it; None: the SpMM kernel with every column kept."""
+    names it; None: the SpMM kernel with every column kept. int8: the layer as an int8 module
+    (QConv2d / QDepthwiseConv2d: its packed weight, uint8 NCHW4 in and out), called as
+    compile_int8 calls it; weight and block are then ignored."""
 
     name: str
     backend: str
@@ -81,6 +83,7 @@ class KernelChoice:
     block: Optional[tuple] = None
     dense: bool = False
     algo: Optional[str] = None
+    int8: object = None          # an int8 layer module (engine.runtime.qmodules): see int8_choice
 
 
 @dataclass
@@ -154,6 +157,10 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
         if ch.backend not in BACKENDS:
             raise ConfigError(f"choice {ch.name!r}: unknown backend {ch.backend!r}; known: "
                               f"{BACKENDS}")
+        if ch.int8 is not None:
+            labels[ch.name] = _int8_function(bb, ch, layer)
+            uses_native = True
+            continue
         x = relax.Var("x", relax.type.TensorType(tuple(layer.in_shape), "float32"))
         params = [x] + ([relax.Var("residual", out_ty)] if layer.residual else [])
         m = _match(layer, ch, bias, x, params[1] if layer.residual else None)
@@ -190,6 +197,56 @@ def build_layer_module(layer: LayerShape, choices: Sequence[KernelChoice], bias,
     return LayerModule(ex, tgt, layer, labels, uses_native, skipped)
 
 
+def nchw4_shape(shape: tuple) -> tuple:
+    """(N, C, H, W) -> the uint8 NCHW4 tensor's (N, ceil(C / 4), H, W, 4)."""
+    n, c, h, w = shape
+    return (n, (c + 3) // 4, h, w, 4)
+
+
+def _int8_function(bb, ch: KernelChoice, layer: LayerShape) -> str:
+    """One function calling the int8 kernel of ch.int8 (uint8 NCHW4 in and out, the residual
+    too), as native_lowering imports that module in a lowered int8 model; its label."""
+    from .native_lowering import qconv_args, qdepthwise_args
+    depthwise = type(ch.int8).__name__ == "QDepthwiseConv2d"
+    func = "spe.v1.qdepthwise2d" if depthwise else "spe.v1.qconv2d"
+    consts = (qdepthwise_args if depthwise else qconv_args)(ch.int8, layer.residual)
+    out_ty = relax.type.TensorType(nchw4_shape(layer.out_shape), "uint8")
+    x = relax.Var("x", relax.type.TensorType(nchw4_shape(layer.in_shape), "uint8"))
+    params = [x] + ([relax.Var("residual", out_ty)] if layer.residual else [])
+    with bb.function(ch.name, params):
+        r = params[1] if layer.residual else relax.const(np.zeros(1, np.uint8))
+        args = relax.Tuple([x] + [relax.const(c) for c in consts] + [r])
+        bb.emit_func_output(bb.emit(relax.call_dps_packed(func, args, out_ty)))
+    return ch.int8.layer.kernel_name if hasattr(ch.int8.layer, "kernel_name") else func
+
+
+def build_conversion_module(shapes: Sequence[tuple], target, scale: float = 0.05,
+                            zero_point: int = 128) -> LayerModule:
+    """quantize (float32 NCHW -> uint8 NCHW4) and dequantize functions ("q<i>", "dq<i>") for
+    each (N, C, H, W) of `shapes`, as an int8 artifact converts a tensor between domains."""
+    from .native_lowering import dequantize_args, quantize_args
+    tgt = as_target(target)
+    tvm_tgt = tvm_target(tgt)
+    bb, labels = relax.BlockBuilder(), {}
+    q = SimpleNamespace(scale=float(scale), zero_point=int(zero_point))
+    for i, shape in enumerate(shapes):
+        shape = tuple(int(v) for v in shape)
+        f32, u8 = relax.type.TensorType(shape, "float32"), \
+            relax.type.TensorType(nchw4_shape(shape), "uint8")
+        for name, func, ty_in, ty_out, consts in (
+                (f"q{i}", "spe.v1.quantize", f32, u8, quantize_args(q)),
+                (f"dq{i}", "spe.v1.dequantize", u8, f32,
+                 dequantize_args(SimpleNamespace(channels=shape[1], **vars(q))))):
+            x = relax.Var("x", ty_in)
+            with bb.function(name, [x]):
+                args = relax.Tuple([x] + [relax.const(c) for c in consts])
+                bb.emit_func_output(bb.emit(relax.call_dps_packed(func, args, ty_out)))
+            labels[name] = func
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(bb.get(), tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
+    return LayerModule(ex, tgt, None, labels, True)
+
+
 def _native_label(rep, ch: KernelChoice) -> str:
     """The kernel name a measurement records: "<algo>:<extern>" for a packed dense algorithm
     (what engine.runtime.dense.dense_algo reads back from a plan's Choice.kernel), the SpMM
@@ -216,10 +273,10 @@ def export_module(module: LayerModule, path) -> Path:
 def _check(vm, fname: str, args: list, ref, rtol: float) -> tuple:
     """(max abs error, None) of one function's output against `ref` (None: not checked), or
     (error, why it is left out)."""
-    got = vm[fname](*args).numpy()
+    got = vm[fname](*args).numpy().astype(np.float64)
     if ref is None:
         return 0.0, None
-    ref = np.asarray(ref)
+    ref = np.asarray(ref, np.float64)      # uint8 outputs too: no wrap-around in the difference
     scale = float(np.abs(ref).max()) + 1e-12
     err = float(np.abs(got - ref).max()) if got.shape == ref.shape else math.inf
     if not err <= rtol * scale:
@@ -228,13 +285,27 @@ def _check(vm, fname: str, args: list, ref, rtol: float) -> tuple:
     return err, None
 
 
+def _device_args(inputs, names, dev) -> dict:
+    """{function name: [device tensors]} of time_on_device's inputs (each array uploaded once)."""
+    def upload(arrays):
+        return [tvm.runtime.tensor(np.ascontiguousarray(
+            a, np.float32 if np.issubdtype(np.asarray(a).dtype, np.floating) else None),
+            device=dev) for a in arrays]
+    if isinstance(inputs, dict):
+        return {n: upload(inputs[n]) for n in names}
+    shared = upload(inputs)
+    return {n: shared for n in names}
+
+
 def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
                    refs: Optional[dict] = None, *, min_repeat_ms: float = 10.0,
                    min_rounds: int = 5, max_rounds: int = 20, stable_tol: float = 0.03,
                    rtol: float = 1e-4, flush_bytes: int = 0) -> tuple:
     """Upload, load and time every function of `module` on the session's CPU.
 
-    inputs: x (and the residual when the layer has one), host numpy arrays. refs: choice name
+    inputs: x (and the residual when the layer has one), host numpy arrays (floating ones as
+    float32, integer ones as they are), shared by every function, or a dict {function name:
+    its arrays} (the int8 and conversion modules' functions take different ones). refs: choice name
     -> expected output (a choice whose device output differs by more than rtol x max|ref| is
     left out, with the reason). Each round runs every function once for one sample (the mean
     of `number` calls, number set so a sample lasts about min_repeat_ms); rounds go on from
@@ -254,18 +325,18 @@ def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
     rlib = session.load_module(name)
     dev = session.cpu()
     vm = relax.VirtualMachine(rlib, dev)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(a, np.float32), device=dev) for a in inputs]
+    args_of = _device_args(inputs, module.labels, dev)
     timers, numbers, errs = {}, {}, {}
     if flush_bytes:              # single-call samples are noisier: a few more of them
         min_rounds, max_rounds = max(min_rounds, 7), max(max_rounds, 21)
     for fname in module.labels:
-        err, why = _check(vm, fname, args, refs.get(fname), rtol)
+        err, why = _check(vm, fname, args_of[fname], refs.get(fname), rtol)
         if why is not None:
             failed[fname] = why
             continue
         # the fastest of 3 calibration repeats: one disturbed probe must not shrink `number`
         probe = vm.time_evaluator(fname, dev, number=1, repeat=3,
-                                  min_repeat_ms=max(1, int(min_repeat_ms)))(*args)
+                                  min_repeat_ms=max(1, int(min_repeat_ms)))(*args_of[fname])
         per_call = max(float(min(probe.results)), 1e-9)
         # with a flush: one call per sample, each after a flush
         numbers[fname] = 1 if flush_bytes else \
@@ -276,7 +347,7 @@ def time_on_device(session, module: LayerModule, inputs: Sequence[np.ndarray],
     samples = {n: [] for n in timers}
     for r in range(max_rounds):
         for n, te in timers.items():
-            samples[n].append(float(te(*args).mean))
+            samples[n].append(float(te(*args_of[n]).mean))
         if r + 1 >= min_rounds and all(drift(s) <= stable_tol for s in samples.values()):
             break
     out = {}

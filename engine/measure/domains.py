@@ -138,34 +138,47 @@ def _shape_key(shape: tuple) -> str:
 
 
 def measure_conversions(tensors: list, table: CostTable, target: str,
-                        threads: Optional[int] = None, min_time: float = 0.02) -> Conversions:
+                        threads: Optional[int] = None, min_time: float = 0.02,
+                        profiler=None) -> Conversions:
     """mapping.Conversions of `tensors`: quantize (fp32 NCHW -> uint8 NCHW4) and dequantize
-    measured once per tensor shape on this host, cached in `table` under "convert:NxCxHxW"."""
+    measured once per tensor shape, cached in `table` under "convert:NxCxHxW": by the
+    profiler's time_conversions when it has one (CompiledProfiler / RPCProfiler: as the
+    artifact runs them), else on this host's kernels through the torch runtime."""
     todo = sorted({t.shape for t in tensors
                    if table.get(target, _shape_key(t.shape), "quantize") is None or
                    table.get(target, _shape_key(t.shape), "dequantize") is None})
     if todo:
-        k = native.lib()
-        prev_k, prev_t = k.get_num_threads(), torch.get_num_threads()
-        torch.set_num_threads(1)
-        if threads is not None:
-            k.set_num_threads(threads)
-        try:
-            for shape in todo:
-                x = torch.randn(shape)
-                q, dq = Quantize(0.05, 128), Dequantize(shape[1], 0.05, 128)
-                u = q.run_kernel(x)
-                stats = measure_stats({"quantize": lambda: q.run_kernel(x),
-                                       "dequantize": lambda: dq.run_kernel(u)},
-                                      min_time=min_time, min_runs=6, stable_tol=0.05)
-                for key, s in stats.items():
-                    table.put(target, _shape_key(shape), key,
-                              Measurement(s.median * 1e6, s.spread, s.runs, f"spe.v1.{key}", "host"))
-        finally:
-            torch.set_num_threads(prev_t)
-            k.set_num_threads(prev_k)
+        timed = getattr(profiler, "time_conversions", None)
+        got = timed(todo) if timed is not None else _time_host(todo, threads, min_time)
+        for shape, ms in got.items():
+            for key, m in ms.items():
+                table.put(target, _shape_key(shape), key, m)
         table.save()
     return Conversions(Tensor(t.name, t.producer, tuple(t.consumers),
                               table.latency(target, _shape_key(t.shape), "quantize"),
                               table.latency(target, _shape_key(t.shape), "dequantize"))
                        for t in tensors)
+
+
+def _time_host(shapes: list, threads: Optional[int], min_time: float) -> dict:
+    """{shape: {"quantize": Measurement, "dequantize": Measurement}} on this host's kernels."""
+    k = native.lib()
+    prev_k, prev_t = k.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    if threads is not None:
+        k.set_num_threads(threads)
+    out = {}
+    try:
+        for shape in shapes:
+            x = torch.randn(shape)
+            q, dq = Quantize(0.05, 128), Dequantize(shape[1], 0.05, 128)
+            u = q.run_kernel(x)
+            stats = measure_stats({"quantize": lambda: q.run_kernel(x),
+                                   "dequantize": lambda: dq.run_kernel(u)},
+                                  min_time=min_time, min_runs=6, stable_tol=0.05)
+            out[shape] = {key: Measurement(s.median * 1e6, s.spread, s.runs, f"spe.v1.{key}",
+                                           "host") for key, s in stats.items()}
+    finally:
+        torch.set_num_threads(prev_t)
+        k.set_num_threads(prev_k)
+    return out

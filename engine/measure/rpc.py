@@ -30,7 +30,8 @@ from ..errors import ConfigError
 from ..targets import get_target
 from .cache import kernels_build_id
 from .host import scrub_bytes
-from .masks import MaskCache, mask_problem, measurable, weight_for
+from .int8 import INT8_DENSE_ROWS, int8_timed
+from .masks import MaskCache, group_rows, mask_problem, measurable, weight_for
 from .specs import input_shape, output_shape, parse_epilogue
 
 
@@ -110,9 +111,10 @@ class RPCProfiler:
         why = mask_problem(spec, cand)
         if why is not None or cand.is_dense:
             return why
-        if cand.is_int8:
-            return ("int8 candidates are timed by the host profiler only (no int8 layer "
-                    "modules over RPC yet)")
+        if cand.is_int8 and spec.is_grouped and not spec.is_depthwise:
+            return f"int8: grouped conv (groups={spec.groups}) has no int8 kernel"
+        if cand.is_int8 and spec.op != "conv2d":
+            return "int8: compiled models run int8 convs only"
         if cand.backend not in self.backends:
             return f"backend {cand.backend} not measured (profiler backends {self.backends})"
         if cand.backend == "native" and spec.op != "conv2d":
@@ -134,12 +136,16 @@ class RPCProfiler:
         r = torch.randn(output_shape(spec), generator=g) if residual else None
         layer = LayerShape(spec.op, input_shape(spec), output_shape(spec), spec.stride,
                            spec.padding, spec.dilation, spec.groups, act, residual)
-        choices, refs, owner = [], {}, {}      # owner: function name -> candidate key
+        choices, refs, owner, inputs = [], {}, {}, {}    # owner: function -> candidate key
+        floats = [x.numpy()] + ([r.numpy()] if r is not None else [])
 
-        def add(key, backend, w, block, dense, ref, algo=None):
+        def add(key, backend, w, block, dense, ref, algo=None, int8=None):
             name = f"c{len(choices)}"
-            choices.append(KernelChoice(name, backend, w.numpy(), block, dense, algo))
+            choices.append(KernelChoice(name, backend, w.numpy(), block, dense, algo,
+                                        None if int8 is None else int8.module))
             refs[name], owner[name] = ref, key
+            inputs[name] = floats if int8 is None else \
+                [int8.x.numpy()] + ([int8.residual.numpy()] if r is not None else [])
 
         wanted = {c.key: c for c in candidates}
         if DENSE_KEY in wanted:
@@ -151,13 +157,17 @@ class RPCProfiler:
             add(DENSE_KEY, "tir", weight, None, True, ref)
         for key, cand in measurable(self, spec, wanted):
             w = weight * self.masks.mask(layer_id, weight, cand).to(weight.dtype)
+            if cand.is_int8:     # the host's int8 kernel gives the reference (bit-exact ISAs)
+                q = int8_timed(spec, w, bias, group_rows(cand) if cand.pruned else
+                               INT8_DENSE_ROWS, seed=self.seed)
+                add(key, "native", w, cand.block, False, q().numpy(), int8=q)
+                continue
             add(key, cand.backend, w, cand.block, False, reference(spec, w, bias, x, r, act))
         if not choices:
             return {}
         module = build_layer_module(layer, choices, bias.numpy(), self.device_target)
         session = self._session(connect)
         try:
-            inputs = [x.numpy()] + ([r.numpy()] if r is not None else [])
             results, failed = time_on_device(session, module, inputs, refs, **self.timing,
                                              flush_bytes=self.scrub_bytes)
         finally:
@@ -172,6 +182,42 @@ class RPCProfiler:
                             runs=res.stats.runs, kernel=res.kernel, source=self.source)
             if key not in out or m.us < out[key].us:    # DENSE: the faster dense kernel
                 out[key] = m
+        return out
+
+
+    def time_conversions(self, shapes: list) -> dict:
+        """{(N, C, H, W): {"quantize": Measurement, "dequantize": Measurement}}: a tensor's
+        domain changes as the device runs them (spe.v1.quantize to uint8 NCHW4 and back, one
+        module for every shape), each output checked against this host's kernels."""
+        from ..codegen.remote import build_conversion_module, connect, nchw4_shape, \
+            time_on_device
+        from ..runtime.qmodules import Dequantize, Quantize
+        shapes = [tuple(int(v) for v in s) for s in shapes]
+        if not shapes:
+            return {}
+        scale, zp = 0.05, 128
+        module = build_conversion_module(shapes, self.device_target, scale, zp)
+        g = torch.Generator().manual_seed(self.seed)
+        inputs, refs = {}, {}
+        for i, shape in enumerate(shapes):
+            x = torch.randn(shape, generator=g)
+            u = torch.randint(0, 256, nchw4_shape(shape), generator=g, dtype=torch.uint8)
+            inputs[f"q{i}"], inputs[f"dq{i}"] = [x.numpy()], [u.numpy()]
+            refs[f"q{i}"] = Quantize(scale, zp).run_kernel(x).numpy()
+            refs[f"dq{i}"] = Dequantize(shape[1], scale, zp).run_kernel(u).numpy()
+        session = self._session(connect)
+        try:
+            results, failed = time_on_device(session, module, inputs, refs, **self.timing)
+        finally:
+            del session
+        for name, why in failed.items():
+            self.notes.append(f"conversion {name}: left out: {why}")
+        out: dict = {}
+        for name, res in results.items():
+            kind = "quantize" if name.startswith("q") else "dequantize"
+            out.setdefault(shapes[int(name.lstrip("dq"))], {})[kind] = Measurement(
+                us=res.stats.median * 1e6, spread=res.stats.spread, runs=res.stats.runs,
+                kernel=res.kernel, source=self.source)
         return out
 
 

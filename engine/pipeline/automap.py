@@ -222,7 +222,7 @@ def _conversions(model, example_inputs, specs, space, table, prof, s: MapSetting
         return None
     from ..measure.domains import measure_conversions, model_tensors
     return measure_conversions(model_tensors(model, example_inputs, specs), table,
-                               prof.target, threads=s.threads)
+                               prof.target, threads=s.threads, profiler=prof)
 
 
 def map_model(model: nn.Module, example_inputs: tuple, s: MapSettings,

@@ -51,7 +51,7 @@ def decide(state: RunState) -> None:
                        "no native kernel for this layer (lowering kept it in torch)")
             continue
         _decide_layer(state, timer, layer_spec(info, probe.fused.get(info.name), order))
-    settle_bits(state, lambda spec: _decide_layer(state, timer, spec))
+    settle_bits(state, lambda spec: _decide_layer(state, timer, spec), timer)
     state.notes += [f"measure: {n}" for n in getattr(timer, "notes", [])[seen:]]
 
 

@@ -118,13 +118,14 @@ def decide_int8(state: RunState, timer, spec, measure) -> bool:
     return True
 
 
-def settle_bits(state: RunState, decide_fp32) -> None:
+def settle_bits(state: RunState, decide_fp32, timer=None) -> None:
     """After decide: the int8 layers that make the model faster as fp32, counting the domain
     changes between layers (mapping.domains: one quantize or dequantize per tensor whose
     producer and consumers differ), go back to fp32, the one saving most first, until no flip
     back saves time; each is then decided as an fp32 layer (decide_fp32(spec)). A layer whose
     int8 kernel alone is slower than fp32 stays int8 when the conversions around it would cost
-    more (a depthwise conv between int8 1x1 convs)."""
+    more (a depthwise conv between int8 1x1 convs). timer: the stage's profiler (conversions
+    measured as it measures layers, when it can: engine.measure.domains)."""
     costs = state.int8_costs
     if not costs:
         return
@@ -132,7 +133,8 @@ def settle_bits(state: RunState, decide_fp32) -> None:
     from ..measure.domains import measure_conversions, model_tensors
     specs = [c["spec"] for c in costs.values()]
     conv = measure_conversions(model_tensors(state.base, state.example_inputs, specs),
-                               CostTable(), "host", threads=state.config.threads)
+                               CostTable(), "host", threads=state.config.threads,
+                               profiler=timer)
     bits = {n: c.bits for n, c in state.choices.items()}
     while True:
         gains = {n: costs[n]["int8_us"] - costs[n]["fp32_us"] - conv.flip_delta(bits, n, 32)

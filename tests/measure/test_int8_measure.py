@@ -87,3 +87,65 @@ def test_data_proxy_simulates_the_int8_layers():
     no_calib = DataProxy(copy.deepcopy(m), lambda net: 0.5)
     with pytest.raises(ConfigError, match="calibration"):
         no_calib.score(a)
+
+
+def _compiled(m):
+    pytest.importorskip("tvm")
+    from engine.measure import CompiledProfiler
+    specs = {s.name: s for s in model_specs(m, (X,))}
+    return specs, CompiledProfiler(weights=model_weights(m, list(specs.values())),
+                                   cache="warm", threads=1, min_repeat_ms=1, min_rounds=3)
+
+
+def test_compiled_profiler_times_int8_candidates_as_the_artifact_runs_them():
+    specs, prof = _compiled(qnet())
+    for name, cands in (("conv1", [DENSE, INT8, D8]), ("conv3", [DENSE, INT8, D8]),
+                        ("dw", [DENSE, D8])):
+        got = prof.measure(specs[name], cands)
+        # every int8 function's output matched this host's int8 kernel bit for bit (else left
+        # out with the reason), and the kernel named is the int8 one
+        assert set(got) == {c.key for c in cands}, (name, prof.notes)
+        assert all(got[c.key].kernel.startswith("qs8") and got[c.key].source == "compiled"
+                   for c in cands if c.is_int8)
+    assert not [n for n in prof.notes if "differs" in n]
+    assert "grouped" in (prof.why_not(specs["dw"], INT8) or "")
+    assert "linear" in (prof.why_not(specs["fc"], D8) or "")
+
+
+def test_compiled_int8_function_is_checked_against_the_reference():
+    pytest.importorskip("tvm")
+    from engine.codegen.remote import (KernelChoice, LayerShape, build_layer_module,
+                                       local_session, time_on_device)
+    from engine.measure.int8 import int8_timed
+    specs = {s.name: s for s in model_specs(qnet(), (X,))}
+    spec = specs["conv3"]                       # with the residual fused
+    q = int8_timed(spec, torch.randn(spec.out_channels, spec.in_channels, 1, 1),
+                   torch.randn(spec.out_channels), 4)
+    layer = LayerShape("conv2d", (1, spec.in_channels, 16, 16), (1, spec.out_channels, 16, 16),
+                       act="relu", residual=True)
+    module = build_layer_module(layer, [KernelChoice(n, "native", None, int8=q.module)
+                                        for n in ("good", "bad")], None, "host")
+    want = q().numpy()
+    off = want.copy()
+    off.reshape(-1)[7] ^= 1                     # one code off by one
+    ins = [q.x.numpy(), q.residual.numpy()]
+    res, failed = time_on_device(local_session(), module, {"good": ins, "bad": ins},
+                                 {"good": want, "bad": off}, min_repeat_ms=1, min_rounds=2)
+    assert set(res) == {"good"} and res["good"].max_err == 0.0
+    assert "differs" in failed["bad"]
+
+
+def test_conversions_measured_as_the_artifact_runs_them():
+    m = qnet()
+    specs, prof = _compiled(m)
+    tensors = model_tensors(m, (X,), list(specs.values()))
+    table = CostTable()
+    conv = measure_conversions(tensors, table, prof.target, profiler=prof)
+    shapes = {t.shape for t in tensors}
+    assert len(table) == 2 * len(shapes) and not prof.notes
+    for shape in shapes:
+        key = "convert:" + "x".join(map(str, shape))
+        q, dq = (table.get(prof.target, key, k) for k in ("quantize", "dequantize"))
+        assert q.kernel == "spe.v1.quantize" and dq.kernel == "spe.v1.dequantize"
+        assert q.source == dq.source == "compiled" and q.us > 0 and dq.us > 0
+    assert all(t.quantize_us > 0 for t in conv.tensors)

@@ -1,6 +1,8 @@
 """optimize(bits=...): int8 layers in the one pipeline, measured, calibrated, verified against
 their simulation, saved into an artifact. References: engine.quant's simulation recomputed
 here from the masked model, the float masked model, the artifact against the host result."""
+import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -111,14 +113,17 @@ def test_int8_options_checked():
         engine.optimize(m, (X,), mapper="rule", space=["dense+int8"], progress=False)
 
 
-def test_auto_bits_mapper_counts_the_conversions(tmp_path):
+@pytest.mark.parametrize("device", [None, "artifact"])
+def test_auto_bits_mapper_counts_the_conversions(tmp_path, device):
+    if device == "artifact":
+        pytest.importorskip("tvm")
     m = qnet(width=64)
     space = ["block4x1@0.50/native", "block4x4@0.50/native", "block4x4@0.50/native+int8",
              "block4x4@0.75/native+int8", "dense+int8"]
     opt = engine.optimize(m, (X,), block=(4, 4), sparsity=0.5, bits="auto", mapper="rule",
                           calibration=_batches(), costs=str(tmp_path / "costs.json"),
                           space=space, backends="native", progress=False, guard="off",
-                          allow_infeasible=True)
+                          allow_infeasible=True, device=device)
     p = opt.mapping
     assert p.has_int8 and len(p.conversions) > 0
     mapped = opt.plan.meta["mapping"]
@@ -126,20 +131,35 @@ def test_auto_bits_mapper_counts_the_conversions(tmp_path):
     back = sum("fp32: int8 measured" in c.reason for c in opt.plan)
     assert mapped["int8"]["int8_layers"] == sum(c.bits == 8 for c in opt.plan) + back
     assert mapped["conversions_us"] == pytest.approx(mapped["int8"]["conversions_us"])
+    if device == "artifact":    # layers and conversions timed as the artifact runs them
+        prof = mapped["mapping"]["profiler"]
+        assert prof.startswith("compiled/")
+        table = json.loads((tmp_path / "costs.json").read_text())["targets"][prof]
+        converts = [m for k, ms in table.items() if k.startswith("convert:") for m in ms.values()]
+        int8 = [m for k, ms in table.items() for c, m in ms.items() if c.endswith("+int8")]
+        assert converts and all(m["source"] == "compiled" for m in converts + int8)
+        assert all(m["kernel"].startswith("qs8") for m in int8)
 
 
 def test_settle_bits_counts_the_domain_changes():
     """A slow int8 layer goes back to fp32; one slightly slower than fp32 alone stays int8 when
     the quantize / dequantize around it would cost more (reference: the costs written here and
-    the conversions measured for the same tensors)."""
+    the conversions of the same tensors, costed by the stage's timer)."""
     from types import SimpleNamespace
     from mapping import Choice, CostTable
     from engine.measure import model_specs
     from engine.measure.domains import measure_conversions, model_tensors
     from engine.pipeline.int8 import settle_bits
+    from mapping import Measurement
+
+    def per_shape(shapes):    # the conversions' costs, fixed: 1 us per 1000 values each way
+        return {s: {k: Measurement(math.prod(s) / 1e3, 0.0, 1, k, "t")
+                    for k in ("quantize", "dequantize")} for s in shapes}
+    timer = SimpleNamespace(time_conversions=per_shape)
     m = qnet()
     specs = {s.name: s for s in model_specs(m, (X,))}
-    conv = measure_conversions(model_tensors(m, (X,), list(specs.values())), CostTable(), "t")
+    conv = measure_conversions(model_tensors(m, (X,), list(specs.values())), CostTable(), "t",
+                               profiler=timer)
     around = {n: sum(t.quantize_us + t.dequantize_us for t in conv.touching(n)) for n in specs}
     names = ["stem", "conv1", "conv2", "conv3", "dw"]
     costs = {n: {"spec": specs[n], "int8_us": 10.0, "fp32_us": 40.0} for n in names}
@@ -155,7 +175,7 @@ def test_settle_bits_counts_the_domain_changes():
                             choices={n: Choice(n, bits=8) for n in names} |
                             {"fc": Choice("fc")})
     redone = []
-    settle_bits(state, lambda spec: redone.append(spec.name))
+    settle_bits(state, lambda spec: redone.append(spec.name), timer)
     assert redone == ["conv2"] and state.choices["conv2"].bits == 32
     assert "domain changes counted" in state.choices["conv2"].reason
     assert state.choices["stem"].bits == 8           # its conversions would cost more
