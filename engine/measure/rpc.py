@@ -8,7 +8,10 @@
 What is timed is what a compiled model runs on the device (engine.codegen.remote): a pruned
 layer as its generated TIR kernel (backend "tir") or the C++ kernels through the bridge
 (backend "native", convs only); DENSE as the faster of the C++ dense kernel (convs) and the
-generated dense kernel, with `kernel` naming which. There is no torch on the device. Masks are
+generated dense kernel, with `kernel` naming which; an int8 candidate as the int8 kernel an
+int8 artifact calls (spe.v1.qconv2d / qdepthwise2d, uint8 NCHW4 in and out), checked bit for
+bit against this host's int8 kernel, and the domain changes between layers per tensor shape
+(time_conversions: spe.v1.quantize / dequantize). There is no torch on the device. Masks are
 built here with the engine's schemes (the same MaskCache as the host profiler), and every
 kernel's device output is checked against torch on the host before it is timed.
 

@@ -81,7 +81,49 @@ struct QAvx512Vnni {
 // channels (16 lanes) and kernel row, one 64-byte load of the input row, one vpermb per group
 // of 4 taps putting a lane's taps (of its own channel) in its 4 bytes, one vpdpbusd against the
 // taps' weights: 3 of each for a 3x3 where the widened path does 9 multiplies of 2 uops.
+// Stride 1 and dilation 1 down the rows (KH kernel rows): each input row is loaded and permuted
+// once per column block and feeds the KH output rows that read it, from KH sums held in
+// registers (sum k belongs to the output row k rows above the input row): a 3x3 does one load
+// and one vpermb per 16 output bytes where the general loop below does three of each.
+template <int KH>
+__attribute__((target("avx512vbmi"))) void qdw_rows_vbmi_s1(const QDwRowsArgs& a) {
+  const QDwRowArgs& d = a.d;
+  const int groups = qdw_groups(a.kw);   // <= 2 (kw <= 8): the caller checks
+  const __mmask64 all = ~__mmask64(0);
+  const QAvx512Vnni::RowConst c = QAvx512Vnni::lane_const(d);
+  __m512i idx[2], wp[KH][2];
+  for (int g = 0; g < groups; ++g) {
+    idx[g] = _mm512_loadu_si512(a.idx + g * 64);
+    for (int ky = 0; ky < KH; ++ky) wp[ky][g] = _mm512_loadu_si512(a.wpat + (ky * groups + g) * 64);
+  }
+  const int n = 4 * a.wo, n_in = a.n_out + KH - 1;
+  for (int j = 0; j < n; j += 16) {      // bytes of the output rows: 4 pixels x 4 channels
+    const int m = n - j < 16 ? n - j : 16;
+    const uint8_t* in = a.rows + int64_t(j / 4) * 4;   // the block's first input pixel
+    __m512i acc[KH];
+    for (int k = 0; k < KH; ++k) acc[k] = _mm512_setzero_si512();
+    for (int i = 0; i < n_in; ++i) {
+      const __m512i row = _mm512_loadu_si512(in + int64_t(i) * a.row_stride);
+      for (int g = 0; g < groups; ++g) {
+        const __m512i p = _mm512_maskz_permutexvar_epi8(all, idx[g], row);
+        for (int k = 0; k < KH; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], p, wp[k][g]);
+      }
+      const int r = i - (KH - 1);        // the output row this input row completes
+      if (r >= 0) {
+        const int64_t o = int64_t(r) * a.y_stride + j;
+        QAvx512Vnni::requant_store(d.y + o, acc[KH - 1], d.res ? d.res + o : nullptr, m, c);
+      }
+      for (int k = KH - 1; k > 0; --k) acc[k] = acc[k - 1];
+      acc[0] = _mm512_setzero_si512();
+    }
+  }
+}
+
 __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi(const QDwRowsArgs& a) {
+  if (a.stride_h == 1 && a.dil_h == 1 && a.kw <= 8) {
+    if (a.kh == 3) return qdw_rows_vbmi_s1<3>(a);
+    if (a.kh == 5) return qdw_rows_vbmi_s1<5>(a);
+  }
   const QDwRowArgs& d = a.d;
   const int groups = qdw_groups(a.kw);
   const __mmask64 all = ~__mmask64(0);

@@ -26,7 +26,57 @@ struct QNeonDot : QNeonCommon {
 // input row (16 pixels x 4 channels, flipped to s8), per output pixel and group of 4 taps one
 // tbl putting each lane's taps (of its own channel) in its 4 bytes, one sdot against the taps'
 // weights; the flip's 128 * sum(w) added back per channel first.
+// A 3-row kernel of at most 4 taps a row at stride 1 and dilation 1 down the rows: each input
+// row's window is loaded, flipped and looked up once per 4 output pixels and feeds the 3
+// output rows that read it, from 3 x 4 sums held in registers (row k: the output row k rows
+// above the input row): one third of the general loop's loads and tbl per output.
+void qdw_rows_dot_3(const QDwRowsArgs& a) {
+  const QNeonDot::RowConst c = QNeonDot::lane_const(a.d);
+  int8x16_t wv[3];
+  int32x4_t wsum = vdupq_n_s32(0);
+  for (int ky = 0; ky < 3; ++ky) {
+    wv[ky] = vld1q_s8(a.wpat + ky * 64);
+    wsum = vdotq_s32(wsum, vdupq_n_s8(1), wv[ky]);
+  }
+  const int32x4_t shift = vshlq_n_s32(wsum, 7);  // sum((x - 128) w) + 128 sum(w) = sum(x w)
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  uint8x16_t ix[4];
+  for (int l = 0; l < 4; ++l) ix[l] = vld1q_u8(a.idx + 16 * l);
+  const int n_in = a.n_out + 2;
+  for (int px = 0; px < a.wo; px += 4) {   // 4 output pixels: one window per input row
+    int32x4_t acc[3][4];
+    for (int k = 0; k < 3; ++k)
+      for (int l = 0; l < 4; ++l) acc[k][l] = shift;
+    const uint8_t* at = a.rows + int64_t(px) * 4;
+    for (int i = 0; i < n_in; ++i) {
+      const uint8_t* w0 = at + int64_t(i) * a.row_stride;
+      uint8x16x4_t t;
+      t.val[0] = veorq_u8(vld1q_u8(w0), flip);
+      t.val[1] = veorq_u8(vld1q_u8(w0 + 16), flip);
+      t.val[2] = veorq_u8(vld1q_u8(w0 + 32), flip);
+      t.val[3] = veorq_u8(vld1q_u8(w0 + 48), flip);
+      for (int l = 0; l < 4; ++l) {
+        const int8x16_t p = vreinterpretq_s8_u8(vqtbl4q_u8(t, ix[l]));
+        for (int k = 0; k < 3; ++k) acc[k][l] = vdotq_s32(acc[k][l], p, wv[k]);
+      }
+      const int r = i - 2;                 // the output row this input row completes
+      if (r >= 0) {
+        uint8_t* y = a.d.y + r * a.y_stride;
+        const uint8_t* res = a.d.res ? a.d.res + r * a.y_stride : nullptr;
+        for (int l = 0; l < 4 && px + l < a.wo; ++l)
+          QNeonDot::requant_store(y + (px + l) * 4, acc[2][l], res ? res + (px + l) * 4 : nullptr, 4, c);
+      }
+      for (int l = 0; l < 4; ++l) {
+        acc[2][l] = acc[1][l];
+        acc[1][l] = acc[0][l];
+        acc[0][l] = shift;
+      }
+    }
+  }
+}
+
 void qdw_rows_dot(const QDwRowsArgs& a) {
+  if (a.kh == 3 && a.kw <= 4 && a.stride_h == 1 && a.dil_h == 1) return qdw_rows_dot_3(a);
   const int groups = qdw_groups(a.kw);
   const QNeonDot::RowConst c = QNeonDot::lane_const(a.d);
   int32x4_t wsum = vdupq_n_s32(0);
