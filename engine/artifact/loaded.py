@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..graph.outputs import rebuild
+from .fork import track
 from .layout import ENTRY, MANIFEST
 from .specs import TensorSpec, dtype_str
 
@@ -51,6 +52,7 @@ class LoadedArtifact:
         # the model's output structure (engine.graph.outputs), None: one output, or a tuple
         self.structure = manifest.get("structure")
         self._lock = threading.Lock()
+        self._forked_mid_call = False  # set in a forked child if a call never returned (fork.py)
         self._single_out = None       # after a first call with one output: is it in an Array
         self._last = None             # (torch input, its view key, its arrays): see __call__
         self._stage: dict = {}        # input index -> (tvm tensor, numpy view of it)
@@ -66,6 +68,7 @@ class LoadedArtifact:
             raise ArtifactError(f"the TVM runtime could not load {module_path}: "
                                 f"{type(e).__name__}: {first}") from e
         self._check_arity(module_path)
+        track(self)             # os.fork() waits for a call in flight (fork.py)
 
     def _check_arity(self, module_path) -> None:
         """Before any call: the module's entry takes as many inputs as the manifest lists (the
@@ -119,6 +122,11 @@ class LoadedArtifact:
     # not into a new tensor each call (MobileNetV2's 600 KB input: 330 -> 106 us).
     def __call__(self, *args, **kwargs):
         with self._lock:     # the staging buffers are written here: the whole call is serial
+            if self._forked_mid_call:
+                raise ArtifactError(f"{self.path}: this process was forked while another thread "
+                                    f"of its parent was inside a call of this artifact that did "
+                                    f"not return within engine.artifact.fork.FORK_WAIT_S; its "
+                                    f"VM is unusable here: engine.load() it again in this process")
             last = self._last
             if len(args) == 1 and not kwargs and last is not None and args[0] is last[0] and \
                     last[1] == _view_key(args[0]):

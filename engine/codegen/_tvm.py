@@ -52,12 +52,55 @@ def version() -> str:
     return str(tvm.__version__)
 
 
+# TVM's thread pool (one per calling thread, made at its first parallel loop) does not survive
+# fork: in the child the forking thread's pool still counts its workers, which do not exist
+# there, and its next parallel loop waits for them forever (seen with an artifact whose mean
+# pooling is a generated parallel loop); resetting the pool would join those threads, which
+# hangs too. So in the child that thread's pool is switched to serial (TVM's one-worker path
+# runs a parallel loop in the caller and never touches the pool: thread count 1 through
+# config_threadpool with one CPU listed, TVM_BIND_THREADS=0 so no affinity is set on the
+# parent's threads through the stale handles), and set_num_threads keeps it there. Threads
+# the child starts get pools of their own; the C++ kernels' pool respawns its workers
+# (kernels/src/common/threadpool.cc), so native layers keep every thread.
+_serial_thread = None      # in a forked child: the thread whose TVM pool is serial
+
+
+def _serial_pool() -> None:
+    prev = os.environ.get("TVM_BIND_THREADS")
+    os.environ["TVM_BIND_THREADS"] = "0"
+    try:
+        tvm.get_global_func("runtime.config_threadpool")(-3, 1, ["0"])
+    finally:
+        if prev is None:
+            del os.environ["TVM_BIND_THREADS"]
+        else:
+            os.environ["TVM_BIND_THREADS"] = prev
+
+
+def _after_fork_in_child() -> None:
+    import threading
+    global _serial_thread
+    _serial_thread = threading.get_ident()
+    try:
+        _serial_pool()
+    except Exception:  # noqa: BLE001  (never fail a fork; the child's loops may then hang)
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_num_threads(n: int) -> int:
     """Threads the compiled modules' parallel loops use in this process (at most the pool size
-    fixed at first use: TVM_NUM_THREADS, default all CPUs). Returns the count now in effect."""
+    fixed at first use: TVM_NUM_THREADS, default all CPUs). Returns the count now in effect
+    (1 in a forked child's forking thread, whose TVM pool did not survive the fork)."""
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"threads must be a positive int, got {n!r}")
-    tvm.get_global_func("runtime.config_threadpool")(1, n)
+    import threading
+    if _serial_thread == threading.get_ident():
+        _serial_pool()
+    else:
+        tvm.get_global_func("runtime.config_threadpool")(1, n)
     return get_num_threads()
 
 

@@ -169,7 +169,10 @@ FORK_RAW_KERNELS = PRELUDE + textwrap.dedent("""
 
 
 # The same through a TVM-compiled module calling the kernels via the bridge (its layers and
-# its layer cache): a thread loops over the module, children forked meanwhile run it.
+# its layer cache): a thread loops over the module, children forked meanwhile run it. The busy
+# thread has a VM of its own: a Relax VM object keeps its call's state (frames, registers) and
+# a VM forked mid-call is unusable in the child (TVM's, not the bridge's; the engine's artifacts
+# make fork wait for their calls: FORK_ARTIFACT below).
 FORK_TVM_BRIDGE = PRELUDE + textwrap.dedent("""
     import numpy as np
     try:
@@ -200,7 +203,8 @@ FORK_TVM_BRIDGE = PRELUDE + textwrap.dedent("""
     ex = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
     path = os.path.join(sys.argv[1], "m.so")
     ex.export_library(path, addons=[str(bridge_object(os.uname().machine))])
-    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    lib = tvm.runtime.load_module(path)
+    vm, vm_busy = relax.VirtualMachine(lib, tvm.cpu()), relax.VirtualMachine(lib, tvm.cpu())
     x = rng.standard_normal((1, c, h, h)).astype(np.float32)
     K.set_num_threads(2)
     want = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -208,7 +212,7 @@ FORK_TVM_BRIDGE = PRELUDE + textwrap.dedent("""
 
     def busy():
         while not stop:
-            vm["main"](tvm.runtime.tensor(x))
+            vm_busy["main"](tvm.runtime.tensor(x))
 
     t = threading.Thread(target=busy)
     t.start()
@@ -228,9 +232,56 @@ FORK_TVM_BRIDGE = PRELUDE + textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("script", [THREADS, FORK_WHILE_BUSY, FORK_RAW_KERNELS, FORK_TVM_BRIDGE],
+# A saved artifact (engine.load) shared by a busy thread: each fork waits for the call in flight
+# (engine/artifact/fork.py), and the child's own call returns the right output. Without that
+# wait a child forked mid-call hung on the artifact's lock or ran a half-written VM frame.
+FORK_ARTIFACT = PRELUDE + textwrap.dedent("""
+    try:
+        import tvm  # noqa: F401
+    except ImportError:
+        print("skip: tvm not installed")
+        raise SystemExit(0)
+    opt = optimized()
+    opt.save(os.path.join(sys.argv[1], "art"))
+    art = engine.load(os.path.join(sys.argv[1], "art"), threads=2)
+    x = torch.randn(1, 3, 24, 24)
+    with torch.no_grad():
+        want = opt.pruned_model(x)
+    assert torch.allclose(art(x), want, rtol=1e-4, atol=1e-4)
+    stop, calls = False, [0]
+
+    def busy():
+        while not stop:
+            art(x)
+            calls[0] += 1
+
+    t = threading.Thread(target=busy)
+    t.start()
+    while calls[0] < 2:
+        time.sleep(0.001)
+    results = []
+    for f in range(30):
+        time.sleep(0.0005 * (f % 7))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = torch.allclose(art(x), want, rtol=1e-4, atol=1e-4)
+            except BaseException:
+                os._exit(4)
+            os._exit(0 if ok else 3)
+        results.append(wait_child(pid, 20))
+    stop = True
+    t.join()
+    assert results == [0] * 30, f"children: {results} (hung: killed after 20 s; 3: wrong result; 4: raised)"
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("script", [THREADS, FORK_WHILE_BUSY, FORK_RAW_KERNELS, FORK_TVM_BRIDGE,
+                                    FORK_ARTIFACT],
                          ids=["threads-share-a-model", "fork-while-opt-is-busy",
-                              "fork-after-threaded-raw-kernels", "fork-while-tvm-module-is-busy"])
+                              "fork-after-threaded-raw-kernels", "fork-while-tvm-module-is-busy",
+                              "fork-while-artifact-is-busy"])
 def test_concurrency(script, tmp_path):
     try:
         proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
