@@ -77,7 +77,7 @@ class DataProxy:
         m = self._masks.get(key)
         if m is None:
             kw = dict(cand.options)
-            if cand.scheme == "block":
+            if cand.block is not None:
                 kw["block"] = cand.block
             w = gemm_weight(get_module(self.model, layer)).detach()
             sch = get_scheme(cand.scheme, **kw)

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Optional
 
+from mapping.space import BLOCKED
+
 from . import cli_checks as chk
 
 def _optimize_parser(sub) -> None:
@@ -109,7 +111,7 @@ def cmd_optimize(a) -> int:
 
     if a.report and not a.mapper:
         raise SystemExit("--report needs --mapper (it explains the mapper's choices)")
-    kw = {"block": a.block} if a.scheme == "block" else {}
+    kw = {"block": a.block} if a.scheme in BLOCKED else {}
     _check_before_work(a)
     torch.manual_seed(a.seed)
     model = zoo.get(a.model).eval()

@@ -23,7 +23,9 @@ from .layer import LayerSpec
 from .unique import repeated
 
 DENSE_KEY = "dense"
-SCHEMES = ("dense", "block", "unstructured", "pattern", "nm")
+SCHEMES = ("dense", "block", "unstructured", "pattern", "nm", "rgp")
+# schemes whose masks are blocks of (rows, cols): the candidate carries the block
+BLOCKED = ("block", "rgp")
 BACKENDS = ("native", "tir")
 BITS = (32, 8)
 INT8_SUFFIX = "+int8"
@@ -36,7 +38,7 @@ class Candidate:
     """One way to run one layer."""
 
     scheme: str = "dense"
-    block: Optional[tuple] = None     # (rows, cols) for "block"; None otherwise
+    block: Optional[tuple] = None     # (rows, cols) for the BLOCKED schemes; None otherwise
     sparsity: float = 0.0             # fraction of the layer's weights pruned
     backend: str = "native"           # sparse kernel family: "native" (C++) or "tir"
     options: tuple = ()               # scheme options as sorted (name, value) pairs
@@ -58,9 +60,10 @@ class Candidate:
             raise ValueError(f"unknown backend {self.backend!r}; known: {BACKENDS}")
         if not 0.0 < self.sparsity < 1.0:
             raise ValueError(f"{self.scheme}: sparsity must be in (0, 1), got {self.sparsity}")
-        if self.scheme == "block":
+        if self.scheme in BLOCKED:
             if self.block is None or len(self.block) != 2 or min(self.block) < 1:
-                raise ValueError(f"block scheme needs block=(rows, cols) >= 1, got {self.block}")
+                raise ValueError(f"{self.scheme} scheme needs block=(rows, cols) >= 1, got "
+                                 f"{self.block}")
             object.__setattr__(self, "block", (int(self.block[0]), int(self.block[1])))
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
 
@@ -92,8 +95,8 @@ class Candidate:
         if self.scheme == "dense":
             return DENSE_KEY + tail
         opts = dict(self.options)
-        if self.scheme == "block":
-            head = f"block{self.block[0]}x{self.block[1]}"
+        if self.scheme in BLOCKED:
+            head = f"{self.scheme}{self.block[0]}x{self.block[1]}"
         elif self.scheme == "nm":
             head = f"nm{opts.get('n', 2)}:{opts.get('m', 4)}"
         else:
@@ -111,9 +114,10 @@ class Candidate:
             head, rest = key.split("@")
             sp, backend = rest.split("/")
             sparsity = float(sp)
-            if head.startswith("block"):
-                r, c = head[5:].split("x")
-                return cls("block", (int(r), int(c)), sparsity, backend)
+            for scheme in BLOCKED:
+                if head.startswith(scheme):
+                    r, c = head[len(scheme):].split("x")
+                    return cls(scheme, (int(r), int(c)), sparsity, backend)
             if head.startswith("nm"):
                 n, m = head[2:].split(":")
                 return cls("nm", None, sparsity, backend, (("m", int(m)), ("n", int(n))))
@@ -145,7 +149,7 @@ def why_not(spec: LayerSpec, cand: Candidate) -> Optional[str]:
     if cand.scheme == "pattern":
         if spec.op != "conv2d" or spec.kernel != (3, 3):
             return "pattern pruning needs a 3x3 conv"
-    if cand.scheme == "block":
+    if cand.scheme in BLOCKED:
         br, bc = cand.block
         if br > rows:
             return f"block rows {br} > output channels {rows}"

@@ -1,7 +1,8 @@
 """Accuracy recovery experiment: held-out accuracy vs sparsity on real data (issue P4).
 
     python -m engine bench recovery [--data digits|mnist5k] [--out DIR]
-                                    [--sparsities 0.5,0.7,0.8,0.9] [--methods gradual,admm,lasso]
+                                    [--sparsities 0.5,0.7,0.8,0.9]
+                                    [--methods gradual,admm,lasso,rgp]
                                     [--no-int8]
 
 Data (real, shipped by packages, no download at run time):
@@ -14,7 +15,9 @@ ways to a pruned model, each trained for the same epochs through engine.optimize
 
   uniform   block 4x1 at s on every hidden conv (first and last layer dense), one column per
             training method: gradual (Zhu & Gupta schedule + masked fine-tuning), admm (ADMM
-            with masked retraining), lasso (reweighted group lasso + masked retraining)
+            with masked retraining), lasso (reweighted group lasso + masked retraining);
+            rgp: regular-graph masks (engine/schemes/rgp.py, 4x1 blocks, weight-independent)
+            trained from a fresh initialisation as the RGP paper does
   mapper    the rule mapper's plan over the same layers (optimize(mapper="rule", sparsity=s,
             exclude=first and last): per-layer scheme, block and sparsity from measured costs,
             budget: sparsity >= s over those layers and accuracy proxy (BN-recalibrated top-1
@@ -50,7 +53,7 @@ from torch import nn
 from .. import cli_checks as chk
 from ..progress import Bar, note
 
-METHODS = ("gradual", "admm", "lasso")
+METHODS = ("gradual", "admm", "lasso", "rgp")
 DATASETS = ("digits", "mnist5k")
 HIDDEN = ("conv2", "conv3", "conv4")          # the layers pruned (first and last stay dense)
 EXCLUDE = ("conv1", "fc")
@@ -196,8 +199,7 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
     opts = {}
     tune = {k: v for k, v in base.items() if k != "int8"}
     for m in methods:
-        opts[m] = engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=EXCLUDE,
-                                  measure=False, capture=False, finetune=dict(tune, method=m))
+        opts[m] = _method(net, x, s, tune, m, base)
         row[m] = accuracy(opts[m], val)
         row[f"{m}_sparsity_of_pruned_layers"] = _pruned_share(opts[m].pruned_model, HIDDEN)
     # an accuracy experiment: the native kernels' costs are enough to place the pruning
@@ -231,6 +233,26 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
     return row
 
 
+def _method(net, x, s: float, tune: dict, m: str, base: dict):
+    """The uniform 4x1 model at s trained with method m (rgp: the regular-graph masks trained
+    from scratch; its masks re-derived from the trained weights are the same graph)."""
+    import engine
+    if m != "rgp":
+        return engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=EXCLUDE,
+                               measure=False, capture=False, finetune=dict(tune, method=m))
+    from engine.schemes import get_scheme
+    from engine.train import TrainConfig, train_from_scratch
+
+    def train(model, plan):
+        masks = {c.layer: get_scheme("rgp", block=c.block).mask(
+            getattr(model, c.layer).weight, c.sparsity) for c in plan.pruned}
+        return train_from_scratch(model, masks, base["train"], nn.functional.cross_entropy,
+                                  TrainConfig(epochs=base["epochs"], lr=3e-3, seed=base["seed"],
+                                              lr_schedule="cosine"))
+    return engine.optimize(net, (x,), scheme="rgp", sparsity=s, block=(4, 1), exclude=EXCLUDE,
+                           measure=False, capture=False, finetune=train)
+
+
 def _scratch_accuracy(net, ref, base: dict) -> float:
     """The uniform model `ref`'s masks trained from a fresh initialisation."""
     from engine.accuracy import accuracy
@@ -243,7 +265,8 @@ def _scratch_accuracy(net, ref, base: dict) -> float:
 
 
 _LABEL = {"gradual": "uniform 4x1, gradual", "admm": "uniform 4x1, ADMM",
-          "lasso": "uniform 4x1, group lasso", "mapper": "mapper plan, gradual",
+          "lasso": "uniform 4x1, group lasso", "rgp": "RGP 4x1, from scratch",
+          "mapper": "mapper plan, gradual",
           "scratch": "from scratch"}
 
 
@@ -286,7 +309,8 @@ def plot(r: dict, path) -> None:
     path = Path(path)
     s = [row["sparsity"] for row in r["rows"]]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "mapper": "s-", "scratch": "^--"}
+    styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "rgp": "*-", "mapper": "s-",
+              "scratch": "^--"}
     for key in list(r.get("methods", ["gradual"])) + ["mapper", "scratch"]:
         ax.plot(s, [100 * row[key] for row in r["rows"]], styles[key], label=_LABEL[key])
     if all(row.get("int8") for row in r["rows"]):

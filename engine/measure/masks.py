@@ -27,7 +27,7 @@ from .specs import spec_layer_info, weight_shape
 def scheme_options(cand: Candidate) -> dict:
     """Keyword options of engine.schemes.get_scheme for a candidate."""
     opts = dict(cand.options)
-    if cand.scheme == "block":
+    if cand.block is not None:
         opts["block"] = tuple(cand.block)
     return opts
 

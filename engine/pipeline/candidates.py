@@ -14,6 +14,7 @@ from torch import nn
 
 from mapping import Choice, Plan
 from mapping.plan import DENSE
+from mapping.space import BLOCKED
 
 from ..errors import ConfigError
 from ..graph.layers import custom_forward, gemm_weight, get_module, list_layers
@@ -68,7 +69,7 @@ def _shrink(state: RunState) -> nn.Module:
 
 def scheme_kwargs(cfg: OptimizeConfig) -> dict:
     kw = dict(cfg.scheme_options)
-    if cfg.scheme == "block":
+    if cfg.scheme in BLOCKED:
         kw.setdefault("block", cfg.block)
     return kw
 
@@ -118,7 +119,7 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         sch, sparsity, given_reason = scheme, cfg.sparsity, ""
         if given is not None:
             kw = dict(given.options)
-            if given.scheme == "block":
+            if given.block is not None:
                 kw["block"] = given.block
             sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
             given_reason = given.reason.split("; ")[0]
@@ -126,7 +127,7 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         backend = given.backend if given is not None and given.backend in SPARSE_BACKENDS \
             else "native"
         ch = choices[info.name] = Choice(info.name, sch.name,
-                                         sch.block if sch.name == "block" else None, sparsity,
+                                         sch.block if sch.name in BLOCKED else None, sparsity,
                                          backend)
         if _not_pruned(model, info, sch, sparsity, cfg, ch, candidates):
             continue
@@ -134,7 +135,7 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         w = gemm_weight(get_module(model, info.name)).detach()
         mask = sch.mask(w, None if sch.name == "nm" else sparsity, cfg.importance)
         ch.sparsity = 1.0 - mask.float().mean().item()
-        rows = sch.block[0] if sch.name == "block" else 1
+        rows = sch.block[0] if sch.name in BLOCKED else 1
         candidates[info.name] = (mask, group_rows_for(rows) if rows <= 8 else rows)
         ch.reason = f"{sch.name} {blk(ch.block)} at {ch.sparsity:.0%}".replace("  ", " ")
         if given_reason:

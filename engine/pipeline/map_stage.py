@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from mapping import Candidate, Plan
+from mapping.space import BLOCKED
 
 from ..errors import ConfigError
 from ..schemes.base import MaskScheme
@@ -39,7 +40,7 @@ def map_stage(state: RunState) -> None:
 
 def _map(work: nn.Module, example_inputs: tuple, cfg: OptimizeConfig, scheme_obj, kw: dict):
     """(the mapper's Plan, its mapping.Problem); see engine.pipeline.automap."""
-    ref_kw = {"block": tuple(cfg.block)} if scheme_obj.name == "block" else {}
+    ref_kw = {"block": tuple(cfg.block)} if scheme_obj.name in BLOCKED else {}
     options = tuple(sorted(cfg.scheme_options.items())) if scheme_obj.name == "nm" else ()
     try:
         ref = Candidate(scheme_obj.name, ref_kw.get("block"), cfg.sparsity or 0.5, "native",

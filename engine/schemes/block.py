@@ -99,7 +99,7 @@ class BlockScheme(MaskScheme):
 
     def check(self, layer: LayerInfo) -> Optional[str]:
         o, i = layer.weight_shape[0], layer.weight_shape[1]
-        tag = f"block ({self.rows},{self.cols})"
+        tag = f"{self.name} ({self.rows},{self.cols})"
         if layer.kind == "conv" and layer.groups > 1:
             kind = "depthwise" if layer.is_depthwise else "grouped"
             return f"{tag} does not apply to {kind} conv {layer.name} (groups={layer.groups})"

@@ -98,6 +98,6 @@ class Target:
 
     @property
     def key(self) -> str:
-        head = f"block{self.block[0]}x{self.block[1]}" if self.scheme == "block" else self.scheme
+        head = f"{self.scheme}{self.block[0]}x{self.block[1]}" if self.block else self.scheme
         return f"{head}@{self.sparsity:.2f}" + (f"{dict(self.options)}" if self.options else "")
 

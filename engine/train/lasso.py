@@ -36,7 +36,7 @@ class LassoTrainer(RegularisedTrainer, method="lasso"):
 
     def _group_shape(self, name: str) -> tuple:
         c = self.targets[name]
-        return tuple(c.block) if c.scheme == "block" and c.block else (1, 1)
+        return tuple(c.block) if c.block else (1, 1)
 
     def _group_norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
         if self.targets[name].scheme == "filter":          # a group is a whole filter

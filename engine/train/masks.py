@@ -26,7 +26,7 @@ class TargetMasks:
         if cand.scheme == "filter":
             return filter_mask(w, sparsity, self.config.importance)
         kw = dict(cand.options)
-        if cand.scheme == "block":
+        if cand.block is not None:
             kw["block"] = cand.block
         sch = get_scheme(cand.scheme, **kw)
         if cand.scheme == "pattern":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from mapping import Candidate
+from mapping.space import BLOCKED
 
 from .config import Target
 
@@ -34,5 +35,5 @@ def uniform_targets(model: nn.Module, scheme: str = "block", block=(4, 1),
         names = names[:-1]
     if scheme == "filter":
         return {n: Target("filter", None, sparsity) for n in names}
-    return {n: Candidate(scheme, tuple(block) if scheme == "block" else None, sparsity)
+    return {n: Candidate(scheme, tuple(block) if scheme in BLOCKED else None, sparsity)
             for n in names}

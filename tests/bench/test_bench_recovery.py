@@ -8,16 +8,16 @@ pytest.importorskip("matplotlib")
 def test_recovery_experiment_one_point(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
     from engine.bench import recovery
-    r = recovery.run(sparsities=(0.8,), epochs=2, progress=False, methods=("gradual", "admm"),
-                     time_it=False)
+    r = recovery.run(sparsities=(0.8,), epochs=2, progress=False,
+                     methods=("gradual", "admm", "rgp"), time_it=False)
     row, = r["rows"]
     assert 0.5 < r["dense"] <= 1.0          # the dense CNN learned digits
-    for key in ("gradual", "admm", "mapper", "scratch"):
+    for key in ("gradual", "admm", "rgp", "mapper", "scratch"):
         assert 0.0 <= row[key] <= 1.0
     # int8 on the int8 kernels: PTQ of the pruned model, and QAT, within reach of fp32
     assert set(row["int8"]) == {"ptq", "qat"} and set(r["dense_int8"]) == {"ptq", "qat"}
     assert row["int8"]["ptq"] > row["gradual"] - 0.1 and row["int8"]["qat"] > row["gradual"] - 0.1
-    for m in ("gradual", "admm"):
+    for m in ("gradual", "admm", "rgp"):
         assert abs(row[f"{m}_sparsity_of_pruned_layers"] - 0.8) < 0.01
     assert row["mapper_layers"]              # the rule mapper pruned something
     assert row["mapper_budget"] == "met" or "budget NOT met" in row["mapper_budget"]
@@ -30,6 +30,7 @@ def test_recovery_experiment_one_point(tmp_path, monkeypatch):
     assert svg == (tmp_path / "b.svg").read_text()      # reproducible: no date, fixed ids
     t = recovery.table(r)
     assert "| 80% |" in t and "uniform 4x1, ADMM" in t and "speedup" not in t
+    assert "RGP 4x1, from scratch" in t
     assert "+ int8 QAT" in t and "dense on the int8 kernels" in t
 
 
