@@ -4,7 +4,9 @@ OpenVINO IR converted from that ONNX file, an ExecuTorch program lowered to XNNP
 engine's saved artifacts: dense (sparsity 0), uniform block 4x1 at 80% and the rule-mapped plan
 at 80% (both from `bench plans build`'s recipe, or taken from a directory it wrote:
 --artifacts). Every artifact gets its own reference output (the masked model of its plan), so
-each runtime is checked against an independent torch forward on the same input.
+each runtime is checked against an independent torch forward on the same input. The int8
+exports and artifacts (--precision int8) are peer_int8.py's, built after these from the same
+weights and model.onnx.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def dense_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return total[0] / 1e9
 
 
-def _fresh(path: Path, reuse: bool) -> bool:
+def fresh(path: Path, reuse: bool) -> bool:
     """Whether `path` must be (re)built: always, unless --reuse and it is there."""
     return not (reuse and path.exists())
 
@@ -102,7 +104,7 @@ def _plans_artifacts(model_name: str, artifacts: Optional[Path], cache: Path, re
     `bench plans build` builds them (rule mapper measured on the artifact: slow cold)."""
     if artifacts is None:
         artifacts = cache / "plans"
-        if _fresh(artifacts / model_name / "mapped" / "manifest.json", reuse):
+        if fresh(artifacts / model_name / "mapped" / "manifest.json", reuse):
             from .plans import build
             build(model_name, artifacts, 0.8, "rule", "artifact", threads,
                   families=("block4x1",))
@@ -111,11 +113,14 @@ def _plans_artifacts(model_name: str, artifacts: Optional[Path], cache: Path, re
     return {k: v for k, v in found.items() if v is not None and (v / "manifest.json").is_file()}
 
 
-def _masked_output(model, x, directory: Path) -> np.ndarray:
-    """torch's output of the model pruned as the artifact's plan says (its own reference)."""
+def masked_output(model, x, directory: Path) -> np.ndarray:
+    """torch's fp32 output of the model pruned as the artifact's plan says (its own reference;
+    an int8 plan's choices are taken as fp32: the same masks, no calibration)."""
     import engine
     from mapping import Plan
     plan = Plan.from_dict(json.loads((directory / "manifest.json").read_text())["plan"])
+    for c in plan:
+        c.bits = 32
     opt = engine.optimize(model, (x,), plan=plan, measure=False, capture=False)
     with torch.no_grad():
         return opt.pruned_model(x).numpy()
@@ -134,7 +139,7 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
     if "dense" in variants:
         for n in sorted(set(dense_threads) | {threads}):
             dense = mdir / ("engine_dense" if n == threads else f"engine_dense_{n}t")
-            if _fresh(dense / "manifest.json", reuse):
+            if fresh(dense / "manifest.json", reuse):
                 # sparsity 0, measured as optimize() measures by default: each layer on the
                 # fastest dense kernel (torch, the packed GEMM, Winograd, the SpMM pack)
                 opt = engine.optimize(model, (x,), sparsity=0.0, capture=False, threads=n)
@@ -149,16 +154,26 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
         if v.startswith("dense"):
             continue
         ref = mdir / f"ref_{v}.npy"
-        if _fresh(ref, reuse) or before.get(v) != str(d):
-            np.save(ref, _masked_output(model, x, d))
+        if fresh(ref, reuse) or before.get(v) != str(d):
+            np.save(ref, masked_output(model, x, d))
     return out
+
+
+def seeded(model_name: str, seed: int) -> tuple:
+    """(model in eval mode, input): the weights and the input every export is made of."""
+    from engine import zoo
+    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
+    model = zoo.get(model_name).eval()
+    return model, torch.randn(zoo.input_shape(model_name))
 
 
 def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
             seed: int = 0, artifacts: Optional[Path] = None,
-            variants: tuple = ENGINE_VARIANTS, log=print, dense_threads: tuple = ()) -> dict:
-    """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json)."""
-    from engine import zoo
+            variants: tuple = ENGINE_VARIANTS, log=print, dense_threads: tuple = (),
+            fp32: bool = True) -> dict:
+    """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json).
+    fp32=False: the seeded input, the references and model.onnx only (what the int8 exports,
+    peer_int8.prepare_int8, start from)."""
     mdir = out / "cache" / model_name
     old = json.loads((mdir / "meta.json").read_text()) if (mdir / "meta.json").is_file() else {}
     if old.get("seed") != seed:
@@ -166,28 +181,26 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
     mdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
-    model = zoo.get(model_name).eval()
-    x = torch.randn(zoo.input_shape(model_name))
+    model, x = seeded(model_name, seed)
     np.save(mdir / "input.npy", x.numpy())
     with torch.no_grad():
         np.save(mdir / "ref_peer.npy", model(x).numpy())
     meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
             "dense_gflops": dense_gflops(model, x)}
     onnx = mdir / "model.onnx"
-    if {"ort", "openvino"} & set(runtimes) and _fresh(onnx, reuse):
+    if {"ort", "openvino"} & set(runtimes) and fresh(onnx, reuse):
         log(f"{model_name}: ONNX export")
         export_onnx(model, x, onnx)
-    if "openvino" in runtimes and _fresh(mdir / "openvino" / "model.xml", reuse):
+    if fp32 and "openvino" in runtimes and fresh(mdir / "openvino" / "model.xml", reuse):
         log(f"{model_name}: OpenVINO conversion (from the ONNX file)")
         export_openvino(onnx, mdir / "openvino" / "model.xml")
-    if "xnnpack" in runtimes and _fresh(mdir / "model.pte", reuse):
+    if fp32 and "xnnpack" in runtimes and fresh(mdir / "model.pte", reuse):
         log(f"{model_name}: ExecuTorch export, XNNPACK partitioner")
         (mdir / "xnnpack.json").write_text(json.dumps(export_xnnpack(model, x,
                                                                      mdir / "model.pte")))
     if (mdir / "xnnpack.json").is_file():
         meta["xnnpack"] = json.loads((mdir / "xnnpack.json").read_text())
-    if "engine" in runtimes:
+    if fp32 and "engine" in runtimes and variants:
         log(f"{model_name}: engine artifacts {', '.join(variants)}")
         arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants,
                             old.get("engine", {}), dense_threads)

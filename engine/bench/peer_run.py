@@ -1,7 +1,10 @@
 """One runtime, one model, one thread count, in this process and nothing else (`bench peers`
 starts one process per measurement): load the export, check its output on the seeded input
-against torch's (a runtime that disagrees is reported, not timed), warm up, time single calls
-for a while (at 2+ threads in windows tagged by the vCPUs' placement: placement.py), print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of several.
+against torch's (a runtime that disagrees is reported, not timed; an int8 one by relative L2
+error against torch's fp32 output, --tol-int8, and one that runs nothing in int8 is reported
+too), warm up, time single calls for a while (at 2+ threads in windows tagged by the vCPUs'
+placement: placement.py), print JSON. Also the machine's fp32 peak: torch.mm 2048^3, best of
+several.
 
 Thread settings per runtime (every one told N, each in its own process):
 - engine: engine.load(dir, threads=N) (one pool serves every layer of the module), with
@@ -14,12 +17,15 @@ Thread settings per runtime (every one told N, each in its own process):
 - xnnpack: ExecuTorch's pybindings `_unsafe_reset_threadpool(N)` (the one threadpool the XNNPACK
   delegate runs on; the only setter the Python runtime has), read back with
   `_threadpool_get_thread_count()`.
+The int8 exports (peer_int8.py) run with the same settings; OpenVINO keeps f32 as the
+precision hint (the layers its QDQ path leaves unquantized run f32, not bf16).
 """
 from __future__ import annotations
 
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +33,12 @@ import numpy as np
 from .placement import time_windows
 
 RUNTIMES = ("engine", "ort", "openvino", "xnnpack")
+PRECISIONS = ("fp32", "int8")
 ENGINE_VARIANTS = ("dense", "block4x1", "mapped")
+ENGINE_INT8 = ("int8-dense", "int8-block4x4", "int8-mapped")      # peer_int8.RECIPES
+# the OpenVINO CPU plugin's layer types an int8 run should run in i8 / u8
+COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul",
+                  "Deconvolution")
 
 
 def time_calls(fn, seconds: float, warmup_s: float = 0.5) -> dict:
@@ -68,7 +79,21 @@ def _engine(mdir: Path, threads: int, variant: str, auto: bool = False):
     kernels = _tvm.tvm.get_global_func("spe.v1.num_threads", allow_missing=True)
     info = {"artifact": directory, "threads": "auto" if auto else art.threads,
             "kernel_threads": int(kernels()) if kernels is not None else None}
+    if variant in ENGINE_INT8:     # the int8 guard may have returned the fp32 twin: say so
+        plan = json.loads((Path(directory) / "manifest.json").read_text())["plan"]
+        info["int8_layers"] = sum(c.get("bits", 32) == 8 for c in plan["choices"])
+        info["layers"] = len(plan["choices"])
     return (lambda x: art(x)), info
+
+
+def _export(mdir: Path, runtime: str, variant: str, fp32: str, int8: str) -> Path:
+    """The file `runtime` loads for `variant` ("int8": its int8 export), or why it is missing."""
+    path = mdir / (int8 if variant == "int8" else fp32)
+    if not path.is_file():
+        meta = json.loads((mdir / "meta.json").read_text())
+        why = meta.get("int8_failed", {}).get(runtime, "not built")
+        raise FileNotFoundError(f"no {path.name} for {runtime} in {mdir}: {why}")
+    return path
 
 
 def _ort(mdir: Path, threads: int, variant: str):
@@ -77,11 +102,19 @@ def _ort(mdir: Path, threads: int, variant: str):
     o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
     o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(mdir / "model.onnx"), o, providers=["CPUExecutionProvider"])
+    path = _export(mdir, "ort", variant, "model.onnx", "model_int8.onnx")
+    sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     got = sess.get_session_options()
     info = {"version": ort.__version__, "intra_op_threads": got.intra_op_num_threads,
             "inter_op_threads": got.inter_op_num_threads}
+    if variant == "int8":          # the graph ORT runs, counted when it was quantized
+        ops = json.loads((mdir / "meta.json").read_text()).get("ort_int8", {}).get("ops", {})
+        info["int8_ops"] = {k: n for k, n in ops.items() if k.startswith(("QLinear", "QGemm",
+                                                                          "ConvInteger"))}
+        info["ops"] = ops
+        if ops and not info["int8_ops"]:
+            info["not_int8"] = "ONNX Runtime fused no QDQ pair into an int8 op"
     return (lambda x: sess.run(None, {name: x})[0]), info
 
 
@@ -89,7 +122,8 @@ def _openvino(mdir: Path, threads: int, variant: str):
     import openvino as ov
     cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
            "INFERENCE_PRECISION_HINT": "f32"}
-    compiled = ov.Core().compile_model(str(mdir / "openvino" / "model.xml"), "CPU", cfg)
+    xml = _export(mdir, "openvino", variant, "openvino/model.xml", "openvino_int8/model.xml")
+    compiled = ov.Core().compile_model(str(xml), "CPU", cfg)
     req = compiled.create_infer_request()
 
     def run(x):
@@ -98,7 +132,27 @@ def _openvino(mdir: Path, threads: int, variant: str):
     info = {"version": ov.get_version(),
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
             "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT"))}
+    if variant == "int8":          # QDQ path: the compute layers the CPU plugin runs in int8
+        info["runtime_precision"] = p = openvino_precisions(compiled)
+        if not p["int8"]:
+            info["not_int8"] = f"OpenVINO runs none of its {p['compute']} compute layers in int8"
     return run, info
+
+
+def openvino_precisions(compiled) -> dict:
+    """The compiled model's compute layers by the precision the CPU plugin runs them in:
+    {"int8": n, "compute": m, "by": {"Convolution u8": k, ...}}."""
+    by: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        keys = set(rt.keys())
+        if "layerType" not in keys or "runtimePrecision" not in keys:
+            continue
+        kind, prec = rt["layerType"].astype(str), rt["runtimePrecision"].astype(str)
+        if kind in COMPUTE_LAYERS:
+            by[f"{kind} {prec}"] += 1
+    int8 = sum(n for k, n in by.items() if k.split()[-1] in ("i8", "u8"))
+    return {"int8": int8, "compute": sum(by.values()), "by": dict(sorted(by.items()))}
 
 
 def _xnnpack(mdir: Path, threads: int, variant: str):
@@ -107,33 +161,57 @@ def _xnnpack(mdir: Path, threads: int, variant: str):
     from executorch.runtime import Runtime
     torch.set_num_threads(threads)
     pl._unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(str(mdir / "model.pte")).load_method("forward")
+    pte = _export(mdir, "xnnpack", variant, "model.pte", "model_int8.pte")
+    method = Runtime.get().load_program(str(pte)).load_method("forward")
     info = {"threadpool": int(pl._threadpool_get_thread_count())}
+    if variant == "int8":          # where PT2E's quantize / dequantize ops landed
+        info["delegate"] = d = json.loads((mdir / "meta.json").read_text()).get(
+            "xnnpack_int8", {})
+        if d and not d.get("qdq_in_delegate"):
+            info["not_int8"] = "no quantize / dequantize op inside the XNNPACK delegate"
     return (lambda x: method.execute([torch.from_numpy(x)])[0].numpy()), info
 
 
 LOADERS = {"engine": _engine, "ort": _ort, "openvino": _openvino, "xnnpack": _xnnpack}
 
 
+def check_output(y: np.ndarray, ref: np.ndarray, int8: bool, tol: float, tol_int8: float):
+    """(fields, why flagged or None): fp32, max |y - ref| relative to max |ref| (--tol); int8,
+    the relative L2 error ||y - ref|| / ||ref|| (--tol-int8)."""
+    scale = float(np.abs(ref).max()) or 1.0
+    err = float(np.abs(y - ref).max())
+    r = {"max_abs_diff": err, "ref_max_abs": scale, "rel_diff": err / scale}
+    if int8:
+        r["rel_l2"] = l2 = float(np.linalg.norm(y - ref) / (np.linalg.norm(ref) or 1.0))
+        if not l2 <= tol_int8:         # NaN fails too
+            return r, (f"int8 output differs from torch's fp32 by {l2:.3g} relative L2 "
+                       f"(tolerance {tol_int8:g}): not timed")
+        return r, None
+    if not err <= tol * scale:
+        return r, (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
+                   f"tolerance {tol:g} relative): not timed")
+    return r, None
+
+
 def run_one(runtime: str, mdir: Path, threads: int, seconds: float, tol: float,
-            variant: str = "dense", auto: bool = False) -> dict:
+            variant: str = "dense", auto: bool = False, tol_int8: float = 0.1) -> dict:
     """One measurement (this process runs nothing else): the output check, then the timing.
-    auto: the engine picks its thread count (up to `threads`) as it runs."""
+    auto: the engine picks its thread count (up to `threads`) as it runs. variant: the
+    engine's artifact, or for a peer "dense" (fp32) / "int8" (its int8 export)."""
     x = np.load(mdir / "input.npy")
     extra = {"auto": auto} if runtime == "engine" else {}
     fn, info = LOADERS[runtime](mdir, threads, variant, **extra)
-    sparse = runtime == "engine" and variant != "dense"
+    sparse = runtime == "engine" and variant not in ("dense", "int8-dense")
     ref_name = f"ref_{variant}.npy" if sparse else "ref_peer.npy"
     ref = np.load(mdir / ref_name)
     y = np.asarray(fn(x), dtype=np.float64).reshape(ref.shape)
-    scale = float(np.abs(ref).max()) or 1.0
-    err = float(np.abs(y - ref).max())
-    r = {"runtime": runtime, "variant": variant, "threads": threads, "info": info,
-         "max_abs_diff": err, "ref_max_abs": scale, "rel_diff": err / scale,
-         "reference": f"torch, {'masked by the plan' if sparse else 'dense'}"}
-    if not err <= tol * scale:         # NaN fails too
-        r["flagged"] = (f"output differs from torch by {err:.3g} (max |ref| {scale:.3g}, "
-                        f"tolerance {tol:g} relative): not timed")
+    int8 = variant.startswith("int8")
+    fields, flagged = check_output(y, ref, int8, tol, tol_int8)
+    r = {"runtime": runtime, "variant": variant, "threads": threads, "info": info, **fields,
+         "reference": f"torch fp32, {'masked by the plan' if sparse else 'dense'}"}
+    flagged = flagged or info.get("not_int8") and f"{info['not_int8']}: not timed"
+    if flagged:
+        r["flagged"] = flagged
         return r
     if threads == 1:       # one core: where the vCPUs sit does not matter
         r.update(time_calls(lambda: fn(x), seconds, warmup_s=min(0.5, seconds)))
