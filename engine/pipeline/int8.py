@@ -30,6 +30,7 @@ from typing import Optional
 from mapping import Candidate
 
 from ..errors import ConfigError
+from ..lowering import fuse_blocks
 from ..quant import calibrate, lower_int8, simulate
 from ..measure.int8 import INT8_DENSE_ROWS
 from .candidates import left_alone
@@ -189,13 +190,19 @@ def quantize_stage(state: RunState) -> None:
     cal = calibrate(state.pruned_model, calibration_batches(state))
     fp32 = {l.name for l in state.layers if state.choices[l.name].bits != 8}
     rows = {n: state.backends[n] for n in int8 if isinstance(state.backends.get(n), int)}
-    # fp32 layers on the backends decide chose; a generated (TIR) one on the native kernels
-    # (the int8 model is compiled as lowered: engine.codegen.compile_lowered)
-    specs = {n: s for n, s in state.backends.items() if not (isinstance(s, tuple) and
-                                                            s[0] == "tir")}
+    # fp32 layers on the backends decide chose; a generated (TIR) one on the native sparse
+    # kernel of the same group rows (the int8 model is compiled as lowered:
+    # engine.codegen.compile_lowered), not on the dense GEMM lower_int8 defaults to
+    specs = {n: s[1] if isinstance(s, tuple) and s[0] == "tir" else s
+             for n, s in state.backends.items()}
     qm = lower_int8(state.pruned_model, cal, rows=rows, isa=cfg.isa,
                     fp32_layers=fp32, fp32_specs=specs)
     report = qm.int8_report
+    # inverted-residual blocks whose three layers stay fp32: the fused block kernel, as in the
+    # fp32 lowering (lower_stage); a block with an int8 layer runs its layers one by one
+    fused = fuse_blocks(qm, cfg.isa)
+    if fused:
+        state.notes.append(f"int8: {fused} fp32 inverted-residual block(s) fused")
     lost = [n for n in int8 if not report.get(n, "").startswith("int8")]
     for n in lost:
         ch = state.choices[n]

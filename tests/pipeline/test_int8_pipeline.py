@@ -200,3 +200,24 @@ def test_cli_bits():
                           "resnet18_cifar", "--bits", "auto"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "mapper" in bad.stderr
+
+
+def test_fp32_layers_of_an_int8_plan_stay_sparse():
+    """A plan's fp32 layer on the generated (TIR) kernel runs in the int8 model on the native
+    sparse kernel of its block rows, not on the dense GEMM lower_int8 defaults to (reference:
+    the plan's own choice; outputs against the simulation as every int8 result)."""
+    pytest.importorskip("tvm")
+    from engine.runtime.modules import SparseConv2d
+    m = qnet()
+    plan = engine.optimize(m, (X,), block=(4, 4), sparsity=0.5, measure=False,
+                           progress=False).plan
+    plan["conv2"].backend = "tir"
+    plan["conv1"].bits = 8
+    opt = engine.optimize(m, (X,), plan=plan, calibration=_batches(), measure=False,
+                          progress=False)
+    assert opt.plan["conv1"].bits == 8 and opt.plan["conv2"].bits == 32
+    mods = dict(opt.runtime.named_modules())
+    conv2 = [mod for n, mod in mods.items() if n.startswith("conv2")]
+    assert conv2 and all(isinstance(mod, SparseConv2d) for mod in conv2), conv2
+    assert any(n.startswith("conv1") and type(mod).__name__ == "QConv2d"
+               for n, mod in mods.items())
