@@ -4,6 +4,7 @@ releases; everything version-specific is reached through here). Pinned to apache
 from __future__ import annotations
 
 import os
+import threading
 
 from ..errors import ConfigError
 from .export_fixes import apply_fixes
@@ -78,7 +79,6 @@ def _serial_pool() -> None:
 
 
 def _after_fork_in_child() -> None:
-    import threading
     global _serial_thread
     _serial_thread = threading.get_ident()
     try:
@@ -96,7 +96,6 @@ def set_num_threads(n: int) -> int:
     (1 in a forked child's forking thread, whose TVM pool did not survive the fork)."""
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"threads must be a positive int, got {n!r}")
-    import threading
     if _serial_thread == threading.get_ident():
         _serial_pool()
     else:

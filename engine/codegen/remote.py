@@ -217,7 +217,7 @@ def _int8_function(bb, ch: KernelChoice, layer: LayerShape) -> str:
         r = params[1] if layer.residual else relax.const(np.zeros(1, np.uint8))
         args = relax.Tuple([x] + [relax.const(c) for c in consts] + [r])
         bb.emit_func_output(bb.emit(relax.call_dps_packed(func, args, out_ty)))
-    return ch.int8.layer.kernel_name if hasattr(ch.int8.layer, "kernel_name") else func
+    return ch.int8.layer.kernel_name
 
 
 def build_conversion_module(shapes: Sequence[tuple], target, scale: float = 0.05,

@@ -119,7 +119,8 @@ class RGPScheme(BlockScheme):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"scheme 'rgp': option 'seed' must be an int >= 0, got {seed!r}")
         self.seed = seed
-        self.swaps = 0 if swaps == 0 else positive_int(swaps, "swaps", self.name)
+        self.swaps = 0 if swaps == 0 and not isinstance(swaps, bool) else \
+            positive_int(swaps, "swaps", self.name)
         self.last: dict = {}          # the last mask's graph: nodes, edges, aspl, swaps kept
 
     def graph(self, out_channels: int, in_channels: int, sparsity: float) -> np.ndarray:

@@ -62,6 +62,38 @@ PRELUDE = textwrap.dedent("""
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         return "hung"
+
+    def fork_while_busy(call, check, forks, pause):
+        # a thread loops over call(); each child forked meanwhile exits 0 if check() holds,
+        # 3 if not, 4 if it raised
+        stop, calls = [False], [0]
+
+        def busy():
+            with torch.no_grad():
+                while not stop[0]:
+                    call()
+                    calls[0] += 1
+
+        t = threading.Thread(target=busy)
+        t.start()
+        while calls[0] < 2:
+            time.sleep(0.001)
+        results = []
+        for f in range(forks):
+            time.sleep(pause(f))
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with torch.no_grad():
+                        ok = check()
+                except BaseException:
+                    os._exit(4)
+                os._exit(0 if ok else 3)
+            results.append(wait_child(pid, 20))
+        stop[0] = True
+        t.join()
+        assert results == [0] * forks, \
+            f"children: {results} (hung: killed after 20 s; 3: wrong result; 4: raised)"
 """)
 
 THREADS = PRELUDE + textwrap.dedent("""
@@ -99,30 +131,9 @@ FORK_WHILE_BUSY = PRELUDE + textwrap.dedent("""
     with torch.no_grad():
         want = opt.pruned_model(x)
         assert torch.allclose(opt(x), want, rtol=1e-4, atol=1e-4)
-    stop, calls = False, [0]
-
-    def busy():
-        with torch.no_grad():
-            while not stop:
-                opt(x)
-                calls[0] += 1
-
-    t = threading.Thread(target=busy)
-    t.start()
-    while calls[0] < 2:
-        time.sleep(0.001)
-    results = []
-    for f in range(20):  # each fork lands inside one of the busy thread's layer calls often
-        time.sleep(0.002 * (f % 5))
-        pid = os.fork()
-        if pid == 0:
-            with torch.no_grad():
-                ok = torch.allclose(opt(x), want, rtol=1e-4, atol=1e-4)
-            os._exit(0 if ok else 3)
-        results.append(wait_child(pid, 20))
-    stop = True
-    t.join()
-    assert results == [0] * 20, f"children: {results} (hung: killed after 20 s; 3: wrong result)"
+    # each fork lands inside one of the busy thread's layer calls often
+    fork_while_busy(lambda: opt(x), lambda: torch.allclose(opt(x), want, rtol=1e-4, atol=1e-4),
+                    20, lambda f: 0.002 * (f % 5))
     print("ok")
 """)
 
@@ -248,31 +259,8 @@ FORK_ARTIFACT = PRELUDE + textwrap.dedent("""
     with torch.no_grad():
         want = opt.pruned_model(x)
     assert torch.allclose(art(x), want, rtol=1e-4, atol=1e-4)
-    stop, calls = False, [0]
-
-    def busy():
-        while not stop:
-            art(x)
-            calls[0] += 1
-
-    t = threading.Thread(target=busy)
-    t.start()
-    while calls[0] < 2:
-        time.sleep(0.001)
-    results = []
-    for f in range(30):
-        time.sleep(0.0005 * (f % 7))
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ok = torch.allclose(art(x), want, rtol=1e-4, atol=1e-4)
-            except BaseException:
-                os._exit(4)
-            os._exit(0 if ok else 3)
-        results.append(wait_child(pid, 20))
-    stop = True
-    t.join()
-    assert results == [0] * 30, f"children: {results} (hung: killed after 20 s; 3: wrong result; 4: raised)"
+    fork_while_busy(lambda: art(x), lambda: torch.allclose(art(x), want, rtol=1e-4, atol=1e-4),
+                    30, lambda f: 0.0005 * (f % 7))
     print("ok")
 """)
 

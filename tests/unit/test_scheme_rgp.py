@@ -80,7 +80,8 @@ def test_mask_depends_on_seed_not_on_weight():
 
 
 @pytest.mark.parametrize("options,option", [({"block": (0, 1)}, "block"), ({"seed": -1}, "seed"),
-                                            ({"swaps": -3}, "swaps"), ({"degree": 3}, "degree")])
+                                            ({"swaps": -3}, "swaps"), ({"swaps": False}, "swaps"),
+                                            ({"degree": 3}, "degree")])
 def test_bad_options_name_the_option(options, option):
     with pytest.raises(ConfigError, match=f"'{option}'"):
         get_scheme("rgp", **options)
