@@ -7,6 +7,9 @@ whose plan Choice names backend "tir"; the compiled artifact runs the same gener
 A generated kernel is specialised to its input shape, so each module compiles lazily, once per
 (shape, residual) it sees. Tensors cross as DLPack views (no copies); the output is a fresh
 torch tensor per call. Pickling / deep copies drop the compiled kernels (rebuilt on use).
+Under torch.export a layer is one `spe::spe_tir_layer` node (engine.runtime.ops), which the
+compiler path maps to the same kernel generated for the artifact's target (`kernel(shape,
+residual, isa)`; engine.codegen.native_lowering), so a lowered model compiles as it runs.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..runtime import ops
 from ..runtime.modules import LoweredLayer, SparseConv2d, SparseLinear
 from ..runtime.packing import group_rows_for
 from ..runtime.views import WeightView
@@ -96,11 +100,16 @@ class _TirLayer(WeightView, LoweredLayer):
         self.act, self.rows, self.layer = act, group_rows_for(int(rows)), layer
         self.weight_shape = tuple(w.shape)
         self._kernels: dict = {}
+        self.op_id = ops.register(self)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_kernels"] = {}
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.op_id = ops.register(self)   # ids are per process (a copy is another layer)
 
     @property
     def density(self) -> float:
@@ -116,13 +125,21 @@ class _TirLayer(WeightView, LoweredLayer):
         key = (shape, residual)
         k = self._kernels.get(key)
         if k is None:
-            k = self._kernels[key] = _Compiled(self._generate(shape, residual))
+            k = self._kernels[key] = _Compiled(self.kernel(shape, residual))
         return k
 
+    def kernel(self, shape: tuple, residual: bool, isa=None) -> Kernel:
+        """The kernel generated for input `shape` (isa: a tir_text.VectorISA; the host's by
+        default)."""
+        return self._generate(tuple(int(d) for d in shape), residual,
+                              isa or vector_isa(tvm_target(as_target("host"))))
+
     def _run(self, x: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
-        if torch.compiler.is_exporting():
-            raise ConfigError(f"{self.layer}: a generated-TIR layer cannot be captured by "
-                              f"torch.export; compile the model with engine.codegen")
+        if torch.compiler.is_exporting():   # one graph node for the compiler path
+            return torch.ops.spe.spe_tir_layer(x, residual, self.op_id)
+        return self.run_kernel(x, residual)
+
+    def run_kernel(self, x: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
         x = x.detach().float().contiguous()
         r = None if residual is None else residual.detach().float().contiguous()
         return self._get(tuple(x.shape), r is not None)(x, r)
@@ -141,16 +158,21 @@ class TirConv2d(_TirLayer):
         self.stride, self.padding = _pair(stride), _pair(padding)
         self.dilation = _pair(dilation)
 
-    def _generate(self, shape: tuple, residual: bool) -> Kernel:
+    def _generate(self, shape: tuple, residual: bool, isa) -> Kernel:
         if len(shape) != 4 or shape[1] != self.weight_shape[1]:
             raise ConfigError(f"{self.layer}: expected input (N, {self.weight_shape[1]}, H, W), "
                               f"got {list(shape)}")
-        isa = vector_isa(tvm_target(as_target("host")))
         geom = ConvGeometry.of(shape[1], shape[2], shape[3], self.weight_shape[2:], self.stride,
                                self.padding, self.dilation)
         rg = RowGroups.sparse(self.weight_np, self.rows)
         return conv_kernel(f"tir_{self.layer or 'conv'}", geom, rg, isa, batch=shape[0],
                            bias=self.bias_np, act=self.act, residual=residual)
+
+    def out_shape(self, shape: tuple) -> tuple:
+        """The output shape for an input of `shape`."""
+        g = ConvGeometry.of(shape[1], shape[2], shape[3], self.weight_shape[2:], self.stride,
+                            self.padding, self.dilation)
+        return (shape[0], self.weight_shape[0], g.out_h, g.out_w)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self._run(x, residual)
@@ -174,11 +196,14 @@ class TirLinear(_TirLayer):
         super().__init__(weight, bias, act, rows, layer)
         self.out_features, self.in_features = self.weight_shape
 
-    def _generate(self, shape: tuple, residual: bool) -> Kernel:
-        isa = vector_isa(tvm_target(as_target("host")))
+    def _generate(self, shape: tuple, residual: bool, isa) -> Kernel:
         rg = RowGroups.sparse(self.weight_np, self.rows)
         return linear_kernel(f"tir_{self.layer or 'linear'}", rg, isa, batch=shape[0],
                              bias=self.bias_np, act=self.act)
+
+    def out_shape(self, shape: tuple) -> tuple:
+        """The output shape for a 2-D input of `shape`."""
+        return (shape[0], self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

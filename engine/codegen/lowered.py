@@ -12,7 +12,7 @@ from ._tvm import tvm
 from .compile import CompiledModel, _output_specs
 from .import_errors import build_error
 from .pipeline import relax_pipeline
-from .targets import as_target, cross_compiler, tvm_target
+from .targets import as_target, cross_compiler, tvm_target, vector_isa
 
 
 def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str, Target] = "host",
@@ -26,7 +26,7 @@ def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str
     cross_compiler(tgt)
     tvm_tgt = tvm_target(tgt)
     example_inputs = tuple(example_inputs)
-    mod = import_lowered(lowered, example_inputs)
+    mod = import_lowered(lowered, example_inputs, vector_isa(tvm_tgt))
     try:
         with tvm.transform.PassContext(opt_level=3):
             ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))

@@ -19,6 +19,7 @@ import torch
 from ..runtime import ops
 from ..targets.toolchain import cross_compiler
 from ._tvm import from_exported_program, relax, tvm
+from .targets import as_target, tvm_target, vector_isa
 
 # spe_activation (kernels/include/spe/spe.h) by name
 ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "silu": 4, "gelu": 5,
@@ -178,11 +179,33 @@ CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _dep
                "spe_max_pool2d_u8.default": _pool_u8}
 
 
-def import_lowered(lowered: torch.nn.Module, example_inputs: tuple):
-    """Relax IRModule of a lowered model, native layers as call_dps_packed into the bridge."""
+def _tir_layer(isa):
+    """spe_tir_layer nodes -> call_tir to the layer's kernel generated for `isa` (the target's;
+    each call site its own PrimFunc: kernels are specialised to the input shape)."""
+    def convert(node, importer):
+        mod, res_node = ops.lookup(node.args[2]), node.args[1]
+        shape = tuple(int(d) for d in node.args[0].meta["val"].shape)
+        k = mod.kernel(shape, res_node is not None, isa)
+        bb = importer.block_builder
+        name = f"{k.prim_func().attrs['global_symbol']}_{len(bb.get().functions)}"
+        gvar = bb.add_func(k.prim_func().with_attr("global_symbol", name), name)
+        args = [importer.env[node.args[0]]] + [relax.const(t) for t in k.tables]
+        if res_node is not None:
+            args.append(importer.env[res_node])
+        return bb.emit(relax.call_tir(gvar, relax.Tuple(args), relax.TensorType(
+            relax.ShapeExpr([int(d) for d in k.out_shape]), "float32")))
+    return convert
+
+
+def import_lowered(lowered: torch.nn.Module, example_inputs: tuple, isa=None):
+    """Relax IRModule of a lowered model, native layers as call_dps_packed into the bridge,
+    layers on generated kernels as call_tir to theirs (generated for `isa`, a
+    tir_text.VectorISA: the target's; the host's by default)."""
+    isa = isa or vector_isa(tvm_target(as_target("host")))
     with torch.no_grad():
         ep = torch.export.export(lowered, tuple(example_inputs), strict=False)
-    return from_exported_program(ep, custom_convert_map=CONVERT_MAP)
+    return from_exported_program(ep, custom_convert_map={
+        **CONVERT_MAP, "spe_tir_layer.default": _tir_layer(isa)})
 
 
 def export_library(executable, path, target) -> Path:

@@ -190,13 +190,11 @@ def quantize_stage(state: RunState) -> None:
     cal = calibrate(state.pruned_model, calibration_batches(state))
     fp32 = {l.name for l in state.layers if state.choices[l.name].bits != 8}
     rows = {n: state.backends[n] for n in int8 if isinstance(state.backends.get(n), int)}
-    # fp32 layers on the backends decide chose; a generated (TIR) one on the native sparse
-    # kernel of the same group rows (the int8 model is compiled as lowered:
-    # engine.codegen.compile_lowered), not on the dense GEMM lower_int8 defaults to
-    specs = {n: s[1] if isinstance(s, tuple) and s[0] == "tir" else s
-             for n, s in state.backends.items()}
+    # fp32 layers on the backends decide chose (a generated (TIR) one on its kernel, in
+    # artifacts too: engine.codegen.compile_lowered generates it for the target), not on the
+    # dense GEMM lower_int8 defaults to
     qm = lower_int8(state.pruned_model, cal, rows=rows, isa=cfg.isa,
-                    fp32_layers=fp32, fp32_specs=specs)
+                    fp32_layers=fp32, fp32_specs=dict(state.backends))
     report = qm.int8_report
     # inverted-residual blocks whose three layers stay fp32: the fused block kernel, as in the
     # fp32 lowering (lower_stage); a block with an int8 layer runs its layers one by one

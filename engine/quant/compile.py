@@ -17,6 +17,7 @@ from typing import Union
 from torch import nn
 
 from ..codegen.compile import LayerKernel
+from ..codegen.host import TirConv2d, TirLinear
 from ..codegen.lowered import compile_lowered
 from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
 
@@ -35,6 +36,9 @@ def _layers(qm: nn.Module) -> list:
         elif isinstance(m, QDepthwiseConv2d):
             out.append(LayerKernel(m.layer.name, "conv2d", "native", m.layer.kernel_name,
                                    "spe.v1.qdepthwise2d", ("int8",), {"density": 1.0}))
+        elif isinstance(m, (TirConv2d, TirLinear)):
+            out.append(LayerKernel(m.layer, "conv2d" if isinstance(m, TirConv2d) else "linear",
+                                   "sparse", m.kernel_name, "", (), {"density": m.density}))
         elif isinstance(m, (Quantize, Dequantize, QMaxPool2d)):
             out.append(LayerKernel(name, type(m).__name__.lower(), "native",
                                             f"spe.v1.{type(m).__name__.lower()}", "", (), {}))

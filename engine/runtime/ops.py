@@ -5,7 +5,8 @@ In eager mode native modules call the kernels directly; under torch.export they 
 / `spe_dense_conv2d(x, residual, layer_id)` / `torch.ops.spe.spe_max_pool2d(x, layer_id)`, and
 for int8 models (engine.quant.lower_int8; uint8 NCHW4 tensors) `spe_qconv2d(x, residual,
 layer_id)`, `spe_qdepthwise2d(x, residual, layer_id)`, `spe_quantize(x, layer_id)`, `spe_dequantize(x, layer_id)`, `spe_max_pool2d_u8(x,
-layer_id)`: single graph nodes that the compiler path (engine/codegen) maps to calls into the
+layer_id)`, and `spe_tir_layer(x, residual, layer_id)` for a layer on a generated kernel
+(engine.codegen.host): single graph nodes that the compiler path (engine/codegen) maps to calls into the
 kernels linked into the compiled module. `layer_id` finds the module (its packed weight and geometry) in a
 process-wide weak registry. The names carry an `spe_` prefix because the TVM importer keys ops by
 their bare name, where `conv2d.default` would collide with aten's.
@@ -152,3 +153,16 @@ def _(x, residual, layer_id):
     mod = lookup(layer_id)
     ho, wo = mod.output_size(x.shape[2], x.shape[3])
     return x.new_empty(_nchw4(x.shape[0], mod.layer.channels, ho, wo))
+
+
+@torch.library.custom_op("spe::spe_tir_layer", mutates_args=())
+def spe_tir_layer(x: torch.Tensor, residual: Optional[torch.Tensor],
+                  layer_id: int) -> torch.Tensor:
+    """A layer on a kernel generated for it (engine.codegen.host TirConv2d / TirLinear on its
+    2-D input): the compiler generates that kernel for the artifact's target."""
+    return lookup(layer_id).run_kernel(x, residual)
+
+
+@spe_tir_layer.register_fake
+def _(x, residual, layer_id):
+    return x.new_empty(lookup(layer_id).out_shape(tuple(x.shape)))

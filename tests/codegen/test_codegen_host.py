@@ -94,3 +94,39 @@ def test_bad_input_names_the_layer():
         fc(torch.randn(2, 7))
     with pytest.raises(ConfigError, match="grouped"):
         tir_module(SparseConv2d(torch.randn(4, 1, 3, 3), None, groups=4, layer="dw"))
+
+
+class _TirNet(torch.nn.Module):
+    """Generated-TIR layers as a lowered model holds them: a residual add fused into one."""
+
+    def __init__(self, g):
+        super().__init__()
+        w = torch.randn(16, 8, 3, 3, generator=g) * random_mask((16, 8, 3, 3), 0.6, 4)
+        self.c = TirConv2d(w, torch.randn(16, generator=g), 1, 1, 1, "relu", rows=4, layer="c")
+        wp = torch.randn(16, 16, 1, 1, generator=g) * random_mask((16, 16, 1, 1), 0.5, 8)
+        self.p = TirConv2d(wp, None, 1, 0, 1, "relu6", rows=8, layer="p")
+        self.fc = TirLinear(torch.randn(5, 16, generator=g), torch.randn(5, generator=g),
+                            rows=4, layer="fc")
+
+    def forward(self, x):
+        y = self.c(x)
+        return self.fc(self.p(y, y).mean((2, 3)))
+
+
+def test_tir_layers_compile_as_lowered():
+    """A lowered model's generated-TIR layers are one spe_tir_layer node each under
+    torch.export and compile (compile_lowered: the kernel generated for the target) to what
+    torch computes with the same weights."""
+    from engine.codegen.lowered import compile_lowered
+    g = torch.Generator().manual_seed(3)
+    m = _TirNet(g)
+    x = torch.randn(2, 8, 9, 9, generator=g)
+    with torch.no_grad():
+        y = F.relu(F.conv2d(x, m.c.dense_weight(), torch.from_numpy(m.c.bias_np), padding=1))
+        y = F.relu6(F.conv2d(y, m.p.dense_weight()) + y)
+        ref = F.linear(y.mean((2, 3)), m.fc.dense_weight(), torch.from_numpy(m.fc.bias_np))
+    ep = torch.export.export(m, (x,), strict=False)
+    assert sum("spe_tir_layer" in str(n.target) for n in ep.graph.nodes) == 3
+    cm = compile_lowered(m, (x,), "host")
+    assert_close(torch.from_numpy(cm.run(x)[0]), ref)
+    assert_close(m(x), ref)

@@ -202,12 +202,13 @@ def test_cli_bits():
     assert bad.returncode != 0 and "mapper" in bad.stderr
 
 
-def test_fp32_layers_of_an_int8_plan_stay_sparse():
-    """A plan's fp32 layer on the generated (TIR) kernel runs in the int8 model on the native
-    sparse kernel of its block rows, not on the dense GEMM lower_int8 defaults to (reference:
-    the plan's own choice; outputs against the simulation as every int8 result)."""
+def test_fp32_layers_of_an_int8_plan_run_the_plans_backend(tmp_path):
+    """A plan's fp32 layer on the generated (TIR) kernel runs that kernel in the int8 model and
+    in its artifact (what the mapper measured), not the dense GEMM lower_int8 defaults to nor
+    another sparse kernel (references: the plan's own choice; the artifact against the host
+    result, the host result against the int8 simulation)."""
     pytest.importorskip("tvm")
-    from engine.runtime.modules import SparseConv2d
+    from engine.codegen.host import TirConv2d
     m = qnet()
     plan = engine.optimize(m, (X,), block=(4, 4), sparsity=0.5, measure=False,
                            progress=False).plan
@@ -218,6 +219,14 @@ def test_fp32_layers_of_an_int8_plan_stay_sparse():
     assert opt.plan["conv1"].bits == 8 and opt.plan["conv2"].bits == 32
     mods = dict(opt.runtime.named_modules())
     conv2 = [mod for n, mod in mods.items() if n.startswith("conv2")]
-    assert conv2 and all(isinstance(mod, SparseConv2d) for mod in conv2), conv2
+    assert conv2 and all(isinstance(mod, TirConv2d) for mod in conv2), conv2
     assert any(n.startswith("conv1") and type(mod).__name__ == "QConv2d"
                for n, mod in mods.items())
+    cm = opt.compile()
+    assert cm.layer("conv2").kind == "sparse" and cm.layer("conv2").kernel.startswith("tir_")
+    with torch.no_grad():
+        want = opt(X)
+    got = engine.load(opt.save(tmp_path / "art"))(X)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4,
+                               atol=1e-4 * float(want.abs().max()))
