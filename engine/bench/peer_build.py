@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .peer_run import ENGINE_VARIANTS
+from .plans import WEIGHTS, bench_model
 
 # the package each runtime needs (a missing one skips that runtime with a note)
 NEEDS = {"engine": "tvm", "ort": "onnxruntime", "openvino": "openvino", "xnnpack": "executorch"}
@@ -160,11 +161,9 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
 
 
 def seeded(model_name: str, seed: int) -> tuple:
-    """(model in eval mode, input): the weights and the input every export is made of."""
-    from engine import zoo
-    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
-    model = zoo.get(model_name).eval()
-    return model, torch.randn(zoo.input_shape(model_name))
+    """(model in eval mode, input): the weights and the input every export is made of (as
+    `bench plans build`'s: plans.bench_model)."""
+    return bench_model(model_name, seed)
 
 
 def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
@@ -176,7 +175,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     peer_int8.prepare_int8, start from)."""
     mdir = out / "cache" / model_name
     old = json.loads((mdir / "meta.json").read_text()) if (mdir / "meta.json").is_file() else {}
-    if old.get("seed") != seed:
+    if old.get("seed") != seed or old.get("weights") != WEIGHTS:
         reuse = False                  # exports of other weights: nothing there to reuse
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
@@ -185,7 +184,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     np.save(mdir / "input.npy", x.numpy())
     with torch.no_grad():
         np.save(mdir / "ref_peer.npy", model(x).numpy())
-    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
+    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed, "weights": WEIGHTS,
             "dense_gflops": dense_gflops(model, x)}
     onnx = mdir / "model.onnx"
     if {"ort", "openvino"} & set(runtimes) and fresh(onnx, reuse):
