@@ -61,10 +61,11 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
     a TIR kernel generated for the layer); each layer records the faster one in the plan.
 
     mapper: None (one scheme / block / sparsity for every layer, as given), or "rule",
-    "search" (evolutionary), "rl", or a mapping mapper object: per-layer scheme, block and
-    sparsity chosen from measured costs (engine.pipeline.automap) over the layers not in `exclude`
-    (those stay dense and out of the budget) under the budget "global sparsity >=
-    `sparsity`" (and latency <= `latency_budget` ms when given), with an accuracy floor
+    "search" (evolutionary), "rl", "gnn" (RL on a graph embedding), or a mapping mapper
+    object: per-layer scheme, block and sparsity chosen from measured costs
+    (engine.pipeline.automap) over the layers not in `exclude` (those stay dense and out of
+    the budget) under the budget "global sparsity >= `sparsity`" (and latency <=
+    `latency_budget` ms when given), with an accuracy floor
     `min_proxy` ("reference": the proxy of `scheme`/`block` at `sparsity` on every layer; a
     number; None). data: held-out data for the accuracy proxy (engine.accuracy.DataProxy;
     default: kept weight energy). device: where candidates are timed: None (this host, as
@@ -73,8 +74,8 @@ def optimize(model: nn.Module, example_inputs=(), target: str = "host", scheme: 
     in-place check of the plan uses the same one. space: the candidate space
     (mapping.CandidateSpace or candidate keys; default mapping.default_space()). costs: a
     mapping.CostTable or JSON path (default: the per-target cache). search_time: seconds for
-    "search" / "rl". The mapped plan is then applied like plan=...; with measure=True each
-    pruned layer is measured again in place and kept only if still faster than dense.
+    "search" / "rl" / "gnn". The mapped plan is then applied like plan=...; with measure=True
+    each pruned layer is measured again in place and kept only if still faster than dense.
     A budget the measured costs cannot meet raises engine.errors.InfeasibleError saying what
     is reachable (allow_infeasible=True returns the best plan, with a note instead); a mapped
     plan that ranks below the best feasible uniform plan on the same costs is replaced by it.

@@ -8,6 +8,8 @@
     python -m engine bench peers --models resnet50,mobilenetv2 --threads 1,2 --out peers/
     python -m engine bench corpus --models bert,gpt2_decode,unet --out corpus/
     python -m engine bench recurrent --out rnn/   (LSTM classifier: sparse / dense artifact, torch)
+    python -m engine bench autobot --data digits  (AutoBot vs L1 filter pruning at 50% FLOPs)
+    python -m engine bench gcn --hidden 512,1024  (GCN: dense vs RigL-trained 80% block 4x1)
     python -m engine demo
 """
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _optimize_parser(sub) -> None:
     p.add_argument("--min-time", type=chk.seconds, default=2.0,
                    help="seconds per timed candidate")
     p.add_argument("--seed", type=chk.integer(0, 2**32 - 1), default=0)
-    p.add_argument("--mapper", default=None, choices=["rule", "search", "evolution", "rl"],
+    p.add_argument("--mapper", default=None,
+                   choices=["rule", "search", "evolution", "rl", "gnn"],
                    help="choose scheme / block / sparsity per layer from measured costs "
                         "(default: --scheme/--block/--sparsity on every layer)")
     p.add_argument("--latency-budget", type=chk.real(0.0, lo_open=True, what="milliseconds > 0"),
@@ -63,7 +66,7 @@ def _optimize_parser(sub) -> None:
                    help="mapper accuracy floor: 'reference' (the proxy of --scheme/--block at "
                         "--sparsity everywhere), a number, or 'none'")
     p.add_argument("--search-time", type=chk.real(0.0, lo_open=True, what="seconds > 0"),
-                   default=120.0, help="seconds (search, rl)")
+                   default=120.0, help="seconds (search, rl, gnn)")
     p.add_argument("--costs", default=None, metavar="JSON",
                    help="cost table file (default: the per-target cache)")
     p.add_argument("--device", type=chk.device, default=None,
@@ -234,7 +237,7 @@ def main(argv: Optional[list] = None) -> int:
                        add_help=False)
     b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery",
                                    "plans", "tir", "peers", "dense", "corpus",
-                                   "recurrent"])
+                                   "recurrent", "autobot", "gcn"])
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)

@@ -3,11 +3,15 @@
 The engine builds one LayerSpec per conv / linear from its traced layer list; the mapping
 package never looks at a torch module. `shape_key` names everything a layer's latency depends
 on (op, channels, kernel, stride, padding, dilation, groups, input size, fused epilogue), so
-two layers with the same key share measurements in the cost table.
+two layers with the same key share measurements in the cost table. `inputs` is the data flow
+(the GNN mapper's layer graph): the layers whose outputs reach this one's input through ops that
+are not prunable layers (a residual add lists both branches, a concat every part); () = only
+model inputs, None = not known (the GNN mapper then assumes the sequential chain).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class LayerSpec:
     epilogue: str = ""                # fused ops, e.g. "relu", "relu+residual" ("" none)
     order: int = 0                    # position in execution order (first layer = 0)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    inputs: Optional[tuple] = field(default=None, compare=False, hash=False)  # producer names
 
     def __post_init__(self):
         if self.op not in ("conv2d", "linear"):
@@ -40,6 +45,12 @@ class LayerSpec:
                              f"channels {self.in_channels} -> {self.out_channels}")
         for f in ("kernel", "stride", "padding", "dilation", "input_hw"):
             object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
+        if self.inputs is not None:
+            if isinstance(self.inputs, str) or \
+                    not all(isinstance(v, str) for v in self.inputs):
+                raise ValueError(f"layer {self.name!r}: inputs must be a sequence of layer "
+                                 f"names, got {self.inputs!r}")
+            object.__setattr__(self, "inputs", tuple(self.inputs))
 
     # -- derived -------------------------------------------------------------------------------
     @property

@@ -23,9 +23,9 @@ from .layer import LayerSpec
 from .unique import repeated
 
 DENSE_KEY = "dense"
-SCHEMES = ("dense", "block", "unstructured", "pattern", "nm", "rgp")
+SCHEMES = ("dense", "block", "unstructured", "pattern", "nm", "rgp", "regroup")
 # schemes whose masks are blocks of (rows, cols): the candidate carries the block
-BLOCKED = ("block", "rgp")
+BLOCKED = ("block", "rgp", "regroup")
 BACKENDS = ("native", "tir")
 BITS = (32, 8)
 INT8_SUFFIX = "+int8"

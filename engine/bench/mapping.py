@@ -2,6 +2,8 @@
 
     python -m engine bench mapping --models resnet50,mobilenetv2 [--sparsity 0.8]
                                    [--search-time 300] [--mappers rule,search,rl] [--json out]
+    python -m engine bench mapping --predicted --mappers rule,search,rl,gnn --search-time 30
+                                   --seeds 0,1,2 [--objective max-proxy]
 
 Per model (batch 1, zoo input size, this host, `threads` threads):
 1. one Problem (engine.pipeline.automap.build_problem): every candidate of the space measured per
@@ -21,6 +23,14 @@ proxy(U)"; phase 3 times all plans again, side by side.
 axes: sparsity(U) <= sparsity(M) and proxy(U) <= proxy(M). The table reports, for each mapped
 plan, the fastest comparable uniform plan (measured) and the ratio: > 1 means the mapped plan
 is faster at the same (or higher) sparsity and proxy.
+
+--predicted compares the mappers themselves at equal search time, on the cost table alone (no
+plan built or timed; the table is the one `threads` names, cached by an earlier run; the mappers
+and the proxy run on one thread): the budget is that of the uniform plan with the lowest
+predicted latency, U: "sparsity >= sparsity(U) and proxy >= proxy(U)", minimise latency
+(--objective min-latency, as above) or "sparsity >= sparsity(U) and latency <= latency(U)",
+maximise the proxy (max-proxy); every search mapper runs `search_time` seconds per seed and the
+table gives each one's predicted latency and proxy (mean and range over the seeds).
 """
 from __future__ import annotations
 
@@ -34,6 +44,7 @@ from typing import Optional
 import torch
 
 from .. import cli_checks as chk
+from ..pipeline.config import MAPPERS
 
 TOL = 1e-6
 
@@ -169,6 +180,64 @@ def _rows(runs: _Runs, plans: dict, t: dict, timings: dict, verified: dict) -> l
     return rows
 
 
+def run_predicted(model_name: str, sparsity: float = 0.8, mappers=("rule", "search", "rl"),
+                  search_time: float = 30.0, threads: int = 2, seeds=(0,),
+                  objective: str = "min-latency", progress: bool = False) -> dict:
+    """--predicted (module docstring): one row per mapper and seed, plus the uniform plan U."""
+    from engine import zoo
+    from engine.pipeline.automap import MapSettings, build_problem, make_mapper
+    from mapping import Budget, uniform_plans
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = zoo.get(model_name).eval()
+    x = torch.randn(zoo.input_shape(model_name))
+    settings = MapSettings(sparsity=sparsity, search_time=search_time, threads=threads,
+                           progress=progress)
+    problem = build_problem(model, (x,), settings)
+    plans = {f"uniform {k}": p for k, p in uniform_plans(problem).items() if p.pruned}
+    u = min(plans, key=lambda k: _totals(plans[k])["predicted_ms"])
+    bt = _totals(plans[u])
+    problem.budget = Budget(sparsity=bt["sparsity"], min_proxy=bt["proxy"]) \
+        if objective == "min-latency" else \
+        Budget(sparsity=bt["sparsity"], latency_us=bt["predicted_ms"] * 1e3)
+    bt["feasible"] = not problem.budget.violations(_as_totals(bt))   # U meets its own budget
+    rows = [dict(mapper=u, seed=None, mapping_s=0.0, **bt)]
+    for m in mappers:
+        for seed in (seeds[:1] if m == "rule" else seeds):
+            settings.mapper, settings.seed = m, seed
+            t0 = time.perf_counter()
+            plan = make_mapper(settings).map(problem)
+            search = plan.meta.get("search", {})
+            rows.append(dict(mapper=m, seed=seed, mapping_s=time.perf_counter() - t0,
+                             steps=search.get("episodes", search.get("generations")),
+                             evaluations=search.get("evaluations"), **_totals(plan)))
+    return {"model": model_name, "objective": objective, "budget": problem.budget.to_dict(),
+            "search_time": search_time, "measurements_taken":
+            problem.info["measurements_taken"], "rows": rows}
+
+
+def _as_totals(t: dict):
+    from mapping import Totals
+    return Totals(t["predicted_ms"] * 1e3, t["sparsity"], None, t["proxy"])
+
+
+def format_predicted(r: dict) -> str:
+    head = (f"{'mapper':<30} {'seeds':>5} {'pred ms (mean, min-max)':>26} "
+            f"{'proxy (mean, min-max)':>24} {'feasible':>8} {'evaluated':>9} {'steps':>7}")
+    out = [f"{r['model']}: {r['objective']}, budget {r['budget']}, {r['search_time']:g} s per "
+           f"search ({r['measurements_taken']} new measurements)", head, "-" * len(head)]
+    for m in dict.fromkeys(row["mapper"] for row in r["rows"]):
+        rows = [row for row in r["rows"] if row["mapper"] == m]
+        ms, px = [row["predicted_ms"] for row in rows], [row["proxy"] for row in rows]
+        ev = [row.get("evaluations") or 0 for row in rows]
+        st = [row.get("steps") or 0 for row in rows]
+        out.append(f"{m:<30} {len(rows):>5} {sum(ms) / len(ms):>9.3f} ({min(ms):.3f}-"
+                   f"{max(ms):.3f}) {sum(px) / len(px):>8.4f} ({min(px):.4f}-{max(px):.4f}) "
+                   f"{sum(bool(row['feasible']) for row in rows):>8} "
+                   f"{sum(ev) // len(ev):>9} {sum(st) // len(st):>7}")
+    return "\n".join(out)
+
+
 def format_result(r: dict) -> str:
     head = (f"{'plan':<32} {'sparsity':>8} {'proxy':>6} {'pred ms':>8} {'e2e ms':>7} "
             f"{'pruned':>6}  vs best comparable uniform")
@@ -191,21 +260,45 @@ def format_result(r: dict) -> str:
     return "\n".join(out)
 
 
+def _seed_list(text: str) -> tuple:
+    try:
+        seeds = tuple(int(v, 10) for v in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0, e.g. 0,1,2, "
+                                         f"got {text!r}")
+    return seeds
+
+
 def main(argv: Optional[list] = None) -> int:
     p = chk.Parser(prog="python -m engine bench mapping", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet50,mobilenetv2")
     p.add_argument("--sparsity", type=float, default=0.8)
-    p.add_argument("--mappers", default="rule,search")
+    p.add_argument("--mappers", type=chk.names(MAPPERS), default="rule,search")
     p.add_argument("--search-time", type=chk.real(0.0, lo_open=True, what="seconds > 0"), default=120.0)
     p.add_argument("--threads", type=chk.threads, default=2)
     p.add_argument("--min-time", type=chk.seconds, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--predicted", action="store_true",
+                   help="compare the mappers on the cached cost table only (no e2e timing)")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="with --predicted: e.g. 0,1,2 (default: --seed)")
+    p.add_argument("--objective", choices=("min-latency", "max-proxy"), default="min-latency",
+                   help="with --predicted: the budget kind (module docstring)")
     a = p.parse_args(argv)
     results = []
     for m in a.models.split(","):
-        r = run_model(m, a.sparsity, tuple(a.mappers.split(",")), a.search_time, a.threads,
+        if a.predicted:
+            r = run_predicted(m, a.sparsity, a.mappers, a.search_time, a.threads,
+                              a.seeds or (a.seed,), a.objective)
+            print(format_predicted(r), flush=True)
+            print()
+            results.append(r)
+            continue
+        r = run_model(m, a.sparsity, a.mappers, a.search_time, a.threads,
                       a.min_time, a.seed)
         print(format_result(r), flush=True)
         print()

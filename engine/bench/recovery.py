@@ -2,7 +2,7 @@
 
     python -m engine bench recovery [--data digits|mnist5k] [--out DIR]
                                     [--sparsities 0.5,0.7,0.8,0.9]
-                                    [--methods gradual,admm,lasso,rgp]
+                                    [--methods gradual,admm,lasso,rgp,lth]
                                     [--no-int8]
 
 Data (real, shipped by packages, no download at run time):
@@ -17,7 +17,12 @@ ways to a pruned model, each trained for the same epochs through engine.optimize
             training method: gradual (Zhu & Gupta schedule + masked fine-tuning), admm (ADMM
             with masked retraining), lasso (reweighted group lasso + masked retraining);
             rgp: regular-graph masks (engine/schemes/rgp.py, 4x1 blocks, weight-independent)
-            trained from a fresh initialisation as the RGP paper does
+            trained from a fresh initialisation as the RGP paper does;
+            lth: Structure-LTH (engine/train/lth.py): IMP_ROUNDS = 3 rounds of IMP rewinding to
+            the dense net's weights (it is trained already), a dense phase and each round
+            epochs // 2 epochs, then the masks regrouped onto 4x1 blocks and retrained `epochs`
+            from there: 4 * (epochs // 2) + epochs in all, 36 at 12 (IMP trains more by
+            nature; the table's header says how many)
   mapper    the rule mapper's plan over the same layers (optimize(mapper="rule", sparsity=s,
             exclude=first and last): per-layer scheme, block and sparsity from measured costs,
             budget: sparsity >= s over those layers and accuracy proxy (BN-recalibrated top-1
@@ -53,7 +58,8 @@ from torch import nn
 from .. import cli_checks as chk
 from ..progress import Bar, note
 
-METHODS = ("gradual", "admm", "lasso", "rgp")
+METHODS = ("gradual", "admm", "lasso", "rgp", "lth")
+IMP_ROUNDS = 3                                # lth: IMP rounds before the regroup
 DATASETS = ("digits", "mnist5k")
 HIDDEN = ("conv2", "conv3", "conv4")          # the layers pruned (first and last stay dense)
 EXCLUDE = ("conv1", "fc")
@@ -227,8 +233,10 @@ def _row(net, s: float, base: dict, methods, time_it: bool, dense_acc: float) ->
     if time_it:
         from engine.runtime.measure import compare
         with torch.no_grad():
-            t = compare({"dense": lambda: net(x), "uniform": lambda: ref(x),
-                         "mapper": lambda: mopt(x)}, min_time=2.0)
+            # every method's model (its own masks on the same 4x1 kernels), the mapper's
+            fns = {"dense": lambda: net(x), "uniform": lambda: ref(x), "mapper": lambda: mopt(x)}
+            fns.update({m: (lambda o=opts[m]: o(x)) for m in methods[1:]})
+            t = compare(fns, min_time=2.0)
         row["ms"] = {k: v * 1e3 for k, v in t.items()}
     return row
 
@@ -239,7 +247,7 @@ def _method(net, x, s: float, tune: dict, m: str, base: dict):
     import engine
     if m != "rgp":
         return engine.optimize(net, (x,), sparsity=s, block=(4, 1), exclude=EXCLUDE,
-                               measure=False, capture=False, finetune=dict(tune, method=m))
+                               measure=False, capture=False, finetune=_tune_for(tune, m))
     from engine.schemes import get_scheme
     from engine.train import TrainConfig, train_from_scratch
 
@@ -251,6 +259,19 @@ def _method(net, x, s: float, tune: dict, m: str, base: dict):
                                               lr_schedule="cosine"))
     return engine.optimize(net, (x,), scheme="rgp", sparsity=s, block=(4, 1), exclude=EXCLUDE,
                            measure=False, capture=False, finetune=train)
+
+
+def lth_epochs(epochs: int) -> int:
+    """Epochs the lth column trains: IMP_ROUNDS + 1 phases of epochs // 2, then `epochs`."""
+    return (IMP_ROUNDS + 1) * (epochs // 2) + epochs
+
+
+def _tune_for(tune: dict, m: str) -> dict:
+    """The finetune dict of method m (lth: its IMP phases before the `epochs` of retraining)."""
+    if m != "lth":
+        return dict(tune, method=m)
+    return dict(tune, method="lth", epochs=lth_epochs(tune["epochs"]), imp_rounds=IMP_ROUNDS,
+                prune_epochs=(IMP_ROUNDS + 1) * (tune["epochs"] // 2), rewind_epoch=0)
 
 
 def _scratch_accuracy(net, ref, base: dict) -> float:
@@ -266,20 +287,22 @@ def _scratch_accuracy(net, ref, base: dict) -> float:
 
 _LABEL = {"gradual": "uniform 4x1, gradual", "admm": "uniform 4x1, ADMM",
           "lasso": "uniform 4x1, group lasso", "rgp": "RGP 4x1, from scratch",
+          "lth": "Structure-LTH 4x1 (IMP + regroup)",
           "mapper": "mapper plan, gradual",
           "scratch": "from scratch"}
 
 
 def table(r: dict) -> str:
     methods = r.get("methods", ["gradual"])
-    cols = [_LABEL[m] for m in methods] + [_LABEL["mapper"] + " (sparsity reached)",
-                                           _LABEL["scratch"], "dense"]
+    cols = [_LABEL[m] + (f" ({lth_epochs(r['epochs'])} epochs)" if m == "lth" else "")
+            for m in methods]
+    cols += [_LABEL["mapper"] + " (sparsity reached)", _LABEL["scratch"], "dense"]
     timed = any("ms" in row for row in r["rows"])
     q8 = all(row.get("int8") for row in r["rows"])
     if q8:
         cols += [f"{_LABEL[methods[0]]} + int8 PTQ", f"{_LABEL[methods[0]]} + int8 QAT"]
     if timed:
-        cols.append("speedup vs dense (uniform / mapper)")
+        cols.append(f"speedup vs dense ({' / '.join(methods)} / mapper)")
     out = ["| sparsity | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row in r["rows"]:
         cells = [f"{row[m]:.2%}" for m in methods]
@@ -289,8 +312,9 @@ def table(r: dict) -> str:
             cells += [f"{row['int8']['ptq']:.2%}", f"{row['int8']['qat']:.2%}"]
         if timed:
             ms = row.get("ms")
-            cells.append(f"{ms['dense'] / ms['uniform']:.2f}x / {ms['dense'] / ms['mapper']:.2f}x"
-                         if ms else "")
+            keys = ["uniform"] + list(methods[1:]) + ["mapper"]
+            cells.append(" / ".join(f"{ms['dense'] / ms[k]:.2f}x" if k in ms else "-"
+                                    for k in keys) if ms else "")
         out.append(f"| {row['sparsity']:.0%} | " + " | ".join(cells) + " |")
     for row in r["rows"]:
         if row.get("mapper_budget", "met") != "met":
@@ -309,8 +333,8 @@ def plot(r: dict, path) -> None:
     path = Path(path)
     s = [row["sparsity"] for row in r["rows"]]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "rgp": "*-", "mapper": "s-",
-              "scratch": "^--"}
+    styles = {"gradual": "o-", "admm": "D-", "lasso": "v-", "rgp": "*-", "lth": "h-",
+              "mapper": "s-", "scratch": "^--"}
     for key in list(r.get("methods", ["gradual"])) + ["mapper", "scratch"]:
         ax.plot(s, [100 * row[key] for row in r["rows"]], styles[key], label=_LABEL[key])
     if all(row.get("int8") for row in r["rows"]):

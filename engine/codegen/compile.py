@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CaptureError, ConfigError
+from ..errors import CaptureError, CompileError, ConfigError
 from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, group_rows_for
 from ..targets import Target
@@ -202,6 +202,7 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     cross_compiler(tgt)          # fail before any work if the toolchain is missing
     tvm_tgt = tvm_target(tgt)
     example_inputs = check_inputs(pruned_model, example_inputs)
+    _refuse_sparse_inputs(pruned_model, example_inputs)
     mod, params, layer_names, in_specs = _import(pruned_model, example_inputs)
     matches = find_layers(mod["main"], params, layer_names)
     chooser = _LayerChooser(plan, dense, backends, vector_isa(tvm_tgt))
@@ -216,6 +217,17 @@ def compile_model(pruned_model: nn.Module, example_inputs: tuple, plan=None,
     except Exception as e:  # noqa: BLE001  (TVM's InternalError names no op: say what we know)
         raise build_error(e, mod) from e
     return CompiledModel(ex, tgt, in_specs, _output_specs(mod["main"]), chooser.layers, notes)
+
+
+def _refuse_sparse_inputs(model: nn.Module, inputs) -> None:
+    """A sparse input (a GNN's adjacency) has no compiled form: the artifact's inputs are dense
+    buffers, and TVM imports no torch.sparse op. Run such a model on the host runtime."""
+    names = input_names(model, len(inputs))
+    for name, t in zip(names, inputs):
+        if isinstance(t, torch.Tensor) and t.layout != torch.strided:
+            raise CompileError(f"input {name!r} is a {t.layout} tensor: a compiled module takes "
+                               f"dense inputs only (TVM has no sparse tensors); run the model "
+                               f"with the host runtime, opt(...), which keeps torch.sparse ops")
 
 
 class _LayerChooser:

@@ -146,6 +146,8 @@ def _check_tensor(what: str, t: torch.Tensor) -> None:
                           f"outputs verified on it; give a batch of at least 1")
     if not t.is_floating_point():
         return
+    if t.layout != torch.strided:    # a sparse input (a graph's adjacency): its stored values
+        t = t._values() if t.layout == torch.sparse_coo else t.values()
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
@@ -258,6 +260,10 @@ def bind_call(model: nn.Module, example: tuple, args: tuple, kwargs: dict) -> Mo
             names = names or input_names(model, len(example))
             raise InputError(f"input {i} {names[i]!r} is {a.dtype}, but the model was optimized "
                              f"for {e.dtype} (example inputs: {_describe(names, example)})")
+        if a.layout != torch.strided and e.layout == torch.strided:
+            names = names or input_names(model, len(example))
+            raise InputError(f"input {i} {names[i]!r} is a {a.layout} tensor, but the model was "
+                             f"optimized with a dense one there: the kernels read dense inputs")
     return ModelInputs(args, settings)
 
 

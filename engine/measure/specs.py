@@ -11,6 +11,7 @@ scheme rules (`MaskScheme.check`) can judge a spec.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from mapping import LayerSpec
@@ -99,7 +100,9 @@ def layer_specs(layers: list, fused: Optional[dict] = None) -> list:
 
 def model_specs(model, example_inputs: tuple) -> list:
     """layer_specs for a torch model: its layer list and the host lowering's fused epilogues
-    (the same lowering optimize() builds, so specs match what is measured and run)."""
+    (the same lowering optimize() builds, so specs match what is measured and run), with the
+    data flow between the layers as LayerSpec.inputs (engine.graph.flow; None if untraceable)."""
+    from ..graph.flow import layer_inputs
     from ..graph.inputs import check_inputs
     from ..graph.layers import list_layers
     from ..lowering import lower
@@ -109,9 +112,13 @@ def model_specs(model, example_inputs: tuple) -> list:
     try:
         layers = list_layers(model, example_inputs)
         fused = lower(model, {}).fused
+        flow = layer_inputs(model, [info.name for info in layers])
     finally:
         model.train(was_training)
-    return layer_specs(layers, fused)
+    specs = layer_specs(layers, fused)
+    if flow is None:
+        return specs
+    return [replace(s, inputs=flow[s.name]) for s in specs]
 
 
 def model_weights(model, specs: list) -> dict:

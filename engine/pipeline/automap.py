@@ -16,7 +16,8 @@ The steps (engine side of DESIGN.md "Mapping"; the decisions themselves are mapp
    applies to) unless `min_proxy` says otherwise. So by default a mapped plan is at least as
    sparse and (by the proxy) at least as accurate as "block 4x1 at 80% everywhere", and as fast
    as the mapper can make it.
-5. The mapper ("rule", "evolution" / "search", "rl", or any object with map(problem) -> Plan).
+5. The mapper ("rule", "evolution" / "search", "rl", "gnn", or any object with
+   map(problem) -> Plan).
    Every mapper only sees candidates measured >= min_speedup faster than dense for that layer.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ class MapSettings:
     device: Any = None            # None = this host's runtime; "artifact"; rpc://...; a profiler
     target: str = "host"                               # the engine target a device runs
     data: Any = None
-    search_time: float = 120.0                         # seconds (search / rl)
+    search_time: float = 120.0                         # seconds (search / rl / gnn)
     seed: int = 0
     min_speedup: float = 1.1
     threads: Optional[int] = None
@@ -144,7 +145,7 @@ def _progress_printer(label: str):
 
 def make_mapper(s: MapSettings):
     from mapping import RuleMapper
-    from mapping.search import EvolutionMapper, RLMapper
+    from mapping.search import EvolutionMapper, GNNMapper, RLMapper
     if not isinstance(s.mapper, str):
         return s.mapper
     show = _progress_printer(s.mapper) if s.progress else None
@@ -153,7 +154,8 @@ def make_mapper(s: MapSettings):
     if s.mapper in ("search", "evolution"):
         return EvolutionMapper(time_budget=s.search_time, generations=10 ** 6, seed=s.seed,
                                progress=show)
-    return RLMapper(time_budget=s.search_time, episodes=10 ** 7, seed=s.seed, progress=show)
+    agent = GNNMapper if s.mapper == "gnn" else RLMapper
+    return agent(time_budget=s.search_time, episodes=10 ** 7, seed=s.seed, progress=show)
 
 
 def reference_assignment(specs: list, candidates: dict, ref: Candidate) -> dict:

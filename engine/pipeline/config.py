@@ -13,7 +13,7 @@ import importlib.util
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..options import flag, integer, mapping_options, number, text
 from ..options import names as name_list
@@ -25,7 +25,7 @@ from ..targets import get_target
 # More kernel threads than this is a typo (and asks the OS for that many threads).
 MAX_THREADS = 256
 SPARSE_BACKENDS = ("native", "tir")
-MAPPERS = ("rule", "search", "evolution", "rl")
+MAPPERS = ("rule", "search", "evolution", "rl", "gnn")
 
 
 def tvm_available() -> bool:
@@ -74,6 +74,23 @@ def check_mapper(mapper) -> None:
         raise ConfigError(f"mapper {mapper!r} has no map(problem) method")
 
 
+def sparsity_option(sparsity, scheme: str, mapped: bool):
+    """One fraction in [0, 1); or, for the group schemes (filter / channel) without a mapper,
+    a dict group or layer name -> fraction: per-group ratios (e.g. AutoBot's, engine.train)."""
+    if not isinstance(sparsity, Mapping):
+        return check_sparsity(sparsity, " (option 'sparsity')")
+    if scheme not in ("filter", "channel") or mapped:
+        raise ConfigError(f"sparsity per layer (a dict) needs scheme 'filter' or 'channel' and "
+                          f"no mapper; got scheme {scheme!r}"
+                          + (" with a mapper" if mapped else ""))
+    out = {}
+    for name, value in sparsity.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"sparsity dict keys must be layer names, got {name!r}")
+        out[name] = check_sparsity(value, f" (option 'sparsity', layer {name!r})")
+    return out
+
+
 BITS = (32, 8, "auto")
 
 
@@ -84,7 +101,8 @@ def check_bits(bits, mapped: bool) -> None:
         raise ConfigError(f"bits must be 32, 8 or 'auto', got {bits!r}")
     if bits == "auto" and not mapped:
         raise ConfigError("bits='auto' lets the mapper choose fp32 or int8 per layer: pass "
-                          "mapper='rule' (or 'search', 'rl'), or bits=8 for int8 everywhere")
+                          "mapper='rule' (or 'search', 'rl', 'gnn'), or bits=8 for int8 "
+                          "everywhere")
     if bits == 8 and mapped:
         raise ConfigError("bits=8 runs every layer it can int8; with a mapper use "
                           "bits='auto' (the mapper then chooses fp32 or int8 per layer)")
@@ -123,7 +141,7 @@ class OptimizeConfig:
     target: str = "host"
     scheme: str = "block"
     block: tuple = (4, 1)
-    sparsity: float = 0.8
+    sparsity: Union[float, dict] = 0.8     # a dict: per group (filter / channel)
     importance: Union[str, Callable, None] = "l2"
     exclude: tuple = ()
     threads: Optional[int] = None
@@ -143,8 +161,7 @@ class OptimizeConfig:
     calibration: Any = None                # int8: input batches to calibrate on
 
     def validate(self) -> None:
-        check_sparsity(self.sparsity, " (option 'sparsity')")
-        self.sparsity = float(self.sparsity)
+        self.sparsity = sparsity_option(self.sparsity, self.scheme, self.map is not None)
         get_target(self.target)
         self.threads = integer("threads", self.threads, lo=1, hi=MAX_THREADS,
                                        none_ok=True)

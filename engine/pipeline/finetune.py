@@ -1,6 +1,7 @@
 """Stage "finetune" (optimize(finetune=...)): recover accuracy under the plan's masks, then
 take the masks from the trained weights: the same scheme, block and sparsity per layer (so the
 latencies measured before training stand), nothing measured again, nothing exported again.
+Group schemes (filter / channel) train the shrunk model itself (its layers are dense).
 
 finetune is a dict for the built-in trainer (engine.train: "train" batches of (x, y), "val"
 held-out batches, "loss", "teacher": True or a model, and any engine.train.TrainConfig field),
@@ -12,6 +13,7 @@ import copy
 from torch import nn
 
 from ..errors import ConfigError
+from ..schemes.base import MaskScheme
 from .candidates import candidates
 from .config import OptimizeConfig
 from .decide import decide
@@ -25,6 +27,8 @@ def finetune(state: RunState) -> None:
     spec = cfg.finetune
     if isinstance(spec, dict) and "progress" not in spec:
         spec = dict(spec, progress=cfg.progress)     # epoch lines on stderr
+    if not isinstance(state.scheme, MaskScheme):
+        return _finetune_shrunk(state, spec)
     trained, how = _train(state.work, state.plan, spec)
     for p in trained.parameters():
         p.requires_grad_(False)
@@ -45,6 +49,17 @@ def finetune(state: RunState) -> None:
     state.candidates, state.choices, state.backends = (replay.candidates, replay.choices,
                                                        replay.backends)
     state.dense_model = copy.deepcopy(state.model).eval()
+
+
+def _finetune_shrunk(state: RunState, spec) -> None:
+    """Group schemes (filter / channel): the physically shrunk model (state.base: its layers
+    are dense, nothing to mask) is what gets trained, and what the later stages lower."""
+    trained, how = _train(state.base, state.plan, spec)
+    for p in trained.parameters():
+        p.requires_grad_(False)
+    state.base = trained.eval()
+    state.notes.append(f"fine-tuned with {how}: the {state.config.scheme}-pruned (shrunk) "
+                       f"model")
 
 
 def _replay_config(cfg: OptimizeConfig, plan) -> OptimizeConfig:

@@ -11,7 +11,8 @@ A group's score per channel is the sum over its scoring members of the importanc
 of that channel's weights in the member: "filter" scores the output filters of the producing
 layers (rows of the GEMM view), "channel" the input channels of the consuming layers (columns;
 for a linear after a flatten, all H*W features of the channel). Depthwise convs, whose rows are
-also their input channels, score in both. Each group prunes round(sparsity * channels) channels,
+also their input channels, score in both. Or the scores are given per channel
+(`importance=ChannelScores`, e.g. AutoBot's gates: engine/train/autobot.py). Each group prunes round(sparsity * channels) channels,
 lowest score first (ties: lower channel index first), keeping at least one channel in every
 member. Groups the graph marks not prunable (model input / output, unsupported ops) and groups
 touching an excluded module are left alone and listed in the record's "skipped".
@@ -34,7 +35,7 @@ from ..graph.inputs import call
 from ..graph.dependency import ChannelGroup, GroupMember, build_groups, evaluating
 from ..graph.shrink import channel_count, keep_channels
 from .base import Importance, check_sparsity, register_scheme
-from .importance import score_units
+from .importance import ChannelScores, score_units
 from .options import reject_unknown
 
 RECORD_FORMAT = "engine.channel-pruning/1"
@@ -81,6 +82,8 @@ class GroupScheme(ABC):
     def channel_scores(self, modules: Mapping[str, nn.Module], group: ChannelGroup,
                        importance: Union[str, Importance, None] = None) -> torch.Tensor:
         """Score per channel of `group` (float64 [group.size]); higher is kept."""
+        if isinstance(importance, ChannelScores):     # precomputed (e.g. AutoBot's gates)
+            return importance.group_scores(group)
         weighted = [m for m in group.members if m.role in ("producer", "consumer", "depthwise")]
         scoring = [m for m in weighted if m.role in self.scoring_roles] or weighted
         total = torch.zeros(group.size, dtype=torch.float64)

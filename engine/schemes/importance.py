@@ -4,6 +4,10 @@ An importance maps a 2-D tensor [n_units, unit_size] (one row per unit: a weight
 kernel) to a 1-D tensor [n_units] of scores; higher is kept. The default is the L2 group norm.
 `score_units` is the one place schemes call an importance: it checks the result's shape and makes
 NaN scores lowest, so a broken weight is pruned first rather than ordered arbitrarily.
+
+`ChannelScores` is the other kind: scores precomputed per output channel of layers (AutoBot's
+trained bottleneck gates, engine/train/autobot.py), which only the group schemes (filter /
+channel) take, as their `importance`.
 """
 from __future__ import annotations
 
@@ -33,10 +37,16 @@ def get_importance(name_or_callable: Union[str, Importance, None] = None) -> Imp
     """An importance by name ("l2", "l1"), a callable passed through, or the default (L2)."""
     if name_or_callable is None:
         return IMPORTANCES[DEFAULT_IMPORTANCE]
+    if isinstance(name_or_callable, ChannelScores):
+        raise ConfigError("importance: precomputed channel scores (e.g. AutoBot's) rank whole "
+                          "channels; only the filter / channel schemes take them")
     if isinstance(name_or_callable, str):
         if name_or_callable not in IMPORTANCES:
+            hint = (" (AutoBot's scores are precomputed: pass importance="
+                    "engine.train.autobot(...).scores with scheme 'filter' or 'channel')"
+                    if name_or_callable == "autobot" else "")
             raise ConfigError(f"unknown importance {name_or_callable!r}; "
-                              f"known importances: {sorted(IMPORTANCES)}")
+                              f"known importances: {sorted(IMPORTANCES)}{hint}")
         return IMPORTANCES[name_or_callable]
     if callable(name_or_callable):
         return name_or_callable
@@ -77,5 +87,36 @@ def _abs_of_single(units: torch.Tensor) -> torch.Tensor:
     return units[:, 0].abs()
 
 
-__all__ = ["l1", "l2", "IMPORTANCES", "DEFAULT_IMPORTANCE", "get_importance", "score_units",
-           "magnitude_scores"]
+class ChannelScores(dict):
+    """Precomputed scores per output channel: layer name -> 1-D tensor over that layer's output
+    channels (rows); higher is kept. The group schemes score a coupled group by the mean of its
+    producing layers' scores (coupled layers of one group may all be given, or any one)."""
+
+    def group_scores(self, group) -> torch.Tensor:
+        """Scores per channel of `group` (an engine.graph ChannelGroup), float64, NaN lowest."""
+        rows = [m for m in group.members
+                if m.dim == 0 and m.role in ("producer", "depthwise") and m.module in self]
+        if not rows:
+            raise SchemeError(f"channel scores: none given for group {group.name!r} (its "
+                              f"layers: {sorted({m.module for m in group.members})})")
+        total = torch.zeros(group.size, dtype=torch.float64)
+        count = torch.zeros(group.size, dtype=torch.float64)
+        for m in rows:
+            s = self[m.module]
+            if not isinstance(s, torch.Tensor) or tuple(s.shape) != (len(m.index),):
+                shape = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+                raise SchemeError(f"channel scores for {m.module!r}: expected a tensor of shape "
+                                  f"({len(m.index)},) (its output channels), got {shape}")
+            idx = torch.tensor(m.index, dtype=torch.int64)
+            ok = idx >= 0
+            total.index_add_(0, idx[ok], s.detach().to(torch.float64)[ok])
+            count.index_add_(0, idx[ok], torch.ones(int(ok.sum()), dtype=torch.float64))
+        if bool((count == 0).any()):
+            raise SchemeError(f"channel scores: channels of group {group.name!r} carried by "
+                              f"none of the scored layers {[m.module for m in rows]}")
+        scores = total / count
+        return torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores)
+
+
+__all__ = ["l1", "l2", "IMPORTANCES", "DEFAULT_IMPORTANCE", "ChannelScores", "get_importance",
+           "score_units", "magnitude_scores"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 # importing each scheme module registers its classes (block, filter / channel, N:M, pattern,
-# regular-graph, unstructured)
+# regular-graph, Structure-LTH regroup / refill, unstructured)
 from .block import BlockScheme  # noqa: F401
 from .channel import ChannelScheme  # noqa: F401
 from .nm import NMScheme  # noqa: F401
 from .pattern import PatternScheme  # noqa: F401
 from .rgp import RGPScheme  # noqa: F401
+from .regroup import RegroupScheme  # noqa: F401
 from .unstructured import UnstructuredScheme  # noqa: F401
 from .base import SCHEMES
 

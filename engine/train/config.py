@@ -1,8 +1,8 @@
 """What a pruning-aware training run is told: TrainConfig (the run) and Target (one layer's goal).
 
-TrainConfig.method picks the pruning method ("gradual", "soft", "admm", "lasso"; each is a
-trainer class of its own, see trainer.py); Target adds "filter" (whole output filters) to the
-schemes a mapping.Candidate can name.
+TrainConfig.method picks the pruning method ("gradual", "soft", "admm", "lasso", "lth", "rigl",
+"set"; each is a trainer class of its own, see trainer.py); Target adds "filter" (whole output
+filters) to the schemes a mapping.Candidate can name.
 """
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from typing import Optional
 
 from ..errors import ConfigError
 
-METHODS = ("gradual", "soft", "admm", "lasso")
+METHODS = ("gradual", "soft", "admm", "lasso", "lth", "rigl", "set")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    method: str = "gradual"             # "gradual", "soft" (SFP), "admm" or "lasso"
+    method: str = "gradual"             # "gradual", "soft" (SFP), "admm", "lasso", "lth",
+                                        # "rigl" or "set" (dynamic sparse training, rigl.py)
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"             # "adam" or "sgd" (momentum 0.9)
@@ -39,6 +40,13 @@ class TrainConfig:
     admm_every: Optional[int] = None    # ADMM: batches between Z/U updates (None: 4 per epoch)
     lasso: float = 1e-4                 # group lasso: lambda
     lasso_eps: float = 1e-3             # group lasso: reweighting epsilon
+    imp_rounds: int = 3                 # lth: IMP rounds (prune, rewind, retrain) in prune_epochs
+    rewind_epoch: int = 1               # lth: weights rewound to those after this epoch (0: start)
+    imp_global: bool = False            # lth: one magnitude threshold over all targets
+    regrow_every: Optional[int] = None  # rigl / set: batches between mask updates (None: 20
+                                        # updates over prune_epochs)
+    regrow_fraction: float = 0.3        # rigl / set: share of kept units dropped and regrown at
+                                        # the first update (cosine-decayed to 0)
 
     @property
     def kind(self) -> str:
@@ -62,6 +70,7 @@ class TrainConfig:
             raise ConfigError(f"rho_max ({self.rho_max}) must be >= rho ({self.rho})")
         if self.rho_growth is not None and not self.rho_growth >= 1.0:
             raise ConfigError(f"rho_growth must be >= 1, got {self.rho_growth}")
+        _check_regrow(self)
         if self.admm_every is not None and self.admm_every < 1:
             raise ConfigError(f"admm_every must be >= 1 batch, got {self.admm_every}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -71,6 +80,13 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.prune_epochs is not None and not 0 <= self.prune_epochs <= self.epochs:
             raise ConfigError(f"prune_epochs must be in [0, epochs], got {self.prune_epochs}")
+        for name, low in (("imp_rounds", 1), ("rewind_epoch", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {v!r}")
+        if self.rewind_epoch > self.epochs:
+            raise ConfigError(f"rewind_epoch ({self.rewind_epoch}) must be <= epochs "
+                              f"({self.epochs})")
         if self.prune_every < 1:
             raise ConfigError(f"prune_every must be >= 1, got {self.prune_every}")
         if not 0.0 <= self.distill_alpha <= 1.0:
@@ -78,6 +94,17 @@ class TrainConfig:
         if self.distill_temperature <= 0:
             raise ConfigError(f"distill_temperature must be > 0, got "
                               f"{self.distill_temperature}")
+
+
+def _check_regrow(cfg: TrainConfig) -> None:
+    """rigl / set options (engine/train/rigl.py)."""
+    if cfg.regrow_every is not None and (isinstance(cfg.regrow_every, bool) or
+                                         not isinstance(cfg.regrow_every, int) or
+                                         cfg.regrow_every < 1):
+        raise ConfigError(f"regrow_every must be an int >= 1 batch or None, got "
+                          f"{cfg.regrow_every!r}")
+    if not isinstance(cfg.regrow_fraction, (int, float)) or not 0 < cfg.regrow_fraction <= 1:
+        raise ConfigError(f"regrow_fraction must be in (0, 1], got {cfg.regrow_fraction!r}")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
     logits = W2 tanh(W1 x + b1) + b2,   pi(a | x) = softmax(logits over allowed a)
 
 `grad` returns the gradient of  sum_t w_t log pi(a_t | x_t) + entropy * H(pi(. | x_t)),  so
-REINFORCE passes advantages as w_t and imitation passes ones. Adam does the ascent step. Plain
-numpy on purpose: the mapping package must not import torch.
+REINFORCE passes advantages as w_t and imitation passes ones; `backward` also returns its
+gradient with respect to the states x_t (the GNN mapper trains its graph encoder through it).
+Adam does the ascent step. Plain numpy on purpose: the mapping package must not import torch.
 """
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ class MaskedPolicy:
             "b2": np.zeros(n_actions),
         }
         self.lr = lr
-        self._m = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._v = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._t = 0
+        self._adam = Adam(self.params)
 
     def _forward(self, X: np.ndarray, mask: np.ndarray) -> tuple:
         p = self.params
@@ -54,6 +53,10 @@ class MaskedPolicy:
 
     def grad(self, X, mask, actions, weights, entropy: float = 0.0) -> dict:
         """Gradient (ascent direction) of sum_t w_t log pi(a_t|x_t) + entropy * sum_t H_t."""
+        return self.backward(X, mask, actions, weights, entropy)[0]
+
+    def backward(self, X, mask, actions, weights, entropy: float = 0.0) -> tuple:
+        """(parameter gradients as `grad`, gradient of the same objective w.r.t. X)."""
         p = self.params
         H, P = self._forward(X, mask)
         n = len(actions)
@@ -65,10 +68,27 @@ class MaskedPolicy:
             dZ += entropy * (-P * (logP + ent))
         dZ = np.where(mask, dZ, 0.0)
         dpre = (dZ @ p["W2"].T) * (1.0 - H ** 2)
-        return {"W2": H.T @ dZ, "b2": dZ.sum(axis=0), "W1": X.T @ dpre, "b1": dpre.sum(axis=0)}
+        grads = {"W2": H.T @ dZ, "b2": dZ.sum(axis=0), "W1": X.T @ dpre,
+                 "b1": dpre.sum(axis=0)}
+        return grads, dpre @ p["W1"].T
 
     def ascend(self, grads: dict, scale: float = 1.0, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
         """One Adam step uphill along grads * scale."""
+        self._adam.step(grads, self.lr, scale, beta1, beta2, eps)
+
+
+class Adam:
+    """Adam state for a dict of numpy parameters, updated in place (ascent)."""
+
+    def __init__(self, params: dict):
+        self.params = params
+        self._m = {k: np.zeros_like(v) for k, v in params.items()}
+        self._v = {k: np.zeros_like(v) for k, v in params.items()}
+        self._t = 0
+
+    def step(self, grads: dict, lr: float, scale: float = 1.0, beta1=0.9, beta2=0.999,
+             eps=1e-8) -> None:
+        """One step uphill along grads * scale."""
         self._t += 1
         for k, g in grads.items():
             g = g * scale
@@ -76,4 +96,4 @@ class MaskedPolicy:
             self._v[k] = beta2 * self._v[k] + (1 - beta2) * g * g
             mh = self._m[k] / (1 - beta1 ** self._t)
             vh = self._v[k] / (1 - beta2 ** self._t)
-            self.params[k] += self.lr * mh / (np.sqrt(vh) + eps)
+            self.params[k] += lr * mh / (np.sqrt(vh) + eps)

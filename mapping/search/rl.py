@@ -105,8 +105,13 @@ class _Episodes:
         self.rem_dense_fl = suffix(space.flops[:, 0].copy())
 
     @property
+    def n_dynamic(self) -> int:
+        """Budget-state features appended to a layer's static ones (see `state`)."""
+        return 5 + self.has8
+
+    @property
     def n_features(self) -> int:
-        return self.static.shape[1] + 5 + self.has8
+        return self.static.shape[1] + self.n_dynamic
 
     def reset(self, B: int) -> None:
         self.lat = np.zeros(B)
@@ -228,7 +233,7 @@ class RLMapper(SearchMapper):
     def _map(self, problem: Problem) -> Plan:
         cfg = self.config
         clock, rng, space, evaluate = self._start(problem, always_proxy=True)
-        env = _Episodes(space, cfg.clip_actions)
+        env = self._environment(space)
         policy = self._new_policy(env, rng)
         proxy_ref = abs(problem.proxy(problem.dense_assignment())) or 1.0
         best, origin = self._seed(space, evaluate)
@@ -261,6 +266,9 @@ class RLMapper(SearchMapper):
         if best is None:     # no seeds and no time for a single episode
             best, origin = evaluate(np.zeros(space.n_layers, dtype=np.int64)), "dense"
         return self._plan(problem, space, evaluate, best, origin, stats, clock)
+
+    def _environment(self, space: GenomeSpace) -> "_Episodes":
+        return _Episodes(space, self.config.clip_actions)
 
     def _new_policy(self, env: "_Episodes", rng) -> MaskedPolicy:
         return MaskedPolicy(env.n_features, len(env.keys), self.config.hidden, rng,
@@ -323,7 +331,7 @@ class RLMapper(SearchMapper):
     def _plan(self, problem, space, evaluate, best, origin, stats, clock) -> Plan:
         where = f"seed plan '{origin}'" if origin else \
             f"episode {best.born} of {stats.episodes}"
-        head = (f"search: rl {where} ({evaluate.evaluations} distinct plans evaluated, "
+        head = (f"search: {self.name} {where} ({evaluate.evaluations} distinct plans evaluated, "
                 f"{stats.over_budget} over-budget episodes penalised)")
         search = dict(asdict(stats), evaluations=evaluate.evaluations,
                       proxy_evaluations=evaluate.proxy_evals, elapsed_s=clock.elapsed(),

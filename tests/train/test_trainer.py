@@ -221,6 +221,32 @@ def test_optimize_finetune_recovers_accuracy_and_runs_natively(dense, digits):
                         finetune={"epochs": 1})
 
 
+@pytest.mark.parametrize("sparsity", [0.5, {"conv2": 0.75}])
+def test_optimize_finetune_of_filter_pruning_trains_the_shrunk_model(dense, digits, sparsity):
+    """scheme="filter" with finetune: the physically shrunk model is what is trained and what
+    runs (it used to replay the plan as masks on the full-size model: filters silently back).
+    References: the same optimize() without finetune (shapes, and its held-out accuracy, which
+    training must not lose), the trained model's own output."""
+    import engine
+    net, _ = dense
+    train, val = digits
+    x = val[0][0][:1]
+    kw = dict(scheme="filter", sparsity=sparsity, measure=False, capture=False,
+              exclude=("fc",))
+    cut = engine.optimize(net, (x,), **kw)
+    opt = engine.optimize(net, (x,), finetune={"train": train, "epochs": 2, "lr": 1e-3}, **kw)
+    for name in ("conv1", "conv2", "conv3"):
+        got = getattr(opt.pruned_model, name).weight.shape
+        assert got == getattr(cut.pruned_model, name).weight.shape, name
+    assert opt.pruned_model.conv2.weight.shape[0] < net.conv2.weight.shape[0]
+    assert not torch.equal(opt.pruned_model.conv2.weight, cut.pruned_model.conv2.weight)
+    assert accuracy(opt.pruned_model, val) > accuracy(cut.pruned_model, val)
+    xs = val[0][0][:8]
+    with torch.no_grad():
+        assert torch.allclose(opt(xs), opt.pruned_model(xs), atol=1e-4, rtol=1e-4)
+    assert any("shrunk" in n for n in opt.notes)
+
+
 # -- ADMM and reweighted group lasso -----------------------------------------------------------
 def _block_projection_reference(v, rows, sparsity):
     """Brute-force Euclidean projection onto "a (rows x 1) block pattern with at least
