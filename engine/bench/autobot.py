@@ -62,17 +62,7 @@ def macs(model: nn.Module, x: torch.Tensor) -> float:
     return float(sum(total))
 
 
-def train_dense(train, epochs: int, seed: int, width: int = 32) -> nn.Module:
-    torch.manual_seed(seed)
-    net = recovery.DigitsNet(width)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(epochs):
-        net.train()
-        for xb, yb in train:
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xb), yb).backward()
-            opt.step()
-    return net.eval()
+train_dense = recovery.train_dense     # DigitsNet(width) trained dense, seeded
 
 
 def rebatch(train, share: float, batch: int = 10) -> list:

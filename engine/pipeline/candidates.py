@@ -126,9 +126,12 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
         # the backend a given plan names is replayed when measure=False
         backend = given.backend if given is not None and given.backend in SPARSE_BACKENDS \
             else "native"
+        # the scheme's options go into the plan (a replay must build the same masks)
+        options = dict(given.options) if given is not None else \
+            {k: v for k, v in cfg.scheme_options.items() if k != "block"}
         ch = choices[info.name] = Choice(info.name, sch.name,
                                          sch.block if sch.name in BLOCKED else None, sparsity,
-                                         backend)
+                                         backend, options=options)
         if _not_pruned(model, info, sch, sparsity, cfg, ch, candidates):
             continue
         fits += 1

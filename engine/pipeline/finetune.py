@@ -54,7 +54,7 @@ def finetune(state: RunState) -> None:
 def _finetune_shrunk(state: RunState, spec) -> None:
     """Group schemes (filter / channel): the physically shrunk model (state.base: its layers
     are dense, nothing to mask) is what gets trained, and what the later stages lower."""
-    trained, how = _train(state.base, state.plan, spec)
+    trained, how = _train(state.base, state.plan, spec, dense=state.work)
     for p in trained.parameters():
         p.requires_grad_(False)
     state.base = trained.eval()
@@ -78,8 +78,9 @@ def _replay_scheme():
     return get_scheme("block", block=(4, 1))
 
 
-def _train(work: nn.Module, plan, spec) -> tuple:
-    """(trained model, how it was trained: for the notes)."""
+def _train(work: nn.Module, plan, spec, dense: nn.Module = None) -> tuple:
+    """(trained model, how it was trained: for the notes). dense: the model teacher=True
+    distils from (default: `work`, the full-size model the masks apply to)."""
     if callable(spec) and not isinstance(spec, dict):
         trained = spec(copy.deepcopy(work), copy.deepcopy(plan))
         if not isinstance(trained, nn.Module):
@@ -89,10 +90,10 @@ def _train(work: nn.Module, plan, spec) -> tuple:
     if not isinstance(spec, dict):
         raise ConfigError(f"finetune must be a dict for engine.train or a callable (model, plan)"
                           f" -> model, got {type(spec).__name__}")
-    return _train_builtin(work, plan, dict(spec))
+    return _train_builtin(work, plan, dict(spec), work if dense is None else dense)
 
 
-def _train_builtin(work: nn.Module, plan, spec: dict) -> tuple:
+def _train_builtin(work: nn.Module, plan, spec: dict, dense: nn.Module) -> tuple:
     import torch.nn.functional as F
 
     from ..train import PruneTrainer, TrainConfig, targets_from_plan
@@ -107,7 +108,7 @@ def _train_builtin(work: nn.Module, plan, spec: dict) -> tuple:
         def val(m):
             return accuracy(m, val_batches)
     teacher = spec.pop("teacher", None)
-    teacher = work if teacher is True else (teacher or None)
+    teacher = dense if teacher is True else (teacher or None)
     try:
         tcfg = TrainConfig(**spec)
     except TypeError as e:

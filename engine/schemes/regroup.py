@@ -68,7 +68,8 @@ class RegroupScheme(BlockScheme):
     def regroup(self, weight: torch.Tensor, keep: torch.Tensor, sparsity: float,
                 importance: Optional[Importance] = None) -> torch.Tensor:
         """Block keep-mask (bool, weight's shape) at `sparsity` from the unstructured keep-mask
-        `keep`: the units whose kept weights score highest (importance: L1 by default)."""
+        `keep`: the units whose kept weights score highest (importance: L1 by default; through
+        optimize(), its `importance` option, L2 unless given)."""
         s = check_sparsity(sparsity, f" for weight of shape {tuple(weight.shape)}")
         w = as_oik(weight.detach())
         if not isinstance(keep, torch.Tensor) or keep.shape != weight.shape:
@@ -98,6 +99,8 @@ class RegroupScheme(BlockScheme):
             pruned = prune_lowest(scores, nearest_unit_count(target, int(sizes[0]), n))
         else:
             pruned = prune_to_weight_count(scores, sizes, target)
+        if bool(pruned.all()):        # a layer keeps at least its best row block (as filter)
+            pruned[int(torch.argmax(torch.nan_to_num(scores, nan=-float("inf"))))] = False
         rows = (~pruned).repeat_interleave(self.rows)[:o]
         return rows[:, None].expand(o, flat.shape[1]).reshape(kept.shape).clone()
 

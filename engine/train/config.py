@@ -43,8 +43,8 @@ class TrainConfig:
     imp_rounds: int = 3                 # lth: IMP rounds (prune, rewind, retrain) in prune_epochs
     rewind_epoch: int = 1               # lth: weights rewound to those after this epoch (0: start)
     imp_global: bool = False            # lth: one magnitude threshold over all targets
-    regrow_every: Optional[int] = None  # rigl / set: batches between mask updates (None: 20
-                                        # updates over prune_epochs)
+    regrow_every: Optional[int] = None  # rigl / set: batches between mask updates (None: the
+                                        # prune_epochs batches // 20: ~19 updates)
     regrow_fraction: float = 0.3        # rigl / set: share of kept units dropped and regrown at
                                         # the first update (cosine-decayed to 0)
 

@@ -12,7 +12,7 @@ each phase's end), then the final retraining takes the other E - P epochs.
 
   phase 0        dense training. The model's whole state (weights, biases, BatchNorm) after
                  epoch k is the rewind point (k = 0: the model the trainer was given).
-  end of phase r (r = 1..R) IMP round r: prune unstructured to s_r = 1 - (1 - s)^(r / R) of each
+  end of phase r (r = 0..R-1) IMP round r + 1 (the end of the dense phase is round 1's): prune unstructured to s_r = 1 - (1 - s)^(r / R) of each
                  target (s its final sparsity: p = 1 - (1 - s)^(1 / R) of the remaining weights
                  go each round), lowest |w| among the weights still kept, per layer (or over all
                  targets at once: imp_global); rewind the model to the rewind point with the new

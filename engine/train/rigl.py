@@ -4,11 +4,13 @@ al., "Comprehensive Graph Gradual Pruning for Sparse Training in Graph Neural Ne
 
 RigL (Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020): every layer is
 at its target sparsity from the first batch (magnitude masks of the starting weights, each layer's
-own block structure). Every dT batches (config.regrow_every; None: 20 updates over the regrowth
-phase, config.prune_epochs, default 2/3 of the run) a fraction f_t of each layer's kept units is
+own block structure). Every dT batches (config.regrow_every; None: dT = the regrowth phase's
+batches // 20, about 19 updates strictly inside the phase: config.prune_epochs, default 2/3 of
+the run) a fraction f_t of each layer's kept units is
 dropped, the smallest by magnitude (config.importance over the unit), and as many units are
 regrown where the dense gradient of the loss is largest (l2 norm over the unit); regrown weights
-start at zero (their optimizer state too, and the update batch does not move them).
+start at zero (their optimizer state too, and the update batch does not move them; they train
+from the next batch on).
 f_t = alpha / 2 * (1 + cos(pi * t / T_end)), alpha = config.regrow_fraction (0.3), T_end = the
 end of the phase; after it the masks are fixed. SET (Mocanu et al., "Scalable training of
 artificial neural networks with adaptive sparse connectivity inspired by network science",
@@ -116,7 +118,8 @@ class RigLTrainer(PruneTrainer, method="rigl"):
 
     def _mask_grads(self) -> None:
         b = self.batch
-        if 0 < b < self._end and b % self._every == 0:
+        update = 0 < b < self._end and b % self._every == 0
+        if update:
             grads = {}
             for n in self.targets:
                 mod = get_module(self.model, n)
@@ -124,7 +127,11 @@ class RigLTrainer(PruneTrainer, method="rigl"):
                     grads[n] = gemm_view(mod, mod.weight.grad).detach().clone()
             self.update_masks(grads, self.fraction())
         super()._mask_grads()
-        for n, g in self.grown.items():          # regrown weights start at zero
+        if not update:
+            return
+        # regrown weights start at zero: this batch's step leaves them there (the gradient that
+        # chose them is not applied); from the next batch on they train like every kept weight
+        for n, g in self.grown.items():
             grad = get_module(self.model, n).weight.grad
             if grad is not None:
                 gemm_view(get_module(self.model, n), grad)[g] = 0.0

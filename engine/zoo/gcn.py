@@ -10,7 +10,10 @@ GCN is Kipf & Welling's ("Semi-Supervised Classification with Graph Convolutiona
 ICLR 2017): H' = relu(A_hat H W + b) with A_hat = D^-1/2 (A + I) D^-1/2. Each layer multiplies in
 the cheaper order, as DGL's GraphConv does: a widening layer (in < out features) propagates first,
 (A_hat H) W + b; the others transform first, A_hat (H W + b) (the bias inside the propagation,
-where the kernel fuses it). The order also suits the engine's linear kernels, which produce
+where the kernel fuses it). That is a variant, not Kipf's layer: A_hat (H W + b) = A_hat H W +
+(A_hat 1) b^T, and A_hat's rows do not sum to 1 (0.78-1.26 on the digits kNN graph), so each
+node's bias is scaled by its row sum; a learned bias absorbs most of it, and the accuracies in
+the README are this model's. The order also suits the engine's linear kernels, which produce
 features x nodes: only the transform-first layers' outputs are transposed for the propagation.
 SAGE is GraphSAGE with the mean aggregator (Hamilton et al., "Inductive Representation Learning
 on Large Graphs", NeurIPS 2017): H' = relu(H W_self + A_mean H W_neigh + b), A_mean = D^-1 A (rows

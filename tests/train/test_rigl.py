@@ -51,7 +51,7 @@ class _Spy(RigLTrainer):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.seen, self.after_step = [], []
+        self.seen, self.after_step, self.later = [], [], []
 
     def update_masks(self, grads, fraction):
         old = {n: m.clone() for n, m in self.masks.items()}
@@ -67,10 +67,14 @@ class _Spy(RigLTrainer):
         return grown
 
     def _before_batch(self):
-        if self.seen and len(self.after_step) < len(self.seen):
-            last = self.seen[-1]["grown"]
-            self.after_step.append({n: self._weight(n).detach()[g].clone()
-                                    for n, g in last.items()})
+        if not self.seen:
+            return
+        last = self.seen[-1]["grown"]
+        now = {n: self._weight(n).detach()[g].clone() for n, g in last.items()}
+        if len(self.after_step) < len(self.seen):
+            self.after_step.append(now)
+        elif len(self.later) < len(self.seen):     # one more batch: they train from here
+            self.later.append(now)
 
 
 def test_masks_hold_exact_block_sparsity_after_every_update(graph):
@@ -109,6 +113,12 @@ def test_regrown_weights_start_at_zero(graph):
             assert len(step["moments"][n]) == 2            # Adam's moments of them cleared
             assert all(not bool(v.any()) for v in step["moments"][n])
     assert grew > 0
+    # ... and train like any kept weight from the next batch on (they once stayed frozen at
+    # zero until the next update dropped them as the smallest)
+    # (not all of them: a unit reading a pixel that is 0 in every digit gets no gradient)
+    moved = [float((w != 0).float().mean()) for later in t.later for w in later.values()
+             if w.numel()]
+    assert moved and min(moved) > 0 and sum(moved) / len(moved) > 0.5, moved
 
 
 def _brute_force(w, keep, grad, rows, k):

@@ -134,3 +134,32 @@ def test_optimize_runs_regroup_on_the_block_kernels():
     assert [c.kernel for c in opt.plan] == [c.kernel for c in block.plan]
     with torch.no_grad():
         torch.testing.assert_close(opt(x), opt.pruned_model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_refill_keeps_at_least_one_row_block():
+    """A 4-row layer at 90% (0.4 rows to keep): the best row is kept, as the filter scheme
+    keeps one filter, never an all-zero layer."""
+    w = torch.randn(4, 6, 3, 3, generator=torch.Generator().manual_seed(2))
+    keep = imp_mask(w, 0.3)
+    m = RegroupScheme(block=(1, 1), granularity="channel").regroup(w, keep, 0.9)
+    rows = m.reshape(4, -1).all(1)
+    assert int(rows.sum()) == 1
+    assert int(rows.nonzero()) == int((w.abs() * keep).reshape(4, -1).sum(1).argmax())
+
+
+def test_plan_records_the_granularity_and_replays_the_same_masks():
+    import engine
+    from qnet import qnet
+    torch.manual_seed(0)
+    m = qnet()
+    x = torch.randn(1, 3, 32, 32)
+    kw = dict(measure=False, progress=False)
+    opt = engine.optimize(m, (x,), scheme="regroup", block=(4, 1), sparsity=0.75,
+                          granularity="channel", **kw)
+    pruned = [c for c in opt.plan if c.scheme == "regroup" and c.pruned]
+    assert pruned and all(c.options == {"granularity": "channel"} for c in pruned)
+    again = engine.optimize(m, (x,), plan=opt.plan, **kw)
+    for c in pruned:
+        a = opt.pruned_model.get_submodule(c.layer).weight != 0
+        b = again.pruned_model.get_submodule(c.layer).weight != 0
+        assert torch.equal(a, b), c.layer
