@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from .peer_run import ENGINE_VARIANTS
-from .plans import WEIGHTS, bench_model
 
 # the package each runtime needs (a missing one skips that runtime with a note)
 NEEDS = {"engine": "tvm", "ort": "onnxruntime", "openvino": "openvino", "xnnpack": "executorch"}
@@ -161,9 +160,11 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
 
 
 def seeded(model_name: str, seed: int) -> tuple:
-    """(model in eval mode, input): the weights and the input every export is made of (as
-    `bench plans build`'s: plans.bench_model)."""
-    return bench_model(model_name, seed)
+    """(model in eval mode, input): the weights and the input every export is made of."""
+    from engine import zoo
+    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
+    model = zoo.get(model_name).eval()
+    return model, torch.randn(zoo.input_shape(model_name))
 
 
 def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
@@ -175,7 +176,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     peer_int8.prepare_int8, start from)."""
     mdir = out / "cache" / model_name
     old = json.loads((mdir / "meta.json").read_text()) if (mdir / "meta.json").is_file() else {}
-    if old.get("seed") != seed or old.get("weights") != WEIGHTS:
+    if old.get("seed") != seed:
         reuse = False                  # exports of other weights: nothing there to reuse
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
@@ -184,7 +185,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     np.save(mdir / "input.npy", x.numpy())
     with torch.no_grad():
         np.save(mdir / "ref_peer.npy", model(x).numpy())
-    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed, "weights": WEIGHTS,
+    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
             "dense_gflops": dense_gflops(model, x)}
     onnx = mdir / "model.onnx"
     if {"ort", "openvino"} & set(runtimes) and fresh(onnx, reuse):

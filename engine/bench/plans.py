@@ -47,32 +47,14 @@ def _entry(opt, meta: dict) -> dict:
             "pruned_layers": len(opt.plan.pruned)}
 
 
-# what the benches' weights are (kept in their caches' meta: another recipe rebuilds them)
-WEIGHTS = "zoo init, BN recalibrated on 2 seeded batches of 4"
-
-
-def bench_model(model_name: str, seed: int = 0) -> tuple:
-    """(model in eval mode, input): the seeded zoo model with its BatchNorm statistics
-    re-estimated on seeded random batches (the zoo's init leaves running stats at 0 / 1, so a
-    deep network's activations decay: MobileNetV2's outputs are ~1e-9, below what an int8
-    quantizer resolves), and the seeded input. The weights and input every bench export and
-    artifact is made of."""
-    from engine import zoo
-    from ..accuracy import recalibrate_bn
-    torch.manual_seed(seed)
-    model = zoo.get(model_name).eval()
-    x = torch.randn(zoo.input_shape(model_name))
-    g = torch.Generator().manual_seed(seed + 2)
-    recalibrate_bn(model, [torch.randn((4,) + tuple(x.shape[1:]), generator=g)
-                           for _ in range(2)])
-    return model, x
-
-
 def build(model_name: str, out: Path, sparsity: float, mapper: str, device: Optional[str],
           threads: int, seed: int = 0, families: tuple = FAMILIES) -> dict:
     import engine
+    from engine import zoo
     from mapping.uniform import uniform_plans
-    model, x = bench_model(model_name, seed)
+    torch.manual_seed(seed)
+    model = zoo.get(model_name).eval()
+    x = torch.randn(zoo.input_shape(model_name))
     opt = engine.optimize(model, (x,), mapper=mapper, sparsity=sparsity, space=_space(),
                           device=None if device == "host" else device, threads=threads,
                           capture=False, allow_infeasible=True, progress=True)
