@@ -12,6 +12,8 @@
     quantize    (int8 choices) calibrated on the calibration batches, the int8 layers on the
                 int8 kernels (engine.pipeline.int8)
     verify      outputs of the result against the masked reference (int8: its simulation)
+    check guard layers the in-place check kept dense: the checked result against the plan as
+                mapped, end to end, the faster kept (engine.pipeline.check_guard)
     int8 guard  (int8 choices) the result against its fp32 twin end to end (engine.pipeline.int8)
     guard       the result timed end to end against the dense model: not faster, the dense
                 configuration is returned instead (guard="keep"; "warn", "off")
@@ -36,6 +38,7 @@ from ..targets.toolchain import host_arch
 from .budget import check_in_place
 from .candidates import candidates, kept_as_is, masked_copy, scheme_kwargs
 from .capture import capture
+from .check_guard import check_guard
 from .config import OptimizeConfig
 from .decide import decide
 from .finetune import finetune
@@ -135,6 +138,7 @@ def run(model, example_inputs, config: OptimizeConfig,
         opt.plan.meta["int8"] = state.int8
         opt.reference = state.reference
     verify(state, opt)
+    opt = check_guard(state, opt, lambda cfg: run(model, state.example_inputs, cfg))
     return guard(state, int8_guard(state, opt))
 
 
