@@ -23,14 +23,6 @@ pytest.importorskip("sklearn.datasets")
 TARGETS = ("model.linears.0", "model.linears.1")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def graph():
     return digits_graph()

@@ -34,26 +34,6 @@ class _Net(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training here is small and must be reproducible (resume tests compare bit for bit)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = sklearn.load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 1400, 50)]
-    return train, [(x[1400:], y[1400:])]          # 397 held-out samples
-
-
 @pytest.fixture(scope="module")
 def dense(digits):
     torch.manual_seed(0)
