@@ -8,6 +8,7 @@
     sim = engine.quant.simulate(model, cal)      # the model as int8 will compute it (simulate.py)
     layer = engine.quant.qconv_of(conv, cal.layer(name))  # that layer on the int8 kernels (native.py)
     qm = engine.quant.lower_int8(model, cal)     # the whole model on the int8 kernels (lower.py)
+    engine.quant.layer_diffs(qm, sim, (x,))      # each int8 layer vs its simulation (check.py)
     cm = engine.quant.compile_int8(qm, (x,), "arm64")  # into model.so (compile.py)
 
 Conventions (those of the int8 kernels and of XNNPACK / TFLite, so peers quantized by ONNX
@@ -25,9 +26,10 @@ from .calibrate import Calibration, LayerQuant, calibrate
 from .simulate import QuantSim, simulate
 from .native import int8_weight, qconv_of
 from .lower import lower_int8
+from .check import LayerDiff, layer_diffs
 from .compile import compile_int8, int8_manifest
 
-__all__ = ["ACT_U8", "Calibration", "DEFAULT", "LayerQuant", "QuantSim", "calibrate", "simulate", "MSEObserver", "MinMaxObserver", "Observer",
+__all__ = ["ACT_U8", "Calibration", "DEFAULT", "LayerDiff", "LayerQuant", "layer_diffs", "QuantSim", "calibrate", "simulate", "MSEObserver", "MinMaxObserver", "Observer",
            "PercentileObserver", "QParams", "QRange", "WEIGHT_S8", "choose_qparams",
            "dequantize", "fake_quant", "compile_int8", "int8_manifest", "int8_weight", "lower_int8", "observer", "qconv_of", "quantize",
            "weight_qparams"]

@@ -15,6 +15,7 @@ those of the chain's last tensor, and its weight QParams those of the folded wei
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -93,6 +94,47 @@ def fused_chain(n: fx.Node, modules: dict) -> tuple:
         nodes.append(nxt)
         act = act_of(nxt, modules)
     return nodes, bn, act
+
+
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+def is_add(n: fx.Node) -> bool:
+    """n adds two tensors (a + b, a += b, torch.add(a, b), a.add(b)), nothing else."""
+    return ((n.op == "call_function" and n.target in _ADDS) or
+            (n.op == "call_method" and n.target in ("add", "add_"))) and len(n.args) == 2 and \
+        all(isinstance(a, fx.Node) for a in n.args) and not n.kwargs
+
+
+def residual_add(chain: list, act: Optional[str], module: nn.Module, cal: "Calibration",
+                 taken, names: Optional[dict] = None) -> Optional[fx.Node]:
+    """The add an int8 conv chain is fused into (lower_int8 adds the other operand in the
+    conv's store, applies the add's ReLU / ReLU6 if it has one and requantizes the sum once;
+    simulate() models the same), or None. Fused: a groups-1 conv chain without an activation
+    whose only user adds it to another tensor of the same shape (in calibration: a broadcast
+    add stays a float add), an add no earlier chain took (`taken`: ResNet's conv3 and its
+    downsample shortcut meet in one add; the first in graph order is fused). names: node ->
+    the name it was calibrated under, for nodes a rewrite put in place of the traced ones."""
+    if act is not None or not isinstance(module, nn.Conv2d) or module.groups != 1:
+        return None
+    add = only_user(chain[-1])
+    if add is None or not is_add(add) or add in taken or add.args[0] is add.args[1]:
+        return None
+    a, b = (cal.shapes.get((names or {}).get(x, x.name)) for x in add.args)
+    return add if a is not None and a == b else None
+
+
+def residual_output(add: fx.Node, modules: dict) -> tuple:
+    """(node, activation) a fused residual add ends at: its ReLU / ReLU6 when that is its only
+    user, else the add itself (no activation)."""
+    nxt = only_user(add)
+    act = act_of(nxt, modules) if nxt is not None else None
+    return (nxt, act) if act in ("relu", "relu6") else (add, None)
+
+
+def int8_max_pool(mod: nn.MaxPool2d) -> bool:
+    """A max pool the int8 lowering runs on uint8 codes (keeping its input's QParams)."""
+    return mod.dilation in (1, (1, 1)) and not mod.ceil_mode and not mod.return_indices
 
 
 def traced_copy(model: nn.Module, what: str) -> fx.GraphModule:

@@ -21,7 +21,6 @@ fp32, the reason.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
@@ -30,16 +29,24 @@ from torch import fx, nn
 
 from ..errors import ConfigError
 from ..lowering.backends import build_layer
-from ..lowering.host import act_of, fold_bn
+from ..lowering.host import fold_bn
 from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
 from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
-from .calibrate import Calibration, check_calibrated, fused_chain, only_user, traced_copy
+from .calibrate import (
+    Calibration,
+    check_calibrated,
+    fused_chain,
+    int8_max_pool,
+    is_add,
+    residual_add,
+    residual_output,
+    traced_copy,
+)
 from .native import qconv_of, qdepthwise_of
 from .qparams import QParams
 from .simulate import check_matches
 
 _INT8_ACTS = (None, "relu", "relu6")
-_ADDS = (operator.add, operator.iadd, torch.add)
 
 
 @dataclass
@@ -51,12 +58,6 @@ class _Value:
 
 def _pair(v) -> tuple:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _is_add(n: fx.Node) -> bool:
-    return ((n.op == "call_function" and n.target in _ADDS) or
-            (n.op == "call_method" and n.target in ("add", "add_"))) and len(n.args) == 2 and \
-        all(isinstance(a, fx.Node) for a in n.args) and not n.kwargs
 
 
 def _last_layer(gm: fx.GraphModule, modules: dict) -> Optional[str]:
@@ -151,19 +152,12 @@ class _Lowering:
             self.skip.update(chain)
             return
         self.skip.update(chain)
-        add = only_user(chain[-1])
-        if act is None and add is not None and _is_add(add) and add not in self.pending and \
-                add.args[0] is not add.args[1] and self._same_shape(add):
+        add = residual_add(chain, act, mod, self.cal, self.pending)
+        if add is not None:
             # fused into the add: emitted there (the other operand may come later in the graph)
             self.pending[add] = (n, chain, lq, mod)
             return
         self._emit_conv(n, lq, mod, None, chain[-1], lq.output, act)
-
-    def _same_shape(self, add: fx.Node) -> bool:
-        """Both operands of the add had one shape in calibration (a broadcast add, of a bias
-        or a scalar, stays a float add)."""
-        a, b = (self.cal.shapes.get(x.name) for x in add.args)
-        return a is not None and a == b
 
     def _emit_conv(self, n: fx.Node, lq, mod: nn.Conv2d, res: Optional[_Value], out: fx.Node,
                    out_qp: QParams, act: Optional[str]) -> None:
@@ -188,13 +182,9 @@ class _Lowering:
         other = n.args[1] if n.args[0] is chain[-1] else n.args[0]
         self.as_u8(other, mod.out_channels)
         res = self.env[other] if self.env[other].qp is not None else self.casts[(other, "q")]
-        relu = only_user(n)
-        act = act_of(relu, self.modules) if relu is not None else None
-        if act in ("relu", "relu6"):
-            out = relu
-            self.skip.add(relu)
-        else:
-            out, act = n, None
+        out, act = residual_output(n, self.modules)
+        if out is not n:
+            self.skip.add(out)
         if out.name not in self.cal.tensors:
             raise ConfigError(f"lower_int8: the calibration never saw tensor {out.name!r}")
         self._emit_conv(conv, lq, mod, res, out, self.cal.tensors[out.name], act)
@@ -234,8 +224,7 @@ class _Lowering:
                 _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), _pair(mod.padding)))
             self.env[n] = _Value(self.graph.call_module(name, (v.node,)))
             return True
-        if v is None or v.qp is None or mod.dilation not in (1, (1, 1)) or mod.ceil_mode or \
-                mod.return_indices:
+        if v is None or v.qp is None or not int8_max_pool(mod):
             return False
         name = self._add(f"{n.target}_int8", QMaxPool2d(v.channels, mod.kernel_size, mod.stride,
                                                         mod.padding, n.target))
@@ -258,7 +247,7 @@ class _Lowering:
                 self.report[n.target] = f"fp32: {why}"
                 if len(n.args) == 1 and not n.kwargs and self.fp32_layer(n, f"fp32: {why}"):
                     continue
-            elif _is_add(n) and self.add_node(n):
+            elif is_add(n) and self.add_node(n):
                 continue
             elif n.op == "call_module" and isinstance(self.modules.get(n.target), nn.MaxPool2d) \
                     and self.maxpool(n):
