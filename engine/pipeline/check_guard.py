@@ -11,8 +11,14 @@ is built too, both are timed end to end, interleaved, and the faster is what opt
 returns (the whole-model guard then judges it against dense as before). A win of the plan as
 mapped is confirmed by a second timing before it is taken (interference only adds time).
 
+When the check's drops take a mapped plan below its sparsity budget, the budget stage leaves
+the verdict to this guard (state.budget_miss) instead of raising: the plan as mapped meets the
+budget and is returned whatever the timing says, the checked plan's time and sparsity in the
+note (allow_infeasible=True: the faster of the two, as for any plan).
+
 Skipped: measure=False, guard="off", a plan measured on a device (judged there), int8 plans
-(their own guard), fine-tuned runs (a replay would train again).
+(their own guard), fine-tuned runs (a replay would train again); there a missed budget is an
+InfeasibleError as before.
 """
 from __future__ import annotations
 
@@ -31,12 +37,19 @@ def dropped_layers(given, plan) -> list:
     return [c.layer for c in given if c.pruned and c.layer in plan and not plan[c.layer].pruned]
 
 
-def check_guard(state: RunState, opt, replay: Callable):
-    """`opt`, or the plan as mapped built by replay(config) when that is faster end to end."""
-    cfg, given = state.config, state.plan_in
+def applies(state: RunState) -> bool:
+    """Whether the check guard runs for this run (see the module doc for what it skips)."""
+    cfg = state.config
     source = getattr(state.timer, "source", "host") if state.timer is not None else "host"
-    if given is None or not cfg.measure or cfg.guard == "off" or source != "host" or \
-            state.int8 is not None or cfg.finetune is not None or cfg.bits != 32:
+    return state.plan_in is not None and cfg.measure and cfg.guard != "off" and \
+        source == "host" and state.int8 is None and cfg.finetune is None and cfg.bits == 32
+
+
+def check_guard(state: RunState, opt, replay: Callable):
+    """`opt`, or the plan as mapped built by replay(config) when that is faster end to end or
+    when `opt` misses the mapper's sparsity budget (state.budget_miss)."""
+    cfg, given = state.config, state.plan_in
+    if not applies(state):
         return opt
     dropped = dropped_layers(given, opt.plan)
     if not dropped:
@@ -50,11 +63,16 @@ def check_guard(state: RunState, opt, replay: Callable):
         again = _measure.compare(fns, min_time=MIN_TIME)
         times = {k: min(times[k], again[k]) for k in times}
     c_ms, m_ms = times["checked"] * 1e3, times["as_mapped"] * 1e3
-    keep = "as_mapped" if m_ms < c_ms else "checked"
+    miss = state.budget_miss
+    keep = "as_mapped" if m_ms < c_ms or miss is not None else "checked"
     verdict = {"checked_ms": round(c_ms, 4), "as_mapped_ms": round(m_ms, 4),
                "dropped": len(dropped), "kept": keep}
     text = (f"check guard: the in-place check kept {len(dropped)} layer(s) of the plan dense; "
             f"checked {c_ms:.3f} ms vs the plan as mapped {m_ms:.3f} ms end to end")
+    if miss is not None:
+        verdict["checked_sparsity"] = round(miss["sparsity"], 4)
+        text += (f"; the checked plan misses the sparsity budget ({miss['message']}), the "
+                 f"plan as mapped meets it")
     if keep == "checked":
         opt.plan.meta["check_guard"] = verdict
         opt.notes.append(text + ": the checked one kept")

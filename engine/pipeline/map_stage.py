@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from torch import nn
+
 from mapping import Candidate, Plan
 from mapping.space import BLOCKED
 

@@ -43,3 +43,5 @@ class RunState:
     int8: Optional[dict] = None          # int8: calibration and lowering report (plan meta)
     fp32_module: Any = None              # int8: stage lower's fp32 module (the int8 guard's twin)
     int8_costs: dict = field(default_factory=dict)   # int8: decide's measurements per layer
+    budget_miss: Optional[dict] = None   # a sparsity budget the in-place check missed, its
+    #                                      verdict left to the check guard (budget.check_in_place)

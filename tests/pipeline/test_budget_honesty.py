@@ -183,3 +183,34 @@ def test_a_budget_lost_in_the_in_place_check_is_said(case, tmp_path):
                           capture=False, progress=False, allow_infeasible=True)
     assert not opt.plan["fc1"].pruned and "kept dense" in opt.plan["fc1"].reason
     assert any("budget NOT met" in n and "fc1" in n for n in opt.notes)
+
+
+class NoisyHost(DriftingDevice):
+    """The same drift, reported as the host profiler's (whose in-place verdicts on small
+    layers can be noise): the check guard applies."""
+
+    source = "host"
+
+
+def test_a_budget_the_check_loses_on_the_host_returns_the_plan_as_mapped(case, tmp_path,
+                                                                         monkeypatch):
+    from test_check_guard import _scripted
+    model, x = case
+    # the plan as mapped is even the slower one end to end: it is returned for the budget
+    _scripted(monkeypatch, as_mapped_ms=2.0, checked_ms=1.0)
+    opt = engine.optimize(model, (x,), mapper="rule", sparsity=0.8, space=SPACE,
+                          costs=tmp_path / "c.json", device=NoisyHost(4), capture=False,
+                          progress=False)
+    assert opt.plan["fc1"].pruned and "check guard" in opt.plan["fc1"].reason
+    assert _global_sparsity(model, opt) >= 0.78
+    verdict = opt.plan.meta["check_guard"]
+    assert verdict["kept"] == "as_mapped" and verdict["checked_sparsity"] < 0.78
+    assert any("misses the sparsity budget" in n and "fc1" in n for n in opt.notes)
+    ref = opt.pruned_model(x)
+    assert (opt(x) - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
+    # allow_infeasible=True: the faster of the two, the miss said
+    opt = engine.optimize(model, (x,), mapper="rule", sparsity=0.8, space=SPACE,
+                          costs=tmp_path / "c.json", device=NoisyHost(0), capture=False,
+                          progress=False, allow_infeasible=True)
+    assert not opt.plan["fc1"].pruned and opt.plan.meta["check_guard"]["kept"] == "checked"
+    assert any("budget NOT met" in n for n in opt.notes)
