@@ -227,6 +227,33 @@ def cmd_info(a) -> int:
     return 0
 
 
+# python -m engine bench WHAT: engine.bench.WHAT's main(rest), and what each one times
+BENCHES = {
+    "kernels": "the sparse kernels vs the engine's dense kernel and torch, per layer shape",
+    "dense": "the packed dense kernels (GEMM, direct, Winograd) vs the path dense layers take",
+    "depthwise": "the direct depthwise kernel vs torch vs the sparse-SpMM path",
+    "tir": "generated TIR kernels vs the C++ kernels vs torch dense, on real shapes",
+    "invres": "fused inverted-residual blocks vs the unfused layers (MobileNetV2's shapes)",
+    "e2e": "an optimized model vs the dense model in PyTorch eager and ONNX Runtime",
+    "artifact": "compiled host artifacts (opt.save -> engine.load) vs the dense model",
+    "mapping": "mapped plans vs uniform plans, end to end, interleaved",
+    "plans": "build / time the mapped and uniform plans as saved artifacts",
+    "peers": "the engine's artifacts vs ONNX Runtime, OpenVINO, ExecuTorch+XNNPACK (fp32, int8)",
+    "corpus": "any model a user brings (vision, transformers, decoders), end to end",
+    "recurrent": "an LSTM classifier pruned matrix by matrix, artifact vs torch",
+    "recovery": "accuracy recovery on real data (gradual, ADMM, RGP, LTH, ...; int8 columns)",
+    "autobot": "AutoBot vs magnitude filter pruning at the same FLOPs, on real data",
+    "gcn": "GCN / GraphSAGE: dense vs sparse-trained 80% block 4x1, accuracy and time",
+}
+
+
+def bench_help() -> str:
+    width = max(map(len, BENCHES))
+    rows = "\n".join(f"  {k:{width}s}  {v}" for k, v in BENCHES.items())
+    return ("usage: python -m engine bench WHAT [options]   (python -m engine bench WHAT --help: "
+            "its options)\n\nWHAT:\n" + rows)
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = chk.Parser(prog="python -m engine", description=__doc__,
@@ -235,14 +262,15 @@ def main(argv: Optional[list] = None) -> int:
     _optimize_parser(sub)
     b = sub.add_parser("bench", help="microbenchmarks (kernels) or end-to-end (e2e)",
                        add_help=False)
-    b.add_argument("what", choices=["kernels", "e2e", "artifact", "mapping", "depthwise", "recovery",
-                                   "plans", "tir", "peers", "dense", "corpus",
-                                   "recurrent", "autobot", "gcn"])
+    b.add_argument("what", choices=list(BENCHES))
     d = sub.add_parser("demo", help="optimize a bundled model and compare with dense")
     d.add_argument("--model", default="resnet50")
     d.add_argument("--threads", type=chk.threads, default=os.cpu_count() or 1)
     d.add_argument("--plan-out", default=None)
     sub.add_parser("info", help="kernels, targets and zoo models available here")
+    if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+        print(bench_help())
+        return 0 if len(argv) > 1 else 2
     a, rest = ap.parse_known_args(argv)
     if a.cmd != "bench" and rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -104,3 +104,15 @@ def test_real_command_line_one_line_and_exit_code():
     assert p.returncode == 2
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--threads" in lines[0], p.stderr
+
+
+def test_bench_help_lists_every_bench_and_each_one_exists(capsys):
+    import importlib
+    from engine import cli
+    assert cli.main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.BENCHES:
+        assert f"  {name} " in out
+        assert callable(importlib.import_module(f"engine.bench.{name}").main)
+    assert cli.main(["bench"]) == 2                  # no WHAT: the same list, an error code
+    assert "WHAT:" in capsys.readouterr().out
