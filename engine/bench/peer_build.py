@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .peer_run import ENGINE_VARIANTS
 
 # the package each runtime needs (a missing one skips that runtime with a note)
@@ -99,16 +100,22 @@ def _uniform_4x1(directory: Path) -> Optional[Path]:
 
 
 def _plans_artifacts(model_name: str, artifacts: Optional[Path], cache: Path, reuse: bool,
-                     threads: int) -> dict:
+                     threads: int, seed: int = 0, weights: str = "init") -> dict:
     """{variant: artifact dir} of the sparse plans: from --artifacts, else built here as
     `bench plans build` builds them (rule mapper measured on the artifact: slow cold)."""
     if artifacts is None:
         artifacts = cache / "plans"
         if fresh(artifacts / model_name / "mapped" / "manifest.json", reuse):
             from .plans import build
-            build(model_name, artifacts, 0.8, "rule", "artifact", threads,
-                  families=("block4x1",))
+            build(model_name, artifacts, 0.8, "rule", "artifact", threads, seed,
+                  families=("block4x1",), weights=weights)
     d = artifacts / model_name
+    made = json.loads((d / "weights.json").read_text()) if (d / "weights.json").is_file() \
+        else {"seed": 0, "weights": "init"}        # plans built before weights.json existed
+    if made != {"seed": seed, "weights": weights}:
+        raise ConfigError(f"--artifacts {artifacts}: {model_name}'s plans were built with seed "
+                          f"{made['seed']}, weights {made['weights']!r}; this run uses seed "
+                          f"{seed}, weights {weights!r} (bench plans build --seed / --weights)")
     found = {"block4x1": _uniform_4x1(d), "mapped": d / "mapped"}
     return {k: v for k, v in found.items() if v is not None and (v / "manifest.json").is_file()}
 
@@ -128,7 +135,7 @@ def masked_output(model, x, directory: Path) -> np.ndarray:
 
 def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
                  artifacts: Optional[Path], variants: tuple, before: dict,
-                 dense_threads: tuple = ()) -> dict:
+                 dense_threads: tuple = (), seed: int = 0, weights: str = "init") -> dict:
     """{variant: artifact dir}; writes ref_<variant>.npy for the sparse ones (the dense
     artifact is checked against torch's dense output, ref_peer.npy). before: the last run's
     {variant: dir} (a reference made for another artifact is made again). dense_threads: a
@@ -148,7 +155,7 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
         out["dense"] = out[f"dense@{threads}"]
     sparse = [v for v in variants if v != "dense"]
     if sparse:
-        found = _plans_artifacts(model_name, artifacts, mdir, reuse, threads)
+        found = _plans_artifacts(model_name, artifacts, mdir, reuse, threads, seed, weights)
         out.update({v: found[v] for v in sparse if v in found})
     for v, d in out.items():
         if v.startswith("dense"):
@@ -159,33 +166,32 @@ def build_engine(model_name, model, x, mdir: Path, reuse: bool, threads: int,
     return out
 
 
-def seeded(model_name: str, seed: int) -> tuple:
-    """(model in eval mode, input): the weights and the input every export is made of."""
-    from engine import zoo
-    torch.manual_seed(seed)            # as `bench plans build`: same weights as its artifacts
-    model = zoo.get(model_name).eval()
-    return model, torch.randn(zoo.input_shape(model_name))
+def seeded(model_name: str, seed: int, weights: str = "init") -> tuple:
+    """(model in eval mode, input): the weights and the input every export is made of (as
+    `bench plans build`'s: plans.bench_model)."""
+    from .plans import bench_model
+    return bench_model(model_name, seed, weights)
 
 
 def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: int,
             seed: int = 0, artifacts: Optional[Path] = None,
             variants: tuple = ENGINE_VARIANTS, log=print, dense_threads: tuple = (),
-            fp32: bool = True) -> dict:
+            fp32: bool = True, weights: str = "init") -> dict:
     """Builds what `runtimes` need for one model; returns its meta (also cache/<model>/meta.json).
     fp32=False: the seeded input, the references and model.onnx only (what the int8 exports,
     peer_int8.prepare_int8, start from)."""
     mdir = out / "cache" / model_name
     old = json.loads((mdir / "meta.json").read_text()) if (mdir / "meta.json").is_file() else {}
-    if old.get("seed") != seed:
+    if old.get("seed") != seed or old.get("weights", "init") != weights:
         reuse = False                  # exports of other weights: nothing there to reuse
     if not reuse and mdir.exists():
         shutil.rmtree(mdir)
     mdir.mkdir(parents=True, exist_ok=True)
-    model, x = seeded(model_name, seed)
+    model, x = seeded(model_name, seed, weights)
     np.save(mdir / "input.npy", x.numpy())
     with torch.no_grad():
         np.save(mdir / "ref_peer.npy", model(x).numpy())
-    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed,
+    meta = {"model": model_name, "input_shape": list(x.shape), "seed": seed, "weights": weights,
             "dense_gflops": dense_gflops(model, x)}
     onnx = mdir / "model.onnx"
     if {"ort", "openvino"} & set(runtimes) and fresh(onnx, reuse):
@@ -203,7 +209,7 @@ def prepare(model_name: str, out: Path, runtimes: tuple, reuse: bool, threads: i
     if fp32 and "engine" in runtimes and variants:
         log(f"{model_name}: engine artifacts {', '.join(variants)}")
         arts = build_engine(model_name, model, x, mdir, reuse, threads, artifacts, variants,
-                            old.get("engine", {}), dense_threads)
+                            old.get("engine", {}), dense_threads, seed, weights)
         meta["engine"] = {v: str(d) for v, d in arts.items()}
     (mdir / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta

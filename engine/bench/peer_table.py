@@ -7,6 +7,7 @@ while the vCPUs were close (placement.py)."""
 from __future__ import annotations
 
 import statistics
+from typing import Optional
 
 from .placement import CLOSE_NS
 
@@ -58,6 +59,35 @@ def _stats(cell: dict) -> None:
     info = [r["info"] for r in cell["rounds"] if "int8_layers" in r.get("info", {})]
     if info:        # an engine int8 artifact: how many of its layers run int8
         cell["int8_layers"], cell["layers"] = info[0]["int8_layers"], info[0].get("layers")
+
+
+# int8: a runtime further from torch's fp32 output than this times the best int8 peer's error
+# on the same model (or than --tol-int8, whichever is larger) is flagged
+INT8_PEER_FACTOR = 1.5
+
+
+def int8_flags(summary: dict, tol_int8: float) -> dict:
+    """{threads: {model: tolerance}}. What int8 costs in accuracy is the network's as much as
+    the runtime's: on the zoo's initialised weights the int8 peers land at 0.01-0.04 relative
+    L2, on a random network with re-estimated BatchNorm statistics (--weights bn) every one of
+    them at ~0.2. So a model's tolerance is max(tol_int8, INT8_PEER_FACTOR x the smallest error
+    an int8 peer reached on it), and every int8 cell (peers and engine) further than that is
+    flagged, out of the comparison (a broken export, 0.5-4 here, stays far outside either)."""
+    tols: dict = {}
+    for threads, models in summary.items():
+        for m, keys in models.items():
+            errs = [keys[k]["rel_l2_max"] for k in PEERS_INT8
+                    if "rel_l2_max" in keys.get(k, {}) and "flagged" not in keys[k]]
+            tol = max(tol_int8, INT8_PEER_FACTOR * min(errs)) if errs else tol_int8
+            tols.setdefault(threads, {})[m] = tol
+            for k in (*PEERS_INT8, *ENGINE_INT8):
+                c = keys.get(k)
+                if c is not None and "flagged" not in c and c.get("rel_l2_max", 0.0) > tol:
+                    c["flagged"] = (f"int8 output differs from torch's fp32 by "
+                                    f"{c['rel_l2_max']:.3g} relative L2 (tolerance {tol:.3g}: "
+                                    f"--tol-int8 or {INT8_PEER_FACTOR:g} x the best int8 "
+                                    f"peer's): not compared")
+    return tols
 
 
 def best_peer(keys: dict, peers: dict = PEERS):
@@ -158,9 +188,10 @@ def _head(threads: str, what: str) -> str:
     return head
 
 
-def markdown_int8(summary: dict, runtimes: tuple) -> str:
+def markdown_int8(summary: dict, runtimes: tuple, tols: Optional[dict] = None) -> str:
     """One int8 table per thread count: the int8 peers, the engine's int8 artifacts with their
-    ratio to the best int8 peer, and engine int8 4x4 against engine fp32 4x1 (both 80%)."""
+    ratio to the best int8 peer, and engine int8 4x4 against engine fp32 4x1 (both 80%);
+    tols (int8_flags): each model's L2 tolerance, in the best peer's cell."""
     cols = [f"{k}:int8" for k in PEERS if k in runtimes] + \
         (list(ENGINE_INT8) if "engine" in runtimes else [])
     names = {**PEERS_INT8, **ENGINE_INT8}
@@ -178,6 +209,9 @@ def markdown_int8(summary: dict, runtimes: tuple) -> str:
         for m, keys in models.items():
             k, best = best_peer(keys, PEERS_INT8)
             row = [m, "-" if best is None else f"{PEERS_INT8[k]} {best['ms_min']:.2f} ms"]
+            tol = (tols or {}).get(threads, {}).get(m)
+            if tol is not None:
+                row[1] += f" (L2 tolerance {tol:.2g})"
             row += [_cell(keys.get(c), "ratio_vs_best_int8_peer") for c in cols]
             if "engine" in runtimes:
                 c = keys.get("engine:int8-block4x4", {})

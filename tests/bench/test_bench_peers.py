@@ -98,8 +98,9 @@ def test_onnxruntime_int8_calibrates_on_the_seeded_batches_then_is_flagged_on_ot
     cell = res["summary"]["1"][MODEL]["ort:int8"]
     assert cell["ms_min"] == run["median_ms"] and res["tol_int8"] == 0.1
     table = (tmp_path / "peers.md").read_text()
-    assert re.search(rf"\| {MODEL} \| ONNX Runtime int8 {run['median_ms']:.2f} ms \| "
-                     rf"{run['median_ms']:.2f} / ", table)
+    assert re.search(rf"\| {MODEL} \| ONNX Runtime int8 {run['median_ms']:.2f} ms "
+                     rf"\(L2 tolerance 0.1\) \| {run['median_ms']:.2f} / ", table)
+    assert res["int8_tolerance"] == {"1": {MODEL: 0.1}}     # 1.5 x ORT's 0.015 is below 0.1
     assert "dense GFLOP" not in table             # int8 only: no fp32 table
 
     # an int8 export of other weights (kept by --reuse): flagged, not timed
