@@ -4,6 +4,8 @@ run, or a mismatch, is an engine error; where layers were swapped in place (the 
 models torch.fx cannot trace) a mismatch names the first layer whose output differs."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..errors import EngineError, LoweringError, MismatchError
@@ -22,9 +24,12 @@ INT8_TIE_FACTOR = 2.0
 
 def verify(state: RunState, opt) -> None:
     if state.reference is not None:      # int8: against its fake-quantized simulation
-        note = check_int8(opt, state.reference, state.example_inputs)
+        record: dict = {}
+        note = check_int8(opt, state.reference, state.example_inputs, record)
         if note:
             state.notes.append(note)
+        if state.int8 is not None:       # the plan's meta["int8"]: what the verify saw
+            state.int8["verify"] = record
         return
     try:
         check_outputs(opt, state.example_inputs, state.config.verify_rtol)
@@ -126,15 +131,20 @@ def flatten(out) -> list:
     return [t for _, t in flatten_outputs(out)[0]]
 
 
-def check_int8(opt, reference, example_inputs: tuple) -> str:
+def check_int8(opt, reference, example_inputs: tuple, record: Optional[dict] = None) -> str:
     """The int8 result against its fake-quantized simulation `reference`: every int8 layer on
     the same input (engine.quant.check: at most one code apart, in few outputs; a layer that
     differs more is a MismatchError naming it), then every output end to end, within
     INT8_VERIFY_RTOL (relative L2) or, where the network amplifies rounding ties past that,
     within INT8_TIE_FACTOR x what the simulation differs from itself computed in float64 (the
-    same ties rounded the other way). Returns a note saying so in that case, else ""."""
+    same ties rounded the other way). Returns a note saying so in that case, else "". record
+    (if given) gets the figures: layers checked, the largest share of a layer's outputs one
+    code off, the end-to-end error."""
     from ..quant.check import MAX_CODES, layer_diffs
     diffs = layer_diffs(opt.runtime, reference, example_inputs)
+    record = {} if record is None else record
+    record.update(layers=len(diffs), max_tie_fraction=max(
+        (d.differ / d.outputs for d in diffs if d.outputs), default=0.0))
     bad = [d for d in diffs if not d.ok]
     if bad:
         raise MismatchError(f"int8 layer {bad[0]} from its fake-quantized simulation on the "
@@ -144,11 +154,13 @@ def check_int8(opt, reference, example_inputs: tuple) -> str:
         ref = flatten(call(reference, example_inputs))
         errs = _rel_l2(ref, flatten(opt(*example_inputs)), "int8 result")
         worst = max(range(len(errs)), key=errs.__getitem__, default=None)
+        record["rel_l2"] = None if worst is None else round(errs[worst], 6)
         if worst is None or errs[worst] <= INT8_VERIFY_RTOL:
             return ""
         own = _rel_l2(ref, flatten(_in_float64(reference, example_inputs)), "float64")[worst]
     what = (f"output {worst}: the int8 result differs from its fake-quantized simulation by "
             f"{errs[worst]:.3g} (relative L2; allowed {INT8_VERIFY_RTOL}")
+    record["float64_rel_l2"] = round(own, 6)
     if not errs[worst] <= INT8_TIE_FACTOR * own:
         raise MismatchError(f"{what}, or {INT8_TIE_FACTOR:g} x the {own:.3g} the simulation "
                             f"differs from itself in float64)")

@@ -45,6 +45,8 @@ def test_bits8_runs_every_int8_able_layer_int8(int8_opt):
     assert "classifier" in opt.plan["fc"].reason
     rep = opt.plan.meta["int8"]["report"]
     assert rep["conv3"] == "int8 (residual add fused)" and rep["dw"] == "int8"
+    seen = opt.plan.meta["int8"]["verify"]            # each int8 layer checked on its own input
+    assert seen["layers"] == 5 and seen["max_tie_fraction"] <= 1e-3 and seen["rel_l2"] < 2e-3
     kinds = [type(mod) for mod in opt.runtime.modules()]
     assert kinds.count(QConv2d) == 4 and kinds.count(QDepthwiseConv2d) == 1
     assert opt.int8
