@@ -5,11 +5,9 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _train_one_thread(one_thread):
+    """Every training test on one torch thread (tests/conftest.py's one_thread)."""
     yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

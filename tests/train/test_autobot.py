@@ -18,15 +18,6 @@ from engine.train import AutoBotConfig, autobot
 from engine.train.bottlenecks import Bottlenecks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one torch thread is faster, and leaves the other core alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ResDw(nn.Module):
     """A residual add (stem and conv_a coupled), a depthwise conv carrying that group, a conv
     without BatchNorm feeding a linear through a flatten (each channel = 16 features)."""
