@@ -63,8 +63,9 @@ def bench_model(model_name: str, seed: int = 0, weights: str = "init") -> tuple:
     export and artifact is made of."""
     from engine import zoo
     from ..accuracy import recalibrate_bn
+    from ..errors import ConfigError
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}")
+        raise ConfigError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}")
     torch.manual_seed(seed)
     model = zoo.get(model_name).eval()
     x = torch.randn(zoo.input_shape(model_name))

@@ -57,7 +57,7 @@ def test_bench_weights_init_and_bn():
         y0, y1 = m0(x0), m1(x1)
     # as initialised, the activations fade (below an int8 scale's floor); re-estimated, O(1)
     assert y0.abs().max() < 1e-4 < 1e-1 < y1.abs().max()
-    with pytest.raises(ValueError, match="weights must be one of"):
+    with pytest.raises(ConfigError, match="weights must be one of"):
         plans.bench_model("mobilenetv2", 0, "trained")
 
 
