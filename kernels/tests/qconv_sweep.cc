@@ -154,6 +154,45 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
   return cs;
 }
 
+// The requantization alone at its edges, through every variant's epi_row (the vector
+// variants' grouped and single stores and their partial tail; qspmm.h's qclamp): sums that put v
+// on ties (x.5) and on both sides of each clamp, at every activation, zero points 0..255, with
+// and without a residual, and sums that overflow float to +-inf; each byte against qrequant.
+std::string requant_edges(const spe::QSpmmKernels* kt, int act, int32_t zy, bool with_res, Lcg& rng) {
+  struct K { float scale, bias, six; };
+  const K ks[] = {{0.5f, 0.0f, 120.0f}, {1.0f, 0.5f, 0.5f}, {1.0f, -0.5f, 6.25f}, {0.25f, 0.125f, 300.0f},
+                  {1e-3f, -7.3f, 0.0f}, {3.0e38f, 0.0f, 12.0f}, {-3.0e38f, 1.0f, 2.5f}};
+  const int n = 4 * 64 + 37;  // whole groups (64 and 16 outputs), single vectors and a partial one
+  std::vector<int32_t> acc(n);
+  std::vector<uint8_t> res(n), got(n);
+  for (const K& k : ks)
+    for (int pass = 0; pass < 3; ++pass) {
+      const int32_t corr = pass == 2 ? 0 : int32_t(rng.uniform() * 200) - 100;
+      for (int i = 0; i < n; ++i) {
+        // pass 0: consecutive sums across both clamps of the small scales; pass 1: random
+        // within +-2^20; pass 2: extremes (corr 0: no overflow in a + corr)
+        acc[i] = pass == 0   ? (i - n / 2) * 3 - corr
+                 : pass == 1 ? int32_t(rng.uniform() * 2097152.0) - 1048576
+                             : (i % 4 == 0   ? INT32_MAX - i
+                                : i % 4 == 1 ? INT32_MIN + i
+                                : i % 4 == 2 ? (1 << 24) + i
+                                             : -(1 << 24) - i);
+        res[i] = uint8_t(rng.uniform() * 256);
+      }
+      std::vector<int32_t> corr_v(1, corr);
+      std::vector<float> scale_v(1, k.scale), bias_v(1, k.bias);
+      const spe::QEpilogue e{corr_v.data(), scale_v.data(), bias_v.data(), 0.37f, 128, k.six, zy, act};
+      kt->epi_row(got.data(), acc.data(), with_res ? res.data() : nullptr, n, e, 0);
+      for (int i = 0; i < n; ++i) {
+        const uint8_t want = spe::qrequant(acc[i], with_res ? &res[i] : nullptr, e, 0);
+        if (got[i] != want)
+          return fmt("scale %g bias %g six %g corr %d: sum %d gave %d, reference %d (output %d)", k.scale,
+                     k.bias, k.six, corr, acc[i], got[i], want, i);
+      }
+    }
+  return "";
+}
+
 }  // namespace
 
 // One listed int8 kernel (kernel_tests.cc's listed sweeps): 1x1 layers of its group height,
@@ -194,6 +233,16 @@ size_t qconv_sweep(bool quick) {
       record(err.empty(), t.name, err);
       ++n;
     }
+    for (int act = 0; act < 3; ++act)
+      for (int32_t zy : {0, 1, 127, 128, 254, 255})
+        for (bool with_res : {false, true}) {
+          const std::string name = fmt("qrequant-edges-%s-act%d-zy%d%s", kt->variant, act, zy, with_res ? "-res" : "");
+          set_current(name);
+          Lcg rng(seed_of(name));
+          const std::string err = requant_edges(kt, act, zy, with_res, rng);
+          record(err.empty(), name, err);
+          ++n;
+        }
   }
   return n;
 }

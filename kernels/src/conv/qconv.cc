@@ -6,9 +6,11 @@
 //        to a 1x1 stride-1 unpadded conv is its own quad planes and is read in place), the
 //        zero padding and the channels past C written as the input's zero point once per input
 //        size; 3. the SpMM over (band, row group, pixel tile) items in the thread pool, each
-//        tile requantized into y as it is stored (NCHW4: into a stage, then interleaved into
-//        quads), or, where virtual output pixels differ from real ones, its s32 sums kept in a
-//        small buffer and requantized into y right after (crop).
+//        tile requantized into y as it is stored (NCHW4: a group of whole quads of rows by the
+//        tile itself, 4 rows' bytes into each pixel's word, where the variant can (kernels'
+//        quads); otherwise into a stage, then interleaved into quads), or, where virtual output
+//        pixels differ from real ones, its s32 sums kept in a small buffer and requantized into
+//        y right after (crop).
 // The workspace of the last input size is cached under a try_lock, as in sparse_conv.cc: a call
 // that finds it busy works in a buffer of its own, with the same result.
 #include <algorithm>
@@ -257,7 +259,14 @@ struct QItems {
       a.npix = npix;
       a.acc_out = crop ? tbuf : nullptr;
       a.acc_row_stride = sub;
-      if (!crop && !quads_out) {  // NCHW, every virtual pixel real: straight into y
+      // NCHW4 out of whole quads of rows: the tile interleaves them itself (no stage)
+      a.quads = !crop && quads_out && k->quads && r % 4 == 0 && r0 % 4 == 0;
+      if (a.quads) {
+        a.y = y + 4 * ((r0 / 4) * out_px + q);
+        a.y_row_stride = 4 * out_px;
+        a.res = res ? res + 4 * ((r0 / 4) * out_px + q) : nullptr;
+        a.res_row_stride = 4 * out_px;
+      } else if (!crop && !quads_out) {  // NCHW, every virtual pixel real: straight into y
         a.y = y + r0 * out_px + q;
         a.y_row_stride = out_px;
         a.res = res ? res + r0 * out_px + q : nullptr;
@@ -272,7 +281,7 @@ struct QItems {
       if (npix == sub) k->full[r - 1](a);
       else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
       if (!crop) {
-        if (quads_out) put_quads(y, out_px, O, r0, r, stage, sub, q, npix, c->pad_row.data());
+        if (quads_out && !a.quads) put_quads(y, out_px, O, r0, r, stage, sub, q, npix, c->pad_row.data());
         continue;
       }
       for (int64_t pos = q, end = q + npix; pos < end;) {  // the real pixels of the tile

@@ -20,6 +20,8 @@ struct QAvx2 {
   using in = acc;
   using wt = __m256i;
   using ivec = __m256i;
+  static constexpr int kGroup = 1;
+  static constexpr bool kQuads = false;  // NCHW4 outputs go through the layer's stage
   static acc acc_zero() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
   static in load(const uint8_t* p) {
     return {_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
@@ -57,16 +59,20 @@ struct QAvx2 {
   }
   struct RowConst {
     __m256i corr, rz, zy;
-    __m256 scale, bias, rs, six;
-    int act;
+    __m256 scale, bias, rs, lo, hi;
   };
+  static RowConst make_const(__m256i corr, __m256 scale, __m256 bias, float res_scale, int32_t res_zero,
+                             float six, int32_t zy, int act) {
+    const QClamp k = qclamp(act, six, zy);
+    return {corr, _mm256_set1_epi32(res_zero), _mm256_set1_epi32(zy), scale, bias,
+            _mm256_set1_ps(res_scale), _mm256_set1_ps(k.lo), _mm256_set1_ps(k.hi)};
+  }
   static RowConst row_const(const QEpilogue& e, int o) {
-    return {_mm256_set1_epi32(e.corr[o]), _mm256_set1_epi32(e.res_zero), _mm256_set1_epi32(e.out_zero),
-            _mm256_set1_ps(e.scale[o]), _mm256_set1_ps(e.bias[o]), _mm256_set1_ps(e.res_scale),
-            _mm256_set1_ps(e.six), e.act};
+    return make_const(_mm256_set1_epi32(e.corr[o]), _mm256_set1_ps(e.scale[o]), _mm256_set1_ps(e.bias[o]),
+                      e.res_scale, e.res_zero, e.six, e.out_zero, e.act);
   }
   // the depthwise row (qtile_template.h's qdw_row)
-  static ivec zero_i32() { return _mm256_setzero_si256(); }
+  static ivec add_i32(ivec a, ivec b) { return _mm256_add_epi32(a, b); }
   static ivec load_i32(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static ivec mul_add(ivec acc, ivec x, ivec w) { return _mm256_add_epi32(acc, _mm256_mullo_epi32(x, w)); }
   static ivec load_u8(const uint8_t* p, int n) {
@@ -75,24 +81,20 @@ struct QAvx2 {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
   }
   static RowConst lane_const(const QDwRowArgs& d) {
-    return {load_i32(d.corr), _mm256_set1_epi32(d.res_zero), _mm256_set1_epi32(d.out_zero),
-            _mm256_loadu_ps(d.scale), _mm256_loadu_ps(d.bias), _mm256_set1_ps(d.res_scale),
-            _mm256_set1_ps(d.six), d.act};
+    return make_const(load_i32(d.corr), _mm256_loadu_ps(d.scale), _mm256_loadu_ps(d.bias), d.res_scale,
+                      d.res_zero, d.six, d.out_zero, d.act);
   }
-  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
-    s = _mm256_add_epi32(s, c.corr);
-    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), c.scale, c.bias);
+  // a = sums + corr; qclamp's bounds in float, so q = round(v) + zy is in [0, 255]
+  static void requant_store(uint8_t* y, ivec a, const uint8_t* res, int n, const RowConst& c) {
+    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), c.scale, c.bias);
     if (res) {
       long long rb = 0;
       std::memcpy(&rb, res, size_t(n));
       const __m256i r = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(rb));
       v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, c.rz)), c.rs, v);
     }
-    if (c.act >= 1) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (c.act == 2) v = _mm256_min_ps(v, c.six);
-    v = _mm256_min_ps(v, _mm256_set1_ps(512.0f));
+    v = _mm256_min_ps(_mm256_max_ps(v, c.lo), c.hi);
     const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), c.zy);
-    // signed saturation to s16, then unsigned to u8: the clamp to [0, 255]
     const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     const __m128i q8 = _mm_packus_epi16(q16, q16);
     if (n == kPix) return _mm_storel_epi64(reinterpret_cast<__m128i*>(y), q8);

@@ -15,6 +15,7 @@ struct QAvx512Vnni {
   using in = __m512i;
   using wt = __m512i;
   using ivec = __m512i;
+  static constexpr int kGroup = 4;  // 64 outputs narrowed by 2 packs, a pack and a permute
   static acc acc_zero() { return _mm512_setzero_si512(); }
   static in load(const uint8_t* p) { return _mm512_loadu_si512(p); }
   static in load_part(const uint8_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
@@ -29,17 +30,21 @@ struct QAvx512Vnni {
   static ivec load_acc(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
   static void store_acc(int32_t* p, ivec v, int n) { _mm512_mask_storeu_epi32(p, mask(n), v); }
   struct RowConst {
-    __m512i corr, rz, zy;
-    __m512 scale, bias, rs, six;
-    int act;
+    __m512i corr, rz, zy, zy16;
+    __m512 scale, bias, rs, lo, hi;
   };
+  static RowConst make_const(__m512i corr, __m512 scale, __m512 bias, float res_scale, int32_t res_zero,
+                             float six, int32_t zy, int act) {
+    const QClamp k = qclamp(act, six, zy);
+    return {corr, _mm512_set1_epi32(res_zero), _mm512_set1_epi32(zy), _mm512_set1_epi16(int16_t(zy)),
+            scale, bias, _mm512_set1_ps(res_scale), _mm512_set1_ps(k.lo), _mm512_set1_ps(k.hi)};
+  }
   static RowConst row_const(const QEpilogue& e, int o) {
-    return {_mm512_set1_epi32(e.corr[o]), _mm512_set1_epi32(e.res_zero), _mm512_set1_epi32(e.out_zero),
-            _mm512_set1_ps(e.scale[o]), _mm512_set1_ps(e.bias[o]), _mm512_set1_ps(e.res_scale),
-            _mm512_set1_ps(e.six), e.act};
+    return make_const(_mm512_set1_epi32(e.corr[o]), _mm512_set1_ps(e.scale[o]), _mm512_set1_ps(e.bias[o]),
+                      e.res_scale, e.res_zero, e.six, e.out_zero, e.act);
   }
   // the depthwise row (qtile_template.h's qdw_row)
-  static ivec zero_i32() { return _mm512_setzero_si512(); }
+  static ivec add_i32(ivec a, ivec b) { return _mm512_add_epi32(a, b); }
   static ivec load_i32(const int32_t* p) { return _mm512_loadu_si512(p); }
   static ivec mul_add(ivec acc, ivec x, ivec w) { return _mm512_add_epi32(acc, _mm512_mullo_epi32(x, w)); }
   static ivec load_u8(const uint8_t* p, int n) {
@@ -48,32 +53,73 @@ struct QAvx512Vnni {
     return _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), b);
   }
   static RowConst lane_const(const QDwRowArgs& d) {
-    return {_mm512_loadu_si512(d.corr), _mm512_set1_epi32(d.res_zero), _mm512_set1_epi32(d.out_zero),
-            _mm512_loadu_ps(d.scale), _mm512_loadu_ps(d.bias), _mm512_set1_ps(d.res_scale),
-            _mm512_set1_ps(d.six), d.act};
+    return make_const(_mm512_loadu_si512(d.corr), _mm512_loadu_ps(d.scale), _mm512_loadu_ps(d.bias),
+                      d.res_scale, d.res_zero, d.six, d.out_zero, d.act);
   }
-  static void requant_store(uint8_t* y, ivec s, const uint8_t* res, int n, const RowConst& c) {
-    const __mmask16 m = mask(n);
+  // qspmm.h's requantization of a = sums + corr up to the zero point: round(v) as s32, in
+  // [-zy, 255 - zy] (qclamp's bounds applied in float before the rounding)
+  // the same from the residual's bytes widened to s32 (r: null without a residual)
+  static __m512i requant_r(__m512i a, const __m512i* r, const RowConst& c) {
     // the zero-masked forms with a full mask: the plain ones pass an undefined vector that
     // GCC 12 then warns about (-Wmaybe-uninitialized), as isa/avx512.h's max / min
     const __mmask16 all = 0xFFFF;
-    s = _mm512_add_epi32(s, c.corr);
-    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, s), c.scale, c.bias);
-    if (res) {
-      const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(m, res));
-      v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(r, c.rz)), c.rs, v);
-    }
-    if (c.act >= 1) v = _mm512_mask_max_ps(v, all, v, _mm512_setzero_ps());
-    if (c.act == 2) v = _mm512_mask_min_ps(v, all, v, c.six);
-    v = _mm512_mask_min_ps(v, all, v, _mm512_set1_ps(512.0f));
-    // cvtps2dq gives INT32_MIN below -2^31; q + zy >= 0 clamped, then the unsigned saturating
-    // narrow (vpmovusdb) clamps to 255; narrowed in a register, then a plain store: the memory
-    // form of a (masked) narrowing store is microcoded on Intel cores (1.7x the epilogue)
-    __m512i q = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, v), c.zy);
-    q = _mm512_maskz_max_epi32(all, q, _mm512_setzero_si512());
-    const __m128i b = _mm512_maskz_cvtusepi32_epi8(all, q);
+    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, a), c.scale, c.bias);
+    if (r) v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(*r, c.rz)), c.rs, v);
+    v = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, v, c.lo), c.hi);
+    return _mm512_maskz_cvtps_epi32(all, v);
+  }
+  static __m512i requant(__m512i a, const uint8_t* res, int n, const RowConst& c) {
+    if (!res) return requant_r(a, nullptr, c);
+    const __m128i rb = n == kPix ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(res))
+                                 : _mm_maskz_loadu_epi8(mask(n), res);
+    const __m512i r = _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), rb);
+    return requant_r(a, &r, c);
+  }
+  static void requant_store(uint8_t* y, ivec a, const uint8_t* res, int n, const RowConst& c) {
+    // in [0, 255]: the truncating narrow; narrowed in a register, then a plain store: the
+    // memory form of a (masked) narrowing store is microcoded on Intel cores (1.7x the epilogue)
+    const __m512i q = _mm512_add_epi32(requant(a, res, n, c), c.zy);
+    const __m128i b = _mm512_maskz_cvtepi32_epi8(__mmask16(0xFFFF), q);
     if (n == kPix) _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
-    else _mm_mask_storeu_epi8(y, m, b);
+    else _mm_mask_storeu_epi8(y, mask(n), b);
+  }
+  static void requant_store_group(uint8_t* y, ivec a0, ivec a1, ivec a2, ivec a3, const uint8_t* res,
+                                  const RowConst& c) {
+    // s32 in [-255, 255] -> s16 (per 128-bit lane L: 4 of a0, 4 of a1), + zy, -> u8 (lane L:
+    // pixels 4L..4L+3 of a0, a1, a2, a3); the permute puts each vector's 16 in order
+    const __m512i p01 = _mm512_add_epi16(_mm512_packs_epi32(requant(a0, res, kPix, c),
+                                                            requant(a1, res ? res + kPix : res, kPix, c)), c.zy16);
+    const __m512i p23 = _mm512_add_epi16(_mm512_packs_epi32(requant(a2, res ? res + 2 * kPix : res, kPix, c),
+                                                            requant(a3, res ? res + 3 * kPix : res, kPix, c)), c.zy16);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_si512(y, _mm512_maskz_permutexvar_epi32(0xFFFF, order, _mm512_packus_epi16(p01, p23)));
+  }
+  static constexpr bool kQuads = true;
+  static void requant_store_quads(uint8_t* y, ivec a0, ivec a1, ivec a2, ivec a3, const uint8_t* res, int n,
+                                  const RowConst& c0, const RowConst& c1, const RowConst& c2,
+                                  const RowConst& c3) {
+    // row k's value + zy (in [0, 255]) shifted to byte k of each pixel's word
+    const __mmask16 m = mask(n);
+    __m512i u0, u1, u2, u3;
+    if (res) {
+      const __m512i w = n == kPix ? _mm512_loadu_si512(res) : _mm512_maskz_loadu_epi32(m, res);
+      const __m512i ff = _mm512_set1_epi32(0xFF);
+      const auto byte = [&](int k) { return _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, w, k), ff); };
+      const __m512i r0 = _mm512_and_si512(w, ff), r1 = byte(8), r2 = byte(16),
+                    r3 = _mm512_maskz_srli_epi32(0xFFFF, w, 24);
+      u0 = requant_r(a0, &r0, c0), u1 = requant_r(a1, &r1, c1), u2 = requant_r(a2, &r2, c2),
+      u3 = requant_r(a3, &r3, c3);
+    } else {
+      u0 = requant_r(a0, nullptr, c0), u1 = requant_r(a1, nullptr, c1), u2 = requant_r(a2, nullptr, c2),
+      u3 = requant_r(a3, nullptr, c3);
+    }
+    const __m512i zy = c0.zy;
+    const auto at = [&](const __m512i& u, int k) { return _mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(u, zy), k); };
+    const __m512i w = _mm512_or_si512(_mm512_ternarylogic_epi32(_mm512_add_epi32(u0, zy), at(u1, 8), at(u2, 16),
+                                                                0xFE),  // a | b | c
+                                      at(u3, 24));
+    if (n == kPix) _mm512_storeu_si512(y, w);
+    else _mm512_mask_storeu_epi32(y, m, w);
   }
 };
 
@@ -101,7 +147,7 @@ __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi_s1(const QDwRowsArgs& a
     const int m = n - j < 16 ? n - j : 16;
     const uint8_t* in = a.rows + int64_t(j / 4) * 4;   // the block's first input pixel
     __m512i acc[KH];
-    for (int k = 0; k < KH; ++k) acc[k] = _mm512_setzero_si512();
+    for (int k = 0; k < KH; ++k) acc[k] = c.corr;
     for (int i = 0; i < n_in; ++i) {
       const __m512i row = _mm512_loadu_si512(in + int64_t(i) * a.row_stride);
       for (int g = 0; g < groups; ++g) {
@@ -114,7 +160,7 @@ __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi_s1(const QDwRowsArgs& a
         QAvx512Vnni::requant_store(d.y + o, acc[KH - 1], d.res ? d.res + o : nullptr, m, c);
       }
       for (int k = KH - 1; k > 0; --k) acc[k] = acc[k - 1];
-      acc[0] = _mm512_setzero_si512();
+      acc[0] = c.corr;
     }
   }
 }
@@ -134,7 +180,7 @@ __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi(const QDwRowsArgs& a) {
     uint8_t* y = d.y + r * a.y_stride;
     const uint8_t* res = d.res ? d.res + r * a.y_stride : nullptr;
     for (int j = 0; j < n; j += 16) {   // bytes of the output row: 4 pixels x 4 channels
-      __m512i acc = _mm512_setzero_si512();
+      __m512i acc = c.corr;
       const int64_t at = int64_t(j / 4) * a.stride * 4;   // the block's first input pixel
       for (int ky = 0; ky < a.kh; ++ky) {
         const __m512i row = _mm512_loadu_si512(in + int64_t(ky) * a.dil_h * a.row_stride + at);

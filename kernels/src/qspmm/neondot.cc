@@ -38,7 +38,8 @@ void qdw_rows_dot_3(const QDwRowsArgs& a) {
     wv[ky] = vld1q_s8(a.wpat + ky * 64);
     wsum = vdotq_s32(wsum, vdupq_n_s8(1), wv[ky]);
   }
-  const int32x4_t shift = vshlq_n_s32(wsum, 7);  // sum((x - 128) w) + 128 sum(w) = sum(x w)
+  // sum((x - 128) w) + 128 sum(w) = sum(x w); the sums start there plus corr
+  const int32x4_t shift = vaddq_s32(vshlq_n_s32(wsum, 7), c.corr);
   const uint8x16_t flip = vdupq_n_u8(0x80);
   uint8x16_t ix[4];
   for (int l = 0; l < 4; ++l) ix[l] = vld1q_u8(a.idx + 16 * l);
@@ -83,7 +84,8 @@ void qdw_rows_dot(const QDwRowsArgs& a) {
   for (int ky = 0; ky < a.kh; ++ky)
     for (int g = 0; g < groups; ++g)
       wsum = vdotq_s32(wsum, vdupq_n_s8(1), vld1q_s8(a.wpat + (ky * groups + g) * 64));
-  const int32x4_t shift = vshlq_n_s32(wsum, 7);  // sum((x - 128) w) + 128 sum(w) = sum(x w)
+  // sum((x - 128) w) + 128 sum(w) = sum(x w); the sums start there plus corr
+  const int32x4_t shift = vaddq_s32(vshlq_n_s32(wsum, 7), c.corr);
   const uint8x16_t flip = vdupq_n_u8(0x80);
   for (int r = 0; r < a.n_out; ++r) {
     const uint8_t* in = a.rows + int64_t(r) * a.stride_h * a.row_stride;

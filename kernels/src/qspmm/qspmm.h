@@ -17,10 +17,15 @@
 //   v = max(v, 0); v = min(v, six)                 ReLU; ReLU6 (six = 6 / sy)
 //   q = clamp(round_half_even(min(v, 512)) + zy, 0, 255)
 // (a v below -2^31 converts to INT32_MIN, as x86's cvtps2dq and NEON's saturating fcvtns do, and
-// clamps to 0). Nine vector operations a vector of outputs: the int8 layers' store is their
-// overhead over fp32's (a max and a store), on layers with few sums per output most of the
-// time. It is torch's fake quantization of the fp32 value sy * v up to the rounding of the
-// folded constants (the scale products, 6 / sy), far below one output step.
+// clamps to 0). It is torch's fake quantization of the fp32 value sy * v up to the rounding of
+// the folded constants (the scale products, 6 / sy), far below one output step.
+//
+// The vector variants compute the same bytes in fewer operations (the store is the int8
+// layers' overhead over fp32's, most of the time on layers with few sums per output): corr is
+// the accumulators' starting value, not an add per vector; the activation and the clamps are
+// one max and one min in float (qclamp: v = min(max(v, lo), hi), so that round(v) + zy is
+// already in [0, 255]); and the narrowing to bytes packs several vectors at once (kGroup).
+// Six to eleven operations per vector of outputs instead of eleven to thirteen.
 #ifndef SPE_QSPMM_QSPMM_H_
 #define SPE_QSPMM_QSPMM_H_
 
@@ -91,6 +96,21 @@ struct QEpilogue {
   int act;             // SPE_ACT_NONE / RELU / RELU6
 };
 
+// The float clamp of the vector variants: v = min(max(v, lo), hi) with these bounds, then
+// q = round_half_even(v) + zy (in [0, 255] as it is), gives the reference's q for every v,
+// infinities included, when six >= 0 and 0 <= zy <= 255 (the layers check both: six = 6 / sy):
+// without an activation, a v at or above 255 - zy rounds to at least that and clamps to 255,
+// one at or below -zy to 0, and one between is left alone; with ReLU (ReLU6) the max with 0
+// and the min with 255 - zy (and six) are the reference's max, min and upper clamp.
+struct QClamp {
+  float lo, hi;
+};
+inline QClamp qclamp(int act, float six, int32_t zy) {
+  float hi = float(255 - zy);
+  if (act == 2 && six < hi) hi = six;
+  return {act >= 1 ? 0.0f : float(-zy), hi};
+}
+
 // One output channel's requantization constants as values (the scalar reference's).
 struct QRowConst {
   int32_t corr, res_zero, out_zero;
@@ -110,9 +130,12 @@ struct QTileArgs {
   int64_t y_row_stride;
   const uint8_t* res;     // residual at (row0, p0), or null
   int64_t res_row_stride;
-  int32_t* acc_out;       // non-null: store the sums + corr (s32, row stride acc_row_stride)
+  int32_t* acc_out;       // non-null: store the sums (s32, row stride acc_row_stride)
   int64_t acc_row_stride; //   instead of requantizing (cropped tiles: qepi_row does it later)
   const QEpilogue* epi;
+  bool quads;             // NCHW4 output (QSpmmKernels::quads, rows a multiple of 4, row0 too):
+                          // y and res point at quad plane row0 / 4 at p0, 4 bytes a pixel (its
+                          // 4 channels), y_row_stride / res_row_stride the quad planes' stride
 };
 
 using QTileFn = void (*)(const QTileArgs&);
@@ -195,6 +218,7 @@ struct QSpmmKernels {
   QEpiRowFn epi_row;
   QDwRowFn dw_row;
   QDwRowsFn dw_rows;  // or null (the variant or this CPU has no such path)
+  bool quads;         // the tiles of 4 and 8 rows store NCHW4 themselves (QTileArgs::quads)
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
   QTileFn full[kQMaxGroupRows];
