@@ -23,10 +23,10 @@ from ..graph.inputs import call
 from ..runtime import measure as _measure
 from ..runtime import native
 from .decide import keep_torch
+from .timing import MIN_TIME, artifact_call, best_of_two
 from .state import RunState
 
 GUARD_MODES = ("keep", "warn", "off")
-MIN_TIME = 0.25   # seconds each model is timed, a run; a second run only when it loses
 
 
 def guard(state: RunState, opt):
@@ -103,29 +103,13 @@ def _dense_call(dense, inputs: tuple, threads):
 
 
 def artifact_times(opt, dense, inputs: tuple, threads):
-    """Median seconds of the host artifact opt.save() would write (compiled here, kept for
-    save) and of the dense model in torch, interleaved, best of two runs; None (a note) when
-    the plan's target does not run here or the model does not compile."""
-    from ..codegen import set_num_threads
-    from ..graph.inputs import ModelInputs
-    from ..targets import get_target
-    from ..targets.toolchain import host_arch, norm_arch
-    tgt = get_target(opt.plan.target)
-    if norm_arch(tgt.arch) != host_arch() or tgt.cross_compiler is not None:
+    """Median seconds of the host artifact opt.save() would write and of the dense model in
+    torch, interleaved, best of two runs; None (a note) when the plan's target does not run
+    here or the model does not compile (artifact_call)."""
+    run = artifact_call(opt, inputs, threads)
+    if run is None:
         return None
-    try:
-        run = opt.compile().bound(*ModelInputs(inputs).tensors)
-    except Exception as e:  # noqa: BLE001  (the guard then judges opt(...) alone)
-        opt.notes.append(f"whole-model guard: the artifact could not be timed "
-                         f"({type(e).__name__}: {str(e).strip()[:200]})")
-        return None
-    set_num_threads(threads or native.get_threads())
-    run_dense = _dense_call(dense, inputs, threads)
-    best: dict = {}
-    for _ in range(2):
-        t = _measure.compare({"optimized": run, "dense": run_dense}, min_time=MIN_TIME)
-        best = {k: min(v, best.get(k, v)) for k, v in t.items()}
-    return best
+    return best_of_two({"optimized": run, "dense": _dense_call(dense, inputs, threads)})
 
 
 def _dense_result(state: RunState, opt, why: str, verdict: dict):

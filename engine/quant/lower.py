@@ -70,9 +70,9 @@ def _last_layer(gm: fx.GraphModule, modules: dict) -> Optional[str]:
 
 class _Lowering:
     def __init__(self, gm: fx.GraphModule, cal: Calibration, rows, isa: str,
-                 fp32: set, fp32_specs: dict):
+                 fp32: set, fp32_specs: dict, fp32_why: str):
         self.gm, self.cal, self.rows, self.isa, self.fp32 = gm, cal, rows, isa, fp32
-        self.fp32_specs = fp32_specs
+        self.fp32_specs, self.fp32_why = fp32_specs, fp32_why
         self.modules = dict(gm.named_modules())
         self.graph = fx.Graph()
         self.env: dict = {}
@@ -118,7 +118,7 @@ class _Lowering:
         """None if n starts a conv chain the int8 kernels run, else why it stays fp32."""
         mod = self.modules[n.target]
         if n.target in self.fp32:
-            return "kept fp32 (fp32_layers: the classifier by default)"
+            return self.fp32_why
         if not isinstance(mod, nn.Conv2d):
             return "linear layers run fp32 (no int8 lowering yet)"
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
@@ -264,18 +264,23 @@ class _Lowering:
 
 def lower_int8(model: nn.Module, cal: Calibration, *, rows=4, isa: str = "auto",
                fp32_layers: Optional[Iterable[str]] = None,
-               fp32_specs: Optional[dict] = None) -> fx.GraphModule:
+               fp32_specs: Optional[dict] = None,
+               fp32_reason: Optional[str] = None) -> fx.GraphModule:
     """The model on the int8 kernels (see the module doc); fp32_layers: conv / linear layers to
     keep in fp32 (None: the last one, the classifier). rows: the int8 SpMM's group height, one
     for all or layer -> rows (default 4). fp32_specs: layer -> the fp32 backend of a layer
     kept fp32 (engine.lowering's spec: group rows of the sparse kernel, ("dense", algo),
-    ("tir", rows)); default the packed dense GEMM (the model's masked weights as they are)."""
+    ("tir", rows)); default the packed dense GEMM (the model's masked weights as they are).
+    fp32_reason: what the report says of the fp32_layers (default: that they were asked for,
+    or that the classifier stays fp32 by default)."""
     gm = traced_copy(model, "lower_int8")
     modules = dict(gm.named_modules())
     check_calibrated(gm, cal, "lower_int8")
     fp32 = set(fp32_layers) if fp32_layers is not None else {_last_layer(gm, modules)}
+    why = fp32_reason or ("kept fp32 (fp32_layers)" if fp32_layers is not None else
+                          "kept fp32 (fp32_layers: the classifier by default)")
     unknown = sorted(f for f in fp32 if f is not None and f not in modules)
     if unknown:
         raise ConfigError(f"lower_int8: fp32_layers names no layer of this model: {unknown}")
     with torch.no_grad():
-        return _Lowering(gm, cal, rows, isa, fp32, dict(fp32_specs or {})).run()
+        return _Lowering(gm, cal, rows, isa, fp32, dict(fp32_specs or {}), why).run()

@@ -252,3 +252,54 @@ def test_a_wrong_int8_layer_fails_verify_by_name(monkeypatch):
     with pytest.raises(MismatchError, match="int8 layer conv2_int8: .* output codes differ"):
         engine.optimize(qnet(), (X,), block=(4, 4), sparsity=0.5, bits=8,
                         calibration=_batches(), measure=False, progress=False, guard="off")
+
+
+@pytest.mark.parametrize("artifact_int8_wins", [True, False])
+def test_int8_guard_times_the_artifacts_when_the_runtime_says_int8_loses(monkeypatch,
+                                                                         artifact_int8_wins):
+    """The Python runtime calls every layer from Python; what ships is the compiled artifact.
+    When opt(...) says int8 loses, the guard compiles both forms and decides on those."""
+    import engine.pipeline.decide as decide
+    import engine.pipeline.timing as timing
+    import engine.runtime.measure as measure
+    monkeypatch.setattr(decide, "settle_bits", lambda *a, **k: None)   # every int8 layer stays
+    runtime_compare = measure.compare
+
+    def compare(calls, **kw):
+        if set(calls) == {"int8", "fp32"}:          # the runtime: int8 loses
+            runtime_compare(calls, min_time=0.01)  # (both still run)
+            return {"int8": 2.0, "fp32": 1.0}
+        return {k: (1.0 if k == "optimized" else 2.0) for k in calls}
+    monkeypatch.setattr(measure, "compare", compare)
+    timed = []
+
+    def best_of_two(runs):
+        assert set(runs) == {"int8", "fp32"}
+        timed.append({k: _numpy(r()) for k, r in runs.items()})   # the compiled artifacts run
+        return {"int8": 1.0, "fp32": 2.0} if artifact_int8_wins else {"int8": 2.0, "fp32": 1.0}
+    monkeypatch.setattr(timing, "best_of_two", best_of_two)
+    opt = engine.optimize(qnet(), (X,), block=(4, 4), sparsity=0.5, bits=8,
+                          calibration=_batches(), progress=False)
+    assert len(timed) == 1
+    outs = timed[0]
+    g = opt.plan.meta["int8"]["guard"]
+    assert g["measured"] == "artifact"
+    with torch.no_grad():
+        ref = opt(X).numpy()
+    if artifact_int8_wins:
+        assert g["kept"] == "int8" and opt.int8
+        assert sum(c.bits == 8 for c in opt.plan) == 5
+        np.testing.assert_allclose(outs["int8"], ref, rtol=1e-4, atol=1e-4 * float(abs(ref).max()))
+    else:
+        assert g["kept"] == "fp32" and not opt.int8     # the twin: every layer fp32
+        assert all("as compiled artifacts" in c.reason for c in opt.plan if c.layer != "fc")
+        # the twin's artifact is the fp32 one: it computes the masked model in fp32
+        with torch.no_grad():
+            masked = opt.pruned_model(X).numpy()
+        np.testing.assert_allclose(outs["fp32"], masked, rtol=1e-4, atol=1e-4 * float(abs(masked).max()))
+
+
+def _numpy(out):
+    if not hasattr(out, "numpy"):      # a tuple / the VM's array of outputs: the first
+        out = out[0]
+    return out.numpy()

@@ -57,7 +57,7 @@ def test_lowered_model_matches_fp32_and_the_simulation():
     rep = qm.int8_report
     assert rep["conv1"] == "int8" and rep["c2"] == "int8"
     assert rep["c3"] == "int8 (residual add fused)"
-    assert rep["dw"] == "int8" and rep["fc"].startswith("fp32: kept")
+    assert rep["dw"] == "int8" and rep["fc"] == "fp32: kept fp32 (fp32_layers: the classifier by default)"
     kinds = [type(m) for m in qm.modules()]
     assert kinds.count(QConv2d) == 3 and kinds.count(QDepthwiseConv2d) == 1 and QMaxPool2d in kinds
     assert kinds.count(Quantize) == 1 and kinds.count(Dequantize) == 1   # in once, out once
@@ -81,7 +81,10 @@ def test_user_model_untouched_and_bad_input_refused():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cal = calibrate(model, _batches(2))
     qm = lower_int8(model, cal, fp32_layers=["fc", "c2"])
-    assert qm.int8_report["c2"].startswith("fp32: kept")
+    # the report says why: asked for, not "the classifier by default"
+    assert qm.int8_report["c2"] == qm.int8_report["fc"] == "fp32: kept fp32 (fp32_layers)"
+    assert lower_int8(model, cal, fp32_layers=["c2"], fp32_reason="kept fp32 (the plan's choice)") \
+        .int8_report["c2"] == "fp32: kept fp32 (the plan's choice)"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="fp32_layers names no layer"):
         lower_int8(model, cal, fp32_layers=["nope"])
