@@ -1,6 +1,6 @@
 """An int8 candidate of one layer shape as the profilers time it: the layer's torch module on
 the int8 kernels (engine.runtime.qmodules: QConv2d for groups 1, QDepthwiseConv2d for
-depthwise), called the way the lowered model calls it (one torch custom op, like the fp32
+depthwise), called the way the lowered model calls it (its kernel directly, like the fp32
 layers the profiler times next to it: the same per-call overhead on both sides), its masked
 weight quantized per output channel, uint8 NCHW4 in and out (as between int8 layers of
 engine.quant.lower_int8's model), the spec's fused activation and residual. The kernels' speed

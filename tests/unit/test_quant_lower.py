@@ -129,3 +129,25 @@ def test_same_padding_and_broadcast_adds_stay_fp32():
     with torch.no_grad():
         ref, got = model(x), qm(x)
     assert float((got - ref).norm() / ref.norm()) < 0.05
+
+
+def test_eager_calls_run_the_kernels_without_the_custom_ops(monkeypatch):
+    """In eager mode the int8 modules call their kernels directly, as the fp32 native modules
+    do (the custom op's dispatch is for torch.export only): the in-place measurement then
+    charges int8 and fp32 layers the same per-call overhead."""
+    from engine.runtime import ops
+    model = _model()
+    cal = calibrate(model, _batches(2))
+    qm = lower_int8(model, cal)
+    x = _batches(1)[0]
+    with torch.no_grad():
+        want = qm(x)
+
+    def boom(*a, **k):
+        raise AssertionError("an eager call went through the custom op")
+    for name in ("spe_qconv2d", "spe_qdepthwise2d", "spe_quantize", "spe_dequantize",
+                 "spe_max_pool2d_u8"):
+        monkeypatch.setattr(ops, name, boom)
+    with torch.no_grad():
+        got = qm(x)
+    assert torch.equal(got, want)
