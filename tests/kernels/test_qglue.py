@@ -21,12 +21,18 @@ def _qp(scale, zp):
 @pytest.mark.parametrize("layout", ["nchw", "nchw4"])
 @pytest.mark.parametrize("shape", [(2, 13, 9, 7), (1, 3, 33, 31), (1, 8, 1, 1), (3, 4, 5, 40),
                                    (1, 5, 70, 33), (2, 6, 3, 1100)])   # blocks of rows, tails
-def test_quantize_and_dequantize_are_engine_quant(layout, shape):
+@pytest.mark.parametrize("zp", [0, 131, 255])
+def test_quantize_and_dequantize_are_engine_quant(layout, shape, zp):
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=g) * 3
     x[0, 0, 0, 0] = 1e9                                  # clamps (no int32 overflow on the way)
     x[-1, -1, -1, -1] = -1e9
-    scale, zp = 0.037, 131
+    scale = 0.037
+    # values on both clamps and on ties: x * (1 / scale) at k + 0.5 (as float computes it)
+    k = torch.arange(-300, 300, dtype=torch.float32)
+    ties = (k + 0.5) / np.float32(1.0 / scale)
+    n = min(len(ties), x.numel() - 2)      # the clamped first and last stay
+    x.view(-1)[1:1 + n] = ties[:n]
     want = quantize(x, _qp(scale, zp)).to(torch.uint8).numpy()
     got = K.quantize(x.numpy(), scale, zp, layout)
     if layout == "nchw4":
@@ -61,6 +67,12 @@ def test_glue_refuses_bad_input_by_name():
     for layout in ("nchw", "nchw4"):      # the first one, by index, whichever thread saw it
         with pytest.raises(ValueError, match=r"x\[27\] is not finite"):
             K.quantize(x, 0.1, 0, layout)
+    big = np.zeros((2, 6, 9, 37), np.float32)       # in a later image, a quad's second half,
+    big[1, 5, 8, 36] = np.nan                       # a block's tail ...
+    big[1, 5, 3, 17] = -np.inf                      # ... and before it, mid-vector: this one
+    for layout in ("nchw", "nchw4"):
+        with pytest.raises(ValueError, match=r"x\[%d\] is not finite" % (((6 + 5) * 9 + 3) * 37 + 17)):
+            K.quantize(big, 0.1, 7, layout)
     with pytest.raises(ValueError, match="scale"):
         K.quantize(np.zeros((1, 3, 4, 4), np.float32), 0.0, 0)
     with pytest.raises(ValueError, match="zero point"):

@@ -86,6 +86,46 @@ void quantize_row(const float* s, uint8_t* d, int64_t n, float inv, int32_t zp) 
   }
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+// One NCHW4 block in one pass (AVX-512 F/BW/DQ, picked at run time): px pixels of channels
+// t < ct of one quad (src[t] each channel's first float), each pixel's 4 codes written as one
+// word (channels past ct: the zero point). The clamp is done in float, to [-zp, 255 - zp], so
+// that round(x * inv) + zp needs none after: the same bytes as quantize_row (x * inv at or past
+// 255 - zp rounds to at least that and clamps to 255, at or below -zp to 0). False if a value
+// is not finite (d is then not defined: the caller finds the first one and refuses).
+__attribute__((target("avx512f,avx512bw,avx512dq"))) bool quantize_quad_avx512(
+    const float* const* src, int ct, int64_t px, float inv, int32_t zp, uint8_t* d) {
+  const __m512 vi = _mm512_set1_ps(inv), lo = _mm512_set1_ps(float(-zp)), hi = _mm512_set1_ps(float(255 - zp));
+  const __m512i z = _mm512_set1_epi32(zp);
+  const __mmask16 all = 0xFFFF;  // the zero-masked forms: the plain ones pass an undefined
+                                 // vector GCC 12 warns about (as qspmm/avx512.cc)
+  __mmask16 bad = 0;
+  for (int64_t i = 0; i < px; i += 16) {
+    const __mmask16 m = px - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (px - i)) - 1u);
+    __m512i w = _mm512_setzero_si512();
+    for (int t = 0; t < 4; ++t) {
+      __m512i u = z;
+      if (t < ct) {
+        const __m512 x = _mm512_maskz_loadu_ps(m, src[t] + i);
+        bad |= _mm512_fpclass_ps_mask(x, 0x99);   // QNaN, +inf, -inf, SNaN
+        const __m512 f = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, _mm512_mul_ps(x, vi), lo), hi);
+        u = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, f), z);
+      }
+      w = _mm512_or_si512(w, _mm512_maskz_sllv_epi32(all, u, _mm512_set1_epi32(8 * t)));
+    }
+    _mm512_mask_storeu_epi32(d + 4 * i, m, w);
+  }
+  return bad == 0;
+}
+
+bool has_avx512_glue() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq");
+  return yes;
+}
+#endif
+
 // -1 if s[0..n) are all finite, else the index of the first that is not (an exponent field of
 // all ones: inf or NaN). An integer loop, so it vectorises; run inside the parallel rows (a
 // serial pass over a 1.2M-float tensor cost more than the quantization itself).
@@ -179,6 +219,16 @@ spe_status quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w, 
     for (int64_t it = ib; it < ie; ++it) {
       const int64_t b = it / (int64_t(C4) * blocks), qd = it / blocks % C4;
       const int64_t r0 = it % blocks * rb, px = (std::min<int64_t>(h, r0 + rb) - r0) * W;
+#if defined(__x86_64__)
+      if (has_avx512_glue()) {   // one pass: check, quantize and interleave
+        const float* src[4];
+        const int ct = std::min(4, c - 4 * int(qd));
+        for (int t = 0; t < ct; ++t) src[t] = x + ((b * c + 4 * qd + t) * h + r0) * W;
+        if (!quantize_quad_avx512(src, ct, px, inv, zp, y + ((b * C4 + qd) * h + r0) * W * 4))
+          for (int t = 0; t < ct; ++t) checked(src[t] - x, px);   // which one, for the error
+        continue;
+      }
+#endif
       std::fill(rows.begin(), rows.end(), uint8_t(zp));  // channels past c: the zero point
       for (int t = 0; t < 4 && 4 * qd + t < c; ++t) {
         const int64_t off = ((b * c + 4 * qd + t) * h + r0) * W;
