@@ -141,7 +141,9 @@ spe_status run(const spe_qdepthwise* c, const uint8_t* x, int32_t n, int32_t h, 
   const int64_t in_img = int64_t(c->Q) * h * w * 4, out_img = int64_t(c->Q) * ho * wo * 4;
   // Items: (image, quad, block of output rows); a block prepares each input row it reads once
   // (padded, phase-split), and its output rows take their taps from those.
-  const int64_t blk = std::min<int64_t>(ho, 8), n_blk = (ho + blk - 1) / blk;
+  // Blocks of 8 output rows; a small plane (at most 256 output pixels: 14x14, 7x7) in one
+  // block, where an item's fixed costs (its rows prepared, the call) were a third of the layer
+  const int64_t blk = ho * wo <= 256 ? ho : std::min<int64_t>(ho, 8), n_blk = (ho + blk - 1) / blk;
   const int64_t items = int64_t(n) * c->Q * n_blk;
   const int64_t span = (blk - 1) * p.stride_h + int64_t(kh - 1) * p.dil_h + 1;  // input rows a block reads
   // The variant's permute path (dw_rows) reads the padded rows as they are, 64 bytes a block

@@ -58,11 +58,11 @@ void qspmm_tile(const QTileArgs& a) {
     w += R * Q::kWBytes;
   }
   // Per row, its constants broadcast once (Q::RowConst), where they are used: made before
-  // the loop (an array of them for every row), they took the registers the loop needs.
-  // whole groups of kGroup vectors first (a partial tile's last vector on its own). The raw
-  // sums (acc_out) are stored in the same loop: a separate loop for them, returning early, made
-  // GCC 12 copy and spill the accumulators inside the entry loop (a 4x6 tile: 29 moves and 17
-  // stack accesses an entry).
+  // the loop (an array of them for every row), they took the registers the loop needs. Whole
+  // groups of kGroup vectors are stored first (a partial tile's last vector on its own); NCHW4
+  // (a.quads) 4 rows at a time. The raw sums (acc_out) are stored in the same loop: a separate
+  // loop for them, returning early, made GCC 12 copy and spill the accumulators inside the
+  // entry loop (a 4x6 tile: 29 moves and 17 stack accesses an entry).
   constexpr int G = Q::kGroup, kGrouped = G > 1 ? (kPartial ? NV - 1 : NV) / G * G : 0;
   static_assert(G == 1 || G == 4, "requant_store_group takes 4 vectors");
 #pragma GCC unroll 8
