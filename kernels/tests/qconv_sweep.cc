@@ -275,6 +275,22 @@ size_t qdepthwise_sweep(bool quick) {
         record(err.empty(), name, err);
         ++n;
       }
+    // wide and tall planes: several 16-pixel column groups (the interior and border groups of a
+    // row, and its tail of 1 to 15 pixels) and blocks of rows that split a plane
+    for (const G& g : {G{3, 1, 1, 1}, G{3, 2, 1, 1}, G{3, 1, 0, 1}, G{3, 2, 0, 1}})
+      for (int w : {31, 32, 33, 64, 66, 71, 130}) {
+        ++i;
+        if (quick && i % 2) continue;
+        const int h = w == 130 ? 3 : 3 + (7 * i) % 70;
+        const std::string name = fmt("qdw-%s-k%ds%dp%d-%dx%d-%d", kt->variant, g.k, g.s, g.p, h, w, i);
+        set_current(name);
+        Lcg rng(seed_of(name));
+        const std::string err = run_dw_case(kt->variant, 4 + 2 * (i % 3), h, w, g.k, g.s, g.p, g.d, i % 3,
+                                            i % 2 == 0, 1 + i % 2, i % 3 == 0 ? 0 : 1 + 37 * i % 255,
+                                            1 + (i / 2) % 2, rng);
+        record(err.empty(), name, err);
+        ++n;
+      }
   }
   return n;
 }

@@ -204,6 +204,24 @@ inline void qdw_permute_tables(const int32_t* w, int quads, int kh, int kw, int 
         }
 }
 using QDwRowsFn = void (*)(const QDwRowsArgs&);
+
+// A block of output rows of a 3x3-class depthwise conv (kh 3, kw <= 4, dilation 1, the same
+// stride 1 or 2 down and across) read from the quad's input plane itself: no row buffers and
+// no copies. Pixels outside the plane (the padding) read as the input's zero point, taken by
+// masked loads at the borders; the tables as QDwRowsArgs's (kh 3, one group).
+struct QDwDirectArgs {
+  const uint8_t* x;            // the quad's input plane: h rows of 4 * w bytes
+  int h, w, pad_h, pad_w;
+  int stride, kw;
+  int oy0, n_out;              // output rows [oy0, oy0 + n_out), y at row oy0
+  int wo;                      // output pixels a row
+  uint8_t pad;                 // the input's zero point
+  const uint8_t* pad_row;      // 4 * w bytes of it, with 64 more before and after
+  const int8_t* wpat;          // this quad's 3 x 64
+  const uint8_t* idx;          // 64
+  QDwRowArgs d;                // y, res (at row oy0) and the constants
+};
+using QDwDirectFn = void (*)(const QDwDirectArgs&);
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
 using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
@@ -218,6 +236,7 @@ struct QSpmmKernels {
   QEpiRowFn epi_row;
   QDwRowFn dw_row;
   QDwRowsFn dw_rows;  // or null (the variant or this CPU has no such path)
+  QDwDirectFn dw_direct;  // or null, as dw_rows
   bool quads;         // the tiles of 4 and 8 rows store NCHW4 themselves (QTileArgs::quads)
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
