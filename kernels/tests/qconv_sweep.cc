@@ -147,6 +147,30 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
                      t.o, sp, t.in_layout ? "q" : "n", t.out_layout ? "q" : "n", i);
         cs.push_back(t);
       }
+  // one input quad, NCHW4 in and out (the stems: the variants' direct path where they have
+  // one): wide rows (interior and border blocks, a tail of 1-3 pixels), 1 to 33 output quads
+  const G stems[] = {{3, 2, 1, 1}, {3, 1, 1, 1}, {7, 2, 3, 1}, {5, 2, 2, 1}, {3, 2, 0, 1}, {2, 2, 0, 1}};
+  for (const G& g : stems)
+    for (int o : {4, 7, 32, 40, 72, 132}) {
+      ++i;
+      if (quick && i % 3) continue;
+      QCase t;
+      t.k = g.k, t.s = g.s, t.p = g.p, t.d = g.d, t.c = 1 + i % 4, t.o = o, t.sparsity = (i % 3) * 0.4;
+      t.rows = i % 9;
+      t.blocks = i % 4 != 3;
+      t.h = 5 + i % 9, t.w = 17 + (13 * i) % 100;
+      t.act = i % 3;
+      t.residual = i % 2 == 1;
+      t.bias = i % 5 != 2;
+      t.batch = 1 + i % 2;
+      t.zx = i % 4 == 0 ? 0 : 1 + (37 * i) % 255;
+      t.zy = i % 3 == 0 ? 0 : 90 + i % 60;
+      t.threads = 1 + 2 * (i % 2);
+      t.resize = i % 5 == 1;
+      t.in_layout = t.out_layout = SPE_QLAYOUT_NCHW4;
+      t.name = fmt("qconv-%s-stem-k%ds%dp%d-c%d-o%d-%dx%d-%d", kt->variant, g.k, g.s, g.p, t.c, o, t.h, t.w, i);
+      cs.push_back(t);
+    }
   // all-zero weights (a layer of empty groups): bias and activation only
   QCase z;
   z.sparsity = 1.0, z.name = fmt("qconv-%s-empty", kt->variant), z.act = SPE_ACT_RELU6;

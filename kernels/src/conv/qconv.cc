@@ -61,6 +61,14 @@ struct spe_qconv {
   std::string name;
   int main_rows = 1;
 
+  // the variant's direct path (QConvDirectArgs: one input quad, NCHW4 in and out, a spatial
+  // kernel: the stems), when it has one and the geometry suits: the dense weights per quad as the lanes read them, the lanes'
+  // constants (channels past O: 0, then their bytes set to zy)
+  bool direct = false;
+  std::vector<int8_t> dwv;
+  std::vector<int32_t> dcorr;
+  std::vector<float> dscale, dbias;
+
   std::mutex mu;
   spe::QGeometry geo;
   std::vector<uint8_t> xbuf;
@@ -309,9 +317,74 @@ struct QItems {
   }
 };
 
+// The direct path's tables from the packed groups (create_qlayer's arguments, checked).
+void setup_direct(spe_qconv* c, int32_t n_groups, const int32_t* group_row0, const int32_t* group_rows,
+                  const int64_t* group_ptr, const int32_t* entry_quad, const int8_t* values) {
+  const auto& p = c->p;
+  const int O = p.out_channels, OQ = (O + 3) / 4, T = c->K;
+  c->direct = c->k->conv_direct && c->Q == 1 && c->in_layout == SPE_QLAYOUT_NCHW4 &&
+              c->out_layout == SPE_QLAYOUT_NCHW4 && p.dil_h == 1 && p.dil_w == 1 && p.stride_h == p.stride_w &&
+              p.stride_w <= 2 && 3 * p.stride_w + p.kw <= 16 && p.kh <= 16 && T > 1 && OQ <= kQDirectMaxQuads &&
+              c->k->x_bias == 0;
+  if (!c->direct) return;
+  c->dwv.assign(size_t(OQ) * T * 64, 0);
+  int64_t vi = 0;
+  for (int g = 0; g < n_groups; ++g)
+    for (int64_t e = group_ptr[g]; e < group_ptr[g + 1]; ++e)
+      for (int rr = 0; rr < group_rows[g]; ++rr, ++vi) {
+        const int o = group_row0[g] + rr, tap = entry_quad[e] % T;
+        for (int l = o % 4; l < 16; l += 4)
+          for (int t = 0; t < 4; ++t) c->dwv[(size_t(o / 4) * T + tap) * 64 + 4 * l + t] = values[vi * 4 + t];
+      }
+  c->dcorr.assign(size_t(OQ) * 16, 0);
+  c->dscale.assign(size_t(OQ) * 16, 0.0f);
+  c->dbias.assign(size_t(OQ) * 16, 0.0f);
+  for (int o = 0; o < O; ++o)
+    for (int l = o % 4; l < 16; l += 4) {
+      c->dcorr[size_t(o / 4) * 16 + l] = c->corr[o];
+      c->dscale[size_t(o / 4) * 16 + l] = c->scale[o];
+      c->dbias[size_t(o / 4) * 16 + l] = c->bias[o];
+    }
+  c->name = std::string("qs8_conv_direct__") + c->k->variant;
+}
+
+// The direct path: items (image, block of output rows), the input plane read in place.
+spe_status run_direct(const spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
+                      const uint8_t* residual, uint8_t* y) {
+  const auto& p = c->p;
+  const int64_t ho = out_dim(h, p.pad_h, p.dil_h, p.kh, p.stride_h), wo = out_dim(w, p.pad_w, p.dil_w, p.kw, p.stride_w);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for the kernel/padding");
+  if (int64_t(h) * w > (int64_t(1) << 36) || w > (1 << 28))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input too large for the int8 conv");
+  if (n == 0) return SPE_OK;
+  const int O = p.out_channels, OQ = (O + 3) / 4;
+  const int64_t in_img = int64_t(h) * w * 4, plane = ho * wo * 4, out_img = OQ * plane;
+  const int64_t threads = ThreadPool::global().num_threads();
+  const int64_t blk = std::max<int64_t>(1, std::min<int64_t>(8, ho * n / (4 * threads))), n_blk = (ho + blk - 1) / blk;
+  const std::vector<uint8_t> pad_row(size_t(4 * int64_t(w) + 128), c->pad_byte);
+  const uint8_t zy = uint8_t(c->epi.out_zero);
+  ThreadPool::global().parallel_for(int64_t(n) * n_blk, 1, [&](int64_t ib, int64_t ie) {
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t b = it / n_blk, oy0 = it % n_blk * blk, rows = std::min<int64_t>(blk, ho - oy0);
+      uint8_t* yb = y + b * out_img + oy0 * wo * 4;
+      c->k->conv_direct(QConvDirectArgs{x + b * in_img, pad_row.data() + 64, h, w, p.pad_h, p.pad_w, p.stride_w,
+                                        p.kh, p.kw, int(oy0), int(rows), int(wo), OQ, plane, c->dwv.data(),
+                                        c->dcorr.data(), c->dscale.data(), c->dbias.data(), c->epi.res_scale,
+                                        c->epi.six, c->epi.res_zero, c->epi.out_zero, c->epi.act, yb,
+                                        residual ? residual + (yb - y) : nullptr, c->pad_byte});
+      if (O % 4)  // the last quad's channels past O: the zero point (whatever a residual holds)
+        for (int64_t i = 0; i < rows * wo; ++i)
+          for (int t = O % 4; t < 4; ++t) yb[(OQ - 1) * plane + 4 * i + t] = zy;
+    }
+  });
+  return SPE_OK;
+}
+
 spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int32_t w,
                       const uint8_t* residual, uint8_t* y) {
   if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  if (c->direct) return run_direct(c, x, n, h, w, residual, y);
   std::string why;
   QGeometry own;
   std::vector<uint8_t> own_buf;
@@ -480,6 +553,7 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
   c->main_rows = int(std::max_element(hist.begin(), hist.end()) - hist.begin());
   if (c->main_rows == 0) c->main_rows = 1;
   c->name = k->name[c->main_rows - 1];
+  setup_direct(c.get(), n_groups, group_row0, group_rows, group_ptr, entry_quad, values);
   *out = c.release();
   return SPE_OK;
 }

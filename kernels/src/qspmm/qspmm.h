@@ -222,6 +222,32 @@ struct QDwDirectArgs {
   QDwRowArgs d;                // y, res (at row oy0) and the constants
 };
 using QDwDirectFn = void (*)(const QDwDirectArgs&);
+
+// A block of output rows of a conv with one input quad (at most 4 input channels: the stems),
+// dense, NCHW4 in and out, read from the input plane in place like QDwDirectArgs: a lane holds
+// (output pixel l / 4, output channel l % 4 of a quad) and sums a tap's 4 input channels in one
+// vpdpbusd. kw taps across: a block of 4 output pixels reads at most 16 input pixels
+// (3 * stride + kw <= 16); dilation 1, the same stride down and across (1 or 2).
+struct QConvDirectArgs {
+  const uint8_t* x;            // the image's input quad plane: h rows of 4 * w bytes
+  const uint8_t* pad_row;      // 4 * w bytes of the input's zero point, 64 more before and after
+  int h, w, pad_h, pad_w, stride, kh, kw;
+  int oy0, n_out, wo;          // output rows [oy0, oy0 + n_out)
+  int quads;                   // output quads
+  int64_t plane;               // bytes between output quad planes (4 * ho * wo)
+  const int8_t* wv;            // per quad: kh * kw taps x 64 s8 (lane l: channel l % 4's 4 weights)
+  const int32_t* corr;         // per quad: 16 lanes
+  const float* scale;          // per quad: 16 lanes
+  const float* bias;           // per quad: 16 lanes
+  float res_scale, six;
+  int32_t res_zero, out_zero;
+  int act;
+  uint8_t* y;                  // quad 0, row oy0
+  const uint8_t* res;          // residual bytes aligned with y, or null
+  uint8_t pad;                 // the input's zero point
+};
+using QConvDirectFn = void (*)(const QConvDirectArgs&);
+constexpr int kQDirectMaxQuads = 32;   // output quads a direct conv takes (128 channels)
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
 using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
@@ -237,6 +263,7 @@ struct QSpmmKernels {
   QDwRowFn dw_row;
   QDwRowsFn dw_rows;  // or null (the variant or this CPU has no such path)
   QDwDirectFn dw_direct;  // or null, as dw_rows
+  QConvDirectFn conv_direct;  // or null, as dw_rows
   bool quads;         // the tiles of 4 and 8 rows store NCHW4 themselves (QTileArgs::quads)
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
