@@ -308,47 +308,58 @@ __attribute__((target("avx512vbmi"))) void qdw_direct_vbmi(const QDwDirectArgs& 
 // first, the zero point merged in past the row's ends at a border block, the pad row above and
 // below the plane), per tap one vpermd giving lane l the word (4 input channels) of its pixel
 // l / 4, and one vpdpbusd per quad against the tap's weights of its lanes' channels.
-template <int S, int K, int NQ, bool Edge>   // K: a square kernel's side, 0: a.kh x a.kw
+template <int S, int K, int NQ, bool Edge, int NB = 1>   // K: a square kernel's side, 0: a.kh x a.kw
 inline void qconv_direct_block(const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc, const __m512i* kidx,
                                int q0, int r, int px0, __mmask64 lm) {
+  // NB interior blocks side by side (px0, px0 + 4, ...): independent sums for the pipelines
   const int KH = K ? K : a.kh, KW = K ? K : a.kw, T = KH * KW;
   const __m512i padv = _mm512_set1_epi8(char(a.pad));
   const int64_t rs = int64_t(a.w) * 4, off = int64_t(px0 * S - a.pad_w) * 4;
-  __m512i acc[NQ];
-  for (int q = 0; q < NQ; ++q) acc[q] = rc[q0 + q].corr;
+  __m512i acc[NB][NQ];
+  for (int b = 0; b < NB; ++b)
+    for (int q = 0; q < NQ; ++q) acc[b][q] = rc[q0 + q].corr;
   const int8_t* wq = a.wv + int64_t(q0) * T * 64;
 #pragma GCC unroll 7
   for (int ky = 0; ky < KH; ++ky) {
     const int iy = (a.oy0 + r) * S - a.pad_h + ky;
     const uintptr_t row = iy < 0 || iy >= a.h ? reinterpret_cast<uintptr_t>(a.pad_row)
                                               : reinterpret_cast<uintptr_t>(a.x) + uintptr_t(iy * rs);
-    const void* p = reinterpret_cast<const void*>(row + uintptr_t(off));
-    const __m512i v = Edge ? _mm512_mask_loadu_epi8(padv, lm, p) : _mm512_maskz_loadu_epi8(lm, p);
+    __m512i v[NB];
+    for (int b = 0; b < NB; ++b) {
+      const void* p = reinterpret_cast<const void*>(row + uintptr_t(off + b * 16 * S));
+      v[b] = Edge ? _mm512_mask_loadu_epi8(padv, lm, p) : _mm512_maskz_loadu_epi8(lm, p);
+    }
 #pragma GCC unroll 7
     for (int kx = 0; kx < KW; ++kx) {
-      const __m512i t = _mm512_permutexvar_epi32(kidx[kx], v);
+      __m512i t[NB];
+      for (int b = 0; b < NB; ++b) t[b] = _mm512_permutexvar_epi32(kidx[kx], v[b]);
       const int8_t* wt = wq + int64_t(ky * KW + kx) * 64;
 #pragma GCC unroll 8
-      for (int q = 0; q < NQ; ++q) acc[q] = _mm512_dpbusd_epi32(acc[q], t, _mm512_loadu_si512(wt + int64_t(q) * T * 64));
+      for (int q = 0; q < NQ; ++q) {
+        const __m512i wv = _mm512_loadu_si512(wt + int64_t(q) * T * 64);
+        for (int b = 0; b < NB; ++b) acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], t[b], wv);
+      }
     }
   }
-  const int m = a.wo - px0 < 4 ? 4 * (a.wo - px0) : 16;
-  const int64_t o = (int64_t(r) * a.wo + px0) * 4;
-  for (int q = 0; q < NQ; ++q) {
-    const int64_t at = int64_t(q0 + q) * a.plane + o;
-    QAvx512Vnni::requant_store(a.y + at, acc[q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
+  for (int b = 0; b < NB; ++b) {
+    const int px = px0 + 4 * b, m = a.wo - px < 4 ? 4 * (a.wo - px) : 16;
+    const int64_t o = (int64_t(r) * a.wo + px) * 4;
+    for (int q = 0; q < NQ; ++q) {
+      const int64_t at = int64_t(q0 + q) * a.plane + o;
+      QAvx512Vnni::requant_store(a.y + at, acc[b][q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
+    }
   }
 }
 
-template <int S, int K, bool Edge>
+template <int S, int K, bool Edge, int NB = 1>
 inline void qconv_direct_quads(const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc, const __m512i* kidx,
                                int r, int px0, __mmask64 lm) {
   for (int q0 = 0; q0 < a.quads;) {
     const int left = a.quads - q0;
-    if (left >= 8) qconv_direct_block<S, K, 8, Edge>(a, rc, kidx, q0, r, px0, lm), q0 += 8;
-    else if (left >= 4) qconv_direct_block<S, K, 4, Edge>(a, rc, kidx, q0, r, px0, lm), q0 += 4;
-    else if (left >= 2) qconv_direct_block<S, K, 2, Edge>(a, rc, kidx, q0, r, px0, lm), q0 += 2;
-    else qconv_direct_block<S, K, 1, Edge>(a, rc, kidx, q0, r, px0, lm), q0 += 1;
+    if (left >= 8) qconv_direct_block<S, K, 8, Edge, NB>(a, rc, kidx, q0, r, px0, lm), q0 += 8;
+    else if (left >= 4) qconv_direct_block<S, K, 4, Edge, NB>(a, rc, kidx, q0, r, px0, lm), q0 += 4;
+    else if (left >= 2) qconv_direct_block<S, K, 2, Edge, NB>(a, rc, kidx, q0, r, px0, lm), q0 += 2;
+    else qconv_direct_block<S, K, 1, Edge, NB>(a, rc, kidx, q0, r, px0, lm), q0 += 1;
   }
 }
 
@@ -364,10 +375,14 @@ void qconv_direct_s(const QConvDirectArgs& a) {
   for (int kx = 0; kx < a.kw && kx < 16; ++kx) kidx[kx] = _mm512_add_epi32(base, _mm512_set1_epi32(kx));
   const auto bits = [](int px) { return px >= 16 ? ~__mmask64(0) : (__mmask64(1) << (4 * px)) - 1; };
   const int need = 3 * S + a.kw;   // input pixels a block's window reads
+  const auto interior = [&](int px0) { return px0 * S - a.pad_w >= 0 && px0 * S - a.pad_w + need <= a.w && px0 + 4 <= a.wo; };
   for (int r = 0; r < a.n_out; ++r)
     for (int px0 = 0; px0 < a.wo; px0 += 4) {
       const int start = px0 * S - a.pad_w;
-      if (start >= 0 && start + need <= a.w && px0 + 4 <= a.wo) {
+      if (interior(px0) && interior(px0 + 4)) {
+        qconv_direct_quads<S, K, false, 2>(a, rc, kidx, r, px0, bits(need));
+        px0 += 4;
+      } else if (interior(px0)) {
         qconv_direct_quads<S, K, false>(a, rc, kidx, r, px0, bits(need));
       } else {
         const int lo = start < 0 ? -start : 0, hi = a.w - start < 16 ? a.w - start : 16;
