@@ -20,7 +20,9 @@ class RuleConfig:
     first_layer_share: float = 0.03    # first layer dense only below this dense-latency share
                                        # (1.0: always dense, the old rule)
     int8: bool = True                  # run the global int8 rule (when int8 is offered)
-    int8_ends: bool = False            # let the first and last layers run int8 too
+    int8_first: bool = True            # let the first layer run int8 (its measured proxy
+                                       # loss decides, as every layer's; the peers' int8 too)
+    int8_ends: bool = False            # let the last layer (the classifier) run int8 too
     int8_max_drop: float = 0.01        # most proxy a layer's int8 twin alone may lose
 
     def __post_init__(self):

@@ -5,9 +5,11 @@
          measured fastest, the smallest block among those within RuleConfig.tie_tolerance of
          it (int8 blocks are whole column quads, e.g. 4x4, so the alternative of a 4x1 choice
          is another block shape). A layer stays fp32
-         when it is the first or the last layer (by order; RuleConfig.int8_ends=True lifts it:
-         the input layer sees the raw image and the classifier's output is the model's, the
-         two layers whose quantization costs the most accuracy for the least time), when its
+         when it is the last layer (by order; RuleConfig.int8_ends=True lifts it: the
+         classifier's output is the model's, and it costs little time), or the first one with
+         RuleConfig.int8_first=False (by default the input layer may run int8 like the peers'
+         int8 models, where its measured proxy loss allows: it sees the raw image, and its
+         int8 kernel also shrinks the quantized tensor to the image's channels), when its
          alternative is not allowed (not measured, or not >= min_speedup x dense: the
          rejections say which), or when it is sensitive: it alone lowers the proxy by more than
          RuleConfig.int8_max_drop (measured with the problem's proxy, one layer at a time).
@@ -30,9 +32,10 @@ from .context import Decision, RuleContext
 from .trade import REL_TOL
 
 
-def _ends(p: Problem) -> set:
+def _ends(p: Problem, first: bool) -> set:
+    """The layers the ends rule keeps fp32: the last, and the first unless it may run int8."""
     by_order = sorted(p.layers, key=lambda s: s.order)
-    return {by_order[0].name, by_order[-1].name}
+    return {by_order[-1].name} | (set() if first else {by_order[0].name})
 
 
 class _Int8:
@@ -62,13 +65,15 @@ class _Int8:
 
     def _eligible(self) -> list:
         cfg, p = self.ctx.config, self.p
-        ends = set() if cfg.int8_ends else _ends(p)
+        ends = set() if cfg.int8_ends else _ends(p, cfg.int8_first)
         out = []
         for spec in p.layers:
             name, cur = spec.name, self.base[spec.name]
             twin, why = self.alternative(name, cur) if name not in ends else (None, "")
             if name in ends:
-                self.why[name] = "first / last layer stays fp32 (RuleConfig.int8_ends)"
+                self.why[name] = ("first layer stays fp32 (RuleConfig.int8_first=False)"
+                                  if spec.order == min(s.order for s in p.layers) else
+                                  "last layer stays fp32 (RuleConfig.int8_ends)")
             elif twin is None:
                 self.why[name] = why
             else:

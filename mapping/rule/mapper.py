@@ -108,7 +108,8 @@ class RuleMapper:
                             "guard_proxy_calls": self.config.guard_proxy_calls,
                             "proxy_spend": self.config.proxy_spend,
                             "first_layer_share": self.config.first_layer_share,
-                            "int8": self.config.int8, "int8_ends": self.config.int8_ends,
+                            "int8": self.config.int8, "int8_first": self.config.int8_first,
+                            "int8_ends": self.config.int8_ends,
                             "int8_max_drop": self.config.int8_max_drop},
             "notes": notes}
         if guard is not None:

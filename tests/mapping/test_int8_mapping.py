@@ -145,9 +145,12 @@ def test_search_reaches_the_brute_force_optimum_with_bits(q):
 def test_rule_int8_flips_where_it_pays_and_says_why_not():
     cheap = RuleMapper().map(_problem(q=1.0, dq=1.0))
     bits = {c.layer: c.bits for c in cheap.choices}
-    # first and last layers stay fp32 (the ends rule), the middle ones go int8
-    assert bits["l0"] == 32 and bits["l4"] == 32 and all(bits[n] == 8 for n in ("l1", "l2", "l3"))
-    assert "first / last" in cheap["l0"].reason and "rule int8" in cheap["l2"].reason
+    # the last layer stays fp32 (the ends rule), the first (not sensitive) and middle ones int8
+    assert bits["l4"] == 32 and all(bits[n] == 8 for n in ("l0", "l1", "l2", "l3"))
+    assert "last layer stays fp32" in cheap["l4"].reason and "rule int8" in cheap["l2"].reason
+    first = RuleMapper(RuleConfig(int8_first=False)).map(_problem(q=1.0, dq=1.0))
+    assert first["l0"].bits == 32 and "first layer stays fp32" in first["l0"].reason
+    assert all(first[n].bits == 8 for n in ("l1", "l2", "l3"))
     ends = RuleMapper(RuleConfig(int8_ends=True)).map(_problem(q=1.0, dq=1.0))
     assert all(c.bits == 8 for c in ends.choices)
     # conversions dearer than anything int8 saves: nothing flips, and the reason says so
@@ -164,6 +167,9 @@ def test_rule_int8_keeps_a_sensitive_layer_fp32_and_the_floor():
     p = _problem(q=1.0, dq=1.0, proxy=TableProxy(table))
     plan = RuleMapper().map(p)
     assert plan["l2"].bits == 32 and "sensitive" in plan["l2"].reason
+    table["l0"][INT8.key] = 0.5                       # a sensitive first layer stays fp32 too
+    plan0 = RuleMapper().map(_problem(q=1.0, dq=1.0, proxy=TableProxy(table)))
+    assert plan0["l0"].bits == 32 and "sensitive" in plan0["l0"].reason
     assert plan["l1"].bits == 8 and plan["l3"].bits == 8
     # a floor the int8 layers' proxy loss would break is kept
     table2 = {n: {FP32.key: 0.9, INT8.key: 0.85, D8.key: 1.0} for n in names}

@@ -23,6 +23,7 @@
 #include "../common/error.h"
 #include "../common/threadpool.h"
 #include "interleave.h"
+#include "qglue.h"
 #include "spe/spe.h"
 
 using spe::fail;
@@ -119,10 +120,12 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) bool quantize_quad_avx512(
   return bad == 0;
 }
 
+std::atomic<bool> g_quantize_avx512{true};   // set_quantize_avx512
+
 bool has_avx512_glue() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512dq");
-  return yes;
+  return yes && g_quantize_avx512.load(std::memory_order_relaxed);
 }
 #endif
 
@@ -184,6 +187,18 @@ void per_plane(int32_t n, int32_t c, int32_t layout, F f) {
     for (int64_t i = b; i < e; ++i) f(i / per, i % per);
   });
 }
+
+}  // namespace
+
+void set_quantize_avx512(bool on) {
+#if defined(__x86_64__)
+  g_quantize_avx512.store(on, std::memory_order_relaxed);
+#else
+  (void)on;
+#endif
+}
+
+namespace {
 
 spe_status quantize(const float* x, int32_t n, int32_t c, int32_t h, int32_t w, spe_qparams q,
                     int32_t layout, uint8_t* y) {
