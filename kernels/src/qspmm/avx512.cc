@@ -30,14 +30,17 @@ struct QAvx512Vnni {
   static ivec load_acc(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(mask(n), p); }
   static void store_acc(int32_t* p, ivec v, int n) { _mm512_mask_storeu_epi32(p, mask(n), v); }
   struct RowConst {
-    __m512i corr, rz, zy, zy16;
+    __m512i corr, rz, zy, zy16, lo8;
     __m512 scale, bias, rs, lo, hi;
   };
   static RowConst make_const(__m512i corr, __m512 scale, __m512 bias, float res_scale, int32_t res_zero,
                              float six, int32_t zy, int act) {
     const QClamp k = qclamp(act, six, zy);
+    // lo8: qclamp's lower bound as a code (zy under ReLU / ReLU6, else 0), for the narrowings
+    // that saturate (requant_r<false>)
     return {corr, _mm512_set1_epi32(res_zero), _mm512_set1_epi32(zy), _mm512_set1_epi16(int16_t(zy)),
-            scale, bias, _mm512_set1_ps(res_scale), _mm512_set1_ps(k.lo), _mm512_set1_ps(k.hi)};
+            _mm512_set1_epi8(char(act >= 1 ? zy : 0)), scale, bias, _mm512_set1_ps(res_scale),
+            _mm512_set1_ps(k.lo), _mm512_set1_ps(k.hi)};
   }
   static RowConst row_const(const QEpilogue& e, int o) {
     return make_const(_mm512_set1_epi32(e.corr[o]), _mm512_set1_ps(e.scale[o]), _mm512_set1_ps(e.bias[o]),
@@ -59,21 +62,28 @@ struct QAvx512Vnni {
   // qspmm.h's requantization of a = sums + corr up to the zero point: round(v) as s32, in
   // [-zy, 255 - zy] (qclamp's bounds applied in float before the rounding)
   // the same from the residual's bytes widened to s32 (r: null without a residual)
+  // Lower = false: without the lower clamp, for the narrowings through s16 and u8 that saturate
+  // (requant_store_group / _quads): a v below it converts to a code below -zy (INT_MIN past
+  // int32, still negative after packssdw and + zy), which packuswb takes to 0, and a max with
+  // lo8 to zy under ReLU: the same bytes as clamping first (qclamp), one float max a vector
+  // fewer and one byte max per 64 outputs instead
+  template <bool Lower = true>
   static __m512i requant_r(__m512i a, const __m512i* r, const RowConst& c) {
     // the zero-masked forms with a full mask: the plain ones pass an undefined vector that
     // GCC 12 then warns about (-Wmaybe-uninitialized), as isa/avx512.h's max / min
     const __mmask16 all = 0xFFFF;
     __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, a), c.scale, c.bias);
     if (r) v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(*r, c.rz)), c.rs, v);
-    v = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, v, c.lo), c.hi);
-    return _mm512_maskz_cvtps_epi32(all, v);
+    if (Lower) v = _mm512_maskz_max_ps(all, v, c.lo);
+    return _mm512_maskz_cvtps_epi32(all, _mm512_maskz_min_ps(all, v, c.hi));
   }
+  template <bool Lower = true>
   static __m512i requant(__m512i a, const uint8_t* res, int n, const RowConst& c) {
-    if (!res) return requant_r(a, nullptr, c);
+    if (!res) return requant_r<Lower>(a, nullptr, c);
     const __m128i rb = n == kPix ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(res))
                                  : _mm_maskz_loadu_epi8(mask(n), res);
     const __m512i r = _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), rb);
-    return requant_r(a, &r, c);
+    return requant_r<Lower>(a, &r, c);
   }
   static void requant_store(uint8_t* y, ivec a, const uint8_t* res, int n, const RowConst& c) {
     // in [0, 255]: the truncating narrow; narrowed in a register, then a plain store: the
@@ -89,20 +99,17 @@ struct QAvx512Vnni {
     // s32 in [-255, 255] -> s16 (per 128-bit lane L: 4 of a0, 4 of a1), + zy, -> u8 (lane L:
     // pixels 4L..4L+3 of a0, a1, a2, a3); the permute puts each vector's 16 in order
     const auto part = [n](int k) { return n - k * kPix >= kPix ? kPix : n - k * kPix > 0 ? n - k * kPix : 0; };
-    const __m512i p01 = _mm512_add_epi16(_mm512_packs_epi32(requant(a0, res, part(0), c),
-                                                            requant(a1, res ? res + kPix : res, part(1), c)), c.zy16);
-    const __m512i p23 = _mm512_add_epi16(_mm512_packs_epi32(requant(a2, res ? res + 2 * kPix : res, part(2), c),
-                                                            requant(a3, res ? res + 3 * kPix : res, part(3), c)), c.zy16);
+    const __m512i p01 = _mm512_add_epi16(_mm512_packs_epi32(requant<false>(a0, res, part(0), c),
+                                                            requant<false>(a1, res ? res + kPix : res, part(1), c)),
+                                         c.zy16);
+    const __m512i p23 = _mm512_add_epi16(_mm512_packs_epi32(requant<false>(a2, res ? res + 2 * kPix : res, part(2), c),
+                                                            requant<false>(a3, res ? res + 3 * kPix : res, part(3), c)),
+                                         c.zy16);
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    const __m512i v = _mm512_maskz_permutexvar_epi32(0xFFFF, order, _mm512_packus_epi16(p01, p23));
-    if (n == 4 * kPix) {
-      _mm512_storeu_si512(y, v);
-    } else {  // a 512-bit masked store of a part measured 4x slower (7x7 planes)
-      const __m256i lo = _mm512_castsi512_si256(v);
-      if (n <= 32) return _mm256_mask_storeu_epi8(y, __mmask32((__mmask64(1) << n) - 1), lo);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), lo);
-      _mm256_mask_storeu_epi8(y + 32, __mmask32((__mmask64(1) << (n - 32)) - 1), _mm512_extracti64x4_epi64(v, 1));
-    }
+    const __m512i v = _mm512_maskz_permutexvar_epi32(
+        0xFFFF, order, _mm512_max_epu8(_mm512_packus_epi16(p01, p23), c.lo8));
+    if (n == 4 * kPix) _mm512_storeu_si512(y, v);
+    else _mm512_mask_storeu_epi8(y, (__mmask64(1) << n) - 1, v);
   }
   static constexpr bool kQuads = true;
   static void requant_store_quads(uint8_t* y, ivec a0, ivec a1, ivec a2, ivec a3, const uint8_t* res, int n,
@@ -117,17 +124,21 @@ struct QAvx512Vnni {
       const auto byte = [&](int k) { return _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, w, k), ff); };
       const __m512i r0 = _mm512_and_si512(w, ff), r1 = byte(8), r2 = byte(16),
                     r3 = _mm512_maskz_srli_epi32(0xFFFF, w, 24);
-      u0 = requant_r(a0, &r0, c0), u1 = requant_r(a1, &r1, c1), u2 = requant_r(a2, &r2, c2),
-      u3 = requant_r(a3, &r3, c3);
+      u0 = requant_r<false>(a0, &r0, c0), u1 = requant_r<false>(a1, &r1, c1), u2 = requant_r<false>(a2, &r2, c2),
+      u3 = requant_r<false>(a3, &r3, c3);
     } else {
-      u0 = requant_r(a0, nullptr, c0), u1 = requant_r(a1, nullptr, c1), u2 = requant_r(a2, nullptr, c2),
-      u3 = requant_r(a3, nullptr, c3);
+      u0 = requant_r<false>(a0, nullptr, c0), u1 = requant_r<false>(a1, nullptr, c1),
+      u2 = requant_r<false>(a2, nullptr, c2), u3 = requant_r<false>(a3, nullptr, c3);
     }
-    const __m512i zy = c0.zy;
-    const auto at = [&](const __m512i& u, int k) { return _mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(u, zy), k); };
-    const __m512i w = _mm512_or_si512(_mm512_ternarylogic_epi32(_mm512_add_epi32(u0, zy), at(u1, 8), at(u2, 16),
-                                                                0xFE),  // a | b | c
-                                      at(u3, 24));
+    // s32 -> s16 (lane L: pixels 4L..4L+3 of rows 0 and 1, of rows 2 and 3), + zy, -> u8 (lane
+    // L: rows 0..3 x pixels 4L..4L+3), the lower clamp as a byte max, then each lane's 4 x 4
+    // bytes transposed to pixel-major words: 7 operations for the 4 vectors, where shifting
+    // each row's codes into place and or-ing them took 10
+    const __m512i b = _mm512_max_epu8(_mm512_packus_epi16(_mm512_add_epi16(_mm512_packs_epi32(u0, u1), c0.zy16),
+                                                          _mm512_add_epi16(_mm512_packs_epi32(u2, u3), c0.zy16)),
+                                      c0.lo8);
+    const __m512i t = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+    const __m512i w = _mm512_shuffle_epi8(b, t);
     if (n == kPix) _mm512_storeu_si512(y, w);
     else _mm512_mask_storeu_epi32(y, m, w);
   }
@@ -332,7 +343,7 @@ inline void qconv_direct_block(const QConvDirectArgs& a, const QAvx512Vnni::RowC
 #pragma GCC unroll 7
     for (int kx = 0; kx < KW; ++kx) {
       __m512i t[NB];
-      for (int b = 0; b < NB; ++b) t[b] = _mm512_permutexvar_epi32(kidx[kx], v[b]);
+      for (int b = 0; b < NB; ++b) t[b] = _mm512_maskz_permutexvar_epi32(0xFFFF, kidx[kx], v[b]);
       const int8_t* wt = wq + int64_t(ky * KW + kx) * 64;
 #pragma GCC unroll 8
       for (int q = 0; q < NQ; ++q) {
