@@ -35,6 +35,10 @@ class RuleConfig:
         calls = self.guard_proxy_calls
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
             raise ValueError("RuleConfig.guard_proxy_calls must be an int >= 1")
+        for flag in ("int8", "int8_first", "int8_ends"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"RuleConfig.{flag} must be True or False, got "
+                                 f"{getattr(self, flag)!r}")
         if not 0.0 <= self.int8_max_drop <= 1.0:
             raise ValueError(f"RuleConfig.int8_max_drop must be in [0, 1], got "
                              f"{self.int8_max_drop}")

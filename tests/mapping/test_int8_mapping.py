@@ -185,3 +185,9 @@ def _key(choice) -> str:
     c = Candidate(choice.scheme, choice.block, choice.sparsity, choice.backend,
                   tuple(sorted(choice.options.items())), choice.bits)
     return c.key
+
+
+def test_rule_config_int8_flags_must_be_bools():
+    for flag in ("int8", "int8_first", "int8_ends"):
+        with pytest.raises(ValueError, match=f"RuleConfig.{flag} must be True or False"):
+            RuleConfig(**{flag: "no"})

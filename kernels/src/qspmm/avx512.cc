@@ -215,6 +215,14 @@ __attribute__((target("avx512vbmi"))) void qdw_rows_vbmi(const QDwRowsArgs& a) {
   }
 }
 
+// The byte masks of a 64-byte window of 16 input pixels (4 bytes each): its first px pixels,
+// and those of a window starting at pixel `start` that lie inside a row of w pixels.
+inline __mmask64 qpixel_bytes(int px) { return px >= 16 ? ~__mmask64(0) : (__mmask64(1) << (4 * px)) - 1; }
+inline __mmask64 qrow_bytes(int start, int w) {
+  const int lo = start < 0 ? -start : 0, hi = w - start < 16 ? w - start : 16;
+  return hi > lo ? qpixel_bytes(hi) & ~qpixel_bytes(lo) : 0;
+}
+
 // The direct path (QDwDirectArgs): NB blocks of 4 output pixels side by side (16 bytes each)
 // down the block's output rows. Each block keeps the permuted input rows its next output row
 // shares with the current one in registers (2 at stride 1, 1 at stride 2), so an input row is
@@ -230,7 +238,6 @@ __attribute__((target("avx512vbmi"))) void qdw_direct_cols(const QDwDirectArgs& 
   static_assert(S == 1 || S == 2, "stride 1 or 2");
   const QDwRowArgs& d = a.d;
   const __mmask64 all = ~__mmask64(0);
-  const auto bits = [](int px) { return px >= 16 ? ~__mmask64(0) : (__mmask64(1) << (4 * px)) - 1; };
   const __m512i padv = _mm512_set1_epi8(char(a.pad));
   const int64_t rs = int64_t(a.w) * 4;
   const int n = 4 * a.wo;
@@ -239,8 +246,7 @@ __attribute__((target("avx512vbmi"))) void qdw_direct_cols(const QDwDirectArgs& 
   for (int b = 0; b < NB; ++b) {
     const int start = (j / 4 + 4 * b) * S - a.pad_w;   // the block's first input pixel
     off[b] = int64_t(start) * 4;
-    const int lo = start < 0 ? -start : 0, hi = a.w - start < 16 ? a.w - start : 16;
-    m[b] = Edge ? (hi > lo ? bits(hi) & ~bits(lo) : 0) : bits(3 * S + a.kw);
+    m[b] = Edge ? qrow_bytes(start, a.w) : qpixel_bytes(3 * S + a.kw);
   }
   // input row iy's first byte, or the pad row's (p + off: an address a masked load may take
   // outside the plane, its bytes there masked off)
@@ -384,20 +390,18 @@ void qconv_direct_s(const QConvDirectArgs& a) {
   __m512i kidx[16];   // tap kx: lane l -> the word of input pixel (l / 4) * S + kx
   const __m512i base = _mm512_setr_epi32(0, 0, 0, 0, S, S, S, S, 2 * S, 2 * S, 2 * S, 2 * S, 3 * S, 3 * S, 3 * S, 3 * S);
   for (int kx = 0; kx < a.kw && kx < 16; ++kx) kidx[kx] = _mm512_add_epi32(base, _mm512_set1_epi32(kx));
-  const auto bits = [](int px) { return px >= 16 ? ~__mmask64(0) : (__mmask64(1) << (4 * px)) - 1; };
   const int need = 3 * S + a.kw;   // input pixels a block's window reads
   const auto interior = [&](int px0) { return px0 * S - a.pad_w >= 0 && px0 * S - a.pad_w + need <= a.w && px0 + 4 <= a.wo; };
   for (int r = 0; r < a.n_out; ++r)
     for (int px0 = 0; px0 < a.wo; px0 += 4) {
       const int start = px0 * S - a.pad_w;
       if (interior(px0) && interior(px0 + 4)) {
-        qconv_direct_quads<S, K, false, 2>(a, rc, kidx, r, px0, bits(need));
+        qconv_direct_quads<S, K, false, 2>(a, rc, kidx, r, px0, qpixel_bytes(need));
         px0 += 4;
       } else if (interior(px0)) {
-        qconv_direct_quads<S, K, false>(a, rc, kidx, r, px0, bits(need));
+        qconv_direct_quads<S, K, false>(a, rc, kidx, r, px0, qpixel_bytes(need));
       } else {
-        const int lo = start < 0 ? -start : 0, hi = a.w - start < 16 ? a.w - start : 16;
-        qconv_direct_quads<S, K, true>(a, rc, kidx, r, px0, hi > lo ? bits(hi) & ~bits(lo) : 0);
+        qconv_direct_quads<S, K, true>(a, rc, kidx, r, px0, qrow_bytes(start, a.w));
       }
     }
 }
