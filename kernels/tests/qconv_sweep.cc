@@ -220,16 +220,17 @@ std::string requant_edges(const spe::QSpmmKernels* kt, int act, int32_t zy, bool
 }  // namespace
 
 // One listed int8 kernel (kernel_tests.cc's listed sweeps): 1x1 layers of its group height,
-// pixel counts on and around multiples of its tile (every tail), NCHW and NCHW4 (an NCHW4 input
-// read in place at the end of a guarded buffer); the layer must pick that kernel. 0 cases if
-// this CPU does not run its variant.
+// pixel counts on and around multiples of its tile (every tail; 64 tiles and more: several whole
+// tiles a call, QTileArgs::n_sub, at one thread), NCHW and NCHW4 (an NCHW4 input read in place at
+// the end of a guarded buffer); the layer must pick that kernel. 0 cases if this CPU does not
+// run its variant.
 size_t qconv_kernel_sweep(const spe::KernelInfo& info, bool quick) {
   spe::QVariant v;
   if (!spe::kernel_available(info) || !spe::parse_qvariant(info.variant, &v)) return 0;
   const spe::QSpmmKernels* kt = spe::qspmm_kernels(v);
   const int r = tile_param(info, "rows"), tile = tile_param(info, "pixels");
   size_t n = 0;
-  for (int px : {tile, tile + 1, 2 * tile - 1, tile - kt->width + 1, 3 * tile + kt->width}) {
+  for (int px : {tile, tile + 1, 2 * tile - 1, tile - kt->width + 1, 3 * tile + kt->width, 64 * tile, 67 * tile + 5}) {
     if (px < 1 || (quick && px == 3 * tile + kt->width)) continue;
     QCase t;
     t.k = 1, t.s = 1, t.p = 0, t.o = r * 2, t.c = 4 * (1 + r % 3) + (r % 2), t.rows = r;

@@ -257,7 +257,7 @@ struct QItems {
     const int r = c->rows[gi], r0 = c->row0[gi], O = c->p.out_channels, wo = g->wo;
     const int64_t p0 = t * tile_px, p1 = std::min<int64_t>(g->P, p0 + tile_px);
     const int sub = k->nv[r - 1] * k->width;
-    for (int64_t q = p0; q < p1; q += sub) {
+    for (int64_t q = p0; q < p1; q += int64_t(sub) * a.n_sub) {
       const int npix = int(std::min<int64_t>(sub, p1 - q));
       a.x = xb + 4 * q;
       a.off = g->offsets.data() + c->ptr[gi];
@@ -286,6 +286,8 @@ struct QItems {
         a.res = res ? rstage : nullptr;
         a.res_row_stride = sub;
       }
+      // whole tiles stored straight into y run in one call (QTileArgs::n_sub)
+      a.n_sub = npix == sub && !crop && (a.quads || !quads_out) ? int((p1 - q) / sub) : 1;
       if (npix == sub) k->full[r - 1](a);
       else k->tail[r - 1][(npix + k->width - 1) / k->width - 1](a);
       if (!crop) {
@@ -421,11 +423,15 @@ spe_status run_qlayer(spe_qconv* c, const uint8_t* x, int32_t n, int32_t h, int3
   const int64_t in_img = c->in_layout == SPE_QLAYOUT_NCHW4 ? int64_t(c->Q) * 4 * h * w : int64_t(p.in_channels) * h * w;
   const int64_t out_img = c->out_layout == SPE_QLAYOUT_NCHW4 ? int64_t((O + 3) / 4) * 4 * out_px : int64_t(O) * out_px;
   const QSpmmKernels* k = c->k;
-  const int64_t tile_px = k->nv[c->main_rows - 1] * k->width;
-  const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
-  const int64_t G = int64_t(c->row0.size());
-  const int64_t items = n_tiles * G;
   auto& pool = ThreadPool::global();
+  // An item is up to 8 of the main kernel's tiles of one group (run in one call where whole,
+  // QTileArgs::n_sub), fewer where that leaves under 32 items a thread
+  const int64_t sub_px = k->nv[c->main_rows - 1] * k->width;
+  const int64_t G = int64_t(c->row0.size());
+  const int64_t tile_px = sub_px * std::clamp<int64_t>((g->P + sub_px - 1) / sub_px * G /
+                                                           (int64_t(pool.num_threads()) * 32), 1, 8);
+  const int64_t n_tiles = (g->P + tile_px - 1) / tile_px;
+  const int64_t items = n_tiles * G;
   // Bands of tiles whose input (every quad and phase of the tiles) fits ~1 MiB; items ordered
   // band -> group -> tile, so a band stays in L2 while the groups walk it.
   const int64_t tile_in_bytes = int64_t(c->Q) * g->n_phases * tile_px * 4;

@@ -136,6 +136,9 @@ struct QTileArgs {
   bool quads;             // NCHW4 output (QSpmmKernels::quads, rows a multiple of 4, row0 too):
                           // y and res point at quad plane row0 / 4 at p0, 4 bytes a pixel (its
                           // 4 channels), y_row_stride / res_row_stride the quad planes' stride
+  int n_sub = 1;          // whole tiles run side by side (a full tile's call, no acc_out): tile
+                          // s reads x + 4 s T and writes y / res + s T bytes (4 s T with quads),
+                          // T = npix, the tile's pixels; the same entries and weights
 };
 
 using QTileFn = void (*)(const QTileArgs&);

@@ -24,7 +24,7 @@ namespace spe {
 constexpr int kQInputPrefetchEntries = 8;
 
 template <class Q, int R, int NV, bool kPartial>
-void qspmm_tile(const QTileArgs& a) {
+void qspmm_tile_one(const QTileArgs& a) {
   constexpr int P = Q::kPix;
   // zeros, not corr: starting every accumulator of a row from one broadcast value makes GCC 12
   // copy and spill them inside the loop (a 4x6 tile: 42 moves, 31 stack accesses an entry)
@@ -108,6 +108,23 @@ void qspmm_tile(const QTileArgs& a) {
     for (int v = kGrouped; v < NV; ++v)
       Q::requant_store(y + v * P, Q::add_i32(Q::finish(acc[r][v]), c.corr), res ? res + v * P : nullptr,
                        v == NV - 1 ? last : P, c);
+  }
+}
+
+// A call runs a.n_sub whole tiles side by side (QTileArgs::n_sub): one call, and the caller's
+// bookkeeping, for several tiles of a group with few entries (a thin layer's tile is mostly
+// its requantization, and the per-call work was a third of it).
+template <class Q, int R, int NV, bool kPartial>
+void qspmm_tile(const QTileArgs& a) {
+  if (kPartial || a.n_sub <= 1 || a.acc_out) return qspmm_tile_one<Q, R, NV, kPartial>(a);
+  constexpr int64_t T = int64_t(NV) * Q::kPix;
+  const int64_t ystep = a.quads ? 4 * T : T;
+  QTileArgs b = a;
+  for (int s = 0; s < a.n_sub; ++s) {
+    qspmm_tile_one<Q, R, NV, kPartial>(b);
+    b.x += 4 * T;
+    b.y += ystep;
+    if (b.res) b.res += ystep;
   }
 }
 

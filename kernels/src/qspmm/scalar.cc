@@ -42,7 +42,7 @@ void qscalar_dw_row(const QDwRowArgs& d) {
 }
 
 template <int R>
-void qscalar_tile(const QTileArgs& a) {
+void qscalar_tile_one(const QTileArgs& a) {
   for (int r = 0; r < R; ++r) {
     for (int p = 0; p < a.npix; ++p) {
       int32_t s = 0;
@@ -58,6 +58,17 @@ void qscalar_tile(const QTileArgs& a) {
         a.y[r * a.y_row_stride + p] = qrequant(s, res, *a.epi, a.row0 + r);
       }
     }
+  }
+}
+
+template <int R>
+void qscalar_tile(const QTileArgs& a) {
+  QTileArgs b = a;
+  for (int s = 0; s < (a.n_sub > 1 && !a.acc_out ? a.n_sub : 1); ++s) {
+    qscalar_tile_one<R>(b);
+    b.x += 4 * int64_t(a.npix);
+    b.y += (a.quads ? 4 : 1) * int64_t(a.npix);
+    if (b.res) b.res += (a.quads ? 4 : 1) * int64_t(a.npix);
   }
 }
 
