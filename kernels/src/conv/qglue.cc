@@ -120,6 +120,23 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) bool quantize_quad_avx512(
   return bad == 0;
 }
 
+// The inverse, one NCHW4 quad plane of px pixels: d[t][i] = float(byte t of word i - zp) * scale
+// for channels t < ct (dequantize_lane's two float ops, 16 pixels a vector).
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void dequantize_quad_avx512(
+    const uint8_t* s, int ct, int64_t px, int32_t zp, float scale, float* const* d) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const __m512i z = _mm512_set1_epi32(zp), lo8 = _mm512_set1_epi32(0xff);
+  const __mmask16 all = 0xFFFF;
+  for (int64_t i = 0; i < px; i += 16) {
+    const __mmask16 m = px - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (px - i)) - 1u);
+    const __m512i w = _mm512_maskz_loadu_epi32(m, s + 4 * i);
+    for (int t = 0; t < ct; ++t) {
+      const __m512i u = _mm512_sub_epi32(_mm512_and_si512(_mm512_maskz_srli_epi32(all, w, unsigned(8 * t)), lo8), z);
+      _mm512_mask_storeu_ps(d[t] + i, m, _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(all, u), sc));
+    }
+  }
+}
+
 std::atomic<bool> g_quantize_avx512{true};   // set_quantize_avx512
 
 bool has_avx512_glue() {
@@ -274,6 +291,15 @@ spe_status dequantize(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_t
     }
     const uint8_t* s = x + (b * C4 + p) * hw * 4;
     const int64_t m = hw;
+#if defined(__x86_64__)
+    if (has_avx512_glue()) {   // the quad's channels in one pass
+      const int ct = std::min<int>(4, c - 4 * int(p));
+      float* d[4];
+      for (int t = 0; t < ct; ++t) d[t] = y + (b * c + 4 * p + t) * m;
+      dequantize_quad_avx512(s, ct, m, q.zero_point, q.scale, d);
+      return;
+    }
+#endif
     for (int t = 0; t < 4 && 4 * p + t < c; ++t) {
       float* d = y + (b * c + 4 * p + t) * m;
       const int64_t i0 = dequantize_lane(s, d, m, t, q.zero_point, q.scale);

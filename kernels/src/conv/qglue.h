@@ -4,8 +4,9 @@
 
 namespace spe {
 
-// false: spe_quantize takes its portable path (SSE2 / NEON / scalar) even where the one-pass
-// AVX-512 path runs, so that every machine checks both. Default true; for tests only.
+// false: spe_quantize and spe_dequantize take their portable paths (SSE2 / NEON / scalar) even
+// where the one-pass AVX-512 paths run, so that every machine checks both. Default true; for
+// tests only.
 void set_quantize_avx512(bool on);
 
 }  // namespace spe
