@@ -64,8 +64,9 @@ struct spe_qconv {
   // the variant's direct path (QConvDirectArgs: one input quad, NCHW4 in and out, a spatial
   // kernel: the stems), when it has one and the geometry suits: the dense weights per quad as the lanes read them, the lanes'
   // constants (channels past O: 0, then their bytes set to zy)
-  bool direct = false;
+  bool direct = false, packed = false;   // packed: QConvDirectArgs::chans > 0
   std::vector<int8_t> dwv;
+  std::vector<uint8_t> pidx;               // the packed form's gathers
   std::vector<int32_t> dcorr;
   std::vector<float> dscale, dbias;
 
@@ -326,18 +327,40 @@ void setup_direct(spe_qconv* c, int32_t n_groups, const int32_t* group_row0, con
   const int O = p.out_channels, OQ = (O + 3) / 4, T = c->K;
   c->direct = c->k->conv_direct && c->Q == 1 && c->in_layout == SPE_QLAYOUT_NCHW4 &&
               c->out_layout == SPE_QLAYOUT_NCHW4 && p.dil_h == 1 && p.dil_w == 1 && p.stride_h == p.stride_w &&
-              p.stride_w <= 2 && 3 * p.stride_w + p.kw <= 16 && p.kh <= 16 && T > 1 && OQ <= kQDirectMaxQuads &&
+              p.stride_w <= 2 && 3 * p.stride_w + p.kw <= 16 && p.kh <= kQDirectMaxRows && T > 1 && OQ <= kQDirectMaxQuads &&
               c->k->x_bias == 0;
   if (!c->direct) return;
-  c->dwv.assign(size_t(OQ) * T * 64, 0);
+  // the packed form where the variant has it: fewer than 4 input channels, their weights 4 to a
+  // quad across taps (QConvDirectArgs::chans)
+  const int C = p.in_channels, J = (T * C + 3) / 4;
+  c->packed = c->k->conv_packed && C < 4 && J <= kQPackedMaxQuads && c->k->conv_packed(p.kh, p.kw, C);
+  const int NW = c->packed ? J : T;   // weight quads per output quad
+  c->dwv.assign(size_t(OQ) * NW * 64, 0);
   int64_t vi = 0;
   for (int g = 0; g < n_groups; ++g)
     for (int64_t e = group_ptr[g]; e < group_ptr[g + 1]; ++e)
       for (int rr = 0; rr < group_rows[g]; ++rr, ++vi) {
         const int o = group_row0[g] + rr, tap = entry_quad[e] % T;
-        for (int l = o % 4; l < 16; l += 4)
-          for (int t = 0; t < 4; ++t) c->dwv[(size_t(o / 4) * T + tap) * 64 + 4 * l + t] = values[vi * 4 + t];
+        for (int t = 0; t < 4; ++t) {
+          // (weight quad, byte) of tap `tap`, channel t: t itself, or f = tap * C + t packed
+          const int f = tap * C + t, j = c->packed ? f / 4 : tap, byte = c->packed ? f % 4 : t;
+          if (c->packed && t >= C) continue;   // a channel past C: its weight is 0 (checked)
+          for (int l = o % 4; l < 16; l += 4) c->dwv[(size_t(o / 4) * NW + j) * 64 + 4 * l + byte] = values[vi * 4 + t];
+        }
       }
+  if (c->packed) {   // lane l's byte b of quad j: input pixel (l / 4) * stride + kx, channel ch
+    c->pidx.assign(size_t(J) * 64, 0);
+    for (int j = 0; j < J; ++j) {
+      const int ra = (4 * j) / (p.kw * C);
+      for (int l = 0; l < 16; ++l)
+        for (int b = 0; b < 4; ++b) {
+          const int f = 4 * j + b;
+          if (f >= T * C) continue;   // past the window: weight 0, any byte
+          const int ky = f / (p.kw * C), kx = f / C % p.kw, ch = f % C;
+          c->pidx[size_t(j) * 64 + 4 * l + b] = uint8_t(((l / 4) * p.stride_w + kx) * 4 + ch + (ky > ra ? 64 : 0));
+        }
+    }
+  }
   c->dcorr.assign(size_t(OQ) * 16, 0);
   c->dscale.assign(size_t(OQ) * 16, 0.0f);
   c->dbias.assign(size_t(OQ) * 16, 0.0f);
@@ -347,7 +370,7 @@ void setup_direct(spe_qconv* c, int32_t n_groups, const int32_t* group_row0, con
       c->dscale[size_t(o / 4) * 16 + l] = c->scale[o];
       c->dbias[size_t(o / 4) * 16 + l] = c->bias[o];
     }
-  c->name = std::string("qs8_conv_direct__") + c->k->variant;
+  c->name = std::string(c->packed ? "qs8_conv_packed__" : "qs8_conv_direct__") + c->k->variant;
 }
 
 // The direct path: items (image, block of output rows), the input plane read in place.
@@ -374,7 +397,8 @@ spe_status run_direct(const spe_qconv* c, const uint8_t* x, int32_t n, int32_t h
                                         p.kh, p.kw, int(oy0), int(rows), int(wo), OQ, plane, c->dwv.data(),
                                         c->dcorr.data(), c->dscale.data(), c->dbias.data(), c->epi.res_scale,
                                         c->epi.six, c->epi.res_zero, c->epi.out_zero, c->epi.act, yb,
-                                        residual ? residual + (yb - y) : nullptr, c->pad_byte});
+                                        residual ? residual + (yb - y) : nullptr, c->pad_byte,
+                                        c->packed ? p.in_channels : 0, c->pidx.data()});
       if (O % 4)  // the last quad's channels past O: the zero point (whatever a residual holds)
         for (int64_t i = 0; i < rows * wo; ++i)
           for (int t = O % 4; t < 4; ++t) yb[(OQ - 1) * plane + 4 * i + t] = zy;

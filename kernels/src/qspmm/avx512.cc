@@ -380,13 +380,105 @@ inline void qconv_direct_quads(const QConvDirectArgs& a, const QAvx512Vnni::RowC
   }
 }
 
-template <int S, int K>
-void qconv_direct_s(const QConvDirectArgs& a) {
-  QAvx512Vnni::RowConst rc[kQDirectMaxQuads];
+// The packed form (QConvDirectArgs::chans > 0) of a K x K window of C channels: the same
+// blocks, but per weight quad j one vpermt2b gathering each lane's 4 window bytes from the two
+// window rows the quad spans, then one vpdpbusd per output quad.
+// K and C fixed, so the loop over quads unrolls and the sums stay in registers (a loop over a
+// runtime count made GCC copy all 16 of them each quad).
+template <int S, int K, int C, int NQ, bool Edge, int NB>
+__attribute__((target("avx512vbmi"))) inline void qconv_packed_block(
+    const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc, int q0, int r, int px0, __mmask64 lm) {
+  constexpr int RW = K * C, J = (K * RW + 3) / 4;   // weights a window row, weight quads
+  const __m512i padv = _mm512_set1_epi8(char(a.pad));
+  const int64_t rs = int64_t(a.w) * 4, off = int64_t(px0 * S - a.pad_w) * 4;
+  __m512i v[NB][K];   // the window's rows (constant indices below: registers, or spilled for K 7)
+#pragma GCC unroll 8
+  for (int ky = 0; ky < K; ++ky) {
+    const int iy = (a.oy0 + r) * S - a.pad_h + ky;
+    const uintptr_t row = iy < 0 || iy >= a.h ? reinterpret_cast<uintptr_t>(a.pad_row)
+                                              : reinterpret_cast<uintptr_t>(a.x) + uintptr_t(iy * rs);
+    for (int b = 0; b < NB; ++b) {
+      const void* p = reinterpret_cast<const void*>(row + uintptr_t(off + b * 16 * S));
+      v[b][ky] = Edge ? _mm512_mask_loadu_epi8(padv, lm, p) : _mm512_maskz_loadu_epi8(lm, p);
+    }
+  }
+  __m512i acc[NB][NQ];
+  for (int b = 0; b < NB; ++b)
+    for (int q = 0; q < NQ; ++q) acc[b][q] = rc[q0 + q].corr;
+  const int8_t* wq = a.wv + int64_t(q0) * J * 64;
+#pragma GCC unroll 64
+  for (int j = 0; j < J; ++j) {
+    const int ra = 4 * j / RW, rb = ra + 1 < K ? ra + 1 : ra;   // rb == ra: bit 6 never set
+    const __m512i idx = _mm512_loadu_si512(a.pidx + 64 * j);
+    __m512i t[NB];
+    for (int b = 0; b < NB; ++b) t[b] = _mm512_permutex2var_epi8(v[b][ra], idx, v[b][rb]);
+#pragma GCC unroll 8
+    for (int q = 0; q < NQ; ++q) {
+      const __m512i wv = _mm512_loadu_si512(wq + (int64_t(q) * J + j) * 64);
+      for (int b = 0; b < NB; ++b) acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], t[b], wv);
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    const int px = px0 + 4 * b, m = a.wo - px < 4 ? 4 * (a.wo - px) : 16;
+    const int64_t o = (int64_t(r) * a.wo + px) * 4;
+    for (int q = 0; q < NQ; ++q) {
+      const int64_t at = int64_t(q0 + q) * a.plane + o;
+      QAvx512Vnni::requant_store(a.y + at, acc[b][q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
+    }
+  }
+}
+
+template <int S, int K, int C, bool Edge, int NB = 1>
+__attribute__((target("avx512vbmi"))) inline void qconv_packed_quads(
+    const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc, int r, int px0, __mmask64 lm) {
+  for (int q0 = 0; q0 < a.quads;) {
+    const int left = a.quads - q0;
+    if (left >= 8) qconv_packed_block<S, K, C, 8, Edge, NB>(a, rc, q0, r, px0, lm), q0 += 8;
+    else if (left >= 4) qconv_packed_block<S, K, C, 4, Edge, NB>(a, rc, q0, r, px0, lm), q0 += 4;
+    else if (left >= 2) qconv_packed_block<S, K, C, 2, Edge, NB>(a, rc, q0, r, px0, lm), q0 += 2;
+    else qconv_packed_block<S, K, C, 1, Edge, NB>(a, rc, q0, r, px0, lm), q0 += 1;
+  }
+}
+
+template <int S, int K, int C>
+__attribute__((target("avx512vbmi"))) void qconv_packed_s(const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc) {
+  const int need = 3 * S + K;   // input pixels a block's window reads
+  const auto interior = [&](int px0) { return px0 * S - a.pad_w >= 0 && px0 * S - a.pad_w + need <= a.w && px0 + 4 <= a.wo; };
+  for (int r = 0; r < a.n_out; ++r)
+    for (int px0 = 0; px0 < a.wo; px0 += 4) {
+      const int start = px0 * S - a.pad_w;
+      if (interior(px0) && interior(px0 + 4)) {
+        qconv_packed_quads<S, K, C, false, 2>(a, rc, r, px0, qpixel_bytes(need));
+        px0 += 4;
+      } else if (interior(px0)) {
+        qconv_packed_quads<S, K, C, false>(a, rc, r, px0, qpixel_bytes(need));
+      } else {
+        qconv_packed_quads<S, K, C, true>(a, rc, r, px0, qrow_bytes(start, a.w));
+      }
+    }
+}
+
+// The windows the packed form is compiled for: 3x3 and 7x7 (the stems) of 3 channels (RGB).
+bool qconv_packs(int kh, int kw, int chans) { return kh == kw && (kh == 3 || kh == 7) && chans == 3; }
+
+template <int S>
+void qconv_packed_k(const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc) {
+  if (a.kh == 3) qconv_packed_s<S, 3, 3>(a, rc);
+  else qconv_packed_s<S, 7, 3>(a, rc);
+}
+
+// The output quads' lane constants of a direct conv.
+inline void direct_consts(const QConvDirectArgs& a, QAvx512Vnni::RowConst* rc) {
   for (int q = 0; q < a.quads && q < kQDirectMaxQuads; ++q)
     rc[q] = QAvx512Vnni::make_const(_mm512_loadu_si512(a.corr + 16 * q), _mm512_loadu_ps(a.scale + 16 * q),
                                     _mm512_loadu_ps(a.bias + 16 * q), a.res_scale, a.res_zero, a.six,
                                     a.out_zero, a.act);
+}
+
+template <int S, int K>
+void qconv_direct_s(const QConvDirectArgs& a) {
+  QAvx512Vnni::RowConst rc[kQDirectMaxQuads];
+  direct_consts(a, rc);
   __m512i kidx[16];   // tap kx: lane l -> the word of input pixel (l / 4) * S + kx
   const __m512i base = _mm512_setr_epi32(0, 0, 0, 0, S, S, S, S, 2 * S, 2 * S, 2 * S, 2 * S, 3 * S, 3 * S, 3 * S, 3 * S);
   for (int kx = 0; kx < a.kw && kx < 16; ++kx) kidx[kx] = _mm512_add_epi32(base, _mm512_set1_epi32(kx));
@@ -414,6 +506,13 @@ void qconv_direct_k(const QConvDirectArgs& a) {
 }
 
 void qconv_direct(const QConvDirectArgs& a) {
+  if (a.chans > 0) {
+    QAvx512Vnni::RowConst rc[kQDirectMaxQuads];
+    direct_consts(a, rc);
+    if (a.stride == 1) qconv_packed_k<1>(a, rc);
+    else qconv_packed_k<2>(a, rc);
+    return;
+  }
   if (a.stride == 1) qconv_direct_k<1>(a);
   else qconv_direct_k<2>(a);
 }
@@ -429,6 +528,7 @@ const QSpmmKernels* qspmm_table<QVariant::avx512vnni>() {
     t.dw_rows = vbmi ? &qdw_rows_vbmi : nullptr;
     t.dw_direct = vbmi ? &qdw_direct_vbmi : nullptr;
     t.conv_direct = &qconv_direct;
+    t.conv_packed = vbmi ? &qconv_packs : nullptr;
     return t;
   }();
   return &table;

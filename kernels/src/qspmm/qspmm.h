@@ -248,9 +248,20 @@ struct QConvDirectArgs {
   uint8_t* y;                  // quad 0, row oy0
   const uint8_t* res;          // residual bytes aligned with y, or null
   uint8_t pad;                 // the input's zero point
+  // The packed form (QSpmmKernels::conv_packed; chans 1..3, fewer than a quad's 4 channels):
+  // the window's real weights in order f = (ky * kw + kx) * chans + c, 4 to a weight quad, so
+  // a 3x3 window of 3 channels takes 7 quads where one tap a quad takes 9. wv then holds, per
+  // output quad, J = ceil(kh * kw * chans / 4) quads of 64 bytes (lane l: channel l % 4's
+  // weights f = 4 j .. 4 j + 3, 0 past the last); lane l's input word of quad j is gathered
+  // from window rows ra = 4 j / (kw * chans) and ra + 1 by the 64 vpermt2b byte indices
+  // pidx[j] (bit 6: row ra + 1). chans 0: one tap a quad, as above.
+  int chans = 0;
+  const uint8_t* pidx = nullptr;   // J x 64
 };
 using QConvDirectFn = void (*)(const QConvDirectArgs&);
 constexpr int kQDirectMaxQuads = 32;   // output quads a direct conv takes (128 channels)
+constexpr int kQDirectMaxRows = 16;    // kernel rows (kh) a direct conv takes
+constexpr int kQPackedMaxQuads = 64;   // weight quads of a packed window (kh * kw * chans <= 256)
 // d[0..n) = requantize(acc[k] (+ res[k])) of output channel o: the tiles' own epilogue, for
 // sums computed on virtual pixels and cropped.
 using QEpiRowFn = void (*)(uint8_t* d, const int32_t* acc, const uint8_t* res, int n,
@@ -267,6 +278,8 @@ struct QSpmmKernels {
   QDwRowsFn dw_rows;  // or null (the variant or this CPU has no such path)
   QDwDirectFn dw_direct;  // or null, as dw_rows
   QConvDirectFn conv_direct;  // or null, as dw_rows
+  bool (*conv_packed)(int kh, int kw, int chans);  // conv_direct takes this window in the packed
+                                                   // form (QConvDirectArgs::chans > 0), or null
   bool quads;         // the tiles of 4 and 8 rows store NCHW4 themselves (QTileArgs::quads)
   int nv[kQMaxGroupRows];
   const char* name[kQMaxGroupRows];
