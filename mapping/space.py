@@ -153,7 +153,8 @@ def why_not(spec: LayerSpec, cand: Candidate) -> Optional[str]:
         br, bc = cand.block
         if br > rows:
             return f"block rows {br} > output channels {rows}"
-        if bc > spec.in_channels:
+        # int8 blocks are whole column quads: 1-3 input channels are one quad a tap
+        if bc > (4 * -(-spec.in_channels // 4) if cand.is_int8 else spec.in_channels):
             return f"block cols {bc} > input channels {spec.in_channels}"
     if cand.scheme == "nm":
         m = dict(cand.options).get("m", 4)

@@ -18,7 +18,9 @@ is shorter. Edge units are scored on their real weights only (as if the layer we
 whole blocks, which is how a padded packing would see them; a smaller unit therefore tends to
 score lower under a norm), and they count with their real size, so the realised sparsity stays
 within half of one unit of the target. `check()` refuses layers the block cannot structure at all
-(a block larger than the layer, grouped / depthwise convs): the engine keeps those dense.
+(a block larger than the layer, grouped / depthwise convs): the engine keeps those dense. A block
+wider than the input channels but not than their next multiple of 4 is one unit across them
+(a 4-column block on a 3-channel stem: the int8 kernels' column quad holds the 3 channels).
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ class BlockScheme(MaskScheme):
             return f"{tag} does not apply to {kind} conv {layer.name} (groups={layer.groups})"
         if self.rows > o:
             return f"{tag} does not fit layer {layer.name} with {o} output channels"
-        if self.cols > i:
+        if self.cols > 4 * -(-i // 4):   # up to the next column quad: one unit a row block
             return f"{tag} does not fit layer {layer.name} with {i} input channels"
         return None
 

@@ -43,6 +43,11 @@ def test_int8_applicability():
     assert "linear" in why_not(LayerSpec("fc", "linear", 64, 10), D8)
     assert "epilogue" in why_not(conv("h", 0, epilogue="hardswish"), INT8)
     assert why_not(conv("r", 0, epilogue="relu+residual"), INT8) is None
+    # an RGB stem: its 3 channels are one column quad a tap for the int8 kernels, not for fp32
+    stem = conv("stem", 0, cin=3, cout=32, k=3)
+    assert why_not(stem, INT8) is None and why_not(stem, Candidate("block", (8, 4), 0.8, bits=8)) is None
+    assert "block cols 4 > input channels 3" in why_not(stem, Candidate("block", (4, 4), 0.8))
+    assert "block cols 8 > input channels 3" in why_not(stem, Candidate("block", (4, 8), 0.8, bits=8))
 
 
 def _scalar_cost(conv_: Conversions, bits: dict) -> float:
