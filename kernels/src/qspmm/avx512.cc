@@ -320,6 +320,21 @@ __attribute__((target("avx512vbmi"))) void qdw_direct_vbmi(const QDwDirectArgs& 
   else qdw_direct_vbmi_s<2>(a);
 }
 
+// A direct conv block's sums (NB blocks of 4 output pixels x NQ output quads) requantized into
+// the output quad planes.
+template <int NQ, int NB>
+inline void direct_store(const QConvDirectArgs& a, const QAvx512Vnni::RowConst* rc, const __m512i (&acc)[NB][NQ],
+                         int q0, int r, int px0) {
+  for (int b = 0; b < NB; ++b) {
+    const int px = px0 + 4 * b, m = a.wo - px < 4 ? 4 * (a.wo - px) : 16;
+    const int64_t o = (int64_t(r) * a.wo + px) * 4;
+    for (int q = 0; q < NQ; ++q) {
+      const int64_t at = int64_t(q0 + q) * a.plane + o;
+      QAvx512Vnni::requant_store(a.y + at, acc[b][q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
+    }
+  }
+}
+
 // The direct conv of one input quad (QConvDirectArgs, the stems): a block of 4 output pixels
 // of NQ output quads. Per kernel row one load of the input row (16 pixels from the block's
 // first, the zero point merged in past the row's ends at a border block, the pad row above and
@@ -358,14 +373,7 @@ inline void qconv_direct_block(const QConvDirectArgs& a, const QAvx512Vnni::RowC
       }
     }
   }
-  for (int b = 0; b < NB; ++b) {
-    const int px = px0 + 4 * b, m = a.wo - px < 4 ? 4 * (a.wo - px) : 16;
-    const int64_t o = (int64_t(r) * a.wo + px) * 4;
-    for (int q = 0; q < NQ; ++q) {
-      const int64_t at = int64_t(q0 + q) * a.plane + o;
-      QAvx512Vnni::requant_store(a.y + at, acc[b][q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
-    }
-  }
+  direct_store<NQ, NB>(a, rc, acc, q0, r, px0);
 }
 
 template <int S, int K, bool Edge, int NB = 1>
@@ -418,14 +426,7 @@ __attribute__((target("avx512vbmi"))) inline void qconv_packed_block(
       for (int b = 0; b < NB; ++b) acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], t[b], wv);
     }
   }
-  for (int b = 0; b < NB; ++b) {
-    const int px = px0 + 4 * b, m = a.wo - px < 4 ? 4 * (a.wo - px) : 16;
-    const int64_t o = (int64_t(r) * a.wo + px) * 4;
-    for (int q = 0; q < NQ; ++q) {
-      const int64_t at = int64_t(q0 + q) * a.plane + o;
-      QAvx512Vnni::requant_store(a.y + at, acc[b][q], a.res ? a.res + at : nullptr, m, rc[q0 + q]);
-    }
-  }
+  direct_store<NQ, NB>(a, rc, acc, q0, r, px0);
 }
 
 template <int S, int K, int C, bool Edge, int NB = 1>
