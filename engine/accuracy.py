@@ -32,6 +32,7 @@ from torch import nn
 from .errors import ConfigError
 from .graph.layers import gemm_weight, get_module
 from .schemes import apply_mask, get_scheme
+from .schemes.options import candidate_options
 
 Data = Union[tuple, Callable]
 
@@ -73,14 +74,12 @@ class DataProxy:
         """The keep-mask of `cand` (a mapping.Candidate) on `layer`, or None for dense."""
         if not cand.pruned:
             return None
-        key = (layer, cand.scheme, cand.block, round(cand.sparsity, 6), cand.options)
+        key = (layer, cand.scheme, cand.block, round(cand.sparsity, 6), cand.options,
+               getattr(cand, "bits", 32))
         m = self._masks.get(key)
         if m is None:
-            kw = dict(cand.options)
-            if cand.block is not None:
-                kw["block"] = cand.block
             w = gemm_weight(get_module(self.model, layer)).detach()
-            sch = get_scheme(cand.scheme, **kw)
+            sch = get_scheme(cand.scheme, **candidate_options(cand))
             m = self._masks[key] = sch.mask(w, None if cand.scheme == "nm" else cand.sparsity,
                                             self.importance)
         return m

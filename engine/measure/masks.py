@@ -21,15 +21,13 @@ from mapping import Candidate, LayerSpec, why_not
 from ..errors import ConfigError
 from ..runtime.packing import group_rows_for
 from ..schemes import get_scheme
+from ..schemes.options import candidate_options
 from .specs import spec_layer_info, weight_shape
 
 
 def scheme_options(cand: Candidate) -> dict:
     """Keyword options of engine.schemes.get_scheme for a candidate."""
-    opts = dict(cand.options)
-    if cand.block is not None:
-        opts["block"] = tuple(cand.block)
-    return opts
+    return candidate_options(cand)
 
 
 def group_rows(cand: Candidate) -> int:

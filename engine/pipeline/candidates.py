@@ -23,6 +23,7 @@ from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, dense_rows, group_rows_for
 from ..schemes import apply_mask, get_scheme
 from ..schemes.base import MaskScheme
+from ..schemes.options import candidate_options
 from .config import SPARSE_BACKENDS, OptimizeConfig
 from .state import RunState
 
@@ -118,10 +119,7 @@ def mask_candidates(model, layers, scheme: MaskScheme, cfg: OptimizeConfig,
             continue
         sch, sparsity, given_reason = scheme, cfg.sparsity, ""
         if given is not None:
-            kw = dict(given.options)
-            if given.block is not None:
-                kw["block"] = given.block
-            sch, sparsity = get_scheme(given.scheme, **kw), given.sparsity
+            sch, sparsity = get_scheme(given.scheme, **candidate_options(given)), given.sparsity
             given_reason = given.reason.split("; ")[0]
         # the backend a given plan names is replayed when measure=False
         backend = given.backend if given is not None and given.backend in SPARSE_BACKENDS \

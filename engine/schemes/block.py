@@ -18,9 +18,10 @@ is shorter. Edge units are scored on their real weights only (as if the layer we
 whole blocks, which is how a padded packing would see them; a smaller unit therefore tends to
 score lower under a norm), and they count with their real size, so the realised sparsity stays
 within half of one unit of the target. `check()` refuses layers the block cannot structure at all
-(a block larger than the layer, grouped / depthwise convs): the engine keeps those dense. A block
-wider than the input channels but not than their next multiple of 4 is one unit across them
-(a 4-column block on a 3-channel stem: the int8 kernels' column quad holds the 3 channels).
+(a block larger than the layer, grouped / depthwise convs): the engine keeps those dense. With
+`quads=True` (an int8 block: its columns are column quads, 4 input channels at one tap) a block
+as wide as the input channels' next multiple of 4 fits too, one unit across them (a 4-column
+block on an RGB stem: the int8 kernels hold its 3 channels in one quad).
 """
 from __future__ import annotations
 
@@ -91,9 +92,12 @@ class BlockScheme(MaskScheme):
 
     name = "block"
 
-    def __init__(self, block: Sequence[int] = (1, 1), **unknown) -> None:
-        reject_unknown(self.name, unknown, ("block",))
+    def __init__(self, block: Sequence[int] = (1, 1), quads: bool = False, **unknown) -> None:
+        reject_unknown(self.name, unknown, ("block", "quads"))
         self.rows, self.cols = parse_block(block, self.name)
+        if not isinstance(quads, bool):
+            raise ConfigError(f"scheme {self.name!r}: option 'quads' must be a bool, got {quads!r}")
+        self.quads = quads
 
     @property
     def block(self) -> tuple:
@@ -107,7 +111,7 @@ class BlockScheme(MaskScheme):
             return f"{tag} does not apply to {kind} conv {layer.name} (groups={layer.groups})"
         if self.rows > o:
             return f"{tag} does not fit layer {layer.name} with {o} output channels"
-        if self.cols > 4 * -(-i // 4):   # up to the next column quad: one unit a row block
+        if self.cols > (4 * -(-i // 4) if self.quads else i):
             return f"{tag} does not fit layer {layer.name} with {i} input channels"
         return None
 

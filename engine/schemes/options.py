@@ -21,4 +21,15 @@ def reject_unknown(scheme: str, unknown: dict, known: Iterable[str]) -> None:
                           f"known options: {sorted(known)}")
 
 
-__all__ = ["positive_int", "reject_unknown"]
+def candidate_options(cand) -> dict:
+    """get_scheme's keyword options for a mapping Candidate or a plan Choice: its options, its
+    block, and for an int8 block `quads` (its columns are column quads: see BlockScheme)."""
+    opts = dict(cand.options)
+    if cand.block is not None:
+        opts["block"] = tuple(cand.block)
+    if cand.scheme == "block" and getattr(cand, "bits", 32) == 8:
+        opts["quads"] = True
+    return opts
+
+
+__all__ = ["candidate_options", "positive_int", "reject_unknown"]

@@ -9,6 +9,7 @@ import torch
 
 from ..graph.layers import gemm_view, gemm_weight, get_module
 from ..schemes import apply_mask, get_scheme
+from ..schemes.options import candidate_options
 from .filters import filter_mask
 
 
@@ -25,10 +26,7 @@ class TargetMasks:
             return torch.ones_like(w, dtype=torch.bool)
         if cand.scheme == "filter":
             return filter_mask(w, sparsity, self.config.importance)
-        kw = dict(cand.options)
-        if cand.block is not None:
-            kw["block"] = cand.block
-        sch = get_scheme(cand.scheme, **kw)
+        sch = get_scheme(cand.scheme, **candidate_options(cand))
         if cand.scheme == "pattern":
             sparsity = max(sparsity, getattr(sch, "min_sparsity", 0.0))
         return sch.mask(w, None if cand.scheme == "nm" else sparsity, self.config.importance)

@@ -76,6 +76,24 @@ def test_int8_plan_replays(int8_opt):
         assert torch.allclose(again(X), opt(X), atol=1e-5)
 
 
+def test_an_int8_block_on_the_rgb_stem_is_one_quad_wide(int8_opt):
+    # the uniform 4x4 keeps the 3-channel stem dense (an fp32 4-column block does not fit 3
+    # channels); a plan's int8 4x4 choice for it prunes 4 rows x its 3 channels at each tap
+    m, opt = int8_opt
+    assert not opt.plan["stem"].pruned
+    stem = replace(opt.plan["stem"], scheme="block", block=(4, 4), sparsity=0.5, bits=8)
+    plan = replace(opt.plan, choices=[stem if c.layer == "stem" else c for c in opt.plan])
+    again = engine.optimize(m, (X,), plan=plan, calibration=_batches(), measure=False,
+                            progress=False, guard="off")
+    got = again.plan["stem"]
+    assert got.pruned and got.bits == 8 and abs(got.sparsity - 0.5) < 0.03
+    w = again.pruned_model.stem.weight.detach()                      # (32, 3, 3, 3)
+    kept = (w != 0).reshape(8, 4, 3, 9).any(dim=(1, 2))              # per 4 rows and tap
+    assert torch.equal((w != 0).reshape(8, 4, 3, 9), kept[:, None, None, :].expand(8, 4, 3, 9))
+    with torch.no_grad():
+        assert 0 < _rel(again(X), again.pruned_model(X)) < 0.2        # int8, close to float
+
+
 def test_int8_artifact_runs_what_the_host_runs(int8_opt, tmp_path):
     pytest.importorskip("tvm")
     _, opt = int8_opt

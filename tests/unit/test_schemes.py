@@ -316,14 +316,19 @@ def test_block_check_reasons():
     assert s.check(conv_info("ok", o=16, i=8)) is None
     assert s.check(conv_info("odd", o=13, i=7)) is None   # fits; edge blocks handled
     assert s.check(linear_info("fc", o=64, i=48)) is None
-    # wider than the input channels up to their next quad: one unit across them
-    assert get_scheme("block", block=(4, 4)).check(conv_info("stem", o=32, i=3)) is None
-    assert "3 input channels" in get_scheme("block", block=(4, 8)).check(conv_info("stem", o=32, i=3))
+    # an int8 block (quads): wider than the input channels up to their next quad, one unit
+    # across them; not an fp32 one
+    assert get_scheme("block", block=(4, 4), quads=True).check(conv_info("stem", o=32, i=3)) is None
+    assert "3 input channels" in get_scheme("block", block=(4, 4)).check(conv_info("stem", o=32, i=3))
+    assert "3 input channels" in get_scheme("block", block=(4, 8), quads=True).check(
+        conv_info("stem", o=32, i=3))
+    with pytest.raises(ConfigError, match="quads"):
+        get_scheme("block", block=(4, 4), quads="yes")
 
 
 def test_block_wider_than_the_inputs_is_one_unit_across_them():
     w = rand((32, 3, 3, 3))
-    mask = get_scheme("block", block=(4, 4)).mask(w, 0.75)
+    mask = get_scheme("block", block=(4, 4), quads=True).mask(w, 0.75)
     assert block_structure_holds(mask, (4, 3))          # the whole 3 channels of 4 rows at a tap
     # the units' scores: the 4 x 3 block norms, the lowest 75% pruned
     units = w.reshape(8, 4, 3, 9).permute(0, 3, 1, 2).reshape(72, 12).norm(dim=1)
