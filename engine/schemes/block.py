@@ -91,6 +91,7 @@ class BlockScheme(MaskScheme):
     """Block-punched pruning with `block=(rows, cols)` units at each kernel position."""
 
     name = "block"
+    quads = False   # int8 column quads (see the module doc); subclasses keep the default
 
     def __init__(self, block: Sequence[int] = (1, 1), quads: bool = False, **unknown) -> None:
         reject_unknown(self.name, unknown, ("block", "quads"))
