@@ -25,11 +25,6 @@ from ..schemes.options import candidate_options
 from .specs import spec_layer_info, weight_shape
 
 
-def scheme_options(cand: Candidate) -> dict:
-    """Keyword options of engine.schemes.get_scheme for a candidate."""
-    return candidate_options(cand)
-
-
 def group_rows(cand: Candidate) -> int:
     """Kernel group height the lowering gives a candidate's layer (engine.api: the block's rows,
     at most 8 and dividing them; one row for the unblocked schemes)."""
@@ -44,7 +39,7 @@ def mask_problem(spec: LayerSpec, cand: Candidate) -> Optional[str]:
     if why is not None:
         return why
     try:
-        scheme = get_scheme(cand.scheme, **scheme_options(cand))
+        scheme = get_scheme(cand.scheme, **candidate_options(cand))
     except ConfigError as e:
         return str(e)
     why = scheme.check(spec_layer_info(spec))
@@ -83,7 +78,7 @@ class MaskCache:
         k = self.key(layer, cand)
         m = self._masks.get(k)
         if m is None:
-            scheme = get_scheme(cand.scheme, **scheme_options(cand))
+            scheme = get_scheme(cand.scheme, **candidate_options(cand))
             # N:M fixes its own sparsity; the candidate's is its 2-digit rounding
             sparsity = None if cand.scheme == "nm" else cand.sparsity
             try:
