@@ -37,6 +37,11 @@ def dropped_layers(given, plan) -> list:
     return [c.layer for c in given if c.pruned and c.layer in plan and not plan[c.layer].pruned]
 
 
+def _same_choice(a, b) -> bool:
+    return (a.scheme, tuple(a.block or ()), a.bits, a.backend) == \
+        (b.scheme, tuple(b.block or ()), b.bits, b.backend) and abs(a.sparsity - b.sparsity) < 1e-9
+
+
 def applies(state: RunState) -> bool:
     """Whether the check guard runs for this run (see the module doc for what it skips)."""
     cfg = state.config
@@ -77,10 +82,17 @@ def check_guard(state: RunState, opt, replay: Callable):
         opt.plan.meta["check_guard"] = verdict
         opt.notes.append(text + ": the checked one kept")
         return opt
+    checked = {c.layer: c for c in opt.plan}
     for c in alt.plan:
+        o = checked.get(c.layer)
         if c.layer in dropped:
             c.reason += ("; pruned as mapped: the in-place check's dense choice was slower "
                          "end to end (check guard)")
+        elif o is not None and c.latency_us is None and _same_choice(c, o):
+            # the replay measured nothing: the in-place check's times of the same choice
+            c.latency_us, c.dense_latency_us = o.latency_us, o.dense_latency_us
+        if o is not None and c.dense_latency_us is None:
+            c.dense_latency_us = o.dense_latency_us
     alt.plan.meta.update({k: v for k, v in opt.plan.meta.items() if k not in alt.plan.meta})
     alt.plan.meta["check_guard"] = verdict
     alt.notes = list(opt.notes) + [text + ": the plan as mapped returned"]

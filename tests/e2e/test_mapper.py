@@ -61,6 +61,13 @@ def test_mapped_plan_runs_and_only_prunes_faster_layers(tiny, costs, mapper):
         ("evolution" if mapper == "search" else mapper)
     table = CostTable.open(costs)
     problem = opt.mapping
+    # the check guard may return the plan as mapped (engine/pipeline/check_guard.py): the
+    # layers the in-place check had dropped are then pruned because the whole plan timed
+    # faster end to end (or met the budget the checked plan missed), not by a per-layer time
+    guard = opt.plan.meta.get("check_guard", {})
+    as_mapped = guard.get("kept") == "as_mapped"
+    if as_mapped:
+        assert guard["as_mapped_ms"] < guard["checked_ms"] or "checked_sparsity" in guard, guard
     for c in opt.plan.pruned:
         spec = problem.spec(c.layer)
         # in the cost table the mapper used: >= min_speedup x faster than dense ...
@@ -72,6 +79,8 @@ def test_mapped_plan_runs_and_only_prunes_faster_layers(tiny, costs, mapper):
         key = f"block{c.block[0]}x{c.block[1]}@{nominal:.2f}/native"
         assert table.latency(problem.target, spec.shape_key, key) * 1.1 <= dense * (1 + 1e-9)
         # ... and measured again in place by optimize() before it was kept
+        if as_mapped and "pruned as mapped" in c.reason:
+            continue
         assert c.latency_us * opt.config.min_speedup <= c.dense_latency_us * (1 + 1e-9)
     assert opt.plan["stem"].scheme == "dense" or mapper != "rule"
     if meta["feasible"]:
