@@ -19,7 +19,10 @@ cost is 0, so fp32-only problems are unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ArtifactError, ConfigError
 from .fileio import file_digest, read_limited
 from .host import check_runnable_here
 from .layout import MANIFEST, MAX_MANIFEST_BYTES
 from .schema import parse_json, parse_manifest
+
+if TYPE_CHECKING:
+    from .loaded import LoadedArtifact
 
 
 def _root(directory) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._tvm import relax, tvm
 from .rewrite import _dtype, _shape
-from .tir_text import ATTRS, Kernel, PLACEHOLDER, Src, VectorISA, f32, safe_name, vector_loops
+from .tir_text import ATTRS, Kernel, PLACEHOLDER, Src, VectorISA, safe_name, vector_loops
 
 # The padded row's fill, -inf, comes in as a one-element table LOW: a kernel that reads only its
 # input is analysed by Relax's RewriteDataflowReshape as a possible reshape, and that analysis

@@ -8,9 +8,7 @@ Android NDK) with an error that names the package to install.
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
 
-from ..errors import ConfigError
 from ..targets import Target
 from ..targets.toolchain import as_target, cross_compiler  # noqa: F401  (re-exported)
 from ._tvm import llvm_info, tvm

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import InputError, LoweringError
-from .inputs import call, run_hooked
+from .inputs import run_hooked
 from .layers import set_module
 
 # mode (torch's RNNBase.mode) -> number of gates (rows of W_ih / W_hh per hidden unit)

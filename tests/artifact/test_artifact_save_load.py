@@ -13,7 +13,7 @@ import torch
 
 import engine
 from engine import artifact as art
-from engine.artifact import FORMAT, FORMAT_VERSION, host as art_host, load_artifact, save_artifact
+from engine.artifact import FORMAT, FORMAT_VERSION, load_artifact, save_artifact
 from engine.artifact import writer as art_writer
 from engine.targets import toolchain
 from engine.errors import ArtifactError, EngineError

@@ -3,7 +3,6 @@
 compile as 1x1 convs over them (engine/codegen/token_linear.py) on every backend."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +10,7 @@ from torch import nn
 from codegen_helpers import assert_close
 import engine
 from engine.codegen import compile_model
-from engine.codegen._tvm import relax, s_tir, tvm
+from engine.codegen._tvm import relax, s_tir
 from engine.codegen.matmul_schedule import schedule_matmul
 from engine.codegen.schedules import _extent, glue_rules
 from engine.codegen.token_linear import MIN_TOKENS
