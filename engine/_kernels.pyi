@@ -40,6 +40,9 @@ class QConv:
     def run(self, x: np.ndarray, residual: Optional[np.ndarray] = None) -> np.ndarray:
         """x (N, C, H, W) uint8 -> (N, O, Ho, Wo) uint8; residual uint8 of the output's shape
         (the layer built with residual=(scale, zero_point))."""
+    def run_linear(self, x: np.ndarray) -> np.ndarray:
+        """A linear layer (1x1, nchw4 in and out) on float rows: x float32 (rows, C) -> float32
+        (rows, O), quantized, run and dequantized in one call (spe_qconv_run_linear)."""
     def output_size(self, h: int, w: int) -> tuple[int, int]: ...
     @property
     def nnz(self) -> int: ...

@@ -110,6 +110,23 @@ class QConv {
                     });
   }
 
+  // float32 (rows, C) -> float32 (rows, O): spe_qconv_run_linear
+  py::array_t<float> run_linear(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    if (x.ndim() != 2 || x.shape(1) != in_channels_)
+      throw std::invalid_argument("x must be (rows, " + std::to_string(in_channels_) + ") float32");
+    const int rows = dim32(x, 0, "x");
+    py::array_t<float> y(std::vector<py::ssize_t>{rows, out_channels_});
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    spe_status s;
+    {
+      py::gil_scoped_release nogil;
+      s = spe_qconv_run_linear(conv_.get(), xp, rows, yp);
+    }
+    check(s);
+    return y;
+  }
+
   std::pair<int, int> output_size(int h, int w) const {
     int ho, wo;
     spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
@@ -296,6 +313,9 @@ void bind_qconv(py::module_& m) {
            "'nchw4' ((N, ceil(C / 4), H, W, 4): the kernels' own, no relayout between layers).")
       .def("run", &QConv::run, py::arg("x"), py::arg("residual") = py::none(),
            "x (N, C, H, W) uint8 -> y (N, O, Ho, Wo) uint8 (nchw4: (N, ceil(C / 4), H, W, 4)).")
+      .def("run_linear", &QConv::run_linear, py::arg("x"),
+           "A linear layer (1x1, nchw4 in and out) on float rows: x float32 (rows, C) -> "
+           "float32 (rows, O), quantized, run and dequantized in one call.")
       .def("output_size", &QConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("nnz", &QConv::nnz, "non-zero weights")
       .def_property_readonly("kernel_name", &QConv::kernel_name);

@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
     activation_isa_sweep(isa, quick);
   }
   const size_t n_kernel = listed_kernel_sweeps(isas, quick);
-  const size_t n_int8 = only.empty() ? qconv_sweep(quick) + qdepthwise_sweep(quick) + qglue_sweep(quick) : 0;
+  const size_t n_int8 = only.empty() ? qconv_sweep(quick) + qlinear_sweep(quick) + qdepthwise_sweep(quick) + qglue_sweep(quick) : 0;
   {
     // "auto" picks the best ISA
     set_current("auto-picks-best");

@@ -171,6 +171,33 @@ std::vector<QCase> variant_cases(const spe::QSpmmKernels* kt, bool quick) {
       t.name = fmt("qconv-%s-stem-k%ds%dp%d-c%d-o%d-%dx%d-%d", kt->variant, g.k, g.s, g.p, t.c, o, t.h, t.w, i);
       cs.push_back(t);
     }
+  // a few output pixels (QSpmmKernels::gemv where the variant has it: the rows in the lanes):
+  // every group height, 1 to 6 pixels (the gemv limit and past it), 1x1 (a linear layer's
+  // rows), a padded 3x3 on a tiny map (cropped) and a strided 1x1; many entries (the unrolled
+  // loop and its tail) and few
+  for (int r = 1; r <= spe::kQMaxGroupRows; ++r)
+    for (int px = 1; px <= 6; ++px) {
+      ++i;
+      if (quick && i % 2) continue;
+      QCase t;
+      const int shape = i % 3;
+      t.k = shape == 1 ? 3 : 1, t.p = shape == 1 ? 1 : 0, t.s = shape == 2 ? 2 : 1;
+      t.h = shape == 2 ? 2 : 1, t.w = shape == 2 ? 2 * px : px;
+      t.c = i % 4 == 0 ? 3 : 4 * (1 + (5 * i) % 37) + i % 3;
+      t.o = r * (1 + i % 3) + i % 2, t.rows = r, t.sparsity = (i % 3) * 0.35;
+      t.blocks = i % 4 != 3;
+      t.act = i % 3;
+      t.residual = i % 4 == 1;
+      t.bias = i % 5 != 2;
+      t.batch = 1 + i % 2;
+      t.zx = i % 5 == 0 ? 0 : i % 5 == 1 ? 255 : 1 + (29 * i) % 250;
+      t.zy = i % 3 == 0 ? 0 : 80 + i % 90;
+      t.threads = 1 + 2 * (i % 2);
+      t.in_layout = i % 3 == 1 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+      t.out_layout = i % 2 ? SPE_QLAYOUT_NCHW4 : SPE_QLAYOUT_NCHW;
+      t.name = fmt("qconv-%s-gemv-r%d-px%d-k%ds%d-c%d-o%d-%d", kt->variant, r, px, t.k, t.s, t.c, t.o, i);
+      cs.push_back(t);
+    }
   // all-zero weights (a layer of empty groups): bias and activation only
   QCase z;
   z.sparsity = 1.0, z.name = fmt("qconv-%s-empty", kt->variant), z.act = SPE_ACT_RELU6;
@@ -217,7 +244,96 @@ std::string requant_edges(const spe::QSpmmKernels* kt, int act, int32_t zy, bool
   return "";
 }
 
+// spe_qconv_run_linear (a linear layer on float rows) against the reference: x quantized
+// element by element as spe.h's quantize says (round half even of x * float(1 / scale)), the
+// reference conv of the (1, C, 1, rows) image, dequantized as float(q - zy) * sy; floats equal
+// bit for bit. Then its refusals: a non-finite input (named), a layer that is not 1x1 NCHW4.
+std::string run_linear_case(const char* variant, int o, int c, int rows, int grp, int act, Lcg& rng) {
+  const QLayer L = make_qlayer(QShape{o, c, 1, 1, grp, 0.5, true, true}, rng);
+  const spe_conv_params prm = {o, c, 1, 1, 1, 1, 0, 0, 1, 1};
+  spe_qconv_quant q{};
+  q.input = {0.03f, int32_t(rng.uniform() * 256)};
+  q.output = {0.04f + 0.05f * float(rng.uniform()), int32_t(rng.uniform() * 256)};
+  q.residual = {1.0f, 0};
+  q.weight_scale = L.wscale.data();
+  q.bias = L.bias.data();
+  q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW4;
+  spe_qconv* conv = nullptr;
+  if (spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(), L.quad.data(),
+                       L.values.data(), &q, spe_activation(act), variant, &conv) != SPE_OK)
+    return std::string("create failed: ") + spe_last_error();
+  std::vector<float> x(size_t(rows) * c), y(size_t(rows) * o, -1.0f);
+  std::vector<uint8_t> img(size_t(c) * rows);  // the reference's NCHW (1, C, 1, rows) codes
+  const float inv = 1.0f / q.input.scale;
+  for (int r = 0; r < rows; ++r)
+    for (int ch = 0; ch < c; ++ch) {
+      const float v = float((rng.uniform() - 0.5) * 12.0);  // past both ends of the grid too
+      x[size_t(r) * c + ch] = v;
+      const long code = std::lrint(std::min(std::max(v * inv, -512.0f), 512.0f)) + q.input.zero_point;
+      img[size_t(ch) * rows + r] = uint8_t(std::min<long>(std::max<long>(code, 0), 255));
+    }
+  std::string err;
+  spe_set_num_threads(1 + rows % 2);
+  if (spe_qconv_run_linear(conv, x.data(), rows, y.data()) != SPE_OK) err = std::string("run failed: ") + spe_last_error();
+  const Geom g{o, c, 1, 1, 1, 1, 0, 0, 1, 1};
+  const std::vector<uint8_t> want = ref_qconv(g, L, q, act, img.data(), 1, 1, rows, nullptr);
+  for (int r = 0; r < rows && err.empty(); ++r)
+    for (int oo = 0; oo < o && err.empty(); ++oo) {
+      const float ref = float(int(want[size_t(oo) * rows + r]) - q.output.zero_point) * q.output.scale;
+      if (std::memcmp(&ref, &y[size_t(r) * o + oo], 4) != 0)
+        err = fmt("y[%d, %d] = %g, reference %g", r, oo, double(y[size_t(r) * o + oo]), double(ref));
+    }
+  if (err.empty() && rows > 1) {
+    x[size_t(rows - 1) * c + c / 2] = NAN;
+    if (spe_qconv_run_linear(conv, x.data(), rows, y.data()) != SPE_ERR_INVALID_ARGUMENT ||
+        !std::strstr(spe_last_error(), fmt("row %d, feature %d", rows - 1, c / 2).c_str()))
+      err = std::string("a NaN input: ") + spe_last_error();
+  }
+  spe_set_num_threads(1);
+  spe_qconv_destroy(conv);
+  return err;
+}
+
 }  // namespace
+
+size_t qlinear_sweep(bool quick) {
+  size_t n = 0;
+  for (int v = 0; v < spe::kNumQVariants; ++v) {
+    const spe::QSpmmKernels* kt = spe::qspmm_kernels(spe::QVariant(v));
+    if (!kt) continue;
+    int i = 0;
+    for (int rows : {1, 2, 3, 4, 5, 17, 100, 300})
+      for (int grp : {4, 8, 3}) {
+        ++i;
+        if (quick && i % 2) continue;
+        const int o = 5 + (7 * i) % 40, c = 3 + (11 * i) % 70;
+        const std::string name = fmt("qlinear-%s-rows%d-g%d-o%d-c%d", kt->variant, rows, grp, o, c);
+        set_current(name);
+        Lcg rng(seed_of(name));
+        const std::string err = run_linear_case(kt->variant, o, c, rows, grp, i % 3, rng);
+        record(err.empty(), name, err);
+        ++n;
+      }
+  }
+  // a layer that is not a linear one: refused, named
+  const spe_conv_params prm = {4, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  Lcg rng(seed_of("qlinear-refused"));
+  const QLayer L = make_qlayer(QShape{4, 4, 3, 3, 4, 0.0, true, false}, rng);
+  spe_qconv_quant q{};
+  q.input = q.output = q.residual = {0.1f, 0};
+  q.weight_scale = L.wscale.data();
+  q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW4;
+  spe_qconv* conv = nullptr;
+  float x[8] = {}, y[8];
+  const bool made = spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
+                                     L.quad.data(), L.values.data(), &q, SPE_ACT_NONE, "auto", &conv) == SPE_OK;
+  set_current("qlinear-refused");
+  record(made && spe_qconv_run_linear(conv, x, 2, y) == SPE_ERR_INVALID_ARGUMENT &&
+             std::strstr(spe_last_error(), "1x1") && spe_qconv_run_linear(nullptr, x, 2, y) != SPE_OK,
+         "qlinear-refused", spe_last_error());
+  spe_qconv_destroy(conv);
+  return n + 1;
+}
 
 // One listed int8 kernel (kernel_tests.cc's listed sweeps): 1x1 layers of its group height,
 // pixel counts on and around multiples of its tile (every tail; 64 tiles and more: several whole

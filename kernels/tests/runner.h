@@ -200,6 +200,7 @@ size_t invres_kernel_sweep(const spe::KernelInfo& k, bool quick);
 size_t dense_isa_sweep(const std::string& isa, bool quick);
 // qconv_sweep.cc: every int8 variant this CPU runs (they are not isa.h's ISAs).
 size_t qconv_sweep(bool quick);
+size_t qlinear_sweep(bool quick);  // spe_qconv_run_linear (qconv_sweep.cc)
 size_t qdepthwise_sweep(bool quick);  // qconv_sweep.cc: the int8 depthwise conv
 size_t qglue_sweep(bool quick);       // qglue_sweep.cc: float <-> u8, every path this machine has
 size_t qconv_kernel_sweep(const spe::KernelInfo& k, bool quick);

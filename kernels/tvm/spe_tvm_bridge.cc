@@ -32,6 +32,9 @@
 //       kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, act, has_bias, has_residual,
 //       input, output and residual zero points; weight int8 (C, kh, kw); wscale float32[C];
 //       bias float32[C] or a placeholder; qscale as qconv2d's. Cached by `weight`, fingerprinted.
+//   spe.v1.qlinear(x, meta, group_row0, group_rows, group_ptr, entry_quad, values, wscale, bias,
+//                  qscale, y)                 float32 (rows, C) -> float32 (rows, O): an int8
+//       linear layer (spe_qconv_run_linear), qconv2d's constants (1x1, NCHW4, no residual).
 //   spe.v1.quantize(x, meta, scale, y)      float32 NCHW -> uint8; meta int32[2] = zero point,
 //       layout; scale float32[1].
 //   spe.v1.dequantize(x, meta, scale, y)    uint8 -> float32 NCHW; meta int32[3] = channels,
@@ -691,6 +694,25 @@ void qconv2d(TensorView x, TensorView meta, TensorView row0, TensorView rows, Te
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qconv2d: " << spe_last_error();
 }
 
+// An int8 linear layer on float rows (spe_qconv_run_linear): qconv2d's constants (a 1x1 layer,
+// NCHW4 in and out, no residual), x float32 (rows, C) -> y float32 (rows, O).
+void qlinear(TensorView x, TensorView meta, TensorView row0, TensorView rows, TensorView gptr,
+             TensorView quads, TensorView values, TensorView wscale, TensorView bias,
+             TensorView qscale, TensorView y) {
+  constexpr const char* kOp = "qlinear";
+  check_meta(meta, 18, kOp);
+  const int32_t* m = data<int32_t>(meta);
+  check_f32(x, 2, "x");
+  check_f32(y, 2, "y");
+  if (x.size(1) != m[1] || y.size(1) != m[0] || x.size(0) != y.size(0))
+    TVM_FFI_THROW(ValueError) << "spe.qlinear: x / y must be (rows, " << m[1] << ") / (rows, " << m[0] << ")";
+  spe_qconv* conv = get_qconv(meta, row0, rows, gptr, quads, values, wscale, bias, qscale);
+  const int32_t n = dim32(x, 0, kOp);
+  ProfileScope prof(conv, kOp, Profile::get() ? spe_qconv_kernel_name(conv) : nullptr, m[0], 1, n);
+  const spe_status s = spe_qconv_run_linear(conv, data<float>(x), n, mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qlinear: " << spe_last_error();
+}
+
 spe_qdepthwise* get_qdepthwise(const TensorView& meta, const TensorView& weight, const TensorView& wscale,
                                const TensorView& bias, const TensorView& qscale) {
   const int32_t* m = data<int32_t>(meta);
@@ -960,6 +982,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.inverted_block", inverted_block);
   def("spe.v1.dense_conv2d", dense_conv2d);
   def("spe.v1.qconv2d", qconv2d);
+  def("spe.v1.qlinear", qlinear);
   def("spe.v1.qdepthwise2d", qdepthwise2d);
   def("spe.v1.quantize", quantize);
   def("spe.v1.dequantize", dequantize);

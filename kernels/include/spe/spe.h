@@ -267,6 +267,12 @@ SPE_API spe_status spe_qconv_create(const spe_conv_params* params, int32_t n_gro
  * their layouts (NCHW4: channels rounded up to 4). y must not overlap x or the residual. Thread-safe for distinct y and never blocks on another call (as spe_sparse_conv_run). */
 SPE_API spe_status spe_qconv_run(spe_qconv* conv, const uint8_t* x, int32_t n, int32_t h,
                                  int32_t w, const uint8_t* residual, uint8_t* y);
+/* An int8 linear layer on float rows: the layer 1x1, stride 1, unpadded, NCHW4 in and out, no
+ * residual; x float32 (rows, C) row-major, y float32 (rows, O). x is quantized on the layer's
+ * input grid (as spe_quantize: finite values only, else SPE_ERR_INVALID_ARGUMENT naming the
+ * first) into the (1, ceil(C / 4), 1, rows, 4) image the layer reads, the layer runs, and its
+ * output is dequantized on the output grid (as spe_dequantize): the rows are the pixels. */
+SPE_API spe_status spe_qconv_run_linear(spe_qconv* conv, const float* x, int32_t rows, float* y);
 SPE_API void spe_qconv_output_size(const spe_qconv* conv, int32_t h, int32_t w, int32_t* ho,
                                    int32_t* wo);
 SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */

@@ -26,6 +26,7 @@
 #include "../qspmm/qspmm.h"
 #include "geometry.h"
 #include "interleave.h"
+#include "qglue.h"
 #include "row_groups.h"
 #include "spe/spe.h"
 
@@ -55,6 +56,7 @@ struct spe_qconv {
   int64_t nnz = 0;
   spe::QEpilogue epi{};
   uint8_t pad_byte = 0;              // the input's zero point (padding, channels past C)
+  spe_qparams in_q{}, out_q{};       // the input's and output's (spe_qconv_run_linear)
   int in_layout = SPE_QLAYOUT_NCHW, out_layout = SPE_QLAYOUT_NCHW;
   std::vector<uint8_t> pad_row;      // the output's zero point, a tile wide (NCHW4 rows past O)
   const spe::QSpmmKernels* k = nullptr;
@@ -240,6 +242,13 @@ void get_quads(const uint8_t* r4, int64_t out_px, int r0, int R, int64_t src, in
   }
 }
 
+// The most pixels a tile of r rows runs as a gemv tile (QSpmmKernels::gemv) rather than a
+// pixel tile: measured per variant in kernels/README.md ("int8 gemv tiles").
+inline int gemv_pix(const QSpmmKernels* k, int r) {
+  if (!k->gemv[r - 1][0]) return 0;
+  return r >= 4 ? kQGemvMaxPix : 2;
+}
+
 // One (band, group, tile) item of image b: the tile's sums requantized into y, in either layout.
 struct QItems {
   const spe_qconv* c;
@@ -249,6 +258,30 @@ struct QItems {
   const uint8_t* res;  // the image's residual, or null
   int64_t G, tile_px, n_tiles, band_tiles, out_px;
   bool crop, quads_out;
+
+  // The gemv tile of group gi at pixels [q, q + npix): it requantizes and stores each row
+  // itself (QTileArgs::quads: NCHW4); the NCHW4 channels past O get the output's zero point.
+  void run_gemv(QTileFn f, QTileArgs& a, int64_t gi, int r, int64_t q, int npix) const {
+    const int64_t stride = quads_out ? 4 * out_px : out_px, at = quads_out ? 4 * q : q;
+    a.x = xb + 4 * q;
+    a.off = g->offsets.data() + c->ptr[gi];
+    a.w = c->values.data() + c->vptr[gi];
+    a.n_entries = c->ptr[gi + 1] - c->ptr[gi];
+    a.row0 = c->row0[gi];
+    a.npix = npix;
+    a.acc_out = nullptr;
+    a.n_sub = 1;
+    a.quads = quads_out;
+    a.y = y + at;
+    a.y_row_stride = stride;
+    a.res = res ? res + at : nullptr;
+    a.res_row_stride = stride;
+    f(a);
+    const int O = c->p.out_channels;
+    if (quads_out && a.row0 + r == O)
+      for (int o = O; o % 4; ++o)
+        for (int p = 0; p < npix; ++p) a.y[(o >> 2) * stride + 4 * p + (o & 3)] = uint8_t(c->epi.out_zero);
+  }
 
   void run(int64_t it, QTileArgs& a, int32_t* tbuf, uint8_t* stage, uint8_t* rstage) const {
     const QSpmmKernels* k = c->k;
@@ -260,6 +293,11 @@ struct QItems {
     const int sub = k->nv[r - 1] * k->width;
     for (int64_t q = p0; q < p1; q += int64_t(sub) * a.n_sub) {
       const int npix = int(std::min<int64_t>(sub, p1 - q));
+      // a few pixels: the gemv tile (rows in the lanes)
+      if (!crop && npix <= gemv_pix(k, r)) {
+        run_gemv(k->gemv[r - 1][npix - 1], a, gi, r, q, npix);
+        continue;
+      }
       a.x = xb + 4 * q;
       a.off = g->offsets.data() + c->ptr[gi];
       a.w = c->values.data() + c->vptr[gi];
@@ -572,6 +610,8 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
                                                 "over the output scale overflows float; the output scale is too small");
   }
   c->pad_byte = uint8_t(zx);
+  c->in_q = quant->input;
+  c->out_q = quant->output;
   c->in_layout = quant->input_layout;
   c->out_layout = quant->output_layout;
   c->pad_row.assign(kQMaxTilePixels, uint8_t(quant->output.zero_point));
@@ -588,10 +628,32 @@ spe_status create_qlayer(const spe_conv_params* params, int32_t n_groups, const 
   return SPE_OK;
 }
 
+// spe_qconv_run_linear: the rows quantized into the (1, Q, 1, rows, 4) image the 1x1 layer
+// reads in place, the layer, its NCHW4 output dequantized into rows.
+spe_status run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
+  if (!c || !x || !y) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y");
+  const auto& p = c->p;
+  if (p.kh != 1 || p.kw != 1 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h != 0 || p.pad_w != 0 ||
+      c->in_layout != SPE_QLAYOUT_NCHW4 || c->out_layout != SPE_QLAYOUT_NCHW4)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "a linear run needs a 1x1, stride-1, unpadded layer with NCHW4 "
+                                          "input and output layouts");
+  if (rows < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "rows must be >= 0, got " + std::to_string(rows));
+  if (rows == 0) return SPE_OK;
+  const int64_t Q = (int64_t(p.in_channels) + 3) / 4, OQ = (int64_t(p.out_channels) + 3) / 4;
+  std::vector<uint8_t> xq(size_t(4 * Q * rows)), yq(size_t(4 * OQ * rows));
+  if (spe_status st = quantize_rows(x, rows, p.in_channels, c->in_q, xq.data()); st != SPE_OK) return st;
+  if (spe_status st = run_qlayer(c, xq.data(), 1, 1, rows, nullptr, yq.data()); st != SPE_OK) return st;
+  return dequantize_rows(yq.data(), rows, p.out_channels, c->out_q, y);
+}
+
 }  // namespace
 }  // namespace spe
 
 extern "C" {
+
+spe_status spe_qconv_run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
+  return spe::guarded("spe_qconv_run_linear", [&] { return spe::run_linear(c, x, rows, y); });
+}
 
 spe_status spe_qconv_create(const spe_conv_params* params, int32_t n_groups, const int32_t* group_row0,
                             const int32_t* group_rows, const int64_t* group_ptr, const int32_t* entry_quad,

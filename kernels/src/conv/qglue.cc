@@ -375,6 +375,94 @@ spe_status max_pool_u8(const uint8_t* x, int32_t n, int32_t c, int32_t h, int32_
 }
 
 }  // namespace
+
+// d + i * stride (4 floats) = float(byte t of word i - zp) * scale for the n words at s, the
+// same two float operations as the table; returns how many it did (the caller does the rest).
+int64_t dequantize_words(const uint8_t* s, int64_t n, int32_t zp, float scale, float* d, int64_t stride) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128i z = _mm_setzero_si128(), zv = _mm_set1_epi32(zp);
+  const __m128 sc = _mm_set1_ps(scale);
+  for (; i < n; ++i) {
+    int32_t w;
+    std::memcpy(&w, s + 4 * i, 4);
+    const __m128i v = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(w), z), z);
+    _mm_storeu_ps(d + i * stride, _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(v, zv)), sc));
+  }
+#elif defined(__aarch64__)
+  const int32x4_t zv = vdupq_n_s32(zp);
+  for (; i < n; ++i) {
+    uint32_t w;
+    std::memcpy(&w, s + 4 * i, 4);
+    const uint16x8_t h = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w)));
+    const int32x4_t v = vsubq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h))), zv);
+    vst1q_f32(d + i * stride, vmulq_n_f32(vcvtq_f32_s32(v), scale));
+  }
+#else
+  (void)s, (void)n, (void)zp, (void)scale, (void)d, (void)stride;
+#endif
+  return i;
+}
+
+// Both in blocks of kRowBlock rows: a quad's words of a block are one contiguous 64-byte run of
+// the image, so the image is read (written) a line at a time and the rows' floats in order.
+constexpr int64_t kRowBlock = 16;
+
+spe_status quantize_rows(const float* x, int64_t rows, int32_t c, spe_qparams q, uint8_t* y) {
+  if (spe_status st = check_q(q, "quantize"); st != SPE_OK) return st;
+  const int64_t C4 = (int64_t(c) + 3) / 4, total = rows * c, blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const float inv = 1.0f / q.scale;
+  const int32_t zp = q.zero_point;
+  std::atomic<int64_t> bad{total};
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C4));
+  ThreadPool::global().parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    // the block's rows quantized, 4 * C4 bytes each (channels past c: the zero point)
+    std::vector<uint8_t> rq(size_t(kRowBlock * 4 * C4), uint8_t(zp));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * kRowBlock, nr = std::min(kRowBlock, rows - r0);
+      for (int64_t i = 0; i < nr; ++i) {
+        const float* src = x + (r0 + i) * c;
+        const int64_t k = first_nonfinite(src, c);
+        if (k >= 0) note_bad(bad, (r0 + i) * c + k);
+        quantize_row(src, rq.data() + i * 4 * C4, c, inv, zp);
+      }
+      for (int64_t qd = 0; qd < C4; ++qd) {
+        uint8_t* d = y + 4 * (qd * rows + r0);
+        for (int64_t i = 0; i < nr; ++i) std::memcpy(d + 4 * i, rq.data() + i * 4 * C4 + 4 * qd, 4);
+      }
+    }
+  });
+  const int64_t i = bad.load();
+  if (i < total)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input row " + std::to_string(i / c) + ", feature " +
+                                              std::to_string(i % c) + " is not finite");
+  return SPE_OK;
+}
+
+spe_status dequantize_rows(const uint8_t* x, int64_t rows, int32_t c, spe_qparams q, float* y) {
+  if (spe_status st = check_q(q, "dequantize"); st != SPE_OK) return st;
+  const int64_t C4 = (int64_t(c) + 3) / 4, blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const int32_t zp = q.zero_point;
+  const float scale = q.scale;   // float(v - zp) * scale: engine.quant.dequantize's two ops
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C4));
+  ThreadPool::global().parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * kRowBlock, nr = std::min(kRowBlock, rows - r0);
+      for (int64_t qd = 0; qd < C4; ++qd) {
+        const uint8_t* s = x + 4 * (qd * rows + r0);
+        const int nt = int(std::min<int64_t>(4, c - 4 * qd));
+        int64_t i = 0;
+        if (nt == 4) i = dequantize_words(s, nr, zp, scale, y + r0 * c + 4 * qd, c);
+        for (; i < nr; ++i) {
+          float* d = y + (r0 + i) * c + 4 * qd;
+          for (int t = 0; t < nt; ++t) d[t] = float(int32_t(s[4 * i + t]) - zp) * scale;
+        }
+      }
+    }
+  });
+  return SPE_OK;
+}
+
 }  // namespace spe
 
 extern "C" {

@@ -518,6 +518,84 @@ void qconv_direct(const QConvDirectArgs& a) {
   else qconv_direct_k<2>(a);
 }
 
+// A gemv tile (QSpmmKernels::gemv): R rows in the lanes of a ymm, one vpdpbusd per entry and
+// pixel with the pixel's input word broadcast and the entry's R weight quads (R x 4 bytes, the
+// tile layout's own) as the other operand; 4 entries in flight (vpdpbusd's latency), NP
+// pixels. At one pixel this is 1 vpdpbusd per entry where the pixel tiles take R (one lane of
+// 16 used).
+template <int R, int NP>
+void qgemv(const QTileArgs& a) {
+  constexpr int U = 4;
+  const __mmask8 m = __mmask8((1u << R) - 1u);
+  __m256i acc[NP][U];
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) acc[p][u] = _mm256_setzero_si256();
+  const auto wload = [m](const int8_t* w) {
+    return R == 8 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)) : _mm256_maskz_loadu_epi32(m, w);
+  };
+  const auto xword = [](const uint8_t* p) {
+    int32_t q;
+    __builtin_memcpy(&q, p, 4);
+    return _mm256_set1_epi32(q);
+  };
+  const uint8_t* x = a.x;
+  const int32_t* off = a.off;
+  const int8_t* w = a.w;
+  const int64_t n = a.n_entries;
+  int64_t e = 0;
+  for (; e + U <= n; e += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const __m256i wv = wload(w + (e + u) * R * 4);
+      const uint8_t* xp = x + int64_t(off[e + u]) * 4;
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) acc[p][u] = _mm256_dpbusd_epi32(acc[p][u], xword(xp + 4 * p), wv);
+    }
+  }
+  for (; e < n; ++e) {
+    const __m256i wv = wload(w + e * R * 4);
+    const uint8_t* xp = x + int64_t(off[e]) * 4;
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) acc[p][0] = _mm256_dpbusd_epi32(acc[p][0], xword(xp + 4 * p), wv);
+  }
+  // the requantization with the rows' constants in the lanes (qspmm.h: the same operations as
+  // every tile's), each row's byte stored at its own address (NCHW4 or NCHW, QTileArgs::quads)
+  const QEpilogue& ep = *a.epi;
+  const __mmask16 m16 = __mmask16((1u << R) - 1u);
+  const QAvx512Vnni::RowConst c = QAvx512Vnni::make_const(
+      _mm512_maskz_loadu_epi32(m16, ep.corr + a.row0), _mm512_maskz_loadu_ps(m16, ep.scale + a.row0),
+      _mm512_maskz_loadu_ps(m16, ep.bias + a.row0), ep.res_scale, ep.res_zero, ep.six, ep.out_zero, ep.act);
+  const auto at = [&a](int64_t stride, int r, int p) {
+    const int o = a.row0 + r;
+    return a.quads ? (o >> 2) * stride + 4 * p + (o & 3) : o * stride + p;
+  };
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    const __m256i s = _mm256_add_epi32(_mm256_add_epi32(acc[p][0], acc[p][1]), _mm256_add_epi32(acc[p][2], acc[p][3]));
+    const __m512i sum = _mm512_add_epi32(_mm512_maskz_inserti64x4(0xFF, _mm512_setzero_si512(), s, 0), c.corr);
+    __m512i rv;
+    if (a.res) {
+      alignas(64) int32_t rr[16] = {};
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) rr[r] = a.res[at(a.res_row_stride, r, p)];
+      rv = _mm512_load_si512(rr);
+    }
+    alignas(64) int32_t q[16];
+    _mm512_store_si512(q, _mm512_add_epi32(QAvx512Vnni::requant_r(sum, a.res ? &rv : nullptr, c), c.zy));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a.y[at(a.y_row_stride, r, p)] = uint8_t(q[r]);
+  }
+}
+
+template <int R, int NP>
+void fill_gemv(QSpmmKernels& t) {
+  t.gemv[R - 1][NP - 1] = &qgemv<R, NP>;
+  if constexpr (NP > 1) fill_gemv<R, NP - 1>(t);
+  else if constexpr (R > 1) fill_gemv<R - 1, kQGemvMaxPix>(t);
+}
+
 }  // namespace
 
 template <>
@@ -530,6 +608,7 @@ const QSpmmKernels* qspmm_table<QVariant::avx512vnni>() {
     t.dw_direct = vbmi ? &qdw_direct_vbmi : nullptr;
     t.conv_direct = &qconv_direct;
     t.conv_packed = vbmi ? &qconv_packs : nullptr;
+    fill_gemv<kQMaxGroupRows, kQGemvMaxPix>(t);
     return t;
   }();
   return &table;

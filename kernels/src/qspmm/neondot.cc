@@ -113,6 +113,79 @@ void qdw_rows_dot(const QDwRowsArgs& a) {
   }
 }
 
+// A gemv tile (QSpmmKernels::gemv): the group's rows in the lanes, 4 to a register (RV of
+// them), one sdot per entry, pixel and register with the pixel's input word (flipped to s8)
+// broadcast and the entry's weight quads of those 4 rows; U entries in flight where few
+// registers would wait on sdot's latency.
+template <int R, int NP>
+void qgemv_dot(const QTileArgs& a) {
+  constexpr int RV = (R + 3) / 4, U = NP * RV >= 4 ? 1 : 4 / (NP * RV);
+  int32x4_t acc[NP][RV][U];
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < RV; ++v)
+      for (int u = 0; u < U; ++u) acc[p][v][u] = vdupq_n_s32(0);
+  const auto wload = [](const int8_t* w, int v) {   // rows 4v.. of an entry's R quads
+    if (4 * (v + 1) <= R) return vld1q_s8(w + 16 * v);
+    int8_t t[16] = {};
+    std::memcpy(t, w + 16 * v, size_t(4 * (R - 4 * v)));
+    return vld1q_s8(t);
+  };
+  const auto xword = [](const uint8_t* p) {
+    uint32_t q;
+    std::memcpy(&q, p, 4);
+    return vreinterpretq_s8_u32(vdupq_n_u32(q ^ 0x80808080u));
+  };
+  const int64_t n = a.n_entries;
+  int64_t e = 0;
+  const auto step = [&](int64_t ei, int u) {
+    const uint8_t* xp = a.x + int64_t(a.off[ei]) * 4;
+    for (int v = 0; v < RV; ++v) {
+      const int8x16_t wv = wload(a.w + ei * R * 4, v);
+      for (int p = 0; p < NP; ++p) acc[p][v][u] = vdotq_s32(acc[p][v][u], xword(xp + 4 * p), wv);
+    }
+  };
+  for (; e + U <= n; e += U)
+    for (int u = 0; u < U; ++u) step(e + u, u);
+  for (; e < n; ++e) step(e, 0);
+  // the requantization with 4 rows' constants in the lanes (qspmm.h), each row's byte stored at
+  // its own address (NCHW4 or NCHW, QTileArgs::quads)
+  const QEpilogue& ep = *a.epi;
+  const auto at = [&a](int64_t stride, int r, int p) {
+    const int o = a.row0 + r;
+    return a.quads ? (o >> 2) * stride + 4 * p + (o & 3) : o * stride + p;
+  };
+  for (int v = 0; v < RV; ++v) {
+    const int nr = R - 4 * v < 4 ? R - 4 * v : 4, o0 = a.row0 + 4 * v;
+    int32_t corr[4] = {};
+    float scale[4] = {}, bias[4] = {};
+    std::memcpy(corr, ep.corr + o0, sizeof(int32_t) * size_t(nr));
+    std::memcpy(scale, ep.scale + o0, sizeof(float) * size_t(nr));
+    std::memcpy(bias, ep.bias + o0, sizeof(float) * size_t(nr));
+    const QNeonDot::RowConst c = QNeonDot::make_const(vld1q_s32(corr), vld1q_f32(scale), vld1q_f32(bias),
+                                                      ep.res_scale, ep.res_zero, ep.six, ep.out_zero, ep.act);
+    for (int p = 0; p < NP; ++p) {
+      int32x4_t s = acc[p][v][0];
+      for (int u = 1; u < U; ++u) s = vaddq_s32(s, acc[p][v][u]);
+      int32x4_t rv;
+      if (a.res) {
+        int32_t rr[4] = {};
+        for (int r = 0; r < nr; ++r) rr[r] = a.res[at(a.res_row_stride, 4 * v + r, p)];
+        rv = vld1q_s32(rr);
+      }
+      int32_t q[4];
+      vst1q_s32(q, vaddq_s32(QNeonDot::requant_r(vaddq_s32(s, c.corr), a.res ? &rv : nullptr, c), c.zy));
+      for (int r = 0; r < nr; ++r) a.y[at(a.y_row_stride, 4 * v + r, p)] = uint8_t(q[r]);
+    }
+  }
+}
+
+template <int R, int NP>
+void fill_gemv(QSpmmKernels& t) {
+  t.gemv[R - 1][NP - 1] = &qgemv_dot<R, NP>;
+  if constexpr (NP > 1) fill_gemv<R, NP - 1>(t);
+  else if constexpr (R > 1) fill_gemv<R - 1, kQGemvMaxPix>(t);
+}
+
 }  // namespace
 
 template <>
@@ -120,6 +193,7 @@ const QSpmmKernels* qspmm_table<QVariant::neondot>() {
   static const QSpmmKernels table = [] {
     QSpmmKernels t = *qspmm_table_of<QNeonDot>("neondot");
     t.dw_rows = &qdw_rows_dot;
+    fill_gemv<kQMaxGroupRows, kQGemvMaxPix>(t);
     return t;
   }();
   return &table;

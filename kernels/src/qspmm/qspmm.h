@@ -285,7 +285,15 @@ struct QSpmmKernels {
   const char* name[kQMaxGroupRows];
   QTileFn full[kQMaxGroupRows];
   QTileFn tail[kQMaxGroupRows][kQMaxTileVectors];  // [rows-1][vectors-1], partial last vector
+  // Tiles of at most kQGemvMaxPix pixels with the lanes across the group's rows instead of
+  // pixels (a linear layer on one to a few rows, a conv on a tiny map: a pixel vector would run
+  // mostly empty): [rows-1][pixels-1], or null where the variant has none. They requantize and
+  // store each (row, pixel) at its address: y (and res) at the tile's pixel 0 of output row 0,
+  // NCHW (row o at o * y_row_stride) or with quads NCHW4 (o's byte at (o / 4) * y_row_stride +
+  // 4 * pixel + o % 4: any row0, the channels past O left to the caller); acc_out unused.
+  QTileFn gemv[kQMaxGroupRows][4];
 };
+constexpr int kQGemvMaxPix = 4;
 
 // The table of variant V, defined in its translation unit (scalar.cc, avx2.cc, ...).
 template <QVariant V>
