@@ -165,8 +165,8 @@ def why_not(spec: LayerSpec, cand: Candidate) -> Optional[str]:
 
 def why_not_int8(spec: LayerSpec) -> Optional[str]:
     """None if the int8 kernels run `spec`, else why not."""
-    if spec.op != "conv2d":
-        return "int8: linear layers run fp32 (no int8 lowering yet)"
+    if spec.op not in ("conv2d", "linear"):
+        return f"int8: no int8 kernel for op {spec.op!r}"
     if spec.is_grouped and not (spec.is_depthwise and spec.out_channels == spec.in_channels):
         return f"int8: grouped conv (groups={spec.groups}) has no int8 kernel"
     act = spec.epilogue.replace("+residual", "").replace("residual", "")

@@ -163,6 +163,13 @@ def _conversion(func: str, args_of):
     return convert
 
 
+def _qlinear(node, importer):
+    """spe_qlinear nodes -> spe.v1.qlinear (float rows in and out), qconv2d's constants."""
+    consts = qconv_args(ops.lookup(node.args[1]), False)
+    return _emit_call(node, importer, "spe.v1.qlinear", relax.Tuple(
+        [importer.env[node.args[0]]] + [relax.const(c) for c in consts]))
+
+
 def _pool_u8(node, importer):
     mod = ops.lookup(node.args[1])
     meta = np.array([*mod.kernel, *mod.stride, *mod.padding, mod.channels, 1], np.int32)
@@ -174,6 +181,7 @@ CONVERT_MAP = {"spe_conv2d.default": _conv, "spe_depthwise_conv2d.default": _dep
                "spe_max_pool2d.default": _pool, "spe_dense_conv2d.default": _dense,
                "spe_qconv2d.default": _int8_layer("spe.v1.qconv2d", qconv_args),
                "spe_qdepthwise2d.default": _int8_layer("spe.v1.qdepthwise2d", qdepthwise_args),
+               "spe_qlinear.default": _qlinear,
                "spe_quantize.default": _conversion("spe.v1.quantize", quantize_args),
                "spe_dequantize.default": _conversion("spe.v1.dequantize", dequantize_args),
                "spe_max_pool2d_u8.default": _pool_u8}

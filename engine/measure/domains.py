@@ -10,7 +10,9 @@ ReLU / ReLU6), max pooling, dropout and identities pass a tensor on in its domai
 right after a conv chain is fused into that conv (its other operand is then that conv's input
 too); every other op (average pooling, flatten, concatenation, multiplications, the output)
 runs fp32, so it is a float consumer of its inputs and its output is a float value. A tensor is
-converted where a consumer reads it: after the max pool of a stem, at the pooled size.
+converted where a consumer reads it: after the max pool of a stem, at the pooled size. A linear
+layer converts its own input and output (engine.runtime.qmodules.QLinear, timed with them): to
+the walk it is a float op.
 """
 from __future__ import annotations
 
@@ -91,8 +93,11 @@ class _Walk:
             if n.op == "placeholder":
                 self.src[n] = None
             elif n.op == "call_module" and n.target in self.layers:
-                self.read(n.args[0], n.target)
-                self.src[n] = n.target
+                # an int8 linear layer is float in and out (QLinear): its conversions are in
+                # its own time, so to its neighbours it is an fp32 op
+                linear = isinstance(self.modules.get(n.target), nn.Linear)
+                self.read(n.args[0], None if linear else n.target)
+                self.src[n] = None if linear else n.target
             elif _is_pass(n, self.modules) and n.args and isinstance(n.args[0], fx.Node):
                 self.src[n] = self.src.get(n.args[0])
             elif _is_add(n) and self._fuse(n):
@@ -120,13 +125,15 @@ class _Walk:
 
 def model_tensors(model: nn.Module, example_inputs: tuple, specs: list) -> list:
     """[TensorInfo] between the layers of `specs` (module names), shapes at the example
-    inputs."""
+    inputs; none for a model torch.fx cannot trace: its int8 layers are linears swapped in
+    place (engine.quant.in_place), float in and out, their conversions in their own time."""
     from ..quant.calibrate import traced_copy
     try:
         gm = traced_copy(model, "model_tensors")
-        ShapeProp(gm).propagate(*example_inputs)
     except CaptureError:
-        raise
+        return []
+    try:
+        ShapeProp(gm).propagate(*example_inputs)
     except Exception as e:  # noqa: BLE001  (shape propagation runs the model's code)
         raise CaptureError(f"model_tensors: shape propagation failed: {type(e).__name__}: "
                            f"{e}") from e

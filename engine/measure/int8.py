@@ -5,7 +5,9 @@ layers the profiler times next to it: the same per-call overhead on both sides),
 weight quantized per output channel, uint8 NCHW4 in and out (as between int8 layers of
 engine.quant.lower_int8's model), the spec's fused activation and residual. The kernels' speed
 does not depend on the quantization parameters, so fixed ones stand in for a calibration; the
-domain changes around int8 layers are measured apart (engine.measure.domains)."""
+domain changes around int8 layers are measured apart (engine.measure.domains). A linear layer
+is timed as lower_int8 runs it (QLinear): float in and out, its rows quantized, run and
+dequantized in one kernel call, its residual added in float after it."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from mapping import LayerSpec
 
 from ..runtime.qconv import QuantConv, QuantDepthwise, to_nchw4
-from ..runtime.qmodules import QConv2d, QDepthwiseConv2d
+from ..runtime.qmodules import QConv2d, QDepthwiseConv2d, QLinear
 from .specs import input_shape, output_shape, parse_epilogue
 
 # the int8 SpMM's group height for an unpruned layer (dense+int8)
@@ -33,6 +35,9 @@ class Int8Timed:
 
     def __call__(self, *_args):
         with torch.no_grad():
+            if isinstance(self.module, QLinear):     # float in and out; its add stays float
+                y = self.module(self.x)
+                return y if self.residual is None else y + self.residual
             return self.module(self.x, self.residual)
 
 
@@ -52,6 +57,11 @@ def int8_timed(spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor, rows: 
     wq = wq.clamp(-127, 127).to(torch.int8).numpy()
     b = bias.detach().float().numpy()
     g = torch.Generator().manual_seed(seed)
+    if spec.op == "linear":      # float (rows, C) in and out, as lower_int8 runs it
+        layer = QuantConv(wq, scale, b, rows=rows, input=_IN, output=_OUT, act=act, isa=isa,
+                          name=spec.name, input_layout="nchw4", output_layout="nchw4")
+        return Int8Timed(QLinear(layer), torch.randn(input_shape(spec), generator=g),
+                         torch.randn(output_shape(spec), generator=g) if residual else None)
     x = _codes(input_shape(spec), g)
     res = _codes(output_shape(spec), g) if residual else None
     common = dict(input=_IN, output=_OUT, residual=_RES if residual else None, act=act,

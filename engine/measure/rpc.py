@@ -117,7 +117,8 @@ class RPCProfiler:
         if cand.is_int8 and spec.is_grouped and not spec.is_depthwise:
             return f"int8: grouped conv (groups={spec.groups}) has no int8 kernel"
         if cand.is_int8 and spec.op != "conv2d":
-            return "int8: compiled models run int8 convs only"
+            return ("int8: compiled-layer profilers time int8 convs only (an int8 linear layer "
+                    "is timed by the host profiler)")
         if cand.backend not in self.backends:
             return f"backend {cand.backend} not measured (profiler backends {self.backends})"
         if cand.backend == "native" and spec.op != "conv2d":

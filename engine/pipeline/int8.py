@@ -1,7 +1,8 @@
 """int8 in the pipeline (optimize(bits=8 | "auto"), or a plan with int8 choices).
 
-    candidates  each layer's Choice.bits: the plan's, or with bits=8 every conv the int8
-                kernels run (groups 1 or depthwise) except the last layer (the classifier)
+    candidates  each layer's Choice.bits: the plan's, or with bits=8 every layer the int8
+                kernels run (convs of groups 1 or depthwise, linear layers) except the last
+                layer (the classifier)
     decide      an int8 choice is measured in place like any (the layer on the int8 kernels,
                 its own mask, uint8 NCHW4 in and out) together with its mask on the fp32
                 sparse kernel and the dense fp32 backends; then (settle_bits) the int8 layers
@@ -27,6 +28,8 @@ import itertools
 from dataclasses import replace
 from typing import Optional
 
+import torch
+
 from mapping import Candidate
 
 from ..errors import ConfigError
@@ -36,14 +39,27 @@ from ..measure.int8 import INT8_DENSE_ROWS
 from .candidates import left_alone
 from .state import RunState
 
-def int8_runs(info) -> Optional[str]:
-    """None if the int8 kernels can run layer `info` (engine.graph LayerInfo), else why not."""
+def int8_runs(info, module=None) -> Optional[str]:
+    """None if the int8 kernels can run layer `info` (engine.graph LayerInfo; module: the
+    model's module of that name, if known), else why not."""
+    if info.kind == "linear" and len(info.weight_shape) == 2:
+        if module is not None and not isinstance(module, torch.nn.Linear):
+            return (f"{type(module).__name__} has no int8 lowering (nn.Linear has: convert "
+                    f"the layer to nn.Linear)")
+        return None
     if info.kind != "conv" or len(info.weight_shape) != 4:
-        return "linear layers run fp32 (no int8 lowering yet)"
+        return f"no int8 kernel for a {info.kind} layer of weight {tuple(info.weight_shape)}"
     if info.groups != 1 and not (info.groups == info.weight_shape[0] and
                                  info.weight_shape[1] == 1):
         return f"grouped conv (groups={info.groups}): no int8 kernel"
     return None
+
+
+def _module(model, name: str):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def assign_bits(state: RunState) -> None:
@@ -62,7 +78,8 @@ def assign_bits(state: RunState) -> None:
                 continue
         if want != 8:
             continue
-        why = int8_runs(info) or left_alone(state.base, info.name, cfg.exclude)
+        why = int8_runs(info, _module(state.base, info.name)) or \
+            left_alone(state.base, info.name, cfg.exclude)
         if why is not None:
             ch.reason += f"; fp32: {why}"
             continue
@@ -199,7 +216,7 @@ def quantize_stage(state: RunState) -> None:
     report = qm.int8_report
     # inverted-residual blocks whose three layers stay fp32: the fused block kernel, as in the
     # fp32 lowering (lower_stage); a block with an int8 layer runs its layers one by one
-    fused = fuse_blocks(qm, cfg.isa)
+    fused = fuse_blocks(qm, cfg.isa) if isinstance(qm, torch.fx.GraphModule) else 0
     if fused:
         state.notes.append(f"int8: {fused} fp32 inverted-residual block(s) fused")
     lost = [n for n in int8 if not report.get(n, "").startswith("int8")]

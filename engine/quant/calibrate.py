@@ -10,7 +10,9 @@ deep copy in eval mode: the user's model, its BatchNorm running statistics and i
 flag are never touched. A conv or linear layer is read the way the int8 lowering will run it:
 conv -> BatchNorm (folded into the weight and bias first, as the fp32 lowering folds it) ->
 activation (ReLU / ReLU6 / hardswish / SiLU, fused into the store), so its output QParams are
-those of the chain's last tensor, and its weight QParams those of the folded weight.
+those of the chain's last tensor, and its weight QParams those of the folded weight. A model
+torch.fx cannot trace is calibrated by forward hooks on its linear layers instead
+(engine.quant.in_place: Calibration.traced False).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class Calibration:
     tensors: dict              # fx node name -> QParams of every float tensor
     layers: dict               # module name -> LayerQuant
     shapes: dict = field(default_factory=dict)   # fx node name -> its shape past the batch
+    traced: bool = True        # False: calibrated by hooks on the linears (in_place.py)
 
     def layer(self, name: str) -> LayerQuant:
         if name not in self.layers:
@@ -156,13 +159,32 @@ def check_calibrated(gm: fx.GraphModule, cal: "Calibration", what: str) -> None:
                           f"{', '.join(missing[:5])} (calibrate this model)")
 
 
+def _calibrate_linears(model: nn.Module, batches: Iterable, observer: str, options: dict,
+                       why: CaptureError) -> "Calibration":
+    """calibrate() of a model torch.fx cannot trace: its nn.Linear layers, by hooks."""
+    from .hooks import observe_linears
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise CaptureError(f"{why}; without a graph only nn.Linear layers are calibrated (by "
+                           f"forward hooks) and {type(model).__name__} has none") from why
+    tensors, linears, n = observe_linears(model, batches, observer, options)
+    if n == 0:
+        raise ConfigError("calibrate: no calibration batches (pass an iterable of inputs)")
+    layers = {name: LayerQuant(name, tensors[f"{name}:in"], tensors[f"{name}:out"], w, b,
+                               weight_qparams(w), None, None)
+              for name, (w, b) in linears.items()}
+    return Calibration(observer, n, tensors, layers, traced=False)
+
+
 def calibrate(model: nn.Module, batches: Iterable, observer: str = DEFAULT,
               **options) -> Calibration:
     """Observe every float tensor of `model` over `batches` (each a tensor, or a tuple of the
     forward's positional arguments) with observers of kind `observer` ("minmax", "percentile",
     "mse"; options go to them, e.g. percentile=99.9)."""
     make_observer(observer, **options)            # a bad kind / option fails before any work
-    gm = traced_copy(model, "calibrate")
+    try:
+        gm = traced_copy(model, "calibrate")
+    except CaptureError as e:   # no graph: the linears by hooks (engine.quant.hooks)
+        return _calibrate_linears(model, batches, observer, options, e)
     interp = _Observing(gm, observer, options)
     n_batches = 0
     with torch.no_grad():

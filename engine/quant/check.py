@@ -14,7 +14,8 @@ fraction of its outputs. Anything more is a wrong kernel or a wrong lowering, an
 layer.
 
 Each QuantSim of the simulation (simulate(): `<layer>_int8`) is run by the simulation with its
-inputs recorded; the int8 layer of the same name (lower_int8's QConv2d / QDepthwiseConv2d) gets
+inputs recorded; the int8 layer of the same name (lower_int8's QConv2d / QDepthwiseConv2d, a
+QLinear's kernel on the (1, C, 1, rows) image of its input) gets
 those inputs as uint8 codes on the grids it reads (its input's and residual's QParams), and its
 output codes are compared with the simulation's output quantized on the layer's output grid.
 """
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from ..runtime.qconv import from_nchw4, to_nchw4
+from ..runtime.qmodules import QLinear
 from .fake import quantize
 from .qparams import ACT_U8, QParams
 from .simulate import QuantSim
@@ -66,6 +68,22 @@ def _codes(x: torch.Tensor, pair) -> torch.Tensor:
     return torch.from_numpy(to_nchw4(q))
 
 
+class _Codes:
+    """A QuantConv called on NCHW4 codes, as QConv2d calls it (a QLinear's kernel)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, x: torch.Tensor, res=None) -> torch.Tensor:
+        return torch.from_numpy(self.layer.run(x.numpy(), None if res is None else res.numpy()))
+
+
+def _image(y: torch.Tensor) -> torch.Tensor:
+    """A linear layer's (..., O) as the (1, O, 1, rows) image its kernel computes."""
+    y2 = y.reshape(-1, y.shape[-1])
+    return y2.t().reshape(1, y2.shape[1], 1, y2.shape[0])
+
+
 def layer_diffs(qm: torch.nn.Module, sim: torch.nn.Module, inputs: tuple) -> list:
     """[LayerDiff] for every QuantSim of `sim` that has an int8 layer of the same name in
     `qm`, in the simulation's execution order."""
@@ -91,12 +109,16 @@ def layer_diffs(qm: torch.nn.Module, sim: torch.nn.Module, inputs: tuple) -> lis
     diffs = []
     with torch.no_grad():
         for name, (args, want) in seen.items():
-            layer = int8[name].layer
-            x = _codes(args[0], layer.input)
+            mod = int8[name]
+            layer, x0 = mod.layer, args[0]
+            if isinstance(mod, QLinear):    # its kernel on the (1, C, 1, rows) image of x
+                x0, want = mod.to_image(x0), _image(want)
+                mod = _Codes(layer)
+            x = _codes(x0, layer.input)
             res = None
             if len(args) > 1 and args[1] is not None:
                 res = _codes(args[1], layer.residual)
-            got = from_nchw4(int8[name](x, res).numpy(), want.shape[1]).astype(np.int64)
+            got = from_nchw4(mod(x, res).numpy(), want.shape[1]).astype(np.int64)
             ref = quantize(want.float(), _qp(layer.output)).numpy()
             d = np.abs(got - ref)
             diffs.append(LayerDiff(name, int(d.size), int((d > 0).sum()),

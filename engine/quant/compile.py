@@ -19,20 +19,26 @@ from torch import nn
 from ..codegen.compile import LayerKernel
 from ..codegen.host import TirConv2d, TirLinear
 from ..codegen.lowered import compile_lowered
-from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
+from ..runtime.qmodules import (
+    Dequantize,
+    QConv2d,
+    QDepthwiseConv2d,
+    QLinear,
+    QMaxPool2d,
+    Quantize,
+)
 
 
 def _layers(qm: nn.Module) -> list:
     out = []
     for name, m in qm.named_modules():
-        if isinstance(m, QConv2d):
+        if isinstance(m, (QConv2d, QLinear)):
             p = m.layer.packed
-            out.append(LayerKernel(m.layer.name, "conv2d", "native", m.layer.kernel_name,
-                                            "spe.v1.qconv2d", ("int8",),
-                                            {"density": m.layer.nnz / max(1, p.out_channels *
-                                                                          p.in_channels *
-                                                                          p.kernel[0] *
-                                                                          p.kernel[1])}))
+            op, func = ("linear", "spe.v1.qlinear") if isinstance(m, QLinear) else \
+                ("conv2d", "spe.v1.qconv2d")
+            dense = max(1, p.out_channels * p.in_channels * p.kernel[0] * p.kernel[1])
+            out.append(LayerKernel(m.layer.name, op, "native", m.layer.kernel_name, func,
+                                   ("int8",), {"density": m.layer.nnz / dense}))
         elif isinstance(m, QDepthwiseConv2d):
             out.append(LayerKernel(m.layer.name, "conv2d", "native", m.layer.kernel_name,
                                    "spe.v1.qdepthwise2d", ("int8",), {"density": 1.0}))
@@ -61,15 +67,17 @@ def int8_manifest(qm: nn.Module) -> dict:
                               "weight_scale_max": float(q.weight_scale.max()),
                               "kernel": q.kernel_name, "weights": "int8 per channel (depthwise)",
                               "activations": "uint8 per tensor, NCHW4"}
-        if isinstance(m, QConv2d):
+        if isinstance(m, (QConv2d, QLinear)):
             q = m.layer
             ws = q.weight_scale
+            float_io = isinstance(m, QLinear)
             layers[q.name] = {"input": list(q.input), "output": list(q.output),
                               "residual": list(q.residual) if q.residual else None,
                               "act": q.act, "weight_scale_min": float(ws.min()),
                               "weight_scale_max": float(ws.max()), "kernel": q.kernel_name,
                               "weights": "int8 symmetric per output channel",
-                              "activations": "uint8 per tensor, NCHW4"}
+                              "activations": "uint8 per tensor, NCHW4" + (
+                                  " (float in and out: a linear layer)" if float_io else "")}
     return {"layers": layers, "fp32_layers": {k: v for k, v in
                                               getattr(qm, "int8_report", {}).items()
                                               if v.startswith("fp32")}}

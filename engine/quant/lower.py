@@ -9,10 +9,13 @@ Every conv the calibration covers (groups 1, or depthwise) runs as an int8 kerne
 a residual add that follows a groups-1 conv chain without an activation (ResNet's conv3 -> bn3
 -> + identity -> ReLU) is fused into that conv's store with the ReLU after it, so the sum is
 requantized once, at the ReLU's calibrated range. Max pooling of an int8 tensor stays int8.
+A linear layer (ReLU / ReLU6 fused) runs as a QLinear: float in and out, quantized on its
+input's grid, its rows the pixels of a 1x1 int8 conv (what reads and feeds a linear layer, a
+flatten, GELU, softmax, layer norm, runs fp32 anyway; its residual add stays a float add).
 Between int8 layers the tensors stay uint8 in the kernels' NCHW4 layout; a Quantize goes in
 where a float tensor enters an int8 layer (its calibrated QParams) and a Dequantize where an
 int8 tensor meets anything else, which runs in fp32: layers the kernels have no int8 form for
-(grouped convs, linear layers, activations they cannot fuse) and the layers named in
+(grouped convs, activations they cannot fuse) and the layers named in
 fp32_layers (by default the model's last conv / linear layer, the classifier: its quantization
 costs the most accuracy for the least time). Those run on the kernels' fp32 modules where they
 apply (BN folded, activation fused: the direct depthwise kernel, the packed dense GEMM), so an
@@ -31,7 +34,14 @@ from ..errors import ConfigError
 from ..lowering.backends import build_layer
 from ..lowering.host import fold_bn
 from ..runtime.modules import DepthwiseConv2d, NativeMaxPool2d
-from ..runtime.qmodules import Dequantize, QConv2d, QDepthwiseConv2d, QMaxPool2d, Quantize
+from ..runtime.qmodules import (
+    Dequantize,
+    QConv2d,
+    QDepthwiseConv2d,
+    QLinear,
+    QMaxPool2d,
+    Quantize,
+)
 from .calibrate import (
     Calibration,
     check_calibrated,
@@ -66,6 +76,12 @@ def _last_layer(gm: fx.GraphModule, modules: dict) -> Optional[str]:
         if n.op == "call_module" and isinstance(modules.get(n.target), (nn.Conv2d, nn.Linear)):
             last = n.target
     return last
+
+
+def _last_linear(model: nn.Module) -> Optional[str]:
+    """The last nn.Linear in module order (no graph to say which runs last)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
 
 
 class _Lowering:
@@ -119,8 +135,8 @@ class _Lowering:
         mod = self.modules[n.target]
         if n.target in self.fp32:
             return self.fp32_why
-        if not isinstance(mod, nn.Conv2d):
-            return "linear layers run fp32 (no int8 lowering yet)"
+        if isinstance(mod, nn.Linear):
+            return self.int8_linear(n)
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
             return (f"padding {mod.padding!r} / {mod.padding_mode!r}: the int8 kernels take "
                     f"explicit zero padding")
@@ -132,12 +148,37 @@ class _Lowering:
             return f"activation {self.cal.layers[n.target].act} is not fused by the int8 kernels"
         return None
 
+    def int8_linear(self, n: fx.Node) -> Optional[str]:
+        if n.target not in self.cal.layers:
+            return "not calibrated"
+        if len(n.args) != 1 or n.kwargs:
+            return "called with more than its input"
+        if self.cal.layers[n.target].act not in _INT8_ACTS:
+            return f"activation {self.cal.layers[n.target].act} is not fused by the int8 kernels"
+        return None
+
+    def linear(self, n: fx.Node) -> None:
+        """An int8 linear layer (QLinear): float in, float out, its activation fused."""
+        chain, _, act = fused_chain(n, self.modules)
+        lq, mod = self.cal.layers[n.target], self.modules[n.target]
+        check_matches(lq, mod, None, act, self.modules, "lower_int8")
+        rows = self.rows.get(n.target, 4) if isinstance(self.rows, dict) else self.rows
+        layer = qconv_of(mod, lq, rows=rows, isa=self.isa, input_layout="nchw4",
+                         output_layout="nchw4")
+        name = self._add(f"{n.target}_int8", QLinear(layer))
+        self.env[chain[-1]] = _Value(self.graph.call_module(name, (self.as_float(n.args[0]),)))
+        self.report[n.target] = "int8 (float in and out)"
+        self.skip.update(chain)
+
     @staticmethod
     def depthwise(mod: nn.Conv2d) -> bool:
         return mod.groups == mod.in_channels == mod.out_channels and \
             mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
 
     def conv(self, n: fx.Node) -> None:
+        if isinstance(self.modules[n.target], nn.Linear):
+            self.linear(n)
+            return
         chain, bn, act = fused_chain(n, self.modules)
         lq, mod = self.cal.layers[n.target], self.modules[n.target]
         check_matches(lq, mod, bn, act, self.modules, "lower_int8")
@@ -273,6 +314,12 @@ def lower_int8(model: nn.Module, cal: Calibration, *, rows=4, isa: str = "auto",
     ("tir", rows)); default the packed dense GEMM (the model's masked weights as they are).
     fp32_reason: what the report says of the fp32_layers (default: that they were asked for,
     or that the classifier stays fp32 by default)."""
+    if not cal.traced:       # a model torch.fx cannot trace: its linears in place
+        from .in_place import lower_in_place
+        fp32 = set(fp32_layers) if fp32_layers is not None else {_last_linear(model)}
+        why = fp32_reason or ("kept fp32 (fp32_layers)" if fp32_layers is not None else
+                              "kept fp32 (fp32_layers: the classifier by default)")
+        return lower_in_place(model, cal, rows, isa, fp32, dict(fp32_specs or {}), why)
     gm = traced_copy(model, "lower_int8")
     modules = dict(gm.named_modules())
     check_calibrated(gm, cal, "lower_int8")

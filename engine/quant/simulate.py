@@ -18,6 +18,7 @@ the int8 kernels' exact int32 sums scaled once: the two differ by float rounding
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -176,9 +177,22 @@ class _Simulating:
         self.names[q] = last.name
 
 
+def _simulate_in_place(model: nn.Module, cal, trainable: bool) -> nn.Module:
+    """simulate() of a model torch.fx cannot trace: each calibrated linear a QuantSim."""
+    from ..graph.layers import set_module
+    from .hooks import check_layers
+    out = copy.deepcopy(model)
+    linears = check_layers(out, cal, "simulate")
+    for name, mod in linears.items():
+        set_module(out, name, QuantSim(cal.layers[name], mod, trainable))
+    return out.train(trainable)
+
+
 def simulate(model: nn.Module, cal: Calibration, trainable: bool = False) -> fx.GraphModule:
     """A fake-quantized copy of `model` for the layers `cal` calibrated (see the module doc);
     trainable=True for quantization-aware training (QuantSim), in train mode."""
+    if not cal.traced:       # a model torch.fx cannot trace: its linears in place
+        return _simulate_in_place(model, cal, trainable)
     gm = traced_copy(model, "simulate")
     check_calibrated(gm, cal, "simulate")
     _Simulating(gm, cal, trainable).run()

@@ -108,6 +108,16 @@ def _(x, residual, layer_id):
     return x.new_empty(_nchw4(x.shape[0], mod.layer.packed.out_channels, ho, wo))
 
 
+@torch.library.custom_op("spe::spe_qlinear", mutates_args=())
+def spe_qlinear(x: torch.Tensor, layer_id: int) -> torch.Tensor:
+    return lookup(layer_id).run_kernel(x)
+
+
+@spe_qlinear.register_fake
+def _(x, layer_id):
+    return x.new_empty((x.shape[0], lookup(layer_id).out_features), dtype=torch.float32)
+
+
 @torch.library.custom_op("spe::spe_quantize", mutates_args=())
 def spe_quantize(x: torch.Tensor, layer_id: int) -> torch.Tensor:
     return lookup(layer_id).run_kernel(x)

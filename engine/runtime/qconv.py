@@ -129,6 +129,14 @@ class QuantConv:
             raise ConfigError(f"{self.name}: {e}") from e
         return y[:, :, 0, 0] if linear else y
 
+    def run_linear(self, x: np.ndarray) -> np.ndarray:
+        """A linear layer (1x1, "nchw4" layouts) on float rows: (rows, C) float32 -> (rows, O)
+        float32, quantized on the input grid, run, dequantized, in one kernel call."""
+        try:
+            return self._k.run_linear(np.ascontiguousarray(x, np.float32))
+        except ValueError as e:
+            raise ConfigError(f"{self.name}: {e}") from e
+
     @property
     def kernel_name(self) -> str:
         return str(self._k.kernel_name)

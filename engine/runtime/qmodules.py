@@ -108,6 +108,52 @@ class QConv2d(nn.Module):
                 f"kernel_name={self.layer.kernel_name}, nnz={self.layer.nnz}")
 
 
+class QLinear(nn.Module):
+    """An int8 linear layer, float in and float out: x (..., C) -> y (..., O). Its rows are the
+    pixels of the 1x1 int8 kernel: one kernel call (spe_qconv_run_linear; spe.v1.qlinear in
+    artifacts) quantizes the rows on the layer's input grid into the (1, C, 1, rows) image the
+    kernel reads, runs it (the activation fused, the output requantized) and dequantizes the
+    output back into rows. Float at both ends because what reads and feeds a linear layer (GELU,
+    softmax, layer norm, a flatten after average pooling) runs fp32."""
+
+    geometry = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}   # spe.v1.qlinear's
+
+    def __init__(self, layer: QuantConv):
+        super().__init__()
+        p = layer.packed
+        if p.kernel != (1, 1) or layer.input_layout != "nchw4" or layer.output_layout != "nchw4" \
+                or layer.residual is not None:
+            raise ConfigError(f"{layer.name}: an int8 linear layer is 1x1, nchw4 in and out, "
+                              f"without a residual")
+        self.layer = layer
+        self.in_features, self.out_features = p.in_channels, p.out_channels
+        self.layer_id = ops.register(self)
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) float -> the (1, C, 1, rows) image the kernel computes on (its check)."""
+        x2 = x.reshape(-1, self.in_features)
+        return x2.t().contiguous().reshape(1, self.in_features, 1, x2.shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ConfigError(f"{self.layer.name}: input must be (..., {self.in_features}), got "
+                              f"shape {tuple(x.shape)}")
+        lead = tuple(x.shape[:-1])
+        x2 = x.reshape(-1, self.in_features).to(torch.float32)
+        if torch.compiler.is_exporting():
+            y = ops.spe_qlinear(x2.contiguous(), self.layer_id)
+        else:
+            y = self.run_kernel(x2)
+        return y.reshape(*lead, self.out_features)
+
+    def run_kernel(self, x2: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.layer.run_linear(x2.detach().contiguous().numpy()))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, kernel_name={self.layer.kernel_name}, "
+                f"nnz={self.layer.nnz}")
+
+
 class QDepthwiseConv2d(nn.Module):
     """An int8 depthwise conv (QuantDepthwise, NCHW4 in and out), residual optional."""
 

@@ -61,3 +61,28 @@ def test_int8_arm64_artifact_under_qemu(case_name, request, tmp_path, arm64_runn
     assert_close(got, ref.numpy(), rtol=1e-5,
                  what=f"{case.name}: int8 arm64 artifact (NEON int8 kernels) under qemu vs the "
                       f"lowered model")
+
+
+def test_int8_linear_layers_in_an_arm64_artifact_under_qemu(tmp_path, arm64_runner):
+    """A transformer FFN over 16 tokens: its int8 linear layers (QLinear: quantize, the 1x1 int8
+    kernel over the tokens, dequantize) on the NEON kernels match the host's lowered model."""
+    require_arm64_toolchain()
+    import subprocess
+    from linear_nets import Block
+    torch.manual_seed(0)
+    model, x = Block().eval(), torch.randn(1, 16, 32)
+    qm = lower_int8(model, calibrate(model, [torch.randn(2, 16, 32) for _ in range(2)]))
+    assert qm.int8_report["up"].startswith("int8") and qm.int8_report["down"].startswith("int8")
+    with torch.no_grad():
+        ref = qm(x)
+    cm = compile_int8(qm, (x,), "arm64")
+    assert sum(lk.op == "linear" and lk.kernel.startswith("qs8_spmm") for lk in cm.layers) == 2
+    path = save_artifact(tmp_path / "art", cm, extra={"int8": int8_manifest(qm)})
+    x.numpy().astype("<f4").tofile(tmp_path / "in.f32")
+    proc = subprocess.run(qemu_cmd(arm64_runner, str(path), "--input", str(tmp_path / "in.f32"),
+                                   "--output", str(tmp_path / "out.f32")),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = np.fromfile(tmp_path / "out.f32", dtype="<f4").reshape(tuple(ref.shape))
+    assert_close(got, ref.numpy(), rtol=1e-5, what="int8 linear layers: arm64 artifact under "
+                                                   "qemu vs the lowered model")

@@ -40,7 +40,10 @@ def test_int8_applicability():
     assert why_not(conv("a", 0), INT8) is None
     assert why_not(conv("dw", 0, groups=64, k=3), D8) is None          # depthwise: int8 dense
     assert "grouped" in why_not(conv("g", 0, groups=4, k=3), D8)
-    assert "linear" in why_not(LayerSpec("fc", "linear", 64, 10), D8)
+    # a linear layer: int8 dense and int8 blocks of whole column quads (QLinear)
+    fc = LayerSpec("fc", "linear", 64, 10, batch=16)
+    assert why_not(fc, D8) is None and why_not(fc, INT8) is None
+    assert "epilogue" in why_not(LayerSpec("fc", "linear", 64, 10, epilogue="gelu"), D8)
     assert "epilogue" in why_not(conv("h", 0, epilogue="hardswish"), INT8)
     assert why_not(conv("r", 0, epilogue="relu+residual"), INT8) is None
     # an RGB stem: its 3 channels are one column quad a tap for the int8 kernels, not for fp32

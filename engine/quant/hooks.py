@@ -1,0 +1,66 @@
+"""Calibration without a graph (a model torch.fx cannot trace): forward hooks on every
+nn.Linear observe its input and its output (engine.quant.calibrate builds the layers from them;
+engine.quant.in_place lowers and simulates them)."""
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .observers import observer as make_observer
+
+
+def observe_linears(model: nn.Module, batches: Iterable, kind: str, options: dict) -> tuple:
+    """(tensors, linears, n_batches): tensors "<layer>:in" / "<layer>:out" -> QParams of what
+    every nn.Linear read and returned over the batches (a copy of the model runs them),
+    linears name -> (weight, bias) of those observed both ways."""
+    m = copy.deepcopy(model).eval()
+    mods = {n: mod for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
+    obs: dict = {}
+
+    def hook(name):
+        def record(mod, args, out):
+            for key, t in ((f"{name}:in", args[0] if args else None), (f"{name}:out", out)):
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    if key not in obs:
+                        obs[key] = make_observer(kind, **options)
+                    obs[key].update(t.detach())
+        return record
+
+    handles = [mod.register_forward_hook(hook(n)) for n, mod in mods.items()]
+    n_batches = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                args = batch if isinstance(batch, (tuple, list)) else (batch,)
+                try:
+                    m(*args)
+                except Exception as e:  # noqa: BLE001  (the model's own error: name the batch)
+                    raise ConfigError(f"calibrate: batch {n_batches} failed in "
+                                      f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+                n_batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+    tensors = {k: o.qparams() for k, o in obs.items()}
+    linears = {n: (mod.weight.detach(), None if mod.bias is None else mod.bias.detach())
+               for n, mod in mods.items() if f"{n}:in" in tensors and f"{n}:out" in tensors}
+    return tensors, linears, n_batches
+
+
+def check_layers(model: nn.Module, cal, what: str) -> dict:
+    """name -> nn.Linear of the model for every layer of `cal`, its weight the calibrated one."""
+    mods = dict(model.named_modules())
+    out = {}
+    for name, lq in cal.layers.items():
+        mod = mods.get(name)
+        if not isinstance(mod, nn.Linear) or mod.weight.shape != lq.weight.shape or \
+                not torch.equal(mod.weight.detach(), lq.weight) or \
+                (mod.bias is None) != (lq.bias is None):
+            raise ConfigError(f"{what}: the calibration of layer {name!r} does not match this "
+                              f"model's (calibrate this model)")
+        out[name] = mod
+    return out

@@ -1,0 +1,140 @@
+"""int8 linear layers (engine.runtime.qmodules.QLinear, lowered by engine.quant.lower_int8): float
+in and out, rows as the pixels of the 1x1 int8 kernel. References: the simulation (torch's
+F.linear on fake-quantized weights and inputs, engine.quant.simulate), layer by layer on the same
+input and end to end; the fp32 model; and an integer reference computed here from the int8
+weight and the input codes."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+from engine.errors import ConfigError
+from engine.quant import calibrate, lower_int8, simulate
+from engine.quant.check import layer_diffs
+from engine.runtime.qconv import QuantConv
+from engine.runtime.qmodules import QLinear
+
+from linear_nets import MLP, Block, Branchy
+
+
+def _case(model, shape, n=4, seed=1):
+    torch.manual_seed(0)
+    m = model().eval()
+    g = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(*shape, generator=g) for _ in range(n)]
+    cal = calibrate(m, batches)
+    qm = lower_int8(m, cal)
+    kept = {k: lq for k, lq in cal.layers.items() if qm.int8_report[k].startswith("int8")}
+    return m, cal, qm, simulate(m, replace(cal, layers=kept)), torch.randn(*shape, generator=g)
+
+
+@pytest.mark.parametrize("model,shape,int8", [(MLP, (6, 1, 8, 8), ("fc1", "fc2")),
+                                              (Block, (2, 12, 32), ("up", "down"))])
+def test_linear_layers_run_int8_and_match_the_simulation(model, shape, int8):
+    m, cal, qm, sim, x = _case(model, shape)
+    rep = qm.int8_report
+    assert all(rep[n] == "int8 (float in and out)" for n in int8), rep
+    assert list(rep.values()).count("fp32: kept fp32 (fp32_layers: the classifier by default)") == 1
+    assert sum(isinstance(mod, QLinear) for mod in qm.modules()) == 2
+    diffs = layer_diffs(qm, sim, (x,))
+    assert [d.name for d in diffs] == [f"{n}_int8" for n in int8]
+    assert all(d.ok and d.outputs > 0 for d in diffs), diffs
+    with torch.no_grad():
+        got, want, ref = qm(x), sim(x), m(x)
+    assert got.shape == ref.shape
+    assert float((got - want).norm() / want.norm()) < 1e-3
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+    # the pruned blocks are left out of the kernel's weights (4 row groups x 8 column quads)
+    if model is MLP:
+        assert qm.fc2_int8.layer.packed.stored == 48 * 96 - 16 * 32
+
+
+def test_the_kernel_computes_the_integer_linear():
+    """QLinear against numpy: exact int32 sums of (x - zx) * w, requantized as spe.h says."""
+    g = np.random.default_rng(0)
+    O, C, rows = 24, 40, 7
+    wq = g.integers(-127, 128, (O, C)).astype(np.int8)
+    wq[4:8, 8:16] = 0
+    ws = g.uniform(0.001, 0.01, O).astype(np.float32)
+    b = g.normal(0, 0.5, O).astype(np.float32)
+    (sx, zx), (sy, zy) = (0.05, 120), (0.08, 3)
+    q = QLinear(QuantConv(wq, ws, b, input=(sx, zx), output=(sy, zy), act="relu",
+                          input_layout="nchw4", output_layout="nchw4", name="lin"))
+    codes = g.integers(0, 256, (3, rows, C))
+    x = torch.from_numpy(((codes - zx) * sx).astype(np.float32))
+    acc = (codes.astype(np.int64) - zx) @ wq.T.astype(np.int64)          # (3, rows, O)
+    v = np.float32(acc) * (np.float32(sx) * ws / np.float32(sy)) + b / np.float32(sy)
+    want = np.clip(np.rint(np.maximum(v, 0)) + zy, 0, 255)
+    got = np.rint(q(x).numpy() / sy) + zy
+    assert got.shape == (3, rows, O)
+    assert np.abs(got - want).max() <= 1 and (got != want).mean() < 0.01
+    with pytest.raises(ConfigError, match="lin: input must be"):
+        q(torch.zeros(2, C + 1))
+    assert q(torch.zeros(0, C)).shape == (0, O)
+
+
+def test_bits8_optimizes_the_linear_layers_and_the_artifact_runs_them(tmp_path):
+    pytest.importorskip("tvm")
+    torch.manual_seed(0)
+    m = Block().eval()
+    x = torch.randn(1, 16, 32)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = engine.optimize(m, (x,), block=(4, 4), sparsity=0.5, bits=8,
+                          calibration=[torch.randn(2, 16, 32) for _ in range(3)],
+                          measure=False, progress=False, guard="off")
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    bits = {c.layer: c.bits for c in opt.plan}
+    assert bits == {"up": 8, "down": 8, "head": 32}
+    assert opt.plan.meta["int8"]["verify"]["layers"] == 2
+    with torch.no_grad():
+        host = opt(x)
+    path = opt.save(tmp_path / "art")
+    got = engine.load(path)(x)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    assert np.abs(np.asarray(got) - host.numpy()).max() <= 1e-4 * float(host.abs().max())
+    import json
+    layers = json.loads((path / "manifest.json").read_text())["extra"]["int8"]["layers"]
+    assert "float in and out" in layers["up"]["activations"]
+
+
+def test_a_model_fx_cannot_trace_gets_its_linears_int8_in_place():
+    """No graph: calibrated by hooks, the linears swapped in place (engine.quant.in_place),
+    each matching its simulation; the user's model untouched."""
+    m, cal, qm, sim, x = _case(Branchy, (5, 24))
+    assert not cal.traced and set(cal.layers) == {"a", "b", "c"}
+    rep = qm.int8_report
+    assert rep["a"] == rep["b"] == "int8 (float in and out)" and rep["c"].startswith("fp32")
+    assert isinstance(qm.a, QLinear) and isinstance(qm.b, QLinear) and not isinstance(m.a, QLinear)
+    diffs = layer_diffs(qm, sim, (x,))
+    assert [d.name for d in diffs] == ["a", "b"] and all(d.ok for d in diffs), diffs
+    with torch.no_grad():
+        got, want, ref = qm(x), sim(x), m(x)
+    assert float((got - want).norm() / want.norm()) < 1e-3
+    assert 0 < float((got - ref).norm() / ref.norm()) < 0.05
+    other = Branchy().eval()
+    with pytest.raises(ConfigError, match="does not match"):
+        lower_int8(other, cal)
+
+
+def test_bits8_on_a_transformers_model(tmp_path):
+    """BERT (transformers, random weights; torch.fx cannot trace it): every linear int8 but the
+    last, verified layer by layer against the simulation, and the artifact runs them."""
+    pytest.importorskip("tvm")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=128, vocab_size=100)
+    m = transformers.BertModel(cfg).eval()
+    ids = torch.randint(0, 100, (1, 16))
+    opt = engine.optimize(m, (ids,), block=(4, 4), sparsity=0.5, bits=8, progress=False,
+                          calibration=[torch.randint(0, 100, (1, 16)) for _ in range(3)],
+                          measure=False, guard="off")
+    bits = {c.layer: c.bits for c in opt.plan}
+    assert sum(b == 8 for b in bits.values()) == 6 and bits["pooler.dense"] == 32
+    assert opt.plan.meta["int8"]["verify"]["layers"] == 6
+    with torch.no_grad():
+        host = opt(ids).last_hidden_state
+    got = engine.load(opt.save(tmp_path / "art"))(ids).last_hidden_state
+    assert np.abs(np.asarray(got) - host.numpy()).max() <= 1e-4 * float(host.abs().max())
