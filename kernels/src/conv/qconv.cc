@@ -640,7 +640,11 @@ spe_status run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
   if (rows < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "rows must be >= 0, got " + std::to_string(rows));
   if (rows == 0) return SPE_OK;
   const int64_t Q = (int64_t(p.in_channels) + 3) / 4, OQ = (int64_t(p.out_channels) + 3) / 4;
-  std::vector<uint8_t> xq(size_t(4 * Q * rows)), yq(size_t(4 * OQ * rows));
+  // per calling thread, grown and kept: a fresh buffer past malloc's mmap threshold (128x3072
+  // bytes and up) was mapped, faulted in and unmapped on every call
+  thread_local std::vector<uint8_t> xq, yq;
+  xq.resize(size_t(4 * Q * rows));   // every byte written below (the pad channels too)
+  yq.resize(size_t(4 * OQ * rows));
   if (spe_status st = quantize_rows(x, rows, p.in_channels, c->in_q, xq.data()); st != SPE_OK) return st;
   if (spe_status st = run_qlayer(c, xq.data(), 1, 1, rows, nullptr, yq.data()); st != SPE_OK) return st;
   return dequantize_rows(yq.data(), rows, p.out_channels, c->out_q, y);
