@@ -13,20 +13,23 @@ from .compile import CompiledModel, _output_specs
 from .import_errors import build_error
 from .pipeline import relax_pipeline
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
+from .token_int8 import stream_qlinears
 
 
 def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str, Target] = "host",
                     layers: Optional[list] = None) -> CompiledModel:
     """A model already lowered onto the kernels' torch modules (engine.lowering, or
     engine.quant.lower_int8: every native layer one spe custom op) compiled as it is: its
-    native layers calls into the bridge, the rest TVM's (the glue schedules included).
+    native layers calls into the bridge, the rest TVM's (the glue schedules included); int8
+    linears over a transformer's tokens in the token stream (token_int8).
     layers: the LayerKernel list to report (a native one makes export link the bridge)."""
     from .native_lowering import import_lowered
     tgt = as_target(target)
     cross_compiler(tgt)
     tvm_tgt = tvm_target(tgt)
     example_inputs = tuple(example_inputs)
-    mod = import_lowered(lowered, example_inputs, vector_isa(tvm_tgt))
+    mod = stream_qlinears(import_lowered(lowered, example_inputs, vector_isa(tvm_tgt)),
+                          vector_isa(tvm_tgt))
     try:
         with tvm.transform.PassContext(opt_level=3):
             ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))

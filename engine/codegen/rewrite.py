@@ -371,5 +371,5 @@ def rewrite_layers(mod, matches: list, choose: Callable, isa=None) -> tuple:
     new_func = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
     new_mod = bb.get()
     new_mod[new_mod.get_global_var("main")] = new_func
-    return new_mod, done
+    return (tokens.leave_once(new_mod) if tokens.pixels else new_mod), done
 

@@ -141,6 +141,7 @@ class TokenLayout:
         self.pixels: dict = {}        # var -> (its (1, K, 1, N) var, position bound at)
         self.derived: dict = {}       # var -> whether its pixel form derives from linears'
         self.norms: dict = {}         # column norm kernel name -> global var
+        self.anchors: set = set()     # replaced linears' vars (bound to their transpose back)
         self.at = 0                   # position of the replacement being built
 
     def inputs(self, pre: list, m, n: int, residual: bool) -> tuple:
@@ -156,10 +157,55 @@ class TokenLayout:
         ends after a reshape); its (1, O, 1, N) var is kept."""
         px = _step(self.bb, pre, call)
         self.pixels[m.anchor] = (px, self.at)
+        self.anchors.add(m.anchor)
         o = int(m.out_shape[1])
         y = relax.op.permute_dims(_step(self.bb, pre, relax.op.reshape(px, (o, n))), [1, 0])
         shape = _dims(m.anchor)
         return y if shape == (n, o) else relax.op.reshape(_step(self.bb, pre, y), shape)
+
+    def leave_once(self, mod):
+        """mod (main rewritten) with each tensor the stream holds that something outside it
+        still reads in rows (a model output, an op the stream does not run) bound to the
+        transpose of its pixel form instead, placed after that form, so that its row-form chain
+        is dead: no op of the stream runs twice. With every linear rewritten the reader is a
+        linear's result (already transposed back); an int8 linear's residual add and a linear
+        left to TVM leave the stream at other tensors. Skipped where a reader comes first."""
+        dce = relax.transform.DeadCodeElimination()
+        mod = dce(mod)
+        func = mod["main"]
+        if len(func.body.blocks) != 1:
+            return mod
+        bindings = list(func.body.blocks[0].bindings)
+        pos = {b.var: i for i, b in enumerate(bindings)}
+        first = {}
+        for i, b in enumerate(bindings + [None]):
+            for v in relax.analysis.free_vars(b.value if b is not None else func.body.body):
+                first.setdefault(v, i)
+        after: dict = {}
+        for v, (px, _) in self.pixels.items():
+            rows, shape = _rows(v), _dims(v)
+            if v in self.anchors or v not in pos or px not in pos or rows is None or \
+                    first.get(v, len(bindings)) <= pos[px]:
+                continue
+            n, k = rows
+            pre: list = []
+            y = relax.op.permute_dims(_step(self.bb, pre, relax.op.reshape(px, (k, n))), [1, 0])
+            if shape != (n, k):
+                y = relax.op.reshape(_step(self.bb, pre, y), shape)
+            after.setdefault(px, []).extend(
+                [relax.VarBinding(a, e) for a, e in pre] +
+                [relax.VarBinding(v, self.bb.normalize(y))])
+            bindings[pos[v]] = None
+        if not after:
+            return mod
+        out = []
+        for b in bindings:
+            if b is not None:
+                out.append(b)
+                out += after.get(b.var, [])
+        body = relax.SeqExpr([type(func.body.blocks[0])(out)], func.body.body)
+        mod["main"] = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+        return dce(mod)
 
     def pixel_of(self, pre: list, x, n: int, k: int):
         """x, a (1, .., 1, N, K) tensor, as (1, K, 1, N): recomputed from linears' results

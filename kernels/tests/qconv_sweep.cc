@@ -283,6 +283,24 @@ std::string run_linear_case(const char* variant, int o, int c, int rows, int grp
       if (std::memcmp(&ref, &y[size_t(r) * o + oo], 4) != 0)
         err = fmt("y[%d, %d] = %g, reference %g", r, oo, double(y[size_t(r) * o + oo]), double(ref));
     }
+  // spe_qconv_run_float on the transposed rows, (1, C, 1, rows) -> (1, O, 1, rows): the same
+  // floats (the token-stream form of the layer)
+  std::vector<float> xt(x.size()), yt(y.size(), -1.0f);
+  for (int r = 0; r < rows; ++r)
+    for (int ch = 0; ch < c; ++ch) xt[size_t(ch) * rows + r] = x[size_t(r) * c + ch];
+  if (err.empty() && spe_qconv_run_float(conv, xt.data(), 1, 1, rows, yt.data()) != SPE_OK)
+    err = std::string("float run failed: ") + spe_last_error();
+  for (int r = 0; r < rows && err.empty(); ++r)
+    for (int oo = 0; oo < o && err.empty(); ++oo)
+      if (std::memcmp(&yt[size_t(oo) * rows + r], &y[size_t(r) * o + oo], 4) != 0)
+        err = fmt("float run: y[0, %d, 0, %d] = %g, run_linear's %g", oo, r, double(yt[size_t(oo) * rows + r]),
+                  double(y[size_t(r) * o + oo]));
+  if (err.empty() && rows > 1) {
+    xt[size_t(c / 2) * rows + rows - 1] = NAN;
+    if (spe_qconv_run_float(conv, xt.data(), 1, 1, rows, yt.data()) != SPE_ERR_INVALID_ARGUMENT ||
+        !std::strstr(spe_last_error(), fmt("x[%d]", (c / 2) * rows + rows - 1).c_str()))
+      err = std::string("a NaN input to the float run: ") + spe_last_error();
+  }
   if (err.empty() && rows > 1) {
     x[size_t(rows - 1) * c + c / 2] = NAN;
     if (spe_qconv_run_linear(conv, x.data(), rows, y.data()) != SPE_ERR_INVALID_ARGUMENT ||
@@ -332,7 +350,17 @@ size_t qlinear_sweep(bool quick) {
              std::strstr(spe_last_error(), "1x1") && spe_qconv_run_linear(nullptr, x, 2, y) != SPE_OK,
          "qlinear-refused", spe_last_error());
   spe_qconv_destroy(conv);
-  return n + 1;
+  // a float run of a layer with NCHW layouts: refused, named; and an input too small
+  conv = nullptr;
+  q.input_layout = q.output_layout = SPE_QLAYOUT_NCHW;
+  const bool made2 = spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
+                                      L.quad.data(), L.values.data(), &q, SPE_ACT_NONE, "auto", &conv) == SPE_OK;
+  set_current("qfloat-refused");
+  record(made2 && spe_qconv_run_float(conv, x, 1, 1, 2, y) == SPE_ERR_INVALID_ARGUMENT &&
+             std::strstr(spe_last_error(), "NCHW4") && spe_qconv_run_float(nullptr, x, 1, 1, 2, y) != SPE_OK,
+         "qfloat-refused", spe_last_error());
+  spe_qconv_destroy(conv);
+  return n + 2;
 }
 
 // One listed int8 kernel (kernel_tests.cc's listed sweeps): 1x1 layers of its group height,

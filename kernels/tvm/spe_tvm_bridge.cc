@@ -35,6 +35,11 @@
 //   spe.v1.qlinear(x, meta, group_row0, group_rows, group_ptr, entry_quad, values, wscale, bias,
 //                  qscale, y)                 float32 (rows, C) -> float32 (rows, O): an int8
 //       linear layer (spe_qconv_run_linear), qconv2d's constants (1x1, NCHW4, no residual).
+//   spe.v1.qconv2d_float(x, meta, group_row0, group_rows, group_ptr, entry_quad, values, wscale,
+//                        bias, qscale, residual, y)     float32 NCHW -> float32 NCHW: an int8
+//       layer quantizing its input and dequantizing its output itself (spe_qconv_run_float),
+//       qconv2d's constants (NCHW4 layouts, no residual: a 1-element placeholder). A linear
+//       layer in a transformer's token stream, (1, K, 1, N) -> (1, O, 1, N) (token_linear).
 //   spe.v1.quantize(x, meta, scale, y)      float32 NCHW -> uint8; meta int32[2] = zero point,
 //       layout; scale float32[1].
 //   spe.v1.dequantize(x, meta, scale, y)    uint8 -> float32 NCHW; meta int32[3] = channels,
@@ -713,6 +718,33 @@ void qlinear(TensorView x, TensorView meta, TensorView row0, TensorView rows, Te
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qlinear: " << spe_last_error();
 }
 
+// An int8 layer on float NCHW (spe_qconv_run_float): qconv2d's constants, NCHW4 layouts, no
+// residual (`residual` a placeholder).
+void qconv2d_float(TensorView x, TensorView meta, TensorView row0, TensorView rows, TensorView gptr,
+                   TensorView quads, TensorView values, TensorView wscale, TensorView bias,
+                   TensorView qscale, TensorView residual, TensorView y) {
+  constexpr const char* kOp = "qconv2d_float";
+  check_meta(meta, 18, kOp);
+  const int32_t* m = data<int32_t>(meta);
+  check_f32(x, 4, "x");
+  check_f32(y, 4, "y");
+  if (m[12] || m[13] != SPE_QLAYOUT_NCHW4 || m[14] != SPE_QLAYOUT_NCHW4)
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: the layer must have NCHW4 layouts and no residual";
+  (void)residual;
+  if (x.size(1) != m[1] || y.size(1) != m[0] || x.size(0) != y.size(0))
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: x / y must be (N, " << m[1] << ", H, W) / (N, " << m[0]
+                              << ", Ho, Wo)";
+  const int32_t n = dim32(x, 0, kOp), h = dim32(x, 2, kOp), w = dim32(x, 3, kOp);
+  spe_qconv* conv = get_qconv(meta, row0, rows, gptr, quads, values, wscale, bias, qscale);
+  int32_t ho = 0, wo = 0;
+  spe_qconv_output_size(conv, h, w, &ho, &wo);
+  if (ho != y.size(2) || wo != y.size(3))
+    TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: output must be " << ho << "x" << wo;
+  ProfileScope prof(conv, kOp, Profile::get() ? spe_qconv_kernel_name(conv) : nullptr, m[0], ho, wo);
+  const spe_status s = spe_qconv_run_float(conv, data<float>(x), n, h, w, mutable_data<float>(y));
+  if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: " << spe_last_error();
+}
+
 spe_qdepthwise* get_qdepthwise(const TensorView& meta, const TensorView& weight, const TensorView& wscale,
                                const TensorView& bias, const TensorView& qscale) {
   const int32_t* m = data<int32_t>(meta);
@@ -983,6 +1015,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   def("spe.v1.dense_conv2d", dense_conv2d);
   def("spe.v1.qconv2d", qconv2d);
   def("spe.v1.qlinear", qlinear);
+  def("spe.v1.qconv2d_float", qconv2d_float);
   def("spe.v1.qdepthwise2d", qdepthwise2d);
   def("spe.v1.quantize", quantize);
   def("spe.v1.dequantize", dequantize);

@@ -147,3 +147,35 @@ def test_gelu_runs_in_the_linear_kernels_epilogue(approximate, backends):
     assert act in a.fused, a.fused
     if backends == "plan":
         assert a.kernel == "spe.v1.sparse_conv2d"
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_int8_linears_run_in_the_token_stream(layers):
+    """An int8 model's linears over tokens (QLinear, float in and out) compile as the same layer
+    on (1, K, 1, N) (spe.v1.qconv2d_float: engine/codegen/token_int8.py) inside the stream: the
+    number of transposes does not grow with the layers, the layer norms between them are column
+    norms, and the artifact computes what the host's int8 model does (the same kernels and
+    conversions; only float rounding of the ops between them differs)."""
+    from engine.codegen.native_lowering import import_lowered
+    from engine.codegen.token_int8 import stream_qlinears
+    from engine.quant import compile_int8
+    torch.manual_seed(0)
+    model, x = Block(layers=layers).eval(), torch.randn(1, 32, 32)
+    g = torch.Generator().manual_seed(1)
+    opt = engine.optimize(model, (x,), block=(4, 4), sparsity=0.5, bits=8, measure=False,
+                          progress=False, guard="off",
+                          calibration=[torch.randn(1, 32, 32, generator=g) for _ in range(3)])
+    bits = [c.bits for c in opt.plan]
+    assert bits.count(8) == 3 * layers - 1, bits          # the last linear: the classifier, fp32
+    mod = stream_qlinears(import_lowered(opt.runtime, (x,)), _isa())
+    text = relax.transform.DeadCodeElimination()(mod)["main"].script()
+    assert text.count('"spe.v1.qconv2d_float"') == 3 * layers - 1 and "spe.v1.qlinear" not in text
+    assert text.count("tir_column_layer_norm_32x32_eps1e_05") == 2 * layers - 1
+    # x into the stream; what the fp32 last linear reads and gives back (its own transposes)
+    assert text.count("permute_dims") == 5, text
+    cm = compile_int8(opt.runtime, (x,), "host")
+    with torch.no_grad():
+        host, ref = opt(x), opt.pruned_model(x)
+    got = torch.from_numpy(np.asarray(cm.run(x)[0]))
+    assert float((got - host).abs().max()) <= 1e-4 * float(host.abs().max())
+    assert float((got - ref).norm() / ref.norm()) < 0.1

@@ -273,6 +273,14 @@ SPE_API spe_status spe_qconv_run(spe_qconv* conv, const uint8_t* x, int32_t n, i
  * first) into the (1, ceil(C / 4), 1, rows, 4) image the layer reads, the layer runs, and its
  * output is dequantized on the output grid (as spe_dequantize): the rows are the pixels. */
 SPE_API spe_status spe_qconv_run_linear(spe_qconv* conv, const float* x, int32_t rows, float* y);
+/* The layer on float NCHW tensors: x float32 (N, C, H, W) quantized on the layer's input grid
+ * (as spe_quantize, finite values only) into the NCHW4 image the layer reads, the layer (NCHW4 in
+ * and out, no residual), its output dequantized (as spe_dequantize) into y float32 (N, O, Ho,
+ * Wo). A linear layer over the pixels of (1, C, 1, rows), its input and output transposed from
+ * spe_qconv_run_linear's, computes the same floats bit for bit (a transformer's token stream
+ * kept as (1, features, 1, tokens) between layers needs no transposes around it). */
+SPE_API spe_status spe_qconv_run_float(spe_qconv* conv, const float* x, int32_t n, int32_t h,
+                                       int32_t w, float* y);
 SPE_API void spe_qconv_output_size(const spe_qconv* conv, int32_t h, int32_t w, int32_t* ho,
                                    int32_t* wo);
 SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */

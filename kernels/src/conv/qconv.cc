@@ -650,10 +650,39 @@ spe_status run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
   return dequantize_rows(yq.data(), rows, p.out_channels, c->out_q, y);
 }
 
+// spe_qconv_run_float: x quantized NCHW -> NCHW4, the layer, its NCHW4 output dequantized to NCHW.
+spe_status run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w, float* y) {
+  if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  if (c->in_layout != SPE_QLAYOUT_NCHW4 || c->out_layout != SPE_QLAYOUT_NCHW4)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "a float run needs NCHW4 input and output layouts");
+  int32_t ho = 0, wo = 0;
+  spe_qconv_output_size(c, h, w, &ho, &wo);
+  if (h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input " + std::to_string(h) + "x" + std::to_string(w) +
+                                              " too small for the kernel/padding");
+  if (n == 0) return SPE_OK;
+  const auto& p = c->p;
+  const int64_t Q = (int64_t(p.in_channels) + 3) / 4, OQ = (int64_t(p.out_channels) + 3) / 4;
+  if (int64_t(n) * Q * h * w > (int64_t(1) << 34) || int64_t(n) * OQ * ho * wo > (int64_t(1) << 34))
+    return fail(SPE_ERR_INVALID_ARGUMENT, "input too large for a float run");
+  // per calling thread, grown and kept (as run_linear's)
+  thread_local std::vector<uint8_t> xq, yq;
+  xq.resize(size_t(4 * Q * n * h * w));
+  yq.resize(size_t(4 * OQ * n * ho * wo));
+  if (spe_status st = spe_quantize(x, n, p.in_channels, h, w, c->in_q, SPE_QLAYOUT_NCHW4, xq.data()); st != SPE_OK)
+    return st;
+  if (spe_status st = run_qlayer(c, xq.data(), n, h, w, nullptr, yq.data()); st != SPE_OK) return st;
+  return spe_dequantize(yq.data(), n, p.out_channels, ho, wo, c->out_q, SPE_QLAYOUT_NCHW4, y);
+}
+
 }  // namespace
 }  // namespace spe
 
 extern "C" {
+
+spe_status spe_qconv_run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w, float* y) {
+  return spe::guarded("spe_qconv_run_float", [&] { return spe::run_float(c, x, n, h, w, y); });
+}
 
 spe_status spe_qconv_run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
   return spe::guarded("spe_qconv_run_linear", [&] { return spe::run_linear(c, x, rows, y); });
