@@ -107,8 +107,9 @@ def get_num_threads() -> int:
     return int(tvm.get_global_func("runtime.NumThreads")())
 
 
-def import_exported_program(ep, keep_params_as_input: bool = True):
-    """from_exported_program, with the failing node known: (mod, None) or (None, (error, node
+def import_exported_program(ep, keep_params_as_input: bool = True, custom_convert_map=None):
+    """from_exported_program (custom_convert_map: op name -> converter, as TVM's), with the
+    failing node known: (mod, None) or (None, (error, node
     or None, graph nodes it holds)). TVM's importer reports an op it cannot convert without
     saying which node (or source line) it was; the importer object tells which node it was
     converting (the first call_function node not yet in its env)."""
@@ -120,11 +121,12 @@ def import_exported_program(ep, keep_params_as_input: bool = True):
     apply_fixes(ep)      # ops the importer rejects, rewritten (engine.codegen.export_fixes)
     importer = ExportedProgramImporter()
     try:
-        mod = importer.from_exported_program(ep, keep_params_as_input, False, False, None)
+        mod = importer.from_exported_program(ep, keep_params_as_input, False, False,
+                                             custom_convert_map)
         return mod, None
     except Exception as e:  # noqa: BLE001  (TVM raises TypeError / AssertionError / TVMError)
         nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
-        convert = getattr(importer, "convert_map", {})
+        convert = {**getattr(importer, "convert_map", {}), **(custom_convert_map or {})}
         unsupported = [n for n in nodes if n.target.__name__ not in convert]
         if unsupported:
             return None, (e, unsupported[0], unsupported)

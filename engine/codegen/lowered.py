@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import torch
 from torch import nn
+
+from ..graph.export_inputs import named_tensors
+from ..graph.inputs import input_names
 
 from ..targets import Target
 from ._tvm import tvm
@@ -27,7 +31,6 @@ def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str
     tgt = as_target(target)
     cross_compiler(tgt)
     tvm_tgt = tvm_target(tgt)
-    example_inputs = tuple(example_inputs)
     mod = stream_qlinears(import_lowered(lowered, example_inputs, vector_isa(tvm_tgt)),
                           vector_isa(tvm_tgt))
     try:
@@ -35,6 +38,12 @@ def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str
             ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
     except Exception as e:  # noqa: BLE001
         raise build_error(e, mod) from e
-    ins = [(f"input{i}" if len(example_inputs) > 1 else "input", tuple(x.shape),
-            str(x.dtype).replace("torch.", "")) for i, x in enumerate(example_inputs)]
+    if any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
+            getattr(example_inputs, "kwargs", None):   # settings bound: the tensors by name
+        names = input_names(lowered, len(example_inputs))
+        ins = [(n, tuple(t.shape), str(t.dtype).replace("torch.", ""))
+               for n, t in named_tensors(names, example_inputs)]
+    else:
+        ins = [(f"input{i}" if len(example_inputs) > 1 else "input", tuple(x.shape),
+                str(x.dtype).replace("torch.", "")) for i, x in enumerate(example_inputs)]
     return CompiledModel(ex, tgt, ins, _output_specs(mod["main"]), list(layers or []))

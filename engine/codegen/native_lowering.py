@@ -18,7 +18,8 @@ import torch
 
 from ..runtime import ops
 from ..targets.toolchain import cross_compiler
-from ._tvm import from_exported_program, relax, tvm
+from ._tvm import import_exported_program, relax, tvm
+from .import_errors import compile_error
 from .targets import as_target, tvm_target, vector_isa
 
 # spe_activation (kernels/include/spe/spe.h) by name
@@ -209,11 +210,21 @@ def import_lowered(lowered: torch.nn.Module, example_inputs: tuple, isa=None):
     """Relax IRModule of a lowered model, native layers as call_dps_packed into the bridge,
     layers on generated kernels as call_tir to theirs (generated for `isa`, a
     tir_text.VectorISA: the target's; the host's by default)."""
+    from ..graph.export_inputs import TensorInputs
+    from ..graph.inputs import ModelInputs
     isa = isa or vector_isa(tvm_target(as_target("host")))
+    # settings among the inputs (None, use_cache=False) bound as in compile._import
+    bound = any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
+        bool(getattr(example_inputs, "kwargs", None))
+    root = TensorInputs(lowered, example_inputs) if bound else lowered
     with torch.no_grad():
-        ep = torch.export.export(lowered, tuple(example_inputs), strict=False)
-    return from_exported_program(ep, custom_convert_map={
-        **CONVERT_MAP, "spe_tir_layer.default": _tir_layer(isa)})
+        ep = torch.export.export(root, tuple(ModelInputs(example_inputs).tensors), strict=False)
+    # as compile._import: the export fixes applied, a failing op named
+    mod, failure = import_exported_program(ep, False, {**CONVERT_MAP,
+                                                       "spe_tir_layer.default": _tir_layer(isa)})
+    if failure is not None:
+        raise compile_error(*failure) from failure[0]
+    return mod
 
 
 def export_library(executable, path, target) -> Path:

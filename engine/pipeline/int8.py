@@ -34,6 +34,7 @@ import torch
 from mapping import Candidate
 
 from ..errors import ConfigError
+from ..graph.layers import is_transposed_linear
 from ..lowering import fuse_blocks
 from ..quant import calibrate, lower_int8, simulate
 from ..measure.int8 import INT8_DENSE_ROWS
@@ -44,9 +45,10 @@ def int8_runs(info, module=None) -> Optional[str]:
     """None if the int8 kernels can run layer `info` (engine.graph LayerInfo; module: the
     model's module of that name, if known), else why not."""
     if info.kind == "linear" and len(info.weight_shape) == 2:
-        if module is not None and not isinstance(module, torch.nn.Linear):
-            return (f"{type(module).__name__} has no int8 lowering (nn.Linear has: convert "
-                    f"the layer to nn.Linear)")
+        if module is not None and not isinstance(module, torch.nn.Linear) and \
+                not is_transposed_linear(module):
+            return (f"{type(module).__name__} has no int8 lowering (nn.Linear and "
+                    f"transformers' Conv1D have: convert the layer to nn.Linear)")
         return None
     if info.kind != "conv" or len(info.weight_shape) != 4:
         return f"no int8 kernel for a {info.kind} layer of weight {tuple(info.weight_shape)}"

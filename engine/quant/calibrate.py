@@ -161,11 +161,12 @@ def check_calibrated(gm: fx.GraphModule, cal: "Calibration", what: str) -> None:
 
 def _calibrate_linears(model: nn.Module, batches: Iterable, observer: str, options: dict,
                        why: CaptureError) -> "Calibration":
-    """calibrate() of a model torch.fx cannot trace: its nn.Linear layers, by hooks."""
-    from .hooks import observe_linears
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise CaptureError(f"{why}; without a graph only nn.Linear layers are calibrated (by "
-                           f"forward hooks) and {type(model).__name__} has none") from why
+    """calibrate() of a model torch.fx cannot trace: its linear layers, by hooks."""
+    from .hooks import is_linear, observe_linears
+    if not any(is_linear(m) for m in model.modules()):
+        raise CaptureError(f"{why}; without a graph only linear layers (nn.Linear, transformers' "
+                           f"Conv1D) are calibrated (by forward hooks) and "
+                           f"{type(model).__name__} has none") from why
     tensors, linears, n = observe_linears(model, batches, observer, options)
     if n == 0:
         raise ConfigError("calibrate: no calibration batches (pass an iterable of inputs)")

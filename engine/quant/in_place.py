@@ -1,5 +1,5 @@
 """int8 for models torch.fx cannot trace (a transformers model, a forward with data-dependent
-control flow): its nn.Linear layers, swapped in place.
+control flow): its linear layers (nn.Linear, transformers' Conv1D), swapped in place.
 
     cal = engine.quant.calibrate(bert, batches)        # cal.traced False: hooks (hooks.py)
     qm = engine.quant.lower_int8(bert, cal)            # the linears as QLinear, in place
@@ -20,7 +20,7 @@ from torch import nn
 
 from ..graph.layers import set_module
 from ..runtime.qmodules import QLinear
-from .hooks import check_layers
+from .hooks import check_layers, is_linear
 from .native import qconv_of
 
 NO_TRACE = "convs run int8 only in a model torch.fx can trace (their uint8 tensors between " \
@@ -39,7 +39,7 @@ def lower_in_place(model: nn.Module, cal, rows, isa: str, fp32: set, fp32_specs:
     out = lower(model, specs, isa).module
     report = {}
     for name, mod in model.named_modules():
-        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+        if not isinstance(mod, nn.Conv2d) and not is_linear(mod):
             continue
         if name in fp32:
             report[name] = f"fp32: {fp32_why}"

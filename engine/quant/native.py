@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..graph.layers import is_transposed_linear
 from ..runtime.qconv import QuantConv, QuantDepthwise
 from .calibrate import LayerQuant
 from .fake import quantize
@@ -49,7 +50,7 @@ def qconv_of(module: nn.Module, lq: LayerQuant, *, rows: int = 4, isa: str = "au
             raise ConfigError(f"{name}: int8 convs take explicit zero padding, not "
                               f"{module.padding_mode!r} / {module.padding!r}")
         geom = dict(stride=module.stride, padding=module.padding, dilation=module.dilation)
-    elif isinstance(module, nn.Linear):
+    elif isinstance(module, nn.Linear) or is_transposed_linear(module):   # lq.weight: (O, I)
         geom = {}
     else:
         raise ConfigError(f"{name}: no int8 kernel for {type(module).__name__}")

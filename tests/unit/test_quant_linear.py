@@ -138,3 +138,40 @@ def test_bits8_on_a_transformers_model(tmp_path):
         host = opt(ids).last_hidden_state
     got = engine.load(opt.save(tmp_path / "art"))(ids).last_hidden_state
     assert np.abs(np.asarray(got) - host.numpy()).max() <= 1e-4 * float(host.abs().max())
+
+
+def test_bits8_on_gpt2_runs_its_conv1d_linears_int8(tmp_path):
+    """GPT-2 (transformers, random weights): its Conv1D linears (weight stored (in, out)) are
+    calibrated by hooks, run int8 (QLinear of the transposed weight), each within one code of
+    its simulation, the last one fp32 (the classifier rule); the artifact matches the host and
+    the model stays close to the pruned fp32 one."""
+    pytest.importorskip("tvm")
+    transformers = pytest.importorskip("transformers")
+    from engine.graph.layers import gemm_weight
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=2, n_positions=32,
+                                  bos_token_id=0, eos_token_id=0)
+    m = transformers.GPT2Model(cfg).eval()
+    ids = torch.randint(0, 100, (1, 16))
+    kw = {"use_cache": False}
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = engine.optimize(m, (ids,), example_kwargs=kw, block=(4, 4), sparsity=0.5, bits=8,
+                          progress=False, measure=False, guard="off",
+                          calibration=[torch.randint(0, 100, (1, 16)) for _ in range(3)])
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    bits = {c.layer: c.bits for c in opt.plan}
+    assert len(bits) == 8 and bits.pop("h.1.mlp.c_proj") == 32, bits
+    assert set(bits.values()) == {8}, bits
+    assert opt.plan.meta["int8"]["verify"]["layers"] == 7
+    qlin = [mod for mod in opt.runtime.modules() if isinstance(mod, QLinear)]
+    assert len(qlin) == 7 and {q.in_features for q in qlin} == {64, 256}
+    # the kernel's weight is the Conv1D's transposed (the pruned blocks left out)
+    c_fc = opt.pruned_model.get_submodule("h.0.mlp.c_fc")
+    stored = next(q for q in qlin if q.layer.name == "h.0.mlp.c_fc").layer.packed
+    assert (stored.out_channels, stored.in_channels) == tuple(gemm_weight(c_fc).shape) == (256, 64)
+    with torch.no_grad():
+        host = opt(ids, **kw).last_hidden_state
+        ref = opt.pruned_model(ids, **kw).last_hidden_state
+    assert float((host - ref).norm() / ref.norm()) < 0.1
+    got = engine.load(opt.save(tmp_path / "art"))(ids).last_hidden_state
+    assert np.abs(np.asarray(got) - host.numpy()).max() <= 1e-4 * float(host.abs().max())
