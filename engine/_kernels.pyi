@@ -43,9 +43,11 @@ class QConv:
     def run_linear(self, x: np.ndarray) -> np.ndarray:
         """A linear layer (1x1, nchw4 in and out) on float rows: x float32 (rows, C) -> float32
         (rows, O), quantized, run and dequantized in one call (spe_qconv_run_linear)."""
-    def run_float(self, x: np.ndarray) -> np.ndarray:
-        """The layer (nchw4 in and out, no residual) on float NCHW: x float32 (N, C, H, W) ->
-        float32 (N, O, Ho, Wo), quantized, run and dequantized in one call (spe_qconv_run_float)."""
+    def run_float(self, x: np.ndarray, residual: Optional[np.ndarray] = None,
+                  post_act: str = "none") -> np.ndarray:
+        """The layer (nchw4 in and out, no u8 residual) on float NCHW: x float32 (N, C, H, W) ->
+        float32 (N, O, Ho, Wo), quantized, run and dequantized in one call, then post_act(y +
+        residual) in float (spe_qconv_run_float)."""
     def output_size(self, h: int, w: int) -> tuple[int, int]: ...
     @property
     def nnz(self) -> int: ...

@@ -127,22 +127,30 @@ class QConv {
     return y;
   }
 
-  // float32 (N, C, H, W) -> float32 (N, O, Ho, Wo): spe_qconv_run_float
-  py::array_t<float> run_float(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+  // float32 (N, C, H, W) -> float32 (N, O, Ho, Wo): spe_qconv_run_float, post_act(y + residual)
+  py::array_t<float> run_float(py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                               std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> residual,
+                               const std::string& post_act) {
     if (x.ndim() != 4 || x.shape(1) != in_channels_)
       throw std::invalid_argument("x must be (N, " + std::to_string(in_channels_) + ", H, W) float32");
     const int n = dim32(x, 0, "x"), h = dim32(x, 2, "x"), w = dim32(x, 3, "x");
     float none = 0;
-    check(spe_qconv_run_float(conv_.get(), &none, 0, h, w, &none));  // layouts and size
+    const spe_activation act = parse_act(post_act);
+    check(spe_qconv_run_float(conv_.get(), &none, 0, h, w, nullptr, act, &none));  // layouts and size
     int ho, wo;
     spe_qconv_output_size(conv_.get(), h, w, &ho, &wo);
+    if (residual && (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != out_channels_ ||
+                     residual->shape(2) != ho || residual->shape(3) != wo))
+      throw std::invalid_argument("residual must be the output's shape (N, " + std::to_string(out_channels_) + ", " +
+                                  std::to_string(ho) + ", " + std::to_string(wo) + ") float32");
     py::array_t<float> y(std::vector<py::ssize_t>{n, out_channels_, ho, wo});
     const float* xp = x.data();
+    const float* rp = residual ? residual->data() : nullptr;
     float* yp = y.mutable_data();
     spe_status s;
     {
       py::gil_scoped_release nogil;
-      s = spe_qconv_run_float(conv_.get(), xp, n, h, w, yp);
+      s = spe_qconv_run_float(conv_.get(), xp, n, h, w, rp, act, yp);
     }
     check(s);
     return y;
@@ -337,9 +345,11 @@ void bind_qconv(py::module_& m) {
       .def("run_linear", &QConv::run_linear, py::arg("x"),
            "A linear layer (1x1, nchw4 in and out) on float rows: x float32 (rows, C) -> "
            "float32 (rows, O), quantized, run and dequantized in one call.")
-      .def("run_float", &QConv::run_float, py::arg("x"),
-           "The layer (nchw4 in and out, no residual) on float NCHW: x float32 (N, C, H, W) -> "
-           "float32 (N, O, Ho, Wo), quantized, run and dequantized in one call.")
+      .def("run_float", &QConv::run_float, py::arg("x"), py::arg("residual") = py::none(),
+           py::arg("post_act") = "none",
+           "The layer (nchw4 in and out, no u8 residual) on float NCHW: x float32 (N, C, H, W) -> "
+           "float32 (N, O, Ho, Wo), quantized, run and dequantized in one call, then "
+           "post_act(y + residual) in float.")
       .def("output_size", &QConv::output_size, py::arg("h"), py::arg("w"))
       .def_property_readonly("nnz", &QConv::nnz, "non-zero weights")
       .def_property_readonly("kernel_name", &QConv::kernel_name);

@@ -10,8 +10,9 @@ floats bit for bit, 113 us there), and the TokenLayout of the fp32 linears keeps
 that layout between layers: what feeds a linear (a layer norm as a column norm, GELU, the
 residual add) is recomputed from the previous linears' (1, O, 1, N) results instead of being
 transposed, and only what leaves the stream (the attention heads, the outputs) is transposed
-back. The residual add and the activation stay float ops of the stream (an int8 linear
-fuses neither: its output is float).
+back. A residual add and then an activation after the linear (BERT's output projections, its
+GELU) run in the call's float epilogue, as the fp32 kernels' (token_linear.residual_end finds
+them): y = act(dequantized + residual), one pass less over the tensor each.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from ._tvm import relax, tvm
 from .act_match import static_shape
-from .rewrite import LayerMatch, Replacement, rewrite_layers
-from .token_linear import MIN_TOKENS
+from .native_lowering import ACT_CODES
+from .rewrite import LayerMatch, Replacement, _Graph, rewrite_layers
+from .token_linear import MIN_TOKENS, residual_end
 
 QLINEAR = "spe.v1.qlinear"           # float rows in and out (native_lowering._qlinear)
 QLINEAR_PIXELS = "spe.v1.qconv2d_float"   # float NCHW in and out (the bridge)
@@ -41,7 +43,7 @@ def _qlinear_args(value):
 def qlinear_matches(func) -> list:
     """(LayerMatch, Replacement) for each int8 linear of `func` over MIN_TOKENS or more rows whose
     constants are inline (as native_lowering emits them), in binding order."""
-    out = []
+    out, g = [], _Graph(func, {})
     for block in func.body.blocks:
         for b in block.bindings:
             args = _qlinear_args(b.value)
@@ -55,8 +57,16 @@ def qlinear_matches(func) -> list:
             m = LayerMatch(layer=f"qlinear{len(out)}", op="linear",
                            weight=np.zeros((o[1], 0), np.float32), bias=None, x=args[0],
                            in_shape=(n, k), out_shape=(n, o[1]), anchor=b.var)
+            cur = b.var      # the float epilogue: a residual add, then an activation
+            while (user := g.sole_user(cur)) is not None and \
+                    (end := residual_end(g, m, cur, user)) is not None:
+                cur = end
+            m.anchor = cur
             tables = [c.value.numpy() for c in args[1:]]
-            out.append((m, Replacement(None, tables, False, extern=QLINEAR_PIXELS, tokens=n)))
+            tables[0] = np.concatenate([tables[0][:18], np.array(
+                [ACT_CODES[m.act], int(m.residual is not None)], np.int32)])
+            out.append((m, Replacement(None, tables, m.residual is not None,
+                                       extern=QLINEAR_PIXELS, tokens=n)))
     return out
 
 

@@ -137,12 +137,15 @@ class QuantConv:
         except ValueError as e:
             raise ConfigError(f"{self.name}: {e}") from e
 
-    def run_float(self, x: np.ndarray) -> np.ndarray:
-        """The layer ("nchw4" layouts, no residual) on float NCHW: (N, C, H, W) float32 -> (N, O,
-        Ho, Wo) float32, quantized, run, dequantized in one kernel call. A linear layer over the
-        pixels of (1, C, 1, rows) gives run_linear's numbers transposed, bit for bit."""
+    def run_float(self, x: np.ndarray, residual: Optional[np.ndarray] = None,
+                  post_act: str = "none") -> np.ndarray:
+        """The layer ("nchw4" layouts, no u8 residual) on float NCHW: (N, C, H, W) float32 -> (N,
+        O, Ho, Wo) float32, quantized, run, dequantized in one kernel call, then post_act(y +
+        residual) in float (residual float32 of y's shape). A linear layer over the pixels of
+        (1, C, 1, rows) gives run_linear's numbers transposed, bit for bit."""
         try:
-            return self._k.run_float(np.ascontiguousarray(x, np.float32))
+            return self._k.run_float(np.ascontiguousarray(x, np.float32), None if residual is None
+                                     else np.ascontiguousarray(residual, np.float32), post_act)
         except ValueError as e:
             raise ConfigError(f"{self.name}: {e}") from e
 

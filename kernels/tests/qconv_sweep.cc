@@ -288,16 +288,34 @@ std::string run_linear_case(const char* variant, int o, int c, int rows, int grp
   std::vector<float> xt(x.size()), yt(y.size(), -1.0f);
   for (int r = 0; r < rows; ++r)
     for (int ch = 0; ch < c; ++ch) xt[size_t(ch) * rows + r] = x[size_t(r) * c + ch];
-  if (err.empty() && spe_qconv_run_float(conv, xt.data(), 1, 1, rows, yt.data()) != SPE_OK)
+  if (err.empty() && spe_qconv_run_float(conv, xt.data(), 1, 1, rows, nullptr, SPE_ACT_NONE, yt.data()) != SPE_OK)
     err = std::string("float run failed: ") + spe_last_error();
   for (int r = 0; r < rows && err.empty(); ++r)
     for (int oo = 0; oo < o && err.empty(); ++oo)
       if (std::memcmp(&yt[size_t(oo) * rows + r], &y[size_t(r) * o + oo], 4) != 0)
         err = fmt("float run: y[0, %d, 0, %d] = %g, run_linear's %g", oo, r, double(yt[size_t(oo) * rows + r]),
                   double(y[size_t(r) * o + oo]));
+  // the float epilogue: y + residual exactly, then GELU within its documented bound (isa/
+  // activation.h: 1e-6 |v| + 1e-37 of double precision)
+  std::vector<float> res(yt.size()), ye(yt.size(), -1.0f);
+  for (float& v : res) v = float((rng.uniform() - 0.5) * 4.0);
+  for (const int pa : {int(SPE_ACT_NONE), int(SPE_ACT_GELU)}) {
+    if (!err.empty()) break;
+    if (spe_qconv_run_float(conv, xt.data(), 1, 1, rows, res.data(), spe_activation(pa), ye.data()) != SPE_OK) {
+      err = std::string("float run with an epilogue failed: ") + spe_last_error();
+      break;
+    }
+    for (size_t i = 0; i < ye.size() && err.empty(); ++i) {
+      const float sum = yt[i] + res[i];
+      if (pa == SPE_ACT_NONE ? std::memcmp(&sum, &ye[i], 4) != 0
+                             : std::fabs(double(ye[i]) - 0.5 * double(sum) * (1.0 + std::erf(double(sum) / std::sqrt(2.0)))) >
+                                   1e-6 * std::fabs(double(sum)) + 1e-30)
+        err = fmt("float epilogue (act %d): y[%zu] = %g for %g", pa, i, double(ye[i]), double(sum));
+    }
+  }
   if (err.empty() && rows > 1) {
     xt[size_t(c / 2) * rows + rows - 1] = NAN;
-    if (spe_qconv_run_float(conv, xt.data(), 1, 1, rows, yt.data()) != SPE_ERR_INVALID_ARGUMENT ||
+    if (spe_qconv_run_float(conv, xt.data(), 1, 1, rows, nullptr, SPE_ACT_NONE, yt.data()) != SPE_ERR_INVALID_ARGUMENT ||
         !std::strstr(spe_last_error(), fmt("x[%d]", (c / 2) * rows + rows - 1).c_str()))
       err = std::string("a NaN input to the float run: ") + spe_last_error();
   }
@@ -356,8 +374,9 @@ size_t qlinear_sweep(bool quick) {
   const bool made2 = spe_qconv_create(&prm, int32_t(L.row0.size()), L.row0.data(), L.rows.data(), L.ptr.data(),
                                       L.quad.data(), L.values.data(), &q, SPE_ACT_NONE, "auto", &conv) == SPE_OK;
   set_current("qfloat-refused");
-  record(made2 && spe_qconv_run_float(conv, x, 1, 1, 2, y) == SPE_ERR_INVALID_ARGUMENT &&
-             std::strstr(spe_last_error(), "NCHW4") && spe_qconv_run_float(nullptr, x, 1, 1, 2, y) != SPE_OK,
+  record(made2 && spe_qconv_run_float(conv, x, 1, 1, 2, nullptr, SPE_ACT_NONE, y) == SPE_ERR_INVALID_ARGUMENT &&
+             std::strstr(spe_last_error(), "NCHW4") &&
+             spe_qconv_run_float(nullptr, x, 1, 1, 2, nullptr, SPE_ACT_NONE, y) != SPE_OK,
          "qfloat-refused", spe_last_error());
   spe_qconv_destroy(conv);
   return n + 2;

@@ -38,8 +38,10 @@
 //   spe.v1.qconv2d_float(x, meta, group_row0, group_rows, group_ptr, entry_quad, values, wscale,
 //                        bias, qscale, residual, y)     float32 NCHW -> float32 NCHW: an int8
 //       layer quantizing its input and dequantizing its output itself (spe_qconv_run_float),
-//       qconv2d's constants (NCHW4 layouts, no residual: a 1-element placeholder). A linear
-//       layer in a transformer's token stream, (1, K, 1, N) -> (1, O, 1, N) (token_linear).
+//       qconv2d's constants (NCHW4 layouts, no u8 residual); meta may go on: [18] the float
+//       activation applied after dequantizing, [19] 1 if `residual` is a float tensor of y's
+//       shape added before it (else a 1-element placeholder). A linear layer in a
+//       transformer's token stream, (1, K, 1, N) -> (1, O, 1, N) (token_int8.py).
 //   spe.v1.quantize(x, meta, scale, y)      float32 NCHW -> uint8; meta int32[2] = zero point,
 //       layout; scale float32[1].
 //   spe.v1.dequantize(x, meta, scale, y)    uint8 -> float32 NCHW; meta int32[3] = channels,
@@ -730,7 +732,14 @@ void qconv2d_float(TensorView x, TensorView meta, TensorView row0, TensorView ro
   check_f32(y, 4, "y");
   if (m[12] || m[13] != SPE_QLAYOUT_NCHW4 || m[14] != SPE_QLAYOUT_NCHW4)
     TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: the layer must have NCHW4 layouts and no residual";
-  (void)residual;
+  const int32_t post_act = meta.size(0) > 18 ? m[18] : 0;
+  const bool has_res = meta.size(0) > 19 && m[19] != 0;
+  if (has_res) {
+    check_f32(residual, 4, "residual");
+    for (int d = 0; d < 4; ++d)
+      if (residual.size(d) != y.size(d))
+        TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: residual must have the output's shape";
+  }
   if (x.size(1) != m[1] || y.size(1) != m[0] || x.size(0) != y.size(0))
     TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: x / y must be (N, " << m[1] << ", H, W) / (N, " << m[0]
                               << ", Ho, Wo)";
@@ -741,7 +750,8 @@ void qconv2d_float(TensorView x, TensorView meta, TensorView row0, TensorView ro
   if (ho != y.size(2) || wo != y.size(3))
     TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: output must be " << ho << "x" << wo;
   ProfileScope prof(conv, kOp, Profile::get() ? spe_qconv_kernel_name(conv) : nullptr, m[0], ho, wo);
-  const spe_status s = spe_qconv_run_float(conv, data<float>(x), n, h, w, mutable_data<float>(y));
+  const spe_status s = spe_qconv_run_float(conv, data<float>(x), n, h, w, has_res ? data<float>(residual) : nullptr,
+                                           spe_activation(post_act), mutable_data<float>(y));
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qconv2d_float: " << spe_last_error();
 }
 

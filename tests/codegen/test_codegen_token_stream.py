@@ -157,7 +157,7 @@ def test_int8_linears_run_in_the_token_stream(layers):
     norms, and the artifact computes what the host's int8 model does (the same kernels and
     conversions; only float rounding of the ops between them differs)."""
     from engine.codegen.native_lowering import import_lowered
-    from engine.codegen.token_int8 import stream_qlinears
+    from engine.codegen.token_int8 import qlinear_matches, stream_qlinears
     from engine.quant import compile_int8
     torch.manual_seed(0)
     model, x = Block(layers=layers).eval(), torch.randn(1, 32, 32)
@@ -167,7 +167,12 @@ def test_int8_linears_run_in_the_token_stream(layers):
                           calibration=[torch.randn(1, 32, 32, generator=g) for _ in range(3)])
     bits = [c.bits for c in opt.plan]
     assert bits.count(8) == 3 * layers - 1, bits          # the last linear: the classifier, fp32
-    mod = stream_qlinears(import_lowered(opt.runtime, (x,)), _isa())
+    imported = import_lowered(opt.runtime, (x,))
+    # the float epilogues found: GELU after each a, the residual add after each b (but the
+    # last, fp32), nothing after o (its result is scaled first)
+    fused = [m.fused for m, _ in qlinear_matches(imported["main"])]
+    assert fused == [[], ["gelu"], ["residual"]] * (layers - 1) + [[], ["gelu"]], fused
+    mod = stream_qlinears(imported, _isa())
     text = relax.transform.DeadCodeElimination()(mod)["main"].script()
     assert text.count('"spe.v1.qconv2d_float"') == 3 * layers - 1 and "spe.v1.qlinear" not in text
     assert text.count("tir_column_layer_norm_32x32_eps1e_05") == 2 * layers - 1

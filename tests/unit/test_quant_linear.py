@@ -175,3 +175,28 @@ def test_bits8_on_gpt2_runs_its_conv1d_linears_int8(tmp_path):
     assert float((host - ref).norm() / ref.norm()) < 0.1
     got = engine.load(opt.save(tmp_path / "art"))(ids).last_hidden_state
     assert np.abs(np.asarray(got) - host.numpy()).max() <= 1e-4 * float(host.abs().max())
+
+
+def test_run_float_is_run_linear_transposed_with_a_float_epilogue():
+    """QuantConv.run_float on (1, C, 1, rows) gives run_linear's floats transposed, bit for bit;
+    its float epilogue adds a residual exactly and applies GELU as torch does (to the kernels'
+    documented 1e-6 relative); a residual of another shape is refused, named."""
+    g = np.random.default_rng(3)
+    O, C, rows = 20, 36, 37
+    wq = g.integers(-127, 128, (O, C)).astype(np.int8)
+    wq[:8, 4:20] = 0
+    layer = QuantConv(wq, g.uniform(0.001, 0.01, O).astype(np.float32),
+                      g.normal(0, 0.5, O).astype(np.float32), input=(0.05, 120),
+                      output=(0.08, 100), input_layout="nchw4", output_layout="nchw4", name="lin")
+    x = g.normal(0, 2, (rows, C)).astype(np.float32)
+    xp = np.ascontiguousarray(x.T)[None, :, None, :]
+    rows_out = layer.run_linear(x)
+    y = layer.run_float(xp)
+    assert y.shape == (1, O, 1, rows) and np.array_equal(y[0, :, 0, :].T, rows_out)
+    r = g.normal(0, 1, y.shape).astype(np.float32)
+    assert np.array_equal(layer.run_float(xp, r), y + r)
+    want = torch.nn.functional.gelu(torch.from_numpy(y + r)).numpy()
+    got = layer.run_float(xp, r, post_act="gelu")
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(y + r).max() + 1e-7
+    with pytest.raises(ConfigError, match="lin: residual must be the output's shape"):
+        layer.run_float(xp, r[:, :, :, :-1])

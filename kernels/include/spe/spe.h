@@ -275,12 +275,16 @@ SPE_API spe_status spe_qconv_run(spe_qconv* conv, const uint8_t* x, int32_t n, i
 SPE_API spe_status spe_qconv_run_linear(spe_qconv* conv, const float* x, int32_t rows, float* y);
 /* The layer on float NCHW tensors: x float32 (N, C, H, W) quantized on the layer's input grid
  * (as spe_quantize, finite values only) into the NCHW4 image the layer reads, the layer (NCHW4 in
- * and out, no residual), its output dequantized (as spe_dequantize) into y float32 (N, O, Ho,
+ * and out, no u8 residual), its output dequantized (as spe_dequantize) into y float32 (N, O, Ho,
  * Wo). A linear layer over the pixels of (1, C, 1, rows), its input and output transposed from
  * spe_qconv_run_linear's, computes the same floats bit for bit (a transformer's token stream
- * kept as (1, features, 1, tokens) between layers needs no transposes around it). */
+ * kept as (1, features, 1, tokens) between layers needs no transposes around it). Then, in float
+ * (the float ops a transformer applies to a linear's result): y = post_act(y + residual),
+ * residual float32 of y's shape or NULL, post_act any SPE_ACT_* (SPE_ACT_NONE: none; GELU as the
+ * fp32 kernels' epilogue computes it). y may not overlap x or the residual. */
 SPE_API spe_status spe_qconv_run_float(spe_qconv* conv, const float* x, int32_t n, int32_t h,
-                                       int32_t w, float* y);
+                                       int32_t w, const float* residual, spe_activation post_act,
+                                       float* y);
 SPE_API void spe_qconv_output_size(const spe_qconv* conv, int32_t h, int32_t w, int32_t* ho,
                                    int32_t* wo);
 SPE_API int64_t spe_qconv_nnz(const spe_qconv* conv); /* non-zero weights */

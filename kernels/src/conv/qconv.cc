@@ -23,7 +23,9 @@
 
 #include "../common/error.h"
 #include "../common/threadpool.h"
+#include "../isa/isa.h"
 #include "../qspmm/qspmm.h"
+#include "../spmm/spmm.h"
 #include "geometry.h"
 #include "interleave.h"
 #include "qglue.h"
@@ -650,9 +652,28 @@ spe_status run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
   return dequantize_rows(yq.data(), rows, p.out_channels, c->out_q, y);
 }
 
-// spe_qconv_run_float: x quantized NCHW -> NCHW4, the layer, its NCHW4 output dequantized to NCHW.
-spe_status run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w, float* y) {
+// y = act(y + res) over `count` floats on the best ISA's fp32 epilogue (SpmmKernels::act_row),
+// in parallel runs of at most 2^16 floats.
+spe_status float_epilogue(float* y, const float* res, int64_t count, int act) {
+  const SpmmKernels* sk = spmm_kernels(best_isa());
+  if (!sk) return fail(SPE_ERR_UNSUPPORTED_ISA, "no fp32 epilogue for this CPU");
+  constexpr int64_t kRun = int64_t(1) << 16;
+  ThreadPool::global().parallel_for((count + kRun - 1) / kRun, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t at = r * kRun;
+      sk->act_row(y + at, y + at, res ? res + at : nullptr, int(std::min(kRun, count - at)), act);
+    }
+  });
+  return SPE_OK;
+}
+
+// spe_qconv_run_float: x quantized NCHW -> NCHW4, the layer, its NCHW4 output dequantized to NCHW,
+// then post_act(y + residual) in float.
+spe_status run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w, const float* residual,
+                     int post_act, float* y) {
   if (!c || !x || !y || n < 0) return fail(SPE_ERR_INVALID_ARGUMENT, "null conv/x/y or n < 0");
+  if (post_act < SPE_ACT_NONE || post_act > SPE_ACT_LAST_)
+    return fail(SPE_ERR_INVALID_ARGUMENT, "unknown activation " + std::to_string(post_act));
   if (c->in_layout != SPE_QLAYOUT_NCHW4 || c->out_layout != SPE_QLAYOUT_NCHW4)
     return fail(SPE_ERR_INVALID_ARGUMENT, "a float run needs NCHW4 input and output layouts");
   int32_t ho = 0, wo = 0;
@@ -672,7 +693,11 @@ spe_status run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t
   if (spe_status st = spe_quantize(x, n, p.in_channels, h, w, c->in_q, SPE_QLAYOUT_NCHW4, xq.data()); st != SPE_OK)
     return st;
   if (spe_status st = run_qlayer(c, xq.data(), n, h, w, nullptr, yq.data()); st != SPE_OK) return st;
-  return spe_dequantize(yq.data(), n, p.out_channels, ho, wo, c->out_q, SPE_QLAYOUT_NCHW4, y);
+  if (spe_status st = spe_dequantize(yq.data(), n, p.out_channels, ho, wo, c->out_q, SPE_QLAYOUT_NCHW4, y);
+      st != SPE_OK)
+    return st;
+  if (!residual && post_act == SPE_ACT_NONE) return SPE_OK;
+  return float_epilogue(y, residual, int64_t(n) * p.out_channels * ho * wo, post_act);
 }
 
 }  // namespace
@@ -680,8 +705,10 @@ spe_status run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t
 
 extern "C" {
 
-spe_status spe_qconv_run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w, float* y) {
-  return spe::guarded("spe_qconv_run_float", [&] { return spe::run_float(c, x, n, h, w, y); });
+spe_status spe_qconv_run_float(spe_qconv* c, const float* x, int32_t n, int32_t h, int32_t w,
+                               const float* residual, spe_activation post_act, float* y) {
+  return spe::guarded("spe_qconv_run_float",
+                      [&] { return spe::run_float(c, x, n, h, w, residual, int(post_act), y); });
 }
 
 spe_status spe_qconv_run_linear(spe_qconv* c, const float* x, int32_t rows, float* y) {
