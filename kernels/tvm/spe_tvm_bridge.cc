@@ -720,8 +720,9 @@ void qlinear(TensorView x, TensorView meta, TensorView row0, TensorView rows, Te
   if (s != SPE_OK) TVM_FFI_THROW(ValueError) << "spe.qlinear: " << spe_last_error();
 }
 
-// An int8 layer on float NCHW (spe_qconv_run_float): qconv2d's constants, NCHW4 layouts, no
-// residual (`residual` a placeholder).
+// An int8 layer on float NCHW (spe_qconv_run_float): qconv2d's constants, NCHW4 layouts, no u8
+// residual; meta[18] a float activation after dequantizing, meta[19] 1 if `residual` is a float
+// tensor of y's shape added before it (else a placeholder).
 void qconv2d_float(TensorView x, TensorView meta, TensorView row0, TensorView rows, TensorView gptr,
                    TensorView quads, TensorView values, TensorView wscale, TensorView bias,
                    TensorView qscale, TensorView residual, TensorView y) {
