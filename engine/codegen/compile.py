@@ -28,7 +28,7 @@ from ..runtime.dense import dense_algo
 from ..runtime.packing import DENSE_TIR_ROWS, group_rows_for
 from ..targets import Target
 from ..targets.toolchain import host_arch, norm_arch
-from ..graph.export_inputs import TensorInputs, named_tensors
+from ..graph.export_inputs import TensorInputs, has_settings, named_tensors
 from ..graph.inputs import ModelInputs, check_inputs, input_names
 from .targets import as_target, cross_compiler, tvm_target, vector_isa
 from ._tvm import import_exported_program, relax, tvm
@@ -340,8 +340,7 @@ def _import(model: nn.Module, example_inputs: tuple):
     """torch.export -> Relax with params as named inputs; returns (mod, params, layer names,
     input specs [(name, shape, dtype)] of the tensor inputs)."""
     tensors = tuple(ModelInputs(example_inputs).tensors)
-    bound = any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
-        bool(getattr(example_inputs, "kwargs", None))
+    bound = has_settings(example_inputs)
     root = TensorInputs(model, example_inputs) if bound else model
     prefix = "model." if bound else ""
     was_training = model.training

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-import torch
 from torch import nn
 
-from ..graph.export_inputs import named_tensors
+from ..graph.export_inputs import has_settings, named_tensors
 from ..graph.inputs import input_names
 
 from ..targets import Target
@@ -38,8 +37,7 @@ def compile_lowered(lowered: nn.Module, example_inputs: tuple, target: Union[str
             ex = tvm.compile(mod, tvm_tgt, relax_pipeline=relax_pipeline(tvm_tgt))
     except Exception as e:  # noqa: BLE001
         raise build_error(e, mod) from e
-    if any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
-            getattr(example_inputs, "kwargs", None):   # settings bound: the tensors by name
+    if has_settings(example_inputs):   # settings bound: the tensors by name
         names = input_names(lowered, len(example_inputs))
         ins = [(n, tuple(t.shape), str(t.dtype).replace("torch.", ""))
                for n, t in named_tensors(names, example_inputs)]

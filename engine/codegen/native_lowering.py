@@ -210,13 +210,11 @@ def import_lowered(lowered: torch.nn.Module, example_inputs: tuple, isa=None):
     """Relax IRModule of a lowered model, native layers as call_dps_packed into the bridge,
     layers on generated kernels as call_tir to theirs (generated for `isa`, a
     tir_text.VectorISA: the target's; the host's by default)."""
-    from ..graph.export_inputs import TensorInputs
+    from ..graph.export_inputs import TensorInputs, has_settings
     from ..graph.inputs import ModelInputs
     isa = isa or vector_isa(tvm_target(as_target("host")))
     # settings among the inputs (None, use_cache=False) bound as in compile._import
-    bound = any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
-        bool(getattr(example_inputs, "kwargs", None))
-    root = TensorInputs(lowered, example_inputs) if bound else lowered
+    root = TensorInputs(lowered, example_inputs) if has_settings(example_inputs) else lowered
     with torch.no_grad():
         ep = torch.export.export(root, tuple(ModelInputs(example_inputs).tensors), strict=False)
     # as compile._import: the export fixes applied, a failing op named

@@ -43,7 +43,7 @@ def _qlinear_args(value):
 def qlinear_matches(func) -> list:
     """(LayerMatch, Replacement) for each int8 linear of `func` over MIN_TOKENS or more rows whose
     constants are inline (as native_lowering emits them), in binding order."""
-    out, g = [], _Graph(func, {})
+    out, g = [], None        # the graph's uses: built at the first int8 linear
     for block in func.body.blocks:
         for b in block.bindings:
             args = _qlinear_args(b.value)
@@ -57,6 +57,7 @@ def qlinear_matches(func) -> list:
             m = LayerMatch(layer=f"qlinear{len(out)}", op="linear",
                            weight=np.zeros((o[1], 0), np.float32), bias=None, x=args[0],
                            in_shape=(n, k), out_shape=(n, o[1]), anchor=b.var)
+            g = g or _Graph(func, {})
             cur = b.var      # the float epilogue: a residual add, then an activation
             while (user := g.sole_user(cur)) is not None and \
                     (end := residual_end(g, m, cur, user)) is not None:

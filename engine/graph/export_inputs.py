@@ -15,6 +15,13 @@ from .containers import tensors as tensors_of
 from .inputs import ModelInputs, call, is_input
 
 
+def has_settings(example_inputs) -> bool:
+    """Whether the example holds anything but tensors (a setting, a container, keywords): the
+    model is then exported as TensorInputs(model, example)."""
+    return any(not isinstance(v, torch.Tensor) for v in example_inputs) or \
+        bool(getattr(example_inputs, "kwargs", None))
+
+
 class TensorInputs(nn.Module):
     """The model with its example's constant inputs (None, use_cache=False) bound: forward
     takes only the tensors. TVM's importer cannot take a constant user input."""
